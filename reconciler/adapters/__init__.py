@@ -1,0 +1,1 @@
+"""The outside world: git, the file system, SQLite, inotify."""

@@ -1,0 +1,1 @@
+"""Pure domain logic: load, validate, select, render, plan. No I/O."""

@@ -1,0 +1,220 @@
+"""The values of the domain: what a provisioning repository means once validated.
+
+Everything here is a frozen dataclass built by `core.validate` and read by the renderer,
+the protocol deciders and the servers. Nothing here does I/O or knows where a value came
+from beyond the `Location` it carries for error messages.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Literal
+
+
+class Severity(enum.StrEnum):
+    """How bad a finding is: errors block a commit from being served, warnings do not."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where a value was written: repo-relative file, 1-based line and column (0 = unknown)."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One validation finding. Findings are data: all of them are collected in one pass."""
+
+    file: str
+    line: int
+    column: int
+    code: str
+    severity: Severity
+    message: str
+
+    @classmethod
+    def at(cls, loc: Location, code: str, message: str, severity: Severity = Severity.ERROR) -> Issue:
+        return cls(loc.file, loc.line, loc.column, code, severity, message)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+
+DhcpMode = Literal["full", "proxy", "off"]
+UnknownClients = Literal["ignore", "boot"]
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A declared IPv4 subnet with its options; `pool` is the dynamic range (full mode)."""
+
+    network: IPv4Network
+    pool: tuple[IPv4Address, IPv4Address] | None
+    routers: tuple[IPv4Address, ...] = ()
+    dns_servers: tuple[IPv4Address, ...] = ()
+    domain_name: str | None = None
+    lease_time: int = 600
+    max_lease_time: int = 7200
+    source: Location = Location("netboot.yaml")
+
+    def in_pool(self, ip: IPv4Address) -> bool:
+        return self.pool is not None and self.pool[0] <= ip <= self.pool[1]
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """Names of the iPXE binaries handed to PXE firmware (defaults: Debian's `ipxe` package)."""
+
+    bios: str = "undionly.kpxe"
+    uefi_x64: str = "ipxe.efi"
+    uefi_arm64: str = "ipxe-arm64.efi"
+    ipxe_script: str = "boot.ipxe"
+
+
+@dataclass(frozen=True)
+class Site:
+    """netboot.yaml: how this site is reached and how DHCP behaves."""
+
+    server_address: IPv4Address
+    http_port: int = 80
+    dhcp_mode: DhcpMode = "full"
+    interface: str | None = None
+    unknown_clients: UnknownClients = "ignore"
+    subnets: tuple[Subnet, ...] = ()
+    boot_files: BootFiles = BootFiles()
+    source: Location = Location("netboot.yaml")
+
+    @property
+    def server_url(self) -> str:
+        """The base URL every rendered URL starts with (no trailing slash)."""
+        if self.http_port == 80:
+            return f"http://{self.server_address}"
+        return f"http://{self.server_address}:{self.http_port}"
+
+    def subnet_for(self, ip: IPv4Address) -> Subnet | None:
+        for subnet in self.subnets:
+            if ip in subnet.network:
+                return subnet
+        return None
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine: nodes/<name>.yaml."""
+
+    name: str
+    mac: str  # lowercase colon form
+    profile: str
+    hostname: str
+    ip: IPv4Address | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    reinstall: int = 0
+    source: Location = Location("")
+
+
+@dataclass(frozen=True)
+class Boot:
+    """What a profile boots: matchbox's `boot` object."""
+
+    kernel: str = ""
+    initrd: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A boot profile: profiles/<id>.yaml or matchbox profiles/<id>.json."""
+
+    id: str
+    name: str
+    boot: Boot
+    cloud_init: str | None = None
+    install_once: bool = False
+    generic_id: str | None = None
+    ignition_id: str | None = None
+    source: Location = Location("")
+    arg_locations: tuple[Location, ...] = ()  # one per boot.args entry, for error messages
+
+
+@dataclass(frozen=True)
+class Group:
+    """A matchbox group: selector -> profile. An empty selector makes it the default group."""
+
+    id: str
+    name: str
+    profile: str
+    selector: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: Location = Location("")
+
+    @property
+    def is_default(self) -> bool:
+        return not self.selector
+
+
+@dataclass(frozen=True)
+class CloudInitTemplate:
+    """cloud-init/<name>.yaml: a user-data template (Jinja2, strict undefined)."""
+
+    name: str
+    text: str
+    source: Location = Location("")
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One entry of assets.yaml."""
+
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+    url: str | None = None
+    source: Location = Location("assets.yaml")
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """A whole validated repository at one revision: the renderer's only input."""
+
+    revision: str
+    site: Site
+    nodes: tuple[Node, ...]  # sorted by name
+    profiles: Mapping[str, Profile]
+    groups: tuple[Group, ...]  # the repo's own groups, sorted by id
+    cloud_init: Mapping[str, CloudInitTemplate]
+    assets: tuple[Asset, ...] | None = None  # None: no assets.yaml
+
+    def node_by_mac(self, mac: str) -> Node | None:
+        for node in self.nodes:
+            if node.mac == mac:
+                return node
+        return None
+
+
+@dataclass(frozen=True)
+class BootEvent:
+    """Something a server saw a machine do, stamped with the revision that served it.
+
+    `stage` is one of: dhcp-discover, dhcp-offer, dhcp-request, dhcp-ack, dhcp-nak, tftp,
+    ipxe-bootstrap, ipxe-script, grub, kernel, initrd, asset, user-data, meta-data, vendor-data,
+    report, unknown-machine. `detail` carries stage-specific values (file, bytes, arch, ...).
+    """
+
+    time: float
+    stage: str
+    revision: str
+    mac: str | None = None
+    node: str | None = None
+    client: str | None = None  # client address as a string
+    detail: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Wire protocols without sockets: bytes in, messages and decisions out (DHCP, TFTP)."""

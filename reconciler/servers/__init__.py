@@ -1,0 +1,1 @@
+"""Sockets and threads only: DHCP, TFTP and HTTP servers. Policy lives in core/ and protocol/."""

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README run command: sets up .venv when needed, then runs the daemon on example-repo/,
+# serving HTTP and TFTP on loopback with unprivileged ports and no DHCP. Extra arguments go
+# to the daemon (e.g. `--dhcp-listen 127.0.0.1:6767`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ ! -x .venv/bin/netboot-reconcile ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e .
+fi
+exec .venv/bin/netboot-reconcile --repo example-repo \
+  --http-listen 127.0.0.1:8080 --tftp-listen 127.0.0.1:6969 --no-dhcp "$@"
