@@ -1,0 +1,30 @@
+"""Shared test helpers: requirements that fail loudly, free ports, network namespaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+
+def require_root() -> None:
+    """Fail (never skip) when the test needs root: run the README test command as root."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (network namespaces, raw sockets): run scripts/test.sh as root")
+
+
+def require_tool(name: str, package: str) -> str:
+    """Return the path of `name`, or fail naming the Debian package that provides it."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if path is None:
+        pytest.fail(f"{name} not found: apt-get install {package} (scripts/test.sh installs it)")
+    return path
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """An ephemeral port that was free a moment ago on `host`."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
