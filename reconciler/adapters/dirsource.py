@@ -1,0 +1,65 @@
+"""Snapshots of a plain directory (or a git work tree as it is on disk).
+
+Called by `validate`/`render` on a PATH and by the daemon when `--repo` is a directory that
+is not a git repository. Reads only the paths of the repository format, refuses symlinks and
+files over the size limit, and names a revision after the content (a digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from reconciler.core.model import Issue
+from reconciler.core.snapshot import (
+    MAX_FILE_BYTES,
+    Snapshot,
+    is_candidate_dir,
+    kind_of,
+    refuse_size,
+    refuse_symlink,
+)
+
+
+def content_digest(files: dict[str, bytes]) -> str:
+    """A revision for content that has no commit: sha256 over paths and bytes."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + str(len(files[path])).encode() + b"\0" + files[path])
+    return "dir-" + h.hexdigest()[:40]
+
+
+def read_directory(root: Path) -> Snapshot:
+    """Read the repository format from `root`. OSError when `root` itself cannot be read."""
+    files: dict[str, bytes] = {}
+    refused: list[Issue] = []
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a directory")
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir
+        # Prune early; but still report symlinked directories where the format would look.
+        for d in list(dirnames):
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if os.path.islink(os.path.join(dirpath, d)) and is_candidate_dir(rel):
+                refused.append(refuse_symlink(rel))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if is_candidate_dir(f"{rel_dir}/{d}" if rel_dir else d) and not os.path.islink(os.path.join(dirpath, d))
+        )
+        for name in sorted(filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if kind_of(rel) is None:
+                continue
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                refused.append(refuse_symlink(rel))
+            elif st.st_size > MAX_FILE_BYTES:
+                refused.append(refuse_size(rel, st.st_size))
+            else:
+                with open(full, "rb") as fh:
+                    files[rel] = fh.read(MAX_FILE_BYTES + 1)
+    return Snapshot(revision=content_digest(files), files=files, refused=tuple(refused), origin=str(root))

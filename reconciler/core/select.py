@@ -1,0 +1,49 @@
+"""matchbox group selection: which group (and so which profile) a machine's labels select.
+
+Called by validation (ambiguity checks), the renderer and the HTTP server. Semantics follow
+matchbox: every query parameter is a label, `mac` in any spelling is normalised, groups are
+tried from most selectors to fewest, ties are broken by group id (deterministic), and a group
+with no selector is the default group.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from reconciler.core.model import Group
+
+_HEX = re.compile(r"[0-9a-f]{12}")
+
+
+def normalise_mac(text: str) -> str | None:
+    """Lowercase colon form of a MAC in any common spelling, or None when it is not one."""
+    digits = re.sub(r"[:\-.]", "", text.strip().lower())
+    if not _HEX.fullmatch(digits):
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def normalise_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Labels as matchbox compares them: `mac` normalised when it is a MAC."""
+    out = dict(labels)
+    if "mac" in out:
+        out["mac"] = normalise_mac(out["mac"]) or out["mac"]
+    return out
+
+
+def sort_groups(groups: Iterable[Group]) -> tuple[Group, ...]:
+    """Groups in matchbox's trial order: most selectors first, then by id."""
+    return tuple(sorted(groups, key=lambda g: (-len(g.selector), g.id)))
+
+
+def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def select_group(sorted_groups: Iterable[Group], labels: Mapping[str, str]) -> Group | None:
+    """The first group (in `sort_groups` order) whose selector the labels satisfy."""
+    for group in sorted_groups:
+        if matches(group.selector, labels):
+            return group
+    return None

@@ -1,0 +1,71 @@
+"""Snapshot: the repository files of one revision, as bytes, plus what the reader refused.
+
+A snapshot is what the loader reads; it is produced by `adapters.dirsource` (a plain
+directory or work tree) or `adapters.gitsource` (a commit's tree, no checkout). This module
+says which paths belong to the repository format (CONTRACT §1) and the limits every reader
+enforces, so both readers refuse the same things.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.core.model import Issue, Severity
+
+MAX_FILE_BYTES = 1024 * 1024
+
+SITE_FILE = "netboot.yaml"
+ASSETS_FILE = "assets.yaml"
+
+_KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("node", re.compile(r"^nodes/[^/]+\.ya?ml$")),
+    ("profile", re.compile(r"^profiles/[^/]+\.(ya?ml|json)$")),
+    ("group", re.compile(r"^groups/[^/]+\.(ya?ml|json)$")),
+    ("cloud-init", re.compile(r"^cloud-init/[^/]+\.ya?ml$")),
+)
+
+
+def kind_of(path: str) -> str | None:
+    """The document kind of a repo-relative path, or None when the format does not read it."""
+    if path == SITE_FILE:
+        return "site"
+    if path == ASSETS_FILE:
+        return "assets"
+    for kind, pattern in _KIND_PATTERNS:
+        if pattern.match(path):
+            return kind
+    return None
+
+
+def is_candidate_dir(path: str) -> bool:
+    """Whether a directory may hold files the format reads (readers prune everything else)."""
+    return path in ("", "nodes", "profiles", "groups", "cloud-init")
+
+
+def refused(path: str, code: str, message: str) -> Issue:
+    return Issue(path, 0, 0, code, Severity.ERROR, message)
+
+
+def refuse_symlink(path: str) -> Issue:
+    return refused(path, "symlink", "symbolic links are refused: commit the file itself")
+
+
+def refuse_submodule(path: str) -> Issue:
+    return refused(path, "submodule", "submodules are refused: the repository must hold its files")
+
+
+def refuse_size(path: str, size: int) -> Issue:
+    return refused(path, "file-too-large", f"{size} bytes is over the {MAX_FILE_BYTES} byte limit")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One revision's repository files (only the paths `kind_of` accepts)."""
+
+    revision: str
+    files: Mapping[str, bytes]
+    refused: tuple[Issue, ...] = ()
+    origin: str = ""  # a human-readable source: a path or URL and ref
+    extra: Mapping[str, str] = field(default_factory=dict)

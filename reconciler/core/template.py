@@ -1,0 +1,126 @@
+"""Templates of kernel arguments and cloud-init user-data: Jinja2, sandboxed, strict.
+
+Called by `core.validate` (every template rendered for every node, so an unknown variable is a
+finding before anything is served) and by the renderer. An unknown variable is an error, never
+an empty string; templates cannot reach Python internals (sandbox).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from reconciler.core.model import Node, Site
+
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+)
+
+# The variables a template may use, in the order the README documents them.
+VARIABLES = (
+    "name",
+    "hostname",
+    "mac",
+    "mac_hyphen",
+    "ip",
+    "labels",
+    "metadata",
+    "profile",
+    "revision",
+    "server_url",
+    "cloud_init_url",
+    "report_url",
+    "report_token",
+)
+
+
+class TemplateFailure(Exception):
+    """A template that cannot be compiled or rendered. `line` is 1-based within the template."""
+
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled template, or its compile error."""
+
+    template: jinja2.Template | None
+    error: TemplateFailure | None
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_template(text: str) -> Compiled:
+    try:
+        return Compiled(_ENV.from_string(text), None)
+    except jinja2.TemplateSyntaxError as exc:
+        return Compiled(None, TemplateFailure(f"template syntax: {exc.message}", exc.lineno or 0))
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def render(text: str, context: Mapping[str, Any]) -> str:
+    """Render `text` with `context`; TemplateFailure on syntax errors or unknown variables."""
+    if not is_template(text):
+        return text
+    compiled = compile_template(text)
+    if compiled.error is not None:
+        raise compiled.error
+    assert compiled.template is not None
+    try:
+        return compiled.template.render(context)
+    except jinja2.UndefinedError as exc:
+        raise TemplateFailure(f"undefined variable: {exc.message}", _template_line(exc)) from None
+    except jinja2.TemplateError as exc:
+        raise TemplateFailure(f"template error: {exc}", _template_line(exc)) from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise TemplateFailure(f"template error: {exc}", _template_line(exc)) from None
+
+
+def _template_line(exc: BaseException) -> int:
+    tb = exc.__traceback__
+    line = 0
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def cloud_init_url(site: Site, revision: str, mac: str) -> str:
+    """The NoCloud seed URL of a node at a revision. It ends in `/`: cloud-init appends file names."""
+    return f"{site.server_url}/r/{revision}/cloud-init/{mac}/"
+
+
+def report_url(site: Site, mac: str) -> str:
+    return f"{site.server_url}/report/{mac}"
+
+
+def node_context(site: Site, node: Node, revision: str, report_token: str = "") -> dict[str, Any]:
+    """The variables templates see for `node` at `revision`."""
+    return {
+        "name": node.name,
+        "hostname": node.hostname,
+        "mac": node.mac,
+        "mac_hyphen": node.mac.replace(":", "-"),
+        "ip": str(node.ip) if node.ip is not None else "",
+        "labels": dict(node.labels),
+        "metadata": dict(node.metadata),
+        "profile": node.profile,
+        "revision": revision,
+        "server_url": site.server_url,
+        "cloud_init_url": cloud_init_url(site, revision, node.mac),
+        "report_url": report_url(site, node.mac),
+        "report_token": report_token,
+    }

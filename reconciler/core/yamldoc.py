@@ -1,0 +1,202 @@
+"""Safe YAML and JSON parsing into plain values that remember where each value was written.
+
+Called by `core.load` for every repository file. PyYAML composes the node graph (C parser
+when available); we construct plain Python values ourselves so that:
+- only the standard scalar tags are accepted (`!!python/object` and friends are refused);
+- alias expansion is bounded (a billion-laughs file is a finding, not a hang);
+- duplicate mapping keys are findings (PyYAML silently keeps the last one);
+- every value's JSON path maps to its (line, column), for messages that point at the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from reconciler.core.model import Issue, Location, Severity
+
+try:
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+except AttributeError:  # pragma: no cover - libyaml missing
+    _Loader = yaml.SafeLoader
+
+Path = tuple[str | int, ...]
+
+MAX_NODES = 50_000  # values constructed per file, aliases expanded; real files have a few hundred
+MAX_DEPTH = 64
+
+_STR = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = {
+    _STR,
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One parsed file: its plain value plus the position of every value and mapping key."""
+
+    file: str
+    data: Any
+    positions: Mapping[Path, tuple[int, int]]  # value start, 1-based
+    key_positions: Mapping[Path, tuple[int, int]]  # the key that introduced the value, 1-based
+
+    def loc(self, path: Path = (), *, key: bool = True) -> Location:
+        """Location of the value at `path`, or of its nearest ancestor that has one.
+
+        With `key`, a mapping entry points at its key (the line a person reads as "the field").
+        """
+        probe = tuple(path)
+        while True:
+            if key and probe in self.key_positions:
+                line, col = self.key_positions[probe]
+                return Location(self.file, line, col)
+            if probe in self.positions:
+                line, col = self.positions[probe]
+                return Location(self.file, line, col)
+            if not probe:
+                return Location(self.file, 1, 1)
+            probe = probe[:-1]
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.count = 0
+        self.positions: dict[Path, tuple[int, int]] = {}
+        self.key_positions: dict[Path, tuple[int, int]] = {}
+        self.duplicates: list[Issue] = []
+        self._scalars = yaml.constructor.SafeConstructor()
+
+    def build(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        self.count += 1
+        mark = node.start_mark
+        if self.count > MAX_NODES:
+            raise _Refused(
+                "yaml-too-large",
+                f"more than {MAX_NODES} values after expanding aliases (an alias bomb?)",
+                mark.line + 1,
+                mark.column + 1,
+            )
+        if depth > MAX_DEPTH:
+            raise _Refused("yaml-too-deep", f"nested deeper than {MAX_DEPTH}", mark.line + 1, mark.column + 1)
+        self.positions[path] = (mark.line + 1, mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                raise self._tag(node)
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                raise self._tag(node)
+            self._scalars.flatten_mapping(node)  # YAML merge keys (<<)
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    km = key_node.start_mark
+                    raise _Refused("yaml-key", "mapping keys must be plain strings", km.line + 1, km.column + 1)
+                key = str(key_node.value)
+                km = key_node.start_mark
+                child = (*path, key)
+                if key in out:
+                    self.duplicates.append(
+                        Issue(
+                            self.file,
+                            km.line + 1,
+                            km.column + 1,
+                            "yaml-duplicate-key",
+                            Severity.ERROR,
+                            f"duplicate key {key!r}: YAML loaders keep only one of them",
+                        )
+                    )
+                self.key_positions[child] = (km.line + 1, km.column + 1)
+                out[key] = self.build(value_node, child, depth + 1)
+            return out
+        raise self._tag(node)  # pragma: no cover - composer yields only the three kinds
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.tag not in _SCALAR_TAGS:
+            raise self._tag(node)
+        if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
+            return str(node.value)  # dates stay text: templates and schemas want strings
+        return self._scalars.construct_object(node, deep=True)
+
+    def _tag(self, node: yaml.Node) -> _Refused:
+        mark = node.start_mark
+        return _Refused(
+            "yaml-unsafe-tag",
+            f"tag {node.tag!r} is not allowed (only plain YAML: maps, lists, strings, numbers, booleans)",
+            mark.line + 1,
+            mark.column + 1,
+        )
+
+
+def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue, ...]]:
+    """Parse one YAML file. Returns the document (None when unusable) and the findings."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (Issue(file, 0, 0, "encoding", Severity.ERROR, f"not UTF-8: {exc.reason}"),)
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return None, (Issue(file, line, col, "yaml-syntax", Severity.ERROR, problem),)
+    except yaml.YAMLError as exc:
+        return None, (Issue(file, 0, 0, "yaml-syntax", Severity.ERROR, str(exc)),)
+    if node is None:
+        return Document(file, None, {(): (1, 1)}, {}), ()
+    builder = _Builder(file)
+    try:
+        data = builder.build(node, (), 0)
+    except _Refused as exc:
+        return None, (Issue(file, exc.line, exc.column, exc.code, Severity.ERROR, exc.message),)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        mark = node.start_mark
+        return None, (Issue(file, mark.line + 1, mark.column + 1, "yaml-syntax", Severity.ERROR, str(exc)),)
+    except RecursionError:
+        return None, (Issue(file, 0, 0, "yaml-too-deep", Severity.ERROR, "nested too deep"),)
+    doc = Document(file, data, builder.positions, builder.key_positions)
+    return doc, tuple(builder.duplicates)
+
+
+def parse_json(file: str, content: bytes) -> tuple[Document | None, tuple[Issue, ...]]:
+    """Parse one JSON file (matchbox's own format). JSON is YAML 1.2, so positions come from the YAML
+    composer when it accepts the text; plain json decides validity."""
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError) as exc:
+        line = getattr(exc, "lineno", 0)
+        col = getattr(exc, "colno", 0)
+        msg = getattr(exc, "msg", str(exc))
+        return None, (Issue(file, line, col, "json-syntax", Severity.ERROR, msg),)
+    doc, issues = parse_yaml(file, content)
+    if doc is None:  # valid JSON that YAML rejects (tabs): keep the value, lose the positions
+        return Document(file, data, {(): (1, 1)}, {}), ()
+    return doc, issues
