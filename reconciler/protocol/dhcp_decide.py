@@ -1,0 +1,575 @@
+"""DHCP decisions: a decoded message + one generation's plan + a lease view -> what to answer.
+
+Called by `servers.dhcp` once per received datagram. `plan_dhcp(state)` turns a validated
+`DesiredState` into lookup tables (MAC -> reservation, per-subnet options, boot file names
+and URLs) ONCE per generation; the server caches the plan by revision. `decide(...)` is pure
+apart from reading the `LeaseView` it is given: it returns a `Decision` with the reply (or
+none), where to send it (RFC 2131 §4.1), the lease change the server must apply (and make
+durable before sending an ACK), and the boot-event facts to record.
+
+The boot decision follows CONTRACT §4 (`choose_boot`): iPXE (user class `iPXE` or option 175)
+always gets the `boot.ipxe` URL, never a binary, so a chainload loop cannot happen; UEFI HTTP
+boot gets the UEFI iPXE binary as an http:// URL with option 60 echoed; PXE firmware gets the
+iPXE binary for its architecture over TFTP. Proxy mode answers PXE 2.1 ProxyDHCP only.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+from typing import Literal, Protocol
+
+from reconciler.core.model import DesiredState, DhcpMode, Subnet, UnknownClients
+from reconciler.protocol import dhcp as d
+
+PROXY_PORT = 4011
+OFFER_HOLD_SECONDS = 60.0
+IPXE_USER_CLASS = b"iPXE"
+
+ARCH_BIOS = frozenset({0})
+ARCH_UEFI_X64 = frozenset({6, 7, 9})
+ARCH_UEFI_ARM64 = frozenset({10, 11})
+ARCH_HTTP_X64 = frozenset({15, 16})
+ARCH_HTTP_ARM64 = frozenset({19})
+
+_ARCH_IN_VENDOR_CLASS = re.compile(r"Arch:(\d{5})")
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A node known by MAC: its fixed address (None: it takes one from the pool) and name."""
+
+    mac: str
+    node: str
+    hostname: str
+    ip: IPv4Address | None
+
+
+@dataclass(frozen=True)
+class SubnetPlan:
+    """A subnet with its reply options pre-encoded."""
+
+    subnet: Subnet
+    options: Mapping[int, bytes]  # 1, 3, 6, 15 (lease times are added per reply)
+    pool: tuple[IPv4Address, IPv4Address] | None
+
+    def in_pool(self, ip: IPv4Address) -> bool:
+        return self.pool is not None and self.pool[0] <= ip <= self.pool[1]
+
+
+@dataclass(frozen=True)
+class DhcpPlan:
+    """Everything a DHCP exchange needs from one generation, derived once per revision."""
+
+    revision: str
+    mode: DhcpMode
+    server_id: IPv4Address
+    unknown_clients: UnknownClients
+    reservations: Mapping[str, Reservation]  # by MAC
+    reserved_ips: Mapping[IPv4Address, str]  # fixed address -> MAC
+    subnets: tuple[SubnetPlan, ...]
+    ipxe_script_url: str
+    http_boot_x64_url: str
+    http_boot_arm64_url: str
+    bios_file: str
+    uefi_x64_file: str
+    uefi_arm64_file: str
+
+    def subnet_for(self, ip: IPv4Address) -> SubnetPlan | None:
+        for plan in self.subnets:
+            if ip in plan.subnet.network:
+                return plan
+        return None
+
+
+def _ips(values: tuple[IPv4Address, ...]) -> bytes:
+    return b"".join(ip.packed for ip in values)
+
+
+def plan_dhcp(state: DesiredState) -> DhcpPlan:
+    """Derive the per-generation lookup tables. Pure; called once per revision by the server."""
+    site = state.site
+    subnets: list[SubnetPlan] = []
+    for subnet in site.subnets:
+        options: dict[int, bytes] = {d.OPT_SUBNET_MASK: subnet.network.netmask.packed}
+        if subnet.routers:
+            options[d.OPT_ROUTERS] = _ips(subnet.routers)
+        if subnet.dns_servers:
+            options[d.OPT_DNS] = _ips(subnet.dns_servers)
+        if subnet.domain_name:
+            options[d.OPT_DOMAIN_NAME] = subnet.domain_name.encode("ascii", "replace")
+        subnets.append(SubnetPlan(subnet=subnet, options=options, pool=subnet.pool))
+    reservations = {
+        node.mac: Reservation(mac=node.mac, node=node.name, hostname=node.hostname, ip=node.ip)
+        for node in state.nodes
+    }
+    reserved_ips = {node.ip: node.mac for node in state.nodes if node.ip is not None}
+    files = site.boot_files
+    return DhcpPlan(
+        revision=state.revision,
+        mode=site.dhcp_mode,
+        server_id=site.server_address,
+        unknown_clients=site.unknown_clients,
+        reservations=reservations,
+        reserved_ips=reserved_ips,
+        subnets=tuple(subnets),
+        ipxe_script_url=f"{site.server_url}/{files.ipxe_script}",
+        http_boot_x64_url=f"{site.server_url}/assets/ipxe/{files.uefi_x64}",
+        http_boot_arm64_url=f"{site.server_url}/assets/ipxe/{files.uefi_arm64}",
+        bios_file=files.bios,
+        uefi_x64_file=files.uefi_x64,
+        uefi_arm64_file=files.uefi_arm64,
+    )
+
+
+# ---------------------------------------------------------------------------- boot choice
+
+
+BootKind = Literal["ipxe-script", "http", "tftp"]
+
+
+@dataclass(frozen=True)
+class BootChoice:
+    """What a netbooting client is told to load, and how."""
+
+    kind: BootKind
+    filename: str
+    arch: int | None
+    vendor_class: bytes | None = None  # option 60 to put in the reply (HTTPClient echo)
+
+
+def client_arch(message: d.DhcpMessage) -> int | None:
+    """Option 93's first architecture, else the `Arch:NNNNN` of a PXE/HTTP vendor class."""
+    arches = message.client_arches
+    if arches:
+        return arches[0]
+    match = _ARCH_IN_VENDOR_CLASS.search(message.vendor_class)
+    return int(match.group(1)) if match else None
+
+
+def is_ipxe(message: d.DhcpMessage) -> bool:
+    """iPXE identifies itself by user class `iPXE` (raw or RFC 3004) or by sending option 175."""
+    return d.OPT_IPXE_ENCAP in message.options or IPXE_USER_CLASS in message.user_classes
+
+
+def choose_boot(message: d.DhcpMessage, plan: DhcpPlan) -> BootChoice | None:
+    """CONTRACT §4 for a client allowed to netboot; None: no netboot answer."""
+    arch = client_arch(message)
+    if is_ipxe(message):
+        # Checked first and unconditionally: iPXE is never handed an iPXE binary (no loop).
+        return BootChoice("ipxe-script", plan.ipxe_script_url, arch)
+    vendor = message.options.get(d.OPT_VENDOR_CLASS, b"")
+    if vendor.startswith(b"HTTPClient"):
+        if arch in ARCH_HTTP_X64:
+            return BootChoice("http", plan.http_boot_x64_url, arch, b"HTTPClient")
+        if arch in ARCH_HTTP_ARM64:
+            return BootChoice("http", plan.http_boot_arm64_url, arch, b"HTTPClient")
+        return None
+    if vendor.startswith(b"PXEClient"):
+        if arch in ARCH_BIOS:
+            return BootChoice("tftp", plan.bios_file, arch)
+        if arch in ARCH_UEFI_X64:
+            return BootChoice("tftp", plan.uefi_x64_file, arch)
+        if arch in ARCH_UEFI_ARM64:
+            return BootChoice("tftp", plan.uefi_arm64_file, arch)
+    return None
+
+
+# ---------------------------------------------------------------------------- leases
+
+
+LeaseState = Literal["offered", "bound", "declined"]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One pool address held by a MAC until `expires` (seconds since the epoch)."""
+
+    ip: IPv4Address
+    mac: str
+    expires: float
+    state: LeaseState
+
+
+class LeaseView(Protocol):
+    """What the decider reads of the lease store (implemented by adapters.leases.LeaseStore)."""
+
+    def lease_of(self, mac: str) -> Lease | None: ...
+
+    def holder_of(self, ip: IPv4Address) -> Lease | None: ...
+
+    def find_free(
+        self, first: IPv4Address, last: IPv4Address, now: float, avoid: Container[IPv4Address]
+    ) -> IPv4Address | None: ...
+
+
+@dataclass(frozen=True)
+class LeaseChange:
+    """What the server must do to the lease store. `bind` must be durable before the ACK leaves."""
+
+    kind: Literal["offer", "bind", "release", "decline"]
+    ip: IPv4Address
+    mac: str
+    expires: float
+
+
+# ---------------------------------------------------------------------------- decision
+
+
+RouteKind = Literal["relay", "ciaddr", "broadcast", "chaddr", "source"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a reply goes (RFC 2131 §4.1); the server turns this into a socket address.
+
+    relay: giaddr, port 67 (or the relay's own source port); ciaddr: ciaddr:68; broadcast:
+    255.255.255.255:68; chaddr: yiaddr:68 after adding an ARP entry for chaddr (broadcast when
+    the kernel refuses); source: back to the datagram's source address and port (PXE 4011).
+    """
+
+    kind: RouteKind
+    ip: IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one received message. `reply` None: stay silent (`reason` says why)."""
+
+    reply: d.DhcpMessage | None
+    route: Route | None = None
+    lease: LeaseChange | None = None
+    stage: str | None = None  # boot-event stage, e.g. "dhcp-offer"
+    node: str | None = None
+    reason: str = ""
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+def silent(reason: str) -> Decision:
+    return Decision(reply=None, reason=reason)
+
+
+def _route(message: d.DhcpMessage, yiaddr: IPv4Address) -> Route:
+    if message.giaddr != d.ZERO_IP:
+        return Route("relay", message.giaddr)
+    if message.ciaddr != d.ZERO_IP:
+        return Route("ciaddr", message.ciaddr)
+    if message.broadcast or yiaddr == d.ZERO_IP:
+        return Route("broadcast")
+    return Route("chaddr", yiaddr)
+
+
+def _select_subnet(message: d.DhcpMessage, plan: DhcpPlan) -> SubnetPlan | None:
+    """giaddr picks the subnet of a relayed message; else the one the server itself is on."""
+    if message.giaddr != d.ZERO_IP:
+        return plan.subnet_for(message.giaddr)
+    if message.ciaddr != d.ZERO_IP:
+        found = plan.subnet_for(message.ciaddr)
+        if found is not None:
+            return found
+    local = plan.subnet_for(plan.server_id)
+    if local is not None:
+        return local
+    return plan.subnets[0] if len(plan.subnets) == 1 else None
+
+
+def _base_reply(message: d.DhcpMessage, mtype: int, options: dict[int, bytes]) -> dict[int, bytes]:
+    out = {d.OPT_MESSAGE_TYPE: bytes((mtype,))}
+    out.update(options)
+    client_id = message.options.get(d.OPT_CLIENT_ID)
+    if client_id is not None:
+        out[d.OPT_CLIENT_ID] = client_id  # RFC 6842
+    relay = message.options.get(d.OPT_RELAY_AGENT)
+    if relay is not None:
+        out[d.OPT_RELAY_AGENT] = relay  # RFC 3046: unchanged
+    return out
+
+
+def _boot_fields(
+    boot: BootChoice | None, plan: DhcpPlan, message: d.DhcpMessage, options: dict[int, bytes], proxy: bool
+) -> tuple[IPv4Address, bytes]:
+    """Add the boot options for `boot` to `options`; return (siaddr, file)."""
+    if boot is None:
+        return d.ZERO_IP, b""
+    filename = boot.filename.encode("ascii", "replace")
+    requested = message.options.get(d.OPT_PARAM_REQUEST, b"")
+    if len(filename) > 127 or d.OPT_BOOTFILE in requested:
+        options[d.OPT_BOOTFILE] = filename
+    if boot.kind == "ipxe-script" and not proxy:
+        options[d.OPT_IPXE_ENCAP] = d.encode_encapsulated([(d.IPXE_NO_PXEDHCP, b"\x01")])
+    if boot.vendor_class is not None:
+        options[d.OPT_VENDOR_CLASS] = boot.vendor_class
+    siaddr = d.ZERO_IP
+    if boot.kind == "tftp":
+        siaddr = plan.server_id
+        if d.OPT_TFTP_SERVER in requested:
+            options[d.OPT_TFTP_SERVER] = str(plan.server_id).encode()
+    return siaddr, filename if len(filename) <= 127 else b""
+
+
+def _detail(message: d.DhcpMessage, boot: BootChoice | None, ip: IPv4Address | None) -> dict[str, object]:
+    mtype = message.message_type
+    return {
+        "message": d.MESSAGE_NAMES.get(mtype or 0, str(mtype)),
+        "arch": client_arch(message),
+        "vendor_class": message.vendor_class or None,
+        "user_class": b",".join(message.user_classes).decode("ascii", "replace") or None,
+        "ip": str(ip) if ip is not None else None,
+        "filename": boot.filename if boot is not None else None,
+    }
+
+
+def decide(
+    message: d.DhcpMessage,
+    plan: DhcpPlan,
+    leases: LeaseView,
+    now: float,
+    *,
+    port: int = 67,
+) -> Decision:
+    """Answer one message with one generation's plan. `port` is the port it arrived on."""
+    if message.op != d.BOOTREQUEST:
+        return silent("not a BOOTREQUEST")
+    mtype = message.message_type
+    if mtype is None:
+        return silent("no DHCP message type (BOOTP is not served)")
+    if message.htype != 1 or len(message.chaddr) != 6:
+        return silent("not Ethernet")
+    if plan.mode == "off":
+        return silent("dhcp mode off")
+    if plan.mode == "proxy" or port == PROXY_PORT:
+        return _decide_proxy(message, mtype, plan, port)
+    return _decide_full(message, mtype, plan, leases, now)
+
+
+def _netboot(message: d.DhcpMessage, plan: DhcpPlan) -> tuple[Reservation | None, BootChoice | None]:
+    reservation = plan.reservations.get(message.mac)
+    if reservation is None and plan.unknown_clients != "boot":
+        return None, None
+    return reservation, choose_boot(message, plan)
+
+
+def _decide_proxy(message: d.DhcpMessage, mtype: int, plan: DhcpPlan, port: int) -> Decision:
+    """PXE 2.1 ProxyDHCP: an OFFER on 67 and an ACK on 4011, boot information only."""
+    if port == PROXY_PORT:
+        if mtype not in (d.REQUEST, d.INFORM):
+            return silent(f"proxy port: {d.MESSAGE_NAMES.get(mtype, mtype)} ignored")
+        reply_type, stage = d.ACK, "dhcp-ack"
+    else:
+        if mtype != d.DISCOVER:
+            return silent(f"proxy mode: {d.MESSAGE_NAMES.get(mtype, mtype)} is for the DHCP server")
+        reply_type, stage = d.OFFER, "dhcp-offer"
+    reservation, boot = _netboot(message, plan)
+    if boot is None:
+        return silent("no netboot answer for this client")
+    options: dict[int, bytes] = {d.OPT_SERVER_ID: plan.server_id.packed}
+    vendor = boot.vendor_class or b"PXEClient"
+    options[d.OPT_VENDOR_CLASS] = vendor
+    if vendor == b"PXEClient":
+        # PXE_DISCOVERY_CONTROL = 8: take the boot file from this packet, no menu, no discovery.
+        options[d.OPT_VENDOR_SPECIFIC] = d.encode_encapsulated([(6, b"\x08")]) + b"\xff"
+    uuid = message.options.get(d.OPT_CLIENT_UUID)
+    if uuid is not None:
+        options[d.OPT_CLIENT_UUID] = uuid
+    siaddr, file = _boot_fields(boot, plan, message, options, proxy=True)
+    reply = d.DhcpMessage(
+        op=d.BOOTREPLY,
+        xid=message.xid,
+        chaddr=message.chaddr,
+        flags=message.flags,
+        ciaddr=message.ciaddr,
+        siaddr=siaddr,
+        giaddr=message.giaddr,
+        file=file,
+        options=_base_reply(message, reply_type, options),
+    )
+    route = Route("source") if port == PROXY_PORT else _route(message, d.ZERO_IP)
+    return Decision(
+        reply=reply,
+        route=route,
+        stage=stage,
+        node=reservation.node if reservation else None,
+        detail={**_detail(message, boot, None), "proxy": True},
+    )
+
+
+def _pool_candidate(
+    message: d.DhcpMessage, subnet: SubnetPlan, plan: DhcpPlan, leases: LeaseView, now: float
+) -> IPv4Address | None:
+    assert subnet.pool is not None
+    mac = message.mac
+    current = leases.lease_of(mac)
+    if current is not None and current.state != "declined" and subnet.in_pool(current.ip):
+        holder = leases.holder_of(current.ip)
+        if holder is None or holder.mac == mac:
+            return current.ip
+    wanted = message.ip_option(d.OPT_REQUESTED_IP)
+    if wanted is not None and _usable(wanted, mac, subnet, plan, leases, now):
+        return wanted
+    return leases.find_free(subnet.pool[0], subnet.pool[1], now, plan.reserved_ips)
+
+
+def _usable(
+    ip: IPv4Address, mac: str, subnet: SubnetPlan, plan: DhcpPlan, leases: LeaseView, now: float
+) -> bool:
+    if not subnet.in_pool(ip) or ip in plan.reserved_ips:
+        return False
+    holder = leases.holder_of(ip)
+    return holder is None or (holder.mac == mac and holder.state != "declined") or holder.expires <= now
+
+
+def _lease_seconds(message: d.DhcpMessage, subnet: Subnet) -> int:
+    asked = message.options.get(d.OPT_LEASE_TIME)
+    seconds = subnet.lease_time
+    if asked is not None and len(asked) == 4:
+        seconds = struct.unpack("!I", asked)[0]
+    return max(60, min(seconds, subnet.max_lease_time))
+
+
+def _decide_full(
+    message: d.DhcpMessage, mtype: int, plan: DhcpPlan, leases: LeaseView, now: float
+) -> Decision:
+    subnet = _select_subnet(message, plan)
+    if subnet is None:
+        return silent("no declared subnet for this link")
+    mac = message.mac
+    reservation, boot = _netboot(message, plan)
+    fixed = reservation.ip if reservation and reservation.ip in subnet.subnet.network else None
+    server_id = message.ip_option(d.OPT_SERVER_ID)
+    if mtype in (d.REQUEST, d.DECLINE, d.RELEASE) and server_id not in (None, plan.server_id):
+        return silent("addressed to another server")
+
+    if mtype == d.DISCOVER:
+        ip = fixed
+        change = None
+        if ip is None:
+            if subnet.pool is None:
+                return silent("unknown client and no pool")
+            ip = _pool_candidate(message, subnet, plan, leases, now)
+            if ip is None:
+                return silent("pool exhausted")
+            change = LeaseChange("offer", ip, mac, now + OFFER_HOLD_SECONDS)
+        return _offer_or_ack(message, d.OFFER, ip, subnet, plan, boot, reservation, change, now)
+
+    if mtype == d.REQUEST:
+        ip = message.ip_option(d.OPT_REQUESTED_IP) or (
+            message.ciaddr if message.ciaddr != d.ZERO_IP else None
+        )
+        if ip is None:
+            return silent("REQUEST without an address")
+        if ip not in subnet.subnet.network:
+            return _nak(message, plan, reservation, f"{ip} is not on this network")
+        if fixed is not None:
+            if ip != fixed:
+                return _nak(message, plan, reservation, f"{ip} is not the reserved address")
+            return _offer_or_ack(message, d.ACK, ip, subnet, plan, boot, reservation, None, now)
+        if not _usable(ip, mac, subnet, plan, leases, now):
+            return _nak(message, plan, reservation, f"{ip} is not available")
+        expires = now + _lease_seconds(message, subnet.subnet)
+        change = LeaseChange("bind", ip, mac, expires)
+        return _offer_or_ack(message, d.ACK, ip, subnet, plan, boot, reservation, change, now)
+
+    if mtype == d.DECLINE:
+        ip = message.ip_option(d.OPT_REQUESTED_IP)
+        if ip is None or not subnet.in_pool(ip):
+            return silent("DECLINE of an address not in our pool")
+        holder = leases.holder_of(ip)
+        if holder is not None and holder.mac != mac:
+            return silent("DECLINE of an address held by another client")
+        change = LeaseChange("decline", ip, mac, now + subnet.subnet.lease_time)
+        return Decision(reply=None, lease=change, reason="declined", stage="dhcp-decline",
+                        node=reservation.node if reservation else None, detail=_detail(message, None, ip))
+
+    if mtype == d.RELEASE:
+        ip = message.ciaddr
+        holder = leases.holder_of(ip)
+        if holder is None or holder.mac != mac:
+            return silent("RELEASE of an address this client does not hold")
+        return Decision(reply=None, lease=LeaseChange("release", ip, mac, now), reason="released",
+                        stage="dhcp-release", node=reservation.node if reservation else None,
+                        detail=_detail(message, None, ip))
+
+    if mtype == d.INFORM:
+        reply = _offer_or_ack(message, d.ACK, d.ZERO_IP, subnet, plan, boot, reservation, None, now)
+        assert reply.reply is not None
+        options = dict(reply.reply.options)
+        for code in (d.OPT_LEASE_TIME, d.OPT_RENEWAL_T1, d.OPT_REBINDING_T2):
+            options.pop(code, None)
+        route = Route("relay", message.giaddr) if message.giaddr != d.ZERO_IP else Route("ciaddr", message.ciaddr)
+        if route.ip == d.ZERO_IP:
+            route = Route("source")
+        return replace(reply, reply=replace(reply.reply, options=options, yiaddr=d.ZERO_IP), route=route)
+
+    return silent(f"{d.MESSAGE_NAMES.get(mtype, mtype)} is not a client message")
+
+
+def _offer_or_ack(
+    message: d.DhcpMessage,
+    mtype: int,
+    ip: IPv4Address,
+    subnet: SubnetPlan,
+    plan: DhcpPlan,
+    boot: BootChoice | None,
+    reservation: Reservation | None,
+    change: LeaseChange | None,
+    now: float,
+) -> Decision:
+    seconds = _lease_seconds(message, subnet.subnet)
+    options: dict[int, bytes] = {
+        d.OPT_SERVER_ID: plan.server_id.packed,
+        d.OPT_LEASE_TIME: struct.pack("!I", seconds),
+        d.OPT_RENEWAL_T1: struct.pack("!I", seconds // 2),
+        d.OPT_REBINDING_T2: struct.pack("!I", seconds * 7 // 8),
+    }
+    options.update(subnet.options)
+    if reservation is not None and reservation.ip == ip:
+        options[d.OPT_HOSTNAME] = reservation.hostname.encode("ascii", "replace")
+    siaddr, file = _boot_fields(boot, plan, message, options, proxy=False)
+    reply = d.DhcpMessage(
+        op=d.BOOTREPLY,
+        xid=message.xid,
+        chaddr=message.chaddr,
+        flags=message.flags,
+        ciaddr=message.ciaddr,
+        yiaddr=ip,
+        siaddr=siaddr,
+        giaddr=message.giaddr,
+        file=file,
+        options=_base_reply(message, mtype, options),
+    )
+    return Decision(
+        reply=reply,
+        route=_route(message, ip),
+        lease=change,
+        stage="dhcp-offer" if mtype == d.OFFER else "dhcp-ack",
+        node=reservation.node if reservation else None,
+        detail=_detail(message, boot, ip),
+    )
+
+
+def _nak(message: d.DhcpMessage, plan: DhcpPlan, reservation: Reservation | None, why: str) -> Decision:
+    options = {d.OPT_SERVER_ID: plan.server_id.packed, d.OPT_MESSAGE: why.encode("ascii", "replace")}
+    relayed = message.giaddr != d.ZERO_IP
+    reply = d.DhcpMessage(
+        op=d.BOOTREPLY,
+        xid=message.xid,
+        chaddr=message.chaddr,
+        flags=message.flags | (d.FLAG_BROADCAST if relayed else 0),
+        giaddr=message.giaddr,
+        options=_base_reply(message, d.NAK, options),
+    )
+    route = Route("relay", message.giaddr) if relayed else Route("broadcast")
+    return Decision(
+        reply=reply,
+        route=route,
+        stage="dhcp-nak",
+        node=reservation.node if reservation else None,
+        reason=why,
+        detail={**_detail(message, None, None), "reason": why},
+    )
