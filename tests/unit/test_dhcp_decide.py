@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.core.model import Node
 from reconciler.protocol import dhcp as d
 from reconciler.protocol.dhcp_decide import Decision, decide, plan_dhcp
 
@@ -37,12 +40,12 @@ def filename(decision: Decision) -> str | None:
     return name.decode() if name else None
 
 
-def run(message: d.DhcpMessage, state_kwargs: dict[str, object] | None = None, leases: MemoryLeases | None = None,
-        port: int = 67, nodes: tuple[object, ...] | None = None) -> Decision:
+def run(message: d.DhcpMessage, state_kwargs: Mapping[str, Any] | None = None, leases: MemoryLeases | None = None,
+        port: int = 67, nodes: tuple[Node, ...] | None = None) -> Decision:
     state = make_state(
         nodes if nodes is not None else (node("n1", "52:54:00:12:34:56", "10.99.0.157"),
                                           node("n2", "52:54:00:12:34:58", "10.99.0.159")),
-        **(state_kwargs or {}),  # type: ignore[arg-type]
+        **(state_kwargs or {}),
     )
     return decide(message, plan_dhcp(state), leases or MemoryLeases(), NOW, port=port)
 

@@ -1,0 +1,194 @@
+"""The DHCP lease store: pool leases in memory for the packet path, in SQLite for restarts.
+
+Used by `servers.dhcp.DhcpServer`, which reads it through the `protocol.dhcp_decide.LeaseView`
+methods (`lease_of`, `holder_of`, `find_free`: memory only, no I/O) and applies decisions with
+`apply`. Bound and declined leases are written by one writer thread in batches: everything
+queued while the previous transaction was committing goes into the next one (group commit),
+so a burst of ACKs costs one fsync, not one per packet. An ACK is sent only from the
+`on_durable` callback, i.e. after the transaction holding its lease has committed
+(`PRAGMA synchronous=FULL` in WAL mode): once a client has its ACK, a restart keeps its lease.
+Offers are held in memory only (they are promises for a minute, not leases).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Container
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from reconciler.protocol.dhcp_decide import Lease, LeaseChange
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dhcp_leases (
+    ip TEXT PRIMARY KEY,
+    mac TEXT NOT NULL,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
+"""
+
+_Write = tuple[LeaseChange, Callable[[], None] | None]
+
+
+class LeaseStore:
+    """Pool leases: memory maps guarded by the caller's lock, durably batched to SQLite."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._by_mac: dict[str, Lease] = {}
+        self._by_ip: dict[IPv4Address, Lease] = {}
+        self._cursors: dict[tuple[IPv4Address, IPv4Address], int] = {}
+        self._pending: list[_Write] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self.commits = 0  # transactions committed (for tests and the bench)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+        for ip, mac, expires, state in self._conn.execute("SELECT ip, mac, expires, state FROM dhcp_leases"):
+            self._remember(Lease(IPv4Address(ip), mac, float(expires), state))
+        self._writer = threading.Thread(target=self._write_loop, name="dhcp-leases", daemon=True)
+        self._writer.start()
+
+    # -- LeaseView (memory only; called under the server's lock) --------------------------
+
+    def lease_of(self, mac: str) -> Lease | None:
+        return self._by_mac.get(mac)
+
+    def holder_of(self, ip: IPv4Address) -> Lease | None:
+        return self._by_ip.get(ip)
+
+    def find_free(
+        self, first: IPv4Address, last: IPv4Address, now: float, avoid: Container[IPv4Address]
+    ) -> IPv4Address | None:
+        """The next address of the pool that is unheld (or expired) and not avoided; round robin."""
+        lo, hi = int(first), int(last)
+        size = hi - lo + 1
+        if size <= 0:
+            return None
+        start = self._cursors.get((first, last), lo)
+        by_ip = self._by_ip
+        for step in range(size):
+            value = lo + (start - lo + step) % size
+            ip = IPv4Address(value)
+            lease = by_ip.get(ip)
+            if (lease is None or lease.expires <= now) and ip not in avoid:
+                self._cursors[(first, last)] = lo + (value - lo + 1) % size
+                return ip
+        return None
+
+    def all_leases(self) -> list[Lease]:
+        return sorted(self._by_ip.values(), key=lambda lease: int(lease.ip))
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def apply(self, change: LeaseChange, on_durable: Callable[[], None] | None = None) -> None:
+        """Apply a decision's lease change in memory now; persist it in the next batch.
+
+        `on_durable` runs on the writer thread once the change is committed (offers: at once,
+        they are not persisted).
+        """
+        if change.kind == "offer":
+            current = self._by_mac.get(change.mac)
+            if not (current is not None and current.ip == change.ip and current.state == "bound"):
+                self._remember(Lease(change.ip, change.mac, change.expires, "offered"))
+            if on_durable is not None:
+                on_durable()
+            return
+        if change.kind == "bind":
+            self._remember(Lease(change.ip, change.mac, change.expires, "bound"))
+        elif change.kind == "decline":
+            self._forget_ip(change.ip)
+            if self._by_mac.get(change.mac) is not None and self._by_mac[change.mac].ip == change.ip:
+                del self._by_mac[change.mac]
+            self._by_ip[change.ip] = Lease(change.ip, change.mac, change.expires, "declined")
+        elif change.kind == "release":
+            self._forget_ip(change.ip)
+        with self._cond:
+            self._pending.append((change, on_durable))
+            self._cond.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every change applied so far is committed; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._writer.join(10)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _forget_ip(self, ip: IPv4Address) -> None:
+        old = self._by_ip.pop(ip, None)
+        if old is not None and self._by_mac.get(old.mac) is old:
+            del self._by_mac[old.mac]
+
+    def _remember(self, lease: Lease) -> None:
+        if lease.state == "declined":
+            self._by_ip[lease.ip] = lease
+            return
+        previous = self._by_mac.get(lease.mac)
+        if previous is not None and previous.ip != lease.ip and self._by_ip.get(previous.ip) is previous:
+            del self._by_ip[previous.ip]
+        self._forget_ip(lease.ip)
+        self._by_mac[lease.mac] = lease
+        self._by_ip[lease.ip] = lease
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closing)
+                if not self._pending and self._closing:
+                    return
+                batch, self._pending = self._pending, []
+                self._busy = True
+            try:
+                self._commit(batch)
+            except sqlite3.Error:
+                log.exception("lease batch of %d changes not written", len(batch))
+                batch = [(change, None) for change, _ in batch]  # no ACK for what is not durable
+            for _, callback in batch:
+                if callback is not None:
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("lease callback failed")
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            for change, _ in batch:
+                ip = str(change.ip)
+                if change.kind == "bind":
+                    conn.execute("DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ? AND state = 'bound'",
+                                 (change.mac, ip))
+                    conn.execute("INSERT OR REPLACE INTO dhcp_leases VALUES (?, ?, ?, 'bound')",
+                                 (ip, change.mac, change.expires))
+                elif change.kind == "decline":
+                    conn.execute("INSERT OR REPLACE INTO dhcp_leases VALUES (?, ?, ?, 'declined')",
+                                 (ip, change.mac, change.expires))
+                elif change.kind == "release":
+                    conn.execute("DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?", (ip, change.mac))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.commits += 1

@@ -1,0 +1,254 @@
+"""servers.dhcp with real clients on a namespaced Ethernet: the address and boot file they get.
+
+Clients: ISC dhclient, busybox udhcpc (plain, PXE arch 0 and 7, iPXE), dhcpcd. The server runs
+inside the lab's server namespace (its sockets are bound there by `Lab.call_in`); each test's
+client gets a namespace of its own with the MAC the test needs.
+"""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests` is not on sys.path under pytest
+from reconciler.adapters.leases import LeaseStore
+from reconciler.core.events import CollectEvents
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.servers.dhcp import DhcpServer
+from tests.integration.test_dhcp_netns import Lab
+from tests.support import require_root, require_tool
+from tests.unit.test_dhcp_fixtures import make_state, node
+
+SERVER = "10.99.0.1"
+SCRIPT_URL = "http://10.99.0.1:8080/boot.ipxe"
+NODES = (
+    node("dhclient-node", "52:54:00:d1:00:01", "10.99.0.21"),
+    node("pxe-bios", "52:54:00:d1:00:02", "10.99.0.22"),
+    node("pxe-uefi", "52:54:00:d1:00:03", "10.99.0.23"),
+    node("ipxe-node", "52:54:00:d1:00:04", "10.99.0.24"),
+    node("dhcpcd-node", "52:54:00:d1:00:05", "10.99.0.25"),
+)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@dataclass
+class Served:
+    lab: Lab
+    server: DhcpServer
+    holder: GenerationHolder
+    events: CollectEvents
+    leases: LeaseStore
+    tmp: Path
+
+    def client(self, mac: str) -> str:
+        return self.lab.add_host(f"c{len(self.lab.hosts) + 1}", mac)
+
+    def swap(self, revision: str, nodes: tuple[object, ...], **kwargs: object) -> None:
+        state = make_state(nodes, revision=revision, server=SERVER, network="10.99.0.0/24",  # type: ignore[arg-type]
+                           pool=("10.99.0.100", "10.99.0.149"), **kwargs)  # type: ignore[arg-type]
+        self.holder.swap(Generation(revision=revision, state=state, files={}))
+
+
+def start(lab: Lab, tmp: Path, mode: str = "full", nodes: tuple[object, ...] = NODES) -> Served:
+    holder = GenerationHolder()
+    events = CollectEvents()
+    leases = LeaseStore(tmp / "leases.sqlite3")
+    server = DhcpServer(listen=("0.0.0.0", 67), holder=holder, events=events, leases=leases)
+    served = Served(lab, server, holder, events, leases, tmp)
+    served.swap("rev1", nodes, mode=mode)
+    lab.call_in(lab.server, server.start)
+    return served
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    require_root()
+    lab = Lab()
+    try:
+        s = start(lab, tmp_path_factory.mktemp("dhcp"))
+        yield s
+        s.server.stop()
+        s.leases.close()
+    finally:
+        lab.close()
+
+
+def script(tmp: Path, name: str, body: str) -> Path:
+    path = tmp / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def read_env(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        out[key] = value.strip("'")
+    return out
+
+
+def udhcpc(s: Served, ns: str, *extra: str) -> dict[str, str]:
+    busybox = require_tool("busybox", "busybox-static")
+    out = s.tmp / f"udhcpc-{ns}.env"
+    prog = script(s.tmp, f"udhcpc-{ns}.sh", f'[ "$1" = bound ] && env > {out}\nexit 0\n')
+    s.lab.run(ns, busybox, "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1",
+              "-s", str(prog), *extra, timeout=30)
+    assert out.exists(), f"udhcpc in {ns} got no lease"
+    return read_env(out)
+
+
+def test_dhclient_gets_its_reserved_address(served: Served) -> None:
+    dhclient = require_tool("dhclient", "isc-dhcp-client")
+    ns = served.client("52:54:00:d1:00:01")
+    out = served.tmp / "dhclient.env"
+    prog = script(served.tmp, "dhclient.sh", f'[ "$reason" = BOUND ] && env > {out}\nexit 0\n')
+    conf = served.tmp / "dhclient.conf"
+    conf.write_text("timeout 20;\nrequest subnet-mask, routers, domain-name-servers, host-name, domain-name;\n")
+    proc = served.lab.popen(ns, dhclient, "-4", "-d", "-1", "-cf", str(conf), "-sf", str(prog),
+                            "-lf", str(served.tmp / "dhclient.leases"), "-pf", str(served.tmp / "dhclient.pid"),
+                            "eth0", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(out.exists, 25), "dhclient got no lease"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    env = read_env(out)
+    assert env["new_ip_address"] == "10.99.0.21"
+    assert env["new_subnet_mask"] == "255.255.255.0"
+    assert env["new_routers"] == "10.99.0.254"
+    assert env["new_host_name"] == "dhclient-node"
+    assert env["new_dhcp_server_identifier"] == SERVER
+    assert wait_for(lambda: any(e.stage == "dhcp-ack" and e.node == "dhclient-node" for e in served.events.events))
+    ack = next(e for e in served.events.events if e.stage == "dhcp-ack" and e.node == "dhclient-node")
+    assert ack.revision == "rev1" and ack.mac == "52:54:00:d1:00:01" and ack.detail["ip"] == "10.99.0.21"
+
+
+def test_udhcpc_as_bios_pxe_gets_undionly_over_tftp(served: Served) -> None:
+    ns = served.client("52:54:00:d1:00:02")
+    env = udhcpc(served, ns, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000")
+    assert env["ip"] == "10.99.0.22"
+    assert env["boot_file"] == "undionly.kpxe"
+    assert env["siaddr"] == SERVER
+
+
+def test_udhcpc_as_uefi_pxe_gets_ipxe_efi_over_tftp(served: Served) -> None:
+    ns = served.client("52:54:00:d1:00:03")
+    env = udhcpc(served, ns, "-B", "-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007")
+    assert env["ip"] == "10.99.0.23"
+    assert env["boot_file"] == "ipxe.efi"
+    assert env["siaddr"] == SERVER
+    assert wait_for(lambda: any(e.stage == "dhcp-offer" and e.node == "pxe-uefi" and e.detail["arch"] == 7
+                                and e.detail["filename"] == "ipxe.efi" for e in served.events.events))
+
+
+def test_udhcpc_as_ipxe_gets_the_script_url_not_a_binary(served: Served) -> None:
+    ns = served.client("52:54:00:d1:00:04")
+    env = udhcpc(served, ns, "-V", "PXEClient:Arch:00007:UNDI:003010", "-x", "0x5d:0007", "-x", "0x4d:69505845")
+    assert env["ip"] == "10.99.0.24"
+    assert env["boot_file"] == SCRIPT_URL
+
+
+def test_dhcpcd_gets_its_reserved_address(served: Served) -> None:
+    dhcpcd = require_tool("dhcpcd", "dhcpcd-base")
+    ns = served.client("52:54:00:d1:00:05")
+    out = served.tmp / "dhcpcd.env"
+    prog = script(served.tmp, "dhcpcd.sh", f'[ "$reason" = BOUND ] && env > {out}\nexit 0\n')
+    conf = served.tmp / "dhcpcd.conf"
+    conf.write_text("noipv6rs\nnoarp\n")
+    # dhcpcd keeps leases and its control socket in /var/lib/dhcpcd and /run/dhcpcd: give this
+    # run private tmpfs copies (`ip netns exec` runs in a mount namespace of its own).
+    run = (f"mount -t tmpfs tmpfs /var/lib/dhcpcd && mount -t tmpfs tmpfs /run/dhcpcd && "
+           f"exec {dhcpcd} -4 -1 -B -t 20 -f {conf} -c {prog} eth0")
+    served.lab.run(ns, "sh", "-c", run, timeout=30)
+    assert out.exists(), "dhcpcd got no lease"
+    env = read_env(out)
+    assert env["new_ip_address"] == "10.99.0.25"
+    assert env["new_host_name"] == "dhcpcd-node"
+
+
+def test_unknown_client_gets_a_pool_address_then_its_reservation_after_a_commit(served: Served) -> None:
+    mac = "52:54:00:d1:00:99"
+    ns = served.client(mac)
+    env = udhcpc(served, ns, "-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007")
+    assert IPv4Address("10.99.0.100") <= IPv4Address(env["ip"]) <= IPv4Address("10.99.0.149")
+    assert "boot_file" not in env or not env["boot_file"]  # unknown_clients: ignore
+    pool_ip = env["ip"]
+    assert served.leases.flush()
+    assert served.server.mac_for_address(pool_ip) == mac
+
+    served.swap("rev2", (*NODES, node("late-node", mac, "10.99.0.60")))
+    try:
+        again = udhcpc(served, ns, "-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007")
+        assert again["ip"] == "10.99.0.60"
+        assert again["boot_file"] == "ipxe.efi"
+        assert served.server.mac_for_address("10.99.0.60") == mac
+        assert wait_for(lambda: any(e.stage == "dhcp-ack" and e.mac == mac and e.revision == "rev2"
+                                    and e.node == "late-node" for e in served.events.events))
+        # another pool lease survives the reload
+        assert any(lease.ip == IPv4Address(pool_ip) for lease in served.leases.all_leases())
+
+        served.swap("rev3", NODES)  # the reservation removed again: back to the pool
+        third = udhcpc(served, ns)
+        assert third["ip"] == pool_ip
+    finally:
+        served.swap("rev1", NODES)
+
+
+def test_off_mode_answers_nothing(served: Served) -> None:
+    ns = served.client("52:54:00:d1:00:02")
+    out = served.tmp / "off.env"
+    prog = script(served.tmp, "off.sh", f'[ "$1" = bound ] && env > {out}\nexit 0\n')
+    served.swap("rev-off", NODES, mode="off")
+    try:
+        served.lab.run(ns, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "2", "-T", "1",
+                       "-s", str(prog), timeout=30)
+    finally:
+        served.swap("rev1", NODES)
+    assert not out.exists()
+
+
+def test_leases_survive_a_restart(tmp_path: Path) -> None:
+    require_root()
+    lab = Lab()
+    try:
+        s = start(lab, tmp_path)
+        ns = s.client("02:00:00:00:aa:01")
+        env = udhcpc(s, ns)
+        s.server.stop()
+        s.leases.close()
+        # a new server process on the same lease database
+        s2 = start(lab, tmp_path)
+        try:
+            assert s2.server.mac_for_address(env["ip"]) == "02:00:00:00:aa:01"
+            ns2 = s2.client("02:00:00:00:aa:02")
+            other = udhcpc(s2, ns2)
+            assert other["ip"] != env["ip"]
+            again = udhcpc(s2, ns)
+            assert again["ip"] == env["ip"]
+        finally:
+            s2.server.stop()
+            s2.leases.close()
+    finally:
+        lab.close()
+
+
+def test_server_loop_saw_no_send_errors(served: Served) -> None:
+    assert served.server.stats["received"] > 0
+    assert served.server.stats["send_errors"] == 0
