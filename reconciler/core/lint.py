@@ -131,18 +131,30 @@ def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
     if first != "#cloud-config":
         return [finding("user-data-not-cloud-config", Location(loc.file, 1, 1), f"first line is {first!r}")]
     try:
-        data = yaml.load(text, Loader=yaml.CSafeLoader)
+        # The C composer alone: constructing Python values for every node's user-data costs 5x more.
+        root = yaml.compose(text, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         return [finding("user-data-yaml", Location(loc.file, line, 0), str(getattr(exc, "problem", exc)))]
     found: list[Issue] = []
-    section = data.get("autoinstall") if isinstance(data, dict) else None
-    if isinstance(section, dict) and section.get("version") != 1:
-        found.append(finding("autoinstall-version", loc))
+    section = _child(root, "autoinstall")
+    if isinstance(section, yaml.MappingNode):
+        version = _child(section, "version")
+        if not (isinstance(version, yaml.ScalarNode) and version.value == "1" and version.tag.endswith(":int")):
+            found.append(finding("autoinstall-version", loc))
     if autoinstall and section is None:
         found.append(finding("autoinstall-section-missing", loc))
     return found
+
+
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node  # type: ignore[no-any-return]
+    return None
 
 
 def asset_path(reference: str, server_url: str) -> str | None:

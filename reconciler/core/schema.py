@@ -2,6 +2,11 @@
 
 Called by `core.validate`. The schemas (draft 2020-12) ship as package data in
 `reconciler/schemas/`; editors use the same files through the `yaml-language-server` line.
+
+Two validators per schema: a compiled one (fastjsonschema, ~70x faster) accepts the valid
+documents, which are nearly all of them; only a document it rejects is walked again by
+jsonschema, which reports every error with its path. The schemas use only keywords both
+implement alike (tests/unit/test_schema.py checks that they agree).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 from referencing import Registry, Resource
 
@@ -45,8 +51,46 @@ def _validators() -> dict[str, jsonschema.Draft202012Validator]:
     }
 
 
+def _inline_refs(node: Any, root: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> Any:
+    """The schema with every `$ref` replaced by what it points at (ours are not recursive)."""
+    if isinstance(node, list):
+        return [_inline_refs(item, root, schemas) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target_id, _, pointer = node["$ref"].partition("#")
+        target = root if not target_id else next(s for s in schemas.values() if s["$id"] == target_id)
+        resolved: Any = target
+        for part in pointer.strip("/").split("/") if pointer.strip("/") else []:
+            resolved = resolved[part]
+        return _inline_refs(resolved, target, schemas)
+    return {key: _inline_refs(value, root, schemas) for key, value in node.items() if key != "$defs"}
+
+
+@functools.cache
+def _fast_validators() -> dict[str, Any]:
+    schemas = {kind: json.loads(schema_text(kind)) for kind in SCHEMA_FILES}
+    out = {}
+    for kind, schema in schemas.items():
+        inlined = _inline_refs(schema, schema, schemas)
+        inlined["$schema"] = "http://json-schema.org/draft-07/schema#"
+        out[kind] = fastjsonschema.compile(inlined)
+    return out
+
+
+def is_valid(data: Any, kind: str) -> bool:
+    """The fast path: whether `data` satisfies the schema of `kind`."""
+    try:
+        _fast_validators()[kind](data)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
 def check(doc: Document, kind: str) -> tuple[Issue, ...]:
     """Every schema violation of `doc` against the schema of `kind`, each at its field's line."""
+    if is_valid(doc.data, kind):
+        return ()
     validator = _validators()[kind]
     findings: list[Issue] = []
     for error in sorted(validator.iter_errors(doc.data), key=lambda e: [str(p) for p in e.absolute_path]):

@@ -88,6 +88,23 @@ def render(text: str, context: Mapping[str, Any]) -> str:
         raise TemplateFailure(f"template error: {exc}", _template_line(exc)) from None
 
 
+_SEPARATOR = "\x1f"  # schemas refuse control characters in args, so it cannot occur in one
+
+
+def render_many(texts: tuple[str, ...], context: Mapping[str, Any]) -> tuple[str, ...]:
+    """Render several short templates (a profile's args) with one Jinja render.
+
+    TemplateFailure when any of them fails; callers render them one by one to place the error.
+    """
+    if not any(is_template(t) for t in texts):
+        return texts
+    joined = render(_SEPARATOR.join(texts), context)
+    parts = tuple(joined.split(_SEPARATOR))
+    if len(parts) != len(texts):  # a template produced the separator itself
+        return tuple(render(t, context) for t in texts)
+    return parts
+
+
 def _template_line(exc: BaseException) -> int:
     tb = exc.__traceback__
     line = 0

@@ -574,14 +574,15 @@ def _arg_loc(profile: Profile, index: int) -> Location:
 
 
 def _render_each(
-    texts: Iterable[str], context: Mapping[str, Any], loc_of: Callable[[int], Location], node: Node, out: _Collector
+    texts: tuple[str, ...], context: Mapping[str, Any], loc_of: Callable[[int], Location], node: Node, out: _Collector
 ) -> tuple[str, ...] | None:
-    rendered: list[str] = []
-    ok = True
+    try:
+        return template.render_many(texts, context)
+    except template.TemplateFailure:
+        pass  # render one by one to say which text failed
     for i, text in enumerate(texts):
         try:
-            rendered.append(template.render(text, context))
+            template.render(text, context)
         except template.TemplateFailure as exc:
-            ok = False
             out.template_failure(loc_of(i), exc, node)
-    return tuple(rendered) if ok else None
+    return None

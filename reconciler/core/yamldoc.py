@@ -39,6 +39,7 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:timestamp",
 }
 _MAP = "tag:yaml.org,2002:map"
+_MERGE = "tag:yaml.org,2002:merge"
 _SEQ = "tag:yaml.org,2002:seq"
 
 
@@ -109,7 +110,8 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP:
                 raise self._tag(node)
-            self._scalars.flatten_mapping(node)  # YAML merge keys (<<)
+            if any(k.tag == _MERGE for k, _ in node.value):
+                self._scalars.flatten_mapping(node)  # YAML merge keys (<<)
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
@@ -139,6 +141,10 @@ class _Builder:
             raise self._tag(node)
         if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
             return str(node.value)  # dates stay text: templates and schemas want strings
+        if ":" in node.value and node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+            # YAML 1.1 base-60 numbers (gone in YAML 1.2): an all-digit MAC such as
+            # 52:54:00:12:34:56 would otherwise load as the integer 41135052496.
+            return str(node.value)
         return self._scalars.construct_object(node, deep=True)
 
     def _tag(self, node: yaml.Node) -> _Refused:
