@@ -1,0 +1,370 @@
+"""Sources of desired state: a git remote (bare mirror), a local repository, or a plain directory.
+
+Called by the daemon's fetch and snapshot steps (`reconciler.daemon`), built once by
+`open_source(settings)`. Every source answers two questions:
+
+- `fetch()`: which revision should be served now? (network for a remote; raises `SourceUnavailable`
+  on a temporary failure, which the daemon retries with backoff while it keeps serving)
+- `snapshot(revision)`: the repository files of that revision, read straight from the commit's
+  tree (no checkout, no work tree), with the same refusals as `adapters.dirsource`: symlinks,
+  submodules, files over `MAX_FILE_BYTES`.
+
+Kinds, by what `--repo` names:
+- a URL (https://, ssh://, scp-style user@host:path, file://): a bare mirror `repo.git` under the
+  state directory, fetched with `+refs/heads/*:refs/heads/*` so force-pushes are followed. A poll
+  first lists the remote's heads (cheap) and fetches only when the branch moved.
+- a local git repository (work tree or bare): opened in place; the daemon follows the branch's
+  commits, never uncommitted edits.
+- a plain directory: served as-is (development); revision = a content digest.
+
+SSH host keys are checked against `known_hosts` strictly: pygit2's default certificate check
+lets ANY SSH host key through, so `certificate_check` returns libgit2's own verdict (`valid`),
+computed against `<homedir>/.ssh/known_hosts`; with `--known-hosts FILE` the libgit2 home
+directory is pointed at a private copy of that file. Credential callbacks are capped, since
+libgit2 keeps asking for as long as they answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import pygit2
+
+from reconciler.adapters.dirsource import read_directory
+from reconciler.core.model import Issue
+from reconciler.core.snapshot import (
+    MAX_FILE_BYTES,
+    Snapshot,
+    is_candidate_dir,
+    kind_of,
+    refuse_size,
+    refuse_submodule,
+    refuse_symlink,
+)
+from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIRROR_DIR = "repo.git"
+SSH_HOME_DIR = "ssh-home"
+MAX_CREDENTIAL_ATTEMPTS = 3
+_SCP_STYLE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
+_homedir_lock = threading.Lock()
+
+
+class SourceUnavailable(Exception):
+    """A temporary failure to reach or read the source: retry later, keep serving."""
+
+
+class SourceProblem(Exception):
+    """A permanent problem with what the source names (no such branch, no such path)."""
+
+
+class Source(Protocol):
+    """What the daemon reads desired state from."""
+
+    description: str
+    local: Path | None  # a directory to watch for changes (inotify), when there is one
+
+    def fetch(self) -> str: ...
+
+    def snapshot(self, revision: str) -> Snapshot: ...
+
+    def close(self) -> None: ...
+
+
+def is_url(repo: str) -> bool:
+    """Whether `--repo` names a remote (a URL or scp-style address) rather than a local path."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", repo):
+        return True
+    return bool(_SCP_STYLE.match(repo)) and not os.path.exists(repo)
+
+
+def is_ssh(url: str) -> bool:
+    return url.startswith(("ssh://", "git+ssh://", "ssh+git://")) or (
+        "://" not in url and bool(_SCP_STYLE.match(url))
+    )
+
+
+def open_source(settings: Settings, progress: Callable[[str], None] | None = None) -> Source:
+    """The Source `--repo` names (see the module docstring)."""
+    repo = settings.repo
+    if is_url(repo):
+        return MirrorSource(settings, progress)
+    path = Path(repo).expanduser()
+    if not path.exists():
+        raise SourceProblem(f"{repo}: no such file or directory")
+    found = pygit2.discover_repository(str(path))
+    if found is not None:
+        git_repo = pygit2.Repository(found)
+        top = Path(git_repo.workdir or git_repo.path).resolve()
+        if top == path.resolve() or (git_repo.is_bare and Path(found).resolve() == path.resolve()):
+            return LocalGitSource(git_repo, settings)
+    return DirectorySource(path, settings.path)
+
+
+# -- reading a commit's tree ------------------------------------------------------------------
+
+
+def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: str = "") -> Snapshot:
+    """The repository format's files in commit `revision` (under `subdir`), without a checkout."""
+    try:
+        commit = repo.revparse_single(revision).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise SourceProblem(f"revision {revision} not found: {exc}") from exc
+    tree: pygit2.Tree = commit.tree
+    if subdir:
+        try:
+            entry = tree[subdir.strip("/")]
+        except KeyError as exc:
+            raise SourceProblem(f"--path {subdir}: not in commit {revision[:12]}") from exc
+        if entry.filemode != pygit2.GIT_FILEMODE_TREE:
+            raise SourceProblem(f"--path {subdir}: not a directory in commit {revision[:12]}")
+        tree = repo[entry.id].peel(pygit2.Tree)
+    files: dict[str, bytes] = {}
+    refused: list[Issue] = []
+    _walk(repo, tree, "", files, refused)
+    return Snapshot(
+        revision=str(commit.id),
+        files=files,
+        refused=tuple(refused),
+        origin=origin,
+        extra={"message": commit.message.strip().splitlines()[0] if commit.message.strip() else ""},
+    )
+
+
+def _walk(
+    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, files: dict[str, bytes], refused: list[Issue]
+) -> None:
+    odb = repo.odb
+    for entry in tree:
+        name = entry.name or ""
+        rel = f"{prefix}/{name}" if prefix else name
+        mode = entry.filemode
+        if mode == pygit2.GIT_FILEMODE_TREE:
+            if is_candidate_dir(rel):
+                _walk(repo, repo[entry.id].peel(pygit2.Tree), rel, files, refused)
+            continue
+        if mode == pygit2.GIT_FILEMODE_COMMIT:
+            if is_candidate_dir(rel) or kind_of(rel) is not None:
+                refused.append(refuse_submodule(rel))
+            continue
+        if mode == pygit2.GIT_FILEMODE_LINK:
+            if is_candidate_dir(rel) or kind_of(rel) is not None:
+                refused.append(refuse_symlink(rel))
+            continue
+        if kind_of(rel) is None:
+            continue
+        _kind, size = odb.read_header(entry.id)
+        if size > MAX_FILE_BYTES:
+            refused.append(refuse_size(rel, size))
+            continue
+        files[rel] = repo[entry.id].peel(pygit2.Blob).data
+
+
+# -- remote mirror -------------------------------------------------------------------------------
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Credentials (capped), strict host keys, optional progress."""
+
+    def __init__(self, settings: Settings, progress: Callable[[str], None] | None) -> None:
+        super().__init__()
+        self._settings = settings
+        self._progress = progress
+        self._attempts = 0
+        self.refused_host: str | None = None
+
+    def credentials(self, url: str, username_from_url: str | None, allowed_types: Any) -> Any:
+        self._attempts += 1
+        if self._attempts > MAX_CREDENTIAL_ATTEMPTS:
+            raise SourceUnavailable(f"authentication failed for {url} after {MAX_CREDENTIAL_ATTEMPTS} attempts")
+        user = username_from_url or "git"
+        if allowed_types & pygit2.enums.CredentialType.SSH_KEY:
+            key = self._settings.ssh_key
+            if key is not None:
+                pub = Path(str(key) + ".pub")
+                return pygit2.Keypair(user, str(pub) if pub.exists() else None, str(key), "")
+            return pygit2.KeypairFromAgent(user)
+        if allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT and self._settings.https_token:
+            return pygit2.UserPass(username_from_url or "x-access-token", self._settings.https_token)
+        if allowed_types & pygit2.enums.CredentialType.USERNAME:
+            return pygit2.Username(user)
+        raise SourceUnavailable(f"{url} asks for credentials and none were given")
+
+    def certificate_check(self, certificate: Any, valid: bool, host: bytes) -> bool:
+        # libgit2 computed `valid` against known_hosts (SSH) or the CA store (TLS). pygit2's
+        # default passes any SSH host key through; we refuse what libgit2 could not verify.
+        if not valid:
+            self.refused_host = host.decode(errors="replace")
+        return bool(valid)
+
+    def transfer_progress(self, stats: Any) -> None:
+        if self._progress is not None and stats.total_objects:
+            self._progress(
+                f"receiving objects: {stats.received_objects}/{stats.total_objects}, "
+                f"indexed {stats.indexed_objects}, {stats.received_bytes // 1024} KiB"
+            )
+
+
+class MirrorSource:
+    """A bare mirror of a remote under the state directory; fetches `+refs/heads/*`."""
+
+    def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None) -> None:
+        self._settings = settings
+        self._progress = progress
+        self.url = settings.repo
+        self.description = _redact(settings.repo) + (f" ({settings.branch})" if settings.branch else "")
+        self.local: Path | None = None
+        path = settings.state_dir / MIRROR_DIR
+        if (path / "HEAD").exists():
+            self.repo = pygit2.Repository(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.repo = pygit2.init_repository(str(path), bare=True)
+        names = list(self.repo.remotes.names())
+        if "origin" not in names:
+            self.repo.remotes.create("origin", self.url, "+refs/heads/*:refs/heads/*")
+        elif self.repo.remotes["origin"].url != self.url:
+            self.repo.remotes.set_url("origin", self.url)
+        self.branch = settings.branch
+        if is_ssh(self.url) and settings.known_hosts is not None:
+            _use_known_hosts(settings.state_dir / SSH_HOME_DIR, settings.known_hosts)
+
+    def _callbacks(self) -> _Callbacks:
+        return _Callbacks(self._settings, self._progress if self._settings.progress else None)
+
+    def fetch(self) -> str:
+        remote = self.repo.remotes["origin"]
+        cb = self._callbacks()
+        try:
+            heads = remote.list_heads(callbacks=cb)
+        except (pygit2.GitError, OSError) as exc:
+            raise SourceUnavailable(self._why(exc, cb)) from exc
+        by_name = {h.name: h for h in heads}
+        branch = self.branch
+        if branch is None:
+            head = by_name.get("HEAD")
+            target = head.symref_target if head is not None else None
+            if not target:
+                raise SourceProblem(f"{self.description}: the remote does not say its default branch: pass --branch")
+            branch = target.removeprefix("refs/heads/")
+        ref = f"refs/heads/{branch}"
+        advertised = by_name.get(ref)
+        if advertised is None:
+            raise SourceProblem(f"{self.description}: no branch {branch!r} on the remote")
+        want = str(advertised.oid)
+        have = self.repo.references.get(ref)
+        if have is None or str(have.target) != want or want not in self.repo:
+            cb = self._callbacks()
+            try:
+                remote.fetch(callbacks=cb, prune=pygit2.enums.FetchPrune.PRUNE)
+            except (pygit2.GitError, OSError) as exc:
+                raise SourceUnavailable(self._why(exc, cb)) from exc
+            have = self.repo.references.get(ref)
+            if have is None:
+                raise SourceUnavailable(f"{self.description}: branch {branch!r} vanished during the fetch")
+            want = str(have.target)
+        return want
+
+    def _why(self, exc: BaseException, cb: _Callbacks) -> str:
+        if cb.refused_host is not None:
+            return f"{_redact(self.url)}: host key of {cb.refused_host} not verified against known_hosts: {exc}"
+        cause = exc.__context__ if isinstance(exc.__context__, SourceUnavailable) else None
+        return f"{_redact(self.url)}: {cause or exc}"
+
+    def snapshot(self, revision: str) -> Snapshot:
+        return read_tree(self.repo, revision, self._settings.path, origin=self.description)
+
+    def close(self) -> None:
+        self.repo.free()
+
+
+def _use_known_hosts(home: Path, known_hosts: Path) -> None:
+    """Point libgit2's home directory at a private one whose .ssh/known_hosts is `known_hosts`."""
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copyfile(known_hosts, ssh / "known_hosts")
+    with _homedir_lock:
+        pygit2.settings.homedir = str(home)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://[^/@]*@", "://***@", url)
+
+
+# -- local repository, in place ----------------------------------------------------------------
+
+
+class LocalGitSource:
+    """A local repository (work tree or bare) opened in place; follows the branch's commits."""
+
+    def __init__(self, repo: pygit2.Repository, settings: Settings) -> None:
+        self.repo = repo
+        self._settings = settings
+        self.local: Path | None = Path(repo.path)  # the .git directory: commits change it, edits do not
+        branch = settings.branch
+        if branch is None and not repo.head_is_unborn and not repo.head_is_detached:
+            branch = repo.head.shorthand
+        elif branch is None and repo.head_is_unborn:
+            target = repo.references["HEAD"].target
+            branch = str(target).removeprefix("refs/heads/")
+        self.branch = branch
+        self.description = f"{repo.workdir or repo.path} ({branch or 'HEAD'})"
+
+    def fetch(self) -> str:
+        ref = f"refs/heads/{self.branch}" if self.branch else "HEAD"
+        try:
+            target = self.repo.revparse_single(ref).peel(pygit2.Commit).id
+        except (KeyError, pygit2.GitError) as exc:
+            raise SourceUnavailable(f"{self.description}: {ref} does not name a commit yet") from exc
+        return str(target)
+
+    def snapshot(self, revision: str) -> Snapshot:
+        return read_tree(self.repo, revision, self._settings.path, origin=self.description)
+
+    def close(self) -> None:
+        self.repo.free()
+
+
+# -- plain directory ----------------------------------------------------------------------------
+
+
+class DirectorySource:
+    """A directory that is not a git repository, served as it is on disk (development)."""
+
+    def __init__(self, root: Path, subdir: str = "") -> None:
+        self.root = root / subdir if subdir else root
+        self.local: Path | None = self.root
+        self.description = f"{self.root} (directory)"
+        self._last: Snapshot | None = None
+
+    def fetch(self) -> str:
+        try:
+            self._last = read_directory(self.root)
+        except OSError as exc:
+            raise SourceUnavailable(f"{self.root}: {exc}") from exc
+        return self._last.revision
+
+    def snapshot(self, revision: str) -> Snapshot:
+        if self._last is None or self._last.revision != revision:
+            self.fetch()
+        assert self._last is not None
+        return self._last
+
+    def close(self) -> None:
+        return None
+
+
+def print_progress(line: str) -> None:
+    """A progress callback for terminals: one line rewritten in place."""
+    sys.stderr.write("\r" + line + "\x1b[K")
+    sys.stderr.flush()

@@ -1,0 +1,114 @@
+"""Change notification for local sources (watchdog/inotify), debounced into one trigger.
+
+Called by the daemon for a local repository (it watches the `.git` directory: a commit there
+is what it follows) or a plain directory (development: reload on save). One `git commit`
+makes about a hundred events under `.git` (objects, index, logs, refs); the watcher calls
+`on_change` once, `debounce` seconds after the last event of a burst (and at most
+`max_delay` after the first, so a busy tree still reconciles).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+log = logging.getLogger(__name__)
+
+# Paths under .git whose changes never move a branch (keeps the burst short).
+_IGNORED_PARTS = ("/objects/", "/logs/", "index.lock")
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        path = str(event.src_path)
+        if any(part in path for part in _IGNORED_PARTS) and self._watcher.git_dir:
+            return
+        self._watcher.poke()
+
+
+class Watcher:
+    """Watches one directory tree and calls `on_change()` once per burst of events."""
+
+    def __init__(
+        self,
+        root: Path,
+        on_change: Callable[[], None],
+        *,
+        debounce: float = 0.05,
+        max_delay: float = 1.0,
+        git_dir: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.git_dir = git_dir
+        self._on_change = on_change
+        self._debounce = debounce
+        self._max_delay = max_delay
+        self._observer: Any = None
+        self._lock = threading.Lock()
+        self._first = 0.0
+        self._last = 0.0
+        self._pending = False
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+
+    def start(self) -> None:
+        observer = Observer()
+        observer.schedule(_Handler(self), str(self.root), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self._thread.start()
+        log.info("watching %s for changes", self.root)
+
+    def poke(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending:
+                self._pending = True
+                self._first = now
+            self._last = now
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            while not self._stopping.is_set():
+                with self._lock:
+                    if not self._pending:
+                        break
+                    now = time.monotonic()
+                    due = min(self._last + self._debounce, self._first + self._max_delay)
+                    if now >= due:
+                        self._pending = False
+                        fire = True
+                    else:
+                        fire = False
+                if fire:
+                    try:
+                        self._on_change()
+                    except Exception:
+                        log.exception("change callback failed")
+                    break
+                time.sleep(max(0.0, due - now))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(2.0)
+        self._thread.join(2.0)

@@ -1,0 +1,178 @@
+"""Helpers for the daemon tests: real git repositories in tmp dirs and real daemon processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "example-repo"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
+NODE1_MAC = "52:54:00:aa:bb:01"
+INVALID_NODE = "mac: 52:54:00:aa:bb:01\nip: 10.10.10.201\nprofile: no-such-profile\n"
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, **GIT_ENV}
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout.strip()
+
+
+class WorkTree:
+    """A git work tree seeded with example-repo/, with helpers to commit and push."""
+
+    def __init__(self, path: Path, branch: str = "main") -> None:
+        self.path = path
+        shutil.copytree(EXAMPLE, path)
+        git(path, "init", "-q", "-b", branch)
+        self.commit("initial")
+
+    def write(self, files: Mapping[str, str | None]) -> None:
+        for rel, text in files.items():
+            target = self.path / rel
+            if text is None:
+                target.unlink()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+
+    def commit(self, message: str, files: Mapping[str, str | None] | None = None) -> str:
+        if files:
+            self.write(files)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return git(self.path, "rev-parse", "HEAD")
+
+    def bare_remote(self, path: Path) -> Path:
+        git(self.path.parent, "init", "-q", "--bare", "-b", "main", str(path))
+        git(self.path, "remote", "add", "origin", str(path))
+        self.push()
+        return path
+
+    def push(self, *, force: bool = False) -> None:
+        git(self.path, "push", "-q", *(["--force"] if force else []), "origin", "HEAD:main")
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02) -> Any:
+    """Poll `predicate` until truthy; fail naming `what` after a bound (never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+
+
+def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def http_post(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class DaemonProcess:
+    """`netboot-reconcile run` as a child process on 127.0.0.1 ephemeral ports."""
+
+    def __init__(self, repo: str, state_dir: Path, extra: Sequence[str] = (), port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state_dir = state_dir
+        self.args = [
+            sys.executable, "-m", "reconciler", "run", "--repo", repo, "--state-dir", str(state_dir),
+            "--http-listen", f"127.0.0.1:{self.port}", "--no-dhcp", "--no-tftp", *extra,
+        ]
+        self.log_path = state_dir.parent / f"daemon-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if wait:
+            wait_for(lambda: self.status() is not None or self.proc is None or self.proc.poll() is not None,
+                     "the daemon's /status")
+            assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any] | None:
+        code, body = http_get(self.url + "/status", timeout=2)
+        return json.loads(body) if code == 200 else None
+
+    def served_revision(self) -> str | None:
+        status = self.status()
+        return None if status is None else status.get("last_applied_revision")
+
+    def ipxe(self, mac: str = NODE1_MAC) -> str:
+        code, body = http_get(f"{self.url}/ipxe?mac={mac}")
+        return body.decode() if code == 200 else ""
+
+    def wait_served(self, revision: str, timeout: float = 20.0) -> None:
+        wait_for(lambda: revision in self.ipxe(), f"/ipxe to serve {revision[:12]}\n{self.log()[-3000:]}",
+                 timeout=timeout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

@@ -1,0 +1,156 @@
+"""The reconcile loop in-process: real git repositories, real state directory, real SQLite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.render import render_generation
+from reconciler.daemon import Condition, Daemon, Result
+from reconciler.settings import Settings
+from tests.integration.daemon_support import INVALID_NODE, WorkTree, git
+
+
+def make_daemon(repo: str, state: Path, **overrides: object) -> Daemon:
+    settings = Settings(repo=repo, state_dir=state, watch=False, **overrides)  # type: ignore[arg-type]
+    daemon = Daemon(settings, renderer=render_generation)
+    daemon.open()
+    return daemon
+
+
+def served_script(daemon: Daemon, node: str = "node-1") -> str:
+    generation = daemon.holder.current()
+    assert generation is not None
+    data = generation.file(f"ipxe/{node}.ipxe")
+    assert data is not None
+    return data.decode()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> WorkTree:
+    return WorkTree(tmp_path / "repo")
+
+
+def test_local_work_tree_follows_commits_not_edits(tree: WorkTree, tmp_path: Path) -> None:
+    daemon = make_daemon(str(tree.path), tmp_path / "state")
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        first = tree.head()
+        assert f"revision {first}" in served_script(daemon)
+        # An uncommitted edit is not served.
+        tree.write({"nodes/node-1.yaml": INVALID_NODE})
+        assert daemon.reconcile_once() is Result.UNCHANGED
+        git(tree.path, "checkout", "--", ".")
+        second = tree.commit("second", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert f"revision {second}" in served_script(daemon, "node-9")
+        assert (tmp_path / "state" / "current").resolve().name == second
+        assert daemon.status()["condition"] == "Ready"
+    finally:
+        daemon.shutdown()
+
+
+def test_invalid_commit_is_recorded_not_served_not_retried_then_fixed(tree: WorkTree, tmp_path: Path) -> None:
+    daemon = make_daemon(str(tree.path), tmp_path / "state")
+    try:
+        daemon.reconcile_once()
+        good = tree.head()
+        bad = tree.commit("break node-1", {"nodes/node-1.yaml": INVALID_NODE})
+        assert daemon.reconcile_once() is Result.INVALID
+        assert f"revision {good}" in served_script(daemon)
+        status = daemon.status()
+        assert status["condition"] == Condition.STALLED
+        assert status["last_attempted_revision"] == bad
+        assert status["last_applied_revision"] == good
+        assert any(f["file"] == "nodes/node-1.yaml" and "no-such-profile" in f["message"] for f in status["findings"])
+        # Not retried until a new commit arrives.
+        assert daemon.reconcile_once() is Result.UNCHANGED
+        assert [r["result"] for r in daemon.status()["reconciles"]] == ["invalid", "applied"]
+        original = git(tree.path, "show", f"{good}:nodes/node-1.yaml") + "\n"
+        fixed = tree.commit("fix node-1", {"nodes/node-1.yaml": original})
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert f"revision {fixed}" in served_script(daemon)
+        assert daemon.status()["condition"] == "Ready"
+        assert daemon.status()["findings"] == []
+    finally:
+        daemon.shutdown()
+
+
+def test_remote_mirror_force_push_and_unreachable(tree: WorkTree, tmp_path: Path) -> None:
+    remote = tree.bare_remote(tmp_path / "remote.git")
+    first = tree.head()
+    daemon = make_daemon(f"file://{remote}", tmp_path / "state")
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert (tmp_path / "state" / "repo.git" / "HEAD").exists()
+        second = tree.commit("second", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
+        tree.push()
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert f"revision {second}" in served_script(daemon)
+        # Force-push back to the older tree: followed.
+        git(tree.path, "reset", "-q", "--hard", first)
+        tree.push(force=True)
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert f"revision {first}" in served_script(daemon)
+        # Remote gone: keeps serving, status says why.
+        os.rename(remote, tmp_path / "gone.git")
+        assert daemon.reconcile_once() is Result.FAILED
+        assert f"revision {first}" in served_script(daemon)
+        status = daemon.status()
+        assert status["condition"] == "Reconciling"
+        assert status["reason"] == "SourceUnavailable"
+        assert "remote.git" in status["message"]
+        assert status["consecutive_failures"] == 1
+    finally:
+        daemon.shutdown()
+
+
+def test_restart_serves_current_from_disk_before_reconciling(tree: WorkTree, tmp_path: Path) -> None:
+    remote = tree.bare_remote(tmp_path / "remote.git")
+    daemon = make_daemon(f"file://{remote}", tmp_path / "state")
+    daemon.reconcile_once()
+    daemon.shutdown()
+    os.rename(remote, tmp_path / "gone.git")
+    again = make_daemon(f"file://{remote}", tmp_path / "state")
+    try:
+        assert f"revision {tree.head()}" in served_script(again)
+        assert again.reconcile_once() is Result.FAILED
+        assert f"revision {tree.head()}" in served_script(again)
+    finally:
+        again.shutdown()
+
+
+def test_plain_directory_is_served_by_content_digest(tmp_path: Path) -> None:
+    tree = WorkTree(tmp_path / "seed")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for item in tree.path.iterdir():
+        if item.name != ".git":
+            os.rename(item, plain / item.name)
+    daemon = make_daemon(str(plain), tmp_path / "state")
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        before = daemon.status()["last_applied_revision"]
+        assert before.startswith("dir-")
+        (plain / "nodes" / "node-9.yaml").write_text("mac: 52:54:00:aa:bb:99\nprofile: local-disk\n")
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert daemon.status()["last_applied_revision"] != before
+        assert "node-9" in served_script(daemon, "node-9")
+    finally:
+        daemon.shutdown()
+
+
+def test_old_generations_are_collected_keeping_the_last_n(tree: WorkTree, tmp_path: Path) -> None:
+    daemon = make_daemon(str(tree.path), tmp_path / "state", keep_generations=2)
+    try:
+        revisions = []
+        for i in range(4):
+            revisions.append(tree.commit(f"c{i}", {f"nodes/n{i}.yaml": f"mac: 52:54:00:aa:cc:0{i}\nprofile: local-disk\n"}))
+            assert daemon.reconcile_once() is Result.APPLIED
+        stored = sorted(p.name for p in (tmp_path / "state" / "generations").iterdir())
+        assert stored == sorted(revisions[-2:])
+        assert set(daemon.holder.retained()) == set(revisions[-2:])
+    finally:
+        daemon.shutdown()
