@@ -1,0 +1,88 @@
+"""The renderer: a validated DesiredState in, the generation's artifacts `{path: bytes}` out.
+
+Called by the daemon's reconcile step (one generation per applied commit) and by the `render`
+command. Pure and byte-for-byte deterministic: the same state gives the same bytes whatever
+the order of its nodes, groups, profiles or mapping keys. The layout is docs/GENERATION.md;
+each format lives in its own module, and all of them read one `NodeBoot` per node
+(`render.nodes`), so they agree on what a node boots.
+"""
+
+from __future__ import annotations
+
+import re
+
+from reconciler.core import template
+from reconciler.core.model import DesiredState, Group
+from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud
+from reconciler.core.render.nodes import pin, plan_node, split_initrd
+
+__all__ = ["render_generation"]
+
+_UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._:'()/-]")
+
+
+def render_generation(state: DesiredState) -> dict[str, bytes]:
+    """Every artifact of one generation, keyed by repo-style relative path, sorted by path."""
+    site, revision = state.site, state.revision
+    nodes = sorted(state.nodes, key=lambda n: n.name)
+    groups = sorted(state.groups, key=lambda g: g.id)
+    profiles = dict(sorted(state.profiles.items()))
+    files: dict[str, bytes] = {}
+
+    boot = ipxe.render_bootstrap(site)
+    files["boot.ipxe"] = boot
+    files["tftp/" + site.boot_files.ipxe_script] = boot
+
+    for profile in profiles.values():
+        files[f"profiles/{profile.id}.json"] = matchbox.dump(matchbox.profile_json(profile))
+    for group in groups:
+        files[f"groups/{group.id}.json"] = matchbox.dump(matchbox.group_json(group))
+        files.update(_group_scripts(state, group))
+
+    for node in nodes:
+        plan = plan_node(site, node, profiles, state.cloud_init, revision)
+        files[f"ipxe/{node.name}.ipxe"] = ipxe.render_node(plan, revision)
+        files[f"grub/{node.name}.cfg"] = grub.render_node(plan, revision)
+        files.update(matchbox.node_files(plan))
+        files.update(nocloud.render_node(plan))
+
+    files["dhcpd.conf"] = dhcpd.render(site, nodes, revision)
+    files["kea-dhcp4.conf"] = kea.render(site, nodes, revision)
+    files["dnsmasq.conf"] = dnsmasq.render(site, nodes, revision)
+    return dict(sorted(files.items()))
+
+
+def _group_context(state: DesiredState, group: Group) -> dict[str, object]:
+    """What a group's profile templates may use without a node: no per-machine values."""
+    return {
+        "labels": dict(group.selector),
+        "metadata": dict(group.metadata),
+        "profile": group.profile,
+        "revision": state.revision,
+        "server_url": state.site.server_url,
+    }
+
+
+def _group_scripts(state: DesiredState, group: Group) -> dict[str, bytes]:
+    """iPXE, GRUB and env files for a repo group (unknown machines, label selectors)."""
+    site, revision = state.site, state.revision
+    profile = state.profiles[group.profile]
+    title = f"group {group.id} profile {group.profile}"
+    out = {f"metadata/group-{group.id}.env": matchbox.group_env(group)}
+    context = _group_context(state, group)
+    try:
+        kernel = pin(site, revision, template.render(profile.boot.kernel, context)) if profile.boot.kernel else ""
+        entries = [split_initrd(template.render(p, context)) for p in profile.boot.initrd] if kernel else []
+        args = tuple(template.render(a, context) for a in profile.boot.args) if kernel else ()
+    except template.TemplateFailure as exc:
+        reason = _UNSAFE_TEXT.sub("_", f"profile needs a known node ({exc.message})")
+        out[f"ipxe/group-{group.id}.ipxe"] = ipxe.render_unrenderable(title, reason, revision)
+        out[f"grub/group-{group.id}.cfg"] = grub.render_unrenderable(title, reason, revision)
+        return out
+    initrd = tuple(pin(site, revision, path) for _, path in entries)
+    names = tuple(name for name, _ in entries)
+    out[f"ipxe/group-{group.id}.ipxe"] = ipxe.script(title, kernel, initrd, names, args, revision).encode()
+    out[f"grub/group-{group.id}.cfg"] = grub.script(title, kernel, initrd, args, revision).encode()
+    return out
+
+

@@ -1,0 +1,89 @@
+"""dhcpd.conf for isc-dhcp-server: subnets, one `host` per node, the CONTRACT §4 boot decision.
+
+Called by `render_generation`; for users who run `--dhcp off` next to their own dhcpd. Checked
+by the real `dhcpd -t -cf` in tests/integration/test_render_peers.py.
+
+Option 93 is declared `unsigned integer 16` and compared as ISC data (`00:07`). With
+`unknown_clients: ignore` the boot statements live in the `group` that holds the host
+declarations, so only known MACs get them; unknown machines still get an address from the pool.
+With `boot` they are global. Every value written here is an address, a MAC, a DNS label, a
+validated domain or file name, or a URL made of those: nothing needs quoting beyond the
+double quotes around strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reconciler.core.model import Node, Site
+from reconciler.core.render.dhcpboot import HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT, boot_answers
+
+
+def _arch_test(codes: tuple[int, ...]) -> str:
+    return " or ".join(f"option arch = {c >> 8:02x}:{c & 0xFF:02x}" for c in codes)
+
+
+def _boot_block(site: Site, indent: str) -> list[str]:
+    answers = boot_answers(site)
+    pxe = f'substring (option vendor-class-identifier, 0, {len(PXE_CLIENT)}) = "{PXE_CLIENT}"'
+    lines = [
+        f"next-server {answers.next_server};",
+        f'if exists user-class and option user-class = "{IPXE_USER_CLASS}" {{',
+        f'  filename "{answers.ipxe_url}";',
+        "} elsif exists ipxe-encap-opts {",
+        f'  filename "{answers.ipxe_url}";',
+        f'}} elsif substring (option vendor-class-identifier, 0, {len(HTTP_CLIENT)}) = "{HTTP_CLIENT}" {{',
+        f'  option vendor-class-identifier "{HTTP_CLIENT}";',
+        f'  filename "{answers.http_boot_url}";',
+    ]
+    for arch in answers.pxe:
+        lines += [f"}} elsif exists arch and {pxe} and ({_arch_test(arch.codes)}) {{", f'  filename "{arch.filename}";']
+    lines.append("}")
+    return [indent + line for line in lines]
+
+
+def _host(node: Node, indent: str) -> list[str]:
+    lines = [f"host {node.name} {{", f"  hardware ethernet {node.mac};"]
+    if node.ip is not None:
+        lines.append(f"  fixed-address {node.ip};")
+    lines += [f'  option host-name "{node.hostname}";', "}"]
+    return [indent + line for line in lines]
+
+
+def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
+    lines = [
+        f"# Rendered by netboot-reconcile from revision {revision}; do not edit.",
+        "# isc-dhcp-server configuration: check with `dhcpd -t -cf dhcpd.conf`.",
+        "ddns-update-style none;",
+        "authoritative;",
+        "option arch code 93 = unsigned integer 16;",
+        "option ipxe-encap-opts code 175 = string;",
+        "",
+    ]
+    for subnet in site.subnets:
+        net = subnet.network
+        lines.append(f"subnet {net.network_address} netmask {net.netmask} {{")
+        if subnet.pool is not None:
+            lines.append(f"  range {subnet.pool[0]} {subnet.pool[1]};")
+        if subnet.routers:
+            lines.append(f"  option routers {', '.join(map(str, subnet.routers))};")
+        if subnet.dns_servers:
+            lines.append(f"  option domain-name-servers {', '.join(map(str, subnet.dns_servers))};")
+        if subnet.domain_name:
+            lines.append(f'  option domain-name "{subnet.domain_name}";')
+        lines += [
+            f"  default-lease-time {subnet.lease_time};",
+            f"  max-lease-time {subnet.max_lease_time};",
+            "}",
+            "",
+        ]
+    if site.unknown_clients == "boot":
+        lines += ["# unknown_clients: boot -> every netbooting machine gets a boot answer", *_boot_block(site, ""), ""]
+        lines += ["group {"]
+    else:
+        lines += ["# unknown_clients: ignore -> boot answers only for the known hosts below", "group {"]
+        lines += _boot_block(site, "  ")
+    for node in sorted(nodes, key=lambda n: n.name):
+        lines += _host(node, "  ")
+    lines += ["}", ""]
+    return "\n".join(lines).encode()

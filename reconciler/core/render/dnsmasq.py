@@ -1,0 +1,63 @@
+"""dnsmasq.conf fragment with dhcpd.conf's meaning: ranges, `dhcp-host` per node, boot by tags.
+
+Called by `render_generation`; checked by the real `dnsmasq --test -C` in the integration
+tests. Tags: `ipxe` (user class `iPXE` or option 175), `httpclient` (vendor class), one per PXE
+architecture family; `dhcp-boot` lines are made exclusive with `tag:!ipxe` / `tag:!httpclient`.
+With `unknown_clients: ignore` every boot line also needs `tag:known` (dnsmasq sets it for MACs
+with a `dhcp-host` line): unknown machines still get an address, never a boot answer.
+dnsmasq has no maximum lease time; the subnet's lease_time is written on the range.
+Every value here is an address, a MAC, a DNS label, a validated name or a URL of those (no
+commas or spaces can occur).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reconciler.core.model import Node, Site
+from reconciler.core.render.dhcpboot import HTTP_CLIENT, IPXE_USER_CLASS, boot_answers
+
+
+def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
+    answers = boot_answers(site)
+    known = "tag:known," if answers.known_only else ""
+    lines = [
+        f"# Rendered by netboot-reconcile from revision {revision}; do not edit.",
+        "# dnsmasq configuration fragment: check with `dnsmasq --test -C dnsmasq.conf`.",
+    ]
+    if site.interface:
+        lines.append(f"interface={site.interface}")
+    for index, subnet in enumerate(site.subnets):
+        tag = f"net{index}"
+        net = subnet.network
+        if subnet.pool is not None:
+            lines.append(f"dhcp-range=set:{tag},{subnet.pool[0]},{subnet.pool[1]},{net.netmask},{subnet.lease_time}")
+        else:
+            lines.append(f"dhcp-range=set:{tag},{net.network_address},static,{net.netmask},{subnet.lease_time}")
+        if subnet.routers:
+            lines.append(f"dhcp-option=tag:{tag},option:router,{','.join(map(str, subnet.routers))}")
+        if subnet.dns_servers:
+            lines.append(f"dhcp-option=tag:{tag},option:dns-server,{','.join(map(str, subnet.dns_servers))}")
+        if subnet.domain_name:
+            lines.append(f"dhcp-option=tag:{tag},option:domain-name,{subnet.domain_name}")
+    lines += [
+        f"dhcp-userclass=set:ipxe,{IPXE_USER_CLASS}",
+        "dhcp-match=set:ipxe,175",
+        f"dhcp-vendorclass=set:httpclient,{HTTP_CLIENT}",
+    ]
+    for arch in answers.pxe:
+        lines += [f"dhcp-match=set:{arch.tag},option:client-arch,{code}" for code in arch.codes]
+    lines += [
+        f"dhcp-boot={known}tag:ipxe,{answers.ipxe_url}",
+        f"dhcp-option-force={known}tag:httpclient,tag:!ipxe,option:vendor-class,{HTTP_CLIENT}",
+        f"dhcp-boot={known}tag:httpclient,tag:!ipxe,{answers.http_boot_url}",
+    ]
+    for arch in answers.pxe:
+        lines.append(
+            f"dhcp-boot={known}tag:{arch.tag},tag:!ipxe,tag:!httpclient,{arch.filename},,{answers.next_server}"
+        )
+    for node in sorted(nodes, key=lambda n: n.name):
+        address = f",{node.ip}" if node.ip is not None else ""
+        lines.append(f"dhcp-host={node.mac}{address},{node.hostname}")
+    lines.append("")
+    return "\n".join(lines).encode()

@@ -1,0 +1,33 @@
+"""Golden files: example-repo rendered at a fixed revision, compared byte for byte.
+
+Regenerate after an intended change, then review the diff of tests/golden/:
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from reconciler.core.render import render_generation
+from tests.render_support import GOLDEN, example_state
+
+
+def _golden_tree() -> dict[str, bytes]:
+    return {
+        path.relative_to(GOLDEN).as_posix(): path.read_bytes() for path in sorted(GOLDEN.rglob("*")) if path.is_file()
+    }
+
+
+def test_example_repo_matches_golden_files() -> None:
+    files = render_generation(example_state())
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for path, data in files.items():
+            target = GOLDEN / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    golden = _golden_tree()
+    assert sorted(files) == sorted(golden), "files added or removed: UPDATE_GOLDEN=1 and review the diff"
+    changed = [path for path in files if files[path] != golden[path]]
+    assert not changed, f"rendered files differ from tests/golden: {changed} (UPDATE_GOLDEN=1 and review the diff)"
