@@ -286,12 +286,26 @@ class Client:
         return []
 
 
+def _never(_n: int) -> bool:
+    return False
+
+
 def transfer(
-    data: bytes, request: p.ReadRequest, *, max_retries: int = 5, **client: Callable[[int], bool]
+    data: bytes,
+    request: p.ReadRequest,
+    *,
+    max_retries: int = 5,
+    lose_to_client: Callable[[int], bool] = _never,
+    lose_to_server: Callable[[int], bool] = _never,
 ) -> tuple[Client, p.Finished]:
     negotiated = p.negotiate(request, len(data))
     machine = p.ReadTransfer(p.BytesSource(data), negotiated, max_retries)
-    sim = Client(machine, windowsize=negotiated.windowsize, **client)
+    sim = Client(
+        machine,
+        windowsize=negotiated.windowsize,
+        lose_to_client=lose_to_client,
+        lose_to_server=lose_to_server,
+    )
     return sim, sim.run()
 
 
