@@ -1,0 +1,329 @@
+"""HTTP boot policy: which rendered file answers a boot request, and why not when none does.
+
+Called by the HTTP server (`reconciler.servers.http`) once per request with the ONE Generation
+it took for that request (its `DesiredState` and rendered `files`). Pure: values in, values out.
+
+Selection follows matchbox (matchbox/http/parse.go `labelsFromRequest`, server `SelectGroup`):
+every query parameter is a label (first value wins, blank values kept); a `mac` parameter (key
+in any case) is normalised like Go's `net.ParseMAC` + `String()` and dropped when it does not
+parse; groups are tried from most selectors to fewest, ties broken by `core.select.sort_groups`;
+a group with no selector is the default group. One rule comes before matchbox's: a request whose
+`mac` names a node gets that node's own rendered file (`ipxe/<node>.ipxe`), because the renderer
+writes one group per node and a node file is the most specific answer there is. Otherwise the
+matched repo group's `ipxe/group-<id>.ipxe` (etc.) answers. `/metadata` appends matchbox's
+request variables (`REQUEST_QUERY_<KEY>=`, `REQUEST_RAW_QUERY=`) to the rendered env file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from reconciler.core.model import DesiredState, Group, Node, Profile
+from reconciler.core.select import select_group, sort_groups
+
+Endpoint = Literal["ipxe", "grub", "metadata", "generic"]
+ENDPOINTS: tuple[Endpoint, ...] = ("ipxe", "grub", "metadata", "generic")
+
+TEXT = "text/plain; charset=utf-8"
+
+# matchbox's bootstrap (matchbox/http/ipxe.go), with the `arch` label CONTRACT §3 adds. The
+# relative `ipxe?` keeps a pinned bootstrap (/r/<sha>/boot.ipxe) chaining to the pinned /ipxe.
+DEFAULT_BOOTSTRAP = (
+    b"#!ipxe\n"
+    b"chain ipxe?uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain}&hostname=${hostname}"
+    b"&serial=${serial}&arch=${buildarch:uristring}\n"
+)
+
+_FILES: Mapping[Endpoint, tuple[str, str]] = {
+    "ipxe": ("ipxe", ".ipxe"),
+    "grub": ("grub", ".cfg"),
+    "metadata": ("metadata", ".env"),
+    "generic": ("generic", ""),
+}
+
+_STAGE: Mapping[Endpoint, str] = {
+    "ipxe": "ipxe-script",
+    "grub": "grub",
+    "metadata": "metadata",
+    "generic": "generic",
+}
+
+CLOUD_INIT_FILES = ("user-data", "meta-data", "vendor-data")
+
+_HEX2 = re.compile(r"[0-9A-Fa-f]{2}")
+_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
+
+
+def parse_mac(text: str) -> str | None:
+    """Go's `net.ParseMAC(text).String()`: 6, 8 or 20 octets as `aa:bb..`, `aa-bb..` or `aabb.ccdd..`.
+
+    Returns the lowercase colon form, or None when Go would return an error.
+    """
+    if len(text) < 14:
+        return None
+    octets: list[str] = []
+    if text[2] in ":-":
+        sep = text[2]
+        if (len(text) + 1) % 3 != 0:
+            return None
+        parts = text.split(sep)
+        if not all(_HEX2.fullmatch(p) for p in parts):
+            return None
+        octets = parts
+    elif text[4] == ".":
+        if (len(text) + 1) % 5 != 0:
+            return None
+        parts = text.split(".")
+        if not all(_HEX4.fullmatch(p) for p in parts):
+            return None
+        octets = [q for p in parts for q in (p[:2], p[2:])]
+    else:
+        return None
+    if len(octets) not in (6, 8, 20):
+        return None
+    return ":".join(o.lower() for o in octets)
+
+
+def labels_from_query(query: str) -> dict[str, str]:
+    """matchbox `labelsFromRequest`: every query parameter is a label; `mac` normalised or dropped."""
+    labels: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in labels:  # Go's values.Get: the first value wins
+            continue
+        if key.lower() == "mac":
+            mac = parse_mac(value)
+            if mac is not None:
+                labels[key] = mac
+            continue
+        labels[key] = value
+    return labels
+
+
+def request_mac(labels: Mapping[str, str]) -> str | None:
+    """The request's normalised MAC, whatever the case of the `mac` key (6-octet only)."""
+    for key, value in labels.items():
+        if key.lower() == "mac" and value.count(":") == 5:
+            return value
+    return None
+
+
+def _url_path(url: str) -> str:
+    """The path of a boot URL as the client will request it (`/assets/x` or `http://h/r/sha/assets/x`)."""
+    path = urlsplit(url).path if "://" in url else url.split("?", 1)[0]
+    return strip_revision(path)[1]
+
+
+def strip_revision(path: str) -> tuple[str | None, str]:
+    """`/r/<sha>/rest` -> (sha, `/rest`); any other path -> (None, path)."""
+    if path.startswith("/r/"):
+        sha, sep, rest = path[3:].partition("/")
+        if sha:
+            return sha, "/" + rest if sep else "/"
+    return None, path
+
+
+@dataclass(frozen=True)
+class BootIndex:
+    """Lookups over one DesiredState, built once per generation and reused by every request."""
+
+    state: DesiredState
+    by_mac: Mapping[str, Node]
+    by_ip: Mapping[str, Node]
+    groups: tuple[Group, ...]  # matchbox trial order
+    kernels: frozenset[str] = field(default_factory=frozenset)  # URL paths of every profile's kernel
+    initrds: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def build(cls, state: DesiredState) -> BootIndex:
+        profiles = state.profiles.values()
+        return cls(
+            state=state,
+            by_mac={node.mac: node for node in state.nodes},
+            by_ip={str(node.ip): node for node in state.nodes if node.ip is not None},
+            groups=sort_groups(state.groups),
+            kernels=frozenset(_url_path(p.boot.kernel) for p in profiles if p.boot.kernel),
+            initrds=frozenset(_url_path(i) for p in profiles for i in p.boot.initrd),
+        )
+
+    def profile_of(self, node: Node | None) -> Profile | None:
+        return None if node is None else self.state.profiles.get(node.profile)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request's labels select: a node (by MAC) or a repo group."""
+
+    node: Node | None
+    group: Group | None
+    profile: Profile | None
+
+    def file(self, endpoint: Endpoint) -> str:
+        directory, ext = _FILES[endpoint]
+        if self.node is not None:
+            return f"{directory}/{self.node.name}{ext}"
+        assert self.group is not None
+        return f"{directory}/group-{self.group.id}{ext}"
+
+    @property
+    def name(self) -> str:
+        if self.node is not None:
+            return f"node {self.node.name!r}"
+        assert self.group is not None
+        return f"group {self.group.id!r}"
+
+
+def select_target(index: BootIndex, labels: Mapping[str, str]) -> Target | None:
+    """Node by MAC first, then matchbox group selection over the repo's groups."""
+    mac = request_mac(labels)
+    if mac is not None and mac in index.by_mac:
+        node = index.by_mac[mac]
+        return Target(node, None, index.state.profiles.get(node.profile))
+    group = select_group(index.groups, labels)
+    if group is None:
+        return None
+    return Target(None, group, index.state.profiles.get(group.profile))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to send for a boot request, and what to record about it."""
+
+    status: int
+    body: bytes
+    stage: str
+    reason: str = ""
+    content_type: str = TEXT
+    node: Node | None = None
+    target: str | None = None  # "node 'x'" / "group 'y'", for logs and events
+
+
+def _describe(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return "no labels"
+    return "labels " + ", ".join(f"{k}={v!r}" for k, v in sorted(labels.items()))
+
+
+def answer_boot(
+    endpoint: Endpoint, index: BootIndex, files: Mapping[str, bytes], labels: Mapping[str, str], raw_query: str
+) -> Answer:
+    """The response to `/ipxe`, `/grub`, `/metadata` or `/generic` with these labels."""
+    target = select_target(index, labels)
+    if target is None:
+        mac = request_mac(labels)
+        why = f"no node has mac {mac} and " if mac else "the request has no valid mac and "
+        reason = f"{why}no group selects {_describe(labels)}, and there is no default group"
+        return Answer(404, (reason + "\n").encode(), "unknown-machine", reason)
+    stage = _STAGE[endpoint]
+    if endpoint == "generic" and (target.profile is None or not target.profile.generic_id):
+        profile_id = target.profile.id if target.profile else "?"
+        reason = f"{target.name} boots profile {profile_id!r}, which has no generic template"
+        return Answer(404, (reason + "\n").encode(), stage, reason, node=target.node, target=target.name)
+    path = target.file(endpoint)
+    body = files.get(path)
+    if body is None:
+        reason = f"{target.name} matched, but this generation has no {path}"
+        return Answer(404, (reason + "\n").encode(), stage, reason, node=target.node, target=target.name)
+    if endpoint == "metadata":
+        body = with_request_variables(body, labels, raw_query)
+    return Answer(200, body, stage, node=target.node, target=target.name)
+
+
+def _env_value(value: str) -> str:
+    # A query value must not start a line of its own in the env file.
+    return value.replace("\r", " ").replace("\n", " ")
+
+
+def with_request_variables(env: bytes, labels: Mapping[str, str], raw_query: str) -> bytes:
+    """matchbox `collectVariables`' `request` map, flattened as `renderAsEnvFile` does (keys sorted)."""
+    lines = [f"REQUEST_QUERY_{key.upper()}={_env_value(value)}" for key, value in sorted(labels.items())]
+    lines.append(f"REQUEST_RAW_QUERY={_env_value(raw_query)}")
+    if env and not env.endswith(b"\n"):
+        env += b"\n"
+    return env + ("\n".join(lines) + "\n").encode()
+
+
+def bootstrap(files: Mapping[str, bytes]) -> bytes:
+    """The `/boot.ipxe` script: the generation's rendered one, else matchbox's own."""
+    return files.get("boot.ipxe", DEFAULT_BOOTSTRAP)
+
+
+def asset_stage(index: BootIndex, node: Node | None, url_path: str) -> str:
+    """kernel / initrd / asset for a request of `url_path` (`/assets/...`, revision stripped).
+
+    With a known node, its profile decides; without one, any profile naming the path does.
+    """
+    profile = index.profile_of(node)
+    if profile is not None:
+        if profile.boot.kernel and _url_path(profile.boot.kernel) == url_path:
+            return "kernel"
+        if any(_url_path(i) == url_path for i in profile.boot.initrd):
+            return "initrd"
+        return "asset"
+    if url_path in index.kernels:
+        return "kernel"
+    if url_path in index.initrds:
+        return "initrd"
+    return "asset"
+
+
+def node_for_client(index: BootIndex, labels: Mapping[str, str], client: str | None) -> Node | None:
+    """The node behind a request without selection: by `mac` query parameter, else by its fixed IP."""
+    mac = request_mac(labels)
+    if mac is not None:
+        return index.by_mac.get(mac)
+    if client is not None:
+        return index.by_ip.get(client)
+    return None
+
+
+@dataclass(frozen=True)
+class CloudInitAnswer:
+    status: int
+    body: bytes
+    content_type: str
+    reason: str = ""
+    node: Node | None = None
+
+
+def _user_data_type(body: bytes) -> str:
+    head = body.lstrip()[:64].lower()
+    if head.startswith(b"#cloud-config"):
+        return "text/cloud-config; charset=utf-8"
+    if head.startswith(b"#!"):
+        return "text/x-shellscript; charset=utf-8"
+    if head.startswith(b"content-type: multipart") or head.startswith(b"mime-version"):
+        return "multipart/mixed"
+    return TEXT
+
+
+def answer_cloud_init(index: BootIndex, files: Mapping[str, bytes], mac_text: str, name: str) -> CloudInitAnswer:
+    """`/cloud-init/<mac>/<name>`: the node's NoCloud seed file, with its content type."""
+    mac = parse_mac(mac_text)
+    if mac is None or mac.count(":") != 5:
+        reason = f"{mac_text!r} is not a MAC address"
+        return CloudInitAnswer(404, (reason + "\n").encode(), TEXT, reason)
+    node = index.by_mac.get(mac)
+    if name not in CLOUD_INIT_FILES:
+        reason = f"no NoCloud file {name!r}: there are {', '.join(CLOUD_INIT_FILES)}"
+        return CloudInitAnswer(404, (reason + "\n").encode(), TEXT, reason, node)
+    body = files.get(f"cloud-init/{mac}/{name}")
+    if body is None:
+        if name == "vendor-data" and f"cloud-init/{mac}/user-data" in files:
+            # vendor-data is optional in NoCloud; answer it empty rather than make cloud-init log a miss
+            return CloudInitAnswer(200, b"", "text/cloud-config; charset=utf-8", node=node)
+        who = f"node {node.name!r}" if node is not None else f"mac {mac} (no node)"
+        reason = f"{who} has no cloud-init seed in this generation"
+        return CloudInitAnswer(404, (reason + "\n").encode(), TEXT, reason, node)
+    if name == "meta-data":
+        return CloudInitAnswer(200, body, "application/yaml; charset=utf-8", node=node)
+    return CloudInitAnswer(200, body, _user_data_type(body), node=node)
+
+
+def known_revisions(revisions: Iterable[str]) -> str:
+    """A short list of revisions for a 410 body."""
+    revs = sorted(revisions)
+    return ", ".join(r[:12] for r in revs[:8]) + (" ..." if len(revs) > 8 else "")

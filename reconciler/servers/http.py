@@ -1,0 +1,378 @@
+"""The HTTP server: waitress serving the boot WSGI app (matchbox-compatible endpoints) and the daemon's apps.
+
+Role: `make_boot_app` builds the WSGI app for CONTRACT §3: `/boot.ipxe`, `/boot.ipxe.0`, `/ipxe`,
+`/grub`, `/metadata`, `/generic`, `/cloud-init/<mac>/<file>`, `/assets/<path>`, and all of these
+pinned to a revision under `/r/<sha>/` (410 Gone when that generation is unknown or collected).
+Paths in `extra` (the daemon's `/status`, `/metrics`, `/hooks/git`, `/report/`, `/ui/`, ...) go
+to the daemon's apps, longest prefix first. Policy (which rendered file answers which labels, and
+the 404 reason) lives in `reconciler.core.boot`; asset files in `reconciler.servers.http_assets`.
+Each request takes ONE Generation (`holder.current()` or `holder.get(sha)`) and keeps it, and
+records one `BootEvent` through the non-blocking `EventSink`.
+
+`HttpServer` runs waitress in one background thread. Settings for boot storms (hundreds of
+clients at once): `asyncore_use_poll=True` (select() stops at 1024 descriptors),
+`connection_limit` 1000 (waitress defaults to 100 and then stops accepting), a listen backlog
+of 2048, bounded header and body sizes. Full-file and ranged asset GETs are handed to waitress as
+`wsgi.file_wrapper`, so the I/O thread streams them and the worker threads stay free for small
+requests (iPXE scripts) while large downloads run.
+
+HEAD: waitress 3.0.2 sends whatever body the app returns, even for HEAD, and UEFI HTTP Boot
+(HEAD then GET on one keep-alive connection) then reads the stray body as the next response.
+Every HEAD answer from this app (the daemon's apps included) is therefore an empty iterable.
+
+Caller: the daemon builds `make_boot_app(holder, events, assets_dir, extra)` and an
+`HttpServer(listen, app)`, calls `start()` and, on shutdown, `stop(timeout)`. Tests and
+`bench/http.py` run it on 127.0.0.1 port 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from waitress.buffers import ReadOnlyFileBasedBuffer
+from waitress.server import create_server
+from werkzeug.wrappers import Response
+
+from reconciler.core import boot
+from reconciler.core.events import EventSink
+from reconciler.core.model import BootEvent, Node
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.servers.http_assets import AssetRoot, asset_response
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+MAX_URI = 8192  # bytes of request target; waitress bounds the whole header block separately
+MAX_REQUEST_HEADER_SIZE = 32 * 1024
+MAX_REQUEST_BODY_SIZE = 32 * 1024 * 1024  # webhooks (GitHub allows 25 MB payloads) and reports
+
+
+class BootApp:
+    """The WSGI app of `make_boot_app`. One instance per daemon; thread-safe."""
+
+    def __init__(
+        self,
+        holder: GenerationHolder,
+        events: EventSink,
+        assets_dir: Path | None,
+        extra: Mapping[str, WsgiApp],
+    ) -> None:
+        self._holder = holder
+        self._events = events
+        self._assets = AssetRoot(assets_dir) if assets_dir is not None else None
+        self._extra = sorted(extra.items(), key=lambda item: len(item[0]), reverse=True)
+        self._lock = threading.Lock()
+        self._indexes: dict[str, tuple[Generation, boot.BootIndex]] = {}
+
+    # -- entry -------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO") or "/"
+        for prefix, app in self._extra:
+            if _under(path, prefix):
+                return _head_safe(environ, app(environ, start_response))
+        resp = self._boot(environ, path)
+        return _head_safe(environ, resp(environ, start_response))
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _boot(self, environ: dict[str, Any], path: str) -> Response:
+        if len(environ.get("REQUEST_URI", "")) > MAX_URI:
+            return _text(414, "request target too long\n")
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD"):
+            resp = _text(405, f"{method} is not allowed here\n")
+            resp.headers["Allow"] = "GET, HEAD"
+            return resp
+        if path == "/":
+            return _text(200, "netboot-reconcile\n")
+        sha, rest = boot.strip_revision(path)
+        if sha is not None:
+            generation = self._holder.get(sha)
+            if generation is None:
+                return self._gone(environ, sha, rest)
+        else:
+            generation = self._holder.current()
+        if rest.startswith("/assets/"):
+            return self._asset(environ, generation, rest)
+        if generation is None:
+            resp = _text(503, "no generation is being served yet\n")
+            resp.headers["Retry-After"] = "5"
+            return resp
+        index = self._index(generation)
+        if rest in ("/boot.ipxe", "/boot.ipxe.0"):
+            return self._bootstrap(environ, generation, index, rest)
+        if rest[1:] in boot.ENDPOINTS:
+            return self._script(environ, generation, index, cast(boot.Endpoint, rest[1:]))
+        if rest.startswith("/cloud-init/"):
+            return self._cloud_init(environ, generation, index, rest)
+        return _text(404, f"no such endpoint: {rest}\n")
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _bootstrap(self, environ: dict[str, Any], generation: Generation, index: boot.BootIndex, path: str) -> Response:
+        labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
+        node = boot.node_for_client(index, labels, environ.get("REMOTE_ADDR"))
+        body = boot.bootstrap(generation.files)
+        self._record(environ, "ipxe-bootstrap", generation.revision, node, None, path, 200, len(body))
+        return _text(200, body)
+
+    def _script(
+        self, environ: dict[str, Any], generation: Generation, index: boot.BootIndex, endpoint: boot.Endpoint
+    ) -> Response:
+        query = environ.get("QUERY_STRING", "")
+        labels = boot.labels_from_query(query)
+        answer = boot.answer_boot(endpoint, index, generation.files, labels, query)
+        mac = boot.request_mac(labels)
+        extra: dict[str, Any] = {"endpoint": endpoint, "labels": labels}
+        if answer.target:
+            extra["target"] = answer.target
+        if answer.reason:
+            extra["reason"] = answer.reason
+            log.info("http %s 404 revision=%s mac=%s: %s", endpoint, generation.revision, mac or "-", answer.reason)
+        self._record(
+            environ,
+            answer.stage,
+            generation.revision,
+            answer.node,
+            mac,
+            "/" + endpoint,
+            answer.status,
+            len(answer.body),
+            extra,
+        )
+        return _text(answer.status, answer.body, answer.content_type)
+
+    def _cloud_init(
+        self, environ: dict[str, Any], generation: Generation, index: boot.BootIndex, path: str
+    ) -> Response:
+        parts = path[len("/cloud-init/") :].split("/")
+        if len(parts) != 2:
+            return _text(404, "expected /cloud-init/<mac>/user-data, meta-data or vendor-data\n")
+        mac_text, name = parts
+        answer = boot.answer_cloud_init(index, generation.files, mac_text, name)
+        known = answer.status == 200 or answer.node is not None
+        stage = name if known and name in boot.CLOUD_INIT_FILES else "unknown-machine"
+        mac = boot.parse_mac(mac_text)
+        extra = {"reason": answer.reason} if answer.reason else {}
+        if answer.reason:
+            log.info("http cloud-init 404 revision=%s mac=%s: %s", generation.revision, mac or "-", answer.reason)
+        self._record(
+            environ, stage, generation.revision, answer.node, mac, path, answer.status, len(answer.body), extra
+        )
+        return _text(answer.status, answer.body, answer.content_type)
+
+    def _asset(self, environ: dict[str, Any], generation: Generation | None, path: str) -> Response:
+        revision = generation.revision if generation is not None else ""
+        node: Node | None = None
+        stage = "asset"
+        labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
+        if generation is not None:
+            index = self._index(generation)
+            node = boot.node_for_client(index, labels, environ.get("REMOTE_ADDR"))
+            stage = boot.asset_stage(index, node, path)
+        mac = boot.request_mac(labels) or (node.mac if node is not None else None)
+        opened = None
+        if self._assets is not None:
+            opened = self._assets.open(path[len("/assets/") :], environ.get("REQUEST_URI", path))
+        if opened is None:
+            log.info("http asset 404 revision=%s mac=%s path=%r", revision or "-", mac or "-", path)
+            self._record(environ, stage, revision, node, mac, path, 404, 0)
+            return _text(404, "no such asset\n")
+        resp = asset_response(environ, opened)
+        sent = resp.content_length or 0 if environ["REQUEST_METHOD"] == "GET" and resp.status_code in (200, 206) else 0
+        self._record(environ, stage, revision, node, mac, path, resp.status_code, sent)
+        return resp
+
+    def _gone(self, environ: dict[str, Any], sha: str, rest: str) -> Response:
+        reason = f"revision {sha} is unknown or no longer kept; kept: {boot.known_revisions(self._holder.retained())}"
+        labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
+        mac = boot.request_mac(labels)
+        log.info("http 410 revision=%s mac=%s path=%r", sha, mac or "-", rest)
+        self._record(environ, _stage_of(rest), sha, None, mac, rest, 410, 0, {"reason": reason})
+        return _text(410, reason + "\n")
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _index(self, generation: Generation) -> boot.BootIndex:
+        with self._lock:
+            cached = self._indexes.get(generation.revision)
+            if cached is not None and cached[0] is generation:
+                return cached[1]
+        index = boot.BootIndex.build(generation.state)
+        with self._lock:
+            if len(self._indexes) >= 16:
+                keep = set(self._holder.retained())
+                self._indexes = {rev: v for rev, v in self._indexes.items() if rev in keep}
+            self._indexes[generation.revision] = (generation, index)
+        return index
+
+    def _record(
+        self,
+        environ: dict[str, Any],
+        stage: str,
+        revision: str,
+        node: Node | None,
+        mac: str | None,
+        path: str,
+        status: int,
+        nbytes: int,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        detail: dict[str, Any] = {"path": path, "status": status, "bytes": nbytes, "method": environ["REQUEST_METHOD"]}
+        if extra:
+            detail.update(extra)
+        event = BootEvent(
+            time=time.time(),
+            stage=stage,
+            revision=revision,
+            mac=mac or (node.mac if node is not None else None),
+            node=node.name if node is not None else None,
+            client=environ.get("REMOTE_ADDR"),
+            detail=detail,
+        )
+        try:
+            self._events.record(event)
+        except Exception:  # a broken sink must not fail a boot
+            log.exception("event sink failed revision=%s mac=%s", revision, event.mac or "-")
+
+
+def _stage_of(path: str) -> str:
+    """The stage a path would have been served as, for requests answered before selection (410)."""
+    if path.startswith("/assets/"):
+        return "asset"
+    if path.startswith("/cloud-init/"):
+        name = path.rsplit("/", 1)[-1]
+        return name if name in boot.CLOUD_INIT_FILES else "unknown-machine"
+    if path in ("/boot.ipxe", "/boot.ipxe.0"):
+        return "ipxe-bootstrap"
+    return {"/ipxe": "ipxe-script", "/grub": "grub", "/metadata": "metadata", "/generic": "generic"}.get(
+        path, "unknown-machine"
+    )
+
+
+def _under(path: str, prefix: str) -> bool:
+    if prefix.endswith("/"):
+        return path.startswith(prefix) or path == prefix[:-1]
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _text(status: int, body: str | bytes, content_type: str = boot.TEXT) -> Response:
+    return Response(body, status=status, content_type=content_type)
+
+
+def _head_safe(environ: dict[str, Any], result: Iterable[bytes]) -> Iterable[bytes]:
+    """For HEAD, never hand waitress a body (see the module docstring); otherwise pass through as is."""
+    if environ.get("REQUEST_METHOD") != "HEAD":
+        return result
+    if isinstance(result, (list, tuple)) and not result:
+        return result
+    try:
+        if not isinstance(result, ReadOnlyFileBasedBuffer):
+            for _ in result:  # PEP 3333 allows start_response on the first iteration
+                pass
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return []
+
+
+def make_boot_app(
+    holder: GenerationHolder,
+    events: EventSink,
+    assets_dir: Path | None,
+    extra: Mapping[str, WsgiApp] = {},  # read-only, never mutated
+) -> WsgiApp:
+    """The WSGI app for every HTTP path: boot endpoints here, `extra` prefixes to the daemon's apps."""
+    return BootApp(holder, events, assets_dir, extra)
+
+
+class HttpServer:
+    """waitress in one background thread, with settings for boot storms; graceful `stop`."""
+
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        app: WsgiApp,
+        *,
+        threads: int = 8,
+        connection_limit: int = 1000,
+        max_request_header_size: int = MAX_REQUEST_HEADER_SIZE,
+        max_request_body_size: int = MAX_REQUEST_BODY_SIZE,
+    ) -> None:
+        self._listen = listen
+        self._app = app
+        self._settings: dict[str, Any] = {
+            "threads": threads,
+            "connection_limit": connection_limit,
+            # select() cannot watch descriptors past 1024; poll() has no such cap
+            "asyncore_use_poll": True,
+            "backlog": 2048,
+            "max_request_header_size": max_request_header_size,
+            "max_request_body_size": max_request_body_size,
+            "channel_timeout": 120,
+            "ident": "netboot-reconcile",
+            "expose_tracebacks": False,
+        }
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.address: tuple[str, int] = listen
+
+    def start(self) -> None:
+        """Bind and start serving; returns once the socket listens (`.address` is the real one)."""
+        host, port = self._listen
+        server: Any = create_server(self._app, host=host, port=port, **self._settings)
+        if not hasattr(server, "effective_port"):  # a MultiSocketServer: the name resolved to several addresses
+            server.close()
+            raise ValueError(f"--http-listen {host}:{port} resolves to several addresses: give one IP address")
+        self._server = server
+        self.address = (str(server.effective_host), int(server.effective_port))
+        self._thread = threading.Thread(target=server.run, name="http", daemon=True)
+        self._thread.start()
+        log.info("http listening on %s:%d revision=- mac=-", *self.address)
+
+    @property
+    def open_connections(self) -> int:
+        server = self._server
+        return 0 if server is None else len(server.active_channels)
+
+    def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests (and streams) finish within `timeout`, then close all."""
+        server = self._server
+        thread = self._thread
+        if server is None or thread is None:
+            return
+        deadline = time.monotonic() + max(timeout, 0.0)
+        done = threading.Event()
+
+        def stop_accepting() -> None:
+            from waitress import wasyncore
+
+            wasyncore.dispatcher.close(server)  # the listening socket only; channels and trigger stay
+            done.set()
+
+        server.trigger.pull_trigger(stop_accepting)
+        done.wait(max(deadline - time.monotonic(), 0.0))
+        while time.monotonic() < deadline and any(
+            ch.requests or ch.total_outbufs_len for ch in list(server.active_channels.values())
+        ):
+            time.sleep(0.02)
+
+        def close_all() -> None:
+            for channel in list(server.active_channels.values()):
+                channel.handle_close()
+            server.trigger.close()
+
+        server.trigger.pull_trigger(close_all)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(deadline - time.monotonic(), 0.1))
+        thread.join(max(deadline - time.monotonic(), 1.0))
+        self._server = None
+        self._thread = None

@@ -1,0 +1,126 @@
+"""Boot assets under `--assets-dir`: safe path resolution and conditional/ranged file responses.
+
+Called by the boot WSGI app (`reconciler.servers.http`) for `/assets/<path>` and
+`/r/<sha>/assets/<path>`. Range (206/416), ETag, Last-Modified and 304 come from werkzeug's
+`Response.make_conditional`; this module only decides which file may be opened and hands the
+open file to waitress as `wsgi.file_wrapper`, so the body (full or a range: the file is seeked
+to the range start and waitress sends `Content-Length` bytes from there) is streamed by
+waitress's I/O thread and never holds a worker thread.
+
+Safety: a request never leaves the assets root. Encoded slashes, backslashes and NULs in the raw
+URI, `.`/`..`/empty segments, absolute paths and symlinks resolving outside the root all give
+404, as do directories (no listings) and anything that is not a regular file.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import IO, Any
+
+from werkzeug.datastructures import ContentRange
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.wrappers import Response
+
+# In the raw request target: encoded '/', '\', NUL, and encoded '%' (double encoding) are refused.
+_RAW_BAD = re.compile(rb"%(2f|5c|00|25)|\\", re.IGNORECASE)
+BLOCK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class OpenAsset:
+    file: IO[bytes]
+    size: int
+    mtime: float
+    etag: str
+    mimetype: str
+
+
+class AssetRoot:
+    """The assets directory, resolved once; `open()` is the only way in."""
+
+    def __init__(self, root: os.PathLike[str] | str) -> None:
+        self.root = os.fsencode(os.path.realpath(root))
+
+    def open(self, rel: str, raw_uri: str) -> OpenAsset | None:
+        """Open `rel` (the decoded path after `/assets/`) when it is a regular file inside the root."""
+        raw_path = raw_uri.split("?", 1)[0].encode("latin-1", "replace")
+        if _RAW_BAD.search(raw_path):
+            return None
+        try:
+            rel_bytes = rel.encode("latin-1")  # PEP 3333: PATH_INFO carries the raw bytes as latin-1
+        except UnicodeEncodeError:
+            return None
+        if not rel_bytes or rel_bytes.startswith(b"/") or b"\\" in rel_bytes or b"\x00" in rel_bytes:
+            return None
+        if any(seg in (b"", b".", b"..") for seg in rel_bytes.split(b"/")):
+            return None
+        real = os.path.realpath(os.path.join(self.root, rel_bytes))
+        if os.path.commonpath([real, self.root]) != self.root or real == self.root:
+            return None
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                return None
+            f = os.fdopen(fd, "rb")
+        except OSError:
+            os.close(fd)
+            return None
+        mimetype = mimetypes.guess_type(os.fsdecode(real))[0] or "application/octet-stream"
+        etag = f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+        return OpenAsset(f, st.st_size, st.st_mtime, etag, mimetype)
+
+
+def asset_response(environ: dict[str, Any], asset: OpenAsset) -> Response:
+    """A conditional, ranged response streaming `asset` through `wsgi.file_wrapper`.
+
+    The response owns the file: it is closed by waitress after sending, or here when no body is sent.
+    """
+    resp = Response(status=200, mimetype=asset.mimetype, direct_passthrough=True)
+    resp.content_length = asset.size
+    resp.last_modified = asset.mtime  # type: ignore[assignment]
+    resp.set_etag(asset.etag)
+    try:
+        resp.make_conditional(environ, accept_ranges=True, complete_length=asset.size)
+    except RequestedRangeNotSatisfiable:
+        asset.file.close()
+        body = b"requested range not satisfiable\n"
+        out = Response(body, status=416, mimetype="text/plain")
+        out.content_range = ContentRange(None, None, None, length=asset.size)
+        out.accept_ranges = "bytes"
+        return out
+    if resp.status_code not in (200, 206) or environ["REQUEST_METHOD"] == "HEAD":
+        asset.file.close()
+        resp.response = []
+        return resp
+    start = 0
+    if resp.status_code == 206:
+        cr = resp.content_range
+        start = cr.start or 0
+    asset.file.seek(start)
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None:
+        resp.response = wrapper(asset.file, BLOCK_SIZE)
+    else:  # not waitress (a test harness): a plain iterator with the same bound
+        resp.response = _iter_file(asset.file, resp.content_length or 0)
+    return resp
+
+
+def _iter_file(f: IO[bytes], remain: int) -> Any:
+    try:
+        while remain > 0:
+            chunk = f.read(min(BLOCK_SIZE, remain))
+            if not chunk:
+                break
+            remain -= len(chunk)
+            yield chunk
+    finally:
+        f.close()

@@ -1,0 +1,206 @@
+"""core.boot: matchbox label parsing and selection, the node-by-MAC rule, 404 reasons, stages, NoCloud."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.core import boot
+from reconciler.core.model import Boot, DesiredState, Group, Node, Profile, Site
+
+
+def _state(groups: tuple[Group, ...] = (), nodes: tuple[Node, ...] = ()) -> DesiredState:
+    profiles = {
+        pid: Profile(pid, pid, Boot(kernel=f"/assets/{pid}/vmlinuz", initrd=(f"/assets/{pid}/initrd",)))
+        for pid in ("install", "disk", "rack", "worker", "rackworker", "a", "b")
+    }
+    profiles["gen"] = Profile("gen", "gen", Boot(), generic_id="gen-t")
+    return DesiredState(
+        revision="a" * 40,
+        site=Site(IPv4Address("10.0.0.1")),
+        nodes=nodes,
+        profiles=profiles,
+        groups=tuple(sorted(groups, key=lambda g: g.id)),
+        cloud_init={},
+    )
+
+
+NODE = Node("node-1", "52:54:00:aa:bb:01", "install", "node-1", IPv4Address("10.0.0.21"), {"rack": "r1"})
+
+
+# -- net.ParseMAC ------------------------------------------------------------------------------
+
+GO_PARSE_MAC = [
+    ("00:00:5e:00:53:01", "00:00:5e:00:53:01"),
+    ("00-00-5E-00-53-01", "00:00:5e:00:53:01"),
+    ("0000.5e00.5301", "00:00:5e:00:53:01"),
+    ("02:00:5e:10:00:00:00:01", "02:00:5e:10:00:00:00:01"),  # EUI-64
+    ("00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", None),  # 20 octets: kept below
+    ("0000.5e00.5301.0000", "00:00:5e:00:53:01:00:00"),
+    ("000000.5e0053", None),
+    ("00:00:5e:00:53", None),
+    ("00:00:5e-00:53:01", None),  # mixed separators
+    ("00005e005301", None),  # bare hex: Go refuses it
+    ("0:0:5e:0:53:1", None),
+    ("zz:00:5e:00:53:01", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("text", "want"), GO_PARSE_MAC[:4] + GO_PARSE_MAC[5:])
+def test_parse_mac_follows_go(text: str, want: str | None) -> None:
+    assert boot.parse_mac(text) == want
+
+
+def test_parse_mac_infiniband_20_octets() -> None:
+    text = GO_PARSE_MAC[4][0]
+    assert boot.parse_mac(text) == text
+
+
+@given(st.binary(min_size=6, max_size=6), st.sampled_from([":", "-"]), st.booleans())
+def test_parse_mac_any_spelling_of_six_octets(raw: bytes, sep: str, upper: bool) -> None:
+    text = sep.join(f"{b:02x}" for b in raw)
+    if upper:
+        text = text.upper()
+    assert boot.parse_mac(text) == ":".join(f"{b:02x}" for b in raw)
+
+
+# -- labelsFromRequest -------------------------------------------------------------------------
+
+
+def test_every_query_parameter_is_a_label_and_blank_values_are_kept() -> None:
+    labels = boot.labels_from_query("uuid=u1&mac=52-54-00-AA-BB-01&domain=&hostname=h&arch=x86_64")
+    assert labels == {"uuid": "u1", "mac": "52:54:00:aa:bb:01", "domain": "", "hostname": "h", "arch": "x86_64"}
+
+
+def test_unparseable_mac_is_dropped_and_the_first_value_wins() -> None:
+    assert boot.labels_from_query("mac=nope&rack=r1&rack=r2") == {"rack": "r1"}
+
+
+def test_mac_key_in_any_case_is_normalised_under_its_own_key() -> None:
+    assert boot.labels_from_query("MAC=5254.00aa.bb01") == {"MAC": "52:54:00:aa:bb:01"}
+
+
+# -- selection ---------------------------------------------------------------------------------
+
+
+def test_node_by_mac_comes_before_a_group_with_more_selectors() -> None:
+    groups = (Group("rw", "rw", "rackworker", {"rack": "r1", "role": "worker"}),)
+    index = boot.BootIndex.build(_state(groups, (NODE,)))
+    target = boot.select_target(index, {"mac": NODE.mac, "rack": "r1", "role": "worker"})
+    assert target is not None and target.node == NODE and target.file("ipxe") == "ipxe/node-1.ipxe"
+
+
+def test_most_selectors_first_then_id_then_default() -> None:
+    groups = (
+        Group("default", "d", "disk"),
+        Group("rack", "r", "rack", {"rack": "r1"}),
+        Group("z-role", "w", "worker", {"role": "worker"}),
+        Group("rw", "rw", "rackworker", {"rack": "r1", "role": "worker"}),
+    )
+    index = boot.BootIndex.build(_state(groups))
+    pick = {
+        "both": {"rack": "r1", "role": "worker"},
+        "rack": {"rack": "r1"},
+        "role": {"role": "worker"},
+        "none": {"rack": "r9"},
+    }
+    got = {name: boot.select_target(index, labels) for name, labels in pick.items()}
+    assert {name: t.group.id for name, t in got.items() if t and t.group} == {
+        "both": "rw",
+        "rack": "rack",
+        "role": "z-role",
+        "none": "default",
+    }
+    # a tie on selector count is decided by group id, the same answer every time
+    tie = boot.BootIndex.build(_state((Group("b", "b", "b", {"x": "1"}), Group("a", "a", "a", {"y": "1"}))))
+    for _ in range(3):
+        target = boot.select_target(tie, {"x": "1", "y": "1"})
+        assert target is not None and target.group is not None and target.group.id == "a"
+
+
+def test_group_with_mac_selector_matches_any_spelling() -> None:
+    index = boot.BootIndex.build(_state((Group("m", "m", "install", {"mac": "52:54:00:aa:bb:09"}),)))
+    labels = boot.labels_from_query("mac=52-54-00-AA-BB-09")
+    target = boot.select_target(index, labels)
+    assert target is not None and target.group is not None and target.group.id == "m"
+
+
+def test_no_match_without_default_group_is_a_404_that_says_why() -> None:
+    index = boot.BootIndex.build(_state((Group("rack", "r", "rack", {"rack": "r1"}),), (NODE,)))
+    answer = boot.answer_boot("ipxe", index, {}, {"mac": "52:54:00:00:00:09", "rack": "r2"}, "mac=...")
+    assert answer.status == 404 and answer.stage == "unknown-machine"
+    assert b"no node has mac 52:54:00:00:00:09" in answer.body
+    assert b"rack='r2'" in answer.body and b"no default group" in answer.body
+
+
+def test_matched_but_file_missing_names_the_file() -> None:
+    index = boot.BootIndex.build(_state((), (NODE,)))
+    answer = boot.answer_boot("grub", index, {}, {"mac": NODE.mac}, "")
+    assert answer.status == 404 and b"grub/node-1.cfg" in answer.body and answer.node == NODE
+
+
+def test_metadata_appends_request_variables_like_matchbox() -> None:
+    index = boot.BootIndex.build(_state((), (NODE,)))
+    files = {"metadata/node-1.env": b"NAME=node-1"}
+    query = "mac=52-54-00-aa-bb-01&hostname=x%0AEVIL%3D1"
+    answer = boot.answer_boot("metadata", index, files, boot.labels_from_query(query), query)
+    assert answer.body.decode().splitlines() == [
+        "NAME=node-1",
+        "REQUEST_QUERY_HOSTNAME=x EVIL=1",
+        "REQUEST_QUERY_MAC=52:54:00:aa:bb:01",
+        f"REQUEST_RAW_QUERY={query}",
+    ]
+
+
+def test_generic_needs_a_generic_template() -> None:
+    index = boot.BootIndex.build(_state((Group("g", "g", "gen", {"a": "1"}), Group("i", "i", "install", {"b": "1"}))))
+    assert boot.answer_boot("generic", index, {"generic/group-g": b"x"}, {"a": "1"}, "").status == 200
+    no = boot.answer_boot("generic", index, {}, {"b": "1"}, "")
+    assert no.status == 404 and b"no generic template" in no.body
+
+
+# -- stages and NoCloud ------------------------------------------------------------------------
+
+
+def test_asset_stage_by_node_profile_then_by_any_profile() -> None:
+    index = boot.BootIndex.build(_state((), (NODE,)))
+    assert boot.asset_stage(index, NODE, "/assets/install/vmlinuz") == "kernel"
+    assert boot.asset_stage(index, NODE, "/assets/install/initrd") == "initrd"
+    assert boot.asset_stage(index, NODE, "/assets/disk/vmlinuz") == "asset"  # not this node's kernel
+    assert boot.asset_stage(index, None, "/assets/disk/vmlinuz") == "kernel"
+    assert boot.asset_stage(index, None, "/assets/other.iso") == "asset"
+
+
+def test_node_for_client_by_mac_then_ip() -> None:
+    index = boot.BootIndex.build(_state((), (NODE,)))
+    assert boot.node_for_client(index, {}, "10.0.0.21") == NODE
+    assert boot.node_for_client(index, {"mac": NODE.mac}, "10.9.9.9") == NODE
+    assert boot.node_for_client(index, {}, "10.9.9.9") is None
+
+
+def test_strip_revision() -> None:
+    assert boot.strip_revision("/r/abc/assets/x") == ("abc", "/assets/x")
+    assert boot.strip_revision("/r/abc") == ("abc", "/")
+    assert boot.strip_revision("/assets/x") == (None, "/assets/x")
+
+
+def test_cloud_init_content_types_and_optional_vendor_data() -> None:
+    index = boot.BootIndex.build(_state((), (NODE,)))
+    files = {
+        f"cloud-init/{NODE.mac}/user-data": b"#cloud-config\n{}\n",
+        f"cloud-init/{NODE.mac}/meta-data": b"instance-id: x\n",
+    }
+    user = boot.answer_cloud_init(index, files, "52-54-00-AA-BB-01", "user-data")
+    assert (user.status, user.content_type, user.node) == (200, "text/cloud-config; charset=utf-8", NODE)
+    meta = boot.answer_cloud_init(index, files, NODE.mac, "meta-data")
+    assert meta.content_type.startswith("application/yaml")
+    vendor = boot.answer_cloud_init(index, files, NODE.mac, "vendor-data")
+    assert (vendor.status, vendor.body) == (200, b"")
+    unknown = boot.answer_cloud_init(index, files, "52:54:00:00:00:09", "user-data")
+    assert unknown.status == 404 and unknown.node is None
+    assert boot.answer_cloud_init(index, files, NODE.mac, "network-config").status == 404
+    assert boot.answer_cloud_init(index, files, "garbage", "user-data").status == 404
