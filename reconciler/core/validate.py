@@ -38,6 +38,39 @@ from reconciler.core.select import matches, normalise_mac
 from reconciler.core.snapshot import ASSETS_FILE, SITE_FILE, Snapshot, kind_of
 from reconciler.core.yamldoc import Document, parse_json, parse_yaml
 
+# Names the renderer writes next to the repo's own (docs/GENERATION.md).
+RESERVED_ID_PREFIX = "node."
+RESERVED_NODE_PREFIX = "group-"
+
+# What would break out of its place in a rendered boot script: iPXE ends a command at a word
+# that is `||`, `&&` or `;` and drops everything from a word starting with `#`; quotes and
+# backslashes reach the kernel as written from iPXE but escaped from GRUB, so the same profile
+# would boot differently. (White space in args is the `arg-whitespace` lint.)
+_IPXE_OPERATORS = frozenset({"||", "&&", ";"})
+_QUOTES = re.compile(r"[\"'\\]")
+_WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def unsafe_boot_value(value: str, *, allow_initrd_name: bool = False) -> str | None:
+    """Why `value` (a rendered kernel path, initrd entry or argument) cannot go into a boot
+    script as one word, or None when it can."""
+    words = value.split()
+    if allow_initrd_name and len(words) == 3 and words[0] == "--name":
+        value = words[1] + words[2]
+        words = [words[1], words[2]]
+    if not value:
+        return "it is empty"
+    if _QUOTES.search(value):
+        return "it holds a quote or a backslash, which iPXE passes on as is and GRUB escapes"
+    for word in words:
+        if word in _IPXE_OPERATORS:
+            return f"the word {word!r} is an iPXE command separator"
+        if word.startswith("#"):
+            return f"the word {word!r} starts an iPXE comment"
+    if allow_initrd_name and _WHITESPACE.search(value):
+        return "it holds white space (only matchbox's '--name NAME PATH' form may)"
+    return None
+
 
 @dataclass(frozen=True)
 class Validation:
@@ -279,6 +312,9 @@ def _build_profiles(docs: Mapping[str, Document], out: _Collector) -> dict[str, 
         if "id" in data and data["id"] != pid:
             out.error(doc.loc(("id",)), "profile-id-mismatch", f"id {data['id']!r} differs from the file name {pid!r}")
             continue
+        if pid.startswith(RESERVED_ID_PREFIX):
+            out.error(doc.loc(), "reserved-id", _reserved_id_message("profile", pid))
+            continue
         if pid in profiles:
             out.error(doc.loc(), "duplicate-profile", f"profile {pid!r} is also {profiles[pid].source.file}")
             continue
@@ -314,6 +350,9 @@ def _build_groups(docs: Mapping[str, Document], out: _Collector) -> list[Group]:
         if "id" in data and data["id"] != gid:
             out.error(doc.loc(("id",)), "group-id-mismatch", f"id {data['id']!r} differs from the file name {gid!r}")
             continue
+        if gid.startswith(RESERVED_ID_PREFIX):
+            out.error(doc.loc(), "reserved-id", _reserved_id_message("group", gid))
+            continue
         if gid in groups:
             out.error(doc.loc(), "duplicate-group", f"group {gid!r} is also {groups[gid].source.file}")
             continue
@@ -348,6 +387,14 @@ def _build_nodes(docs: Mapping[str, Document], out: _Collector) -> list[Node]:
         if not _valid_node_name(name):
             out.error(doc.loc(), "node-name", f"node name {name!r} (the file name) must be a DNS label: a-z, 0-9, '-'")
             continue
+        if name.startswith(RESERVED_NODE_PREFIX):
+            out.error(
+                doc.loc(),
+                "reserved-name",
+                f"node name {name!r}: names starting with {RESERVED_NODE_PREFIX!r} are reserved for the "
+                "rendered files of repo groups (ipxe/group-<id>.ipxe)",
+            )
+            continue
         if not _schema_ok(doc, "node", out):
             continue
         data = doc.data
@@ -370,6 +417,13 @@ def _build_nodes(docs: Mapping[str, Document], out: _Collector) -> list[Node]:
             source=doc.loc(),
         )
     return list(nodes.values())
+
+
+def _reserved_id_message(kind: str, ident: str) -> str:
+    return (
+        f"{kind} id {ident!r}: ids starting with {RESERVED_ID_PREFIX!r} are reserved for the per-node "
+        "matchbox groups and profiles the renderer writes (groups/node.<name>.json)"
+    )
 
 
 def _valid_node_name(name: str) -> bool:
@@ -539,6 +593,7 @@ def _check_templates(
         boot_paths = _render_each(
             (profile.boot.kernel, *profile.boot.initrd), context, functools.partial(_source_loc, profile), node, out
         )
+        _check_boot_values(profile, rendered_args or (), boot_paths, out)
         if rendered_args is not None and (profile.id, rendered_args) not in linted_args:
             linted_args.add((profile.id, rendered_args))
             out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
@@ -561,6 +616,30 @@ def _check_templates(
         if key not in linted_user_data:
             linted_user_data.add(key)
             out.extend(lint.lint_user_data(text, tpl.source, "autoinstall" in (rendered_args or ())))
+
+
+def _check_boot_values(
+    profile: Profile,
+    args: tuple[str, ...],
+    boot_paths: tuple[str, ...] | None,
+    out: _Collector,
+) -> None:
+    """No rendered kernel path, initrd or argument may break out of its word (see unsafe_boot_value)."""
+    for i, arg in enumerate(args):
+        if _WHITESPACE.search(arg):
+            continue  # the arg-whitespace lint reports it
+        why = unsafe_boot_value(arg)
+        if why is not None:
+            out.error(_arg_loc(profile, i), "boot-value-unsafe", f"argument {arg!r}: {why}")
+    if boot_paths is None or not profile.boot.kernel:
+        return
+    kernel, *initrds = boot_paths
+    for what, value, initrd in (("kernel", kernel, False), *(("initrd", v, True) for v in initrds)):
+        why = unsafe_boot_value(value, allow_initrd_name=initrd)
+        if why is None and not initrd and _WHITESPACE.search(value):
+            why = "it holds white space"
+        if why is not None:
+            out.error(profile.source, "boot-value-unsafe", f"{what} {value!r}: {why}")
 
 
 def _source_loc(profile: Profile, _index: int) -> Location:
