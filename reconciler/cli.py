@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
-from reconciler.commands import validate
+from reconciler.commands import run, status, validate
 
-COMMANDS = (validate,)
+COMMANDS = (run, validate, status)
 _NAMES = ("run", "validate", "render", "diff", "results", "status")
 
 

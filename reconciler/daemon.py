@@ -272,14 +272,21 @@ class Daemon:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def run(self, ready: Callable[[], None] | None = None) -> int:
-        """Reconcile until stopped; the caller has opened the daemon and started its servers."""
+    def run(self, ready: Callable[[], None] | None = None, first: Callable[[], None] | None = None) -> int:
+        """Reconcile until stopped; the caller has opened the daemon and started its servers.
+
+        `ready` is called once everything listens (before the first reconcile: `current` from
+        disk is already served), `first` after the first reconcile attempt.
+        """
         self.start_watcher()
         if ready is not None:
             ready()
         trigger = "start"
         while not self._stopping.is_set():
             self.reconcile_once(trigger)
+            if first is not None:
+                first()
+                first = None
             delay = self._delay()
             with self._lock:
                 self._next_attempt = self.clock() + delay

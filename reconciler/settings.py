@@ -46,3 +46,4 @@ class Settings:
     backoff_max: float = 300.0
     shutdown_timeout: float = 10.0  # bound for in-flight transfers at SIGTERM
     progress: bool = False  # show clone/fetch progress (the CLI sets it on a terminal)
+    notify_socket: str | None = None  # systemd's NOTIFY_SOCKET (Type=notify), read by the CLI

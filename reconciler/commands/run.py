@@ -1,0 +1,221 @@
+"""`netboot-reconcile run --repo URL_OR_PATH [options]` (also `netboot-reconcile --repo ...`): the daemon.
+
+Called by `reconciler.cli`. This is the only place that reads the process environment
+(`NETBOOT_GIT_TOKEN` for HTTPS remotes, `NOTIFY_SOCKET` under systemd) and secret files; it
+builds one frozen `Settings`, configures logging (`--log-format text|json`), builds the
+servers (HTTP always; DHCP and TFTP unless turned off) around one `Daemon`, and runs it until
+SIGTERM. Exit 0 after a clean stop, 2 when start-up fails (bad arguments, a port in use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
+from reconciler.adapters.leases import LeaseStore
+from reconciler.core.render import render_generation
+from reconciler.daemon import Daemon, sd_notify
+from reconciler.servers.dhcp import DhcpServer
+from reconciler.servers.http import HttpServer, make_boot_app
+from reconciler.servers.http_control import make_control_apps
+from reconciler.servers.tftp import TftpServer
+from reconciler.settings import DEFAULT_DHCP_LISTEN, TOKEN_ENV, Settings
+
+log = logging.getLogger("reconciler.run")
+
+EXIT_OK, EXIT_ERROR = 0, 2
+LEASES_FILE = "dhcp-leases.sqlite3"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the daemon: serve a git repository as DHCP, TFTP and HTTP netboot")
+    p.add_argument("--repo", required=True, help="URL (https, ssh, user@host:path, file://) or local path")
+    p.add_argument("--branch", help="branch to follow (default: the remote's default branch)")
+    p.add_argument("--path", default="", help="subdirectory of the repository holding netboot.yaml")
+    p.add_argument("--interval", type=float, default=60.0, help="poll interval in seconds (default 60)")
+    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), help="default ./.netboot-state")
+    p.add_argument("--http-listen", type=_listen(8080), default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="default 127.0.0.1:8080")
+    p.add_argument("--tftp-listen", type=_listen(69), default=("127.0.0.1", 6969), metavar="HOST:PORT",
+                   help="default 127.0.0.1:6969")
+    p.add_argument("--dhcp-listen", type=_listen(67), default=DEFAULT_DHCP_LISTEN, metavar="HOST:PORT",
+                   help="default 0.0.0.0:67")
+    p.add_argument("--dhcp-interface", help="bind DHCP to this interface (default: netboot.yaml dhcp.interface)")
+    p.add_argument("--no-dhcp", action="store_true", help="serve no DHCP")
+    p.add_argument("--no-tftp", action="store_true", help="serve no TFTP")
+    p.add_argument("--tftp-root", type=Path, default=Path("/usr/lib/ipxe"), help="default /usr/lib/ipxe")
+    p.add_argument("--assets-dir", type=Path, help="directory served under /assets/")
+    p.add_argument("--known-hosts", type=Path, help="SSH known_hosts checked strictly for ssh remotes")
+    p.add_argument("--ssh-key", type=Path, help="SSH private key for ssh remotes")
+    p.add_argument("--webhook-secret-file", type=Path, help="shared secret of POST /hooks/git")
+    p.add_argument("--keep-generations", type=int, default=10, help="generations kept on disk (default 10)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--no-watch", action="store_true", help="no inotify on a local repository (poll only)")
+    p.set_defaults(func=run)
+
+
+def _listen(default_port: int) -> Any:
+    def parse(text: str) -> tuple[str, int]:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(default_port)
+        try:
+            number = int(port)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT") from None
+        if not 0 <= number <= 65535:
+            raise argparse.ArgumentTypeError(f"{text!r}: port out of range")
+        return (host.strip("[]") or "0.0.0.0", number)
+
+    return parse
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """One frozen Settings from the arguments and the environment (read here and nowhere else)."""
+    secret = None
+    if args.webhook_secret_file is not None:
+        secret = args.webhook_secret_file.read_bytes().strip()
+        if not secret:
+            raise ValueError(f"{args.webhook_secret_file}: the webhook secret is empty")
+    for name in ("known_hosts", "ssh_key"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            raise ValueError(f"--{name.replace('_', '-')} {path}: no such file")
+    if args.keep_generations < 1:
+        raise ValueError("--keep-generations must be at least 1")
+    return Settings(
+        repo=args.repo,
+        branch=args.branch,
+        path=args.path.strip("/"),
+        interval=max(args.interval, 0.1),
+        state_dir=args.state_dir.absolute(),
+        http_listen=args.http_listen,
+        tftp_listen=args.tftp_listen,
+        dhcp_listen=args.dhcp_listen,
+        dhcp_interface=args.dhcp_interface,
+        dhcp=not args.no_dhcp,
+        tftp=not args.no_tftp,
+        tftp_root=args.tftp_root,
+        assets_dir=args.assets_dir,
+        known_hosts=args.known_hosts,
+        ssh_key=args.ssh_key,
+        https_token=environ.get(TOKEN_ENV) or None,
+        webhook_secret=secret,
+        keep_generations=args.keep_generations,
+        log_format=args.log_format,
+        watch=not args.no_watch,
+        progress=sys.stderr.isatty(),
+        notify_socket=environ.get("NOTIFY_SOCKET") or None,
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `revision=` and `mac=` in the message become fields."""
+
+    _FIELDS = re.compile(r"\b(revision|mac)=(\S+)")
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        doc: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        for key, value in self._FIELDS.findall(message):
+            doc.setdefault(key, value)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def configure_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _hints(daemon: Daemon, http: HttpServer) -> None:
+    host, port = http.address
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    log.info("status:  %s/status   (or: netboot-reconcile status --url %s)", base, base)
+    generation = daemon.holder.current()
+    if generation is not None and generation.state.nodes:
+        node = generation.state.nodes[0]
+        log.info("a node's iPXE script:  curl '%s/ipxe?mac=%s'   (node %s) revision=%s", base, node.mac, node.name,
+                 generation.revision)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args, dict(os.environ))
+    except (OSError, ValueError) as exc:
+        print(f"netboot-reconcile run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    configure_logging(settings.log_format)
+    daemon = Daemon(settings, renderer=render_generation)
+    try:
+        daemon.open()
+        _start_servers(daemon, settings)
+    except (OSError, ValueError, SourceProblem, SourceUnavailable) as exc:
+        log.error("cannot start: %s", exc)
+        daemon.shutdown()
+        return EXIT_ERROR
+    daemon.install_signal_handlers()
+    http = daemon.servers["http"].server
+
+    def ready() -> None:
+        sd_notify(settings.notify_socket, "READY=1\nSTATUS=serving")
+
+    try:
+        daemon.run(ready=ready, first=lambda: _hints(daemon, http))
+    finally:
+        sd_notify(settings.notify_socket, "STOPPING=1")
+        daemon.shutdown()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _start_servers(daemon: Daemon, settings: Settings) -> None:
+    """HTTP always; DHCP when on and the served mode needs it (or once it does); TFTP when on."""
+    assert daemon.store is not None
+    events = daemon.store
+    mac_for_address = None
+    if settings.dhcp:
+        leases = LeaseStore(settings.state_dir / LEASES_FILE)
+        current = daemon.holder.current()
+        interface = settings.dhcp_interface or (current.state.site.interface if current is not None else None)
+        dhcp = DhcpServer(settings.dhcp_listen, daemon.holder, events, leases=leases, interface=interface)
+        needed = current is not None and current.state.site.dhcp_mode != "off"
+        daemon.add_server("dhcp", dhcp, needed=needed)
+        mac_for_address = dhcp.mac_for_address
+    else:
+        daemon.add_server("dhcp", None)
+    if settings.tftp:
+        tftp = TftpServer(settings.tftp_listen, settings.tftp_root, daemon.holder, events,
+                          mac_for_address=mac_for_address)
+        daemon.add_server("tftp", tftp)
+    else:
+        daemon.add_server("tftp", None)
+    control = make_control_apps(
+        status=daemon.status,
+        healthy=daemon.healthy,
+        registry=daemon.metrics.registry,
+        trigger=daemon.trigger,
+        webhook_secret=settings.webhook_secret,
+    )
+    app = make_boot_app(daemon.holder, events, settings.assets_dir, extra=control)
+    daemon.add_server("http", HttpServer(settings.http_listen, app))
