@@ -21,7 +21,6 @@ import stat
 from dataclasses import dataclass
 from typing import IO, Any
 
-from werkzeug.datastructures import ContentRange
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response
 
@@ -89,12 +88,12 @@ def asset_response(environ: dict[str, Any], asset: OpenAsset) -> Response:
     resp.last_modified = asset.mtime  # type: ignore[assignment]
     resp.set_etag(asset.etag)
     try:
-        resp.make_conditional(environ, accept_ranges=True, complete_length=asset.size)
+        resp.make_conditional(_range_as_rfc9110(environ, asset.size), accept_ranges=True, complete_length=asset.size)
     except RequestedRangeNotSatisfiable:
         asset.file.close()
         body = b"requested range not satisfiable\n"
         out = Response(body, status=416, mimetype="text/plain")
-        out.content_range = ContentRange(None, None, None, length=asset.size)
+        out.headers["Content-Range"] = f"bytes */{asset.size}"
         out.accept_ranges = "bytes"
         return out
     if resp.status_code not in (200, 206) or environ["REQUEST_METHOD"] == "HEAD":
@@ -112,6 +111,26 @@ def asset_response(environ: dict[str, Any], asset: OpenAsset) -> Response:
     else:  # not waitress (a test harness): a plain iterator with the same bound
         resp.response = _iter_file(asset.file, resp.content_length or 0)
     return resp
+
+
+_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*(\d+)\s*", re.IGNORECASE)
+
+
+def _range_as_rfc9110(environ: dict[str, Any], size: int) -> dict[str, Any]:
+    """Two cases where werkzeug answers 416 and RFC 9110 (14.1.2, 14.2) wants the bytes.
+
+    A suffix range longer than the file selects the whole file; several ranges may be ignored
+    (whole file, 200) rather than refused: this server does not send multipart/byteranges.
+    """
+    value = environ.get("HTTP_RANGE")
+    if not value:
+        return environ
+    if "," in value:
+        return {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+    suffix = _SUFFIX.fullmatch(value)
+    if suffix is not None and size > 0 and int(suffix.group(1)) > size:
+        return {**environ, "HTTP_RANGE": "bytes=0-"}
+    return environ
 
 
 def _iter_file(f: IO[bytes], remain: int) -> Any:
