@@ -87,6 +87,7 @@ def test_node_follows_its_pinned_script_across_a_commit(
     assert status == 200 and ctype.startswith("text/cloud-config") and user.startswith(b"#cloud-config")
     assert f"installed revision {SHA_A}".encode() in user
     status, ctype, meta = fetch(conn, seed[1] + "meta-data")
+    assert b"instance-id" in meta
     assert status == 200 and ctype.startswith("application/yaml")
     assert fetch(conn, seed[1] + "vendor-data")[0] == 200
 
