@@ -461,16 +461,22 @@ class ReadTransfer:
             return (self._last - 1) * self.blksize + self._last_len
         return done * self.blksize
 
-    def _payload(self, block: int) -> bytes:
+    def _payload(self, block: int, ahead: int = 1) -> bytes:
+        """Block `block`'s payload; when it must be read, read `ahead` blocks in one go."""
         cached = self._cache.get(block)
         if cached is not None:
             return cached
-        payload = self._source.read_at((block - 1) * self.blksize, self.blksize)
-        if len(payload) < self.blksize:
-            self._last = block
-            self._last_len = len(payload)
-        self._cache[block] = payload
-        return payload
+        blksize = self.blksize
+        chunk = self._source.read_at((block - 1) * blksize, blksize * ahead)
+        view = memoryview(chunk)
+        for i in range(ahead):
+            payload = bytes(view[i * blksize : (i + 1) * blksize])
+            self._cache[block + i] = payload
+            if len(payload) < blksize:
+                self._last = block + i
+                self._last_len = len(payload)
+                break
+        return self._cache[block]
 
     def _window(self) -> Step:
         """Send blocks from `_base` up to a full window or the last block."""
@@ -478,7 +484,7 @@ class ReadTransfer:
         block = self._base
         end = self._base + self.windowsize
         while block < end and (self._last is None or block <= self._last):
-            payload = self._payload(block)
+            payload = self._payload(block, end - block)
             datagrams.append(_HEADER.pack(DATA, block & 0xFFFF) + payload)
             block += 1
         self._next = block
@@ -493,6 +499,12 @@ class ReadTransfer:
         self._finished = finished
         self._cache.clear()
         return Step(datagrams, finished)
+
+    def ack(self, wire_block: int) -> Step:
+        """The client acknowledged `wire_block` (the hot path: no packet value needed)."""
+        if self._finished is not None:
+            return _NOTHING
+        return self._on_ack(wire_block)
 
     def receive(self, packet: Packet) -> Step:
         if self._finished is not None:

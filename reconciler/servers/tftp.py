@@ -17,14 +17,19 @@ blocking calls are local file opens and preads, which are short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
+import socket
 import stat
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from reconciler.core.events import EventSink
 from reconciler.core.model import BootEvent
@@ -42,6 +47,12 @@ DEBIAN_IPXE_OUTSIDE = (Path("/boot/ipxe.efi"), Path("/boot/ipxe.lkrn"))
 
 GENERATION_PREFIX = "tftp/"
 DEFAULT_LIMITS = proto.Limits()
+
+# Linux UDP generic segmentation offload (linux/udp.h); Python 3.11 has no constant for it.
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+_UDP_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65000
+_GSO_SIZE = struct.Struct("=H")
 
 
 class _FileSource:
@@ -109,6 +120,7 @@ class TftpServer:
         self._per_client: dict[str, int] = {}
         self._accepting = False
         self._on_idle: Callable[[], None] | None = None
+        self._gso = sys.platform == "linux"  # switched off at the first send the kernel refuses
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,9 +226,7 @@ class TftpServer:
         if not isinstance(packet, proto.ReadRequest):
             # Stray DATA/ACK/ERROR on the well-known port: tell the sender, record nothing.
             if not isinstance(packet, proto.ErrorPacket):
-                self._listener.sendto(
-                    proto.error_packet(proto.ERR_UNKNOWN_TID, "no transfer on this port"), client
-                )
+                self._listener.sendto(proto.error_packet(proto.ERR_UNKNOWN_TID, "no transfer on this port"), client)
             return
         host = client[0]
         if len(self._transfers) >= self._max_transfers:
@@ -267,7 +277,7 @@ class TftpServer:
         self._transfers.add(transfer)
         self._per_client[host] = self._per_client.get(host, 0) + 1
         assert self._loop is not None
-        self._loop.create_task(transfer.run(self._listen[0]))
+        transfer.start(self._listen[0])
 
     def _open(self, request: proto.ReadRequest, generation: Generation | None) -> _Opened:
         relative = proto.request_path(request.filename)
@@ -405,8 +415,14 @@ class _Listener(asyncio.DatagramProtocol):
         log.debug("tftp listener: %s", exc)
 
 
-class _Transfer(asyncio.DatagramProtocol):
-    """One RRQ in flight: its own socket (TID), the state machine and a retransmit deadline."""
+class _Transfer:
+    """One RRQ in flight: its own socket (the TID), the state machine and a retransmit deadline.
+
+    The socket is a plain non-blocking one watched with `loop.add_reader` rather than an
+    asyncio transport: ACKs take a short path, and a window of equal-sized DATA packets goes
+    out in one `sendmsg` with UDP generic segmentation offload (UDP_SEGMENT) where the kernel
+    has it, instead of one system call per block.
+    """
 
     def __init__(
         self,
@@ -428,47 +444,97 @@ class _Transfer(asyncio.DatagramProtocol):
         self._generation = generation
         self._opened = opened
         self._started = started
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._done = False
 
-    async def run(self, host: str) -> None:
+    def start(self, host: str) -> None:
         try:
-            await self._loop.create_datagram_endpoint(lambda: self, local_addr=(host, 0))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except OSError as exc:
             self._end(proto.Finished(False, 0, proto.ERR_UNDEFINED, f"no socket: {exc}"))
             return
+        try:
+            sock.setblocking(False)
+            sock.bind((host, 0))
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            self._loop.add_reader(sock.fileno(), self._on_readable)
+        except OSError as exc:
+            sock.close()
+            self._end(proto.Finished(False, 0, proto.ERR_UNDEFINED, f"no socket: {exc}"))
+            return
+        self._sock = sock
         self._apply(self._machine.start())
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
+    def _on_readable(self) -> None:
+        sock = self._sock
+        while sock is not None and not self._done:
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP port unreachable and the like: the client may be gone; the retry
+                # budget ends the transfer if it is.
+                log.debug("tftp transfer to %s: %s", self.client, exc)
+                continue
+            if (addr[0], addr[1]) != self.client:
+                self._send_to(proto.error_packet(proto.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)
+                continue
+            if len(data) == 4 and data[0] == 0 and data[1] == proto.ACK:
+                self._apply(self._machine.ack((data[2] << 8) | data[3]))
+                continue
+            try:
+                packet = proto.parse_packet(data)
+            except proto.TftpError as error:
+                self._send_to(error.packet(), self.client)
+                self._end(proto.Finished(False, self._machine.acknowledged_bytes, error.code, error.message))
+                return
+            self._apply(self._machine.receive(packet))
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self._done or self._transport is None:
-            return
-        if (addr[0], addr[1]) != self.client:
-            self._transport.sendto(proto.error_packet(proto.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)
+    def _send_to(self, datagram: bytes, address: Address) -> None:
+        if self._sock is None:
             return
         try:
-            packet = proto.parse_packet(data)
-        except proto.TftpError as error:
-            self._transport.sendto(error.packet(), self.client)
-            self._end(proto.Finished(False, self._machine.acknowledged_bytes, error.code, error.message))
-            return
-        self._apply(self._machine.receive(packet))
+            self._sock.sendto(datagram, address)
+        except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
+            log.debug("tftp send to %s: %s", address, exc)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable: the client is gone; the retry budget ends the transfer.
-        log.debug("tftp transfer to %s: %s", self.client, exc)
+    def _send(self, datagrams: tuple[bytes, ...]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if len(datagrams) == 1 or not self._server._gso:
+            for datagram in datagrams:
+                self._send_to(datagram, self.client)
+            return
+        for batch, segment in _gso_batches(datagrams):
+            if len(batch) == 1:
+                self._send_to(batch[0], self.client)
+                continue
+            try:
+                sock.sendmsg(
+                    [b"".join(batch)], [(socket.IPPROTO_UDP, UDP_SEGMENT, _GSO_SIZE.pack(segment))], 0, self.client
+                )
+            except (BlockingIOError, InterruptedError):
+                pass  # the send buffer is full: the window is lost, the timer resends it
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE):
+                    log.info("tftp: UDP segmentation offload unavailable (%s); sending packet by packet", exc)
+                    self._server._gso = False
+                    for datagram in batch:
+                        self._send_to(datagram, self.client)
+                else:
+                    log.debug("tftp send to %s: %s", self.client, exc)
 
     def _apply(self, step: proto.Step) -> None:
-        transport = self._transport
-        if transport is None:
+        if self._sock is None:
             return
-        for datagram in step.datagrams:
-            transport.sendto(datagram, self.client)
+        if step.datagrams:
+            self._send(step.datagrams)
         if step.finished is not None:
             self._end(step.finished)
             return
@@ -487,19 +553,12 @@ class _Transfer(asyncio.DatagramProtocol):
             # per transfer, re-armed lazily, instead of one per packet).
             self._timer = self._loop.call_at(self._deadline, self._on_timer)
             return
-        step = self._machine.timeout()
-        if step.finished is None and not step.datagrams:
-            return
-        self._deadline = now + self._machine.timeout_seconds
-        self._apply(step)
-        if not self._done and self._timer is None:
-            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        self._apply(self._machine.timeout())
 
     def abort(self, message: str) -> None:
         if self._done:
             return
-        if self._transport is not None:
-            self._transport.sendto(proto.error_packet(proto.ERR_UNDEFINED, message), self.client)
+        self._send_to(proto.error_packet(proto.ERR_UNDEFINED, message), self.client)
         self._end(proto.Finished(False, self._machine.acknowledged_bytes, proto.ERR_UNDEFINED, message))
 
     def _end(self, finished: proto.Finished) -> None:
@@ -509,8 +568,10 @@ class _Transfer(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._transport is not None:
-            self._transport.close()
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
         if self._opened.closer is not None:
             self._opened.closer()
         self._server._record(
@@ -523,3 +584,27 @@ class _Transfer(asyncio.DatagramProtocol):
             finished=finished,
         )
         self._server._transfer_done(self)
+
+
+def _gso_batches(datagrams: tuple[bytes, ...]) -> list[tuple[tuple[bytes, ...], int]]:
+    """Split consecutive datagrams into runs the kernel can segment: equal sizes (the last of
+    a run may be shorter), at most UDP_MAX_SEGMENTS of them, under the 64 KiB UDP limit."""
+    batches: list[tuple[tuple[bytes, ...], int]] = []
+    start = 0
+    count = len(datagrams)
+    while start < count:
+        size = len(datagrams[start])
+        end = start + 1
+        total = size
+        while (
+            end < count
+            and end - start < _UDP_MAX_SEGMENTS
+            and total + len(datagrams[end]) <= _GSO_MAX_BYTES
+            and len(datagrams[end - 1]) == size
+            and len(datagrams[end]) <= size
+        ):
+            total += len(datagrams[end])
+            end += 1
+        batches.append((datagrams[start:end], size))
+        start = end
+    return batches
