@@ -298,7 +298,8 @@ def _use_known_hosts(home: Path, known_hosts: Path) -> None:
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"://[^/@]*@", "://***@", url)
+    """A URL without its password or token (the user name stays: it helps debugging)."""
+    return re.sub(r"://([^/@:]*):[^/@]*@", r"://\1:***@", url)
 
 
 # -- local repository, in place ----------------------------------------------------------------
