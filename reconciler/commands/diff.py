@@ -1,0 +1,61 @@
+"""`netboot-reconcile diff --repo PATH BASE HEAD [--format markdown|json] [--path SUBDIR]`.
+
+Reads both commits straight from git (no checkout), validates and renders each, and prints
+what changes for the machines (`reconciler.core.plan`, printed by `core.plan_format`).
+BASE and HEAD are anything `git rev-parse` accepts: branch names, `HEAD~1`, shas.
+
+Exit 0 no change, 1 changes (an invalid HEAD is a change: a broken one, with its findings
+first), 2 error of the command itself (no such repository or revision, unreadable repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pygit2
+
+from reconciler.adapters.gitsource import SourceProblem, read_tree
+from reconciler.core import plan_format
+from reconciler.core.plan import Side, compare, side
+from reconciler.core.validate import validate
+
+EXIT_SAME, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("diff", help="what a commit range changes for the machines (for pull requests)")
+    p.add_argument("--repo", required=True, type=Path, help="local git repository (work tree or bare)")
+    p.add_argument("base", metavar="BASE", help="the revision before (branch, sha, HEAD~1, ...)")
+    p.add_argument("head", metavar="HEAD", help="the revision after")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    p.add_argument("--path", default="", metavar="SUBDIR", help="the provisioning repository's directory in git")
+    p.set_defaults(func=run)
+
+
+def _open(path: Path) -> pygit2.Repository:
+    found = pygit2.discover_repository(str(path))
+    if found is None:
+        raise SourceProblem(f"{path}: not a git repository")
+    return pygit2.Repository(found)
+
+
+def _side(repo: pygit2.Repository, revision: str, subdir: str, origin: str) -> Side:
+    snapshot = read_tree(repo, revision, subdir, origin=origin)
+    result = validate(snapshot)
+    return side(snapshot.revision, result.state, result.issues)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        repo = _open(args.repo)
+        base = _side(repo, args.base, args.path, str(args.repo))
+        head = _side(repo, args.head, args.path, str(args.repo))
+    except (SourceProblem, pygit2.GitError, OSError) as exc:
+        print(f"netboot-reconcile diff: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    plan = compare(base, head)
+    text = plan_format.as_json(plan) if args.format == "json" else plan_format.markdown(plan)
+    sys.stdout.write(text)
+    return EXIT_CHANGES if plan.changed else EXIT_SAME
