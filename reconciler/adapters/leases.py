@@ -172,21 +172,27 @@ class LeaseStore:
                 self._cond.notify_all()
 
     def _commit(self, batch: list[_Write]) -> None:
+        """One transaction for the whole batch, in three executemany calls (few GIL hand-offs)."""
+        final: dict[str, tuple[str, float, str] | None] = {}
+        moves: list[tuple[str, str]] = []
+        released: list[tuple[str, str]] = []
+        for change, _ in batch:
+            ip = str(change.ip)
+            if change.kind == "bind":
+                final[ip] = (change.mac, change.expires, "bound")
+                moves.append((change.mac, ip))
+            elif change.kind == "decline":
+                final[ip] = (change.mac, change.expires, "declined")
+            elif change.kind == "release":
+                final[ip] = None
+                released.append((ip, change.mac))
+        rows = [(ip, value[0], value[1], value[2]) for ip, value in final.items() if value is not None]
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            for change, _ in batch:
-                ip = str(change.ip)
-                if change.kind == "bind":
-                    conn.execute("DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ? AND state = 'bound'",
-                                 (change.mac, ip))
-                    conn.execute("INSERT OR REPLACE INTO dhcp_leases VALUES (?, ?, ?, 'bound')",
-                                 (ip, change.mac, change.expires))
-                elif change.kind == "decline":
-                    conn.execute("INSERT OR REPLACE INTO dhcp_leases VALUES (?, ?, ?, 'declined')",
-                                 (ip, change.mac, change.expires))
-                elif change.kind == "release":
-                    conn.execute("DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?", (ip, change.mac))
+            conn.executemany("DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ? AND state = 'bound'", moves)
+            conn.executemany("DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?", released)
+            conn.executemany("INSERT OR REPLACE INTO dhcp_leases VALUES (?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import fcntl
 import logging
+import select
 import socket
 import struct
 import threading
@@ -85,6 +86,14 @@ class DhcpServer:
         self._stopping = threading.Event()
         self._queue: collections.deque[_Event] = collections.deque()
         self._ifnames: dict[int, str] = {}
+        # ACKs made durable by the lease writer are sent by the packet thread, woken by one
+        # byte per batch: a send from the writer would wait for the GIL once per packet.
+        self._durable: collections.deque[tuple[socket.socket, bytes, Decision, tuple[str, int], int]] = (
+            collections.deque()
+        )
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self.stats: collections.Counter[str] = collections.Counter()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -132,14 +141,26 @@ class DhcpServer:
         for sock, _ in self._sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"!")
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.leases.flush(max(0.1, deadline - time.monotonic()))
         self._flush_events()
+        self._send_durable_after_stop()
         for sock, _ in self._sockets:
             sock.close()
         self._sockets.clear()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _send_durable_after_stop(self) -> None:
+        # ACKs whose leases committed while stopping: the lease is durable, so the ACK may go.
+        while self._durable:
+            sock, payload, decision, source, ifindex = self._durable.popleft()
+            with contextlib.suppress(OSError):
+                self._send(sock, payload, decision, source, ifindex)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -170,7 +191,17 @@ class DhcpServer:
     # -- packet path -----------------------------------------------------------------------
 
     def _serve(self, sock: socket.socket, port: int) -> None:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        wake = self._wake_r.fileno()
+        if port != PROXY_PORT:
+            poller.register(wake, select.POLLIN)
         while not self._stopping.is_set():
+            ready = poller.poll()
+            if any(fd == wake for fd, _ in ready):
+                self._send_durable()
+            if not any(fd == sock.fileno() for fd, _ in ready):
+                continue
             try:
                 data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
             except OSError:
@@ -207,7 +238,8 @@ class DhcpServer:
             if reply is not None:
                 payload = codec.encode(reply)
                 if change is not None and change.kind == "bind":
-                    self.leases.apply(change, lambda: self._send(sock, payload, decision, source, ifindex))
+                    item = (sock, payload, decision, source, ifindex)
+                    self.leases.apply(change, lambda: self._durable_ready(item))
                     reply = None  # sent once durable
                 elif change is not None:
                     self.leases.apply(change)
@@ -221,6 +253,25 @@ class DhcpServer:
                                 dict(decision.detail)))
         elif decision.reply is None:
             log.debug("dhcp: no reply revision=%s mac=%s: %s", plan.revision, message.mac, decision.reason)
+
+    def _durable_ready(self, item: tuple[socket.socket, bytes, Decision, tuple[str, int], int]) -> None:
+        """Writer thread: a bound lease is committed; queue its ACK and wake the packet thread."""
+        first = not self._durable
+        self._durable.append(item)
+        if first:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"!")
+
+    def _send_durable(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        while self._durable:
+            try:
+                sock, payload, decision, source, ifindex = self._durable.popleft()
+            except IndexError:
+                return
+            self._send(sock, payload, decision, source, ifindex)
 
     def _send(self, sock: socket.socket, payload: bytes, decision: Decision,
               source: tuple[str, int], ifindex: int) -> None:

@@ -1,0 +1,249 @@
+"""DHCP benchmark: DORA/s at <= 0.1% drops, ours vs kea-dhcp4 (memfile) vs dnsmasq (no-ping).
+
+Run on purpose, as root: `.venv/bin/python bench/dhcp.py`. Everything happens in network
+namespaces made here (tests/integration/test_dhcp_netns.Lab) and deleted at the end. perfdhcp
+(kea-admin) runs in a client namespace and, as always, acts as a relay (giaddr 10.99.0.2);
+each server runs in turn in the server namespace with the same subnet, pool and reservations.
+
+Two scenarios: `reservations` (perfdhcp -M with only reserved MACs: fixed addresses) and
+`pool` (random MACs from a large pool; our leases are durable: the ACK leaves after the
+SQLite commit holding it). For each server and scenario the offered rate doubles until an
+exchange loss above 0.1% (or perfdhcp falling short of the rate), then bisects. Prints the
+best passing rate of each, and our ratios against kea-dhcp4 and dnsmasq.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reconciler.adapters.leases import LeaseStore
+from reconciler.core.events import CollectEvents
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.servers.dhcp import DhcpServer
+from tests.integration.test_dhcp_netns import Lab
+from tests.unit.test_dhcp_fixtures import make_state, node
+
+SERVER = "10.99.0.1"
+RELAY = "10.99.0.2"
+NETWORK = "10.99.0.0/16"
+POOL = ("10.99.16.1", "10.99.254.250")
+MAX_LOSS = 0.001
+
+
+@dataclass
+class Run:
+    rate: int
+    achieved: float
+    sent: int
+    lost: int
+
+    @property
+    def loss(self) -> float:
+        return self.lost / self.sent if self.sent else 1.0
+
+    @property
+    def ok(self) -> bool:
+        return self.sent > 0 and self.loss <= MAX_LOSS and self.achieved >= 0.9 * self.rate
+
+
+def reservations(count: int) -> list[tuple[str, str]]:
+    out = []
+    for i in range(count):
+        mac = f"52:54:00:{(i >> 16) & 0xff:02x}:{(i >> 8) & 0xff:02x}:{i & 0xff:02x}"
+        ip = str(IPv4Address(int(IPv4Address("10.99.1.0")) + i))
+        out.append((mac, ip))
+    return out
+
+
+def perfdhcp(lab: Lab, ns: str, rate: int, seconds: int, clients: int, macs: Path | None) -> Run:
+    cmd = ["perfdhcp", "-4", "-l", "eth0", "-r", str(rate), "-p", str(seconds), "-W", "1000000"]
+    cmd += ["-M", str(macs)] if macs is not None else ["-R", str(clients)]
+    result = lab.run(ns, *cmd, SERVER, timeout=seconds + 60)
+    out = result.stdout
+    sent = [int(x) for x in re.findall(r"sent packets: (\d+)", out)]
+    drops = [int(x) for x in re.findall(r"drops: (\d+)", out)]
+    if not sent or len(drops) < 2:
+        print(out[-1500:], result.stderr[-800:], file=sys.stderr)
+        return Run(rate, 0.0, 0, 0)
+    # perfdhcp's own "Rate:" includes the exit wait; exchanges started per second of the run:
+    return Run(rate, sent[0] / seconds, sent[0], drops[0] + drops[1])
+
+
+def search(measure: Callable[[int], Run], start: int, ceiling: int, bisect_steps: int) -> Run | None:
+    best: Run | None = None
+    rate = start
+    failed: int | None = None
+    while rate <= ceiling:
+        run = measure(rate)
+        print(f"    rate {rate:>6}/s: achieved {run.achieved:8.1f}/s loss {run.loss:.4%} "
+              f"{'ok' if run.ok else 'FAIL'}", flush=True)
+        if not run.ok:
+            failed = rate
+            break
+        best = run
+        rate *= 2
+    if failed is None or best is None:
+        return best
+    low, high = best.rate, failed
+    for _ in range(bisect_steps):
+        mid = (low + high) // 2
+        run = measure(mid)
+        print(f"    rate {mid:>6}/s: achieved {run.achieved:8.1f}/s loss {run.loss:.4%} "
+              f"{'ok' if run.ok else 'FAIL'}", flush=True)
+        if run.ok:
+            best, low = run, mid
+        else:
+            high = mid
+    return best
+
+
+# -------------------------------------------------------------------------- the servers
+
+
+@contextmanager
+def ours(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[None]:
+    nodes = [node(f"n{i}", mac, ip) for i, (mac, ip) in enumerate(reserved)]
+    state = make_state(nodes, revision="bench", server=SERVER, network=NETWORK, pool=POOL)
+    holder = GenerationHolder()
+    holder.swap(Generation("bench", state, {}))
+    leases = LeaseStore(tmp / "ours-leases.sqlite3")
+    events = CollectEvents()
+    server = DhcpServer(listen=("0.0.0.0", 67), holder=holder, events=events, leases=leases)
+    lab.call_in(lab.server, server.start)
+    try:
+        yield
+    finally:
+        server.stop()
+        print(f"    (ours: {leases.commits} lease commits, {len(events.events)} boot events)")
+        leases.close()
+
+
+@contextmanager
+def kea(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[None]:
+    config = {
+        "Dhcp4": {
+            "interfaces-config": {"interfaces": ["br0"], "dhcp-socket-type": "udp"},
+            "lease-database": {"type": "memfile", "persist": True, "name": str(tmp / "kea-leases4.csv"),
+                               "lfc-interval": 0},
+            "valid-lifetime": 600,
+            "authoritative": True,
+            "subnet4": [{
+                "id": 1,
+                "subnet": NETWORK,
+                "pools": [{"pool": f"{POOL[0]} - {POOL[1]}"}],
+                "option-data": [{"name": "routers", "data": "10.99.0.254"},
+                                {"name": "domain-name-servers", "data": "9.9.9.9"}],
+                "reservations": [{"hw-address": mac, "ip-address": ip} for mac, ip in reserved],
+            }],
+            "loggers": [{"name": "kea-dhcp4", "severity": "ERROR",
+                         "output_options": [{"output": str(tmp / "kea.log")}]}],
+        }
+    }
+    path = tmp / "kea-dhcp4.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "KEA_PIDFILE_DIR": str(tmp), "KEA_LOCKFILE_DIR": str(tmp)}
+    proc = lab.popen(lab.server, "kea-dhcp4", "-c", str(path), env=env,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    try:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kea-dhcp4 exited: {proc.returncode}; see {tmp / 'kea.log'}")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def dnsmasq(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[None]:
+    conf = tmp / "dnsmasq.conf"
+    lines = [
+        "port=0", "interface=br0", "bind-interfaces", "no-ping", "dhcp-authoritative", "quiet-dhcp",
+        f"dhcp-range={POOL[0]},{POOL[1]},255.255.0.0,10m", "dhcp-lease-max=1000000",
+        f"dhcp-leasefile={tmp / 'dnsmasq.leases'}", f"pid-file={tmp / 'dnsmasq.pid'}",
+        "dhcp-option=3,10.99.0.254", "dhcp-option=6,9.9.9.9",
+    ]
+    lines += [f"dhcp-host={mac},{ip}" for mac, ip in reserved]
+    conf.write_text("\n".join(lines) + "\n")
+    proc = lab.popen(lab.server, "dnsmasq", "--no-daemon", f"--conf-file={conf}",
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dnsmasq exited: {proc.returncode}")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+SERVERS = {"ours": ours, "kea-dhcp4": kea, "dnsmasq": dnsmasq}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=3, help="length of one perfdhcp run")
+    parser.add_argument("--reservations", type=int, default=2000)
+    parser.add_argument("--pool-clients", type=int, default=30000)
+    parser.add_argument("--start", type=int, default=500)
+    parser.add_argument("--ceiling", type=int, default=64000)
+    parser.add_argument("--bisect", type=int, default=3)
+    parser.add_argument("--servers", default="ours,kea-dhcp4,dnsmasq")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/dhcp.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    reserved = reservations(args.reservations)
+    results: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-dhcp-") as tmpdir:
+        tmp = Path(tmpdir)
+        macs = tmp / "reserved-macs.txt"
+        macs.write_text("\n".join(mac for mac, _ in reserved) + "\n")
+        lab = Lab(server_cidr=f"{SERVER}/16")
+        try:
+            ns = lab.add_host("perf", "02:00:00:00:00:fe", f"{RELAY}/16")
+            for name in args.servers.split(","):
+                for scenario in ("reservations", "pool"):
+                    run_dir = tmp / f"{name}-{scenario}"
+                    run_dir.mkdir()
+                    print(f"{name} / {scenario}", flush=True)
+                    with SERVERS[name](lab, run_dir, reserved):
+                        clients = len(reserved) if scenario == "reservations" else args.pool_clients
+                        mac_file = macs if scenario == "reservations" else None
+
+                        def measure(rate: int, c: int = clients, m: Path | None = mac_file) -> Run:
+                            return perfdhcp(lab, ns, rate, args.seconds, c, m)
+
+                        best = search(measure, args.start, args.ceiling, args.bisect)
+                    results[(name, scenario)] = best.achieved if best else 0.0
+        finally:
+            lab.close()
+    print("\nDORA/s at <= 0.1% loss (perfdhcp, relayed, same reservations and pool)")
+    print(f"{'server':<12} {'reservations':>14} {'pool':>10}")
+    for name in args.servers.split(","):
+        print(f"{name:<12} {results[(name, 'reservations')]:>14.0f} {results[(name, 'pool')]:>10.0f}")
+    for peer in ("kea-dhcp4", "dnsmasq"):
+        if peer in args.servers.split(",") and "ours" in args.servers.split(","):
+            for scenario in ("reservations", "pool"):
+                base = results[(peer, scenario)]
+                ratio = results[("ours", scenario)] / base if base else float("inf")
+                print(f"ours / {peer} ({scenario}): {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
