@@ -15,6 +15,7 @@ decider can echo it unchanged); client identifier (61).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -116,10 +117,10 @@ class DhcpMessage:
         value = self.options.get(OPT_MESSAGE_TYPE)
         return value[0] if value and len(value) == 1 else None
 
-    @property
+    @functools.cached_property
     def mac(self) -> str:
-        """chaddr in lowercase colon form (the model's spelling)."""
-        return ":".join(f"{b:02x}" for b in self.chaddr)
+        """chaddr in lowercase colon form (the model's spelling); computed once per message."""
+        return self.chaddr.hex(":")
 
     @property
     def broadcast(self) -> bool:
@@ -323,7 +324,11 @@ def encode(message: DhcpMessage) -> bytes:
     for code, value in message.options.items():
         if code in (OPT_MESSAGE_TYPE, OPT_PAD, OPT_END, OPT_RELAY_AGENT):
             continue
-        parts.append(encode_option(code, value))
+        if 0 < len(value) < 256:
+            parts.append(bytes((code, len(value))))
+            parts.append(value)
+        else:
+            parts.append(encode_option(code, value))
     relay = message.options.get(OPT_RELAY_AGENT)
     if relay is not None:  # RFC 3046 §2.1: the last option, echoed as the relay sent it
         parts.append(encode_option(OPT_RELAY_AGENT, relay))
