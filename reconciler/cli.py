@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
-from reconciler.commands import diff, run, status, validate
+from reconciler.commands import diff, render, run, status, validate
 
-COMMANDS = (run, validate, status, diff)
+COMMANDS = (run, validate, status, diff, render)
 _NAMES = ("run", "validate", "render", "diff", "results", "status")
 
 
