@@ -26,8 +26,7 @@ def repo_files(nodes: int) -> dict[str, bytes]:
         ip = net.network_address + 10 + i % per_subnet
         mac = f"52:54:{(i >> 24) & 255:02x}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}"
         files[f"nodes/n{i:05d}.yaml"] = (
-            f"mac: {mac}\nip: {ip}\nprofile: install\nlabels: {{rack: r{i % 40}}}\n"
-            f"metadata: {{serial: S{i:08d}}}\n"
+            f"mac: {mac}\nip: {ip}\nprofile: install\nlabels: {{rack: r{i % 40}}}\nmetadata: {{serial: S{i:08d}}}\n"
         ).encode()
     return files
 

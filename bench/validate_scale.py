@@ -40,12 +40,16 @@ def main() -> None:
     for nodes in (1000, 10000):
         out = subprocess.run(
             [sys.executable, "-m", "bench.validate_scale", "--child", str(nodes)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         r = json.loads(out.strip().splitlines()[-1])
         total = r["read_s"] + r["validate_s"]
         target = "< 2 s, < 300 MB" if nodes == 10000 else ""
-        print(f"{nodes:>7} {r['read_s']:>8.2f} {r['validate_s']:>11.2f} {total:>8.2f} {r['peak_rss_mb']:>12.0f}  {target}")
+        print(
+            f"{nodes:>7} {r['read_s']:>8.2f} {r['validate_s']:>11.2f} {total:>8.2f} {r['peak_rss_mb']:>12.0f}  {target}"
+        )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,10 @@ def test_github_format_makes_annotations(tmp_path: Path) -> None:
 def test_warnings_pass_unless_strict(tmp_path: Path) -> None:
     repo_builder.write(
         tmp_path,
-        {"profiles/install.yaml": "boot:\n  kernel: /k\n  args: [autoinstall, 'ds=nocloud;s={{ cloud_init_url }}']\n"
-         "cloud_init: autoinstall\n"},
+        {
+            "profiles/install.yaml": "boot:\n  kernel: /k\n  args: [autoinstall, 'ds=nocloud;s={{ cloud_init_url }}']\n"
+            "cloud_init: autoinstall\n"
+        },
     )
     assert run("validate", tmp_path).returncode == 0
     strict = run("validate", tmp_path, "--strict")

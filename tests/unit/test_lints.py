@@ -29,14 +29,24 @@ GOOD = ("autoinstall", "ip=dhcp", "ds=nocloud;s={{ cloud_init_url }}")
 
 def codes_at(edits: dict[str, str | None]) -> dict[str, tuple[int, Severity]]:
     issues = validate(repo_builder.snapshot(edits)).issues
-    return {i.code: (i.line, i.severity) for i in issues if i.file != "" }
+    return {i.code: (i.line, i.severity) for i in issues if i.file != ""}
 
 
 @pytest.mark.parametrize(
     ("args", "code", "line", "severity"),
     [
-        (("autoinstall", "ip=dhcp", "ds=nocloud;s=http://10.10.10.12/cloud-init/x"), "nocloud-trailing-slash", 8, Severity.ERROR),
-        (("autoinstall", "ip=dhcp", "ds=nocloud-net;s={{ cloud_init_url }}"), "nocloud-net-deprecated", 8, Severity.WARNING),
+        (
+            ("autoinstall", "ip=dhcp", "ds=nocloud;s=http://10.10.10.12/cloud-init/x"),
+            "nocloud-trailing-slash",
+            8,
+            Severity.ERROR,
+        ),
+        (
+            ("autoinstall", "ip=dhcp", "ds=nocloud-net;s={{ cloud_init_url }}"),
+            "nocloud-net-deprecated",
+            8,
+            Severity.WARNING,
+        ),
         (
             (*GOOD, "url=http://10.10.10.12/assets/ubuntu-22.04.5-live-server-amd64.iso"),
             "ubuntu-iso-cloud-config-url",

@@ -13,13 +13,36 @@ from hypothesis import strategies as st
 from reconciler.core import schema
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 70000), st.text(max_size=20),
-    st.sampled_from(["52:54:00:aa:bb:01", "5254.00aa.bb01", "10.0.0.1", "10.0.0.300", "10.0.0.0/24", "a;b", "ok-1",
-                     "/assets/x", "ds=nocloud;s=x/", "full", "proxy", "off", "ignore", "boot"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "52:54:00:aa:bb:01",
+            "5254.00aa.bb01",
+            "10.0.0.1",
+            "10.0.0.300",
+            "10.0.0.0/24",
+            "a;b",
+            "ok-1",
+            "/assets/x",
+            "ds=nocloud;s=x/",
+            "full",
+            "proxy",
+            "off",
+            "ignore",
+            "boot",
+        ]
+    ),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "rack", "x y", "kernel"]), inner, max_size=3)),
-    max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "rack", "x y", "kernel"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 keys = {
     "node": ["mac", "ip", "hostname", "profile", "labels", "metadata", "reinstall", "extra"],
     "site": ["server", "dhcp", "boot_files"],

@@ -30,21 +30,51 @@ def test_base_repo_is_valid() -> None:
     ("edits", "code", "file", "line"),
     [
         # schema: the line of the offending field
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nip: 10.10.10.300\n"}, "schema", "nodes/node-1.yaml", 3),
+        (
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nip: 10.10.10.300\n"},
+            "schema",
+            "nodes/node-1.yaml",
+            3,
+        ),
         ({"nodes/node-1.yaml": "mac: nope\nprofile: install\n"}, "schema", "nodes/node-1.yaml", 1),
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nhostnme: x\n"}, "schema", "nodes/node-1.yaml", 3),
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nhostname: bad_name\n"}, "schema", "nodes/node-1.yaml", 3),
+        (
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nhostnme: x\n"},
+            "schema",
+            "nodes/node-1.yaml",
+            3,
+        ),
+        (
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nhostname: bad_name\n"},
+            "schema",
+            "nodes/node-1.yaml",
+            3,
+        ),
         ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\n"}, "schema", "nodes/node-1.yaml", 1),
         ({"netboot.yaml": "server:\n  address: 10.10.10.12\n  http_port: 99999\n"}, "schema", "netboot.yaml", 3),
         ({"profiles/local.yaml": "boot:\n  kernel: /k\n  args: [1]\n"}, "schema", "profiles/local.yaml", 3),
         # cross references
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nip: 10.10.10.201\nprofile: instal\n"}, "ref-profile", "nodes/node-1.yaml", 3),
+        (
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nip: 10.10.10.201\nprofile: instal\n"},
+            "ref-profile",
+            "nodes/node-1.yaml",
+            3,
+        ),
         ({"groups/default.yaml": "name: x\nprofile: nowhere\n"}, "ref-profile", "groups/default.yaml", 2),
         ({"profiles/local.yaml": "boot: {}\ncloud_init: missing\n"}, "ref-cloud-init", "profiles/local.yaml", 2),
         ({"profiles/local.yaml": "id: other\nboot: {}\n"}, "profile-id-mismatch", "profiles/local.yaml", 1),
         # duplicates after normalisation
-        ({"nodes/node-2.yaml": "mac: 52-54-00-AA-BB-01\nip: 10.10.10.202\nprofile: install\n"}, "duplicate-mac", "nodes/node-2.yaml", 1),
-        ({"nodes/node-2.yaml": "mac: 52:54:00:aa:bb:02\nip: 10.10.10.201\nprofile: install\n"}, "duplicate-ip", "nodes/node-2.yaml", 2),
+        (
+            {"nodes/node-2.yaml": "mac: 52-54-00-AA-BB-01\nip: 10.10.10.202\nprofile: install\n"},
+            "duplicate-mac",
+            "nodes/node-2.yaml",
+            1,
+        ),
+        (
+            {"nodes/node-2.yaml": "mac: 52:54:00:aa:bb:02\nip: 10.10.10.201\nprofile: install\n"},
+            "duplicate-ip",
+            "nodes/node-2.yaml",
+            2,
+        ),
         (
             {"nodes/node-2.yaml": "mac: 52:54:00:aa:bb:02\nip: 10.10.10.202\nhostname: NODE-1\nprofile: install\n"},
             "duplicate-hostname",
@@ -53,10 +83,23 @@ def test_base_repo_is_valid() -> None:
         ),
         ({"nodes/node-1.yml": "mac: 52:54:00:aa:bb:09\nprofile: install\n"}, "duplicate-node", "nodes/node-1.yml", 1),
         # addresses
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nip: 10.20.0.5\nprofile: install\n"}, "ip-outside-subnet", "nodes/node-1.yaml", 2),
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nip: 10.10.10.50\nprofile: install\n"}, "ip-in-pool", "nodes/node-1.yaml", 2),
         (
-            {"netboot.yaml": "server: {address: 10.10.10.12}\ndhcp:\n  subnets:\n    - subnet: 10.10.10.0/24\n      pool: [10.10.10.10, 10.10.11.20]\n"},
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nip: 10.20.0.5\nprofile: install\n"},
+            "ip-outside-subnet",
+            "nodes/node-1.yaml",
+            2,
+        ),
+        (
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nip: 10.10.10.50\nprofile: install\n"},
+            "ip-in-pool",
+            "nodes/node-1.yaml",
+            2,
+        ),
+        (
+            {
+                "netboot.yaml": "server: {address: 10.10.10.12}\ndhcp:\n  subnets:\n    - subnet: 10.10.10.0/24\n"
+                "      pool: [10.10.10.10, 10.10.11.20]\n"
+            },
             "pool-outside-subnet",
             "netboot.yaml",
             5,
@@ -78,7 +121,8 @@ def test_base_repo_is_valid() -> None:
                 "profiles/p3.yaml": "boot: {kernel: /assets/k3}\n",
                 "groups/by-rack.yaml": "profile: p2\nselector: {rack: r9}\n",
                 "groups/by-role.yaml": "profile: p3\nselector: {role: db}\n",
-                "nodes/node-3.yaml": "mac: 52:54:00:aa:bb:03\nip: 10.10.10.203\nprofile: p2\nlabels: {rack: r9, role: db}\n",
+                "nodes/node-3.yaml": "mac: 52:54:00:aa:bb:03\nip: 10.10.10.203\nprofile: p2\n"
+                "labels: {rack: r9, role: db}\n",
             },
             "group-ambiguous",
             "groups/by-rack.yaml",
@@ -104,9 +148,19 @@ def test_base_repo_is_valid() -> None:
             3,
         ),
         # safe YAML
-        ({"nodes/node-1.yaml": "mac: !!python/object/apply:os.system ['true']\nprofile: install\n"}, "yaml-unsafe-tag", "nodes/node-1.yaml", 1),
+        (
+            {"nodes/node-1.yaml": "mac: !!python/object/apply:os.system ['true']\nprofile: install\n"},
+            "yaml-unsafe-tag",
+            "nodes/node-1.yaml",
+            1,
+        ),
         ({"nodes/node-1.yaml": "mac: [1, 2\nprofile: install\n"}, "yaml-syntax", "nodes/node-1.yaml", 2),
-        ({"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nprofile: local\n"}, "yaml-duplicate-key", "nodes/node-1.yaml", 3),
+        (
+            {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:01\nprofile: install\nprofile: local\n"},
+            "yaml-duplicate-key",
+            "nodes/node-1.yaml",
+            3,
+        ),
         ({"netboot.yaml": None}, "missing-site", "netboot.yaml", 0),
     ],
 )
