@@ -119,6 +119,10 @@ class NodePlan:
     @property
     def what(self) -> tuple[str, ...]:
         """Short names of what changes, for a summary table."""
+        if self.status == "added":
+            return ("new machine",)
+        if self.status == "removed":
+            return ("no longer declared",)
         out = [c.what for c in self.changes]
         if self.args:
             out.append("kernel args")
@@ -191,7 +195,7 @@ def compare(base: Side, head: Side) -> Plan:
     new = head.state
     old_nodes = {n.name: n for n in old.nodes} if old is not None else {}
     new_nodes = {n.name: n for n in new.nodes}
-    sources = _source_changes(old, new)
+    sources = _source_changes(old, new) if old is not None else ()  # against nothing, everything is new
 
     nodes: list[NodePlan] = []
     owned: set[str] = set()
@@ -477,6 +481,8 @@ def _source_changes(old: DesiredState | None, new: DesiredState) -> tuple[Source
         st = status(ga, gb)
         if st is None:
             continue
+        # A declared node is always answered from its own node file, never through a repo group:
+        # a group reaches machines without a node file only (unknown MACs, label selectors).
         selected: set[str] = set()
         default = False
         for group, state in ((ga, old), (gb, new)):
@@ -484,10 +490,13 @@ def _source_changes(old: DesiredState | None, new: DesiredState) -> tuple[Source
                 continue
             default = default or group.is_default
             selected |= {n.name for n in state.nodes if matches(group.selector, {**n.labels, "mac": n.mac})}
-        note = "node files take precedence for declared nodes; the group serves machines without one"
         if default:
-            note = "the default group: serves every machine without a node file or a more specific group"
-        out.append(SourceChange("group", gid, st, tuple(sorted(selected)), (), note))
+            note = "the default group: serves machines with no node file and no more specific group"
+        else:
+            note = "serves machines with no node file that its selector matches"
+        if selected:
+            note += f" (declared nodes it also selects boot from their node files: {', '.join(sorted(selected))})"
+        out.append(SourceChange("group", gid, st, (), (), note))
 
     if old is not None and _assets(old) != _assets(new):
         before, after = _assets(old), _assets(new)
