@@ -40,7 +40,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from reconciler.adapters.artifacts import ArtifactStore
+from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.gitsource import Source, SourceProblem, SourceUnavailable, open_source, print_progress
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore
 from reconciler.adapters.watcher import Watcher
@@ -183,6 +183,7 @@ class Daemon:
         self._failures = 0
         self._next_attempt: float | None = None
         self._reconciling = False
+        self._previous: StoredGeneration | None = None  # what `write` may hard-link from
         self.steps: tuple[tuple[str, Step], ...] = (
             ("fetch", self._fetch),
             ("snapshot", self._snapshot),
@@ -220,6 +221,7 @@ class Daemon:
                       stored.revision)
             return
         generation = Generation(stored.revision, result.state, stored.files, stored.root)
+        self._previous = stored
         self.holder.swap(generation)
         self.metrics.served(stored.revision)
         with self._lock:
@@ -463,7 +465,8 @@ class Daemon:
     def _write(self, attempt: Attempt) -> bool:
         assert attempt.files is not None and attempt.snapshot is not None and attempt.revision is not None
         try:
-            attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files)
+            attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
+                                                previous=self._previous)
         except OSError as exc:
             raise Temporary(f"writing generation: {exc}") from exc
         return True
@@ -481,6 +484,8 @@ class Daemon:
         generation = Generation(attempt.revision, attempt.state, attempt.files, attempt.root)
         self.holder.swap(generation)
         attempt.generation = generation
+        if attempt.root is not None and attempt.snapshot is not None:
+            self._previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files)
         self.metrics.served(attempt.revision)
         self._after_activation(generation)
         return True

@@ -74,8 +74,18 @@ class ArtifactStore:
     def path_of(self, revision: str) -> Path:
         return self.generations / _safe_name(revision)
 
-    def write(self, revision: str, files: Mapping[str, bytes], source: Mapping[str, bytes]) -> Path:
-        """Write one generation durably; return its final directory. Idempotent per revision."""
+    def write(
+        self,
+        revision: str,
+        files: Mapping[str, bytes],
+        source: Mapping[str, bytes],
+        previous: StoredGeneration | None = None,
+    ) -> Path:
+        """Write one generation durably; return its final directory. Idempotent per revision.
+
+        Files whose bytes equal the same path in `previous` are hard-linked from it (creating an
+        inode costs far more than a link; generations are immutable, so sharing is safe).
+        """
         final = self.path_of(revision)
         if final.is_dir():
             return final
@@ -84,13 +94,23 @@ class ArtifactStore:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         made: set[str] = set()
-        for prefix, tree in (("", files), (SOURCE_DIR + "/", source)):
+        prev_root = previous.root if previous is not None and previous.root.is_dir() else None
+        for prefix, tree, before in (
+            ("", files, previous.files if previous else {}),
+            (SOURCE_DIR + "/", source, previous.source if previous else {}),
+        ):
             for rel, data in tree.items():
                 path = prefix + _safe_relative(rel)
                 parent = os.path.dirname(path)
                 if parent and parent not in made:
                     os.makedirs(tmp / parent, exist_ok=True)
                     made.add(parent)
+                if prev_root is not None and before.get(rel) == data:
+                    try:
+                        os.link(prev_root / path, tmp / path)
+                        continue
+                    except OSError:
+                        pass  # collected meanwhile, or another file system: write it
                 with open(tmp / path, "wb") as fh:
                     fh.write(data)
         _sync_filesystem(tmp)

@@ -147,7 +147,8 @@ def test_old_generations_are_collected_keeping_the_last_n(tree: WorkTree, tmp_pa
     try:
         revisions = []
         for i in range(4):
-            revisions.append(tree.commit(f"c{i}", {f"nodes/n{i}.yaml": f"mac: 52:54:00:aa:cc:0{i}\nprofile: local-disk\n"}))
+            node = {f"nodes/n{i}.yaml": f"mac: 52:54:00:aa:cc:0{i}\nprofile: local-disk\n"}
+            revisions.append(tree.commit(f"c{i}", node))
             assert daemon.reconcile_once() is Result.APPLIED
         stored = sorted(p.name for p in (tmp_path / "state" / "generations").iterdir())
         assert stored == sorted(revisions[-2:])
