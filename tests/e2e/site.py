@@ -1,0 +1,170 @@
+"""The e2e provisioning repository (a real git repository) and the daemon process serving it.
+
+`SiteRepo` writes a small site (netboot.yaml on the lab subnet, one node file per VM, the
+`e2e` profile booting the cached kernel + busybox initramfs with `ds=nocloud;s=...` and
+`e2e.report=<report_url>`) and commits it with the `git` CLI; `commit()` applies edits and
+returns the new sha.
+
+`DaemonProcess` runs `netboot-reconcile run` inside the lab namespace (DHCP full mode on the
+bridge, TFTP on :69, HTTP on :80), logs to `<workdir>/daemon.log`, and reads `/status` from
+inside the namespace.
+
+Callers: `tests/e2e/conftest.py`, `bench/boot_storm.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.harness import ROOT, Lab, tail
+
+NETBOOT = ROOT / ".venv" / "bin" / "netboot-reconcile"
+KERNEL_PATH = "/assets/e2e/vmlinuz"
+INITRD_PATH = "/assets/e2e/initrd"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    mac: str
+    ip: str
+
+
+def node_specs(count: int, first_ip: int = 201) -> list[NodeSpec]:
+    return [NodeSpec(f"vm-{i + 1}", f"52:54:00:e2:e0:{i + 1:02x}", f"10.10.10.{first_ip + i}") for i in range(count)]
+
+
+def site_files(server_ip: str, bridge: str, nodes: list[NodeSpec], extra_args: tuple[str, ...] = ()) -> dict[str, str]:
+    args = ["console=ttyS0", "panic=-1", "loglevel=4", '"ds=nocloud;s={{ cloud_init_url }}"',
+            '"e2e.report={{ report_url }}"', *extra_args]
+    files = {
+        "netboot.yaml": f"""\
+server:
+  address: {server_ip}
+  http_port: 80
+dhcp:
+  mode: full
+  interface: {bridge}
+  unknown_clients: ignore
+  subnets:
+    - subnet: 10.10.10.0/24
+      pool: [10.10.10.100, 10.10.10.150]
+      routers: [{server_ip}]
+      dns_servers: [{server_ip}]
+      lease_time: 600
+      max_lease_time: 7200
+""",
+        "profiles/e2e.yaml": "name: e2e busybox\nboot:\n"
+        f"  kernel: {KERNEL_PATH}\n  initrd: [{INITRD_PATH}]\n  args: [{', '.join(args)}]\n"
+        "cloud_init: e2e\n",
+        "cloud-init/e2e.yaml": "#cloud-config\nhostname: {{ hostname }}\n"
+        "write_files:\n  - path: /etc/e2e-revision\n    content: \"{{ revision }}\"\n",
+    }
+    for node in nodes:
+        files[f"nodes/{node.name}.yaml"] = f"mac: {node.mac}\nip: {node.ip}\nprofile: e2e\n"
+    return files
+
+
+class SiteRepo:
+    """A git work tree the daemon follows (`--repo <path>`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", "main")
+
+    def git(self, *args: str) -> str:
+        env = {"GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
+               "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
+               "PATH": "/usr/bin:/bin", "HOME": str(self.path)}
+        proc = subprocess.run(["git", "-C", str(self.path), *args], capture_output=True, text=True,
+                              env=env, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"git {' '.join(args)}: {proc.stderr}")
+        return proc.stdout.strip()
+
+    def commit(self, files: Mapping[str, str | None], message: str) -> str:
+        """Write (or, for None, delete) `files`, commit, return the new HEAD sha."""
+        for rel, text in files.items():
+            target = self.path / rel
+            if text is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+
+class DaemonProcess:
+    """`netboot-reconcile run` in the lab namespace, serving DHCP, TFTP and HTTP on the bridge."""
+
+    def __init__(self, lab: Lab, repo: Path, state_dir: Path, assets_dir: Path, interval: float = 2.0) -> None:
+        self.lab = lab
+        self.state_dir = state_dir
+        self.log = lab.workdir / "daemon.log"
+        ip = lab.server_ip
+        self.base = f"http://{ip}"
+        self.cmd = [
+            str(NETBOOT), "run", "--repo", str(repo), "--state-dir", str(state_dir),
+            "--http-listen", f"{ip}:80", "--tftp-listen", f"{ip}:69",
+            "--dhcp-interface", lab.bridge, "--assets-dir", str(assets_dir),
+            "--interval", str(interval),
+        ]
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        out = self.log.open("a")
+        self.proc = self.lab.popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"netboot-reconcile exited {self.proc.returncode}:\n{tail(self.log_text())}")
+            code, _ = self.lab.http_get(f"{self.base}/healthz", timeout=5)
+            if code == 200:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"netboot-reconcile not healthy after {timeout} s:\n{tail(self.log_text())}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def status(self) -> dict[str, Any]:
+        code, body = self.lab.http_get(f"{self.base}/status", timeout=10)
+        if code != 200:
+            raise RuntimeError(f"/status answered {code}: {body[:500]}")
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+
+    def wait_status(self, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                last = self.status()
+            except (RuntimeError, ValueError):
+                last = {}
+            if last and predicate(last):
+                return last
+            time.sleep(0.5)
+        raise TimeoutError(f"/status never matched in {timeout} s; last: {json.dumps(last)[:2000]}\n"
+                           f"{tail(self.log_text())}")
+
+    def results(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`netboot-reconcile results --state-dir ... --format json [args]` (run outside the namespace)."""
+        return subprocess.run([str(NETBOOT), "results", "--state-dir", str(self.state_dir), "--format", "json", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc, grace=15)
