@@ -175,3 +175,14 @@ def test_matchbox_named_initrd_is_kept_and_pinned() -> None:
     profile = json.loads(out["profiles/node.legacy-1.json"])
     assert profile["boot"]["initrd"] == [f"--name main {PINNED}/assets/fcos/initramfs.img"]
     assert f"initrd '(http,10.10.10.12)/r/{REVISION}/assets/fcos/initramfs.img'" in out["grub/legacy-1.cfg"].decode()
+
+
+def test_instance_id_ignores_a_revision_used_inside_user_data() -> None:
+    snap = example_snapshot()
+    files = dict(snap.files)
+    files["cloud-init/ubuntu-autoinstall.yaml"] += b"  timezone: UTC  # {{ revision[:7] }}\n"
+    ids = {
+        _instance_id(valid_state(dataclasses.replace(snap, files=files, revision=rev)), "52:54:00:aa:bb:02")
+        for rev in ("a" * 40, "b" * 40)
+    }
+    assert len(ids) == 1

@@ -34,6 +34,7 @@ from reconciler.core.model import Group, Profile
 from reconciler.core.render.nodes import NodeBoot
 
 NODE_PREFIX = "node."
+_SEPARATORS = (", ", ": ")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -57,8 +58,17 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def _encode(value: Any) -> str:
+    # One line with the C encoder (indent= would use the slow pure-Python one); plain() only
+    # when the fast path meets a value JSON has no spelling for (dates, sets, NaN, mixed keys).
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=_SEPARATORS)
+    except (TypeError, ValueError):
+        return json.dumps(plain(value), sort_keys=True, ensure_ascii=False, separators=_SEPARATORS)
+
+
 def dump(value: Mapping[str, Any]) -> bytes:
-    return (json.dumps(plain(value), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (_encode(value) + "\n").encode()
 
 
 def boot_json(kernel: str, initrd: tuple[str, ...], args: tuple[str, ...]) -> dict[str, Any]:
@@ -145,7 +155,11 @@ def _go_value(value: Any) -> str:
         return "false"
     if isinstance(value, list | tuple):
         return "[" + " ".join(_go_value(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if isinstance(value, set | frozenset):
+        return "[" + " ".join(sorted(_go_value(v) for v in value)) + "]"
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Mapping):
         return "map[" + " ".join(f"{k}:{_go_value(value[k])}" for k in sorted(value, key=str)) + "]"
     return str(value)
 
@@ -165,7 +179,7 @@ def _env_lines(prefix: str, data: Mapping[str, Any], out: list[str]) -> None:
 
 def env_file(data: Mapping[str, Any]) -> bytes:
     lines: list[str] = []
-    _env_lines("", plain(data), lines)
+    _env_lines("", data, lines)
     return "".join(line + "\n" for line in lines).encode()
 
 

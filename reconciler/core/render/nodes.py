@@ -18,11 +18,14 @@ the revision in ways a text replacement cannot undo (`revision[:7]`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+import jinja2
+import jinja2.meta
 
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile, Site
@@ -66,15 +69,51 @@ def split_initrd(entry: str) -> tuple[str | None, str]:
     return None, entry
 
 
+_REVISION_VARIABLES = frozenset({"revision", "cloud_init_url"})
+_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 (parses only, never renders)
+
+
+@functools.lru_cache(maxsize=4096)
+def uses_revision(text: str) -> bool:
+    """Whether a template's output can depend on the revision (it names a revision variable)."""
+    if not template.is_template(text):
+        return False
+    try:
+        names = jinja2.meta.find_undeclared_variables(_PARSER.parse(text))
+    except jinja2.TemplateSyntaxError:
+        return True
+    return not names.isdisjoint(_REVISION_VARIABLES)
+
+
+_Raw = tuple[str, tuple[str, ...], tuple[str, ...], str | None]
+
+
 def _plan(
-    site: Site, node: Node, profile: Profile, tpl: CloudInitTemplate | None, revision: str
-) -> tuple[str, tuple[str, ...], tuple[str, ...], str | None]:
+    site: Site,
+    node: Node,
+    profile: Profile,
+    tpl: CloudInitTemplate | None,
+    revision: str,
+    reuse: _Raw | None = None,
+) -> _Raw:
+    """The node's raw (unpinned) kernel, initrd entries, args and user-data at `revision`.
+    With `reuse` (the same plan at another revision), templates that cannot depend on the
+    revision are not rendered again: their output is the same."""
     context = template.node_context(site, node, revision)
+
+    def one(text: str, previous: str | None) -> str:
+        if reuse is not None and previous is not None and not uses_revision(text):
+            return previous
+        return template.render(text, context)
+
     boot = profile.boot
-    kernel = pin(site, revision, template.render(boot.kernel, context)) if boot.kernel else ""
-    initrd = tuple(template.render(p, context) for p in boot.initrd) if kernel else ()
-    args = tuple(template.render(a, context) for a in boot.args) if kernel else ()
-    user_data = template.render(tpl.text, context) if tpl is not None else None
+    kernel = one(boot.kernel, reuse[0] if reuse else None) if boot.kernel else ""
+    initrd: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    if kernel:
+        initrd = tuple(one(p, reuse[1][i] if reuse else None) for i, p in enumerate(boot.initrd))
+        args = tuple(one(a, reuse[2][i] if reuse else None) for i, a in enumerate(boot.args))
+    user_data = one(tpl.text, reuse[3] if reuse else None) if tpl is not None else None
     return kernel, initrd, args, user_data
 
 
@@ -88,13 +127,14 @@ def plan_node(
     """The node's boot plan; templates were all rendered once by validation, so this cannot fail."""
     profile = profiles[node.profile]
     tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
-    kernel, entries, args, user_data = _plan(site, node, profile, tpl, revision)
+    raw = _plan(site, node, profile, tpl, revision)
+    kernel, entries, args, user_data = raw
     named = [split_initrd(e) for e in entries]
     initrd = tuple(pin(site, revision, path) for _, path in named)
-    fixed: Any = _plan(site, node, profile, tpl, "") if revision else (kernel, entries, args, user_data)
+    fixed = _plan(site, node, profile, tpl, "", reuse=raw) if revision else raw
     digest = hashlib.sha256(
         json.dumps([fixed, node.hostname, node.profile, node.reinstall], separators=(",", ":")).encode()
     ).hexdigest()
-    return NodeBoot(
-        node, profile, kernel, initrd, tuple(n for n, _ in named), args, user_data, f"iid-{digest[:20]}"
-    )
+    pinned_kernel = pin(site, revision, kernel) if kernel else ""
+    names = tuple(n for n, _ in named)
+    return NodeBoot(node, profile, pinned_kernel, initrd, names, args, user_data, f"iid-{digest[:20]}")
