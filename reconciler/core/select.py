@@ -2,8 +2,9 @@
 
 Called by validation (ambiguity checks), the renderer and the HTTP server. Semantics follow
 matchbox: every query parameter is a label, `mac` in any spelling is normalised, groups are
-tried from most selectors to fewest, ties are broken by group id (deterministic), and a group
-with no selector is the default group.
+tried from most selectors to fewest, ties are broken as matchbox breaks them (its
+`sort.Reverse(ByReqs)`: the `k=v,k=v` selector string, descending; then the id, so identical
+selectors are deterministic too), and a group with no selector is the default group.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ def normalise_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def selector_string(selector: Mapping[str, str]) -> str:
+    """matchbox's canonical selector string: `k=v` pairs sorted by key, joined by commas."""
+    return ",".join(f"{key}={selector[key]}" for key in sorted(selector))
+
+
 def sort_groups(groups: Iterable[Group]) -> tuple[Group, ...]:
-    """Groups in matchbox's trial order: most selectors first, then by id."""
-    return tuple(sorted(groups, key=lambda g: (-len(g.selector), g.id)))
+    """Groups in matchbox's trial order: most selectors first, ties by selector string, descending."""
+    return tuple(sorted(groups, key=lambda g: (len(g.selector), selector_string(g.selector), g.id), reverse=True))
 
 
 def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
