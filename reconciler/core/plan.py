@@ -416,10 +416,23 @@ def unified(name: str, before: str, after: str) -> str:
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
+def readable(path: str, data: bytes | None) -> str:
+    """A rendered file as text for a diff; JSON (matchbox's, written on one line) one value a line."""
+    if data is None:
+        return ""
+    text = data.decode(errors="replace")
+    if path.endswith(".json"):
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+        except ValueError:
+            return text
+    return text
+
+
 def file_diff(path: str, before: bytes | None, after: bytes | None) -> FileDiff | None:
     if before == after:
         return None
-    diff = unified(path, (before or b"").decode(errors="replace"), (after or b"").decode(errors="replace"))
+    diff = unified(path, readable(path, before), readable(path, after))
     body = [line for line in diff.splitlines() if not line.startswith(("---", "+++"))]
     return FileDiff(
         path,

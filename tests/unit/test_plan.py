@@ -141,3 +141,12 @@ def test_markdown_escapes_backticks_pipes_and_fences() -> None:
     assert block.startswith("````diff\n") and block.endswith("\n````\n")
     long = plan_format.fenced("\n".join(str(i) for i in range(plan_format.MAX_DIFF_LINES + 5)))
     assert "... 5 more line(s)" in long
+
+
+def test_one_line_json_is_diffed_one_value_a_line() -> None:
+    from reconciler.core.plan import file_diff
+
+    before, after = b'{"boot": {"args": ["a", "b"]}}', b'{"boot": {"args": ["a", "c"]}}'
+    d = file_diff("profiles/x.json", before, after)
+    assert d is not None and (d.added, d.removed) == (1, 1)
+    assert '-      "b"\n+      "c"\n' in d.diff
