@@ -77,7 +77,7 @@ class BootFiles:
 
     bios: str = "undionly.kpxe"
     uefi_x64: str = "ipxe.efi"
-    uefi_arm64: str = "ipxe-arm64.efi"
+    uefi_arm64: str = "snp.efi"
     ipxe_script: str = "boot.ipxe"
 
 

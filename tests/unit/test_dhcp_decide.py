@@ -29,7 +29,7 @@ from tests.unit.test_dhcp_fixtures import (
 )
 
 NOW = 1_000_000.0
-BINARIES = {"undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"}
+BINARIES = {"undionly.kpxe", "ipxe.efi", "snp.efi"}
 SCRIPT_URL = "http://10.99.0.1:8080/boot.ipxe"
 
 
@@ -87,8 +87,8 @@ def test_real_firmware_gets_the_contract_boot_answer(packet: dict[str, str]) -> 
 
 @pytest.mark.parametrize(
     ("arch", "expected"),
-    [(0, "undionly.kpxe"), (6, "ipxe.efi"), (7, "ipxe.efi"), (9, "ipxe.efi"), (10, "ipxe-arm64.efi"),
-     (11, "ipxe-arm64.efi")],
+    [(0, "undionly.kpxe"), (6, "ipxe.efi"), (7, "ipxe.efi"), (9, "ipxe.efi"), (10, "snp.efi"),
+     (11, "snp.efi")],
 )
 def test_pxe_arch_gets_its_binary_and_next_server(arch: int, expected: str) -> None:
     decision = run(client_message(d.DISCOVER, "52:54:00:12:34:56", options=pxe_options(arch)))
@@ -115,7 +115,7 @@ def test_ipxe_rfc3004_user_class_form() -> None:
     assert filename(decision) == SCRIPT_URL
 
 
-@pytest.mark.parametrize(("arch", "url"), [(16, "ipxe.efi"), (15, "ipxe.efi"), (19, "ipxe-arm64.efi")])
+@pytest.mark.parametrize(("arch", "url"), [(16, "ipxe.efi"), (15, "ipxe.efi"), (19, "snp.efi")])
 def test_uefi_http_boot_gets_a_url_and_httpclient_echoed(arch: int, url: str) -> None:
     decision = run(client_message(d.DISCOVER, "52:54:00:12:34:56", options=pxe_options(arch, http=True)))
     assert filename(decision) == f"http://10.99.0.1:8080/assets/ipxe/{url}"

@@ -33,7 +33,7 @@ def test_dhcpd_boot_decision() -> None:
     assert 'option user-class = "iPXE" {\n  filename "http://10.10.10.12/boot.ipxe";' in conf
     assert "(option arch = 00:00) {\n  filename \"undionly.kpxe\";" in conf
     assert "(option arch = 00:06 or option arch = 00:07 or option arch = 00:09) {\n  filename \"ipxe.efi\";" in conf
-    assert "(option arch = 00:0a or option arch = 00:0b) {\n  filename \"ipxe-arm64.efi\";" in conf
+    assert "(option arch = 00:0a or option arch = 00:0b) {\n  filename \"snp.efi\";" in conf
     assert 'option vendor-class-identifier "HTTPClient";\n  filename "http://10.10.10.12/assets/ipxe/ipxe.efi";' in conf
     assert "\nnext-server 10.10.10.12;" in conf  # unknown_clients: boot -> global
 
