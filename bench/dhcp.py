@@ -1,7 +1,7 @@
 """DHCP benchmark: DORA/s at <= 0.1% drops, ours vs kea-dhcp4 (memfile) vs dnsmasq (no-ping).
 
 Run on purpose, as root: `.venv/bin/python bench/dhcp.py`. Everything happens in network
-namespaces made here (tests/integration/test_dhcp_netns.Lab) and deleted at the end. perfdhcp
+namespaces made here (tests/dhcp_lab.Lab) and deleted at the end. perfdhcp
 (kea-admin) runs in a client namespace and, as always, acts as a relay (giaddr 10.99.0.2);
 each server runs in turn in the server namespace with the same subnet, pool and reservations.
 
@@ -34,8 +34,8 @@ from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import CollectEvents
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.dhcp import DhcpServer
-from tests.integration.test_dhcp_netns import Lab
-from tests.unit.test_dhcp_fixtures import make_state, node
+from tests.dhcp_fixtures import make_state, node
+from tests.dhcp_lab import Lab
 
 SERVER = "10.99.0.1"
 RELAY = "10.99.0.2"

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Real packets captured from firmware netbooting in QEMU; shared/ sits beside the checkout.
+VECTORS = ROOT.parent / "shared" / "vectors" / "netboot-clients.json"
 
 
 def require_root() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,15 +19,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests` is not on sys.path under pytest
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import CollectEvents
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import dhcp as d
 from reconciler.servers.dhcp import DhcpServer
-from tests.integration.test_dhcp_netns import Lab
+from tests.dhcp_fixtures import make_state, node, vectors
+from tests.dhcp_lab import Lab
 from tests.support import require_root, require_tool
-from tests.unit.test_dhcp_fixtures import make_state, node, vectors
 
 
 @pytest.fixture

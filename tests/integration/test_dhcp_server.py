@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests` is not on sys.path under pytest
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import CollectEvents
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.dhcp import DhcpServer
-from tests.integration.test_dhcp_netns import Lab
+from tests.dhcp_fixtures import make_state, node
+from tests.dhcp_lab import Lab
 from tests.support import require_root, require_tool
-from tests.unit.test_dhcp_fixtures import make_state, node
 
 SERVER = "10.99.0.1"
 SCRIPT_URL = "http://10.99.0.1:8080/boot.ipxe"

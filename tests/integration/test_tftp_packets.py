@@ -27,8 +27,8 @@ from reconciler.core.model import DesiredState, Node, Site
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as p
 from reconciler.servers.tftp import TftpServer
+from tests.support import VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "netboot-clients.json"
 FAST = p.Limits(default_timeout=0.05, max_retries=50)  # server-side retransmit timer for loss tests
 SOCKET_TIMEOUT = 10.0
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from ipaddress import IPv4Address
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.protocol import dhcp as d
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests` is not on sys.path under pytest
-from tests.unit.test_dhcp_fixtures import client_message, vectors
+from tests.dhcp_fixtures import client_message, vectors
 
 VECTORS = vectors()
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Mapping
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +14,7 @@ from hypothesis import strategies as st
 from reconciler.core.model import Node
 from reconciler.protocol import dhcp as d
 from reconciler.protocol.dhcp_decide import Decision, decide, plan_dhcp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests` is not on sys.path under pytest
-from tests.unit.test_dhcp_fixtures import (
+from tests.dhcp_fixtures import (
     SERVER,
     MemoryLeases,
     client_message,

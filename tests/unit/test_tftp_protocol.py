@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.protocol import tftp as p
-
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "netboot-clients.json"
+from tests.support import VECTORS
 
 
 def rrq(name: str = "f", mode: str = "octet", **options: str) -> p.ReadRequest:

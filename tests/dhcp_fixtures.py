@@ -8,16 +8,12 @@ from __future__ import annotations
 import json
 from collections.abc import Container, Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 from reconciler.core.model import BootFiles, DesiredState, DhcpMode, Node, Site, Subnet, UnknownClients
 from reconciler.protocol import dhcp as d
 from reconciler.protocol.dhcp_decide import Lease, LeaseChange
-
-VECTORS = Path("/work/shared/vectors/netboot-clients.json")
-if not VECTORS.exists():  # a checkout beside ../shared
-    VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "netboot-clients.json"
+from tests.support import VECTORS
 
 SERVER = IPv4Address("10.99.0.1")
 
