@@ -1,0 +1,99 @@
+"""Fixtures of the e2e tests: tools present, boot assets built, one lab + git repo + daemon per module.
+
+`boot_assets` (session): the cached kernel + busybox initramfs (`tests/e2e/assets.py`).
+`site` (module): a network namespace with a bridge (10.10.10.12/24), a git repository with two
+nodes (vm-1 boots with SeaBIOS + iPXE ROM, vm-2 with OVMF's own PXE), and `netboot-reconcile run`
+serving DHCP (full mode, on the bridge), TFTP (:69) and HTTP (:80) from it. Torn down in a
+finalizer: daemon, QEMU guests and the RA sender are killed, the namespace (bridge, taps) deleted.
+Logs (daemon, serial consoles) stay in the pytest tmp directory and are quoted in failures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.assets import AssetError, BootAssets, build_assets, install_into
+from tests.e2e.harness import OVMF_CODE, OVMF_VARS, Lab, Vm
+from tests.e2e.site import NETBOOT, DaemonProcess, NodeSpec, SiteRepo, node_specs, site_files
+from tests.support import require_root, require_tool
+
+TOOLS = (
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("ip", "iproute2"),
+    ("busybox", "busybox-static"),
+    ("git", "git"),
+    ("curl", "curl"),
+    ("apt-get", "apt"),
+    ("dpkg-deb", "dpkg"),
+)
+FILES = (
+    (OVMF_CODE, "ovmf"),
+    (OVMF_VARS, "ovmf"),
+    (Path("/usr/lib/ipxe/ipxe.efi"), "ipxe"),
+    (Path("/usr/lib/ipxe/qemu/efi-virtio.rom"), "ipxe-qemu"),
+)
+
+
+def require_e2e() -> None:
+    require_root()
+    for tool, package in TOOLS:
+        require_tool(tool, package)
+    for path, package in FILES:
+        if not path.exists():
+            pytest.fail(f"{path} not found: apt-get install {package} (scripts/test.sh installs it)")
+    if not NETBOOT.exists():
+        pytest.fail(f"{NETBOOT} not found: create the venv (scripts/test.sh, or pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="session")
+def boot_assets() -> BootAssets:
+    require_e2e()
+    try:
+        return build_assets()
+    except AssetError as exc:
+        pytest.fail(f"building the e2e boot assets failed: {exc}")
+
+
+@dataclass
+class Site:
+    lab: Lab
+    repo: SiteRepo
+    daemon: DaemonProcess
+    nodes: list[NodeSpec]
+    files: dict[str, str]
+    vms: dict[str, Vm] = field(default_factory=dict)
+    good: str = ""  # the last commit expected to be served
+
+    def vm(self, name: str, firmware: str) -> Vm:
+        if name not in self.vms:
+            spec = next(n for n in self.nodes if n.name == name)
+            self.vms[name] = Vm(self.lab, name, spec.mac, firmware)
+        return self.vms[name]
+
+    def node(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)
+
+
+@pytest.fixture(scope="module")
+def site(boot_assets: BootAssets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    work = tmp_path_factory.mktemp("e2e")
+    os.chmod(work, 0o755)
+    lab = Lab(workdir=work)
+    try:
+        assets_dir = work / "assets"
+        install_into(boot_assets, assets_dir)
+        nodes = node_specs(2)
+        files = site_files(lab.server_ip, lab.bridge, nodes)
+        repo = SiteRepo(work / "repo")
+        first = repo.commit(files, "e2e site: two nodes booting the busybox initramfs")
+        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
+        daemon.start()
+        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
+        yield Site(lab, repo, daemon, nodes, files, good=first)
+    finally:
+        lab.close()  # kills the daemon, the guests and the RA sender; deleting the namespace removes br0 and taps

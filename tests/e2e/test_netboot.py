@@ -1,0 +1,218 @@
+"""Real firmware netbooting a real Linux kernel through `netboot-reconcile run`, from a git commit.
+
+One lab per module (see conftest.py): the daemon serves DHCP (full mode), TFTP and HTTP on a
+bridge in a network namespace; QEMU guests (TCG) boot from it:
+- vm-1, BIOS: SeaBIOS + the virtio NIC's iPXE ROM: DHCP -> /boot.ipxe -> /ipxe -> kernel + initrd.
+- vm-2, UEFI: OVMF's own PXE (NIC ROM disabled): DHCP arch 7 -> TFTP ipxe.efi -> iPXE -> HTTP.
+The busybox initramfs fetches its NoCloud seed from the URL on its command line and POSTs a
+report to /report/<mac>; it also prints that report on the serial console, which is what the
+tests read for what the guest saw (/proc/cmdline, meta-data, user-data).
+
+What the daemon saw is read from its results store (`results.sqlite3`, boot events stamped with
+the serving revision) and from `netboot-reconcile results --format json` (issue 8: while that
+command does not exist the test saying so is an explicit xfail naming it).
+
+The tests run in file order and build on each other: first boots, then a GitOps change to the
+profile (a kernel argument) applied without restart, then an invalid commit that must not be served.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Site
+from tests.e2e.harness import serial_report, tail
+
+pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(900)]
+
+BOOT_TIMEOUT = 420  # seconds for one TCG boot on a loaded 2-core machine (a bound, not an expectation)
+BIOS_STAGES = {"dhcp-ack", "ipxe-bootstrap", "ipxe-script", "kernel", "initrd", "meta-data", "user-data"}
+UEFI_STAGES = BIOS_STAGES | {"tftp"}
+MARKER = "e2e.marker=gitops-1"
+
+
+def boot(site: Site, name: str, firmware: str) -> dict[str, Any]:
+    """Power on `name`, wait for it to power off, return the report it printed on its console."""
+    vm = site.vm(name, firmware)
+    vm.start()
+    text = vm.wait(BOOT_TIMEOUT)
+    report = serial_report(text)
+    assert report is not None, (
+        f"{name} ({firmware}) powered off without reaching the Linux callback; serial log {vm.log}:\n{tail(text)}\n"
+        f"daemon log:\n{tail(site.daemon.log_text())}"
+    )
+    assert report["status"] == "success", f"{name}: {report['message']}; serial log:\n{tail(text)}"
+    assert report["mac"] == site.node(name).mac
+    return report
+
+
+Event = tuple[str, str, dict[str, Any]]
+
+
+def boot_events(site: Site, revision: str | None = None, mac: str | None = None) -> list[Event]:
+    """(stage, revision, detail) of the daemon's recorded boot events, oldest first."""
+    db = site.daemon.state_dir / "results.sqlite3"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT stage, revision, detail FROM boot_events WHERE (? IS NULL OR revision = ?) "
+            "AND (? IS NULL OR mac = ?) ORDER BY id",
+            (revision, revision, mac, mac),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(stage, rev, json.loads(detail)) for stage, rev, detail in rows]
+
+
+def wait_stages(site: Site, revision: str, mac: str, stages: Iterable[str], timeout: float = 20) -> set[str]:
+    """The stages recorded for (revision, mac), once they include `stages` (events are written in batches)."""
+    want = set(stages)
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        seen = {stage for stage, _, _ in boot_events(site, revision, mac)}
+        if want <= seen:
+            return seen
+        time.sleep(0.5)
+    raise AssertionError(f"events for {mac} at {revision[:12]}: missing {sorted(want - seen)}; seen {sorted(seen)}")
+
+
+def assert_served(report: dict[str, Any], revision: str, mac: str) -> None:
+    """The guest booted `revision`: its NoCloud URL is pinned to it and its user-data carries it."""
+    assert f"/r/{revision}/cloud-init/{mac}/" in report["cmdline"], report["cmdline"]
+    assert f"e2e.report=http://10.10.10.12/report/{mac}" in report["cmdline"]
+    assert revision in report["user_data"], report["user_data"]
+    assert report["user_data"].startswith("#cloud-config")
+    assert report["meta_data"].startswith("instance-id: iid-"), report["meta_data"]
+
+
+def results_json(site: Site, *args: str) -> Any:
+    """`netboot-reconcile results --format json`; an explicit xfail naming issue 8 while it does not exist."""
+    proc = site.daemon.results(*args)
+    if proc.returncode != 0 and ("invalid choice" in proc.stderr or "usage:" in proc.stderr):
+        pytest.xfail(f"`netboot-reconcile results` is not implemented yet (issue 8): {proc.stderr.strip()[-300:]}")
+    assert proc.returncode == 0, f"results failed ({proc.returncode}): {proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def node_results(doc: Any, mac: str, name: str, revision: str) -> list[dict[str, Any]]:
+    """Every object in `doc` about (node or mac, revision): the shape of the output is issue 8's to define."""
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any, context_rev: str | None) -> None:
+        if isinstance(value, dict):
+            rev = next((str(value[k]) for k in ("revision", "commit", "sha") if k in value), context_rev)
+            who = {str(value.get(k)) for k in ("mac", "node", "name")}
+            if (mac in who or name in who) and rev is not None and rev.startswith(revision[:12]):
+                found.append(value)
+            for child in value.values():
+                walk(child, rev)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child, context_rev)
+
+    walk(doc, None)
+    return found
+
+
+def assert_result_success(doc: Any, mac: str, name: str, revision: str, stages: set[str]) -> None:
+    entries = node_results(doc, mac, name, revision)
+    assert entries, f"results shows nothing for {name} ({mac}) at {revision[:12]}: {json.dumps(doc)[:1500]}"
+    text = json.dumps(entries)
+    assert any(str(e.get(k, "")).lower() in ("success", "succeeded", "ok")
+               for e in entries for k in ("status", "result", "outcome")), text[:1500]
+    for stage in stages | {"report"}:
+        assert stage in text, f"results for {name} at {revision[:12]} lack the {stage!r} event: {text[:1500]}"
+
+
+# -- the tests, in order ---------------------------------------------------------------------------
+
+
+def test_bios_ipxe_rom_boots_the_commit(site: Site) -> None:
+    node = site.node("vm-1")
+    report = boot(site, "vm-1", "bios")
+    assert_served(report, site.good, node.mac)
+    assert "hostname: vm-1" in report["user_data"]
+    seen = wait_stages(site, site.good, node.mac, BIOS_STAGES)
+    assert "tftp" not in seen  # the iPXE ROM goes straight to HTTP
+    events = boot_events(site, site.good, node.mac)
+    acks = [d for stage, _, d in events if stage == "dhcp-ack"]
+    bootstrap = "http://10.10.10.12/boot.ipxe"
+    assert any(d.get("user_class") == "iPXE" and d.get("filename") == bootstrap for d in acks), acks
+    assert any(d.get("ip") == node.ip for d in acks), acks
+    kernel = [d for stage, _, d in events if stage == "kernel"]
+    assert kernel and all(d["status"] == 200 for d in kernel), kernel
+
+
+def test_uefi_ovmf_pxe_boots_through_tftp_ipxe_efi(site: Site) -> None:
+    node = site.node("vm-2")
+    report = boot(site, "vm-2", "uefi")
+    assert_served(report, site.good, node.mac)
+    wait_stages(site, site.good, node.mac, UEFI_STAGES)
+    events = boot_events(site, site.good, node.mac)
+    acks = [d for stage, _, d in events if stage == "dhcp-ack"]
+    assert any(d.get("arch") == 7 and d.get("filename") == "ipxe.efi" for d in acks), acks
+    assert any(d.get("user_class") == "iPXE" for d in acks), acks
+    tftp_ok = [d for stage, _, d in events if stage == "tftp" and d.get("result") == "ok"]
+    assert tftp_ok and tftp_ok[-1]["file"] == "ipxe.efi" and tftp_ok[-1]["bytes"] > 0, tftp_ok
+
+
+def test_results_show_both_nodes_succeeded(site: Site) -> None:
+    doc = results_json(site, "--commit", site.good)
+    assert_result_success(doc, site.node("vm-1").mac, "vm-1", site.good, BIOS_STAGES)
+    assert_result_success(doc, site.node("vm-2").mac, "vm-2", site.good, UEFI_STAGES)
+
+
+def test_gitops_kernel_argument_applied_without_restart(site: Site) -> None:
+    old = site.good
+    node = site.node("vm-1")
+    old_events = len(boot_events(site, old, node.mac))
+    old_report = serial_report(site.vm("vm-1", "bios").serial())
+    profile = site.files["profiles/e2e.yaml"].replace('"e2e.report={{ report_url }}"',
+                                                      f'"e2e.report={{{{ report_url }}}}", {MARKER}')
+    assert profile != site.files["profiles/e2e.yaml"]
+    pid = site.daemon.proc.pid if site.daemon.proc else None
+    new = site.repo.commit({"profiles/e2e.yaml": profile}, f"profile e2e: add {MARKER}")
+    site.daemon.wait_status(lambda s: s.get("last_applied_revision") == new, timeout=120)
+    assert site.daemon.proc is not None and site.daemon.proc.pid == pid and site.daemon.proc.poll() is None
+    site.files["profiles/e2e.yaml"] = profile
+    site.good = new
+
+    report = boot(site, "vm-1", "bios")
+    assert MARKER in report["cmdline"].split(), report["cmdline"]
+    assert_served(report, new, node.mac)
+    assert old_report is not None and old_report["meta_data"] != report["meta_data"]  # new plan, new instance-id
+    wait_stages(site, new, node.mac, BIOS_STAGES)
+    assert len(boot_events(site, old, node.mac)) == old_events  # the old commit's record stays as it was
+
+    doc_new = results_json(site, "--commit", new)
+    assert_result_success(doc_new, node.mac, "vm-1", new, BIOS_STAGES)
+    doc_old = results_json(site, "--commit", old)
+    assert_result_success(doc_old, node.mac, "vm-1", old, BIOS_STAGES)
+
+
+def test_invalid_commit_is_not_served_and_status_names_it(site: Site) -> None:
+    good = site.good
+    node = site.node("vm-1")
+    bad_node = f"mac: {node.mac}\nip: {node.ip}\nprofile: no-such-profile\n"
+    bad = site.repo.commit({"nodes/vm-1.yaml": bad_node}, "vm-1: point at a profile that does not exist")
+    status = site.daemon.wait_status(lambda s: s.get("last_attempted_revision") == bad, timeout=120)
+    assert status["last_applied_revision"] == good, status
+    assert status["generation"]["revision"] == good, status
+    assert status["condition"] != "Ready", status
+    findings = status["findings"]
+    assert any(f["file"] == "nodes/vm-1.yaml" and f["severity"] == "error" and "no-such-profile" in f["message"]
+               for f in findings), findings
+
+    report = boot(site, "vm-1", "bios")
+    assert MARKER in report["cmdline"].split(), report["cmdline"]
+    assert_served(report, good, node.mac)
+    assert boot_events(site, bad) == []  # nothing was ever served from the invalid commit
+    status = site.daemon.status()
+    assert status["last_attempted_revision"] == bad and status["last_applied_revision"] == good, status
