@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.integration.test_diff import THREE_NODES, git, two_commits
+from tests.diff_support import THREE_NODES, git, two_commits
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "example-repo" / ".github" / "workflows" / "netboot.yml"
