@@ -351,6 +351,22 @@ class Daemon:
         return result
 
     def _conclude(self, attempt: Attempt, result: Result, reason: str, duration: float) -> None:
+        # History first, then the status fields: /status never shows a condition its history lacks.
+        if result is not Result.UNCHANGED:
+            record = ReconcileRecord(
+                revision=attempt.revision,
+                trigger=attempt.trigger,
+                result=str(result),
+                started=attempt.started,
+                duration=duration,
+                reason=reason,
+                findings=tuple(findings.as_dict(i) for i in attempt.issues),
+            )
+            if self.store is not None:
+                try:
+                    self.store.record_reconcile(record)
+                except Exception:
+                    log.exception("revision=%s could not record the reconcile", attempt.revision)
         with self._lock:
             self._reconciling = False
             if result is Result.UNCHANGED:
@@ -390,20 +406,6 @@ class Daemon:
                             issue.message)
         else:
             log.warning("revision=%s reconcile failed, retrying (attempt %d): %s", short, self._failures, reason)
-        record = ReconcileRecord(
-            revision=attempt.revision,
-            trigger=attempt.trigger,
-            result=str(result),
-            started=attempt.started,
-            duration=duration,
-            reason=reason,
-            findings=tuple(findings.as_dict(i) for i in attempt.issues),
-        )
-        if self.store is not None:
-            try:
-                self.store.record_reconcile(record)
-            except Exception:
-                log.exception("revision=%s could not record the reconcile", short)
 
     # -- the steps ----------------------------------------------------------------------------
 

@@ -84,10 +84,10 @@ def test_push_with_webhook_is_served_and_bad_signatures_are_refused(
     assert http_post(daemon.url + "/hooks/git", b"x", {"X-Signature": generic})[0] == 202
     daemon.wait_served(newest)
 
-    code, metrics = http_get(daemon.url + "/metrics")
-    assert code == 200
-    assert f'netboot_info{{revision="{newest}"}} 1.0' in metrics.decode()
-    assert 'netboot_reconcile_total{result="applied"}' in metrics.decode()
+    # The generation is swapped in before the attempt is concluded: wait for the counters.
+    metrics = wait_for(lambda: (m := http_get(daemon.url + "/metrics")[1].decode())
+                       and 'netboot_reconcile_total{result="applied"} 4.0' in m and m, "metrics of 4 applies")
+    assert f'netboot_info{{revision="{newest}"}} 1.0' in metrics
 
 
 def test_invalid_commit_keeps_serving_and_is_reported_then_fix_is_served(
@@ -116,7 +116,7 @@ def test_invalid_commit_keeps_serving_and_is_reported_then_fix_is_served(
     tree.push()
     daemon.signal(signal.SIGHUP)
     daemon.wait_served(fixed)
-    assert daemon.status()["condition"] == "Ready"
+    wait_for(lambda: (s := daemon.status()) and s["condition"] == "Ready", "Ready after the fix")
 
 
 def test_force_push_and_unreachable_remote(remote_daemon: tuple[WorkTree, DaemonProcess], tmp_path: Path) -> None:
@@ -149,6 +149,7 @@ def test_local_repo_commit_is_served_by_inotify(tmp_path: Path) -> None:
         tree.write({"nodes/node-9.yaml": NODE9})  # an edit alone is not served
         new = tree.commit("add node-9")
         daemon.wait_served(new)
+        wait_for(lambda: (s := daemon.status()) and s["reconciles"][0]["revision"] == new, "the recorded reconcile")
         assert daemon.status()["reconciles"][0]["trigger"] == "inotify"
     finally:
         assert daemon.stop() == 0
