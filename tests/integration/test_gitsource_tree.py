@@ -1,0 +1,55 @@
+"""Reading a commit's tree without a checkout: --path, and the same refusals as a directory read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pygit2
+
+from reconciler.adapters.gitsource import read_tree
+from reconciler.core.render import render_generation
+from reconciler.core.snapshot import MAX_FILE_BYTES
+from reconciler.daemon import Daemon, Result
+from reconciler.settings import Settings
+from tests.integration.daemon_support import EXAMPLE, WorkTree, git
+
+
+def test_path_selects_a_subdirectory_of_a_monorepo(tmp_path: Path) -> None:
+    mono = tmp_path / "mono"
+    mono.mkdir()
+    shutil.copytree(EXAMPLE, mono / "infra" / "netboot")
+    (mono / "README").write_text("other things\n")
+    git(mono, "init", "-q", "-b", "main")
+    git(mono, "add", "-A")
+    git(mono, "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "-m", "mono")
+    daemon = Daemon(Settings(repo=str(mono), path="infra/netboot", state_dir=tmp_path / "s", watch=False),
+                    renderer=render_generation)
+    daemon.open()
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        generation = daemon.holder.current()
+        assert generation is not None and generation.revision == git(mono, "rev-parse", "HEAD")
+        assert len(generation.state.nodes) == 5
+    finally:
+        daemon.shutdown()
+
+
+def test_symlinks_submodules_and_large_files_are_refused_by_name(tmp_path: Path) -> None:
+    tree = WorkTree(tmp_path / "repo")
+    os.symlink("node-1.yaml", tree.path / "nodes" / "alias.yaml")
+    (tree.path / "nodes" / "huge.yaml").write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    sub = WorkTree(tmp_path / "sub")
+    shutil.rmtree(tree.path / "groups")  # a format directory vendored as a submodule
+    git(tree.path, "rm", "-q", "-r", "--cached", "groups")
+    git(tree.path, "-c", "protocol.file.allow=always", "submodule", "-q", "add", str(sub.path), "groups")
+    revision = tree.commit("bad things")
+    snapshot = read_tree(pygit2.Repository(str(tree.path)), revision)
+    refused = {(i.file, i.code) for i in snapshot.refused}
+    assert refused == {
+        ("nodes/alias.yaml", "symlink"),
+        ("nodes/huge.yaml", "file-too-large"),
+        ("groups", "submodule"),
+    }
+    assert "nodes/alias.yaml" not in snapshot.files and "nodes/node-1.yaml" in snapshot.files
