@@ -19,11 +19,13 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.core import outcomes
 from reconciler.core.model import BootEvent
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,32 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX boot_events_revision_mac ON boot_events (revision, mac);
     CREATE INDEX boot_events_mac_time ON boot_events (mac, time);
+    """,
+    # 1 -> 2: boot results (issue 8): what each applied revision targets, and installs done
+    """
+    CREATE TABLE revisions (
+        revision TEXT PRIMARY KEY,
+        applied REAL NOT NULL           -- first time it was served
+    );
+    CREATE TABLE revision_nodes (
+        revision TEXT NOT NULL,
+        node TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        install_once INTEGER NOT NULL,
+        reinstall INTEGER NOT NULL,
+        PRIMARY KEY (revision, node)
+    );
+    CREATE INDEX revision_nodes_mac ON revision_nodes (mac);
+    CREATE TABLE installs (
+        node TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        reinstall INTEGER NOT NULL,
+        revision TEXT NOT NULL,
+        time REAL NOT NULL,
+        PRIMARY KEY (node, mac, reinstall)
+    );
+    CREATE INDEX boot_events_time ON boot_events (time);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -122,7 +150,156 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class ResultsStore:
+_EVENT_COLUMNS = "time, stage, revision, mac, node, client, detail"
+_TARGET_COLUMNS = "revision, node, mac, profile, install_once, reinstall"
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _event(r: Sequence[Any]) -> BootEvent:
+    return BootEvent(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
+
+
+class ResultsQueries:
+    """Read-side queries over one connection (`self._conn`, guarded by `self._lock`).
+
+    Shared by the daemon's `ResultsStore` and by `ResultsReader`, which `netboot-reconcile
+    results` opens on the file directly, without a daemon.
+    """
+
+    _conn: sqlite3.Connection
+    _lock: threading.Lock
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    def revisions(self, limit: int = 50) -> list[tuple[str, float]]:
+        """Applied revisions, newest first: (revision, first served time)."""
+        return [(r[0], float(r[1])) for r in self._rows(
+            "SELECT revision, applied FROM revisions ORDER BY applied DESC, rowid DESC LIMIT ?", (limit,))]
+
+    def revision_like(self, prefix: str) -> list[str]:
+        """Full revisions starting with `prefix` (applied ones, then any seen in events)."""
+        like = prefix.replace("%", "").replace("_", "") + "%"
+        found = [r[0] for r in self._rows("SELECT revision FROM revisions WHERE revision LIKE ?", (like,))]
+        if not found:
+            found = [r[0] for r in self._rows(
+                "SELECT DISTINCT revision FROM boot_events WHERE revision LIKE ? LIMIT 10", (like,))]
+        return found
+
+    def targets(self, revisions: Iterable[str]) -> dict[str, list[outcomes.Target]]:
+        """The nodes each revision declares."""
+        revs = list(revisions)
+        out: dict[str, list[outcomes.Target]] = {r: [] for r in revs}
+        for chunk in _chunks(revs):
+            sql = f"SELECT {_TARGET_COLUMNS} FROM revision_nodes WHERE revision IN ({_marks(chunk)})"  # noqa: S608
+            for r in self._rows(sql + " ORDER BY revision, node", chunk):
+                out[r[0]].append(outcomes.Target(r[1], r[2], r[3], bool(r[4]), int(r[5])))
+        return out
+
+    def events_of(self, revisions: Iterable[str]) -> list[BootEvent]:
+        """Every boot event stamped with one of `revisions`, in time order."""
+        out: list[BootEvent] = []
+        for chunk in _chunks(list(revisions)):
+            sql = f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE revision IN ({_marks(chunk)})"  # noqa: S608
+            out += [_event(r) for r in self._rows(sql + " ORDER BY time, id", chunk)]
+        return out
+
+    def events_of_node(self, mac: str, node: str | None = None, limit: int = 5000) -> list[BootEvent]:
+        """A machine's events (by MAC, or by node name where the MAC was not known), oldest first."""
+        inner = ("SELECT * FROM boot_events WHERE mac = ? OR (mac IS NULL AND node = ?) "
+                 "ORDER BY time DESC, id DESC LIMIT ?")
+        sql = f"SELECT {_EVENT_COLUMNS} FROM ({inner}) ORDER BY time, id"  # noqa: S608
+        rows = self._rows(sql, (mac, node or "", limit))
+        return [_event(r) for r in rows]
+
+    def events_since(self, since: float) -> list[BootEvent]:
+        return [_event(r) for r in self._rows(
+            f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE time >= ? ORDER BY time, id", (since,))]  # noqa: S608
+
+    def node_revisions(self, node: str) -> list[tuple[str, str, float]]:
+        """(revision, mac, applied) of every applied revision declaring `node`, newest first."""
+        return [(r[0], r[1], float(r[2])) for r in self._rows(
+            "SELECT n.revision, n.mac, v.applied FROM revision_nodes n JOIN revisions v USING (revision) "
+            "WHERE n.node = ? ORDER BY v.applied DESC", (node,))]
+
+    def last_serving_revision(self, mac: str) -> str | None:
+        """The revision that last served this machine an install step (script, kernel, seed), if any."""
+        stages = sorted(outcomes.SERVING_STAGES)
+        sql = f"SELECT revision, detail FROM boot_events WHERE mac = ? AND stage IN ({_marks(stages)})"  # noqa: S608
+        rows = self._rows(sql + " AND revision != '' ORDER BY time DESC, id DESC LIMIT 20", (mac, *stages))
+        for revision, detail in rows:
+            if not json.loads(detail).get("local_disk"):
+                return str(revision)
+        return None
+
+    def installs(self) -> list[tuple[str, str, int, str, float]]:
+        """(node, mac, reinstall, revision, time) of every reported successful install."""
+        return [(r[0], r[1], int(r[2]), r[3], float(r[4])) for r in self._rows(
+            "SELECT node, mac, reinstall, revision, time FROM installs ORDER BY time")]
+
+    def boot_events(self, revision: str | None = None, mac: str | None = None, limit: int = 1000) -> list[BootEvent]:
+        where, args = [], []
+        if revision is not None:
+            where.append("revision = ?")
+            args.append(revision)
+        if mac is not None:
+            where.append("mac = ?")
+            args.append(mac)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM boot_events"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id LIMIT ?"
+        return [_event(r) for r in self._rows(sql, (*args, limit))]
+
+    def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
+        rows = self._rows(
+            "SELECT id, revision, trigger, result, reason, findings, started, duration "
+            "FROM reconciles ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [_reconcile(r) for r in rows]
+
+    def last_reconcile_of(self, revision: str) -> ReconcileRecord | None:
+        rows = self._rows(
+            "SELECT id, revision, trigger, result, reason, findings, started, duration "
+            "FROM reconciles WHERE revision = ? ORDER BY id DESC LIMIT 1",
+            (revision,),
+        )
+        return _reconcile(rows[0]) if rows else None
+
+
+def _reconcile(r: Sequence[Any]) -> ReconcileRecord:
+    return ReconcileRecord(
+        revision=r[1], trigger=r[2], result=r[3], reason=r[4], findings=tuple(json.loads(r[5])),
+        started=r[6], duration=r[7], id=r[0],
+    )
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class ResultsReader(ResultsQueries):
+    """The store opened for reading only (no writer thread): `netboot-reconcile results`."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no results store (has the daemon run with this --state-dir?)")
+        self._conn = connect(self.path)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class ResultsStore(ResultsQueries):
     """Reconcile history (synchronous, rare) and boot events (batched, frequent)."""
 
     def __init__(
@@ -145,6 +322,7 @@ class ResultsStore:
         self._written = 0
         self._enqueued = 0
         self.dropped = 0
+        self._installed = {(n, m, r) for n, m, r, _, _ in self.installs()}
         self._writer = threading.Thread(target=self._write_loop, name="results-writer", daemon=True)
         self._writer.start()
 
@@ -202,22 +380,6 @@ class ResultsStore:
                 self._conn.execute("ROLLBACK")
                 raise
 
-    def boot_events(self, revision: str | None = None, mac: str | None = None, limit: int = 1000) -> list[BootEvent]:
-        where, args = [], []
-        if revision is not None:
-            where.append("revision = ?")
-            args.append(revision)
-        if mac is not None:
-            where.append("mac = ?")
-            args.append(mac)
-        sql = "SELECT time, stage, revision, mac, node, client, detail FROM boot_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id LIMIT ?"
-        with self._lock:
-            rows = self._conn.execute(sql, (*args, limit)).fetchall()
-        return [BootEvent(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
-
     # -- reconciles --------------------------------------------------------------------------
 
     def record_reconcile(self, record: ReconcileRecord) -> int:
@@ -237,34 +399,70 @@ class ResultsStore:
             )
             return int(cur.lastrowid or 0)
 
-    def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, revision, trigger, result, reason, findings, started, duration "
-                "FROM reconciles ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [
-            ReconcileRecord(
-                revision=r[1], trigger=r[2], result=r[3], reason=r[4], findings=tuple(json.loads(r[5])),
-                started=r[6], duration=r[7], id=r[0],
-            )
-            for r in rows
-        ]
+    # -- boot results ------------------------------------------------------------------------
 
-    def last_reconcile_of(self, revision: str) -> ReconcileRecord | None:
+    def record_revision(self, revision: str, applied: float, targets: Sequence[outcomes.Target]) -> None:
+        """Remember what an applied revision targets (first application wins; idempotent)."""
         with self._lock:
-            r = self._conn.execute(
-                "SELECT id, revision, trigger, result, reason, findings, started, duration "
-                "FROM reconciles WHERE revision = ? ORDER BY id DESC LIMIT 1",
-                (revision,),
-            ).fetchone()
-        if r is None:
-            return None
-        return ReconcileRecord(
-            revision=r[1], trigger=r[2], result=r[3], reason=r[4], findings=tuple(json.loads(r[5])),
-            started=r[6], duration=r[7], id=r[0],
-        )
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("INSERT OR IGNORE INTO revisions (revision, applied) VALUES (?, ?)",
+                                   (revision, applied))
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO revision_nodes (revision, node, mac, profile, install_once, reinstall) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(revision, t.node, t.mac, t.profile, int(t.install_once), t.reinstall) for t in targets],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def record_durable(self, event: BootEvent, install: tuple[str, str, int] | None = None) -> None:
+        """Write one event (and the install it proves) NOW, durably, before the caller answers.
+
+        For reports a machine waits on: once this returns, the event survives `kill -9` (WAL,
+        committed) and a power loss (synchronous=FULL for this transaction).
+        """
+        row = (event.time, event.stage, event.revision, event.mac, event.node, event.client,
+               json.dumps(dict(event.detail), default=str))
+        with self._lock:
+            self._conn.execute("PRAGMA synchronous=FULL")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute(
+                        "INSERT INTO boot_events (time, stage, revision, mac, node, client, detail) "
+                        "VALUES (?,?,?,?,?,?,?)",
+                        row,
+                    )
+                    if install is not None:
+                        self._conn.execute(
+                            "INSERT OR REPLACE INTO installs (node, mac, reinstall, revision, time) VALUES (?,?,?,?,?)",
+                            (*install, event.revision, event.time),
+                        )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            finally:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            if install is not None:
+                self._installed.add(install)
+
+    def is_installed(self, node: str, mac: str, reinstall: int) -> bool:
+        """Whether a successful install of `node` (this MAC, this reinstall counter) was reported.
+
+        In memory: called on the /ipxe and /grub request path."""
+        return (node, mac, reinstall) in self._installed
+
+    def unfinished_revisions(
+        self, now: float | None = None, timeout: float = outcomes.DEFAULT_BOOT_TIMEOUT
+    ) -> set[str]:
+        """Revisions a machine is still booting or installing (their generations are kept)."""
+        now = time.time() if now is None else now
+        self.flush(2.0)
+        return outcomes.unfinished_revisions(self.events_since(now - timeout), now=now, timeout=timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         self._closing.set()

@@ -1,0 +1,190 @@
+"""Boot outcomes from events (core.outcomes): values in, values out, time only as explicit `now`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from reconciler.core.model import BootEvent
+from reconciler.core.outcomes import (
+    Outcome,
+    Target,
+    commit_result,
+    node_drift,
+    node_result,
+    report_verdict,
+    unfinished_revisions,
+)
+
+REV = "a" * 40
+REV2 = "b" * 40
+MAC = "52:54:00:aa:bb:01"
+HOUR = 3600.0
+
+# The order of a Subiquity autoinstall's webhook events (names as subiquity 22.04 sends them; the
+# curtin stages arrive nested under subiquity/Install/install/curtin_install/...).
+AUTOINSTALL: tuple[tuple[str, str, str], ...] = (
+    ("subiquity/Early/run", "start", ""),
+    ("subiquity/Early/run", "finish", "SUCCESS"),
+    ("subiquity/Reporting/apply_autoinstall_config", "start", ""),
+    ("subiquity/Reporting/apply_autoinstall_config", "finish", "SUCCESS"),
+    ("subiquity/Install/install", "start", ""),
+    ("subiquity/Install/install/configuring_apt", "start", ""),
+    ("subiquity/Install/install/configuring_apt", "finish", "SUCCESS"),
+    ("subiquity/Install/install/curtin_install/partitioning", "start", ""),
+    ("subiquity/Install/install/curtin_install/partitioning", "finish", "WARN"),
+    ("subiquity/Install/install/curtin_install/extract", "start", ""),
+    ("subiquity/Install/install/curtin_install/extract", "finish", "SUCCESS"),
+    ("subiquity/Install/install/postinstall", "start", ""),
+    ("subiquity/Install/install/postinstall", "finish", "SUCCESS"),
+    ("subiquity/Install/install", "finish", "SUCCESS"),
+    ("subiquity/Late/run", "start", ""),
+    ("subiquity/Late/run", "finish", "SUCCESS"),
+)
+
+
+def ev(t: float, stage: str, rev: str = REV, mac: str | None = MAC, **detail: Any) -> BootEvent:
+    return BootEvent(t, stage, rev, mac=mac, node="node-1" if mac == MAC else None, client="10.10.10.201",
+                     detail=detail)
+
+
+def netboot(t0: float = 100.0, rev: str = REV) -> list[BootEvent]:
+    """What the servers record as iPXE and cloud-init fetch a node's install, in order."""
+    return [
+        ev(t0, "dhcp-discover", rev),
+        ev(t0 + 0.1, "dhcp-ack", rev),
+        ev(t0 + 1, "tftp", rev, file="undionly.kpxe"),
+        ev(t0 + 2, "ipxe-bootstrap", rev, status=200),
+        ev(t0 + 3, "ipxe-script", rev, status=200),
+        ev(t0 + 4, "kernel", rev, status=200),
+        ev(t0 + 8, "initrd", rev, status=200),
+        ev(t0 + 30, "meta-data", rev, status=200),
+        ev(t0 + 30.5, "user-data", rev, status=200),
+    ]
+
+
+def autoinstall(t0: float, steps: Iterable[tuple[str, str, str]] = AUTOINSTALL) -> list[BootEvent]:
+    out = []
+    for i, (name, kind, result) in enumerate(steps):
+        detail: dict[str, Any] = {"name": name, "event_type": kind, "origin": "curtin", "level": "INFO"}
+        if result:
+            detail["result"] = result
+        out.append(ev(t0 + i, "autoinstall", **detail))
+    return out
+
+
+def outcome(events: Iterable[BootEvent], now: float = 200.0, timeout: float = HOUR) -> Outcome:
+    return node_result(events, revision=REV, now=now, timeout=timeout).outcome
+
+
+def test_a_full_simulated_install_succeeds() -> None:
+    events = netboot() + autoinstall(200.0)
+    assert outcome(events[:5], now=110) is Outcome.BOOTING
+    assert outcome(events[:9], now=140) is Outcome.INSTALLING
+    assert outcome(events[:9] + autoinstall(200.0)[:5], now=210) is Outcome.INSTALLING
+    result = node_result(events, revision=REV, now=300.0)
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.reason == "autoinstall subiquity/Install/install finish SUCCESS"
+    assert result.started == 101.0  # the first netboot step, not the DHCP chatter
+    assert result.attempts == 1
+    assert [e.stage for e in result.events][:3] == ["dhcp-discover", "dhcp-ack", "tftp"]
+
+
+def test_a_warning_is_not_a_failure_but_a_failed_top_level_stage_is() -> None:
+    failing = [*AUTOINSTALL[:8], ("subiquity/Install/install/curtin_install/partitioning", "finish", "FAIL")]
+    assert outcome(netboot() + autoinstall(200.0, failing), now=300) is Outcome.INSTALLING  # a nested FAIL
+    failing.append(("subiquity/Install/install", "finish", "FAIL"))
+    result = node_result(netboot() + autoinstall(200.0, failing), revision=REV, now=300.0)
+    assert result.outcome is Outcome.FAILED
+    assert "FAIL" in result.reason
+
+
+def test_late_commands_failing_after_the_install_turn_it_into_a_failure() -> None:
+    steps = [*AUTOINSTALL[:-1], ("subiquity/Late/run", "finish", "FAIL")]
+    assert outcome(netboot() + autoinstall(200.0, steps), now=300) is Outcome.FAILED
+
+
+def test_plain_reports_and_phone_home() -> None:
+    assert outcome([*netboot(), ev(150, "report", status="success", message="up")]) is Outcome.SUCCEEDED
+    assert outcome([*netboot(), ev(150, "report", status="failure", message="no disk")]) is Outcome.FAILED
+    assert outcome([*netboot(), ev(150, "report", status="progress")]) is Outcome.INSTALLING
+    assert outcome([*netboot(), ev(150, "phone-home", instance_id="iid-1")]) is Outcome.SUCCEEDED
+    # the OS phoning home does not hide an install that said it failed
+    assert outcome([*netboot(), ev(150, "report", status="failure"), ev(160, "phone-home")]) is Outcome.FAILED
+    assert report_verdict(ev(1, "kernel")) is None
+
+
+def test_silence_times_out_by_the_clock_it_is_given() -> None:
+    events = netboot()
+    assert outcome(events, now=101 + HOUR) is Outcome.INSTALLING
+    result = node_result(events, revision=REV, now=102 + HOUR, timeout=HOUR)
+    assert result.outcome is Outcome.TIMED_OUT
+    assert result.finished == 101 + HOUR
+    assert "60 min" in result.reason
+    # a shorter timeout, and a boot that started again after timing out
+    assert outcome(events, now=200, timeout=60) is Outcome.TIMED_OUT
+    again = events + netboot(t0=1000.0)
+    assert outcome(again, now=1010, timeout=60) is Outcome.INSTALLING
+    assert node_result(again, revision=REV, now=1010, timeout=60).attempts == 2
+
+
+def test_dhcp_alone_is_not_a_boot_and_refused_requests_are_not_progress() -> None:
+    assert outcome([ev(1, "dhcp-request"), ev(2, "dhcp-ack")]) is Outcome.PENDING
+    assert outcome([ev(1, "ipxe-script", status=410)]) is Outcome.PENDING
+
+
+def test_local_disk_and_install_once_reboots() -> None:
+    assert outcome([ev(1, "ipxe-script", status=200, local_disk="profile")]) is Outcome.LOCAL_DISK
+    installed = [*netboot(), ev(150, "report", status="success"),
+                 ev(300, "dhcp-ack"), ev(301, "ipxe-script", status=200, local_disk="installed")]
+    assert outcome(installed, now=400) is Outcome.SUCCEEDED  # rebooting into the disk keeps the success
+    # a reinstall: a new kernel after a result starts a new attempt
+    reinstall = [*installed, ev(500, "ipxe-script", status=200), ev(501, "kernel", status=200)]
+    result = node_result(reinstall, revision=REV, now=600)
+    assert (result.outcome, result.attempts, result.started) == (Outcome.BOOTING, 2, 501)
+
+
+def test_a_commit_counts_targeted_booted_and_results() -> None:
+    targets = [Target("node-1", MAC), Target("node-2", "52:54:00:aa:bb:02"), Target("node-3", "52:54:00:aa:bb:03")]
+    stranger = "52:54:00:ff:ff:ff"
+    events = [
+        *netboot(),
+        ev(150, "report", status="success"),
+        ev(100, "ipxe-script", mac="52:54:00:aa:bb:02", status=200),
+        ev(101, "kernel", mac="52:54:00:aa:bb:02", status=200),
+        ev(100, "dhcp-ack", mac="52:54:00:aa:bb:03"),
+        ev(100, "ipxe-script", mac=stranger, status=404),
+        ev(100, "dhcp-ack", mac="52:54:00:00:00:99"),  # DHCP chatter only: not listed
+        ev(100, "kernel", rev=REV2),  # another revision: not this commit's
+    ]
+    result = commit_result(REV, targets, events, now=101 + 2 * HOUR, applied=50.0)
+    assert [(n.node, n.outcome) for n in result.nodes] == [
+        ("node-1", Outcome.SUCCEEDED),
+        ("node-2", Outcome.TIMED_OUT),
+        ("node-3", Outcome.PENDING),
+        (None, Outcome.PENDING),
+    ]
+    assert result.nodes[3].mac == stranger
+    assert result.summary() == {
+        "revision": REV, "applied": 50.0, "targeted": 3, "booted": 2, "succeeded": 1, "failed": 0,
+        "timed_out": 1, "in_progress": 0, "local_disk": 0, "pending": 1, "other_machines": 1,
+    }
+    doc = result.as_dict()
+    assert doc["nodes"][0]["outcome"] == "succeeded"
+    assert [e["stage"] for e in doc["nodes"][0]["events"]][-1] == "report"
+
+
+def test_drift_is_the_last_booted_revision_against_the_desired_one() -> None:
+    old = node_result([*netboot(rev=REV2), ev(150, "report", rev=REV2, status="success")], revision=REV2, now=1000)
+    new = node_result([], revision=REV, now=1000, mac=MAC, node="node-1")
+    drift = node_drift("node-1", MAC, REV, [new, old])
+    assert (drift.last_booted, drift.last_outcome, drift.drift) == (REV2, Outcome.SUCCEEDED, True)
+    booted = node_result(netboot(t0=500.0), revision=REV, now=600)
+    assert node_drift("node-1", MAC, REV, [booted, old]).drift is False
+    assert node_drift("node-1", MAC, REV, [new]).as_dict()["last_booted_revision"] is None
+
+
+def test_unfinished_installs_name_their_revisions() -> None:
+    events = [*netboot(rev=REV), *netboot(rev=REV2), ev(150, "report", rev=REV2, status="success")]
+    assert unfinished_revisions(events, now=200) == {REV}
+    assert unfinished_revisions(events, now=200 + HOUR) == set()
