@@ -8,6 +8,8 @@ an empty string; templates cannot reach Python internals (sandbox).
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +124,16 @@ def cloud_init_url(site: Site, revision: str, mac: str) -> str:
 
 def report_url(site: Site, mac: str) -> str:
     return f"{site.server_url}/report/{mac}"
+
+
+def report_token(secret: bytes | None, node: str, revision: str) -> str:
+    """The node's token for boot reports at `revision`: HMAC-SHA256(secret, node NUL revision), 32 hex.
+
+    Rendered into the node's own cloud-init (`{{ report_token }}`, the autoinstall webhook URL),
+    checked by `/report/...` (servers.http_results). Empty without a secret (`render` command)."""
+    if not secret:
+        return ""
+    return hmac.new(secret, f"{node}\0{revision}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def node_context(site: Site, node: Node, revision: str, report_token: str = "") -> dict[str, Any]:

@@ -21,8 +21,11 @@ __all__ = ["render_generation"]
 _UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._:'()/-]")
 
 
-def render_generation(state: DesiredState) -> dict[str, bytes]:
-    """Every artifact of one generation, keyed by repo-style relative path, sorted by path."""
+def render_generation(state: DesiredState, report_secret: bytes | None = None) -> dict[str, bytes]:
+    """Every artifact of one generation, keyed by repo-style relative path, sorted by path.
+
+    `report_secret`: the daemon's secret for boot-report tokens (`template.report_token`); the
+    `render` command and the goldens render without one (tokens are then empty)."""
     site, revision = state.site, state.revision
     nodes = sorted(state.nodes, key=lambda n: n.name)
     groups = sorted(state.groups, key=lambda g: g.id)
@@ -40,7 +43,7 @@ def render_generation(state: DesiredState) -> dict[str, bytes]:
         files.update(_group_scripts(state, group))
 
     for node in nodes:
-        plan = plan_node(site, node, profiles, state.cloud_init, revision)
+        plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret)
         files[f"ipxe/{node.name}.ipxe"] = ipxe.render_node(plan, revision)
         files[f"grub/{node.name}.cfg"] = grub.render_node(plan, revision)
         files.update(matchbox.node_files(plan))

@@ -43,6 +43,7 @@ class NodeBoot:
     args: tuple[str, ...]
     user_data: str | None  # None: the profile attaches no cloud-init
     instance_id: str
+    report_endpoint: str = ""  # the autoinstall webhook URL (with the node's token when there is a secret)
 
     @property
     def local_disk(self) -> bool:
@@ -69,7 +70,7 @@ def split_initrd(entry: str) -> tuple[str | None, str]:
     return None, entry
 
 
-_REVISION_VARIABLES = frozenset({"revision", "cloud_init_url"})
+_REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
 _PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 (parses only, never renders)
 
 
@@ -95,11 +96,12 @@ def _plan(
     tpl: CloudInitTemplate | None,
     revision: str,
     reuse: _Raw | None = None,
+    report_secret: bytes | None = None,
 ) -> _Raw:
     """The node's raw (unpinned) kernel, initrd entries, args and user-data at `revision`.
     With `reuse` (the same plan at another revision), templates that cannot depend on the
     revision are not rendered again: their output is the same."""
-    context = template.node_context(site, node, revision)
+    context = template.node_context(site, node, revision, template.report_token(report_secret, node.name, revision))
 
     def one(text: str, previous: str | None) -> str:
         if reuse is not None and previous is not None and not uses_revision(text):
@@ -123,18 +125,24 @@ def plan_node(
     profiles: Mapping[str, Profile],
     cloud_init: Mapping[str, CloudInitTemplate],
     revision: str,
+    report_secret: bytes | None = None,
 ) -> NodeBoot:
-    """The node's boot plan; templates were all rendered once by validation, so this cannot fail."""
+    """The node's boot plan; templates were all rendered once by validation, so this cannot fail.
+
+    `report_secret` (the daemon's) makes `report_token` the node's real token; without it, "".
+    """
     profile = profiles[node.profile]
     tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
-    raw = _plan(site, node, profile, tpl, revision)
+    raw = _plan(site, node, profile, tpl, revision, report_secret=report_secret)
     kernel, entries, args, user_data = raw
     named = [split_initrd(e) for e in entries]
     initrd = tuple(pin(site, revision, path) for _, path in named)
-    fixed = _plan(site, node, profile, tpl, "", reuse=raw) if revision else raw
+    fixed = _plan(site, node, profile, tpl, "", reuse=raw, report_secret=report_secret) if revision else raw
     digest = hashlib.sha256(
         json.dumps([fixed, node.hostname, node.profile, node.reinstall], separators=(",", ":")).encode()
     ).hexdigest()
     pinned_kernel = pin(site, revision, kernel) if kernel else ""
     names = tuple(n for n, _ in named)
-    return NodeBoot(node, profile, pinned_kernel, initrd, names, args, user_data, f"iid-{digest[:20]}")
+    token = template.report_token(report_secret, node.name, revision)
+    endpoint = f"{site.server_url}/report/autoinstall/{node.mac}" + (f"?token={token}" if token else "")
+    return NodeBoot(node, profile, pinned_kernel, initrd, names, args, user_data, f"iid-{digest[:20]}", endpoint)
