@@ -12,17 +12,25 @@ a group with no selector is the default group. One rule comes before matchbox's:
 writes one group per node and a node file is the most specific answer there is. Otherwise the
 matched repo group's `ipxe/group-<id>.ipxe` (etc.) answers. `/metadata` appends matchbox's
 request variables (`REQUEST_QUERY_<KEY>=`, `REQUEST_RAW_QUERY=`) to the rendered env file.
+
+Install once (issue 8): a node whose profile says `install_once: true` and that has reported a
+successful install (for its MAC and its current `reinstall` counter; the caller passes that
+knowledge as `installed(node)`) gets a local-disk script from `/ipxe` and `/grub` instead of
+its install, until its `reinstall` counter changes in git. The answer says so
+(`Answer.local_disk`), and so does the boot event.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.core.model import DesiredState, Group, Node, Profile
+from reconciler.core.render import grub as grub_render
+from reconciler.core.render import ipxe as ipxe_render
 from reconciler.core.select import select_group, sort_groups
 
 Endpoint = Literal["ipxe", "grub", "metadata", "generic"]
@@ -199,6 +207,7 @@ class Answer:
     content_type: str = TEXT
     node: Node | None = None
     target: str | None = None  # "node 'x'" / "group 'y'", for logs and events
+    local_disk: str = ""  # why the answer boots the local disk: "profile" (no kernel) or "installed"
 
 
 def _describe(labels: Mapping[str, str]) -> str:
@@ -208,9 +217,17 @@ def _describe(labels: Mapping[str, str]) -> str:
 
 
 def answer_boot(
-    endpoint: Endpoint, index: BootIndex, files: Mapping[str, bytes], labels: Mapping[str, str], raw_query: str
+    endpoint: Endpoint,
+    index: BootIndex,
+    files: Mapping[str, bytes],
+    labels: Mapping[str, str],
+    raw_query: str,
+    installed: Callable[[Node], bool] | None = None,
 ) -> Answer:
-    """The response to `/ipxe`, `/grub`, `/metadata` or `/generic` with these labels."""
+    """The response to `/ipxe`, `/grub`, `/metadata` or `/generic` with these labels.
+
+    `installed(node)`: whether the node reported a successful install at its current reinstall
+    counter (install once: see the module docstring)."""
     target = select_target(index, labels)
     if target is None:
         mac = request_mac(labels)
@@ -229,7 +246,24 @@ def answer_boot(
         return Answer(404, (reason + "\n").encode(), stage, reason, node=target.node, target=target.name)
     if endpoint == "metadata":
         body = with_request_variables(body, labels, raw_query)
+    profile = target.profile
+    if endpoint in ("ipxe", "grub") and profile is not None:
+        if not profile.boot.kernel:
+            return Answer(200, body, stage, node=target.node, target=target.name, local_disk="profile")
+        node = target.node
+        if node is not None and profile.install_once and installed is not None and installed(node):
+            body = local_disk_script(endpoint, node, profile, index.state.revision)
+            return Answer(200, body, stage, node=node, target=target.name, local_disk="installed")
     return Answer(200, body, stage, node=target.node, target=target.name)
+
+
+def local_disk_script(endpoint: Endpoint, node: Node, profile: Profile, revision: str) -> bytes:
+    """The iPXE script (`exit`) or GRUB config booting the local disk of an installed node."""
+    title = (f"node {node.name} ({node.mac}) profile {profile.id}: installed (install_once), "
+             f"reinstall {node.reinstall}")
+    if endpoint == "grub":
+        return grub_render.script(title, "", (), (), revision).encode()
+    return ipxe_render.script(title, "", (), (), (), revision).encode()
 
 
 def _env_value(value: str) -> str:

@@ -63,8 +63,10 @@ class BootApp:
         events: EventSink,
         assets_dir: Path | None,
         extra: Mapping[str, WsgiApp],
+        installed: Callable[[Node], bool] | None = None,
     ) -> None:
         self._holder = holder
+        self._installed = installed
         self._events = events
         self._assets = AssetRoot(assets_dir) if assets_dir is not None else None
         self._extra = sorted(extra.items(), key=lambda item: len(item[0]), reverse=True)
@@ -129,9 +131,11 @@ class BootApp:
     ) -> Response:
         query = environ.get("QUERY_STRING", "")
         labels = boot.labels_from_query(query)
-        answer = boot.answer_boot(endpoint, index, generation.files, labels, query)
+        answer = boot.answer_boot(endpoint, index, generation.files, labels, query, self._installed)
         mac = boot.request_mac(labels)
         extra: dict[str, Any] = {"endpoint": endpoint, "labels": labels}
+        if answer.local_disk:
+            extra["local_disk"] = answer.local_disk
         if answer.target:
             extra["target"] = answer.target
         if answer.reason:
@@ -290,9 +294,13 @@ def make_boot_app(
     events: EventSink,
     assets_dir: Path | None,
     extra: Mapping[str, WsgiApp] = {},  # read-only, never mutated
+    installed: Callable[[Node], bool] | None = None,
 ) -> WsgiApp:
-    """The WSGI app for every HTTP path: boot endpoints here, `extra` prefixes to the daemon's apps."""
-    return BootApp(holder, events, assets_dir, extra)
+    """The WSGI app for every HTTP path: boot endpoints here, `extra` prefixes to the daemon's apps.
+
+    `installed(node)`: whether the node reported a successful install at its reinstall counter
+    (the results store answers it, in memory); `install_once` profiles then boot the local disk."""
+    return BootApp(holder, events, assets_dir, extra, installed)
 
 
 class HttpServer:
