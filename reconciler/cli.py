@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
-from reconciler.commands import diff, render, run, status, validate
+from reconciler.commands import diff, render, results, run, status, validate
 
-COMMANDS = (run, validate, status, diff, render)
+COMMANDS = (run, validate, status, diff, render, results)
 _NAMES = ("run", "validate", "render", "diff", "results", "status")
 
 

@@ -44,7 +44,7 @@ from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.gitsource import Source, SourceProblem, SourceUnavailable, open_source, print_progress
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore
 from reconciler.adapters.watcher import Watcher
-from reconciler.core import findings
+from reconciler.core import findings, outcomes
 from reconciler.core.model import DesiredState, Issue, Severity
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -224,6 +224,7 @@ class Daemon:
         self._previous = stored
         self.holder.swap(generation)
         self.metrics.served(stored.revision)
+        self._record_targets(generation)
         with self._lock:
             self._applied = stored.revision
         log.info("revision=%s serving the current generation from disk (%d files)", stored.revision,
@@ -489,12 +490,38 @@ class Daemon:
         if attempt.root is not None and attempt.snapshot is not None:
             self._previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files)
         self.metrics.served(attempt.revision)
+        self._record_targets(generation)
         self._after_activation(generation)
         return True
 
-    def _after_activation(self, generation: Generation) -> None:
+    def _record_targets(self, generation: Generation) -> None:
+        """Remember which nodes this revision targets (boot results per commit read it)."""
+        if self.store is None:
+            return
+        targets = [
+            outcomes.Target(n.name, n.mac, n.profile, generation.state.profiles[n.profile].install_once, n.reinstall)
+            for n in generation.state.nodes
+            if n.profile in generation.state.profiles
+        ]
         try:
-            removed = self.artifacts.collect(self.settings.keep_generations, referenced=(generation.revision,))
+            self.store.record_revision(generation.revision, self.clock(), targets)
+        except Exception:
+            log.exception("revision=%s could not record its nodes", generation.revision)
+
+    def _unfinished_installs(self) -> set[str]:
+        """Revisions some machine is still installing: their generations are not collected."""
+        if self.store is None:
+            return set()
+        try:
+            return self.store.unfinished_revisions(self.clock(), self.settings.boot_timeout)
+        except Exception:
+            log.exception("could not read unfinished installs")
+            return set()
+
+    def _after_activation(self, generation: Generation) -> None:
+        referenced = {generation.revision, *self._unfinished_installs()}
+        try:
+            removed = self.artifacts.collect(self.settings.keep_generations, referenced=referenced)
         except OSError as exc:
             log.warning("collecting old generations: %s", exc)
             removed = []

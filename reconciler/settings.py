@@ -47,3 +47,5 @@ class Settings:
     shutdown_timeout: float = 10.0  # bound for in-flight transfers at SIGTERM
     progress: bool = False  # show clone/fetch progress (the CLI sets it on a terminal)
     notify_socket: str | None = None  # systemd's NOTIFY_SOCKET (Type=notify), read by the CLI
+    boot_timeout: float = 3600.0  # seconds a boot may go without a result before it has timed out
+    report_secret: bytes | None = None  # signs each node's boot-report token (state dir `report-secret`)

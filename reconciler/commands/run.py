@@ -10,10 +10,12 @@ SIGTERM. Exit 0 after a clean stop, 2 when start-up fails (bad arguments, a port
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from reconciler.daemon import Daemon, sd_notify
 from reconciler.servers.dhcp import DhcpServer
 from reconciler.servers.http import HttpServer, make_boot_app
 from reconciler.servers.http_control import make_control_apps
+from reconciler.servers.http_results import ResultsRecorder, make_results_apps
 from reconciler.servers.tftp import TftpServer
 from reconciler.settings import DEFAULT_DHCP_LISTEN, TOKEN_ENV, Settings
 
@@ -33,6 +36,7 @@ log = logging.getLogger("reconciler.run")
 
 EXIT_OK, EXIT_ERROR = 0, 2
 LEASES_FILE = "dhcp-leases.sqlite3"
+REPORT_SECRET_FILE = "report-secret"  # noqa: S105 (a file name) signs the nodes' boot-report tokens; made on first start
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--keep-generations", type=int, default=10, help="generations kept on disk (default 10)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--no-watch", action="store_true", help="no inotify on a local repository (poll only)")
+    p.add_argument("--boot-timeout", type=float, default=60.0, metavar="MINUTES",
+                   help="a boot with no result after this long has timed out (default 60)")
     p.set_defaults(func=run)
 
 
@@ -91,6 +97,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
             raise ValueError(f"--{name.replace('_', '-')} {path}: no such file")
     if args.keep_generations < 1:
         raise ValueError("--keep-generations must be at least 1")
+    if args.boot_timeout <= 0:
+        raise ValueError("--boot-timeout must be positive (minutes)")
     return Settings(
         repo=args.repo,
         branch=args.branch,
@@ -114,7 +122,29 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         watch=not args.no_watch,
         progress=sys.stderr.isatty(),
         notify_socket=environ.get("NOTIFY_SOCKET") or None,
+        boot_timeout=args.boot_timeout * 60.0,
+        report_secret=report_secret(args.state_dir.absolute()),
     )
+
+
+def report_secret(state_dir: Path) -> bytes:
+    """The secret of boot-report tokens: `<state-dir>/report-secret`, made (0600) on first start.
+
+    Kept with the state, so tokens rendered into a node's cloud-init stay valid across restarts."""
+    path = state_dir / REPORT_SECRET_FILE
+    try:
+        secret = path.read_bytes().strip()
+    except FileNotFoundError:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_hex(32).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        secret = path.read_bytes().strip()
+    if not secret:
+        raise ValueError(f"{path}: the report secret is empty (delete it to make a new one)")
+    return secret
 
 
 class JsonFormatter(logging.Formatter):
@@ -166,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"netboot-reconcile run: {exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(settings.log_format)
-    daemon = Daemon(settings, renderer=render_generation)
+    daemon = Daemon(settings, renderer=functools.partial(render_generation, report_secret=settings.report_secret))
     try:
         daemon.open()
         _start_servers(daemon, settings)
@@ -192,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
 def _start_servers(daemon: Daemon, settings: Settings) -> None:
     """HTTP always; DHCP when on and the served mode needs it (or once it does); TFTP when on."""
     assert daemon.store is not None
-    events = daemon.store
+    recorder = ResultsRecorder(daemon.store, daemon.metrics.registry)
+    events = recorder
     mac_for_address = None
     if settings.dhcp:
         leases = LeaseStore(settings.state_dir / LEASES_FILE)
@@ -217,5 +248,15 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
         trigger=daemon.trigger,
         webhook_secret=settings.webhook_secret,
     )
-    app = make_boot_app(daemon.holder, events, settings.assets_dir, extra=control)
+    results = make_results_apps(
+        holder=daemon.holder,
+        recorder=recorder,
+        registry=daemon.metrics.registry,
+        secret=settings.report_secret,
+        boot_timeout=settings.boot_timeout,
+        mac_for_address=mac_for_address,
+    )
+    store = daemon.store
+    app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},
+                        installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall))
     daemon.add_server("http", HttpServer(settings.http_listen, app))

@@ -1,0 +1,99 @@
+"""`netboot-reconcile results [--state-dir DIR] [--commit SHA] [--node NAME] [--format text|json]`.
+
+Called by `reconciler.cli`. Reads `results.sqlite3` in the state directory directly (the daemon
+need not run) and prints, per commit (newest first), per node: how its boot of that commit went,
+then each node's drift (the revision it last booted vs the desired one). `--format json` adds
+every node's events (stage, time, client, detail); it is what scripts and the e2e tests read.
+Exit 0, or 2 when there is no store or the commit is unknown/ambiguous.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler.adapters.store import RESULTS_FILE, ResultsReader
+from reconciler.core import outcomes
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("results", help="which machines booted each commit, and how it went")
+    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), help="default ./.netboot-state")
+    p.add_argument("--commit", help="only this commit (a sha or a unique prefix)")
+    p.add_argument("--node", help="only this node (name or MAC)")
+    p.add_argument("--limit", type=int, default=10, help="newest commits shown (default 10)")
+    p.add_argument("--boot-timeout", type=float, default=outcomes.DEFAULT_BOOT_TIMEOUT / 60, metavar="MINUTES",
+                   help="a boot with no result after this long has timed out (default 60)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        reader = ResultsReader(args.state_dir / RESULTS_FILE)
+    except (OSError, RuntimeError) as exc:
+        print(f"netboot-reconcile results: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        doc = outcomes.commits_report(
+            reader,
+            now=time.time(),
+            timeout=max(args.boot_timeout, 0.0) * 60,
+            limit=max(args.limit, 1),
+            commit=args.commit,
+            node=args.node,
+            with_events=args.format == "json",
+        )
+    except outcomes.UnknownCommit as exc:
+        print(f"netboot-reconcile results: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        reader.close()
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_text(doc), end="")
+    return EXIT_OK
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def format_text(doc: dict[str, Any]) -> str:
+    """Commits as blocks, nodes as rows: a table a person reads at a glance."""
+    out: list[str] = []
+    if not doc["commits"]:
+        return "no applied revision recorded yet\n"
+    for c in doc["commits"]:
+        counts = [f"{c['targeted']} targeted", f"{c['booted']} booted"]
+        counts += [f"{c[k]} {k.replace('_', ' ')}" for k in
+                   ("succeeded", "failed", "timed_out", "in_progress", "local_disk", "pending") if c.get(k)]
+        current = "  (desired)" if c["revision"] == doc["desired_revision"] else ""
+        out.append(f"commit {c['revision'][:12]}  applied {_when(c['applied'])}{current}: {', '.join(counts)}")
+        rows = [(n["node"] or "?", n["mac"] or "-", n["outcome"], _when(n["started"]), n["reason"]) for n in c["nodes"]]
+        if rows:
+            widths = [max(len(r[i]) for r in [*rows, ("NODE", "MAC", "OUTCOME", "STARTED", "")]) for i in range(4)]
+            header = ("NODE", "MAC", "OUTCOME", "STARTED", "DETAIL")
+            for r in (header, *rows):
+                out.append("  " + "  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:4])) + "  " + r[4])
+        out.append("")
+    if doc["nodes"]:
+        out.append("drift (last booted vs desired revision):")
+        width = max(len(n["node"]) for n in doc["nodes"])
+        for n in doc["nodes"]:
+            last = (n["last_booted_revision"] or "never")[:12]
+            state = "DRIFT" if n["drift"] else "in sync"
+            out.append(f"  {n['node'].ljust(width)}  last booted {last.ljust(12)} ({n['last_outcome']})  "
+                       f"desired {(n['desired_revision'] or '-')[:12]}  {state}")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,415 @@
+"""Boot results over HTTP: `/report/...` callbacks from machines, `/api/...` JSON, the `/ui/` dashboard.
+
+Built by the daemon's run command (`make_results_apps(...)`) and mounted on the boot HTTP server
+through `make_boot_app(..., extra=...)`; `ResultsRecorder` wraps the results store as the
+servers' `EventSink` (it counts `netboot_boot_events_total{stage}` and remembers which revision
+last served each machine an install step). Outcome logic lives in `reconciler.core.outcomes`;
+the HTML in `reconciler.servers.http_dashboard`.
+
+Reports (a machine waits for the answer, so they are written durably BEFORE the 2xx):
+- `POST /report/<mac>`: `{"status": "success"|"failure"|..., "message": "...", "revision": optional}`
+  as JSON or a form (any initramfs: `wget --post-data`, `curl -d`);
+- `POST /report/autoinstall/<mac>`: Subiquity/curtin `reporting: {type: webhook}` events (JSON);
+- `POST /report/phone-home/<mac>`: cloud-init `phone_home` (form: instance_id, hostname, pub keys).
+A report is accepted from the node's reserved address (its `ip`, or the address our DHCP server
+leased to its MAC), or with the node's token (`?token=`, `X-Netboot-Token`, or a `token` field:
+`core.template.report_token`, HMAC of node and revision under the daemon's secret). Others get
+403 and are counted in `netboot_reports_refused_total{reason}`. The revision of a report is the
+token's, else the one the report names (when known), else the one that last served the machine
+an install step (script, kernel, seed), else the current one. A success report (plain success,
+phone_home, the autoinstall's final SUCCESS) also records the install that `install_once` reads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from reconciler.adapters.store import ResultsStore
+from reconciler.core import outcomes, template
+from reconciler.core.boot import parse_mac
+from reconciler.core.model import BootEvent, Node
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.servers import http_dashboard
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+MAX_REPORT_BYTES = 1024 * 1024
+TOKEN_HEADER = "HTTP_X_NETBOOT_TOKEN"  # noqa: S105 (a header name)
+
+
+def _respond(start_response: StartResponse, status: str, body: bytes, content_type: str) -> list[bytes]:
+    start_response(
+        status, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    )
+    return [body]
+
+
+def _json(start_response: StartResponse, status: str, doc: Any) -> list[bytes]:
+    return _respond(start_response, status, (json.dumps(doc, indent=2) + "\n").encode(), "application/json")
+
+
+class ResultsRecorder:
+    """The servers' EventSink: counts events by stage, remembers serving revisions, forwards to the store."""
+
+    def __init__(self, store: ResultsStore, registry: CollectorRegistry) -> None:
+        self.store = store
+        self.events_total = Counter(
+            "netboot_boot_events", "Boot events seen, by stage", ["stage"], registry=registry
+        )
+        self._serving: dict[str, str] = {}  # mac -> revision that last served it an install step
+        self._lock = threading.Lock()
+
+    def record(self, event: BootEvent) -> None:
+        self.events_total.labels(stage=event.stage).inc()
+        if (
+            event.mac
+            and event.revision
+            and event.stage in outcomes.SERVING_STAGES
+            and not outcomes.is_local_disk(event)
+            and int(event.detail.get("status", 200) or 200) < 400
+        ):
+            with self._lock:
+                self._serving[event.mac] = event.revision
+        self.store.record(event)
+
+    def record_durable(self, event: BootEvent, install: tuple[str, str, int] | None = None) -> None:
+        self.events_total.labels(stage=event.stage).inc()
+        self.store.record_durable(event, install)
+
+    def serving_revision(self, mac: str) -> str | None:
+        with self._lock:
+            known = self._serving.get(mac)
+        return known or self.store.last_serving_revision(mac)
+
+
+class OutcomeCounter(Collector):
+    """`netboot_boot_outcomes_total{result}`: attempts that reached a final outcome since start.
+
+    Evaluated when scraped (at most every `min_interval` s) over the events of the last three boot
+    timeouts, so `timed-out` is counted without a request to trigger it."""
+
+    def __init__(
+        self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time, min_interval: float = 5.0
+    ) -> None:
+        self._store = store
+        self._timeout = timeout
+        self._clock = clock
+        self._min_interval = min_interval
+        self._seen: dict[tuple[str, str, float], float] = {}  # (revision, mac, started) -> started
+        self._counts: dict[str, int] = {str(o): 0 for o in outcomes.TERMINAL}
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def sweep(self) -> None:
+        now = self._clock()
+        with self._lock:
+            if now - self._last < self._min_interval:
+                return
+            self._last = now
+            events = self._store.events_since(now - 3 * self._timeout)
+            groups: dict[tuple[str, str], list[BootEvent]] = {}
+            for e in events:
+                if e.mac and e.revision:
+                    groups.setdefault((e.revision, e.mac), []).append(e)
+            for (revision, mac), evs in groups.items():
+                r = outcomes.node_result(evs, revision=revision, now=now, timeout=self._timeout, mac=mac)
+                if r.outcome in outcomes.TERMINAL and r.started is not None:
+                    key = (revision, mac, r.started)
+                    if key not in self._seen:
+                        self._seen[key] = r.started
+                        self._counts[str(r.outcome)] += 1
+            horizon = now - 4 * self._timeout
+            self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        try:
+            self.sweep()
+        except Exception:  # a scrape must not fail because the store is busy
+            log.exception("outcome sweep failed")
+        family = CounterMetricFamily(
+            "netboot_boot_outcomes", "Boot attempts that reached a final outcome, by result", labels=["result"]
+        )
+        with self._lock:
+            for result, count in sorted(self._counts.items()):
+                family.add_metric([result], count)
+        yield family
+
+
+class ReportApp:
+    """`/report/...`: authenticate, decide the revision, write durably, then answer."""
+
+    def __init__(
+        self,
+        holder: GenerationHolder,
+        recorder: ResultsRecorder,
+        secret: bytes | None,
+        registry: CollectorRegistry,
+        mac_for_address: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._holder = holder
+        self._recorder = recorder
+        self._secret = secret
+        self._mac_for_address = mac_for_address
+        self._clock = clock
+        self.refused = Counter(
+            "netboot_reports_refused", "Boot reports refused, by reason", ["reason"], registry=registry
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO") or "/"
+        parts = [p for p in path[len("/report") :].split("/") if p]
+        if len(parts) == 1:
+            kind, mac_text = "report", parts[0]
+        elif len(parts) == 2 and parts[0] in ("autoinstall", "phone-home"):
+            kind, mac_text = parts[0], parts[1]
+        else:
+            return _json(start_response, "404 Not Found",
+                         {"error": "expected /report/<mac>, /report/autoinstall/<mac> or /report/phone-home/<mac>"})
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _json(start_response, "405 Method Not Allowed", {"error": "POST only"})
+        mac = parse_mac(mac_text)
+        client = str(environ.get("REMOTE_ADDR") or "")
+        if mac is None or mac.count(":") != 5:
+            return self._refuse(start_response, "bad-mac", client, mac_text, f"{mac_text!r} is not a MAC address")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "0")
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_REPORT_BYTES:
+            return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_REPORT_BYTES} bytes"})
+        body = environ["wsgi.input"].read(length) if length else b""
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+        fields = _fields(body, str(environ.get("CONTENT_TYPE") or ""))
+        if fields is None:
+            return _json(start_response, "400 Bad Request", {"error": "the body is neither JSON nor a form"})
+        nodes = self._nodes_with(mac)
+        if not nodes:
+            return self._refuse(start_response, "unknown-node", client, mac, f"no node has mac {mac}")
+        token = str(environ.get(TOKEN_HEADER) or query.get("token") or fields.get("token") or "")
+        token_revision = self._token_revision(nodes, mac, token) if token else None
+        if token_revision is None and not self._from_node(nodes, mac, client):
+            reason = "bad-token" if token else "wrong-address"
+            why = ("its token does not match" if token
+                   else f"it comes from {client}, not the node's address, without a token")
+            return self._refuse(start_response, reason, client, mac, f"report refused: {why}")
+        revision = token_revision or self._revision(mac, str(query.get("revision") or fields.get("revision") or ""))
+        generation = self._holder.get(revision) or self._holder.current()
+        node = _node_in(generation, mac) or nodes[0][1]
+        detail = _detail(kind, fields, query)
+        event = BootEvent(self._clock(), kind, revision, mac, node.name, client, detail)
+        success = outcomes.report_verdict(event) is outcomes.Outcome.SUCCEEDED
+        install = (node.name, mac, node.reinstall) if success else None
+        try:
+            self._recorder.record_durable(event, install)
+        except Exception:
+            log.exception("report not stored revision=%s mac=%s", revision, mac)
+            return _json(start_response, "503 Service Unavailable", {"error": "could not store the report"})
+        log.info("report %s from %s revision=%s mac=%s node=%s: %s", kind, client, revision, mac, node.name,
+                 detail.get("status") or detail.get("result") or detail.get("event_type") or "-")
+        return _json(start_response, "200 OK", {"recorded": True, "node": node.name, "revision": revision,
+                                                 "stage": kind})
+
+    def _refuse(self, start_response: StartResponse, reason: str, client: str, mac: str, message: str) -> list[bytes]:
+        self.refused.labels(reason=reason).inc()
+        log.warning("report refused (%s) from %s revision=- mac=%s: %s", reason, client or "?", mac, message)
+        status = "404 Not Found" if reason in ("unknown-node", "bad-mac") else "403 Forbidden"
+        return _json(start_response, status, {"error": message})
+
+    def _generations(self) -> list[Generation]:
+        current = self._holder.current()
+        out = [current] if current is not None else []
+        for revision in self._holder.retained():
+            g = self._holder.get(revision)
+            if g is not None and g is not current:
+                out.append(g)
+        return out
+
+    def _nodes_with(self, mac: str) -> list[tuple[str, Node]]:
+        """(revision, node) for every served generation declaring this MAC, current first."""
+        found = []
+        for g in self._generations():
+            node = _node_in(g, mac)
+            if node is not None:
+                found.append((g.revision, node))
+        return found
+
+    def _token_revision(self, nodes: list[tuple[str, Node]], mac: str, token: str) -> str | None:
+        if not self._secret:
+            return None
+        candidates = list(nodes)
+        serving = self._recorder.serving_revision(mac)
+        if serving is not None and all(rev != serving for rev, _ in nodes):
+            candidates.append((serving, nodes[0][1]))
+        for revision, node in candidates:
+            expected = template.report_token(self._secret, node.name, revision)
+            if hmac.compare_digest(expected.encode(), token.encode()):
+                return revision
+        return None
+
+    def _from_node(self, nodes: list[tuple[str, Node]], mac: str, client: str) -> bool:
+        if any(node.ip is not None and str(node.ip) == client for _, node in nodes):
+            return True
+        if self._mac_for_address is not None and client:
+            try:
+                return self._mac_for_address(client) == mac
+            except Exception:
+                log.exception("lease lookup failed revision=- mac=%s", mac)
+        return False
+
+    def _revision(self, mac: str, named: str) -> str:
+        if named and self._holder.get(named) is not None:
+            return named
+        serving = self._recorder.serving_revision(mac)
+        if serving is not None:
+            return serving
+        current = self._holder.current()
+        return current.revision if current is not None else named
+
+
+def _node_in(generation: Generation | None, mac: str) -> Node | None:
+    return None if generation is None else generation.state.node_by_mac(mac)
+
+
+def _fields(body: bytes, content_type: str) -> dict[str, Any] | None:
+    """A report body as a flat mapping: JSON object, form, or empty."""
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return {}
+    if "json" in content_type or text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+    form = parse_qs(text, keep_blank_values=True)
+    if not form:
+        return None
+    return {k: v[0] if len(v) == 1 else v for k, v in form.items()}
+
+
+_KEEP = {
+    "report": ("status", "message"),
+    "autoinstall": ("name", "event_type", "result", "description", "origin", "level", "timestamp"),
+    "phone-home": ("instance_id", "hostname", "fqdn"),
+}
+
+
+def _detail(kind: str, fields: Mapping[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
+    """What is kept of a report: its known fields, then anything else (bounded), never the token."""
+    detail: dict[str, Any] = {}
+    for key in _KEEP[kind]:
+        if key in fields:
+            detail[key] = fields[key]
+    if kind == "report" and "status" not in detail and "status" in query:
+        detail["status"] = query["status"]
+    if kind == "phone-home":
+        detail["pub_keys"] = sorted(k for k in fields if k.startswith("pub_key_"))
+    for key, value in fields.items():
+        if key in detail or key == "token" or key.startswith("pub_key_") or len(detail) >= 32:
+            continue
+        detail[key] = value if isinstance(value, (int, float, bool)) or value is None else str(value)[:2000]
+    return detail
+
+
+class ResultsApi:
+    """`/api/commits`, `/api/commits/<sha>`, `/api/nodes/<name>`: JSON read from the store."""
+
+    def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._timeout = timeout
+        self._clock = clock
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _json(start_response, "405 Method Not Allowed", {"error": "GET only"})
+        parts = [p for p in (environ.get("PATH_INFO") or "")[len("/api") :].split("/") if p]
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        self._store.flush(1.0)
+        now = self._clock()
+        try:
+            if parts == ["commits"]:
+                limit = max(1, min(int(query.get("limit", "20")), 500))
+                commits = outcomes.commit_results(self._store, now=now, timeout=self._timeout, limit=limit)
+                return _json(start_response, "200 OK", {"commits": [c.summary() for c in commits]})
+            if len(parts) == 2 and parts[0] == "commits":
+                (commit,) = outcomes.commit_results(self._store, now=now, timeout=self._timeout, commit=parts[1])
+                doc = commit.as_dict()
+                reconcile = self._store.last_reconcile_of(commit.revision)
+                doc["reconcile"] = reconcile.as_dict() if reconcile is not None else None
+                return _json(start_response, "200 OK", doc)
+            if len(parts) == 2 and parts[0] == "nodes":
+                return _json(start_response, "200 OK",
+                             outcomes.node_report(self._store, parts[1], now=now, timeout=self._timeout))
+        except ValueError:
+            return _json(start_response, "400 Bad Request", {"error": "limit must be a number"})
+        except LookupError as exc:  # UnknownCommit, unknown node
+            return _json(start_response, "404 Not Found", {"error": str(exc.args[0] if exc.args else exc)})
+        return _json(start_response, "404 Not Found",
+                     {"error": "expected /api/commits, /api/commits/<sha> or /api/nodes/<name>"})
+
+
+class DashboardApp:
+    """`/ui/` (commits down, nodes across) and `/ui/nodes/<name>` (the node's event timeline)."""
+
+    def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._timeout = timeout
+        self._clock = clock
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _respond(start_response, "405 Method Not Allowed", b"GET only\n", "text/plain; charset=utf-8")
+        path = environ.get("PATH_INFO") or "/ui/"
+        parts = [p for p in path[len("/ui") :].split("/") if p]
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        self._store.flush(1.0)
+        now = self._clock()
+        html = "text/html; charset=utf-8"
+        if not parts:
+            if path == "/ui":
+                start_response("308 Permanent Redirect", [("Location", "/ui/"), ("Content-Length", "0")])
+                return [b""]
+            commits = outcomes.commit_results(self._store, now=now, timeout=self._timeout, limit=30)
+            return _respond(start_response, "200 OK", http_dashboard.render_dashboard(commits, now, self._timeout),
+                            html)
+        if len(parts) == 2 and parts[0] == "nodes":
+            try:
+                doc = outcomes.node_report(self._store, parts[1], now=now, timeout=self._timeout)
+            except LookupError as exc:
+                return _respond(start_response, "404 Not Found", http_dashboard.render_missing(str(exc)), html)
+            return _respond(start_response, "200 OK", http_dashboard.render_node(doc, query.get("commit")), html)
+        return _respond(start_response, "404 Not Found", http_dashboard.render_missing(f"no page {path}"), html)
+
+
+def make_results_apps(
+    *,
+    holder: GenerationHolder,
+    recorder: ResultsRecorder,
+    registry: CollectorRegistry,
+    secret: bytes | None,
+    boot_timeout: float = outcomes.DEFAULT_BOOT_TIMEOUT,
+    mac_for_address: Callable[[str], str | None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, WsgiApp]:
+    """The apps by the path prefix they are mounted at (`extra` of `make_boot_app`)."""
+    store = recorder.store
+    registry.register(OutcomeCounter(store, boot_timeout, clock))
+    return {
+        "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock),
+        "/api": ResultsApi(store, boot_timeout, clock),
+        "/ui": DashboardApp(store, boot_timeout, clock),
+    }

@@ -1,0 +1,357 @@
+"""Boot results end to end on 127.0.0.1: the real daemon wiring (`commands.run._start_servers`), a real
+git repository, real SQLite, HTTP clients bound to the nodes' own loopback addresses (127.0.0.21, ...),
+and `netboot-reconcile results` reading the store.
+
+Nodes sit in a 127.0.0.0/24 subnet, so a client bound to 127.0.0.21 IS node-1's reserved address
+and one bound to 127.0.0.99 is some other machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler import cli
+from reconciler.commands import run as run_command
+from reconciler.core import template
+from reconciler.core.model import BootEvent
+from reconciler.core.render import render_generation
+from reconciler.daemon import Daemon, Result
+from reconciler.settings import Settings
+from tests.integration.daemon_support import DaemonProcess, git
+from tests.unit.test_outcomes import AUTOINSTALL
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+MACS = {f"node-{i}": f"52:54:00:aa:bb:0{i}" for i in range(1, 5)}
+IPS = {f"node-{i}": f"127.0.0.2{i}" for i in range(1, 5)}
+STRANGER = "127.0.0.99"
+
+NETBOOT_YAML = """\
+server: {address: 127.0.0.1, http_port: 80}
+dhcp:
+  mode: full
+  subnets:
+    - subnet: 127.0.0.0/24
+      pool: [127.0.0.100, 127.0.0.200]
+      routers: [127.0.0.254]
+"""
+PROFILE = """\
+name: Install Ubuntu (install once)
+boot:
+  kernel: /assets/vmlinuz
+  initrd: [/assets/initrd]
+  args: [autoinstall, ip=dhcp, "ds=nocloud;s={{ cloud_init_url }}"]
+cloud_init: autoinstall
+install_once: true
+"""
+CLOUD_INIT = """\
+#cloud-config
+autoinstall:
+  version: 1
+  identity:
+    hostname: {{ hostname }}
+    username: ops
+    password: "$6$x$y"
+"""
+
+
+def node_yaml(name: str, reinstall: int = 0) -> str:
+    return f"mac: {MACS[name]}\nip: {IPS[name]}\nprofile: install\nreinstall: {reinstall}\n"
+
+
+def make_repo(path: Path) -> Path:
+    files = {"netboot.yaml": NETBOOT_YAML, "profiles/install.yaml": PROFILE, "cloud-init/autoinstall.yaml": CLOUD_INIT}
+    files.update({f"nodes/{n}.yaml": node_yaml(n) for n in MACS})
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    git(path, "init", "-q", "-b", "main")
+    commit(path, "initial")
+    return path
+
+
+def commit(path: Path, message: str) -> str:
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def make_assets(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "vmlinuz").write_bytes(b"kernel" * 100)
+    (path / "initrd").write_bytes(b"initrd" * 100)
+    return path
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(port: int, method: str, path: str, *, source: str = "127.0.0.1", body: bytes | None = None,
+            headers: Mapping[str, str] | None = None) -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.read())
+    finally:
+        conn.close()
+
+
+def post_json(port: int, path: str, doc: Mapping[str, Any], source: str, **headers: str) -> Reply:
+    return request(port, "POST", path, source=source, body=json.dumps(doc).encode(),
+                   headers={"Content-Type": "application/json", **headers})
+
+
+def simulate_netboot(port: int, node: str, sha: str) -> None:
+    """The requests iPXE and cloud-init make, in their order, from the node's own address."""
+    mac, src = MACS[node], IPS[node]
+    hyphen = mac.replace(":", "-")
+    steps = [
+        "/boot.ipxe",
+        f"/ipxe?uuid=&mac={hyphen}&domain=&hostname=&serial=&arch=x86_64",
+        f"/r/{sha}/assets/vmlinuz",
+        f"/r/{sha}/assets/initrd",
+        f"/r/{sha}/cloud-init/{mac}/meta-data",
+        f"/r/{sha}/cloud-init/{mac}/user-data",
+        f"/r/{sha}/cloud-init/{mac}/vendor-data",
+    ]
+    for path in steps:
+        reply = request(port, "GET", path, source=src)
+        assert reply.status == 200, (path, reply.status, reply.body[:200])
+
+
+def autoinstall_events(port: int, node: str, steps: tuple[tuple[str, str, str], ...] = AUTOINSTALL,
+                       query: str = "") -> None:
+    t0 = time.time()
+    for i, (name, kind, result) in enumerate(steps):
+        doc: dict[str, Any] = {"name": name, "description": name.rsplit("/", 1)[-1], "event_type": kind,
+                               "origin": "curtin", "timestamp": t0 + i, "level": "INFO"}
+        if result:
+            doc["result"] = result
+        reply = post_json(port, f"/report/autoinstall/{MACS[node]}{query}", doc, IPS[node])
+        assert reply.status == 200, reply.body
+
+
+def results_json(state_dir: Path, *args: str) -> Any:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["results", "--state-dir", str(state_dir), "--format", "json", *args])
+    assert code == 0, out.getvalue()
+    return json.loads(out.getvalue())
+
+
+def results_text(state_dir: Path, *args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["results", "--state-dir", str(state_dir), *args])
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+def node_entry(doc: Any, sha: str, node: str) -> dict[str, Any]:
+    commits = [c for c in doc["commits"] if c["revision"] == sha]
+    assert commits, [c["revision"] for c in doc["commits"]]
+    entries = [n for n in commits[0]["nodes"] if n["node"] == node]
+    assert len(entries) == 1, commits[0]["nodes"]
+    return entries[0]
+
+
+class Site:
+    """An in-process daemon serving the repo over HTTP with the results apps mounted."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.repo = make_repo(tmp / "repo")
+        self.state = tmp / "state"
+        settings = Settings(repo=str(self.repo), state_dir=self.state, watch=False, dhcp=False, tftp=False,
+                            http_listen=("127.0.0.1", 0), assets_dir=make_assets(tmp / "assets"),
+                            report_secret=SECRET, boot_timeout=3600.0)
+        self.daemon = Daemon(settings, renderer=lambda s: render_generation(s, report_secret=SECRET))
+        self.daemon.open()
+        assert self.daemon.reconcile_once() is Result.APPLIED
+        run_command._start_servers(self.daemon, settings)
+        self.port = self.daemon.servers["http"].server.address[1]
+        self.sha = git(self.repo, "rev-parse", "HEAD")
+
+    def get(self, path: str, source: str = "127.0.0.1") -> Reply:
+        return request(self.port, "GET", path, source=source)
+
+    def apply(self, files: Mapping[str, str], message: str) -> str:
+        for rel, text in files.items():
+            (self.repo / rel).write_text(text)
+        sha = commit(self.repo, message)
+        assert self.daemon.reconcile_once() is Result.APPLIED
+        return sha
+
+    def flush(self) -> None:
+        assert self.daemon.store is not None and self.daemon.store.flush(5.0)
+
+    def close(self) -> None:
+        self.daemon.shutdown()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_reinstall(site: Site) -> None:
+    sha = site.sha
+    user_data = site.get(f"/r/{sha}/cloud-init/{MACS['node-1']}/user-data").body.decode()
+    token = template.report_token(SECRET, "node-1", sha)
+    # the default webhook, with the node's own token, rendered into its autoinstall user-data
+    assert f'endpoint: "http://127.0.0.1/report/autoinstall/{MACS["node-1"]}?token={token}"' in user_data
+
+    simulate_netboot(site.port, "node-1", sha)
+    site.flush()
+    assert node_entry(results_json(site.state), sha, "node-1")["outcome"] == "installing"
+    autoinstall_events(site.port, "node-1")
+    doc = results_json(site.state)
+    entry = node_entry(doc, sha, "node-1")
+    assert entry["outcome"] == "succeeded", entry
+    stages = [e["stage"] for e in entry["events"]]
+    for stage in ("ipxe-bootstrap", "ipxe-script", "kernel", "initrd", "meta-data", "user-data", "autoinstall"):
+        assert stage in stages, stages
+    assert entry["events"][-1]["detail"]["name"] == "subiquity/Late/run"
+    assert doc["commits"][0]["succeeded"] == 1 and doc["commits"][0]["targeted"] == 4
+    drift = {n["node"]: n for n in doc["nodes"]}
+    assert drift["node-1"]["drift"] is False and drift["node-2"]["last_booted_revision"] is None
+
+    # install once: the next netboot of node-1 boots its disk; node-2 still installs
+    script = site.get(f"/ipxe?mac={MACS['node-1']}").body.decode()
+    assert "installed (install_once)" in script and "\nexit\n" in script and "kernel " not in script
+    assert "kernel http://127.0.0.1/r/" in site.get(f"/ipxe?mac={MACS['node-2']}").body.decode()
+    grub = site.get(f"/grub?mac={MACS['node-1']}").body.decode()
+    assert "boot from the local disk" in grub
+    site.flush()
+    assert node_entry(results_json(site.state), sha, "node-1")["outcome"] == "succeeded"  # rebooting keeps it
+
+    # a commit that changes something else keeps the disk boot; bumping `reinstall` installs again
+    sha2 = site.apply({"nodes/node-2.yaml": node_yaml("node-2") + "labels: {rack: r2}\n"}, "label node-2")
+    assert "installed (install_once)" in site.get(f"/ipxe?mac={MACS['node-1']}").body.decode()
+    sha3 = site.apply({"nodes/node-1.yaml": node_yaml("node-1", reinstall=1)}, "reinstall node-1")
+    script = site.get(f"/ipxe?mac={MACS['node-1']}").body.decode()
+    assert f"kernel http://127.0.0.1/r/{sha3}/assets/vmlinuz" in script, script
+    assert sha2 != sha3
+
+    text = results_text(site.state, "--commit", sha[:10])
+    assert f"commit {sha[:12]}" in text and "node-1" in text and "succeeded" in text
+
+
+def test_failure_refusal_token_and_timeout(site: Site) -> None:
+    sha = site.sha
+    # a failure report (the plain one-liner an initramfs sends)
+    simulate_netboot(site.port, "node-2", sha)
+    reply = post_json(site.port, f"/report/{MACS['node-2']}", {"status": "failure", "message": "no disk"},
+                      IPS["node-2"])
+    assert reply.status == 200 and reply.json()["revision"] == sha
+
+    # from the wrong address without a token: refused, counted, not recorded
+    refused = post_json(site.port, f"/report/{MACS['node-3']}", {"status": "success"}, STRANGER)
+    assert refused.status == 403, refused.body
+    assert "not the node's address" in refused.json()["error"]
+    bad = post_json(site.port, f"/report/{MACS['node-3']}?token=00000000", {"status": "success"}, STRANGER)
+    assert bad.status == 403
+    unknown = post_json(site.port, "/report/52:54:00:00:00:77", {"status": "success"}, STRANGER)
+    assert unknown.status == 404
+    # with node-3's token (as rendered into its cloud-init) from anywhere: accepted
+    token = template.report_token(SECRET, "node-3", sha)
+    ok = post_json(site.port, f"/report/{MACS['node-3']}", {"status": "success", "message": "via token"}, STRANGER,
+                   **{"X-Netboot-Token": token})
+    assert ok.status == 200 and ok.json()["node"] == "node-3", ok.body
+    # cloud-init phone_home (a form) with the token in the query
+    phone = request(site.port, "POST", f"/report/phone-home/{MACS['node-3']}?token={token}", source=STRANGER,
+                    body=b"instance_id=iid-1&hostname=node-3&pub_key_rsa=ssh-rsa+AAAA",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert phone.status == 200
+
+    # silence: node-4 started booting 90 minutes ago and said nothing since
+    assert site.daemon.store is not None
+    site.daemon.store.record(BootEvent(time.time() - 5400, "kernel", sha, MACS["node-4"], "node-4", IPS["node-4"],
+                                       {"status": 200}))
+    site.flush()
+
+    doc = results_json(site.state, "--commit", sha)
+    outcomes = {n["node"]: n["outcome"] for n in doc["commits"][0]["nodes"]}
+    assert outcomes == {"node-1": "pending", "node-2": "failed", "node-3": "succeeded", "node-4": "timed-out"}
+    node2 = node_entry(doc, sha, "node-2")
+    assert node2["reason"] == "report failure: no disk"
+    assert not any(e["client"] == STRANGER for e in node_entry(doc, sha, "node-1")["events"])
+    assert [e["stage"] for e in node_entry(doc, sha, "node-3")["events"]] == ["report", "phone-home"]
+    summary = doc["commits"][0]
+    assert (summary["booted"], summary["failed"], summary["timed_out"], summary["pending"]) == (3, 1, 1, 1)
+    assert results_json(site.state, "--node", "node-2")["commits"][0]["nodes"][0]["node"] == "node-2"
+
+    metrics = site.get("/metrics").body.decode()
+    assert 'netboot_reports_refused_total{reason="wrong-address"} 1.0' in metrics
+    assert 'netboot_reports_refused_total{reason="bad-token"} 1.0' in metrics
+    assert 'netboot_boot_events_total{stage="kernel"} 1.0' in metrics  # node-2's (node-4's was written directly)
+    assert 'netboot_boot_outcomes_total{result="failed"} 1.0' in metrics
+    assert 'netboot_boot_outcomes_total{result="succeeded"} 1.0' in metrics
+    assert 'netboot_boot_outcomes_total{result="timed-out"} 1.0' in metrics
+
+
+def test_api_commits_and_nodes(site: Site) -> None:
+    sha = site.sha
+    simulate_netboot(site.port, "node-1", sha)
+    post_json(site.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"])
+    sha2 = site.apply({"nodes/node-2.yaml": node_yaml("node-2", reinstall=3)}, "reinstall node-2")
+
+    commits = site.get("/api/commits").json()["commits"]
+    assert [c["revision"] for c in commits] == [sha2, sha]
+    assert commits[1]["succeeded"] == 1 and commits[0]["pending"] == 4
+    one = site.get(f"/api/commits/{sha[:12]}").json()
+    assert one["revision"] == sha and one["reconcile"]["result"] == "applied"
+    assert [n["outcome"] for n in one["nodes"] if n["node"] == "node-1"] == ["succeeded"]
+    assert site.get("/api/commits/ffffffffff").status == 404
+    node = site.get("/api/nodes/node-1").json()
+    assert (node["desired_revision"], node["last_booted_revision"], node["drift"]) == (sha2, sha, True)
+    assert [r["revision"] for r in node["revisions"]] == [sha2, sha]
+    assert node["revisions"][1]["outcome"] == "succeeded"
+    assert site.get("/api/nodes/nobody").status == 404
+
+
+def test_an_acknowledged_report_survives_kill_9(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    sha = git(repo, "rev-parse", "HEAD")
+    daemon = DaemonProcess(str(repo), tmp_path / "state", extra=["--assets-dir", str(make_assets(tmp_path / "a"))])
+    daemon.start()
+    try:
+        daemon.wait_served(sha)
+        reply = post_json(daemon.port, f"/report/{MACS['node-1']}", {"status": "success", "message": "acked"},
+                          IPS["node-1"])
+        assert reply.status == 200, daemon.log()
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait()
+        daemon.proc = None
+    finally:
+        daemon.kill()
+    assert (tmp_path / "state" / "report-secret").stat().st_mode & 0o777 == 0o600
+    entry = node_entry(results_json(tmp_path / "state"), sha, "node-1")
+    assert entry["outcome"] == "succeeded"
+    assert entry["events"][-1]["detail"]["message"] == "acked"
+
+
+def test_results_without_a_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["results", "--state-dir", str(tmp_path)]) == 2
+    assert "no results store" in capsys.readouterr().err
