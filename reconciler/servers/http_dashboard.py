@@ -23,7 +23,7 @@ SYMBOL: Mapping[str, str] = {
     Outcome.INSTALLING: "⋯",
     Outcome.SUCCEEDED: "✓",
     Outcome.FAILED: "✗",
-    Outcome.TIMED_OUT: "⏱",
+    Outcome.TIMED_OUT: "!",  # an hourglass glyph is missing from common fonts
     Outcome.LOCAL_DISK: "⌂",
 }
 
@@ -41,7 +41,7 @@ table.grid td.cell a { display: block; padding: .35rem .4rem; color: #fff; text-
 table.grid th.node { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; }
 .o-succeeded { background: var(--ok); } .o-failed { background: var(--bad); } .o-timed-out { background: var(--late); }
 .o-booting, .o-installing { background: var(--run); } .o-local-disk { background: var(--disk); }
-.o-pending { background: var(--none); } td.o-pending a { color: #57606a !important; }
+.o-pending { background: var(--none); } td.o-pending a, .badge.o-pending { color: #57606a !important; }
 td.na { background: repeating-linear-gradient(45deg, #fff, #fff 4px, #f6f8fa 4px, #f6f8fa 8px); }
 .legend span { display: inline-block; margin-right: .8rem; }
 .legend b { display: inline-block; width: 1.4rem; text-align: center; color: #fff; border-radius: 3px; }
@@ -167,7 +167,7 @@ def render_node(doc: Mapping[str, Any], commit: str | None) -> bytes:
             f'<section id="r-{escape(rev)}" data-revision="{escape(rev)}" data-outcome="{escape(o)}">'
             f'<h2><code>{escape(rev[:12])}</code> <span class="badge o-{escape(o)}">{SYMBOL.get(o, "?")} '
             f"{escape(o)}</span></h2>"
-            f'<p class="muted">{escape(str(r["reason"] or ""))} started {escape(_when(r["started"]))}, '
+            f'<p class="muted">{escape(str(r["reason"] or "no result"))}; started {escape(_when(r["started"]))}, '
             f'finished {escape(_when(r["finished"]))}, attempts {r["attempts"]}</p>{table}</section>'
         )
     body = (

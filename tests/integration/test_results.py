@@ -169,7 +169,8 @@ def node_entry(doc: Any, sha: str, node: str) -> dict[str, Any]:
     assert commits, [c["revision"] for c in doc["commits"]]
     entries = [n for n in commits[0]["nodes"] if n["node"] == node]
     assert len(entries) == 1, commits[0]["nodes"]
-    return entries[0]
+    entry: dict[str, Any] = entries[0]
+    return entry
 
 
 class Site:
