@@ -1,0 +1,145 @@
+"""The results store's boot-results side on real SQLite: migration from a shipped v1 file, durable
+report writes, installs remembered across a restart, unfinished installs; and the report app's
+acceptance of a pool address our DHCP server leased to the node (a node without `ip`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from reconciler.adapters.store import SCHEMA_VERSION, ResultsReader, ResultsStore
+from reconciler.core.model import BootEvent
+from reconciler.core.outcomes import Target
+from reconciler.core.render import render_generation
+from reconciler.core.validate import validate
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.servers.http_results import ReportApp, ResultsRecorder
+from tests.repo_builder import snapshot
+
+MAC = "52:54:00:aa:bb:01"
+V1 = """
+CREATE TABLE reconciles (id INTEGER PRIMARY KEY AUTOINCREMENT, revision TEXT, trigger TEXT NOT NULL,
+  result TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', findings TEXT NOT NULL DEFAULT '[]',
+  started REAL NOT NULL, duration REAL NOT NULL);
+CREATE INDEX reconciles_revision ON reconciles (revision);
+CREATE TABLE boot_events (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, stage TEXT NOT NULL,
+  revision TEXT NOT NULL, mac TEXT, node TEXT, client TEXT, detail TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX boot_events_revision_mac ON boot_events (revision, mac);
+CREATE INDEX boot_events_mac_time ON boot_events (mac, time);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1)
+    conn.execute("INSERT INTO boot_events (time, stage, revision, mac, detail) VALUES (1.0, 'kernel', 'r1', ?, '{}')",
+                 (MAC,))
+    conn.commit()
+    conn.close()
+    store = ResultsStore(path)
+    try:
+        assert store.boot_events(revision="r1")[0].stage == "kernel"
+        store.record_revision("r1", 10.0, [Target("node-1", MAC, "install", True, 0)])
+        store.record_revision("r1", 99.0, [])  # first application wins
+        assert store.revisions() == [("r1", 10.0)]
+        assert store.targets(["r1"]) == {"r1": [Target("node-1", MAC, "install", True, 0)]}
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_durable_reports_installs_and_unfinished_installs(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite3"
+    store = ResultsStore(path, flush_interval=60.0)  # the batch writer will not run on its own here
+    now = time.time()
+    try:
+        store.record(BootEvent(now - 10, "kernel", "r2", MAC, "node-1", "10.0.0.5", {"status": 200}))
+        store.record_durable(BootEvent(now, "report", "r1", MAC, "node-1", "10.0.0.5", {"status": "success"}),
+                             install=("node-1", MAC, 0))
+        # the durable write is there at once, for another connection, before any batch flush
+        other = ResultsReader(path)
+        assert [e.stage for e in other.boot_events(mac=MAC)] == ["report"]
+        other.close()
+        assert store.is_installed("node-1", MAC, 0) and not store.is_installed("node-1", MAC, 1)
+        assert store.unfinished_revisions(now, 3600.0) == {"r2"}  # flushes the queued kernel first
+        assert store.unfinished_revisions(now + 7200, 3600.0) == set()
+        assert store.last_serving_revision(MAC) == "r2"
+    finally:
+        store.close()
+    again = ResultsStore(path)
+    try:
+        assert again.is_installed("node-1", MAC, 0)  # remembered across a restart
+    finally:
+        again.close()
+
+
+def call(app: ReportApp, path: str, client: str, doc: dict[str, Any]) -> tuple[str, Any]:
+    body = json.dumps(doc).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": client,
+               "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    status: list[str] = []
+    out = b"".join(app(environ, lambda s, h: status.append(s)))
+    return status[0], json.loads(out)
+
+
+def test_a_node_without_ip_reports_from_the_address_we_leased_it(tmp_path: Path) -> None:
+    state = validate(snapshot({"nodes/node-1.yaml": f"mac: {MAC}\nprofile: install\n"}, revision="r" * 40)).state
+    assert state is not None
+    holder = GenerationHolder()
+    holder.swap(Generation(state.revision, state, render_generation(state)))
+    store = ResultsStore(tmp_path / "results.sqlite3")
+    registry = CollectorRegistry()
+    leases = {"10.10.10.57": MAC}
+    app = ReportApp(holder, ResultsRecorder(store, registry), b"k" * 32, registry, leases.get)
+    try:
+        status, doc = call(app, f"/report/{MAC}", "10.10.10.57", {"status": "success", "message": "pool"})
+        assert status.startswith("200") and doc["revision"] == "r" * 40, doc
+        status, doc = call(app, f"/report/{MAC}", "10.10.10.58", {"status": "success"})
+        assert status.startswith("403"), doc
+        status, _ = call(app, "/report/nonsense", "10.10.10.57", {})
+        assert status.startswith("404")
+        assert [e.detail["message"] for e in store.boot_events(mac=MAC)] == ["pool"]
+        assert store.is_installed("node-1", MAC, 0)
+    finally:
+        store.close()
+
+
+def test_generations_of_unfinished_installs_are_not_collected(tmp_path: Path) -> None:
+    from reconciler.daemon import Daemon, Result
+    from reconciler.settings import Settings
+    from tests.integration.test_results import MACS, commit, make_repo, node_yaml
+
+    repo = make_repo(tmp_path / "repo")
+    settings = Settings(repo=str(repo), state_dir=tmp_path / "state", watch=False, keep_generations=1,
+                        boot_timeout=3600.0)
+    clock = [time.time()]
+    daemon = Daemon(settings, renderer=render_generation, clock=lambda: clock[0])
+    daemon.open()
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        first = daemon.holder.current().revision  # type: ignore[union-attr]
+        assert daemon.store is not None
+        daemon.store.record(BootEvent(clock[0], "kernel", first, MACS["node-1"], "node-1", None, {"status": 200}))
+        revisions = [first]
+        for i in (1, 2):
+            (repo / "nodes/node-2.yaml").write_text(node_yaml("node-2", reinstall=i))
+            revisions.append(commit(repo, f"bump {i}"))
+            assert daemon.reconcile_once() is Result.APPLIED
+        stored = daemon.artifacts.stored()
+        assert first in stored and revisions[1] not in stored  # node-1 is still installing `first`
+        assert daemon.holder.get(first) is not None  # and /r/<first>/... still answers
+        clock[0] += 3601  # the install timed out: nothing holds `first` any more
+        (repo / "nodes/node-2.yaml").write_text(node_yaml("node-2", reinstall=3))
+        commit(repo, "bump 3")
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert first not in daemon.artifacts.stored()
+    finally:
+        daemon.shutdown()
