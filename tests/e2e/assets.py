@@ -11,7 +11,8 @@ and a digest of the initramfs recipe below, so later runs reuse them:
   message, cmdline, what it fetched) to the report URL, print all of it on ttyS0, `poweroff -f`.
 
 Lines the harness looks for on the serial console start with `E2E:`; the report body is also
-printed between `E2E-REPORT-BEGIN` / `E2E-REPORT-END` so the harness can read it without /report.
+printed between `E2E-REPORT-BEGIN` / `E2E-REPORT-END`, and the server's answer to the POST between
+`E2E-REPLY-BEGIN` / `E2E-REPLY-END`.
 
 Caller: `tests/e2e/conftest.py` (`build_assets()`), `bench/boot_storm.py`.
 """
@@ -122,7 +123,7 @@ if [ -n "$REPORT" ]; then
     sleep 2
   done
   if [ -n "$ok" ]; then echo "E2E: report posted"; else echo "E2E: report post failed"; fi
-  cat /tmp/report.out 2>/dev/null; echo
+  echo "E2E-REPLY-BEGIN"; cat /tmp/report.out 2>/dev/null; echo; echo "E2E-REPLY-END"
 fi
 echo "E2E: done $STATUS"
 sync

@@ -21,6 +21,8 @@ Callers: `tests/e2e/conftest.py`, `bench/boot_storm.py`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
 import re
 import secrets
@@ -32,11 +34,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    """In the child before exec: own process group, and SIGKILL when the test process dies hard."""
+    os.setsid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def sh(*args: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -103,8 +114,12 @@ class Lab:
         return sh(*self.exec_args(cmd), timeout=timeout, check=check)
 
     def popen(self, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start `cmd` in the namespace as the leader of its own process group (killed by close())."""
-        proc: subprocess.Popen[Any] = subprocess.Popen(self.exec_args(cmd), start_new_session=True, **kwargs)
+        """Start `cmd` in the namespace as the leader of its own process group (killed by close()).
+
+        `ip netns exec` execs the command, so the parent-death signal set here reaches QEMU or the
+        daemon itself: if pytest is killed outright, they die with it instead of holding the taps.
+        """
+        proc: subprocess.Popen[Any] = subprocess.Popen(self.exec_args(cmd), preexec_fn=_child_setup, **kwargs)
         self.procs.append(proc)
         return proc
 
@@ -218,8 +233,6 @@ _REPORT = re.compile(r"E2E-REPORT-BEGIN\r?\n(.*?)\r?\nE2E-REPORT-END", re.S)
 
 def serial_report(text: str) -> dict[str, Any] | None:
     """The JSON report the guest printed on its console (the same body it POSTs), or None."""
-    import json
-
     m = _REPORT.search(text)
     if not m:
         return None
@@ -227,10 +240,10 @@ def serial_report(text: str) -> dict[str, Any] | None:
     return doc
 
 
-def write_file(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+_REPLY = re.compile(r"E2E-REPLY-BEGIN\r?\n(.*?)\r?\nE2E-REPLY-END", re.S)
 
 
-def open_log(path: Path) -> IO[str]:
-    return path.open("a")
+def serial_reply(text: str) -> str | None:
+    """What the server answered to the guest's report POST (the body), or None if it never posted."""
+    m = _REPLY.search(text)
+    return None if m is None else m.group(1).replace("\r", "").strip()

@@ -120,7 +120,7 @@ class DaemonProcess:
         ]
         self.proc: subprocess.Popen[Any] | None = None
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 120) -> None:
         out = self.log.open("a")
         self.proc = self.lab.popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -9,8 +9,8 @@ report to /report/<mac>; it also prints that report on the serial console, which
 tests read for what the guest saw (/proc/cmdline, meta-data, user-data).
 
 What the daemon saw is read from its results store (`results.sqlite3`, boot events stamped with
-the serving revision) and from `netboot-reconcile results --format json` (issue 8: while that
-command does not exist the test saying so is an explicit xfail naming it).
+the serving revision) and from `netboot-reconcile results --format json` (the node's outcome per
+commit, with its DHCP, TFTP, script, kernel, initrd, NoCloud and report events).
 
 The tests run in file order and build on each other: first boots, then a GitOps change to the
 profile (a kernel argument) applied without restart, then an invalid commit that must not be served.
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Site
-from tests.e2e.harness import serial_report, tail
+from tests.e2e.harness import serial_reply, serial_report, tail
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(900)]
 
@@ -37,8 +37,8 @@ UEFI_STAGES = BIOS_STAGES | {"tftp"}
 MARKER = "e2e.marker=gitops-1"
 
 
-def boot(site: Site, name: str, firmware: str) -> dict[str, Any]:
-    """Power on `name`, wait for it to power off, return the report it printed on its console."""
+def boot(site: Site, name: str, firmware: str) -> tuple[dict[str, Any], str]:
+    """Power on `name`, wait for it to power off; (the report it printed on its console, the console)."""
     vm = site.vm(name, firmware)
     vm.start()
     text = vm.wait(BOOT_TIMEOUT)
@@ -49,7 +49,7 @@ def boot(site: Site, name: str, firmware: str) -> dict[str, Any]:
     )
     assert report["status"] == "success", f"{name}: {report['message']}; serial log:\n{tail(text)}"
     assert report["mac"] == site.node(name).mac
-    return report
+    return report, text
 
 
 Event = tuple[str, str, dict[str, Any]]
@@ -92,43 +92,35 @@ def assert_served(report: dict[str, Any], revision: str, mac: str) -> None:
     assert report["meta_data"].startswith("instance-id: iid-"), report["meta_data"]
 
 
-def results_json(site: Site, *args: str) -> Any:
-    """`netboot-reconcile results --format json`; an explicit xfail naming issue 8 while it does not exist."""
-    proc = site.daemon.results(*args)
-    if proc.returncode != 0 and ("invalid choice" in proc.stderr or "usage:" in proc.stderr):
-        pytest.xfail(f"`netboot-reconcile results` is not implemented yet (issue 8): {proc.stderr.strip()[-300:]}")
-    assert proc.returncode == 0, f"results failed ({proc.returncode}): {proc.stderr}"
-    return json.loads(proc.stdout)
+def node_result(site: Site, revision: str, name: str, stages: set[str], timeout: float = 30) -> dict[str, Any]:
+    """`netboot-reconcile results --commit REV --node NAME --format json`: the node's entry, once it
+    succeeded with every stage in `stages` plus `report` (events are written in batches)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        proc = site.daemon.results("--commit", revision, "--node", name)
+        assert proc.returncode == 0, f"netboot-reconcile results failed ({proc.returncode}): {proc.stderr}"
+        last = json.loads(proc.stdout)
+        commits = [c for c in last["commits"] if c["revision"] == revision]
+        nodes = [n for c in commits for n in c["nodes"] if n["node"] == name]
+        if nodes:
+            entry: dict[str, Any] = nodes[0]
+            seen = {e["stage"] for e in entry["events"]}
+            if entry["outcome"] == "succeeded" and stages | {"report"} <= seen:
+                assert entry["mac"] == site.node(name).mac
+                return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"results never showed {name} succeeded at {revision[:12]} with {sorted(stages)}"
+                                 f" + report:\n{json.dumps(last, indent=1)[:3000]}")
+        time.sleep(1)
 
 
-def node_results(doc: Any, mac: str, name: str, revision: str) -> list[dict[str, Any]]:
-    """Every object in `doc` about (node or mac, revision): the shape of the output is issue 8's to define."""
-    found: list[dict[str, Any]] = []
-
-    def walk(value: Any, context_rev: str | None) -> None:
-        if isinstance(value, dict):
-            rev = next((str(value[k]) for k in ("revision", "commit", "sha") if k in value), context_rev)
-            who = {str(value.get(k)) for k in ("mac", "node", "name")}
-            if (mac in who or name in who) and rev is not None and rev.startswith(revision[:12]):
-                found.append(value)
-            for child in value.values():
-                walk(child, rev)
-        elif isinstance(value, list):
-            for child in value:
-                walk(child, context_rev)
-
-    walk(doc, None)
-    return found
-
-
-def assert_result_success(doc: Any, mac: str, name: str, revision: str, stages: set[str]) -> None:
-    entries = node_results(doc, mac, name, revision)
-    assert entries, f"results shows nothing for {name} ({mac}) at {revision[:12]}: {json.dumps(doc)[:1500]}"
-    text = json.dumps(entries)
-    assert any(str(e.get(k, "")).lower() in ("success", "succeeded", "ok")
-               for e in entries for k in ("status", "result", "outcome")), text[:1500]
-    for stage in stages | {"report"}:
-        assert stage in text, f"results for {name} at {revision[:12]} lack the {stage!r} event: {text[:1500]}"
+def assert_reply(text: str, revision: str, name: str) -> None:
+    """The daemon took the guest's report for `name` at `revision` (its answer, as the guest printed it)."""
+    body = serial_reply(text)
+    assert body, f"{name} got no answer to its report POST:\n{tail(text)}"
+    reply = json.loads(body)
+    assert reply.get("recorded") is True and reply.get("node") == name and reply.get("revision") == revision, reply
 
 
 # -- the tests, in order ---------------------------------------------------------------------------
@@ -136,9 +128,10 @@ def assert_result_success(doc: Any, mac: str, name: str, revision: str, stages: 
 
 def test_bios_ipxe_rom_boots_the_commit(site: Site) -> None:
     node = site.node("vm-1")
-    report = boot(site, "vm-1", "bios")
+    report, console = boot(site, "vm-1", "bios")
     assert_served(report, site.good, node.mac)
     assert "hostname: vm-1" in report["user_data"]
+    assert_reply(console, site.good, "vm-1")
     seen = wait_stages(site, site.good, node.mac, BIOS_STAGES)
     assert "tftp" not in seen  # the iPXE ROM goes straight to HTTP
     events = boot_events(site, site.good, node.mac)
@@ -149,11 +142,15 @@ def test_bios_ipxe_rom_boots_the_commit(site: Site) -> None:
     kernel = [d for stage, _, d in events if stage == "kernel"]
     assert kernel and all(d["status"] == 200 for d in kernel), kernel
 
+    result = node_result(site, site.good, "vm-1", BIOS_STAGES)
+    assert "fetched NoCloud seed" in result["reason"], result["reason"]
+
 
 def test_uefi_ovmf_pxe_boots_through_tftp_ipxe_efi(site: Site) -> None:
     node = site.node("vm-2")
-    report = boot(site, "vm-2", "uefi")
+    report, console = boot(site, "vm-2", "uefi")
     assert_served(report, site.good, node.mac)
+    assert_reply(console, site.good, "vm-2")
     wait_stages(site, site.good, node.mac, UEFI_STAGES)
     events = boot_events(site, site.good, node.mac)
     acks = [d for stage, _, d in events if stage == "dhcp-ack"]
@@ -162,11 +159,7 @@ def test_uefi_ovmf_pxe_boots_through_tftp_ipxe_efi(site: Site) -> None:
     tftp_ok = [d for stage, _, d in events if stage == "tftp" and d.get("result") == "ok"]
     assert tftp_ok and tftp_ok[-1]["file"] == "ipxe.efi" and tftp_ok[-1]["bytes"] > 0, tftp_ok
 
-
-def test_results_show_both_nodes_succeeded(site: Site) -> None:
-    doc = results_json(site, "--commit", site.good)
-    assert_result_success(doc, site.node("vm-1").mac, "vm-1", site.good, BIOS_STAGES)
-    assert_result_success(doc, site.node("vm-2").mac, "vm-2", site.good, UEFI_STAGES)
+    node_result(site, site.good, "vm-2", UEFI_STAGES)
 
 
 def test_gitops_kernel_argument_applied_without_restart(site: Site) -> None:
@@ -174,6 +167,7 @@ def test_gitops_kernel_argument_applied_without_restart(site: Site) -> None:
     node = site.node("vm-1")
     old_events = len(boot_events(site, old, node.mac))
     old_report = serial_report(site.vm("vm-1", "bios").serial())
+    old_result = node_result(site, old, "vm-1", BIOS_STAGES)
     profile = site.files["profiles/e2e.yaml"].replace('"e2e.report={{ report_url }}"',
                                                       f'"e2e.report={{{{ report_url }}}}", {MARKER}')
     assert profile != site.files["profiles/e2e.yaml"]
@@ -184,17 +178,19 @@ def test_gitops_kernel_argument_applied_without_restart(site: Site) -> None:
     site.files["profiles/e2e.yaml"] = profile
     site.good = new
 
-    report = boot(site, "vm-1", "bios")
+    report, console = boot(site, "vm-1", "bios")
     assert MARKER in report["cmdline"].split(), report["cmdline"]
     assert_served(report, new, node.mac)
+    assert_reply(console, new, "vm-1")
     assert old_report is not None and old_report["meta_data"] != report["meta_data"]  # new plan, new instance-id
     wait_stages(site, new, node.mac, BIOS_STAGES)
     assert len(boot_events(site, old, node.mac)) == old_events  # the old commit's record stays as it was
 
-    doc_new = results_json(site, "--commit", new)
-    assert_result_success(doc_new, node.mac, "vm-1", new, BIOS_STAGES)
-    doc_old = results_json(site, "--commit", old)
-    assert_result_success(doc_old, node.mac, "vm-1", old, BIOS_STAGES)
+    node_result(site, new, "vm-1", BIOS_STAGES)
+    after = node_result(site, old, "vm-1", BIOS_STAGES)  # the old commit's result stays as it was
+    keys = ("outcome", "started", "finished", "attempts", "reason")
+    assert {k: after[k] for k in keys} == {k: old_result[k] for k in keys}
+    assert len(after["events"]) == len(old_result["events"])
 
 
 def test_invalid_commit_is_not_served_and_status_names_it(site: Site) -> None:
@@ -210,9 +206,13 @@ def test_invalid_commit_is_not_served_and_status_names_it(site: Site) -> None:
     assert any(f["file"] == "nodes/vm-1.yaml" and f["severity"] == "error" and "no-such-profile" in f["message"]
                for f in findings), findings
 
-    report = boot(site, "vm-1", "bios")
+    report, console = boot(site, "vm-1", "bios")
     assert MARKER in report["cmdline"].split(), report["cmdline"]
     assert_served(report, good, node.mac)
+    assert_reply(console, good, "vm-1")
     assert boot_events(site, bad) == []  # nothing was ever served from the invalid commit
     status = site.daemon.status()
     assert status["last_attempted_revision"] == bad and status["last_applied_revision"] == good, status
+    proc = site.daemon.results("--commit", bad)
+    assert not [n for c in json.loads(proc.stdout or "{}").get("commits", []) if c["revision"] == bad
+                for n in c["nodes"] if n.get("outcome") == "succeeded"], proc.stdout[:2000]
