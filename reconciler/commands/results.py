@@ -85,7 +85,7 @@ def format_text(doc: dict[str, Any]) -> str:
             widths = [max(len(r[i]) for r in [*rows, ("NODE", "MAC", "OUTCOME", "STARTED", "")]) for i in range(4)]
             header = ("NODE", "MAC", "OUTCOME", "STARTED", "DETAIL")
             for r in (header, *rows):
-                out.append("  " + "  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:4])) + "  " + r[4])
+                out.append(("  " + "  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:4])) + "  " + r[4]).rstrip())
         out.append("")
     if doc["nodes"]:
         out.append("drift (last booted vs desired revision):")
@@ -93,7 +93,8 @@ def format_text(doc: dict[str, Any]) -> str:
         for n in doc["nodes"]:
             last = (n["last_booted_revision"] or "never")[:12]
             state = "DRIFT" if n["drift"] else "in sync"
-            out.append(f"  {n['node'].ljust(width)}  last booted {last.ljust(12)} ({n['last_outcome']})  "
+            outcome = f"({n['last_outcome']})"
+            out.append(f"  {n['node'].ljust(width)}  last booted {last.ljust(12)} {outcome.ljust(12)}  "
                        f"desired {(n['desired_revision'] or '-')[:12]}  {state}")
         out.append("")
     return "\n".join(out)
