@@ -8,6 +8,7 @@ from beyond the `Location` it carries for error messages.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -94,7 +95,7 @@ class Site:
     boot_files: BootFiles = BootFiles()
     source: Location = Location("netboot.yaml")
 
-    @property
+    @functools.cached_property
     def server_url(self) -> str:
         """The base URL every rendered URL starts with (no trailing slash)."""
         if self.http_port == 80:
