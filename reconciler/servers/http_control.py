@@ -30,14 +30,16 @@ MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
 
 
 def _respond(start_response: Callable[..., Any], status: str, body: bytes, content_type: str) -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                            ("Cache-Control", "no-store")])
+    start_response(
+        status, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    )
     return [body]
 
 
 def _json(start_response: Callable[..., Any], status: str, doc: Any) -> list[bytes]:
-    return _respond(start_response, status, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(),
-                    "application/json")
+    return _respond(
+        start_response, status, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(), "application/json"
+    )
 
 
 def status_app(status: Callable[[], Mapping[str, Any]]) -> WsgiApp:
@@ -53,8 +55,9 @@ def healthz_app(healthy: Callable[[], bool]) -> WsgiApp:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if healthy():
             return _respond(start_response, "200 OK", b"ok\n", "text/plain; charset=utf-8")
-        return _respond(start_response, "503 Service Unavailable", b"no valid generation served yet\n",
-                        "text/plain; charset=utf-8")
+        return _respond(
+            start_response, "503 Service Unavailable", b"no valid generation served yet\n", "text/plain; charset=utf-8"
+        )
 
     return app
 
@@ -81,9 +84,7 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: bytes) -> st
     return None
 
 
-def webhook_app(
-    trigger: Callable[[str], None], secret: bytes | None, max_bytes: int = MAX_WEBHOOK_BYTES
-) -> WsgiApp:
+def webhook_app(trigger: Callable[[str], None], secret: bytes | None, max_bytes: int = MAX_WEBHOOK_BYTES) -> WsgiApp:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
             return _json(start_response, "405 Method Not Allowed", {"error": "POST only"})
@@ -103,11 +104,18 @@ def webhook_app(
         client = environ.get("REMOTE_ADDR", "?")
         if scheme is None:
             has_sha1_only = "x-hub-signature" in headers and "x-hub-signature-256" not in headers
-            log.warning("webhook from %s refused: %s", client,
-                        "SHA-1 signatures are not accepted" if has_sha1_only else "missing or wrong signature")
+            log.warning(
+                "webhook from %s refused: %s",
+                client,
+                "SHA-1 signatures are not accepted" if has_sha1_only else "missing or wrong signature",
+            )
             return _json(start_response, "401 Unauthorized", {"error": "missing or invalid signature"})
-        log.info("webhook from %s accepted (%s, event %s)", client, scheme,
-                 headers.get("x-github-event") or headers.get("x-gitlab-event") or "-")
+        log.info(
+            "webhook from %s accepted (%s, event %s)",
+            client,
+            scheme,
+            headers.get("x-github-event") or headers.get("x-gitlab-event") or "-",
+        )
         trigger("webhook")
         return _json(start_response, "202 Accepted", {"triggered": True})
 
