@@ -43,7 +43,8 @@ _SAFE_TEXT = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20
 ).filter(lambda s: not any(c in s for c in "\"'\\;{}"))
 _ARG = st.from_regex(r"[A-Za-z0-9_.][A-Za-z0-9_.=,:/;${}@+-]{0,30}", fullmatch=True).filter(
-    lambda s: s not in (";",) and "'" not in s
+    # Literal args: no Jinja delimiters (a random "{{" is a template syntax error, rightly refused).
+    lambda s: s not in (";",) and "'" not in s and not any(d in s for d in ("{{", "{%", "{#"))
 )
 _META_KEY = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
 INTERFACE = "nr0"
