@@ -5,13 +5,12 @@ when available); we construct plain Python values ourselves so that:
 - only the standard scalar tags are accepted (`!!python/object` and friends are refused);
 - alias expansion is bounded (a billion-laughs file is a finding, not a hang);
 - duplicate mapping keys are findings (PyYAML silently keeps the last one);
-- every value's JSON path maps to its (line, column), for messages that point at the field.
+- every value's JSON path can be placed at its (line, column), for messages that point at the field.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ try:
 except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
-Path = tuple[str | int, ...]
+Path = tuple[str | int, ...]  # a JSON path: mapping keys and sequence indexes
 
 MAX_NODES = 50_000  # values constructed per file, aliases expanded; real files have a few hundred
 MAX_DEPTH = 64
@@ -45,29 +44,40 @@ _SEQ = "tag:yaml.org,2002:seq"
 
 @dataclass(frozen=True)
 class Document:
-    """One parsed file: its plain value plus the position of every value and mapping key."""
+    """One parsed file: its plain value, plus the YAML node tree to find where a value was written.
+
+    Positions are looked up only when a finding needs one (`loc`), by walking the node tree:
+    nearly every document is valid, and indexing every value up front would cost more than
+    parsing it.
+    """
 
     file: str
     data: Any
-    positions: Mapping[Path, tuple[int, int]]  # value start, 1-based
-    key_positions: Mapping[Path, tuple[int, int]]  # the key that introduced the value, 1-based
+    root: yaml.Node | None = None
 
     def loc(self, path: Path = (), *, key: bool = True) -> Location:
         """Location of the value at `path`, or of its nearest ancestor that has one.
 
         With `key`, a mapping entry points at its key (the line a person reads as "the field").
         """
-        probe = tuple(path)
-        while True:
-            if key and probe in self.key_positions:
-                line, col = self.key_positions[probe]
-                return Location(self.file, line, col)
-            if probe in self.positions:
-                line, col = self.positions[probe]
-                return Location(self.file, line, col)
-            if not probe:
-                return Location(self.file, 1, 1)
-            probe = probe[:-1]
+        node = self.root
+        if node is None:
+            return Location(self.file, 1, 1)
+        mark = node.start_mark
+        for part in path:
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                for key_node, value_node in node.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
+                        child = value_node
+                        mark = key_node.start_mark if key else value_node.start_mark
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                child = node.value[part]
+                mark = child.start_mark
+            if child is None:
+                break
+            node = child
+        return Location(self.file, mark.line + 1, mark.column + 1)
 
 
 class _Refused(Exception):
@@ -83,15 +93,13 @@ class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
         self.count = 0
-        self.positions: dict[Path, tuple[int, int]] = {}
-        self.key_positions: dict[Path, tuple[int, int]] = {}
         self.duplicates: list[Issue] = []
         self._scalars = yaml.constructor.SafeConstructor()
 
-    def build(self, node: yaml.Node, path: Path, depth: int) -> Any:
+    def build(self, node: yaml.Node, depth: int) -> Any:
         self.count += 1
-        mark = node.start_mark
         if self.count > MAX_NODES:
+            mark = node.start_mark
             raise _Refused(
                 "yaml-too-large",
                 f"more than {MAX_NODES} values after expanding aliases (an alias bomb?)",
@@ -99,14 +107,14 @@ class _Builder:
                 mark.column + 1,
             )
         if depth > MAX_DEPTH:
+            mark = node.start_mark
             raise _Refused("yaml-too-deep", f"nested deeper than {MAX_DEPTH}", mark.line + 1, mark.column + 1)
-        self.positions[path] = (mark.line + 1, mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
                 raise self._tag(node)
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            return [self.build(item, depth + 1) for item in node.value]
         if isinstance(node, yaml.MappingNode):
             if node.tag != _MAP:
                 raise self._tag(node)
@@ -118,9 +126,8 @@ class _Builder:
                     km = key_node.start_mark
                     raise _Refused("yaml-key", "mapping keys must be plain strings", km.line + 1, km.column + 1)
                 key = str(key_node.value)
-                km = key_node.start_mark
-                child = (*path, key)
                 if key in out:
+                    km = key_node.start_mark
                     self.duplicates.append(
                         Issue(
                             self.file,
@@ -131,8 +138,7 @@ class _Builder:
                             f"duplicate key {key!r}: YAML loaders keep only one of them",
                         )
                     )
-                self.key_positions[child] = (km.line + 1, km.column + 1)
-                out[key] = self.build(value_node, child, depth + 1)
+                out[key] = self.build(value_node, depth + 1)
             return out
         raise self._tag(node)  # pragma: no cover - composer yields only the three kinds
 
@@ -177,10 +183,10 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
     except yaml.YAMLError as exc:
         return None, (Issue(file, 0, 0, "yaml-syntax", Severity.ERROR, str(exc)),)
     if node is None:
-        return Document(file, None, {(): (1, 1)}, {}), ()
+        return Document(file, None), ()
     builder = _Builder(file)
     try:
-        data = builder.build(node, (), 0)
+        data = builder.build(node, 0)
     except _Refused as exc:
         return None, (Issue(file, exc.line, exc.column, exc.code, Severity.ERROR, exc.message),)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
@@ -188,7 +194,7 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         return None, (Issue(file, mark.line + 1, mark.column + 1, "yaml-syntax", Severity.ERROR, str(exc)),)
     except RecursionError:
         return None, (Issue(file, 0, 0, "yaml-too-deep", Severity.ERROR, "nested too deep"),)
-    doc = Document(file, data, builder.positions, builder.key_positions)
+    doc = Document(file, data, node)
     return doc, tuple(builder.duplicates)
 
 
@@ -204,5 +210,5 @@ def parse_json(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         return None, (Issue(file, line, col, "json-syntax", Severity.ERROR, msg),)
     doc, issues = parse_yaml(file, content)
     if doc is None:  # valid JSON that YAML rejects (tabs): keep the value, lose the positions
-        return Document(file, data, {(): (1, 1)}, {}), ()
+        return Document(file, data), ()
     return doc, issues
