@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.assets import AssetError, BootAssets, build_assets, install_into
-from tests.e2e.harness import OVMF_CODE, OVMF_VARS, Lab, Vm
-from tests.e2e.site import NETBOOT, DaemonProcess, NodeSpec, SiteRepo, node_specs, site_files
+from tests.e2e.harness import OVMF_CODE, OVMF_VARS, Lab
+from tests.e2e.site import NETBOOT, DaemonProcess, Site, SiteRepo, node_specs, site_files
 from tests.support import require_root, require_tool
 
 TOOLS = (
@@ -57,26 +56,6 @@ def boot_assets() -> BootAssets:
         return build_assets()
     except AssetError as exc:
         pytest.fail(f"building the e2e boot assets failed: {exc}")
-
-
-@dataclass
-class Site:
-    lab: Lab
-    repo: SiteRepo
-    daemon: DaemonProcess
-    nodes: list[NodeSpec]
-    files: dict[str, str]
-    vms: dict[str, Vm] = field(default_factory=dict)
-    good: str = ""  # the last commit expected to be served
-
-    def vm(self, name: str, firmware: str) -> Vm:
-        if name not in self.vms:
-            spec = next(n for n in self.nodes if n.name == name)
-            self.vms[name] = Vm(self.lab, name, spec.mac, firmware)
-        return self.vms[name]
-
-    def node(self, name: str) -> NodeSpec:
-        return next(n for n in self.nodes if n.name == name)
 
 
 @pytest.fixture(scope="module")

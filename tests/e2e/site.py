@@ -7,7 +7,7 @@ returns the new sha.
 
 `DaemonProcess` runs `netboot-reconcile run` inside the lab namespace (DHCP full mode on the
 bridge, TFTP on :69, HTTP on :80), logs to `<workdir>/daemon.log`, and reads `/status` from
-inside the namespace.
+inside the namespace. `Site` bundles lab, repository, daemon and guests for the tests.
 
 Callers: `tests/e2e/conftest.py`, `bench/boot_storm.py`.
 """
@@ -18,11 +18,11 @@ import json
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import ROOT, Lab, tail
+from tests.e2e.harness import ROOT, Lab, Vm, tail
 
 NETBOOT = ROOT / ".venv" / "bin" / "netboot-reconcile"
 KERNEL_PATH = "/assets/e2e/vmlinuz"
@@ -168,3 +168,25 @@ class DaemonProcess:
     def stop(self) -> None:
         if self.proc is not None:
             self.lab.stop(self.proc, grace=15)
+
+
+@dataclass
+class Site:
+    """One lab, its git repository and daemon, the nodes, and the guests booted so far (tests share it)."""
+
+    lab: Lab
+    repo: SiteRepo
+    daemon: DaemonProcess
+    nodes: list[NodeSpec]
+    files: dict[str, str]
+    vms: dict[str, Vm] = field(default_factory=dict)
+    good: str = ""  # the last commit expected to be served
+
+    def vm(self, name: str, firmware: str) -> Vm:
+        if name not in self.vms:
+            spec = next(n for n in self.nodes if n.name == name)
+            self.vms[name] = Vm(self.lab, name, spec.mac, firmware)
+        return self.vms[name]
+
+    def node(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)

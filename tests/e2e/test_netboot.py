@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Site
 from tests.e2e.harness import serial_reply, serial_report, tail
+from tests.e2e.site import Site
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(900)]
 
