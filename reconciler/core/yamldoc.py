@@ -5,6 +5,7 @@ when available); we construct plain Python values ourselves so that:
 - only the standard scalar tags are accepted (`!!python/object` and friends are refused);
 - alias expansion is bounded (a billion-laughs file is a finding, not a hang);
 - duplicate mapping keys are findings (PyYAML silently keeps the last one);
+- scalars read as YAML 1.2 does: `off`, `yes`, `no` stay text, `52:54:00:12:34:56` is no number;
 - every value's JSON path can be placed at its (line, column), for messages that point at the field.
 """
 
@@ -150,6 +151,9 @@ class _Builder:
         if ":" in node.value and node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
             # YAML 1.1 base-60 numbers (gone in YAML 1.2): an all-digit MAC such as
             # 52:54:00:12:34:56 would otherwise load as the integer 41135052496.
+            return str(node.value)
+        if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in ("true", "false"):
+            # YAML 1.1 booleans yes/no/on/off (gone in YAML 1.2): `mode: off` means "off".
             return str(node.value)
         return self._scalars.construct_object(node, deep=True)
 

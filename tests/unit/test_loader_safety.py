@@ -138,3 +138,16 @@ def test_all_digit_mac_is_not_a_base_60_number() -> None:
     doc, issues = parse_yaml("n.yaml", b"mac: 52:54:00:12:34:56\nlease: 1:30\n")
     assert issues == ()
     assert doc is not None and doc.data == {"mac": "52:54:00:12:34:56", "lease": "1:30"}
+
+
+def test_yaml_11_booleans_stay_words() -> None:
+    doc, issues = parse_yaml("n.yaml", b"mode: off\nanswer: yes\nflag: true\nother: False\n")
+    assert issues == ()
+    assert doc is not None and doc.data == {"mode": "off", "answer": "yes", "flag": True, "other": False}
+
+
+def test_dhcp_mode_off_unquoted_is_valid() -> None:
+    site = repo_builder.BASE["netboot.yaml"].replace("mode: full", "mode: off")
+    result = validate(repo_builder.snapshot({"netboot.yaml": site}))
+    assert result.issues == ()
+    assert result.state is not None and result.state.site.dhcp_mode == "off"

@@ -73,3 +73,17 @@ def test_dnsmasq_hosts_and_boot_tags() -> None:
     assert "dhcp-boot=tag:known,tag:ipxe,http://10.10.10.12/boot.ipxe" in lines
     assert "dhcp-boot=tag:known,tag:bios,tag:!ipxe,tag:!httpclient,undionly.kpxe,,10.10.10.12" in lines
     assert "dhcp-userclass=set:ipxe,iPXE" in lines and "dhcp-match=set:ipxe,175" in lines
+
+
+def test_ipxe_gets_no_pxedhcp_in_every_format() -> None:
+    """175.176 = 1, as the embedded server sends: iPXE skips its ProxyDHCP wait (~3 s a boot)."""
+    files = render_generation(example_state())
+    dhcpd = files["dhcpd.conf"].decode()
+    assert "option ipxe.no-pxedhcp code 176 = unsigned integer 8;" in dhcpd
+    ipxe_branch = dhcpd.split('option user-class = "iPXE" {', 1)[1].split("}", 1)[0]
+    assert "option ipxe.no-pxedhcp 1;" in ipxe_branch
+    kea = json.loads(files["kea-dhcp4.conf"])["Dhcp4"]
+    assert {"name": "no-pxedhcp", "code": 176, "space": "ipxe", "type": "uint8"} in kea["option-def"]
+    ipxe_class = next(c for c in kea["client-classes"] if c["name"] == "NETBOOT_IPXE")
+    assert {"name": "no-pxedhcp", "space": "ipxe", "data": "1"} in ipxe_class["option-data"]
+    assert "dhcp-option=tag:ipxe,encap:175,176,1b" in files["dnsmasq.conf"].decode().splitlines()

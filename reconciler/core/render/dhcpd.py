@@ -30,8 +30,10 @@ def _boot_block(site: Site, indent: str) -> list[str]:
         f"next-server {answers.next_server};",
         f'if exists user-class and option user-class = "{IPXE_USER_CLASS}" {{',
         f'  filename "{answers.ipxe_url}";',
+        "  option ipxe.no-pxedhcp 1;",
         "} elsif exists ipxe-encap-opts {",
         f'  filename "{answers.ipxe_url}";',
+        "  option ipxe.no-pxedhcp 1;",
         f'}} elsif substring (option vendor-class-identifier, 0, {len(HTTP_CLIENT)}) = "{HTTP_CLIENT}" {{',
         f'  option vendor-class-identifier "{HTTP_CLIENT}";',
         f'  filename "{answers.http_boot_url}";',
@@ -57,7 +59,10 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
         "ddns-update-style none;",
         "authoritative;",
         "option arch code 93 = unsigned integer 16;",
-        "option ipxe-encap-opts code 175 = string;",
+        # iPXE's encapsulated options: no-pxedhcp (176) = 1 spares iPXE its ProxyDHCP wait.
+        "option space ipxe;",
+        "option ipxe-encap-opts code 175 = encapsulate ipxe;",
+        "option ipxe.no-pxedhcp code 176 = unsigned integer 8;",
         "",
     ]
     for subnet in site.subnets:

@@ -49,6 +49,8 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
         lines += [f"dhcp-match=set:{arch.tag},option:client-arch,{code}" for code in arch.codes]
     lines += [
         f"dhcp-boot={known}tag:ipxe,{answers.ipxe_url}",
+        # iPXE's no-pxedhcp (175.176 = 1) spares it the ProxyDHCP wait.
+        "dhcp-option=tag:ipxe,encap:175,176,1b",
         f"dhcp-option-force={known}tag:httpclient,tag:!ipxe,option:vendor-class,{HTTP_CLIENT}",
         f"dhcp-boot={known}tag:httpclient,tag:!ipxe,{answers.http_boot_url}",
     ]

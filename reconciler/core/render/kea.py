@@ -28,7 +28,16 @@ def client_classes(site: Site) -> list[dict[str, Any]]:
     known = " and member('KNOWN')" if answers.known_only else ""
     ipxe_test = f"(option[77].hex == {_hex(IPXE_USER_CLASS)} or option[175].exists)"
     classes: list[dict[str, Any]] = [
-        {"name": "NETBOOT_IPXE", "test": ipxe_test + known, "boot-file-name": answers.ipxe_url},
+        {
+            "name": "NETBOOT_IPXE",
+            "test": ipxe_test + known,
+            "boot-file-name": answers.ipxe_url,
+            # iPXE's no-pxedhcp (175.176 = 1) spares it the ProxyDHCP wait.
+            "option-data": [
+                {"name": "ipxe-encap-opts", "space": "dhcp4"},
+                {"name": "no-pxedhcp", "space": "ipxe", "data": "1"},
+            ],
+        },
         {
             "name": "NETBOOT_HTTPCLIENT",
             "test": f"substring(option[60].hex,0,{len(HTTP_CLIENT)}) == {_hex(HTTP_CLIENT)}"
@@ -89,6 +98,10 @@ def config(site: Site, nodes: Sequence[Node], revision: str) -> dict[str, Any]:
             "reservations-global": True,
             "reservations-in-subnet": True,
             "reservations": [_reservation(n) for n in nodes if n.ip is None],
+            "option-def": [
+                {"name": "ipxe-encap-opts", "code": 175, "space": "dhcp4", "type": "empty", "encapsulate": "ipxe"},
+                {"name": "no-pxedhcp", "code": 176, "space": "ipxe", "type": "uint8"},
+            ],
             "client-classes": client_classes(site),
             "subnet4": subnets,
             "user-context": {"generator": "netboot-reconcile", "revision": revision},
