@@ -196,11 +196,12 @@ class DesiredState:
     cloud_init: Mapping[str, CloudInitTemplate]
     assets: tuple[Asset, ...] | None = None  # None: no assets.yaml
 
+    @functools.cached_property
+    def _nodes_by_mac(self) -> Mapping[str, Node]:
+        return {node.mac: node for node in self.nodes}
+
     def node_by_mac(self, mac: str) -> Node | None:
-        for node in self.nodes:
-            if node.mac == mac:
-                return node
-        return None
+        return self._nodes_by_mac.get(mac)
 
 
 @dataclass(frozen=True)

@@ -406,6 +406,16 @@ class Finished:
     message: str = ""
     by_client: bool = False  # the client sent the ERROR (e.g. OVMF's size probe, code 8)
 
+    @property
+    def outcome(self) -> str:
+        """`ok`; `size-probe` (RFC 2347: the client ended option negotiation with error 8 before any
+        data, as OVMF does to learn tsize); `aborted` by the client; or `failed` (timeouts, ...)."""
+        if self.ok:
+            return "ok"
+        if self.by_client and self.error_code == ERR_OPTION and self.bytes_sent == 0:
+            return "size-probe"
+        return "aborted" if self.by_client else "failed"
+
 
 @dataclass(frozen=True)
 class Step:

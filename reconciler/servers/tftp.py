@@ -360,11 +360,7 @@ class TftpServer:
         elif finished is not None and finished.ok:
             detail["result"] = "ok"
         elif finished is not None:
-            detail.update(
-                result="aborted" if finished.by_client else "failed",
-                error_code=finished.error_code,
-                error=finished.message,
-            )
+            detail.update(result=finished.outcome, error_code=finished.error_code, error=finished.message)
         log.info(
             "tftp %s client=%s file=%s bytes=%d revision=%s mac=%s",
             detail.get("result"),

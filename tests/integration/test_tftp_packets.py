@@ -237,7 +237,7 @@ def test_ovmf_probe_abort_then_fetch_with_the_captured_rrqs(tftp: Running, root:
     assert bytes(second.data) == (root / "ipxe.efi").read_bytes()
     tftp.server.stop(2.0)  # events of finished transfers are all recorded by now
     results = [(e.detail["file"], e.detail["result"], e.detail.get("error_code")) for e in tftp.events.events]
-    assert results == [("ipxe.efi", "aborted", 8), ("ipxe.efi", "ok", None)]
+    assert results == [("ipxe.efi", "size-probe", 8), ("ipxe.efi", "ok", None)]
     assert tftp.events.events[1].detail["bytes"] == 850_528
 
 

@@ -385,7 +385,7 @@ def test_oack_is_resent_on_timeout_and_retries_are_bounded() -> None:
     assert machine.receive(p.AckPacket(0)).datagrams == ()
 
 
-def test_ovmf_size_probe_ends_quietly_as_aborted_by_the_client() -> None:
+def test_ovmf_size_probe_ends_quietly_as_a_size_probe() -> None:
     negotiated = p.negotiate(rrq("ipxe.efi", tsize="0", blksize="1468", windowsize="4"), 850528)
     machine = p.ReadTransfer(p.BytesSource(bytes(850528)), negotiated)
     assert p.parse_packet(machine.start().datagrams[0]) == p.OptionAck(
@@ -394,6 +394,14 @@ def test_ovmf_size_probe_ends_quietly_as_aborted_by_the_client() -> None:
     step = machine.receive(p.ErrorPacket(p.ERR_OPTION, "User aborted the transfer"))
     assert step.datagrams == ()
     assert step.finished == p.Finished(False, 0, p.ERR_OPTION, "User aborted the transfer", by_client=True)
+    assert step.finished.outcome == "size-probe"
+
+
+def test_a_client_error_after_data_is_an_abort_not_a_probe() -> None:
+    assert p.Finished(False, 1024, p.ERR_OPTION, "stop", by_client=True).outcome == "aborted"
+    assert p.Finished(False, 0, 0, "gone", by_client=True).outcome == "aborted"
+    assert p.Finished(False, 0, None, "timed out").outcome == "failed"
+    assert p.Finished(True, 10).outcome == "ok"
 
 
 def test_unexpected_packets_end_the_transfer_with_illegal_operation() -> None:
