@@ -11,6 +11,7 @@ import pygit2
 
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.gitsource import read_tree
+from reconciler.commands.run import report_secret
 from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
 from tests.integration.daemon_support import DaemonProcess, WorkTree
@@ -26,10 +27,11 @@ def node_files(round_: int) -> dict[str, str | None]:
     }
 
 
-def expected_files(repo: Path, revision: str) -> dict[str, bytes]:
+def expected_files(repo: Path, revision: str, state_dir: Path) -> dict[str, bytes]:
+    """A fresh render of `revision`, as the daemon renders it (with its boot-report secret)."""
     validation = validate(read_tree(pygit2.Repository(str(repo)), revision))
     assert validation.state is not None
-    return render_generation(validation.state)
+    return render_generation(validation.state, report_secret=report_secret(state_dir))
 
 
 def test_kill_9_during_reconciles_never_leaves_a_torn_generation(tmp_path: Path) -> None:
@@ -60,7 +62,7 @@ def test_kill_9_during_reconciles_never_leaves_a_torn_generation(tmp_path: Path)
             current = store.current_revision()
             assert current in commits
             stored = store.load(current)
-            assert dict(stored.files) == expected_files(tree.path, current), f"torn generation {current}"
+            assert dict(stored.files) == expected_files(tree.path, current, state), f"torn generation {current}"
             torn_windows += current != new
 
             daemon = DaemonProcess(str(tree.path), state, ["--interval", "3600", "--no-watch"], port=port).start()
