@@ -17,9 +17,11 @@ Outcome of one node at one revision (its events in time order):
 - `user-data` / `meta-data` / `vendor-data` (NoCloud seed) or an autoinstall `start` -> installing.
 - Reports from the machine decide: a plain `report` with status success/failure, `phone-home`
   (cloud-init's last module: the OS is up) -> succeeded, an autoinstall `finish` of
-  `subiquity/Install` or `subiquity/Install/install` with SUCCESS -> succeeded, any top-level
-  autoinstall stage finishing with FAIL -> failed (also after a success: late-commands run
-  after the install). WARN is not a failure.
+  `subiquity/Install` or `subiquity/Install/install` with SUCCESS -> succeeded, any autoinstall
+  stage finishing with FAIL, however nested, -> failed (curtin's reporting contract: FAIL is
+  fatal; real installs stop at a nested `subiquity/Install/install/configure_apt: FAIL` and wait
+  at a shell prompt, and the parent's finish may never come; also after a success: late-commands,
+  `subiquity/Late/run_user_supplied`, run after the install). WARN is not a failure.
 - After succeeded/failed, only a new `kernel` download starts a new attempt (a reinstall); a
   node rebooting into its disk afterwards does not hide the result.
 - booting/installing for longer than `timeout` seconds since the attempt started -> timed-out.
@@ -66,14 +68,6 @@ def is_local_disk(event: BootEvent) -> bool:
     return event.stage in ("ipxe-script", "grub") and bool(event.detail.get("local_disk"))
 
 
-def _top_level(name: str) -> bool:
-    """subiquity stages are `subiquity/<Controller>/<step>`; curtin's own are `cmd-install/...`."""
-    parts = [p for p in name.split("/") if p]
-    if parts and parts[0] == "subiquity":
-        return len(parts) <= 3
-    return len(parts) <= 1
-
-
 def report_verdict(event: BootEvent) -> Outcome | None:
     """What one report event says on its own: succeeded, failed, installing, or nothing."""
     detail = event.detail
@@ -90,7 +84,7 @@ def report_verdict(event: BootEvent) -> Outcome | None:
         name = str(detail.get("name", ""))
         kind = str(detail.get("event_type", "")).lower()
         result = str(detail.get("result", "")).upper()
-        if kind == "finish" and result == "FAIL" and _top_level(name):
+        if kind == "finish" and result == "FAIL":
             return Outcome.FAILED
         if kind == "finish" and result == "SUCCESS" and name in _FINAL_AUTOINSTALL:
             return Outcome.SUCCEEDED

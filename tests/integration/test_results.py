@@ -232,7 +232,7 @@ def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_
     stages = [e["stage"] for e in entry["events"]]
     for stage in ("ipxe-bootstrap", "ipxe-script", "kernel", "initrd", "meta-data", "user-data", "autoinstall"):
         assert stage in stages, stages
-    assert entry["events"][-1]["detail"]["name"] == "subiquity/Late/run"
+    assert entry["events"][-1]["detail"]["name"] == "subiquity/Late/run_user_supplied"
     assert doc["commits"][0]["succeeded"] == 1 and doc["commits"][0]["targeted"] == 4
     drift = {n["node"]: n for n in doc["nodes"]}
     assert drift["node-1"]["drift"] is False and drift["node-2"]["last_booted_revision"] is None
