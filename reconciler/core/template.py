@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from reconciler.core.model import Node, Site
+from reconciler.core.model import Group, Node, Site
 
 _ENV = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined,
@@ -40,6 +41,12 @@ VARIABLES = (
     "cloud_init_url",
     "report_url",
     "report_token",
+)
+
+
+# What only a node has: a repo group's profile (for machines no node file declares) has none of it.
+NODE_ONLY_VARIABLES = frozenset(
+    {"name", "hostname", "mac", "mac_hyphen", "ip", "cloud_init_url", "report_url", "report_token"}
 )
 
 
@@ -66,6 +73,17 @@ def compile_template(text: str) -> Compiled:
         return Compiled(_ENV.from_string(text), None)
     except jinja2.TemplateSyntaxError as exc:
         return Compiled(None, TemplateFailure(f"template syntax: {exc.message}", exc.lineno or 0))
+
+
+@functools.lru_cache(maxsize=4096)
+def referenced_variables(text: str) -> frozenset[str]:
+    """The top-level variable names a template uses (empty when it does not compile)."""
+    if not is_template(text):
+        return frozenset()
+    try:
+        return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(text)))
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
 
 
 def is_template(text: str) -> bool:
@@ -152,4 +170,15 @@ def node_context(site: Site, node: Node, revision: str, report_token: str = "") 
         "cloud_init_url": cloud_init_url(site, revision, node.mac),
         "report_url": report_url(site, node.mac),
         "report_token": report_token,
+    }
+
+
+def group_context(site: Site, group: Group, revision: str) -> dict[str, Any]:
+    """The variables a repo group's profile sees: no per-machine values (see NODE_ONLY_VARIABLES)."""
+    return {
+        "labels": dict(group.selector),
+        "metadata": dict(group.metadata),
+        "profile": group.profile,
+        "revision": revision,
+        "server_url": site.server_url,
     }

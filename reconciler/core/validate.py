@@ -98,13 +98,13 @@ class _Collector:
         self._seen: set[Issue] = set()
         self._template_failures: set[tuple[Location, str]] = set()
 
-    def template_failure(self, loc: Location, exc: template.TemplateFailure, node: Node) -> None:
-        """One finding per template place and message, naming the first node that hit it."""
+    def template_failure(self, loc: Location, exc: template.TemplateFailure, subject: str) -> None:
+        """One finding per template place and message, naming the first node or group that hit it."""
         if (loc, exc.message) in self._template_failures:
             return
         self._template_failures.add((loc, exc.message))
         code = "template-undefined" if exc.message.startswith("undefined") else "template-error"
-        self.error(loc, code, f"{exc.message} (rendering for node {node.name!r}, {node.source.file})")
+        self.error(loc, code, f"{exc.message} (rendering for {subject})")
 
     def add(self, issue: Issue) -> None:
         if issue not in self._seen:
@@ -141,7 +141,11 @@ def validate(snapshot: Snapshot) -> Validation:
     _check_nodes(nodes, profiles, site, where, out)
     if site is not None:
         _check_subnets(site, out)
-        _check_templates(snapshot.revision, site, nodes, profiles, cloud_init, assets, out)
+        checker = _BootPlanChecker(snapshot.revision, site, profiles, assets, out)
+        for node in sorted(nodes, key=lambda n: n.name):
+            checker.check_node(node, cloud_init)
+        for group in sorted(groups, key=lambda g: g.id):
+            checker.check_group(group)
 
     issues = tuple(sorted(out.issues, key=lambda i: (i.file, i.line, i.column, i.code, i.message)))
     if site is None or any(i.is_error for i in issues):
@@ -570,52 +574,87 @@ def _suggest(name: str, known: Mapping[str, object]) -> str:
 # -- templates and lints -----------------------------------------------------------------------
 
 
-def _check_templates(
-    revision: str,
-    site: Site,
-    nodes: list[Node],
-    profiles: Mapping[str, Profile],
-    cloud_init: Mapping[str, CloudInitTemplate],
-    assets: tuple[Asset, ...] | None,
-    out: _Collector,
-) -> None:
-    """Render every template for every node that uses it; lint the results."""
-    listed = {a.path for a in assets} if assets is not None else None
-    linted_args: set[tuple[str, tuple[str, ...]]] = set()
-    linted_user_data: set[tuple[str, str]] = set()
-    for node in sorted(nodes, key=lambda n: n.name):
-        profile = profiles.get(node.profile)
+class _BootPlanChecker:
+    """Renders every boot template for every node, and for every repo group (the machines no node
+    file declares), as the renderer will; lints what comes out. Each distinct result is linted once."""
+
+    def __init__(
+        self,
+        revision: str,
+        site: Site,
+        profiles: Mapping[str, Profile],
+        assets: tuple[Asset, ...] | None,
+        out: _Collector,
+    ) -> None:
+        self.revision, self.site, self.profiles, self.out = revision, site, profiles, out
+        self.listed = {a.path for a in assets} if assets is not None else None
+        self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
+        self.linted_user_data: set[tuple[str, str]] = set()
+
+    def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
+        profile = self.profiles.get(node.profile)
         if profile is None:
-            continue
-        context = template.node_context(site, node, revision)
-        arg_loc = functools.partial(_arg_loc, profile)
-        rendered_args = _render_each(profile.boot.args, context, arg_loc, node, out)
-        boot_paths = _render_each(
-            (profile.boot.kernel, *profile.boot.initrd), context, functools.partial(_source_loc, profile), node, out
-        )
-        _check_boot_values(profile, rendered_args or (), boot_paths, out)
-        if rendered_args is not None and (profile.id, rendered_args) not in linted_args:
-            linted_args.add((profile.id, rendered_args))
-            out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
-            if listed is not None:
-                refs = [(a, _arg_loc(profile, i)) for i, a in enumerate(rendered_args) if a.startswith("url=")]
-                refs += [(p, profile.source) for p in boot_paths or () if p]
-                for ref, loc in refs:
-                    path = lint.asset_path(ref, site.server_url)
-                    if path is not None and path not in listed:
-                        out.add(lint.finding("asset-not-listed", loc, path))
+            return
+        context = template.node_context(self.site, node, self.revision)
+        subject = f"node {node.name!r}, {node.source.file}"
+        rendered_args = self._check_boot(profile, context, subject)
         tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
         if tpl is None:
-            continue
+            return
         try:
             text = template.render(tpl.text, context)
         except template.TemplateFailure as exc:
-            out.template_failure(Location(tpl.source.file, exc.line, 0), exc, node)
-            continue
+            self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
+            return
         key = (tpl.name, text)
-        if key not in linted_user_data:
-            linted_user_data.add(key)
-            out.extend(lint.lint_user_data(text, tpl.source, "autoinstall" in (rendered_args or ())))
+        if key not in self.linted_user_data:
+            self.linted_user_data.add(key)
+            self.out.extend(lint.lint_user_data(text, tpl.source, "autoinstall" in (rendered_args or ())))
+
+    def check_group(self, group: Group) -> None:
+        """A repo group's profile is rendered without a node: a node-only variable makes its script
+        say so and exit (a warning: machines only that group selects cannot boot it); anything else
+        must render, and its output passes the same checks as a node's."""
+        profile = self.profiles.get(group.profile)
+        if profile is None or not profile.boot.kernel:
+            return
+        texts = (profile.boot.kernel, *profile.boot.initrd, *profile.boot.args)
+        needs = sorted(set().union(*(template.referenced_variables(t) for t in texts)) & template.NODE_ONLY_VARIABLES)
+        if needs:
+            self.out.warn(
+                group.source,
+                "group-profile-needs-node",
+                f"group {group.id!r} boots profile {profile.id!r}, whose templates use {', '.join(needs)}: "
+                "a machine no node file declares has none, so it gets a script that says so and exits",
+            )
+            return
+        context = template.group_context(self.site, group, self.revision)
+        self._check_boot(profile, context, f"group {group.id!r}, {group.source.file}")
+
+    def _check_boot(self, profile: Profile, context: Mapping[str, Any], subject: str) -> tuple[str, ...] | None:
+        """Render kernel, initrd and args; check and lint them. Returns the rendered args."""
+        arg_loc = functools.partial(_arg_loc, profile)
+        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, self.out)
+        boot_paths = _render_each(
+            (profile.boot.kernel, *profile.boot.initrd),
+            context,
+            functools.partial(_source_loc, profile),
+            subject,
+            self.out,
+        )
+        _check_boot_values(profile, rendered_args or (), boot_paths, self.out)
+        if rendered_args is None or (profile.id, rendered_args) in self.linted_args:
+            return rendered_args
+        self.linted_args.add((profile.id, rendered_args))
+        self.out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
+        if self.listed is not None:
+            refs = [(a, _arg_loc(profile, i)) for i, a in enumerate(rendered_args) if a.startswith("url=")]
+            refs += [(p, profile.source) for p in boot_paths or () if p]
+            for ref, loc in refs:
+                path = lint.asset_path(ref, self.site.server_url)
+                if path is not None and path not in self.listed:
+                    self.out.add(lint.finding("asset-not-listed", loc, path))
+        return rendered_args
 
 
 def _check_boot_values(
@@ -653,7 +692,7 @@ def _arg_loc(profile: Profile, index: int) -> Location:
 
 
 def _render_each(
-    texts: tuple[str, ...], context: Mapping[str, Any], loc_of: Callable[[int], Location], node: Node, out: _Collector
+    texts: tuple[str, ...], context: Mapping[str, Any], loc_of: Callable[[int], Location], subject: str, out: _Collector
 ) -> tuple[str, ...] | None:
     try:
         return template.render_many(texts, context)
@@ -663,5 +702,5 @@ def _render_each(
         try:
             template.render(text, context)
         except template.TemplateFailure as exc:
-            out.template_failure(loc_of(i), exc, node)
+            out.template_failure(loc_of(i), exc, subject)
     return None

@@ -55,24 +55,13 @@ def render_generation(state: DesiredState, report_secret: bytes | None = None) -
     return dict(sorted(files.items()))
 
 
-def _group_context(state: DesiredState, group: Group) -> dict[str, object]:
-    """What a group's profile templates may use without a node: no per-machine values."""
-    return {
-        "labels": dict(group.selector),
-        "metadata": dict(group.metadata),
-        "profile": group.profile,
-        "revision": state.revision,
-        "server_url": state.site.server_url,
-    }
-
-
 def _group_scripts(state: DesiredState, group: Group) -> dict[str, bytes]:
     """iPXE, GRUB and env files for a repo group (unknown machines, label selectors)."""
     site, revision = state.site, state.revision
     profile = state.profiles[group.profile]
     title = f"group {group.id} profile {group.profile}"
     out = {f"metadata/group-{group.id}.env": matchbox.group_env(group)}
-    context = _group_context(state, group)
+    context = template.group_context(site, group, revision)
     try:
         kernel = pin(site, revision, template.render(profile.boot.kernel, context)) if profile.boot.kernel else ""
         entries = [split_initrd(template.render(p, context)) for p in profile.boot.initrd] if kernel else []
@@ -87,5 +76,3 @@ def _group_scripts(state: DesiredState, group: Group) -> dict[str, bytes]:
     out[f"ipxe/group-{group.id}.ipxe"] = ipxe.script(title, kernel, initrd, names, args, revision).encode()
     out[f"grub/group-{group.id}.cfg"] = grub.script(title, kernel, initrd, args, revision).encode()
     return out
-
-
