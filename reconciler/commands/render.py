@@ -3,13 +3,16 @@
 Validates the repository directory at PATH like `validate` and, when it is valid, writes the
 generation the daemon would serve (`core.render.render_generation`) under DIR: the same tree as
 `generations/<sha>/`, a matchbox data directory. An invalid repository is refused with its
-findings printed as `validate` prints them (exit 1); usage or I/O errors exit 2. Files under
-DIR that the generation does not hold are left alone; rendered files are replaced atomically.
+findings printed as `validate` prints them (exit 1); usage or I/O errors exit 2. Rendered files
+are replaced atomically. A render records what it wrote in DIR/.netboot-render.json, and the next
+render removes what it wrote before and no longer holds (a deleted node's matchbox group must not
+keep booting it); files it never wrote are left alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -27,8 +30,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
 
 
+MANIFEST = ".netboot-render.json"
+
+
+def _previous(out: Path) -> list[str]:
+    try:
+        listed = json.loads((out / MANIFEST).read_text("utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [rel for rel in listed if isinstance(rel, str) and ".." not in Path(rel).parts and not rel.startswith("/")]
+
+
 def write_tree(files: dict[str, bytes], out: Path) -> None:
-    """Write `files` under `out`, each through a temporary file renamed into place."""
+    """Write `files` under `out`, each through a temporary file renamed into place; then remove
+    what the previous render wrote that this one does not hold, and record what this one wrote."""
+    stale = [rel for rel in _previous(out) if rel not in files]
     for rel, data in files.items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +56,13 @@ def write_tree(files: dict[str, bytes], out: Path) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+    for rel in stale:
+        (out / rel).unlink(missing_ok=True)
+        parent = (out / rel).parent
+        while parent != out and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    (out / MANIFEST).write_text(json.dumps({"files": sorted(files)}, indent=1) + "\n", "utf-8")
 
 
 def run(args: argparse.Namespace) -> int:

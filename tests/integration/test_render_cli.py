@@ -24,6 +24,7 @@ def test_render_writes_the_generation_tree(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     expected = render_generation(valid_state(read_directory(EXAMPLE)))
     written = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert written.pop(".netboot-render.json")
     assert written == expected
     assert (out / "groups" / "node.node-1.json").is_file()
     assert (out / "cloud-init" / "52:54:00:aa:bb:01" / "user-data").is_file()
@@ -45,3 +46,18 @@ def test_render_refuses_an_invalid_repo_and_prints_findings_like_validate(tmp_pa
 
 def test_render_without_out_is_a_usage_error(tmp_path: Path) -> None:
     assert _cli("render", str(EXAMPLE)).returncode == 2
+
+
+def test_render_again_removes_a_deleted_nodes_files_and_keeps_foreign_ones(tmp_path: Path) -> None:
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    shutil.copytree(EXAMPLE, repo)
+    assert _cli("render", str(repo), "--out", str(out)).returncode == 0
+    (out / "groups" / "mine.json").write_text("{}")  # a file the render never wrote
+    assert (out / "groups" / "node.node-3.json").is_file()
+    (repo / "nodes" / "node-3.yaml").unlink()
+    result = _cli("render", str(repo), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert not (out / "groups" / "node.node-3.json").exists()  # matchbox would still boot it
+    assert not (out / "cloud-init" / "52:54:00:aa:bb:03").exists()
+    assert (out / "groups" / "node.node-1.json").is_file()
+    assert (out / "groups" / "mine.json").read_text() == "{}"
