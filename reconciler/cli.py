@@ -13,7 +13,6 @@ from reconciler import __version__
 from reconciler.commands import diff, render, results, run, status, validate
 
 COMMANDS = (run, validate, status, diff, render, results)
-_NAMES = ("run", "validate", "render", "diff", "results", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

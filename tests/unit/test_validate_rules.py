@@ -234,3 +234,12 @@ def test_matchbox_json_profiles_and_groups_are_valid_input() -> None:
 def test_files_outside_the_format_are_ignored() -> None:
     state = validate(repo_builder.snapshot({"README.md": "# hi", "nodes/notes.txt": "x", "other/x.yaml": ": :"})).state
     assert state is not None
+
+
+def test_boot_file_names_stay_under_the_tftp_root() -> None:
+    site = (
+        repo_builder.BASE["netboot.yaml"]
+        + "boot_files:\n  uefi_x64: efi/../../etc/passwd\n  bios: ipxe/undionly.kpxe\n"
+    )
+    issues = findings({"netboot.yaml": site})
+    assert [(i.code, i.line) for i in issues] == [("schema", 13)]
