@@ -58,7 +58,7 @@ def wait_port(port: int, timeout: float = 10) -> None:
 # -- our server, in a child process ----------------------------------------------------------------
 
 
-def serve(port: int, assets: Path, threads: int) -> None:
+def serve(port: int, assets: Path, threads: int, turn_kib: int = 1024) -> None:
     """Child process: the example repo rendered, served by HttpServer on 127.0.0.1:port."""
     import logging
 
@@ -93,7 +93,9 @@ def serve(port: int, assets: Path, threads: int) -> None:
 
     sink = Batched()
     threading.Thread(target=sink.drain, daemon=True).start()
-    server = HttpServer(("127.0.0.1", port), make_boot_app(holder, sink, assets), threads=threads)
+    server = HttpServer(
+        ("127.0.0.1", port), make_boot_app(holder, sink, assets), threads=threads, turn_bytes=turn_kib << 10
+    )
     server.start()
     threading.Event().wait()
 
@@ -184,10 +186,11 @@ def main() -> None:
     parser.add_argument("--big-mib", type=int, default=256)
     parser.add_argument("--downloads", type=int, default=32)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--turn-kib", type=int, default=128)
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "ASSETS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), Path(args.serve[1]), args.threads)
+        serve(int(args.serve[0]), Path(args.serve[1]), args.threads, args.turn_kib)
         return
     for tool in ("wrk", "curl"):
         if shutil.which(tool) is None:

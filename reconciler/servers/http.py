@@ -13,8 +13,10 @@ records one `BootEvent` through the non-blocking `EventSink`.
 clients at once): `asyncore_use_poll=True` (select() stops at 1024 descriptors),
 `connection_limit` 1000 (waitress defaults to 100 and then stops accepting), a listen backlog
 of 2048, bounded header and body sizes. Full-file and ranged asset GETs are handed to waitress as
-`wsgi.file_wrapper`, so the I/O thread streams them and the worker threads stay free for small
-requests (iPXE scripts) while large downloads run.
+`wsgi.file_wrapper`; `StreamingChannel` (waitress's channel, subclassed) sends them from the I/O
+thread only, by sendfile(2), `TURN_BYTES` per connection per loop turn, so the worker threads stay
+free for small requests (iPXE scripts) and a script request waits at most a few turns, however
+fast the downloads' readers are.
 
 HEAD: waitress 3.0.2 sends whatever body the app returns, even for HEAD, and UEFI HTTP Boot
 (HEAD then GET on one keep-alive connection) then reads the stray body as the next response.
@@ -27,7 +29,9 @@ Caller: the daemon builds `make_boot_app(holder, events, assets_dir, extra)` and
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from waitress.buffers import ReadOnlyFileBasedBuffer
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from werkzeug.wrappers import Response
 
@@ -303,6 +308,112 @@ def make_boot_app(
     return BootApp(holder, events, assets_dir, extra, installed)
 
 
+# Bytes one connection may send per turn of waitress's I/O loop before the loop serves the others
+# (accepts, reads, other downloads). See StreamingChannel; bench/http.py --turn-kib measures it.
+TURN_BYTES = 128 << 10
+
+_DISCONNECTED = frozenset(
+    {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE, errno.EBADF}
+)
+
+
+class StreamingChannel(HTTPChannel):
+    """waitress's channel, with file bodies sent by sendfile(2) from the I/O thread, a bounded turn at a time.
+
+    waitress 3.0.2's `_flush_some` sends until the socket would block, and runs in whichever
+    thread calls it: `write_soon` (a WORKER thread, right after the app returns a
+    `wsgi.file_wrapper`) and `handle_write` (the I/O thread). A loopback or LAN reader that keeps
+    up never makes the socket block, so (1) the worker that answered a kernel GET streams the
+    whole file itself: 8 such downloads take all 8 workers and an iPXE script request queues
+    behind them for seconds; (2) the I/O thread, once it owns a stream, sends the whole file
+    before it polls again, so downloads go one after another and nothing is accepted or read
+    meanwhile. It also copies every 16 KiB (SO_SNDBUF) through Python: read, send, seek.
+
+    Here: a worker sends only in-memory buffers (headers, scripts) and leaves a file to the I/O
+    thread (waitress's `write_soon` then pulls the trigger, since bytes remain); the I/O thread
+    sends at most `TURN_BYTES` per writable event, so every ready connection gets a turn per
+    poll; a file with a descriptor goes by `os.sendfile` (no copy through Python; the GIL is
+    released during the call). A file that ends before its Content-Length closes the connection
+    (waitress would spin on a writable socket with nothing to send).
+    """
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        self.io_thread = threading.get_ident()  # channels are made by handle_accept, on the I/O thread
+        self.turn_bytes: int = getattr(server, "turn_bytes", TURN_BYTES)
+        self._sending: ReadOnlyFileBasedBuffer | None = None  # the file being sent, and where it is
+        self._offset = 0
+        super().__init__(server, sock, addr, adj, map=map)
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        on_io = threading.get_ident() == self.io_thread
+        budget = self.turn_bytes if on_io else -1
+        sent = 0
+        while True:
+            outbuf = self.outbufs[0]
+            remain = outbuf.__len__()
+            if remain > 0 and isinstance(outbuf, ReadOnlyFileBasedBuffer):
+                if not on_io:
+                    break
+                n = self._send_file(outbuf, remain if budget < 0 else min(remain, budget - sent), do_close)
+            elif remain > 0:
+                n = self.send(outbuf.get(self.sendbuf_len), do_close=do_close)
+                if n:
+                    outbuf.skip(n, True)
+            else:
+                if len(self.outbufs) == 1:
+                    break  # outbufs[-1] stays: it is the writable one
+                done = cast(list[Any], self.outbufs).pop(0)
+                if done is self._sending:
+                    self._sending = None
+                try:
+                    done.close()
+                except Exception:
+                    log.exception("closing a sent buffer failed revision=- mac=-")
+                continue
+            if not n:
+                break
+            sent += n
+            self.total_outbufs_len -= n
+            if 0 <= budget <= sent:
+                break
+        if sent:
+            self.last_activity = time.time()
+            return True
+        return False
+
+    def _send_file(self, outbuf: ReadOnlyFileBasedBuffer, count: int, do_close: bool) -> int:
+        f = outbuf.file
+        try:
+            fd = f.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (BytesIO...): waitress's way
+            data = outbuf.get(min(count, self.sendbuf_len))
+            if not data:
+                raise OSError(errno.EIO, "file body ended before its Content-Length") from None
+            n: int = self.send(data, do_close=do_close)
+            if n:
+                outbuf.skip(n, True)
+            return n
+        if outbuf is not self._sending:  # a new file, positioned by the app (a range start)
+            self._sending, self._offset = outbuf, f.tell()
+        sock = self.socket
+        assert sock is not None
+        try:
+            n = os.sendfile(sock.fileno(), fd, self._offset, count)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno in _DISCONNECTED:
+                if do_close:
+                    self.handle_close()
+                return 0
+            raise
+        if n == 0:
+            raise OSError(errno.EIO, "file body ended before its Content-Length")
+        self._offset += n
+        outbuf.remain -= n
+        return n
+
+
 class HttpServer:
     """waitress in one background thread, with settings for boot storms; graceful `stop`."""
 
@@ -315,8 +426,10 @@ class HttpServer:
         connection_limit: int = 1000,
         max_request_header_size: int = MAX_REQUEST_HEADER_SIZE,
         max_request_body_size: int = MAX_REQUEST_BODY_SIZE,
+        turn_bytes: int = TURN_BYTES,
     ) -> None:
         self._listen = listen
+        self._turn_bytes = turn_bytes
         self._app = app
         self._settings: dict[str, Any] = {
             "threads": threads,
@@ -341,6 +454,8 @@ class HttpServer:
         if not hasattr(server, "effective_port"):  # a MultiSocketServer: the name resolved to several addresses
             server.close()
             raise ValueError(f"--http-listen {host}:{port} resolves to several addresses: give one IP address")
+        server.channel_class = StreamingChannel  # accept() only runs in server.run, below
+        server.turn_bytes = self._turn_bytes
         self._server = server
         self.address = (str(server.effective_host), int(server.effective_port))
         self._thread = threading.Thread(target=server.run, name="http", daemon=True)

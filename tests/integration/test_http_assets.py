@@ -10,6 +10,8 @@ import http.client
 import os
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -321,6 +323,106 @@ def test_large_download_does_not_hold_a_worker(tmp_path: Path) -> None:
         server.stop(5)
 
 
+def test_small_request_is_served_while_fast_readers_download(tmp_path: Path) -> None:
+    """ONE worker, 4 downloads read by curl as fast as it can: a small request is still answered.
+
+    A reader that keeps up rarely makes the server's socket block, and waitress 3.0.2 alone sends
+    until it does, from the worker (`write_soon`) and then from the I/O thread (`handle_write`),
+    so a small request waits for whichever stream is being sent; how long depends on when a
+    socket happens to fill. Here it must be answered while every download is still running.
+    """
+    curl = require_tool("curl", "curl")
+    root = tmp_path / "assets"
+    root.mkdir()
+    with (root / "big.img").open("wb") as f:
+        f.truncate(4 << 30)  # sparse
+    (root / "small").write_bytes(b"small\n")
+    server = HttpServer(("127.0.0.1", 0), make_boot_app(GenerationHolder(), CollectEvents(), root), threads=1)
+    server.start()
+    host, port = server.address
+    downloads = [
+        subprocess.Popen([curl, "-sS", "-o", os.devnull, f"http://{host}:{port}/assets/big.img"]) for _ in range(4)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while server.open_connections < 4:
+            assert time.monotonic() < deadline, "the downloads did not connect"
+            time.sleep(0.01)
+        time.sleep(0.2)  # let them get going (not an assertion on time)
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        conn.request("GET", "/assets/small")
+        assert conn.getresponse().read() == b"small\n"
+        conn.close()
+        assert [p.poll() for p in downloads] == [None] * 4  # no download had to finish first
+    finally:
+        for proc in downloads:
+            proc.kill()
+            proc.wait(10)
+        server.stop(5)
+
+
+def test_file_bodies_go_by_sendfile_from_the_io_thread_in_bounded_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole files and ranges: right bytes; each file send is one sendfile(2) from the I/O thread, at most a turn."""
+    root = tmp_path / "assets"
+    root.mkdir()
+    data = os.urandom(3 << 20)
+    (root / "blob").write_bytes(data)
+    calls: list[tuple[str, int]] = []
+    real_sendfile = os.sendfile
+
+    def recording_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        calls.append((threading.current_thread().name, count))
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", recording_sendfile)
+    turn = 64 << 10
+    app = make_boot_app(GenerationHolder(), CollectEvents(), root)
+    server = HttpServer(("127.0.0.1", 0), app, threads=2, turn_bytes=turn)
+    server.start()
+    try:
+        conn = http.client.HTTPConnection(*server.address, timeout=10)
+        conn.request("GET", "/assets/blob")
+        assert conn.getresponse().read() == data
+        start, end = 1_000_001, 2_500_000
+        conn.request("GET", "/assets/blob", headers={"Range": f"bytes={start}-{end}"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (206, data[start : end + 1])
+        conn.request("GET", "/assets/blob", headers={"Range": "bytes=-10"})  # the connection is still in step
+        assert conn.getresponse().read() == data[-10:]
+        conn.close()
+    finally:
+        server.stop(5)
+    assert calls and {name for name, _ in calls} == {"http"}
+    assert max(count for _, count in calls) <= turn
+
+
+def test_a_file_shorter_than_its_content_length_closes_the_connection(tmp_path: Path) -> None:
+    """The file shrinks while it is being sent: the client gets fewer bytes and EOF, not a hang."""
+    root = tmp_path / "assets"
+    root.mkdir()
+    blob = root / "blob"
+    with blob.open("wb") as f:
+        f.truncate(64 << 20)  # far more than socket buffers hold
+    server = HttpServer(("127.0.0.1", 0), make_boot_app(GenerationHolder(), CollectEvents(), root))
+    server.start()
+    try:
+        sock = socket.create_connection(server.address, timeout=10)
+        sock.sendall(b"GET /assets/blob HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(4096)  # the response has started; the rest waits in socket buffers
+        assert first.startswith(b"HTTP/1.1 200")
+        with blob.open("r+b") as f:
+            f.truncate(1 << 20)
+        got = len(first)
+        while data := sock.recv(1 << 20):
+            got += len(data)
+        sock.close()
+        assert got < 64 << 20
+    finally:
+        server.stop(5)
+
+
 def test_stop_lets_an_in_flight_download_finish(tmp_path: Path) -> None:
     root = tmp_path / "assets"
     root.mkdir()
@@ -332,8 +434,6 @@ def test_stop_lets_an_in_flight_download_finish(tmp_path: Path) -> None:
     sock.sendall(b"GET /assets/blob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     first = sock.recv(1024)  # the response has started
     assert first.startswith(b"HTTP/1.1 200")
-    import threading
-
     stopper = threading.Thread(target=server.stop, args=(30,))
     stopper.start()
     got = first
