@@ -96,6 +96,7 @@ class Attempt:
     files: Mapping[str, bytes] | None = None
     root: Path | None = None
     generation: Generation | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds, in order
 
 
 Step = Callable[[Attempt], bool]
@@ -336,7 +337,10 @@ class Daemon:
         try:
             for name, step in self.steps:
                 attempt.step = name
-                if not step(attempt):
+                t_step = time.monotonic()
+                done = step(attempt)
+                attempt.timings[name] = time.monotonic() - t_step
+                if not done:
                     result = Result.UNCHANGED
                     break
         except Invalid as exc:
@@ -399,7 +403,8 @@ class Daemon:
         self.metrics.duration.observe(duration)
         short = (attempt.revision or "-")
         if result is Result.APPLIED:
-            log.info("revision=%s applied in %.3fs (trigger %s)", short, duration, attempt.trigger)
+            steps = " ".join(f"{name}={seconds:.3f}" for name, seconds in attempt.timings.items())
+            log.info("revision=%s applied in %.3fs (trigger %s; %s)", short, duration, attempt.trigger, steps)
         elif result is Result.INVALID:
             log.warning("revision=%s invalid, not served: %s", short, reason)
             for issue in self._findings:
