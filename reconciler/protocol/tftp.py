@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 # Opcodes (RFC 1350, RFC 2347).
 RRQ = 1
@@ -417,15 +417,20 @@ class Finished:
         return "aborted" if self.by_client else "failed"
 
 
-@dataclass(frozen=True)
-class Step:
-    """What to do after an input: send these datagrams (in order), and stop if finished."""
+class Step(NamedTuple):
+    """What to do after an input: send these datagrams (in order), and stop if finished.
+
+    A named tuple rather than a dataclass: one is made per ACK on the transfer hot path."""
 
     datagrams: tuple[bytes, ...] = ()
     finished: Finished | None = None
 
 
 _NOTHING = Step()
+
+# Bytes read from the source at a time (at least one window): a lockstep transfer then costs
+# one read per ~64 KiB instead of one per block.
+READ_AHEAD = 65536
 
 
 class ReadTransfer:
@@ -438,8 +443,12 @@ class ReadTransfer:
     sent means the client saw a gap: the next window starts right after it. A timeout resends
     the window from the first unacknowledged block (or the OACK), up to `max_retries` times.
 
-    Call `start()` once, then `receive(packet)` per packet from the client's TID and
-    `timeout()` whenever `timeout_seconds` passed without a step that sent something.
+    Call `start()` once, then `ack(block)` or `receive(packet)` per packet from the client's
+    TID and `timeout()` whenever `timeout_seconds` passed without a step that sent something.
+
+    The DATA datagrams of the window in flight are kept whole (header and payload) for
+    retransmission, and the source is read `READ_AHEAD` bytes at a time: per ACK the hot path
+    builds only the datagrams of the blocks it newly sends.
     """
 
     def __init__(
@@ -458,7 +467,11 @@ class ReadTransfer:
         self._last_len = 0
         self._retries = 0
         self._finished: Finished | None = None
-        self._cache: dict[int, bytes] = {}  # block -> payload, for the window in flight
+        self._sent: list[bytes] = []  # DATA datagrams of blocks _base .. _next-1
+        self._chunk = memoryview(b"")  # read-ahead bytes, from block _chunk_block on
+        self._chunk_block = 1
+        self._chunk_end = 1  # first block not in the chunk
+        self._read_blocks = max(self.windowsize, READ_AHEAD // self.blksize, 1)
 
     @property
     def finished(self) -> Finished | None:
@@ -471,34 +484,35 @@ class ReadTransfer:
             return (self._last - 1) * self.blksize + self._last_len
         return done * self.blksize
 
-    def _payload(self, block: int, ahead: int = 1) -> bytes:
-        """Block `block`'s payload; when it must be read, read `ahead` blocks in one go."""
-        cached = self._cache.get(block)
-        if cached is not None:
-            return cached
+    def _read(self, block: int) -> None:
+        """Fill the read-ahead chunk from `block` on; note the last block at the end of the file."""
         blksize = self.blksize
-        chunk = self._source.read_at((block - 1) * blksize, blksize * ahead)
-        view = memoryview(chunk)
-        for i in range(ahead):
-            payload = bytes(view[i * blksize : (i + 1) * blksize])
-            self._cache[block + i] = payload
-            if len(payload) < blksize:
-                self._last = block + i
-                self._last_len = len(payload)
-                break
-        return self._cache[block]
+        want = self._read_blocks * blksize
+        data = self._source.read_at((block - 1) * blksize, want)
+        self._chunk = memoryview(data)
+        self._chunk_block = block
+        full = len(data) // blksize
+        if len(data) < want:
+            self._last = block + full  # the remainder (possibly empty) is the final block
+            self._last_len = len(data) - full * blksize
+            self._chunk_end = self._last + 1
+        else:
+            self._chunk_end = block + full
 
     def _window(self) -> Step:
         """Send blocks from `_base` up to a full window or the last block."""
-        datagrams: list[bytes] = []
-        block = self._base
+        sent = self._sent
+        block = self._next
         end = self._base + self.windowsize
+        blksize = self.blksize
         while block < end and (self._last is None or block <= self._last):
-            payload = self._payload(block, end - block)
-            datagrams.append(_HEADER.pack(DATA, block & 0xFFFF) + payload)
+            if block >= self._chunk_end:
+                self._read(block)  # sets _last when the file ends: block <= _last still holds
+            start = (block - self._chunk_block) * blksize
+            sent.append(_HEADER.pack(DATA, block & 0xFFFF) + self._chunk[start : start + blksize])
             block += 1
         self._next = block
-        return Step(tuple(datagrams))
+        return Step(tuple(sent))
 
     def start(self) -> Step:
         if self._awaiting_oack_ack and self._oack is not None:
@@ -507,30 +521,14 @@ class ReadTransfer:
 
     def _finish(self, finished: Finished, datagrams: tuple[bytes, ...] = ()) -> Step:
         self._finished = finished
-        self._cache.clear()
+        self._sent.clear()
+        self._chunk = memoryview(b"")
         return Step(datagrams, finished)
 
     def ack(self, wire_block: int) -> Step:
         """The client acknowledged `wire_block` (the hot path: no packet value needed)."""
         if self._finished is not None:
             return _NOTHING
-        return self._on_ack(wire_block)
-
-    def receive(self, packet: Packet) -> Step:
-        if self._finished is not None:
-            return _NOTHING
-        if isinstance(packet, AckPacket):
-            return self._on_ack(packet.block)
-        if isinstance(packet, ErrorPacket):
-            return self._finish(
-                Finished(False, self.acknowledged_bytes, packet.code, packet.message, by_client=True)
-            )
-        error = TftpError(ERR_ILLEGAL_OP, "expected ACK")
-        return self._finish(
-            Finished(False, self.acknowledged_bytes, error.code, error.message), (error.packet(),)
-        )
-
-    def _on_ack(self, wire_block: int) -> Step:
         if self._awaiting_oack_ack:
             if wire_block != 0:
                 return _NOTHING
@@ -539,22 +537,34 @@ class ReadTransfer:
             return self._window()
         # Map the 16-bit number to the one block in [base-1, next-1] it can mean.
         low = self._base - 1
-        offset = (wire_block - low) & 0xFFFF
-        acked = low + offset
+        acked = low + ((wire_block - low) & 0xFFFF)
         if acked >= self._next:
             return _NOTHING  # a stale ACK from before a rollover, or nonsense: ignore
         if acked == low:
             return _NOTHING  # duplicate: never resend on it (Sorcerer's Apprentice)
-        for block in range(self._base, acked + 1):
-            self._cache.pop(block, None)
+        del self._sent[: acked - low]
         self._base = acked + 1
         self._retries = 0
         if self._last is not None and acked >= self._last:
             return self._finish(Finished(True, self.acknowledged_bytes))
-        self._source.release((self._base - 1) * self.blksize)
+        self._source.release(acked * self.blksize)
         # Whether the ACK closes the window or sits inside it (the client saw a gap and
         # dropped what followed), the next window starts right after the acknowledged block.
         return self._window()
+
+    def receive(self, packet: Packet) -> Step:
+        if self._finished is not None:
+            return _NOTHING
+        if isinstance(packet, AckPacket):
+            return self.ack(packet.block)
+        if isinstance(packet, ErrorPacket):
+            return self._finish(
+                Finished(False, self.acknowledged_bytes, packet.code, packet.message, by_client=True)
+            )
+        error = TftpError(ERR_ILLEGAL_OP, "expected ACK")
+        return self._finish(
+            Finished(False, self.acknowledged_bytes, error.code, error.message), (error.packet(),)
+        )
 
     def timeout(self) -> Step:
         """No progress for `timeout_seconds`: resend, or give up after `max_retries`."""
