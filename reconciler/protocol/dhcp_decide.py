@@ -251,6 +251,24 @@ class Decision:
     detail: Mapping[str, object] = field(default_factory=dict)
 
 
+def _decision(
+    reply: d.DhcpMessage | None,
+    route: Route | None,
+    lease: LeaseChange | None,
+    stage: str | None,
+    node: str | None,
+    detail: Mapping[str, object],
+    reason: str = "",
+) -> Decision:
+    """`Decision(...)` on the per-packet path without the frozen dataclass `__init__` (see
+    `protocol.dhcp.message`): the same value, several microseconds cheaper."""
+    built = object.__new__(Decision)
+    built.__dict__.update(
+        reply=reply, route=route, lease=lease, stage=stage, node=node, reason=reason, detail=detail
+    )
+    return built
+
+
 def silent(reason: str) -> Decision:
     return Decision(reply=None, reason=reason)
 
@@ -317,7 +335,7 @@ def _detail(message: d.DhcpMessage, boot: BootChoice | None, ip: IPv4Address | N
     mtype = message.message_type
     return {
         "message": d.MESSAGE_NAMES.get(mtype or 0, str(mtype)),
-        "arch": client_arch(message),
+        "arch": boot.arch if boot is not None else client_arch(message),
         "vendor_class": message.vendor_class or None,
         "user_class": b",".join(message.user_classes).decode("ascii", "replace") or None,
         "ip": str(ip) if ip is not None else None,
@@ -424,6 +442,9 @@ def _usable(
     return holder is None or (holder.mac == mac and holder.state != "declined") or holder.expires <= now
 
 
+_times = struct.Struct("!I").pack
+
+
 def _lease_seconds(message: d.DhcpMessage, subnet: Subnet) -> int:
     asked = message.options.get(d.OPT_LEASE_TIME)
     seconds = subnet.lease_time
@@ -522,34 +543,33 @@ def _offer_or_ack(
 ) -> Decision:
     seconds = _lease_seconds(message, subnet.subnet)
     options: dict[int, bytes] = {
-        d.OPT_SERVER_ID: plan.server_id.packed,
-        d.OPT_LEASE_TIME: struct.pack("!I", seconds),
-        d.OPT_RENEWAL_T1: struct.pack("!I", seconds // 2),
-        d.OPT_REBINDING_T2: struct.pack("!I", seconds * 7 // 8),
+        d.OPT_SERVER_ID: d.packed(plan.server_id),
+        d.OPT_LEASE_TIME: _times(seconds),
     }
+    options[d.OPT_RENEWAL_T1], options[d.OPT_REBINDING_T2] = _times(seconds // 2), _times(seconds * 7 // 8)
     options.update(subnet.options)
     if reservation is not None and reservation.ip == ip:
         options[d.OPT_HOSTNAME] = reservation.hostname.encode("ascii", "replace")
     siaddr, file = _boot_fields(boot, plan, message, options, proxy=False)
-    reply = d.DhcpMessage(
-        op=d.BOOTREPLY,
-        xid=message.xid,
-        chaddr=message.chaddr,
+    reply = d.message(
+        d.BOOTREPLY,
+        message.xid,
+        message.chaddr,
+        _base_reply(message, mtype, options),
         flags=message.flags,
         ciaddr=message.ciaddr,
         yiaddr=ip,
         siaddr=siaddr,
         giaddr=message.giaddr,
         file=file,
-        options=_base_reply(message, mtype, options),
     )
-    return Decision(
-        reply=reply,
-        route=_route(message, ip),
-        lease=change,
-        stage="dhcp-offer" if mtype == d.OFFER else "dhcp-ack",
-        node=reservation.node if reservation else None,
-        detail=_detail(message, boot, ip),
+    return _decision(
+        reply,
+        _route(message, ip),
+        change,
+        "dhcp-offer" if mtype == d.OFFER else "dhcp-ack",
+        reservation.node if reservation else None,
+        _detail(message, boot, ip),
     )
 
 

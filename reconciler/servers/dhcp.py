@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -48,7 +48,7 @@ SERVER_PORT = 67
 _PKTINFO = struct.Struct("@i4s4s")
 _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 
-_Event = tuple[float, str, str, str, str | None, str | None, dict[str, Any]]
+_Event = tuple[float, str, str, str, str | None, str | None, Mapping[str, Any]]
 
 
 class DhcpServer:
@@ -192,20 +192,26 @@ class DhcpServer:
 
     def _serve(self, sock: socket.socket, port: int) -> None:
         poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
+        fileno = sock.fileno()
+        poller.register(fileno, select.POLLIN)
         wake = self._wake_r.fileno()
         if port != PROXY_PORT:
             poller.register(wake, select.POLLIN)
-        while not self._stopping.is_set():
-            ready = poller.poll()
-            if any(fd == wake for fd, _ in ready):
-                self._send_durable()
-            if not any(fd == sock.fileno() for fd, _ in ready):
+        handle = self.handle
+        stopping = self._stopping
+        while not stopping.is_set():
+            readable = False
+            for fd, _ in poller.poll():
+                if fd == wake:
+                    self._send_durable()
+                elif fd == fileno:
+                    readable = True
+            if not readable:
                 continue
             try:
                 data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
             except OSError:
-                if self._stopping.is_set():
+                if stopping.is_set():
                     return
                 continue
             if not data:
@@ -215,7 +221,7 @@ class DhcpServer:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
                     ifindex = _PKTINFO.unpack_from(value)[0]
             try:
-                self.handle(sock, port, data, source, ifindex)
+                handle(sock, port, data, source, ifindex)
             except Exception:
                 log.exception("dhcp: packet from %s not handled", source)
 
@@ -248,9 +254,11 @@ class DhcpServer:
         if reply is not None:
             self._send(sock, payload, decision, source, ifindex)
         if decision.stage is not None:
+            # The decider made `detail` for this decision alone: no copy needed.
+            ciaddr = message.ciaddr
             self._queue.append((now, decision.stage, plan.revision, message.mac, decision.node,
-                                str(message.ciaddr if message.ciaddr != codec.ZERO_IP else source[0]),
-                                dict(decision.detail)))
+                                str(ciaddr) if ciaddr != codec.ZERO_IP else source[0],
+                                decision.detail))
         elif decision.reply is None:
             log.debug("dhcp: no reply revision=%s mac=%s: %s", plan.revision, message.mac, decision.reason)
 
