@@ -472,11 +472,13 @@ class Daemon:
 
     def _write(self, attempt: Attempt) -> bool:
         assert attempt.files is not None and attempt.snapshot is not None and attempt.revision is not None
+        parts: dict[str, float] = {}
         try:
             attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
-                                                previous=self._previous)
+                                                previous=self._previous, timings=parts)
         except OSError as exc:
             raise Temporary(f"writing generation: {exc}") from exc
+        attempt.timings.update((f"write.{name}", seconds) for name, seconds in parts.items())
         return True
 
     def _swap_current(self, attempt: Attempt) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pygit2
 import pytest
 
+from reconciler.adapters.gitsource import read_tree
 from reconciler.core.render import render_generation
+from reconciler.core.validate import validate
 from reconciler.daemon import Condition, Daemon, Result
 from reconciler.settings import Settings
 from tests.integration.daemon_support import INVALID_NODE, WorkTree, git
@@ -155,3 +158,67 @@ def test_old_generations_are_collected_keeping_the_last_n(tree: WorkTree, tmp_pa
         assert set(daemon.holder.retained()) == set(revisions[-2:])
     finally:
         daemon.shutdown()
+
+
+def rendered(tree: WorkTree, revision: str) -> dict[str, bytes]:
+    validation = validate(read_tree(pygit2.Repository(str(tree.path)), revision))
+    assert validation.state is not None
+    return render_generation(validation.state)
+
+
+def test_collected_generations_lend_their_inodes_and_kept_ones_stay_intact(tree: WorkTree, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    daemon = make_daemon(str(tree.path), state, keep_generations=2)
+    try:
+        daemon.reconcile_once()
+        first = tree.head()
+        first_inodes = {os.stat(p).st_ino for p in (state / "generations" / first).rglob("*")
+                        if p.is_file() and os.stat(p).st_nlink == 1}
+        revisions = [first]
+        for i in range(4):
+            node = {f"nodes/n{i}.yaml": f"mac: 52:54:00:aa:cc:0{i}\nprofile: local-disk\n"}
+            revisions.append(tree.commit(f"c{i}", node))
+            assert daemon.reconcile_once() is Result.APPLIED
+            for revision in daemon.artifacts.stored():  # every kept generation, byte for byte
+                stored = daemon.artifacts.load(revision)
+                assert dict(stored.files) == rendered(tree, revision), revision
+        newest = {os.stat(p).st_ino for rev in revisions[-2:] for p in (state / "generations" / rev).rglob("*")
+                  if p.is_file()}
+        assert first_inodes & newest, "no inode of a collected generation was reused"
+        assert sorted(p.name for p in (state / "generations").iterdir()) == sorted(revisions[-2:])
+        pool = list((state / "recycle").iterdir())
+        assert pool and all(p.name[0] in "fd" and p.name[1:].isdigit() for p in pool)
+        assert all(not any(p.iterdir()) for p in pool if p.is_dir())  # recycled directories are empty
+    finally:
+        daemon.shutdown()
+
+
+def test_debris_of_a_crash_is_recycled_at_start(tree: WorkTree, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    daemon = make_daemon(str(tree.path), state)
+    daemon.reconcile_once()
+    daemon.shutdown()
+    head = tree.head()
+    # What kill -9 can leave: a half-written generation, a collection half done, a dirty pool entry.
+    torn = state / "generations" / ("f" * 40 + ".tmp")
+    (torn / "ipxe").mkdir(parents=True)
+    (torn / "ipxe" / "node-1.ipxe").write_text("#!ipxe\n# half")
+    os.link(state / "generations" / head / "dhcpd.conf", torn / "dhcpd.conf")
+    parked = state / "recycle" / ("gen-" + "e" * 40)
+    (parked / "grub").mkdir(parents=True)
+    (parked / "grub" / "node-1.cfg").write_text("old")
+    (state / "recycle" / "d999").mkdir()
+    (state / "recycle" / "d999" / "stray").write_text("x")
+    again = make_daemon(str(tree.path), state)
+    try:
+        assert f"revision {head}" in served_script(again)
+        assert [p.name for p in (state / "generations").iterdir()] == [head]
+        pool = list((state / "recycle").iterdir())
+        assert all(p.name[0] in "fd" and p.name[1:].isdigit() for p in pool)
+        assert all(not any(p.iterdir()) for p in pool if p.is_dir())
+        assert (state / "generations" / head / "dhcpd.conf").stat().st_nlink == 1  # the torn link is gone
+        second = tree.commit("after the crash", {"nodes/n9.yaml": "mac: 52:54:00:aa:cc:09\nprofile: local-disk\n"})
+        assert again.reconcile_once() is Result.APPLIED
+        assert dict(again.artifacts.load(second).files) == rendered(tree, second)
+    finally:
+        again.shutdown()
