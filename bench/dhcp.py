@@ -135,7 +135,7 @@ def ours(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[None]
         yield
     finally:
         server.stop()
-        print(f"    (ours: {leases.commits} lease commits, {len(events.events)} boot events)")
+        print(f"    (ours: {leases.commits} lease commits, {len(events.events)} boot events, {dict(server.stats)})")
         leases.close()
 
 
