@@ -5,11 +5,17 @@ is what it follows) or a plain directory (development: reload on save). One `git
 makes about a hundred events under `.git` (objects, index, logs, refs); the watcher calls
 `on_change` once, `debounce` seconds after the last event of a burst (and at most
 `max_delay` after the first, so a busy tree still reconciles).
+
+A ref moving (`refs/...`, `packed-refs`, `HEAD`, reftable's `tables.list` renamed into place)
+calls `on_change` at once: git writes a commit's objects before it moves the ref, so the new
+revision is complete to read, and waiting for the rest of the burst (its reflog) buys nothing.
+Events after it start another debounce; the reconcile they trigger finds the revision applied.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Paths under .git whose changes never move a branch (keeps the burst short).
 _IGNORED_PARTS = ("/objects/", "/logs/", "index.lock")
+_REF_FILES = ("HEAD", "packed-refs", "reftable/tables.list")
 
 
 class _Handler(FileSystemEventHandler):
@@ -33,9 +40,14 @@ class _Handler(FileSystemEventHandler):
         if event.event_type in ("opened", "closed_no_write"):
             return
         path = str(event.src_path)
-        if any(part in path for part in _IGNORED_PARTS) and self._watcher.git_dir:
+        if not self._watcher.git_dir:
+            self._watcher.poke()
             return
-        self._watcher.poke()
+        if any(part in path for part in _IGNORED_PARTS):
+            return
+        if event.event_type != "moved" and (path.endswith(".lock") or event.is_directory):
+            return  # a lock file moves nothing until it is renamed; a directory's mtime follows its entries
+        self._watcher.poke(urgent=self._watcher.moves_ref(event))
 
 
 class Watcher:
@@ -60,6 +72,7 @@ class Watcher:
         self._first = 0.0
         self._last = 0.0
         self._pending = False
+        self._urgent = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
@@ -73,13 +86,27 @@ class Watcher:
         self._thread.start()
         log.info("watching %s for changes", self.root)
 
-    def poke(self) -> None:
+    def moves_ref(self, event: FileSystemEvent) -> bool:
+        """Whether `event` puts a ref file in place (git renames `<ref>.lock` over it)."""
+        if event.event_type != "moved" or event.is_directory:
+            return False
+        dest = os.fsdecode(event.dest_path)
+        if dest.endswith(".lock"):
+            return False
+        try:
+            rel = Path(dest).relative_to(self.root).as_posix()
+        except ValueError:
+            return False
+        return rel.startswith("refs/") or rel in _REF_FILES
+
+    def poke(self, urgent: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             if not self._pending:
                 self._pending = True
                 self._first = now
             self._last = now
+            self._urgent = self._urgent or urgent
         self._wake.set()
 
     def _run(self) -> None:
@@ -92,8 +119,8 @@ class Watcher:
                         break
                     now = time.monotonic()
                     due = min(self._last + self._debounce, self._first + self._max_delay)
-                    if now >= due:
-                        self._pending = False
+                    if now >= due or self._urgent:
+                        self._pending = self._urgent = False
                         fire = True
                     else:
                         fire = False
@@ -103,7 +130,8 @@ class Watcher:
                     except Exception:
                         log.exception("change callback failed")
                     break
-                time.sleep(max(0.0, due - now))
+                self._wake.wait(max(0.0, due - now))  # a ref moving (poke(urgent=True)) cuts it short
+                self._wake.clear()
 
     def stop(self) -> None:
         self._stopping.set()
