@@ -122,20 +122,32 @@ def main() -> int:
     parser.add_argument("--kinds", default="push,commit")
     args = parser.parse_args()
     print(f"{'trigger':<18} {'nodes':>6} {'n':>3} {'p50 s':>8} {'p95 s':>8} {'git p50 s':>10} {'ratio p50':>10}")
-    for nodes in (int(s) for s in args.sizes.split(",")):
-        for kind in args.kinds.split(","):
-            work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-{nodes}-"))
-            try:
+    # Work directories are removed at the end, not between runs: on ext4 without a journal,
+    # thousands of files freed a moment ago make every file the next run creates slower
+    # (the kernel skips recently freed inodes), which would measure the bench's own cleanup.
+    works: list[Path] = []
+    try:
+        for nodes in (int(s) for s in args.sizes.split(",")):
+            for kind in args.kinds.split(","):
+                work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-{nodes}-"))
+                works.append(work)
+                load = os.getloadavg()[0]
                 lat, gits, steps = measure(kind, nodes, args.changes, work)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            label = "push+webhook" if kind == "push" else "commit+inotify"
-            g50 = statistics.median(gits)
-            print(f"{label:<18} {nodes:>6} {len(lat):>3} {pct(lat, 0.5):8.3f} {pct(lat, 0.95):8.3f} "
-                  f"{g50:10.3f} {pct(lat, 0.5) / g50 if g50 else 0:10.1f}x", flush=True)
-            print(f"    daemon step medians (s): {steps}", flush=True)
+                report(kind, nodes, lat, gits, steps, load)
+    finally:
+        for work in works:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; target: p50 < 0.5 s at 1,000 nodes)")
     return 0
+
+
+def report(kind: str, nodes: int, lat: list[float], gits: list[float], steps: str, load: float) -> None:
+    label = "push+webhook" if kind == "push" else "commit+inotify"
+    g50 = statistics.median(gits)
+    print(f"{label:<18} {nodes:>6} {len(lat):>3} {pct(lat, 0.5):8.3f} {pct(lat, 0.95):8.3f} "
+          f"{g50:10.3f} {pct(lat, 0.5) / g50 if g50 else 0:10.1f}x", flush=True)
+    print(f"    daemon step medians (s): {steps}", flush=True)
+    print(f"    load average {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":
