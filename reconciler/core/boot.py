@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from reconciler.core.model import DesiredState, Group, Node, Profile
 from reconciler.core.render import grub as grub_render
@@ -62,47 +62,57 @@ _STAGE: Mapping[Endpoint, str] = {
 
 CLOUD_INIT_FILES = ("user-data", "meta-data", "vendor-data")
 
-_HEX2 = re.compile(r"[0-9A-Fa-f]{2}")
-_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
+_MAC_SEP = {
+    ":": re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+"),
+    "-": re.compile(r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2})+"),
+}
+_MAC_DOT = re.compile(r"[0-9A-Fa-f]{4}(?:\.[0-9A-Fa-f]{4})+")
+# Lengths of 6, 8 and 20 octets: `aa:bb..` is 3n-1 characters, `aabb.ccdd..` is 5n/2-1.
+_SEP_LENGTHS = frozenset({17, 23, 59})
+_DOT_LENGTHS = frozenset({14, 19, 49})
 
 
 def parse_mac(text: str) -> str | None:
     """Go's `net.ParseMAC(text).String()`: 6, 8 or 20 octets as `aa:bb..`, `aa-bb..` or `aabb.ccdd..`.
 
-    Returns the lowercase colon form, or None when Go would return an error.
+    Returns the lowercase colon form, or None when Go would return an error. One regex match per
+    call: this runs on every boot request (`labels_from_query`).
     """
     if len(text) < 14:
         return None
-    octets: list[str] = []
-    if text[2] in ":-":
-        sep = text[2]
-        if (len(text) + 1) % 3 != 0:
+    sep = text[2]
+    if sep in {":", "-"}:
+        if len(text) not in _SEP_LENGTHS or _MAC_SEP[sep].fullmatch(text) is None:
             return None
-        parts = text.split(sep)
-        if not all(_HEX2.fullmatch(p) for p in parts):
+        return (text if sep == ":" else text.replace("-", ":")).lower()
+    if text[4] == ".":
+        if len(text) not in _DOT_LENGTHS or _MAC_DOT.fullmatch(text) is None:
             return None
-        octets = parts
-    elif text[4] == ".":
-        if (len(text) + 1) % 5 != 0:
-            return None
-        parts = text.split(".")
-        if not all(_HEX4.fullmatch(p) for p in parts):
-            return None
-        octets = [q for p in parts for q in (p[:2], p[2:])]
-    else:
-        return None
-    if len(octets) not in (6, 8, 20):
-        return None
-    return ":".join(o.lower() for o in octets)
+        digits = text.replace(".", "").lower()
+        return ":".join([digits[i : i + 2] for i in range(0, len(digits), 2)])
+    return None
 
 
 def labels_from_query(query: str) -> dict[str, str]:
-    """matchbox `labelsFromRequest`: every query parameter is a label; `mac` normalised or dropped."""
+    """matchbox `labelsFromRequest`: every query parameter is a label; `mac` normalised or dropped.
+
+    Splits like `urllib.parse.parse_qsl(query, keep_blank_values=True)` (`&` only, `+` is a
+    space, percent-decoding as UTF-8 with replacement), decoding only the fields that need it.
+    """
     labels: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    if not query:
+        return labels
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "+" in key or "%" in key:
+            key = unquote(key.replace("+", " "))
         if key in labels:  # Go's values.Get: the first value wins
             continue
-        if key.lower() == "mac":
+        if "+" in value or "%" in value:
+            value = unquote(value.replace("+", " "))
+        if key == "mac" or key.lower() == "mac":
             mac = parse_mac(value)
             if mac is not None:
                 labels[key] = mac
@@ -259,8 +269,7 @@ def answer_boot(
 
 def local_disk_script(endpoint: Endpoint, node: Node, profile: Profile, revision: str) -> bytes:
     """The iPXE script (`exit`) or GRUB config booting the local disk of an installed node."""
-    title = (f"node {node.name} ({node.mac}) profile {profile.id}: installed (install_once), "
-             f"reinstall {node.reinstall}")
+    title = f"node {node.name} ({node.mac}) profile {profile.id}: installed (install_once), reinstall {node.reinstall}"
     if endpoint == "grub":
         return grub_render.script(title, "", (), (), revision).encode()
     return ipxe_render.script(title, "", (), (), (), revision).encode()

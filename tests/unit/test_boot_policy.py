@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address
+from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import given
@@ -69,6 +71,71 @@ def test_parse_mac_any_spelling_of_six_octets(raw: bytes, sep: str, upper: bool)
 
 
 # -- labelsFromRequest -------------------------------------------------------------------------
+
+
+def _reference_parse_mac(text: str) -> str | None:
+    """The first, plainly written port of Go's ParseMAC (one regex per octet), kept to check the fast one."""
+    if len(text) < 14:
+        return None
+    if text[2] in ":-":
+        if (len(text) + 1) % 3 != 0:
+            return None
+        octets = text.split(text[2])
+        if not all(re.fullmatch(r"[0-9A-Fa-f]{2}", o) for o in octets):
+            return None
+    elif text[4] == ".":
+        if (len(text) + 1) % 5 != 0:
+            return None
+        groups = text.split(".")
+        if not all(re.fullmatch(r"[0-9A-Fa-f]{4}", g) for g in groups):
+            return None
+        octets = [q for g in groups for q in (g[:2], g[2:])]
+    else:
+        return None
+    return ":".join(o.lower() for o in octets) if len(octets) in (6, 8, 20) else None
+
+
+def _reference_labels(query: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in labels:
+            continue
+        if key.lower() == "mac":
+            mac = _reference_parse_mac(value)
+            if mac is not None:
+                labels[key] = mac
+            continue
+        labels[key] = value
+    return labels
+
+
+_MAC_ALPHABET = "0123456789abcdefABCDEFxX:-."
+_MACS = st.one_of(
+    st.text(_MAC_ALPHABET, max_size=64),
+    st.lists(st.text("0123456789abcdefABCDEFg", min_size=1, max_size=5), min_size=1, max_size=21).flatmap(
+        lambda parts: st.sampled_from([":", "-", "."]).map(lambda sep: sep.join(parts))
+    ),
+)
+
+
+@given(_MACS)
+def test_parse_mac_matches_the_reference_port(text: str) -> None:
+    assert boot.parse_mac(text) == _reference_parse_mac(text)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["mac", "MAC", "Mac", "rack", "a+b", "m%61c", "%", "x=y", ""]),
+            st.one_of(_MACS, st.text("ab%+=2F:-C3&é ", max_size=12)),
+            st.booleans(),
+        ),
+        max_size=6,
+    )
+)
+def test_labels_match_parse_qsl(fields: list[tuple[str, str, bool]]) -> None:
+    query = "&".join(f"{k}={v}" if eq else k for k, v, eq in fields)
+    assert boot.labels_from_query(query) == _reference_labels(query)
 
 
 def test_every_query_parameter_is_a_label_and_blank_values_are_kept() -> None:
