@@ -1,14 +1,28 @@
 """HTTP benchmark: netboot-reconcile's boot server against nginx, same files, same run, as ratios.
 
-Run on purpose (not in the tests): `.venv/bin/python bench/http.py [--seconds 5] [--big-mib 256]`.
+Run on purpose (not in the tests): `.venv/bin/python bench/http.py [--seconds 5] [--repeat 3]`.
 Needs wrk, curl and nginx (Debian nginx-light). Everything listens on 127.0.0.1 only; nginx
 runs as a child process with its own temporary config (`-g 'daemon off;'`).
 
-Measures:
-1. iPXE script requests/s at 64 connections (wrk): our `/ipxe?mac=...` (selection + render
-   lookup + boot event) against nginx serving the same script as a static file. Target >= 0.5x.
+Three servers, each a child process:
+- ours: the example repo rendered and served by `HttpServer` + `make_boot_app` with the daemon's
+  own event sink (`ResultsRecorder` over a `ResultsStore` in a temporary state dir: Prometheus
+  counter, SQLite writer thread) and its `installed` lookup, as `commands/run.py` wires them;
+- trivial: a WSGI app returning a constant body of the script's size, on the same `HttpServer`
+  (same waitress settings, threads, channel): the ceiling of any app on CPython + waitress;
+- nginx serving the same files statically (sendfile on).
+
+Measures (each `--repeat` times, servers interleaved; medians, with min-max):
+1. iPXE script requests/s at 64 connections (wrk -t2 -c64) with the query iPXE really sends
+   (`/ipxe?uuid=..&mac=..&...`): ours / trivial-waitress / nginx(static). Target >= 0.5x nginx;
+   ours/trivial shows what is left to our app, trivial/nginx what CPython + waitress cost. Server
+   CPU per request (from /proc, user+sys) is printed too: it moves less than req/s when other
+   processes take the CPU.
 2. Aggregate throughput of 32 parallel downloads of a 256 MiB (sparse) file. Target >= 0.8x.
-3. Time to first byte of a small request (the iPXE script) while those downloads run. Target < 50 ms.
+3. Time to first byte of a small request (the iPXE script; nginx: the same script as a file)
+   while those downloads run: median, p95, max over every probe of every round. Target < 50 ms.
+Load averages (1/5/15 min) are printed before and after each part: the ratios are only as good
+as the machine is quiet.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Run as a script, this file's directory comes first on sys.path and `bench/http.py` would shadow
@@ -35,7 +50,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MAC = "52-54-00-aa-bb-01"
-SCRIPT_PATH = f"/ipxe?mac={MAC}"
+# What the bootstrap's `chain ipxe?uuid=${uuid}&mac=${mac:hexhyp}&...` makes iPXE request.
+SCRIPT_PATH = (
+    f"/ipxe?uuid=6c2a1c3e-7f1d-4b9e-9f5e-0a1b2c3d4e5f&mac={MAC}&domain=lab.example&hostname="
+    "&serial=PF2XK4LQ&arch=x86_64"
+)
+STATIC_SCRIPT = "/assets/script.ipxe"
 
 
 def free_port() -> int:
@@ -58,15 +78,19 @@ def wait_port(port: int, timeout: float = 10) -> None:
 # -- our server, in a child process ----------------------------------------------------------------
 
 
-def serve(port: int, assets: Path, threads: int, turn_kib: int = 1024) -> None:
-    """Child process: the example repo rendered, served by HttpServer on 127.0.0.1:port."""
+def serve(port: int, assets: Path, threads: int, turn_kib: int = 128) -> None:
+    """Child process: the example repo rendered, served on 127.0.0.1:port with the daemon's event sink."""
     import logging
 
+    from prometheus_client import CollectorRegistry
+
     from reconciler.adapters.dirsource import read_directory
+    from reconciler.adapters.store import ResultsStore
     from reconciler.core.render import render_generation
     from reconciler.core.validate import validate
     from reconciler.generation import Generation, GenerationHolder
     from reconciler.servers.http import HttpServer, make_boot_app
+    from reconciler.servers.http_results import ResultsRecorder
 
     logging.basicConfig(level=logging.WARNING)
     state = validate(read_directory(ROOT / "example-repo")).state
@@ -74,28 +98,31 @@ def serve(port: int, assets: Path, threads: int, turn_kib: int = 1024) -> None:
     state = dataclasses.replace(state, revision="b" * 40)
     holder = GenerationHolder()
     holder.swap(Generation(state.revision, state, render_generation(state)))
-
-    class Batched:
-        """An EventSink shaped like the store's: append to a list, a thread drains it in batches."""
-
-        def __init__(self) -> None:
-            self.pending: list[object] = []
-            self.count = 0
-
-        def record(self, event: object) -> None:
-            self.pending.append(event)  # list.append is atomic under the GIL: non-blocking
-
-        def drain(self) -> None:
-            while True:
-                time.sleep(0.5)
-                batch, self.pending = self.pending, []
-                self.count += len(batch)
-
-    sink = Batched()
-    threading.Thread(target=sink.drain, daemon=True).start()
-    server = HttpServer(
-        ("127.0.0.1", port), make_boot_app(holder, sink, assets), threads=threads, turn_bytes=turn_kib << 10
+    store = ResultsStore(Path(tempfile.mkdtemp(prefix="bench-http-state-")) / "results.sqlite")
+    recorder = ResultsRecorder(store, CollectorRegistry())
+    app = make_boot_app(
+        holder, recorder, assets, installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall)
     )
+    server = HttpServer(("127.0.0.1", port), app, threads=threads, turn_bytes=turn_kib << 10)
+    server.start()
+    threading.Event().wait()
+
+
+def serve_trivial(port: int, threads: int, size: int) -> None:
+    """Child process: a constant body of `size` bytes from the same HttpServer: the waitress ceiling."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from reconciler.servers.http import HttpServer
+
+    body = b"#" * size
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(size))]
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        start_response("200 OK", headers)
+        return [body]
+
+    server = HttpServer(("127.0.0.1", port), app, threads=threads)
     server.start()
     threading.Event().wait()
 
@@ -138,22 +165,41 @@ http {{
 # -- measurements ----------------------------------------------------------------------------------
 
 
-def wrk_rps(port: int, path: str, seconds: int) -> float:
+def loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + sys CPU of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Rate:
+    rps: float
+    cpu_us: float | None  # server CPU per request
+
+
+def wrk_rps(port: int, path: str, seconds: int, pid: int | None = None) -> Rate:
+    before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        ["wrk", "-t4", "-c64", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t2", "-c64", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
+    total = re.search(r"(\d+) requests in", out)
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         raise RuntimeError(f"wrk saw errors on {path}:\n{out}")
-    assert match, out
-    return float(match.group(1))
+    assert match and total, out
+    cpu = (cpu_seconds(pid) - before) / int(total.group(1)) * 1e6 if pid else None
+    return Rate(float(match.group(1)), cpu)
 
 
-def storm(port: int, n: int, big: str, probes: int) -> tuple[float, list[float]]:
+def storm(port: int, n: int, big: str, small: str, probes: int) -> tuple[float, list[float]]:
     """n parallel curl downloads of `big`; meanwhile `probes` small requests. -> (bytes/s, TTFBs in s)."""
     url = f"http://127.0.0.1:{port}{big}"
     start = time.monotonic()
@@ -165,7 +211,7 @@ def storm(port: int, n: int, big: str, probes: int) -> tuple[float, list[float]]
     ttfb: list[float] = []
     for _ in range(probes):
         out = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_starttransfer}", f"http://127.0.0.1:{port}{SCRIPT_PATH}"],
+            ["curl", "-sSf", "-o", "/dev/null", "-w", "%{time_starttransfer}", f"http://127.0.0.1:{port}{small}"],
             check=True,
             capture_output=True,
             text=True,
@@ -180,17 +226,40 @@ def storm(port: int, n: int, big: str, probes: int) -> tuple[float, list[float]]
     return total / elapsed, ttfb
 
 
+def spread(values: list[float], scale: float = 1.0, fmt: str = ",.0f") -> str:
+    med = statistics.median(values) * scale
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(min(values) * scale, fmt)}-{format(max(values) * scale, fmt)})"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_child(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, *args])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=256)
     parser.add_argument("--downloads", type=int, default=32)
+    parser.add_argument("--probes", type=int, default=20, help="small requests per storm")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--turn-kib", type=int, default=128)
+    parser.add_argument("--turn-kib", type=int, default=128, help="HttpServer turn_bytes, in KiB")
+    parser.add_argument("--only", choices=("rps", "storm"), help="run one part only")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "ASSETS"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-trivial", nargs=2, metavar=("PORT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(int(args.serve[0]), Path(args.serve[1]), args.threads, args.turn_kib)
+        return
+    if args.serve_trivial:
+        serve_trivial(int(args.serve_trivial[0]), args.threads, int(args.serve_trivial[1]))
         return
     for tool in ("wrk", "curl"):
         if shutil.which(tool) is None:
@@ -203,11 +272,10 @@ def main() -> None:
         assets.mkdir()
         with (assets / "big.img").open("wb") as f:
             f.truncate(args.big_mib << 20)
-        ours_port, nginx_port = free_port(), free_port()
-        ours = subprocess.Popen(
-            [sys.executable, __file__, "--threads", str(args.threads), "--serve", str(ours_port), str(assets)]
-        )
-        nginx: subprocess.Popen[bytes] | None = None
+        ours_port, trivial_port, nginx_port = free_port(), free_port(), free_port()
+        common = ["--threads", str(args.threads), "--turn-kib", str(args.turn_kib)]
+        ours = start_child(*common, "--serve", str(ours_port), str(assets))
+        children: list[subprocess.Popen[bytes]] = [ours]
         try:
             wait_port(ours_port)
             script = assets / "script.ipxe"
@@ -216,36 +284,67 @@ def main() -> None:
                     ["curl", "-sSf", f"http://127.0.0.1:{ours_port}{SCRIPT_PATH}"], check=True, capture_output=True
                 ).stdout
             )
-            nginx = start_nginx(tmp, nginx_port, assets)
+            size = len(script.read_bytes())
+            trivial = start_child(*common, "--serve-trivial", str(trivial_port), str(size))
+            children.append(trivial)
+            children.append(start_nginx(tmp, nginx_port, assets))
+            wait_port(trivial_port)
 
             print(
-                f"script: {len(script.read_bytes())} bytes; big file: {args.big_mib} MiB sparse; cpus: {os.cpu_count()}"
+                f"cpus {os.cpu_count()}; waitress threads {args.threads}, turn {args.turn_kib} KiB; "
+                f"script {size} bytes; big file {args.big_mib} MiB sparse; {args.repeat} round(s); {loadavg()}"
             )
-            rps_ours = wrk_rps(ours_port, SCRIPT_PATH, args.seconds)
-            rps_nginx = wrk_rps(nginx_port, "/assets/script.ipxe", args.seconds)
-            print(
-                f"1. iPXE script req/s @64 conns: ours {rps_ours:,.0f}  nginx(static) {rps_nginx:,.0f}  "
-                f"ratio {rps_ours / rps_nginx:.2f}x (target >= 0.5x)"
-            )
-
-            tp_ours, ttfb_ours = storm(ours_port, args.downloads, "/assets/big.img", 20)
-            tp_nginx, ttfb_nginx = storm(nginx_port, args.downloads, "/assets/big.img", 20)
-            print(
-                f"2. {args.downloads} x {args.big_mib} MiB downloads: ours {tp_ours / 2**30:.2f} GiB/s  "
-                f"nginx {tp_nginx / 2**30:.2f} GiB/s  ratio {tp_ours / tp_nginx:.2f}x (target >= 0.8x)"
-            )
-            for name, values in (("ours", ttfb_ours), ("nginx", ttfb_nginx)):
+            print(f"   ours: GET {SCRIPT_PATH}")
+            if args.only in (None, "rps"):
+                rates: dict[str, list[Rate]] = {"ours": [], "trivial": [], "nginx": []}
+                targets = {
+                    "ours": (ours_port, SCRIPT_PATH, ours.pid),
+                    "trivial": (trivial_port, "/", trivial.pid),
+                    "nginx": (nginx_port, STATIC_SCRIPT, None),
+                }
+                names = list(targets)
+                for round_ in range(args.repeat):
+                    for name in names[round_ % 3 :] + names[: round_ % 3]:  # rotate who goes first
+                        port, path, pid = targets[name]
+                        rates[name].append(wrk_rps(port, path, args.seconds, pid))
+                med = {name: statistics.median(r.rps for r in rs) for name, rs in rates.items()}
+                print(f"1. script req/s @64 conns (median (min-max)); {loadavg()}")
+                for name in names:
+                    cpu = [r.cpu_us for r in rates[name] if r.cpu_us is not None]
+                    cpu_text = f"  server CPU {spread(cpu)} us/req" if cpu else ""
+                    print(f"   {name:8s} {spread([r.rps for r in rates[name]]):>28s}{cpu_text}")
                 print(
-                    f"3. small-request TTFB during the downloads, {name}: "
-                    f"median {statistics.median(values) * 1000:.1f} ms  "
-                    f"max {max(values) * 1000:.1f} ms (target < 50 ms)"
+                    f"   ours/nginx {med['ours'] / med['nginx']:.3f}x (target >= 0.5x)   "
+                    f"ours/trivial-waitress {med['ours'] / med['trivial']:.2f}x   "
+                    f"trivial-waitress/nginx {med['trivial'] / med['nginx']:.3f}x (the ceiling for any app here)"
                 )
+
+            if args.only in (None, "storm"):
+                tps: dict[str, list[float]] = {"ours": [], "nginx": []}
+                ttfbs: dict[str, list[float]] = {"ours": [], "nginx": []}
+                small = {"ours": (ours_port, SCRIPT_PATH), "nginx": (nginx_port, STATIC_SCRIPT)}
+                for round_ in range(args.repeat):
+                    for name in ["ours", "nginx"] if round_ % 2 == 0 else ["nginx", "ours"]:
+                        port, path = small[name]
+                        tp, ttfb = storm(port, args.downloads, "/assets/big.img", path, args.probes)
+                        tps[name].append(tp)
+                        ttfbs[name].extend(ttfb)
+                print(f"2. {args.downloads} x {args.big_mib} MiB downloads, GiB/s (median (min-max)); {loadavg()}")
+                for name, values in tps.items():
+                    print(f"   {name:8s} {spread(values, 1 / 2**30, '.2f')}")
+                ratio = statistics.median(tps["ours"]) / statistics.median(tps["nginx"])
+                print(f"   ours/nginx {ratio:.2f}x (target >= 0.8x)")
+                print(f"3. small-request TTFB during the downloads, {len(ttfbs['ours'])} probes each (target < 50 ms)")
+                for name, values in ttfbs.items():
+                    print(
+                        f"   {name:8s} median {statistics.median(values) * 1000:.1f} ms  "
+                        f"p95 {pct(values, 0.95) * 1000:.1f} ms  max {max(values) * 1000:.1f} ms"
+                    )
+            print(f"done; {loadavg()}")
         finally:
-            ours.terminate()
-            ours.wait(10)
-            if nginx is not None:
-                nginx.terminate()
-                nginx.wait(10)
+            for child in children:
+                child.terminate()
+                child.wait(10)
 
 
 if __name__ == "__main__":

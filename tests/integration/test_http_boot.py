@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import logging
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -321,3 +322,18 @@ def _read_until_closed(sock: socket.socket) -> bytes:
         if not data:
             return b"".join(chunks)
         chunks.append(data)
+
+
+def test_waitress_queue_depth_warnings_are_summarised(caplog: pytest.LogCaptureFixture) -> None:
+    """waitress warns once per request queued behind busy workers; the server lets one line through per interval."""
+    server = HttpServer(("127.0.0.1", 0), make_boot_app(GenerationHolder(), CollectEvents(), None), threads=1)
+    server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+            for depth in range(1, 51):
+                logging.getLogger("waitress.queue").warning("Task queue depth is %d", depth)
+    finally:
+        server.stop(5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "waitress.queue"]
+    assert len(lines) <= 1  # at most one in 10 s (another test may have had this interval's line)
+    assert all(line.startswith("all workers busy: ") and "revision=- mac=-" in line for line in lines)
