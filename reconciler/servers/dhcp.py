@@ -81,6 +81,7 @@ class DhcpServer:
         self.proxy_address: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self._plan: DhcpPlan | None = None
+        self._plan_lock = threading.Lock()
         self._sockets: list[tuple[socket.socket, int]] = []
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -91,6 +92,7 @@ class DhcpServer:
         self._durable: collections.deque[tuple[socket.socket, bytes, Decision, tuple[str, int], int]] = (
             collections.deque()
         )
+        self._wake_pending = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -165,12 +167,21 @@ class DhcpServer:
     # -- queries ---------------------------------------------------------------------------
 
     def plan_for(self, generation: Generation) -> DhcpPlan:
-        """The cached plan of `generation` (built once per revision)."""
+        """The cached plan of `generation`, built once per revision.
+
+        Called from the DHCP packet thread, the TFTP loop and HTTP workers (`mac_for_address`):
+        a hit reads one reference (published whole, never mutated); a miss builds under
+        `_plan_lock`, re-checking first, so concurrent callers share one plan per revision."""
+        revision = generation.state.revision
         plan = self._plan
-        if plan is None or plan.revision != generation.state.revision:
-            plan = plan_dhcp(generation.state)
-            self._plan = plan
-        return plan
+        if plan is not None and plan.revision == revision:
+            return plan
+        with self._plan_lock:
+            plan = self._plan
+            if plan is None or plan.revision != revision:
+                plan = plan_dhcp(generation.state)
+                self._plan = plan
+            return plan
 
     def mac_for_address(self, ip: str) -> str | None:
         """Which MAC holds `ip` now: a reservation of the current generation or a pool lease."""
@@ -263,14 +274,19 @@ class DhcpServer:
             log.debug("dhcp: no reply revision=%s mac=%s: %s", plan.revision, message.mac, decision.reason)
 
     def _durable_ready(self, item: tuple[socket.socket, bytes, Decision, tuple[str, int], int]) -> None:
-        """Writer thread: a bound lease is committed; queue its ACK and wake the packet thread."""
-        first = not self._durable
+        """Writer thread: a bound lease is committed; queue its ACK and wake the packet thread.
+
+        Append first, then wake unless a wake is already pending: the packet thread clears
+        `_wake_pending` BEFORE it drains, so an ACK appended after its drain loop ended always
+        finds the flag clear and sends the byte (one byte per batch, never a stranded ACK)."""
         self._durable.append(item)
-        if first:
+        if not self._wake_pending:
+            self._wake_pending = True
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"!")
 
     def _send_durable(self) -> None:
+        self._wake_pending = False
         with contextlib.suppress(OSError):
             while self._wake_r.recv(4096):
                 pass
