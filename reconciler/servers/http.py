@@ -470,7 +470,10 @@ class _QueueDepthSummary(logging.Filter):
         if now < self._until:
             self._suppressed += 1
             return False
-        record.msg = "all workers busy: %d request(s) queued (deepest %d; %d such lines suppressed) revision=- mac=-"
+        record.msg = (
+            "all workers busy: %d request(s) queued, at most %d since the last such line (%d suppressed)"
+            " revision=- mac=-"
+        )
         record.args = (depth, self._deepest, self._suppressed)
         self._until, self._deepest, self._suppressed = now + self.interval, 0, 0
         return True
