@@ -79,17 +79,12 @@ class _FileSource:
         os.close(self._fd)
 
 
-def _netascii_size_of_fd(fd: int) -> int:
-    total = 0
-    offset = 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        total += proto.netascii_size(chunk)
-        offset += len(chunk)
-    return total
-
-
 class _Opened:
-    def __init__(self, source: proto.Source, size: int, closer: Callable[[], None] | None) -> None:
+    """An opened file. `size` is what the client will receive, None when it is not known
+    before sending (netascii: the translation is streamed, so tsize is left out of the OACK
+    rather than read the whole file on the loop thread first)."""
+
+    def __init__(self, source: proto.Source, size: int | None, closer: Callable[[], None] | None) -> None:
         self.source = source
         self.size = size
         self.closer = closer
@@ -376,8 +371,7 @@ class TftpServer:
         if generation is not None:
             data = generation.files.get(GENERATION_PREFIX + relative)
             if data is not None:
-                size = proto.netascii_size(data) if netascii else len(data)
-                return _Opened(proto.BytesSource(data), size, None)
+                return _Opened(proto.BytesSource(data), None if netascii else len(data), None)
         root = os.path.realpath(self._root)
         resolved = os.path.realpath(os.path.join(root, relative))
         if not (proto.path_is_within(resolved, root) or resolved in self._allow_outside):
@@ -393,7 +387,7 @@ class TftpServer:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise proto.TftpError(proto.ERR_NOT_FOUND, "file not found")
-            size = _netascii_size_of_fd(fd) if netascii else info.st_size
+            size = None if netascii else info.st_size
         except BaseException:
             os.close(fd)
             raise

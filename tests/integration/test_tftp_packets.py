@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import selectors
 import socket
 import threading
@@ -252,13 +253,64 @@ def test_leading_slash_is_relative_to_the_root(tftp: Running, root: Path) -> Non
     assert bytes(got.data) == (root / "sub" / "x.bin").read_bytes()
 
 
-def test_netascii_is_translated_and_tsize_counts_the_translation(tftp: Running, root: Path) -> None:
+def test_netascii_is_translated_and_tsize_is_left_out(tftp: Running, root: Path) -> None:
+    """The translated size is not known before the file is streamed: no tsize (RFC 2347: an
+    option left out of the OACK is not in effect), for root files and generation files alike."""
     text = b"#!ipxe\nchain http://x/boot\r\nend\n" * 40
-    (root / "menu.ipxe").write_bytes(text)
-    got = fetch(tftp.address, Receiver(rrq("menu.ipxe", "netascii", tsize="0")))
     wire = text.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
-    assert got.oack == {"tsize": str(len(wire))}
+    (root / "menu.ipxe").write_bytes(text)
+    got = fetch(tftp.address, Receiver(rrq("menu.ipxe", "netascii", tsize="0", blksize="1024")))
+    assert got.oack == {"blksize": "1024"}
     assert bytes(got.data) == wire
+    tftp.holder.swap(generation("r1", {"tftp/gen.ipxe": text}))
+    got = fetch(tftp.address, Receiver(rrq("gen.ipxe", "netascii", tsize="0")))
+    assert got.oack is None  # tsize was the only option asked for
+    assert bytes(got.data) == wire
+
+
+def test_a_large_netascii_request_does_not_stall_an_octet_transfer(
+    tftp: Running, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads of the netascii file beyond its first MiB are held until the octet transfer has
+    finished: a server that reads the whole file before answering (to count its translated
+    size) would sit in that read on its only thread, and the octet client would see nothing."""
+    text = b"line of a large text file\r\n" * ((4 << 20) // 27)
+    (root / "big.txt").write_bytes(text)
+    big_inode = (root / "big.txt").stat().st_ino
+    release = threading.Event()
+    held = threading.Event()
+    real_pread = os.pread
+
+    def gated_pread(fd: int, length: int, offset: int) -> bytes:
+        if offset >= 1 << 20 and os.fstat(fd).st_ino == big_inode and not release.is_set():
+            held.set()
+            release.wait(30)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", gated_pread)
+    slow = Receiver(rrq("big.txt", "netascii", tsize="0", blksize="1468", windowsize="8"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(SOCKET_TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        try:
+            sock.sendto(slow.start(), tftp.address)
+            first, peer = sock.recvfrom(70000)  # the OACK: sent without reading the file through
+            replies = slow.feed(first)
+            assert slow.oack == {"blksize": "1468", "windowsize": "8"}
+            # Meanwhile a whole octet transfer runs to its end on the same server thread.
+            octet = fetch(tftp.address, Receiver(rrq("ipxe.efi", blksize="1468", windowsize="4")))
+            assert bytes(octet.data) == (root / "ipxe.efi").read_bytes()
+            assert not held.is_set(), "the netascii file was read past what its window needs"
+        finally:
+            release.set()
+        for reply in replies:
+            sock.sendto(reply, peer)
+        while not slow.done:
+            datagram, peer = sock.recvfrom(70000)
+            for reply in slow.feed(datagram):
+                sock.sendto(reply, peer)
+    assert bytes(slow.data) == text.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
 
 
 # --------------------------------------------------------------------------- reliability
