@@ -337,8 +337,9 @@ def _safe_name(revision: str) -> str:
 
 
 def _safe_relative(rel: str) -> str:
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    """`rel` when no component is empty, `.` or `..` (three substring tests: called per file)."""
+    padded = f"/{rel}/"
+    if "//" in padded or "/./" in padded or "/../" in padded:
         raise ValueError(f"unsafe artifact path: {rel!r}")
     return rel
 
