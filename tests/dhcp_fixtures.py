@@ -40,6 +40,7 @@ def make_state(
     http_port: int = 8080,
     extra_subnets: tuple[Subnet, ...] = (),
     lease_time: int = 600,
+    interface: str | None = None,
 ) -> DesiredState:
     subnet = Subnet(
         network=IPv4Network(network),
@@ -57,6 +58,7 @@ def make_state(
         unknown_clients=unknown,
         subnets=(subnet, *extra_subnets),
         boot_files=BootFiles(),
+        interface=interface,
     )
     return DesiredState(
         revision=revision,

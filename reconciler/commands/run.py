@@ -228,8 +228,10 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     if settings.dhcp:
         leases = LeaseStore(settings.state_dir / LEASES_FILE)
         current = daemon.holder.current()
-        interface = settings.dhcp_interface or (current.state.site.interface if current is not None else None)
-        dhcp = DhcpServer(settings.dhcp_listen, daemon.holder, events, leases=leases, interface=interface)
+        # Only the CLI's interface here: the server binds to each served generation's own
+        # `dhcp.interface` (and proxy mode) itself, rebinding when a commit changes them.
+        dhcp = DhcpServer(settings.dhcp_listen, daemon.holder, events, leases=leases,
+                          interface=settings.dhcp_interface)
         needed = current is not None and current.state.site.dhcp_mode != "off"
         daemon.add_server("dhcp", dhcp, needed=needed)
         mac_for_address = dhcp.mac_for_address

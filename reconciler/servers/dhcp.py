@@ -8,11 +8,15 @@ boot event. An ACK that binds a pool lease is sent by the lease store's writer t
 lease is committed (group commit: one fsync per batch, not per packet). Boot events are handed
 to the `EventSink` from a background thread, so the packet path only appends to a deque.
 
-Sockets: one on `listen` (default port 67) and, for ProxyDHCP, one on the PXE port 4011.
-`interface` binds both to one interface (SO_BINDTODEVICE). Replies carry IP_PKTINFO with the
-interface the request came in on, so a limited broadcast leaves by the right link; a unicast
-to a client without an address first gets an ARP entry (SIOCSARP), else falls back to
-broadcast.
+Sockets: one on `listen` (default port 67) and, for ProxyDHCP, one on the PXE port 4011, both
+bound to one interface (SO_BINDTODEVICE): `--dhcp-interface` when given, else the served
+generation's `dhcp.interface` (none: every interface). The binding follows the generation: one
+packet thread owns the sockets and, before it answers with a generation whose interface or
+mode differs from what is bound (or when idle, every BINDING_CHECK_MS), rebinds or opens/closes
+4011. Until a generation (or `--dhcp-interface`) says which interface, nothing listens.
+Replies carry IP_PKTINFO with the interface the request came in on, so a limited broadcast
+leaves by the right link; a unicast to a client without an address first gets an ARP entry
+(SIOCSARP), else falls back to broadcast.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ _PKTINFO = struct.Struct("@i4s4s")
 _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 
 _Event = tuple[float, str, str, str, str | None, str | None, Mapping[str, Any]]
+Binding = tuple[str | None, bool]  # (interface, PXE port 4011 open): what the sockets are bound for
+BINDING_CHECK_MS = 250  # an idle packet thread looks this often for a commit that moves its binding
 
 
 class DhcpServer:
@@ -72,7 +78,8 @@ class DhcpServer:
         self.holder = holder
         self.events = events
         self.leases = leases
-        self.interface = interface
+        self.interface_override = interface  # --dhcp-interface: wins over netboot.yaml
+        self.interface: str | None = None  # the interface the sockets are bound to now
         self.proxy = proxy
         self.proxy_port = proxy_port
         self.client_port = client_port
@@ -82,7 +89,15 @@ class DhcpServer:
         self._lock = threading.Lock()
         self._plan: DhcpPlan | None = None
         self._plan_lock = threading.Lock()
-        self._sockets: list[tuple[socket.socket, int]] = []
+        # The sockets, their binding and the generation it was checked against: changed only
+        # by start() (before the packet thread runs) and by the packet thread itself.
+        self._main: socket.socket | None = None
+        self._pxe: socket.socket | None = None
+        self._bound: Binding | None = None
+        self._failed: Binding | None = None
+        self._synced: Generation | None = None
+        self._by_fd: dict[int, tuple[socket.socket, int]] = {}
+        self._poller = select.poll()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._queue: collections.deque[_Event] = collections.deque()
@@ -100,49 +115,124 @@ class DhcpServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _open(self, host: str, port: int) -> socket.socket:
+    def binding_for(self, generation: Generation | None) -> Binding | None:
+        """(interface, proxy port open?) needed to serve `generation`; None: do not listen yet.
+
+        `--dhcp-interface` wins; else netboot.yaml's `dhcp.interface` (None: every interface).
+        Before any generation only an explicit interface is known: until then nothing listens,
+        so a site that names its interface is never answered for on another one."""
+        if generation is None:
+            if self.interface_override is None:
+                return None
+            return (self.interface_override, bool(self.proxy))
+        site = generation.state.site
+        proxy = self.proxy if self.proxy is not None else site.dhcp_mode == "proxy"
+        return (self.interface_override or site.interface, proxy)
+
+    def _open(self, host: str, port: int, interface: str | None) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        if self.interface:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
-        sock.bind((host, port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            if interface:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
-    def start(self) -> None:
-        """Bind the sockets and start serving; returns once bound (see `.address`)."""
-        host, port = self.listen
-        main = self._open(host, port)
+    def _rebind(self, want: Binding, revision: str, *, raise_errors: bool = False) -> None:
+        """Make the sockets match `want`: a new interface gets new sockets (opened before the
+        old ones close, same ports); the proxy flag opens or closes the PXE port (4011)."""
+        interface, proxy = want
+        host = self.listen[0]
+        main, pxe = self._main, self._pxe
+        opened: list[socket.socket] = []
+        try:
+            if main is None or self._bound is None or self._bound[0] != interface:
+                main = self._open(host, self.address[1] if self.address else self.listen[1], interface)
+                opened.append(main)
+                pxe = None
+            if not proxy:
+                pxe = None
+            elif pxe is None:
+                pxe = self._open(host, self.proxy_address[1] if self.proxy_address else self.proxy_port, interface)
+                opened.append(pxe)
+        except OSError as exc:
+            for sock in opened:
+                sock.close()
+            if raise_errors:
+                raise
+            # Answering on the old binding would answer where the served commit says not to.
+            self._close_sockets()
+            if want != self._failed:
+                log.error("revision=%s dhcp cannot bind interface=%s proxy=%s: %s (not answering; retrying)",
+                          revision, interface, proxy, exc)
+            self._failed = want
+            return
+        for old in (self._main, self._pxe):
+            if old is not None and old is not main and old is not pxe:
+                self._forget(old)
+        for new, port in ((main, SERVER_PORT), (pxe, PROXY_PORT)):
+            if new is not None and new.fileno() not in self._by_fd:
+                self._by_fd[new.fileno()] = (new, port)
+                self._poller.register(new.fileno(), select.POLLIN)
+        self._main, self._pxe = main, pxe
         self.address = main.getsockname()
-        self._sockets.append((main, self.address[1]))
-        want_proxy = self.proxy
-        if want_proxy is None:
-            current = self.holder.current()
-            want_proxy = current is not None and current.state.site.dhcp_mode == "proxy"
-        if want_proxy:
-            pxe = self._open(host, self.proxy_port)
+        if pxe is not None:
             self.proxy_address = pxe.getsockname()
-            self._sockets.append((pxe, PROXY_PORT))
-        for sock, logical_port in self._sockets:
-            thread = threading.Thread(
-                target=self._serve, args=(sock, logical_port), name=f"dhcp-{logical_port}", daemon=True
-            )
+        self._bound, self._failed, self.interface = want, None, interface
+        log.info("revision=%s dhcp listening on %s:%d interface=%s proxy=%s", revision, host, self.address[1],
+                 interface or "*", proxy)
+
+    def _forget(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if self._by_fd.pop(fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(fd)
+        sock.close()
+
+    def _close_sockets(self) -> None:
+        for sock in (self._main, self._pxe):
+            if sock is not None:
+                self._forget(sock)
+        self._main = self._pxe = None
+        self._bound = None
+
+    def _sync(self, generation: Generation | None, sock: socket.socket | None = None) -> bool:
+        """Packet thread: bind as `generation` needs before answering with it. False: `sock`
+        was closed by the rebind (the datagram came in on a binding no longer served)."""
+        self._synced = generation
+        want = self.binding_for(generation)
+        if want is not None and want != self._bound:
+            self._rebind(want, generation.revision if generation is not None else "-")
+        return sock is None or sock is self._main or sock is self._pxe
+
+    def start(self) -> None:
+        """Bind as the served generation (or `--dhcp-interface`) says and start serving; returns
+        once bound (see `.address`). With neither known yet, nothing listens until the first
+        generation is swapped in; later commits that move the interface or switch between
+        full and proxy mode rebind before a packet is answered with them."""
+        self._poller.register(self._wake_r.fileno(), select.POLLIN)
+        generation = self.holder.current()
+        want = self.binding_for(generation)
+        if want is not None:
+            self._rebind(want, generation.revision if generation is not None else "-", raise_errors=True)
+        else:
+            log.info("dhcp waiting for the first generation to learn its interface")
+        self._synced = generation
+        for target, name in ((self._serve, "dhcp"), (self._drain_events, "dhcp-events")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        events = threading.Thread(target=self._drain_events, name="dhcp-events", daemon=True)
-        events.start()
-        self._threads.append(events)
-        log.info("dhcp listening on %s:%d interface=%s proxy=%s", host, self.address[1],
-                 self.interface, bool(want_proxy))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        for sock, _ in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"!")
         deadline = time.monotonic() + timeout
@@ -151,9 +241,7 @@ class DhcpServer:
         self.leases.flush(max(0.1, deadline - time.monotonic()))
         self._flush_events()
         self._send_durable_after_stop()
-        for sock, _ in self._sockets:
-            sock.close()
-        self._sockets.clear()
+        self._close_sockets()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -201,40 +289,44 @@ class DhcpServer:
 
     # -- packet path -----------------------------------------------------------------------
 
-    def _serve(self, sock: socket.socket, port: int) -> None:
-        poller = select.poll()
-        fileno = sock.fileno()
-        poller.register(fileno, select.POLLIN)
+    def _serve(self) -> None:
+        poller = self._poller
+        by_fd = self._by_fd
         wake = self._wake_r.fileno()
-        if port != PROXY_PORT:
-            poller.register(wake, select.POLLIN)
         handle = self.handle
+        holder = self.holder
         stopping = self._stopping
         while not stopping.is_set():
-            readable = False
-            for fd, _ in poller.poll():
+            ready = poller.poll(BINDING_CHECK_MS)
+            if not ready:
+                # Idle: apply a commit's binding even when no packet arrives on the old one
+                # (and retry one that failed).
+                generation = holder.current()
+                if generation is not self._synced or self._failed is not None:
+                    self._sync(generation)
+                continue
+            for fd, _ in ready:
                 if fd == wake:
                     self._send_durable()
-                elif fd == fileno:
-                    readable = True
-            if not readable:
-                continue
-            try:
-                data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
-            except OSError:
-                if stopping.is_set():
-                    return
-                continue
-            if not data:
-                continue
-            ifindex = 0
-            for level, kind, value in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
-                    ifindex = _PKTINFO.unpack_from(value)[0]
-            try:
-                handle(sock, port, data, source, ifindex)
-            except Exception:
-                log.exception("dhcp: packet from %s not handled", source)
+                    continue
+                entry = by_fd.get(fd)
+                if entry is None:
+                    continue  # closed by a rebind earlier in this round
+                sock, port = entry
+                try:
+                    data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
+                except OSError:
+                    continue
+                if not data:
+                    continue
+                ifindex = 0
+                for level, kind, value in ancdata:
+                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
+                        ifindex = _PKTINFO.unpack_from(value)[0]
+                try:
+                    handle(sock, port, data, source, ifindex)
+                except Exception:
+                    log.exception("dhcp: packet from %s not handled", source)
 
     def handle(self, sock: socket.socket, port: int, data: bytes, source: tuple[str, int], ifindex: int) -> None:
         self.stats["received"] += 1
@@ -245,6 +337,9 @@ class DhcpServer:
             return
         generation = self.holder.current()
         if generation is None:
+            return
+        if generation is not self._synced and not self._sync(generation, sock):
+            self.stats["dropped_rebound"] += 1
             return
         plan = self.plan_for(generation)
         now = self.clock()
