@@ -280,9 +280,21 @@ def _env_value(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
 
+# An env-file key is a shell-style name: a query key with anything else (`a%0AX`, `a=b`, `a b`,
+# `a-b`) could start a line or a key of its own, so it is left out (matchbox's env rendering only
+# yields names a shell can source, which comes to the same).
+_ENV_KEY = re.compile(r"[A-Za-z0-9_]+")
+
+
 def with_request_variables(env: bytes, labels: Mapping[str, str], raw_query: str) -> bytes:
-    """matchbox `collectVariables`' `request` map, flattened as `renderAsEnvFile` does (keys sorted)."""
-    lines = [f"REQUEST_QUERY_{key.upper()}={_env_value(value)}" for key, value in sorted(labels.items())]
+    """matchbox `collectVariables`' `request` map, flattened as `renderAsEnvFile` does (keys sorted).
+
+    Keys that are not `[A-Za-z0-9_]+` are dropped; values have their line breaks made spaces."""
+    lines = [
+        f"REQUEST_QUERY_{key.upper()}={_env_value(value)}"
+        for key, value in sorted(labels.items())
+        if _ENV_KEY.fullmatch(key)
+    ]
     lines.append(f"REQUEST_RAW_QUERY={_env_value(raw_query)}")
     if env and not env.endswith(b"\n"):
         env += b"\n"

@@ -223,6 +223,21 @@ def test_metadata_appends_request_variables_like_matchbox() -> None:
     ]
 
 
+def test_metadata_drops_query_keys_that_are_not_env_names() -> None:
+    index = boot.BootIndex.build(_state((), (NODE,)))
+    files = {"metadata/node-1.env": b"NAME=node-1\n"}
+    query = "mac=52-54-00-aa-bb-01&a%0AX=1&b%0D%0AY=2&c%3DZ=3&d-e=4&f+g=5&ok_1=6"
+    answer = boot.answer_boot("metadata", index, files, boot.labels_from_query(query), query)
+    lines = answer.body.decode().splitlines()
+    assert lines == [
+        "NAME=node-1",
+        "REQUEST_QUERY_MAC=52:54:00:aa:bb:01",
+        "REQUEST_QUERY_OK_1=6",
+        f"REQUEST_RAW_QUERY={query}",
+    ]
+    assert not any(line.startswith(("X=", "Y=", "Z=")) for line in lines)
+
+
 def test_generic_needs_a_generic_template() -> None:
     index = boot.BootIndex.build(_state((Group("g", "g", "gen", {"a": "1"}), Group("i", "i", "install", {"b": "1"}))))
     assert boot.answer_boot("generic", index, {"generic/group-g": b"x"}, {"a": "1"}, "").status == 200
