@@ -22,18 +22,13 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Literal, Protocol
 
+from reconciler.core.bootfiles import BootTable, boot_table
 from reconciler.core.model import DesiredState, DhcpMode, Subnet, UnknownClients
 from reconciler.protocol import dhcp as d
 
 PROXY_PORT = 4011
 OFFER_HOLD_SECONDS = 60.0
 IPXE_USER_CLASS = b"iPXE"
-
-ARCH_BIOS = frozenset({0})
-ARCH_UEFI_X64 = frozenset({6, 7, 9})
-ARCH_UEFI_ARM64 = frozenset({10, 11})
-ARCH_HTTP_X64 = frozenset({15, 16})
-ARCH_HTTP_ARM64 = frozenset({19})
 
 _ARCH_IN_VENDOR_CLASS = re.compile(r"Arch:(\d{5})")
 
@@ -74,12 +69,7 @@ class DhcpPlan:
     reservations: Mapping[str, Reservation]  # by MAC
     reserved_ips: Mapping[IPv4Address, str]  # fixed address -> MAC
     subnets: tuple[SubnetPlan, ...]
-    ipxe_script_url: str
-    http_boot_x64_url: str
-    http_boot_arm64_url: str
-    bios_file: str
-    uefi_x64_file: str
-    uefi_arm64_file: str
+    boot: BootTable  # CONTRACT §4, the same table the dhcpd/Kea/dnsmasq renderers write out
 
     def subnet_for(self, ip: IPv4Address) -> SubnetPlan | None:
         for plan in self.subnets:
@@ -110,7 +100,6 @@ def plan_dhcp(state: DesiredState) -> DhcpPlan:
         for node in state.nodes
     }
     reserved_ips = {node.ip: node.mac for node in state.nodes if node.ip is not None}
-    files = site.boot_files
     return DhcpPlan(
         revision=state.revision,
         mode=site.dhcp_mode,
@@ -119,12 +108,7 @@ def plan_dhcp(state: DesiredState) -> DhcpPlan:
         reservations=reservations,
         reserved_ips=reserved_ips,
         subnets=tuple(subnets),
-        ipxe_script_url=f"{site.server_url}/{files.ipxe_script}",
-        http_boot_x64_url=f"{site.server_url}/assets/ipxe/{files.uefi_x64}",
-        http_boot_arm64_url=f"{site.server_url}/assets/ipxe/{files.uefi_arm64}",
-        bios_file=files.bios,
-        uefi_x64_file=files.uefi_x64,
-        uefi_arm64_file=files.uefi_arm64,
+        boot=boot_table(site),
     )
 
 
@@ -159,26 +143,16 @@ def is_ipxe(message: d.DhcpMessage) -> bool:
 
 
 def choose_boot(message: d.DhcpMessage, plan: DhcpPlan) -> BootChoice | None:
-    """CONTRACT §4 for a client allowed to netboot; None: no netboot answer."""
+    """CONTRACT §4 (`core.bootfiles`) for a client allowed to netboot; None: no netboot answer."""
     arch = client_arch(message)
     if is_ipxe(message):
         # Checked first and unconditionally: iPXE is never handed an iPXE binary (no loop).
-        return BootChoice("ipxe-script", plan.ipxe_script_url, arch)
-    vendor = message.options.get(d.OPT_VENDOR_CLASS, b"")
-    if vendor.startswith(b"HTTPClient"):
-        if arch in ARCH_HTTP_X64:
-            return BootChoice("http", plan.http_boot_x64_url, arch, b"HTTPClient")
-        if arch in ARCH_HTTP_ARM64:
-            return BootChoice("http", plan.http_boot_arm64_url, arch, b"HTTPClient")
+        return BootChoice("ipxe-script", plan.boot.ipxe_url, arch)
+    row = plan.boot.match(message.options.get(d.OPT_VENDOR_CLASS, b""), arch)
+    if row is None:
         return None
-    if vendor.startswith(b"PXEClient"):
-        if arch in ARCH_BIOS:
-            return BootChoice("tftp", plan.bios_file, arch)
-        if arch in ARCH_UEFI_X64:
-            return BootChoice("tftp", plan.uefi_x64_file, arch)
-        if arch in ARCH_UEFI_ARM64:
-            return BootChoice("tftp", plan.uefi_arm64_file, arch)
-    return None
+    echo = row.vendor_class.encode() if row.echo_vendor_class else None
+    return BootChoice(row.transport, row.filename, arch, echo)
 
 
 # ---------------------------------------------------------------------------- leases

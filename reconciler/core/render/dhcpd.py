@@ -1,5 +1,8 @@
 """dhcpd.conf for isc-dhcp-server: subnets, one `host` per node, the CONTRACT §4 boot decision.
 
+The boot statements are the rows of `core.bootfiles` (the embedded server's own table), in order,
+after the iPXE tests: vendor class prefix AND option 93.
+
 Called by `render_generation`; for users who run `--dhcp off` next to their own dhcpd. Checked
 by the real `dhcpd -t -cf` in tests/integration/test_render_peers.py.
 
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler.core.bootfiles import IPXE_USER_CLASS, boot_table
 from reconciler.core.model import Node, Site
-from reconciler.core.render.dhcpboot import HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT, boot_answers
 
 
 def _arch_test(codes: tuple[int, ...]) -> str:
@@ -24,22 +27,22 @@ def _arch_test(codes: tuple[int, ...]) -> str:
 
 
 def _boot_block(site: Site, indent: str) -> list[str]:
-    answers = boot_answers(site)
-    pxe = f'substring (option vendor-class-identifier, 0, {len(PXE_CLIENT)}) = "{PXE_CLIENT}"'
+    table = boot_table(site)
     lines = [
-        f"next-server {answers.next_server};",
+        f"next-server {table.next_server};",
         f'if exists user-class and option user-class = "{IPXE_USER_CLASS}" {{',
-        f'  filename "{answers.ipxe_url}";',
+        f'  filename "{table.ipxe_url}";',
         "  option ipxe.no-pxedhcp 1;",
         "} elsif exists ipxe-encap-opts {",
-        f'  filename "{answers.ipxe_url}";',
+        f'  filename "{table.ipxe_url}";',
         "  option ipxe.no-pxedhcp 1;",
-        f'}} elsif substring (option vendor-class-identifier, 0, {len(HTTP_CLIENT)}) = "{HTTP_CLIENT}" {{',
-        f'  option vendor-class-identifier "{HTTP_CLIENT}";',
-        f'  filename "{answers.http_boot_url}";',
     ]
-    for arch in answers.pxe:
-        lines += [f"}} elsif exists arch and {pxe} and ({_arch_test(arch.codes)}) {{", f'  filename "{arch.filename}";']
+    for row in table.rows:
+        vendor = f'substring (option vendor-class-identifier, 0, {len(row.vendor_class)}) = "{row.vendor_class}"'
+        lines.append(f"}} elsif exists arch and {vendor} and ({_arch_test(row.arches)}) {{")
+        if row.echo_vendor_class:
+            lines.append(f'  option vendor-class-identifier "{row.vendor_class}";')
+        lines.append(f'  filename "{row.filename}";')
     lines.append("}")
     return [indent + line for line in lines]
 

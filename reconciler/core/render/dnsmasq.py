@@ -1,8 +1,10 @@
 """dnsmasq.conf fragment with dhcpd.conf's meaning: ranges, `dhcp-host` per node, boot by tags.
 
 Called by `render_generation`; checked by the real `dnsmasq --test -C` in the integration
-tests. Tags: `ipxe` (user class `iPXE` or option 175), `httpclient` (vendor class), one per PXE
-architecture family; `dhcp-boot` lines are made exclusive with `tag:!ipxe` / `tag:!httpclient`.
+tests. The boot lines are the rows of `core.bootfiles` (CONTRACT §4, the embedded server's
+table): tags `ipxe` (user class `iPXE` or option 175), `pxeclient` / `httpclient` (vendor
+class) and one per architecture row (option 93); each `dhcp-boot` needs its row's vendor and
+architecture tags and `tag:!ipxe`, so at most one matches.
 With `unknown_clients: ignore` every boot line also needs `tag:known` (dnsmasq sets it for MACs
 with a `dhcp-host` line): unknown machines still get an address, never a boot answer.
 dnsmasq has no maximum lease time; the subnet's lease_time is written on the range.
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler.core.bootfiles import HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT, boot_table
 from reconciler.core.model import Node, Site
-from reconciler.core.render.dhcpboot import HTTP_CLIENT, IPXE_USER_CLASS, boot_answers
+
+_VENDOR_TAGS = {PXE_CLIENT: "pxeclient", HTTP_CLIENT: "httpclient"}
 
 
 def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
-    answers = boot_answers(site)
-    known = "tag:known," if answers.known_only else ""
+    table = boot_table(site)
+    known = "tag:known," if table.known_only else ""
     lines = [
         f"# Rendered by netboot-reconcile from revision {revision}; do not edit.",
         "# dnsmasq configuration fragment: check with `dnsmasq --test -C dnsmasq.conf`.",
@@ -43,21 +47,23 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
     lines += [
         f"dhcp-userclass=set:ipxe,{IPXE_USER_CLASS}",
         "dhcp-match=set:ipxe,175",
-        f"dhcp-vendorclass=set:httpclient,{HTTP_CLIENT}",
+        *(f"dhcp-vendorclass=set:{tag},{vendor}" for vendor, tag in _VENDOR_TAGS.items()),
     ]
-    for arch in answers.pxe:
-        lines += [f"dhcp-match=set:{arch.tag},option:client-arch,{code}" for code in arch.codes]
+    for row in table.rows:
+        lines += [f"dhcp-match=set:{row.tag},option:client-arch,{code}" for code in row.arches]
     lines += [
-        f"dhcp-boot={known}tag:ipxe,{answers.ipxe_url}",
+        f"dhcp-boot={known}tag:ipxe,{table.ipxe_url}",
         # iPXE's no-pxedhcp (175.176 = 1) spares it the ProxyDHCP wait.
         "dhcp-option=tag:ipxe,encap:175,176,1b",
-        f"dhcp-option-force={known}tag:httpclient,tag:!ipxe,option:vendor-class,{HTTP_CLIENT}",
-        f"dhcp-boot={known}tag:httpclient,tag:!ipxe,{answers.http_boot_url}",
     ]
-    for arch in answers.pxe:
-        lines.append(
-            f"dhcp-boot={known}tag:{arch.tag},tag:!ipxe,tag:!httpclient,{arch.filename},,{answers.next_server}"
-        )
+    for row in table.rows:
+        tags = f"{known}tag:{_VENDOR_TAGS[row.vendor_class]},tag:{row.tag},tag:!ipxe"
+        if row.echo_vendor_class:
+            lines.append(f"dhcp-option-force={tags},option:vendor-class,{row.vendor_class}")
+        if row.transport == "tftp":
+            lines.append(f"dhcp-boot={tags},{row.filename},,{table.next_server}")
+        else:
+            lines.append(f"dhcp-boot={tags},{row.filename}")
     for node in sorted(nodes, key=lambda n: n.name):
         address = f",{node.ip}" if node.ip is not None else ""
         lines.append(f"dhcp-host={node.mac}{address},{node.hostname}")

@@ -15,8 +15,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from reconciler.core.bootfiles import IPXE_USER_CLASS, boot_table
 from reconciler.core.model import Node, Site
-from reconciler.core.render.dhcpboot import HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT, boot_answers
 
 
 def _hex(text: str) -> str:
@@ -24,39 +24,37 @@ def _hex(text: str) -> str:
 
 
 def client_classes(site: Site) -> list[dict[str, Any]]:
-    answers = boot_answers(site)
-    known = " and member('KNOWN')" if answers.known_only else ""
+    table = boot_table(site)
+    known = " and member('KNOWN')" if table.known_only else ""
     ipxe_test = f"(option[77].hex == {_hex(IPXE_USER_CLASS)} or option[175].exists)"
     classes: list[dict[str, Any]] = [
         {
             "name": "NETBOOT_IPXE",
             "test": ipxe_test + known,
-            "boot-file-name": answers.ipxe_url,
+            "boot-file-name": table.ipxe_url,
             # iPXE's no-pxedhcp (175.176 = 1) spares it the ProxyDHCP wait.
             "option-data": [
                 {"name": "ipxe-encap-opts", "space": "dhcp4"},
                 {"name": "no-pxedhcp", "space": "ipxe", "data": "1"},
             ],
         },
-        {
-            "name": "NETBOOT_HTTPCLIENT",
-            "test": f"substring(option[60].hex,0,{len(HTTP_CLIENT)}) == {_hex(HTTP_CLIENT)}"
-            f" and not member('NETBOOT_IPXE'){known}",
-            "boot-file-name": answers.http_boot_url,
-            "option-data": [{"name": "vendor-class-identifier", "data": HTTP_CLIENT}],
-        },
     ]
-    for arch in answers.pxe:
-        codes = " or ".join(f"option[93].hex == 0x{c:04x}" for c in arch.codes)
-        classes.append(
-            {
-                "name": f"NETBOOT_PXE_{arch.tag.upper()}",
-                "test": f"substring(option[60].hex,0,{len(PXE_CLIENT)}) == {_hex(PXE_CLIENT)}"
-                f" and ({codes}) and not member('NETBOOT_IPXE'){known}",
-                "next-server": answers.next_server,
-                "boot-file-name": arch.filename,
-            }
-        )
+    for row in table.rows:
+        codes = " or ".join(f"option[93].hex == 0x{c:04x}" for c in row.arches)
+        entry: dict[str, Any] = {
+            "name": f"NETBOOT_PXE_{row.tag.upper()}" if row.transport == "tftp" else f"NETBOOT_{row.tag.upper()}",
+            "test": f"substring(option[60].hex,0,{len(row.vendor_class)}) == {_hex(row.vendor_class)}"
+            f" and ({codes}) and not member('NETBOOT_IPXE'){known}",
+        }
+        if row.transport == "tftp":
+            entry["next-server"] = table.next_server
+        entry["boot-file-name"] = row.filename
+        if row.echo_vendor_class:
+            # UEFI HTTP boot ignores an offer without option 60 HTTPClient, asked for or not.
+            entry["option-data"] = [
+                {"name": "vendor-class-identifier", "data": row.vendor_class, "always-send": True}
+            ]
+        classes.append(entry)
     return classes
 
 

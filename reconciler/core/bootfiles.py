@@ -1,0 +1,89 @@
+"""CONTRACT §4 as one table: which netbooting client gets which iPXE binary, and how.
+
+The single source of the DHCP boot decision. Read by the embedded server's decider
+(`protocol.dhcp_decide.choose_boot`, through its per-generation plan) and by the three config
+renderers (`core.render.dhcpd`, `kea`, `dnsmasq`), so the embedded server and an external
+dhcpd, Kea or dnsmasq give every client the same answer.
+
+iPXE itself (user class `iPXE`, or option 175 present) always gets the `boot.ipxe` URL and is
+checked before this table, so it is never handed an iPXE binary (no chainload loop). Every
+other client is matched by its vendor class (option 60, by prefix) AND its architecture
+(option 93, RFC 4578 and the IANA "Processor Architecture Types" registry):
+
+| vendor class | arch | gets |
+|---|---|---|
+| PXEClient | 0 (x86 BIOS) | the BIOS binary over TFTP from next-server |
+| PXEClient | 6, 7, 9 (UEFI x86/x64) | the x64 UEFI binary over TFTP |
+| PXEClient | 10, 11 (UEFI ARM32/ARM64) | the arm64 UEFI binary over TFTP |
+| HTTPClient | 15, 16 (UEFI x86/x64 HTTP boot) | option 60 `HTTPClient` echoed, the x64 UEFI binary as an http:// URL |
+| HTTPClient | 19 (UEFI ARM64 HTTP boot) | option 60 `HTTPClient` echoed, the arm64 UEFI binary as an http:// URL |
+
+Any other combination (an HTTPClient of another architecture included: an x64 binary would
+not run on it) gets no boot answer: an address only, in full mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from reconciler.core.model import Site
+
+IPXE_USER_CLASS = "iPXE"
+PXE_CLIENT = "PXEClient"
+HTTP_CLIENT = "HTTPClient"
+
+Transport = Literal["tftp", "http"]
+
+
+@dataclass(frozen=True)
+class ArchBoot:
+    """One row: clients whose vendor class starts with `vendor_class` and whose first
+    architecture is in `arches` get `filename` (a TFTP path, or an http:// URL for `http`)."""
+
+    tag: str  # short lowercase name, used for dnsmasq tags and Kea class names
+    vendor_class: str
+    arches: tuple[int, ...]
+    transport: Transport
+    filename: str
+
+    @property
+    def echo_vendor_class(self) -> bool:
+        """UEFI HTTP boot only takes an offer that carries option 60 `HTTPClient`."""
+        return self.transport == "http"
+
+
+@dataclass(frozen=True)
+class BootTable:
+    """The boot answers of one site."""
+
+    ipxe_url: str  # for iPXE, whatever its architecture
+    next_server: str  # the TFTP server of the `tftp` rows
+    rows: tuple[ArchBoot, ...]
+    known_only: bool  # unknown_clients: ignore -> boot answers for known MACs only
+
+    def match(self, vendor_class: bytes, arch: int | None) -> ArchBoot | None:
+        """The row for a (non-iPXE) client, or None: no boot answer."""
+        if arch is None:
+            return None
+        for row in self.rows:
+            if arch in row.arches and vendor_class.startswith(row.vendor_class.encode()):
+                return row
+        return None
+
+
+def boot_table(site: Site) -> BootTable:
+    files = site.boot_files
+    http_base = f"{site.server_url}/assets/ipxe/"
+    return BootTable(
+        ipxe_url=f"{site.server_url}/{files.ipxe_script}",
+        next_server=str(site.server_address),
+        rows=(
+            ArchBoot("bios", PXE_CLIENT, (0,), "tftp", files.bios),
+            ArchBoot("efi64", PXE_CLIENT, (6, 7, 9), "tftp", files.uefi_x64),
+            ArchBoot("arm64", PXE_CLIENT, (10, 11), "tftp", files.uefi_arm64),
+            ArchBoot("httpx64", HTTP_CLIENT, (15, 16), "http", http_base + files.uefi_x64),
+            ArchBoot("httparm64", HTTP_CLIENT, (19,), "http", http_base + files.uefi_arm64),
+        ),
+        known_only=site.unknown_clients == "ignore",
+    )
