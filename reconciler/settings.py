@@ -49,3 +49,4 @@ class Settings:
     notify_socket: str | None = None  # systemd's NOTIFY_SOCKET (Type=notify), read by the CLI
     boot_timeout: float = 3600.0  # seconds a boot may go without a result before it has timed out
     report_secret: bytes | None = None  # signs each node's boot-report token (state dir `report-secret`)
+    trust_any_client: bool = False  # serve a node's seed/script to any address (NAT, relays), not only its own

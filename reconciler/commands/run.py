@@ -65,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-watch", action="store_true", help="no inotify on a local repository (poll only)")
     p.add_argument("--boot-timeout", type=float, default=60.0, metavar="MINUTES",
                    help="a boot with no result after this long has timed out (default 60)")
+    p.add_argument("--trust-any-client", action="store_true",
+                   help="serve a node's NoCloud seed, script and metadata to any client address, not only to the "
+                        "node's reserved or leased one (NAT or proxies in front of the daemon)")
     p.set_defaults(func=run)
 
 
@@ -124,6 +127,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         notify_socket=environ.get("NOTIFY_SOCKET") or None,
         boot_timeout=args.boot_timeout * 60.0,
         report_secret=report_secret(args.state_dir.absolute()),
+        trust_any_client=args.trust_any_client,
     )
 
 
@@ -260,5 +264,6 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     )
     store = daemon.store
     app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},
-                        installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall))
+                        installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall),
+                        mac_for_address=mac_for_address, trust_any_client=settings.trust_any_client)
     daemon.add_server("http", HttpServer(settings.http_listen, app))

@@ -60,6 +60,8 @@ _STAGE: Mapping[Endpoint, str] = {
     "generic": "generic",
 }
 
+_STAGE_BY_PATH: Mapping[str, str] = {f"/{endpoint}": stage for endpoint, stage in _STAGE.items()}
+
 CLOUD_INIT_FILES = ("user-data", "meta-data", "vendor-data")
 
 _MAC_SEP = {
@@ -218,6 +220,7 @@ class Answer:
     node: Node | None = None
     target: str | None = None  # "node 'x'" / "group 'y'", for logs and events
     local_disk: str = ""  # why the answer boots the local disk: "profile" (no kernel) or "installed"
+    refused: bool = False  # 403: the client's address belongs to another machine (`client_refusal`)
 
 
 def _describe(labels: Mapping[str, str]) -> str:
@@ -233,11 +236,14 @@ def answer_boot(
     labels: Mapping[str, str],
     raw_query: str,
     installed: Callable[[Node], bool] | None = None,
+    client: Client | None = None,
 ) -> Answer:
     """The response to `/ipxe`, `/grub`, `/metadata` or `/generic` with these labels.
 
     `installed(node)`: whether the node reported a successful install at its current reinstall
-    counter (install once: see the module docstring)."""
+    counter (install once: see the module docstring). `client`: who asks; a node's own answer
+    is refused (403) to an address known to be another machine's (`client_refusal`). None:
+    any client may have it (`--trust-any-client`)."""
     target = select_target(index, labels)
     if target is None:
         mac = request_mac(labels)
@@ -245,6 +251,11 @@ def answer_boot(
         reason = f"{why}no group selects {_describe(labels)}, and there is no default group"
         return Answer(404, (reason + "\n").encode(), "unknown-machine", reason)
     stage = _STAGE[endpoint]
+    if target.node is not None and client is not None:
+        refusal = client_refusal(index, target.node, client)
+        if refusal is not None:
+            return Answer(403, (refusal + "\n").encode(), stage, refusal, node=target.node, target=target.name,
+                          refused=True)
     if endpoint == "generic" and (target.profile is None or not target.profile.generic_id):
         profile_id = target.profile.id if target.profile else "?"
         reason = f"{target.name} boots profile {profile_id!r}, which has no generic template"
@@ -336,12 +347,51 @@ def node_for_client(index: BootIndex, labels: Mapping[str, str], client: str | N
 
 
 @dataclass(frozen=True)
+class Client:
+    """Who sent a request: its address, and what the embedded DHCP server knows of that address.
+
+    `holder(address)`: the MAC our DHCP server reserved or leased that address to, None when it
+    does not know (no DHCP server of ours, mode off/proxy, a foreign address). It must not raise.
+    """
+
+    address: str
+    holder: Callable[[str], str | None] | None = None
+
+
+def client_refusal(index: BootIndex, node: Node, client: Client) -> str | None:
+    """Why `client` may not have `node`'s own answers (seed, script, metadata), or None if it may.
+
+    A node's answers carry its report token, so they go only to the machine behind its MAC as
+    far as that can be known from the client's address:
+    1. the node has a reserved address (`ip`): only that address gets them;
+    2. otherwise, an address that is another node's reserved address, or that our DHCP server
+       reserved or leased to another MAC, does not get them;
+    3. otherwise (nothing known of the address: external DHCP, proxy mode) it does.
+    """
+    address = client.address.removeprefix("::ffff:")  # an IPv4 client of a dual-stack socket
+    if node.ip is not None:
+        if str(node.ip) == address:
+            return None
+        return (f"node {node.name!r} ({node.mac}) has the reserved address {node.ip}, and this request comes "
+                f"from {address}")
+    other = index.by_ip.get(address)
+    if other is not None and other.mac != node.mac:
+        return (f"{address} is the reserved address of node {other.name!r} ({other.mac}), "
+                f"not of node {node.name!r} ({node.mac})")
+    holder = client.holder(address) if client.holder is not None else None
+    if holder is not None and holder != node.mac:
+        return f"{address} is leased to {holder}, not to node {node.name!r} ({node.mac})"
+    return None
+
+
+@dataclass(frozen=True)
 class CloudInitAnswer:
     status: int
     body: bytes
     content_type: str
     reason: str = ""
     node: Node | None = None
+    refused: bool = False  # 403: the client's address belongs to another machine (`client_refusal`)
 
 
 def _user_data_type(body: bytes) -> str:
@@ -355,13 +405,22 @@ def _user_data_type(body: bytes) -> str:
     return TEXT
 
 
-def answer_cloud_init(index: BootIndex, files: Mapping[str, bytes], mac_text: str, name: str) -> CloudInitAnswer:
-    """`/cloud-init/<mac>/<name>`: the node's NoCloud seed file, with its content type."""
+def answer_cloud_init(
+    index: BootIndex, files: Mapping[str, bytes], mac_text: str, name: str, client: Client | None = None
+) -> CloudInitAnswer:
+    """`/cloud-init/<mac>/<name>`: the node's NoCloud seed file, with its content type.
+
+    `client`: who asks; the seed (it carries the node's report token) is refused (403) to an
+    address known to be another machine's (`client_refusal`). None: any client may have it."""
     mac = parse_mac(mac_text)
     if mac is None or mac.count(":") != 5:
         reason = f"{mac_text!r} is not a MAC address"
         return CloudInitAnswer(404, (reason + "\n").encode(), TEXT, reason)
     node = index.by_mac.get(mac)
+    if node is not None and client is not None:
+        refusal = client_refusal(index, node, client)
+        if refusal is not None:
+            return CloudInitAnswer(403, (refusal + "\n").encode(), TEXT, refusal, node, refused=True)
     if name not in CLOUD_INIT_FILES:
         reason = f"no NoCloud file {name!r}: there are {', '.join(CLOUD_INIT_FILES)}"
         return CloudInitAnswer(404, (reason + "\n").encode(), TEXT, reason, node)
@@ -376,6 +435,18 @@ def answer_cloud_init(index: BootIndex, files: Mapping[str, bytes], mac_text: st
     if name == "meta-data":
         return CloudInitAnswer(200, body, "application/yaml; charset=utf-8", node=node)
     return CloudInitAnswer(200, body, _user_data_type(body), node=node)
+
+
+def stage_of(path: str) -> str:
+    """The stage a path (revision stripped) is recorded as when it is answered before selection (410)."""
+    if path.startswith("/assets/"):
+        return "asset"
+    if path.startswith("/cloud-init/"):
+        name = path.rsplit("/", 1)[-1]
+        return name if name in CLOUD_INIT_FILES else "unknown-machine"
+    if path in ("/boot.ipxe", "/boot.ipxe.0"):
+        return "ipxe-bootstrap"
+    return _STAGE_BY_PATH.get(path, "unknown-machine")
 
 
 def known_revisions(revisions: Iterable[str]) -> str:

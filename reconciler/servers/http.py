@@ -70,9 +70,13 @@ class BootApp:
         assets_dir: Path | None,
         extra: Mapping[str, WsgiApp],
         installed: Callable[[Node], bool] | None = None,
+        mac_for_address: Callable[[str], str | None] | None = None,
+        trust_any_client: bool = False,
     ) -> None:
         self._holder = holder
         self._installed = installed
+        self._mac_for_address = mac_for_address
+        self._trust_any_client = trust_any_client
         self._events = events
         self._assets = AssetRoot(assets_dir) if assets_dir is not None else None
         self._extra = sorted(extra.items(), key=lambda item: len(item[0]), reverse=True)
@@ -134,16 +138,21 @@ class BootApp:
     ) -> Reply:
         query = environ.get("QUERY_STRING", "")
         labels = boot.labels_from_query(query)
-        answer = boot.answer_boot(endpoint, index, generation.files, labels, query, self._installed)
+        answer = boot.answer_boot(
+            endpoint, index, generation.files, labels, query, self._installed, self._client(environ)
+        )
         mac = boot.request_mac(labels)
         extra: dict[str, Any] = {"endpoint": endpoint, "labels": labels}
         if answer.local_disk:
             extra["local_disk"] = answer.local_disk
         if answer.target:
             extra["target"] = answer.target
+        if answer.refused:
+            extra["refused"] = "wrong-client"
         if answer.reason:
             extra["reason"] = answer.reason
-            log.info("http %s 404 revision=%s mac=%s: %s", endpoint, generation.revision, mac or "-", answer.reason)
+            log.log(logging.WARNING if answer.refused else logging.INFO, "http %s %d revision=%s mac=%s: %s",
+                    endpoint, answer.status, generation.revision, mac or "-", answer.reason)
         self._record(
             environ,
             answer.stage,
@@ -162,13 +171,16 @@ class BootApp:
         if len(parts) != 2:
             return _text(404, "expected /cloud-init/<mac>/user-data, meta-data or vendor-data\n")
         mac_text, name = parts
-        answer = boot.answer_cloud_init(index, generation.files, mac_text, name)
+        answer = boot.answer_cloud_init(index, generation.files, mac_text, name, self._client(environ))
         known = answer.status == 200 or answer.node is not None
         stage = name if known and name in boot.CLOUD_INIT_FILES else "unknown-machine"
         mac = boot.parse_mac(mac_text)
         extra = {"reason": answer.reason} if answer.reason else {}
+        if answer.refused:
+            extra["refused"] = "wrong-client"
         if answer.reason:
-            log.info("http cloud-init 404 revision=%s mac=%s: %s", generation.revision, mac or "-", answer.reason)
+            log.log(logging.WARNING if answer.refused else logging.INFO, "http cloud-init %d revision=%s mac=%s: %s",
+                    answer.status, generation.revision, mac or "-", answer.reason)
         self._record(
             environ, stage, generation.revision, answer.node, mac, path, answer.status, len(answer.body), extra
         )
@@ -201,10 +213,25 @@ class BootApp:
         labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
         mac = boot.request_mac(labels)
         log.info("http 410 revision=%s mac=%s path=%r", sha, mac or "-", rest)
-        self._record(environ, _stage_of(rest), sha, None, mac, rest, 410, 0, {"reason": reason})
+        self._record(environ, boot.stage_of(rest), sha, None, mac, rest, 410, 0, {"reason": reason})
         return _text(410, reason + "\n")
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _client(self, environ: dict[str, Any]) -> boot.Client | None:
+        """The requester, for `boot.client_refusal`; None when any client is trusted (or none is known)."""
+        address = environ.get("REMOTE_ADDR")
+        if self._trust_any_client or not address:
+            return None
+        return boot.Client(str(address), self._holder_of if self._mac_for_address is not None else None)
+
+    def _holder_of(self, address: str) -> str | None:
+        assert self._mac_for_address is not None
+        try:
+            return self._mac_for_address(address)
+        except Exception:  # a broken lease lookup knows nothing; it must not fail a boot
+            log.exception("lease lookup failed revision=- mac=-")
+            return None
 
     def _index(self, generation: Generation) -> boot.BootIndex:
         last = self._last  # one attribute read: no lock on the request path for the current generation
@@ -252,20 +279,6 @@ class BootApp:
             self._events.record(event)
         except Exception:  # a broken sink must not fail a boot
             log.exception("event sink failed revision=%s mac=%s", revision, event.mac or "-")
-
-
-def _stage_of(path: str) -> str:
-    """The stage a path would have been served as, for requests answered before selection (410)."""
-    if path.startswith("/assets/"):
-        return "asset"
-    if path.startswith("/cloud-init/"):
-        name = path.rsplit("/", 1)[-1]
-        return name if name in boot.CLOUD_INIT_FILES else "unknown-machine"
-    if path in ("/boot.ipxe", "/boot.ipxe.0"):
-        return "ipxe-bootstrap"
-    return {"/ipxe": "ipxe-script", "/grub": "grub", "/metadata": "metadata", "/generic": "generic"}.get(
-        path, "unknown-machine"
-    )
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -333,12 +346,18 @@ def make_boot_app(
     assets_dir: Path | None,
     extra: Mapping[str, WsgiApp] = {},  # read-only, never mutated
     installed: Callable[[Node], bool] | None = None,
+    *,
+    mac_for_address: Callable[[str], str | None] | None = None,
+    trust_any_client: bool = False,
 ) -> WsgiApp:
     """The WSGI app for every HTTP path: boot endpoints here, `extra` prefixes to the daemon's apps.
 
     `installed(node)`: whether the node reported a successful install at its reinstall counter
-    (the results store answers it, in memory); `install_once` profiles then boot the local disk."""
-    return BootApp(holder, events, assets_dir, extra, installed)
+    (the results store answers it, in memory); `install_once` profiles then boot the local disk.
+    `mac_for_address(ip)`: the MAC the embedded DHCP server reserved or leased `ip` to, if any.
+    A node's seed, script and metadata go only to a client whose address may be that node's
+    (`core.boot.client_refusal`), unless `trust_any_client` (NAT, relays: every request from one address)."""
+    return BootApp(holder, events, assets_dir, extra, installed, mac_for_address, trust_any_client)
 
 
 # Bytes one connection may send per turn of waitress's I/O loop before the loop serves the others

@@ -118,9 +118,12 @@ class DaemonProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
+        # --trust-any-client: `ipxe()` reads node-1's script from 127.0.0.1 to see which revision is
+        # served, and node-1's reserved address (10.10.10.201) is not one a loopback client can have.
+        # Who gets a node's script is tested in test_http_boot.py and test_results.py.
         self.args = [
             sys.executable, "-m", "reconciler", "run", "--repo", repo, "--state-dir", str(state_dir),
-            "--http-listen", f"127.0.0.1:{self.port}", "--no-dhcp", "--no-tftp", *extra,
+            "--http-listen", f"127.0.0.1:{self.port}", "--no-dhcp", "--no-tftp", "--trust-any-client", *extra,
         ]
         self.log_path = state_dir.parent / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None

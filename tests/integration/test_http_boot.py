@@ -2,17 +2,21 @@
 
 Generations here are built by hand (files per docs/GENERATION.md) over the example repository's
 validated state, so these tests pin the server's behaviour independently of the renderer;
-test_http_render.py serves what the renderer really produces.
+test_http_render.py serves what the renderer really produces. The nodes' reserved addresses are
+moved from 10.10.10.x to 127.10.10.x, so a client bound to 127.10.10.201 IS node-1 (a node's
+seed and script go to its own address only) and 127.0.0.1 is some other machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import logging
 import socket
 import subprocess
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ import pytest
 
 from reconciler.adapters.dirsource import read_directory
 from reconciler.core.events import CollectEvents
-from reconciler.core.model import DesiredState, Group
+from reconciler.core.model import DesiredState, Group, Node
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.http import HttpServer, make_boot_app
@@ -30,12 +34,22 @@ REPO = Path(__file__).resolve().parents[2] / "example-repo"
 SHA_A = "a" * 40
 SHA_B = "b" * 40
 NODE1 = "52:54:00:aa:bb:01"
+NODE1_IP = "127.10.10.201"
+NODE3 = "52:54:00:aa:bb:03"
+NODE2_IP = "127.10.10.202"
+
+
+def on_loopback(node: Node) -> Node:
+    """The node with its reserved address moved into 127/8 (10.10.10.201 -> 127.10.10.201)."""
+    if node.ip is None:
+        return node
+    return dataclasses.replace(node, ip=IPv4Address("127." + str(node.ip).split(".", 1)[1]))
 
 
 def example_state(revision: str, groups: tuple[Group, ...] | None = None) -> DesiredState:
     state = validate(read_directory(REPO)).state
     assert state is not None
-    state = dataclasses.replace(state, revision=revision)
+    state = dataclasses.replace(state, revision=revision, nodes=tuple(on_loopback(n) for n in state.nodes))
     return state if groups is None else dataclasses.replace(state, groups=groups)
 
 
@@ -43,7 +57,8 @@ def hand_files(revision: str) -> dict[str, bytes]:
     """A generation's files as the renderer lays them out, marked with the revision."""
     pinned = f"http://127.0.0.1/r/{revision}"
     files: dict[str, bytes] = {}
-    for name, mac in (("node-1", NODE1), ("node-2", "52:54:00:aa:bb:02"), ("legacy-1", "52:54:00:aa:bb:20")):
+    for name, mac in (("node-1", NODE1), ("node-2", "52:54:00:aa:bb:02"), ("node-3", NODE3),
+                      ("legacy-1", "52:54:00:aa:bb:20")):
         files[f"ipxe/{name}.ipxe"] = (
             f"#!ipxe\n# {name} {revision}\nkernel {pinned}/assets/ubuntu/2204/vmlinuz "
             f"ds=nocloud;s={pinned}/cloud-init/{mac}/\ninitrd {pinned}/assets/ubuntu/2204/initrd\nboot\n"
@@ -70,8 +85,10 @@ class Served:
         self.server = server
         self.host, self.port = server.address
 
-    def get(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+    def get(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None, source: str = "127.0.0.1"
+    ) -> tuple[int, Any, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10, source_address=(source, 0))
         try:
             conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()
@@ -155,7 +172,7 @@ def test_ipxe_selection_matches_matchbox(served: Served, query: str, want: str) 
         Group("role", "w", "local-disk", {"role": "worker"}),
     )
     served.holder.swap(generation(SHA_A, groups))
-    status, _, body = served.get(f"/ipxe?{query}")
+    status, _, body = served.get(f"/ipxe?{query}", source=NODE1_IP)
     assert status == 200
     assert f"# {want} {SHA_A}".encode() in body
 
@@ -171,9 +188,9 @@ def test_no_match_is_404_with_reason_and_recorded(served: Served) -> None:
 
 
 def test_grub_and_metadata(served: Served) -> None:
-    status, _, body = served.get("/grub?mac=52:54:00:aa:bb:01")
+    status, _, body = served.get("/grub?mac=52:54:00:aa:bb:01", source=NODE1_IP)
     assert status == 200 and body == f"# grub node-1 {SHA_A}\n".encode()
-    status, headers, body = served.get("/metadata?mac=52-54-00-aa-bb-01&os=installed")
+    status, headers, body = served.get("/metadata?mac=52-54-00-aa-bb-01&os=installed", source=NODE1_IP)
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert body.decode().splitlines() == [
         "NAME=node-1",
@@ -182,14 +199,15 @@ def test_grub_and_metadata(served: Served) -> None:
         "REQUEST_QUERY_OS=installed",
         "REQUEST_RAW_QUERY=mac=52-54-00-aa-bb-01&os=installed",
     ]
-    status, _, body = served.get("/generic?mac=52-54-00-aa-bb-01")
+    status, _, body = served.get("/generic?mac=52-54-00-aa-bb-01", source=NODE1_IP)
     assert status == 404 and b"no generic template" in body
 
 
 def test_curl_gets_a_script(served: Served) -> None:
     curl = require_tool("curl", "curl")
     out = subprocess.run(
-        [curl, "-sS", "-w", "\n%{http_code} %{content_type}", served.url("/ipxe?mac=52-54-00-aa-bb-01")],
+        [curl, "-sS", "--interface", NODE1_IP, "-w", "\n%{http_code} %{content_type}",
+         served.url("/ipxe?mac=52-54-00-aa-bb-01")],
         check=True,
         capture_output=True,
         timeout=30,
@@ -202,12 +220,12 @@ def test_curl_gets_a_script(served: Served) -> None:
 
 
 def test_cloud_init_seed_plain_and_pinned(served: Served) -> None:
-    status, headers, body = served.get("/cloud-init/52-54-00-aa-bb-01/user-data")
+    status, headers, body = served.get("/cloud-init/52-54-00-aa-bb-01/user-data", source=NODE1_IP)
     assert status == 200 and headers["Content-Type"] == "text/cloud-config; charset=utf-8"
     assert body == f"#cloud-config\n# node-1 {SHA_A}\n".encode()
-    status, headers, body = served.get(f"/r/{SHA_A}/cloud-init/{NODE1}/meta-data")
+    status, headers, body = served.get(f"/r/{SHA_A}/cloud-init/{NODE1}/meta-data", source=NODE1_IP)
     assert status == 200 and headers["Content-Type"].startswith("application/yaml")
-    status, _, body = served.get(f"/cloud-init/{NODE1}/vendor-data")
+    status, _, body = served.get(f"/cloud-init/{NODE1}/vendor-data", source=NODE1_IP)
     assert (status, body) == (200, b"")
     status, _, _ = served.get("/cloud-init/52:54:00:00:00:09/user-data")
     assert status == 404
@@ -216,11 +234,81 @@ def test_cloud_init_seed_plain_and_pinned(served: Served) -> None:
     assert served.events.events[0].node == "node-1"
 
 
+# -- a node's seed and script go to that node's address only -------------------------------------
+
+
+@contextlib.contextmanager
+def serve_app(holder: GenerationHolder, events: CollectEvents, **kwargs: Any) -> Iterator[Served]:
+    server = HttpServer(("127.0.0.1", 0), make_boot_app(holder, events, None, **kwargs), threads=2)
+    server.start()
+    try:
+        yield Served(holder, events, server)
+    finally:
+        server.stop(5)
+
+
+def without_ip(name: str) -> Generation:
+    """Generation A with `name`'s reserved address removed (its address comes from a lease, or is unknown)."""
+    gen = generation(SHA_A)
+    nodes = tuple(dataclasses.replace(n, ip=None) if n.name == name else n for n in gen.state.nodes)
+    return Generation(SHA_A, dataclasses.replace(gen.state, nodes=nodes), gen.files)
+
+
+def test_a_node_with_a_reserved_address_gets_its_seed_there_and_nowhere_else(served: Served) -> None:
+    seed = f"/r/{SHA_A}/cloud-init/{NODE1}/user-data"
+    assert served.get(seed, source=NODE1_IP)[0] == 200
+    for source in ("127.0.0.1", NODE2_IP):  # an unknown address; node-2's reserved address
+        status, _, body = served.get(seed, source=source)
+        assert status == 403, body
+        assert f"node 'node-1' ({NODE1}) has the reserved address {NODE1_IP}, and this request comes from {source}" \
+            in body.decode()
+        status, _, body = served.get("/ipxe?mac=52-54-00-aa-bb-01", source=source)
+        assert status == 403 and b"has the reserved address" in body and b"kernel" not in body
+        assert served.get("/metadata?mac=52-54-00-aa-bb-01", source=source)[0] == 403
+        assert served.get("/grub?mac=52-54-00-aa-bb-01", source=source)[0] == 403
+    refused = [e for e in served.events.events if e.detail["status"] == 403]
+    assert [(e.stage, e.node, e.client) for e in refused[:2]] == [
+        ("user-data", "node-1", "127.0.0.1"), ("ipxe-script", "node-1", "127.0.0.1")]
+    assert all(e.detail["refused"] == "wrong-client" and e.detail["reason"] for e in refused)
+    # an unknown MAC is not a node: its group answer goes to anyone, as before
+    assert served.get("/ipxe?mac=52-54-00-00-00-09", source=NODE2_IP)[0] == 200
+
+
+def test_a_node_without_a_reserved_address_by_what_dhcp_leased(tmp_path: Path) -> None:
+    leases = {"127.0.0.50": NODE3, "127.0.0.51": "52:54:00:00:00:77"}
+    holder = GenerationHolder()
+    holder.swap(without_ip("node-3"))
+    events = CollectEvents()
+    seed = f"/cloud-init/{NODE3}/user-data"
+    with serve_app(holder, events, mac_for_address=leases.get) as served:
+        assert served.get(seed, source="127.0.0.50")[0] == 200  # leased to node-3 by our DHCP server
+        assert served.get("/ipxe?mac=52-54-00-aa-bb-03", source="127.0.0.50")[0] == 200
+        assert served.get(seed, source="127.0.0.1")[0] == 200  # nothing known of 127.0.0.1: served
+        status, _, body = served.get(seed, source="127.0.0.51")  # leased to another machine
+        assert status == 403 and "127.0.0.51 is leased to 52:54:00:00:00:77, not to node 'node-3'" in body.decode()
+        status, _, body = served.get(seed, source=NODE1_IP)  # node-1's reserved address
+        assert status == 403 and b"is the reserved address of node 'node-1'" in body
+        assert served.get("/metadata?mac=52-54-00-aa-bb-03", source=NODE1_IP)[0] == 403
+    # no DHCP server of ours (external DHCP, --no-dhcp): an address nobody reserved gets it
+    with serve_app(holder, CollectEvents()) as served:
+        assert served.get(seed, source="127.0.0.51")[0] == 200
+
+
+def test_trust_any_client_serves_every_address(tmp_path: Path) -> None:
+    holder = GenerationHolder()
+    holder.swap(generation(SHA_A))
+    with serve_app(holder, CollectEvents(), mac_for_address={"127.0.0.1": "52:54:00:00:00:77"}.get,
+                   trust_any_client=True) as served:
+        status, _, body = served.get(f"/cloud-init/{NODE1}/user-data", source="127.0.0.1")
+        assert status == 200 and body.startswith(b"#cloud-config")
+        assert served.get("/ipxe?mac=52-54-00-aa-bb-01", source=NODE2_IP)[0] == 200
+
+
 # -- pinning across a generation swap -------------------------------------------------------------
 
 
 def test_install_started_on_a_keeps_a_after_b_lands(served: Served) -> None:
-    status, _, script = served.get("/ipxe?mac=52-54-00-aa-bb-01")
+    status, _, script = served.get("/ipxe?mac=52-54-00-aa-bb-01", source=NODE1_IP)
     assert status == 200 and f"/r/{SHA_A}/assets/ubuntu/2204/vmlinuz".encode() in script
     served.holder.swap(generation(SHA_B))  # commit B lands mid-install
     # the node follows the URLs of A's script
@@ -228,10 +316,10 @@ def test_install_started_on_a_keeps_a_after_b_lands(served: Served) -> None:
     assert (status, len(kernel)) == (200, 1000)
     status, _, _ = served.get(f"/r/{SHA_A}/assets/ubuntu/2204/initrd")
     assert status == 200
-    status, _, user = served.get(f"/r/{SHA_A}/cloud-init/{NODE1}/user-data")
+    status, _, user = served.get(f"/r/{SHA_A}/cloud-init/{NODE1}/user-data", source=NODE1_IP)
     assert status == 200 and SHA_A.encode() in user
     # a new boot gets B
-    status, _, script = served.get("/ipxe?mac=52-54-00-aa-bb-01")
+    status, _, script = served.get("/ipxe?mac=52-54-00-aa-bb-01", source=NODE1_IP)
     assert SHA_B.encode() in script
     # the events say which revision served which step
     got = [(e.stage, e.revision) for e in served.events.events]
@@ -254,7 +342,7 @@ def test_install_started_on_a_keeps_a_after_b_lands(served: Served) -> None:
 
 def test_pinned_script_endpoints_serve_that_generation(served: Served) -> None:
     served.holder.swap(generation(SHA_B))
-    status, _, body = served.get(f"/r/{SHA_A}/ipxe?mac=52-54-00-aa-bb-01")
+    status, _, body = served.get(f"/r/{SHA_A}/ipxe?mac=52-54-00-aa-bb-01", source=NODE1_IP)
     assert status == 200 and f"# node-1 {SHA_A}".encode() in body
 
 

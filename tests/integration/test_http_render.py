@@ -2,6 +2,8 @@
 
 A node boots: bootstrap -> /ipxe -> the pinned kernel and initrd URLs in that script -> the pinned
 NoCloud seed URL in its kernel args; commit B lands in between; the node keeps getting A.
+The nodes' reserved addresses are moved from 10.10.10.x to 127.10.10.x and each node's requests
+come from its own address (a node's script and seed go to that address only).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.http import HttpServer, make_boot_app
+from tests.integration.test_http_boot import NODE1_IP, on_loopback
 
 REPO = Path(__file__).resolve().parents[2] / "example-repo"
 SHA_A = "1" * 40
@@ -30,8 +33,12 @@ SHA_B = "2" * 40
 def rendered(revision: str) -> Generation:
     state = validate(read_directory(REPO)).state
     assert state is not None
-    state = dataclasses.replace(state, revision=revision)
+    state = dataclasses.replace(state, revision=revision, nodes=tuple(on_loopback(n) for n in state.nodes))
     return Generation(revision, state, render_generation(state))
+
+
+def connect(address: tuple[str, int], source: str) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(*address, timeout=10, source_address=(source, 0))
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def node_view(tmp_path: Path) -> Iterator[tuple[GenerationHolder, CollectEvents,
     events = CollectEvents()
     server = HttpServer(("127.0.0.1", 0), make_boot_app(holder, events, assets))
     server.start()
-    conn = http.client.HTTPConnection(*server.address, timeout=10)  # one keep-alive connection, like iPXE
+    conn = connect(server.address, NODE1_IP)  # node-1's one keep-alive connection, like iPXE
     try:
         yield holder, events, conn
     finally:
@@ -93,10 +100,10 @@ def test_node_follows_its_pinned_script_across_a_commit(
 
     got = [(e.stage, e.revision, e.node) for e in events.events]
     assert got == [
-        ("ipxe-bootstrap", SHA_A, None),
+        ("ipxe-bootstrap", SHA_A, "node-1"),
         ("ipxe-script", SHA_A, "node-1"),
-        ("kernel", SHA_A, None),  # 127.0.0.1 is not node-1's address: no node by IP
-        ("initrd", SHA_A, None),
+        ("kernel", SHA_A, "node-1"),  # by node-1's reserved address
+        ("initrd", SHA_A, "node-1"),
         ("user-data", SHA_A, "node-1"),
         ("meta-data", SHA_A, "node-1"),
         ("vendor-data", SHA_A, "node-1"),
@@ -112,11 +119,13 @@ def test_unknown_machine_gets_the_default_group_and_legacy_node_its_disk(
     _, events, conn = node_view
     status, _, script = fetch(conn, "/ipxe?mac=52-54-00-de-ad-01")
     assert status == 200 and b"group default" in script and b"exit" in script
-    status, _, script = fetch(conn, "/ipxe?mac=5254.00aa.bb20")
+    address = (conn.host, conn.port)
+    status, _, script = fetch(connect(address, "127.10.10.220"), "/ipxe?mac=5254.00aa.bb20")
     assert status == 200 and b"legacy-1" in script
-    status, _, env = fetch(conn, "/metadata?mac=52:54:00:aa:bb:10")
+    db1 = connect(address, "127.10.10.210")
+    status, _, env = fetch(db1, "/metadata?mac=52:54:00:aa:bb:10")
     lines = env.decode().splitlines()
     assert status == 200 and "HOSTNAME=db-1" in lines and "REQUEST_QUERY_MAC=52:54:00:aa:bb:10" in lines
-    status, _, grub = fetch(conn, "/grub?mac=52-54-00-aa-bb-10")
+    status, _, grub = fetch(db1, "/grub?mac=52-54-00-aa-bb-10")
     assert status == 200 and f"/r/{SHA_A}/assets/ubuntu/2404/".encode() in grub
     assert [e.node for e in events.events] == [None, "legacy-1", "db-1", "db-1"]

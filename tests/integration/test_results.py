@@ -8,6 +8,7 @@ and one bound to 127.0.0.99 is some other machine.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import io
@@ -217,7 +218,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_reinstall(site: Site) -> None:
     sha = site.sha
-    user_data = site.get(f"/r/{sha}/cloud-init/{MACS['node-1']}/user-data").body.decode()
+    user_data = site.get(f"/r/{sha}/cloud-init/{MACS['node-1']}/user-data", IPS["node-1"]).body.decode()
     token = template.report_token(SECRET, "node-1", sha)
     # the default webhook, with the node's own token, rendered into its autoinstall user-data
     assert f'endpoint: "http://127.0.0.1/report/autoinstall/{MACS["node-1"]}?token={token}"' in user_data
@@ -238,19 +239,19 @@ def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_
     assert drift["node-1"]["drift"] is False and drift["node-2"]["last_booted_revision"] is None
 
     # install once: the next netboot of node-1 boots its disk; node-2 still installs
-    script = site.get(f"/ipxe?mac={MACS['node-1']}").body.decode()
+    script = site.get(f"/ipxe?mac={MACS['node-1']}", IPS["node-1"]).body.decode()
     assert "installed (install_once)" in script and "\nexit\n" in script and "kernel " not in script
-    assert "kernel http://127.0.0.1/r/" in site.get(f"/ipxe?mac={MACS['node-2']}").body.decode()
-    grub = site.get(f"/grub?mac={MACS['node-1']}").body.decode()
+    assert "kernel http://127.0.0.1/r/" in site.get(f"/ipxe?mac={MACS['node-2']}", IPS["node-2"]).body.decode()
+    grub = site.get(f"/grub?mac={MACS['node-1']}", IPS["node-1"]).body.decode()
     assert "boot from the local disk" in grub
     site.flush()
     assert node_entry(results_json(site.state), sha, "node-1")["outcome"] == "succeeded"  # rebooting keeps it
 
     # a commit that changes something else keeps the disk boot; bumping `reinstall` installs again
     sha2 = site.apply({"nodes/node-2.yaml": node_yaml("node-2") + "labels: {rack: r2}\n"}, "label node-2")
-    assert "installed (install_once)" in site.get(f"/ipxe?mac={MACS['node-1']}").body.decode()
+    assert "installed (install_once)" in site.get(f"/ipxe?mac={MACS['node-1']}", IPS["node-1"]).body.decode()
     sha3 = site.apply({"nodes/node-1.yaml": node_yaml("node-1", reinstall=1)}, "reinstall node-1")
-    script = site.get(f"/ipxe?mac={MACS['node-1']}").body.decode()
+    script = site.get(f"/ipxe?mac={MACS['node-1']}", IPS["node-1"]).body.decode()
     assert f"kernel http://127.0.0.1/r/{sha3}/assets/vmlinuz" in script, script
     assert sha2 != sha3
 
@@ -309,6 +310,42 @@ def test_failure_refusal_token_and_timeout(site: Site) -> None:
     assert 'netboot_boot_outcomes_total{result="failed"} 1.0' in metrics
     assert 'netboot_boot_outcomes_total{result="succeeded"} 1.0' in metrics
     assert 'netboot_boot_outcomes_total{result="timed-out"} 1.0' in metrics
+
+
+def test_a_stranger_cannot_read_a_nodes_seed_so_cannot_forge_its_report(site: Site) -> None:
+    """B4: the token is in the node's user-data; only the node's own address gets that user-data."""
+    sha, mac = site.sha, MACS["node-1"]
+    token = template.report_token(SECRET, "node-1", sha)
+    for path in (f"/r/{sha}/cloud-init/{mac}/user-data", f"/cloud-init/{mac}/user-data",
+                 f"/ipxe?mac={mac}", f"/metadata?mac={mac}", f"/grub?mac={mac}"):
+        reply = site.get(path, STRANGER)
+        assert reply.status == 403, (path, reply.body)
+        assert token.encode() not in reply.body
+        assert f"has the reserved address {IPS['node-1']}, and this request comes from {STRANGER}" \
+            in reply.body.decode()
+    # another node's reserved address is refused too; node-1's own address gets it, token and all
+    assert site.get(f"/r/{sha}/cloud-init/{mac}/user-data", IPS["node-2"]).status == 403
+    own = site.get(f"/r/{sha}/cloud-init/{mac}/user-data", IPS["node-1"])
+    assert own.status == 200 and token.encode() in own.body
+    site.flush()
+    entry = node_entry(results_json(site.state, "--commit", sha), sha, "node-1")
+    refused = [e for e in entry["events"] if e["detail"].get("refused")]
+    assert len(refused) == 6 and {e["client"] for e in refused} == {STRANGER, IPS["node-2"]}
+    assert all(e["detail"]["status"] == 403 and e["detail"]["refused"] == "wrong-client" for e in refused)
+    assert entry["outcome"] == "installing"  # refused fetches are in the timeline, not progress
+
+
+def test_trust_any_client_flag(tmp_path: Path) -> None:
+    args = _run_args(["--repo", str(tmp_path), "--state-dir", str(tmp_path / "s")])
+    assert run_command.settings_from(args, {}).trust_any_client is False
+    args = _run_args(["--repo", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--trust-any-client"])
+    assert run_command.settings_from(args, {}).trust_any_client is True
+
+
+def _run_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    run_command.add_parser(parser.add_subparsers())
+    return parser.parse_args(["run", *argv])
 
 
 def test_api_commits_and_nodes(site: Site) -> None:

@@ -63,3 +63,16 @@ def test_record_from_many_threads(tmp_path: Path) -> None:
         assert len(store.boot_events(limit=10_000)) == 800
     finally:
         store.close()
+
+
+def test_last_serving_revision_skips_refused_and_local_disk_answers(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results.sqlite3")
+    mac = "52:54:00:aa:bb:01"
+    try:
+        store.record(BootEvent(1.0, "user-data", "good", mac, detail={"status": 200}))
+        store.record(BootEvent(2.0, "user-data", "refused", mac, detail={"status": 403, "refused": "wrong-client"}))
+        store.record(BootEvent(3.0, "ipxe-script", "disk", mac, detail={"status": 200, "local_disk": "installed"}))
+        assert store.flush(10.0)
+        assert store.last_serving_revision(mac) == "good"
+    finally:
+        store.close()

@@ -286,3 +286,57 @@ def test_cloud_init_content_types_and_optional_vendor_data() -> None:
     assert unknown.status == 404 and unknown.node is None
     assert boot.answer_cloud_init(index, files, NODE.mac, "network-config").status == 404
     assert boot.answer_cloud_init(index, files, "garbage", "user-data").status == 404
+
+
+# -- who may have a node's own answers (its seed carries its report token) ---------------------
+
+NO_IP = Node("node-2", "52:54:00:aa:bb:02", "install", "node-2", None)
+OTHER_MAC = "52:54:00:00:00:77"
+LEASES = {"10.0.0.50": NO_IP.mac, "10.0.0.51": OTHER_MAC, "10.0.0.21": NODE.mac}
+
+
+@pytest.mark.parametrize(
+    ("node", "address", "holder", "refused"),
+    [
+        (NODE, "10.0.0.21", None, None),  # its reserved address
+        (NODE, "::ffff:10.0.0.21", None, None),  # the same, from a dual-stack socket
+        (NODE, "10.0.0.99", None, "has the reserved address 10.0.0.21, and this request comes from 10.0.0.99"),
+        (NODE, "10.0.0.50", LEASES, "has the reserved address 10.0.0.21"),  # even leased: not its address
+        (NO_IP, "10.0.0.50", LEASES, None),  # leased to it by our DHCP server
+        (NO_IP, "10.0.0.99", LEASES, None),  # nothing known of the address
+        (NO_IP, "10.0.0.99", None, None),  # no DHCP server of ours
+        (NO_IP, "10.0.0.51", LEASES, f"10.0.0.51 is leased to {OTHER_MAC}, not to node 'node-2'"),
+        (NO_IP, "10.0.0.21", None, "10.0.0.21 is the reserved address of node 'node-1'"),
+    ],
+)
+def test_client_refusal(node: Node, address: str, holder: dict[str, str] | None, refused: str | None) -> None:
+    index = boot.BootIndex.build(_state((), (NODE, NO_IP)))
+    got = boot.client_refusal(index, node, boot.Client(address, holder.get if holder is not None else None))
+    if refused is None:
+        assert got is None
+    else:
+        assert got is not None and refused in got
+
+
+def test_a_nodes_script_and_seed_are_refused_to_another_machine_not_its_group_answers() -> None:
+    index = boot.BootIndex.build(_state((Group("d", "d", "disk"),), (NODE,)))
+    files = {"ipxe/node-1.ipxe": b"#!ipxe\nkernel x\n", "ipxe/group-d.ipxe": b"#!ipxe\nexit\n",
+             f"cloud-init/{NODE.mac}/user-data": b"#cloud-config\n"}
+    stranger = boot.Client("10.0.0.99")
+    refused = boot.answer_boot("ipxe", index, files, {"mac": NODE.mac}, "", client=stranger)
+    assert (refused.status, refused.refused, refused.stage, refused.node) == (403, True, "ipxe-script", NODE)
+    assert b"kernel" not in refused.body
+    assert boot.answer_boot("ipxe", index, files, {"mac": NODE.mac}, "", client=boot.Client("10.0.0.21")).status == 200
+    assert boot.answer_boot("ipxe", index, files, {"mac": NODE.mac}, "").status == 200  # trust any client
+    group = boot.answer_boot("ipxe", index, files, {"mac": "52:54:00:00:00:09"}, "", client=stranger)
+    assert (group.status, group.body) == (200, b"#!ipxe\nexit\n")
+    seed = boot.answer_cloud_init(index, files, NODE.mac, "user-data", stranger)
+    assert (seed.status, seed.refused, seed.node) == (403, True, NODE) and b"#cloud-config" not in seed.body
+    assert boot.answer_cloud_init(index, files, NODE.mac, "user-data", boot.Client("10.0.0.21")).status == 200
+
+
+def test_stage_of_paths_answered_before_selection() -> None:
+    assert [boot.stage_of(p) for p in ("/ipxe", "/grub", "/metadata", "/generic", "/boot.ipxe", "/boot.ipxe.0",
+                                       "/assets/x", "/cloud-init/m/user-data", "/cloud-init/m/x", "/other")] == [
+        "ipxe-script", "grub", "metadata", "generic", "ipxe-bootstrap", "ipxe-bootstrap",
+        "asset", "user-data", "unknown-machine", "unknown-machine"]
