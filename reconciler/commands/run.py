@@ -265,5 +265,6 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     store = daemon.store
     app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},
                         installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall),
-                        mac_for_address=mac_for_address, trust_any_client=settings.trust_any_client)
+                        mac_for_address=mac_for_address, trust_any_client=settings.trust_any_client,
+                        ipxe_root=settings.tftp_root)
     daemon.add_server("http", HttpServer(settings.http_listen, app))

@@ -1,7 +1,8 @@
 """The HTTP server: waitress serving the boot WSGI app (matchbox-compatible endpoints) and the daemon's apps.
 
 Role: `make_boot_app` builds the WSGI app for CONTRACT §3: `/boot.ipxe`, `/boot.ipxe.0`, `/ipxe`,
-`/grub`, `/metadata`, `/generic`, `/cloud-init/<mac>/<file>`, `/assets/<path>`, and all of these
+`/grub`, `/metadata`, `/generic`, `/cloud-init/<mac>/<file>`, `/assets/<path>` (and the site's iPXE
+binaries under `/assets/ipxe/` from the TFTP root, for UEFI HTTP boot), and all of these
 pinned to a revision under `/r/<sha>/` (410 Gone when that generation is unknown or collected).
 Paths in `extra` (the daemon's `/status`, `/metrics`, `/hooks/git`, `/report/`, `/ui/`, ...) go
 to the daemon's apps, longest prefix first. Policy (which rendered file answers which labels, and
@@ -34,7 +35,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,6 +49,7 @@ from reconciler.core.events import EventSink
 from reconciler.core.model import BootEvent, Node
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.http_assets import AssetRoot, asset_response
+from reconciler.servers.tftp import DEBIAN_IPXE_OUTSIDE
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Reply = WsgiApp  # what a handler returns: werkzeug's Response (assets) or a _Plain
 
+IPXE_ASSETS = "/assets/ipxe/"  # where DHCP points UEFI HTTP boot clients (protocol.dhcp_decide)
 MAX_URI = 8192  # bytes of request target; waitress bounds the whole header block separately
 MAX_REQUEST_HEADER_SIZE = 32 * 1024
 MAX_REQUEST_BODY_SIZE = 32 * 1024 * 1024  # webhooks (GitHub allows 25 MB payloads) and reports
@@ -72,8 +75,11 @@ class BootApp:
         installed: Callable[[Node], bool] | None = None,
         mac_for_address: Callable[[str], str | None] | None = None,
         trust_any_client: bool = False,
+        ipxe_root: Path | None = None,
+        ipxe_outside: Sequence[Path] = DEBIAN_IPXE_OUTSIDE,
     ) -> None:
         self._holder = holder
+        self._ipxe = AssetRoot(ipxe_root, ipxe_outside) if ipxe_root is not None else None
         self._installed = installed
         self._mac_for_address = mac_for_address
         self._trust_any_client = trust_any_client
@@ -197,8 +203,16 @@ class BootApp:
             stage = boot.asset_stage(index, node, path)
         mac = boot.request_mac(labels) or (node.mac if node is not None else None)
         opened = None
+        raw_uri = environ.get("REQUEST_URI", path)
         if self._assets is not None:
-            opened = self._assets.open(path[len("/assets/") :], environ.get("REQUEST_URI", path))
+            opened = self._assets.open(path[len("/assets/") :], raw_uri)
+        if opened is None and self._ipxe is not None and generation is not None and path.startswith(IPXE_ASSETS):
+            # UEFI HTTP boot is given <server_url>/assets/ipxe/<boot file> by DHCP: the site's iPXE
+            # binaries, from the TFTP root when --assets-dir has no such file.
+            name = path[len(IPXE_ASSETS) :]
+            files = generation.state.site.boot_files
+            if name in (files.bios, files.uefi_x64, files.uefi_arm64):
+                opened = self._ipxe.open(name, raw_uri)
         if opened is None:
             log.info("http asset 404 revision=%s mac=%s path=%r", revision or "-", mac or "-", path)
             self._record(environ, stage, revision, node, mac, path, 404, 0)
@@ -349,6 +363,8 @@ def make_boot_app(
     *,
     mac_for_address: Callable[[str], str | None] | None = None,
     trust_any_client: bool = False,
+    ipxe_root: Path | None = None,
+    ipxe_outside: Sequence[Path] = DEBIAN_IPXE_OUTSIDE,
 ) -> WsgiApp:
     """The WSGI app for every HTTP path: boot endpoints here, `extra` prefixes to the daemon's apps.
 
@@ -356,8 +372,12 @@ def make_boot_app(
     (the results store answers it, in memory); `install_once` profiles then boot the local disk.
     `mac_for_address(ip)`: the MAC the embedded DHCP server reserved or leased `ip` to, if any.
     A node's seed, script and metadata go only to a client whose address may be that node's
-    (`core.boot.client_refusal`), unless `trust_any_client` (NAT, relays: every request from one address)."""
-    return BootApp(holder, events, assets_dir, extra, installed, mac_for_address, trust_any_client)
+    (`core.boot.client_refusal`), unless `trust_any_client` (NAT, relays: every request from one address).
+    `ipxe_root` (the TFTP root): `/assets/ipxe/<name>` for the site's iPXE binaries (`boot_files`)
+    when `assets_dir` has no such file; of the files outside it, only `ipxe_outside` (Debian's
+    symlinks into /boot) may be reached through a symlink, as over TFTP."""
+    return BootApp(holder, events, assets_dir, extra, installed, mac_for_address, trust_any_client, ipxe_root,
+                   ipxe_outside)
 
 
 # Bytes one connection may send per turn of waitress's I/O loop before the loop serves the others

@@ -9,7 +9,9 @@ waitress's I/O thread and never holds a worker thread.
 
 Safety: a request never leaves the assets root. Encoded slashes, backslashes and NULs in the raw
 URI, `.`/`..`/empty segments, absolute paths and symlinks resolving outside the root all give
-404, as do directories (no listings) and anything that is not a regular file.
+404, as do directories (no listings) and anything that is not a regular file. The one exception
+is a root made with `allow_outside`: exactly those files (Debian's `/usr/lib/ipxe/ipxe.efi` is a
+symlink to `/boot/ipxe.efi`) may be reached through a symlink in the root, as over TFTP.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import mimetypes
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -41,8 +44,9 @@ class OpenAsset:
 class AssetRoot:
     """The assets directory, resolved once; `open()` is the only way in."""
 
-    def __init__(self, root: os.PathLike[str] | str) -> None:
+    def __init__(self, root: os.PathLike[str] | str, allow_outside: Sequence[os.PathLike[str] | str] = ()) -> None:
         self.root = os.fsencode(os.path.realpath(root))
+        self.allow_outside = frozenset(os.fsencode(os.path.realpath(p)) for p in allow_outside)
 
     def open(self, rel: str, raw_uri: str) -> OpenAsset | None:
         """Open `rel` (the decoded path after `/assets/`) when it is a regular file inside the root."""
@@ -58,7 +62,8 @@ class AssetRoot:
         if any(seg in (b"", b".", b"..") for seg in rel_bytes.split(b"/")):
             return None
         real = os.path.realpath(os.path.join(self.root, rel_bytes))
-        if os.path.commonpath([real, self.root]) != self.root or real == self.root:
+        inside = os.path.commonpath([real, self.root]) == self.root and real != self.root
+        if not inside and real not in self.allow_outside:
             return None
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

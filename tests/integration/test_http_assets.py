@@ -447,3 +447,55 @@ def test_stop_lets_an_in_flight_download_finish(tmp_path: Path) -> None:
     assert got.endswith(data[-4096:]) and len(got.partition(b"\r\n\r\n")[2]) == len(data)
     with pytest.raises(OSError):
         socket.create_connection(server.address, timeout=2).close()
+
+
+# -- the site's iPXE binaries for UEFI HTTP boot: /assets/ipxe/<boot file> from the TFTP root --------
+
+
+def _curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    curl = require_tool("curl", "curl")
+    return subprocess.run([curl, "-sS", *args], capture_output=True, timeout=30, check=False)
+
+
+def test_ipxe_binaries_from_the_tftp_root_for_uefi_http_boot(tmp_path: Path) -> None:
+    from tests.integration.test_http_boot import SHA_A, generation
+
+    tftp = tmp_path / "tftp"
+    tftp.mkdir()
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "ipxe.efi").write_bytes(DATA)  # Debian: /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi
+    (tftp / "ipxe.efi").symlink_to(boot / "ipxe.efi")
+    (tftp / "undionly.kpxe").write_bytes(b"BIOS" * 10)
+    (tmp_path / "secret").write_bytes(b"SECRET\n")
+    (tftp / "snp.efi").symlink_to(tmp_path / "secret")  # a symlink out that is not allowed
+    (tftp / "other.bin").write_bytes(b"not a boot file")
+    assets_dir = tmp_path / "assets"
+    (assets_dir / "ipxe").mkdir(parents=True)
+    (assets_dir / "ipxe" / "undionly.kpxe").write_bytes(b"from --assets-dir")
+    holder = GenerationHolder()
+    holder.swap(generation(SHA_A))  # boot_files: the defaults (ipxe.efi, undionly.kpxe, snp.efi)
+    events = CollectEvents()
+    app = make_boot_app(holder, events, assets_dir, ipxe_root=tftp, ipxe_outside=(boot / "ipxe.efi",))
+    server = HttpServer(("127.0.0.1", 0), app, threads=2)
+    server.start()
+    base = f"http://127.0.0.1:{server.address[1]}"
+    try:
+        full = _curl("-f", f"{base}/assets/ipxe/ipxe.efi")
+        assert full.returncode == 0 and full.stdout == DATA, full.stderr
+        pinned = _curl("-f", f"{base}/r/{SHA_A}/assets/ipxe/ipxe.efi")
+        assert pinned.returncode == 0 and pinned.stdout == DATA
+        ranged = _curl("-f", "-r", "256-511", f"{base}/assets/ipxe/ipxe.efi")
+        assert ranged.stdout == DATA[256:512]
+        head = _curl("-f", "-I", f"{base}/assets/ipxe/ipxe.efi")
+        headers = head.stdout.decode().lower()
+        assert head.returncode == 0 and f"content-length: {len(DATA)}" in headers and "accept-ranges: bytes" in headers
+        # --assets-dir first; a symlink out of the root to anything else, and names that are not boot files: 404
+        assert _curl("-f", f"{base}/assets/ipxe/undionly.kpxe").stdout == b"from --assets-dir"
+        for path in ("snp.efi", "other.bin", "../tftp/ipxe.efi", "boot.ipxe"):
+            got = _curl("-o", "/dev/null", "-w", "%{http_code}", "--path-as-is", f"{base}/assets/ipxe/{path}")
+            assert got.stdout == b"404", (path, got.stdout)
+    finally:
+        server.stop(5)
+    served = [(e.stage, e.detail["status"]) for e in events.events if e.detail["path"].endswith("ipxe.efi")]
+    assert served[:2] == [("asset", 200), ("asset", 200)]

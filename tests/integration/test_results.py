@@ -14,6 +14,7 @@ import http.client
 import io
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, Result
 from reconciler.settings import Settings
 from tests.integration.daemon_support import DaemonProcess, git
+from tests.support import require_tool
 from tests.unit.test_outcomes import AUTOINSTALL
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -346,6 +348,18 @@ def _run_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     run_command.add_parser(parser.add_subparsers())
     return parser.parse_args(["run", *argv])
+
+
+def test_uefi_http_boot_binary_is_served_with_default_settings(site: Site) -> None:
+    """B5: DHCP hands UEFI HTTP boot <server_url>/assets/ipxe/ipxe.efi; the default --tftp-root has it."""
+    debian = Path("/usr/lib/ipxe/ipxe.efi")
+    if not debian.exists():
+        pytest.fail(f"{debian} not found: apt-get install ipxe (scripts/test.sh installs it)")
+    curl = require_tool("curl", "curl")
+    url = f"http://127.0.0.1:{site.port}/assets/ipxe/ipxe.efi"
+    got = subprocess.run([curl, "-sSf", url], capture_output=True, timeout=60, check=False)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == debian.read_bytes()  # through Debian's symlink to /boot/ipxe.efi
 
 
 def test_api_commits_and_nodes(site: Site) -> None:
