@@ -11,18 +11,15 @@ Reports (a machine waits for the answer, so they are written durably BEFORE the 
   as JSON or a form (any initramfs: `wget --post-data`, `curl -d`);
 - `POST /report/autoinstall/<mac>`: Subiquity/curtin `reporting: {type: webhook}` events (JSON);
 - `POST /report/phone-home/<mac>`: cloud-init `phone_home` (form: instance_id, hostname, pub keys).
-A report is accepted from the node's reserved address (its `ip`, or the address our DHCP server
-leased to its MAC), or with the node's token (`?token=`, `X-Netboot-Token`, or a `token` field:
-`core.template.report_token`, HMAC of node and revision under the daemon's secret). Others get
-403 and are counted in `netboot_reports_refused_total{reason}`. The revision of a report is the
-token's, else the one the report names (when known), else the one that last served the machine
-an install step (script, kernel, seed), else the current one. A success report (plain success,
-phone_home, the autoinstall's final SUCCESS) also records the install that `install_once` reads.
+Whether a report is accepted and which revision it counts for is `core.reports.decide_report`
+(from the node's reserved or leased address, or with the node's token); this app gathers the
+facts, answers 403/404 and counts refusals in `netboot_reports_refused_total{reason}`. A success
+report (plain success, phone_home, the autoinstall's final SUCCESS) also records the install
+that `install_once` reads.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -36,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from reconciler.adapters.store import ResultsStore
-from reconciler.core import outcomes, template
+from reconciler.core import outcomes, reports
 from reconciler.core.boot import parse_mac
 from reconciler.core.model import BootEvent, Node
 from reconciler.generation import Generation, GenerationHolder
@@ -153,7 +150,7 @@ class OutcomeCounter(Collector):
 
 
 class ReportApp:
-    """`/report/...`: authenticate, decide the revision, write durably, then answer."""
+    """`/report/...`: gather the facts for `core.reports.decide_report`, write durably, then answer."""
 
     def __init__(
         self,
@@ -200,17 +197,25 @@ class ReportApp:
         fields = _fields(body, str(environ.get("CONTENT_TYPE") or ""))
         if fields is None:
             return _json(start_response, "400 Bad Request", {"error": "the body is neither JSON nor a form"})
-        nodes = self._nodes_with(mac)
-        if not nodes:
-            return self._refuse(start_response, "unknown-node", client, mac, f"no node has mac {mac}")
+        generations = self._generations()
+        nodes = [(g.revision, node) for g in generations if (node := _node_in(g, mac)) is not None]
         token = str(environ.get(TOKEN_HEADER) or query.get("token") or fields.get("token") or "")
-        token_revision = self._token_revision(nodes, mac, token) if token else None
-        if token_revision is None and not self._from_node(nodes, mac, client):
-            reason = "bad-token" if token else "wrong-address"
-            why = ("its token does not match" if token
-                   else f"it comes from {client}, not the node's address, without a token")
-            return self._refuse(start_response, reason, client, mac, f"report refused: {why}")
-        revision = token_revision or self._revision(mac, str(query.get("revision") or fields.get("revision") or ""))
+        current = self._holder.current()
+        facts = reports.ReportFacts(
+            mac=mac,
+            client=client,
+            nodes=nodes,
+            token=token,
+            named_revision=str(query.get("revision") or fields.get("revision") or ""),
+            serving=self._recorder.serving_revision(mac) if nodes else None,
+            leased_to=self._leased_to(client, mac) if nodes else None,
+            current=current.revision if current is not None else None,
+            kept=frozenset(g.revision for g in generations),
+        )
+        decision = reports.decide_report(facts, self._secret)
+        if not decision.accepted:
+            return self._refuse(start_response, decision.refused, client, mac, decision.message)
+        revision = decision.revision
         generation = self._holder.get(revision) or self._holder.current()
         node = _node_in(generation, mac) or nodes[0][1]
         detail = _detail(kind, fields, query)
@@ -242,46 +247,14 @@ class ReportApp:
                 out.append(g)
         return out
 
-    def _nodes_with(self, mac: str) -> list[tuple[str, Node]]:
-        """(revision, node) for every served generation declaring this MAC, current first."""
-        found = []
-        for g in self._generations():
-            node = _node_in(g, mac)
-            if node is not None:
-                found.append((g.revision, node))
-        return found
-
-    def _token_revision(self, nodes: list[tuple[str, Node]], mac: str, token: str) -> str | None:
-        if not self._secret:
+    def _leased_to(self, client: str, mac: str) -> str | None:
+        if self._mac_for_address is None or not client:
             return None
-        candidates = list(nodes)
-        serving = self._recorder.serving_revision(mac)
-        if serving is not None and all(rev != serving for rev, _ in nodes):
-            candidates.append((serving, nodes[0][1]))
-        for revision, node in candidates:
-            expected = template.report_token(self._secret, node.name, revision)
-            if hmac.compare_digest(expected.encode(), token.encode()):
-                return revision
-        return None
-
-    def _from_node(self, nodes: list[tuple[str, Node]], mac: str, client: str) -> bool:
-        if any(node.ip is not None and str(node.ip) == client for _, node in nodes):
-            return True
-        if self._mac_for_address is not None and client:
-            try:
-                return self._mac_for_address(client) == mac
-            except Exception:
-                log.exception("lease lookup failed revision=- mac=%s", mac)
-        return False
-
-    def _revision(self, mac: str, named: str) -> str:
-        if named and self._holder.get(named) is not None:
-            return named
-        serving = self._recorder.serving_revision(mac)
-        if serving is not None:
-            return serving
-        current = self._holder.current()
-        return current.revision if current is not None else named
+        try:
+            return self._mac_for_address(client)
+        except Exception:
+            log.exception("lease lookup failed revision=- mac=%s", mac)
+            return None
 
 
 def _node_in(generation: Generation | None, mac: str) -> Node | None:
