@@ -3,8 +3,9 @@
 Called by the daemon (`record_reconcile` after every attempt, `recent_reconciles` for /status)
 and, through the `core.events.EventSink` interface, by every server (`record(event)`).
 
-`record()` never blocks the request path: it appends to a deque; one writer thread drains it
-every `flush_interval` (~100 ms) or as soon as `batch_size` events are waiting, in one
+`record()` never blocks the request path: it appends to a deque (and wakes the writer only when
+a batch is waiting and the writer sleeps); one writer thread drains it every `flush_interval`
+(~100 ms) or as soon as `batch_size` events are waiting, and serialises and inserts them in one
 transaction per batch. A full queue (the disk stalled) drops the oldest events and counts them.
 
 The schema is versioned with `PRAGMA user_version`: `_MIGRATIONS[i]` takes a database from
@@ -319,12 +320,12 @@ class ResultsStore(ResultsQueries):
         self._lock = threading.Lock()  # one statement at a time on the shared connection
         self._flush_interval = flush_interval
         self._batch_size = batch_size
-        self._queue: collections.deque[BootEvent] = collections.deque(maxlen=max_queue)
+        self._max_queue = max_queue
+        # Boot events, and flush() markers: a marker is set once every event queued before it is written.
+        self._queue: collections.deque[BootEvent | threading.Event] = collections.deque(maxlen=max_queue)
         self._wake = threading.Event()
+        self._awake = True  # the writer is draining or about to: record() need not wake it
         self._closing = threading.Event()
-        self._flushed = threading.Condition()
-        self._written = 0
-        self._enqueued = 0
         self.dropped = 0
         self._installed = {(n, m, r) for n, m, r, _, _ in self.installs()}
         self._writer = threading.Thread(target=self._write_loop, name="results-writer", daemon=True)
@@ -333,38 +334,60 @@ class ResultsStore(ResultsQueries):
     # -- EventSink -------------------------------------------------------------------------
 
     def record(self, event: BootEvent) -> None:
-        """Queue one boot event; never blocks on the disk."""
-        if len(self._queue) == self._queue.maxlen:
+        """Queue one boot event; never blocks on the disk.
+
+        O(append) on the caller's thread: the row (and its JSON) is made on the writer thread,
+        and the writer is woken (Event.set) only when a batch is waiting and it is asleep."""
+        queue = self._queue
+        if len(queue) == self._max_queue:
             self.dropped += 1
-        self._queue.append(event)
-        self._enqueued += 1
-        if len(self._queue) >= self._batch_size:
+        queue.append(event)
+        if not self._awake and len(queue) >= self._batch_size:
+            self._awake = True
             self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every event queued before this call is written; False on timeout."""
-        target = self._enqueued
+        written = threading.Event()
+        if len(self._queue) == self._max_queue:
+            self.dropped += 1
+        self._queue.append(written)
+        self._awake = True
         self._wake.set()
-        with self._flushed:
-            return self._flushed.wait_for(lambda: self._written + self.dropped >= target or not self._writer.is_alive(),
-                                          timeout)
+        deadline = time.monotonic() + timeout
+        while not written.wait(min(max(deadline - time.monotonic(), 0.0), 0.5)):
+            if not self._writer.is_alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def _write_loop(self) -> None:
+        queue = self._queue
         while True:
-            self._wake.wait(self._flush_interval)
+            if len(queue) < self._batch_size and not self._closing.is_set():
+                self._awake = False
+                # A record() that saw _awake still True appended before this check: it is seen here.
+                if len(queue) < self._batch_size:
+                    self._wake.wait(self._flush_interval)
+                self._awake = True
             self._wake.clear()
             batch: list[BootEvent] = []
-            while self._queue:
-                batch.append(self._queue.popleft())
+            markers: list[threading.Event] = []
+            while queue:
+                item = queue.popleft()
+                if isinstance(item, BootEvent):
+                    batch.append(item)
+                else:
+                    markers.append(item)
             if batch:
                 try:
                     self._insert_events(batch)
                 except sqlite3.Error:
                     log.exception("boot events lost: %d", len(batch))
-            with self._flushed:
-                self._written += len(batch)
-                self._flushed.notify_all()
-            if self._closing.is_set() and not self._queue:
+            for marker in markers:
+                marker.set()
+            if self._closing.is_set() and not queue:
                 return
 
     def _insert_events(self, batch: Sequence[BootEvent]) -> None:

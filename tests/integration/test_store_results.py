@@ -5,7 +5,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from reconciler.adapters import store as store_module
 from reconciler.adapters.store import SCHEMA_VERSION, ReconcileRecord, ResultsStore, connect
 from reconciler.core.model import BootEvent
 
@@ -74,5 +78,59 @@ def test_last_serving_revision_skips_refused_and_local_disk_answers(tmp_path: Pa
         store.record(BootEvent(3.0, "ipxe-script", "disk", mac, detail={"status": 200, "local_disk": "installed"}))
         assert store.flush(10.0)
         assert store.last_serving_revision(mac) == "good"
+    finally:
+        store.close()
+
+
+def test_record_wakes_the_writer_once_per_batch_and_serialises_nothing(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """record() is an append: no Event.set() per event while the writer is already awake, no JSON."""
+    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=60.0, batch_size=100)
+    sets: list[str] = []
+    original_set = store._wake.set
+
+    def counting_set() -> None:
+        sets.append(threading.current_thread().name)
+        original_set()
+
+    monkeypatch.setattr(store._wake, "set", counting_set)
+    dumps: list[str] = []
+    real_dumps = store_module.json.dumps
+
+    def counting_dumps(*args: Any, **kwargs: Any) -> str:
+        dumps.append(threading.current_thread().name)
+        return real_dumps(*args, **kwargs)
+
+    monkeypatch.setattr(store_module.json, "dumps", counting_dumps)
+    try:
+        with store._lock:  # a stalled disk: the writer, once woken, waits in its insert
+            for i in range(2000):
+                store.record(BootEvent(float(i), "ipxe-script", "rev1", mac="52:54:00:aa:bb:01", detail={"i": i}))
+            assert len(sets) <= 1, f"{len(sets)} wake-ups for 2000 events"
+            assert "MainThread" not in dumps
+        assert store.flush(10.0)
+        events = store.boot_events(revision="rev1", limit=10_000)
+        assert [e.detail["i"] for e in events] == list(range(2000))
+    finally:
+        store.close()
+
+
+def test_flush_waits_for_events_queued_before_it_from_other_threads(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=60.0, batch_size=10_000)
+    seen: dict[int, tuple[bool, int]] = {}
+    try:
+        def work(n: int) -> None:
+            for i in range(300):
+                store.record(BootEvent(0.0, "tftp", "rev", mac=f"m{n}", detail={"i": i}))
+            flushed = store.flush(10.0)
+            seen[n] = (flushed, len(store.boot_events(mac=f"m{n}", limit=10_000)))
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == {n: (True, 300) for n in range(4)}
+        assert len(store.boot_events(limit=10_000)) == 1200
     finally:
         store.close()
