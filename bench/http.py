@@ -101,8 +101,13 @@ def serve(port: int, assets: Path, threads: int, turn_kib: int = 128) -> None:
     holder.swap(Generation(state.revision, state, render_generation(state)))
     store = ResultsStore(Path(tempfile.mkdtemp(prefix="bench-http-state-")) / "results.sqlite")
     recorder = ResultsRecorder(store, CollectorRegistry())
+    # The bench client fetches node scripts from 127.0.0.1, not from each node's reserved address.
     app = make_boot_app(
-        holder, recorder, assets, installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall)
+        holder,
+        recorder,
+        assets,
+        installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall),
+        trust_any_client=True,
     )
     server = HttpServer(("127.0.0.1", port), app, threads=threads, turn_bytes=turn_kib << 10)
     server.start()

@@ -283,9 +283,9 @@ class DhcpServer:
             if mac is not None:
                 return mac
         lease = self.leases.holder_of(address)
-        if lease is not None and lease.state != "declined":
+        if lease is not None and lease.state != "declined" and lease.expires > self.clock():
             return lease.mac
-        return None
+        return None  # an expired lease says nothing about who holds the address now
 
     # -- packet path -----------------------------------------------------------------------
 

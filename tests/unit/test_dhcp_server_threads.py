@@ -11,6 +11,7 @@ import contextlib
 import select
 import threading
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import CollectEvents
 from reconciler.generation import Generation, GenerationHolder
-from reconciler.protocol.dhcp_decide import DhcpPlan, plan_dhcp
+from reconciler.protocol.dhcp_decide import DhcpPlan, LeaseChange, plan_dhcp
 from reconciler.servers import dhcp as dhcp_server
 from reconciler.servers.dhcp import DhcpServer
 from tests.dhcp_fixtures import make_state, node
@@ -135,3 +136,20 @@ def test_concurrent_callers_get_one_plan_per_revision(server: DhcpServer, monkey
     assert len({id(plan) for plan in plans}) == 1 and plans[0].revision == "rev-a"
     assert macs == ["52:54:00:00:00:01"] * (callers // 2)
     assert server.plan_for(generation) is plans[0]
+
+
+def test_an_expired_lease_names_no_machine(tmp_path: Path) -> None:
+    """HTTP refuses a node's seed to an address leased to another MAC: a stale lease must not count."""
+    now = [1000.0]
+    leases = LeaseStore(tmp_path / "leases.sqlite3")
+    server = DhcpServer(holder=GenerationHolder(), events=CollectEvents(), leases=leases, clock=lambda: now[0])
+    try:
+        bound = threading.Event()
+        leases.apply(LeaseChange("bind", IPv4Address("10.99.0.60"), "02:00:00:00:00:60", 1600.0), bound.set)
+        assert bound.wait(5)
+        assert server.mac_for_address("10.99.0.60") == "02:00:00:00:00:60"
+        now[0] = 1600.0
+        assert server.mac_for_address("10.99.0.60") is None
+    finally:
+        server.stop(timeout=1.0)
+        leases.close()
