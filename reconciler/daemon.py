@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import logging
 import shutil
 import signal
@@ -55,6 +56,14 @@ log = logging.getLogger(__name__)
 
 Renderer = Callable[[DesiredState], Mapping[str, bytes]]
 HISTORY = 20
+REPORT_KEY_META = "report-key"  # `.meta/report-key` of a generation: the fingerprint of its report secret
+
+
+def report_key(secret: bytes | None) -> bytes:
+    """A fingerprint of the report secret (not the secret): which one a generation's tokens are signed with."""
+    if not secret:
+        return b"none\n"
+    return hashlib.sha256(b"netboot-reconcile report-secret fingerprint\0" + secret).hexdigest()[:32].encode() + b"\n"
 
 
 class Temporary(Exception):
@@ -162,6 +171,7 @@ class Daemon:
         self.settings = settings
         self.renderer = renderer
         self.holder = holder or GenerationHolder()
+        self.holder.set_loader(self._load_generation)
         self.clock = clock
         self.metrics = Metrics()
         self.artifacts = ArtifactStore(settings.state_dir)
@@ -185,6 +195,7 @@ class Daemon:
         self._next_attempt: float | None = None
         self._reconciling = False
         self._previous: StoredGeneration | None = None  # what `write` may hard-link from
+        self._meta = {REPORT_KEY_META: report_key(settings.report_secret)}  # `.meta/` of what we write
         self.steps: tuple[tuple[str, Step], ...] = (
             ("fetch", self._fetch),
             ("snapshot", self._snapshot),
@@ -209,6 +220,11 @@ class Daemon:
         log.info("source %s", self.source.description)
 
     def _load_current(self) -> None:
+        """Serve `current` from disk; render it again first when its report secret is not ours.
+
+        The secret changed (`report-secret` deleted to rotate tokens): the stored files carry
+        tokens no report can prove again, and nothing else would re-render an applied revision.
+        This is done before anything serves (start-up), so no stale token is handed out."""
         try:
             stored = self.artifacts.load_current()
         except OSError as exc:
@@ -216,12 +232,20 @@ class Daemon:
             return
         if stored is None:
             return
-        result = validate(Snapshot(stored.revision, stored.source, origin=str(stored.root)))
-        if result.state is None:
-            log.error("revision=%s the stored generation no longer validates; waiting for a reconcile",
-                      stored.revision)
+        built = self._rebuild(stored)
+        if built is None:
             return
-        generation = Generation(stored.revision, result.state, stored.files, stored.root)
+        generation, rerendered = built
+        if rerendered:
+            meta = dict(self._meta)
+            try:
+                root = self.artifacts.write(stored.revision, generation.files, stored.source, previous=stored,
+                                            meta=meta, replace=True)
+            except OSError as exc:  # serve the new rendering anyway; the next start tries again
+                log.error("revision=%s could not write the generation rendered again: %s", stored.revision, exc)
+            else:
+                stored = StoredGeneration(stored.revision, root, generation.files, stored.source, meta)
+                generation = Generation(stored.revision, generation.state, generation.files, root)
         self._previous = stored
         self.holder.swap(generation)
         self.metrics.served(stored.revision)
@@ -230,6 +254,37 @@ class Daemon:
             self._applied = stored.revision
         log.info("revision=%s serving the current generation from disk (%d files)", stored.revision,
                  len(stored.files))
+
+    def _rebuild(self, stored: StoredGeneration) -> tuple[Generation, bool] | None:
+        """The Generation of a stored one: its `.source/` validated again, its files as stored, or
+        rendered again (True) when they were signed with another report secret. None: invalid."""
+        result = validate(Snapshot(stored.revision, stored.source, origin=str(stored.root)))
+        if result.state is None:
+            log.error("revision=%s the stored generation no longer validates", stored.revision)
+            return None
+        if stored.meta.get(REPORT_KEY_META) == self._meta[REPORT_KEY_META]:
+            return Generation(stored.revision, result.state, stored.files, stored.root), False
+        log.warning("revision=%s was rendered with another report secret (or before that was recorded): "
+                    "rendering it again", stored.revision)
+        return Generation(stored.revision, result.state, dict(self.renderer(result.state)), stored.root), True
+
+    def _load_generation(self, revision: str) -> Generation | None:
+        """The holder's loader: a generation still on disk that this process has not loaded (a
+        `/r/<sha>/` URL after a restart). Runs on a request thread; None when unknown or collected."""
+        try:
+            if not self.artifacts.path_of(revision).is_dir():
+                return None
+            stored = self.artifacts.load(revision)
+        except ValueError:
+            return None  # not a revision name
+        except OSError as exc:  # collected meanwhile, or unreadable
+            log.warning("revision=%s cannot be read from disk: %s", revision, exc)
+            return None
+        built = self._rebuild(stored)
+        if built is None:
+            return None
+        log.info("revision=%s loaded from disk for a pinned URL (%d files)", revision, len(built[0].files))
+        return built[0]
 
     def add_server(self, name: str, server: Any, *, needed: bool = True) -> ServerSlot:
         """Supervise `server` under `name`; start it now unless it is not needed yet."""
@@ -473,9 +528,12 @@ class Daemon:
     def _write(self, attempt: Attempt) -> bool:
         assert attempt.files is not None and attempt.snapshot is not None and attempt.revision is not None
         parts: dict[str, float] = {}
+        # A revision written before (a revert to it) with another report secret is written again.
+        stale = self.artifacts.meta(attempt.revision, REPORT_KEY_META) != self._meta[REPORT_KEY_META]
         try:
             attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
-                                                previous=self._previous, timings=parts)
+                                                previous=self._previous, timings=parts, meta=self._meta,
+                                                replace=stale)
         except OSError as exc:
             raise Temporary(f"writing generation: {exc}") from exc
         attempt.timings.update((f"write.{name}", seconds) for name, seconds in parts.items())
@@ -495,7 +553,8 @@ class Daemon:
         self.holder.swap(generation)
         attempt.generation = generation
         if attempt.root is not None and attempt.snapshot is not None:
-            self._previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files)
+            self._previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files,
+                                              self._meta)
         self.metrics.served(attempt.revision)
         self._record_targets(generation)
         self._after_activation(generation)

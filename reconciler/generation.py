@@ -5,17 +5,28 @@ Every server takes ONE Generation at the start of a DHCP exchange, TFTP transfer
 request (`holder.current()`) and keeps it to the end, so no request sees half-old, half-new
 state. Older generations stay reachable by revision (`holder.get(sha)`) for revision-pinned
 URLs until the daemon forgets them.
+
+A generation that is on disk but not in memory (a restart loads only `current`) is read on a
+`get()` miss through the `loader` the daemon gives the holder, then cached; at most
+`max_loaded` such generations are held (least recently used dropped first, read again when
+asked for). A loader answers None for a revision that is unknown or was collected.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.model import DesiredState
+
+log = logging.getLogger(__name__)
+
+MAX_LOADED = 4  # generations read back from disk on demand and held at once
 
 
 @dataclass(frozen=True)
@@ -32,22 +43,68 @@ class Generation:
         return self.files.get(path)
 
 
+Loader = Callable[[str], Generation | None]
+
+
 class GenerationHolder:
     """The lock-guarded reference to the current Generation, plus the retained older ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, loader: Loader | None = None, *, max_loaded: int = MAX_LOADED) -> None:
         self._lock = threading.Lock()
         self._current: Generation | None = None
-        self._retained: dict[str, Generation] = {}
+        self._retained: dict[str, Generation] = {}  # activated by this process
+        self._loaded: OrderedDict[str, Generation] = OrderedDict()  # read back by the loader, LRU
+        self._loader = loader
+        self._max_loaded = max(max_loaded, 1)
+        self._load_lock = threading.Lock()  # one load at a time: a rack asking for one revision reads it once
+        self._epoch = 0  # bumped by retain_only: a load that overlaps a collection is not cached
+
+    def set_loader(self, loader: Loader | None) -> None:
+        with self._lock:
+            self._loader = loader
 
     def current(self) -> Generation | None:
         with self._lock:
             return self._current
 
     def get(self, revision: str) -> Generation | None:
-        """A retained generation by full revision, or None when unknown or collected."""
+        """A retained generation by full revision (read back through the loader when only on
+        disk), or None when unknown or collected."""
+        found = self._cached(revision)
+        if found is not None or self._loader is None:
+            return found
+        with self._load_lock:
+            found = self._cached(revision)
+            if found is not None:
+                return found
+            with self._lock:
+                loader, epoch = self._loader, self._epoch
+            if loader is None:
+                return None
+            try:
+                loaded = loader(revision)
+            except Exception:  # a broken generation on disk must not break the request path
+                log.exception("revision=%s could not be loaded", revision)
+                return None
+            if loaded is None:
+                return None
+            with self._lock:
+                if revision in self._retained:
+                    return self._retained[revision]
+                if epoch == self._epoch:
+                    self._loaded[revision] = loaded
+                    while len(self._loaded) > self._max_loaded:
+                        self._loaded.popitem(last=False)
+            return loaded
+
+    def _cached(self, revision: str) -> Generation | None:
         with self._lock:
-            return self._retained.get(revision)
+            found = self._retained.get(revision)
+            if found is None:
+                found = self._loaded.get(revision)
+                if found is not None:
+                    self._loaded.move_to_end(revision)
+            return found
 
     def swap(self, generation: Generation) -> Generation | None:
         """Make `generation` current; return the previous one (still retained)."""
@@ -55,6 +112,7 @@ class GenerationHolder:
             previous = self._current
             self._current = generation
             self._retained[generation.revision] = generation
+            self._loaded.pop(generation.revision, None)
             return previous
 
     def retain_only(self, revisions: Iterable[str]) -> None:
@@ -64,7 +122,11 @@ class GenerationHolder:
             if self._current is not None:
                 keep.add(self._current.revision)
             self._retained = {rev: gen for rev, gen in self._retained.items() if rev in keep}
+            for rev in [rev for rev in self._loaded if rev not in keep]:
+                del self._loaded[rev]
+            self._epoch += 1
 
     def retained(self) -> tuple[str, ...]:
+        """Revisions held in memory: activated ones, then those read back from disk."""
         with self._lock:
-            return tuple(self._retained)
+            return (*self._retained, *(rev for rev in self._loaded if rev not in self._retained))

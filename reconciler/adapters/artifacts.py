@@ -11,7 +11,13 @@ Leftover `*.tmp` entries are debris from a crash and are removed at start-up.
 
 Each generation also keeps the repository files it was rendered from under `.source/`, so a
 restart can rebuild the validated state of `current` without the source (the remote may be
-down, a plain directory may have changed since). matchbox ignores dot-directories.
+down, a plain directory may have changed since), and facts about how it was rendered under
+`.meta/` (the fingerprint of the report secret its tokens are signed with). matchbox ignores
+dot-directories.
+
+A generation is immutable, except that the daemon may render the same revision again (the
+report secret changed): `write(..., replace=True)` writes `<sha>.tmp` as usual, then swaps it
+with `<sha>` in one `renameat2(RENAME_EXCHANGE)` and recycles the old tree.
 
 Inode recycling (`recycle/` in the state directory): a collected generation is first renamed out
 of `generations/` (atomically, so no half-removed generation is ever visible there), then taken
@@ -40,7 +46,7 @@ import shutil
 import stat
 import time
 from collections.abc import Collection, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 GENERATIONS = "generations"
 CURRENT = "current"
 SOURCE_DIR = ".source"
+META_DIR = ".meta"
 TMP_SUFFIX = ".tmp"
 RECYCLE = "recycle"
 _TAKING_APART = "gen-"  # recycle/gen-<name>: a collected generation not yet taken apart
@@ -68,6 +75,7 @@ class StoredGeneration:
     root: Path
     files: Mapping[str, bytes]
     source: Mapping[str, bytes]
+    meta: Mapping[str, bytes] = field(default_factory=dict)  # `.meta/<name>`: how it was rendered
 
 
 class ArtifactStore:
@@ -123,16 +131,21 @@ class ArtifactStore:
         source: Mapping[str, bytes],
         previous: StoredGeneration | None = None,
         timings: MutableMapping[str, float] | None = None,
+        meta: Mapping[str, bytes] | None = None,
+        replace: bool = False,
     ) -> Path:
-        """Write one generation durably; return its final directory. Idempotent per revision.
+        """Write one generation durably; return its final directory. Idempotent per revision
+        unless `replace`: then a stored one of the same revision is swapped out atomically.
 
         Files whose bytes equal the same path in `previous` are hard-linked from it (creating an
         inode costs far more than a link; generations are immutable, so sharing is safe); the
-        others get recycled inodes where the pool has them (module docstring). `timings`, when
-        given, receives the seconds spent writing files, making them durable and renaming.
+        others get recycled inodes where the pool has them (module docstring). `meta` goes to
+        `.meta/`. `timings`, when given, receives the seconds spent writing files, making them
+        durable and renaming.
         """
         final = self.path_of(revision)
-        if final.is_dir():
+        exists = final.is_dir()
+        if exists and not replace:
             return final
         t0 = time.monotonic()
         tmp = final.with_name(final.name + TMP_SUFFIX)
@@ -148,6 +161,7 @@ class ArtifactStore:
             for prefix, tree, before in (
                 ("", files, previous.files if previous else {}),
                 (SOURCE_DIR + "/", source, previous.source if previous else {}),
+                (META_DIR + "/", meta or {}, {}),
             ):
                 for rel, data in tree.items():
                     path = prefix + _safe_relative(rel)
@@ -168,12 +182,32 @@ class ArtifactStore:
         t1 = time.monotonic()
         _sync_filesystem(tmp)
         t2 = time.monotonic()
-        os.rename(tmp, final)
-        _fsync_dir(self.generations)
+        if exists:
+            self._replace(tmp, final)
+        else:
+            os.rename(tmp, final)
+            _fsync_dir(self.generations)
         self._pool_limit = len(files) + len(source)
         if timings is not None:
             timings.update({"files": t1 - t0, "sync": t2 - t1, "rename": time.monotonic() - t2})
         return final
+
+    def _replace(self, new: Path, final: Path) -> None:
+        """Put the tree at `new` in place of `final` (both in `generations/`), recycle the old one."""
+        try:
+            _exchange(new, final)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            # No atomic exchange on this file system: old out, new in. A crash in between leaves
+            # no `generations/<sha>` (`current` dangles): the next start reconciles from git.
+            log.warning("no atomic directory exchange here (%s): replacing %s in two renames", exc, final)
+            parked = final.with_name(final.name + ".old" + TMP_SUFFIX)
+            os.rename(final, parked)
+            os.rename(new, final)
+            new = parked
+        _fsync_dir(self.generations)
+        self._recycle(new)  # the old tree; a `.tmp` name, so a crash leaves debris prepare() recycles
 
     def _write_file(self, dir_fd: int, pool_fd: int, path: str, data: bytes) -> None:
         """`path` (under `dir_fd`) holding `data`: a recycled inode overwritten, else a new one."""
@@ -246,11 +280,19 @@ class ArtifactStore:
         name = os.path.basename(target)
         return name if (self.generations / name).is_dir() else None
 
+    def meta(self, revision: str, name: str) -> bytes | None:
+        """`.meta/<name>` of a stored generation; None when it or the generation is absent."""
+        try:
+            return (self.path_of(revision) / META_DIR / _safe_relative(name)).read_bytes()
+        except OSError:
+            return None
+
     def load(self, revision: str) -> StoredGeneration:
         """Read a stored generation (rendered files and sources). OSError when absent."""
         root = self.path_of(revision)
         files: dict[str, bytes] = {}
         source: dict[str, bytes] = {}
+        meta: dict[str, bytes] = {}
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
@@ -260,11 +302,13 @@ class ArtifactStore:
                     data = fh.read()
                 if rel.startswith(SOURCE_DIR + "/"):
                     source[rel[len(SOURCE_DIR) + 1 :]] = data
+                elif rel.startswith(META_DIR + "/"):
+                    meta[rel[len(META_DIR) + 1 :]] = data
                 else:
                     files[rel] = data
         if not root.is_dir():
             raise FileNotFoundError(errno.ENOENT, "no such generation", str(root))
-        return StoredGeneration(revision, root, files, source)
+        return StoredGeneration(revision, root, files, source, meta)
 
     def load_current(self) -> StoredGeneration | None:
         revision = self.current_revision()
@@ -361,6 +405,21 @@ def _sync_filesystem(path: Path) -> None:
             os.sync()
     finally:
         os.close(fd)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directory entries atomically: renameat2(2) with RENAME_EXCHANGE (Linux 3.15+)."""
+    libc = _libc()
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not in this C library")
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def _fsync_dir(path: Path) -> None:
