@@ -45,7 +45,7 @@ from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.gitsource import Source, SourceProblem, SourceUnavailable, open_source, print_progress
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore
 from reconciler.adapters.watcher import Watcher
-from reconciler.core import findings, outcomes
+from reconciler.core import findings, outcomes, wiring
 from reconciler.core.model import DesiredState, Issue, Severity
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -191,6 +191,7 @@ class Daemon:
         self._applied: str | None = None
         self._rejected: str | None = None  # the invalid revision we will not retry
         self._findings: tuple[Issue, ...] = ()
+        self._warnings: tuple[str, ...] = ()  # where the served DHCP sends clients that we do not listen
         self._failures = 0
         self._next_attempt: float | None = None
         self._reconciling = False
@@ -250,6 +251,7 @@ class Daemon:
         self.holder.swap(generation)
         self.metrics.served(stored.revision)
         self._record_targets(generation)
+        self._check_listeners(generation)
         with self._lock:
             self._applied = stored.revision
         log.info("revision=%s serving the current generation from disk (%d files)", stored.revision,
@@ -557,8 +559,20 @@ class Daemon:
                                               self._meta)
         self.metrics.served(attempt.revision)
         self._record_targets(generation)
+        self._check_listeners(generation)
         self._after_activation(generation)
         return True
+
+    def _check_listeners(self, generation: Generation) -> None:
+        """Warn (once per activated generation) where its DHCP sends clients that we do not listen."""
+        settings = self.settings
+        listeners = wiring.Listeners(dhcp=settings.dhcp, http=settings.http_listen,
+                                     tftp=settings.tftp_listen if settings.tftp else None)
+        warnings = wiring.listener_warnings(generation.state.site, listeners)
+        for warning in warnings:
+            log.warning("revision=%s %s", generation.revision, warning)
+        with self._lock:
+            self._warnings = warnings
 
     def _record_targets(self, generation: Generation) -> None:
         """Remember which nodes this revision targets (boot results per commit read it)."""
@@ -623,6 +637,7 @@ class Daemon:
                 "last_attempted_revision": self._attempted,
                 "last_applied_revision": self._applied,
                 "findings": [findings.as_dict(i) for i in self._findings],
+                "warnings": list(self._warnings),
                 "consecutive_failures": self._failures,
                 "next_attempt": self._next_attempt,
             }

@@ -2,7 +2,8 @@
 
 Called by `reconciler.cli`. Exit 0 when the daemon is Ready, 1 when it is Reconciling or
 Stalled (the reason and the findings of the last failed commit are printed), 2 when the
-daemon cannot be reached.
+daemon cannot be reached. Warnings (the served DHCP sends clients where we do not listen) are
+printed but do not change the exit code.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def format_status(doc: dict[str, Any]) -> str:
         if server.get("error"):
             detail += f" ({server['error']})"
         lines.append(f"{name + ':':<11} {server.get('state', '?')} {detail}".rstrip())
+    for warning in doc.get("warnings") or []:
+        lines.append(f"warning:    {warning}")
     findings = doc.get("findings") or []
     if findings:
         lines.append(f"findings of {_short(doc.get('last_attempted_revision'))} (not served):")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,16 +115,20 @@ def http_post(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, b
 class DaemonProcess:
     """`netboot-reconcile run` as a child process on 127.0.0.1 ephemeral ports."""
 
-    def __init__(self, repo: str, state_dir: Path, extra: Sequence[str] = (), port: int | None = None) -> None:
+    def __init__(self, repo: str, state_dir: Path, extra: Sequence[str] = (), port: int | None = None,
+                 *, dhcp: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
         # --trust-any-client: `ipxe()` reads node-1's script from 127.0.0.1 to see which revision is
         # served, and node-1's reserved address (10.10.10.201) is not one a loopback client can have.
         # Who gets a node's script is tested in test_http_boot.py and test_results.py.
+        # `dhcp`: the embedded DHCP server on, bound to the loopback interface on an ephemeral port.
+        dhcp_args = ["--dhcp-listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--dhcp-interface", "lo"] \
+            if dhcp else ["--no-dhcp"]
         self.args = [
             sys.executable, "-m", "reconciler", "run", "--repo", repo, "--state-dir", str(state_dir),
-            "--http-listen", f"127.0.0.1:{self.port}", "--no-dhcp", "--no-tftp", "--trust-any-client", *extra,
+            "--http-listen", f"127.0.0.1:{self.port}", *dhcp_args, "--no-tftp", "--trust-any-client", *extra,
         ]
         self.log_path = state_dir.parent / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
