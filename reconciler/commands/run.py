@@ -23,6 +23,7 @@ from typing import Any
 
 from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
 from reconciler.adapters.leases import LeaseStore
+from reconciler.core import boot
 from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, sd_notify
 from reconciler.servers.dhcp import DhcpServer
@@ -184,13 +185,23 @@ def configure_logging(fmt: str) -> None:
 
 def _hints(daemon: Daemon, http: HttpServer) -> None:
     host, port = http.address
-    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    base = f"http://{local}:{port}"
     log.info("status:  %s/status   (or: netboot-reconcile status --url %s)", base, base)
     generation = daemon.holder.current()
-    if generation is not None and generation.state.nodes:
-        node = generation.state.nodes[0]
+    if generation is None:
+        return
+    # A curl run here comes from `local`: name a node whose script is served to that address.
+    index = boot.BootIndex.build(generation.state)
+    client = boot.Client(local)
+    node = next((n for n in generation.state.nodes
+                 if daemon.settings.trust_any_client or boot.client_refusal(index, n, client) is None), None)
+    if node is not None:
         log.info("a node's iPXE script:  curl '%s/ipxe?mac=%s'   (node %s) revision=%s", base, node.mac, node.name,
                  generation.revision)
+    else:
+        log.info("the bootstrap script:  curl '%s/boot.ipxe'   (a node's own script is served only to its address; "
+                 "--trust-any-client to fetch it from here) revision=%s", base, generation.revision)
 
 
 def run(args: argparse.Namespace) -> int:
