@@ -268,7 +268,12 @@ class Daemon:
             return Generation(stored.revision, result.state, stored.files, stored.root), False
         log.warning("revision=%s was rendered with another report secret (or before that was recorded): "
                     "rendering it again", stored.revision)
-        return Generation(stored.revision, result.state, dict(self.renderer(result.state)), stored.root), True
+        try:
+            files = dict(self.renderer(result.state))
+        except Exception:  # a renderer bug must not stop the daemon starting (the reconcile reports it)
+            log.exception("revision=%s could not be rendered again", stored.revision)
+            return None
+        return Generation(stored.revision, result.state, files, stored.root), True
 
     def _load_generation(self, revision: str) -> Generation | None:
         """The holder's loader: a generation still on disk that this process has not loaded (a

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.core import template
+from reconciler.core.model import DesiredState
+from reconciler.core.render import render_generation
+from reconciler.daemon import Daemon, Result
+from reconciler.settings import Settings
 from tests.integration.daemon_support import EXAMPLE, NODE1_MAC, DaemonProcess, WorkTree, http_get, http_post, wait_for
 
 NODE1_B = (EXAMPLE / "nodes" / "node-1.yaml").read_text().replace("ubuntu-2204-install", "ubuntu-2404-install")
@@ -129,3 +133,25 @@ def test_writing_a_stored_revision_again_swaps_it_whole_and_recycles_the_old_tre
     assert store.meta("a" * 40, "report-key") == b"new\n"
     assert store.stored() == ["a" * 40]  # no .tmp left in generations/
     assert not [p for p in (tmp_path / "state" / "recycle").iterdir() if p.name.startswith("gen-")]
+
+
+def test_a_renderer_that_fails_on_the_re_render_at_start_does_not_stop_the_start(tmp_path: Path) -> None:
+    tree = WorkTree(tmp_path / "repo")
+    state = tmp_path / "state"
+    first = Daemon(Settings(repo=str(tree.path), state_dir=state, watch=False, report_secret=b"one"),
+                   renderer=lambda s: render_generation(s, report_secret=b"one"))
+    first.open()
+    assert first.reconcile_once() is Result.APPLIED
+    first.shutdown()
+
+    def broken(state: DesiredState) -> dict[str, bytes]:
+        raise RuntimeError("renderer bug")
+
+    second = Daemon(Settings(repo=str(tree.path), state_dir=state, watch=False, report_secret=b"two"),
+                    renderer=broken)
+    try:
+        second.open()  # the stored generation needs a new rendering, which fails: nothing served, no crash
+        assert second.holder.current() is None
+        assert second.reconcile_once() is Result.FAILED
+    finally:
+        second.shutdown()
