@@ -116,7 +116,7 @@ class DhcpServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def binding_for(self, generation: Generation | None) -> Binding | None:
-        """(interface, proxy port open?) needed to serve `generation`; None: do not listen yet.
+        """(interface, proxy port open?) needed to serve `generation`; None: do not listen (yet).
 
         `--dhcp-interface` wins; else netboot.yaml's `dhcp.interface` (None: every interface).
         Before any generation only an explicit interface is known: until then nothing listens,
@@ -126,6 +126,8 @@ class DhcpServer:
                 return None
             return (self.interface_override, bool(self.proxy))
         site = generation.state.site
+        if self.proxy is None and site.dhcp_mode == "off":
+            return None  # `off`: the port is left to the site's own DHCP server
         proxy = self.proxy if self.proxy is not None else site.dhcp_mode == "proxy"
         return (self.interface_override or site.interface, proxy)
 
@@ -209,9 +211,17 @@ class DhcpServer:
         was closed by the rebind (the datagram came in on a binding no longer served)."""
         self._synced = generation
         want = self.binding_for(generation)
-        if want is not None and want != self._bound:
+        if want is None and generation is not None and self._bound is not None:
+            self._close_sockets()  # a commit switched to `dhcp.mode: off`: free port 67
+            log.info("revision=%s dhcp mode off: not listening", generation.revision)
+        elif want is not None and want != self._bound:
             self._rebind(want, generation.revision if generation is not None else "-")
         return sock is None or sock is self._main or sock is self._pxe
+
+    @property
+    def listening(self) -> bool:
+        """Whether a DHCP socket is open (false before the first generation and in mode `off`)."""
+        return self._main is not None
 
     def start(self) -> None:
         """Bind as the served generation (or `--dhcp-interface`) says and start serving; returns

@@ -9,6 +9,7 @@ the answers; one that switches to proxy mode opens the PXE port (4011) and back 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,6 +122,20 @@ def pxe_request(lab: Lab, ns: str, mac: str, tries: int = 3) -> list[d.DhcpMessa
     return lab.call_in(ns, client)
 
 
+def _port_67_is_free() -> None:
+    """Bind 0.0.0.0:67 without SO_REUSEADDR, as an external DHCP server does (bounded retries:
+    the server notices a new commit within its idle check)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", 67))
+                return
+            except OSError:
+                pass
+        threading.Event().wait(0.1)
+    raise AssertionError("port 67 still bound after a commit to dhcp.mode: off")
+
+
 def _server(holder: GenerationHolder, tmp: Path, interface: str | None = None) -> DhcpServer:
     leases = LeaseStore(tmp / "leases.sqlite3")
     return DhcpServer(listen=("0.0.0.0", 67), holder=holder, events=CollectEvents(), leases=leases,
@@ -157,6 +172,14 @@ def test_first_start_answers_only_on_the_interface_the_first_generation_names(
         holder.swap(_generation("r4", "br1"))
         assert discover(lab, links.ns1, MAC1)  # r4 is served (and bound) now
         assert pxe_request(lab, links.ns1, MAC1, tries=1) == []
+
+        # A commit to `dhcp.mode: off` frees port 67 for the site's own DHCP server, and back.
+        holder.swap(_generation("r5", "br1", mode="off"))
+        assert discover(lab, links.ns1, MAC1, tries=1) == []
+        lab.call_in(lab.server, _port_67_is_free)  # as dhcpd or dnsmasq would bind it
+        holder.swap(_generation("r6", "br1"))
+        offers = discover(lab, links.ns1, MAC1)
+        assert offers and offers[0].message_type == d.OFFER and server.listening
     finally:
         server.stop()
         server.leases.close()
