@@ -87,6 +87,46 @@ def test_an_ack_made_durable_while_the_packet_thread_drains_is_not_stranded(
     assert sent == [b"ACK-a", b"ACK-b"]
 
 
+class _WakeReader:
+    """The packet thread's end of the wake socket, running the writer's `_durable_ready` right
+    after the first byte is read: the writer's wake lands inside the packet thread's drain."""
+
+    def __init__(self, srv: DhcpServer, item: Any) -> None:
+        self.srv, self.item, self.real, self.reads = srv, item, srv._wake_r, 0
+
+    def recv(self, size: int) -> bytes:
+        data = self.real.recv(size)
+        self.reads += 1
+        if self.reads == 1:
+            self.srv._durable_ready(self.item)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_wake_sent_while_the_packet_thread_empties_the_wake_socket_is_not_lost(
+    server: DhcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer wakes between the packet thread's flag reset and its read of the socket: the
+    byte must not be swallowed with the flag left set, else no later ACK ever wakes it."""
+    sent: list[bytes] = []
+    monkeypatch.setattr(server, "_send", lambda sock, payload, *rest: sent.append(payload))
+    item_a: Any = (None, b"ACK-a", None, ("10.0.0.1", 68), 0)
+    item_b: Any = (None, b"ACK-b", None, ("10.0.0.2", 68), 0)
+    item_c: Any = (None, b"ACK-c", None, ("10.0.0.3", 68), 0)
+    server._durable_ready(item_a)
+    reader = _WakeReader(server, item_b)
+    monkeypatch.setattr(server, "_wake_r", reader)
+    server._send_durable()
+    monkeypatch.setattr(server, "_wake_r", reader.real)
+    assert sent == [b"ACK-a", b"ACK-b"]
+    server._durable_ready(item_c)  # the next batch's ACK must wake the packet thread
+    assert _wake_pending(server), "ACK-c (and every later ACK) stranded"
+    server._send_durable()
+    assert sent == [b"ACK-a", b"ACK-b", b"ACK-c"]
+
+
 def test_one_wake_per_batch_of_durable_acks(server: DhcpServer, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[bytes] = []
     monkeypatch.setattr(server, "_send", lambda sock, payload, *rest: sent.append(payload))
