@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -33,3 +34,10 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def patterned_bytes(size: int, seed: int = 1) -> bytes:
+    """`size` bytes that differ per seed and do not repeat with a 512-byte period (a TFTP block),
+    so a misplaced or repeated block shows in a byte comparison."""
+    block = hashlib.sha256(str(seed).encode()).digest() * 32  # 1 KiB
+    return (block * (size // len(block) + 1))[:size]

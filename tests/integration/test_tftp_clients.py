@@ -6,7 +6,6 @@ would, and compares the file the client wrote (or the error the client reports) 
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv4Address
@@ -18,24 +17,19 @@ from reconciler.core.events import CollectEvents
 from reconciler.core.model import DesiredState, Site
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.tftp import TftpServer
-from tests.support import require_tool
+from tests.support import patterned_bytes, require_tool
 
 TIMEOUT = 60
-
-
-def content(size: int, seed: int) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * 32
-    return (block * (size // len(block) + 1))[:size]
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     directory = tmp_path / "root"
     directory.mkdir()
-    (directory / "ipxe.efi").write_bytes(content(850_528, 1))
-    (directory / "undionly.kpxe").write_bytes(content(74_213, 2))
-    (directory / "tiny.bin").write_bytes(content(2_000, 3))
-    (directory / "exact.bin").write_bytes(content(512 * 40, 4))
+    (directory / "ipxe.efi").write_bytes(patterned_bytes(850_528, 1))
+    (directory / "undionly.kpxe").write_bytes(patterned_bytes(74_213, 2))
+    (directory / "tiny.bin").write_bytes(patterned_bytes(2_000, 3))
+    (directory / "exact.bin").write_bytes(patterned_bytes(512 * 40, 4))
     (directory / "boot.txt").write_bytes(b"#!ipxe\nchain http://10.0.0.1/boot.ipxe\r\necho done\n")
     return directory
 

@@ -28,7 +28,7 @@ from reconciler.core.model import DesiredState, Node, Site
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as p
 from reconciler.servers.tftp import TftpServer
-from tests.support import VECTORS
+from tests.support import VECTORS, patterned_bytes
 
 FAST = p.Limits(default_timeout=0.05, max_retries=50)  # server-side retransmit timer for loss tests
 SOCKET_TIMEOUT = 10.0
@@ -104,9 +104,7 @@ class Receiver:
 
 def fetch(server: tuple[str, int], receiver: Receiver) -> Receiver:
     """Run one transfer to the end (or the server's error) over a fresh socket."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(SOCKET_TIMEOUT)
+    with udp_client() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # room for a window
         sock.sendto(receiver.start(), server)
         while not receiver.done:
@@ -158,20 +156,23 @@ def rrq(name: str, mode: str = "octet", **options: str) -> p.ReadRequest:
 # --------------------------------------------------------------------------- fixtures
 
 
-def content(size: int, seed: int = 1) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * 32  # 1 KiB, not periodic at 512
-    return (block * (size // len(block) + 1))[:size]
+def udp_client() -> socket.socket:
+    """A client socket on loopback with the tests' receive timeout (a context manager)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(SOCKET_TIMEOUT)
+    return sock
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     directory = tmp_path / "root"
     directory.mkdir()
-    (directory / "ipxe.efi").write_bytes(content(850_528, 2))
-    (directory / "undionly.kpxe").write_bytes(content(74_213, 3))
-    (directory / "small.bin").write_bytes(content(20_000, 4))
+    (directory / "ipxe.efi").write_bytes(patterned_bytes(850_528, 2))
+    (directory / "undionly.kpxe").write_bytes(patterned_bytes(74_213, 3))
+    (directory / "small.bin").write_bytes(patterned_bytes(20_000, 4))
     (directory / "sub").mkdir()
-    (directory / "sub" / "x.bin").write_bytes(content(700, 5))
+    (directory / "sub" / "x.bin").write_bytes(patterned_bytes(700, 5))
     return directory
 
 
@@ -289,9 +290,7 @@ def test_a_large_netascii_request_does_not_stall_an_octet_transfer(
 
     monkeypatch.setattr(os, "pread", gated_pread)
     slow = Receiver(rrq("big.txt", "netascii", tsize="0", blksize="1468", windowsize="8"))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(SOCKET_TIMEOUT)
+    with udp_client() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         try:
             sock.sendto(slow.start(), tftp.address)
@@ -336,7 +335,7 @@ def test_a_client_that_drops_every_nth_packet_still_gets_the_file(
 
 
 def test_block_numbers_roll_over_past_65535(tftp: Running, root: Path) -> None:
-    data = content(8 * 65_600 + 5, 9)
+    data = patterned_bytes(8 * 65_600 + 5, 9)
     (root / "roll.bin").write_bytes(data)
     got = fetch(tftp.address, Receiver(rrq("roll.bin", blksize="8", windowsize="64")))
     assert got.nbytes == len(data)
@@ -366,9 +365,7 @@ def test_several_hundred_megabytes_from_a_sparse_file(tftp: Running, root: Path)
 def test_retries_are_bounded_and_the_failure_is_recorded(root: Path) -> None:
     limits = p.Limits(default_timeout=0.05, max_retries=4)
     for running in _start(root, limits=limits):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            sock.settimeout(SOCKET_TIMEOUT)
+        with udp_client() as sock:
             sock.sendto(p.encode(rrq("small.bin")), running.address)
             first, _ = sock.recvfrom(2000)
             # Never ACK: the server resends block 1 max_retries times, then gives up.
@@ -380,14 +377,7 @@ def test_retries_are_bounded_and_the_failure_is_recorded(root: Path) -> None:
 
 
 def test_a_packet_from_another_port_gets_unknown_tid_and_the_transfer_goes_on(tftp: Running, root: Path) -> None:
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger,
-    ):
-        sock.bind(("127.0.0.1", 0))
-        stranger.bind(("127.0.0.1", 0))
-        sock.settimeout(SOCKET_TIMEOUT)
-        stranger.settimeout(SOCKET_TIMEOUT)
+    with udp_client() as sock, udp_client() as stranger:
         receiver = Receiver(rrq("small.bin", timeout="5"))
         sock.sendto(receiver.start(), tftp.address)
         datagram, tid = sock.recvfrom(2000)
@@ -409,9 +399,7 @@ def test_a_packet_from_another_port_gets_unknown_tid_and_the_transfer_goes_on(tf
 
 
 def _answer(address: tuple[str, int], payload: bytes) -> p.Packet:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(SOCKET_TIMEOUT)
+    with udp_client() as sock:
         sock.sendto(payload, address)
         return p.parse_packet(sock.recvfrom(70000)[0])
 
@@ -496,14 +484,7 @@ def test_debian_ipxe_root_serves_ipxe_efi_through_its_symlink_into_boot() -> Non
 
 def test_limits_per_client_and_in_total(root: Path) -> None:
     for running in _start(root, max_transfers=3, max_per_client=2):
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-        ):
-            a.bind(("127.0.0.1", 0))
-            b.bind(("127.0.0.1", 0))
-            a.settimeout(SOCKET_TIMEOUT)
-            b.settimeout(SOCKET_TIMEOUT)
+        with udp_client() as a, udp_client() as b:
             request = p.encode(rrq("small.bin", timeout="30"))
             for _ in range(2):
                 a.sendto(request, running.address)
@@ -516,9 +497,7 @@ def test_limits_per_client_and_in_total(root: Path) -> None:
             assert refused.code == p.ERR_UNDEFINED
         running.server.stop(0.1)
     for running in _start(root, max_transfers=1, max_per_client=5):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
-            a.settimeout(SOCKET_TIMEOUT)
+        with udp_client() as a:
             request = p.encode(rrq("small.bin", timeout="30"))
             a.sendto(request, running.address)
             assert isinstance(p.parse_packet(a.recvfrom(2000)[0]), p.OptionAck)
@@ -546,12 +525,10 @@ def test_two_hundred_concurrent_transfers_share_one_thread(root: Path) -> None:
 
 
 def test_generation_files_win_and_each_transfer_keeps_its_generation(tftp: Running, root: Path) -> None:
-    old = content(30_000, 11)
-    new = content(30_000, 12)
+    old = patterned_bytes(30_000, 11)
+    new = patterned_bytes(30_000, 12)
     tftp.holder.swap(generation("a" * 40, {"tftp/small.bin": old}))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(SOCKET_TIMEOUT)
+    with udp_client() as sock:
         receiver = Receiver(rrq("small.bin", timeout="5"))
         sock.sendto(receiver.start(), tftp.address)
         datagram, tid = sock.recvfrom(2000)
@@ -598,9 +575,7 @@ def test_events_carry_client_mac_node_file_bytes_and_duration(root: Path) -> Non
 def test_stop_lets_an_in_flight_transfer_finish_and_closes_the_port(root: Path) -> None:
     for running in _start(root):
         address = running.address
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            sock.settimeout(SOCKET_TIMEOUT)
+        with udp_client() as sock:
             receiver = Receiver(rrq("small.bin", timeout="5"))
             sock.sendto(receiver.start(), address)
             datagram, tid = sock.recvfrom(2000)
