@@ -302,13 +302,17 @@ def _detail(kind: str, fields: Mapping[str, Any], query: Mapping[str, str]) -> d
     return detail
 
 
-class ResultsApi:
-    """`/api/commits`, `/api/commits/<sha>`, `/api/nodes/<name>`: JSON read from the store."""
+class _StoreView:
+    """A read-only view of the results store: outcomes are evaluated at `clock()` with `timeout`."""
 
     def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._timeout = timeout
         self._clock = clock
+
+
+class ResultsApi(_StoreView):
+    """`/api/commits`, `/api/commits/<sha>`, `/api/nodes/<name>`: JSON read from the store."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
@@ -339,13 +343,8 @@ class ResultsApi:
                      {"error": "expected /api/commits, /api/commits/<sha> or /api/nodes/<name>"})
 
 
-class DashboardApp:
+class DashboardApp(_StoreView):
     """`/ui/` (commits down, nodes across) and `/ui/nodes/<name>` (the node's event timeline)."""
-
-    def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time) -> None:
-        self._store = store
-        self._timeout = timeout
-        self._clock = clock
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
