@@ -20,6 +20,7 @@ from collections.abc import Callable, Container
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from reconciler.adapters.jsonrows import json_chunks
 from reconciler.protocol.dhcp_decide import Lease, LeaseChange
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,29 @@ CREATE TABLE IF NOT EXISTS dhcp_leases (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
+"""
+
+# Batch statements over a JSON array parameter (`json_each`); see adapters.jsonrows.
+# A MAC bound to a new address gives up its other bound address: rows [mac, ip].
+_DELETE_MOVED = """
+DELETE FROM dhcp_leases WHERE rowid IN (
+    SELECT l.rowid FROM json_each(?1) AS j
+    JOIN dhcp_leases AS l ON l.mac = json_extract(j.value, '$[0]')
+    WHERE l.ip <> json_extract(j.value, '$[1]') AND l.state = 'bound')
+"""
+# Rows [ip, mac]: the address is free again if that MAC held it.
+_DELETE_RELEASED = """
+DELETE FROM dhcp_leases WHERE rowid IN (
+    SELECT l.rowid FROM json_each(?1) AS j
+    JOIN dhcp_leases AS l ON l.ip = json_extract(j.value, '$[0]')
+    WHERE l.mac = json_extract(j.value, '$[1]'))
+"""
+# Rows [ip, mac, expires, state]: the final state of each address in the batch.
+_UPSERT = """
+INSERT OR REPLACE INTO dhcp_leases (ip, mac, expires, state)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]')
+FROM json_each(?1)
 """
 
 _Write = tuple[LeaseChange, Callable[[], None] | None]
@@ -172,13 +196,20 @@ class LeaseStore:
                 self._cond.notify_all()
 
     def _commit(self, batch: list[_Write]) -> None:
-        """One transaction for the whole batch, in three executemany calls (few GIL hand-offs)."""
+        """One transaction for the whole batch, a statement per kind of change and chunk of
+        rows (`adapters.jsonrows`), instead of one per row."""
         final: dict[str, tuple[str, float, str] | None] = {}
         moves: list[tuple[str, str]] = []
         released: list[tuple[str, str]] = []
+        bound_in_batch: dict[str, str] = {}  # MAC -> the address it was bound to last in the batch
         for change, _ in batch:
             ip = str(change.ip)
             if change.kind == "bind":
+                earlier = bound_in_batch.get(change.mac, ip)
+                held = final.get(earlier) if earlier != ip else None
+                if held is not None and held[0] == change.mac:
+                    del final[earlier]  # moved again within the batch: only the last address is held
+                bound_in_batch[change.mac] = ip
                 final[ip] = (change.mac, change.expires, "bound")
                 moves.append((change.mac, ip))
             elif change.kind == "decline":
@@ -190,9 +221,9 @@ class LeaseStore:
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            conn.executemany("DELETE FROM dhcp_leases WHERE mac = ? AND ip <> ? AND state = 'bound'", moves)
-            conn.executemany("DELETE FROM dhcp_leases WHERE ip = ? AND mac = ?", released)
-            conn.executemany("INSERT OR REPLACE INTO dhcp_leases VALUES (?, ?, ?, ?)", rows)
+            for statement, values in ((_DELETE_MOVED, moves), (_DELETE_RELEASED, released), (_UPSERT, rows)):
+                for chunk in json_chunks(values):
+                    conn.execute(statement, (chunk,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
