@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,38 @@ def test_generations_of_unfinished_installs_are_not_collected(tmp_path: Path) ->
         assert first not in daemon.artifacts.stored()
     finally:
         daemon.shutdown()
+
+
+def test_a_storm_of_events_is_stored_whole_in_order_and_exact(tmp_path: Path) -> None:
+    # More events than one write chunk holds, queued faster than the writer drains them;
+    # detail values of every JSON kind, and one JSON cannot hold (written as its str()).
+    store = ResultsStore(tmp_path / "results.sqlite3")
+    sent = [
+        BootEvent(time=1_764_000_000.123456 + i / 7, stage="dhcp-ack" if i % 2 else "tftp", revision=f"rev{i % 3}",
+                  mac=f"52:54:00:00:{i >> 8:02x}:{i & 0xff:02x}", node=f"n{i}" if i % 5 else None,
+                  client="10.99.0.2",
+                  detail={"i": i, "ok": i % 2 == 0, "ratio": i / 3, "none": None, "list": [i, "x"],
+                          "text": f"ü\"{i}\\", "path": Path("/x")})
+        for i in range(1000)
+    ]
+    for event in sent:
+        store.record(event)
+    assert store.flush(10.0)
+    stored = store.boot_events(limit=5000)
+    store.close()
+    assert store.dropped == 0
+    assert stored == [
+        BootEvent(e.time, e.stage, e.revision, e.mac, e.node, e.client, {**e.detail, "path": "/x"}) for e in sent
+    ]
+
+
+def test_the_results_writer_runs_below_the_packet_threads(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results.sqlite3")
+    try:
+        store.record(BootEvent(time=1.0, stage="tftp", revision="r", mac=None, node=None, client="10.0.0.1"))
+        assert store.flush(5.0)  # the writer has started and set its own priority
+        writer = store._writer.native_id
+        assert writer is not None
+        assert os.getpriority(os.PRIO_PROCESS, writer) > os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    finally:
+        store.close()
