@@ -41,6 +41,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from reconciler import heap
 from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.gitsource import Source, SourceProblem, SourceUnavailable, open_source, print_progress
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore
@@ -249,6 +250,7 @@ class Daemon:
                 generation = Generation(stored.revision, generation.state, generation.files, root)
         self._previous = stored
         self.holder.swap(generation)
+        heap.settle()
         self.metrics.served(stored.revision)
         self._record_targets(generation)
         self._check_listeners(generation)
@@ -566,6 +568,7 @@ class Daemon:
         self._record_targets(generation)
         self._check_listeners(generation)
         self._after_activation(generation)
+        heap.settle()
         return True
 
     def _check_listeners(self, generation: Generation) -> None:
