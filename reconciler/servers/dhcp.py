@@ -35,11 +35,13 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from reconciler.adapters.leases import LeaseStore
+from reconciler.adapters.threads import yield_to_packet_threads
 from reconciler.core.events import EventSink
 from reconciler.core.model import BootEvent
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import dhcp as codec
 from reconciler.protocol.dhcp_decide import PROXY_PORT, Decision, DhcpPlan, decide, plan_dhcp
+from reconciler.servers import prefer_short_gil_turns
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,7 @@ class DhcpServer:
         once bound (see `.address`). With neither known yet, nothing listens until the first
         generation is swapped in; later commits that move the interface or switch between
         full and proxy mode rebind before a packet is answered with them."""
+        prefer_short_gil_turns()
         self._poller.register(self._wake_r.fileno(), select.POLLIN)
         generation = self.holder.current()
         want = self.binding_for(generation)
@@ -461,6 +464,7 @@ class DhcpServer:
     # -- events ----------------------------------------------------------------------------
 
     def _drain_events(self) -> None:
+        yield_to_packet_threads()  # bookkeeping: the packet thread comes first
         while not self._stopping.wait(0.05):
             self._flush_events()
         self._flush_events()

@@ -42,6 +42,7 @@ from reconciler.core.events import EventSink
 from reconciler.core.model import BootEvent
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as proto
+from reconciler.servers import prefer_short_gil_turns
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class TftpServer:
 
     def start(self) -> None:
         """Bind the listening socket and serve in a background thread; returns once bound."""
+        prefer_short_gil_turns()
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             listener.bind(self._listen)
