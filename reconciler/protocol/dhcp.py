@@ -130,7 +130,7 @@ class DhcpMessage:
         value = self.options.get(code)
         if value is None or len(value) != 4:
             return None
-        return IPv4Address(value)
+        return _ip(value)
 
     @property
     def vendor_class(self) -> str:
@@ -177,6 +177,7 @@ def message(
     built.__dict__.update(
         op=op, xid=xid, chaddr=chaddr, options=options, htype=htype, hops=hops, secs=secs,
         flags=flags, ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr, giaddr=giaddr, sname=sname, file=file,
+        mac=chaddr.hex(":"),  # what the `mac` cached_property would store (its lookup takes a lock)
     )
     return built
 

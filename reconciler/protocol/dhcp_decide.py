@@ -20,7 +20,7 @@ import struct
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from reconciler.core.bootfiles import BootTable, boot_table
 from reconciler.core.model import DesiredState, DhcpMode, Subnet, UnknownClients
@@ -44,6 +44,10 @@ class Reservation:
     node: str
     hostname: str
     ip: IPv4Address | None
+    # Derived once per plan for the per-packet path:
+    hostname_option: bytes = b""  # option 12's value
+    ip_text: str = ""  # str(ip), for boot events
+    subnet: SubnetPlan | None = None  # the declared subnet holding `ip`
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class DhcpPlan:
     reserved_ips: Mapping[IPv4Address, str]  # fixed address -> MAC
     subnets: tuple[SubnetPlan, ...]
     boot: BootTable  # CONTRACT §4, the same table the dhcpd/Kea/dnsmasq renderers write out
+    # OFFER/ACK parts that do not depend on which client asks (see `_answer`), by request
+    # signature; filled as requests arrive. Only the DHCP packet thread calls `decide`.
+    answers: dict[tuple[object, ...], _Answer] = field(default_factory=dict, compare=False, repr=False)
 
     def subnet_for(self, ip: IPv4Address) -> SubnetPlan | None:
         for plan in self.subnets:
@@ -95,8 +102,19 @@ def plan_dhcp(state: DesiredState) -> DhcpPlan:
         if subnet.domain_name:
             options[d.OPT_DOMAIN_NAME] = subnet.domain_name.encode("ascii", "replace")
         subnets.append(SubnetPlan(subnet=subnet, options=options, pool=subnet.pool))
+    def holding(ip: IPv4Address | None) -> SubnetPlan | None:
+        return next((plan for plan in subnets if ip is not None and ip in plan.subnet.network), None)
+
     reservations = {
-        node.mac: Reservation(mac=node.mac, node=node.name, hostname=node.hostname, ip=node.ip)
+        node.mac: Reservation(
+            mac=node.mac,
+            node=node.name,
+            hostname=node.hostname,
+            ip=node.ip,
+            hostname_option=node.hostname.encode("ascii", "replace"),
+            ip_text=str(node.ip) if node.ip is not None else "",
+            subnet=holding(node.ip),
+        )
         for node in state.nodes
     }
     reserved_ips = {node.ip: node.mac for node in state.nodes if node.ip is not None}
@@ -161,9 +179,11 @@ def choose_boot(message: d.DhcpMessage, plan: DhcpPlan) -> BootChoice | None:
 LeaseState = Literal["offered", "bound", "declined"]
 
 
-@dataclass(frozen=True)
-class Lease:
-    """One pool address held by a MAC until `expires` (seconds since the epoch)."""
+class Lease(NamedTuple):
+    """One pool address held by a MAC until `expires` (seconds since the epoch).
+
+    Lease, LeaseChange and Route are named tuples, not frozen dataclasses: one or two are made
+    per packet, and a named tuple is built several times faster."""
 
     ip: IPv4Address
     mac: str
@@ -183,8 +203,7 @@ class LeaseView(Protocol):
     ) -> IPv4Address | None: ...
 
 
-@dataclass(frozen=True)
-class LeaseChange:
+class LeaseChange(NamedTuple):
     """What the server must do to the lease store. `bind` must be durable before the ACK leaves."""
 
     kind: Literal["offer", "bind", "release", "decline"]
@@ -199,8 +218,7 @@ class LeaseChange:
 RouteKind = Literal["relay", "ciaddr", "broadcast", "chaddr", "source"]
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """Where a reply goes (RFC 2131 §4.1); the server turns this into a socket address.
 
     relay: giaddr, port 67 (or the relay's own source port); ciaddr: ciaddr:68; broadcast:
@@ -434,10 +452,9 @@ def _decide_full(
     if subnet is None:
         return silent("no declared subnet for this link")
     mac = message.mac
-    reservation, boot = _netboot(message, plan)
-    fixed = reservation.ip if reservation and reservation.ip in subnet.subnet.network else None
-    server_id = message.ip_option(d.OPT_SERVER_ID)
-    if mtype in (d.REQUEST, d.DECLINE, d.RELEASE) and server_id not in (None, plan.server_id):
+    reservation = plan.reservations.get(mac)
+    fixed = reservation.ip if reservation is not None and reservation.subnet is subnet else None
+    if mtype in (d.REQUEST, d.DECLINE, d.RELEASE) and message.ip_option(d.OPT_SERVER_ID) not in (None, plan.server_id):
         return silent("addressed to another server")
 
     if mtype == d.DISCOVER:
@@ -450,7 +467,7 @@ def _decide_full(
             if ip is None:
                 return silent("pool exhausted")
             change = LeaseChange("offer", ip, mac, now + OFFER_HOLD_SECONDS)
-        return _offer_or_ack(message, d.OFFER, ip, subnet, plan, boot, reservation, change, now)
+        return _offer_or_ack(message, d.OFFER, ip, subnet, plan, reservation, change)
 
     if mtype == d.REQUEST:
         ip = message.ip_option(d.OPT_REQUESTED_IP) or (
@@ -463,12 +480,12 @@ def _decide_full(
         if fixed is not None:
             if ip != fixed:
                 return _nak(message, plan, reservation, f"{ip} is not the reserved address")
-            return _offer_or_ack(message, d.ACK, ip, subnet, plan, boot, reservation, None, now)
+            return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, None)
         if not _usable(ip, mac, subnet, plan, leases, now):
             return _nak(message, plan, reservation, f"{ip} is not available")
         expires = now + _lease_seconds(message, subnet.subnet)
         change = LeaseChange("bind", ip, mac, expires)
-        return _offer_or_ack(message, d.ACK, ip, subnet, plan, boot, reservation, change, now)
+        return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, change)
 
     if mtype == d.DECLINE:
         ip = message.ip_option(d.OPT_REQUESTED_IP)
@@ -491,7 +508,7 @@ def _decide_full(
                         detail=_detail(message, None, ip))
 
     if mtype == d.INFORM:
-        reply = _offer_or_ack(message, d.ACK, d.ZERO_IP, subnet, plan, boot, reservation, None, now)
+        reply = _offer_or_ack(message, d.ACK, d.ZERO_IP, subnet, plan, reservation, None)
         assert reply.reply is not None
         options = dict(reply.reply.options)
         for code in (d.OPT_LEASE_TIME, d.OPT_RENEWAL_T1, d.OPT_REBINDING_T2):
@@ -504,27 +521,81 @@ def _decide_full(
     return silent(f"{d.MESSAGE_NAMES.get(mtype, mtype)} is not a client message")
 
 
+ANSWER_CACHE_MAX = 4096  # request signatures kept per plan; a full cache starts over
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What every client of one kind gets in an OFFER or ACK on one subnet: the reply options
+    (server identifier, lease times, subnet options, boot options), siaddr, file and the
+    boot-event facts. Only the address, hostname and the echoed options 61 and 82 differ
+    between the clients that send the same signature (`_answer_key`), e.g. a rack of one
+    model booting at once, or one client's DISCOVER and REQUEST retransmitted."""
+
+    options: Mapping[int, bytes]
+    siaddr: IPv4Address
+    file: bytes
+    detail: Mapping[str, object]  # all but "ip"
+
+
+def _answer_key(
+    message: d.DhcpMessage, mtype: int, reply_type: int, subnet: SubnetPlan, known: bool
+) -> tuple[object, ...]:
+    """Every input of `_answer`: the options it reads (51, 55, 60, 77, 93, whether 175 is
+    there), the message types, the subnet and whether the client may netboot at all."""
+    options = message.options
+    return (
+        mtype,
+        reply_type,
+        id(subnet),
+        known,
+        options.get(d.OPT_LEASE_TIME),
+        options.get(d.OPT_PARAM_REQUEST),
+        options.get(d.OPT_VENDOR_CLASS),
+        options.get(d.OPT_USER_CLASS),
+        options.get(d.OPT_CLIENT_ARCH),
+        d.OPT_IPXE_ENCAP in options,
+    )
+
+
+def _answer(message: d.DhcpMessage, reply_type: int, subnet: SubnetPlan, plan: DhcpPlan, known: bool) -> _Answer:
+    boot = choose_boot(message, plan) if known or plan.unknown_clients == "boot" else None
+    seconds = _lease_seconds(message, subnet.subnet)
+    options: dict[int, bytes] = {
+        d.OPT_SERVER_ID: d.packed(plan.server_id),
+        d.OPT_LEASE_TIME: _times(seconds),
+        d.OPT_RENEWAL_T1: _times(seconds // 2),
+        d.OPT_REBINDING_T2: _times(seconds * 7 // 8),
+    }
+    options.update(subnet.options)
+    siaddr, file = _boot_fields(boot, plan, message, options, proxy=False)
+    detail = _detail(message, boot, None)
+    del detail["ip"]
+    return _Answer(options, siaddr, file, detail)
+
+
 def _offer_or_ack(
     message: d.DhcpMessage,
     mtype: int,
     ip: IPv4Address,
     subnet: SubnetPlan,
     plan: DhcpPlan,
-    boot: BootChoice | None,
     reservation: Reservation | None,
     change: LeaseChange | None,
-    now: float,
 ) -> Decision:
-    seconds = _lease_seconds(message, subnet.subnet)
-    options: dict[int, bytes] = {
-        d.OPT_SERVER_ID: d.packed(plan.server_id),
-        d.OPT_LEASE_TIME: _times(seconds),
-    }
-    options[d.OPT_RENEWAL_T1], options[d.OPT_REBINDING_T2] = _times(seconds // 2), _times(seconds * 7 // 8)
-    options.update(subnet.options)
+    known = reservation is not None
+    key = _answer_key(message, message.message_type or 0, mtype, subnet, known)
+    answers = plan.answers
+    answer = answers.get(key)
+    if answer is None:
+        if len(answers) >= ANSWER_CACHE_MAX:
+            answers.clear()
+        answer = answers[key] = _answer(message, mtype, subnet, plan, known)
+    options = dict(answer.options)
+    ip_text = None
     if reservation is not None and reservation.ip == ip:
-        options[d.OPT_HOSTNAME] = reservation.hostname.encode("ascii", "replace")
-    siaddr, file = _boot_fields(boot, plan, message, options, proxy=False)
+        options[d.OPT_HOSTNAME] = reservation.hostname_option
+        ip_text = reservation.ip_text
     reply = d.message(
         d.BOOTREPLY,
         message.xid,
@@ -533,17 +604,19 @@ def _offer_or_ack(
         flags=message.flags,
         ciaddr=message.ciaddr,
         yiaddr=ip,
-        siaddr=siaddr,
+        siaddr=answer.siaddr,
         giaddr=message.giaddr,
-        file=file,
+        file=answer.file,
     )
+    detail = dict(answer.detail)
+    detail["ip"] = ip_text or str(ip)
     return _decision(
         reply,
         _route(message, ip),
         change,
         "dhcp-offer" if mtype == d.OFFER else "dhcp-ack",
         reservation.node if reservation else None,
-        _detail(message, boot, ip),
+        detail,
     )
 
 

@@ -382,3 +382,57 @@ def test_decide_never_raises_on_anything_that_decodes(data: bytes) -> None:
     if isinstance(message, d.DhcpMessage):
         for mode in ("full", "proxy"):
             run(message, {"mode": mode})
+
+
+# --- answers shared between clients (DhcpPlan.answers) -------------------------------------
+
+_KNOWN = ("52:54:00:12:34:56", "52:54:00:12:34:58")
+_FIELDS = {
+    "mtype": st.sampled_from([d.DISCOVER, d.REQUEST, d.INFORM]),
+    "mac": st.sampled_from([*_KNOWN, "52:54:00:aa:bb:01", "52:54:00:aa:bb:02"]),
+    "xid": st.integers(0, 2**32 - 1),
+    "arch": st.sampled_from([None, 0, 7, 9, 11, 16]),
+    "http": st.booleans(),
+    "arch_option": st.sampled_from([None, b"", b"\x00\x07", b"\x00\x00\x00\x07"]),  # 93 unlike the vendor class
+    "ipxe": st.booleans(),
+    "encap": st.booleans(),
+    "prl": st.sampled_from([None, bytes([1, 3, 6]), bytes([1, 3, 6, 66, 67])]),
+    "lease": st.sampled_from([None, 30, 3600, 100_000]),
+    "client_id": st.sampled_from([None, b"\x01\x52\x54\x00\x12\x34\x56", b"\xffid"]),
+    "relay": st.sampled_from([None, b"\x01\x04port", b"\x02\x03abc"]),
+    "giaddr": st.sampled_from(["0.0.0.0", "10.99.0.2"]),
+    "requested": st.sampled_from([None, "10.99.0.157", "10.99.0.120", "10.99.0.200"]),
+}
+
+
+def _client(f: Mapping[str, Any]) -> d.DhcpMessage:
+    options: dict[int, bytes] = {} if f["arch"] is None else pxe_options(f["arch"], ipxe=f["ipxe"], http=f["http"])
+    if f["arch_option"] is not None:
+        options[d.OPT_CLIENT_ARCH] = f["arch_option"]
+    if f["encap"]:
+        options[d.OPT_IPXE_ENCAP] = b"\x13\x01\x01"
+    for code, value in ((d.OPT_PARAM_REQUEST, f["prl"]), (d.OPT_CLIENT_ID, f["client_id"]),
+                        (d.OPT_RELAY_AGENT, f["relay"])):
+        if value is not None:
+            options[code] = value
+    if f["lease"] is not None:
+        options[d.OPT_LEASE_TIME] = struct.pack("!I", f["lease"])
+    if f["requested"] is not None:
+        options[d.OPT_REQUESTED_IP] = IPv4Address(f["requested"]).packed
+    return client_message(f["mtype"], f["mac"], xid=f["xid"], giaddr=f["giaddr"], options=options)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.fixed_dictionaries(_FIELDS), st.fixed_dictionaries(_FIELDS), st.sampled_from(["ignore", "boot"]))
+def test_a_plan_answering_many_clients_answers_each_as_a_fresh_plan_would(
+    base: dict[str, Any], other: dict[str, Any], unknown: str
+) -> None:
+    # One plan answers a client and then clients that differ from it in one field each (its
+    # shared answers filling up as it goes): every decision must equal what a plan that never
+    # answered anyone gives that client.
+    state = make_state((node("n1", _KNOWN[0], "10.99.0.157"), node("n2", _KNOWN[1], "10.99.0.159")),
+                       unknown=unknown)  # type: ignore[arg-type]
+    shared = plan_dhcp(state)
+    for name in ("", *_FIELDS):
+        message = _client({**base, name: other[name]} if name else base)
+        assert decide(message, shared, MemoryLeases(), NOW) == decide(message, plan_dhcp(state), MemoryLeases(), NOW)
