@@ -17,9 +17,11 @@ machine is shared and perfdhcp itself needs a core, so rates move with the load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,10 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prometheus_client import CollectorRegistry
+
+from reconciler import heap
 from reconciler.adapters.leases import LeaseStore
-from reconciler.core.events import CollectEvents
+from reconciler.adapters.store import ResultsStore
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.dhcp import DhcpServer
+from reconciler.servers.http_results import ResultsRecorder
 from tests.dhcp_fixtures import make_state, node
 from tests.dhcp_lab import Lab
 
@@ -57,6 +63,7 @@ class Run:
     achieved: float
     sent: int
     lost: int
+    overflows: str = ""  # UDP receive-buffer overflows in each namespace during the run
 
     @property
     def loss(self) -> float:
@@ -76,7 +83,15 @@ def reservations(count: int) -> list[tuple[str, str]]:
     return out
 
 
+def rcvbuf_errors(lab: Lab, ns: str) -> int:
+    """The namespace's UDP RcvbufErrors: datagrams the kernel dropped for a full socket buffer."""
+    lines = [line.split() for line in lab.run(ns, "cat", "/proc/net/snmp").stdout.splitlines()
+             if line.startswith("Udp:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["RcvbufErrors"]) if len(lines) >= 2 else 0
+
+
 def perfdhcp(lab: Lab, ns: str, rate: int, seconds: int, clients: int, macs: Path | None) -> Run:
+    before = {name: rcvbuf_errors(lab, name) for name in (lab.server, ns)}
     cmd = ["perfdhcp", "-4", "-l", "eth0", "-r", str(rate), "-p", str(seconds), "-W", "1000000"]
     cmd += ["-M", str(macs)] if macs is not None else ["-R", str(clients)]
     result = lab.run(ns, *cmd, SERVER, timeout=seconds + 60)
@@ -86,8 +101,15 @@ def perfdhcp(lab: Lab, ns: str, rate: int, seconds: int, clients: int, macs: Pat
     if not sent or len(drops) < 2:
         print(out[-1500:], result.stderr[-800:], file=sys.stderr)
         return Run(rate, 0.0, 0, 0)
+    overflows = (f"overflows: server {rcvbuf_errors(lab, lab.server) - before[lab.server]}, "
+                 f"perfdhcp {rcvbuf_errors(lab, ns) - before[ns]}")
     # perfdhcp's own "Rate:" includes the exit wait; exchanges started per second of the run:
-    return Run(rate, sent[0] / seconds, sent[0], drops[0] + drops[1])
+    return Run(rate, sent[0] / seconds, sent[0], drops[0] + drops[1], overflows)
+
+
+def report(run: Run) -> None:
+    print(f"    rate {run.rate:>6}/s: achieved {run.achieved:8.1f}/s loss {run.loss:.4%} "
+          f"{'ok' if run.ok else 'FAIL'}  ({run.overflows})", flush=True)
 
 
 def search(measure: Callable[[int], Run], start: int, ceiling: int, bisect_steps: int) -> Run | None:
@@ -96,8 +118,7 @@ def search(measure: Callable[[int], Run], start: int, ceiling: int, bisect_steps
     failed: int | None = None
     while rate <= ceiling:
         run = measure(rate)
-        print(f"    rate {rate:>6}/s: achieved {run.achieved:8.1f}/s loss {run.loss:.4%} "
-              f"{'ok' if run.ok else 'FAIL'}", flush=True)
+        report(run)
         if not run.ok:
             failed = rate
             break
@@ -109,8 +130,7 @@ def search(measure: Callable[[int], Run], start: int, ceiling: int, bisect_steps
     for _ in range(bisect_steps):
         mid = (low + high) // 2
         run = measure(mid)
-        print(f"    rate {mid:>6}/s: achieved {run.achieved:8.1f}/s loss {run.loss:.4%} "
-              f"{'ok' if run.ok else 'FAIL'}", flush=True)
+        report(run)
         if run.ok:
             best, low = run, mid
         else:
@@ -123,19 +143,28 @@ def search(measure: Callable[[int], Run], start: int, ceiling: int, bisect_steps
 
 @contextmanager
 def ours(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[None]:
+    """Our server as `netboot-reconcile run` wires it: durable leases, every exchange recorded
+    as a boot event in the results store, the served state settled out of the GC's way."""
     nodes = [node(f"n{i}", mac, ip) for i, (mac, ip) in enumerate(reserved)]
     state = make_state(nodes, revision="bench", server=SERVER, network=NETWORK, pool=POOL)
     holder = GenerationHolder()
     holder.swap(Generation("bench", state, {}))
+    heap.settle()  # as the daemon does after each activation
     leases = LeaseStore(tmp / "ours-leases.sqlite3")
-    events = CollectEvents()
+    store = ResultsStore(tmp / "ours-results.sqlite3")
+    events = ResultsRecorder(store, CollectorRegistry())
     server = DhcpServer(listen=("0.0.0.0", 67), holder=holder, events=events, leases=leases)
     lab.call_in(lab.server, server.start)
     try:
         yield
     finally:
         server.stop()
-        print(f"    (ours: {leases.commits} lease commits, {len(events.events)} boot events, {dict(server.stats)})")
+        store.flush(30.0)
+        store.close()
+        with contextlib.closing(sqlite3.connect(tmp / "ours-results.sqlite3")) as conn:
+            recorded = conn.execute("SELECT count(*) FROM boot_events").fetchone()[0]
+        print(f"    (ours: {leases.commits} lease commits, {recorded} boot events stored "
+              f"({store.dropped} dropped), {dict(server.stats)})")
         leases.close()
 
 
