@@ -49,6 +49,7 @@ from reconciler.core import boot
 from reconciler.core.events import EventSink
 from reconciler.core.model import BootEvent, Node
 from reconciler.generation import Generation, GenerationHolder
+from reconciler.servers import prefer_short_gil_turns
 from reconciler.servers.http_assets import AssetRoot, asset_response
 from reconciler.servers.tftp import DEBIAN_IPXE_OUTSIDE
 
@@ -572,6 +573,7 @@ class HttpServer:
 
     def start(self) -> None:
         """Bind and start serving; returns once the socket listens (`.address` is the real one)."""
+        prefer_short_gil_turns()
         queue_log = logging.getLogger("waitress.queue")
         if _QUEUE_LOG_FILTER not in queue_log.filters:
             queue_log.addFilter(_QUEUE_LOG_FILTER)
