@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -222,3 +223,25 @@ def test_debris_of_a_crash_is_recycled_at_start(tree: WorkTree, tmp_path: Path) 
         assert dict(again.artifacts.load(second).files) == rendered(tree, second)
     finally:
         again.shutdown()
+
+
+def test_the_served_state_is_kept_out_of_the_collectors_passes(tree: WorkTree, tmp_path: Path) -> None:
+    # A full pass of the cyclic collector would walk every object of the served state with the
+    # GIL held (packet threads paused); activation settles it out of the way (reconciler.heap),
+    # at start from disk and after each commit.
+    daemon = make_daemon(str(tree.path), tmp_path / "state")
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        first = daemon.holder.current()
+        assert first is not None
+        walked = {id(obj) for obj in gc.get_objects()}
+        assert id(first.state) not in walked and id(first.state.nodes) not in walked
+        tree.commit("second", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
+        assert daemon.reconcile_once() is Result.APPLIED
+        second = daemon.holder.current()
+        assert second is not None and second is not first
+        walked = {id(obj) for obj in gc.get_objects()}
+        assert id(second.state.nodes) not in walked
+    finally:
+        daemon.shutdown()
+        gc.unfreeze()
