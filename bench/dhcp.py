@@ -11,7 +11,10 @@ SQLite commit holding it). For each server and scenario the offered rate doubles
 exchange loss above 0.1% (or perfdhcp falling short of the rate), then bisects. Prints the
 best passing rate of each in one table with our ratios against kea-dhcp4 (issue 7 targets:
 reservations >= 1.0x, pool >= 0.5x) and dnsmasq, and the load average at start and end: the
-machine is shared and perfdhcp itself needs a core, so rates move with the load.
+machine is shared and perfdhcp itself needs a core, so rates move with the load. Each run also
+prints the UDP receive-buffer overflows in the server's and perfdhcp's namespace: which side
+dropped. `--pin` gives perfdhcp the last CPU to itself and the servers the others (on two
+CPUs: one each), so the load generator and the server under test stop taking turns on a core.
 """
 
 from __future__ import annotations
@@ -90,9 +93,14 @@ def rcvbuf_errors(lab: Lab, ns: str) -> int:
     return int(dict(zip(lines[0], lines[1], strict=True))["RcvbufErrors"]) if len(lines) >= 2 else 0
 
 
+# --pin: the load generator gets the last CPU to itself, the server under test the others
+# (set once in main; applies to every server alike).
+PIN: dict[str, list[str]] = {"client": [], "server": []}
+
+
 def perfdhcp(lab: Lab, ns: str, rate: int, seconds: int, clients: int, macs: Path | None) -> Run:
     before = {name: rcvbuf_errors(lab, name) for name in (lab.server, ns)}
-    cmd = ["perfdhcp", "-4", "-l", "eth0", "-r", str(rate), "-p", str(seconds), "-W", "1000000"]
+    cmd = [*PIN["client"], "perfdhcp", "-4", "-l", "eth0", "-r", str(rate), "-p", str(seconds), "-W", "1000000"]
     cmd += ["-M", str(macs)] if macs is not None else ["-R", str(clients)]
     result = lab.run(ns, *cmd, SERVER, timeout=seconds + 60)
     out = result.stdout
@@ -192,7 +200,7 @@ def kea(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[None]:
     path = tmp / "kea-dhcp4.json"
     path.write_text(json.dumps(config))
     env = {**os.environ, "KEA_PIDFILE_DIR": str(tmp), "KEA_LOCKFILE_DIR": str(tmp)}
-    proc = lab.popen(lab.server, "kea-dhcp4", "-c", str(path), env=env,
+    proc = lab.popen(lab.server, *PIN["server"], "kea-dhcp4", "-c", str(path), env=env,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     try:
@@ -215,7 +223,7 @@ def dnsmasq(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[No
     ]
     lines += [f"dhcp-host={mac},{ip}" for mac, ip in reserved]
     conf.write_text("\n".join(lines) + "\n")
-    proc = lab.popen(lab.server, "dnsmasq", "--no-daemon", f"--conf-file={conf}",
+    proc = lab.popen(lab.server, *PIN["server"], "dnsmasq", "--no-daemon", f"--conf-file={conf}",
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     try:
@@ -239,13 +247,21 @@ def main() -> int:
     parser.add_argument("--ceiling", type=int, default=64000)
     parser.add_argument("--bisect", type=int, default=3)
     parser.add_argument("--servers", default="ours,kea-dhcp4,dnsmasq")
+    parser.add_argument("--pin", action="store_true",
+                        help="perfdhcp on the last CPU alone, each server (ours: this process) on the others")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dhcp.py needs root (network namespaces)", file=sys.stderr)
         return 2
     reserved = reservations(args.reservations)
     started_load = load()
-    print(f"cpus: {os.cpu_count()}  load average at start: {started_load}", flush=True)
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) >= 2:
+        servers = ",".join(str(cpu) for cpu in cpus[:-1])
+        PIN.update(client=["taskset", "-c", str(cpus[-1])], server=["taskset", "-c", servers])
+        os.sched_setaffinity(0, set(cpus[:-1]))  # ours runs in this process
+    pinned = f"  pinned: perfdhcp on cpu {cpus[-1]}, servers on the rest" if PIN["client"] else ""
+    print(f"cpus: {os.cpu_count()}  load average at start: {started_load}{pinned}", flush=True)
     results: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-dhcp-") as tmpdir:
         tmp = Path(tmpdir)
@@ -272,7 +288,7 @@ def main() -> int:
             lab.close()
     names = args.servers.split(",")
     print(f"\nDORA/s at <= {MAX_LOSS:.1%} loss (perfdhcp, relayed, {args.seconds} s runs, same reservations and pool)")
-    print(f"load average at start: {started_load}  at end: {load()}  cpus: {os.cpu_count()}")
+    print(f"load average at start: {started_load}  at end: {load()}  cpus: {os.cpu_count()}{pinned}")
     header = f"{'server':<12} {'reservations':>14} {'pool':>10}"
     print(header)
     print("-" * len(header))
