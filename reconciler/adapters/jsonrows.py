@@ -11,12 +11,29 @@ chunk at a time (128 boot events: about 0.3 ms), never a whole batch at once.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 
 CHUNK_ROWS = 128
 
 
 def json_chunks(rows: Sequence[object], size: int = CHUNK_ROWS) -> Iterator[str]:
-    """`rows` as JSON arrays of at most `size` rows each (values json cannot encode: str())."""
+    """`rows` as JSON arrays of at most `size` rows each. Values JSON cannot hold are written as
+    their str(): objects, and NaN or infinities (which SQLite's JSON parser would refuse, failing
+    the whole statement)."""
     for start in range(0, len(rows), size):
-        yield json.dumps(rows[start : start + size], default=str)
+        chunk = rows[start : start + size]
+        try:
+            yield json.dumps(chunk, default=str, allow_nan=False)
+        except ValueError:
+            yield json.dumps(_finite(chunk), default=str, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

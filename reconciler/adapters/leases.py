@@ -50,6 +50,8 @@ DELETE FROM dhcp_leases WHERE rowid IN (
     JOIN dhcp_leases AS l ON l.ip = json_extract(j.value, '$[0]')
     WHERE l.mac = json_extract(j.value, '$[1]'))
 """
+# Rows: an address, no longer held by anyone.
+_DELETE_FREED = "DELETE FROM dhcp_leases WHERE ip IN (SELECT value FROM json_each(?1))"
 # Rows [ip, mac, expires, state]: the final state of each address in the batch.
 _UPSERT = """
 INSERT OR REPLACE INTO dhcp_leases (ip, mac, expires, state)
@@ -202,13 +204,17 @@ class LeaseStore:
         moves: list[tuple[str, str]] = []
         released: list[tuple[str, str]] = []
         bound_in_batch: dict[str, str] = {}  # MAC -> the address it was bound to last in the batch
+        left: set[str] = set()  # addresses a MAC bound and then moved away from within the batch
         for change, _ in batch:
             ip = str(change.ip)
             if change.kind == "bind":
                 earlier = bound_in_batch.get(change.mac, ip)
                 held = final.get(earlier) if earlier != ip else None
-                if held is not None and held[0] == change.mac:
-                    del final[earlier]  # moved again within the batch: only the last address is held
+                if held is not None and held[0] == change.mac and held[2] == "bound":
+                    # Moved again within the batch: memory holds only the last address; the
+                    # earlier one is free, whoever's row the file had for it before.
+                    del final[earlier]
+                    left.add(earlier)
                 bound_in_batch[change.mac] = ip
                 final[ip] = (change.mac, change.expires, "bound")
                 moves.append((change.mac, ip))
@@ -218,10 +224,13 @@ class LeaseStore:
                 final[ip] = None
                 released.append((ip, change.mac))
         rows = [(ip, value[0], value[1], value[2]) for ip, value in final.items() if value is not None]
+        freed = [ip for ip in left if ip not in final]
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            for statement, values in ((_DELETE_MOVED, moves), (_DELETE_RELEASED, released), (_UPSERT, rows)):
+            for statement, values in (
+                (_DELETE_MOVED, moves), (_DELETE_RELEASED, released), (_DELETE_FREED, freed), (_UPSERT, rows)
+            ):
                 for chunk in json_chunks(values):
                     conn.execute(statement, (chunk,))
             conn.execute("COMMIT")

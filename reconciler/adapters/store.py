@@ -407,10 +407,11 @@ class ResultsStore(ResultsQueries):
     def _insert_events(self, batch: Sequence[BootEvent]) -> None:
         """The batch in one transaction, a statement per chunk of rows (see `adapters.jsonrows`)."""
         rows = [[e.time, e.stage, e.revision, e.mac, e.node, e.client, dict(e.detail)] for e in batch]
+        chunks = list(json_chunks(rows))  # before taking the lock that readers wait on
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                for chunk in json_chunks(rows):
+                for chunk in chunks:
                     self._conn.execute(_INSERT_EVENTS, (chunk,))
                 self._conn.execute("COMMIT")
             except BaseException:

@@ -271,8 +271,9 @@ class DhcpServer:
         """The cached plan of `generation`, built once per revision.
 
         Called from the DHCP packet thread, the TFTP loop and HTTP workers (`mac_for_address`):
-        a hit reads one reference (published whole, never mutated); a miss builds under
-        `_plan_lock`, re-checking first, so concurrent callers share one plan per revision."""
+        a hit reads one reference (published whole; only its `answers` cache grows, written by
+        `decide` on the packet thread alone); a miss builds under `_plan_lock`, re-checking
+        first, so concurrent callers share one plan per revision."""
         revision = generation.state.revision
         plan = self._plan
         if plan is not None and plan.revision == revision:

@@ -177,6 +177,23 @@ def test_the_results_writer_runs_below_the_packet_threads(tmp_path: Path) -> Non
         assert store.flush(5.0)  # the writer has started and set its own priority
         writer = store._writer.native_id
         assert writer is not None
-        assert os.getpriority(os.PRIO_PROCESS, writer) > os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert os.getpriority(os.PRIO_PROCESS, writer) == min(19, caller + 10)
     finally:
         store.close()
+
+
+def test_a_value_json_cannot_hold_loses_no_event(tmp_path: Path) -> None:
+    # SQLite's JSON parser refuses NaN: one such value must not take its batch down with it.
+    store = ResultsStore(tmp_path / "results.sqlite3")
+    for i in range(300):
+        detail = {"duration": float("nan") if i == 7 else 0.5, "n": [float("inf")] if i == 9 else i}
+        store.record(BootEvent(time=float(i), stage="tftp", revision="r", mac=None, node=None, client="10.0.0.1",
+                               detail=detail))
+    assert store.flush(5.0)
+    stored = store.boot_events(limit=1000)
+    store.close()
+    assert len(stored) == 300
+    assert stored[7].detail == {"duration": "nan", "n": 7}
+    assert stored[9].detail == {"duration": 0.5, "n": ["inf"]}
+    assert stored[8].detail == {"duration": 0.5, "n": 8}

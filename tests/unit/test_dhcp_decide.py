@@ -436,3 +436,12 @@ def test_a_plan_answering_many_clients_answers_each_as_a_fresh_plan_would(
     for name in ("", *_FIELDS):
         message = _client({**base, name: other[name]} if name else base)
         assert decide(message, shared, MemoryLeases(), NOW) == decide(message, plan_dhcp(state), MemoryLeases(), NOW)
+
+
+def test_a_known_node_without_a_fixed_address_gets_a_pool_address_and_its_boot_file() -> None:
+    # No `ip:` in the node file: the pool gives the address, the node is still known to netboot.
+    message = client_message(d.DISCOVER, "52:54:00:12:34:77", options=pxe_options(7))
+    decision = run(message, nodes=(node("pooled", "52:54:00:12:34:77", None),))
+    assert decision.reply is not None and decision.node == "pooled"
+    assert IPv4Address("10.99.0.100") <= decision.reply.yiaddr <= IPv4Address("10.99.0.149")
+    assert filename(decision) == "ipxe.efi"

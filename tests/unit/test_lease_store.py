@@ -90,3 +90,35 @@ def test_a_large_batch_is_committed_whole(tmp_path: Path) -> None:
 
     assert len(in_memory) == 5000
     assert _reopened(path) == in_memory
+
+
+def _one_batch(store: LeaseStore, changes: list[LeaseChange]) -> None:
+    """Apply `changes` so that the writer commits them in one transaction."""
+    gate = threading.Event()
+    store.apply(LeaseChange("bind", IPv4Address("10.99.0.250"), "52:54:00:00:00:ff", 1.0), on_durable=gate.wait)
+    for change in changes:
+        store.apply(change)
+    gate.set()
+    assert store.flush(5.0)
+
+
+def test_a_decline_between_two_binds_of_one_batch_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "leases.sqlite3"
+    store = LeaseStore(path)
+    _one_batch(store, [LeaseChange("bind", A, MAC1, 1000.0), LeaseChange("decline", A, MAC1, 4000.0),
+                       LeaseChange("bind", B, MAC1, 1500.0)])
+    in_memory = store.all_leases()
+    store.close()
+    assert Lease(A, MAC1, 4000.0, "declined") in in_memory and Lease(B, MAC1, 1500.0, "bound") in in_memory
+    assert _reopened(path) == in_memory
+
+
+def test_an_address_left_within_a_batch_keeps_no_row_of_its_former_holder(tmp_path: Path) -> None:
+    path = tmp_path / "leases.sqlite3"
+    store = LeaseStore(path)
+    _apply_all(store, [LeaseChange("bind", A, MAC2, 10.0)])  # long expired by the next batch
+    _one_batch(store, [LeaseChange("bind", A, MAC1, 2000.0), LeaseChange("bind", B, MAC1, 2000.0)])
+    in_memory = store.all_leases()
+    store.close()
+    assert A not in {lease.ip for lease in in_memory}
+    assert _reopened(path) == in_memory
