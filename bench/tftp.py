@@ -8,12 +8,14 @@ fetches them with the real `atftp` client (Debian atftp 0.8, which speaks RFC 74
 `--option "windowsize N"`) at blksize 1468 and windowsize 1, 4, 16, then runs storms of 200
 concurrent `ipxe.efi` transfers at windowsize 1, 4 (what EDK2 firmware such as OVMF asks for
 when it fetches ipxe.efi) and 16. Every case is repeated (`--runs`, `--storm-runs`), the two
-servers taking turns run by run, and the median is reported, with the ratio (tftpd-hpa time /
-our time, > 1: we are faster), our server process's CPU time, the atftp clients' CPU time, the
-whole machine's busy CPU time per run (the only place tftpd-hpa's forked children show up),
-and the load average at start and end: the machine is shared, so wall-clock ratios move with
-the load while CPU times move less. A storm on a two-CPU machine is CPU-bound: 200 atftp
-processes and the server share the cores, so its time follows the machine CPU column.
+servers taking turns run by run (single transfers with the client pinned to one CPU and the
+servers to the others, so neither gains from sharing a CPU with its client), and the median
+is reported, with the ratio (tftpd-hpa time / our time, > 1: we are faster), our server
+process's CPU time, the atftp clients' CPU time, the whole machine's busy CPU time per run (the
+only place tftpd-hpa's forked children show up), and the load average at start and end: the
+machine is shared, so wall-clock ratios move with the load while CPU times move less. A storm
+on a two-CPU machine is CPU-bound: 200 atftp processes and the server share the cores, so its
+time follows the machine CPU column.
 
 tftpd-hpa 5.2 does not implement windowsize: it leaves the option out of its OACK and atftp
 falls back to one block per ACK, so for windowsize 4 and 16 the comparison is windowed
@@ -83,9 +85,21 @@ def atftp_args(port: int, name: str, out: Path, windowsize: int) -> list[str]:
     return [*args, "127.0.0.1", str(port)]
 
 
+# Single transfers: the client on the last CPU, both servers on the others (set in main), so a
+# run is never sped up by client and server happening to share a CPU (a lockstep round trip
+# there took a fifth of the time, for whichever server got lucky). Storms run unpinned.
+CLIENT_PIN: list[str] = []
+
+
+def pin_servers(pids: list[int], cpus: set[int]) -> None:
+    for pid in pids:
+        os.sched_setaffinity(pid, cpus)  # tftpd-hpa's children inherit it when forked
+
+
 def fetch_once(port: int, name: str, out: Path, windowsize: int, want: bytes) -> float:
     start = time.perf_counter()
-    subprocess.run(atftp_args(port, name, out, windowsize), check=True, capture_output=True, timeout=300)
+    subprocess.run([*CLIENT_PIN, *atftp_args(port, name, out, windowsize)], check=True, capture_output=True,
+                   timeout=300)
     elapsed = time.perf_counter() - start
     if out.read_bytes() != want:
         sys.exit(f"{name} arrived corrupted from port {port}")
@@ -234,7 +248,8 @@ def main() -> None:
     print("tftpd-hpa in Debian). Client: atftp 0.8 (real, RFC 7440 windowsize), blksize 1468, loopback.")
     print("tftpd-hpa ignores windowsize (no RFC 7440), so it runs lockstep in every row.")
     print(f"Each server in its own process. Median of {args.runs} single transfers, {args.storm_runs} storms,")
-    print("the two servers taking turns run by run (alternating which goes first).")
+    print("the two servers taking turns run by run (alternating which goes first). Single transfers: client")
+    print("on the last CPU, servers on the others; storms: every process on every CPU.")
     print("ratio = tftpd-hpa time / our time (>1: we are faster); cpu = ms per run: our server's, the atftp")
     print("clients', and the whole machine's busy CPU (all cores; tftpd-hpa's forked children included)")
     print(f"cpus: {os.cpu_count()}  load average at start: {started_load}")
@@ -258,6 +273,11 @@ def main() -> None:
             flush=True,
         )
 
+    every_cpu = set(os.sched_getaffinity(0))
+    if len(every_cpu) >= 2:
+        client_cpu = max(every_cpu)
+        CLIENT_PIN[:] = ["taskset", "-c", str(client_cpu)]
+        pin_servers([hpa_pid, ours.pid], every_cpu - {client_cpu})
     try:
         for name in ("vmlinuz", "ipxe.efi"):
             for windowsize in (1, 4, 16):
@@ -272,6 +292,7 @@ def main() -> None:
                 theirs, mine = compare(args.runs, Side(hpa_pid, theirs_once), Side(ours.pid, ours_once))
                 row(f"{name} ({len(want) // 1024} KiB) ws {windowsize}", TARGETS.get(windowsize), theirs, mine)
         want = files["ipxe.efi"]
+        pin_servers([hpa_pid, ours.pid], every_cpu)
         for windowsize in STORM_WINDOWS:
 
             def theirs_storm(w: int = windowsize) -> float:
