@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from reconciler import heap
 from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.gitsource import Source, SourceProblem, SourceUnavailable, open_source, print_progress
-from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore
+from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import findings, outcomes, wiring
 from reconciler.core.model import DesiredState, Issue, Severity
@@ -596,23 +596,31 @@ class Daemon:
         except Exception:
             log.exception("revision=%s could not record its nodes", generation.revision)
 
-    def _unfinished_installs(self) -> set[str]:
-        """Revisions some machine is still installing: their generations are not collected."""
+    def _unfinished_installs(self) -> set[str] | None:
+        """Revisions some machine is still installing: their generations are not collected.
+        None: not known now (the results store is behind or failed)."""
         if self.store is None:
             return set()
         try:
             return self.store.unfinished_revisions(self.clock(), self.settings.boot_timeout)
+        except StoreBehind as exc:
+            log.warning("could not tell which generations machines still install from: %s", exc)
         except Exception:
             log.exception("could not read unfinished installs")
-            return set()
+        return None
 
     def _after_activation(self, generation: Generation) -> None:
-        referenced = {generation.revision, *self._unfinished_installs()}
-        try:
-            removed = self.artifacts.collect(self.settings.keep_generations, referenced=referenced)
-        except OSError as exc:
-            log.warning("collecting old generations: %s", exc)
-            removed = []
+        unfinished = self._unfinished_installs()
+        removed: list[str] = []
+        if unfinished is None:
+            log.warning("revision=%s old generations kept this time: a machine may still install from one",
+                        generation.revision)
+        else:
+            try:
+                removed = self.artifacts.collect(self.settings.keep_generations,
+                                                 referenced={generation.revision, *unfinished})
+            except OSError as exc:
+                log.warning("collecting old generations: %s", exc)
         if removed:
             log.info("collected %d old generation(s)", len(removed))
         with contextlib.suppress(OSError):

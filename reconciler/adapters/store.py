@@ -317,6 +317,10 @@ FROM json_each(?1)
 """
 
 
+class StoreBehind(RuntimeError):
+    """The writer has not caught up with the events queued so far."""
+
+
 class ResultsStore(ResultsQueries):
     """Reconcile history (synchronous, rare) and boot events (batched, frequent)."""
 
@@ -497,9 +501,13 @@ class ResultsStore(ResultsQueries):
     def unfinished_revisions(
         self, now: float | None = None, timeout: float = outcomes.DEFAULT_BOOT_TIMEOUT
     ) -> set[str]:
-        """Revisions a machine is still booting or installing (their generations are kept)."""
+        """Revisions a machine is still booting or installing (their generations are kept).
+
+        Raises StoreBehind when the events queued so far are not written within 2 s: an answer
+        from the rows on disk could miss the install that started a moment ago."""
         now = time.time() if now is None else now
-        self.flush(2.0)
+        if not self.flush(2.0):
+            raise StoreBehind("boot events queued before this call are not written yet")
         return outcomes.unfinished_revisions(self.events_since(now - timeout), now=now, timeout=timeout)
 
     def close(self, timeout: float = 5.0) -> None:

@@ -161,6 +161,30 @@ def test_old_generations_are_collected_keeping_the_last_n(tree: WorkTree, tmp_pa
         daemon.shutdown()
 
 
+
+def test_generations_are_kept_while_the_results_store_cannot_say_which_are_in_use(
+    tree: WorkTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Which generations machines still install from is read from the stored boot events; with
+    # the writer behind (events not on disk yet), nothing is collected rather than the wrong one.
+    daemon = make_daemon(str(tree.path), tmp_path / "state", keep_generations=1)
+    try:
+        assert daemon.store is not None
+        monkeypatch.setattr(daemon.store, "flush", lambda timeout=5.0: False)
+        revisions = []
+        for i in range(3):
+            node = {f"nodes/n{i}.yaml": f"mac: 52:54:00:aa:dd:0{i}\nprofile: local-disk\n"}
+            revisions.append(tree.commit(f"c{i}", node))
+            assert daemon.reconcile_once() is Result.APPLIED
+        stored = {p.name for p in (tmp_path / "state" / "generations").iterdir()}
+        assert set(revisions) <= stored
+        monkeypatch.undo()  # caught up: the next activation collects down to keep_generations
+        revisions.append(tree.commit("c3", {"nodes/n3.yaml": "mac: 52:54:00:aa:dd:03\nprofile: local-disk\n"}))
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert [p.name for p in (tmp_path / "state" / "generations").iterdir()] == [revisions[-1]]
+    finally:
+        daemon.shutdown()
+
 def rendered(tree: WorkTree, revision: str) -> dict[str, bytes]:
     validation = validate(read_tree(pygit2.Repository(str(tree.path)), revision))
     assert validation.state is not None
