@@ -538,15 +538,12 @@ class _Answer:
     detail: Mapping[str, object]  # all but "ip"
 
 
-def _answer_key(
-    message: d.DhcpMessage, mtype: int, reply_type: int, subnet: SubnetPlan, known: bool
-) -> tuple[object, ...]:
-    """Every input of `_answer`: the options it reads (51, 55, 60, 77, 93, whether 175 is
-    there), the message types, the subnet and whether the client may netboot at all."""
+def _answer_key(message: d.DhcpMessage, subnet: SubnetPlan, known: bool) -> tuple[object, ...]:
+    """Every input of `_answer`: the options it reads (53 for the event's message name, 51, 55,
+    60, 77, 93, whether 175 is there), the subnet and whether the client may netboot at all."""
     options = message.options
     return (
-        mtype,
-        reply_type,
+        options.get(d.OPT_MESSAGE_TYPE),
         id(subnet),
         known,
         options.get(d.OPT_LEASE_TIME),
@@ -558,7 +555,7 @@ def _answer_key(
     )
 
 
-def _answer(message: d.DhcpMessage, reply_type: int, subnet: SubnetPlan, plan: DhcpPlan, known: bool) -> _Answer:
+def _answer(message: d.DhcpMessage, subnet: SubnetPlan, plan: DhcpPlan, known: bool) -> _Answer:
     boot = choose_boot(message, plan) if known or plan.unknown_clients == "boot" else None
     seconds = _lease_seconds(message, subnet.subnet)
     options: dict[int, bytes] = {
@@ -584,13 +581,13 @@ def _offer_or_ack(
     change: LeaseChange | None,
 ) -> Decision:
     known = reservation is not None
-    key = _answer_key(message, message.message_type or 0, mtype, subnet, known)
+    key = _answer_key(message, subnet, known)
     answers = plan.answers
     answer = answers.get(key)
     if answer is None:
         if len(answers) >= ANSWER_CACHE_MAX:
             answers.clear()
-        answer = answers[key] = _answer(message, mtype, subnet, plan, known)
+        answer = answers[key] = _answer(message, subnet, plan, known)
     options = dict(answer.options)
     ip_text = None
     if reservation is not None and reservation.ip == ip:
