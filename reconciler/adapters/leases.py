@@ -20,7 +20,7 @@ from collections.abc import Callable, Container
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from reconciler.adapters.jsonrows import json_chunks
+from reconciler.adapters import sqlrows
 from reconciler.protocol.dhcp_decide import Lease, LeaseChange
 
 log = logging.getLogger(__name__)
@@ -35,30 +35,25 @@ CREATE TABLE IF NOT EXISTS dhcp_leases (
 CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
 """
 
-# Batch statements over a JSON array parameter (`json_each`); see adapters.jsonrows.
-# A MAC bound to a new address gives up its other bound address: rows [mac, ip].
+# Batch statements, a chunk of rows bound into `{values}` (see adapters.sqlrows).
+# A MAC bound to a new address gives up its other bound address: rows (mac, ip).
 _DELETE_MOVED = """
 DELETE FROM dhcp_leases WHERE rowid IN (
-    SELECT l.rowid FROM json_each(?1) AS j
-    JOIN dhcp_leases AS l ON l.mac = json_extract(j.value, '$[0]')
-    WHERE l.ip <> json_extract(j.value, '$[1]') AND l.state = 'bound')
+    SELECT l.rowid FROM (VALUES {values}) AS j
+    JOIN dhcp_leases AS l ON l.mac = j.column1
+    WHERE l.ip <> j.column2 AND l.state = 'bound')
 """
-# Rows [ip, mac]: the address is free again if that MAC held it.
+# Rows (ip, mac): the address is free again if that MAC held it.
 _DELETE_RELEASED = """
 DELETE FROM dhcp_leases WHERE rowid IN (
-    SELECT l.rowid FROM json_each(?1) AS j
-    JOIN dhcp_leases AS l ON l.ip = json_extract(j.value, '$[0]')
-    WHERE l.mac = json_extract(j.value, '$[1]'))
+    SELECT l.rowid FROM (VALUES {values}) AS j
+    JOIN dhcp_leases AS l ON l.ip = j.column1
+    WHERE l.mac = j.column2)
 """
-# Rows: an address, no longer held by anyone.
-_DELETE_FREED = "DELETE FROM dhcp_leases WHERE ip IN (SELECT value FROM json_each(?1))"
-# Rows [ip, mac, expires, state]: the final state of each address in the batch.
-_UPSERT = """
-INSERT OR REPLACE INTO dhcp_leases (ip, mac, expires, state)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]')
-FROM json_each(?1)
-"""
+# Rows (ip,): an address no longer held by anyone.
+_DELETE_FREED = "DELETE FROM dhcp_leases WHERE ip IN (VALUES {values})"
+# Rows (ip, mac, expires, state): the final state of each address in the batch.
+_UPSERT = "INSERT OR REPLACE INTO dhcp_leases (ip, mac, expires, state) VALUES {values}"
 
 _Write = tuple[LeaseChange, Callable[[], None] | None]
 
@@ -199,7 +194,7 @@ class LeaseStore:
 
     def _commit(self, batch: list[_Write]) -> None:
         """One transaction for the whole batch, a statement per kind of change and chunk of
-        rows (`adapters.jsonrows`), instead of one per row."""
+        rows (`adapters.sqlrows`), instead of one per row."""
         final: dict[str, tuple[str, float, str] | None] = {}
         moves: list[tuple[str, str]] = []
         released: list[tuple[str, str]] = []
@@ -224,15 +219,15 @@ class LeaseStore:
                 final[ip] = None
                 released.append((ip, change.mac))
         rows = [(ip, value[0], value[1], value[2]) for ip, value in final.items() if value is not None]
-        freed = [ip for ip in left if ip not in final]
+        freed = [(ip,) for ip in left if ip not in final]
         conn = self._conn
         conn.execute("BEGIN")
         try:
             for statement, values in (
                 (_DELETE_MOVED, moves), (_DELETE_RELEASED, released), (_DELETE_FREED, freed), (_UPSERT, rows)
             ):
-                for chunk in json_chunks(values):
-                    conn.execute(statement, (chunk,))
+                for sql, params in sqlrows.chunks(statement, values):
+                    conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters.jsonrows import json_chunks
+from reconciler.adapters import sqlrows
 from reconciler.adapters.threads import yield_to_packet_threads
 from reconciler.core import outcomes
 from reconciler.core.model import BootEvent
@@ -306,15 +306,8 @@ class ResultsReader(ResultsQueries):
             self._conn.close()
 
 
-# Rows [time, stage, revision, mac, node, client, {detail}] -> boot_events, in array order (ids
-# follow it); json_extract of the detail object is its JSON text.
-_INSERT_EVENTS = """
-INSERT INTO boot_events (time, stage, revision, mac, node, client, detail)
-SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-       json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-       json_extract(value, '$[6]')
-FROM json_each(?1)
-"""
+# Rows (time, stage, revision, mac, node, client, detail JSON) -> boot_events, in order (ids follow it).
+_INSERT_EVENTS = "INSERT INTO boot_events (time, stage, revision, mac, node, client, detail) VALUES {values}"
 
 
 class StoreBehind(RuntimeError):
@@ -409,14 +402,15 @@ class ResultsStore(ResultsQueries):
                 return
 
     def _insert_events(self, batch: Sequence[BootEvent]) -> None:
-        """The batch in one transaction, a statement per chunk of rows (see `adapters.jsonrows`)."""
-        rows = [[e.time, e.stage, e.revision, e.mac, e.node, e.client, dict(e.detail)] for e in batch]
-        chunks = list(json_chunks(rows))  # before taking the lock that readers wait on
+        """The batch in one transaction, a statement per chunk of rows (see `adapters.sqlrows`)."""
+        json_text = sqlrows.json_text
+        rows = [(e.time, e.stage, e.revision, e.mac, e.node, e.client, json_text(dict(e.detail))) for e in batch]
+        statements = list(sqlrows.chunks(_INSERT_EVENTS, rows))  # before taking the lock readers wait on
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                for chunk in chunks:
-                    self._conn.execute(_INSERT_EVENTS, (chunk,))
+                for sql, params in statements:
+                    self._conn.execute(sql, params)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -467,17 +461,13 @@ class ResultsStore(ResultsQueries):
         committed) and a power loss (synchronous=FULL for this transaction).
         """
         row = (event.time, event.stage, event.revision, event.mac, event.node, event.client,
-               json.dumps(dict(event.detail), default=str))
+               sqlrows.json_text(dict(event.detail)))
         with self._lock:
             self._conn.execute("PRAGMA synchronous=FULL")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._conn.execute(
-                        "INSERT INTO boot_events (time, stage, revision, mac, node, client, detail) "
-                        "VALUES (?,?,?,?,?,?,?)",
-                        row,
-                    )
+                    self._conn.execute(_INSERT_EVENTS.format(values=sqlrows.values_list(len(row), 1)), row)
                     if install is not None:
                         self._conn.execute(
                             "INSERT OR REPLACE INTO installs (node, mac, reinstall, revision, time) VALUES (?,?,?,?,?)",
