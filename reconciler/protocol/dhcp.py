@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import NamedTuple
 
 # --- message types (option 53) ---
 DISCOVER = 1
@@ -350,11 +351,29 @@ _SKIP_IN_LOOP = frozenset((OPT_MESSAGE_TYPE, OPT_PAD, OPT_END, OPT_RELAY_AGENT))
 _CODE_LEN = struct.Struct("BB")
 
 
-def encode(message: DhcpMessage) -> bytes:
+class OptionBlock(NamedTuple):
+    """Options encoded ahead of time (`option_block`) for `encode` to copy whole."""
+
+    skip: frozenset[int]  # what `encode` then leaves out of its loop: these codes and its own
+    wire: bytes
+
+
+def option_block(options: Mapping[int, bytes]) -> OptionBlock:
+    """Options as `encode` writes them between the message type and option 82 (both left out):
+    wire order, long values split (RFC 3396)."""
+    wire = b"".join(encode_option(code, value) for code, value in options.items() if code not in _SKIP_IN_LOOP)
+    return OptionBlock(_SKIP_IN_LOOP | frozenset(options), wire)
+
+
+def encode(message: DhcpMessage, block: OptionBlock | None = None) -> bytes:
     """A message -> wire bytes: message type first, END last, padded to the BOOTP minimum.
 
     `sname` and `file` must fit their fields (64 and 128 bytes); a longer boot URL belongs in
     option 67 (the decider does that) rather than in an overloaded field.
+
+    `block`: these options of the message are already encoded (`option_block`), and come first
+    after the message type, in that order. The result is the same bytes; the decider encodes
+    what every client of one kind gets once per answer, not once per reply.
     """
     chaddr = message.chaddr[:16]
     parts = [
@@ -382,8 +401,12 @@ def encode(message: DhcpMessage) -> bytes:
         parts.append(encode_option(OPT_MESSAGE_TYPE, mtype))
     code_len = _CODE_LEN.pack
     append = parts.append
+    skip = _SKIP_IN_LOOP
+    if block is not None:
+        skip = block.skip
+        append(block.wire)
     for code, value in options.items():
-        if code in _SKIP_IN_LOOP:
+        if code in skip:
             continue
         if 0 < len(value) < 256:
             append(code_len(code, len(value)))

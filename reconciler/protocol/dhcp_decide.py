@@ -241,6 +241,9 @@ class Decision:
     node: str | None = None
     reason: str = ""
     detail: Mapping[str, object] = field(default_factory=dict)
+    # Options of `reply` already encoded, for `protocol.dhcp.encode(reply, block)`; None: encode
+    # them all. Whoever derives a new reply from this one must drop it (see INFORM).
+    block: d.OptionBlock | None = None
 
 
 def _decision(
@@ -251,12 +254,13 @@ def _decision(
     node: str | None,
     detail: Mapping[str, object],
     reason: str = "",
+    block: d.OptionBlock | None = None,
 ) -> Decision:
     """`Decision(...)` on the per-packet path without the frozen dataclass `__init__` (see
     `protocol.dhcp.message`): the same value, several microseconds cheaper."""
     built = object.__new__(Decision)
     built.__dict__.update(
-        reply=reply, route=route, lease=lease, stage=stage, node=node, reason=reason, detail=detail
+        reply=reply, route=route, lease=lease, stage=stage, node=node, reason=reason, detail=detail, block=block
     )
     return built
 
@@ -516,7 +520,9 @@ def _decide_full(
         route = Route("relay", message.giaddr) if message.giaddr != d.ZERO_IP else Route("ciaddr", message.ciaddr)
         if route.ip == d.ZERO_IP:
             route = Route("source")
-        return replace(reply, reply=replace(reply.reply, options=options, yiaddr=d.ZERO_IP), route=route)
+        return replace(
+            reply, reply=replace(reply.reply, options=options, yiaddr=d.ZERO_IP), route=route, block=None
+        )
 
     return silent(f"{d.MESSAGE_NAMES.get(mtype, mtype)} is not a client message")
 
@@ -533,6 +539,7 @@ class _Answer:
     model booting at once, or one client's DISCOVER and REQUEST retransmitted."""
 
     options: Mapping[int, bytes]
+    block: d.OptionBlock  # `options`, encoded
     siaddr: IPv4Address
     file: bytes
     detail: Mapping[str, object]  # all but "ip"
@@ -568,7 +575,7 @@ def _answer(message: d.DhcpMessage, subnet: SubnetPlan, plan: DhcpPlan, known: b
     siaddr, file = _boot_fields(boot, plan, message, options, proxy=False)
     detail = _detail(message, boot, None)
     del detail["ip"]
-    return _Answer(options, siaddr, file, detail)
+    return _Answer(options, d.option_block(options), siaddr, file, detail)
 
 
 def _offer_or_ack(
@@ -614,6 +621,7 @@ def _offer_or_ack(
         "dhcp-offer" if mtype == d.OFFER else "dhcp-ack",
         reservation.node if reservation else None,
         detail,
+        block=answer.block,
     )
 
 

@@ -57,6 +57,7 @@ _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 _Event = tuple[float, str, str, str, str | None, str | None, Mapping[str, Any]]
 Binding = tuple[str | None, bool]  # (interface, PXE port 4011 open): what the sockets are bound for
 BINDING_CHECK_MS = 250  # an idle packet thread looks this often for a commit that moves its binding
+DRAIN_MAX = 32  # datagrams taken from one socket per wake-up before the others get a turn
 
 
 class DhcpServer:
@@ -327,20 +328,23 @@ class DhcpServer:
                 if entry is None:
                     continue  # closed by a rebind earlier in this round
                 sock, port = entry
-                try:
-                    data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
-                except OSError:
-                    continue
-                if not data:
-                    continue
-                ifindex = 0
-                for level, kind, value in ancdata:
-                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
-                        ifindex = _PKTINFO.unpack_from(value)[0]
-                try:
-                    handle(sock, port, data, source, ifindex)
-                except Exception:
-                    log.exception("dhcp: packet from %s not handled", source)
+                # Under load several datagrams wait: take up to DRAIN_MAX per wake-up (one poll
+                # for many packets), then look at the other sockets again.
+                for _ in range(DRAIN_MAX):
+                    try:
+                        data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
+                    except OSError:  # drained (EAGAIN), or closed by a rebind in handle()
+                        break
+                    if not data:
+                        continue
+                    ifindex = 0
+                    for level, kind, value in ancdata:
+                        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
+                            ifindex = _PKTINFO.unpack_from(value)[0]
+                    try:
+                        handle(sock, port, data, source, ifindex)
+                    except Exception:
+                        log.exception("dhcp: packet from %s not handled", source)
 
     def handle(self, sock: socket.socket, port: int, data: bytes, source: tuple[str, int], ifindex: int) -> None:
         self.stats["received"] += 1
@@ -362,7 +366,7 @@ class DhcpServer:
             reply = decision.reply
             change = decision.lease
             if reply is not None:
-                payload = codec.encode(reply)
+                payload = codec.encode(reply, decision.block)
                 if change is not None and change.kind == "bind":
                     item = (sock, payload, decision, source, ifindex)
                     self.leases.apply(change, lambda: self._durable_ready(item))

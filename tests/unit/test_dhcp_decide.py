@@ -435,7 +435,11 @@ def test_a_plan_answering_many_clients_answers_each_as_a_fresh_plan_would(
     shared = plan_dhcp(state)
     for name in ("", *_FIELDS):
         message = _client({**base, name: other[name]} if name else base)
-        assert decide(message, shared, MemoryLeases(), NOW) == decide(message, plan_dhcp(state), MemoryLeases(), NOW)
+        decision = decide(message, shared, MemoryLeases(), NOW)
+        assert decision == decide(message, plan_dhcp(state), MemoryLeases(), NOW)
+        if decision.reply is not None:
+            # The options the decider encoded ahead of time are the reply's: same bytes on the wire.
+            assert d.encode(decision.reply, decision.block) == d.encode(decision.reply)
 
 
 def test_a_known_node_without_a_fixed_address_gets_a_pool_address_and_its_boot_file() -> None:
