@@ -7,8 +7,12 @@ bench's own work - spawning 200 clients, waiting - never competes with our serve
 fetches them with the real `atftp` client (Debian atftp 0.8, which speaks RFC 7440
 `--option "windowsize N"`) at blksize 1468 and windowsize 1, 4, 16, then runs storms of 200
 concurrent `ipxe.efi` transfers at windowsize 1, 4 (what EDK2 firmware such as OVMF asks for
-when it fetches ipxe.efi) and 16. Every case is repeated (`--runs`, `--storm-runs`), the two
-servers taking turns run by run (single transfers with the client pinned to one CPU and the
+when it fetches ipxe.efi) and 16, twice: once with clients and servers sharing every CPU, once
+"apart" (every client on the last CPU, the servers on the others), which is how clients on other
+machines meet a server: no client shares a CPU, and its caches, with the process answering it.
+On two CPUs that difference decides lockstep storms: tftpd-hpa's forked child and its client
+ping-pong on one CPU with the packet still in cache, which no real network gives it. Every
+case is repeated (`--runs`, `--storm-runs`), the two servers taking turns run by run (single transfers with the client pinned to one CPU and the
 servers to the others, so neither gains from sharing a CPU with its client), and the median
 is reported, with the ratio (tftpd-hpa time / our time, > 1: we are faster), our server
 process's CPU time, the atftp clients' CPU time, the whole machine's busy CPU time per run (the
@@ -92,8 +96,11 @@ CLIENT_PIN: list[str] = []
 
 
 def pin_servers(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of each process (a pid alone names only the main thread); tftpd-hpa's
+    children inherit it when forked."""
     for pid in pids:
-        os.sched_setaffinity(pid, cpus)  # tftpd-hpa's children inherit it when forked
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(task), cpus)
 
 
 def fetch_once(port: int, name: str, out: Path, windowsize: int, want: bytes) -> float:
@@ -106,7 +113,12 @@ def fetch_once(port: int, name: str, out: Path, windowsize: int, want: bytes) ->
     return elapsed
 
 
-def storm(port: int, name: str, outdir: Path, count: int, windowsize: int, want: bytes) -> float:
+def storm(port: int, name: str, outdir: Path, count: int, windowsize: int, want: bytes,
+          clients_on: set[int] | None = None) -> float:
+    """`count` concurrent transfers; `clients_on`: the CPUs the atftp processes run on (None: any)."""
+    every = os.sched_getaffinity(0)
+    if clients_on is not None:
+        os.sched_setaffinity(0, clients_on)  # the clients inherit it
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -118,6 +130,7 @@ def storm(port: int, name: str, outdir: Path, count: int, windowsize: int, want:
     ]
     codes = [proc.wait(timeout=600) for proc in procs]
     elapsed = time.perf_counter() - start
+    os.sched_setaffinity(0, every)
     good = sum(1 for i, code in enumerate(codes) if code == 0 and (outdir / f"{i}").read_bytes() == want)
     if good != count:
         print(f"  warning: {count - good} of {count} storm transfers failed on port {port}")
@@ -251,7 +264,9 @@ def main() -> None:
     print("the two servers taking turns run by run (alternating which goes first). Single transfers: client")
     print("on the last CPU, servers on the others; storms: every process on every CPU.")
     print("ratio = tftpd-hpa time / our time (>1: we are faster); cpu = ms per run: our server's, the atftp")
-    print("clients', and the whole machine's busy CPU (all cores; tftpd-hpa's forked children included)")
+    print("clients', and the whole machine's busy CPU (all cores; tftpd-hpa's forked children included).")
+    print("'apart' storms: every client on the last CPU, both servers on the others, as clients on other")
+    print("machines would be; the other storms share every CPU, and with it the caches, with their server.")
     print(f"cpus: {os.cpu_count()}  load average at start: {started_load}")
     print()
     header = (
@@ -303,6 +318,20 @@ def main() -> None:
 
             theirs, mine = compare(args.storm_runs, Side(hpa_pid, theirs_storm), Side(ours.pid, ours_storm))
             row(f"storm {args.storm}x ipxe.efi ws {windowsize}", 1.0, theirs, mine)
+        if len(every_cpu) >= 2:
+            # Clients apart from the servers, as on a real network: no client shares a CPU (and
+            # its caches) with the server process that answers it.
+            pin_servers([hpa_pid, ours.pid], every_cpu - {client_cpu})
+            for windowsize in STORM_WINDOWS:
+
+                def theirs_apart(w: int = windowsize) -> float:
+                    return storm(hpa_port, "ipxe.efi", out, args.storm, w, want, {client_cpu})
+
+                def ours_apart(w: int = windowsize) -> float:
+                    return storm(our_port, "ipxe.efi", out, args.storm, w, want, {client_cpu})
+
+                theirs, mine = compare(args.storm_runs, Side(hpa_pid, theirs_apart), Side(ours.pid, ours_apart))
+                row(f"storm {args.storm}x ws {windowsize} apart", 1.0, theirs, mine)
         ours.stdin.write("stats\n")
         ours.stdin.flush()
         stats = json.loads(ours.stdout.readline())
