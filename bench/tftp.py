@@ -2,24 +2,24 @@
 
 Run on purpose (`.venv/bin/python bench/tftp.py`), not in the test suite. It serves a 14 MB
 kernel-sized file and Debian's `ipxe.efi` from one temporary root with both servers on
-127.0.0.1, each in a process of its own (ours: this script re-run with `--serve`, so the
-bench's own work - spawning 200 clients, waiting - never competes with our server for the GIL),
-fetches them with the real `atftp` client (Debian atftp 0.8, which speaks RFC 7440
-`--option "windowsize N"`) at blksize 1468 and windowsize 1, 4, 16, then runs storms of 200
-concurrent `ipxe.efi` transfers at windowsize 1, 4 (what EDK2 firmware such as OVMF asks for
-when it fetches ipxe.efi) and 16, twice: once with clients and servers sharing every CPU, once
-"apart" (every client on the last CPU, the servers on the others), which is how clients on other
-machines meet a server: no client shares a CPU, and its caches, with the process answering it.
-On two CPUs that difference decides lockstep storms: tftpd-hpa's forked child and its client
-ping-pong on one CPU with the packet still in cache, which no real network gives it. Every
-case is repeated (`--runs`, `--storm-runs`), the two servers taking turns run by run (single transfers with the client pinned to one CPU and the
-servers to the others, so neither gains from sharing a CPU with its client), and the median
-is reported, with the ratio (tftpd-hpa time / our time, > 1: we are faster), our server
-process's CPU time, the atftp clients' CPU time, the whole machine's busy CPU time per run (the
-only place tftpd-hpa's forked children show up), and the load average at start and end: the
-machine is shared, so wall-clock ratios move with the load while CPU times move less. A storm
-on a two-CPU machine is CPU-bound: 200 atftp processes and the server share the cores, so its
-time follows the machine CPU column.
+127.0.0.1, each in a process of its own (ours: this script re-run with `--serve`, so the bench's
+own work - spawning 200 clients, waiting - never competes with our server for the GIL), fetches
+them with the real `atftp` client (Debian atftp 0.8, which speaks RFC 7440 `--option "windowsize
+N"`) at blksize 1468 and windowsize 1, 4, 16, then runs storms of 200 concurrent `ipxe.efi`
+transfers at windowsize 1, 4 (what EDK2 firmware such as OVMF asks for when it fetches ipxe.efi)
+and 16, twice: once with clients and servers sharing every CPU, once "apart" (every client on
+the last CPU, the servers on the others), which is how clients on other machines meet a server:
+no client shares a CPU, and its caches, with the process answering it. On two CPUs that
+difference decides lockstep storms: tftpd-hpa's forked child and its client ping-pong on one CPU
+with the packet still in cache, which no real network gives it. Every case is repeated
+(`--runs`, `--storm-runs`), the two servers taking turns run by run (single transfers with the
+client pinned to one CPU and every thread of both servers to the others, so neither gains from
+sharing a CPU with its client), and the median is reported, with the ratio (tftpd-hpa time / our
+time, > 1: we are faster), our server process's CPU time, the atftp clients' CPU time, the whole
+machine's busy CPU time per run (the only place tftpd-hpa's forked children show up), and the
+load average at start and end: the machine is shared, so wall-clock ratios move with the load
+while CPU times move less. A storm on a two-CPU machine is CPU-bound: 200 atftp processes and
+the server share the cores, so its time follows the machine CPU column.
 
 tftpd-hpa 5.2 does not implement windowsize: it leaves the option out of its OACK and atftp
 falls back to one block per ACK, so for windowsize 4 and 16 the comparison is windowed

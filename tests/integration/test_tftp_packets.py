@@ -16,6 +16,7 @@ import os
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -393,6 +394,32 @@ def test_a_packet_from_another_port_gets_unknown_tid_and_the_transfer_goes_on(tf
         for reply in replies:
             sock.sendto(reply, tid)
     assert bytes(receiver.data) == (root / "small.bin").read_bytes()
+
+
+def test_the_loop_sleeps_when_idle_and_while_a_slow_client_thinks(root: Path) -> None:
+    # The loop busy-polls only for clients that answer within a fraction of a millisecond: an
+    # idle server, or one feeding a client that takes its time over each ACK (a slow link),
+    # sleeps in epoll instead of burning a CPU.
+    for running in _start(root):
+        thread = running.server._thread
+        assert thread is not None and thread.ident is not None
+        clock = time.pthread_getcpuclockid(thread.ident)
+        busy = time.clock_gettime(clock)
+        time.sleep(0.3)
+        assert time.clock_gettime(clock) - busy < 0.03
+        receiver = Receiver(rrq("ipxe.efi", blksize="1024"), keep=False)
+        with udp_client() as sock:
+            started, busy = time.monotonic(), time.clock_gettime(clock)
+            sock.sendto(receiver.start(), running.address)
+            while not receiver.done:
+                datagram, peer = sock.recvfrom(70000)
+                time.sleep(0.0004)  # a client 0.4 ms away
+                for reply in receiver.feed(datagram):
+                    sock.sendto(reply, peer)
+            wall, cpu = time.monotonic() - started, time.clock_gettime(clock) - busy
+        assert receiver.nbytes == (root / "ipxe.efi").stat().st_size
+        # Spinning 0.2 ms of every ~0.5 ms round trip would be about 40% of the wall time.
+        assert cpu < 0.2 * wall, (cpu, wall)
 
 
 # --------------------------------------------------------------------------- safety and errors
