@@ -31,6 +31,7 @@ from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, Result
 from reconciler.settings import Settings
 from tests.integration.daemon_support import DaemonProcess, git
+from tests.repo_builder import BASE
 from tests.support import require_tool
 from tests.unit.test_outcomes import AUTOINSTALL
 
@@ -57,15 +58,7 @@ boot:
 cloud_init: autoinstall
 install_once: true
 """
-CLOUD_INIT = """\
-#cloud-config
-autoinstall:
-  version: 1
-  identity:
-    hostname: {{ hostname }}
-    username: ops
-    password: "$6$x$y"
-"""
+CLOUD_INIT = BASE["cloud-init/autoinstall.yaml"]  # the standard autoinstall seed
 
 
 def node_yaml(name: str, reinstall: int = 0) -> str:
