@@ -1,7 +1,7 @@
-"""Benchmark: reconciler.servers.tftp against tftpd-hpa, same files, same client, same conditions.
+"""Benchmark: reconciler.servers.tftp against tftpd-hpa and atftpd, same files, same client, same conditions.
 
 Run on purpose (`.venv/bin/python bench/tftp.py`), not in the test suite. It serves a 14 MB
-kernel-sized file and Debian's `ipxe.efi` from one temporary root with both servers on
+kernel-sized file and Debian's `ipxe.efi` from one temporary root with every server on
 127.0.0.1, each in a process of its own (ours: this script re-run with `--serve`, so the bench's
 own work - spawning 200 clients, waiting - never competes with our server for the GIL), fetches
 them with the real `atftp` client (Debian atftp 0.8, which speaks RFC 7440 `--option "windowsize
@@ -12,24 +12,29 @@ the last CPU, the servers on the others), which is how clients on other machines
 no client shares a CPU, and its caches, with the process answering it. On two CPUs that
 difference decides lockstep storms: tftpd-hpa's forked child and its client ping-pong on one CPU
 with the packet still in cache, which no real network gives it. Every case is repeated
-(`--runs`, `--storm-runs`), the two servers taking turns run by run (single transfers with the
-client pinned to one CPU and every thread of both servers to the others, so neither gains from
-sharing a CPU with its client), and the median is reported, with the ratio (tftpd-hpa time / our
-time, > 1: we are faster), our server process's CPU time, the atftp clients' CPU time, the whole
-machine's busy CPU time per run (the only place tftpd-hpa's forked children show up), and the
-load average at start and end: the machine is shared, so wall-clock ratios move with the load
-while CPU times move less. A storm on a two-CPU machine is CPU-bound: 200 atftp processes and
-the server share the cores, so its time follows the machine CPU column.
+(`--runs`, `--storm-runs`), the servers taking turns run by run (single transfers with the
+client pinned to one CPU and every thread of every server to the others, so none gains from
+sharing a CPU with its client), and the median is reported, with the ratios (tftpd-hpa time /
+our time and atftpd time / our time, > 1: we are faster), our server process's CPU time, the
+atftp clients' CPU time, the whole machine's busy CPU time per run (the only place tftpd-hpa's
+forked children show up), and the load average at start and end: the machine is shared, so
+wall-clock ratios move with the load while CPU times move less. A storm on a two-CPU machine
+is CPU-bound: 200 atftp processes and the server share the cores, so its time follows the
+machine CPU column.
 
 tftpd-hpa 5.2 does not implement windowsize: it leaves the option out of its OACK and atftp
 falls back to one block per ACK, so for windowsize 4 and 16 the comparison is windowed
 transfer vs. tftpd-hpa's lockstep, which is what a firmware asking for a window gets from it.
-atftpd is not measured: in Debian it conflicts with tftpd-hpa, which must be installed.
+atftpd 0.8 (a thread per transfer in one process; it does speak windowsize) conflicts with
+tftpd-hpa in Debian, so when it is not installed the bench unpacks Debian's package into its
+temporary directory (`apt-get download atftpd`, `dpkg -x`) and runs the binary from there; where
+that fails it says why and measures tftpd-hpa alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -43,6 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -93,6 +99,22 @@ def atftp_args(port: int, name: str, out: Path, windowsize: int) -> list[str]:
 # run is never sped up by client and server happening to share a CPU (a lockstep round trip
 # there took a fifth of the time, for whichever server got lucky). Storms run unpinned.
 CLIENT_PIN: list[str] = []
+
+
+def fetch_atftpd(work: Path) -> str | None:
+    """An atftpd binary: the installed one, else Debian's package unpacked under `work`."""
+    found = shutil.which("atftpd") or shutil.which("atftpd", path="/usr/sbin:/sbin")
+    if found is not None:
+        return found
+    try:
+        subprocess.run(["apt-get", "download", "atftpd"], cwd=work, check=True, capture_output=True, timeout=120)
+        deb = next(work.glob("atftpd_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(work / "atftpd")], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError, StopIteration) as exc:
+        print(f"atftpd not measured: could not fetch Debian's package ({exc})")
+        return None
+    binary = work / "atftpd" / "usr" / "sbin" / "atftpd"
+    return str(binary) if binary.exists() else None
 
 
 def pin_servers(pids: list[int], cpus: set[int]) -> None:
@@ -148,6 +170,15 @@ def machine_busy() -> float:
 
 
 @dataclass
+class Peer:
+    """A server under test: its name, UDP port and process."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[Any]
+
+
+@dataclass
 class Measured:
     seconds: float  # median wall time of one run
     server_cpu: float  # server CPU seconds per run (ours only: hpa's children are not accounted)
@@ -177,14 +208,15 @@ class Side:
                         self.machine_cpu / runs)
 
 
-def compare(runs: int, theirs: Side, ours: Side) -> tuple[Measured, Measured]:
-    """`runs` rounds, each running both servers once, in alternating order: drift in the
-    machine's load (it is shared) or in where the scheduler puts client and server lands on
-    both sides alike instead of on whichever ran second."""
+def compare(runs: int, sides: list[Side]) -> list[Measured]:
+    """`runs` rounds, each running every server once, the order rotating round by round: drift
+    in the machine's load (it is shared) or in where the scheduler puts client and server lands
+    on every side alike instead of on whichever ran last."""
     for round_ in range(runs):
-        for side in (theirs, ours) if round_ % 2 == 0 else (ours, theirs):
+        shift = round_ % len(sides)
+        for side in sides[shift:] + sides[:shift]:
             side.run()
-    return theirs.result(), ours.result()
+    return [side.result() for side in sides]
 
 
 def serve(root: Path) -> None:
@@ -237,13 +269,25 @@ def main() -> None:
     out = work / "out"
     out.mkdir()
 
-    hpa_port = free_udp_port()
     user = ["-u", "tftp"] if os.geteuid() == 0 else []
-    hpa = subprocess.Popen(
-        [tftpd, "-L", "-s", str(root), "-a", f"127.0.0.1:{hpa_port}", *user],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    hpa_port = free_udp_port()
+    peers: list[Peer] = [
+        Peer("tftpd-hpa", hpa_port, subprocess.Popen(
+            [tftpd, "-L", "-s", str(root), "-a", f"127.0.0.1:{hpa_port}", *user],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ))
+    ]
+    atftpd = fetch_atftpd(work)
+    if atftpd is not None:
+        atftpd_port = free_udp_port()
+        as_nobody = ["--user", "nobody", "--group", "nogroup"] if os.geteuid() == 0 else []
+        peers.append(Peer("atftpd", atftpd_port, subprocess.Popen(
+            [atftpd, "--daemon", "--no-fork", "--bind-address", "127.0.0.1", "--port", str(atftpd_port),
+             "--maxthread", "1024", "--logfile", "/dev/null", *as_nobody, str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )))
     ours = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(root)],
         stdin=subprocess.PIPE,
@@ -251,100 +295,89 @@ def main() -> None:
         text=True,
     )
     assert ours.stdin is not None and ours.stdout is not None
-    our_port = int(ours.stdout.readline())
-    time.sleep(0.3)  # let tftpd-hpa bind
-    if hpa.poll() is not None:
-        sys.exit("in.tftpd did not start")
+    peers.append(Peer("ours", int(ours.stdout.readline()), ours))
+    time.sleep(0.3)  # let the others bind
+    for peer in peers:
+        if peer.process.poll() is not None:
+            sys.exit(f"{peer.name} did not start")
+    others = peers[:-1]
 
     started_load = load()
-    print("TFTP benchmark: netboot-reconcile vs tftpd-hpa 5.2 (atftpd not measured: it conflicts with")
-    print("tftpd-hpa in Debian). Client: atftp 0.8 (real, RFC 7440 windowsize), blksize 1468, loopback.")
-    print("tftpd-hpa ignores windowsize (no RFC 7440), so it runs lockstep in every row.")
+    print(f"TFTP benchmark: netboot-reconcile vs {' and '.join(p.name for p in others)}.")
+    print("Client: atftp 0.8 (real, RFC 7440 windowsize), blksize 1468, loopback.")
+    print("tftpd-hpa ignores windowsize (no RFC 7440), so it runs lockstep in every row; atftpd windows.")
     print(f"Each server in its own process. Median of {args.runs} single transfers, {args.storm_runs} storms,")
-    print("the two servers taking turns run by run (alternating which goes first). Single transfers: client")
+    print("the servers taking turns run by run (rotating which goes first). Single transfers: client")
     print("on the last CPU, servers on the others; storms: every process on every CPU.")
-    print("ratio = tftpd-hpa time / our time (>1: we are faster); cpu = ms per run: our server's, the atftp")
-    print("clients', and the whole machine's busy CPU (all cores; tftpd-hpa's forked children included).")
-    print("'apart' storms: every client on the last CPU, both servers on the others, as clients on other")
+    print("x<name> = its time / our time (>1: we are faster); cpu = ms per run: our server's, the atftp")
+    print("clients' and the whole machine's busy CPU (all cores; forked children and threads included).")
+    print("'apart' storms: every client on the last CPU, every server on the others, as clients on other")
     print("machines would be; the other storms share every CPU, and with it the caches, with their server.")
     print(f"cpus: {os.cpu_count()}  load average at start: {started_load}")
     print()
     header = (
-        f"{'case':34} {'hpa s':>8} {'ours s':>8} {'ratio':>6} {'target':>7}  "
-        f"{'ours cpu':>8}  {'atftp cpu hpa/ours':>18}  {'machine cpu hpa/ours':>20}"
+        f"{'case':30}" + "".join(f" {p.name[:9]:>9}" for p in peers) + f" {'x' + others[0].name[:6]:>8} {'target':>7}"
+        + "".join(f" {'x' + p.name[:6]:>8}" for p in others[1:])
+        + f"  {'ours cpu':>8}  {'atftp cpu ' + '/'.join(p.name[:5] for p in peers):>26}"
+        + f"  {'machine cpu':>20}"
     )
     print(header)
     print("-" * len(header))
-    hpa_pid = hpa.pid
 
-    def row(label: str, target: float | None, theirs: Measured, mine: Measured) -> None:
-        ratio = theirs.seconds / mine.seconds
-        goal = f">={target:.1f}" + ("" if ratio >= target else "!") if target is not None else ""
+    def row(label: str, target: float | None, measured: list[Measured]) -> None:
+        mine = measured[-1]
+        ratios = [m.seconds / mine.seconds for m in measured[:-1]]
+        goal = f">={target:.1f}" + ("" if ratios[0] >= target else "!") if target is not None else ""
         print(
-            f"{label:34} {theirs.seconds:8.3f} {mine.seconds:8.3f} {ratio:6.2f} {goal:>7}  "
-            f"{mine.server_cpu * 1000:8.1f}  "
-            f"{theirs.client_cpu * 1000:8.1f} /{mine.client_cpu * 1000:8.1f}  "
-            f"{theirs.machine_cpu * 1000:9.1f} /{mine.machine_cpu * 1000:9.1f}",
+            f"{label:30}" + "".join(f" {m.seconds:9.3f}" for m in measured) + f" {ratios[0]:8.2f} {goal:>7}"
+            + "".join(f" {r:8.2f}" for r in ratios[1:])
+            + f"  {mine.server_cpu * 1000:8.1f}  {'/'.join(f'{m.client_cpu * 1000:.0f}' for m in measured):>26}"
+            + f"  {'/'.join(f'{m.machine_cpu * 1000:.0f}' for m in measured):>20}",
             flush=True,
         )
 
+    def case(runs: int, label: str, target: float | None, one: Callable[[int], float]) -> None:
+        sides = [Side(peer.process.pid, functools.partial(one, peer.port)) for peer in peers]
+        row(label, target, compare(runs, sides))
+
+    pids = [peer.process.pid for peer in peers]
     every_cpu = set(os.sched_getaffinity(0))
     if len(every_cpu) >= 2:
         client_cpu = max(every_cpu)
         CLIENT_PIN[:] = ["taskset", "-c", str(client_cpu)]
-        pin_servers([hpa_pid, ours.pid], every_cpu - {client_cpu})
+        pin_servers(pids, every_cpu - {client_cpu})
     try:
         for name in ("vmlinuz", "ipxe.efi"):
             for windowsize in (1, 4, 16):
                 want = files[name]
-
-                def theirs_once(w: int = windowsize, n: str = name, data: bytes = want) -> float:
-                    return fetch_once(hpa_port, n, out / "h", w, data)
-
-                def ours_once(w: int = windowsize, n: str = name, data: bytes = want) -> float:
-                    return fetch_once(our_port, n, out / "o", w, data)
-
-                theirs, mine = compare(args.runs, Side(hpa_pid, theirs_once), Side(ours.pid, ours_once))
-                row(f"{name} ({len(want) // 1024} KiB) ws {windowsize}", TARGETS.get(windowsize), theirs, mine)
+                case(args.runs, f"{name} ({len(want) // 1024} KiB) ws {windowsize}", TARGETS.get(windowsize),
+                     lambda port, n=name, w=windowsize, data=want: fetch_once(port, n, out / "f", w, data))
         want = files["ipxe.efi"]
-        pin_servers([hpa_pid, ours.pid], every_cpu)
+        pin_servers(pids, every_cpu)
         for windowsize in STORM_WINDOWS:
-
-            def theirs_storm(w: int = windowsize) -> float:
-                return storm(hpa_port, "ipxe.efi", out, args.storm, w, want)
-
-            def ours_storm(w: int = windowsize) -> float:
-                return storm(our_port, "ipxe.efi", out, args.storm, w, want)
-
-            theirs, mine = compare(args.storm_runs, Side(hpa_pid, theirs_storm), Side(ours.pid, ours_storm))
-            row(f"storm {args.storm}x ipxe.efi ws {windowsize}", 1.0, theirs, mine)
+            case(args.storm_runs, f"storm {args.storm}x ipxe.efi ws {windowsize}", 1.0,
+                 lambda port, w=windowsize: storm(port, "ipxe.efi", out, args.storm, w, want))
         if len(every_cpu) >= 2:
             # Clients apart from the servers, as on a real network: no client shares a CPU (and
             # its caches) with the server process that answers it.
-            pin_servers([hpa_pid, ours.pid], every_cpu - {client_cpu})
+            pin_servers(pids, every_cpu - {client_cpu})
             for windowsize in STORM_WINDOWS:
-
-                def theirs_apart(w: int = windowsize) -> float:
-                    return storm(hpa_port, "ipxe.efi", out, args.storm, w, want, {client_cpu})
-
-                def ours_apart(w: int = windowsize) -> float:
-                    return storm(our_port, "ipxe.efi", out, args.storm, w, want, {client_cpu})
-
-                theirs, mine = compare(args.storm_runs, Side(hpa_pid, theirs_apart), Side(ours.pid, ours_apart))
-                row(f"storm {args.storm}x ws {windowsize} apart", 1.0, theirs, mine)
+                case(args.storm_runs, f"storm {args.storm}x ws {windowsize} apart", 1.0,
+                     lambda port, w=windowsize: storm(port, "ipxe.efi", out, args.storm, w, want, {client_cpu}))
         ours.stdin.write("stats\n")
         ours.stdin.flush()
         stats = json.loads(ours.stdout.readline())
         print()
         print(f"load average at start: {started_load}  at end: {load()}")
         print(f"our server: peak {stats['peak']} concurrent transfers, one server thread (epoll loop).")
-        print("'!' after a target: not met in this run. Targets (issue 6): ws 1 >= 1.0, ws 16 >= 3.0,")
-        print("storms >= 1.0. At ws 16 the atftp client's own CPU bounds the transfer time: see its column.")
+        print("'!' after a target: not met in this run. Targets (issue 6, against tftpd-hpa): ws 1 >= 1.0,")
+        print("ws 16 >= 3.0, storms >= 1.0. At ws 16 the atftp client's own CPU bounds the transfer time.")
     finally:
         ours.stdin.close()
         ours.wait(10)
-        hpa.terminate()
-        hpa.wait(5)
+        for peer in others:
+            peer.process.terminate()
+            peer.process.wait(5)
         shutil.rmtree(work, ignore_errors=True)
 
 
