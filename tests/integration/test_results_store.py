@@ -55,7 +55,16 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
         assert store.targets(["r1"]) == {"r1": [Target("node-1", MAC, "install", True, 0)]}
     finally:
         store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    # Events by revision are found through the index on the revision alone (version 3), the
+    # history of a machine through (mac, time): neither query reads the whole table.
+    by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
+    assert "INDEX boot_events_revision " in str(by_revision[-1][-1]) + " "
+    by_mac = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE mac = ? ORDER BY time", (MAC,)).fetchall()
+    assert "INDEX boot_events_mac_time" in str(by_mac[-1][-1])
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "boot_events_revision_mac" not in indexes
 
 
 def test_durable_reports_installs_and_unfinished_installs(tmp_path: Path) -> None:
