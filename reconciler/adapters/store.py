@@ -366,8 +366,8 @@ class ResultsStore(ResultsQueries):
         holds the event's fields as a tuple, not the event: a tuple of plain values (and a
         detail dict of plain values) leaves the garbage collector's lists at its first pass,
         while thousands of queued dataclass instances were traversed by every collection, in
-        whichever thread triggered it and holding the GIL (pauses of 10-25 ms for the DHCP
-        thread under a boot storm)."""
+        whichever thread triggered it, holding the GIL (under the DHCP bench, collections of
+        10-25 ms in a background thread while the DHCP thread waited for the GIL)."""
         queue = self._queue
         if len(queue) == self._max_queue:
             self.dropped += 1
