@@ -250,6 +250,9 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true",
                         help="perfdhcp on the last CPU alone, each server (ours: this process) on the others")
     args = parser.parse_args()
+    unknown = [name for name in args.servers.split(",") if name not in SERVERS]
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)} (known: {', '.join(SERVERS)})")
     if os.geteuid() != 0:
         print("bench/dhcp.py needs root (network namespaces)", file=sys.stderr)
         return 2

@@ -1,9 +1,10 @@
 """The results store: reconcile history and boot events in SQLite (WAL), `results.sqlite3`.
 
 Called by the daemon (`record_reconcile` after every attempt, `recent_reconciles` for /status)
-and, through the `core.events.EventSink` interface, by every server (`record(event)`).
+and, through the `core.events.EventSink` interface, by every server (`record(event)`, or
+`record_rows(rows)` for a batch).
 
-`record()` never blocks the request path: it appends to a deque (and wakes the writer only when
+Recording never blocks the request path: it appends to a deque (and wakes the writer only when
 a batch is waiting and the writer sleeps); one writer thread drains it every `flush_interval`
 (~100 ms) or as soon as `batch_size` events are waiting, and serialises and inserts them in one
 transaction per batch. Batches are large on purpose: the index by MAC takes each row at its
@@ -32,6 +33,7 @@ from typing import Any
 from reconciler.adapters import sqlrows
 from reconciler.adapters.threads import yield_to_packet_threads
 from reconciler.core import outcomes
+from reconciler.core.events import EventRow, row_of
 from reconciler.core.model import BootEvent
 
 log = logging.getLogger(__name__)
@@ -321,10 +323,6 @@ class ResultsReader(ResultsQueries):
 _INSERT_EVENTS = "INSERT INTO boot_events (time, stage, revision, mac, node, client, detail) VALUES {values}"
 
 
-# A queued boot event: BootEvent's fields in order (time, stage, revision, mac, node, client, detail).
-_QueuedEvent = tuple[float, str, str, str | None, str | None, str | None, Mapping[str, Any]]
-
-
 class StoreBehind(RuntimeError):
     """The writer has not caught up with the events queued so far."""
 
@@ -347,9 +345,9 @@ class ResultsStore(ResultsQueries):
         self._batch_size = batch_size
         self._max_queue = max_queue
         # Boot events, and flush() markers: a marker is set once every event queued before it is written.
-        self._queue: collections.deque[_QueuedEvent | threading.Event] = collections.deque(maxlen=max_queue)
+        self._queue: collections.deque[EventRow | threading.Event] = collections.deque(maxlen=max_queue)
         self._wake = threading.Event()
-        self._awake = True  # the writer is draining or about to: record() need not wake it
+        self._awake = True  # the writer is draining or about to: recording need not wake it
         self._closing = threading.Event()
         self.dropped = 0
         self._installed = {(n, m, r) for n, m, r, _, _ in self.installs()}
@@ -359,19 +357,24 @@ class ResultsStore(ResultsQueries):
     # -- EventSink -------------------------------------------------------------------------
 
     def record(self, event: BootEvent) -> None:
-        """Queue one boot event; never blocks on the disk.
+        """Queue one boot event; never blocks on the disk (see `record_rows`)."""
+        self.record_rows((row_of(event),))
 
-        O(append) on the caller's thread: the row's JSON is made on the writer thread, and the
-        writer is woken (Event.set) only when a batch is waiting and it is asleep. The queue
-        holds the event's fields as a tuple, not the event: a tuple of plain values (and a
+    def record_rows(self, rows: Sequence[EventRow]) -> None:
+        """Queue boot events, in order; never blocks on the disk.
+
+        O(len(rows)) appends on the caller's thread: the rows' JSON is made on the writer
+        thread, and the writer is woken (Event.set) only when a batch is waiting and it is
+        asleep. The queue holds plain tuples, not events: a tuple of plain values (and a
         detail dict of plain values) leaves the garbage collector's lists at its first pass,
         while thousands of queued dataclass instances were traversed by every collection, in
         whichever thread triggered it, holding the GIL (under the DHCP bench, collections of
         10-25 ms in a background thread while the DHCP thread waited for the GIL)."""
         queue = self._queue
-        if len(queue) == self._max_queue:
-            self.dropped += 1
-        queue.append((event.time, event.stage, event.revision, event.mac, event.node, event.client, event.detail))
+        overflow = len(queue) + len(rows) - self._max_queue
+        if overflow > 0:
+            self.dropped += overflow  # the bounded deque lets the oldest go
+        queue.extend(rows)
         if not self._awake and len(queue) >= self._batch_size:
             self._awake = True
             self._wake.set()
@@ -398,12 +401,12 @@ class ResultsStore(ResultsQueries):
         while True:
             if len(queue) < self._batch_size and not self._closing.is_set():
                 self._awake = False
-                # A record() that saw _awake still True appended before this check: it is seen here.
+                # A record_rows() that saw _awake still True appended before this check: it is seen here.
                 if len(queue) < self._batch_size:
                     self._wake.wait(self._flush_interval)
                 self._awake = True
             self._wake.clear()
-            batch: list[_QueuedEvent] = []
+            batch: list[EventRow] = []
             markers: list[threading.Event] = []
             while queue:
                 item = queue.popleft()
@@ -421,7 +424,7 @@ class ResultsStore(ResultsQueries):
             if self._closing.is_set() and not queue:
                 return
 
-    def _insert_events(self, batch: Sequence[_QueuedEvent]) -> None:
+    def _insert_events(self, batch: Sequence[EventRow]) -> None:
         """The batch in one transaction, a statement per chunk of rows (see `adapters.sqlrows`)."""
         json_text = sqlrows.json_text
         rows = [(*e[:6], json_text(dict(e[6]))) for e in batch]

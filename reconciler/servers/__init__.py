@@ -2,7 +2,7 @@
 
 Every server's `start()` calls `prefer_short_gil_turns()`: the daemon is one process whose
 packet threads (DHCP, TFTP, waitress's I/O thread) mostly wait in poll() and need the GIL back
-at once when a datagram lands, while other threads (the lease writer, the event recorder,
+at once when a datagram lands, while other threads (the lease writer, the results writer,
 waitress workers rendering a script) run Python in between. With CPython's default 5 ms switch
 interval a waking packet thread can wait 5 ms for the GIL: at 20,000 DHCP packets/s that is
 100 datagrams queued, answered as one burst that overflows the receive buffer of a client or

@@ -24,7 +24,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from reconciler.adapters.store import ResultsStore
 from reconciler.core import outcomes, reports
 from reconciler.core.boot import parse_mac
+from reconciler.core.events import EventRow, event_of, row_of
 from reconciler.core.model import BootEvent, Node
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers import http_dashboard
@@ -71,20 +72,31 @@ class ResultsRecorder:
         self._by_stage: dict[str, Any] = {}  # stage -> its counter child: labels() costs more than inc()
 
     def record(self, event: BootEvent) -> None:
-        counter = self._by_stage.get(event.stage)
-        if counter is None:
-            counter = self._by_stage[event.stage] = self.events_total.labels(stage=event.stage)
-        counter.inc()
+        self.record_rows((row_of(event),))
+
+    def record_rows(self, rows: Sequence[EventRow]) -> None:
+        counts: dict[str, int] = {}
+        for row in rows:
+            stage = row[1]
+            counts[stage] = counts.get(stage, 0) + 1
+            if stage in outcomes.SERVING_STAGES:
+                self._note_serving(event_of(row))
+        for stage, count in counts.items():
+            counter = self._by_stage.get(stage)
+            if counter is None:
+                counter = self._by_stage[stage] = self.events_total.labels(stage=stage)
+            counter.inc(count)
+        self.store.record_rows(rows)
+
+    def _note_serving(self, event: BootEvent) -> None:
         if (
             event.mac
             and event.revision
-            and event.stage in outcomes.SERVING_STAGES
             and not outcomes.is_local_disk(event)
             and int(event.detail.get("status", 200) or 200) < 400
         ):
             with self._lock:
                 self._serving[event.mac] = event.revision
-        self.store.record(event)
 
     def record_durable(self, event: BootEvent, install: tuple[str, str, int] | None = None) -> None:
         self.events_total.labels(stage=event.stage).inc()

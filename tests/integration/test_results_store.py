@@ -207,3 +207,50 @@ def test_a_value_json_cannot_hold_loses_no_event(tmp_path: Path) -> None:
     assert stored[7].detail == {"duration": "nan", "n": 7}
     assert stored[9].detail == {"duration": 0.5, "n": ["inf"]}
     assert stored[8].detail == {"duration": 0.5, "n": 8}
+
+
+def test_rows_handed_over_in_batches_keep_their_order_and_a_full_queue_counts_what_it_drops(tmp_path: Path) -> None:
+    # A writer that sleeps until flushed: the queue (100 places) overflows deterministically.
+    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=3600, batch_size=10_000, max_queue=100)
+    rows = [(float(i), "dhcp-offer", "rev", f"52:54:00:00:00:{i:02x}", None, "10.99.0.9", {"i": i})
+            for i in range(120)]
+    try:
+        store.record_rows(rows[:60])
+        store.record(BootEvent(*rows[60]))
+        store.record_rows(rows[61:])
+        assert store.dropped == 20  # the oldest 20 made room
+        assert store.flush(10.0)
+        stored = store.boot_events(limit=500)
+    finally:
+        store.close()
+    # The flush marker took a place too: one more of the oldest went.
+    assert store.dropped == 21
+    assert stored == [BootEvent(*row) for row in rows[21:]]
+
+
+def test_the_recorder_counts_a_batch_by_stage_and_remembers_what_served_each_machine(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results.sqlite3")
+    registry = CollectorRegistry()
+    recorder = ResultsRecorder(store, registry)
+    other = "52:54:00:aa:bb:02"
+    try:
+        recorder.record_rows([
+            (1.0, "dhcp-discover", "r1", MAC, "n1", "0.0.0.0", {}),
+            (1.1, "dhcp-offer", "r1", MAC, "n1", "0.0.0.0", {}),
+            (1.2, "dhcp-discover", "r1", other, None, "0.0.0.0", {}),
+            (2.0, "kernel", "r1", MAC, "n1", "10.99.0.5", {"status": 200}),
+            (2.1, "kernel", "r2", other, None, "10.99.0.6", {"status": 404}),
+        ])
+        recorder.record(BootEvent(3.0, "dhcp-discover", "r2", other, None, "0.0.0.0"))
+        assert store.flush(10.0)
+        assert [(e.stage, e.mac) for e in store.boot_events()] == [
+            ("dhcp-discover", MAC), ("dhcp-offer", MAC), ("dhcp-discover", other), ("kernel", MAC),
+            ("kernel", other), ("dhcp-discover", other)]
+        assert recorder.serving_revision(MAC) == "r1"
+        assert recorder.serving_revision(other) is None  # a 404 served nothing
+    finally:
+        store.close()
+    count = registry.get_sample_value
+    assert count("netboot_boot_events_total", {"stage": "dhcp-discover"}) == 3
+    assert count("netboot_boot_events_total", {"stage": "dhcp-offer"}) == 1
+    assert count("netboot_boot_events_total", {"stage": "kernel"}) == 2
