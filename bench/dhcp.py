@@ -8,10 +8,12 @@ each server runs in turn in the server namespace with the same subnet, pool and 
 Two scenarios: `reservations` (perfdhcp -M with only reserved MACs: fixed addresses) and
 `pool` (random MACs from a large pool; our leases are durable: the ACK leaves after the
 SQLite commit holding it). For each server and scenario the offered rate doubles until an
-exchange loss above 0.1% (or perfdhcp falling short of the rate), then bisects. Prints the
-best passing rate of each in one table with our ratios against kea-dhcp4 (issue 7 targets:
-reservations >= 1.0x, pool >= 0.5x) and dnsmasq, and the load average at start and end: the
-machine is shared and perfdhcp itself needs a core, so rates move with the load. Each run also
+exchange loss above 0.1% (or perfdhcp falling short of the rate), then bisects. The servers
+take turns, `--rounds` times (the order rotating), because one search moves by +-25% from run
+to run on a shared machine whose perfdhcp itself needs a core. Prints each server's median best
+rate (and the range) in one table, our ratios against kea-dhcp4 (issue 7 targets:
+reservations >= 1.0x, pool >= 0.5x) and dnsmasq as the median of the rounds' ratios (each
+pairs searches run minutes apart), and the load average at start and end. Each run also
 prints the UDP receive-buffer overflows in the server's and perfdhcp's namespace: which side
 dropped. `--pin` gives perfdhcp the last CPU to itself and the servers the others (on two
 CPUs: one each), so the load generator and the server under test stop taking turns on a core.
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -236,6 +239,7 @@ def dnsmasq(lab: Lab, tmp: Path, reserved: list[tuple[str, str]]) -> Iterator[No
 
 
 SERVERS = {"ours": ours, "kea-dhcp4": kea, "dnsmasq": dnsmasq}
+SCENARIOS = ("reservations", "pool")
 
 
 def main() -> int:
@@ -245,8 +249,9 @@ def main() -> int:
     parser.add_argument("--pool-clients", type=int, default=30000)
     parser.add_argument("--start", type=int, default=500)
     parser.add_argument("--ceiling", type=int, default=64000)
-    parser.add_argument("--bisect", type=int, default=3)
+    parser.add_argument("--bisect", type=int, default=4)
     parser.add_argument("--servers", default="ours,kea-dhcp4,dnsmasq")
+    parser.add_argument("--rounds", type=int, default=3, help="searches per server and scenario, servers taking turns")
     parser.add_argument("--pin", action="store_true",
                         help="perfdhcp on the last CPU alone, each server (ours: this process) on the others")
     args = parser.parse_args()
@@ -265,7 +270,8 @@ def main() -> int:
         os.sched_setaffinity(0, set(cpus[:-1]))  # ours runs in this process
     pinned = f"  pinned: perfdhcp on cpu {cpus[-1]}, servers on the rest" if PIN["client"] else ""
     print(f"cpus: {os.cpu_count()}  load average at start: {started_load}{pinned}", flush=True)
-    results: dict[tuple[str, str], float] = {}
+    names = args.servers.split(",")
+    results: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in SCENARIOS}
     with tempfile.TemporaryDirectory(prefix="bench-dhcp-") as tmpdir:
         tmp = Path(tmpdir)
         macs = tmp / "reserved-macs.txt"
@@ -273,11 +279,12 @@ def main() -> int:
         lab = Lab(server_cidr=f"{SERVER}/16")
         try:
             ns = lab.add_host("perf", "02:00:00:00:00:fe", f"{RELAY}/16")
-            for name in args.servers.split(","):
-                for scenario in ("reservations", "pool"):
-                    run_dir = tmp / f"{name}-{scenario}"
+            for round_no in range(args.rounds):
+                turn = names[round_no % len(names):] + names[:round_no % len(names)]
+                for name, scenario in ((n, s) for s in SCENARIOS for n in turn):
+                    run_dir = tmp / f"{name}-{scenario}-{round_no}"
                     run_dir.mkdir()
-                    print(f"{name} / {scenario}", flush=True)
+                    print(f"round {round_no + 1}/{args.rounds}: {name} / {scenario}", flush=True)
                     with SERVERS[name](lab, run_dir, reserved):
                         clients = len(reserved) if scenario == "reservations" else args.pool_clients
                         mac_file = macs if scenario == "reservations" else None
@@ -286,36 +293,44 @@ def main() -> int:
                             return perfdhcp(lab, ns, rate, args.seconds, c, m)
 
                         best = search(measure, args.start, args.ceiling, args.bisect)
-                    results[(name, scenario)] = best.achieved if best else 0.0
+                    results[(name, scenario)].append(best.achieved if best else 0.0)
         finally:
             lab.close()
-    names = args.servers.split(",")
-    print(f"\nDORA/s at <= {MAX_LOSS:.1%} loss (perfdhcp, relayed, {args.seconds} s runs, same reservations and pool)")
+    print(f"\nDORA/s at <= {MAX_LOSS:.1%} loss (perfdhcp, relayed, {args.seconds} s runs, same reservations and pool;"
+          f" median of {args.rounds} rounds [lowest-highest])")
     print(f"load average at start: {started_load}  at end: {load()}  cpus: {os.cpu_count()}{pinned}")
-    header = f"{'server':<12} {'reservations':>14} {'pool':>10}"
+    header = f"{'server':<12} {'reservations':>22} {'pool':>22}"
     print(header)
     print("-" * len(header))
     for name in names:
-        print(f"{name:<12} {results[(name, 'reservations')]:>14.0f} {results[(name, 'pool')]:>10.0f}")
+        cells = [f"{statistics.median(r):.0f} [{min(r):.0f}-{max(r):.0f}]"
+                 for r in (results[(name, s)] for s in SCENARIOS)]
+        print(f"{name:<12} {cells[0]:>22} {cells[1]:>22}")
     if "ours" in names:
-        print()
-        print(f"{'ratio':<22} {'reservations':>14} {'pool':>10}")
-        missed = False
-        for peer in ("kea-dhcp4", "dnsmasq"):
-            if peer not in names:
-                continue
-            cells = []
-            for scenario in ("reservations", "pool"):
-                base = results[(peer, scenario)]
-                ratio = results[("ours", scenario)] / base if base else float("inf")
-                target = TARGETS.get(scenario) if peer == "kea-dhcp4" else None
-                missed = missed or (target is not None and ratio < target)
-                mark = "" if target is None else (f" (>={target})" if ratio >= target else f" (>={target}!)")
-                cells.append(f"{ratio:.2f}x{mark}")
-            print(f"{'ours / ' + peer:<22} {cells[0]:>14} {cells[1]:>10}")
-        if missed:
-            print("'!': issue 7 target not met in this run")
+        print_ratios(names, results)
     return 0
+
+
+def print_ratios(names: list[str], results: dict[tuple[str, str], list[float]]) -> None:
+    """Our ratio to each peer: the median of the rounds' ratios, then each round's."""
+    print()
+    print(f"{'ratio (median; rounds)':<22} {'reservations':>26} {'pool':>26}")
+    missed = False
+    for peer in ("kea-dhcp4", "dnsmasq"):
+        if peer not in names:
+            continue
+        cells = []
+        for scenario in SCENARIOS:
+            rounds = [o / p if p else float("inf") for o, p in zip(results[("ours", scenario)],
+                                                                    results[(peer, scenario)], strict=True)]
+            ratio = statistics.median(rounds)
+            target = TARGETS.get(scenario) if peer == "kea-dhcp4" else None
+            missed = missed or (target is not None and ratio < target)
+            mark = "" if target is None else (f" (>={target})" if ratio >= target else f" (>={target}!)")
+            cells.append(f"{ratio:.2f}x{mark}; {' '.join(f'{r:.2f}' for r in rounds)}")
+        print(f"{'ours / ' + peer:<22} {cells[0]:>26} {cells[1]:>26}")
+    if missed:
+        print("'!': issue 7 target not met (median of the rounds)")
 
 
 if __name__ == "__main__":
