@@ -383,6 +383,20 @@ class DashboardApp(_StoreView):
         return _respond(start_response, "404 Not Found", http_dashboard.render_missing(f"no page {path}"), html)
 
 
+class DroppedEvents(Collector):
+    """`netboot_boot_events_dropped_total`: boot events the results store let go because its
+    queue was full (the disk fell behind a storm); read from the store when scraped."""
+
+    def __init__(self, store: ResultsStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "netboot_boot_events_dropped", "Boot events not stored: the results store's queue was full",
+            value=self._store.dropped,
+        )
+
+
 def make_results_apps(
     *,
     holder: GenerationHolder,
@@ -396,6 +410,7 @@ def make_results_apps(
     """The apps by the path prefix they are mounted at (`extra` of `make_boot_app`)."""
     store = recorder.store
     registry.register(OutcomeCounter(store, boot_timeout, clock))
+    registry.register(DroppedEvents(store))
     return {
         "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock),
         "/api": ResultsApi(store, boot_timeout, clock),

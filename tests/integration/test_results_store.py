@@ -21,7 +21,7 @@ from reconciler.core.outcomes import Target
 from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
-from reconciler.servers.http_results import ReportApp, ResultsRecorder
+from reconciler.servers.http_results import ReportApp, ResultsRecorder, make_results_apps
 from tests.repo_builder import snapshot
 
 MAC = "52:54:00:aa:bb:01"
@@ -254,3 +254,16 @@ def test_the_recorder_counts_a_batch_by_stage_and_remembers_what_served_each_mac
     assert count("netboot_boot_events_total", {"stage": "dhcp-discover"}) == 3
     assert count("netboot_boot_events_total", {"stage": "dhcp-offer"}) == 1
     assert count("netboot_boot_events_total", {"stage": "kernel"}) == 2
+
+
+def test_events_the_store_let_go_are_counted_in_metrics(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=3600, batch_size=10_000, max_queue=10)
+    registry = CollectorRegistry()
+    make_results_apps(holder=GenerationHolder(), recorder=ResultsRecorder(store, registry), registry=registry,
+                      secret=b"k" * 32)
+    try:
+        assert registry.get_sample_value("netboot_boot_events_dropped_total") == 0
+        store.record_rows([(float(i), "tftp", "rev", None, None, "10.99.0.9", {}) for i in range(25)])
+        assert registry.get_sample_value("netboot_boot_events_dropped_total") == 15
+    finally:
+        store.close()
