@@ -226,8 +226,8 @@ def storm(port: int, n: int, big: str, small: str, probes: int) -> tuple[float, 
         time.sleep(0.05)
     total = 0
     for proc in downloads:
-        out, _ = proc.communicate()
-        total += int(out)
+        size, _ = proc.communicate()
+        total += int(size)
     elapsed = time.monotonic() - start
     return total / elapsed, ttfb
 

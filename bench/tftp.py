@@ -340,6 +340,12 @@ def main() -> None:
         sides = [Side(peer.process.pid, functools.partial(one, peer.port)) for peer in peers]
         row(label, target, compare(runs, sides))
 
+    def fetch_file(port: int, *, name: str, windowsize: int, want: bytes) -> float:
+        return fetch_once(port, name, out / "f", windowsize, want)
+
+    def run_storm(port: int, *, windowsize: int, clients_on: set[int] | None = None) -> float:
+        return storm(port, "ipxe.efi", out, args.storm, windowsize, files["ipxe.efi"], clients_on)
+
     pids = [peer.process.pid for peer in peers]
     every_cpu = set(os.sched_getaffinity(0))
     if len(every_cpu) >= 2:
@@ -351,19 +357,18 @@ def main() -> None:
             for windowsize in (1, 4, 16):
                 want = files[name]
                 case(args.runs, f"{name} ({len(want) // 1024} KiB) ws {windowsize}", TARGETS.get(windowsize),
-                     lambda port, n=name, w=windowsize, data=want: fetch_once(port, n, out / "f", w, data))
-        want = files["ipxe.efi"]
+                     functools.partial(fetch_file, name=name, windowsize=windowsize, want=want))
         pin_servers(pids, every_cpu)
         for windowsize in STORM_WINDOWS:
             case(args.storm_runs, f"storm {args.storm}x ipxe.efi ws {windowsize}", 1.0,
-                 lambda port, w=windowsize: storm(port, "ipxe.efi", out, args.storm, w, want))
+                 functools.partial(run_storm, windowsize=windowsize))
         if len(every_cpu) >= 2:
             # Clients apart from the servers, as on a real network: no client shares a CPU (and
             # its caches) with the server process that answers it.
             pin_servers(pids, every_cpu - {client_cpu})
             for windowsize in STORM_WINDOWS:
                 case(args.storm_runs, f"storm {args.storm}x ws {windowsize} apart", 1.0,
-                     lambda port, w=windowsize: storm(port, "ipxe.efi", out, args.storm, w, want, {client_cpu}))
+                     functools.partial(run_storm, windowsize=windowsize, clients_on={client_cpu}))
         ours.stdin.write("stats\n")
         ours.stdin.flush()
         stats = json.loads(ours.stdout.readline())

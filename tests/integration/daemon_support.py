@@ -150,6 +150,12 @@ class DaemonProcess:
         code, body = http_get(self.url + "/status", timeout=2)
         return json.loads(body) if code == 200 else None
 
+    def status_doc(self) -> dict[str, Any]:
+        """The /status document; fails the test when /status does not answer 200."""
+        status = self.status()
+        assert status is not None, "/status did not answer 200"
+        return status
+
     def served_revision(self) -> str | None:
         status = self.status()
         return None if status is None else status.get("last_applied_revision")

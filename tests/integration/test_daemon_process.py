@@ -67,7 +67,7 @@ def test_push_with_webhook_is_served_and_bad_signatures_are_refused(
     assert http_post(daemon.url + "/hooks/git", body, {"X-Hub-Signature": sha1})[0] == 401  # no SHA-1 fallback
     assert http_post(daemon.url + "/hooks/git", body, {"X-Gitlab-Token": "nope"})[0] == 401
     assert old in daemon.ipxe()
-    assert daemon.status()["desired_revision"] == old  # nothing was triggered
+    assert daemon.status_doc()["desired_revision"] == old  # nothing was triggered
 
     assert http_post(daemon.url + "/hooks/git", body, github_headers(body))[0] == 202
     daemon.wait_served(new)
@@ -150,7 +150,7 @@ def test_local_repo_commit_is_served_by_inotify(tmp_path: Path) -> None:
         new = tree.commit("add node-9")
         daemon.wait_served(new)
         wait_for(lambda: (s := daemon.status()) and s["reconciles"][0]["revision"] == new, "the recorded reconcile")
-        assert daemon.status()["reconciles"][0]["trigger"] == "inotify"
+        assert daemon.status_doc()["reconciles"][0]["trigger"] == "inotify"
     finally:
         assert daemon.stop() == 0
 

@@ -50,6 +50,7 @@ def run_step(s: dict[str, Any], cwd: Path, tmp: Path, env: dict[str, str]) -> su
 def test_triggers_and_permissions() -> None:
     doc = workflow()
     on = doc.get("on", doc.get(True))  # PyYAML reads the bare key `on` as a boolean
+    assert on is not None
     assert "nodes/**" in on["pull_request"]["paths"] and "cloud-init/**" in on["pull_request"]["paths"]
     assert doc["permissions"] == {"contents": "read", "pull-requests": "write"}
     checkout = workflow()["jobs"]["diff"]["steps"][0]

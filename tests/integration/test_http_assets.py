@@ -48,7 +48,7 @@ class Assets:
     def raw(self, request: bytes) -> bytes:
         with socket.create_connection((self.host, self.port), timeout=10) as sock:
             sock.sendall(request)
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 data = sock.recv(65536)
                 if not data:

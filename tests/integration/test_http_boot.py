@@ -404,7 +404,7 @@ def test_huge_header_block_is_refused(served: Served) -> None:
 
 
 def _read_until_closed(sock: socket.socket) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         data = sock.recv(65536)
         if not data:

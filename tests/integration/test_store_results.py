@@ -5,11 +5,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from reconciler.adapters import store as store_module
+from reconciler.adapters import sqlrows
 from reconciler.adapters.store import SCHEMA_VERSION, ReconcileRecord, ResultsStore, connect
 from reconciler.core.model import BootEvent
 
@@ -95,13 +94,13 @@ def test_record_wakes_the_writer_once_per_batch_and_serialises_nothing(tmp_path:
 
     monkeypatch.setattr(store._wake, "set", counting_set)
     dumps: list[str] = []
-    real_dumps = store_module.json.dumps
+    real_json_text = sqlrows.json_text
 
-    def counting_dumps(*args: Any, **kwargs: Any) -> str:
+    def counting_json_text(value: object) -> str:
         dumps.append(threading.current_thread().name)
-        return real_dumps(*args, **kwargs)
+        return real_json_text(value)
 
-    monkeypatch.setattr(store_module.json, "dumps", counting_dumps)
+    monkeypatch.setattr(sqlrows, "json_text", counting_json_text)
     try:
         with store._lock:  # a stalled disk: the writer, once woken, waits in its insert
             for i in range(2000):
@@ -109,6 +108,7 @@ def test_record_wakes_the_writer_once_per_batch_and_serialises_nothing(tmp_path:
             assert len(sets) <= 1, f"{len(sets)} wake-ups for 2000 events"
             assert "MainThread" not in dumps
         assert store.flush(10.0)
+        assert len(dumps) == 2000 and set(dumps) == {"results-writer"}  # each row's JSON, on the writer
         events = store.boot_events(revision="rev1", limit=10_000)
         assert [e.detail["i"] for e in events] == list(range(2000))
     finally:

@@ -19,6 +19,11 @@ A, B, C, D = (IPv4Address(f"10.99.0.{n}") for n in (100, 101, 102, 103))
 MAC1, MAC2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
 
 
+
+def _wait(gate: threading.Event) -> None:
+    """Hold the lease writer (in its callback) until `gate` is set."""
+    gate.wait()
+
 def _apply_all(store: LeaseStore, changes: list[LeaseChange]) -> None:
     for change in changes:
         store.apply(change)
@@ -63,7 +68,7 @@ def test_a_mac_moved_twice_in_one_batch_holds_only_its_last_address(tmp_path: Pa
     _apply_all(store, [LeaseChange("bind", A, MAC1, 1000.0)])
     # Hold the writer so the next three changes are committed as one batch.
     gate = threading.Event()
-    store.apply(LeaseChange("bind", D, MAC2, 1000.0), on_durable=gate.wait)
+    store.apply(LeaseChange("bind", D, MAC2, 1000.0), on_durable=lambda: _wait(gate))
     for ip in (B, C, A):
         store.apply(LeaseChange("bind", ip, MAC1, 1500.0))
     gate.set()
@@ -95,7 +100,8 @@ def test_a_large_batch_is_committed_whole(tmp_path: Path) -> None:
 def _one_batch(store: LeaseStore, changes: list[LeaseChange]) -> None:
     """Apply `changes` so that the writer commits them in one transaction."""
     gate = threading.Event()
-    store.apply(LeaseChange("bind", IPv4Address("10.99.0.250"), "52:54:00:00:00:ff", 1.0), on_durable=gate.wait)
+    hold = LeaseChange("bind", IPv4Address("10.99.0.250"), "52:54:00:00:00:ff", 1.0)
+    store.apply(hold, on_durable=lambda: _wait(gate))
     for change in changes:
         store.apply(change)
     gate.set()
