@@ -251,7 +251,8 @@ class DhcpServer:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.leases.flush(max(0.1, deadline - time.monotonic()))
-        self._hand_over_events()  # the packet thread has ended (or hangs: then its rows are lost)
+        if not any(thread.is_alive() for thread in self._threads):
+            self._hand_over_events()  # the packet thread's last round (its list: only it or we touch it)
         self._send_durable_after_stop()
         self._close_sockets()
         self._wake_r.close()
