@@ -11,9 +11,9 @@ SQLite commit holding it). For each server and scenario the offered rate doubles
 exchange loss above 0.1% (or perfdhcp falling short of the rate), then bisects. The servers
 take turns, `--rounds` times (the order rotating), because one search moves by +-25% from run
 to run on a shared machine whose perfdhcp itself needs a core. Prints each server's median best
-rate (the offered rate that held; the range) in one table, our ratios against kea-dhcp4 (issue 7 targets:
-reservations >= 1.0x, pool >= 0.5x) and dnsmasq as the median of the rounds' ratios (each
-pairs searches run minutes apart), and the load average at start and end. Each run also
+rate (the offered rate that held; the range) in one table, our ratios against kea-dhcp4
+(issue 7 targets: reservations >= 1.0x, pool >= 0.5x) and dnsmasq as the median of the
+rounds' ratios (each pairs searches run minutes apart), and the load average at start and end. Each run also
 prints the UDP receive-buffer overflows in the server's and perfdhcp's namespace: which side
 dropped. `--pin` gives perfdhcp the last CPU to itself and the servers the others (on two
 CPUs: one each), so the load generator and the server under test stop taking turns on a core.

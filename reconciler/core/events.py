@@ -3,8 +3,8 @@
 Two ways in: `record(event)` for one `BootEvent` (HTTP requests, TFTP transfers), and
 `record_rows(rows)` for a batch of `EventRow`s, the event's fields as a plain tuple. A packet
 path that sees thousands of events a second (DHCP) hands them over in batches as rows: no
-object built per packet, no thread of its own to build them (a background thread here held
-the GIL while the packet thread waited for it: bench/dhcp.py's receive delays).
+object built per packet, no thread of its own to build them (one that did held the GIL while
+the packet thread waited for it: see `servers.dhcp`).
 """
 
 from __future__ import annotations
