@@ -82,11 +82,14 @@ class ResultsRecorder:
             if stage in outcomes.SERVING_STAGES:
                 self._note_serving(event_of(row))
         for stage, count in counts.items():
-            counter = self._by_stage.get(stage)
-            if counter is None:
-                counter = self._by_stage[stage] = self.events_total.labels(stage=stage)
-            counter.inc(count)
+            self._counter(stage).inc(count)
         self.store.record_rows(rows)
+
+    def _counter(self, stage: str) -> Any:
+        counter = self._by_stage.get(stage)
+        if counter is None:
+            counter = self._by_stage[stage] = self.events_total.labels(stage=stage)
+        return counter
 
     def _note_serving(self, event: BootEvent) -> None:
         if (
@@ -99,7 +102,7 @@ class ResultsRecorder:
                 self._serving[event.mac] = event.revision
 
     def record_durable(self, event: BootEvent, install: tuple[str, str, int] | None = None) -> None:
-        self.events_total.labels(stage=event.stage).inc()
+        self._counter(event.stage).inc()
         self.store.record_durable(event, install)
 
     def serving_revision(self, mac: str) -> str | None:
