@@ -171,11 +171,13 @@ def test_dhcpcd_gets_its_reserved_address(served: Served) -> None:
     conf = served.tmp / "dhcpcd.conf"
     conf.write_text("noipv6rs\nnoarp\n")
     # dhcpcd keeps leases and its control socket in /var/lib/dhcpcd and /run/dhcpcd: give this
-    # run private tmpfs copies (`ip netns exec` runs in a mount namespace of its own).
-    run = (f"mount -t tmpfs tmpfs /var/lib/dhcpcd && mount -t tmpfs tmpfs /run/dhcpcd && "
+    # run private tmpfs copies (`ip netns exec` runs in a mount namespace of its own). /run is
+    # emptied at boot, so a fresh machine has no /run/dhcpcd to mount over until one is made.
+    run = (f"mkdir -p /var/lib/dhcpcd /run/dhcpcd && "
+           f"mount -t tmpfs tmpfs /var/lib/dhcpcd && mount -t tmpfs tmpfs /run/dhcpcd && "
            f"exec {dhcpcd} -4 -1 -B -t 20 -f {conf} -c {prog} eth0")
-    served.lab.run(ns, "sh", "-c", run, timeout=30)
-    assert out.exists(), "dhcpcd got no lease"
+    done = served.lab.run(ns, "sh", "-c", run, timeout=30)
+    assert out.exists(), f"dhcpcd got no lease (exit {done.returncode}): {done.stderr or done.stdout}"
     env = read_env(out)
     assert env["new_ip_address"] == "10.99.0.25"
     assert env["new_host_name"] == "dhcpcd-node"
