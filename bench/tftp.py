@@ -88,11 +88,14 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def atftp_args(port: int, name: str, out: Path, windowsize: int) -> list[str]:
+Server = tuple[str, int]  # where a server under test listens: loopback address, UDP port
+
+
+def atftp_args(server: Server, name: str, out: Path, windowsize: int) -> list[str]:
     args = ["atftp", "-g", "-r", name, "-l", str(out), "--option", "blksize 1468"]
     if windowsize > 1:
         args += ["--option", f"windowsize {windowsize}"]
-    return [*args, "127.0.0.1", str(port)]
+    return [*args, server[0], str(server[1])]
 
 
 # Single transfers: the client on the last CPU, both servers on the others (set in main), so a
@@ -117,6 +120,32 @@ def fetch_atftpd(work: Path) -> str | None:
     return str(binary) if binary.exists() else None
 
 
+def start_dnsmasq(root: Path) -> Peer | None:
+    """dnsmasq's TFTP server (one process, one poll loop: the design class ours belongs to) on a
+    loopback address of its own, since it serves TFTP on port 69 only; None, saying why, when it
+    cannot run here (not root, no free address, not installed)."""
+    binary = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
+    if binary is None or os.geteuid() != 0:
+        print("dnsmasq not measured: " + ("not installed (dnsmasq-base)" if binary is None else "port 69 needs root"))
+        return None
+    for host in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, 69))
+            except OSError:
+                continue
+        process = subprocess.Popen(
+            [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--port=0",
+             "--bind-interfaces", f"--listen-address={host}", "--enable-tftp", f"--tftp-root={root}",
+             "--tftp-max=1024", "--quiet-tftp", "--log-facility=/dev/null"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return Peer("dnsmasq", (host, 69), process)
+    print("dnsmasq not measured: port 69 is taken on 127.0.0.2-4")
+    return None
+
+
 def pin_servers(pids: list[int], cpus: set[int]) -> None:
     """Every thread of each process (a pid alone names only the main thread); tftpd-hpa's
     children inherit it when forked."""
@@ -125,17 +154,17 @@ def pin_servers(pids: list[int], cpus: set[int]) -> None:
             os.sched_setaffinity(int(task), cpus)
 
 
-def fetch_once(port: int, name: str, out: Path, windowsize: int, want: bytes) -> float:
+def fetch_once(server: Server, name: str, out: Path, windowsize: int, want: bytes) -> float:
     start = time.perf_counter()
-    subprocess.run([*CLIENT_PIN, *atftp_args(port, name, out, windowsize)], check=True, capture_output=True,
+    subprocess.run([*CLIENT_PIN, *atftp_args(server, name, out, windowsize)], check=True, capture_output=True,
                    timeout=300)
     elapsed = time.perf_counter() - start
     if out.read_bytes() != want:
-        sys.exit(f"{name} arrived corrupted from port {port}")
+        sys.exit(f"{name} arrived corrupted from {server[0]}:{server[1]}")
     return elapsed
 
 
-def storm(port: int, name: str, outdir: Path, count: int, windowsize: int, want: bytes,
+def storm(server: Server, name: str, outdir: Path, count: int, windowsize: int, want: bytes,
           clients_on: set[int] | None = None) -> float:
     """`count` concurrent transfers; `clients_on`: the CPUs the atftp processes run on (None: any)."""
     every = os.sched_getaffinity(0)
@@ -144,7 +173,7 @@ def storm(port: int, name: str, outdir: Path, count: int, windowsize: int, want:
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            atftp_args(port, name, outdir / f"{i}", windowsize),
+            atftp_args(server, name, outdir / f"{i}", windowsize),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -155,7 +184,7 @@ def storm(port: int, name: str, outdir: Path, count: int, windowsize: int, want:
     os.sched_setaffinity(0, every)
     good = sum(1 for i, code in enumerate(codes) if code == 0 and (outdir / f"{i}").read_bytes() == want)
     if good != count:
-        print(f"  warning: {count - good} of {count} storm transfers failed on port {port}")
+        print(f"  warning: {count - good} of {count} storm transfers failed on {server[0]}:{server[1]}")
     for i in range(count):
         (outdir / f"{i}").unlink(missing_ok=True)
     return elapsed
@@ -171,10 +200,10 @@ def machine_busy() -> float:
 
 @dataclass
 class Peer:
-    """A server under test: its name, UDP port and process."""
+    """A server under test: its name, where it listens and its process."""
 
     name: str
-    port: int
+    server: Server
     process: subprocess.Popen[Any]
 
 
@@ -245,11 +274,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="repetitions per single transfer (median)")
     parser.add_argument("--storm", type=int, default=200, help="concurrent transfers in the storm")
     parser.add_argument("--storm-runs", type=int, default=3, help="repetitions per storm (median)")
+    parser.add_argument("--cases", default="single,storm,apart",
+                        help="comma-separated: single (transfers), storm (sharing CPUs), apart (storms)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
         return
+    cases = set(args.cases.split(","))
+    if not cases or cases - {"single", "storm", "apart"}:
+        parser.error(f"--cases: unknown {sorted(cases - {'single', 'storm', 'apart'})}; single, storm or apart")
     need("atftp", "atftp")
     tftpd = need("in.tftpd", "tftpd-hpa")
     ipxe = Path("/usr/lib/ipxe/ipxe.efi")
@@ -272,7 +306,7 @@ def main() -> None:
     user = ["-u", "tftp"] if os.geteuid() == 0 else []
     hpa_port = free_udp_port()
     peers: list[Peer] = [
-        Peer("tftpd-hpa", hpa_port, subprocess.Popen(
+        Peer("tftpd-hpa", ("127.0.0.1", hpa_port), subprocess.Popen(
             [tftpd, "-L", "-s", str(root), "-a", f"127.0.0.1:{hpa_port}", *user],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -282,12 +316,15 @@ def main() -> None:
     if atftpd is not None:
         atftpd_port = free_udp_port()
         as_nobody = ["--user", "nobody", "--group", "nogroup"] if os.geteuid() == 0 else []
-        peers.append(Peer("atftpd", atftpd_port, subprocess.Popen(
+        peers.append(Peer("atftpd", ("127.0.0.1", atftpd_port), subprocess.Popen(
             [atftpd, "--daemon", "--no-fork", "--bind-address", "127.0.0.1", "--port", str(atftpd_port),
              "--maxthread", "1024", "--logfile", "/dev/null", *as_nobody, str(root)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )))
+    dnsmasq = start_dnsmasq(root)
+    if dnsmasq is not None:
+        peers.append(dnsmasq)
     ours = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(root)],
         stdin=subprocess.PIPE,
@@ -295,7 +332,7 @@ def main() -> None:
         text=True,
     )
     assert ours.stdin is not None and ours.stdout is not None
-    peers.append(Peer("ours", int(ours.stdout.readline()), ours))
+    peers.append(Peer("ours", ("127.0.0.1", int(ours.stdout.readline())), ours))
     time.sleep(0.3)  # let the others bind
     for peer in peers:
         if peer.process.poll() is not None:
@@ -305,7 +342,8 @@ def main() -> None:
     started_load = load()
     print(f"TFTP benchmark: netboot-reconcile vs {' and '.join(p.name for p in others)}.")
     print("Client: atftp 0.8 (real, RFC 7440 windowsize), blksize 1468, loopback.")
-    print("tftpd-hpa ignores windowsize (no RFC 7440), so it runs lockstep in every row; atftpd windows.")
+    print("tftpd-hpa and dnsmasq ignore windowsize (no RFC 7440), so they run lockstep in every row;")
+    print("atftpd windows. dnsmasq listens on port 69 of a loopback address of its own.")
     print(f"Each server in its own process. Median of {args.runs} single transfers, {args.storm_runs} storms,")
     print("the servers taking turns run by run (rotating which goes first). Single transfers: client")
     print("on the last CPU, servers on the others; storms: every process on every CPU.")
@@ -336,15 +374,15 @@ def main() -> None:
             flush=True,
         )
 
-    def case(runs: int, label: str, target: float | None, one: Callable[[int], float]) -> None:
-        sides = [Side(peer.process.pid, functools.partial(one, peer.port)) for peer in peers]
+    def case(runs: int, label: str, target: float | None, one: Callable[[Server], float]) -> None:
+        sides = [Side(peer.process.pid, functools.partial(one, peer.server)) for peer in peers]
         row(label, target, compare(runs, sides))
 
-    def fetch_file(port: int, *, name: str, windowsize: int, want: bytes) -> float:
-        return fetch_once(port, name, out / "f", windowsize, want)
+    def fetch_file(server: Server, *, name: str, windowsize: int, want: bytes) -> float:
+        return fetch_once(server, name, out / "f", windowsize, want)
 
-    def run_storm(port: int, *, windowsize: int, clients_on: set[int] | None = None) -> float:
-        return storm(port, "ipxe.efi", out, args.storm, windowsize, files["ipxe.efi"], clients_on)
+    def run_storm(server: Server, *, windowsize: int, clients_on: set[int] | None = None) -> float:
+        return storm(server, "ipxe.efi", out, args.storm, windowsize, files["ipxe.efi"], clients_on)
 
     pids = [peer.process.pid for peer in peers]
     every_cpu = set(os.sched_getaffinity(0))
@@ -353,16 +391,16 @@ def main() -> None:
         CLIENT_PIN[:] = ["taskset", "-c", str(client_cpu)]
         pin_servers(pids, every_cpu - {client_cpu})
     try:
-        for name in ("vmlinuz", "ipxe.efi"):
+        for name in ("vmlinuz", "ipxe.efi") if "single" in cases else ():
             for windowsize in (1, 4, 16):
                 want = files[name]
                 case(args.runs, f"{name} ({len(want) // 1024} KiB) ws {windowsize}", TARGETS.get(windowsize),
                      functools.partial(fetch_file, name=name, windowsize=windowsize, want=want))
         pin_servers(pids, every_cpu)
-        for windowsize in STORM_WINDOWS:
+        for windowsize in STORM_WINDOWS if "storm" in cases else ():
             case(args.storm_runs, f"storm {args.storm}x ipxe.efi ws {windowsize}", 1.0,
                  functools.partial(run_storm, windowsize=windowsize))
-        if len(every_cpu) >= 2:
+        if len(every_cpu) >= 2 and "apart" in cases:
             # Clients apart from the servers, as on a real network: no client shares a CPU (and
             # its caches) with the server process that answers it.
             pin_servers(pids, every_cpu - {client_cpu})

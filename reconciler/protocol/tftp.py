@@ -448,7 +448,9 @@ class ReadTransfer:
 
     The DATA datagrams of the window in flight are kept whole (header and payload) for
     retransmission, and the source is read `READ_AHEAD` bytes at a time: per ACK the hot path
-    builds only the datagrams of the blocks it newly sends.
+    builds only the datagrams of the blocks it newly sends. `prepare()` builds those ahead, while
+    the caller waits for the client anyway, so the ACK that closes a window is answered with
+    datagrams already made.
     """
 
     def __init__(
@@ -468,6 +470,7 @@ class ReadTransfer:
         self._retries = 0
         self._finished: Finished | None = None
         self._sent: list[bytes] = []  # DATA datagrams of blocks _base .. _next-1
+        self._ahead: list[bytes] = []  # DATA datagrams built ahead: blocks _next .. _next+len-1
         self._chunk = memoryview(b"")  # read-ahead bytes, from block _chunk_block on
         self._chunk_block = 1
         self._chunk_end = 1  # first block not in the chunk
@@ -499,20 +502,44 @@ class ReadTransfer:
         else:
             self._chunk_end = block + full
 
-    def _window(self) -> Step:
-        """Send blocks from `_base` up to a full window or the last block."""
-        sent = self._sent
-        block = self._next
-        end = self._base + self.windowsize
+    def _build(self, block: int, end: int, into: list[bytes]) -> int:
+        """Append the DATA datagrams of blocks `block` .. `end`-1 (or up to the last block) to
+        `into`; returns the first block not built."""
         blksize = self.blksize
         while block < end and (self._last is None or block <= self._last):
             if block >= self._chunk_end:
                 self._read(block)  # sets _last when the file ends: block <= _last still holds
             start = (block - self._chunk_block) * blksize
-            sent.append(_HEADER.pack(DATA, block & 0xFFFF) + self._chunk[start : start + blksize])
+            into.append(_HEADER.pack(DATA, block & 0xFFFF) + self._chunk[start : start + blksize])
             block += 1
-        self._next = block
+        return block
+
+    def _window(self) -> Step:
+        """Send blocks from `_base` up to a full window or the last block."""
+        sent = self._sent
+        block = self._next
+        end = self._base + self.windowsize
+        ahead = self._ahead
+        if ahead:
+            take = min(len(ahead), end - block)
+            sent += ahead[:take]
+            del ahead[:take]
+            block += take
+        self._next = self._build(block, end, sent)
         return Step(tuple(sent))
+
+    def prepare(self) -> tuple[bytes, ...]:
+        """Build the datagrams that an ACK of every block sent so far will call for, so that the
+        ACK is answered without building them (pure speed: what is sent does not change). The
+        caller does this while it waits for the client. Returns what was built, () when nothing
+        is to be (a window already built ahead, the transfer's end reached, or no DATA yet)."""
+        if self._finished is not None or self._awaiting_oack_ack or self._ahead:
+            return ()
+        block = self._next
+        if self._last is not None and block > self._last:
+            return ()
+        self._build(block, block + self.windowsize, self._ahead)
+        return tuple(self._ahead)
 
     def start(self) -> Step:
         if self._awaiting_oack_ack and self._oack is not None:
@@ -522,6 +549,7 @@ class ReadTransfer:
     def _finish(self, finished: Finished, datagrams: tuple[bytes, ...] = ()) -> Step:
         self._finished = finished
         self._sent.clear()
+        self._ahead.clear()
         self._chunk = memoryview(b"")
         return Step(datagrams, finished)
 

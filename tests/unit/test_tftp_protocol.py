@@ -229,11 +229,15 @@ class Client:
     windowsize: int = 1
     lose_to_client: Callable[[int], bool] = lambda n: False  # n counts server datagrams from 1
     lose_to_server: Callable[[int], bool] = lambda n: False  # n counts client ACKs from 1
+    # Before the machine's k-th input (ACK, ERROR or timeout; k from 1): call prepare() first?
+    prepare_before: Callable[[int], bool] = lambda k: False
     received: bytearray = field(default_factory=bytearray)
+    wire: list[bytes] = field(default_factory=list)  # every datagram the server emitted, in order
     data_sent: int = 0  # DATA datagrams the server emitted
     timeouts: int = 0
     _server_count: int = 0
     _client_count: int = 0
+    _inputs: int = 0
     _expected: int = 1
     _in_window: int = 0
     _done: bool = False
@@ -242,8 +246,14 @@ class Client:
         self._client_count += 1
         if self.lose_to_server(self._client_count):
             return []
+        self._input()
         step = self.machine.receive(packet)
         return list(step.datagrams)
+
+    def _input(self) -> None:
+        self._inputs += 1
+        if self.prepare_before(self._inputs):
+            self.machine.prepare()
 
     def run(self, max_timeouts: int = 10_000) -> p.Finished:
         pending = list(self.machine.start().datagrams)
@@ -251,10 +261,12 @@ class Client:
             if not pending:
                 self.timeouts += 1
                 assert self.timeouts <= max_timeouts
+                self._input()
                 pending = list(self.machine.timeout().datagrams)
                 continue
             replies: list[bytes] = []
             for datagram in pending:
+                self.wire.append(datagram)
                 self._server_count += 1
                 packet = p.parse_packet(datagram)
                 if isinstance(packet, p.DataPacket):
@@ -428,6 +440,68 @@ def test_lossy_links_still_deliver_the_exact_file(windowsize: str, every: int) -
     )
     assert finished.ok
     assert bytes(sim.received) == data
+
+
+def test_a_window_built_ahead_is_what_the_closing_ack_gets() -> None:
+    data = bytes(range(256)) * 40  # 20 blocks of 512
+    machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(rrq(windowsize="4"), len(data)))
+    assert machine.prepare() == ()  # the OACK is not acknowledged yet: nothing to build
+    machine.start()
+    first = machine.receive(p.AckPacket(0)).datagrams
+    built = machine.prepare()
+    assert [p.parse_packet(d) for d in built] == [p.DataPacket(n, data[(n - 1) * 512 : n * 512]) for n in (5, 6, 7, 8)]
+    assert machine.prepare() == ()  # once per window
+    step = machine.receive(p.AckPacket(4))
+    assert all(a is b for a, b in zip(step.datagrams, built, strict=True))  # sent as built, not built again
+    assert [p.parse_packet(d).block for d in first] == [1, 2, 3, 4]  # type: ignore[union-attr]
+    # Blocks 5-8 are out, 9-12 built ahead. The client lost 7: its ACK of 6 gets 7-10, with 9
+    # and 10 as built; 11 and 12 wait for the next window.
+    built = machine.prepare()
+    step = machine.receive(p.AckPacket(6))
+    assert [p.parse_packet(d).block for d in step.datagrams] == [7, 8, 9, 10]  # type: ignore[union-attr]
+    assert step.datagrams[2] is built[0] and step.datagrams[3] is built[1]
+    step = machine.receive(p.AckPacket(10))
+    assert [p.parse_packet(d).block for d in step.datagrams] == [11, 12, 13, 14]  # type: ignore[union-attr]
+    assert step.datagrams[0] is built[2] and step.datagrams[1] is built[3]
+
+
+def test_nothing_is_built_ahead_past_the_last_block() -> None:
+    machine = p.ReadTransfer(p.BytesSource(bytes(600)), p.negotiate(rrq(windowsize="4"), 600))
+    machine.start()  # the OACK
+    assert len(machine.receive(p.AckPacket(0)).datagrams) == 2  # blocks 1 and 2 (88 bytes): the whole file
+    assert machine.prepare() == ()
+    assert machine.receive(p.AckPacket(2)).finished == p.Finished(True, 600)
+    assert machine.prepare() == ()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(0, 6000),
+    blksize=st.sampled_from(["8", "512", "1468"]),
+    windowsize=st.integers(1, 8),
+    lost=st.frozensets(st.integers(1, 400), max_size=40),
+    lost_acks=st.frozensets(st.integers(1, 200), max_size=20),
+    prepared=st.frozensets(st.integers(1, 600)),
+)
+def test_building_ahead_never_changes_what_is_sent(
+    size: int, blksize: str, windowsize: int, lost: frozenset[int], lost_acks: frozenset[int],
+    prepared: frozenset[int],
+) -> None:
+    """Whenever prepare() is called (between any two inputs), every datagram on the wire and the
+    outcome are exactly those of a machine that never builds ahead, over a lossy link."""
+    data = bytes((i * 31 + i // 7) % 256 for i in range(size))
+    request = rrq(blksize=blksize, windowsize=str(windowsize))
+    runs = []
+    for prepare_before in (frozenset[int](), prepared):
+        machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(request, size), max_retries=10_000)
+        sim = Client(
+            machine, windowsize=windowsize, lose_to_client=lost.__contains__, lose_to_server=lost_acks.__contains__,
+            prepare_before=prepare_before.__contains__,
+        )
+        runs.append((sim.run(), sim.wire, bytes(sim.received)))
+    assert runs[0] == runs[1]
+    assert runs[1][0].ok
+    assert runs[1][2] == data
 
 
 def test_block_numbers_roll_over_past_65535() -> None:
