@@ -1,4 +1,4 @@
-"""Benchmark: reconciler.servers.tftp against tftpd-hpa and atftpd, same files, same client, same conditions.
+"""Benchmark: reconciler.servers.tftp against tftpd-hpa, atftpd and dnsmasq: same files, client and conditions.
 
 Run on purpose (`.venv/bin/python bench/tftp.py`), not in the test suite. It serves a 14 MB
 kernel-sized file and Debian's `ipxe.efi` from one temporary root with every server on
@@ -28,7 +28,11 @@ transfer vs. tftpd-hpa's lockstep, which is what a firmware asking for a window 
 atftpd 0.8 (a thread per transfer in one process; it does speak windowsize) conflicts with
 tftpd-hpa in Debian, so when it is not installed the bench unpacks Debian's package into its
 temporary directory (`apt-get download atftpd`, `dpkg -x`) and runs the binary from there; where
-that fails it says why and measures tftpd-hpa alone.
+that fails it says why and leaves it out. dnsmasq's TFTP server is one process with one poll
+loop, the design issue 6 asks of ours (no thread or process per transfer), written in C: it shows
+what that design reaches where a process per transfer gains from sharing a CPU with its client.
+It serves port 69 only, so it runs (as root) on a loopback address of its own, and like
+tftpd-hpa it does not speak windowsize.
 """
 
 from __future__ import annotations
