@@ -102,7 +102,7 @@ def atftp_args(server: Server, name: str, out: Path, windowsize: int) -> list[st
     return [*args, server[0], str(server[1])]
 
 
-# Single transfers: the client on the last CPU, both servers on the others (set in main), so a
+# Single transfers: the client on the last CPU, every server on the others (set in main), so a
 # run is never sped up by client and server happening to share a CPU (a lockstep round trip
 # there took a fifth of the time, for whichever server got lucky). Storms run unpinned.
 CLIENT_PIN: list[str] = []
@@ -286,8 +286,9 @@ def main() -> None:
         serve(args.serve)
         return
     cases = set(args.cases.split(","))
-    if not cases or cases - {"single", "storm", "apart"}:
-        parser.error(f"--cases: unknown {sorted(cases - {'single', 'storm', 'apart'})}; single, storm or apart")
+    unknown = cases - {"single", "storm", "apart"}
+    if unknown:
+        parser.error(f"--cases: unknown {sorted(unknown)}; say single, storm or apart")
     need("atftp", "atftp")
     tftpd = need("in.tftpd", "tftpd-hpa")
     ipxe = Path("/usr/lib/ipxe/ipxe.efi")
