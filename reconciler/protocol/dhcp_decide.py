@@ -5,7 +5,8 @@ Called by `servers.dhcp` once per received datagram. `plan_dhcp(state)` turns a 
 and URLs) ONCE per generation; the server caches the plan by revision. `decide(...)` is pure
 apart from reading the `LeaseView` it is given: it returns a `Decision` with the reply (or
 none), where to send it (RFC 2131 §4.1), the lease change the server must apply (and make
-durable before sending an ACK), and the boot-event facts to record.
+durable before sending an ACK), and the boot-event facts to record (none for lease upkeep:
+a renewal is not a boot, see `is_upkeep`).
 
 The boot decision follows CONTRACT §4 (`choose_boot`): iPXE (user class `iPXE` or option 175)
 always gets the `boot.ipxe` URL, never a binary, so a chainload loop cannot happen; UEFI HTTP
@@ -618,11 +619,21 @@ def _offer_or_ack(
         reply,
         _route(message, ip),
         change,
-        "dhcp-offer" if mtype == d.OFFER else "dhcp-ack",
+        "dhcp-offer" if mtype == d.OFFER else None if is_upkeep(message) else "dhcp-ack",
         reservation.node if reservation else None,
         detail,
         block=answer.block,
     )
+
+
+def is_upkeep(message: d.DhcpMessage) -> bool:
+    """A client that already holds its address (RFC 2131 §4.3.2: ciaddr is set only when BOUND,
+    RENEWING or REBINDING, and in an INFORM) keeps its lease: it is not booting. Its ACK records
+    no boot event; the lease store has the renewal. Every machine renews every T1 (half its
+    lease) for as long as it runs, so as events they would grow without a bound and bury the
+    boots. Netboot firmware, iPXE and an initramfs all ask with ciaddr 0; PXE's port-4011
+    REQUEST (ciaddr set) is answered in proxy mode and stays an event."""
+    return message.ciaddr != d.ZERO_IP
 
 
 def _nak(message: d.DhcpMessage, plan: DhcpPlan, reservation: Reservation | None, why: str) -> Decision:

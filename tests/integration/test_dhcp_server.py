@@ -7,6 +7,7 @@ client gets a namespace of its own with the MAC the test needs.
 
 from __future__ import annotations
 
+import signal
 import stat
 import subprocess
 import time
@@ -209,6 +210,39 @@ def test_unknown_client_gets_a_pool_address_then_its_reservation_after_a_commit(
         assert third["ip"] == pool_ip
     finally:
         served.swap("rev1", NODES)
+
+
+def test_a_renewal_extends_the_lease_and_is_no_boot_event(served: Served) -> None:
+    """udhcpc binds, configures the address, and on SIGUSR1 renews it by unicast (ciaddr set)."""
+    busybox = require_tool("busybox", "busybox-static")
+    mac = "02:00:00:00:bb:01"
+    ns = served.client(mac)
+    bound, renewed = served.tmp / "renew-bound.env", served.tmp / "renew-renew.env"
+    prog = script(served.tmp, "renew.sh",
+                  '[ "$1" = bound ] && ip addr add "$ip/24" dev "$interface"\n'
+                  f'env > {served.tmp}/renew-"$1".env\nexit 0\n')
+    proc = served.lab.popen(ns, busybox, "udhcpc", "-i", "eth0", "-f", "-n", "-t", "5", "-T", "1",
+                            "-s", str(prog), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def acks() -> int:
+        return sum(1 for e in served.events.events if e.stage == "dhcp-ack" and e.mac == mac)
+
+    try:
+        assert wait_for(bound.exists, 25), "udhcpc got no lease"
+        ip = IPv4Address(read_env(bound)["ip"])
+        assert wait_for(lambda: acks() == 1)
+        assert served.leases.flush()
+        first = served.leases.lease_of(mac)
+        assert first is not None and first.ip == ip
+        time.sleep(0.05)  # the renewed lease must end later than the first by the clock
+        proc.send_signal(signal.SIGUSR1)
+        assert wait_for(renewed.exists, 15), "udhcpc did not renew"
+        assert read_env(renewed)["ip"] == str(ip)
+        assert wait_for(lambda: (lease := served.leases.lease_of(mac)) is not None and lease.expires > first.expires)
+        assert not wait_for(lambda: acks() > 1, 1.0), "the renewal was recorded as a boot event"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_off_mode_answers_nothing(served: Served) -> None:

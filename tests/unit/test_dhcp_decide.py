@@ -275,6 +275,38 @@ def test_inform_gets_options_without_an_address() -> None:
     assert decision.reply.yiaddr == IPv4Address(0)
     assert d.OPT_LEASE_TIME not in decision.reply.options
     assert decision.route is not None and decision.route.kind == "ciaddr"
+    assert decision.stage is None  # options for a configured host: no boot step
+
+
+def test_a_boot_is_a_boot_event_and_lease_upkeep_is_not() -> None:
+    """Every machine renews every T1 for as long as it runs: those ACKs extend the lease but
+    are not boot events, or a month of them would bury the boots (900k rows for 100 machines)."""
+    leases = MemoryLeases()
+    mac = "02:00:00:00:00:01"
+    offer = run(client_message(d.DISCOVER, mac), leases=leases)
+    assert offer.stage == "dhcp-offer" and offer.lease is not None
+    leases.apply(offer.lease)
+    ip = offer.lease.ip
+    selecting = run(client_message(d.REQUEST, mac, options={d.OPT_REQUESTED_IP: ip.packed,
+                                                             d.OPT_SERVER_ID: SERVER.packed}), leases=leases)
+    assert selecting.stage == "dhcp-ack" and selecting.lease is not None
+    leases.apply(selecting.lease)
+    # INIT-REBOOT: a machine booting with the address it remembers (ciaddr 0) is a boot
+    reboot = run(client_message(d.REQUEST, mac, options={d.OPT_REQUESTED_IP: ip.packed}), leases=leases)
+    assert reboot.stage == "dhcp-ack"
+    # RENEWING (unicast) and REBINDING (broadcast, no server id): ciaddr set, an ACK that binds
+    # the lease for longer, and no boot event
+    for flags in (0, d.FLAG_BROADCAST):
+        renew = run(client_message(d.REQUEST, mac, ciaddr=str(ip), flags=flags), leases=leases)
+        assert renew.reply is not None and renew.reply.message_type == d.ACK
+        assert renew.lease is not None and renew.lease.kind == "bind"
+        assert renew.stage is None
+    # the same for a reserved node
+    reserved = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157"))
+    assert reserved.reply is not None and reserved.reply.message_type == d.ACK and reserved.stage is None
+    # a renewal refused is worth seeing: the machine is about to lose its address
+    refused = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.158"))
+    assert refused.reply is not None and refused.reply.message_type == d.NAK and refused.stage == "dhcp-nak"
 
 
 # --- relays and routes -------------------------------------------------------------------
@@ -356,6 +388,7 @@ def test_proxy_pxe_port_request_gets_an_ack_back_to_its_source() -> None:
     assert filename(decision) == SCRIPT_URL
     assert d.OPT_IPXE_ENCAP not in decision.reply.options  # iPXE must wait for the ProxyDHCP answer
     assert decision.route is not None and decision.route.kind == "source"
+    assert decision.stage == "dhcp-ack"  # firmware asking its boot server (ciaddr set) is a boot step
 
 
 def test_proxy_ignores_requests_for_the_dhcp_server_and_non_pxe_clients() -> None:
