@@ -101,6 +101,16 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP INDEX boot_events_revision_mac;
     CREATE INDEX boot_events_revision ON boot_events (revision);
     """,
+    # 3 -> 4: lease upkeep is no boot (`protocol.dhcp_decide.is_upkeep`), and is no longer
+    # recorded. Drop the ACKs recorded for it before: a RENEWING/REBINDING REQUEST (its client
+    # address, taken from ciaddr, is the address acknowledged) and an INFORM, both outside
+    # ProxyDHCP. A month of renewals from 100 machines was 900k rows: `results` took 19 s.
+    """
+    DELETE FROM boot_events
+    WHERE stage = 'dhcp-ack' AND json_extract(detail, '$.proxy') IS NULL
+      AND (json_extract(detail, '$.message') = 'INFORM'
+           OR (json_extract(detail, '$.message') = 'REQUEST' AND client = json_extract(detail, '$.ip')));
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -56,7 +56,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
@@ -65,6 +65,46 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     assert "INDEX boot_events_mac_time" in str(by_mac[-1][-1])
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "boot_events_revision_mac" not in indexes
+
+
+def test_lease_upkeep_recorded_by_an_older_version_is_dropped_and_boots_are_kept(tmp_path: Path) -> None:
+    """Before version 4 every DHCP ACK was a boot event, renewals included. The rows are those
+    the DHCP server wrote (client: ciaddr if set, else the source address)."""
+    path = tmp_path / "results.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1)
+
+    def ack(client: str, message: str, ip: str | None, **extra: object) -> tuple[str, str]:
+        return client, json.dumps({"message": message, "arch": None, "ip": ip, **extra})
+
+    kept = {
+        "selecting": ack("0.0.0.0", "REQUEST", "10.0.0.5"),
+        "relayed": ack("10.1.0.1", "REQUEST", "10.1.0.50"),
+        "proxy": ack("10.0.0.9", "REQUEST", None, proxy=True),
+        "proxy-inform": ack("10.0.0.9", "INFORM", None, proxy=True),
+    }
+    dropped = {
+        "renewing": ack("10.0.0.5", "REQUEST", "10.0.0.5"),
+        "rebinding": ack("10.1.0.50", "REQUEST", "10.1.0.50"),
+        "inform": ack("10.0.0.7", "INFORM", "0.0.0.0"),
+    }
+    for i, (client, detail) in enumerate([*kept.values(), *dropped.values()]):
+        conn.execute("INSERT INTO boot_events (time, stage, revision, mac, client, detail) "
+                     "VALUES (?, 'dhcp-ack', 'r1', ?, ?, ?)", (float(i), MAC, client, detail))
+    for stage in ("dhcp-offer", "kernel"):
+        conn.execute("INSERT INTO boot_events (time, stage, revision, mac, client, detail) VALUES "
+                     "(9.0, ?, 'r1', ?, '10.0.0.5', ?)", (stage, MAC, json.dumps({"message": "REQUEST",
+                                                                               "ip": "10.0.0.5"})))
+    conn.commit()
+    conn.close()
+    store = ResultsStore(path)
+    try:
+        left = store.boot_events(revision="r1")
+    finally:
+        store.close()
+    assert sorted((e.client, json.dumps(dict(e.detail))) for e in left if e.stage == "dhcp-ack") == sorted(
+        (client, json.dumps(json.loads(detail))) for client, detail in kept.values())
+    assert sorted(e.stage for e in left if e.stage != "dhcp-ack") == ["dhcp-offer", "kernel"]
 
 
 def test_durable_reports_installs_and_unfinished_installs(tmp_path: Path) -> None:
