@@ -614,19 +614,22 @@ class _Transfer:
             self._send_to(proto.error_packet(proto.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)
             return
         if size == 4 and buffer[1] == proto.ACK and buffer[0] == 0:
-            step = self._machine.ack((buffer[2] << 8) | buffer[3])
-            datagrams = step[0]
-            if len(datagrams) == 1 and step[1] is None:  # lockstep: one DATA, keep going
-                try:
-                    sock.sendto(datagrams[0], addr)
-                except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
-                    log.debug("tftp send to %s: %s", addr, exc)
-                self._deadline = self._server.now + self._timeout
-                if not self._armed:
-                    self._armed = True
-                    self._server.arm(self, self._deadline)
-                return
-            self._apply(step)
+            wire_block = (buffer[2] << 8) | buffer[3]
+            datagram = self._machine.ack_lockstep(wire_block)
+            if datagram is None:
+                step = self._machine.ack(wire_block)
+                if len(step[0]) != 1 or step[1] is not None:
+                    self._apply(step)
+                    return
+                datagram = step[0][0]  # one DATA and the transfer goes on: as lockstep
+            try:
+                sock.sendto(datagram, addr)
+            except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
+                log.debug("tftp send to %s: %s", addr, exc)
+            self._deadline = self._server.now + self._timeout
+            if not self._armed:
+                self._armed = True
+                self._server.arm(self, self._deadline)
             return
         try:
             packet = proto.parse_packet(bytes(buffer[:size]))

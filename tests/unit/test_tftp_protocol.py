@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.protocol import tftp as p
@@ -231,6 +231,8 @@ class Client:
     lose_to_server: Callable[[int], bool] = lambda n: False  # n counts client ACKs from 1
     # Before the machine's k-th input (ACK, ERROR or timeout; k from 1): call prepare() first?
     prepare_before: Callable[[int], bool] = lambda k: False
+    lockstep_first: bool = False  # try ack_lockstep() on every ACK, as the server does
+    declined: int = 0  # ACKs ack_lockstep() left to ack()
     received: bytearray = field(default_factory=bytearray)
     wire: list[bytes] = field(default_factory=list)  # every datagram the server emitted, in order
     data_sent: int = 0  # DATA datagrams the server emitted
@@ -247,6 +249,11 @@ class Client:
         if self.lose_to_server(self._client_count):
             return []
         self._input()
+        if self.lockstep_first and isinstance(packet, p.AckPacket):
+            datagram = self.machine.ack_lockstep(packet.block)
+            if datagram is not None:
+                return [datagram]
+            self.declined += 1
         step = self.machine.receive(packet)
         return list(step.datagrams)
 
@@ -508,6 +515,104 @@ def test_building_ahead_never_changes_what_is_sent(
     assert runs[1][2] == data
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.integers(0, 6000),
+    blksize=st.sampled_from(["8", "512", "1468"]),
+    windowsize=st.integers(1, 3),
+    lost=st.frozensets(st.integers(1, 400), max_size=40),
+    lost_acks=st.frozensets(st.integers(1, 200), max_size=20),
+    prepared=st.frozensets(st.integers(1, 600)),
+    read_ahead=st.sampled_from([1, 3000, 65536]),
+)
+def test_the_lockstep_shortcut_never_changes_what_is_sent(
+    size: int, blksize: str, windowsize: int, lost: frozenset[int], lost_acks: frozenset[int],
+    prepared: frozenset[int], read_ahead: int,
+) -> None:
+    """ack_lockstep() first on every ACK (then ack() where it declines), as the server does:
+    every datagram on the wire and the outcome are those of ack() alone, over a lossy link."""
+    data = bytes((i * 31 + i // 7) % 256 for i in range(size))
+    request = rrq(blksize=blksize, windowsize=str(windowsize))
+    runs = []
+    for lockstep_first in (False, True):
+        machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(request, size), max_retries=10_000,
+                                 read_ahead=read_ahead)
+        sim = Client(
+            machine, windowsize=windowsize, lose_to_client=lost.__contains__, lose_to_server=lost_acks.__contains__,
+            prepare_before=prepared.__contains__, lockstep_first=lockstep_first,
+        )
+        runs.append((sim.run(), sim.wire, bytes(sim.received)))
+    assert runs[0] == runs[1]
+    assert runs[1][0].ok and runs[1][2] == data
+
+
+class _Releases(p.BytesSource):
+    """A source that notes every release."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.released: list[int] = []
+
+    def release(self, offset: int) -> None:
+        self.released.append(offset)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    inputs=st.lists(st.one_of(st.integers(-2, 1), st.sampled_from(["timeout", "prepare"]),
+                              st.integers(0, 0xFFFF).map(str)), max_size=120),
+    options=st.sampled_from([{}, {"blksize": "8"}, {"blksize": "8", "tsize": "0"}, {"windowsize": "2"}]),
+    read_ahead=st.sampled_from([1, 24, 100, 65536]),
+)
+@example(inputs=[0, "timeout", "timeout", "timeout", "timeout", 0], options={}, read_ahead=65536)  # ACK after giving up
+def test_the_lockstep_shortcut_agrees_with_ack_on_any_input(
+    inputs: list[int | str], options: dict[str, str], read_ahead: int
+) -> None:
+    """Any ACK numbers in any order, with timeouts and windows built ahead between them: where
+    ack_lockstep() answers, ack() answers the same and leaves the same state; where it
+    declines, it changed nothing. An int is an ACK relative to the newest block sent (0: that
+    block), a numeric string an ACK of that wire number (duplicates, stale, ahead of what was
+    sent, the OACK's 0). A small read-ahead makes blocks that must be read first."""
+    sources = [_Releases(bytes(range(256)) * 2) for _ in range(2)]
+    negotiated = p.negotiate(rrq(**options), 512)
+    machines = [p.ReadTransfer(source, negotiated, max_retries=3, read_ahead=read_ahead) for source in sources]
+
+    def state(machine: p.ReadTransfer) -> dict[str, object]:
+        return {k: v for k, v in vars(machine).items() if k != "_source"}
+
+    newest = 0  # block number of the newest DATA sent
+
+    def note(datagrams: tuple[bytes, ...]) -> None:
+        nonlocal newest
+        for datagram in datagrams:
+            if datagram[1] == p.DATA:
+                newest = int.from_bytes(datagram[2:4], "big")
+
+    step = machines[0].start()
+    assert machines[1].start() == step
+    note(step.datagrams)
+    for item in inputs:
+        if item == "timeout":
+            step = machines[0].timeout()
+            assert machines[1].timeout() == step
+        elif item == "prepare":
+            assert machines[0].prepare() == machines[1].prepare()
+            step = p.Step()
+        else:
+            wire_block = (newest + item) & 0xFFFF if isinstance(item, int) else int(item)
+            before = state(machines[1]), list(sources[1].released)
+            shortcut = machines[1].ack_lockstep(wire_block)
+            step = machines[0].ack(wire_block)
+            if shortcut is not None:
+                assert step == p.Step((shortcut,))
+            else:
+                assert (state(machines[1]), sources[1].released) == before
+                assert machines[1].ack(wire_block) == step
+        assert state(machines[0]) == state(machines[1])
+        assert sources[0].released == sources[1].released  # what a netascii source may drop
+        note(step.datagrams)
+
+
 def test_block_numbers_roll_over_past_65535() -> None:
     blocks = 65536 + 300
     data = bytes((i // 8) % 256 for i in range(8 * blocks + 3))
@@ -517,6 +622,17 @@ def test_block_numbers_roll_over_past_65535() -> None:
         )
         assert finished == p.Finished(True, len(data))
         assert bytes(sim.received) == data
+
+
+def test_the_lockstep_shortcut_takes_every_ack_but_reads_and_the_end_across_a_rollover() -> None:
+    blocks = 65536 + 300
+    data = bytes((i // 8) % 256 for i in range(8 * blocks + 3))
+    machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(rrq(blksize="8"), len(data)))
+    sim = Client(machine, lockstep_first=True)
+    assert sim.run() == p.Finished(True, len(data))
+    assert bytes(sim.received) == data
+    reads = blocks // (p.READ_AHEAD // 8) + 1
+    assert sim.declined <= 1 + reads + 1  # the OACK's ACK 0, one per read, the final ACK
 
 
 def test_netascii_source_translates_across_windows_and_resends() -> None:
