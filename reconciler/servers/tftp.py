@@ -11,10 +11,11 @@ shutdown, `stop(timeout)`; `/status` reads `active_transfers`. Tests and `bench/
 run it on 127.0.0.1 with port 0.
 
 Concurrency: all transfers share one thread (no thread per transfer) running a small epoll
-loop of its own: per ACK the path is epoll -> recvfrom_into a preallocated buffer -> the state
-machine -> sendto, with no asyncio handles, futures or context switches in between (asyncio's
-per-callback machinery cost about as much as the rest of a lockstep round trip). Timers are
-one lazily re-armed deadline per transfer in a heap. The only blocking calls are local file
+loop of its own: per ACK the path is epoll -> recv_into a preallocated buffer (on a socket
+connected to the client, see `_Transfer`) -> the state machine -> send, with no asyncio
+handles, futures or context switches in between (asyncio's per-callback machinery cost about
+as much as the rest of a lockstep round trip). Timers are one lazily re-armed deadline per
+transfer in a heap. The only blocking calls are local file
 opens and preads, which are short. Other threads talk to the loop through `_call_soon`.
 
 Building ahead: after a windowed transfer sends, it queues itself, and when a poll finds nothing
@@ -536,14 +537,25 @@ class TftpServer:
 
 
 class _Transfer:
-    """One RRQ in flight: its own socket (the TID), the state machine and a retransmit deadline.
+    """One RRQ in flight: its own port (the TID), the state machine and a retransmit deadline.
 
-    The socket is a plain non-blocking one in the server's epoll loop. Readable means one
-    datagram: it is received into the server's shared buffer, and a 4-byte ACK from the
-    client goes straight to `ReadTransfer.ack` (no packet value, no copy); one datagram per
-    wake-up spares the EAGAIN exception a drain-until-empty loop would pay on every ACK. A
-    window of equal-sized DATA packets goes out in one `sendmsg` with UDP generic segmentation
-    offload (UDP_SEGMENT) where the kernel has it, instead of one system call per block.
+    The port has two non-blocking sockets in the server's epoll loop, sharing it through
+    SO_REUSEPORT (which only the same user may join). One is connected to the client: the
+    kernel gives it the client's datagrams, and it receives and sends them without an address
+    to format, parse or compare, and without a route lookup per datagram (a 200-transfer
+    lockstep storm: 10-18% faster, about 11% less server CPU). The other, unconnected, gets
+    every other sender's datagrams and answers them ERROR 5 (RFC 1350: "while not disturbing
+    the transfer"); a datagram from the client itself there (a kernel older than 5.4 picks
+    any socket of the group) is the transfer's. Where the port cannot be shared the connected
+    socket serves alone, and strangers get the kernel's ICMP port unreachable, as from
+    tftpd-hpa, whose transfer sockets are connected.
+
+    Readable means one datagram: it is received into the server's shared buffer, and a 4-byte
+    ACK goes straight to `ReadTransfer.ack_lockstep` or `ack` (no packet value, no copy); one
+    datagram per wake-up spares the EAGAIN exception a drain-until-empty loop would pay on
+    every ACK. A window of equal-sized DATA packets goes out in one `sendmsg` with UDP generic
+    segmentation offload (UDP_SEGMENT) where the kernel has it, instead of one system call per
+    block.
     """
 
     def __init__(
@@ -566,8 +578,8 @@ class _Transfer:
         self._generation = generation
         self._opened = opened
         self._started = started
-        self._sock: socket.socket | None = None
-        self._fd = -1
+        self._sock: socket.socket | None = None  # connected to the client
+        self._lobby: socket.socket | None = None  # the same port, for everyone else
         self._deadline = 0.0
         self._armed = False  # an entry for this transfer is in the server's timer heap
         self._timeout = machine.timeout_seconds
@@ -577,32 +589,24 @@ class _Transfer:
 
     def start(self, host: str) -> None:
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._lobby, self._sock = _transfer_sockets(host, self.client)
+            if self._lobby is not None:
+                self._server.watch(self._lobby.fileno(), self.on_stranger)
+            self._server.watch(self._sock.fileno(), self.on_readable)
         except OSError as exc:
+            self._close_sockets()
             self._end(proto.Finished(False, 0, proto.ERR_UNDEFINED, f"no socket: {exc}"))
             return
-        try:
-            sock.setblocking(False)
-            sock.bind((host, 0))
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-            self._fd = sock.fileno()
-            self._server.watch(self._fd, self.on_readable)
-        except OSError as exc:
-            sock.close()
-            self._end(proto.Finished(False, 0, proto.ERR_UNDEFINED, f"no socket: {exc}"))
-            return
-        self._sock = sock
         self._apply(self._machine.start())
 
     def on_readable(self) -> None:
-        """The hot path: one ACK in, the next DATA (or window) out."""
+        """The hot path: one ACK in (the socket is connected: it is the client's), the next DATA
+        (or window) out."""
         sock = self._sock
         if sock is None:
             return
-        buffer = self._server.buffer
         try:
-            size, addr = sock.recvfrom_into(buffer)
+            size = sock.recv_into(self._server.buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -610,9 +614,29 @@ class _Transfer:
             # budget ends the transfer if it is.
             log.debug("tftp transfer to %s: %s", self.client, exc)
             return
-        if addr != self.client:
-            self._send_to(proto.error_packet(proto.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)
+        self._received(size)
+
+    def on_stranger(self) -> None:
+        """A datagram on the transfer's port from anyone but the client: ERROR 5, and the
+        transfer goes on."""
+        lobby = self._lobby
+        if lobby is None:
             return
+        try:
+            size, addr = lobby.recvfrom_into(self._server.buffer)
+        except OSError:
+            return
+        if addr == self.client:  # the kernel chose this socket of the group for the client's
+            self._received(size)
+            return
+        with contextlib.suppress(OSError):
+            lobby.sendto(proto.error_packet(proto.ERR_UNKNOWN_TID, "unknown transfer ID"), addr)
+
+    def _received(self, size: int) -> None:
+        """The client's datagram of `size` bytes, in the server's buffer."""
+        sock = self._sock
+        assert sock is not None
+        buffer = self._server.buffer
         if size == 4 and buffer[1] == proto.ACK and buffer[0] == 0:
             wire_block = (buffer[2] << 8) | buffer[3]
             datagram = self._machine.ack_lockstep(wire_block)
@@ -623,9 +647,9 @@ class _Transfer:
                     return
                 datagram = step[0][0]  # one DATA and the transfer goes on: as lockstep
             try:
-                sock.sendto(datagram, addr)
+                sock.send(datagram)
             except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
-                log.debug("tftp send to %s: %s", addr, exc)
+                log.debug("tftp send to %s: %s", self.client, exc)
             self._deadline = self._server.now + self._timeout
             if not self._armed:
                 self._armed = True
@@ -634,18 +658,18 @@ class _Transfer:
         try:
             packet = proto.parse_packet(bytes(buffer[:size]))
         except proto.TftpError as error:
-            self._send_to(error.packet(), self.client)
+            self._send_one(error.packet())
             self._end(proto.Finished(False, self._machine.acknowledged_bytes, error.code, error.message))
             return
         self._apply(self._machine.receive(packet))
 
-    def _send_to(self, datagram: bytes, address: Address) -> None:
+    def _send_one(self, datagram: bytes) -> None:
         if self._sock is None:
             return
         try:
-            self._sock.sendto(datagram, address)
+            self._sock.send(datagram)
         except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
-            log.debug("tftp send to %s: %s", address, exc)
+            log.debug("tftp send to %s: %s", self.client, exc)
 
     def _send(self, datagrams: tuple[bytes, ...]) -> None:
         sock = self._sock
@@ -653,7 +677,7 @@ class _Transfer:
             return
         if len(datagrams) == 1 or not self._server._gso:
             for datagram in datagrams:
-                self._send_to(datagram, self.client)
+                self._send_one(datagram)
             return
         sends = self._ahead_sends
         self._ahead_sends = None
@@ -661,10 +685,10 @@ class _Transfer:
             sends = _Sends(datagrams)
         for batch, payload, ancillary in sends.batches:
             if not ancillary:
-                self._send_to(payload, self.client)
+                self._send_one(payload)
                 continue
             try:
-                sock.sendmsg([payload], ancillary, 0, self.client)
+                sock.sendmsg([payload], ancillary)
             except (BlockingIOError, InterruptedError):
                 pass  # the send buffer is full: the window is lost, the timer resends it
             except OSError as exc:
@@ -672,7 +696,7 @@ class _Transfer:
                     log.info("tftp: UDP segmentation offload unavailable (%s); sending packet by packet", exc)
                     self._server._gso = False
                     for datagram in batch:
-                        self._send_to(datagram, self.client)
+                        self._send_one(datagram)
                 else:
                     log.debug("tftp send to %s: %s", self.client, exc)
 
@@ -716,17 +740,14 @@ class _Transfer:
     def abort(self, message: str) -> None:
         if self._done:
             return
-        self._send_to(proto.error_packet(proto.ERR_UNDEFINED, message), self.client)
+        self._send_one(proto.error_packet(proto.ERR_UNDEFINED, message))
         self._end(proto.Finished(False, self._machine.acknowledged_bytes, proto.ERR_UNDEFINED, message))
 
     def _end(self, finished: proto.Finished) -> None:
         if self._done:
             return
         self._done = True
-        if self._sock is not None:
-            self._server.unwatch(self._fd)
-            self._sock.close()
-            self._sock = None
+        self._close_sockets()
         if self._opened.closer is not None:
             self._opened.closer()
         self._server._record(
@@ -739,6 +760,55 @@ class _Transfer:
             finished=finished,
         )
         self._server._transfer_done(self)
+
+
+    def _close_sockets(self) -> None:
+        for sock in (self._sock, self._lobby):
+            if sock is not None:
+                if sock.fileno() >= 0:
+                    self._server.unwatch(sock.fileno())
+                sock.close()
+        self._sock = self._lobby = None
+
+
+def _transfer_sockets(host: str, client: Address) -> tuple[socket.socket | None, socket.socket]:
+    """A fresh port on `host` for one transfer: (its unconnected socket or None, its socket
+    connected to `client`). See `_Transfer`."""
+    lobby = _lobby_socket(host)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        if lobby is not None:
+            lobby.close()
+        raise
+    try:
+        sock.setblocking(False)
+        if lobby is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, lobby.getsockname()[1] if lobby is not None else 0))
+        sock.connect(client)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    except OSError:
+        sock.close()
+        if lobby is not None:
+            lobby.close()
+        raise
+    return lobby, sock
+
+
+def _lobby_socket(host: str) -> socket.socket | None:
+    """An unconnected socket on a fresh port of `host` that others of this user may share;
+    None where the port cannot be shared."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _same(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> bool:

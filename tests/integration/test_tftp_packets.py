@@ -28,6 +28,7 @@ from reconciler.core.events import CollectEvents
 from reconciler.core.model import DesiredState, Node, Site
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as p
+from reconciler.servers import tftp as tftp_server
 from reconciler.servers.tftp import TftpServer
 from tests.support import VECTORS, patterned_bytes
 
@@ -472,6 +473,74 @@ def test_nul_inside_a_filename_is_refused(tftp: Running) -> None:
     # "ok" is the filename, "../x" the mode: an unknown mode, not a path.
     assert isinstance(answer, p.ErrorPacket)
     assert answer.code in (p.ERR_ILLEGAL_OP, p.ERR_NOT_FOUND)
+
+
+def test_the_client_s_datagrams_reach_the_transfer_s_connected_socket(tftp: Running, root: Path) -> None:
+    """The transfer's port has two sockets; the kernel gives the client's datagrams to the one
+    connected to it, whose packets the server neither formats nor compares an address for."""
+    with udp_client() as sock:
+        sock.sendto(p.encode(rrq("small.bin")), tftp.address)
+        _, tid = sock.recvfrom(2000)
+        shared = [line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:]]
+        here = [f for f in shared if int(f[1].split(":")[1], 16) == tid[1]]
+        remote = sorted(f[2] for f in here)
+        client_port = f"{sock.getsockname()[1]:04X}"
+        assert len(here) == 2 and remote[0] == "00000000:0000" and remote[1] == f"0100007F:{client_port}", remote
+
+
+def test_a_transfer_whose_port_cannot_be_shared_runs_on_its_connected_socket(
+    tftp: Running, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SO_REUSEPORT the connected socket serves alone; a stranger then gets the kernel's
+    port unreachable (tftpd-hpa's behaviour) instead of ERROR 5, and the transfer goes on."""
+    monkeypatch.setattr(tftp_server, "_lobby_socket", lambda host: None)
+    with udp_client() as sock, udp_client() as stranger:
+        receiver = Receiver(rrq("small.bin"))
+        sock.sendto(receiver.start(), tftp.address)
+        datagram, tid = sock.recvfrom(2000)
+        stranger.connect(tid)  # to be told of the ICMP error
+        stranger.send(p.encode(p.AckPacket(1)))
+        with pytest.raises(ConnectionRefusedError):
+            stranger.recv(2000)
+        replies = receiver.feed(datagram)
+        while not receiver.done:
+            for reply in replies:
+                sock.sendto(reply, tid)
+            replies = receiver.feed(sock.recvfrom(2000)[0])
+        for reply in replies:
+            sock.sendto(reply, tid)
+    assert bytes(receiver.data) == (root / "small.bin").read_bytes()
+
+
+def test_a_client_datagram_on_the_unconnected_socket_is_the_transfer_s(tftp: Running, root: Path) -> None:
+    """A kernel before Linux 5.4 may give the client's datagram to either socket of the port.
+    No kernel here does, so the test puts a socket of its own where the unconnected one was and
+    sends the client's ACK there: the transfer takes it and goes on (no ERROR 5)."""
+    with udp_client() as sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stand_in:
+        stand_in.bind(("127.0.0.1", 0))
+        stand_in.setblocking(False)
+        receiver = Receiver(rrq("small.bin"))
+        sock.sendto(receiver.start(), tftp.address)
+        datagram, tid = sock.recvfrom(2000)
+        (transfer,) = tftp.server._transfers
+        swapped = threading.Event()
+
+        def swap() -> None:
+            old = transfer._lobby
+            assert old is not None
+            tftp.server.unwatch(old.fileno())
+            transfer._lobby = stand_in
+            tftp.server.watch(stand_in.fileno(), transfer.on_stranger)
+            old.close()
+            swapped.set()
+
+        tftp.server._call_soon(swap)
+        assert swapped.wait(SOCKET_TIMEOUT)
+        (ack,) = receiver.feed(datagram)
+        sock.sendto(ack, stand_in.getsockname())
+        following, peer = sock.recvfrom(2000)
+        assert peer == tid
+        assert p.parse_packet(following) == p.DataPacket(2, (root / "small.bin").read_bytes()[512:1024])
 
 
 def test_write_requests_are_refused_with_access_violation(tftp: Running, root: Path) -> None:
