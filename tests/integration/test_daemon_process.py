@@ -180,3 +180,19 @@ def test_json_logs_carry_revision(tmp_path: Path) -> None:
         daemon.stop()
     docs = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
     assert any(d.get("revision") == tree.head() and "applied" in d["message"] for d in docs)
+
+
+def test_the_daemon_lifts_its_open_file_limit_to_the_hard_one(tmp_path: Path) -> None:
+    """Started with systemd's default soft limit (1,024) under a higher hard one, the daemon can
+    hold the descriptors of hundreds of TFTP transfers (three each)."""
+    tree = WorkTree(tmp_path / "repo")
+    daemon = DaemonProcess(str(tree.path), tmp_path / "state")
+    daemon.args = ["prlimit", "--nofile=1024:8192", *daemon.args]  # prlimit execs the daemon: same pid
+    daemon.start()
+    try:
+        assert daemon.proc is not None
+        limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
+        line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+        assert line.split()[3:5] == ["8192", "8192"], line
+    finally:
+        assert daemon.stop() == 0
