@@ -116,6 +116,17 @@ def fetch(server: tuple[str, int], receiver: Receiver) -> Receiver:
     return receiver
 
 
+def carry_on(sock: socket.socket, receiver: Receiver, first: bytes, tid: tuple[str, int]) -> None:
+    """Drive a transfer begun over `sock` to its end, from the `first` datagram of port `tid`."""
+    replies = receiver.feed(first)
+    while not receiver.done:
+        for reply in replies:
+            sock.sendto(reply, tid)
+        replies = receiver.feed(sock.recvfrom(2000)[0])
+    for reply in replies:
+        sock.sendto(reply, tid)
+
+
 def fetch_many(server: tuple[str, int], receivers: list[Receiver]) -> None:
     """Run many transfers at once from this one thread (a storm of clients)."""
     selector = selectors.DefaultSelector()
@@ -387,13 +398,7 @@ def test_a_packet_from_another_port_gets_unknown_tid_and_the_transfer_goes_on(tf
         error = p.parse_packet(stranger.recvfrom(2000)[0])
         assert isinstance(error, p.ErrorPacket)
         assert error.code == p.ERR_UNKNOWN_TID
-        replies = receiver.feed(datagram)  # this is the OACK (timeout option)
-        while not receiver.done:
-            for reply in replies:
-                sock.sendto(reply, tid)
-            replies = receiver.feed(sock.recvfrom(2000)[0])
-        for reply in replies:
-            sock.sendto(reply, tid)
+        carry_on(sock, receiver, datagram, tid)  # the first datagram is the OACK (timeout option)
     assert bytes(receiver.data) == (root / "small.bin").read_bytes()
 
 
@@ -502,13 +507,7 @@ def test_a_transfer_whose_port_cannot_be_shared_runs_on_its_connected_socket(
         stranger.send(p.encode(p.AckPacket(1)))
         with pytest.raises(ConnectionRefusedError):
             stranger.recv(2000)
-        replies = receiver.feed(datagram)
-        while not receiver.done:
-            for reply in replies:
-                sock.sendto(reply, tid)
-            replies = receiver.feed(sock.recvfrom(2000)[0])
-        for reply in replies:
-            sock.sendto(reply, tid)
+        carry_on(sock, receiver, datagram, tid)
     assert bytes(receiver.data) == (root / "small.bin").read_bytes()
 
 
@@ -630,13 +629,7 @@ def test_generation_files_win_and_each_transfer_keeps_its_generation(tftp: Runni
         datagram, tid = sock.recvfrom(2000)
         # A new commit is applied while the transfer is in flight.
         tftp.holder.swap(generation("b" * 40, {"tftp/small.bin": new}))
-        replies = receiver.feed(datagram)
-        while not receiver.done:
-            for reply in replies:
-                sock.sendto(reply, tid)
-            replies = receiver.feed(sock.recvfrom(2000)[0])
-        for reply in replies:
-            sock.sendto(reply, tid)
+        carry_on(sock, receiver, datagram, tid)
     assert bytes(receiver.data) == old
     assert bytes(fetch(tftp.address, Receiver(rrq("small.bin"))).data) == new
     assert bytes(fetch(tftp.address, Receiver(rrq("undionly.kpxe"))).data) == (root / "undionly.kpxe").read_bytes()
@@ -677,13 +670,7 @@ def test_stop_lets_an_in_flight_transfer_finish_and_closes_the_port(root: Path) 
             datagram, tid = sock.recvfrom(2000)
             stopper = threading.Thread(target=running.server.stop, args=(10.0,))
             stopper.start()
-            replies = receiver.feed(datagram)
-            while not receiver.done:
-                for reply in replies:
-                    sock.sendto(reply, tid)
-                replies = receiver.feed(sock.recvfrom(2000)[0])
-            for reply in replies:
-                sock.sendto(reply, tid)
+            carry_on(sock, receiver, datagram, tid)
             stopper.join(SOCKET_TIMEOUT)
             assert not stopper.is_alive()
         assert bytes(receiver.data) == (root / "small.bin").read_bytes()

@@ -485,7 +485,7 @@ def test_nothing_is_built_ahead_past_the_last_block() -> None:
     assert machine.prepare() == ()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     size=st.integers(0, 6000),
     blksize=st.sampled_from(["8", "512", "1468"]),
@@ -493,57 +493,30 @@ def test_nothing_is_built_ahead_past_the_last_block() -> None:
     lost=st.frozensets(st.integers(1, 400), max_size=40),
     lost_acks=st.frozensets(st.integers(1, 200), max_size=20),
     prepared=st.frozensets(st.integers(1, 600)),
+    read_ahead=st.sampled_from([1, 3000, 65536]),
+    lockstep_first=st.booleans(),
 )
-def test_building_ahead_never_changes_what_is_sent(
+def test_building_ahead_and_the_lockstep_shortcut_never_change_what_is_sent(
     size: int, blksize: str, windowsize: int, lost: frozenset[int], lost_acks: frozenset[int],
-    prepared: frozenset[int],
+    prepared: frozenset[int], read_ahead: int, lockstep_first: bool,
 ) -> None:
-    """Whenever prepare() is called (between any two inputs), every datagram on the wire and the
-    outcome are exactly those of a machine that never builds ahead, over a lossy link."""
+    """Whenever prepare() is called (between any two inputs), and with ack_lockstep() tried first
+    on every ACK as the server does, every datagram on the wire and the outcome are exactly those
+    of a machine that does neither, over a lossy link."""
     data = bytes((i * 31 + i // 7) % 256 for i in range(size))
     request = rrq(blksize=blksize, windowsize=str(windowsize))
     runs = []
-    for prepare_before in (frozenset[int](), prepared):
-        machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(request, size), max_retries=10_000)
+    for fast in (False, True):
+        machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(request, size), max_retries=10_000,
+                                 read_ahead=read_ahead)
         sim = Client(
             machine, windowsize=windowsize, lose_to_client=lost.__contains__, lose_to_server=lost_acks.__contains__,
-            prepare_before=prepare_before.__contains__,
+            prepare_before=prepared.__contains__ if fast else _never, lockstep_first=fast and lockstep_first,
         )
         runs.append((sim.run(), sim.wire, bytes(sim.received)))
     assert runs[0] == runs[1]
     assert runs[1][0].ok
     assert runs[1][2] == data
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    size=st.integers(0, 6000),
-    blksize=st.sampled_from(["8", "512", "1468"]),
-    windowsize=st.integers(1, 3),
-    lost=st.frozensets(st.integers(1, 400), max_size=40),
-    lost_acks=st.frozensets(st.integers(1, 200), max_size=20),
-    prepared=st.frozensets(st.integers(1, 600)),
-    read_ahead=st.sampled_from([1, 3000, 65536]),
-)
-def test_the_lockstep_shortcut_never_changes_what_is_sent(
-    size: int, blksize: str, windowsize: int, lost: frozenset[int], lost_acks: frozenset[int],
-    prepared: frozenset[int], read_ahead: int,
-) -> None:
-    """ack_lockstep() first on every ACK (then ack() where it declines), as the server does:
-    every datagram on the wire and the outcome are those of ack() alone, over a lossy link."""
-    data = bytes((i * 31 + i // 7) % 256 for i in range(size))
-    request = rrq(blksize=blksize, windowsize=str(windowsize))
-    runs = []
-    for lockstep_first in (False, True):
-        machine = p.ReadTransfer(p.BytesSource(data), p.negotiate(request, size), max_retries=10_000,
-                                 read_ahead=read_ahead)
-        sim = Client(
-            machine, windowsize=windowsize, lose_to_client=lost.__contains__, lose_to_server=lost_acks.__contains__,
-            prepare_before=prepared.__contains__, lockstep_first=lockstep_first,
-        )
-        runs.append((sim.run(), sim.wire, bytes(sim.received)))
-    assert runs[0] == runs[1]
-    assert runs[1][0].ok and runs[1][2] == data
 
 
 class _Releases(p.BytesSource):
