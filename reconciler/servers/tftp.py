@@ -610,9 +610,7 @@ class _Transfer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            # ICMP port unreachable and the like: the client may be gone; the retry
-            # budget ends the transfer if it is.
-            log.debug("tftp transfer to %s: %s", self.client, exc)
+            self._failed(exc)
             return
         self._received(size)
 
@@ -648,8 +646,9 @@ class _Transfer:
                 datagram = step[0][0]  # one DATA and the transfer goes on: as lockstep
             try:
                 sock.send(datagram)
-            except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
-                log.debug("tftp send to %s: %s", self.client, exc)
+            except OSError as exc:
+                if self._failed(exc):
+                    return
             self._deadline = self._server.now + self._timeout
             if not self._armed:
                 self._armed = True
@@ -668,8 +667,20 @@ class _Transfer:
             return
         try:
             self._sock.send(datagram)
-        except OSError as exc:  # a full send buffer or an ICMP error: like a lost packet
-            log.debug("tftp send to %s: %s", self.client, exc)
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> bool:
+        """A send or receive failed. The client's port is closed (the kernel reports its ICMP
+        port unreachable on the connected socket): the client gave up, so end now, as tftpd-hpa
+        does, rather than resend into nothing until the retries run out; True then. Anything
+        else (a full send buffer, a network error) is like a lost packet: the timer resends."""
+        if isinstance(exc, ConnectionRefusedError):
+            self._end(proto.Finished(False, self._machine.acknowledged_bytes, proto.ERR_UNDEFINED,
+                                     "the client is gone (port unreachable)"))
+            return True
+        log.debug("tftp transfer to %s: %s", self.client, exc)
+        return False
 
     def _send(self, datagrams: tuple[bytes, ...]) -> None:
         sock = self._sock
@@ -684,6 +695,8 @@ class _Transfer:
         if sends is None or not _same(sends.datagrams, datagrams):
             sends = _Sends(datagrams)
         for batch, payload, ancillary in sends.batches:
+            if self._done:
+                return
             if not ancillary:
                 self._send_one(payload)
                 continue
@@ -697,8 +710,8 @@ class _Transfer:
                     self._server._gso = False
                     for datagram in batch:
                         self._send_one(datagram)
-                else:
-                    log.debug("tftp send to %s: %s", self.client, exc)
+                elif self._failed(exc):
+                    return
 
     def _apply(self, step: proto.Step) -> None:
         if self._sock is None:
@@ -706,6 +719,8 @@ class _Transfer:
         datagrams, finished = step
         if datagrams:
             self._send(datagrams)
+            if self._done:
+                return
         if finished is not None:
             self._end(finished)
             return

@@ -389,6 +389,21 @@ def test_retries_are_bounded_and_the_failure_is_recorded(root: Path) -> None:
         assert (event.detail["result"], event.detail["bytes"], event.detail["error"]) == ("failed", 0, "timed out")
 
 
+def test_a_client_that_closes_its_port_ends_its_transfer_at_the_next_send(tftp: Running, root: Path) -> None:
+    """The kernel answers the resend with port unreachable, which the transfer's connected socket
+    reports: the transfer ends then (as tftpd-hpa's does), not after every retry (50 here)."""
+    with udp_client() as sock:
+        sock.sendto(p.encode(rrq("small.bin")), tftp.address)
+        first, _ = sock.recvfrom(2000)
+        assert p.parse_packet(first) == p.DataPacket(1, (root / "small.bin").read_bytes()[:512])
+    deadline = time.monotonic() + SOCKET_TIMEOUT
+    while not tftp.events.events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (event,) = tftp.events.events
+    assert (event.detail["result"], event.detail["error"]) == ("failed", "the client is gone (port unreachable)")
+    assert tftp.server.active_transfers == 0
+
+
 def test_a_packet_from_another_port_gets_unknown_tid_and_the_transfer_goes_on(tftp: Running, root: Path) -> None:
     with udp_client() as sock, udp_client() as stranger:
         receiver = Receiver(rrq("small.bin", timeout="5"))
