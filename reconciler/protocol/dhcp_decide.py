@@ -30,6 +30,7 @@ from reconciler.protocol import dhcp as d
 PROXY_PORT = 4011
 OFFER_HOLD_SECONDS = 60.0
 IPXE_USER_CLASS = b"iPXE"
+FIRMWARE_VENDOR_CLASSES = (b"PXEClient", b"HTTPClient")  # option 60 of PXE and UEFI HTTP boot
 
 _ARCH_IN_VENDOR_CLASS = re.compile(r"Arch:(\d{5})")
 
@@ -631,9 +632,13 @@ def is_upkeep(message: d.DhcpMessage) -> bool:
     RENEWING or REBINDING, and in an INFORM) keeps its lease: it is not booting. Its ACK records
     no boot event; the lease store has the renewal. Every machine renews every T1 (half its
     lease) for as long as it runs, so as events they would grow without a bound and bury the
-    boots. Netboot firmware, iPXE and an initramfs all ask with ciaddr 0; PXE's port-4011
-    REQUEST (ciaddr set) is answered in proxy mode and stays an event."""
-    return message.ciaddr != d.ZERO_IP
+    boots. Firmware and iPXE are never upkeep: PXE boot-server discovery (set up by another
+    ProxyDHCP on the segment) asks port 67 with ciaddr set, and no OS renews as `PXEClient`,
+    `HTTPClient` or iPXE. An initramfs asks with ciaddr 0; PXE's port-4011 REQUEST is answered
+    in proxy mode and stays an event."""
+    if message.ciaddr == d.ZERO_IP:
+        return False
+    return not (message.options.get(d.OPT_VENDOR_CLASS, b"").startswith(FIRMWARE_VENDOR_CLASSES) or is_ipxe(message))
 
 
 def _nak(message: d.DhcpMessage, plan: DhcpPlan, reservation: Reservation | None, why: str) -> Decision:

@@ -82,10 +82,12 @@ def test_lease_upkeep_recorded_by_an_older_version_is_dropped_and_boots_are_kept
         "relayed": ack("10.1.0.1", "REQUEST", "10.1.0.50"),
         "proxy": ack("10.0.0.9", "REQUEST", None, proxy=True),
         "proxy-inform": ack("10.0.0.9", "INFORM", None, proxy=True),
+        "pxe-discovery": ack("10.0.0.5", "REQUEST", "10.0.0.5", vendor_class="PXEClient:Arch:00007:UNDI:003000"),
+        "ipxe": ack("10.0.0.5", "REQUEST", "10.0.0.5", user_class="iPXE"),
     }
     dropped = {
         "renewing": ack("10.0.0.5", "REQUEST", "10.0.0.5"),
-        "rebinding": ack("10.1.0.50", "REQUEST", "10.1.0.50"),
+        "rebinding": ack("10.1.0.50", "REQUEST", "10.1.0.50", vendor_class="udhcp 1.36.1"),
         "inform": ack("10.0.0.7", "INFORM", "0.0.0.0"),
     }
     for i, (client, detail) in enumerate([*kept.values(), *dropped.values()]):

@@ -304,6 +304,11 @@ def test_a_boot_is_a_boot_event_and_lease_upkeep_is_not() -> None:
     # the same for a reserved node
     reserved = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157"))
     assert reserved.reply is not None and reserved.reply.message_type == d.ACK and reserved.stage is None
+    # firmware asking with ciaddr set (PXE boot-server discovery, iPXE) is booting
+    discovery = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157", options=pxe_options(7)))
+    assert discovery.reply is not None and discovery.stage == "dhcp-ack"
+    ipxe = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157", options=pxe_options(7, ipxe=True)))
+    assert ipxe.reply is not None and ipxe.stage == "dhcp-ack"
     # a renewal refused is worth seeing: the machine is about to lose its address
     refused = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.158"))
     assert refused.reply is not None and refused.reply.message_type == d.NAK and refused.stage == "dhcp-nak"
