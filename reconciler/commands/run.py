@@ -240,7 +240,8 @@ def _raise_open_file_limit() -> None:
     """Lift the soft limit on open files to the hard one, as Go's runtime and nginx do. A TFTP
     transfer holds three descriptors (its port's two sockets and the file), so a storm at the
     default 512 transfers needs about 1,600, and systemd gives a service a soft limit of 1,024
-    (hard: 524,288). Every loop here polls (no select()), so no descriptor number is too high."""
+    (hard: 524,288). Every loop here polls (no select()), so no descriptor number is too high.
+    Children (git, `dhcpd -t`, `kea-dhcp4 -t`) inherit the raised limit; they hold few files."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if soft != resource.RLIM_INFINITY and soft < want:

@@ -43,6 +43,8 @@ import heapq
 import itertools
 import logging
 import os
+import platform
+import re
 import select
 import socket
 import stat
@@ -85,6 +87,18 @@ SPIN_SECONDS = 0.0002
 # Windows are built ahead only while at most this many transfers are in flight: beyond, the loop
 # is seldom idle, and the queue and the extra polls cost more CPU than they save in latency.
 BUILD_AHEAD_TRANSFERS = 8
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    found = re.match(r"(\d+)\.(\d+)", platform.release())
+    return sys.platform == "linux" and found is not None and (int(found[1]), int(found[2])) >= (major, minor)
+
+
+# Before Linux 5.4 ("udp: correct reuseport selection with connected sockets") the kernel hands
+# a shared port's datagrams to any of its sockets, the connected one included: a stranger's
+# ACK could reach it and be taken for the client's. There a transfer's connected socket serves
+# alone (`_Transfer`).
+SHARED_PORTS = _kernel_at_least(5, 4)
 
 
 class _FileSource:
@@ -545,10 +559,10 @@ class _Transfer:
     to format, parse or compare, and without a route lookup per datagram (a 200-transfer
     lockstep storm: 10-18% faster, about 11% less server CPU). The other, unconnected, gets
     every other sender's datagrams and answers them ERROR 5 (RFC 1350: "while not disturbing
-    the transfer"); a datagram from the client itself there (a kernel older than 5.4 picks
-    any socket of the group) is the transfer's. Where the port cannot be shared the connected
-    socket serves alone, and strangers get the kernel's ICMP port unreachable, as from
-    tftpd-hpa, whose transfer sockets are connected.
+    the transfer"); a datagram from the client itself there, which Linux 5.4 and later never
+    deliver, would still be the transfer's. Where the port cannot be shared, or the kernel is
+    older than 5.4 (see SHARED_PORTS), the connected socket serves alone, and strangers get the
+    kernel's ICMP port unreachable, as from tftpd-hpa, whose transfer sockets are connected.
 
     Readable means one datagram: it is received into the server's shared buffer, and a 4-byte
     ACK goes straight to `ReadTransfer.ack_lockstep` or `ack` (no packet value, no copy); one
@@ -624,7 +638,7 @@ class _Transfer:
             size, addr = lobby.recvfrom_into(self._server.buffer)
         except OSError:
             return
-        if addr == self.client:  # the kernel chose this socket of the group for the client's
+        if addr == self.client:  # never from Linux 5.4 on; still never told it is a stranger
             self._received(size)
             return
         with contextlib.suppress(OSError):
@@ -804,6 +818,12 @@ def _transfer_sockets(host: str, client: Address) -> tuple[socket.socket | None,
         sock.connect(client)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        if lobby is not None:
+            # Between bind and connect it was an unconnected socket of the group: drop what a
+            # stranger may have sent it then (the client cannot know the port yet).
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.recv(1)
     except OSError:
         sock.close()
         if lobby is not None:
@@ -813,17 +833,22 @@ def _transfer_sockets(host: str, client: Address) -> tuple[socket.socket | None,
 
 
 def _lobby_socket(host: str) -> socket.socket | None:
-    """An unconnected socket on a fresh port of `host` that others of this user may share;
-    None where the port cannot be shared."""
+    """An unconnected socket on a fresh port of `host` that the transfer's connected socket may
+    then share; None where it cannot. SO_REUSEPORT is set after the bind: set before, the kernel
+    counts a port that another socket of this user shares as free, and two transfers (or a
+    transfer and another process of the same user) could get one port."""
+    if not SHARED_PORTS:
+        return None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     except OSError:
         sock.close()
         return None
     return sock
+
 
 
 def _same(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> bool:

@@ -10,9 +10,12 @@ the client sees: the bytes, the error codes, the boot events.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import platform
+import resource
 import selectors
 import socket
 import threading
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -495,25 +499,59 @@ def test_nul_inside_a_filename_is_refused(tftp: Running) -> None:
     assert answer.code in (p.ERR_ILLEGAL_OP, p.ERR_NOT_FOUND)
 
 
-def test_the_client_s_datagrams_reach_the_transfer_s_connected_socket(tftp: Running, root: Path) -> None:
+def test_the_client_s_datagrams_reach_the_transfer_s_connected_socket(
+    tftp: Running, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The transfer's port has two sockets; the kernel gives the client's datagrams to the one
-    connected to it, whose packets the server neither formats nor compares an address for."""
-    with udp_client() as sock:
+    connected to it (no address formatted or compared), a stranger's to the other."""
+    calls = {"on_readable": 0, "on_stranger": 0}
+    for name in calls:
+        handler = getattr(tftp_server._Transfer, name)
+
+        def counted(self: object, handler: Any = handler, name: str = name) -> None:
+            calls[name] += 1
+            handler(self)
+
+        monkeypatch.setattr(tftp_server._Transfer, name, counted)
+    receivers = [Receiver(rrq("small.bin")) for _ in range(8)]  # the limit per client address
+    fetch_many(tftp.address, receivers)
+    assert all(bytes(r.data) == (root / "small.bin").read_bytes() for r in receivers)
+    assert calls == {"on_readable": 8 * 40, "on_stranger": 0}  # 40 ACKs each (20,000 bytes)
+    with udp_client() as sock, udp_client() as stranger:
         sock.sendto(p.encode(rrq("small.bin")), tftp.address)
         _, tid = sock.recvfrom(2000)
-        shared = [line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:]]
-        here = [f for f in shared if int(f[1].split(":")[1], 16) == tid[1]]
-        remote = sorted(f[2] for f in here)
-        client_port = f"{sock.getsockname()[1]:04X}"
-        assert len(here) == 2 and remote[0] == "00000000:0000" and remote[1] == f"0100007F:{client_port}", remote
+        stranger.sendto(p.encode(p.AckPacket(1)), tid)
+        assert p.parse_packet(stranger.recvfrom(2000)[0]) == p.ErrorPacket(p.ERR_UNKNOWN_TID, "unknown transfer ID")
+    assert calls["on_stranger"] == 1
+
+
+def test_every_transfer_in_flight_has_a_port_of_its_own(root: Path) -> None:
+    """Though each port is shared by its transfer's two sockets. (With SO_REUSEPORT set before
+    the bind, the kernel handed out ports already shared: about one in 40 transfers.)"""
+    count = 500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 4 descriptors a transfer here
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    try:
+        for running in _start(root, limits=FAST, max_transfers=count, max_per_client=count):
+            with contextlib.ExitStack() as stack:
+                ports = set()
+                for _ in range(count):  # one after another: a burst of 500 RRQs overflows the listener
+                    sock = stack.enter_context(udp_client())
+                    sock.sendto(p.encode(rrq("small.bin")), running.address)
+                    ports.add(sock.recvfrom(2000)[1][1])
+                assert running.server.active_transfers == count
+            assert len(ports) == count
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_transfer_whose_port_cannot_be_shared_runs_on_its_connected_socket(
     tftp: Running, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without SO_REUSEPORT the connected socket serves alone; a stranger then gets the kernel's
-    port unreachable (tftpd-hpa's behaviour) instead of ERROR 5, and the transfer goes on."""
-    monkeypatch.setattr(tftp_server, "_lobby_socket", lambda host: None)
+    """On a kernel before 5.4 (or without SO_REUSEPORT) the connected socket serves alone; a
+    stranger then gets the kernel's port unreachable (tftpd-hpa's behaviour) instead of ERROR 5,
+    and the transfer goes on."""
+    monkeypatch.setattr(tftp_server, "SHARED_PORTS", False)
     with udp_client() as sock, udp_client() as stranger:
         receiver = Receiver(rrq("small.bin"))
         sock.sendto(receiver.start(), tftp.address)
@@ -524,6 +562,15 @@ def test_a_transfer_whose_port_cannot_be_shared_runs_on_its_connected_socket(
             stranger.recv(2000)
         carry_on(sock, receiver, datagram, tid)
     assert bytes(receiver.data) == (root / "small.bin").read_bytes()
+
+
+@pytest.mark.parametrize(("release", "shared"), [
+    ("4.19.0-27-amd64", False), ("5.3.18", False), ("5.4.0-216-generic", True), ("6.18.44-fc-v1252", True),
+    ("garbage", False),
+])
+def test_ports_are_shared_from_linux_5_4_on(monkeypatch: pytest.MonkeyPatch, release: str, shared: bool) -> None:
+    monkeypatch.setattr(platform, "release", lambda: release)
+    assert tftp_server._kernel_at_least(5, 4) is shared
 
 
 def test_a_client_datagram_on_the_unconnected_socket_is_the_transfer_s(tftp: Running, root: Path) -> None:
