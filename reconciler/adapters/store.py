@@ -111,9 +111,9 @@ _MIGRATIONS: tuple[str, ...] = (
     WHERE stage = 'dhcp-ack' AND json_extract(detail, '$.proxy') IS NULL
       AND (json_extract(detail, '$.message') = 'INFORM'
            OR (json_extract(detail, '$.message') = 'REQUEST' AND client = json_extract(detail, '$.ip')))
-      AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT LIKE 'PXEClient%'
-      AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT LIKE 'HTTPClient%'
-      AND coalesce(json_extract(detail, '$.user_class'), '') NOT LIKE '%iPXE%';
+      AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT GLOB 'PXEClient*'
+      AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT GLOB 'HTTPClient*'
+      AND ',' || coalesce(json_extract(detail, '$.user_class'), '') || ',' NOT GLOB '*,iPXE,*';
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

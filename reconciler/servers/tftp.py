@@ -559,8 +559,9 @@ class _Transfer:
     to format, parse or compare, and without a route lookup per datagram (a 200-transfer
     lockstep storm: 10-18% faster, about 11% less server CPU). The other, unconnected, gets
     every other sender's datagrams and answers them ERROR 5 (RFC 1350: "while not disturbing
-    the transfer"); a datagram from the client itself there, which Linux 5.4 and later never
-    deliver, would still be the transfer's. Where the port cannot be shared, or the kernel is
+    the transfer"). The client's own datagrams land there too when it sends to another local
+    address of the port (a wildcard listen: the connected socket is bound to its route's source
+    address), and they are the transfer's. Where the port cannot be shared, or the kernel is
     older than 5.4 (see SHARED_PORTS), the connected socket serves alone, and strangers get the
     kernel's ICMP port unreachable, as from tftpd-hpa, whose transfer sockets are connected.
 
@@ -638,7 +639,7 @@ class _Transfer:
             size, addr = lobby.recvfrom_into(self._server.buffer)
         except OSError:
             return
-        if addr == self.client:  # never from Linux 5.4 on; still never told it is a stranger
+        if addr == self.client:  # sent to another local address of the port: still the client
             self._received(size)
             return
         with contextlib.suppress(OSError):
@@ -821,9 +822,13 @@ def _transfer_sockets(host: str, client: Address) -> tuple[socket.socket | None,
         if lobby is not None:
             # Between bind and connect it was an unconnected socket of the group: drop what a
             # stranger may have sent it then (the client cannot know the port yet).
-            with contextlib.suppress(BlockingIOError):
-                while True:
+            for _ in range(1024):
+                try:
                     sock.recv(1)
+                except BlockingIOError:
+                    break
+                except OSError:  # an ICMP error queued for the port: reading it clears it
+                    continue
     except OSError:
         sock.close()
         if lobby is not None:
@@ -848,7 +853,6 @@ def _lobby_socket(host: str) -> socket.socket | None:
         sock.close()
         return None
     return sock
-
 
 
 def _same(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> bool:

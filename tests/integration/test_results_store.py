@@ -84,11 +84,13 @@ def test_lease_upkeep_recorded_by_an_older_version_is_dropped_and_boots_are_kept
         "proxy-inform": ack("10.0.0.9", "INFORM", None, proxy=True),
         "pxe-discovery": ack("10.0.0.5", "REQUEST", "10.0.0.5", vendor_class="PXEClient:Arch:00007:UNDI:003000"),
         "ipxe": ack("10.0.0.5", "REQUEST", "10.0.0.5", user_class="iPXE"),
+        "uefi-http": ack("10.0.0.5", "REQUEST", "10.0.0.5", vendor_class="HTTPClient:Arch:00016"),
     }
     dropped = {
         "renewing": ack("10.0.0.5", "REQUEST", "10.0.0.5"),
         "rebinding": ack("10.1.0.50", "REQUEST", "10.1.0.50", vendor_class="udhcp 1.36.1"),
         "inform": ack("10.0.0.7", "INFORM", "0.0.0.0"),
+        "not-ipxe": ack("10.0.0.8", "REQUEST", "10.0.0.8", user_class="iPXE-like,other", vendor_class="pxeclient"),
     }
     for i, (client, detail) in enumerate([*kept.values(), *dropped.values()]):
         conn.execute("INSERT INTO boot_events (time, stage, revision, mac, client, detail) "

@@ -20,7 +20,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -37,6 +37,9 @@ from reconciler.servers.tftp import TftpServer
 from tests.support import VECTORS, patterned_bytes
 
 FAST = p.Limits(default_timeout=0.05, max_retries=50)  # server-side retransmit timer for loss tests
+# Strangers get ERROR 5 from a transfer's port only where it is shared (Linux 5.4 on, see
+# servers.tftp.SHARED_PORTS); elsewhere the kernel answers them port unreachable.
+NEEDS_SHARED_PORTS = pytest.mark.skipif(not tftp_server.SHARED_PORTS, reason="kernel before Linux 5.4")
 SOCKET_TIMEOUT = 10.0
 
 
@@ -204,7 +207,7 @@ class Running:
         return self.server.address
 
 
-def _start(root: Path, **kwargs: object) -> Iterator[Running]:
+def _start(root: Path, **kwargs: object) -> Generator[Running, None, None]:
     events = CollectEvents()
     holder = GenerationHolder()
     server = TftpServer(("127.0.0.1", 0), root, holder, events, **kwargs)  # type: ignore[arg-type]
@@ -408,6 +411,7 @@ def test_a_client_that_closes_its_port_ends_its_transfer_at_the_next_send(tftp: 
     assert tftp.server.active_transfers == 0
 
 
+@NEEDS_SHARED_PORTS
 def test_a_packet_from_another_port_gets_unknown_tid_and_the_transfer_goes_on(tftp: Running, root: Path) -> None:
     with udp_client() as sock, udp_client() as stranger:
         receiver = Receiver(rrq("small.bin", timeout="5"))
@@ -499,6 +503,7 @@ def test_nul_inside_a_filename_is_refused(tftp: Running) -> None:
     assert answer.code in (p.ERR_ILLEGAL_OP, p.ERR_NOT_FOUND)
 
 
+@NEEDS_SHARED_PORTS
 def test_the_client_s_datagrams_reach_the_transfer_s_connected_socket(
     tftp: Running, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -516,7 +521,11 @@ def test_the_client_s_datagrams_reach_the_transfer_s_connected_socket(
     receivers = [Receiver(rrq("small.bin")) for _ in range(8)]  # the limit per client address
     fetch_many(tftp.address, receivers)
     assert all(bytes(r.data) == (root / "small.bin").read_bytes() for r in receivers)
-    assert calls == {"on_readable": 8 * 40, "on_stranger": 0}  # 40 ACKs each (20,000 bytes)
+    deadline = time.monotonic() + SOCKET_TIMEOUT  # the server takes the last ACKs after the clients sent them
+    while len(tftp.events.events) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # 40 ACKs each (20,000 bytes), more if a stall made the server resend and a client ACK twice
+    assert calls["on_readable"] >= 8 * 40 and calls["on_stranger"] == 0, calls
     with udp_client() as sock, udp_client() as stranger:
         sock.sendto(p.encode(rrq("small.bin")), tftp.address)
         _, tid = sock.recvfrom(2000)
@@ -530,17 +539,23 @@ def test_every_transfer_in_flight_has_a_port_of_its_own(root: Path) -> None:
     the bind, the kernel handed out ports already shared: about one in 40 transfers.)"""
     count = 500
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 4 descriptors a transfer here
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    if hard < 4 * count + 200:
+        pytest.skip(f"the hard open-file limit ({hard}) is below {4 * count + 200}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4 * count + 200), hard))
+    patient = p.Limits(default_timeout=30.0, max_retries=1)  # no resends while the RRQs go out
     try:
-        for running in _start(root, limits=FAST, max_transfers=count, max_per_client=count):
+        with contextlib.closing(_start(root, limits=patient, max_transfers=count, max_per_client=count)) as started:
+            running = next(started)
             with contextlib.ExitStack() as stack:
-                ports = set()
+                tids = []
                 for _ in range(count):  # one after another: a burst of 500 RRQs overflows the listener
                     sock = stack.enter_context(udp_client())
                     sock.sendto(p.encode(rrq("small.bin")), running.address)
-                    ports.add(sock.recvfrom(2000)[1][1])
+                    tids.append((sock, sock.recvfrom(2000)[1]))
                 assert running.server.active_transfers == count
-            assert len(ports) == count
+                for sock, tid in tids:  # end them now, not in a minute
+                    sock.sendto(p.error_packet(p.ERR_UNDEFINED, "enough"), tid)
+            assert len({tid for _, tid in tids}) == count
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -573,6 +588,7 @@ def test_ports_are_shared_from_linux_5_4_on(monkeypatch: pytest.MonkeyPatch, rel
     assert tftp_server._kernel_at_least(5, 4) is shared
 
 
+@NEEDS_SHARED_PORTS
 def test_a_client_datagram_on_the_unconnected_socket_is_the_transfer_s(tftp: Running, root: Path) -> None:
     """A kernel before Linux 5.4 may give the client's datagram to either socket of the port.
     No kernel here does, so the test puts a socket of its own where the unconnected one was and

@@ -309,6 +309,12 @@ def test_a_boot_is_a_boot_event_and_lease_upkeep_is_not() -> None:
     assert discovery.reply is not None and discovery.stage == "dhcp-ack"
     ipxe = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157", options=pxe_options(7, ipxe=True)))
     assert ipxe.reply is not None and ipxe.stage == "dhcp-ack"
+    http = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157",
+                              options={d.OPT_VENDOR_CLASS: b"HTTPClient:Arch:00016:UNDI:003001"}))
+    assert http.reply is not None and http.stage == "dhcp-ack"
+    udhcp = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.157",
+                               options={d.OPT_VENDOR_CLASS: b"udhcp 1.36.1"}))
+    assert udhcp.reply is not None and udhcp.stage is None  # an OS renewing, whatever it calls itself
     # a renewal refused is worth seeing: the machine is about to lose its address
     refused = run(client_message(d.REQUEST, "52:54:00:12:34:56", ciaddr="10.99.0.158"))
     assert refused.reply is not None and refused.reply.message_type == d.NAK and refused.stage == "dhcp-nak"
