@@ -590,8 +590,8 @@ class ReadTransfer:
         one block in flight acknowledged and the next one already read. Returns that block's
         DATA datagram, with the state exactly as `ack` leaves it; None, with nothing changed,
         for everything else (the caller then calls `ack`): the final ACK, a duplicate or stale
-        one, the OACK's, a window, a block to be read first, one built ahead. About 0.6 us of
-        the 1.4 us `ack` takes; a 200-transfer lockstep storm used 8-10% less server CPU."""
+        one, the OACK's, a window, a block to be read first, one built ahead. It takes about
+        0.8 us where `ack` takes 1.4; a 200-transfer lockstep storm used 8-10% less server CPU."""
         base = self._base
         block = base + 1
         # One block in flight (`_next == base + 1`) is lockstep: a window is cut to one block

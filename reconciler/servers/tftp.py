@@ -15,8 +15,8 @@ loop of its own: per ACK the path is epoll -> recv_into a preallocated buffer (o
 connected to the client, see `_Transfer`) -> the state machine -> send, with no asyncio
 handles, futures or context switches in between (asyncio's per-callback machinery cost about
 as much as the rest of a lockstep round trip). Timers are one lazily re-armed deadline per
-transfer in a heap. The only blocking calls are local file
-opens and preads, which are short. Other threads talk to the loop through `_call_soon`.
+transfer in a heap. The only blocking calls are local file opens and preads, which are short.
+Other threads talk to the loop through `_call_soon`.
 
 Building ahead: after a windowed transfer sends, it queues itself, and when a poll finds nothing
 ready the loop builds the next window of one queued transfer (`ReadTransfer.prepare`), the only
@@ -790,7 +790,6 @@ class _Transfer:
             finished=finished,
         )
         self._server._transfer_done(self)
-
 
     def _close_sockets(self) -> None:
         for sock in (self._sock, self._lobby):
