@@ -42,18 +42,15 @@ from reconciler.core.events import EventRow, EventSink
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import dhcp as codec
 from reconciler.protocol.dhcp_decide import PROXY_PORT, Decision, DhcpPlan, decide, plan_dhcp
-from reconciler.servers import prefer_short_gil_turns
+from reconciler.servers import pktinfo, prefer_short_gil_turns
 
 log = logging.getLogger(__name__)
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SIOCSARP = 0x8955
 ATF_COM = 0x02
 ARPHRD_ETHER = 1
 CLIENT_PORT = 68
 SERVER_PORT = 67
-_PKTINFO = struct.Struct("@i4s4s")
-_CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 
 Binding = tuple[str | None, bool]  # (interface, PXE port 4011 open): what the sockets are bound for
 BINDING_CHECK_MS = 250  # an idle packet thread looks this often for a commit that moves its binding
@@ -139,7 +136,7 @@ class DhcpServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IP, pktinfo.IP_PKTINFO, 1)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             if interface:
@@ -332,15 +329,13 @@ class DhcpServer:
                 # for many packets), then look at the other sockets again.
                 for _ in range(DRAIN_MAX):
                     try:
-                        data, ancdata, _flags, source = sock.recvmsg(4096, _CMSG_SPACE)
+                        data, ancdata, _flags, source = sock.recvmsg(4096, pktinfo.CMSG_SPACE)
                     except OSError:  # drained (EAGAIN), or closed by a rebind in handle()
                         break
                     if not data:
                         continue
-                    ifindex = 0
-                    for level, kind, value in ancdata:
-                        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
-                            ifindex = _PKTINFO.unpack_from(value)[0]
+                    arrived = pktinfo.arrival(ancdata)
+                    ifindex = arrived.ifindex if arrived is not None else 0
                     try:
                         handle(sock, port, data, source, ifindex)
                     except Exception:
@@ -439,8 +434,7 @@ class DhcpServer:
             dest = broadcast
         try:
             if ifindex and (dest[0] == "255.255.255.255" or route.kind == "chaddr"):
-                cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO.pack(ifindex, b"\0" * 4, b"\0" * 4))]
-                sock.sendmsg([payload], cmsg, 0, dest)
+                sock.sendmsg([payload], pktinfo.out_of(ifindex), 0, dest)
             else:
                 sock.sendto(payload, dest)
             self.stats["sent"] += 1

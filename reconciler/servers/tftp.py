@@ -61,7 +61,7 @@ from reconciler.core.events import EventSink
 from reconciler.core.model import BootEvent
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as proto
-from reconciler.servers import prefer_short_gil_turns
+from reconciler.servers import pktinfo, prefer_short_gil_turns
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class TftpServer:
         allow_outside_root: Sequence[Path] = DEBIAN_IPXE_OUTSIDE,
     ) -> None:
         self._listen = listen
+        self._wildcard = listen[0] in ("", "0.0.0.0")  # answer from the address each request was sent to
         self._root = Path(root)
         self._holder = holder
         self._events = events
@@ -194,6 +195,8 @@ class TftpServer:
         try:
             listener.bind(self._listen)
             listener.setblocking(False)
+            if self._wildcard:
+                listener.setsockopt(socket.IPPROTO_IP, pktinfo.IP_PKTINFO, 1)
         except BaseException:
             listener.close()
             raise
@@ -340,21 +343,26 @@ class TftpServer:
         listener = self._listener
         while listener is not None:
             try:
-                data, addr = listener.recvfrom(MAX_DATAGRAM)
+                data, ancdata, _flags, addr = listener.recvmsg(MAX_DATAGRAM, pktinfo.CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("tftp listener: %s", exc)
                 return
+            # Listening on every address, a transfer answers from the one its request was sent
+            # to: PXE firmware takes DATA only from the server it asked (as tftpd-hpa does).
+            arrived = pktinfo.arrival(ancdata) if self._wildcard else None
+            local = arrived.local if arrived is not None else self._listen[0]
             try:
-                self._on_datagram(data, (str(addr[0]), int(addr[1])))
+                self._on_datagram(data, (str(addr[0]), int(addr[1])), local)
             except Exception:
                 log.exception("tftp: unexpected failure handling a request from %s", addr)
             listener = self._listener
 
     # ------------------------------------------------------------------ requests (loop thread)
 
-    def _on_datagram(self, data: bytes, client: Address) -> None:
+    def _on_datagram(self, data: bytes, client: Address, local: str) -> None:
+        """A datagram from `client` on the listening port, sent to our address `local`."""
         if not self._accepting or self._listener is None:
             return
         started = time.monotonic()
@@ -430,7 +438,7 @@ class TftpServer:
         self._transfers.add(transfer)
         self.peak_transfers = max(self.peak_transfers, len(self._transfers))
         self._per_client[host] = self._per_client.get(host, 0) + 1
-        transfer.start(self._listen[0])
+        transfer.start(local)
 
     def _open(self, request: proto.ReadRequest, generation: Generation | None) -> _Opened:
         relative = proto.request_path(request.filename)

@@ -34,7 +34,8 @@ from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as p
 from reconciler.servers import tftp as tftp_server
 from reconciler.servers.tftp import TftpServer
-from tests.support import VECTORS, patterned_bytes
+from tests.dhcp_lab import Lab
+from tests.support import VECTORS, patterned_bytes, require_root
 
 FAST = p.Limits(default_timeout=0.05, max_retries=50)  # server-side retransmit timer for loss tests
 # Strangers get ERROR 5 from a transfer's port only where it is shared (Linux 5.4 on, see
@@ -618,6 +619,35 @@ def test_a_client_datagram_on_the_unconnected_socket_is_the_transfer_s(tftp: Run
         following, peer = sock.recvfrom(2000)
         assert peer == tid
         assert p.parse_packet(following) == p.DataPacket(2, (root / "small.bin").read_bytes()[512:1024])
+
+
+def test_listening_on_every_address_a_transfer_answers_from_the_address_asked(root: Path) -> None:
+    """PXE firmware takes DATA only from the address it sent its request to. In a namespace of
+    the test's own, the server listens on 0.0.0.0 and has two addresses (10.99.0.1 on a bridge,
+    127.0.0.1 on lo); a client on 127.0.0.1 asks 10.99.0.1, and is answered from 10.99.0.1, not
+    from the address the route back to it prefers."""
+    require_root()
+    lab = Lab()
+
+    def scenario() -> tuple[str, bytes]:
+        server = TftpServer(("0.0.0.0", 0), root, GenerationHolder(), CollectEvents(), limits=FAST)
+        server.start()
+        try:
+            with udp_client() as sock:
+                receiver = Receiver(rrq("small.bin"))
+                sock.sendto(receiver.start(), ("10.99.0.1", server.address[1]))
+                first, tid = sock.recvfrom(2000)
+                carry_on(sock, receiver, first, tid)
+            return tid[0], bytes(receiver.data)
+        finally:
+            server.stop(2.0)
+
+    try:
+        source, data = lab.call_in(lab.server, scenario)
+    finally:
+        lab.close()
+    assert source == "10.99.0.1"
+    assert data == (root / "small.bin").read_bytes()
 
 
 def test_write_requests_are_refused_with_access_violation(tftp: Running, root: Path) -> None:
