@@ -1,8 +1,8 @@
 """IP_PKTINFO (Linux): which interface a datagram came in on and which local address it was for.
 
 Used by the DHCP server (the interface a request came in on, to send the reply out of it) and
-the TFTP server (the address a read request was sent to, for the transfer's port to answer
-from when it listens on every address).
+the TFTP server (the address a read request was sent to, for the transfer's port and the
+listener's errors to answer from when it listens on every address).
 """
 
 from __future__ import annotations
@@ -33,3 +33,8 @@ def arrival(ancdata: list[tuple[int, int, bytes]]) -> Arrival | None:
 def out_of(ifindex: int) -> list[tuple[int, int, bytes]]:
     """Ancillary data for `sendmsg`: send out of interface `ifindex`."""
     return [(socket.IPPROTO_IP, IP_PKTINFO, PKTINFO.pack(ifindex, b"\0" * 4, b"\0" * 4))]
+
+
+def from_address(local: str) -> list[tuple[int, int, bytes]]:
+    """Ancillary data for `sendmsg`: send from the local address `local`."""
+    return [(socket.IPPROTO_IP, IP_PKTINFO, PKTINFO.pack(0, socket.inet_aton(local), b"\0" * 4))]

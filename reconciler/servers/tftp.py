@@ -370,11 +370,12 @@ class TftpServer:
         try:
             packet = proto.parse_packet(data)
         except proto.TftpError as error:
-            self._refuse(client, error, generation, "", started)
+            self._refuse(client, local, error, generation, "", started)
             return
         if isinstance(packet, proto.WriteRequest):
             self._refuse(
                 client,
+                local,
                 proto.TftpError(proto.ERR_ACCESS, "writes are not allowed"),
                 generation,
                 packet.filename,
@@ -384,15 +385,13 @@ class TftpServer:
         if not isinstance(packet, proto.ReadRequest):
             # Stray DATA/ACK/ERROR on the well-known port: tell the sender, record nothing.
             if not isinstance(packet, proto.ErrorPacket):
-                with contextlib.suppress(OSError):
-                    self._listener.sendto(
-                        proto.error_packet(proto.ERR_UNKNOWN_TID, "no transfer on this port"), client
-                    )
+                self._answer(proto.error_packet(proto.ERR_UNKNOWN_TID, "no transfer on this port"), client, local)
             return
         host = client[0]
         if len(self._transfers) >= self._max_transfers:
             self._refuse(
                 client,
+                local,
                 proto.TftpError(proto.ERR_UNDEFINED, "server busy, try again"),
                 generation,
                 packet.filename,
@@ -402,6 +401,7 @@ class TftpServer:
         if self._per_client.get(host, 0) >= self._max_per_client:
             self._refuse(
                 client,
+                local,
                 proto.TftpError(proto.ERR_UNDEFINED, "too many transfers from this client"),
                 generation,
                 packet.filename,
@@ -411,7 +411,7 @@ class TftpServer:
         try:
             opened = self._open(packet, generation)
         except proto.TftpError as error:
-            self._refuse(client, error, generation, packet.filename, started)
+            self._refuse(client, local, error, generation, packet.filename, started)
             return
         try:
             size = opened.size
@@ -423,7 +423,7 @@ class TftpServer:
         except proto.TftpError as error:
             if opened.closer is not None:
                 opened.closer()
-            self._refuse(client, error, generation, packet.filename, started)
+            self._refuse(client, local, error, generation, packet.filename, started)
             return
         transfer = _Transfer(
             self,
@@ -472,15 +472,14 @@ class TftpServer:
     def _refuse(
         self,
         client: Address,
+        local: str,
         error: proto.TftpError,
         generation: Generation | None,
         filename: str,
         started: float,
     ) -> None:
-        if self._listener is not None:
-            # Errors for a request come from the well-known port: no transfer (TID) exists.
-            with contextlib.suppress(OSError):
-                self._listener.sendto(error.packet(), client)
+        # Errors for a request come from the well-known port: no transfer (TID) exists.
+        self._answer(error.packet(), client, local)
         self._record(
             client,
             generation=generation,
@@ -490,6 +489,17 @@ class TftpServer:
             negotiated=None,
             error=error,
         )
+
+    def _answer(self, datagram: bytes, client: Address, local: str) -> None:
+        """Send from the listening port, and from the address `local` the request was sent to."""
+        listener = self._listener
+        if listener is None:
+            return
+        with contextlib.suppress(OSError):
+            if self._wildcard:
+                listener.sendmsg([datagram], pktinfo.from_address(local), 0, client)
+            else:
+                listener.sendto(datagram, client)
 
     def _record(
         self,

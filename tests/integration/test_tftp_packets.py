@@ -629,7 +629,7 @@ def test_listening_on_every_address_a_transfer_answers_from_the_address_asked(ro
     require_root()
     lab = Lab()
 
-    def scenario() -> tuple[str, bytes]:
+    def scenario() -> tuple[str, bytes, tuple[str, int], p.Packet]:
         server = TftpServer(("0.0.0.0", 0), root, GenerationHolder(), CollectEvents(), limits=FAST)
         server.start()
         try:
@@ -638,16 +638,21 @@ def test_listening_on_every_address_a_transfer_answers_from_the_address_asked(ro
                 sock.sendto(receiver.start(), ("10.99.0.1", server.address[1]))
                 first, tid = sock.recvfrom(2000)
                 carry_on(sock, receiver, first, tid)
-            return tid[0], bytes(receiver.data)
+                # a refused request is answered from the listening port and the address asked
+                sock.sendto(p.encode(rrq("missing.bin")), ("10.99.0.1", server.address[1]))
+                refusal, refused_by = sock.recvfrom(2000)
+            return tid[0], bytes(receiver.data), refused_by, p.parse_packet(refusal)
         finally:
             server.stop(2.0)
 
     try:
-        source, data = lab.call_in(lab.server, scenario)
+        source, data, refused_by, refusal = lab.call_in(lab.server, scenario)
     finally:
         lab.close()
     assert source == "10.99.0.1"
     assert data == (root / "small.bin").read_bytes()
+    assert refused_by[0] == "10.99.0.1"
+    assert isinstance(refusal, p.ErrorPacket) and refusal.code == p.ERR_NOT_FOUND
 
 
 def test_write_requests_are_refused_with_access_violation(tftp: Running, root: Path) -> None:
