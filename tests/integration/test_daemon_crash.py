@@ -6,6 +6,7 @@ kept on disk (not only `current`) must still hold exactly what its commit render
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import time
@@ -18,7 +19,7 @@ from reconciler.adapters.gitsource import read_tree
 from reconciler.commands.run import report_secret
 from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
-from tests.integration.daemon_support import DaemonProcess, WorkTree
+from tests.integration.daemon_support import DaemonProcess, WorkTree, wait_for
 
 NODES = 300
 ARGS = ["--interval", "3600", "--no-watch", "--keep-generations", "2"]
@@ -39,6 +40,11 @@ def expected_files(repo: Path, revision: str, state_dir: Path) -> dict[str, byte
     return render_generation(validation.state, report_secret=report_secret(state_dir))
 
 
+def applied_durations(daemon: DaemonProcess) -> list[float]:
+    status = daemon.status()
+    return [r["duration_seconds"] for r in (status or {}).get("reconciles", []) if r["result"] == "applied"]
+
+
 def test_kill_9_during_reconciles_never_leaves_a_torn_generation(tmp_path: Path) -> None:
     rng = random.Random(1234)
     tree = WorkTree(tmp_path / "repo")
@@ -53,9 +59,8 @@ def test_kill_9_during_reconciles_never_leaves_a_torn_generation(tmp_path: Path)
     rng.shuffle(fractions)
     try:
         for round_, fraction in enumerate(fractions, start=1):
-            status = daemon.status()
-            assert status is not None
-            duration = max(r["duration_seconds"] for r in status["reconciles"] if r["result"] == "applied")
+            # The new generation is served a moment before its reconcile is in the history.
+            duration = max(wait_for(functools.partial(applied_durations, daemon), "an applied reconcile in /status"))
             new = tree.commit(f"round {round_}", node_files(round_))
             commits.add(new)
             daemon.signal(signal.SIGHUP)
