@@ -334,10 +334,8 @@ class DhcpServer:
                         break
                     if not data:
                         continue
-                    arrived = pktinfo.arrival(ancdata)
-                    ifindex = arrived.ifindex if arrived is not None else 0
                     try:
-                        handle(sock, port, data, source, ifindex)
+                        handle(sock, port, data, source, pktinfo.ifindex_of(ancdata))
                     except Exception:
                         log.exception("dhcp: packet from %s not handled", source)
             self._hand_over_events()

@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import NamedTuple
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 PKTINFO = struct.Struct("@i4s4s")  # struct in_pktinfo: ipi_ifindex, ipi_spec_dst, ipi_addr
 CMSG_SPACE = socket.CMSG_SPACE(PKTINFO.size)
 
 
-class Arrival(NamedTuple):
-    ifindex: int
-    local: str  # ipi_spec_dst: the local address the datagram is for (for a broadcast: the interface's)
-
-
-def arrival(ancdata: list[tuple[int, int, bytes]]) -> Arrival | None:
-    """The IP_PKTINFO of a `recvmsg` result's ancillary data, if it carries one."""
+def _find(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, bytes] | None:
     for level, kind, value in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= PKTINFO.size:
             ifindex, spec_dst, _ = PKTINFO.unpack_from(value)
-            return Arrival(ifindex, socket.inet_ntoa(spec_dst))
+            return ifindex, spec_dst
     return None
+
+
+def ifindex_of(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The interface a `recvmsg` result came in on (0: not known). On DHCP's per-packet path."""
+    found = _find(ancdata)
+    return found[0] if found is not None else 0
+
+
+def local_address_of(ancdata: list[tuple[int, int, bytes]]) -> str | None:
+    """The local address a `recvmsg` result was for (ipi_spec_dst; for a broadcast, the
+    interface's), if its ancillary data says."""
+    found = _find(ancdata)
+    return socket.inet_ntoa(found[1]) if found is not None else None
 
 
 def out_of(ifindex: int) -> list[tuple[int, int, bytes]]:

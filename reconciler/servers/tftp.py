@@ -351,8 +351,7 @@ class TftpServer:
                 return
             # Listening on every address, a transfer answers from the one its request was sent
             # to: PXE firmware takes DATA only from the server it asked (as tftpd-hpa does).
-            arrived = pktinfo.arrival(ancdata) if self._wildcard else None
-            local = arrived.local if arrived is not None else self._listen[0]
+            local = (pktinfo.local_address_of(ancdata) if self._wildcard else None) or self._listen[0]
             try:
                 self._on_datagram(data, (str(addr[0]), int(addr[1])), local)
             except Exception:
