@@ -218,9 +218,11 @@ def test_a_renewal_extends_the_lease_and_is_no_boot_event(served: Served) -> Non
     mac = "02:00:00:00:bb:01"
     ns = served.client(mac)
     bound, renewed = served.tmp / "renew-bound.env", served.tmp / "renew-renew.env"
+    # The file appears whole (written, then renamed): the test reads it as soon as it exists.
     prog = script(served.tmp, "renew.sh",
                   '[ "$1" = bound ] && ip addr add "$ip/24" dev "$interface"\n'
-                  f'env > {served.tmp}/renew-"$1".env\nexit 0\n')
+                  f'env > {served.tmp}/renew.part && mv {served.tmp}/renew.part {served.tmp}/renew-"$1".env\n'
+                  'exit 0\n')
     proc = served.lab.popen(ns, busybox, "udhcpc", "-i", "eth0", "-f", "-n", "-t", "5", "-T", "1",
                             "-s", str(prog), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
