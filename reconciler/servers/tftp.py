@@ -576,11 +576,12 @@ class _Transfer:
     to format, parse or compare, and without a route lookup per datagram (a 200-transfer
     lockstep storm: 10-18% faster, about 11% less server CPU). The other, unconnected, gets
     every other sender's datagrams and answers them ERROR 5 (RFC 1350: "while not disturbing
-    the transfer"). The client's own datagrams land there too when it sends to another local
-    address of the port (a wildcard listen: the connected socket is bound to its route's source
-    address), and they are the transfer's. Where the port cannot be shared, or the kernel is
-    older than 5.4 (see SHARED_PORTS), the connected socket serves alone, and strangers get the
-    kernel's ICMP port unreachable, as from tftpd-hpa, whose transfer sockets are connected.
+    the transfer"). The client's own datagrams could land there only if the port were bound to
+    every address (a wildcard listen where IP_PKTINFO told no local address: `connect` binds the
+    connected socket to one) and the client sent to another; they would be the transfer's.
+    Where the port cannot be shared, or the kernel is older than 5.4 (see SHARED_PORTS), the
+    connected socket serves alone, and strangers get the kernel's ICMP port unreachable, as
+    from tftpd-hpa, whose transfer sockets are connected.
 
     Readable means one datagram: it is received into the server's shared buffer, and a 4-byte
     ACK goes straight to `ReadTransfer.ack_lockstep` or `ack` (no packet value, no copy); one
@@ -656,7 +657,7 @@ class _Transfer:
             size, addr = lobby.recvfrom_into(self._server.buffer)
         except OSError:
             return
-        if addr == self.client:  # sent to another local address of the port: still the client
+        if addr == self.client:  # to another local address of a port on 0.0.0.0: still the client
             self._received(size)
             return
         with contextlib.suppress(OSError):
