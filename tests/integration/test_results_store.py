@@ -111,6 +111,31 @@ def test_lease_upkeep_recorded_by_an_older_version_is_dropped_and_boots_are_kept
     assert sorted(e.stage for e in left if e.stage != "dhcp-ack") == ["dhcp-offer", "kernel"]
 
 
+def test_a_store_the_migration_left_mostly_free_is_compacted(tmp_path: Path) -> None:
+    """Version 4 drops the lease upkeep, most of an old store: the file is given back to the
+    file system (VACUUM), not only left free inside for later rows."""
+    path = tmp_path / "results.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1)
+    renewal = json.dumps({"message": "REQUEST", "ip": "10.0.0.5", "pad": "x" * 400})
+    conn.executemany("INSERT INTO boot_events (time, stage, revision, mac, client, detail) "
+                     "VALUES (?, 'dhcp-ack', 'r1', ?, '10.0.0.5', ?)", [(float(i), MAC, renewal) for i in range(5000)])
+    conn.execute("INSERT INTO boot_events (time, stage, revision, mac, client, detail) "
+                 "VALUES (9999.0, 'kernel', 'r1', ?, '10.0.0.5', '{}')", (MAC,))
+    conn.commit()
+    conn.close()
+    before = path.stat().st_size
+    store = ResultsStore(path)
+    try:
+        assert [e.stage for e in store.boot_events(revision="r1")] == ["kernel"]
+    finally:
+        store.close()
+    assert path.stat().st_size * 20 < before, (before, path.stat().st_size)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    conn.close()
+
+
 def test_durable_reports_installs_and_unfinished_installs(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite3"
     store = ResultsStore(path, flush_interval=60.0)  # the batch writer will not run on its own here
