@@ -60,7 +60,7 @@ def random_repo(draw: st.DrawFn) -> dict[str, bytes]:
         sub: dict[str, object] = {
             "subnet": f"{base}.0/24",
             "routers": [f"{base}.1"],
-            "dns_servers": [f"{base}.{draw(st.integers(1, 254))}"],
+            "dns_servers": [f"{base}.{draw(st.integers(200, 254))}"],  # never in the pool (.100-.199)
             "lease_time": draw(st.integers(60, 3600)),
             "max_lease_time": 7200,
         }
@@ -105,7 +105,7 @@ def random_repo(draw: st.DrawFn) -> dict[str, bytes]:
             "metadata": draw(st.dictionaries(_META_KEY, _SAFE_TEXT, max_size=2)),
         }
         if draw(st.booleans()):
-            host = draw(st.integers(2, 99).filter(lambda h: h not in used_hosts))
+            host = draw(st.integers(3, 99).filter(lambda h: h not in used_hosts))  # .1 routes, .2 may serve
             used_hosts.add(host)
             node["ip"] = f"10.{draw(st.integers(0, subnet_count - 1))}.0.{host}"
             # the ip must lie in the drawn subnet: rewrite the third octet to the subnet's

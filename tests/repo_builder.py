@@ -17,7 +17,7 @@ dhcp:
   unknown_clients: ignore
   subnets:
     - subnet: 10.10.10.0/24
-      pool: [10.10.10.10, 10.10.10.200]
+      pool: [10.10.10.20, 10.10.10.200]
       routers: [10.10.10.254]
       dns_servers: [8.8.8.8]
 """,

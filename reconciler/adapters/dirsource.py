@@ -17,6 +17,7 @@ from reconciler.core.snapshot import (
     Snapshot,
     is_candidate_dir,
     kind_of,
+    not_read,
     refuse_size,
     refuse_symlink,
 )
@@ -34,6 +35,7 @@ def read_directory(root: Path) -> Snapshot:
     """Read the repository format from `root`. OSError when `root` itself cannot be read."""
     files: dict[str, bytes] = {}
     refused: list[Issue] = []
+    unread: list[Issue] = []
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a directory")
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -44,6 +46,8 @@ def read_directory(root: Path) -> Snapshot:
             rel = f"{rel_dir}/{d}" if rel_dir else d
             if os.path.islink(os.path.join(dirpath, d)) and is_candidate_dir(rel):
                 refused.append(refuse_symlink(rel))
+            elif not is_candidate_dir(rel) and (miss := not_read(rel, is_dir=True)) is not None:
+                unread.append(miss)
         dirnames[:] = sorted(
             d
             for d in dirnames
@@ -52,6 +56,8 @@ def read_directory(root: Path) -> Snapshot:
         for name in sorted(filenames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if kind_of(rel) is None:
+                if (miss := not_read(rel, is_dir=False)) is not None:
+                    unread.append(miss)
                 continue
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
@@ -62,4 +68,5 @@ def read_directory(root: Path) -> Snapshot:
             else:
                 with open(full, "rb") as fh:
                     files[rel] = fh.read(MAX_FILE_BYTES + 1)
-    return Snapshot(revision=content_digest(files), files=files, refused=tuple(refused), origin=str(root))
+    return Snapshot(revision=content_digest(files), files=files, refused=tuple(refused), unread=tuple(unread),
+                    origin=str(root))

@@ -45,6 +45,7 @@ from reconciler.core.snapshot import (
     Snapshot,
     is_candidate_dir,
     kind_of,
+    not_read,
     refuse_size,
     refuse_submodule,
     refuse_symlink,
@@ -131,18 +132,25 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         tree = repo[entry.id].peel(pygit2.Tree)
     files: dict[str, bytes] = {}
     refused: list[Issue] = []
-    _walk(repo, tree, "", files, refused)
+    unread: list[Issue] = []
+    _walk(repo, tree, "", files, refused, unread)
     return Snapshot(
         revision=str(commit.id),
         files=files,
         refused=tuple(refused),
+        unread=tuple(unread),
         origin=origin,
         extra={"message": commit.message.strip().splitlines()[0] if commit.message.strip() else ""},
     )
 
 
 def _walk(
-    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, files: dict[str, bytes], refused: list[Issue]
+    repo: pygit2.Repository,
+    tree: pygit2.Tree,
+    prefix: str,
+    files: dict[str, bytes],
+    refused: list[Issue],
+    unread: list[Issue],
 ) -> None:
     odb = repo.odb
     for entry in tree:
@@ -151,7 +159,9 @@ def _walk(
         mode = entry.filemode
         if mode == pygit2.GIT_FILEMODE_TREE:
             if is_candidate_dir(rel):
-                _walk(repo, repo[entry.id].peel(pygit2.Tree), rel, files, refused)
+                _walk(repo, repo[entry.id].peel(pygit2.Tree), rel, files, refused, unread)
+            elif (miss := not_read(rel, is_dir=True)) is not None:
+                unread.append(miss)
             continue
         if mode == pygit2.GIT_FILEMODE_COMMIT:
             if is_candidate_dir(rel) or kind_of(rel) is not None:
@@ -162,6 +172,8 @@ def _walk(
                 refused.append(refuse_symlink(rel))
             continue
         if kind_of(rel) is None:
+            if (miss := not_read(rel, is_dir=False)) is not None:
+                unread.append(miss)
             continue
         _kind, size = odb.read_header(entry.id)
         if size > MAX_FILE_BYTES:

@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"netboot-reconcile render: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if result.state is None or result.errors:
-        print_findings(result, args.format, strict=False)
+        print_findings(result, args.format, strict=False, path=args.path)
         return EXIT_INVALID
     if result.warnings:
-        print_findings(result, args.format, strict=False)
+        print_findings(result, args.format, strict=False, path=args.path)
     files = render_generation(result.state)
     try:
         write_tree(files, args.out)

@@ -42,12 +42,15 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def format_github(issues: Iterable[Issue]) -> str:
-    """GitHub Actions workflow commands: each finding becomes an inline annotation in a PR."""
+def format_github(issues: Iterable[Issue], prefix: str = "") -> str:
+    """GitHub Actions workflow commands: each finding becomes an inline annotation in a PR.
+
+    `prefix`: where the validated directory lies in the checkout ("site/" for `validate site`):
+    GitHub places an annotation by its path from the workspace root."""
     lines = []
     for i in issues:
         level = "error" if i.severity is Severity.ERROR else "warning"
-        props = [f"file={_escape_property(i.file)}"]
+        props = [f"file={_escape_property(prefix + i.file)}"]
         if i.line:
             props.append(f"line={i.line}")
         if i.column:

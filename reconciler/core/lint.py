@@ -87,7 +87,7 @@ LINTS = {
     )
 }
 
-_SEED = re.compile(r"(?:^|;)s=([^;]*)")
+_SEED = re.compile(r"(?:^|;)(?:s|seedfrom)=([^;]*)")  # `seedfrom` is the long name of `s`
 _UBUNTU_VERSION = re.compile(r"ubuntu-(\d{2})\.(\d{2})")
 
 

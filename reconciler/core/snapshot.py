@@ -8,6 +8,8 @@ enforces, so both readers refuse the same things.
 
 from __future__ import annotations
 
+import difflib
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,37 @@ def is_candidate_dir(path: str) -> bool:
     return path in ("", "nodes", "profiles", "groups", "cloud-init")
 
 
+_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init")
+_EXTENSIONS = {"nodes": ".yaml or .yml", "profiles": ".yaml, .yml or .json", "groups": ".yaml, .yml or .json",
+               "cloud-init": ".yaml or .yml"}
+
+
+def not_read(path: str, is_dir: bool) -> Issue | None:
+    """A warning for a path the format does not read but that looks meant to be read (`node/`,
+    `nodes/rack1/`, `nodes/a.json`, `netboot.yml`); None for anything else (README.md, .github/).
+
+    Readers call it for what they skip: without it, a node in the wrong place is silently not
+    declared, and its machine gets no reservation and no boot."""
+    parent, name = posixpath.split(path)
+    if parent in _CANDIDATE_DIRS:
+        if is_dir:
+            return _unread(path + "/", f"only files directly in {parent}/ are read, not subdirectories")
+        if re.search(r"\.(ya?ml|json)$", name, re.IGNORECASE):
+            return _unread(path, f"files in {parent}/ are read when they end in {_EXTENSIONS[parent]}")
+        return None
+    if parent:
+        return None
+    known = list(_CANDIDATE_DIRS) if is_dir else [SITE_FILE, ASSETS_FILE]
+    close = difflib.get_close_matches(name.lower().replace("_", "-"), known, n=1, cutoff=0.75)
+    if not close:
+        return None
+    return _unread(path + ("/" if is_dir else ""), f"did you mean {close[0]}{'/' if is_dir else ''}?")
+
+
+def _unread(path: str, why: str) -> Issue:
+    return Issue(path.rstrip("/"), 0, 0, "not-read", Severity.WARNING, f"{path} is not read: {why}")
+
+
 def refused(path: str, code: str, message: str) -> Issue:
     return Issue(path, 0, 0, code, Severity.ERROR, message)
 
@@ -67,5 +100,6 @@ class Snapshot:
     revision: str
     files: Mapping[str, bytes]
     refused: tuple[Issue, ...] = ()
+    unread: tuple[Issue, ...] = ()  # warnings for paths that look meant to be read (`not_read`)
     origin: str = ""  # a human-readable source: a path or URL and ref
     extra: Mapping[str, str] = field(default_factory=dict)

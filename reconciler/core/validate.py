@@ -126,6 +126,7 @@ def validate(snapshot: Snapshot) -> Validation:
     """Validate a whole repository snapshot."""
     out = _Collector()
     out.extend(snapshot.refused)
+    out.extend(snapshot.unread)
     docs = _parse_all(snapshot, out)
 
     site = _build_site(docs.get(SITE_FILE), out)
@@ -136,9 +137,13 @@ def validate(snapshot: Snapshot) -> Validation:
     nodes = _build_nodes(docs, out)
 
     where = _FieldLocator(docs)
-    _check_profile_refs(profiles, cloud_init, where, out)
-    _check_groups(groups, profiles, nodes, where, out)
-    _check_nodes(nodes, profiles, site, where, out)
+    # A reference to a file that exists but failed (its own errors say why) is not a second
+    # error: "profile X does not exist, did you mean Y" would send the user the wrong way.
+    declared = {kind: {stem(p) for p in snapshot.files if kind_of(p) == kind} for kind in ("profile", "cloud-init")}
+    known_profiles = {**dict.fromkeys(declared["profile"]), **profiles}
+    _check_profile_refs(profiles, {**dict.fromkeys(declared["cloud-init"]), **cloud_init}, where, out)
+    _check_groups(groups, known_profiles, nodes, where, out)
+    _check_nodes(nodes, known_profiles, site, where, out)
     if site is not None:
         _check_subnets(site, out)
         checker = _BootPlanChecker(snapshot.revision, site, profiles, assets, out)
@@ -193,6 +198,10 @@ def _schema_ok(doc: Document, kind: str, out: _Collector) -> bool:
 # -- building values ---------------------------------------------------------------------------
 
 
+# Integer fields go through int(): JSON Schema counts 600.0 as an integer, and written as is it
+# broke dhcpd ("default-lease-time 600.0;"), Kea and dnsmasq, and URLs (":8080.0").
+
+
 def _build_site(doc: Document | None, out: _Collector) -> Site | None:
     if doc is None or not _schema_ok(doc, "site", out):
         return None
@@ -205,8 +214,13 @@ def _build_site(doc: Document | None, out: _Collector) -> Site | None:
         try:
             network = IPv4Network(raw["subnet"], strict=True)
         except ValueError as exc:
-            out.error(loc, "subnet-invalid", f"dhcp.subnets[{i}].subnet: {exc}")
-            continue
+            try:
+                network = IPv4Network(raw["subnet"], strict=False)
+            except ValueError:
+                out.error(loc, "subnet-invalid", f"dhcp.subnets[{i}].subnet: {exc}")
+                continue
+            # Host bits set: name the network meant, and check the rest against it.
+            out.error(loc, "subnet-invalid", f"dhcp.subnets[{i}].subnet: {exc}; did you mean {network}?")
         pool = None
         if "pool" in raw:
             start, end = (IPv4Address(a) for a in raw["pool"])
@@ -218,6 +232,7 @@ def _build_site(doc: Document | None, out: _Collector) -> Site | None:
                 out.error(pool_loc, "pool-outside-subnet", f"pool {start} - {end} is not inside {network}")
             elif start == network.network_address or end == network.broadcast_address:
                 out.error(pool_loc, "pool-outside-subnet", "the pool holds the network or broadcast address")
+            _check_pool_holds_no_host(pool, pool_loc, server["address"], raw, out)
         if raw.get("lease_time", 600) > raw.get("max_lease_time", 7200):
             out.error(
                 doc.loc(("dhcp", "subnets", i, "lease_time")),
@@ -239,8 +254,8 @@ def _build_site(doc: Document | None, out: _Collector) -> Site | None:
                 routers=tuple(IPv4Address(a) for a in raw.get("routers", [])),
                 dns_servers=tuple(IPv4Address(a) for a in raw.get("dns_servers", [])),
                 domain_name=raw.get("domain_name"),
-                lease_time=raw.get("lease_time", 600),
-                max_lease_time=raw.get("max_lease_time", 7200),
+                lease_time=int(raw.get("lease_time", 600)),
+                max_lease_time=int(raw.get("max_lease_time", 7200)),
                 source=doc.loc(("dhcp", "subnets", i)),
             )
         )
@@ -248,7 +263,7 @@ def _build_site(doc: Document | None, out: _Collector) -> Site | None:
     defaults = BootFiles()
     return Site(
         server_address=IPv4Address(server["address"]),
-        http_port=server.get("http_port", 80),
+        http_port=int(server.get("http_port", 80)),
         dhcp_mode=dhcp.get("mode", "full"),
         interface=dhcp.get("interface"),
         unknown_clients=dhcp.get("unknown_clients", "ignore"),
@@ -262,11 +277,24 @@ def _build_site(doc: Document | None, out: _Collector) -> Site | None:
     )
 
 
+def _check_pool_holds_no_host(
+    pool: tuple[IPv4Address, IPv4Address], loc: Location, server: str, raw: Mapping[str, Any], out: _Collector
+) -> None:
+    """The pool must not hold an address a host already uses: a DHCP server leases it to the next
+    machine that asks (ours, Kea and dnsmasq do not ping first), and two hosts share it."""
+    hosts = [("server.address", server)]
+    hosts += [("router", a) for a in raw.get("routers", [])] + [("DNS server", a) for a in raw.get("dns_servers", [])]
+    for what, addr in hosts:
+        if pool[0] <= IPv4Address(addr) <= pool[1]:
+            out.error(loc, "pool-holds-host", f"pool {pool[0]} - {pool[1]} holds the {what} {addr}: "
+                      "it would be leased to a machine; start or end the pool past it")
+
+
 def _build_assets(doc: Document | None, out: _Collector) -> tuple[Asset, ...] | None:
     if doc is None:
         return None
     if not _schema_ok(doc, "assets", out):
-        return ()
+        return None  # its own errors say what is wrong; listing nothing would flag every asset
     assets: list[Asset] = []
     seen: dict[str, Location] = {}
     for i, raw in enumerate(doc.data["assets"]):
@@ -274,7 +302,8 @@ def _build_assets(doc: Document | None, out: _Collector) -> tuple[Asset, ...] | 
         if raw["path"] in seen:
             out.error(loc, "duplicate-asset", f"{raw['path']} is listed twice (first at line {seen[raw['path']].line})")
         seen[raw["path"]] = loc
-        assets.append(Asset(raw["path"], raw.get("sha256"), raw.get("size"), raw.get("url"), loc))
+        size = raw.get("size")
+        assets.append(Asset(raw["path"], raw.get("sha256"), None if size is None else int(size), raw.get("url"), loc))
     return tuple(assets)
 
 
@@ -417,7 +446,7 @@ def _build_nodes(docs: Mapping[str, Document], out: _Collector) -> list[Node]:
             ip=IPv4Address(data["ip"]) if "ip" in data else None,
             labels=dict(data.get("labels", {})),
             metadata=data.get("metadata", {}),
-            reinstall=data.get("reinstall", 0),
+            reinstall=int(data.get("reinstall", 0)),
             source=doc.loc(),
         )
     return list(nodes.values())
@@ -449,7 +478,7 @@ class _FieldLocator:
 
 
 def _check_profile_refs(
-    profiles: Mapping[str, Profile], cloud_init: Mapping[str, CloudInitTemplate], where: _FieldLocator, out: _Collector
+    profiles: Mapping[str, Profile], cloud_init: Mapping[str, object], where: _FieldLocator, out: _Collector
 ) -> None:
     for profile in profiles.values():
         if profile.cloud_init is not None and profile.cloud_init not in cloud_init:
@@ -462,7 +491,7 @@ def _check_profile_refs(
 
 
 def _check_groups(
-    groups: list[Group], profiles: Mapping[str, Profile], nodes: list[Node], where: _FieldLocator, out: _Collector
+    groups: list[Group], profiles: Mapping[str, object], nodes: list[Node], where: _FieldLocator, out: _Collector
 ) -> None:
     defaults = [g for g in groups if g.is_default]
     for extra in sorted(defaults, key=lambda g: g.id)[1:]:
@@ -506,7 +535,7 @@ def _check_groups(
 
 
 def _check_nodes(
-    nodes: list[Node], profiles: Mapping[str, Profile], site: Site | None, where: _FieldLocator, out: _Collector
+    nodes: list[Node], profiles: Mapping[str, object], site: Site | None, where: _FieldLocator, out: _Collector
 ) -> None:
     seen: dict[str, dict[str, Node]] = {"mac": {}, "ip": {}, "hostname": {}}
     for node in sorted(nodes, key=lambda n: n.source.file):
@@ -541,6 +570,13 @@ def _check_nodes(
                     where(node.source, "ip"),
                     "ip-outside-subnet",
                     f"ip {node.ip} of node {node.name!r} is in no declared subnet (declared: {declared})",
+                )
+            elif node.ip == site.server_address or node.ip in subnet.routers:
+                what = "server.address" if node.ip == site.server_address else "a router"
+                out.error(
+                    where(node.source, "ip"),
+                    "ip-conflict",
+                    f"ip {node.ip} of node {node.name!r} is {what} in netboot.yaml: two hosts would answer it",
                 )
             elif subnet.in_pool(node.ip):
                 assert subnet.pool is not None

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.adapters.dirsource import read_directory
 from reconciler.adapters.gitsource import read_tree
 from reconciler.core.render import render_generation
 from reconciler.core.snapshot import MAX_FILE_BYTES
+from reconciler.core.validate import validate
 from reconciler.daemon import Daemon, Result
 from reconciler.settings import Settings
 from tests.integration.daemon_support import EXAMPLE, WorkTree, git
@@ -53,3 +55,37 @@ def test_symlinks_submodules_and_large_files_are_refused_by_name(tmp_path: Path)
         ("groups", "submodule"),
     }
     assert "nodes/alias.yaml" not in snapshot.files and "nodes/node-1.yaml" in snapshot.files
+
+
+def _misplaced(root: Path) -> None:
+    """Files where the format does not read them, as users misplace them, plus two that are
+    rightly left alone."""
+    for path in ("node/node-9.yaml", "nodes/rack1/node-8.yaml", "nodes/node-7.json", "Profiles/x.yaml"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text((root / "nodes" / "node-1.yaml").read_text())
+    (root / "netboot.yml").write_text("x: 1\n")
+    (root / "README.md").write_text("# site\n")
+    (root / "docs").mkdir()
+    (root / "docs" / "a.yaml").write_text("a: 1\n")
+
+
+MISPLACED_WARNINGS = [
+    "Profiles/ is not read: did you mean profiles/?",
+    "netboot.yml is not read: did you mean netboot.yaml?",
+    "node/ is not read: did you mean nodes/?",
+    "nodes/node-7.json is not read: files in nodes/ are read when they end in .yaml or .yml",
+    "nodes/rack1/ is not read: only files directly in nodes/ are read, not subdirectories",
+]
+
+
+def test_files_the_format_does_not_read_but_look_meant_are_warned_of_in_a_commit_and_a_directory(
+        tmp_path: Path) -> None:
+    """A node in the wrong place was silently not declared: no reservation, no boot, exit 0."""
+    tree = WorkTree(tmp_path / "repo")
+    _misplaced(tree.path)
+    revision = tree.commit("misplaced files")
+    for snapshot in (read_tree(pygit2.Repository(str(tree.path)), revision), read_directory(tree.path)):
+        result = validate(snapshot)
+        assert result.state is not None, result.issues  # warnings only
+        assert sorted(i.message for i in result.issues if i.code == "not-read") == MISPLACED_WARNINGS
+        assert all(not i.is_error for i in result.issues)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_github_format_makes_annotations(tmp_path: Path) -> None:
     assert proc.returncode == 1
     line = proc.stdout.splitlines()[0]
     assert line.startswith("::error file=nodes/node-1.yaml,line=2,col=1,title=ip-in-pool::ip 10.10.10.50")
+
+
+def test_github_annotations_of_a_subdirectory_name_the_file_from_the_workspace_root(tmp_path: Path) -> None:
+    """`validate site` in a workflow: GitHub places an annotation by its path in the checkout."""
+    node = "mac: 52:54:00:aa:bb:01\nip: 10.10.10.50\nprofile: install\n"
+    repo_builder.write(tmp_path / "site", {"nodes/node-1.yaml": node})
+    from_root = run("validate", "site", "--format", "github", cwd=tmp_path)
+    assert from_root.stdout.startswith("::error file=site/nodes/node-1.yaml,line=2,"), from_root.stdout
+    env = {**os.environ, "GITHUB_WORKSPACE": str(tmp_path)}
+    elsewhere = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(tmp_path / "site"), "--format",
+                                "github"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert elsewhere.stdout.startswith("::error file=site/nodes/node-1.yaml,line=2,"), elsewhere.stdout
 
 
 def test_warnings_pass_unless_strict(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def test_dhcpd_host_block_gives_the_mac_its_address_and_name() -> None:
         "hardware", "ethernet", "52:54:00:aa:bb:01;", "fixed-address", "10.10.10.201;",
         "option", "host-name", '"node-1";',
     ]  # fmt: skip
-    assert "range 10.10.10.10 10.10.10.200;" in conf
+    assert "range 10.10.10.20 10.10.10.200;" in conf
     assert "option routers 10.10.10.254;" in conf
 
 
@@ -226,7 +226,7 @@ def test_kea_reservations_and_classes() -> None:
     assert {"hw-address": "52:54:00:aa:bb:01", "hostname": "node-1", "ip-address": "10.10.10.201"} in subnet[
         "reservations"
     ]
-    assert subnet["pools"] == [{"pool": "10.10.10.10 - 10.10.10.200"}]
+    assert subnet["pools"] == [{"pool": "10.10.10.20 - 10.10.10.200"}]
     classes = {c["name"]: c for c in conf["client-classes"]}
     assert classes["NETBOOT_IPXE"]["boot-file-name"] == "http://10.10.10.12/boot.ipxe"
     assert classes["NETBOOT_PXE_EFI64"]["boot-file-name"] == "ipxe.efi"

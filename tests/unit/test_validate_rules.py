@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.core.model import Issue, Severity
+from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
 from tests import repo_builder
 
@@ -243,3 +244,77 @@ def test_boot_file_names_stay_under_the_tftp_root() -> None:
     )
     issues = findings({"netboot.yaml": site})
     assert [(i.code, i.line) for i in issues] == [("schema", 13)]
+
+
+SITE = repo_builder.BASE["netboot.yaml"]
+INSTALL = repo_builder.BASE["profiles/install.yaml"]
+
+
+def codes(edits: dict[str, str | None]) -> list[str]:
+    return sorted(i.code for i in findings(edits))
+
+
+def test_whole_numbers_written_with_a_decimal_point_render_as_integers() -> None:
+    """JSON Schema counts 600.0 as an integer; written as is, dhcpd, Kea and dnsmasq refused the
+    config ("default-lease-time 600.0;") and URLs carried ":8080.0"."""
+    site = SITE.replace("http_port: 80", "http_port: 8080.0").replace(
+        "dns_servers: [8.8.8.8]", "dns_servers: [8.8.8.8]\n      lease_time: 600.0\n      max_lease_time: 7200.0")
+    node = repo_builder.BASE["nodes/node-1.yaml"] + "reinstall: 1.0\n"
+    state = validate(repo_builder.snapshot({"netboot.yaml": site, "nodes/node-1.yaml": node})).state
+    assert state is not None
+    subnet = state.site.subnets[0]
+    assert (subnet.lease_time, subnet.max_lease_time, state.site.http_port) == (600, 7200, 8080)
+    assert all(type(v) is int for v in (subnet.lease_time, subnet.max_lease_time, state.site.http_port,
+                                        state.nodes[0].reinstall))
+    files = render_generation(state)
+    dhcpd = files["dhcpd.conf"].decode()
+    assert "default-lease-time 600;" in dhcpd and "max-lease-time 7200;" in dhcpd
+    assert ":8080/" in dhcpd and ".0/" not in dhcpd.replace("10.10.10.0/", "")
+
+
+@pytest.mark.parametrize(
+    ("pool", "what"),
+    [
+        ("[10.10.10.10, 10.10.10.200]", "server.address 10.10.10.12"),
+        ("[10.10.10.20, 10.10.10.254]", "router 10.10.10.254"),
+    ],
+)
+def test_a_pool_holding_a_host_address_is_an_error(pool: str, what: str) -> None:
+    hit = the_one({"netboot.yaml": SITE.replace("[10.10.10.20, 10.10.10.200]", pool)}, "pool-holds-host")
+    assert (hit.file, hit.line) == ("netboot.yaml", 9)  # the pool's line
+    assert what in hit.message
+
+
+@pytest.mark.parametrize("ip", ["10.10.10.12", "10.10.10.254"])
+def test_a_node_on_the_server_or_router_address_is_an_error(ip: str) -> None:
+    node = repo_builder.BASE["nodes/node-1.yaml"].replace("10.10.10.201", ip)
+    hit = the_one({"nodes/node-1.yaml": node}, "ip-conflict")
+    assert (hit.file, hit.line) == ("nodes/node-1.yaml", 2)
+
+
+def test_a_broken_profile_is_not_also_reported_missing_by_the_nodes_naming_it() -> None:
+    """Its own error says what is wrong; 'does not exist, did you mean local' would send users
+    to another OS."""
+    assert codes({"profiles/install.yaml": INSTALL.replace("  kernel:", "  kernal:")}) == ["schema"]
+    assert codes({"profiles/install.yaml": "boot: [\n"}) == ["yaml-syntax"]
+
+
+def test_a_broken_template_is_not_also_reported_missing() -> None:
+    assert codes({"cloud-init/autoinstall.yaml": "#cloud-config\nhostname: {{ hostname }\n"}) == ["template-syntax"]
+
+
+def test_a_broken_assets_manifest_does_not_flag_every_asset_as_unlisted() -> None:
+    manifest = "assets:\n  - path: /assets/vmlinuz\n    sha256: XYZ\n  - path: /assets/initrd\n"
+    assert set(codes({"assets.yaml": manifest})) == {"schema"}
+
+
+def test_a_subnet_with_host_bits_names_the_network_meant_and_nothing_more() -> None:
+    site = SITE.replace("subnet: 10.10.10.0/24", "subnet: 10.10.10.1/24")
+    assert codes({"netboot.yaml": site}) == ["subnet-invalid"]
+    assert "did you mean 10.10.10.0/24?" in the_one({"netboot.yaml": site}, "subnet-invalid").message
+
+
+def test_the_long_seedfrom_form_needs_its_trailing_slash_too() -> None:
+    profile = INSTALL.replace('"ds=nocloud;s={{ cloud_init_url }}"', '"ds=nocloud;seedfrom=http://10.10.10.12/ci/x"')
+    hit = the_one({"profiles/install.yaml": profile}, "nocloud-trailing-slash")
+    assert "http://10.10.10.12/ci/x" in hit.message
