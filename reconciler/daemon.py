@@ -48,7 +48,9 @@ from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStor
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import findings, outcomes, wiring
 from reconciler.core.model import DesiredState, Issue, Severity
+from reconciler.core.render import failure_issue
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.template import TemplateFailure
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
@@ -512,7 +514,13 @@ class Daemon:
 
     def _render(self, attempt: Attempt) -> bool:
         assert attempt.state is not None
-        attempt.files = dict(self.renderer(attempt.state))
+        try:
+            attempt.files = dict(self.renderer(attempt.state))
+        except TemplateFailure as exc:
+            # Validation renders each template once, not every pass the renderer makes: invalid
+            # all the same, not an error to retry.
+            issue = failure_issue(exc)
+            raise Invalid(issue.message, (issue,)) from exc
         return True
 
     def _peer_check(self, attempt: Attempt) -> bool:

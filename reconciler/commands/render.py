@@ -19,7 +19,9 @@ import tempfile
 from pathlib import Path
 
 from reconciler.commands.validate import EXIT_ERROR, EXIT_INVALID, EXIT_VALID, print_findings, validate_path
-from reconciler.core.render import render_generation
+from reconciler.core.render import failure_issue, render_generation
+from reconciler.core.template import TemplateFailure
+from reconciler.core.validate import Validation
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     if result.warnings:
         print_findings(result, args.format, strict=False, path=args.path)
-    files = render_generation(result.state)
+    try:
+        files = render_generation(result.state)
+    except TemplateFailure as exc:
+        failed = Validation(None, (*result.issues, failure_issue(exc)))
+        return print_findings(failed, args.format, strict=False, path=args.path)
     try:
         write_tree(files, args.out)
     except OSError as exc:

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, Location, Node, Profile, Site
-from reconciler.core.render import render_generation
+from reconciler.core.render import failure_issue, render_generation
 from reconciler.core.select import matches
+from reconciler.core.template import TemplateFailure
 
 PLACEHOLDER = "REVISION"
 DHCP_CONFIGS = ("dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf")
@@ -65,7 +66,10 @@ def side(revision: str, state: DesiredState | None, issues: Sequence[Issue]) -> 
     """A Side for a validated revision: renders `state` with the placeholder revision."""
     files: dict[str, bytes] = {}
     if state is not None:
-        files = render_generation(dataclasses.replace(state, revision=PLACEHOLDER))
+        try:
+            files = render_generation(dataclasses.replace(state, revision=PLACEHOLDER))
+        except TemplateFailure as exc:  # the daemon would refuse it too
+            return Side(revision, (*issues, failure_issue(exc)), None, {})
     return Side(revision, tuple(issues), state, files)
 
 

@@ -53,10 +53,11 @@ NODE_ONLY_VARIABLES = frozenset(
 class TemplateFailure(Exception):
     """A template that cannot be compiled or rendered. `line` is 1-based within the template."""
 
-    def __init__(self, message: str, line: int = 0) -> None:
+    def __init__(self, message: str, line: int = 0, file: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.file = file  # where known: the repository file the failure is reported against
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ def stem(path: str) -> str:
     return posixpath.splitext(posixpath.basename(path))[0]
 
 
+VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
+
+
 class _Collector:
     def __init__(self) -> None:
         self.issues: list[Issue] = []
@@ -631,7 +634,10 @@ class _BootPlanChecker:
         profile = self.profiles.get(node.profile)
         if profile is None:
             return
-        context = template.node_context(self.site, node, self.revision)
+        # The daemon always renders a real report token: a template branching on it is checked
+        # on that branch (a placeholder secret gives a token of the same form).
+        token = template.report_token(VALIDATION_SECRET, node.name, self.revision)
+        context = template.node_context(self.site, node, self.revision, token)
         subject = f"node {node.name!r}, {node.source.file}"
         rendered_args = self._check_boot(profile, context, subject)
         tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None

@@ -269,3 +269,26 @@ def test_the_served_state_is_kept_out_of_the_collectors_passes(tree: WorkTree, t
     finally:
         daemon.shutdown()
         gc.unfreeze()
+
+
+def test_a_commit_that_validates_but_fails_to_render_is_invalid_not_retried(tree: WorkTree, tmp_path: Path) -> None:
+    """The renderer renders each template twice (the second time without a revision, for the
+    instance-id); validation once. A failure there was an internal error retried forever."""
+    daemon = make_daemon(str(tree.path), tmp_path / "state")
+    try:
+        daemon.reconcile_once()
+        good = tree.head()
+        profile = (tree.path / "profiles" / "ubuntu-2204-install.yaml").read_text()
+        tree.commit("a build tag", {"profiles/ubuntu-2204-install.yaml": profile.replace(
+            "    - console=ttyS0,115200n8\n", "    - console=ttyS0,115200n8\n    - build={{ revision[0] }}\n")})
+        assert daemon.reconcile_once() is Result.INVALID
+        assert f"revision {good}" in served_script(daemon)
+        status = daemon.status()
+        assert status["condition"] == Condition.STALLED
+        [finding] = status["findings"]
+        assert finding["code"] == "template-error" and finding["file"].startswith("nodes/")
+        assert "rendering failed" in finding["message"] and "profile 'ubuntu-2204-install'" in finding["message"]
+        assert daemon.reconcile_once() is Result.UNCHANGED  # not retried
+        assert [r["result"] for r in daemon.status()["reconciles"]] == ["invalid", "applied"]
+    finally:
+        daemon.shutdown()

@@ -294,3 +294,12 @@ def test_golden_markdown(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(md)
     assert md == path.read_text(), "golden differs: UPDATE_GOLDEN=1 to regenerate, then review the diff"
+
+
+def test_a_head_that_validates_but_fails_to_render_is_shown_invalid(tmp_path: Path) -> None:
+    """As the daemon would refuse it: a finding, HEAD not served, no node table."""
+    profile = profile_with_args(*BASE_ARGS, "b={{ revision[0] }}")
+    code, md = diff(two_commits(tmp_path / "r", {"profiles/install.yaml": profile}))
+    assert code == 1
+    assert "is **invalid**" in md and "template-error: rendering failed" in md
+    assert "HEAD will not be served" in md

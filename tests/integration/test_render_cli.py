@@ -44,6 +44,20 @@ def test_render_refuses_an_invalid_repo_and_prints_findings_like_validate(tmp_pa
     assert not out.exists()
 
 
+def test_render_reports_a_template_that_fails_only_as_rendered_and_writes_nothing(tmp_path: Path) -> None:
+    """Valid, but the renderer's pass without a revision fails: a finding, not a traceback."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    profile = repo / "profiles" / "ubuntu-2204-install.yaml"
+    profile.write_text(profile.read_text().replace("    - console=ttyS0,115200n8\n",
+                                                   "    - console=ttyS0,115200n8\n    - build={{ revision[0] }}\n"))
+    out = tmp_path / "out"
+    result = _cli("render", str(repo), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert "error template-error: rendering failed:" in result.stdout and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
 def test_render_without_out_is_a_usage_error(tmp_path: Path) -> None:
     assert _cli("render", str(EXAMPLE)).returncode == 2
 

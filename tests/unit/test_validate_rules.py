@@ -318,3 +318,12 @@ def test_the_long_seedfrom_form_needs_its_trailing_slash_too() -> None:
     profile = INSTALL.replace('"ds=nocloud;s={{ cloud_init_url }}"', '"ds=nocloud;seedfrom=http://10.10.10.12/ci/x"')
     hit = the_one({"profiles/install.yaml": profile}, "nocloud-trailing-slash")
     assert "http://10.10.10.12/ci/x" in hit.message
+
+
+def test_a_template_branch_on_the_report_token_is_checked_as_the_daemon_renders_it() -> None:
+    """The daemon always has a report token: the branch it takes is the one validation renders."""
+    user_data = repo_builder.BASE["cloud-init/autoinstall.yaml"] + (
+        "  reporting:\n    hook:\n      type: webhook\n"
+        "      endpoint: \"{% if report_token %}{{ metadata.report_host }}{% endif %}\"\n")
+    hit = the_one({"cloud-init/autoinstall.yaml": user_data}, "template-undefined")
+    assert hit.file == "cloud-init/autoinstall.yaml" and "report_host" in hit.message

@@ -127,17 +127,24 @@ def plan_node(
     revision: str,
     report_secret: bytes | None = None,
 ) -> NodeBoot:
-    """The node's boot plan; templates were all rendered once by validation, so this cannot fail.
+    """The node's boot plan. Validation rendered every template once for this node; a template
+    that fails only here (on the instance-id pass with no revision, or on a branch validation did
+    not take) raises TemplateFailure naming the node.
 
     `report_secret` (the daemon's) makes `report_token` the node's real token; without it, "".
     """
     profile = profiles[node.profile]
     tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
-    raw = _plan(site, node, profile, tpl, revision, report_secret=report_secret)
+    try:
+        raw = _plan(site, node, profile, tpl, revision, report_secret=report_secret)
+        fixed = _plan(site, node, profile, tpl, "", reuse=raw, report_secret=report_secret) if revision else raw
+    except template.TemplateFailure as exc:
+        where = f"profile {profile.id!r}" + (f", cloud-init {tpl.name!r}" if tpl is not None else "")
+        raise template.TemplateFailure(f"{exc.message} (rendering node {node.name!r}: {where})", exc.line,
+                                       node.source.file) from exc
     kernel, entries, args, user_data = raw
     named = [split_initrd(e) for e in entries]
     initrd = tuple(pin(site, revision, path) for _, path in named)
-    fixed = _plan(site, node, profile, tpl, "", reuse=raw, report_secret=report_secret) if revision else raw
     digest = hashlib.sha256(
         json.dumps([fixed, node.hostname, node.profile, node.reinstall], separators=(",", ":")).encode()
     ).hexdigest()
