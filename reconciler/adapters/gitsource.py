@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 MIRROR_DIR = "repo.git"
 SSH_HOME_DIR = "ssh-home"
 MAX_CREDENTIAL_ATTEMPTS = 3
+# libgit2's network timeouts (ms). Without them a remote that accepts the connection and never
+# answers held the reconcile loop for good: no backoff, no new commit, /status "Progressing".
+# A read counts from the last bytes received; a server packing a large repository sends progress.
+CONNECT_TIMEOUT_MS = 30_000
+SERVER_TIMEOUT_MS = 120_000
 _SCP_STYLE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
 _homedir_lock = threading.Lock()
 
@@ -227,6 +232,20 @@ class _Callbacks(pygit2.RemoteCallbacks):
             )
 
 
+def _open_mirror(path: Path) -> pygit2.Repository:
+    """The bare mirror at `path`, made when missing. It is only a cache of the remote: one that
+    libgit2 cannot open (a damaged config, a half-written HEAD) is made again rather than keep
+    the daemon from starting, and from serving `current`."""
+    if (path / "HEAD").exists():
+        try:
+            return pygit2.Repository(str(path))
+        except pygit2.GitError as exc:
+            log.warning("mirror %s cannot be opened (%s): fetching it again", path, exc)
+            shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return pygit2.init_repository(str(path), bare=True)
+
+
 class MirrorSource:
     """A bare mirror of a remote under the state directory; fetches `+refs/heads/*`."""
 
@@ -236,12 +255,10 @@ class MirrorSource:
         self.url = settings.repo
         self.description = _redact(settings.repo) + (f" ({settings.branch})" if settings.branch else "")
         self.local: Path | None = None
+        pygit2.settings.server_connect_timeout = CONNECT_TIMEOUT_MS
+        pygit2.settings.server_timeout = SERVER_TIMEOUT_MS
         path = settings.state_dir / MIRROR_DIR
-        if (path / "HEAD").exists():
-            self.repo = pygit2.Repository(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.repo = pygit2.init_repository(str(path), bare=True)
+        self.repo = _open_mirror(path)
         names = list(self.repo.remotes.names())
         if "origin" not in names:
             self.repo.remotes.create("origin", self.url, "+refs/heads/*:refs/heads/*")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
+import threading
 from pathlib import Path
 
 import pygit2
 import pytest
 
+from reconciler.adapters import gitsource
 from reconciler.adapters.gitsource import read_tree
 from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
@@ -290,5 +293,55 @@ def test_a_commit_that_validates_but_fails_to_render_is_invalid_not_retried(tree
         assert "rendering failed" in finding["message"] and "profile 'ubuntu-2204-install'" in finding["message"]
         assert daemon.reconcile_once() is Result.UNCHANGED  # not retried
         assert [r["result"] for r in daemon.status()["reconciles"]] == ["invalid", "applied"]
+    finally:
+        daemon.shutdown()
+
+
+def test_a_remote_that_accepts_and_never_answers_fails_the_reconcile_instead_of_holding_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A half-open connection or a stuck git server held the loop for good: no backoff, no new
+    commit ever picked up. The network timeouts end the attempt; the loop retries as for any
+    unreachable remote."""
+    monkeypatch.setattr(gitsource, "CONNECT_TIMEOUT_MS", 1000)
+    monkeypatch.setattr(gitsource, "SERVER_TIMEOUT_MS", 1000)
+    held: list[socket.socket] = []
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(8)
+        port = blackhole.getsockname()[1]
+        accepting = threading.Thread(target=lambda: held.append(blackhole.accept()[0]), daemon=True)
+        accepting.start()
+        daemon = make_daemon(f"http://127.0.0.1:{port}/site.git", tmp_path / "state")
+        try:
+            outcome: list[Result] = []
+            attempt = threading.Thread(target=lambda: outcome.append(daemon.reconcile_once()), daemon=True)
+            attempt.start()
+            attempt.join(60)
+            assert outcome == [Result.FAILED], "the reconcile is still waiting on the silent remote"
+            status = daemon.status()
+            assert status["reason"] == "SourceUnavailable" and status["consecutive_failures"] == 1
+            assert held, "the remote was never connected to"
+        finally:
+            daemon.shutdown()
+            for sock in held:
+                sock.close()
+    pygit2.settings.server_connect_timeout = gitsource.CONNECT_TIMEOUT_MS  # the module's own again
+    pygit2.settings.server_timeout = gitsource.SERVER_TIMEOUT_MS
+
+
+def test_a_mirror_libgit2_cannot_open_is_fetched_again(tree: WorkTree, tmp_path: Path) -> None:
+    """The mirror is a cache: a damaged one kept the daemon from starting, and from serving."""
+    remote = tree.bare_remote(tmp_path / "remote.git")
+    daemon = make_daemon(f"file://{remote}", tmp_path / "state")
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+    finally:
+        daemon.shutdown()
+    (tmp_path / "state" / "repo.git" / "config").write_text("[core\n\tbroken = = =\n")
+    daemon = make_daemon(f"file://{remote}", tmp_path / "state")
+    try:
+        assert daemon.holder.current() is not None  # current served from disk at once
+        assert daemon.reconcile_once() is Result.UNCHANGED
+        assert (tmp_path / "state" / "repo.git" / "HEAD").exists()
     finally:
         daemon.shutdown()
