@@ -54,11 +54,11 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        path = str(event.src_path)
+        path = os.fsdecode(event.src_path)
         if not self._watcher.git_dir:
             self._watcher.poke()
             return
-        if any(part in path for part in _IGNORED_PARTS):
+        if any(part in self._watcher.inside(path) for part in _IGNORED_PARTS):
             return
         if event.event_type != "moved" and (path.endswith(".lock") or event.is_directory):
             return  # a lock file moves nothing until it is renamed; a directory's mtime follows its entries
@@ -103,6 +103,14 @@ class Watcher:
         self._observer = observer
         self._thread.start()
         log.info("watching %s for changes", self.root)
+
+    def inside(self, path: str) -> str:
+        """`path` from the watched root, as "/<relative>": what lies above the root (a repository
+        under /srv/logs/site) must not match the parts of .git that are ignored."""
+        try:
+            return "/" + Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return path
 
     def moves_ref(self, event: FileSystemEvent) -> bool:
         """Whether `event` puts a ref file in place (git renames `<ref>.lock` over it)."""

@@ -5,12 +5,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from reconciler.adapters.watcher import Watcher
 from tests.integration.daemon_support import WorkTree, git, wait_for
 
 
-def test_a_commit_triggers_without_waiting_for_the_debounce(tmp_path: Path) -> None:
-    tree = WorkTree(tmp_path / "repo")
+# A repository under a directory named like the parts of .git the watcher ignores (/srv/logs/site):
+# they are matched below .git only.
+@pytest.mark.parametrize("where", ["repo", "logs/objects/repo"])
+def test_a_commit_triggers_without_waiting_for_the_debounce(tmp_path: Path, where: str) -> None:
+    tree = WorkTree(tmp_path / where)
     calls: list[int] = []
     fired = threading.Event()
 
