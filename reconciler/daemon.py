@@ -193,7 +193,8 @@ class Daemon:
         self._attempted: str | None = None
         self._applied: str | None = None
         self._rejected: str | None = None  # the invalid revision we will not retry
-        self._findings: tuple[Issue, ...] = ()
+        self._rejection: tuple[str, tuple[Issue, ...]] = ("", ())  # why: its message and findings
+        self._findings: tuple[Issue, ...] = ()  # those of the rejected revision while it is desired
         self._warnings: tuple[str, ...] = ()  # where the served DHCP sends clients that we do not listen
         self._failures = 0
         self._next_attempt: float | None = None
@@ -441,10 +442,14 @@ class Daemon:
         with self._lock:
             self._reconciling = False
             if result is Result.UNCHANGED:
+                # Nothing new to try: the status is that of the desired revision, whatever the
+                # attempts in between said (a remote outage, a force-push away and back).
                 self._failures = 0
                 if self._rejected is not None and self._rejected == self._desired:
-                    self._condition = Condition.STALLED
+                    message, self._findings = self._rejection
+                    self._condition, self._reason, self._message = Condition.STALLED, "InvalidRevision", message
                 elif self._applied is not None:
+                    self._findings = ()
                     self._condition, self._reason, self._message = Condition.READY, "Succeeded", ""
                 return
             if result is not Result.FAILED:
@@ -459,6 +464,7 @@ class Daemon:
                 self._failures = 0
                 self._rejected = attempt.revision
                 self._findings = tuple(i for i in attempt.issues if i.is_error) or attempt.issues
+                self._rejection = (reason, self._findings)
                 self._condition, self._reason, self._message = Condition.STALLED, "InvalidRevision", reason
             else:
                 self._failures += 1

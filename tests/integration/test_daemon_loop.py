@@ -345,3 +345,43 @@ def test_a_mirror_libgit2_cannot_open_is_fetched_again(tree: WorkTree, tmp_path:
         assert (tmp_path / "state" / "repo.git" / "HEAD").exists()
     finally:
         daemon.shutdown()
+
+
+def test_the_status_is_that_of_the_desired_revision_after_an_outage_and_force_pushes(
+        tree: WorkTree, tmp_path: Path) -> None:
+    """Condition, reason, message and findings come from one state: before, an outage left a
+    Stalled status with the outage's reason and message, a force-push back to the applied
+    commit a Ready one with the invalid commit's findings, and the invalid commit pushed again
+    a Stalled one with reason Succeeded."""
+    remote = tree.bare_remote(tmp_path / "remote.git")
+    good = tree.head()
+    daemon = make_daemon(f"file://{remote}", tmp_path / "state")
+
+    def status() -> tuple[str, str, bool, list[str]]:
+        s = daemon.status()
+        return s["condition"], s["reason"], "no-such-profile" in s["message"] or "error" in s["message"], \
+            sorted(f["code"] for f in s["findings"])
+
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        bad = tree.commit("break node-1", {"nodes/node-1.yaml": INVALID_NODE})
+        tree.push()
+        assert daemon.reconcile_once() is Result.INVALID
+        stalled = ("Stalled", "InvalidRevision", True, ["ref-profile"])
+        assert status() == stalled
+        os.rename(remote, tmp_path / "away.git")
+        assert daemon.reconcile_once() is Result.FAILED
+        assert daemon.status()["reason"] == "SourceUnavailable"
+        os.rename(tmp_path / "away.git", remote)
+        assert daemon.reconcile_once() is Result.UNCHANGED
+        assert status() == stalled
+        git(tree.path, "reset", "-q", "--hard", good)
+        tree.push(force=True)
+        assert daemon.reconcile_once() is Result.UNCHANGED
+        assert status() == ("Ready", "Succeeded", False, [])
+        git(tree.path, "reset", "-q", "--hard", bad)
+        tree.push(force=True)
+        assert daemon.reconcile_once() is Result.UNCHANGED
+        assert status() == stalled
+    finally:
+        daemon.shutdown()
