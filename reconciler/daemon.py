@@ -221,7 +221,17 @@ class Daemon:
         self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE)
         self._load_current()
         if self.source is None:
-            self.source = open_source(self.settings, print_progress if self.settings.progress else None)
+            try:
+                self._open_source()
+            except SourceProblem as exc:
+                if self.holder.current() is None:
+                    raise
+                # A repository on a volume mounted later, a path moved: serve what we have; the
+                # fetch step opens it again, retried with backoff.
+                log.error("cannot open %s (%s): serving the current generation, retrying", self.settings.repo, exc)
+
+    def _open_source(self) -> None:
+        self.source = open_source(self.settings, print_progress if self.settings.progress else None)
         log.info("source %s", self.source.description)
 
     def _load_current(self) -> None:
@@ -324,7 +334,7 @@ class Daemon:
 
     def start_watcher(self) -> None:
         source = self.source
-        if not self.settings.watch or source is None or source.local is None:
+        if not self.settings.watch or source is None or source.local is None or self._watcher is not None:
             return
         git_dir = (source.local / "HEAD").exists()
         self._watcher = Watcher(source.local, lambda: self.trigger("inotify"), git_dir=git_dir)
@@ -488,6 +498,12 @@ class Daemon:
     # -- the steps ----------------------------------------------------------------------------
 
     def _fetch(self, attempt: Attempt) -> bool:
+        if self.source is None:  # it could not be opened at start
+            try:
+                self._open_source()
+            except SourceProblem as exc:
+                raise SourceUnavailable(str(exc)) from exc
+            self.start_watcher()
         assert self.source is not None
         try:
             revision = self.source.fetch()

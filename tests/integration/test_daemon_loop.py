@@ -12,7 +12,7 @@ import pygit2
 import pytest
 
 from reconciler.adapters import gitsource
-from reconciler.adapters.gitsource import read_tree
+from reconciler.adapters.gitsource import SourceProblem, read_tree
 from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
 from reconciler.daemon import Condition, Daemon, Result
@@ -127,6 +127,30 @@ def test_restart_serves_current_from_disk_before_reconciling(tree: WorkTree, tmp
         assert f"revision {tree.head()}" in served_script(again)
     finally:
         again.shutdown()
+
+
+def test_a_local_repository_missing_at_restart_is_served_from_disk_and_opened_when_back(
+        tree: WorkTree, tmp_path: Path) -> None:
+    """A repository on a volume mounted late took the boot service down (exit 2 at start) though
+    `current` was on disk. With nothing on disk, a path that does not exist is still an error."""
+    daemon = make_daemon(str(tree.path), tmp_path / "state")
+    daemon.reconcile_once()
+    daemon.shutdown()
+    first = tree.head()
+    os.rename(tree.path, tmp_path / "unmounted")
+    again = make_daemon(str(tree.path), tmp_path / "state")
+    try:
+        assert f"revision {first}" in served_script(again)
+        assert again.reconcile_once() is Result.FAILED
+        assert again.status()["reason"] == "SourceUnavailable"
+        os.rename(tmp_path / "unmounted", tree.path)
+        new = tree.commit("while it was away", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
+        assert again.reconcile_once() is Result.APPLIED
+        assert f"revision {new}" in served_script(again, "node-9")
+    finally:
+        again.shutdown()
+    with pytest.raises(SourceProblem):
+        make_daemon(str(tmp_path / "typo"), tmp_path / "fresh-state")
 
 
 def test_plain_directory_is_served_by_content_digest(tmp_path: Path) -> None:
