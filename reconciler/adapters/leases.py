@@ -122,6 +122,10 @@ class LeaseStore:
             current = self._by_mac.get(change.mac)
             if not (current is not None and current.ip == change.ip and current.state == "bound"):
                 self._remember(Lease(change.ip, change.mac, change.expires, "offered"))
+            elif current.expires < change.expires:
+                # Its own lease ran out (the machine was off): held for this offer like any
+                # other, or the next DISCOVER from another machine is offered it too.
+                self._remember(Lease(change.ip, change.mac, change.expires, "bound"))
             if on_durable is not None:
                 on_durable()
             return

@@ -128,3 +128,21 @@ def test_an_address_left_within_a_batch_keeps_no_row_of_its_former_holder(tmp_pa
     store.close()
     assert A not in {lease.ip for lease in in_memory}
     assert _reopened(path) == in_memory
+
+
+def test_an_offer_of_a_clients_own_expired_lease_holds_the_address_for_it(tmp_path: Path) -> None:
+    """A machine off past its lease DISCOVERs and is offered its old address: another machine
+    asking a moment later must not be offered it too (RFC 2131 4.3.1), whichever REQUEST came
+    first would win and the other be NAKed. The restart still reads the bound lease back."""
+    path = tmp_path / "leases.sqlite3"
+    store = LeaseStore(path)
+    try:
+        _apply_all(store, [LeaseChange("bind", A, MAC1, 1060.0)])
+        assert store.find_free(A, A, now=1120.0, avoid=()) == A  # expired: free for anyone
+        store.apply(LeaseChange("offer", A, MAC1, 1180.0))  # MAC1 DISCOVERs at 1120
+        assert store.find_free(A, A, now=1121.0, avoid=()) is None  # MAC2 a second later
+        assert store.find_free(A, A, now=1181.0, avoid=()) == A  # the hold ends like any offer's
+        assert store.flush(5.0)
+    finally:
+        store.close()
+    assert _reopened(path) == [Lease(A, MAC1, 1060.0, "bound")]
