@@ -41,12 +41,14 @@ def kind_of(path: str) -> str | None:
     return None
 
 
+_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init")
+
+
 def is_candidate_dir(path: str) -> bool:
     """Whether a directory may hold files the format reads (readers prune everything else)."""
-    return path in ("", "nodes", "profiles", "groups", "cloud-init")
+    return path == "" or path in _CANDIDATE_DIRS
 
 
-_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init")
 _EXTENSIONS = {"nodes": ".yaml or .yml", "profiles": ".yaml, .yml or .json", "groups": ".yaml, .yml or .json",
                "cloud-init": ".yaml or .yml"}
 
