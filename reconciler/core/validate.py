@@ -149,7 +149,7 @@ def validate(snapshot: Snapshot) -> Validation:
     _check_nodes(nodes, known_profiles, site, where, out)
     if site is not None:
         _check_subnets(site, out)
-        checker = _BootPlanChecker(snapshot.revision, site, profiles, assets, out)
+        checker = _BootPlanChecker(snapshot.revision, site, profiles, assets, out, where)
         for node in sorted(nodes, key=lambda n: n.name):
             checker.check_node(node, cloud_init)
         for group in sorted(groups, key=lambda g: g.id):
@@ -624,11 +624,20 @@ class _BootPlanChecker:
         profiles: Mapping[str, Profile],
         assets: tuple[Asset, ...] | None,
         out: _Collector,
+        where: _FieldLocator,
     ) -> None:
-        self.revision, self.site, self.profiles, self.out = revision, site, profiles, out
+        self.revision, self.site, self.profiles, self.out, self.where = revision, site, profiles, out, where
         self.listed = {a.path for a in assets} if assets is not None else None
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
+
+    def _boot_path_loc(self, profile: Profile) -> Callable[[int], Location]:
+        """The line of a profile's boot path by its index in (kernel, *initrd)."""
+
+        def loc(index: int) -> Location:
+            return self.where(profile.source, "boot", *(("kernel",) if index == 0 else ("initrd", index - 1)))
+
+        return loc
 
     def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         profile = self.profiles.get(node.profile)
@@ -680,7 +689,7 @@ class _BootPlanChecker:
         boot_paths = _render_each(
             (profile.boot.kernel, *profile.boot.initrd),
             context,
-            functools.partial(_source_loc, profile),
+            self._boot_path_loc(profile),
             subject,
             self.out,
         )
@@ -691,7 +700,8 @@ class _BootPlanChecker:
         self.out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
         if self.listed is not None:
             refs = [(a, _arg_loc(profile, i)) for i, a in enumerate(rendered_args) if a.startswith("url=")]
-            refs += [(p, profile.source) for p in boot_paths or () if p]
+            path_loc = self._boot_path_loc(profile)
+            refs += [(p, path_loc(i)) for i, p in enumerate(boot_paths or ()) if p]
             for ref, loc in refs:
                 path = lint.asset_path(ref, self.site.server_url)
                 if path is not None and path not in self.listed:
@@ -723,8 +733,6 @@ def _check_boot_values(
             out.error(profile.source, "boot-value-unsafe", f"{what} {value!r}: {why}")
 
 
-def _source_loc(profile: Profile, _index: int) -> Location:
-    return profile.source
 
 
 def _arg_loc(profile: Profile, index: int) -> Location:

@@ -327,3 +327,11 @@ def test_a_template_branch_on_the_report_token_is_checked_as_the_daemon_renders_
         "      endpoint: \"{% if report_token %}{{ metadata.report_host }}{% endif %}\"\n")
     hit = the_one({"cloud-init/autoinstall.yaml": user_data}, "template-undefined")
     assert hit.file == "cloud-init/autoinstall.yaml" and "report_host" in hit.message
+
+
+def test_an_unlisted_kernel_or_initrd_is_reported_at_its_own_line() -> None:
+    manifest = "assets:\n  - path: /assets/vmlinuz\n"  # the initrd is not listed
+    hit = the_one({"assets.yaml": manifest}, "asset-not-listed")
+    assert (hit.file, hit.line) == ("profiles/install.yaml", 4)  # `initrd:`, not the profile's first line
+    manifest = "assets:\n  - path: /assets/initrd\n"
+    assert the_one({"assets.yaml": manifest}, "asset-not-listed").line == 3  # `kernel:`
