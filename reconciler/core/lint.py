@@ -6,6 +6,7 @@ user-data. Each lint has a stable code and a one-line why; README "Lints" lists 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ LINTS = {
             Severity.WARNING,
             "with 'autoinstall' on the kernel command line, Subiquity reads the 'autoinstall:' key of "
             "user-data; there is none",
+        ),
+        Lint(
+            "autoinstall-key-misspelt",
+            Severity.ERROR,
+            "with 'autoinstall' on the kernel command line, Subiquity reads the 'autoinstall:' key of "
+            "user-data: a misspelt key is ignored and the install stops at a prompt",
         ),
         Lint(
             "asset-not-listed",
@@ -144,8 +151,23 @@ def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
         if not (isinstance(version, yaml.ScalarNode) and version.value == "1" and version.tag.endswith(":int")):
             found.append(finding("autoinstall-version", loc))
     if autoinstall and section is None:
-        found.append(finding("autoinstall-section-missing", loc))
+        near = _key_like(root, "autoinstall")
+        if near is not None:
+            key, line = near
+            found.append(finding("autoinstall-key-misspelt", Location(loc.file, line, 1),
+                                 f"key {key!r} (rendered line {line}): did you mean 'autoinstall'?"))
+        else:
+            found.append(finding("autoinstall-section-missing", loc))
     return found
+
+
+def _key_like(node: yaml.Node | None, key: str) -> tuple[str, int] | None:
+    """A top-level key spelt nearly as `key` (and the rendered line it is on), if any."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    keys = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    close = difflib.get_close_matches(key, [k for k in keys if isinstance(k, str)], n=1, cutoff=0.8)
+    return (close[0], keys[close[0]]) if close else None
 
 
 def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:

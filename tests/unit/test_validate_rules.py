@@ -335,3 +335,14 @@ def test_an_unlisted_kernel_or_initrd_is_reported_at_its_own_line() -> None:
     assert (hit.file, hit.line) == ("profiles/install.yaml", 4)  # `initrd:`, not the profile's first line
     manifest = "assets:\n  - path: /assets/initrd\n"
     assert the_one({"assets.yaml": manifest}, "asset-not-listed").line == 3  # `kernel:`
+
+
+def test_a_misspelt_autoinstall_key_is_an_error_at_its_line() -> None:
+    """Subiquity ignores `autoinstal:` and stops at a prompt; a missing section stays a warning
+    (install media may carry their own autoinstall.yaml)."""
+    user_data = repo_builder.BASE["cloud-init/autoinstall.yaml"].replace("autoinstall:", "autoinstal:")
+    hit = the_one({"cloud-init/autoinstall.yaml": user_data}, "autoinstall-key-misspelt")
+    assert hit.is_error and (hit.file, hit.line) == ("cloud-init/autoinstall.yaml", 2)
+    assert "'autoinstal'" in hit.message and "did you mean 'autoinstall'" in hit.message
+    other = repo_builder.BASE["cloud-init/autoinstall.yaml"].replace("autoinstall:", "hostname: x\nusers:")
+    assert not the_one({"cloud-init/autoinstall.yaml": other}, "autoinstall-section-missing").is_error
