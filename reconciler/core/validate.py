@@ -685,14 +685,9 @@ class _BootPlanChecker:
     def _check_boot(self, profile: Profile, context: Mapping[str, Any], subject: str) -> tuple[str, ...] | None:
         """Render kernel, initrd and args; check and lint them. Returns the rendered args."""
         arg_loc = functools.partial(_arg_loc, profile)
+        path_loc = self._boot_path_loc(profile)
         rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, self.out)
-        boot_paths = _render_each(
-            (profile.boot.kernel, *profile.boot.initrd),
-            context,
-            self._boot_path_loc(profile),
-            subject,
-            self.out,
-        )
+        boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, self.out)
         _check_boot_values(profile, rendered_args or (), boot_paths, self.out)
         if rendered_args is None or (profile.id, rendered_args) in self.linted_args:
             return rendered_args
@@ -700,7 +695,6 @@ class _BootPlanChecker:
         self.out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
         if self.listed is not None:
             refs = [(a, _arg_loc(profile, i)) for i, a in enumerate(rendered_args) if a.startswith("url=")]
-            path_loc = self._boot_path_loc(profile)
             refs += [(p, path_loc(i)) for i, p in enumerate(boot_paths or ()) if p]
             for ref, loc in refs:
                 path = lint.asset_path(ref, self.site.server_url)
@@ -731,8 +725,6 @@ def _check_boot_values(
             why = "it holds white space"
         if why is not None:
             out.error(profile.source, "boot-value-unsafe", f"{what} {value!r}: {why}")
-
-
 
 
 def _arg_loc(profile: Profile, index: int) -> Location:
