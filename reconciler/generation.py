@@ -10,6 +10,10 @@ A generation that is on disk but not in memory (a restart loads only `current`) 
 `get()` miss through the `loader` the daemon gives the holder, then cached; at most
 `max_loaded` such generations are held (least recently used dropped first, read again when
 asked for). A loader answers None for a revision that is unknown or was collected.
+
+What a generation derives for serving (the HTTP boot index, the DHCP plan) are views on the
+frozen value, built once per Generation (`boot_index`, `dhcp_plan`) and warmed by `swap`, so
+no server keeps a cache of its own and no packet waits for one to be built.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.core.boot import BootIndex
 from reconciler.core.model import DesiredState
+from reconciler.protocol.dhcp_decide import DhcpPlan, plan_dhcp
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +44,34 @@ class Generation:
     files: Mapping[str, bytes]
     root: Path | None = None  # generations/<sha>/ on disk, when written
     activated_at: float = field(default_factory=time.time)
+    # The derived views, by name: filled at most once per view (a race builds it twice and
+    # publishes the first; `dict.setdefault` is atomic), never changed after. Not part of the value.
+    _views: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def file(self, path: str) -> bytes | None:
         return self.files.get(path)
+
+    @property
+    def boot_index(self) -> BootIndex:
+        """The HTTP boot lookups (`core.boot.BootIndex`) of this generation."""
+        found = self._views.get("boot_index")
+        if found is None:
+            found = self._views.setdefault("boot_index", BootIndex.build(self.state))
+        assert isinstance(found, BootIndex)
+        return found
+
+    @property
+    def dhcp_plan(self) -> DhcpPlan:
+        """The DHCP lookup tables (`protocol.dhcp_decide.DhcpPlan`) of this generation."""
+        found = self._views.get("dhcp_plan")
+        if found is None:
+            found = self._views.setdefault("dhcp_plan", plan_dhcp(self.state))
+        assert isinstance(found, DhcpPlan)
+        return found
+
+    def warm(self) -> None:
+        """Build every view now (the activating thread), not on the first request's path."""
+        _ = self.boot_index, self.dhcp_plan
 
 
 Loader = Callable[[str], Generation | None]
@@ -88,6 +119,7 @@ class GenerationHolder:
                 return None
             if loaded is None:
                 return None
+            loaded.warm()
             with self._lock:
                 if revision in self._retained:
                     return self._retained[revision]
@@ -107,7 +139,8 @@ class GenerationHolder:
             return found
 
     def swap(self, generation: Generation) -> Generation | None:
-        """Make `generation` current; return the previous one (still retained)."""
+        """Make `generation` current (its views built first); return the previous one (still retained)."""
+        generation.warm()
         with self._lock:
             previous = self._current
             self._current = generation

@@ -193,7 +193,7 @@ def _hints(daemon: Daemon, http: HttpServer) -> None:
     if generation is None:
         return
     # A curl run here comes from `local`: name a node whose script is served to that address.
-    index = boot.BootIndex.build(generation.state)
+    index = generation.boot_index
     client = boot.Client(local)
     node = next((n for n in generation.state.nodes
                  if daemon.settings.trust_any_client or boot.client_refusal(index, n, client) is None), None)

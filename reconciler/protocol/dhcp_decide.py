@@ -2,8 +2,8 @@
 
 Called by `servers.dhcp` once per received datagram. `plan_dhcp(state)` turns a validated
 `DesiredState` into lookup tables (MAC -> reservation, per-subnet options, boot file names
-and URLs) ONCE per generation; the server caches the plan by revision. `decide(...)` is pure
-apart from reading the `LeaseView` it is given: it returns a `Decision` with the reply (or
+and URLs) ONCE per generation (`Generation.dhcp_plan`). `decide(...)` is pure apart from
+reading the `LeaseView` it is given and filling the caller's `AnswerMemo`: it returns a `Decision` with the reply (or
 none), where to send it (RFC 2131 §4.1), the lease change the server must apply (and make
 durable before sending an ACK), and the boot-event facts to record (none for lease upkeep:
 a renewal is not a boot, see `is_upkeep`).
@@ -76,9 +76,6 @@ class DhcpPlan:
     reserved_ips: Mapping[IPv4Address, str]  # fixed address -> MAC
     subnets: tuple[SubnetPlan, ...]
     boot: BootTable  # CONTRACT §4, the same table the dhcpd/Kea/dnsmasq renderers write out
-    # OFFER/ACK parts that do not depend on which client asks (see `_answer`), by request
-    # signature; filled as requests arrive. Only the DHCP packet thread calls `decide`.
-    answers: dict[tuple[object, ...], _Answer] = field(default_factory=dict, compare=False, repr=False)
 
     def subnet_for(self, ip: IPv4Address) -> SubnetPlan | None:
         for plan in self.subnets:
@@ -341,6 +338,19 @@ def _detail(message: d.DhcpMessage, boot: BootChoice | None, ip: IPv4Address | N
     }
 
 
+class AnswerMemo:
+    """The OFFER/ACK parts that do not depend on which client asks (`_answer`), by request
+    signature, for ONE plan; filled as requests arrive. Deliberately mutable and owned by one
+    thread (the DHCP packet thread, which makes a new memo when it answers with a new plan);
+    the plan itself stays frozen. Without a memo, `decide` builds every answer afresh."""
+
+    __slots__ = ("answers", "plan")
+
+    def __init__(self, plan: DhcpPlan) -> None:
+        self.plan = plan
+        self.answers: dict[tuple[object, ...], _Answer] = {}
+
+
 def decide(
     message: d.DhcpMessage,
     plan: DhcpPlan,
@@ -348,8 +358,12 @@ def decide(
     now: float,
     *,
     port: int = 67,
+    memo: AnswerMemo | None = None,
 ) -> Decision:
-    """Answer one message with one generation's plan. `port` is the port it arrived on."""
+    """Answer one message with one generation's plan. `port` is the port it arrived on; `memo`
+    (made for this `plan`) keeps answers shared between clients of one kind."""
+    if memo is not None and memo.plan is not plan:
+        raise ValueError("an AnswerMemo answers for the plan it was made for")
     if message.op != d.BOOTREQUEST:
         return silent("not a BOOTREQUEST")
     mtype = message.message_type
@@ -361,7 +375,7 @@ def decide(
         return silent("dhcp mode off")
     if plan.mode == "proxy" or port == PROXY_PORT:
         return _decide_proxy(message, mtype, plan, port)
-    return _decide_full(message, mtype, plan, leases, now)
+    return _decide_full(message, mtype, plan, leases, now, memo)
 
 
 def _netboot(message: d.DhcpMessage, plan: DhcpPlan) -> tuple[Reservation | None, BootChoice | None]:
@@ -452,7 +466,7 @@ def _lease_seconds(message: d.DhcpMessage, subnet: Subnet) -> int:
 
 
 def _decide_full(
-    message: d.DhcpMessage, mtype: int, plan: DhcpPlan, leases: LeaseView, now: float
+    message: d.DhcpMessage, mtype: int, plan: DhcpPlan, leases: LeaseView, now: float, memo: AnswerMemo | None
 ) -> Decision:
     subnet = _select_subnet(message, plan)
     if subnet is None:
@@ -473,7 +487,7 @@ def _decide_full(
             if ip is None:
                 return silent("pool exhausted")
             change = LeaseChange("offer", ip, mac, now + OFFER_HOLD_SECONDS)
-        return _offer_or_ack(message, d.OFFER, ip, subnet, plan, reservation, change)
+        return _offer_or_ack(message, d.OFFER, ip, subnet, plan, reservation, change, memo)
 
     if mtype == d.REQUEST:
         ip = message.ip_option(d.OPT_REQUESTED_IP) or (
@@ -486,12 +500,12 @@ def _decide_full(
         if fixed is not None:
             if ip != fixed:
                 return _nak(message, plan, reservation, f"{ip} is not the reserved address")
-            return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, None)
+            return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, None, memo)
         if not _usable(ip, mac, subnet, plan, leases, now):
             return _nak(message, plan, reservation, f"{ip} is not available")
         expires = now + _lease_seconds(message, subnet.subnet)
         change = LeaseChange("bind", ip, mac, expires)
-        return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, change)
+        return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, change, memo)
 
     if mtype == d.DECLINE:
         ip = message.ip_option(d.OPT_REQUESTED_IP)
@@ -514,7 +528,7 @@ def _decide_full(
                         detail=_detail(message, None, ip))
 
     if mtype == d.INFORM:
-        reply = _offer_or_ack(message, d.ACK, d.ZERO_IP, subnet, plan, reservation, None)
+        reply = _offer_or_ack(message, d.ACK, d.ZERO_IP, subnet, plan, reservation, None, memo)
         assert reply.reply is not None
         options = dict(reply.reply.options)
         for code in (d.OPT_LEASE_TIME, d.OPT_RENEWAL_T1, d.OPT_REBINDING_T2):
@@ -588,15 +602,20 @@ def _offer_or_ack(
     plan: DhcpPlan,
     reservation: Reservation | None,
     change: LeaseChange | None,
+    memo: AnswerMemo | None,
 ) -> Decision:
     known = reservation is not None
-    key = _answer_key(message, subnet, known)
-    answers = plan.answers
-    answer = answers.get(key)
-    if answer is None:
-        if len(answers) >= ANSWER_CACHE_MAX:
-            answers.clear()
-        answer = answers[key] = _answer(message, subnet, plan, known)
+    if memo is None:
+        answer = _answer(message, subnet, plan, known)
+    else:
+        key = _answer_key(message, subnet, known)
+        answers = memo.answers
+        found = answers.get(key)
+        if found is None:
+            if len(answers) >= ANSWER_CACHE_MAX:
+                answers.clear()
+            found = answers[key] = _answer(message, subnet, plan, known)
+        answer = found
     options = dict(answer.options)
     ip_text = None
     if reservation is not None and reservation.ip == ip:

@@ -2,7 +2,7 @@
 
 Started by the daemon (`DhcpServer(...).start()`, `.stop()`), and asked by the TFTP server for
 `mac_for_address(ip)` to stamp its events. Per datagram: decode (`protocol.dhcp`), take ONE
-Generation from the holder, look up that revision's cached `DhcpPlan`, `decide`, apply the
+Generation from the holder, take its `DhcpPlan` (`Generation.dhcp_plan`), `decide`, apply the
 lease change, send the reply where the decision's `Route` says (RFC 2131 §4.1), and queue a
 boot event. An ACK that binds a pool lease is sent by the lease store's writer thread once the
 lease is committed (group commit: one fsync per batch, not per packet). Boot events are
@@ -41,7 +41,7 @@ from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import EventRow, EventSink
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import dhcp as codec
-from reconciler.protocol.dhcp_decide import PROXY_PORT, Decision, DhcpPlan, decide, plan_dhcp
+from reconciler.protocol.dhcp_decide import PROXY_PORT, AnswerMemo, Decision, decide
 from reconciler.servers import pktinfo, prefer_short_gil_turns
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ class DhcpServer:
         self.address: tuple[str, int] | None = None
         self.proxy_address: tuple[str, int] | None = None
         self._lock = threading.Lock()
-        self._plan: DhcpPlan | None = None
-        self._plan_lock = threading.Lock()
+        self._memo: AnswerMemo | None = None  # answers shared between clients, for one plan (packet thread)
         # The sockets, their binding and the generation it was checked against: changed only
         # by start() (before the packet thread runs) and by the packet thread itself.
         self._main: socket.socket | None = None
@@ -265,24 +264,6 @@ class DhcpServer:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def plan_for(self, generation: Generation) -> DhcpPlan:
-        """The cached plan of `generation`, built once per revision.
-
-        Called from the DHCP packet thread, the TFTP loop and HTTP workers (`mac_for_address`):
-        a hit reads one reference (published whole; only its `answers` cache grows, written by
-        `decide` on the packet thread alone); a miss builds under `_plan_lock`, re-checking
-        first, so concurrent callers share one plan per revision."""
-        revision = generation.state.revision
-        plan = self._plan
-        if plan is not None and plan.revision == revision:
-            return plan
-        with self._plan_lock:
-            plan = self._plan
-            if plan is None or plan.revision != revision:
-                plan = plan_dhcp(generation.state)
-                self._plan = plan
-            return plan
-
     def mac_for_address(self, ip: str) -> str | None:
         """Which MAC holds `ip` now: a reservation of the current generation or a pool lease."""
         try:
@@ -291,7 +272,7 @@ class DhcpServer:
             return None
         generation = self.holder.current()
         if generation is not None:
-            mac = self.plan_for(generation).reserved_ips.get(address)
+            mac = generation.dhcp_plan.reserved_ips.get(address)
             if mac is not None:
                 return mac
         lease = self.leases.holder_of(address)
@@ -353,10 +334,13 @@ class DhcpServer:
         if generation is not self._synced and not self._sync(generation, sock):
             self.stats["dropped_rebound"] += 1
             return
-        plan = self.plan_for(generation)
+        plan = generation.dhcp_plan
+        memo = self._memo
+        if memo is None or memo.plan is not plan:
+            memo = self._memo = AnswerMemo(plan)
         now = self.clock()
         with self._lock:
-            decision = decide(message, plan, self.leases, now, port=port)
+            decision = decide(message, plan, self.leases, now, port=port, memo=memo)
             reply = decision.reply
             change = decision.lease
             if reply is not None:

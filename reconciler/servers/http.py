@@ -88,9 +88,6 @@ class BootApp:
         self._events = events
         self._assets = AssetRoot(assets_dir) if assets_dir is not None else None
         self._extra = sorted(extra.items(), key=lambda item: len(item[0]), reverse=True)
-        self._lock = threading.Lock()
-        self._indexes: dict[str, tuple[Generation, boot.BootIndex]] = {}
-        self._last: tuple[Generation, boot.BootIndex] | None = None
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -123,7 +120,7 @@ class BootApp:
             return self._asset(environ, generation, rest)
         if generation is None:
             return _text(503, "no generation is being served yet\n", headers=(("Retry-After", "5"),))
-        index = self._index(generation)
+        index = generation.boot_index
         if rest in ("/boot.ipxe", "/boot.ipxe.0"):
             return self._bootstrap(environ, generation, index, rest)
         if rest[1:] in boot.ENDPOINTS:
@@ -200,7 +197,7 @@ class BootApp:
         stage = "asset"
         labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
         if generation is not None:
-            index = self._index(generation)
+            index = generation.boot_index
             node = boot.node_for_client(index, labels, environ.get("REMOTE_ADDR"))
             stage = boot.asset_stage(index, node, path)
         mac = boot.request_mac(labels) or (node.mac if node is not None else None)
@@ -248,24 +245,6 @@ class BootApp:
         except Exception:  # a broken lease lookup knows nothing; it must not fail a boot
             log.exception("lease lookup failed revision=- mac=-")
             return None
-
-    def _index(self, generation: Generation) -> boot.BootIndex:
-        last = self._last  # one attribute read: no lock on the request path for the current generation
-        if last is not None and last[0] is generation:
-            return last[1]
-        with self._lock:
-            cached = self._indexes.get(generation.revision)
-            if cached is not None and cached[0] is generation:
-                self._last = cached
-                return cached[1]
-        index = boot.BootIndex.build(generation.state)
-        with self._lock:
-            if len(self._indexes) >= 16:
-                keep = set(self._holder.retained())
-                self._indexes = {rev: v for rev, v in self._indexes.items() if rev in keep}
-            self._indexes[generation.revision] = (generation, index)
-        self._last = (generation, index)
-        return index
 
     def _record(
         self,

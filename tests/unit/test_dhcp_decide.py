@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.model import Node
 from reconciler.protocol import dhcp as d
-from reconciler.protocol.dhcp_decide import Decision, decide, plan_dhcp
+from reconciler.protocol.dhcp_decide import AnswerMemo, Decision, decide, plan_dhcp
 from tests.dhcp_fixtures import (
     SERVER,
     MemoryLeases,
@@ -428,7 +428,7 @@ def test_decide_never_raises_on_anything_that_decodes(data: bytes) -> None:
             run(message, {"mode": mode})
 
 
-# --- answers shared between clients (DhcpPlan.answers) -------------------------------------
+# --- answers shared between clients (AnswerMemo) -------------------------------------
 
 _KNOWN = ("52:54:00:12:34:56", "52:54:00:12:34:58")
 _FIELDS = {
@@ -477,9 +477,10 @@ def test_a_plan_answering_many_clients_answers_each_as_a_fresh_plan_would(
     state = make_state((node("n1", _KNOWN[0], "10.99.0.157"), node("n2", _KNOWN[1], "10.99.0.159")),
                        unknown=unknown)  # type: ignore[arg-type]
     shared = plan_dhcp(state)
+    memo = AnswerMemo(shared)
     for name in ("", *_FIELDS):
         message = _client({**base, name: other[name]} if name else base)
-        decision = decide(message, shared, MemoryLeases(), NOW)
+        decision = decide(message, shared, MemoryLeases(), NOW, memo=memo)
         assert decision == decide(message, plan_dhcp(state), MemoryLeases(), NOW)
         if decision.reply is not None:
             # The options the decider encoded ahead of time are the reply's: same bytes on the wire.

@@ -7,7 +7,6 @@ directly, from threads the test controls, in the interleavings that used to go w
 from __future__ import annotations
 
 import collections
-import contextlib
 import select
 import threading
 from collections.abc import Iterator
@@ -17,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from reconciler import generation as generation_module
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import CollectEvents
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol.dhcp_decide import DhcpPlan, LeaseChange, plan_dhcp
-from reconciler.servers import dhcp as dhcp_server
 from reconciler.servers.dhcp import DhcpServer
 from tests.dhcp_fixtures import make_state, node
 
@@ -138,24 +137,23 @@ def test_one_wake_per_batch_of_durable_acks(server: DhcpServer, monkeypatch: pyt
     assert not _wake_pending(server)
 
 
-def test_concurrent_callers_get_one_plan_per_revision(server: DhcpServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """DHCP, TFTP (`mac_for_address`) and HTTP threads ask at once after a commit."""
+def test_concurrent_callers_share_the_one_plan_of_a_generation(
+    server: DhcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DHCP, TFTP (`mac_for_address`) and HTTP threads ask at once after a commit: the plan is
+    the generation's own view, built once when it is swapped in, never by a caller."""
     builds: list[str] = []
     callers = 8
-    both_inside = threading.Barrier(2)
 
-    def slow_plan(state: Any) -> DhcpPlan:
+    def counting_plan(state: Any) -> DhcpPlan:
         builds.append(state.revision)
-        # A second builder of the same revision would meet this one here; with one builder the
-        # barrier breaks (timeout) and the build goes on.
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_inside.wait(0.5)
         return plan_dhcp(state)
 
-    monkeypatch.setattr(dhcp_server, "plan_dhcp", slow_plan)
+    monkeypatch.setattr(generation_module, "plan_dhcp", counting_plan)
     generation = Generation("rev-a", make_state([node("n1", "52:54:00:00:00:01", "10.99.0.21")], revision="rev-a"),
                             {})
     server.holder.swap(generation)
+    assert builds == ["rev-a"]
     start = threading.Barrier(callers)
     plans: list[DhcpPlan] = []
     macs: list[str | None] = []
@@ -163,7 +161,7 @@ def test_concurrent_callers_get_one_plan_per_revision(server: DhcpServer, monkey
     def call(index: int) -> None:
         start.wait(5)
         if index % 2:
-            plans.append(server.plan_for(generation))
+            plans.append(generation.dhcp_plan)
         else:
             macs.append(server.mac_for_address("10.99.0.21"))
 
@@ -175,7 +173,6 @@ def test_concurrent_callers_get_one_plan_per_revision(server: DhcpServer, monkey
     assert builds == ["rev-a"]
     assert len({id(plan) for plan in plans}) == 1 and plans[0].revision == "rev-a"
     assert macs == ["52:54:00:00:00:01"] * (callers // 2)
-    assert server.plan_for(generation) is plans[0]
 
 
 def test_an_expired_lease_names_no_machine(tmp_path: Path) -> None:
