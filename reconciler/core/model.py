@@ -175,13 +175,38 @@ class CloudInitTemplate:
 
 @dataclass(frozen=True)
 class Asset:
-    """One entry of assets.yaml."""
+    """One entry of assets.yaml: one served path and where its bytes come from.
+
+    Fetched: `url` with `sha256`, or with `checksums` (a SHA256SUMS-style file's URL), optionally
+    `signature` (a detached OpenPGP signature of it) checked against `keyring` (a repo file, whose
+    bytes are `keyring_data`). Extracted: `from` (another entry's path, an ISO 9660 image) and
+    `file` (the path inside it). Neither: placed under --assets-dir by hand.
+    """
 
     path: str
     sha256: str | None = None
     size: int | None = None
     url: str | None = None
     source: Location = Location("assets.yaml")
+    checksums: str | None = None
+    signature: str | None = None
+    keyring: str | None = None
+    keyring_data: bytes | None = field(default=None, repr=False, compare=False)
+    from_path: str | None = None  # `from:` in YAML
+    file: str | None = None
+
+    @property
+    def fetched(self) -> bool:
+        return self.url is not None
+
+    @property
+    def extracted(self) -> bool:
+        return self.from_path is not None
+
+    @property
+    def managed(self) -> bool:
+        """Whether `assets sync` and the daemon produce this file (else the operator places it)."""
+        return self.fetched or self.extracted
 
 
 @dataclass(frozen=True)

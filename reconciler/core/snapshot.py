@@ -26,6 +26,7 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("profile", re.compile(r"^profiles/[^/]+\.(ya?ml|json)$")),
     ("group", re.compile(r"^groups/[^/]+\.(ya?ml|json)$")),
     ("cloud-init", re.compile(r"^cloud-init/[^/]+\.ya?ml$")),
+    ("keyring", re.compile(r"^keys/[^/]+\.(gpg|asc)$")),  # OpenPGP keys that sign asset checksums
 )
 
 
@@ -41,7 +42,7 @@ def kind_of(path: str) -> str | None:
     return None
 
 
-_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init")
+_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init", "keys")
 
 
 def is_candidate_dir(path: str) -> bool:
@@ -50,7 +51,7 @@ def is_candidate_dir(path: str) -> bool:
 
 
 _EXTENSIONS = {"nodes": ".yaml or .yml", "profiles": ".yaml, .yml or .json", "groups": ".yaml, .yml or .json",
-               "cloud-init": ".yaml or .yml"}
+               "cloud-init": ".yaml or .yml", "keys": ".gpg or .asc"}
 
 
 def not_read(path: str, is_dir: bool) -> Issue | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from reconciler.core import assets as manifest
 from reconciler.core import lint, schema, template
 from reconciler.core.model import (
     Asset,
@@ -133,7 +134,7 @@ def validate(snapshot: Snapshot) -> Validation:
     docs = _parse_all(snapshot, out)
 
     site = _build_site(docs.get(SITE_FILE), out)
-    assets = _build_assets(docs.get(ASSETS_FILE), out)
+    assets = _build_assets(docs.get(ASSETS_FILE), snapshot.files, out)
     cloud_init = _build_cloud_init(snapshot, out)
     profiles = _build_profiles(docs, out)
     groups = _build_groups(docs, out)
@@ -177,8 +178,8 @@ def _parse_all(snapshot: Snapshot, out: _Collector) -> dict[str, Document]:
     docs: dict[str, Document] = {}
     for path in sorted(snapshot.files):
         kind = kind_of(path)
-        if kind is None or kind == "cloud-init":
-            continue  # cloud-init files are templates: parsed after rendering, per node
+        if kind is None or kind in ("cloud-init", "keyring"):
+            continue  # cloud-init files are templates: parsed after rendering, per node; keyrings are keys
         parse = parse_json if path.endswith(".json") else parse_yaml
         doc, issues = parse(path, snapshot.files[path])
         out.extend(issues)
@@ -293,7 +294,7 @@ def _check_pool_holds_no_host(
                       "it would be leased to a machine; start or end the pool past it")
 
 
-def _build_assets(doc: Document | None, out: _Collector) -> tuple[Asset, ...] | None:
+def _build_assets(doc: Document | None, files: Mapping[str, bytes], out: _Collector) -> tuple[Asset, ...] | None:
     if doc is None:
         return None
     if not _schema_ok(doc, "assets", out):
@@ -306,7 +307,20 @@ def _build_assets(doc: Document | None, out: _Collector) -> tuple[Asset, ...] | 
             out.error(loc, "duplicate-asset", f"{raw['path']} is listed twice (first at line {seen[raw['path']].line})")
         seen[raw["path"]] = loc
         size = raw.get("size")
-        assets.append(Asset(raw["path"], raw.get("sha256"), None if size is None else int(size), raw.get("url"), loc))
+        keyring = raw.get("keyring")
+        assets.append(Asset(
+            raw["path"], raw.get("sha256"), None if size is None else int(size), raw.get("url"), loc,
+            checksums=raw.get("checksums"), signature=raw.get("signature"), keyring=keyring,
+            keyring_data=files.get(keyring) if keyring is not None else None,
+            from_path=raw.get("from"), file=raw.get("file"),
+        ))
+    indexes = {id(a): i for i, a in enumerate(assets)}
+
+    def field_loc(asset: Asset, name: str) -> Location:
+        path: tuple[str | int, ...] = ("assets", indexes[id(asset)])
+        return doc.loc((*path, name)) if name in doc.data["assets"][indexes[id(asset)]] else doc.loc(path)
+
+    out.extend(manifest.check_manifest(assets, files, field_loc))
     return tuple(assets)
 
 
