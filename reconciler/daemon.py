@@ -7,11 +7,12 @@ nothing more to do, e.g. the revision is already applied), as source-controller 
 
     fetch -> snapshot -> validate -> render -> peer-check -> write -> swap-current -> activate
 
-and the outcome is always recorded afterwards. Failures are exceptions of two kinds:
-- `Temporary` (the remote is down, the disk is full): retried with exponential backoff; the
-  served generation is untouched; status is Reconciling with the reason.
-- `Invalid` (this commit cannot be served: findings): recorded with every finding and never
-  retried until another commit arrives; status is Stalled until then.
+and the outcome is always recorded afterwards. Failures are exceptions of two kinds
+(`core.errors`), raised where they happen (adapters, renderer, steps) and not translated here:
+- `Temporary` (the remote is down, the disk is full): retried with exponential backoff (or the
+  error's `delay`); the served generation is untouched; status is Reconciling with its `reason`.
+- `InvalidRevision` (this commit cannot be served: findings): recorded with every finding and
+  never retried until another commit arrives; status is Stalled until then.
 Any failure before `swap-current` leaves the served generation untouched; `write` goes through
 `generations/<sha>.tmp` and a rename, so a crash at any point leaves a complete generation or none.
 
@@ -43,14 +44,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from reconciler import heap
 from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
-from reconciler.adapters.gitsource import Source, SourceProblem, SourceUnavailable, open_source, print_progress
+from reconciler.adapters.gitsource import Source, SourceProblem, open_source, print_progress
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import findings, outcomes, wiring
+from reconciler.core.errors import InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
-from reconciler.core.render import failure_issue
 from reconciler.core.snapshot import Snapshot
-from reconciler.core.template import TemplateFailure
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
@@ -67,18 +67,6 @@ def report_key(secret: bytes | None) -> bytes:
     if not secret:
         return b"none\n"
     return hashlib.sha256(b"netboot-reconcile report-secret fingerprint\0" + secret).hexdigest()[:32].encode() + b"\n"
-
-
-class Temporary(Exception):
-    """A failure worth retrying (with backoff) while the current generation keeps serving."""
-
-
-class Invalid(Exception):
-    """This revision cannot be served; `issues` say why. Not retried until a new revision."""
-
-    def __init__(self, message: str, issues: tuple[Issue, ...] = ()) -> None:
-        super().__init__(message)
-        self.issues = issues
 
 
 class Result(enum.StrEnum):
@@ -197,6 +185,7 @@ class Daemon:
         self._findings: tuple[Issue, ...] = ()  # those of the rejected revision while it is desired
         self._warnings: tuple[str, ...] = ()  # where the served DHCP sends clients that we do not listen
         self._failures = 0
+        self._retry_after: float | None = None  # the last temporary error's own delay
         self._next_attempt: float | None = None
         self._reconciling = False
         self._previous: StoredGeneration | None = None  # what `write` may hard-link from
@@ -256,7 +245,7 @@ class Daemon:
             try:
                 root = self.artifacts.write(stored.revision, generation.files, stored.source, previous=stored,
                                             meta=meta, replace=True)
-            except OSError as exc:  # serve the new rendering anyway; the next start tries again
+            except Temporary as exc:  # serve the new rendering anyway; the next start tries again
                 log.error("revision=%s could not write the generation rendered again: %s", stored.revision, exc)
             else:
                 stored = StoredGeneration(stored.revision, root, generation.files, stored.source, meta)
@@ -381,6 +370,8 @@ class Daemon:
     def _delay(self) -> float:
         if self._failures == 0:
             return self.settings.interval
+        if self._retry_after is not None:
+            return max(0.0, min(self._retry_after, self.settings.interval))
         backoff = self.settings.backoff_initial * 2.0 ** (self._failures - 1)
         return float(min(backoff, self.settings.backoff_max, self.settings.interval))
 
@@ -411,6 +402,8 @@ class Daemon:
             self._reconciling = True
         result = Result.APPLIED
         reason = ""
+        code: str = Reason.RETRYING_AFTER_ERROR
+        retry_after: float | None = None
         try:
             for name, step in self.steps:
                 attempt.step = name
@@ -420,19 +413,23 @@ class Daemon:
                 if not done:
                     result = Result.UNCHANGED
                     break
-        except Invalid as exc:
+        except InvalidRevision as exc:
             result, reason = Result.INVALID, str(exc)
-            attempt.issues = exc.issues or attempt.issues
-        except (Temporary, SourceUnavailable, OSError) as exc:
+            attempt.issues = exc.findings or attempt.issues
+        except Temporary as exc:
+            result, reason = Result.FAILED, f"{attempt.step}: {exc}"
+            code, retry_after = exc.reason, exc.delay
+        except OSError as exc:
             result, reason = Result.FAILED, f"{attempt.step}: {exc}"
         except Exception as exc:  # a bug must not stop the daemon serving the last good generation
             log.exception("revision=%s reconcile step %s failed", attempt.revision, attempt.step)
             result, reason = Result.FAILED, f"{attempt.step}: internal error: {exc!r}"
         duration = time.monotonic() - t0
-        self._conclude(attempt, result, reason, duration)
+        self._conclude(attempt, result, reason, duration, code, retry_after)
         return result
 
-    def _conclude(self, attempt: Attempt, result: Result, reason: str, duration: float) -> None:
+    def _conclude(self, attempt: Attempt, result: Result, reason: str, duration: float, code: str,
+                  retry_after: float | None) -> None:
         # History first, then the status fields: /status never shows a condition its history lacks.
         if result is not Result.UNCHANGED:
             record = ReconcileRecord(
@@ -454,7 +451,7 @@ class Daemon:
             if result is Result.UNCHANGED:
                 # Nothing new to try: the status is that of the desired revision, whatever the
                 # attempts in between said (a remote outage, a force-push away and back).
-                self._failures = 0
+                self._failures, self._retry_after = 0, None
                 if self._rejected is not None and self._rejected == self._desired:
                     message, self._findings = self._rejection
                     self._condition, self._reason, self._message = Condition.STALLED, "InvalidRevision", message
@@ -464,6 +461,7 @@ class Daemon:
                 return
             if result is not Result.FAILED:
                 self._attempted = attempt.revision
+            self._retry_after = retry_after if result is Result.FAILED else None
             if result is Result.APPLIED:
                 self._failures = 0
                 self._applied = attempt.revision
@@ -479,7 +477,7 @@ class Daemon:
             else:
                 self._failures += 1
                 self._condition = Condition.RECONCILING
-                self._reason = "SourceUnavailable" if attempt.step == "fetch" else "RetryingAfterError"
+                self._reason = code
                 self._message = reason
         self.metrics.total.labels(result=str(result)).inc()
         self.metrics.duration.observe(duration)
@@ -499,16 +497,10 @@ class Daemon:
 
     def _fetch(self, attempt: Attempt) -> bool:
         if self.source is None:  # it could not be opened at start
-            try:
-                self._open_source()
-            except SourceProblem as exc:
-                raise SourceUnavailable(str(exc)) from exc
+            self._open_source()
             self.start_watcher()
         assert self.source is not None
-        try:
-            revision = self.source.fetch()
-        except SourceProblem as exc:
-            raise Temporary(str(exc)) from exc
+        revision = self.source.fetch()
         attempt.revision = revision
         with self._lock:
             self._desired = revision
@@ -518,11 +510,7 @@ class Daemon:
 
     def _snapshot(self, attempt: Attempt) -> bool:
         assert self.source is not None and attempt.revision is not None
-        try:
-            attempt.snapshot = self.source.snapshot(attempt.revision)
-        except SourceProblem as exc:
-            raise Invalid(str(exc), (Issue(self.settings.path or ".", 0, 0, "source", Severity.ERROR, str(exc)),)) \
-                from exc
+        attempt.snapshot = self.source.snapshot(attempt.revision)
         return True
 
     def _validate(self, attempt: Attempt) -> bool:
@@ -530,19 +518,15 @@ class Daemon:
         result = validate(attempt.snapshot)
         attempt.issues = result.issues
         if result.state is None:
-            raise Invalid(findings.summary(result.issues), result.issues)
+            raise InvalidRevision(findings.summary(result.issues), result.issues)
         attempt.state = result.state
         return True
 
     def _render(self, attempt: Attempt) -> bool:
         assert attempt.state is not None
-        try:
-            attempt.files = dict(self.renderer(attempt.state))
-        except TemplateFailure as exc:
-            # Validation renders each template once, not every pass the renderer makes: invalid
-            # all the same, not an error to retry.
-            issue = failure_issue(exc)
-            raise Invalid(issue.message, (issue,)) from exc
+        # A template failing here (validation renders each template once, not every pass the
+        # renderer makes) raises TemplateFailure, an InvalidRevision: not an error to retry.
+        attempt.files = dict(self.renderer(attempt.state))
         return True
 
     def _peer_check(self, attempt: Attempt) -> bool:
@@ -561,7 +545,7 @@ class Daemon:
             lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith(("Internet Systems",
                      "Copyright", "For info", "ldap-", "Config file"))]
             message = "rendered dhcpd.conf rejected by dhcpd -t: " + " / ".join(lines[-5:])
-            raise Invalid(message, (Issue("dhcpd.conf", 0, 0, "peer-check", Severity.ERROR, message),))
+            raise InvalidRevision(message, (Issue("dhcpd.conf", 0, 0, "peer-check", Severity.ERROR, message),))
         return True
 
     def _write(self, attempt: Attempt) -> bool:
@@ -569,21 +553,14 @@ class Daemon:
         parts: dict[str, float] = {}
         # A revision written before (a revert to it) with another report secret is written again.
         stale = self.artifacts.meta(attempt.revision, REPORT_KEY_META) != self._meta[REPORT_KEY_META]
-        try:
-            attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
-                                                previous=self._previous, timings=parts, meta=self._meta,
-                                                replace=stale)
-        except OSError as exc:
-            raise Temporary(f"writing generation: {exc}") from exc
+        attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
+                                            previous=self._previous, timings=parts, meta=self._meta, replace=stale)
         attempt.timings.update((f"write.{name}", seconds) for name, seconds in parts.items())
         return True
 
     def _swap_current(self, attempt: Attempt) -> bool:
         assert attempt.revision is not None
-        try:
-            self.artifacts.swap_current(attempt.revision)
-        except OSError as exc:
-            raise Temporary(f"swapping current: {exc}") from exc
+        self.artifacts.swap_current(attempt.revision)
         return True
 
     def _activate(self, attempt: Attempt) -> bool:

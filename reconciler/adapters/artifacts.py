@@ -1,6 +1,8 @@
 """Generations on disk: write `generations/<sha>/` atomically, swap `current`, load it, collect old ones.
 
 Called by the daemon's write/swap steps (`reconciler.daemon`) and at start-up (`load_current`).
+`write` and `swap_current` raise `core.errors.StoreUnwritable` (a temporary failure) when the
+state directory refuses them.
 
 Crash safety (a `kill -9` at any point never leaves a torn generation in service):
 1. everything is written under `generations/<sha>.tmp/`, then made durable (one `syncfs` of the
@@ -48,6 +50,8 @@ import time
 from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from reconciler.core.errors import StoreUnwritable
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +145,23 @@ class ArtifactStore:
         inode costs far more than a link; generations are immutable, so sharing is safe); the
         others get recycled inodes where the pool has them (module docstring). `meta` goes to
         `.meta/`. `timings`, when given, receives the seconds spent writing files, making them
-        durable and renaming.
+        durable and renaming. StoreUnwritable when the file system refuses.
         """
+        try:
+            return self._write(revision, files, source, previous, timings, meta, replace)
+        except OSError as exc:
+            raise StoreUnwritable(f"writing generation: {exc}") from exc
+
+    def _write(
+        self,
+        revision: str,
+        files: Mapping[str, bytes],
+        source: Mapping[str, bytes],
+        previous: StoredGeneration | None,
+        timings: MutableMapping[str, float] | None,
+        meta: Mapping[str, bytes] | None,
+        replace: bool,
+    ) -> Path:
         final = self.path_of(revision)
         exists = final.is_dir()
         if exists and not replace:
@@ -263,7 +282,13 @@ class ArtifactStore:
             os.close(pool_fd)
 
     def swap_current(self, revision: str) -> None:
-        """Point `current` at `generations/<revision>` atomically and durably."""
+        """Point `current` at `generations/<revision>` atomically and durably (or StoreUnwritable)."""
+        try:
+            self._swap_current(revision)
+        except OSError as exc:
+            raise StoreUnwritable(f"swapping current: {exc}") from exc
+
+    def _swap_current(self, revision: str) -> None:
         target = os.path.join(GENERATIONS, _safe_name(revision))
         tmp = self.state_dir / (CURRENT + TMP_SUFFIX)
         with contextlib.suppress(FileNotFoundError):

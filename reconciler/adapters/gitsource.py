@@ -4,10 +4,11 @@ Called by the daemon's fetch and snapshot steps (`reconciler.daemon`), built onc
 `open_source(settings)`. Every source answers two questions:
 
 - `fetch()`: which revision should be served now? (network for a remote; raises `SourceUnavailable`
-  on a temporary failure, which the daemon retries with backoff while it keeps serving)
+  (`core.errors.Temporary`) on a failure, which the daemon retries with backoff while it keeps serving)
 - `snapshot(revision)`: the repository files of that revision, read straight from the commit's
   tree (no checkout, no work tree), with the same refusals as `adapters.dirsource`: symlinks,
-  submodules, files over `MAX_FILE_BYTES`.
+  submodules, files over `MAX_FILE_BYTES`. A revision or `--path` the commit lacks raises
+  `core.errors.InvalidRevision`.
 
 Kinds, by what `--repo` names:
 - a URL (https://, ssh://, scp-style user@host:path, file://): a bare mirror `repo.git` under the
@@ -39,7 +40,8 @@ from typing import Any, Protocol
 import pygit2
 
 from reconciler.adapters.dirsource import read_directory
-from reconciler.core.model import Issue
+from reconciler.core.errors import InvalidRevision, SourceUnavailable
+from reconciler.core.model import Issue, Severity
 from reconciler.core.snapshot import (
     MAX_FILE_BYTES,
     Snapshot,
@@ -66,12 +68,12 @@ _SCP_STYLE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
 _homedir_lock = threading.Lock()
 
 
-class SourceUnavailable(Exception):
-    """A temporary failure to reach or read the source: retry later, keep serving."""
+__all__ = ["SourceProblem", "SourceUnavailable", "open_source", "read_tree"]
 
 
-class SourceProblem(Exception):
-    """A permanent problem with what the source names (no such branch, no such path)."""
+class SourceProblem(SourceUnavailable):
+    """The source `--repo` names cannot be opened (no such path): fatal at start-up with nothing on
+    disk to serve; for a running daemon a temporary failure like any other (a volume mounted late)."""
 
 
 class Source(Protocol):
@@ -125,15 +127,15 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
     try:
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise SourceProblem(f"revision {revision} not found: {exc}") from exc
+        raise _invalid(subdir, f"revision {revision} not found: {exc}") from exc
     tree: pygit2.Tree = commit.tree
     if subdir:
         try:
             entry = tree[subdir.strip("/")]
         except KeyError as exc:
-            raise SourceProblem(f"--path {subdir}: not in commit {revision[:12]}") from exc
+            raise _invalid(subdir, f"--path {subdir}: not in commit {revision[:12]}") from exc
         if entry.filemode != pygit2.GIT_FILEMODE_TREE:
-            raise SourceProblem(f"--path {subdir}: not a directory in commit {revision[:12]}")
+            raise _invalid(subdir, f"--path {subdir}: not a directory in commit {revision[:12]}")
         tree = repo[entry.id].peel(pygit2.Tree)
     files: dict[str, bytes] = {}
     refused: list[Issue] = []
@@ -147,6 +149,10 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         origin=origin,
         extra={"message": commit.message.strip().splitlines()[0] if commit.message.strip() else ""},
     )
+
+
+def _invalid(subdir: str, message: str) -> InvalidRevision:
+    return InvalidRevision(message, (Issue(subdir or ".", 0, 0, "source", Severity.ERROR, message),))
 
 
 def _walk(
@@ -284,12 +290,13 @@ class MirrorSource:
             head = by_name.get("HEAD")
             target = head.symref_target if head is not None else None
             if not target:
-                raise SourceProblem(f"{self.description}: the remote does not say its default branch: pass --branch")
+                raise SourceUnavailable(
+                    f"{self.description}: the remote does not say its default branch: pass --branch")
             branch = target.removeprefix("refs/heads/")
         ref = f"refs/heads/{branch}"
         advertised = by_name.get(ref)
         if advertised is None:
-            raise SourceProblem(f"{self.description}: no branch {branch!r} on the remote")
+            raise SourceUnavailable(f"{self.description}: no branch {branch!r} on the remote")
         want = str(advertised.oid)
         have = self.repo.references.get(ref)
         if have is None or str(have.target) != want or want not in self.repo:

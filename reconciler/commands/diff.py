@@ -18,6 +18,7 @@ import pygit2
 
 from reconciler.adapters.gitsource import SourceProblem, read_tree
 from reconciler.core import plan_format
+from reconciler.core.errors import InvalidRevision
 from reconciler.core.plan import Side, compare, side
 from reconciler.core.validate import validate
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         repo = _open(args.repo)
         base = _side(repo, args.base, args.path, str(args.repo))
         head = _side(repo, args.head, args.path, str(args.repo))
-    except (SourceProblem, pygit2.GitError, OSError) as exc:
+    except (SourceProblem, InvalidRevision, pygit2.GitError, OSError) as exc:
         print(f"netboot-reconcile diff: {exc}", file=sys.stderr)
         return EXIT_ERROR
     plan = compare(base, head)

@@ -18,7 +18,8 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from reconciler.core.model import Group, Node, Site
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import Group, Issue, Node, Severity, Site
 
 _ENV = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined,
@@ -50,11 +51,14 @@ NODE_ONLY_VARIABLES = frozenset(
 )
 
 
-class TemplateFailure(Exception):
-    """A template that cannot be compiled or rendered. `line` is 1-based within the template."""
+class TemplateFailure(InvalidRevision):
+    """A template that cannot be compiled or rendered. `line` is 1-based within the template.
+
+    An InvalidRevision: raised by the renderer, it makes the commit invalid as its finding."""
 
     def __init__(self, message: str, line: int = 0, file: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, (Issue(file or "(render)", 0, 0, "template-error", Severity.ERROR,
+                                         f"rendering failed: {message}"),))
         self.message = message
         self.line = line
         self.file = file  # where known: the repository file the failure is reported against

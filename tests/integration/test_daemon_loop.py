@@ -409,3 +409,35 @@ def test_the_status_is_that_of_the_desired_revision_after_an_outage_and_force_pu
         assert status() == stalled
     finally:
         daemon.shutdown()
+
+
+def test_a_refused_write_says_the_store_is_unwritable_not_a_guess_from_the_step(
+        tree: WorkTree, tmp_path: Path) -> None:
+    """The reason comes from the error the artifact store raised (`StoreUnwritable`), not from
+    the step's name (everything but `fetch` used to be `RetryingAfterError`)."""
+    daemon = make_daemon(str(tree.path), tmp_path / "state")
+    try:
+        recycle = tmp_path / "state" / "recycle"
+        recycle.rmdir()
+        recycle.write_text("not a directory\n")  # the write step opens it as one: ENOTDIR
+        assert daemon.reconcile_once() is Result.FAILED
+        status = daemon.status()
+        assert status["condition"] == "Reconciling"
+        assert status["reason"] == "StoreUnwritable"
+        assert status["message"].startswith("write: writing generation: ")
+        recycle.unlink()
+        recycle.mkdir()
+        assert daemon.reconcile_once() is Result.APPLIED
+    finally:
+        daemon.shutdown()
+
+
+def test_a_revision_missing_from_the_repository_is_invalid_with_a_source_finding(tmp_path: Path) -> None:
+    """read_tree raises InvalidRevision itself, with the finding the daemon records."""
+    from reconciler.core.errors import InvalidRevision
+
+    tree = WorkTree(tmp_path / "repo")
+    repo = pygit2.Repository(str(tree.path))
+    with pytest.raises(InvalidRevision) as caught:
+        read_tree(repo, tree.head(), "no-such-dir")
+    assert [(i.file, i.code) for i in caught.value.findings] == [("no-such-dir", "source")]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from reconciler.core import template
-from reconciler.core.model import DesiredState, Group, Issue, Severity
+from reconciler.core.model import DesiredState, Group, Issue
 from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud
 from reconciler.core.render.nodes import pin, plan_node, split_initrd
 from reconciler.core.template import TemplateFailure
@@ -25,7 +25,7 @@ _UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._:'()/-]")
 def failure_issue(exc: TemplateFailure) -> Issue:
     """A template that failed as rendered for serving, as the finding that makes its commit
     invalid (the daemon, `diff`, `render`): it fails the same way every time."""
-    return Issue(exc.file or "(render)", 0, 0, "template-error", Severity.ERROR, f"rendering failed: {exc.message}")
+    return exc.findings[0]
 
 
 def render_generation(state: DesiredState, report_secret: bytes | None = None) -> dict[str, bytes]:
