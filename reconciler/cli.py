@@ -1,6 +1,9 @@
 """The `netboot-reconcile` command line: parses arguments and dispatches to one command module.
 
 `netboot-reconcile --repo URL ...` with no command name is the same as `netboot-reconcile run`.
+Every parser, the subcommands' included, is a `Parser`: no option may be abbreviated (argparse
+would take `--rep site` for `--repo site`), and an unknown option is reported by the parser of
+the (sub)command it was given to, with that command's usage.
 """
 
 from __future__ import annotations
@@ -8,15 +11,49 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from reconciler import __version__
 from reconciler.commands import diff, render, results, run, status, validate
 
 COMMANDS = (run, validate, status, diff, render, results)
+NO_COMMAND = "no command given: name one of the commands above, or run the daemon with --repo URL_OR_PATH"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes options only as spelled, and refuses what it does not know.
+
+    Subparsers are made of the parser's own class, so every command (and a command's own
+    subcommands) is one of these without each having to say so."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's parser is called through parse_known_args and its leftovers would be
+        # reported by the top parser with the top usage; refuse them here, with this usage.
+        self._given = list(sys.argv[1:] if args is None else args)
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        # A misspelt option also leaves a required one missing (`--rep site`): name it first.
+        given = self._given[: self._given.index("--")] if "--" in self._given else self._given
+        unknown = [a.split("=", 1)[0] for a in given
+                   if a.startswith("--") and a.split("=", 1)[0] not in self._option_string_actions]
+        if unknown and message.startswith("the following arguments are required"):
+            message = f"unrecognized arguments: {' '.join(unknown)} ({message})"
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="netboot-reconcile",
         description="A git repository of nodes and profiles, served as DHCP, TFTP and HTTP netboot.",
     )
@@ -38,5 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
+        print(f"\n{parser.prog}: error: {NO_COMMAND}", file=sys.stderr)
         return 2
     return int(args.func(args))

@@ -4,7 +4,7 @@ Called by `reconciler.cli`. Reads `results.sqlite3` in the state directory direc
 need not run) and prints, per commit (newest first), per node: how its boot of that commit went,
 then each node's drift (the revision it last booted vs the desired one). `--format json` adds
 every node's events (stage, time, client, detail); it is what scripts and the e2e tests read.
-Exit 0, or 2 when there is no store or the commit is unknown/ambiguous.
+Exit 0, or 2 when there is no store, the commit is unknown/ambiguous or the node unknown.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
             node=args.node,
             with_events=args.format == "json",
         )
+        if args.node is not None and not _known_node(reader, args.node, doc):
+            print(f"netboot-reconcile results: node {args.node!r}: no applied commit declares it and no boot of it "
+                  "was reported (a node's name, or its MAC in lowercase colon form)", file=sys.stderr)
+            return EXIT_ERROR
     except outcomes.UnknownCommit as exc:
         print(f"netboot-reconcile results: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -61,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_text(doc), end="")
     return EXIT_OK
+
+
+def _known_node(reader: ResultsReader, node: str, doc: dict[str, Any]) -> bool:
+    """Whether `node` (a name, or a MAC in lowercase colon form) is one the store has seen."""
+    if doc["nodes"] or any(c["nodes"] for c in doc["commits"]):
+        return True
+    return bool(reader.node_revisions(node) or reader.events_of_node(node, node, limit=1))
 
 
 def _when(t: float | None) -> str:
