@@ -17,7 +17,8 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-from reconciler.core.model import Asset, Issue, Location, Severity
+from reconciler.core.codes import issue
+from reconciler.core.model import Asset, Issue, Location
 
 PREFIX = "/assets/"
 STORE_DIR = ".netboot"  # under --assets-dir: the content store, partial downloads, generation trees
@@ -42,7 +43,7 @@ def check_manifest(assets: Iterable[Asset], repo_files: Mapping[str, bytes], loc
     out: list[Issue] = []
 
     def error(asset: Asset, field: str, code: str, message: str) -> None:
-        out.append(Issue.at(loc(asset, field), code, message, Severity.ERROR))
+        out.append(issue(code, loc(asset, field), message))
 
     for a in entries:
         if a.url is not None and a.from_path is not None:

@@ -145,7 +145,6 @@ class Profile:
     generic_id: str | None = None
     ignition_id: str | None = None
     source: Location = Location("")
-    arg_locations: tuple[Location, ...] = ()  # one per boot.args entry, for error messages
 
 
 @dataclass(frozen=True)

@@ -385,9 +385,7 @@ def _labels(labels: Mapping[str, str]) -> str:
 
 def _plain(value: Any) -> Any:
     """A value with its source locations blanked, so moving a line is not a change."""
-    if isinstance(value, Profile):
-        return dataclasses.replace(value, source=Location(""), arg_locations=())
-    if isinstance(value, Node | Group | Site | CloudInitTemplate):
+    if isinstance(value, Profile | Node | Group | Site | CloudInitTemplate):
         return dataclasses.replace(value, source=Location(""))
     return value
 

@@ -20,7 +20,8 @@ import fastjsonschema
 import jsonschema
 from referencing import Registry, Resource
 
-from reconciler.core.model import Issue, Severity
+from reconciler.core.codes import issue
+from reconciler.core.model import Issue
 from reconciler.core.yamldoc import Document, Path
 
 SCHEMA_FILES = {
@@ -102,10 +103,10 @@ def check(doc: Document, kind: str) -> tuple[Issue, ...]:
             for extra in extras:
                 loc = doc.loc((*path, extra))
                 hint = f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""
-                findings.append(Issue.at(loc, "schema", f"{_field(path, extra)}: unknown field{hint}", Severity.ERROR))
+                findings.append(issue("schema", loc, f"{_field(path, extra)}: unknown field{hint}"))
             continue
         loc = doc.loc(path)
-        findings.append(Issue.at(loc, "schema", f"{_field(path)}: {message}", Severity.ERROR))
+        findings.append(issue("schema", loc, f"{_field(path)}: {message}"))
     return tuple(findings)
 
 

@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.core.model import Issue, Severity
+from reconciler.core.codes import issue
+from reconciler.core.model import Issue, Location
 
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -77,11 +78,11 @@ def not_read(path: str, is_dir: bool) -> Issue | None:
 
 
 def _unread(path: str, why: str) -> Issue:
-    return Issue(path.rstrip("/"), 0, 0, "not-read", Severity.WARNING, f"{path} is not read: {why}")
+    return issue("not-read", Location(path.rstrip("/")), f"{path} is not read: {why}")
 
 
 def refused(path: str, code: str, message: str) -> Issue:
-    return Issue(path, 0, 0, code, Severity.ERROR, message)
+    return issue(code, Location(path), message)
 
 
 def refuse_symlink(path: str) -> Issue:

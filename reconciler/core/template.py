@@ -18,8 +18,9 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
-from reconciler.core.model import Group, Issue, Node, Severity, Site
+from reconciler.core.model import Group, Location, Node, Site
 
 _ENV = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined,
@@ -57,8 +58,7 @@ class TemplateFailure(InvalidRevision):
     An InvalidRevision: raised by the renderer, it makes the commit invalid as its finding."""
 
     def __init__(self, message: str, line: int = 0, file: str = "") -> None:
-        super().__init__(message, (Issue(file or "(render)", 0, 0, "template-error", Severity.ERROR,
-                                         f"rendering failed: {message}"),))
+        super().__init__(message, (issue("template-error", Location(file or "(render)"), f"rendering failed: {message}"),))
         self.message = message
         self.line = line
         self.file = file  # where known: the repository file the failure is reported against

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from reconciler.core.model import Issue, Location, Severity
+from reconciler.core.codes import issue
+from reconciler.core.model import Issue, Location
 
 try:
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -129,16 +130,9 @@ class _Builder:
                 key = str(key_node.value)
                 if key in out:
                     km = key_node.start_mark
-                    self.duplicates.append(
-                        Issue(
-                            self.file,
-                            km.line + 1,
-                            km.column + 1,
-                            "yaml-duplicate-key",
-                            Severity.ERROR,
-                            f"duplicate key {key!r}: YAML loaders keep only one of them",
-                        )
-                    )
+                    where = Location(self.file, km.line + 1, km.column + 1)
+                    message = f"duplicate key {key!r}: YAML loaders keep only one of them"
+                    self.duplicates.append(issue("yaml-duplicate-key", where, message))
                 out[key] = self.build(value_node, depth + 1)
             return out
         raise self._tag(node)  # pragma: no cover - composer yields only the three kinds
@@ -172,7 +166,7 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, (Issue(file, 0, 0, "encoding", Severity.ERROR, f"not UTF-8: {exc.reason}"),)
+        return None, (issue("encoding", Location(file, 0, 0), f"not UTF-8: {exc.reason}"),)
     try:
         loader = _Loader(text)
         try:
@@ -183,21 +177,21 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         problem = exc.problem or exc.context or "invalid YAML"
-        return None, (Issue(file, line, col, "yaml-syntax", Severity.ERROR, problem),)
+        return None, (issue("yaml-syntax", Location(file, line, col), problem),)
     except yaml.YAMLError as exc:
-        return None, (Issue(file, 0, 0, "yaml-syntax", Severity.ERROR, str(exc)),)
+        return None, (issue("yaml-syntax", Location(file, 0, 0), str(exc)),)
     if node is None:
         return Document(file, None), ()
     builder = _Builder(file)
     try:
         data = builder.build(node, 0)
     except _Refused as exc:
-        return None, (Issue(file, exc.line, exc.column, exc.code, Severity.ERROR, exc.message),)
+        return None, (issue(exc.code, Location(file, exc.line, exc.column), exc.message),)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         mark = node.start_mark
-        return None, (Issue(file, mark.line + 1, mark.column + 1, "yaml-syntax", Severity.ERROR, str(exc)),)
+        return None, (issue("yaml-syntax", Location(file, mark.line + 1, mark.column + 1), str(exc)),)
     except RecursionError:
-        return None, (Issue(file, 0, 0, "yaml-too-deep", Severity.ERROR, "nested too deep"),)
+        return None, (issue("yaml-too-deep", Location(file, 0, 0), "nested too deep"),)
     doc = Document(file, data, node)
     return doc, tuple(builder.duplicates)
 
@@ -211,7 +205,7 @@ def parse_json(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         line = getattr(exc, "lineno", 0)
         col = getattr(exc, "colno", 0)
         msg = getattr(exc, "msg", str(exc))
-        return None, (Issue(file, line, col, "json-syntax", Severity.ERROR, msg),)
+        return None, (issue("json-syntax", Location(file, line, col), msg),)
     doc, issues = parse_yaml(file, content)
     if doc is None:  # valid JSON that YAML rejects (tabs): keep the value, lose the positions
         return Document(file, data), ()

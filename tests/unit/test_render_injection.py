@@ -68,6 +68,16 @@ def test_kernel_or_initrd_that_breaks_out_is_refused(kernel: str, initrd: str) -
     assert "boot-value-unsafe" in [e.code for e in errors]
 
 
+@pytest.mark.parametrize(
+    ("kernel", "initrd", "line"), [("'/assets/k ; x'", "/assets/i", 2), ("/assets/k", "'/assets/i #x'", 3)]
+)
+def test_unsafe_kernel_or_initrd_is_reported_at_its_own_line(kernel: str, initrd: str, line: int) -> None:
+    # Line 1 is `boot:`, 2 `kernel:`, 3 `initrd:`: the finding points at the value's line, as every
+    # other finding about a boot path does (not at the profile's first line).
+    errors = _with({"profiles/local-disk.yaml": _profile(kernel=kernel, initrd=initrd)})
+    assert [(e.file, e.line) for e in errors if e.code == "boot-value-unsafe"] == [("profiles/local-disk.yaml", line)]
+
+
 def test_matchbox_initrd_name_form_is_accepted() -> None:
     assert _with({"profiles/local-disk.yaml": _profile(initrd="'--name main /assets/i'")}) == ()
 

@@ -1,0 +1,176 @@
+"""Boot templates checked as they will be served: every profile rendered for every node (and
+for every repo group), each rendered kernel, initrd and argument checked and linted.
+
+Called by `core.validate` after the cross references.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from reconciler.core import lint, template
+from reconciler.core.collect import Findings
+from reconciler.core.locate import Locator
+from reconciler.core.model import Asset, CloudInitTemplate, Group, Location, Node, Profile, Site
+
+VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
+
+
+# What would break out of its place in a rendered boot script: iPXE ends a command at a word
+# that is `||`, `&&` or `;` and drops everything from a word starting with `#`; quotes and
+# backslashes reach the kernel as written from iPXE but escaped from GRUB, so the same profile
+# would boot differently. (White space in args is the `arg-whitespace` lint.)
+_IPXE_OPERATORS = frozenset({"||", "&&", ";"})
+_QUOTES = re.compile(r"[\"'\\]")
+_WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def unsafe_boot_value(value: str, *, allow_initrd_name: bool = False) -> str | None:
+    """Why `value` (a rendered kernel path, initrd entry or argument) cannot go into a boot
+    script as one word, or None when it can."""
+    words = value.split()
+    if allow_initrd_name and len(words) == 3 and words[0] == "--name":
+        value = words[1] + words[2]
+        words = [words[1], words[2]]
+    if not value:
+        return "it is empty"
+    if _QUOTES.search(value):
+        return "it holds a quote or a backslash, which iPXE passes on as is and GRUB escapes"
+    for word in words:
+        if word in _IPXE_OPERATORS:
+            return f"the word {word!r} is an iPXE command separator"
+        if word.startswith("#"):
+            return f"the word {word!r} starts an iPXE comment"
+    if allow_initrd_name and _WHITESPACE.search(value):
+        return "it holds white space (only matchbox's '--name NAME PATH' form may)"
+    return None
+
+
+class BootPlanChecker:
+    """Renders every boot template for every node, and for every repo group (the machines no node
+    file declares), as the renderer will; lints what comes out. Each distinct result is linted once."""
+
+    def __init__(
+        self,
+        revision: str,
+        site: Site,
+        profiles: Mapping[str, Profile],
+        assets: tuple[Asset, ...] | None,
+        out: Findings,
+        where: Locator,
+    ) -> None:
+        self.revision, self.site, self.profiles, self.out, self.where = revision, site, profiles, out, where
+        self.listed = {a.path for a in assets} if assets is not None else None
+        self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
+        self.linted_user_data: set[tuple[str, str]] = set()
+
+    def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
+        profile = self.profiles.get(node.profile)
+        if profile is None:
+            return
+        # The daemon always renders a real report token: a template branching on it is checked
+        # on that branch (a placeholder secret gives a token of the same form).
+        token = template.report_token(VALIDATION_SECRET, node.name, self.revision)
+        context = template.node_context(self.site, node, self.revision, token)
+        subject = f"node {node.name!r}, {node.source.file}"
+        rendered_args = self._check_boot(profile, context, subject)
+        tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
+        if tpl is None:
+            return
+        try:
+            text = template.render(tpl.text, context)
+        except template.TemplateFailure as exc:
+            self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
+            return
+        key = (tpl.name, text)
+        if key not in self.linted_user_data:
+            self.linted_user_data.add(key)
+            self.out.extend(lint.lint_user_data(text, tpl.source, "autoinstall" in (rendered_args or ())))
+
+    def check_group(self, group: Group) -> None:
+        """A repo group's profile is rendered without a node: a node-only variable makes its script
+        say so and exit (a warning: machines only that group selects cannot boot it); anything else
+        must render, and its output passes the same checks as a node's."""
+        profile = self.profiles.get(group.profile)
+        if profile is None or not profile.boot.kernel:
+            return
+        texts = (profile.boot.kernel, *profile.boot.initrd, *profile.boot.args)
+        needs = sorted(set().union(*(template.referenced_variables(t) for t in texts)) & template.NODE_ONLY_VARIABLES)
+        if needs:
+            self.out.report(
+                "group-profile-needs-node",
+                group.source,
+                f"group {group.id!r} boots profile {profile.id!r}, whose templates use {', '.join(needs)}: "
+                "a machine no node file declares has none, so it gets a script that says so and exits",
+            )
+            return
+        context = template.group_context(self.site, group, self.revision)
+        self._check_boot(profile, context, f"group {group.id!r}, {group.source.file}")
+
+    def _check_boot(self, profile: Profile, context: Mapping[str, Any], subject: str) -> tuple[str, ...] | None:
+        """Render kernel, initrd and args; check and lint them. Returns the rendered args."""
+        def arg_loc(index: int) -> Location:
+            return self.where.arg(profile, index)
+
+        def path_loc(index: int) -> Location:
+            return self.where.boot_path(profile, index)
+
+        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, self.out)
+        boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, self.out)
+        _check_boot_values(profile, rendered_args or (), boot_paths, arg_loc, path_loc, self.out)
+        if rendered_args is None or (profile.id, rendered_args) in self.linted_args:
+            return rendered_args
+        self.linted_args.add((profile.id, rendered_args))
+        self.out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
+        if self.listed is not None:
+            refs = [(a, arg_loc(i)) for i, a in enumerate(rendered_args) if a.startswith("url=")]
+            refs += [(p, path_loc(i)) for i, p in enumerate(boot_paths or ()) if p]
+            for ref, loc in refs:
+                path = lint.asset_path(ref, self.site.server_url)
+                if path is not None and path not in self.listed:
+                    self.out.add(lint.finding("asset-not-listed", loc, path))
+        return rendered_args
+
+
+def _check_boot_values(
+    profile: Profile,
+    args: tuple[str, ...],
+    boot_paths: tuple[str, ...] | None,
+    arg_loc: Callable[[int], Location],
+    path_loc: Callable[[int], Location],
+    out: Findings,
+) -> None:
+    """No rendered kernel path, initrd or argument may break out of its word (see unsafe_boot_value)."""
+    for i, arg in enumerate(args):
+        if _WHITESPACE.search(arg):
+            continue  # the arg-whitespace lint reports it
+        why = unsafe_boot_value(arg)
+        if why is not None:
+            out.report("boot-value-unsafe", arg_loc(i), f"argument {arg!r}: {why}")
+    if boot_paths is None or not profile.boot.kernel:
+        return
+    for index, value in enumerate(boot_paths):
+        initrd = index > 0
+        what = "initrd" if initrd else "kernel"
+        why = unsafe_boot_value(value, allow_initrd_name=initrd)
+        if why is None and not initrd and _WHITESPACE.search(value):
+            why = "it holds white space"
+        if why is not None:
+            out.report("boot-value-unsafe", path_loc(index), f"{what} {value!r}: {why}")
+
+
+def _render_each(
+    texts: tuple[str, ...], context: Mapping[str, Any], loc_of: Callable[[int], Location], subject: str, out: Findings
+) -> tuple[str, ...] | None:
+    try:
+        return template.render_many(texts, context)
+    except template.TemplateFailure:
+        pass  # render one by one to say which text failed
+    for i, text in enumerate(texts):
+        try:
+            template.render(text, context)
+        except template.TemplateFailure as exc:
+            out.template_failure(loc_of(i), exc, subject)
+    return None

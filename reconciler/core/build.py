@@ -1,0 +1,351 @@
+"""Building the model's values from parsed documents: site, assets, cloud-init templates,
+profiles, groups and nodes, each with the findings its own file gives.
+
+Called by `core.validate` only. A document that fails its schema or its own rules builds no
+value; the findings say why, and later stages run on what could be built.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from reconciler.core import assets as manifest
+from reconciler.core import schema, template
+from reconciler.core.collect import Findings
+from reconciler.core.model import (
+    Asset,
+    Boot,
+    BootFiles,
+    CloudInitTemplate,
+    Group,
+    Location,
+    Node,
+    Profile,
+    Site,
+    Subnet,
+)
+from reconciler.core.select import normalise_mac
+from reconciler.core.snapshot import SITE_FILE, Snapshot, kind_of
+from reconciler.core.yamldoc import Document, parse_json, parse_yaml
+
+# Names the renderer writes next to the repo's own (docs/GENERATION.md).
+RESERVED_ID_PREFIX = "node."
+RESERVED_NODE_PREFIX = "group-"
+
+
+def stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_all(snapshot: Snapshot, out: Findings) -> dict[str, Document]:
+    docs: dict[str, Document] = {}
+    for path in sorted(snapshot.files):
+        kind = kind_of(path)
+        if kind is None or kind in ("cloud-init", "keyring"):
+            continue  # cloud-init files are templates: parsed after rendering, per node; keyrings are keys
+        parse = parse_json if path.endswith(".json") else parse_yaml
+        doc, issues = parse(path, snapshot.files[path])
+        out.extend(issues)
+        if doc is not None:
+            docs[path] = doc
+    if SITE_FILE not in snapshot.files:
+        out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
+    return docs
+
+
+def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
+    if not isinstance(doc.data, dict):
+        out.report("schema", doc.loc(), f"(document): expected a mapping, found {type(doc.data).__name__}")
+        return False
+    issues = schema.check(doc, kind)
+    out.extend(issues)
+    return not issues
+
+
+# -- building values ---------------------------------------------------------------------------
+
+
+# Integer fields go through int(): JSON Schema counts 600.0 as an integer, and written as is it
+# broke dhcpd ("default-lease-time 600.0;"), Kea and dnsmasq, and URLs (":8080.0").
+
+
+def site(doc: Document | None, out: Findings) -> Site | None:
+    if doc is None or not _schema_ok(doc, "site", out):
+        return None
+    data: dict[str, Any] = doc.data
+    server = data["server"]
+    dhcp = data.get("dhcp", {})
+    subnets: list[Subnet] = []
+    for i, raw in enumerate(dhcp.get("subnets", [])):
+        loc = doc.loc(("dhcp", "subnets", i, "subnet"))
+        try:
+            network = IPv4Network(raw["subnet"], strict=True)
+        except ValueError as exc:
+            try:
+                network = IPv4Network(raw["subnet"], strict=False)
+            except ValueError:
+                out.report("subnet-invalid", loc, f"dhcp.subnets[{i}].subnet: {exc}")
+                continue
+            # Host bits set: name the network meant, and check the rest against it.
+            out.report("subnet-invalid", loc, f"dhcp.subnets[{i}].subnet: {exc}; did you mean {network}?")
+        pool = None
+        if "pool" in raw:
+            start, end = (IPv4Address(a) for a in raw["pool"])
+            pool = (start, end)
+            pool_loc = doc.loc(("dhcp", "subnets", i, "pool"))
+            if start > end:
+                out.report("pool-order", pool_loc, f"pool {start} - {end}: the first address is after the last")
+            if start not in network or end not in network:
+                out.report("pool-outside-subnet", pool_loc, f"pool {start} - {end} is not inside {network}")
+            elif start == network.network_address or end == network.broadcast_address:
+                out.report("pool-outside-subnet", pool_loc, "the pool holds the network or broadcast address")
+            _check_pool_holds_no_host(pool, pool_loc, server["address"], raw, out)
+        if raw.get("lease_time", 600) > raw.get("max_lease_time", 7200):
+            out.report(
+                "lease-time",
+                doc.loc(("dhcp", "subnets", i, "lease_time")),
+                "lease_time is longer than max_lease_time",
+            )
+        for key in ("routers",):
+            for j, addr in enumerate(raw.get(key, [])):
+                if IPv4Address(addr) not in network:
+                    out.report(
+                        "router-outside-subnet",
+                        doc.loc(("dhcp", "subnets", i, key, j)),
+                        f"router {addr} is not inside {network}",
+                    )
+        subnets.append(
+            Subnet(
+                network=network,
+                pool=pool,
+                routers=tuple(IPv4Address(a) for a in raw.get("routers", [])),
+                dns_servers=tuple(IPv4Address(a) for a in raw.get("dns_servers", [])),
+                domain_name=raw.get("domain_name"),
+                lease_time=int(raw.get("lease_time", 600)),
+                max_lease_time=int(raw.get("max_lease_time", 7200)),
+                source=doc.loc(("dhcp", "subnets", i)),
+            )
+        )
+    files = data.get("boot_files", {})
+    defaults = BootFiles()
+    return Site(
+        server_address=IPv4Address(server["address"]),
+        http_port=int(server.get("http_port", 80)),
+        dhcp_mode=dhcp.get("mode", "full"),
+        interface=dhcp.get("interface"),
+        unknown_clients=dhcp.get("unknown_clients", "ignore"),
+        subnets=tuple(subnets),
+        boot_files=BootFiles(
+            bios=files.get("bios", defaults.bios),
+            uefi_x64=files.get("uefi_x64", defaults.uefi_x64),
+            uefi_arm64=files.get("uefi_arm64", defaults.uefi_arm64),
+        ),
+        source=doc.loc(),
+    )
+
+
+def _check_pool_holds_no_host(
+    pool: tuple[IPv4Address, IPv4Address], loc: Location, server: str, raw: Mapping[str, Any], out: Findings
+) -> None:
+    """The pool must not hold an address a host already uses: a DHCP server leases it to the next
+    machine that asks (ours, Kea and dnsmasq do not ping first), and two hosts share it."""
+    hosts = [("server.address", server)]
+    hosts += [("router", a) for a in raw.get("routers", [])] + [("DNS server", a) for a in raw.get("dns_servers", [])]
+    for what, addr in hosts:
+        if pool[0] <= IPv4Address(addr) <= pool[1]:
+            out.report("pool-holds-host", loc, f"pool {pool[0]} - {pool[1]} holds the {what} {addr}: "
+                      "it would be leased to a machine; start or end the pool past it")
+
+
+def assets(doc: Document | None, files: Mapping[str, bytes], out: Findings) -> tuple[Asset, ...] | None:
+    if doc is None:
+        return None
+    if not _schema_ok(doc, "assets", out):
+        return None  # its own errors say what is wrong; listing nothing would flag every asset
+    assets: list[Asset] = []
+    seen: dict[str, Location] = {}
+    for i, raw in enumerate(doc.data["assets"]):
+        loc = doc.loc(("assets", i))
+        if raw["path"] in seen:
+            first = seen[raw["path"]].line
+            out.report("duplicate-asset", loc, f"{raw['path']} is listed twice (first at line {first})")
+        seen[raw["path"]] = loc
+        size = raw.get("size")
+        keyring = raw.get("keyring")
+        assets.append(Asset(
+            raw["path"], raw.get("sha256"), None if size is None else int(size), raw.get("url"), loc,
+            checksums=raw.get("checksums"), signature=raw.get("signature"), keyring=keyring,
+            keyring_data=files.get(keyring) if keyring is not None else None,
+            from_path=raw.get("from"), file=raw.get("file"),
+        ))
+    indexes = {id(a): i for i, a in enumerate(assets)}
+
+    def field_loc(asset: Asset, name: str) -> Location:
+        path: tuple[str | int, ...] = ("assets", indexes[id(asset)])
+        return doc.loc((*path, name)) if name in doc.data["assets"][indexes[id(asset)]] else doc.loc(path)
+
+    out.extend(manifest.check_manifest(assets, files, field_loc))
+    return tuple(assets)
+
+
+def cloud_init(snapshot: Snapshot, out: Findings) -> dict[str, CloudInitTemplate]:
+    templates: dict[str, CloudInitTemplate] = {}
+    for path in sorted(snapshot.files):
+        if kind_of(path) != "cloud-init":
+            continue
+        name = stem(path)
+        loc = Location(path, 1, 1)
+        try:
+            text = snapshot.files[path].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.report("encoding", loc, f"not UTF-8: {exc.reason}")
+            continue
+        if name in templates:
+            out.report(
+                "duplicate-cloud-init", loc, f"cloud-init template {name!r} is also {templates[name].source.file}"
+            )
+            continue
+        compiled = template.compile_template(text)
+        if compiled.error is not None:
+            out.report("template-syntax", Location(path, compiled.error.line, 0), compiled.error.message)
+            continue
+        templates[name] = CloudInitTemplate(name, text, loc)
+    return templates
+
+
+def profiles(docs: Mapping[str, Document], out: Findings) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    for path, doc in docs.items():
+        if kind_of(path) != "profile":
+            continue
+        is_json = path.endswith(".json")
+        if not _schema_ok(doc, "profile-matchbox" if is_json else "profile", out):
+            continue
+        data = doc.data
+        pid = stem(path)
+        if "id" in data and data["id"] != pid:
+            out.report("profile-id-mismatch", doc.loc(("id",)), f"id {data['id']!r} differs from the file name {pid!r}")
+            continue
+        if pid.startswith(RESERVED_ID_PREFIX):
+            out.report("reserved-id", doc.loc(), _reserved_id_message("profile", pid))
+            continue
+        if pid in profiles:
+            out.report("duplicate-profile", doc.loc(), f"profile {pid!r} is also {profiles[pid].source.file}")
+            continue
+        boot = data.get("boot", {})
+        args = tuple(boot.get("args", []))
+        if is_json and data.get("cloud_id"):
+            out.report(
+                "matchbox-cloud-id",
+                doc.loc(("cloud_id",)),
+                "matchbox cloud_id (Container Linux cloud-config) is not served",
+            )
+        profiles[pid] = Profile(
+            id=pid,
+            name=data.get("name", pid),
+            boot=Boot(kernel=boot.get("kernel", ""), initrd=tuple(boot.get("initrd", [])), args=args),
+            cloud_init=data.get("cloud_init"),
+            install_once=bool(data.get("install_once", False)),
+            generic_id=data.get("generic_id"),
+            ignition_id=data.get("ignition_id"),
+            source=doc.loc(),
+        )
+    return profiles
+
+
+def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for path, doc in docs.items():
+        if kind_of(path) != "group" or not _schema_ok(doc, "group", out):
+            continue
+        data = doc.data
+        gid = stem(path)
+        if "id" in data and data["id"] != gid:
+            out.report("group-id-mismatch", doc.loc(("id",)), f"id {data['id']!r} differs from the file name {gid!r}")
+            continue
+        if gid.startswith(RESERVED_ID_PREFIX):
+            out.report("reserved-id", doc.loc(), _reserved_id_message("group", gid))
+            continue
+        if gid in groups:
+            out.report("duplicate-group", doc.loc(), f"group {gid!r} is also {groups[gid].source.file}")
+            continue
+        selector = dict(data.get("selector", {}))
+        if "mac" in selector:
+            mac = normalise_mac(selector["mac"])
+            if mac is None:
+                out.report(
+                    "mac-invalid",
+                    doc.loc(("selector", "mac")),
+                    f"selector.mac {selector['mac']!r} is not a MAC address",
+                )
+                continue
+            selector["mac"] = mac
+        groups[gid] = Group(
+            id=gid,
+            name=data.get("name", gid),
+            profile=data["profile"],
+            selector=selector,
+            metadata=data.get("metadata", {}),
+            source=doc.loc(),
+        )
+    return list(groups.values())
+
+
+def nodes(docs: Mapping[str, Document], out: Findings) -> list[Node]:
+    nodes: dict[str, Node] = {}
+    for path, doc in docs.items():
+        if kind_of(path) != "node":
+            continue
+        name = stem(path)
+        if not _valid_node_name(name):
+            out.report("node-name", doc.loc(), f"node name {name!r} (the file name) must be a DNS label: a-z, 0-9, '-'")
+            continue
+        if name.startswith(RESERVED_NODE_PREFIX):
+            out.report(
+                "reserved-name",
+                doc.loc(),
+                f"node name {name!r}: names starting with {RESERVED_NODE_PREFIX!r} are reserved for the "
+                "rendered files of repo groups (ipxe/group-<id>.ipxe)",
+            )
+            continue
+        if not _schema_ok(doc, "node", out):
+            continue
+        data = doc.data
+        if name in nodes:
+            out.report("duplicate-node", doc.loc(), f"node {name!r} is also defined in {nodes[name].source.file}")
+            continue
+        mac = normalise_mac(data["mac"])
+        if mac is None:  # the schema pattern admits only MACs; kept for safety
+            out.report("mac-invalid", doc.loc(("mac",)), f"{data['mac']!r} is not a MAC address")
+            continue
+        nodes[name] = Node(
+            name=name,
+            mac=mac,
+            profile=data["profile"],
+            hostname=data.get("hostname", name),
+            ip=IPv4Address(data["ip"]) if "ip" in data else None,
+            labels=dict(data.get("labels", {})),
+            metadata=data.get("metadata", {}),
+            reinstall=int(data.get("reinstall", 0)),
+            source=doc.loc(),
+        )
+    return list(nodes.values())
+
+
+def _reserved_id_message(kind: str, ident: str) -> str:
+    return (
+        f"{kind} id {ident!r}: ids starting with {RESERVED_ID_PREFIX!r} are reserved for the per-node "
+        "matchbox groups and profiles the renderer writes (groups/node.<name>.json)"
+    )
+
+
+def _valid_node_name(name: str) -> bool:
+    return re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name) is not None
+

@@ -1,0 +1,182 @@
+"""Every finding code in one table: code, severity, why. Findings are made only through `issue`.
+
+Called by every module that reports a finding (readers, parser, schema, validation, lints,
+renderer, daemon). A code's severity lives here and nowhere else; README "Finding codes" and
+"Lints" list them, and tests/unit/test_codes.py checks that every code the source emits is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.core.model import Issue, Location, Severity
+
+E, W = Severity.ERROR, Severity.WARNING
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: Severity
+    why: str
+    lint: bool = False  # a netboot lint: its message is "<detail>: <why>" (README "Lints")
+
+
+_TABLE = (
+    # -- reading the repository (adapters.dirsource, adapters.gitsource, core.snapshot)
+    Code("symlink", E, "symbolic links are refused: commit the file itself"),
+    Code("submodule", E, "submodules are refused: the repository must hold its files"),
+    Code("file-too-large", E, "files over 1 MiB are refused"),
+    Code("not-read", W, "a path the format does not read, but that looks meant to be read"),
+    Code("source", E, "the repository or revision could not be read"),
+    # -- parsing (core.yamldoc)
+    Code("encoding", E, "files must be UTF-8"),
+    Code("yaml-syntax", E, "the file is not valid YAML"),
+    Code("json-syntax", E, "the file is not valid JSON"),
+    Code("yaml-too-large", E, "more values than a real file has, after expanding aliases (an alias bomb?)"),
+    Code("yaml-too-deep", E, "nested deeper than a real file is"),
+    Code("yaml-key", E, "mapping keys must be plain strings"),
+    Code("yaml-unsafe-tag", E, "only plain YAML tags are read (no !!python/...)"),
+    Code("yaml-duplicate-key", E, "a key written twice: YAML loaders silently keep only one"),
+    Code("schema", E, "the document does not match its JSON Schema (schemas/)"),
+    # -- building values (core.build)
+    Code("missing-site", E, "netboot.yaml is required at the repository root"),
+    Code("subnet-invalid", E, "a subnet must be a network address with its prefix length"),
+    Code("pool-order", E, "a pool's first address must not be after its last"),
+    Code("pool-outside-subnet", E, "a pool must lie inside its subnet, without its network or broadcast address"),
+    Code("pool-holds-host", E, "a pool holding a host's address leases it to a second machine"),
+    Code("lease-time", E, "lease_time must not be longer than max_lease_time"),
+    Code("router-outside-subnet", E, "a router must be inside its subnet"),
+    Code("duplicate-asset", E, "an asset path listed twice in assets.yaml"),
+    Code("asset-two-sources", E, "an asset has both url and from: it comes from one of them"),
+    Code("asset-unverifiable", E, "an asset with a url needs sha256 or checksums to be verified"),
+    Code("asset-field-needs-url", E, "sha256 sources (checksums, signature) are only meaningful with a url"),
+    Code("asset-signature-needs-checksums", E, "a signature signs a checksums file: give checksums"),
+    Code("asset-signature-needs-keyring", E, "a signature needs a keyring to be checked against"),
+    Code("keyring-missing", E, "the keyring an asset names is not in the repository"),
+    Code("asset-extract-incomplete", E, "a file inside an ISO needs both from and file"),
+    Code("asset-from-unknown", E, "from must name another asset of the manifest (an ISO image)"),
+    Code("asset-path-escape", E, "a file inside an ISO must be a relative path inside it"),
+    Code("duplicate-cloud-init", E, "two cloud-init files with one name (.yaml and .yml)"),
+    Code("template-syntax", E, "a template that does not compile"),
+    Code("profile-id-mismatch", E, "a profile's id must be its file name (matchbox looks profiles up by file)"),
+    Code("group-id-mismatch", E, "a group's id must be its file name"),
+    Code("reserved-id", E, "ids starting with 'node.' are the renderer's per-node groups and profiles"),
+    Code("reserved-name", E, "node names starting with 'group-' are the renderer's group scripts"),
+    Code("duplicate-profile", E, "two profile files with one id (.yaml and .json)"),
+    Code("duplicate-group", E, "two group files with one id"),
+    Code("duplicate-node", E, "two node files with one name (.yaml and .yml)"),
+    Code("matchbox-cloud-id", W, "matchbox cloud_id (Container Linux cloud-config) is not served"),
+    Code("mac-invalid", E, "not a MAC address"),
+    Code("node-name", E, "a node name (its file name) must be a DNS label"),
+    # -- cross references (core.crossref)
+    Code("ref-profile", E, "a node or group names a profile that does not exist"),
+    Code("ref-cloud-init", E, "a profile names a cloud-init template that does not exist"),
+    Code("duplicate-default-group", E, "only one group may have no selector (the default)"),
+    Code("group-conflicts-node", E, "a group selects a node file's machine with another profile"),
+    Code("group-ambiguous", E, "groups of equal selector count match one machine with different profiles"),
+    Code("duplicate-mac", E, "two nodes with one MAC address"),
+    Code("duplicate-ip", E, "two nodes with one IP address"),
+    Code("duplicate-hostname", E, "two nodes with one hostname"),
+    Code("ip-outside-subnet", E, "a node's ip must be a host address of a declared subnet"),
+    Code("ip-conflict", E, "a node's ip is server.address or a router"),
+    Code("ip-in-pool", E, "a node's fixed ip inside the pool could be leased to another machine"),
+    Code("subnet-overlap", E, "declared subnets must not overlap"),
+    # -- templates and boot values (core.bootcheck, core.render)
+    Code("template-undefined", E, "a template uses a variable that is not defined (never an empty string)"),
+    Code("template-error", E, "a template failed to render"),
+    Code(
+        "boot-value-unsafe",
+        E,
+        "a rendered kernel, initrd or argument would break out of its word in iPXE or GRUB",
+    ),
+    Code(
+        "group-profile-needs-node",
+        W,
+        "a repo group boots a profile whose templates need a node's own values",
+    ),
+    # -- the daemon's peer check
+    Code("peer-check", E, "the rendered dhcpd.conf is refused by `dhcpd -t`"),
+    # -- netboot lints (core.lint)
+    Code(
+        "nocloud-trailing-slash",
+        E,
+        "cloud-init appends 'user-data' to the seed URL as is: without the trailing '/' it fetches "
+        "'.../<mac>user-data' and the install waits forever",
+        lint=True,
+    ),
+    Code(
+        "nocloud-net-deprecated",
+        W,
+        "'ds=nocloud-net' is deprecated since cloud-init 24.1: use 'ds=nocloud'",
+        lint=True,
+    ),
+    Code(
+        "ubuntu-iso-cloud-config-url",
+        E,
+        "Ubuntu 22.04+ with url=<iso> needs cloud-config-url=/dev/null, or cloud-init also fetches "
+        "the ISO as cloud-config (never reaching the NoCloud seed; out of memory on small machines)",
+        lint=True,
+    ),
+    Code(
+        "autoinstall-without-ip-dhcp",
+        W,
+        "autoinstall over the network needs 'ip=dhcp' so the initramfs brings up the NIC",
+        lint=True,
+    ),
+    Code(
+        "autoinstall-without-cloud-init",
+        E,
+        "'autoinstall' with no cloud-init attached: the installer has no answers and stops at a prompt",
+        lint=True,
+    ),
+    Code(
+        "user-data-not-cloud-config",
+        E,
+        "cloud-init ignores user-data whose first line is not '#cloud-config'",
+        lint=True,
+    ),
+    Code("user-data-yaml", E, "the rendered user-data is not valid YAML: cloud-init drops it", lint=True),
+    Code("autoinstall-version", E, "Subiquity refuses an autoinstall config without 'version: 1'", lint=True),
+    Code(
+        "autoinstall-section-missing",
+        W,
+        "with 'autoinstall' on the kernel command line, Subiquity reads the 'autoinstall:' key of "
+        "user-data; there is none",
+        lint=True,
+    ),
+    Code(
+        "autoinstall-key-misspelt",
+        E,
+        "with 'autoinstall' on the kernel command line, Subiquity reads the 'autoinstall:' key of "
+        "user-data: a misspelt key is ignored and the install stops at a prompt",
+        lint=True,
+    ),
+    Code(
+        "asset-not-listed",
+        E,
+        "assets.yaml is the manifest of what /assets serves: a path it does not list is a 404 at boot",
+        lint=True,
+    ),
+    Code(
+        "arg-whitespace",
+        E,
+        "a rendered kernel argument holds white space or a control character and would split or "
+        "break the boot script",
+        lint=True,
+    ),
+)
+
+CODES: dict[str, Code] = {c.code: c for c in _TABLE}
+assert len(CODES) == len(_TABLE), "a code is in the table twice"
+
+
+def issue(code: str, loc: Location, message: str) -> Issue:
+    """The finding `code` at `loc`; its severity is the table's. KeyError for a code not in it."""
+    return Issue.at(loc, code, message, CODES[code].severity)
+
+
+def lint_issue(code: str, loc: Location, detail: str = "") -> Issue:
+    """A lint's finding: the detail (what was found), then the lint's why."""
+    why = CODES[code].why
+    return issue(code, loc, f"{detail}: {why}" if detail else why)
