@@ -58,7 +58,8 @@ class TemplateFailure(InvalidRevision):
     An InvalidRevision: raised by the renderer, it makes the commit invalid as its finding."""
 
     def __init__(self, message: str, line: int = 0, file: str = "") -> None:
-        super().__init__(message, (issue("template-error", Location(file or "(render)"), f"rendering failed: {message}"),))
+        finding = issue("template-error", Location(file or "(render)"), f"rendering failed: {message}")
+        super().__init__(message, (finding,))
         self.message = message
         self.line = line
         self.file = file  # where known: the repository file the failure is reported against
