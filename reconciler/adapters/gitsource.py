@@ -21,7 +21,8 @@ Kinds, by what `--repo` names:
 SSH host keys are checked against `known_hosts` strictly: pygit2's default certificate check
 lets ANY SSH host key through, so `certificate_check` returns libgit2's own verdict (`valid`),
 computed against `<homedir>/.ssh/known_hosts`; with `--known-hosts FILE` the libgit2 home
-directory is pointed at a private copy of that file. Credential callbacks are capped, since
+directory is pointed at a private copy of that file, with `@revoked` keys taken out
+(`adapters.known_hosts`; `@cert-authority` is refused at start). Credential callbacks are capped, since
 libgit2 keeps asking for as long as they answer.
 """
 
@@ -40,6 +41,7 @@ from typing import Any, Protocol
 import pygit2
 
 from reconciler.adapters.dirsource import read_directory
+from reconciler.adapters.known_hosts import strict_known_hosts
 from reconciler.core.errors import InvalidRevision, SourceUnavailable
 from reconciler.core.model import Issue, Severity
 from reconciler.core.snapshot import (
@@ -261,6 +263,12 @@ class MirrorSource:
         self.url = settings.repo
         self.description = _redact(settings.repo) + (f" ({settings.branch})" if settings.branch else "")
         self.local: Path | None = None
+        if is_ssh(self.url):
+            # Without --known-hosts libgit2 reads ~/.ssh/known_hosts; ours is made of it likewise.
+            user_file = Path("~/.ssh/known_hosts").expanduser()
+            known_hosts = settings.known_hosts or (user_file if user_file.is_file() else None)
+            if known_hosts is not None:
+                _use_known_hosts(settings.state_dir / SSH_HOME_DIR, known_hosts)
         pygit2.settings.server_connect_timeout = CONNECT_TIMEOUT_MS
         pygit2.settings.server_timeout = SERVER_TIMEOUT_MS
         path = settings.state_dir / MIRROR_DIR
@@ -271,8 +279,6 @@ class MirrorSource:
         elif self.repo.remotes["origin"].url != self.url:
             self.repo.remotes.set_url("origin", self.url)
         self.branch = settings.branch
-        if is_ssh(self.url) and settings.known_hosts is not None:
-            _use_known_hosts(settings.state_dir / SSH_HOME_DIR, settings.known_hosts)
 
     def _callbacks(self) -> _Callbacks:
         return _Callbacks(self._settings, self._progress if self._settings.progress else None)
@@ -313,7 +319,8 @@ class MirrorSource:
 
     def _why(self, exc: BaseException, cb: _Callbacks) -> str:
         if cb.refused_host is not None:
-            return f"{_redact(self.url)}: host key of {cb.refused_host} not verified against known_hosts: {exc}"
+            return (f"{_redact(self.url)}: host key of {cb.refused_host} not verified against known_hosts "
+                    f"(not listed, a different key, or @revoked): {exc}")
         cause = exc.__context__ if isinstance(exc.__context__, SourceUnavailable) else None
         return f"{_redact(self.url)}: {cause or exc}"
 
@@ -325,10 +332,19 @@ class MirrorSource:
 
 
 def _use_known_hosts(home: Path, known_hosts: Path) -> None:
-    """Point libgit2's home directory at a private one whose .ssh/known_hosts is `known_hosts`."""
+    """Point libgit2's home directory at a private one whose .ssh/known_hosts is `known_hosts`
+    as libssh2 can check it strictly (`adapters.known_hosts`: no `@revoked` key in it).
+
+    Raises `KnownHostsError` (a ValueError: a start-up error) for a line it cannot honour."""
+    text = known_hosts.read_text("utf-8", errors="replace")
+    trusted, revoked = strict_known_hosts(text, str(known_hosts))
+    if revoked:
+        log.info("%s: %d @revoked host key(s) are refused for every host", known_hosts, revoked)
     ssh = home / ".ssh"
     ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(known_hosts, ssh / "known_hosts")
+    tmp = ssh / "known_hosts.tmp"
+    tmp.write_text(trusted, "utf-8")
+    tmp.replace(ssh / "known_hosts")
     with _homedir_lock:
         pygit2.settings.homedir = str(home)
 

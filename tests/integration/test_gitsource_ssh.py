@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.gitsource import MirrorSource
+from reconciler.core.errors import SourceUnavailable
 from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, Result
 from reconciler.settings import Settings
@@ -118,3 +121,45 @@ def test_scp_style_address_is_a_remote(sshd: Sshd, tmp_path: Path) -> None:
         assert daemon.reconcile_once() is Result.APPLIED
     finally:
         daemon.shutdown()
+
+
+def _mirror(url: str, known_hosts: Path, state: Path, key: Path) -> MirrorSource:
+    return MirrorSource(Settings(repo=url, state_dir=state, known_hosts=known_hosts, ssh_key=key, watch=False))
+
+
+def test_a_revoked_host_key_is_refused_even_where_it_is_listed(sshd: Sshd, tmp_path: Path) -> None:
+    """OpenSSH refuses a key marked `@revoked` whatever else lists it; libssh2 ignored the marker."""
+    tree = WorkTree(tmp_path / "repo")
+    url = f"ssh://root@127.0.0.1:{sshd.port}{tree.bare_remote(tmp_path / 'remote.git')}"
+    listed = f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n"
+    revoked = tmp_path / "known_revoked"
+    revoked.write_text(listed + f"@revoked * {sshd.host_key} old key\n")
+    source = _mirror(url, revoked, tmp_path / "state-revoked", sshd.client_key)
+    try:
+        with pytest.raises(SourceUnavailable, match=r"host key of 127\.0\.0\.1 not verified .*@revoked"):
+            source.fetch()
+    finally:
+        source.close()
+    # Another key's revocation leaves this host's key trusted.
+    other = tmp_path / "known_other_revoked"
+    other.write_text(f"@revoked * {keygen(tmp_path / 'old_host.key')}\n" + listed)
+    source = _mirror(url, other, tmp_path / "state-other", sshd.client_key)
+    try:
+        assert source.fetch() == tree.head()
+    finally:
+        source.close()
+
+
+def test_cert_authority_lines_are_refused_at_start_naming_the_line(tmp_path: Path) -> None:
+    """libssh2 cannot verify host certificates: `run` says so and exits 2 instead of serving."""
+    known_hosts = tmp_path / "known_hosts"
+    ca = keygen(tmp_path / "ca.key")
+    known_hosts.write_text(f"# site CA\n@cert-authority 127.0.0.1 {ca}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "run", "--repo", "ssh://git@127.0.0.1:1/site.git",
+         "--known-hosts", str(known_hosts), "--state-dir", str(tmp_path / "state"), "--no-dhcp", "--no-tftp",
+         "--http-listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{known_hosts}:2: @cert-authority (SSH host certificates) is not supported" in proc.stderr
+    assert "Traceback" not in proc.stderr
