@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from reconciler.core.events import Stage
 from reconciler.core.model import DesiredState, Group, Node, Profile
 from reconciler.core.render import grub as grub_render
 from reconciler.core.render import ipxe as ipxe_render
@@ -53,14 +54,14 @@ _FILES: Mapping[Endpoint, tuple[str, str]] = {
     "generic": ("generic", ""),
 }
 
-_STAGE: Mapping[Endpoint, str] = {
-    "ipxe": "ipxe-script",
-    "grub": "grub",
-    "metadata": "metadata",
-    "generic": "generic",
+_STAGE: Mapping[Endpoint, Stage] = {
+    "ipxe": Stage.IPXE_SCRIPT,
+    "grub": Stage.GRUB,
+    "metadata": Stage.METADATA,
+    "generic": Stage.GENERIC,
 }
 
-_STAGE_BY_PATH: Mapping[str, str] = {f"/{endpoint}": stage for endpoint, stage in _STAGE.items()}
+_STAGE_BY_PATH: Mapping[str, Stage] = {f"/{endpoint}": stage for endpoint, stage in _STAGE.items()}
 
 CLOUD_INIT_FILES = ("user-data", "meta-data", "vendor-data")
 
@@ -214,7 +215,7 @@ class Answer:
 
     status: int
     body: bytes
-    stage: str
+    stage: Stage
     reason: str = ""
     content_type: str = TEXT
     node: Node | None = None
@@ -249,7 +250,7 @@ def answer_boot(
         mac = request_mac(labels)
         why = f"no node has mac {mac} and " if mac else "the request has no valid mac and "
         reason = f"{why}no group selects {_describe(labels)}, and there is no default group"
-        return Answer(404, (reason + "\n").encode(), "unknown-machine", reason)
+        return Answer(404, (reason + "\n").encode(), Stage.UNKNOWN_MACHINE, reason)
     stage = _STAGE[endpoint]
     if target.node is not None and client is not None:
         refusal = client_refusal(index, target.node, client)
@@ -317,7 +318,7 @@ def bootstrap(files: Mapping[str, bytes]) -> bytes:
     return files.get("boot.ipxe", DEFAULT_BOOTSTRAP)
 
 
-def asset_stage(index: BootIndex, node: Node | None, url_path: str) -> str:
+def asset_stage(index: BootIndex, node: Node | None, url_path: str) -> Stage:
     """kernel / initrd / asset for a request of `url_path` (`/assets/...`, revision stripped).
 
     With a known node, its profile decides; without one, any profile naming the path does.
@@ -325,15 +326,15 @@ def asset_stage(index: BootIndex, node: Node | None, url_path: str) -> str:
     profile = index.profile_of(node)
     if profile is not None:
         if profile.boot.kernel and _url_path(profile.boot.kernel) == url_path:
-            return "kernel"
+            return Stage.KERNEL
         if any(_url_path(i) == url_path for i in profile.boot.initrd):
-            return "initrd"
-        return "asset"
+            return Stage.INITRD
+        return Stage.ASSET
     if url_path in index.kernels:
-        return "kernel"
+        return Stage.KERNEL
     if url_path in index.initrds:
-        return "initrd"
-    return "asset"
+        return Stage.INITRD
+    return Stage.ASSET
 
 
 def node_for_client(index: BootIndex, labels: Mapping[str, str], client: str | None) -> Node | None:
@@ -437,16 +438,21 @@ def answer_cloud_init(
     return CloudInitAnswer(200, body, _user_data_type(body), node=node)
 
 
-def stage_of(path: str) -> str:
+def stage_of(path: str) -> Stage:
     """The stage a path (revision stripped) is recorded as when it is answered before selection (410)."""
     if path.startswith("/assets/"):
-        return "asset"
+        return Stage.ASSET
     if path.startswith("/cloud-init/"):
-        name = path.rsplit("/", 1)[-1]
-        return name if name in CLOUD_INIT_FILES else "unknown-machine"
+        return cloud_init_stage(path.rsplit("/", 1)[-1], True)
     if path in ("/boot.ipxe", "/boot.ipxe.0"):
-        return "ipxe-bootstrap"
-    return _STAGE_BY_PATH.get(path, "unknown-machine")
+        return Stage.IPXE_BOOTSTRAP
+    return _STAGE_BY_PATH.get(path, Stage.UNKNOWN_MACHINE)
+
+
+def cloud_init_stage(name: str, known: bool) -> Stage:
+    """The stage of a NoCloud file request: the file's own, or unknown-machine for a stranger
+    (`known`: the request named a node or was answered) or a name that is no NoCloud file."""
+    return Stage(name) if known and name in CLOUD_INIT_FILES else Stage.UNKNOWN_MACHINE
 
 
 def known_revisions(revisions: Iterable[str]) -> str:

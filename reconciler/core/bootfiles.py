@@ -25,8 +25,10 @@ not run on it) gets no boot answer: an address only, in full mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from reconciler.core.asset_paths import IPXE_ASSETS
 from reconciler.core.model import Site
 
 IPXE_USER_CLASS = "iPXE"
@@ -34,6 +36,12 @@ PXE_CLIENT = "PXEClient"
 HTTP_CLIENT = "HTTPClient"
 
 Transport = Literal["tftp", "http"]
+
+# Debian's `ipxe` package installs /usr/lib/ipxe/ipxe.efi and ipxe.lkrn as symlinks into
+# /boot. These exact files (and nothing else outside the root) may be reached through a
+# symlink that lives in the TFTP root, over TFTP and as /assets/ipxe/ over HTTP; every other
+# symlink pointing out of the root is refused.
+DEBIAN_IPXE_OUTSIDE = (Path("/boot/ipxe.efi"), Path("/boot/ipxe.lkrn"))
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class BootTable:
 
 def boot_table(site: Site) -> BootTable:
     files = site.boot_files
-    http_base = f"{site.server_url}/assets/ipxe/"
+    http_base = site.server_url + IPXE_ASSETS
     return BootTable(
         ipxe_url=f"{site.server_url}/{files.ipxe_script}",
         next_server=str(site.server_address),

@@ -1,4 +1,11 @@
-"""The one interface through which servers report boot events (implemented by adapters.store).
+"""Boot events: the one `Stage` enumeration and the interface servers report them through.
+
+`Stage` names every kind of boot event; the DHCP decider, the HTTP boot policy, the TFTP
+server, the report endpoint and the outcome logic (`core.outcomes`) all use it. A Stage is a
+`str` (StrEnum): stored and compared as its value ("tftp", "dhcp-ack", ...).
+
+The sink is implemented by adapters.store (through servers.http_results); servers reach it
+through `servers.recorder.BootRecorder`.
 
 Two ways in: `record(event)` for one `BootEvent` (HTTP requests, TFTP transfers), and
 `record_rows(rows)` for a batch of `EventRow`s, the event's fields as a plain tuple. A packet
@@ -9,10 +16,38 @@ the packet thread waited for it: see `servers.dhcp`).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler.core.model import BootEvent
+
+
+class Stage(enum.StrEnum):
+    """What a boot event saw a machine do (`BootEvent.stage`)."""
+
+    DHCP_OFFER = "dhcp-offer"
+    DHCP_ACK = "dhcp-ack"  # not for lease upkeep (a renewal is not a boot)
+    DHCP_NAK = "dhcp-nak"
+    DHCP_DECLINE = "dhcp-decline"
+    DHCP_RELEASE = "dhcp-release"
+    TFTP = "tftp"
+    IPXE_BOOTSTRAP = "ipxe-bootstrap"
+    IPXE_SCRIPT = "ipxe-script"
+    GRUB = "grub"
+    METADATA = "metadata"
+    GENERIC = "generic"
+    KERNEL = "kernel"
+    INITRD = "initrd"
+    ASSET = "asset"
+    USER_DATA = "user-data"
+    META_DATA = "meta-data"
+    VENDOR_DATA = "vendor-data"
+    UNKNOWN_MACHINE = "unknown-machine"
+    REPORT = "report"
+    AUTOINSTALL = "autoinstall"
+    PHONE_HOME = "phone-home"
+
 
 # BootEvent's fields in order: (time, stage, revision, mac, node, client, detail).
 EventRow = tuple[float, str, str, str | None, str | None, str | None, Mapping[str, Any]]

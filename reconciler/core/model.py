@@ -232,10 +232,8 @@ class DesiredState:
 class BootEvent:
     """Something a server saw a machine do, stamped with the revision that served it.
 
-    `stage` is one of: dhcp-offer, dhcp-ack (not for lease upkeep), dhcp-nak, dhcp-decline,
-    dhcp-release, tftp, ipxe-bootstrap, ipxe-script, grub, kernel, initrd, asset, user-data,
-    meta-data, vendor-data, report, autoinstall, phone-home, unknown-machine. `detail` carries
-    stage-specific values (file, bytes, arch, ...).
+    `stage` is a `core.events.Stage` value (dhcp-offer, tftp, ipxe-script, kernel, user-data,
+    report, ...). `detail` carries stage-specific values (file, bytes, arch, ...).
     """
 
     time: float

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from reconciler.core.events import Stage
 from reconciler.core.model import BootEvent
 
 DEFAULT_BOOT_TIMEOUT = 3600.0
@@ -53,11 +54,13 @@ class Outcome(enum.StrEnum):
 TERMINAL = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.LOCAL_DISK})
 IN_PROGRESS = frozenset({Outcome.BOOTING, Outcome.INSTALLING})
 
-NETBOOT_STAGES = frozenset({"tftp", "ipxe-bootstrap", "ipxe-script", "grub", "kernel", "initrd", "asset"})
-SEED_STAGES = frozenset({"user-data", "meta-data", "vendor-data"})
-REPORT_STAGES = frozenset({"report", "autoinstall", "phone-home"})
+NETBOOT_STAGES = frozenset({Stage.TFTP, Stage.IPXE_BOOTSTRAP, Stage.IPXE_SCRIPT, Stage.GRUB, Stage.KERNEL,
+                            Stage.INITRD, Stage.ASSET})
+SEED_STAGES = frozenset({Stage.USER_DATA, Stage.META_DATA, Stage.VENDOR_DATA})
+REPORT_STAGES = frozenset({Stage.REPORT, Stage.AUTOINSTALL, Stage.PHONE_HOME})
 # Stages whose revision is "the revision that is installing this node" (a report names no revision).
-SERVING_STAGES = frozenset({"ipxe-script", "grub", "kernel", "initrd", "user-data", "meta-data"})
+SERVING_STAGES = frozenset({Stage.IPXE_SCRIPT, Stage.GRUB, Stage.KERNEL, Stage.INITRD, Stage.USER_DATA,
+                            Stage.META_DATA})
 
 _SUCCESS_WORDS = frozenset({"success", "succeeded", "ok", "done"})
 _FAILURE_WORDS = frozenset({"failure", "failed", "fail", "error"})
@@ -65,22 +68,22 @@ _FINAL_AUTOINSTALL = frozenset({"subiquity/Install", "subiquity/Install/install"
 
 
 def is_local_disk(event: BootEvent) -> bool:
-    return event.stage in ("ipxe-script", "grub") and bool(event.detail.get("local_disk"))
+    return event.stage in (Stage.IPXE_SCRIPT, Stage.GRUB) and bool(event.detail.get("local_disk"))
 
 
 def report_verdict(event: BootEvent) -> Outcome | None:
     """What one report event says on its own: succeeded, failed, installing, or nothing."""
     detail = event.detail
-    if event.stage == "phone-home":
+    if event.stage == Stage.PHONE_HOME:
         return Outcome.SUCCEEDED
-    if event.stage == "report":
+    if event.stage == Stage.REPORT:
         status = str(detail.get("status", "")).lower()
         if status in _SUCCESS_WORDS:
             return Outcome.SUCCEEDED
         if status in _FAILURE_WORDS:
             return Outcome.FAILED
         return Outcome.INSTALLING
-    if event.stage == "autoinstall":
+    if event.stage == Stage.AUTOINSTALL:
         name = str(detail.get("name", ""))
         kind = str(detail.get("event_type", "")).lower()
         result = str(detail.get("result", "")).upper()
@@ -127,12 +130,12 @@ def event_dict(event: BootEvent) -> dict[str, Any]:
 
 def _describe(event: BootEvent, verdict: Outcome) -> str:
     d = event.detail
-    if event.stage == "report":
+    if event.stage == Stage.REPORT:
         message = str(d.get("message", "")).strip()
         return f"report {d.get('status', '?')}" + (f": {message}" if message else "")
-    if event.stage == "autoinstall":
+    if event.stage == Stage.AUTOINSTALL:
         return f"autoinstall {d.get('name', '?')} {d.get('event_type', '')} {d.get('result', '')}".strip()
-    if event.stage == "phone-home":
+    if event.stage == Stage.PHONE_HOME:
         return "cloud-init phone_home"
     return f"{event.stage} ({verdict})"
 
@@ -168,7 +171,7 @@ def node_result(
                 attempts += 1
                 started = e.time
             if verdict in TERMINAL:
-                if state is Outcome.FAILED and verdict is Outcome.SUCCEEDED and e.stage == "phone-home":
+                if state is Outcome.FAILED and verdict is Outcome.SUCCEEDED and e.stage == Stage.PHONE_HOME:
                     continue  # the OS came up, but the install said it failed: keep the failure
                 if started is None:
                     attempts, started = attempts + 1, e.time
@@ -189,7 +192,7 @@ def node_result(
             if isinstance(status, int) and status >= 400:
                 continue  # a refused request (404, 410) is in the timeline, not progress
             new_attempt = state in (Outcome.PENDING, Outcome.LOCAL_DISK, Outcome.TIMED_OUT) or (
-                state in (Outcome.SUCCEEDED, Outcome.FAILED) and e.stage == "kernel"
+                state in (Outcome.SUCCEEDED, Outcome.FAILED) and e.stage == Stage.KERNEL
             )
             if new_attempt:
                 attempts += 1

@@ -24,6 +24,7 @@ from ipaddress import IPv4Address
 from typing import Literal, NamedTuple, Protocol
 
 from reconciler.core.bootfiles import BootTable, boot_table
+from reconciler.core.events import Stage
 from reconciler.core.model import DesiredState, DhcpMode, Subnet, UnknownClients
 from reconciler.protocol import dhcp as d
 
@@ -236,7 +237,7 @@ class Decision:
     reply: d.DhcpMessage | None
     route: Route | None = None
     lease: LeaseChange | None = None
-    stage: str | None = None  # boot-event stage, e.g. "dhcp-offer"
+    stage: str | None = None  # boot-event stage, e.g. Stage.DHCP_OFFER
     node: str | None = None
     reason: str = ""
     detail: Mapping[str, object] = field(default_factory=dict)
@@ -249,7 +250,7 @@ def _decision(
     reply: d.DhcpMessage | None,
     route: Route | None,
     lease: LeaseChange | None,
-    stage: str | None,
+    stage: Stage | None,
     node: str | None,
     detail: Mapping[str, object],
     reason: str = "",
@@ -390,11 +391,11 @@ def _decide_proxy(message: d.DhcpMessage, mtype: int, plan: DhcpPlan, port: int)
     if port == PROXY_PORT:
         if mtype not in (d.REQUEST, d.INFORM):
             return silent(f"proxy port: {d.MESSAGE_NAMES.get(mtype, mtype)} ignored")
-        reply_type, stage = d.ACK, "dhcp-ack"
+        reply_type, stage = d.ACK, Stage.DHCP_ACK
     else:
         if mtype != d.DISCOVER:
             return silent(f"proxy mode: {d.MESSAGE_NAMES.get(mtype, mtype)} is for the DHCP server")
-        reply_type, stage = d.OFFER, "dhcp-offer"
+        reply_type, stage = d.OFFER, Stage.DHCP_OFFER
     reservation, boot = _netboot(message, plan)
     if boot is None:
         return silent("no netboot answer for this client")
@@ -515,7 +516,7 @@ def _decide_full(
         if holder is not None and holder.mac != mac:
             return silent("DECLINE of an address held by another client")
         change = LeaseChange("decline", ip, mac, now + subnet.subnet.lease_time)
-        return Decision(reply=None, lease=change, reason="declined", stage="dhcp-decline",
+        return Decision(reply=None, lease=change, reason="declined", stage=Stage.DHCP_DECLINE,
                         node=reservation.node if reservation else None, detail=_detail(message, None, ip))
 
     if mtype == d.RELEASE:
@@ -524,7 +525,7 @@ def _decide_full(
         if holder is None or holder.mac != mac:
             return silent("RELEASE of an address this client does not hold")
         return Decision(reply=None, lease=LeaseChange("release", ip, mac, now), reason="released",
-                        stage="dhcp-release", node=reservation.node if reservation else None,
+                        stage=Stage.DHCP_RELEASE, node=reservation.node if reservation else None,
                         detail=_detail(message, None, ip))
 
     if mtype == d.INFORM:
@@ -639,7 +640,7 @@ def _offer_or_ack(
         reply,
         _route(message, ip),
         change,
-        "dhcp-offer" if mtype == d.OFFER else None if is_upkeep(message) else "dhcp-ack",
+        Stage.DHCP_OFFER if mtype == d.OFFER else None if is_upkeep(message) else Stage.DHCP_ACK,
         reservation.node if reservation else None,
         detail,
         block=answer.block,
@@ -675,7 +676,7 @@ def _nak(message: d.DhcpMessage, plan: DhcpPlan, reservation: Reservation | None
     return Decision(
         reply=reply,
         route=route,
-        stage="dhcp-nak",
+        stage=Stage.DHCP_NAK,
         node=reservation.node if reservation else None,
         reason=why,
         detail={**_detail(message, None, None), "reason": why},

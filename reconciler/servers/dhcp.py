@@ -43,6 +43,7 @@ from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import dhcp as codec
 from reconciler.protocol.dhcp_decide import PROXY_PORT, AnswerMemo, Decision, decide
 from reconciler.servers import pktinfo, prefer_short_gil_turns
+from reconciler.servers.recorder import BootRecorder
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class DhcpServer:
         self.listen = listen
         self.holder = holder
         self.events = events
+        self._recorder = BootRecorder(events, "dhcp", clock)
         self.leases = leases
         self.interface_override = interface  # --dhcp-interface: wins over netboot.yaml
         self.interface: str | None = None  # the interface the sockets are bound to now
@@ -451,7 +453,4 @@ class DhcpServer:
         if not rows:
             return
         self._pending = []
-        try:
-            self.events.record_rows(rows)
-        except Exception:
-            log.exception("dhcp: event sink failed; %d boot events lost", len(rows))
+        self._recorder.record_rows(rows)

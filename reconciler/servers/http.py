@@ -45,13 +45,14 @@ from waitress.server import create_server
 from waitress.task import ThreadedTaskDispatcher
 from werkzeug.http import HTTP_STATUS_CODES
 
-from reconciler.core import boot
-from reconciler.core.events import EventSink
-from reconciler.core.model import BootEvent, Node
+from reconciler.core import asset_paths, boot
+from reconciler.core.bootfiles import DEBIAN_IPXE_OUTSIDE
+from reconciler.core.events import EventSink, Stage
+from reconciler.core.model import Node
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers import prefer_short_gil_turns
 from reconciler.servers.http_assets import AssetRoot, asset_response
-from reconciler.servers.tftp import DEBIAN_IPXE_OUTSIDE
+from reconciler.servers.recorder import BootRecorder
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Reply = WsgiApp  # what a handler returns: werkzeug's Response (assets) or a _Plain
 
-IPXE_ASSETS = "/assets/ipxe/"  # where DHCP points UEFI HTTP boot clients (protocol.dhcp_decide)
 MAX_URI = 8192  # bytes of request target; waitress bounds the whole header block separately
 MAX_REQUEST_HEADER_SIZE = 32 * 1024
 MAX_REQUEST_BODY_SIZE = 32 * 1024 * 1024  # webhooks (GitHub allows 25 MB payloads) and reports
@@ -85,7 +85,7 @@ class BootApp:
         self._installed = installed
         self._mac_for_address = mac_for_address
         self._trust_any_client = trust_any_client
-        self._events = events
+        self._recorder = BootRecorder(events, "http")
         self._assets = AssetRoot(assets_dir) if assets_dir is not None else None
         self._extra = sorted(extra.items(), key=lambda item: len(item[0]), reverse=True)
 
@@ -135,7 +135,7 @@ class BootApp:
         labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
         node = boot.node_for_client(index, labels, environ.get("REMOTE_ADDR"))
         body = boot.bootstrap(generation.files)
-        self._record(environ, "ipxe-bootstrap", generation.revision, node, None, path, 200, len(body))
+        self._record(environ, Stage.IPXE_BOOTSTRAP, generation.revision, node, None, path, 200, len(body))
         return _text(200, body)
 
     def _script(
@@ -178,7 +178,7 @@ class BootApp:
         mac_text, name = parts
         answer = boot.answer_cloud_init(index, generation.files, mac_text, name, self._client(environ))
         known = answer.status == 200 or answer.node is not None
-        stage = name if known and name in boot.CLOUD_INIT_FILES else "unknown-machine"
+        stage = boot.cloud_init_stage(name, known)
         mac = boot.parse_mac(mac_text)
         extra = {"reason": answer.reason} if answer.reason else {}
         if answer.refused:
@@ -194,7 +194,7 @@ class BootApp:
     def _asset(self, environ: dict[str, Any], generation: Generation | None, path: str) -> Reply:
         revision = generation.revision if generation is not None else ""
         node: Node | None = None
-        stage = "asset"
+        stage = Stage.ASSET
         labels = boot.labels_from_query(environ.get("QUERY_STRING", ""))
         if generation is not None:
             index = generation.boot_index
@@ -205,12 +205,11 @@ class BootApp:
         raw_uri = environ.get("REQUEST_URI", path)
         if self._assets is not None:
             opened = self._assets.open(path[len("/assets/") :], raw_uri)
-        if opened is None and self._ipxe is not None and generation is not None and path.startswith(IPXE_ASSETS):
+        if opened is None and self._ipxe is not None and generation is not None:
             # UEFI HTTP boot is given <server_url>/assets/ipxe/<boot file> by DHCP: the site's iPXE
             # binaries, from the TFTP root when --assets-dir has no such file.
-            name = path[len(IPXE_ASSETS) :]
-            files = generation.state.site.boot_files
-            if name in (files.bios, files.uefi_x64, files.uefi_arm64):
+            name = asset_paths.ipxe_binary(path, generation.state.site.boot_files)
+            if name is not None:
                 opened = self._ipxe.open(name, raw_uri)
         if opened is None:
             log.info("http asset 404 revision=%s mac=%s path=%r", revision or "-", mac or "-", path)
@@ -249,7 +248,7 @@ class BootApp:
     def _record(
         self,
         environ: dict[str, Any],
-        stage: str,
+        stage: Stage,
         revision: str,
         node: Node | None,
         mac: str | None,
@@ -261,19 +260,9 @@ class BootApp:
         detail: dict[str, Any] = {"path": path, "status": status, "bytes": nbytes, "method": environ["REQUEST_METHOD"]}
         if extra:
             detail.update(extra)
-        event = BootEvent(
-            time=time.time(),
-            stage=stage,
-            revision=revision,
-            mac=mac or (node.mac if node is not None else None),
-            node=node.name if node is not None else None,
-            client=environ.get("REMOTE_ADDR"),
-            detail=detail,
-        )
-        try:
-            self._events.record(event)
-        except Exception:  # a broken sink must not fail a boot
-            log.exception("event sink failed revision=%s mac=%s", revision, event.mac or "-")
+        self._recorder.record(stage, revision, mac=mac or (node.mac if node is not None else None),
+                              node=node.name if node is not None else None, client=environ.get("REMOTE_ADDR"),
+                              detail=detail)
 
 
 def _under(path: str, prefix: str) -> bool:

@@ -2,10 +2,10 @@
 
 Called by the boot WSGI app (`reconciler.servers.http`) for `/assets/<path>` and
 `/r/<sha>/assets/<path>`. Range (206/416), ETag, Last-Modified and 304 come from werkzeug's
-`Response.make_conditional`; this module only decides which file may be opened and hands the
-open file to waitress as `wsgi.file_wrapper`, so the body (full or a range: the file is seeked
-to the range start and waitress sends `Content-Length` bytes from there) is streamed by
-waitress's I/O thread and never holds a worker thread.
+`Response.make_conditional`; `core.asset_paths` decides which paths may name a file; this module
+resolves and opens it and hands the open file to waitress as `wsgi.file_wrapper`, so the body
+(full or a range: the file is seeked to the range start and waitress sends `Content-Length`
+bytes from there) is streamed by waitress's I/O thread and never holds a worker thread.
 
 Safety: a request never leaves the assets root. Encoded slashes, backslashes and NULs in the raw
 URI, `.`/`..`/empty segments, absolute paths and symlinks resolving outside the root all give
@@ -27,8 +27,8 @@ from typing import IO, Any
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response
 
-# In the raw request target: encoded '/', '\', NUL, and encoded '%' (double encoding) are refused.
-_RAW_BAD = re.compile(rb"%(2f|5c|00|25)|\\", re.IGNORECASE)
+from reconciler.core import asset_paths
+
 BLOCK_SIZE = 1 << 20
 
 
@@ -50,20 +50,11 @@ class AssetRoot:
 
     def open(self, rel: str, raw_uri: str) -> OpenAsset | None:
         """Open `rel` (the decoded path after `/assets/`) when it is a regular file inside the root."""
-        raw_path = raw_uri.split("?", 1)[0].encode("latin-1", "replace")
-        if _RAW_BAD.search(raw_path):
-            return None
-        try:
-            rel_bytes = rel.encode("latin-1")  # PEP 3333: PATH_INFO carries the raw bytes as latin-1
-        except UnicodeEncodeError:
-            return None
-        if not rel_bytes or rel_bytes.startswith(b"/") or b"\\" in rel_bytes or b"\x00" in rel_bytes:
-            return None
-        if any(seg in (b"", b".", b"..") for seg in rel_bytes.split(b"/")):
+        rel_bytes = asset_paths.relative_path(rel, raw_uri)
+        if rel_bytes is None:
             return None
         real = os.path.realpath(os.path.join(self.root, rel_bytes))
-        inside = os.path.commonpath([real, self.root]) == self.root and real != self.root
-        if not inside and real not in self.allow_outside:
+        if not asset_paths.confined(real, self.root, self.allow_outside):
             return None
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -1,10 +1,10 @@
 """The TFTP server: UDP sockets on one epoll loop in one background thread; no policy.
 
-Role: receive RRQs on the configured address, open what `reconciler.protocol.tftp` says to
-serve (a generation's `tftp/<path>` bytes, else a file under the TFTP root), and shuttle
-datagrams between the client and a `ReadTransfer` state machine on a fresh ephemeral port
-(the transfer's TID), with one timer per transfer. Every finished or refused transfer is
-reported as one `BootEvent(stage="tftp")`.
+Role: receive RRQs on the configured address, open what `reconciler.protocol.tftp_serve`
+says to serve (`admit`, `resolve`: a generation's `tftp/<path>` bytes, else a file under the
+TFTP root), and shuttle datagrams between the client and a `ReadTransfer` state machine on a
+fresh ephemeral port (the transfer's TID), with one timer per transfer. Every finished or
+refused transfer is recorded as one `Stage.TFTP` boot event (`servers.recorder`).
 
 Caller: the daemon (`reconciler.daemon`) builds one `TftpServer`, calls `start()` and, on
 shutdown, `stop(timeout)`; `/status` reads `active_transfers`. Tests and `bench/tftp.py`
@@ -65,22 +65,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.events import EventSink
-from reconciler.core.model import BootEvent
+from reconciler.core.bootfiles import DEBIAN_IPXE_OUTSIDE
+from reconciler.core.events import EventSink, Stage
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as proto
+from reconciler.protocol import tftp_serve as proto_serve
 from reconciler.servers import pktinfo, prefer_short_gil_turns
+from reconciler.servers.recorder import BootRecorder
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 
-# Debian's `ipxe` package installs /usr/lib/ipxe/ipxe.efi and ipxe.lkrn as symlinks into
-# /boot. These exact files (and nothing else outside the root) may be reached through a
-# symlink that lives in the root; every other symlink pointing out of the root is refused.
-DEBIAN_IPXE_OUTSIDE = (Path("/boot/ipxe.efi"), Path("/boot/ipxe.lkrn"))
-
-GENERATION_PREFIX = "tftp/"
 DEFAULT_LIMITS = proto.Limits()
 
 # Linux UDP generic segmentation offload (linux/udp.h); Python 3.11 has no constant for it.
@@ -156,12 +152,11 @@ class TftpServer:
         self._wildcard = listen[0] in ("", "0.0.0.0")  # answer from the address each request was sent to
         self._root = Path(root)
         self._holder = holder
-        self._events = events
-        self._max_transfers = max_transfers
-        self._max_per_client = max_per_client
+        self._recorder = BootRecorder(events, "tftp")
+        self._admission = proto_serve.Admission(max_transfers, max_per_client)
         self._mac_for_address = mac_for_address
         self._limits = limits
-        self._allow_outside = tuple(os.path.realpath(p) for p in allow_outside_root)
+        self._allow_outside = frozenset(os.path.realpath(p) for p in allow_outside_root)
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._address: Address | None = None
@@ -379,50 +374,21 @@ class TftpServer:
         except proto.TftpError as error:
             self._refuse(client, local, error, generation, "", started)
             return
-        if isinstance(packet, proto.WriteRequest):
-            self._refuse(
-                client,
-                local,
-                proto.TftpError(proto.ERR_ACCESS, "writes are not allowed"),
-                generation,
-                packet.filename,
-                started,
-            )
-            return
-        if not isinstance(packet, proto.ReadRequest):
+        if not isinstance(packet, (proto.ReadRequest, proto.WriteRequest)):
             # Stray DATA/ACK/ERROR on the well-known port: tell the sender, record nothing.
             if not isinstance(packet, proto.ErrorPacket):
                 self._answer(proto.error_packet(proto.ERR_UNKNOWN_TID, "no transfer on this port"), client, local)
             return
         host = client[0]
-        if len(self._transfers) >= self._max_transfers:
-            self._refuse(
-                client,
-                local,
-                proto.TftpError(proto.ERR_UNDEFINED, "server busy, try again"),
-                generation,
-                packet.filename,
-                started,
-            )
-            return
-        if self._per_client.get(host, 0) >= self._max_per_client:
-            self._refuse(
-                client,
-                local,
-                proto.TftpError(proto.ERR_UNDEFINED, "too many transfers from this client"),
-                generation,
-                packet.filename,
-                started,
-            )
-            return
         try:
-            opened = self._open(packet, generation)
+            request = proto_serve.admit(packet, len(self._transfers), self._per_client.get(host, 0), self._admission)
+            opened = self._open(request, generation)
         except proto.TftpError as error:
             self._refuse(client, local, error, generation, packet.filename, started)
             return
         try:
             size = opened.size
-            negotiated = proto.negotiate(packet, size, self._limits)
+            negotiated = proto.negotiate(request, size, self._limits)
             source: proto.Source = opened.source
             if negotiated.netascii:
                 source = proto.NetasciiSource(source)
@@ -435,7 +401,7 @@ class TftpServer:
         transfer = _Transfer(
             self,
             machine=machine,
-            request=packet,
+            request=request,
             negotiated=negotiated,
             client=client,
             generation=generation,
@@ -448,28 +414,19 @@ class TftpServer:
         transfer.start(local)
 
     def _open(self, request: proto.ReadRequest, generation: Generation | None) -> _Opened:
-        relative = proto.request_path(request.filename)
-        netascii = request.mode == "netascii"
-        if generation is not None:
-            data = generation.files.get(GENERATION_PREFIX + relative)
-            if data is not None:
-                return _Opened(proto.BytesSource(data), None if netascii else len(data), None)
-        root = os.path.realpath(self._root)
-        resolved = os.path.realpath(os.path.join(root, relative))
-        if not (proto.path_is_within(resolved, root) or resolved in self._allow_outside):
-            # Exists or not, say nothing about what lies outside the root.
-            raise proto.TftpError(proto.ERR_ACCESS, "access violation")
+        """Open what `protocol.tftp_serve` says to serve (TftpError when nothing may be)."""
+        policy = proto_serve.RootPolicy(os.path.realpath(self._root), self._allow_outside)
+        found = proto_serve.resolve(request, generation.files if generation is not None else None, policy,
+                                    os.path.realpath)
+        if isinstance(found, proto_serve.FromGeneration):
+            return _Opened(proto.BytesSource(found.data), found.size, None)
         try:
-            fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise proto.TftpError(proto.ERR_NOT_FOUND, "file not found") from None
-        except OSError:
-            raise proto.TftpError(proto.ERR_ACCESS, "access violation") from None
+            fd = os.open(found.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise proto_serve.open_failed(exc) from None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise proto.TftpError(proto.ERR_NOT_FOUND, "file not found")
-            size = None if netascii else info.st_size
+            size = proto_serve.served_size(found, stat.S_ISREG(info.st_mode), info.st_size)
         except BaseException:
             os.close(fd)
             raise
@@ -548,20 +505,7 @@ class TftpServer:
             revision or "-",
             mac or "-",
         )
-        try:
-            self._events.record(
-                BootEvent(
-                    time=time.time(),
-                    stage="tftp",
-                    revision=revision,
-                    mac=mac,
-                    node=node,
-                    client=client[0],
-                    detail=detail,
-                )
-            )
-        except Exception:  # a broken sink must not take the server down
-            log.exception("tftp: recording a boot event failed revision=%s mac=%s", revision, mac)
+        self._recorder.record(Stage.TFTP, revision, mac=mac, node=node, client=client[0], detail=detail)
 
     def _transfer_done(self, transfer: _Transfer) -> None:
         self._transfers.discard(transfer)
