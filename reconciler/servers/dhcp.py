@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import logging
 import select
@@ -133,16 +134,26 @@ class DhcpServer:
         return (self.interface_override or site.interface, proxy)
 
     def _open(self, host: str, port: int, interface: str | None) -> socket.socket:
+        """A DHCP socket on host:port, bound to `interface` when given. Never SO_REUSEADDR or
+        SO_REUSEPORT: the port is ours alone, so a second daemon (or dhcpd, dnsmasq) on the same
+        address fails to bind instead of splitting the clients' packets with us."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.IPPROTO_IP, pktinfo.IP_PKTINFO, 1)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             if interface:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    on = f" on interface {interface}" if interface else ""
+                    raise OSError(exc.errno, f"dhcp listener {host}:{port}{on}: the address is in use by another "
+                                  "socket (another netboot-reconcile, dhcpd or dnsmasq?); the DHCP port is never "
+                                  "shared") from exc
+                raise
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -150,14 +161,16 @@ class DhcpServer:
         return sock
 
     def _rebind(self, want: Binding, revision: str, *, raise_errors: bool = False) -> None:
-        """Make the sockets match `want`: a new interface gets new sockets (opened before the
-        old ones close, same ports); the proxy flag opens or closes the PXE port (4011)."""
+        """Make the sockets match `want`: a new interface gets new sockets on the same ports
+        (the old ones closed first: the port is not shared, not even with ourselves); the
+        proxy flag opens or closes the PXE port (4011)."""
         interface, proxy = want
         host = self.listen[0]
         main, pxe = self._main, self._pxe
         opened: list[socket.socket] = []
         try:
             if main is None or self._bound is None or self._bound[0] != interface:
+                self._close_sockets()
                 main = self._open(host, self.address[1] if self.address else self.listen[1], interface)
                 opened.append(main)
                 pxe = None

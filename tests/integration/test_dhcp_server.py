@@ -7,7 +7,9 @@ client gets a namespace of its own with the MAC the test needs.
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -24,7 +26,7 @@ from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.dhcp import DhcpServer
 from tests.dhcp_fixtures import make_state, node
 from tests.dhcp_lab import Lab
-from tests.support import require_root, require_tool
+from tests.support import free_port, require_root, require_tool
 
 SERVER = "10.99.0.1"
 SCRIPT_URL = "http://10.99.0.1:8080/boot.ipxe"
@@ -288,3 +290,37 @@ def test_leases_survive_a_restart(tmp_path: Path) -> None:
 def test_server_loop_saw_no_send_errors(served: Served) -> None:
     assert served.server.stats["received"] > 0
     assert served.server.stats["send_errors"] == 0
+
+
+def test_the_dhcp_port_is_never_shared_with_another_socket(tmp_path: Path) -> None:
+    # Two daemons on one host both bound 127.0.0.1:<port> (SO_REUSEADDR) and split the clients'
+    # packets between them. The second must fail to bind, saying which listener and why; so must
+    # any other socket asking to share the port, however it asks.
+    port = free_port(socket.SOCK_DGRAM)
+    holder = GenerationHolder()
+    holder.swap(Generation("rev1", make_state(NODES, revision="rev1", server="127.0.0.1", network="127.0.0.0/8"), {}))
+    first_leases, second_leases = LeaseStore(tmp_path / "a.sqlite3"), LeaseStore(tmp_path / "b.sqlite3")
+    first = DhcpServer(listen=("127.0.0.1", port), holder=holder, events=CollectEvents(), leases=first_leases)
+    second = DhcpServer(listen=("127.0.0.1", port), holder=holder, events=CollectEvents(), leases=second_leases)
+    first.start()
+    try:
+        assert first.address == ("127.0.0.1", port)
+        with pytest.raises(OSError) as refused:
+            second.start()
+        assert refused.value.errno == errno.EADDRINUSE
+        assert f"dhcp listener 127.0.0.1:{port}" in str(refused.value) and "in use" in str(refused.value)
+        for option in (socket.SO_REUSEADDR, socket.SO_REUSEPORT):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                other.setsockopt(socket.SOL_SOCKET, option, 1)
+                with pytest.raises(OSError) as taken:
+                    other.bind(("127.0.0.1", port))
+                assert taken.value.errno == errno.EADDRINUSE
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as wildcard:
+            wildcard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with pytest.raises(OSError):
+                wildcard.bind(("0.0.0.0", port))
+    finally:
+        first.stop(timeout=1.0)
+        second.stop(timeout=1.0)
+        first_leases.close()
+        second_leases.close()
