@@ -12,6 +12,8 @@ a group with no selector is the default group. One rule comes before matchbox's:
 writes one group per node and a node file is the most specific answer there is. Otherwise the
 matched repo group's `ipxe/group-<id>.ipxe` (etc.) answers. `/metadata` appends matchbox's
 request variables (`REQUEST_QUERY_<KEY>=`, `REQUEST_RAW_QUERY=`) to the rendered env file.
+`/ignition` serves the matched profile's `ignition_id` from `ignition/` (matchbox/http/ignition.go),
+`/generic` its `generic_id` as rendered for the node or group (`rendered-generic/`).
 
 Install once (issue 8): a node whose profile says `install_once: true` and that has reported a
 successful install (for its MAC and its current `reinstall` counter; the caller passes that
@@ -29,15 +31,18 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from reconciler.core.events import Stage
+from reconciler.core.ignition import is_ignition_json
 from reconciler.core.model import DesiredState, Group, Node, Profile
+from reconciler.core.render import GENERIC_DIR
 from reconciler.core.render import grub as grub_render
 from reconciler.core.render import ipxe as ipxe_render
 from reconciler.core.select import select_group, sort_groups
 
-Endpoint = Literal["ipxe", "grub", "metadata", "generic"]
-ENDPOINTS: tuple[Endpoint, ...] = ("ipxe", "grub", "metadata", "generic")
+Endpoint = Literal["ipxe", "grub", "metadata", "generic", "ignition"]
+ENDPOINTS: tuple[Endpoint, ...] = ("ipxe", "grub", "metadata", "generic", "ignition")
 
 TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"  # matchbox's jsonContentType for /ignition
 
 # matchbox's bootstrap (matchbox/http/ipxe.go), with the `arch` label CONTRACT §3 adds. The
 # relative `ipxe?` keeps a pinned bootstrap (/r/<sha>/boot.ipxe) chaining to the pinned /ipxe.
@@ -51,7 +56,7 @@ _FILES: Mapping[Endpoint, tuple[str, str]] = {
     "ipxe": ("ipxe", ".ipxe"),
     "grub": ("grub", ".cfg"),
     "metadata": ("metadata", ".env"),
-    "generic": ("generic", ""),
+    "generic": (GENERIC_DIR, ""),
 }
 
 _STAGE: Mapping[Endpoint, Stage] = {
@@ -59,6 +64,7 @@ _STAGE: Mapping[Endpoint, Stage] = {
     "grub": Stage.GRUB,
     "metadata": Stage.METADATA,
     "generic": Stage.GENERIC,
+    "ignition": Stage.IGNITION,
 }
 
 _STAGE_BY_PATH: Mapping[str, Stage] = {f"/{endpoint}": stage for endpoint, stage in _STAGE.items()}
@@ -257,6 +263,8 @@ def answer_boot(
         if refusal is not None:
             return Answer(403, (refusal + "\n").encode(), stage, refusal, node=target.node, target=target.name,
                           refused=True)
+    if endpoint == "ignition":
+        return _ignition(target, files)
     if endpoint == "generic" and (target.profile is None or not target.profile.generic_id):
         profile_id = target.profile.id if target.profile else "?"
         reason = f"{target.name} boots profile {profile_id!r}, which has no generic template"
@@ -279,6 +287,24 @@ def answer_boot(
     return Answer(200, body, stage, node=target.node, target=target.name)
 
 
+def _ignition(target: Target, files: Mapping[str, bytes]) -> Answer:
+    """matchbox `ignitionHandler`: the matched profile's `ignition_id`, from `ignition/`.
+
+    Ignition JSON (`.ign`, `.ignition`) is served as committed, as matchbox serves it; a Butane
+    config is not served (validation says why: no `butane` to translate it)."""
+    profile = target.profile
+    ignition_id = profile.ignition_id if profile is not None else None
+    if profile is None or not ignition_id:
+        reason = f"{target.name} boots profile {profile.id if profile else '?'!r}, which has no ignition_id"
+        return Answer(404, (reason + "\n").encode(), Stage.IGNITION, reason, node=target.node, target=target.name)
+    body = files.get(f"ignition/{ignition_id}")
+    if body is None or not is_ignition_json(ignition_id):
+        why = "is not in this generation" if body is None else "is a Butane config, and no butane translated it"
+        reason = f"{target.name}: profile {profile.id!r} names ignition/{ignition_id}, which {why}"
+        return Answer(404, (reason + "\n").encode(), Stage.IGNITION, reason, node=target.node, target=target.name)
+    return Answer(200, body, Stage.IGNITION, content_type=JSON, node=target.node, target=target.name)
+
+
 def local_disk_script(endpoint: Endpoint, node: Node, profile: Profile, revision: str) -> bytes:
     """The iPXE script (`exit`) or GRUB config booting the local disk of an installed node."""
     title = f"node {node.name} ({node.mac}) profile {profile.id}: installed (install_once), reinstall {node.reinstall}"
@@ -292,16 +318,15 @@ def _env_value(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
 
-# An env-file key is a shell-style name: a query key with anything else (`a%0AX`, `a=b`, `a b`,
-# `a-b`) could start a line or a key of its own, so it is left out (matchbox's env rendering only
-# yields names a shell can source, which comes to the same).
-_ENV_KEY = re.compile(r"[A-Za-z0-9_]+")
+# An env-file key holds what matchbox prints in keys (`REQUEST_QUERY_A-B`): a query key with
+# anything else (`a%0AX`, `a=b`, `a b`) could start a line or a key of its own, so it is left out.
+_ENV_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def with_request_variables(env: bytes, labels: Mapping[str, str], raw_query: str) -> bytes:
     """matchbox `collectVariables`' `request` map, flattened as `renderAsEnvFile` does (keys sorted).
 
-    Keys that are not `[A-Za-z0-9_]+` are dropped; values have their line breaks made spaces."""
+    Keys that are not `[A-Za-z0-9_.-]+` are dropped; values have their line breaks made spaces."""
     lines = [
         f"REQUEST_QUERY_{key.upper()}={_env_value(value)}"
         for key, value in sorted(labels.items())

@@ -69,6 +69,16 @@ _TABLE = (
     Code("matchbox-cloud-id", W, "matchbox cloud_id (Container Linux cloud-config) is not served"),
     Code("mac-invalid", E, "not a MAC address"),
     Code("node-name", E, "a node name (its file name) must be a DNS label"),
+    # -- matchbox's ignition/ and generic/ (core.ignition)
+    Code("ignition-version", E, "Ignition refuses a config without a spec version it knows (ignition.version)"),
+    Code("ignition-experimental", W, "an experimental Ignition spec: only an Ignition built with it accepts it"),
+    Code("ignition-invalid", E, "the Ignition config does not match its spec (Ignition refuses it at boot)"),
+    Code(
+        "ignition-butane",
+        W,
+        "a Butane config (not .ign/.ignition): matchbox translates it, no butane translates it here, "
+        "so /ignition answers 404 for it",
+    ),
     # -- cross references (core.crossref)
     Code("ref-profile", E, "a node or group names a profile that does not exist"),
     Code("ref-cloud-init", E, "a profile names a cloud-init template that does not exist"),

@@ -37,6 +37,7 @@ class Stage(enum.StrEnum):
     GRUB = "grub"
     METADATA = "metadata"
     GENERIC = "generic"
+    IGNITION = "ignition"
     KERNEL = "kernel"
     INITRD = "initrd"
     ASSET = "asset"

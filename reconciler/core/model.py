@@ -173,6 +173,16 @@ class CloudInitTemplate:
 
 
 @dataclass(frozen=True)
+class MatchboxTemplate:
+    """ignition/<name> or generic/<name>: a matchbox template, named by its file name with its
+    extension (a profile's `ignition_id` / `generic_id`)."""
+
+    name: str
+    text: str
+    source: Location = Location("")
+
+
+@dataclass(frozen=True)
 class Asset:
     """One entry of assets.yaml: one served path and where its bytes come from.
 
@@ -219,6 +229,8 @@ class DesiredState:
     groups: tuple[Group, ...]  # the repo's own groups, sorted by id
     cloud_init: Mapping[str, CloudInitTemplate]
     assets: tuple[Asset, ...] | None = None  # None: no assets.yaml
+    ignition: Mapping[str, MatchboxTemplate] = field(default_factory=dict)  # ignition/<name>
+    generic: Mapping[str, MatchboxTemplate] = field(default_factory=dict)  # generic/<name>
 
     @functools.cached_property
     def _nodes_by_mac(self) -> Mapping[str, Node]:

@@ -28,6 +28,9 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("group", re.compile(r"^groups/[^/]+\.(ya?ml|json)$")),
     ("cloud-init", re.compile(r"^cloud-init/[^/]+\.ya?ml$")),
     ("keyring", re.compile(r"^keys/[^/]+\.(gpg|asc)$")),  # OpenPGP keys that sign asset checksums
+    # matchbox's template directories: any file name (matchbox reads `ignition/<ignition_id>`).
+    ("ignition", re.compile(r"^ignition/[^/.][^/]*$")),
+    ("generic", re.compile(r"^generic/[^/.][^/]*$")),
 )
 
 
@@ -43,7 +46,7 @@ def kind_of(path: str) -> str | None:
     return None
 
 
-_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init", "keys")
+_CANDIDATE_DIRS = ("nodes", "profiles", "groups", "cloud-init", "keys", "ignition", "generic")
 
 
 def is_candidate_dir(path: str) -> bool:
@@ -52,7 +55,8 @@ def is_candidate_dir(path: str) -> bool:
 
 
 _EXTENSIONS = {"nodes": ".yaml or .yml", "profiles": ".yaml, .yml or .json", "groups": ".yaml, .yml or .json",
-               "cloud-init": ".yaml or .yml", "keys": ".gpg or .asc"}
+               "cloud-init": ".yaml or .yml", "keys": ".gpg or .asc", "ignition": "any name",
+               "generic": "any name"}
 
 
 def not_read(path: str, is_dir: bool) -> Issue | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from reconciler.core import build, crossref
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
+from reconciler.core.ignition import read_templates
 from reconciler.core.locate import Locator
 from reconciler.core.model import DesiredState, Issue
 from reconciler.core.snapshot import ASSETS_FILE, SITE_FILE, Snapshot, kind_of
@@ -46,6 +47,9 @@ def validate(snapshot: Snapshot) -> Validation:
     site = build.site(docs.get(SITE_FILE), out)
     assets = build.assets(docs.get(ASSETS_FILE), snapshot.files, out)
     cloud_init = build.cloud_init(snapshot, out)
+    ignition_files, ignition_findings = read_templates(snapshot.files, "ignition")
+    generic_files, generic_findings = read_templates(snapshot.files, "generic")
+    out.extend(ignition_findings + generic_findings)
     profiles = build.profiles(docs, out)
     groups = build.groups(docs, out)
     nodes = build.nodes(docs, out)
@@ -79,5 +83,7 @@ def validate(snapshot: Snapshot) -> Validation:
         groups=tuple(sorted(groups, key=lambda g: g.id)),
         cloud_init=dict(sorted(cloud_init.items())),
         assets=assets,
+        ignition=ignition_files,
+        generic=generic_files,
     )
     return Validation(state, issues)

@@ -224,6 +224,8 @@ def test_metadata_appends_request_variables_like_matchbox() -> None:
 
 
 def test_metadata_drops_query_keys_that_are_not_env_names() -> None:
+    """Keys that could start a line or a key of their own are dropped; `d-e` is printed as
+    matchbox's renderAsEnvFile prints it (strings.ToUpper only: `REQUEST_QUERY_D-E`)."""
     index = boot.BootIndex.build(_state((), (NODE,)))
     files = {"metadata/node-1.env": b"NAME=node-1\n"}
     query = "mac=52-54-00-aa-bb-01&a%0AX=1&b%0D%0AY=2&c%3DZ=3&d-e=4&f+g=5&ok_1=6"
@@ -231,6 +233,7 @@ def test_metadata_drops_query_keys_that_are_not_env_names() -> None:
     lines = answer.body.decode().splitlines()
     assert lines == [
         "NAME=node-1",
+        "REQUEST_QUERY_D-E=4",
         "REQUEST_QUERY_MAC=52:54:00:aa:bb:01",
         "REQUEST_QUERY_OK_1=6",
         f"REQUEST_RAW_QUERY={query}",
@@ -240,7 +243,7 @@ def test_metadata_drops_query_keys_that_are_not_env_names() -> None:
 
 def test_generic_needs_a_generic_template() -> None:
     index = boot.BootIndex.build(_state((Group("g", "g", "gen", {"a": "1"}), Group("i", "i", "install", {"b": "1"}))))
-    assert boot.answer_boot("generic", index, {"generic/group-g": b"x"}, {"a": "1"}, "").status == 200
+    assert boot.answer_boot("generic", index, {"rendered-generic/group-g": b"x"}, {"a": "1"}, "").status == 200
     no = boot.answer_boot("generic", index, {}, {"b": "1"}, "")
     assert no.status == 404 and b"no generic template" in no.body
 

@@ -17,7 +17,9 @@ from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, no
 from reconciler.core.render.nodes import pin, plan_node, split_initrd
 from reconciler.core.template import TemplateFailure
 
-__all__ = ["render_generation"]
+__all__ = ["GENERIC_DIR", "render_generation"]
+
+GENERIC_DIR = "rendered-generic"  # generic/ holds the templates as committed (matchbox's layout)
 
 _UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._:'()/-]")
 
@@ -43,6 +45,7 @@ def render_generation(state: DesiredState, report_secret: bytes | None = None) -
     files["boot.ipxe"] = boot
     files["tftp/" + site.boot_files.ipxe_script] = boot
 
+    files.update(matchbox.template_files(state))
     for profile in profiles.values():
         files[f"profiles/{profile.id}.json"] = matchbox.dump(matchbox.profile_json(profile))
     for group in groups:
@@ -54,6 +57,11 @@ def render_generation(state: DesiredState, report_secret: bytes | None = None) -
         files[f"ipxe/{node.name}.ipxe"] = ipxe.render_node(plan, revision)
         files[f"grub/{node.name}.cfg"] = grub.render_node(plan, revision)
         files.update(matchbox.node_files(plan))
+        generic = state.generic.get(plan.profile.generic_id or "")
+        if generic is not None:
+            files[f"{GENERIC_DIR}/{node.name}"] = matchbox.render_generic(
+                generic, matchbox.node_metadata(plan), {"mac": node.mac}
+            )
         files.update(nocloud.render_node(plan))
 
     files["dhcpd.conf"] = dhcpd.render(site, nodes, revision)
@@ -68,6 +76,9 @@ def _group_scripts(state: DesiredState, group: Group) -> dict[str, bytes]:
     profile = state.profiles[group.profile]
     title = f"group {group.id} profile {group.profile}"
     out = {f"metadata/group-{group.id}.env": matchbox.group_env(group)}
+    generic = state.generic.get(profile.generic_id or "")
+    if generic is not None:
+        out[f"{GENERIC_DIR}/group-{group.id}"] = matchbox.render_generic(generic, group.metadata, group.selector)
     context = template.group_context(site, group, revision)
     try:
         kernel = pin(site, revision, template.render(profile.boot.kernel, context)) if profile.boot.kernel else ""

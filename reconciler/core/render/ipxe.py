@@ -66,14 +66,15 @@ def script(
 ) -> str:
     """The iPXE script booting `plan_kernel` (or the local disk when it is empty).
 
-    `initrd=<name>` is added for the initrds we name; a profile naming its own (matchbox's
-    `--name X`) writes `initrd=X` in its args, as matchbox profiles do."""
+    `initrd=<name>` is added for the initrds we name, unless the args already carry it (matchbox's
+    Flatcar profiles write `initrd=flatcar_production_pxe_image.cpio.gz` themselves); a profile
+    naming its own (matchbox's `--name X`) writes `initrd=X` in its args, as matchbox profiles do."""
     lines = ["#!ipxe", f"# netboot-reconcile {title}, revision {revision}"]
     if not plan_kernel:
         lines += [f"echo netboot-reconcile: {title}: booting from the local disk", "exit", ""]
         return "\n".join(lines)
     names = initrd_names(initrd, given_names)
-    ours = [f"initrd={n}" for n, g in zip(names, given_names, strict=True) if g is None]
+    ours = [f"initrd={n}" for n, g in zip(names, given_names, strict=True) if g is None and f"initrd={n}" not in args]
     kernel_args = " ".join((*ours, *args))
     lines += [f"echo netboot-reconcile: {title}", "set attempt:int32 0"]
     lines += _fetch("kernel", f"kernel {plan_kernel}", f"kernel {plan_kernel} {kernel_args}".rstrip())

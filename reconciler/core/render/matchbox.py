@@ -1,4 +1,4 @@
-"""matchbox data directory: `groups/<id>.json`, `profiles/<id>.json` and `/metadata` env files.
+"""matchbox data directory: `groups/<id>.json`, `profiles/<id>.json`, `ignition/`, `generic/` and env files.
 
 Called by `render_generation`. The JSON follows matchbox v0.10's storagepb field names (Group:
 id, name, profile, selector, metadata; Profile: id, name, generic_id, ignition_id, boot.kernel,
@@ -15,9 +15,12 @@ Layout (docs/GENERATION.md):
 Node group metadata is the node's `metadata`, plus `name`, `hostname`, `mac`, `ip` and `labels`
 where the node's own metadata does not already use those keys.
 
-Env files follow matchbox's `/metadata` rendering: keys upper-cased, nested mappings joined
-with `_`, sorted for determinism (matchbox's map order is random). A value holding a control
-character is written as a JSON string so it cannot start a new line.
+Env files follow matchbox's `/metadata` rendering (matchbox/http/metadata.go `renderAsEnvFile`):
+keys upper-cased as written (`nest: {b-c: 1}` is `NEST_B-C=1`), nested mappings joined with `_`,
+strings, booleans and numbers printed as Go's `%v` prints them (`1e+06`), lists and nulls left
+out; sorted for determinism (matchbox's map order is random). A key character other than
+`A-Za-z0-9_.-` becomes `_`, and a value holding a control character is written as a JSON
+string, so neither can start a new line.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.core.model import Group, Profile
+from reconciler.core import gotemplate
+from reconciler.core.gotemplate import go_value
+from reconciler.core.model import DesiredState, Group, MatchboxTemplate, Profile
 from reconciler.core.render.nodes import NodeBoot
+from reconciler.core.template import TemplateFailure
 
 NODE_PREFIX = "node."
 _SEPARATORS = (", ", ": ")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")  # kept as matchbox prints them (`NEST_B-C`); the rest is `_`
 
 
 def plain(value: Any) -> Any:
@@ -141,37 +147,22 @@ def node_files(plan: NodeBoot) -> dict[str, bytes]:
     return {
         f"groups/{nid}.json": dump(group),
         f"profiles/{nid}.json": dump(profile),
-        f"metadata/{node.name}.env": env_file({**metadata, "mac": node.mac}),
+        f"metadata/{node.name}.env": env_file(variables(metadata, {"mac": node.mac})),
     }
 
 
-def _go_value(value: Any) -> str:
-    """A value as Go's `%v` prints it (matchbox writes env values with `%v`)."""
-    if value is None:
-        return "<nil>"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, list | tuple):
-        return "[" + " ".join(_go_value(v) for v in value) + "]"
-    if isinstance(value, set | frozenset):
-        return "[" + " ".join(sorted(_go_value(v) for v in value)) + "]"
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, Mapping):
-        return "map[" + " ".join(f"{k}:{_go_value(value[k])}" for k in sorted(value, key=str)) + "]"
-    return str(value)
-
-
 def _env_lines(prefix: str, data: Mapping[str, Any], out: list[str]) -> None:
+    # matchbox `renderAsEnvFile`: strings, booleans and numbers are printed with `%v`, mappings
+    # are descended into, anything else (lists, null) is left out.
     for key in sorted(data, key=str):
         name = _KEY_UNSAFE.sub("_", (prefix + str(key)).upper())
         value = data[key]
         if isinstance(value, Mapping):
             _env_lines(name + "_", value, out)
             continue
-        text = _go_value(value)
+        if value is None or not isinstance(value, str | bool | int | float):
+            continue
+        text = go_value(value)
         if _CONTROL.search(text):
             text = json.dumps(text, ensure_ascii=False)
         out.append(f"{name}={text}")
@@ -179,9 +170,40 @@ def _env_lines(prefix: str, data: Mapping[str, Any], out: list[str]) -> None:
 
 def env_file(data: Mapping[str, Any]) -> bytes:
     lines: list[str] = []
-    _env_lines("", data, lines)
+    _env_lines("", plain(data), lines)
     return "".join(line + "\n" for line in lines).encode()
 
 
+def variables(metadata: Mapping[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
+    """matchbox `collectVariables` without the request: the group's metadata, then its selectors
+    under lowercased keys (a `MAC` selector is `mac`). `request` is the request's own (added per
+    request), never the metadata's."""
+    data = {k: v for k, v in metadata.items() if k != "request"}
+    data.update({key.lower(): value for key, value in selector.items()})
+    return data
+
+
+def template_files(state: DesiredState) -> dict[str, bytes]:
+    """`ignition/<name>` and `generic/<name>` as committed: matchbox's own data-dir layout."""
+    files = {f"ignition/{t.name}": t.text.encode() for t in state.ignition.values()}
+    files.update({f"generic/{t.name}": t.text.encode() for t in state.generic.values()})
+    return files
+
+
+def generic_data(metadata: Mapping[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
+    """What a generic template sees: matchbox `collectVariables`, with an empty `request` (the
+    generation renders it once per node or group, not per request)."""
+    return {**plain(variables(metadata, selector)), "request": {"query": {}, "raw_query": ""}}
+
+
+def render_generic(tpl: MatchboxTemplate, metadata: Mapping[str, Any], selector: Mapping[str, str]) -> bytes:
+    """A generic template rendered as matchbox renders it (Go text/template, missingkey=error);
+    TemplateFailure naming the template's file when it does not render."""
+    try:
+        return gotemplate.render(tpl.text, generic_data(metadata, selector)).encode()
+    except TemplateFailure as exc:
+        raise TemplateFailure(exc.message, exc.line, tpl.source.file) from None
+
+
 def group_env(group: Group) -> bytes:
-    return env_file({**group.metadata, **group.selector})
+    return env_file(variables(group.metadata, group.selector))

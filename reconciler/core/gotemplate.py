@@ -1,0 +1,110 @@
+"""Go's value printing and the part of Go's text/template that matchbox templates use.
+
+Called by `core.render.matchbox` (env files: matchbox prints values with `%v`) and by the
+renderer and validation for matchbox's generic templates (`generic/<generic_id>`), which
+matchbox renders with Go's text/template, `missingkey=error` (matchbox/http/render.go).
+
+Supported actions: `{{.}}`, `{{.a.b}}` (map lookups), comments `{{/* ... */}}` and the trim
+markers `{{-` / `-}}`. Any other action (`if`, `range`, pipelines, functions) is a
+TemplateFailure that says so: the template is checked at validation, never half-rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from reconciler.core.template import TemplateFailure
+
+_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
+_FIELD = re.compile(r"\.|(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+_COMMENT = re.compile(r"/\*.*\*/", re.DOTALL)
+
+
+def go_float(value: float) -> str:
+    """`fmt.Sprint(float64)`: strconv's shortest 'g' form, whose exponent form starts below 1e-4
+    and at 1e6 (so a JSON `10000000` prints `1e+07`, Go templates' well-known surprise)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digit_tuple))
+    point = len(digits) + exponent  # digits before the decimal point
+    exp = point - 1
+    prefix = "-" if sign else ""
+    if exp < -4 or exp >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if point <= 0:
+        return f"{prefix}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return prefix + digits + "0" * (point - len(digits))
+    return f"{prefix}{digits[:point]}.{digits[point:]}"
+
+
+def go_value(value: Any) -> str:
+    """A JSON-decoded value as Go's `%v` prints it (numbers are float64, as `encoding/json` decodes them)."""
+    if value is None:
+        return "<nil>"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int | float):
+        return go_float(float(value))
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(go_value(v) for v in value) + "]"
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{go_value(value[k])}" for k in sorted(value, key=str)) + "]"
+    return str(value)
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def render(text: str, data: Mapping[str, Any]) -> str:
+    """`text` executed as a Go text/template over `data` with `missingkey=error`."""
+    out: list[str] = []
+    pos = 0
+    for match in _ACTION.finditer(text):
+        literal = text[pos : match.start()]
+        if match.group(1):
+            literal = literal.rstrip(" \t\r\n")
+        out.append(literal)
+        pos = match.end()
+        if match.group(3):
+            rest = text[pos:]
+            pos += len(rest) - len(rest.lstrip(" \t\r\n"))
+        action = match.group(2).strip()
+        line = _line_of(text, match.start())
+        if _COMMENT.fullmatch(action):
+            continue
+        if not _FIELD.fullmatch(action):
+            raise TemplateFailure(
+                f"Go template action {{{{{action}}}}} is not supported (only fields such as {{{{.name}}}})", line
+            )
+        value: Any = data
+        if action != ".":
+            for key in action[1:].split("."):
+                if not isinstance(value, Mapping):
+                    raise TemplateFailure(f"Go template: can't evaluate field {key} in {action}", line)
+                if key not in value:
+                    raise TemplateFailure(f"Go template: map has no entry for key {key!r} ({action})", line)
+                value = value[key]
+        out.append("<no value>" if value is None else go_value(value))
+    tail = text[pos:]
+    if "{{" in tail:
+        raise TemplateFailure("Go template: unclosed action", _line_of(text, pos + tail.index("{{")))
+    out.append(tail)
+    return "".join(out)

@@ -1,0 +1,113 @@
+"""matchbox's template directories: `ignition/<name>` and `generic/<name>` read and checked.
+
+Called by validation once per commit. What matchbox does with them (matchbox/http/ignition.go,
+generic.go) decides what is checked here:
+- `ignition/*.ign`, `*.ignition`: Ignition JSON, served as committed. It must parse as JSON, be
+  an object, and declare an `ignition.version` Ignition knows; a 3.x config is checked against
+  the vendored spec schema (`reconciler/schemas/ignition/`), each finding at its field's line.
+  Ignition refuses a config that fails these, and the machine stops in its initramfs.
+- any other name under `ignition/`: a Butane config (matchbox templates it and translates it
+  with Butane). Without a translator it cannot be served: a finding says so, and `/ignition`
+  answers 404 with the reason.
+- `generic/<name>`: any text; rendered per node and group with Go's text/template (the
+  renderer, `core.gotemplate`), where validation renders it too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import posixpath
+import re
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from reconciler.core.codes import issue
+from reconciler.core.model import Issue, Location, MatchboxTemplate
+from reconciler.core.yamldoc import parse_json
+
+# Spec versions Ignition releases accept (2.x: Flatcar's Ignition still reads them).
+SPEC_2 = ("2.0.0", "2.1.0", "2.2.0", "2.3.0")
+SPEC_3 = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
+_EXPERIMENTAL = re.compile(r"3\.\d+\.0-experimental")
+_TOP_LEVEL_2 = ("ignition", "storage", "systemd", "networkd", "passwd")
+
+
+def is_ignition_json(name: str) -> bool:
+    """matchbox `isIgnition`: `.ign` and `.ignition` are Ignition JSON; any other name is Butane."""
+    return name.endswith((".ign", ".ignition"))
+
+
+@functools.cache
+def _schema_3() -> jsonschema.Draft4Validator:
+    text = resources.files("reconciler.schemas").joinpath("ignition/v3_4.schema.json").read_text("utf-8")
+    return jsonschema.Draft4Validator(json.loads(text))
+
+
+def read_templates(
+    files: Mapping[str, bytes], directory: str
+) -> tuple[dict[str, MatchboxTemplate], list[Issue]]:
+    """The templates under `directory/` (`ignition` or `generic`), by file name, and what is wrong."""
+    out: dict[str, MatchboxTemplate] = {}
+    issues: list[Issue] = []
+    for path in sorted(files):
+        if posixpath.dirname(path) != directory:
+            continue
+        loc = Location(path, 1, 1)
+        try:
+            text = files[path].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            issues.append(issue("encoding", loc, f"not UTF-8: {exc.reason}"))
+            continue
+        name = posixpath.basename(path)
+        out[name] = MatchboxTemplate(name, text, loc)
+        if directory == "ignition":
+            issues.extend(check_ignition(path, files[path]))
+    return out, issues
+
+
+def check_ignition(path: str, content: bytes) -> list[Issue]:
+    """What Ignition (or the lack of Butane) would refuse in one `ignition/` file."""
+    name = posixpath.basename(path)
+    if not is_ignition_json(name):
+        return [
+            issue("ignition-butane", Location(path, 1, 1),
+                  f"{name} is a Butane config (not .ign or .ignition): matchbox translates it, but no "
+                  "butane binary translates it here, so /ignition answers 404 for it; commit the "
+                  f"translated Ignition JSON instead (butane --strict {name} > {posixpath.splitext(name)[0]}.ign)")
+        ]
+    doc, issues = parse_json(path, content)
+    if doc is None:
+        return list(issues)
+    data: Any = doc.data
+    if not isinstance(data, dict):
+        return [issue("ignition-invalid", doc.loc(), "an Ignition config is a JSON object")]
+    ignition = data.get("ignition")
+    version = ignition.get("version") if isinstance(ignition, dict) else None
+    if not isinstance(version, str):
+        return [issue("ignition-version", doc.loc(("ignition",) if ignition is not None else ()),
+                      "ignition.version is missing: Ignition refuses a config that declares no spec version")]
+    where = doc.loc(("ignition", "version"))
+    if version in SPEC_2:
+        return [
+            issue("ignition-invalid", doc.loc((key,)), f"{key}: must be an object (Ignition spec {version})")
+            for key in _TOP_LEVEL_2
+            if key in data and not isinstance(data[key], dict)
+        ]
+    if _EXPERIMENTAL.fullmatch(version):
+        return [issue("ignition-experimental", where, f"ignition.version {version!r} is an experimental spec: "
+                      "only an Ignition built with it accepts the config")]
+    if version not in SPEC_3:
+        known = ", ".join((*SPEC_2, *SPEC_3))
+        return [issue("ignition-version", where, f"ignition.version {version!r} is not an Ignition spec "
+                      f"version (known: {known})")]
+    found: list[Issue] = []
+    for error in sorted(_schema_3().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        field_path = tuple(error.absolute_path)
+        shown = ".".join(str(p) for p in field_path) or "(document)"
+        found.append(issue("ignition-invalid", doc.loc(field_path),
+                           f"{shown}: {error.message} (Ignition spec {version})"))
+    return found

@@ -1,0 +1,118 @@
+"""What a matchbox data directory's files become when served: env files, iPXE args, /ignition, /generic.
+
+Each test names the matchbox handler or test it mirrors (github.com/poseidon/matchbox).
+"""
+
+from __future__ import annotations
+
+from reconciler.core import boot, gotemplate
+from reconciler.core.model import Group
+from reconciler.core.render import ipxe, matchbox, render_generation
+from reconciler.core.validate import validate
+from tests import repo_builder
+
+MAC = "52:54:00:aa:bb:30"
+
+IGN = '{\n  "ignition": {"version": "3.3.0"},\n  "passwd": {"users": [{"name": "core"}]}\n}\n'
+PROFILE_IGN = '{"id": "fcos", "name": "FCOS", "boot": {"kernel": "/assets/k", "initrd": ["/assets/i"]}, ' \
+    '"ignition_id": "fcos.ign", "generic_id": "hello.txt"}\n'
+
+
+def test_env_file_prints_what_matchbox_prints() -> None:
+    """matchbox/http/metadata.go `renderAsEnvFile` (metadata_test.go TestMetadataHandler and
+    _MetadataEdgeCases): keys only upper-cased (`NEST_B-C`), strings, booleans and float64 with
+    `%v` (`1e+07`), lists and nulls left out (no `<nil>`, no `[a b]`), selectors under lowercased
+    keys (collectVariables: a `MAC` selector prints as `MAC`, once)."""
+    group = Group(
+        "g", "g", "p", {"MAC": MAC},
+        {"nest": {"b-c": "x"}, "keys": ["a", "b"], "nothing": None, "num": 3, "big": 10000000, "yes": True},
+    )
+    assert matchbox.group_env(group).decode().splitlines() == [
+        "BIG=1e+07",
+        f"MAC={MAC}",
+        "NEST_B-C=x",
+        "NUM=3",
+        "YES=true",
+    ]
+
+
+def test_go_value_floats_as_fmt_prints_them() -> None:
+    """Go's fmt `%v` of a float64 (matchbox decodes metadata numbers as float64)."""
+    cases = {3: "3", 3.5: "3.5", 123456: "123456", 1234567: "1.234567e+06", 0.0001: "0.0001",
+             0.00001: "1e-05", -2.5: "-2.5"}
+    assert {v: gotemplate.go_float(float(v)) for v in cases} == cases
+
+
+def test_initrd_argument_is_not_doubled() -> None:
+    """matchbox's Flatcar profiles (examples/profiles/flatcar.json) write `initrd=<name>` in their
+    args, and matchbox's iPXE template (matchbox/http/ipxe.go) passes args as written: ours must not
+    add a second `initrd=` for the same initrd."""
+    args = ("initrd=flatcar_production_pxe_image.cpio.gz", "flatcar.first_boot=yes")
+    text = ipxe.script("t", "http://s/k", ("http://s/a/flatcar_production_pxe_image.cpio.gz",), (None,), args, "r")
+    kernel_line = next(line for line in text.splitlines() if line.startswith("kernel "))
+    assert kernel_line.split(" && ")[0].split().count("initrd=flatcar_production_pxe_image.cpio.gz") == 1
+
+
+def _served(edits: dict[str, str | None]) -> tuple[boot.BootIndex, dict[str, bytes]]:
+    result = validate(repo_builder.snapshot(edits))
+    assert result.state is not None, result.errors
+    return boot.BootIndex.build(result.state), render_generation(result.state)
+
+
+def test_ignition_serves_the_profiles_ignition_json_as_committed() -> None:
+    """matchbox/http/ignition.go `ignitionHandler` (ignition_test.go TestIgnitionHandler_V2JSON):
+    the matched group's profile's `ignition_id`, read from `ignition/`, served as written with
+    Content-Type application/json; the query's labels select the group."""
+    index, files = _served({
+        "profiles/fcos.json": PROFILE_IGN,
+        "groups/fcos.json": '{"id": "fcos", "profile": "fcos", "selector": {"os": "installed"}}\n',
+        "ignition/fcos.ign": IGN,
+        "generic/hello.txt": "x\n",
+    })
+    labels = boot.labels_from_query("uuid=u&mac=52-54-00-00-00-09&os=installed")
+    answer = boot.answer_boot("ignition", index, files, labels, "")
+    assert (answer.status, answer.content_type, answer.body) == (200, "application/json", IGN.encode())
+    other = boot.answer_boot("ignition", index, files, boot.labels_from_query("os=other"), "")
+    assert other.status == 404  # the default group boots `local`, which has no ignition_id
+    assert b"no ignition_id" in other.body
+
+
+def test_generic_renders_the_profiles_generic_template_with_group_values() -> None:
+    """matchbox/http/generic.go `genericHandler` (generic_test.go): the profile's `generic_id` from
+    `generic/`, rendered with Go's text/template over the group's metadata and selectors."""
+    index, files = _served({
+        "profiles/fcos.json": PROFILE_IGN,
+        "groups/fcos.json": '{"id": "fcos", "profile": "fcos", "selector": {"os": "installed"},'
+                            ' "metadata": {"greeting": "hello"}}\n',
+        "ignition/fcos.ign": IGN,
+        "generic/hello.txt": "{{.greeting}} {{ .os }}\n",
+    })
+    answer = boot.answer_boot("generic", index, files, {"os": "installed"}, "os=installed")
+    assert (answer.status, answer.body) == (200, b"hello installed\n")
+    assert files["generic/hello.txt"] == b"{{.greeting}} {{ .os }}\n"  # matchbox's layout, as committed
+
+
+def _ignition_findings(text: str, name: str = "fcos.ign") -> list[tuple[str, str, int]]:
+    result = validate(repo_builder.snapshot({f"ignition/{name}": text}))
+    return [(i.code, i.severity.value, i.line) for i in result.issues if i.file == f"ignition/{name}"]
+
+
+def test_ignition_json_is_checked_against_the_spec_version_it_declares() -> None:
+    """What matchbox's ignition.go parses with Ignition's ParseCompatibleVersion, and Ignition
+    itself refuses at boot: no version, an unknown version, a field of the wrong type (checked
+    with Ignition's own 3.4 spec schema, vendored)."""
+    assert _ignition_findings(IGN) == []
+    assert _ignition_findings('{"passwd": {}}') == [("ignition-version", "error", 1)]
+    assert _ignition_findings('{"ignition": {"version": "3.9.0"}}') == [("ignition-version", "error", 1)]
+    wrong = '{\n  "ignition": {"version": "3.4.0"},\n  "passwd": {\n    "users": {"name": "core"}\n  }\n}\n'
+    assert _ignition_findings(wrong) == [("ignition-invalid", "error", 4)]
+    spec2 = '{"ignition": {"version": "2.2.0"}, "networkd": []}'
+    assert _ignition_findings(spec2) == [("ignition-invalid", "error", 1)]
+    assert _ignition_findings("{not json") == [("json-syntax", "error", 1)]
+
+
+def test_a_butane_config_is_a_finding_that_says_it_is_not_translated() -> None:
+    """matchbox translates a non-.ign `ignition_id` from Butane; without a butane binary we cannot."""
+    findings = validate(repo_builder.snapshot({"ignition/fcos.yaml": "variant: fcos\nversion: 1.5.0\n"})).issues
+    butane = [i for i in findings if i.code == "ignition-butane"]
+    assert len(butane) == 1 and not butane[0].is_error and "butane" in butane[0].message
