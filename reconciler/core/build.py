@@ -48,8 +48,8 @@ def parse_all(snapshot: Snapshot, out: Findings) -> dict[str, Document]:
     docs: dict[str, Document] = {}
     for path in sorted(snapshot.files):
         kind = kind_of(path)
-        if kind is None or kind in ("cloud-init", "keyring"):
-            continue  # cloud-init files are templates: parsed after rendering, per node; keyrings are keys
+        if kind is None or kind in ("cloud-init", "keyring", "ignition", "generic"):
+            continue  # templates (cloud-init: parsed per node after rendering; ignition, generic: core.ignition); keys
         parse = parse_json if path.endswith(".json") else parse_yaml
         doc, issues = parse(path, snapshot.files[path])
         out.extend(issues)
