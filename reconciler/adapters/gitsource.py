@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import re
 import shutil
 import sys
@@ -70,7 +71,7 @@ _SCP_STYLE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
 _homedir_lock = threading.Lock()
 
 
-__all__ = ["SourceProblem", "SourceUnavailable", "open_source", "read_tree"]
+__all__ = ["RepositoryNotOwned", "SourceProblem", "SourceUnavailable", "open_repository", "open_source", "read_tree"]
 
 
 class SourceProblem(SourceUnavailable):
@@ -114,11 +115,47 @@ def open_source(settings: Settings, progress: Callable[[str], None] | None = Non
         raise SourceProblem(f"{repo}: no such file or directory")
     found = pygit2.discover_repository(str(path))
     if found is not None:
-        git_repo = pygit2.Repository(found)
+        git_repo = open_repository(found)
         top = Path(git_repo.workdir or git_repo.path).resolve()
         if top == path.resolve() or (git_repo.is_bare and Path(found).resolve() == path.resolve()):
             return LocalGitSource(git_repo, settings)
     return DirectorySource(path, settings.path)
+
+
+class RepositoryNotOwned(SourceProblem):
+    """A local repository another user owns: libgit2 refuses it, as git does (safe.directory)."""
+
+
+_NOT_OWNED = re.compile(r"repository path '(.*)' is not owned by current user")
+
+
+def open_repository(path: str | Path) -> pygit2.Repository:
+    """The local repository at `path` (what `pygit2.discover_repository` found). One another user
+    owns (the shipped unit's DynamicUser=yes meets every repository not made by the service) is
+    refused with an error naming the path and the fix, not a traceback."""
+    try:
+        return pygit2.Repository(str(path))
+    except pygit2.GitError as exc:
+        match = _NOT_OWNED.search(str(exc))
+        if match is None:
+            raise
+        raise RepositoryNotOwned(_not_owned(match.group(1))) from exc
+
+
+def _not_owned(checked: str) -> str:
+    try:
+        uid = os.stat(checked).st_uid
+    except OSError:
+        owner = "another user"
+    else:
+        try:
+            owner = f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+        except KeyError:
+            owner = f"uid {uid}"
+    return (f"{checked}: the repository is owned by {owner}, not by the user netboot-reconcile runs as "
+            f"(uid {os.geteuid()}), and git refuses a repository another user owns. Trust it for every user: "
+            f"`git config --system --add safe.directory {checked}` (and let this user read it); or run as its "
+            "owner; or give --repo as an ssh:// or https:// URL, mirrored into the state directory")
 
 
 # -- reading a commit's tree ------------------------------------------------------------------

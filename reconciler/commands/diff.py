@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.adapters.gitsource import SourceProblem, read_tree
+from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
 from reconciler.core import plan_format
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.plan import Side, compare, side
@@ -39,7 +39,7 @@ def _open(path: Path) -> pygit2.Repository:
     found = pygit2.discover_repository(str(path))
     if found is None:
         raise SourceProblem(f"{path}: not a git repository")
-    return pygit2.Repository(found)
+    return open_repository(found)
 
 
 def _side(repo: pygit2.Repository, revision: str, subdir: str, origin: str) -> Side:
