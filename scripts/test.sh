@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf
   cloud-init nginx-light wrk openssh-server openssh-client
   chromium
+  xorriso gnupg gpgv
 )
 
 missing=()
