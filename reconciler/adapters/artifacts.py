@@ -1,6 +1,6 @@
 """Generations on disk: write `generations/<sha>/` atomically, swap `current`, load it, collect old ones.
 
-Called by the daemon's write/swap steps (`reconciler.daemon`) and at start-up (`load_current`).
+Called by the daemon's write/swap steps (`reconciler.daemon.steps`) and at start-up (`load_current`).
 `write` and `swap_current` raise `core.errors.StoreUnwritable` (a temporary failure) when the
 state directory refuses them.
 

@@ -1,6 +1,6 @@
 """Sources of desired state: a git remote (bare mirror), a local repository, or a plain directory.
 
-Called by the daemon's fetch and snapshot steps (`reconciler.daemon`), built once by
+Called by the daemon's fetch and snapshot steps (`reconciler.daemon.steps`), built once by
 `open_source(settings)`. Every source answers two questions:
 
 - `fetch()`: which revision should be served now? (network for a remote; raises `SourceUnavailable`

@@ -1,0 +1,340 @@
+"""The daemon: the reconcile loop, its triggers and backoff; the parts beside it do the rest.
+
+Called by `commands.run` (`Daemon(settings, ...).open()`, servers added, `.run()`); tests drive
+`reconcile_once` directly. The parts:
+- `steps.Reconciler`: the reconcile steps and their runner (one `Outcome` per attempt);
+- `status.StatusBook`: what `/status` says, changed by pure transitions (`after(outcome)`);
+- `supervisor.Supervisor`: the server slots (start, stop, what they say);
+- `loader.GenerationLoader`: `current` from disk at start, stored generations for the holder.
+Here: the loop, the triggers (the poll timer `--interval`, `trigger()` from the push webhook,
+the watcher on a local repository, SIGHUP), backoff after a failure, and what follows an
+outcome (the record in the results store, metrics, the log, collection of old generations).
+SIGTERM/SIGINT stop the loop, then the servers (in-flight transfers get `shutdown_timeout`),
+and `run()` returns 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from reconciler import heap
+from reconciler.adapters.artifacts import ArtifactStore
+from reconciler.adapters.gitsource import Source, SourceProblem
+from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
+from reconciler.adapters.watcher import Watcher
+from reconciler.core import findings, outcomes, wiring
+from reconciler.daemon.loader import REPORT_KEY_META, GenerationLoader, Renderer, report_key
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.outcome import Outcome, Result
+from reconciler.daemon.status import StatusBook
+from reconciler.daemon.steps import Reconciler
+from reconciler.daemon.supervisor import ServerSlot, Supervisor
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HISTORY = 20
+
+
+class Daemon:
+    """One source, one state directory, one served generation; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        renderer: Renderer,
+        source: Source | None = None,
+        holder: GenerationHolder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.holder = holder or GenerationHolder()
+        self.clock = clock
+        self.metrics = Metrics()
+        self.artifacts = ArtifactStore(settings.state_dir)
+        meta = {REPORT_KEY_META: report_key(settings.report_secret)}
+        self.loader = GenerationLoader(self.artifacts, renderer, meta)
+        self.holder.set_loader(self.loader.load)
+        self.reconciler = Reconciler(settings, renderer=renderer, artifacts=self.artifacts, holder=self.holder,
+                                     meta=meta, source=source, on_source_opened=self.start_watcher,
+                                     on_desired=self._desiring)
+        self.supervisor = Supervisor()
+        self.store: ResultsStore | None = None
+        self._watcher: Watcher | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._triggers: deque[str] = deque(maxlen=16)
+        self._lock = threading.Lock()  # guards the status book
+        self._book = StatusBook()
+
+    @property
+    def source(self) -> Source | None:
+        return self.reconciler.source
+
+    @property
+    def servers(self) -> dict[str, ServerSlot]:
+        return self.supervisor.slots
+
+    @property
+    def book(self) -> StatusBook:
+        with self._lock:
+            return self._book
+
+    def _note(self, change: Callable[[StatusBook], StatusBook]) -> StatusBook:
+        with self._lock:
+            self._book = change(self._book)
+            return self._book
+
+    def _desiring(self, revision: str) -> None:
+        self._note(lambda book: book.desiring(revision))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Prepare the state directory, open the store, serve `current` from disk at once."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.artifacts.prepare()
+        self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE)
+        self._load_current()
+        if self.source is None:
+            try:
+                self.reconciler.open_source()
+            except SourceProblem as exc:
+                if self.holder.current() is None:
+                    raise
+                # A repository on a volume mounted later, a path moved: serve what we have; the
+                # fetch step opens it again, retried with backoff.
+                log.error("cannot open %s (%s): serving the current generation, retrying", self.settings.repo, exc)
+
+    def _load_current(self) -> None:
+        """Serve `current` from disk (rendered again first when its report secret is not ours)."""
+        loaded = self.loader.load_current()
+        if loaded is None:
+            return
+        self.reconciler.previous = loaded.stored
+        self.holder.swap(loaded.generation)
+        heap.settle()
+        self._served(loaded.generation)
+        self._note(lambda book: book.loaded(loaded.stored.revision))
+        log.info("revision=%s serving the current generation from disk (%d files)", loaded.stored.revision,
+                 len(loaded.stored.files))
+
+    def add_server(self, name: str, server: Any, *, needed: bool = True) -> ServerSlot:
+        """Supervise `server` under `name`; start it now unless it is not needed yet."""
+        return self.supervisor.add(name, server, needed=needed)
+
+    def start_watcher(self) -> None:
+        source = self.source
+        if not self.settings.watch or source is None or source.local is None or self._watcher is not None:
+            return
+        git_dir = (source.local / "HEAD").exists()
+        self._watcher = Watcher(source.local, lambda: self.trigger("inotify"), git_dir=git_dir)
+        self._watcher.start()
+
+    def trigger(self, reason: str) -> None:
+        """Ask for a reconcile now (webhook, inotify, SIGHUP); coalesces with a pending one."""
+        self._triggers.append(reason)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self, ready: Callable[[], None] | None = None, first: Callable[[], None] | None = None) -> int:
+        """Reconcile until stopped; the caller has opened the daemon and started its servers.
+
+        `ready` is called once everything listens (before the first reconcile: `current` from
+        disk is already served), `first` after the first reconcile attempt.
+        """
+        self.start_watcher()
+        if ready is not None:
+            ready()
+        trigger = "start"
+        while not self._stopping.is_set():
+            self.reconcile_once(trigger)
+            if first is not None:
+                first()
+                first = None
+            delay = self._delay()
+            self._note(functools.partial(StatusBook.scheduled, at=self.clock() + delay))
+            self._wake.wait(delay)
+            self._wake.clear()
+            reasons = list(self._triggers)
+            self._triggers.clear()
+            trigger = reasons[0] if reasons else "poll"
+        return 0
+
+    def _delay(self) -> float:
+        book = self.book
+        if book.failures == 0:
+            return self.settings.interval
+        if book.failure is not None and book.failure.delay is not None:
+            return max(0.0, min(book.failure.delay, self.settings.interval))
+        backoff = self.settings.backoff_initial * 2.0 ** (book.failures - 1)
+        return float(min(backoff, self.settings.backoff_max, self.settings.interval))
+
+    def shutdown(self) -> None:
+        """Stop watching, stop servers (in-flight transfers get a bound), close the store."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.supervisor.stop_all(self.settings.shutdown_timeout)
+        if self.store is not None:
+            self.store.flush(2.0)
+            self.store.close()
+        if self.source is not None:
+            self.source.close()
+
+    # -- one reconcile ------------------------------------------------------------------------
+
+    def reconcile_once(self, trigger: str = "manual") -> Result:
+        book = self._note(StatusBook.begun)
+        outcome = self.reconciler.run(trigger, self.clock(), book.skip)
+        if outcome.generation is not None:
+            self._activated(outcome.generation)
+        self._conclude(outcome)
+        return outcome.result
+
+    def _conclude(self, outcome: Outcome) -> None:
+        # History first, then the status book: /status never shows a condition its history lacks.
+        result = outcome.result
+        if result is not Result.UNCHANGED and self.store is not None:
+            record = ReconcileRecord(
+                revision=outcome.revision,
+                trigger=outcome.trigger,
+                result=str(result),
+                started=outcome.started,
+                duration=outcome.duration,
+                reason=outcome.message,
+                findings=tuple(findings.as_dict(i) for i in outcome.findings),
+            )
+            try:
+                self.store.record_reconcile(record)
+            except Exception:
+                log.exception("revision=%s could not record the reconcile", outcome.revision)
+        book = self._note(lambda book: book.after(outcome))
+        if result is Result.UNCHANGED:
+            return
+        self.metrics.concluded(result, outcome.duration)
+        short = outcome.revision or "-"
+        if result is Result.APPLIED:
+            steps = " ".join(f"{name}={seconds:.3f}" for name, seconds in outcome.timings.items())
+            log.info("revision=%s applied in %.3fs (trigger %s; %s)", short, outcome.duration, outcome.trigger, steps)
+        elif result is Result.INVALID:
+            log.warning("revision=%s invalid, not served: %s", short, outcome.message)
+            for issue in outcome.errors:
+                log.warning("revision=%s %s:%d:%d: %s %s", short, issue.file, issue.line, issue.column, issue.code,
+                            issue.message)
+        else:
+            log.warning("revision=%s reconcile failed, retrying (attempt %d): %s", short, book.failures,
+                        outcome.message)
+
+    def _served(self, generation: Generation) -> None:
+        """What follows serving a generation, activated or loaded from disk."""
+        self.metrics.served(generation.revision)
+        self._record_targets(generation)
+        for warning in self._listener_warnings(generation):
+            log.warning("revision=%s %s", generation.revision, warning)
+
+    def _activated(self, generation: Generation) -> None:
+        self._served(generation)
+        self._collect(generation)
+        if generation.state.site.dhcp_mode != "off":
+            self.supervisor.need("dhcp", generation.revision)
+        heap.settle()
+
+    def _listener_warnings(self, generation: Generation | None) -> tuple[str, ...]:
+        """Where the served DHCP sends clients that we do not listen (core.wiring)."""
+        if generation is None:
+            return ()
+        settings = self.settings
+        listeners = wiring.Listeners(dhcp=settings.dhcp, http=settings.http_listen,
+                                     tftp=settings.tftp_listen if settings.tftp else None)
+        return wiring.listener_warnings(generation.state.site, listeners)
+
+    def _record_targets(self, generation: Generation) -> None:
+        """Remember which nodes this revision targets (boot results per commit read it)."""
+        if self.store is None:
+            return
+        targets = [
+            outcomes.Target(n.name, n.mac, n.profile, generation.state.profiles[n.profile].install_once, n.reinstall)
+            for n in generation.state.nodes
+            if n.profile in generation.state.profiles
+        ]
+        try:
+            self.store.record_revision(generation.revision, self.clock(), targets)
+        except Exception:
+            log.exception("revision=%s could not record its nodes", generation.revision)
+
+    def _unfinished_installs(self) -> set[str] | None:
+        """Revisions some machine is still installing: their generations are not collected.
+        None: not known now (the results store is behind or failed)."""
+        if self.store is None:
+            return set()
+        try:
+            return self.store.unfinished_revisions(self.clock(), self.settings.boot_timeout)
+        except StoreBehind as exc:
+            log.warning("could not tell which generations machines still install from: %s", exc)
+        except Exception:
+            log.exception("could not read unfinished installs")
+        return None
+
+    def _collect(self, generation: Generation) -> None:
+        unfinished = self._unfinished_installs()
+        removed: list[str] = []
+        if unfinished is None:
+            log.warning("revision=%s old generations kept this time: a machine may still install from one",
+                        generation.revision)
+        else:
+            try:
+                removed = self.artifacts.collect(self.settings.keep_generations,
+                                                 referenced={generation.revision, *unfinished})
+            except OSError as exc:
+                log.warning("collecting old generations: %s", exc)
+        if removed:
+            log.info("collected %d old generation(s)", len(removed))
+        with contextlib.suppress(OSError):
+            self.holder.retain_only(self.artifacts.stored())
+
+    # -- status -------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return self.holder.current() is not None
+
+    def status(self) -> dict[str, Any]:
+        """What /status answers (and `netboot-reconcile status` prints)."""
+        current = self.holder.current()
+        source = self.source.description if self.source is not None else self.settings.repo
+        out = self.book.view(source=source, warnings=self._listener_warnings(current))
+        out["generation"] = None if current is None else {
+            "revision": current.revision,
+            "activated_at": current.activated_at,
+            "files": len(current.files),
+            "nodes": len(current.state.nodes),
+            "path": str(current.root) if current.root else None,
+        }
+        out["servers"] = self.supervisor.view()
+        out["reconciles"] = [r.as_dict() for r in self.store.recent_reconciles(HISTORY)] if self.store else []
+        return out
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop; SIGHUP triggers a reconcile. Call from the main thread."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.trigger("sighup"))

@@ -1,0 +1,219 @@
+"""The reconcile steps and their runner: one attempt in, one `Outcome` out.
+
+Called by `Daemon.reconcile_once` (daemon.loop). A reconcile is an ordered list of steps with
+one signature, `step(attempt) -> bool` (False: nothing more to do, e.g. the revision is already
+applied), as source-controller does it:
+
+    fetch -> snapshot -> validate -> render -> peer-check -> write -> swap-current -> activate
+
+Failures are the exceptions of `core.errors`, raised where they happen (the source, the
+renderer, the artifact store, the peer check here) and turned into the outcome by the runner
+alone: `Temporary` -> FAILED with its reason and delay, `InvalidRevision` -> INVALID with its
+findings; any other exception is a bug, FAILED (RetryingAfterError) and logged with its trace.
+Any failure before `swap-current` leaves the served generation untouched; `write` goes through
+`generations/<sha>.tmp` and a rename, so a crash at any point leaves a complete generation or none.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
+from reconciler.adapters.gitsource import Source, open_source, print_progress
+from reconciler.core import findings
+from reconciler.core.errors import InvalidRevision, Reason, Temporary
+from reconciler.core.model import DesiredState, Issue, Severity
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from reconciler.daemon.loader import REPORT_KEY_META, Renderer
+from reconciler.daemon.outcome import Outcome, Result
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Attempt:
+    """What one reconcile knows so far; each step reads what earlier ones left."""
+
+    trigger: str
+    skip: Collection[str]  # revisions not to try again (the applied one, the rejected one)
+    started: float
+    step: str = ""
+    revision: str | None = None
+    snapshot: Snapshot | None = None
+    state: DesiredState | None = None
+    issues: tuple[Issue, ...] = ()
+    files: Mapping[str, bytes] | None = None
+    root: Path | None = None
+    generation: Generation | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds, in order
+
+
+Step = Callable[[Attempt], bool]
+
+
+class Reconciler:
+    """The steps over one source, one artifact store and one holder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        renderer: Renderer,
+        artifacts: ArtifactStore,
+        holder: GenerationHolder,
+        meta: Mapping[str, bytes],
+        source: Source | None = None,
+        on_source_opened: Callable[[], None] = lambda: None,
+        on_desired: Callable[[str], None] = lambda revision: None,
+    ) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.artifacts = artifacts
+        self.holder = holder
+        self.meta = meta  # the `.meta/` of what we write
+        self.source = source
+        self.on_source_opened = on_source_opened
+        self.previous: StoredGeneration | None = None  # what `write` may hard-link from
+        self.on_desired = on_desired  # the fetch step learnt which revision is desired
+        self.steps: tuple[tuple[str, Step], ...] = (
+            ("fetch", self._fetch),
+            ("snapshot", self._snapshot),
+            ("validate", self._validate),
+            ("render", self._render),
+            ("peer-check", self._peer_check),
+            ("write", self._write),
+            ("swap-current", self._swap_current),
+            ("activate", self._activate),
+        )
+
+    def open_source(self) -> None:
+        self.source = open_source(self.settings, print_progress if self.settings.progress else None)
+        log.info("source %s", self.source.description)
+
+    def run(self, trigger: str, started: float, skip: Collection[str] = ()) -> Outcome:
+        """One attempt through the steps; never raises (a bug is a FAILED outcome)."""
+        attempt = Attempt(trigger, skip, started)
+        t0 = time.monotonic()
+        result, message, reason, delay = Result.APPLIED, "", "", None
+        try:
+            for name, step in self.steps:
+                attempt.step = name
+                t_step = time.monotonic()
+                done = step(attempt)
+                attempt.timings[name] = time.monotonic() - t_step
+                if not done:
+                    result = Result.UNCHANGED
+                    break
+        except InvalidRevision as exc:
+            result, message = Result.INVALID, str(exc)
+            attempt.issues = exc.findings or attempt.issues
+        except Temporary as exc:
+            result, message, reason, delay = Result.FAILED, f"{attempt.step}: {exc}", exc.reason, exc.delay
+        except OSError as exc:
+            result, message, reason = Result.FAILED, f"{attempt.step}: {exc}", Reason.RETRYING_AFTER_ERROR
+        except Exception as exc:  # a bug must not stop the daemon serving the last good generation
+            log.exception("revision=%s reconcile step %s failed", attempt.revision, attempt.step)
+            result, message = Result.FAILED, f"{attempt.step}: internal error: {exc!r}"
+            reason = Reason.RETRYING_AFTER_ERROR
+        return Outcome(
+            result=result,
+            trigger=trigger,
+            started=started,
+            duration=time.monotonic() - t0,
+            revision=attempt.revision,
+            step=attempt.step,
+            message=message,
+            reason=reason,
+            delay=delay,
+            findings=attempt.issues,
+            timings=MappingProxyType(dict(attempt.timings)),
+            generation=attempt.generation,
+        )
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def _fetch(self, attempt: Attempt) -> bool:
+        if self.source is None:  # it could not be opened at start
+            self.open_source()
+            self.on_source_opened()
+        assert self.source is not None
+        revision = self.source.fetch()
+        attempt.revision = revision
+        self.on_desired(revision)
+        return revision not in attempt.skip
+
+    def _snapshot(self, attempt: Attempt) -> bool:
+        assert self.source is not None and attempt.revision is not None
+        attempt.snapshot = self.source.snapshot(attempt.revision)
+        return True
+
+    def _validate(self, attempt: Attempt) -> bool:
+        assert attempt.snapshot is not None
+        result = validate(attempt.snapshot)
+        attempt.issues = result.issues
+        if result.state is None:
+            raise InvalidRevision(findings.summary(result.issues), result.issues)
+        attempt.state = result.state
+        return True
+
+    def _render(self, attempt: Attempt) -> bool:
+        assert attempt.state is not None
+        # A template failing here (validation renders each template once, not every pass the
+        # renderer makes) raises TemplateFailure, an InvalidRevision: not an error to retry.
+        attempt.files = dict(self.renderer(attempt.state))
+        return True
+
+    def _peer_check(self, attempt: Attempt) -> bool:
+        """`dhcpd -t -cf` on the rendered dhcpd.conf, when ISC dhcpd is installed."""
+        assert attempt.files is not None
+        conf = attempt.files.get("dhcpd.conf")
+        dhcpd = shutil.which("dhcpd") or shutil.which("dhcpd", path="/usr/sbin:/sbin")
+        if conf is None or dhcpd is None:
+            return True
+        with tempfile.NamedTemporaryFile(prefix="dhcpd-", suffix=".conf") as fh:
+            fh.write(conf)
+            fh.flush()
+            proc = subprocess.run([dhcpd, "-t", "-cf", fh.name], capture_output=True, timeout=30, check=False)
+        if proc.returncode != 0:
+            output = (proc.stderr or proc.stdout).decode(errors="replace")
+            lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith(("Internet Systems",
+                     "Copyright", "For info", "ldap-", "Config file"))]
+            message = "rendered dhcpd.conf rejected by dhcpd -t: " + " / ".join(lines[-5:])
+            raise InvalidRevision(message, (Issue("dhcpd.conf", 0, 0, "peer-check", Severity.ERROR, message),))
+        return True
+
+    def _write(self, attempt: Attempt) -> bool:
+        assert attempt.files is not None and attempt.snapshot is not None and attempt.revision is not None
+        parts: dict[str, float] = {}
+        # A revision written before (a revert to it) with another report secret is written again.
+        stale = self.artifacts.meta(attempt.revision, REPORT_KEY_META) != self.meta[REPORT_KEY_META]
+        attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
+                                            previous=self.previous, timings=parts, meta=self.meta, replace=stale)
+        attempt.timings.update((f"write.{name}", seconds) for name, seconds in parts.items())
+        return True
+
+    def _swap_current(self, attempt: Attempt) -> bool:
+        assert attempt.revision is not None
+        self.artifacts.swap_current(attempt.revision)
+        return True
+
+    def _activate(self, attempt: Attempt) -> bool:
+        assert attempt.revision is not None and attempt.state is not None and attempt.files is not None
+        generation = Generation(attempt.revision, attempt.state, attempt.files, attempt.root)
+        self.holder.swap(generation)
+        attempt.generation = generation
+        if attempt.root is not None and attempt.snapshot is not None:
+            self.previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files,
+                                             self.meta)
+        return True
