@@ -30,6 +30,7 @@ Caller: the daemon builds `make_boot_app(holder, events, assets_dir, extra)` and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -350,6 +351,68 @@ def make_boot_app(
                    ipxe_outside)
 
 
+# Slow clients (issue 21): connections one source address may hold open at once (beyond: refused
+# with a 503 and closed), and the seconds a request may take to send its complete headers.
+MAX_CONNECTIONS_PER_ADDRESS = 100
+HEADER_TIMEOUT = 20.0
+_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 5\r\n"
+            b"Connection: close\r\n\r\n")
+
+
+class _Admission:
+    """Per source address connection counts of one waitress server, and the slow-client bounds.
+
+    Counted on accept (the I/O thread) and on close (the I/O thread or a worker whose send found
+    the client gone), hence the lock. Refusals are logged at most once per LOG_INTERVAL."""
+
+    LOG_INTERVAL = 10.0
+
+    def __init__(self, max_per_address: int, header_timeout: float) -> None:
+        self.max_per_address = max_per_address
+        self.header_timeout = header_timeout
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self.refused = 0  # connections refused for the per-address cap, since start
+        self.header_timeouts = 0  # connections closed for headers not complete in time
+        self._logged_at = 0.0
+        self._unlogged = 0
+
+    def admit(self, host: str) -> bool:
+        with self._lock:
+            count = self._open.get(host, 0)
+            if count < self.max_per_address:
+                self._open[host] = count + 1
+                return True
+            self.refused += 1
+            self._unlogged += 1
+            now = time.monotonic()
+            if now - self._logged_at < self.LOG_INTERVAL:
+                return False
+            self._logged_at, unlogged, self._unlogged = now, self._unlogged, 0
+        log.warning("http: refused %d connection(s) from %s: it holds %d open, the most one address may "
+                    "(slow or flooding client?) revision=- mac=-", unlogged, host, self.max_per_address)
+        return False
+
+    def release(self, host: str) -> None:
+        with self._lock:
+            left = self._open.get(host, 1) - 1
+            if left > 0:
+                self._open[host] = left
+            else:
+                self._open.pop(host, None)
+
+    def maintenance(self, channels: Iterable[Any]) -> None:
+        """Close every connection whose request headers are overdue (I/O thread, about once a second)."""
+        now = time.monotonic()
+        for channel in channels:
+            deadline = getattr(channel, "header_deadline", None)
+            if deadline is not None and deadline <= now and not channel.requests and not channel.will_close:
+                channel.will_close = True  # closed by waitress at its next write turn
+                self.header_timeouts += 1
+                log.info("http: closed a connection from %s: no complete request headers within %.0f s "
+                         "revision=- mac=-", channel.addr[0] if channel.addr else "?", self.header_timeout)
+
+
 # Bytes one connection may send per turn of waitress's I/O loop before the loop serves the others
 # (accepts, reads, other downloads). See StreamingChannel; bench/http.py --turn-kib measures it.
 TURN_BYTES = 128 << 10
@@ -380,11 +443,49 @@ class StreamingChannel(HTTPChannel):
     """
 
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        admission: _Admission | None = getattr(server, "admission", None)
+        self._host = str(addr[0]) if isinstance(addr, tuple) and addr else str(addr)
+        self._admission = admission
+        if admission is not None and not admission.admit(self._host):
+            # Over the per-address cap: a short 503 and close, before this becomes a channel
+            # (waitress's handle_accept keeps no reference to it).
+            self._admission = None
+            with contextlib.suppress(OSError):
+                sock.send(_REFUSED)
+            sock.close()
+            return
         self.io_thread = threading.get_ident()  # channels are made by handle_accept, on the I/O thread
         self.turn_bytes: int = getattr(server, "turn_bytes", TURN_BYTES)
         self._sending: ReadOnlyFileBasedBuffer | None = None  # the file being sent, and where it is
         self._offset = 0
+        # When the request being received must have all its headers (None: no request head is
+        # being waited for). waitress's channel_timeout is reset by every byte, so a client
+        # trickling a byte a second would hold the connection for good without it.
+        timeout = admission.header_timeout if admission is not None else None
+        self.header_deadline: float | None = time.monotonic() + timeout if timeout is not None else None
         super().__init__(server, sock, addr, adj, map=map)
+
+    def received(self, data: bytes) -> bool:
+        admission = self._admission
+        if admission is None or not data:
+            return bool(super().received(data))
+        request = self.request
+        if self.header_deadline is None and (request is None or not request.headers_finished):
+            self.header_deadline = time.monotonic() + admission.header_timeout  # a new request head begins
+        result = bool(super().received(data))
+        request = self.request
+        if request is not None:
+            if request.headers_finished:
+                self.header_deadline = None
+        elif data.strip(b"\r\n"):
+            self.header_deadline = None  # a request was completed and queued (blank lines complete nothing)
+        return result
+
+    def del_channel(self, map: Any = None) -> None:
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission.release(self._host)
+        super().del_channel(map)
 
     def _flush_some(self, do_close: bool = True) -> bool:
         on_io = threading.get_ident() == self.io_thread
@@ -519,9 +620,12 @@ class HttpServer:
         max_request_header_size: int = MAX_REQUEST_HEADER_SIZE,
         max_request_body_size: int = MAX_REQUEST_BODY_SIZE,
         turn_bytes: int = TURN_BYTES,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self._listen = listen
         self._turn_bytes = turn_bytes
+        self.admission = _Admission(max_connections_per_address, header_timeout)
         self._app = app
         self._settings: dict[str, Any] = {
             "threads": threads,
@@ -532,6 +636,7 @@ class HttpServer:
             "max_request_header_size": max_request_header_size,
             "max_request_body_size": max_request_body_size,
             "channel_timeout": 120,
+            "cleanup_interval": 1,  # how often overdue headers and idle channels are looked for
             "ident": "netboot-reconcile",
             "expose_tracebacks": False,
         }
@@ -554,6 +659,14 @@ class HttpServer:
             raise ValueError(f"--http-listen {host}:{port} resolves to several addresses: give one IP address")
         server.channel_class = StreamingChannel  # accept() only runs in server.run, below
         server.turn_bytes = self._turn_bytes
+        server.admission = admission = self.admission
+        waitress_maintenance = server.maintenance
+
+        def maintenance(now: float) -> None:
+            waitress_maintenance(now)
+            admission.maintenance(list(server.active_channels.values()))
+
+        server.maintenance = maintenance
         self._server = server
         self.address = (str(server.effective_host), int(server.effective_port))
         self._thread = threading.Thread(target=server.run, name="http", daemon=True)
