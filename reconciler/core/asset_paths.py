@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from reconciler.core.assets import STORE_DIR
 from reconciler.core.model import BootFiles
 
 IPXE_ASSETS = "/assets/ipxe/"  # where DHCP points UEFI HTTP boot clients (core.bootfiles.boot_table)
@@ -34,7 +35,20 @@ def relative_path(rel: str, raw_uri: str) -> bytes | None:
         return None
     if any(seg in (b"", b".", b"..") for seg in rel_bytes.split(b"/")):
         return None
+    if rel_bytes.split(b"/", 1)[0] == STORE_DIR.encode():
+        return None  # the content store itself is reached only through served paths
     return rel_bytes
+
+
+_REVISION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+def generation_tree(revision: str) -> bytes | None:
+    """The root-relative directory of a generation's asset links (`adapters.assetstore`), for a
+    revision that is a plain name (a commit sha, `dir-<digest>`); None for anything else."""
+    if not _REVISION.fullmatch(revision):
+        return None
+    return f"{STORE_DIR}/generations/{revision}".encode()
 
 
 def confined(resolved: bytes, root: bytes, allow_outside: frozenset[bytes]) -> bool:

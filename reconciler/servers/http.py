@@ -205,7 +205,7 @@ class BootApp:
         opened = None
         raw_uri = environ.get("REQUEST_URI", path)
         if self._assets is not None:
-            opened = self._assets.open(path[len("/assets/") :], raw_uri)
+            opened = self._assets.open(path[len("/assets/") :], raw_uri, revision or None)
         if opened is None and self._ipxe is not None and generation is not None:
             # UEFI HTTP boot is given <server_url>/assets/ipxe/<boot file> by DHCP: the site's iPXE
             # binaries, from the TFTP root when --assets-dir has no such file.

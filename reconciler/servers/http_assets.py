@@ -7,6 +7,10 @@ resolves and opens it and hands the open file to waitress as `wsgi.file_wrapper`
 (full or a range: the file is seeked to the range start and waitress sends `Content-Length`
 bytes from there) is streamed by waitress's I/O thread and never holds a worker thread.
 
+Storage: a path `assets sync` or the daemon manages is a hard link into the content store under
+the root (`adapters.assetstore`); a request for revision R is answered from R's tree of links
+first, so `/r/<R>/assets/...` serves R's bytes for as long as R is kept.
+
 Safety: a request never leaves the assets root. Encoded slashes, backslashes and NULs in the raw
 URI, `.`/`..`/empty segments, absolute paths and symlinks resolving outside the root all give
 404, as do directories (no listings) and anything that is not a regular file. The one exception
@@ -48,12 +52,25 @@ class AssetRoot:
         self.root = os.fsencode(os.path.realpath(root))
         self.allow_outside = frozenset(os.fsencode(os.path.realpath(p)) for p in allow_outside)
 
-    def open(self, rel: str, raw_uri: str) -> OpenAsset | None:
-        """Open `rel` (the decoded path after `/assets/`) when it is a regular file inside the root."""
+    def open(self, rel: str, raw_uri: str, revision: str | None = None) -> OpenAsset | None:
+        """Open `rel` (the decoded path after `/assets/`) when it is a regular file inside the root.
+
+        With a `revision`, the file that generation synced (`<root>/.netboot/generations/<revision>/`,
+        links into the content store) comes first: a path whose content changed in a later commit
+        keeps its old bytes for a machine installing from the older generation. Files the
+        generation did not sync (placed by hand) come from the root itself."""
         rel_bytes = asset_paths.relative_path(rel, raw_uri)
         if rel_bytes is None:
             return None
-        real = os.path.realpath(os.path.join(self.root, rel_bytes))
+        tree = asset_paths.generation_tree(revision) if revision else None
+        if tree is not None:
+            opened = self._open(os.path.join(self.root, tree, rel_bytes))
+            if opened is not None:
+                return opened
+        return self._open(os.path.join(self.root, rel_bytes))
+
+    def _open(self, path: bytes) -> OpenAsset | None:
+        real = os.path.realpath(path)
         if not asset_paths.confined(real, self.root, self.allow_outside):
             return None
         try:
