@@ -12,6 +12,7 @@ APT_PACKAGES=(
   tftp-hpa tftpd-hpa atftp
   qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf
   cloud-init nginx-light wrk openssh-server openssh-client
+  systemd
   chromium
   xorriso gnupg gpgv
 )
