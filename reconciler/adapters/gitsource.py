@@ -186,7 +186,11 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         refused=tuple(refused),
         unread=tuple(unread),
         origin=origin,
-        extra={"message": commit.message.strip().splitlines()[0] if commit.message.strip() else ""},
+        extra={
+            "message": commit.message.strip().splitlines()[0] if commit.message.strip() else "",
+            "author": f"{commit.author.name} <{commit.author.email}>",
+            "time": str(commit.commit_time),
+        },
     )
 
 

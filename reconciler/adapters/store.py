@@ -116,6 +116,21 @@ _MIGRATIONS: tuple[str, ...] = (
       AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT GLOB 'HTTPClient*'
       AND ',' || coalesce(json_extract(detail, '$.user_class'), '') || ',' NOT GLOB '*,iPXE,*';
     """,
+    # 4 -> 5 (issue 24): outcomes follow what a machine boots, not the commit hash. Each node's
+    # boot plan digest at each applied revision (`core.bootplan`; '' for rows written before:
+    # their revision stands for their plan), looked up by (mac, revision) for every event read;
+    # and what the daemon knows of each commit it saw (subject, author, commit time).
+    """
+    ALTER TABLE revision_nodes ADD COLUMN plan TEXT NOT NULL DEFAULT '';
+    DROP INDEX revision_nodes_mac;
+    CREATE INDEX revision_nodes_mac_revision ON revision_nodes (mac, revision);
+    CREATE TABLE commits (
+        revision TEXT PRIMARY KEY,
+        subject TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL DEFAULT '',
+        committed REAL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -132,6 +147,9 @@ class ReconcileRecord:
     reason: str = ""
     findings: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     id: int = 0
+    subject: str = ""  # the commit's, when the source knows it (first line of its message)
+    author: str = ""
+    committed: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -203,7 +221,7 @@ def _statements(script: str) -> list[str]:
 
 
 _EVENT_COLUMNS = "time, stage, revision, mac, node, client, detail"
-_TARGET_COLUMNS = "revision, node, mac, profile, install_once, reinstall"
+_TARGET_COLUMNS = "revision, node, mac, profile, install_once, reinstall, plan"
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -212,6 +230,36 @@ def _marks(values: Sequence[Any]) -> str:
 
 def _event(r: Sequence[Any]) -> BootEvent:
     return BootEvent(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
+
+
+def _target(r: Sequence[Any]) -> outcomes.Target:
+    """A Target from `_TARGET_COLUMNS` (its revision first)."""
+    return outcomes.Target(r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6])
+
+
+# Every commit seen: its reconciles (first seen, latest result) and its first application, if any.
+_COMMITS = """
+WITH seen AS (
+    SELECT revision, min(started) AS first, max(id) AS last FROM reconciles
+    WHERE revision IS NOT NULL GROUP BY revision
+), every AS (
+    SELECT revision FROM seen UNION SELECT revision FROM revisions
+)
+SELECT every.revision, coalesce(seen.first, v.applied), v.applied, coalesce(r.result, ''), coalesce(r.reason, ''),
+       coalesce(r.findings, '[]'), coalesce(c.subject, ''), coalesce(c.author, ''), c.committed
+FROM every
+LEFT JOIN seen ON seen.revision = every.revision
+LEFT JOIN revisions v ON v.revision = every.revision
+LEFT JOIN reconciles r ON r.id = seen.last
+LEFT JOIN commits c ON c.revision = every.revision
+"""
+
+
+def _commit(r: Sequence[Any]) -> outcomes.CommitInfo:
+    return outcomes.CommitInfo(
+        revision=r[0], seen=float(r[1]), applied=None if r[2] is None else float(r[2]), result=r[3], reason=r[4],
+        findings=tuple(json.loads(r[5])), subject=r[6], author=r[7], committed=r[8],
+    )
 
 
 class ResultsQueries:
@@ -228,10 +276,48 @@ class ResultsQueries:
         with self._lock:
             return self._conn.execute(sql, tuple(args)).fetchall()
 
-    def revisions(self, limit: int = 50) -> list[tuple[str, float]]:
+    def revisions(self, limit: int = 50, offset: int = 0) -> list[tuple[str, float]]:
         """Applied revisions, newest first: (revision, first served time)."""
         return [(r[0], float(r[1])) for r in self._rows(
-            "SELECT revision, applied FROM revisions ORDER BY applied DESC, rowid DESC LIMIT ?", (limit,))]
+            "SELECT revision, applied FROM revisions ORDER BY applied DESC, rowid DESC LIMIT ? OFFSET ?",
+            (limit, offset))]
+
+    def commits(self, limit: int = 50, offset: int = 0) -> list[outcomes.CommitInfo]:
+        """Every commit the daemon saw (applied, rejected, retrying), newest first."""
+        return [_commit(r) for r in self._rows(_COMMITS + " ORDER BY 2 DESC, 1 LIMIT ? OFFSET ?", (limit, offset))]
+
+    def commit_count(self) -> int:
+        return int(self._rows(
+            "SELECT count(*) FROM (SELECT revision FROM reconciles WHERE revision IS NOT NULL "
+            "UNION SELECT revision FROM revisions)")[0][0])
+
+    def commit_info(self, revision: str) -> outcomes.CommitInfo | None:
+        rows = self._rows(_COMMITS + " WHERE every.revision = ?", (revision,))
+        return _commit(rows[0]) if rows else None
+
+    def target_page(self, revision: str, limit: int, offset: int) -> tuple[list[outcomes.Target], int]:
+        """One page of the nodes `revision` declares, by name, and how many it declares."""
+        rows = self._rows(f"SELECT {_TARGET_COLUMNS} FROM revision_nodes WHERE revision = ? "  # noqa: S608
+                          "ORDER BY node LIMIT ? OFFSET ?", (revision, limit, offset))
+        total = self._rows("SELECT count(*) FROM revision_nodes WHERE revision = ?", (revision,))[0][0]
+        return [_target(r) for r in rows], int(total)
+
+    def events_with_plans(
+        self, macs: Iterable[str] | None
+    ) -> tuple[list[BootEvent], dict[tuple[str, str], str]]:
+        """The machines' events at every revision (None: every machine's), in time order, and the
+        plan digest each (revision, mac) they name served that machine (where recorded)."""
+        sql = (f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))}, n.plan "  # noqa: S608
+               "FROM boot_events e LEFT JOIN revision_nodes n ON n.mac = e.mac AND n.revision = e.revision ")
+        rows: list[Any] = []
+        if macs is None:
+            rows = self._rows(sql + "WHERE e.mac IS NOT NULL ORDER BY e.time, e.id")
+        else:
+            for chunk in _chunks(sorted(set(macs))):
+                rows += self._rows(sql + f"WHERE e.mac IN ({_marks(chunk)}) ORDER BY e.time, e.id", chunk)
+            rows.sort(key=lambda r: r[0])
+        plans = {(r[2], r[3]): r[7] for r in rows if r[7]}
+        return [_event(r) for r in rows], plans
 
     def revision_like(self, prefix: str) -> list[str]:
         """Full revisions starting with `prefix` (applied ones, then any seen in events)."""
@@ -249,7 +335,7 @@ class ResultsQueries:
         for chunk in _chunks(revs):
             sql = f"SELECT {_TARGET_COLUMNS} FROM revision_nodes WHERE revision IN ({_marks(chunk)})"  # noqa: S608
             for r in self._rows(sql + " ORDER BY revision, node", chunk):
-                out[r[0]].append(outcomes.Target(r[1], r[2], r[3], bool(r[4]), int(r[5])))
+                out[r[0]].append(_target(r))
         return out
 
     def events_of(self, revisions: Iterable[str]) -> list[BootEvent]:
@@ -272,11 +358,12 @@ class ResultsQueries:
         return [_event(r) for r in self._rows(
             f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE time >= ? ORDER BY time, id", (since,))]  # noqa: S608
 
-    def node_revisions(self, node: str) -> list[tuple[str, str, float]]:
-        """(revision, mac, applied) of every applied revision declaring `node`, newest first."""
-        return [(r[0], r[1], float(r[2])) for r in self._rows(
-            "SELECT n.revision, n.mac, v.applied FROM revision_nodes n JOIN revisions v USING (revision) "
-            "WHERE n.node = ? ORDER BY v.applied DESC", (node,))]
+    def node_revisions(self, node: str) -> list[tuple[str, outcomes.Target, float]]:
+        """(revision, the node as it declares it, applied) of every applied revision declaring `node`, newest first."""
+        cols = ", ".join("n." + c for c in _TARGET_COLUMNS.split(", "))
+        return [(r[0], _target(r), float(r[7])) for r in self._rows(
+            f"SELECT {cols}, v.applied FROM revision_nodes n JOIN revisions v USING (revision) "  # noqa: S608
+            "WHERE n.node = ? ORDER BY v.applied DESC, v.rowid DESC", (node,))]
 
     def last_serving_revision(self, mac: str) -> str | None:
         """The revision that last served this machine an install step (script, kernel, seed), if any.
@@ -310,6 +397,24 @@ class ResultsQueries:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id LIMIT ?"
         return [_event(r) for r in self._rows(sql, (*args, limit))]
+
+    def change_stamp(self) -> tuple[int, int, int]:
+        """Changes whenever an event, a reconcile or an applied revision is written (live refresh)."""
+        row = self._rows("SELECT (SELECT coalesce(max(id), 0) FROM boot_events), "
+                         "(SELECT coalesce(max(id), 0) FROM reconciles), (SELECT count(*) FROM revisions)")[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def unknown_machines(self, since: float, serving: str | None, limit: int = 100
+                         ) -> list[tuple[str, float, int, str, str]]:
+        """Machines no node of `serving` declares that the servers heard from since `since`:
+        (mac, last time, events, vendor class, last stage), the latest first."""
+        rows = self._rows(
+            "SELECT mac, max(time), count(*), coalesce(max(json_extract(detail, '$.vendor_class')), ''), "
+            "       (SELECT stage FROM boot_events l WHERE l.mac = e.mac ORDER BY time DESC LIMIT 1) "
+            "FROM boot_events e WHERE time >= ? AND mac IS NOT NULL "
+            "AND mac NOT IN (SELECT mac FROM revision_nodes WHERE revision = ?) "
+            "GROUP BY mac ORDER BY 2 DESC LIMIT ?", (since, serving or "", limit))
+        return [(r[0], float(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
 
     def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
         rows = self._rows(
@@ -492,6 +597,10 @@ class ResultsStore(ResultsQueries):
                     record.duration,
                 ),
             )
+            if record.revision and (record.subject or record.author or record.committed is not None):
+                self._conn.execute("INSERT OR REPLACE INTO commits (revision, subject, author, committed) "
+                                   "VALUES (?,?,?,?)", (record.revision, record.subject, record.author,
+                                                        record.committed))
             return int(cur.lastrowid or 0)
 
     # -- boot results ------------------------------------------------------------------------
@@ -504,9 +613,8 @@ class ResultsStore(ResultsQueries):
                 self._conn.execute("INSERT OR IGNORE INTO revisions (revision, applied) VALUES (?, ?)",
                                    (revision, applied))
                 self._conn.executemany(
-                    "INSERT OR IGNORE INTO revision_nodes (revision, node, mac, profile, install_once, reinstall) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(revision, t.node, t.mac, t.profile, int(t.install_once), t.reinstall) for t in targets],
+                    f"INSERT OR IGNORE INTO revision_nodes ({_TARGET_COLUMNS}) VALUES (?,?,?,?,?,?,?)",  # noqa: S608
+                    [(revision, t.node, t.mac, t.profile, int(t.install_once), t.reinstall, t.plan) for t in targets],
                 )
                 self._conn.execute("COMMIT")
             except BaseException:

@@ -1,9 +1,12 @@
 """`netboot-reconcile results [--state-dir DIR] [--commit SHA] [--node NAME] [--format text|json]`.
 
 Called by `reconciler.cli`. Reads `results.sqlite3` in the state directory directly (the daemon
-need not run) and prints, per commit (newest first), per node: how its boot of that commit went,
-then each node's drift (the revision it last booted vs the desired one). `--format json` adds
-every node's events (stage, time, client, detail); it is what scripts and the e2e tests read.
+need not run) and prints every commit the daemon saw (newest first) with its state (serving,
+superseded, rejected with its findings, retrying), per node of an applied one how its boot went
+(carried over from earlier commits serving it the same plan), then each node's drift (the plan
+it last booted vs the one the serving commit gives it). `desired` means what /status means: the
+newest commit seen, served or not. `--format json` adds every node's events (stage, time, client,
+detail); it is what scripts and the e2e tests read.
 Exit 0, or 2 when there is no store, the commit is unknown/ambiguous or the node unknown.
 """
 
@@ -84,13 +87,25 @@ def format_text(doc: dict[str, Any]) -> str:
     """Commits as blocks, nodes as rows: a table a person reads at a glance."""
     out: list[str] = []
     if not doc["commits"]:
-        return "no applied revision recorded yet\n"
+        return "no commit recorded yet\n"
+    out.append(f"desired {(doc['desired_revision'] or '-')[:12]}  serving {(doc['last_applied_revision'] or '-')[:12]}"
+               f"  ({doc['total_commits']} commits seen)")
+    out.append("")
     for c in doc["commits"]:
+        head = f"commit {c['revision'][:12]}  {c['state']}"
+        if c["subject"]:
+            head += f"  {c['subject']}"
+        out.append(head)
+        if c["state"] in ("rejected", "retrying"):
+            out.append(f"  {c['reason']}" if c["reason"] else "  (no reason recorded)")
+            for f in c["findings"]:
+                out.append(f"  {f.get('file')}:{f.get('line')}: {f.get('code')}: {f.get('message')}")
+            out.append("")
+            continue
         counts = [f"{c['targeted']} targeted", f"{c['booted']} booted"]
         counts += [f"{c[k]} {k.replace('_', ' ')}" for k in
                    ("succeeded", "failed", "timed_out", "in_progress", "local_disk", "pending") if c.get(k)]
-        current = "  (desired)" if c["revision"] == doc["desired_revision"] else ""
-        out.append(f"commit {c['revision'][:12]}  applied {_when(c['applied'])}{current}: {', '.join(counts)}")
+        out.append(f"  applied {_when(c['applied'])}: {', '.join(counts)}")
         rows = [(n["node"] or "?", n["mac"] or "-", n["outcome"], _when(n["started"]), n["reason"]) for n in c["nodes"]]
         if rows:
             widths = [max(len(r[i]) for r in [*rows, ("NODE", "MAC", "OUTCOME", "STARTED", "")]) for i in range(4)]
@@ -99,13 +114,12 @@ def format_text(doc: dict[str, Any]) -> str:
                 out.append(("  " + "  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:4])) + "  " + r[4]).rstrip())
         out.append("")
     if doc["nodes"]:
-        out.append("drift (last booted vs desired revision):")
+        out.append("drift (the plan each node last booted vs the one the serving commit gives it):")
         width = max(len(n["node"]) for n in doc["nodes"])
         for n in doc["nodes"]:
             last = (n["last_booted_revision"] or "never")[:12]
             state = "DRIFT" if n["drift"] else "in sync"
             outcome = f"({n['last_outcome']})"
-            out.append(f"  {n['node'].ljust(width)}  last booted {last.ljust(12)} {outcome.ljust(12)}  "
-                       f"desired {(n['desired_revision'] or '-')[:12]}  {state}")
+            out.append(f"  {n['node'].ljust(width)}  last booted {last.ljust(12)} {outcome.ljust(12)}  {state}")
         out.append("")
     return "\n".join(out)

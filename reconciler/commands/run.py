@@ -289,6 +289,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
         secret=settings.report_secret,
         boot_timeout=settings.boot_timeout,
         mac_for_address=mac_for_address,
+        status=daemon.status,
     )
     store = daemon.store
     app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},

@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from reconciler.core.events import Stage
@@ -108,6 +108,8 @@ class NodeResult:
     reason: str = ""  # the event that decided it, in words
     attempts: int = 0
     events: tuple[BootEvent, ...] = ()
+    plan: str = ""  # the plan key it was evaluated for (`plan_key`)
+    booted_revision: str | None = None  # the revision that served its latest step (may be an earlier one)
 
     def as_dict(self, with_events: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -118,6 +120,8 @@ class NodeResult:
             "finished": self.finished,
             "reason": self.reason,
             "attempts": self.attempts,
+            "plan": self.plan,
+            "booted_revision": self.booted_revision,
         }
         if with_events:
             out["events"] = [event_dict(e) for e in self.events]
@@ -211,13 +215,61 @@ def node_result(
 
 @dataclass(frozen=True)
 class Target:
-    """A node the revision's desired state declares (what the commit targets)."""
+    """A node the revision's desired state declares (what the commit targets), with its boot plan
+    digest (`core.bootplan`; "" when recorded before plans were: then the revision stands for it)."""
 
     node: str
     mac: str
     profile: str = ""
     install_once: bool = False
     reinstall: int = 0
+    plan: str = ""
+
+
+def plan_key(revision: str, plan: str | None) -> str:
+    """What a machine boots at `revision`: its plan digest, or the revision itself when unknown."""
+    return plan or f"revision:{revision}"
+
+
+Plans = Mapping[tuple[str, str], str]  # (revision, mac) -> plan digest
+
+
+def is_boot_step(event: BootEvent) -> bool:
+    """A netboot step that moves a machine onto a plan (not DHCP, not a refusal, not its own disk)."""
+    if event.stage not in NETBOOT_STAGES and event.stage not in SEED_STAGES:
+        return False
+    status = event.detail.get("status")
+    if isinstance(status, int) and status >= 400:
+        return False
+    return not is_local_disk(event)
+
+
+def carried_result(
+    events: Iterable[BootEvent],
+    plans: Plans,
+    *,
+    plan: str,
+    since: float,
+    revision: str,
+    now: float,
+    timeout: float = DEFAULT_BOOT_TIMEOUT,
+    mac: str | None = None,
+    node: str | None = None,
+) -> NodeResult:
+    """A machine's result at `revision`, whose plan for it is `plan` (a `plan_key`), applied at `since`.
+
+    Its events at every revision serving the same plan count, from its last boot of ANOTHER plan
+    before `since` on: a comment-only commit or a revert to what it runs changes nothing, while a
+    machine that installed something else in between starts over (pending) at the revert."""
+    timeline = sorted(events, key=lambda e: e.time)
+    key = {e.revision: plan_key(e.revision, plans.get((e.revision, e.mac or ""))) for e in timeline}
+    cut = max((e.time for e in timeline if key[e.revision] != plan and e.time < since and is_boot_step(e)),
+              default=float("-inf"))
+    mine = [e for e in timeline if key[e.revision] == plan and e.time >= cut]
+    result = node_result(mine, revision=revision, now=now, timeout=timeout, mac=mac, node=node)
+    steps = [e for e in mine if is_boot_step(e) or e.stage in REPORT_STAGES]
+    booted = steps[-1].revision if steps else None
+    return replace(result, plan=plan, booted_revision=booted)
 
 
 @dataclass(frozen=True)
@@ -262,25 +314,30 @@ def commit_result(
     now: float,
     timeout: float = DEFAULT_BOOT_TIMEOUT,
     applied: float | None = None,
+    plans: Plans | None = None,
 ) -> CommitResult:
-    """Every targeted node's result at `revision` (pending when silent), plus machines not targeted
-    that netbooted it (unknown MACs, nodes removed by the commit)."""
+    """Every targeted node's result at `revision` (carried over from the revisions serving it the
+    same plan: `carried_result`; pending when silent), plus machines not targeted that netbooted
+    `revision` itself (unknown MACs, nodes removed by the commit).
+
+    `events`: the targeted machines' events at any revision, and any machine's at `revision`;
+    `plans`: the plan digest of each (revision, mac) they name."""
+    plans = plans or {}
     by_mac: dict[str, list[BootEvent]] = defaultdict(list)
     name_to_mac = {t.node: t.mac for t in targets}
     for e in events:
-        if e.revision != revision:
-            continue
         mac = e.mac or (name_to_mac.get(e.node) if e.node else None)
         if mac is not None:
             by_mac[mac].append(e)
     results: list[NodeResult] = []
     targeted_macs = set()
+    since = now if applied is None else applied
     for t in sorted(targets, key=lambda t: t.node):
         targeted_macs.add(t.mac)
-        results.append(node_result(by_mac.pop(t.mac, ()), revision=revision, now=now, timeout=timeout,
-                                   mac=t.mac, node=t.node))
+        results.append(carried_result(by_mac.pop(t.mac, ()), plans, plan=plan_key(revision, t.plan), since=since,
+                                      revision=revision, now=now, timeout=timeout, mac=t.mac, node=t.node))
     for mac in sorted(by_mac):
-        evs = by_mac[mac]
+        evs = [e for e in by_mac[mac] if e.revision == revision]
         if not any(e.stage in NETBOOT_STAGES or e.stage in SEED_STAGES or e.stage in REPORT_STAGES for e in evs):
             continue  # DHCP chatter of a machine that did not netboot this revision
         results.append(node_result(evs, revision=revision, now=now, timeout=timeout, mac=mac))
@@ -289,43 +346,73 @@ def commit_result(
 
 @dataclass(frozen=True)
 class NodeDrift:
-    """A node's desired revision (the newest applied one declaring it) vs the one it last booted."""
+    """The plan the newest applied commit serves a node against the plan the machine last booted."""
 
     node: str
     mac: str
-    desired: str | None
-    last_booted: str | None  # the revision of its latest attempt (any outcome but pending)
-    last_outcome: Outcome
-    last_time: float | None
+    serving: str | None  # the newest applied revision (when it declares the node)
+    serving_plan: str | None
+    last_booted: str | None  # the revision that served its latest boot
+    last_plan: str | None
+    last: NodeResult | None  # how its latest boot went
 
     @property
     def drift(self) -> bool:
-        return self.desired is not None and self.last_booted != self.desired
+        return self.serving is not None and self.last_plan != self.serving_plan
+
+    @property
+    def last_outcome(self) -> Outcome:
+        return self.last.outcome if self.last is not None else Outcome.PENDING
+
+    @property
+    def install_seconds(self) -> float | None:
+        """From the latest attempt's first netboot step to its success."""
+        r = self.last
+        if r is None or r.outcome is not Outcome.SUCCEEDED or r.started is None or r.finished is None:
+            return None
+        return r.finished - r.started
 
     def as_dict(self) -> dict[str, Any]:
+        r = self.last
         return {
             "node": self.node,
             "mac": self.mac,
-            "desired_revision": self.desired,
+            "serving_revision": self.serving,
+            "serving_plan": self.serving_plan,
             "last_booted_revision": self.last_booted,
+            "last_booted_plan": self.last_plan,
             "last_outcome": str(self.last_outcome),
-            "last_time": self.last_time,
+            "last_reason": r.reason if r is not None else "",
+            "last_time": r.started if r is not None else None,
+            "finished": r.finished if r is not None else None,
+            "install_seconds": self.install_seconds,
             "drift": self.drift,
         }
 
 
-def node_drift(node: str, mac: str, desired: str | None, results: Iterable[NodeResult]) -> NodeDrift:
-    """Drift from the node's results over several revisions: the latest attempt wins."""
-    latest: NodeResult | None = None
-    for r in results:
-        if r.outcome is Outcome.PENDING or r.started is None:
-            continue
-        if latest is None or (latest.started is not None and r.started > latest.started):
-            latest = r
-    if latest is None:
-        return NodeDrift(node, mac, desired, None, Outcome.PENDING, None)
-    return NodeDrift(node, mac, desired, latest.revision, latest.outcome, latest.started)
-
+def node_drift(
+    target: Target | None,
+    serving: str | None,
+    events: Iterable[BootEvent],
+    plans: Plans,
+    *,
+    node: str,
+    mac: str,
+    now: float,
+    timeout: float = DEFAULT_BOOT_TIMEOUT,
+) -> NodeDrift:
+    """`target`: the node as `serving` (the newest applied revision) declares it, or None."""
+    timeline = sorted(events, key=lambda e: e.time)
+    serving_plan = plan_key(serving, target.plan) if target is not None and serving is not None else None
+    serving = serving if target is not None else None
+    steps = [e for e in timeline if is_boot_step(e)]
+    if not steps:
+        return NodeDrift(node, mac, serving, serving_plan, None, None, None)
+    latest = steps[-1]
+    last_plan = plan_key(latest.revision, plans.get((latest.revision, latest.mac or mac)))
+    last = carried_result(timeline, plans, plan=last_plan, since=float("inf"), revision=latest.revision, now=now,
+                          timeout=timeout, mac=mac, node=node)
+    return NodeDrift(node, mac, serving, serving_plan, latest.revision, last_plan, last)
 
 def unfinished_revisions(
     events: Iterable[BootEvent], *, now: float, timeout: float = DEFAULT_BOOT_TIMEOUT
@@ -346,69 +433,177 @@ def unfinished_revisions(
 # -- documents for the CLI, /api and /ui --------------------------------------------------------
 
 
-class ResultsSource(Protocol):
-    """The read queries `commits_report` and `node_report` need (adapters.store.ResultsQueries)."""
+class CommitState(enum.StrEnum):
+    """What became of a commit the daemon saw (the same words in `results`, /api, /ui and /status)."""
 
-    def revisions(self, limit: int = 50) -> list[tuple[str, float]]: ...
+    SERVING = "serving"  # applied, and the newest applied: what the machines are served now
+    SUPERSEDED = "superseded"  # applied, then replaced by a newer applied commit
+    REJECTED = "rejected"  # invalid: recorded with its findings, never served
+    RETRYING = "retrying"  # never applied: its reconciles failed for a temporary reason so far
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """A commit the daemon saw, as its reconcile history and the applied revisions record it."""
+
+    revision: str
+    seen: float  # first reconcile of it (or its first application)
+    applied: float | None  # first time it was served; None: never
+    result: str = ""  # its latest reconcile's result: applied | invalid | failed ("" when not recorded)
+    reason: str = ""
+    findings: tuple[Mapping[str, Any], ...] = ()
+    subject: str = ""
+    author: str = ""
+    committed: float | None = None
+
+    def state(self, serving: str | None) -> CommitState:
+        if self.applied is not None:
+            return CommitState.SERVING if self.revision == serving else CommitState.SUPERSEDED
+        return CommitState.REJECTED if self.result == "invalid" else CommitState.RETRYING
+
+    def as_dict(self, serving: str | None) -> dict[str, Any]:
+        state = self.state(serving)
+        return {
+            "revision": self.revision,
+            "state": str(state),
+            "subject": self.subject,
+            "author": self.author,
+            "committed": self.committed,
+            "seen": self.seen,
+            "applied": self.applied,
+            "reason": self.reason if state in (CommitState.REJECTED, CommitState.RETRYING) else "",
+            "findings": [dict(f) for f in self.findings] if state is CommitState.REJECTED else [],
+        }
+
+
+class ResultsSource(Protocol):
+    """The read queries the documents below need (adapters.store.ResultsQueries)."""
+
+    def revisions(self, limit: int = 50, offset: int = 0) -> list[tuple[str, float]]: ...
 
     def revision_like(self, prefix: str) -> list[str]: ...
 
+    def commits(self, limit: int = 50, offset: int = 0) -> list[CommitInfo]: ...
+
+    def commit_count(self) -> int: ...
+
+    def commit_info(self, revision: str) -> CommitInfo | None: ...
+
     def targets(self, revisions: Iterable[str]) -> dict[str, list[Target]]: ...
+
+    def target_page(self, revision: str, limit: int, offset: int) -> tuple[list[Target], int]: ...
 
     def events_of(self, revisions: Iterable[str]) -> list[BootEvent]: ...
 
-    def events_of_node(self, mac: str, node: str | None = None, limit: int = 5000) -> list[BootEvent]: ...
+    def events_with_plans(self, macs: Iterable[str] | None) -> tuple[list[BootEvent], dict[tuple[str, str], str]]:
+        ...
 
-    def node_revisions(self, node: str) -> list[tuple[str, str, float]]: ...
+    def node_revisions(self, node: str) -> list[tuple[str, Target, float]]: ...
 
 
 class UnknownCommit(LookupError):
     """`--commit` / `/api/commits/<sha>` names no revision the store knows (or several)."""
 
 
+def serving_revision(src: ResultsSource) -> str | None:
+    newest = src.revisions(1)
+    return newest[0][0] if newest else None
+
+
+def desired_revision(src: ResultsSource) -> str | None:
+    """What /status calls desired: the newest commit the daemon saw, applied or not."""
+    newest = src.commits(1)
+    return newest[0].revision if newest else serving_revision(src)
+
+
+# Above this many machines, their events are read in one pass rather than by MAC.
+_SCAN_MACS = 400
+
+
+def _events_for(src: ResultsSource, targets: Iterable[Target], revisions: Sequence[str]
+                ) -> tuple[list[BootEvent], dict[tuple[str, str], str]]:
+    macs = sorted({t.mac for t in targets})
+    events, plans = src.events_with_plans(None if len(macs) > _SCAN_MACS else macs)
+    known = set(macs)
+    if len(macs) <= _SCAN_MACS:  # plus machines not targeted that netbooted these revisions
+        events += [e for e in src.events_of(revisions) if (e.mac or "") not in known]
+    return events, plans
+
+
+def resolve_commit(src: ResultsSource, commit: str) -> str:
+    seen = {c.revision for c in src.commits(100_000)}
+    matches = sorted(r for r in seen if r.startswith(commit)) or src.revision_like(commit)
+    if len(matches) != 1:
+        raise UnknownCommit(f"commit {commit!r}: " + ("no such revision" if not matches else
+                            f"ambiguous ({', '.join(m[:12] for m in matches[:5])})"))
+    return matches[0]
+
+
 def commit_results(
-    src: ResultsSource, *, now: float, timeout: float, limit: int = 20, commit: str | None = None
+    src: ResultsSource, revisions: Sequence[tuple[str, float]], *, now: float, timeout: float
 ) -> list[CommitResult]:
-    """The newest `limit` applied revisions (or the one `commit` names, by prefix), newest first."""
-    applied = dict(src.revisions(max(limit, 1) if commit is None else 100_000))
-    if commit is not None:
-        matches = [r for r in applied if r.startswith(commit)] or src.revision_like(commit)
-        if len(matches) != 1:
-            raise UnknownCommit(f"commit {commit!r}: " + ("no such revision" if not matches else
-                                f"ambiguous ({', '.join(m[:12] for m in matches[:5])})"))
-        revisions = matches
-    else:
-        revisions = list(applied)[:limit]
-    targets = src.targets(revisions)
-    events: dict[str, list[BootEvent]] = defaultdict(list)
-    for e in src.events_of(revisions):
-        events[e.revision].append(e)
+    """Each applied (revision, applied time): its targets' results, carried over by plan."""
+    targets = src.targets([r for r, _ in revisions])
+    events, plans = _events_for(src, (t for ts in targets.values() for t in ts), [r for r, _ in revisions])
     return [
-        commit_result(r, targets.get(r, []), events[r], now=now, timeout=timeout, applied=applied.get(r))
-        for r in revisions
+        commit_result(r, targets.get(r, []), events, now=now, timeout=timeout, applied=applied, plans=plans)
+        for r, applied in revisions
     ]
 
 
-def node_history(
-    src: ResultsSource, name: str, mac: str | None = None, *, now: float, timeout: float
-) -> tuple[list[NodeResult], NodeDrift] | None:
-    """A node's result at every revision that declared it or that it booted, newest first, and its drift."""
-    declared = src.node_revisions(name)
-    newest = src.revisions(1)
-    if mac is None:
-        if not declared:
-            return None
-        mac = declared[0][1]
-    desired = declared[0][0] if declared and newest and declared[0][0] == newest[0][0] else None
-    by_rev: dict[str, list[BootEvent]] = defaultdict(list)
-    for e in src.events_of_node(mac, name):
-        by_rev[e.revision].append(e)
-    order = {rev: applied for rev, _, applied in declared}
-    revisions = set(order) | {r for r in by_rev if r}
-    results = [node_result(by_rev.get(r, ()), revision=r, now=now, timeout=timeout, mac=mac, node=name)
-               for r in revisions]
-    results.sort(key=lambda r: order.get(r.revision, r.started or 0.0), reverse=True)
-    return results, node_drift(name, mac, desired, results)
+def commits_page(
+    src: ResultsSource,
+    *,
+    now: float,
+    timeout: float = DEFAULT_BOOT_TIMEOUT,
+    limit: int = 20,
+    offset: int = 0,
+    commit: str | None = None,
+) -> tuple[list[CommitInfo], dict[str, CommitResult], int]:
+    """The commits seen, newest first (one page, or the one `commit` names), and the results of
+    the applied ones among them; the total number of commits seen."""
+    if commit is not None:
+        info = src.commit_info(resolve_commit(src, commit))
+        infos = [info] if info is not None else []
+        total = len(infos)
+    else:
+        infos = src.commits(limit, offset)
+        total = src.commit_count()
+    applied = [(c.revision, c.applied) for c in infos if c.applied is not None]
+    results = commit_results(src, applied, now=now, timeout=timeout)
+    return infos, {r.revision: r for r in results}, total
+
+
+def commit_doc(info: CommitInfo, result: CommitResult | None, serving: str | None, with_events: bool = True
+               ) -> dict[str, Any]:
+    doc = info.as_dict(serving)
+    if result is not None:
+        doc.update(result.as_dict(with_events))
+    else:
+        doc["targeted"] = 0
+        doc["nodes"] = []
+    return doc
+
+
+def fleet(
+    src: ResultsSource, *, now: float, timeout: float = DEFAULT_BOOT_TIMEOUT, limit: int = 100, offset: int = 0,
+    node: str | None = None,
+) -> tuple[list[NodeDrift], int]:
+    """Every node the serving commit declares (one page, by name): its plan against what it last booted."""
+    serving = serving_revision(src)
+    if serving is None:
+        return [], 0
+    targets, total = src.target_page(serving, limit, offset)
+    if node is not None:
+        targets = [t for t in src.targets([serving]).get(serving, []) if node in (t.node, t.mac)]
+        total = len(targets)
+    events, plans = src.events_with_plans([t.mac for t in targets])
+    by_mac: dict[str, list[BootEvent]] = defaultdict(list)
+    for e in events:
+        if e.mac:
+            by_mac[e.mac].append(e)
+    return [node_drift(t, serving, by_mac.get(t.mac, ()), plans, node=t.node, mac=t.mac, now=now, timeout=timeout)
+            for t in targets], total
 
 
 def commits_report(
@@ -421,36 +616,72 @@ def commits_report(
     node: str | None = None,
     with_events: bool = True,
 ) -> dict[str, Any]:
-    """What `results --format json` prints: per commit, per node: outcome and events; then drift."""
-    commits = commit_results(src, now=now, timeout=timeout, limit=limit, commit=commit)
+    """What `results --format json` prints: every commit seen (applied ones per node: outcome and
+    events), then each node's plan against what it last booted."""
+    infos, results, total = commits_page(src, now=now, timeout=timeout, limit=limit, commit=commit)
+    serving = serving_revision(src)
     docs = []
-    for c in commits:
-        doc = c.as_dict(with_events)
+    for info in infos:
+        doc = commit_doc(info, results.get(info.revision), serving, with_events)
         if node is not None:
             doc["nodes"] = [n for n in doc["nodes"] if node in (n["node"], n["mac"])]
         docs.append(doc)
-    newest = src.revisions(1)
-    current = src.targets([newest[0][0]]).get(newest[0][0], []) if newest else []
-    drift = []
-    for t in current:
-        if node is not None and node not in (t.node, t.mac):
-            continue
-        history = node_history(src, t.node, t.mac, now=now, timeout=timeout)
-        if history is not None:
-            drift.append(history[1].as_dict())
+    drifts, _ = fleet(src, now=now, timeout=timeout, limit=100_000, node=node)
     return {
         "generated": now,
         "boot_timeout": timeout,
-        "desired_revision": newest[0][0] if newest else None,
+        "desired_revision": desired_revision(src),
+        "last_applied_revision": serving,
+        "total_commits": total,
         "commits": docs,
-        "nodes": drift,
+        "nodes": [d.as_dict() for d in drifts],
     }
 
 
+@dataclass(frozen=True)
+class PlanRun:
+    """Consecutive applied commits serving a node one plan: the newest of them stands for the run."""
+
+    plan: str
+    revisions: tuple[str, ...]  # newest first
+    result: NodeResult
+
+
+def node_history(
+    src: ResultsSource, name: str, *, now: float, timeout: float
+) -> tuple[list[PlanRun], NodeDrift, list[BootEvent]] | None:
+    """A node's result per run of commits serving it one plan (newest first), its drift and events."""
+    declared = src.node_revisions(name)  # newest first
+    if not declared:
+        return None
+    mac = declared[0][1].mac
+    events, plans = src.events_with_plans([mac])
+    events.sort(key=lambda e: e.time)
+    runs: list[tuple[str, list[str], float]] = []  # plan, revisions newest first, oldest applied time
+    for revision, target, applied in declared:
+        key = plan_key(revision, target.plan)
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(revision)
+            runs[-1] = (key, runs[-1][1], applied)
+        else:
+            runs.append((key, [revision], applied))
+    out = [PlanRun(key, tuple(revs), carried_result(events, plans, plan=key, since=applied,
+                                                    revision=revs[0], now=now, timeout=timeout, mac=mac, node=name))
+           for key, revs, applied in runs]
+    serving = serving_revision(src)
+    current = declared[0][1] if declared[0][0] == serving else None
+    drift = node_drift(current, serving, events, plans, node=name, mac=mac, now=now, timeout=timeout)
+    return out, drift, events
+
+
 def node_report(src: ResultsSource, name: str, *, now: float, timeout: float = DEFAULT_BOOT_TIMEOUT) -> dict[str, Any]:
-    """`/api/nodes/<name>`: drift, then the node's result and events at each revision, newest first."""
+    """`/api/nodes/<name>`: its drift, then per run of commits serving it one plan: the result and events."""
     history = node_history(src, name, now=now, timeout=timeout)
     if history is None:
         raise LookupError(f"no node {name!r} in any applied revision")
-    results, drift = history
-    return {**drift.as_dict(), "revisions": [{"revision": r.revision, **r.as_dict()} for r in results]}
+    runs, drift, _ = history
+    return {
+        **drift.as_dict(),
+        "plans": [{"plan": r.plan, "revision": r.revisions[0], "revisions": list(r.revisions), **r.result.as_dict()}
+                  for r in runs],
+    }

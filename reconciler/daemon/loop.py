@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler import heap
@@ -30,7 +30,7 @@ from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.gitsource import Source, SourceProblem
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
-from reconciler.core import findings, outcomes, wiring
+from reconciler.core import bootplan, findings, wiring
 from reconciler.daemon.loader import REPORT_KEY_META, GenerationLoader, Renderer, report_key
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
@@ -221,6 +221,7 @@ class Daemon:
                 duration=outcome.duration,
                 reason=outcome.message,
                 findings=tuple(findings.as_dict(i) for i in outcome.findings),
+                **_commit_facts(outcome.commit),
             )
             try:
                 self.store.record_reconcile(record)
@@ -270,11 +271,7 @@ class Daemon:
         """Remember which nodes this revision targets (boot results per commit read it)."""
         if self.store is None:
             return
-        targets = [
-            outcomes.Target(n.name, n.mac, n.profile, generation.state.profiles[n.profile].install_once, n.reinstall)
-            for n in generation.state.nodes
-            if n.profile in generation.state.profiles
-        ]
+        targets = bootplan.targets(generation.state, generation.files)
         try:
             self.store.record_revision(generation.revision, self.clock(), targets)
         except Exception:
@@ -338,3 +335,12 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
         signal.signal(signal.SIGHUP, lambda *_: self.trigger("sighup"))
+
+
+def _commit_facts(extra: Mapping[str, str]) -> dict[str, Any]:
+    """Subject, author and commit time of a snapshot's commit, where its source knows them."""
+    try:
+        committed: float | None = float(extra["time"]) if extra.get("time") else None
+    except ValueError:
+        committed = None
+    return {"subject": extra.get("message", ""), "author": extra.get("author", ""), "committed": committed}

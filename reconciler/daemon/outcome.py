@@ -38,6 +38,7 @@ class Outcome:
     findings: tuple[Issue, ...] = ()  # every finding of the revision (warnings too)
     timings: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # step -> seconds
     generation: Generation | None = None  # APPLIED: what is served now
+    commit: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # snapshot's message, author, time
 
     @property
     def errors(self) -> tuple[Issue, ...]:

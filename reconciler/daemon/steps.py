@@ -139,6 +139,7 @@ class Reconciler:
             findings=attempt.issues,
             timings=MappingProxyType(dict(attempt.timings)),
             generation=attempt.generation,
+            commit=MappingProxyType(dict(attempt.snapshot.extra) if attempt.snapshot is not None else {}),
         )
 
     # -- the steps ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ that `install_once` reads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -33,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from reconciler.adapters.store import ResultsStore
-from reconciler.core import outcomes, reports
+from reconciler.core import outcomes, reports, select
 from reconciler.core.boot import parse_mac
 from reconciler.core.events import EventRow, event_of, row_of
 from reconciler.core.model import BootEvent, Node
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 MAX_REPORT_BYTES = 1024 * 1024
+COMMITS_PER_PAGE = 20
+NODES_PER_PAGE = 100
 TOKEN_HEADER = "HTTP_X_NETBOOT_TOKEN"  # noqa: S105 (a header name)
 
 
@@ -320,14 +323,59 @@ def _detail(kind: str, fields: Mapping[str, Any], query: Mapping[str, str]) -> d
 class _StoreView:
     """A read-only view of the results store: outcomes are evaluated at `clock()` with `timeout`."""
 
-    def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time,
+                 status: Callable[[], Mapping[str, Any]] | None = None,
+                 holder: GenerationHolder | None = None) -> None:
         self._store = store
         self._timeout = timeout
         self._clock = clock
+        self._status = status
+        self._holder = holder
+
+    def _daemon_status(self) -> Mapping[str, Any]:
+        if self._status is None:
+            return {}
+        try:
+            return self._status()
+        except Exception:  # the page shows the results even when the status cannot be read
+            log.exception("status for the dashboard failed")
+            return {}
+
+    def _stamp(self, now: float) -> str:
+        """Changes when anything on the pages may: new rows, the daemon's condition, the clock (timeouts)."""
+        status = self._daemon_status()
+        servers = {k: v.get("state") for k, v in dict(status.get("servers") or {}).items()}
+        text = json.dumps([self._store.change_stamp(), status.get("condition"), status.get("desired_revision"),
+                           servers, int(now // 30)], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _unknown(self, now: float, serving: str | None) -> list[dict[str, Any]]:
+        """Machines no served node declares, heard from in the last week, with the group they would match."""
+        generation = self._holder.current() if self._holder is not None else None
+        groups = select.sort_groups(generation.state.groups) if generation is not None else ()
+        boots_unknown = generation is not None and generation.state.site.unknown_clients == "boot"
+        out = []
+        for mac, last, count, vendor, stage in self._store.unknown_machines(now - 7 * 86400, serving):
+            group = select.select_group(groups, {"mac": mac}) if generation is not None else None
+            if group is None:
+                would = "none"
+            elif group.selector or boots_unknown:
+                would = group.id
+            else:
+                would = f"{group.id} (not served: unknown_clients: ignore)"
+            out.append({"mac": mac, "last_seen": last, "events": count, "vendor_class": vendor,
+                        "last_stage": stage, "group": would})
+        return out
+
+
+def _page_args(query: Mapping[str, str], default: int, most: int) -> tuple[int, int]:
+    limit = max(1, min(int(query.get("limit", str(default))), most))
+    return limit, max(0, int(query.get("offset", "0")))
 
 
 class ResultsApi(_StoreView):
-    """`/api/commits`, `/api/commits/<sha>`, `/api/nodes/<name>`: JSON read from the store."""
+    """`/api/commits`, `/api/commits/<sha>`, `/api/nodes`, `/api/nodes/<name>`, `/api/unknown`,
+    `/api/live`: JSON read from the store, paged where a list grows with the fleet or the history."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
@@ -336,30 +384,52 @@ class ResultsApi(_StoreView):
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         # No flush here: under a boot storm it would hold a worker; results lag by one batch (~0.1 s).
         now = self._clock()
+        timeout = self._timeout
         try:
+            if parts == ["live"]:
+                return _json(start_response, "200 OK", {"stamp": self._stamp(now), "generated": now})
             if parts == ["commits"]:
-                limit = max(1, min(int(query.get("limit", "20")), 500))
-                commits = outcomes.commit_results(self._store, now=now, timeout=self._timeout, limit=limit)
-                return _json(start_response, "200 OK", {"commits": [c.summary() for c in commits]})
+                limit, offset = _page_args(query, 20, 500)
+                infos, results, total = outcomes.commits_page(self._store, now=now, timeout=timeout, limit=limit,
+                                                              offset=offset)
+                serving = outcomes.serving_revision(self._store)
+                commits = []
+                for info in infos:
+                    doc = outcomes.commit_doc(info, results.get(info.revision), serving, with_events=False)
+                    doc.pop("nodes")
+                    commits.append(doc)
+                return _json(start_response, "200 OK", {
+                    "desired_revision": outcomes.desired_revision(self._store), "last_applied_revision": serving,
+                    "total": total, "limit": limit, "offset": offset, "commits": commits})
             if len(parts) == 2 and parts[0] == "commits":
-                (commit,) = outcomes.commit_results(self._store, now=now, timeout=self._timeout, commit=parts[1])
-                doc = commit.as_dict()
-                reconcile = self._store.last_reconcile_of(commit.revision)
+                (info,), results, _ = outcomes.commits_page(self._store, now=now, timeout=timeout, commit=parts[1])
+                serving = outcomes.serving_revision(self._store)
+                doc = outcomes.commit_doc(info, results.get(info.revision), serving)
+                reconcile = self._store.last_reconcile_of(info.revision)
                 doc["reconcile"] = reconcile.as_dict() if reconcile is not None else None
                 return _json(start_response, "200 OK", doc)
+            if parts == ["nodes"]:
+                limit, offset = _page_args(query, 100, 1000)
+                nodes, total = outcomes.fleet(self._store, now=now, timeout=timeout, limit=limit, offset=offset)
+                return _json(start_response, "200 OK", {"total": total, "limit": limit, "offset": offset,
+                                                        "nodes": [n.as_dict() for n in nodes]})
             if len(parts) == 2 and parts[0] == "nodes":
-                return _json(start_response, "200 OK",
-                             outcomes.node_report(self._store, parts[1], now=now, timeout=self._timeout))
+                return _json(start_response, "200 OK", outcomes.node_report(self._store, parts[1], now=now,
+                                                                            timeout=timeout))
+            if parts == ["unknown"]:
+                return _json(start_response, "200 OK", {
+                    "machines": self._unknown(now, outcomes.serving_revision(self._store))})
         except ValueError:
-            return _json(start_response, "400 Bad Request", {"error": "limit must be a number"})
+            return _json(start_response, "400 Bad Request", {"error": "limit and offset must be numbers"})
         except LookupError as exc:  # UnknownCommit, unknown node
             return _json(start_response, "404 Not Found", {"error": str(exc.args[0] if exc.args else exc)})
-        return _json(start_response, "404 Not Found",
-                     {"error": "expected /api/commits, /api/commits/<sha> or /api/nodes/<name>"})
+        return _json(start_response, "404 Not Found", {
+            "error": "expected /api/commits, /api/commits/<sha>, /api/nodes, /api/nodes/<name>, /api/unknown "
+                     "or /api/live"})
 
 
 class DashboardApp(_StoreView):
-    """`/ui/` (commits down, nodes across) and `/ui/nodes/<name>` (the node's event timeline)."""
+    """`/ui/` (header, commits, unknown machines), `/ui/fleet`, `/ui/commits/<sha>`, `/ui/nodes/<name>`."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
@@ -369,20 +439,47 @@ class DashboardApp(_StoreView):
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         # No flush here: under a boot storm it would hold a worker; results lag by one batch (~0.1 s).
         now = self._clock()
+        timeout = self._timeout
         html = "text/html; charset=utf-8"
-        if not parts:
-            if path == "/ui":
-                start_response("308 Permanent Redirect", [("Location", "/ui/"), ("Content-Length", "0")])
-                return [b""]
-            commits = outcomes.commit_results(self._store, now=now, timeout=self._timeout, limit=30)
-            return _respond(start_response, "200 OK", http_dashboard.render_dashboard(commits, now, self._timeout),
-                            html)
-        if len(parts) == 2 and parts[0] == "nodes":
-            try:
-                doc = outcomes.node_report(self._store, parts[1], now=now, timeout=self._timeout)
-            except LookupError as exc:
-                return _respond(start_response, "404 Not Found", http_dashboard.render_missing(str(exc)), html)
-            return _respond(start_response, "200 OK", http_dashboard.render_node(doc, query.get("commit")), html)
+        if path == "/ui":
+            start_response("308 Permanent Redirect", [("Location", "/ui/"), ("Content-Length", "0")])
+            return [b""]
+        try:
+            page = max(1, int(query.get("page", "1")))
+        except ValueError:
+            page = 1
+        status = self._daemon_status()
+        stamp = self._stamp(now)
+        try:
+            if not parts:
+                infos, results, total = outcomes.commits_page(self._store, now=now, timeout=timeout,
+                                                              limit=COMMITS_PER_PAGE,
+                                                              offset=(page - 1) * COMMITS_PER_PAGE)
+                serving = outcomes.serving_revision(self._store)
+                body = http_dashboard.render_overview(
+                    status, infos, results, serving, self._unknown(now, serving),
+                    http_dashboard.Paging(page, COMMITS_PER_PAGE, total), now, timeout, stamp)
+                return _respond(start_response, "200 OK", body, html)
+            if parts == ["fleet"]:
+                nodes, total = outcomes.fleet(self._store, now=now, timeout=timeout, limit=NODES_PER_PAGE,
+                                              offset=(page - 1) * NODES_PER_PAGE)
+                body = http_dashboard.render_fleet(status, nodes, http_dashboard.Paging(page, NODES_PER_PAGE, total),
+                                                   now, stamp)
+                return _respond(start_response, "200 OK", body, html)
+            if len(parts) == 2 and parts[0] == "commits":
+                (info,), results, _ = outcomes.commits_page(self._store, now=now, timeout=timeout, commit=parts[1])
+                serving = outcomes.serving_revision(self._store)
+                body = http_dashboard.render_commit(status, info, results.get(info.revision), serving, now, stamp)
+                return _respond(start_response, "200 OK", body, html)
+            if len(parts) == 2 and parts[0] == "nodes":
+                history = outcomes.node_history(self._store, parts[1], now=now, timeout=timeout)
+                if history is None:
+                    raise LookupError(f"no node {parts[1]!r} in any applied revision")
+                body = http_dashboard.render_node(status, parts[1], *history, now, stamp)
+                return _respond(start_response, "200 OK", body, html)
+        except LookupError as exc:
+            message = str(exc.args[0] if exc.args else exc)
+            return _respond(start_response, "404 Not Found", http_dashboard.render_missing(message), html)
         return _respond(start_response, "404 Not Found", http_dashboard.render_missing(f"no page {path}"), html)
 
 
@@ -409,6 +506,7 @@ def make_results_apps(
     boot_timeout: float = outcomes.DEFAULT_BOOT_TIMEOUT,
     mac_for_address: Callable[[str], str | None] | None = None,
     clock: Callable[[], float] = time.time,
+    status: Callable[[], Mapping[str, Any]] | None = None,
 ) -> dict[str, WsgiApp]:
     """The apps by the path prefix they are mounted at (`extra` of `make_boot_app`)."""
     store = recorder.store
@@ -416,6 +514,6 @@ def make_results_apps(
     registry.register(DroppedEvents(store))
     return {
         "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock),
-        "/api": ResultsApi(store, boot_timeout, clock),
-        "/ui": DashboardApp(store, boot_timeout, clock),
+        "/api": ResultsApi(store, boot_timeout, clock, status, holder),
+        "/ui": DashboardApp(store, boot_timeout, clock, status, holder),
     }

@@ -190,6 +190,7 @@ class Site:
 
     def apply(self, files: Mapping[str, str], message: str) -> str:
         for rel, text in files.items():
+            (self.repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.repo / rel).write_text(text)
         sha = commit(self.repo, message)
         assert self.daemon.reconcile_once() is Result.APPLIED
@@ -361,18 +362,88 @@ def test_api_commits_and_nodes(site: Site) -> None:
     post_json(site.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"])
     sha2 = site.apply({"nodes/node-2.yaml": node_yaml("node-2", reinstall=3)}, "reinstall node-2")
 
-    commits = site.get("/api/commits").json()["commits"]
-    assert [c["revision"] for c in commits] == [sha2, sha]
-    assert commits[1]["succeeded"] == 1 and commits[0]["pending"] == 4
+    listing = site.get("/api/commits").json()
+    commits = listing["commits"]
+    assert [c["revision"] for c in commits] == [sha2, sha] and listing["total"] == 2
+    assert [c["state"] for c in commits] == ["serving", "superseded"]
+    assert (commits[0]["subject"], commits[1]["subject"]) == ("reinstall node-2", "initial")
+    assert commits[0]["author"] == "Test <test@example.invalid>" and commits[0]["committed"] > 0
+    # node-1's plan is the same at sha2: its success carries over; node-2 must install again
+    assert commits[1]["succeeded"] == 1 and (commits[0]["succeeded"], commits[0]["pending"]) == (1, 3)
+    assert site.get("/api/commits?limit=1&offset=1").json()["commits"][0]["revision"] == sha
     one = site.get(f"/api/commits/{sha[:12]}").json()
     assert one["revision"] == sha and one["reconcile"]["result"] == "applied"
     assert [n["outcome"] for n in one["nodes"] if n["node"] == "node-1"] == ["succeeded"]
     assert site.get("/api/commits/ffffffffff").status == 404
     node = site.get("/api/nodes/node-1").json()
-    assert (node["desired_revision"], node["last_booted_revision"], node["drift"]) == (sha2, sha, True)
-    assert [r["revision"] for r in node["revisions"]] == [sha2, sha]
-    assert node["revisions"][1]["outcome"] == "succeeded"
+    assert (node["serving_revision"], node["last_booted_revision"], node["drift"]) == (sha2, sha, False)
+    assert [p["revisions"] for p in node["plans"]] == [[sha2, sha]]  # one plan, two commits
+    assert node["plans"][0]["outcome"] == "succeeded"
+    node2 = site.get("/api/nodes/node-2").json()
+    assert [p["revision"] for p in node2["plans"]] == [sha2, sha] and node2["drift"] is True
+    fleet = site.get("/api/nodes?limit=2").json()
+    assert fleet["total"] == 4 and [n["node"] for n in fleet["nodes"]] == ["node-1", "node-2"]
+    assert fleet["nodes"][0]["install_seconds"] is not None
     assert site.get("/api/nodes/nobody").status == 404
+
+
+def reject(site: Site, files: Mapping[str, str], message: str) -> str:
+    for rel, text in files.items():
+        (site.repo / rel).write_text(text)
+    sha = commit(site.repo, message)
+    assert site.daemon.reconcile_once() is Result.INVALID
+    return sha
+
+
+def revert_sequence(site: Site) -> dict[str, str]:
+    """node-1 installs; then a comment-only commit, a change of every node's kernel arguments, its
+    revert, and an invalid commit. Returns the shas by name."""
+    sha = site.sha
+    simulate_netboot(site.port, "node-1", sha)
+    assert post_json(site.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"]).status == 200
+    comment = site.apply({"profiles/install.yaml": "# who installs what\n" + PROFILE}, "comment the profile")
+    change = site.apply({"profiles/install.yaml": PROFILE.replace("ip=dhcp", "ip=dhcp, console=ttyS0")},
+                        "serial console")
+    git(site.repo, "revert", "--no-edit", "HEAD")
+    revert = git(site.repo, "rev-parse", "HEAD")
+    assert site.daemon.reconcile_once() is Result.APPLIED
+    bad = reject(site, {"nodes/node-2.yaml": "mac: 52:54:00:aa:bb:02\nip: 300.1.1.1\nprofile: install\n"},
+                 "node-2 typo")
+    site.flush()
+    return {"first": sha, "comment": comment, "change": change, "revert": revert, "bad": bad}
+
+
+def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Site) -> None:
+    """Issue 24 (fails on the old code: a comment-only commit or a revert turned every node pending and
+    drifting; the rejected commit was in no listing; `results` called the applied commit desired)."""
+    shas = revert_sequence(site)
+    doc = results_json(site.state)
+    by = {c["revision"]: c for c in doc["commits"]}
+    assert [c["revision"] for c in doc["commits"]] == [shas[k] for k in ("bad", "revert", "change", "comment", "first")]
+    assert [by[shas[k]]["state"] for k in ("bad", "revert", "change", "comment", "first")] == [
+        "rejected", "serving", "superseded", "superseded", "superseded"]
+    outcome = {k: node_entry(doc, shas[k], "node-1")["outcome"] for k in ("first", "comment", "change", "revert")}
+    assert outcome == {"first": "succeeded", "comment": "succeeded", "change": "pending", "revert": "succeeded"}
+    assert node_entry(doc, shas["revert"], "node-1")["booted_revision"] == shas["first"]
+    assert by[shas["bad"]]["nodes"] == [] and by[shas["bad"]]["subject"] == "node-2 typo"
+    assert any(f["file"] == "nodes/node-2.yaml" for f in by[shas["bad"]]["findings"]), by[shas["bad"]]
+    drift = {n["node"]: n for n in doc["nodes"]}
+    assert drift["node-1"]["drift"] is False and drift["node-1"]["last_booted_revision"] == shas["first"]
+    assert drift["node-2"]["drift"] is True  # never booted
+    # the same words as /status: desired is the newest commit seen (the rejected one), applied the serving one
+    status = site.get("/status").json()
+    assert (doc["desired_revision"], doc["last_applied_revision"]) == (shas["bad"], shas["revert"])
+    assert (status["desired_revision"], status["last_applied_revision"]) == (shas["bad"], shas["revert"])
+    text = results_text(site.state)
+    assert f"desired {shas['bad'][:12]}  serving {shas['revert'][:12]}" in text
+    assert f"commit {shas['bad'][:12]}  rejected  node-2 typo" in text and "nodes/node-2.yaml" in text
+
+    api = site.get("/api/commits").json()
+    assert [(c["revision"], c["state"]) for c in api["commits"]] == [
+        (c["revision"], c["state"]) for c in doc["commits"]]
+    assert (api["desired_revision"], api["last_applied_revision"]) == (shas["bad"], shas["revert"])
+    assert {c["revision"]: c.get("succeeded") for c in api["commits"]}[shas["revert"]] == 1
+    assert site.get("/api/nodes/node-1").json()["drift"] is False
 
 
 def test_an_acknowledged_report_survives_kill_9(tmp_path: Path) -> None:

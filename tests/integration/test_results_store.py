@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from reconciler.adapters.store import SCHEMA_VERSION, ResultsReader, ResultsStore
+from reconciler.adapters.store import SCHEMA_VERSION, ReconcileRecord, ResultsReader, ResultsStore
 from reconciler.core.model import BootEvent
 from reconciler.core.outcomes import Target
 from reconciler.core.render import render_generation
@@ -56,7 +56,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
@@ -65,6 +65,41 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     assert "INDEX boot_events_mac_time" in str(by_mac[-1][-1])
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "boot_events_revision_mac" not in indexes
+
+
+def test_a_v4_store_gets_plans_and_commit_facts_and_its_old_revisions_keep_their_results(tmp_path: Path) -> None:
+    """Version 5 (issue 24): rows from before plans have plan '' (each revision its own plan: no
+    carry-over is invented for them); new rows carry plans; rejected commits are commits too."""
+    path = tmp_path / "results.sqlite3"
+    old = ResultsStore(path)
+    old.close()
+    conn = sqlite3.connect(path)  # back to version 4's shape, with a revision recorded by it
+    conn.executescript("""
+        DROP TABLE commits; DROP INDEX revision_nodes_mac_revision;
+        ALTER TABLE revision_nodes DROP COLUMN plan; CREATE INDEX revision_nodes_mac ON revision_nodes (mac);
+        PRAGMA user_version = 4;
+    """)
+    conn.execute("INSERT INTO revisions VALUES ('r1', 10.0)")
+    conn.execute("INSERT INTO revision_nodes VALUES ('r1', 'node-1', ?, 'install', 0, 0)", (MAC,))
+    conn.execute("INSERT INTO boot_events (time, stage, revision, mac, node, detail) "
+                 "VALUES (11.0, 'kernel', 'r1', ?, 'node-1', '{\"status\": 200}')", (MAC,))
+    conn.commit()
+    conn.close()
+    store = ResultsStore(path)
+    try:
+        assert store.targets(["r1"]) == {"r1": [Target("node-1", MAC, "install", False, 0, "")]}
+        store.record_revision("r2", 20.0, [Target("node-1", MAC, "install", False, 0, "p" * 16)])
+        store.record_reconcile(ReconcileRecord("r3", "poll", "invalid", 30.0, 0.1, "bad yaml",
+                                               ({"file": "nodes/x.yaml", "line": 2, "message": "oops"},),
+                                               subject="break it", author="Ann <a@x>", committed=29.0))
+        events, plans = store.events_with_plans([MAC])
+        assert [e.revision for e in events] == ["r1"] and plans == {}  # r1's plan is unknown
+        commits = store.commits()
+        assert [(c.revision, c.state("r2"), c.subject) for c in commits] == [
+            ("r3", "rejected", "break it"), ("r2", "serving", ""), ("r1", "superseded", "")]
+        assert commits[0].findings[0]["file"] == "nodes/x.yaml" and store.commit_count() == 3
+    finally:
+        store.close()
 
 
 def test_lease_upkeep_recorded_by_an_older_version_is_dropped_and_boots_are_kept(tmp_path: Path) -> None:

@@ -179,14 +179,59 @@ def test_a_commit_counts_targeted_booted_and_results() -> None:
     assert [e["stage"] for e in doc["nodes"][0]["events"]][-1] == "report"
 
 
-def test_drift_is_the_last_booted_revision_against_the_desired_one() -> None:
-    old = node_result([*netboot(rev=REV2), ev(150, "report", rev=REV2, status="success")], revision=REV2, now=1000)
-    new = node_result([], revision=REV, now=1000, mac=MAC, node="node-1")
-    drift = node_drift("node-1", MAC, REV, [new, old])
-    assert (drift.last_booted, drift.last_outcome, drift.drift) == (REV2, Outcome.SUCCEEDED, True)
-    booted = node_result(netboot(t0=500.0), revision=REV, now=600)
-    assert node_drift("node-1", MAC, REV, [booted, old]).drift is False
-    assert node_drift("node-1", MAC, REV, [new]).as_dict()["last_booted_revision"] is None
+REV3 = "c" * 40
+P1, P2 = "1111111111111111", "2222222222222222"
+
+
+def success(t0: float, rev: str) -> list[BootEvent]:
+    return [*netboot(t0, rev), ev(t0 + 50, "report", rev, status="success")]
+
+
+def at(revision: str, plan: str, events: Iterable[BootEvent], applied: float, now: float = 5000.0) -> Outcome:
+    """node-1's outcome at `revision` serving it `plan`, with `events` over every revision."""
+    return commit_result(revision, [Target("node-1", MAC, plan=plan)], events, now=now, applied=applied,
+                         plans=PLANS).nodes[0].outcome
+
+
+PLANS = {(REV, MAC): P1, (REV2, MAC): P2, (REV3, MAC): P1}
+
+
+def test_a_commit_that_does_not_change_a_nodes_plan_carries_its_outcome_over() -> None:
+    """Issue 24: the state follows what the machine boots, not the commit hash (failed on the old code:
+    every new commit turned every node pending)."""
+    installed = success(100.0, REV)
+    # a comment-only commit serving node-1 the same plan P1: still succeeded
+    assert at(REV3, P1, installed, applied=1000.0) == Outcome.SUCCEEDED
+    # a commit changing its plan (P2): pending until it boots it
+    assert at(REV2, P2, installed, applied=1000.0) == Outcome.PENDING
+    # reverted to P1 before the machine booted P2: its P1 install stands, no drift
+    assert at(REV3, P1, installed, applied=2000.0) == Outcome.SUCCEEDED
+    drift = node_drift(Target("node-1", MAC, plan=P1), REV3, installed, PLANS, node="node-1", mac=MAC, now=5000)
+    assert (drift.last_booted, drift.last_outcome, drift.drift) == (REV, Outcome.SUCCEEDED, False)
+    assert drift.install_seconds == 150.0 - 101.0  # from its first netboot step (TFTP) to the report
+
+
+def test_a_machine_that_installed_another_plan_in_between_starts_over_at_the_revert() -> None:
+    events = [*success(100.0, REV), *success(1100.0, REV2)]  # installed P1, then P2
+    assert at(REV2, P2, events, applied=1000.0) == Outcome.SUCCEEDED
+    assert at(REV3, P1, events, applied=2000.0) == Outcome.PENDING  # the revert: it runs P2 now
+    assert at(REV, P1, events, applied=50.0) == Outcome.SUCCEEDED  # history: what it did at REV stays
+    drift = node_drift(Target("node-1", MAC, plan=P1), REV3, events, PLANS, node="node-1", mac=MAC, now=5000)
+    assert (drift.last_booted, drift.last_plan, drift.drift) == (REV2, P2, True)
+    # without plans (a store from before them), every revision is a plan of its own
+    assert at(REV3, "", success(100.0, REV), applied=1000.0) == Outcome.PENDING
+
+
+def test_drift_is_the_plan_last_booted_against_the_serving_one() -> None:
+    never = node_drift(Target("node-1", MAC, plan=P1), REV, [], PLANS, node="node-1", mac=MAC, now=1000)
+    assert (never.drift, never.last_booted, never.as_dict()["last_booted_revision"]) == (True, None, None)
+    booted = node_drift(Target("node-1", MAC, plan=P1), REV, netboot(500.0), PLANS, node="node-1", mac=MAC, now=600)
+    assert (booted.drift, booted.last_outcome) == (False, Outcome.INSTALLING)
+    # a local-disk boot or DHCP at another plan is no boot of that plan
+    disk = [*success(100.0, REV), ev(3000, "dhcp-ack", REV2), ev(3001, "ipxe-script", REV2, status=200,
+                                                                   local_disk="installed (install_once)")]
+    assert node_drift(Target("node-1", MAC, plan=P2), REV2, disk, PLANS, node="node-1", mac=MAC,
+                      now=4000).last_plan == P1
 
 
 def test_unfinished_installs_name_their_revisions() -> None:
