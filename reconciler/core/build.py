@@ -64,9 +64,11 @@ def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
     if not isinstance(doc.data, dict):
         out.report("schema", doc.loc(), f"(document): expected a mapping, found {type(doc.data).__name__}")
         return False
-    issues = schema.check(doc, kind)
+    # matchbox's own JSON files: a field its format does not have is ignored there, so a warning here.
+    unknown = "matchbox-unknown-field" if doc.loc().file.endswith(".json") else "schema"
+    issues = schema.check(doc, kind, unknown)
     out.extend(issues)
-    return not issues
+    return not any(i.is_error for i in issues)
 
 
 # -- building values ---------------------------------------------------------------------------
@@ -266,27 +268,35 @@ def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
         if kind_of(path) != "group" or not _schema_ok(doc, "group", out):
             continue
         data = doc.data
-        gid = stem(path)
-        if "id" in data and data["id"] != gid:
-            out.report("group-id-mismatch", doc.loc(("id",)), f"id {data['id']!r} differs from the file name {gid!r}")
-            continue
+        # matchbox reads a group's id from inside the file (storage/filestore.go GroupList ->
+        # storagepb.ParseGroup); the file name is only where it is kept.
+        gid = data.get("id") or stem(path)
+        if gid != stem(path):
+            out.report("group-id-differs", doc.loc(("id",)),
+                       f"group id {gid!r} (inside the file, as matchbox reads it) differs from the file name "
+                       f"{stem(path)!r}: the group is {gid!r}")
         if gid.startswith(RESERVED_ID_PREFIX):
             out.report("reserved-id", doc.loc(), _reserved_id_message("group", gid))
             continue
         if gid in groups:
             out.report("duplicate-group", doc.loc(), f"group {gid!r} is also {groups[gid].source.file}")
             continue
-        selector = dict(data.get("selector", {}))
-        if "mac" in selector:
-            mac = normalise_mac(selector["mac"])
+        selector: dict[str, str] = {}
+        invalid = False
+        for key, value in data.get("selector", {}).items():
+            if key.lower() != "mac":
+                selector[key] = value
+                continue
+            # `mac` in any case, normalised as matchbox's Group.Normalize does; kept as `mac`, the
+            # key every iPXE bootstrap sends (`mac=${mac:hexhyp}`)
+            mac = normalise_mac(value)
             if mac is None:
-                out.report(
-                    "mac-invalid",
-                    doc.loc(("selector", "mac")),
-                    f"selector.mac {selector['mac']!r} is not a MAC address",
-                )
+                out.report("mac-invalid", doc.loc(("selector", key)), f"selector.{key} {value!r} is not a MAC address")
+                invalid = True
                 continue
             selector["mac"] = mac
+        if invalid:
+            continue
         groups[gid] = Group(
             id=gid,
             name=data.get("name", gid),
@@ -304,7 +314,7 @@ def nodes(docs: Mapping[str, Document], out: Findings) -> list[Node]:
         if kind_of(path) != "node":
             continue
         name = stem(path)
-        if not _valid_node_name(name):
+        if not valid_node_name(name):
             out.report("node-name", doc.loc(), f"node name {name!r} (the file name) must be a DNS label: a-z, 0-9, '-'")
             continue
         if name.startswith(RESERVED_NODE_PREFIX):
@@ -346,6 +356,6 @@ def _reserved_id_message(kind: str, ident: str) -> str:
     )
 
 
-def _valid_node_name(name: str) -> bool:
+def valid_node_name(name: str) -> bool:
     return re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", name) is not None
 

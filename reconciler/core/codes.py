@@ -60,7 +60,12 @@ _TABLE = (
     Code("duplicate-cloud-init", E, "two cloud-init files with one name (.yaml and .yml)"),
     Code("template-syntax", E, "a template that does not compile"),
     Code("profile-id-mismatch", E, "a profile's id must be its file name (matchbox looks profiles up by file)"),
-    Code("group-id-mismatch", E, "a group's id must be its file name"),
+    Code(
+        "group-id-differs",
+        W,
+        "a group's id is read from inside the file, as matchbox reads it; its file name says another",
+    ),
+    Code("matchbox-unknown-field", W, "a field matchbox's format does not have: ignored, as matchbox ignores it"),
     Code("reserved-id", E, "ids starting with 'node.' are the renderer's per-node groups and profiles"),
     Code("reserved-name", E, "node names starting with 'group-' are the renderer's group scripts"),
     Code("duplicate-profile", E, "two profile files with one id (.yaml and .json)"),
@@ -160,6 +165,13 @@ _TABLE = (
         E,
         "with 'autoinstall' on the kernel command line, Subiquity reads the 'autoinstall:' key of "
         "user-data: a misspelt key is ignored and the install stops at a prompt",
+        lint=True,
+    ),
+    Code(
+        "cloud-init-seed-static",
+        W,
+        "the profile's cloud_init template is served only at {{ cloud_init_url }}: with another seed "
+        "URL cloud-init never fetches it",
         lint=True,
     ),
     Code(

@@ -88,8 +88,11 @@ def is_valid(data: Any, kind: str) -> bool:
     return True
 
 
-def check(doc: Document, kind: str) -> tuple[Issue, ...]:
-    """Every schema violation of `doc` against the schema of `kind`, each at its field's line."""
+def check(doc: Document, kind: str, unknown_code: str = "schema") -> tuple[Issue, ...]:
+    """Every schema violation of `doc` against the schema of `kind`, each at its field's line.
+
+    `unknown_code`: the code of an unknown field (matchbox's JSON files: a warning, as matchbox's
+    JSON decoding ignores fields it does not know)."""
     if is_valid(doc.data, kind):
         return ()
     validator = _validators()[kind]
@@ -103,7 +106,7 @@ def check(doc: Document, kind: str) -> tuple[Issue, ...]:
             for extra in extras:
                 loc = doc.loc((*path, extra))
                 hint = f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""
-                findings.append(issue("schema", loc, f"{_field(path, extra)}: unknown field{hint}"))
+                findings.append(issue(unknown_code, loc, f"{_field(path, extra)}: unknown field{hint}"))
             continue
         loc = doc.loc(path)
         findings.append(issue("schema", loc, f"{_field(path)}: {message}"))

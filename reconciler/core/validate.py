@@ -16,7 +16,9 @@ from reconciler.core import build, crossref
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.ignition import read_templates
+from reconciler.core.lint.static_seed import lint_static_seed
 from reconciler.core.locate import Locator
+from reconciler.core.machines import nodes_of_groups
 from reconciler.core.model import DesiredState, Issue
 from reconciler.core.snapshot import ASSETS_FILE, SITE_FILE, Snapshot, kind_of
 
@@ -53,6 +55,8 @@ def validate(snapshot: Snapshot) -> Validation:
     profiles = build.profiles(docs, out)
     groups = build.groups(docs, out)
     nodes = build.nodes(docs, out)
+    groups, machines = nodes_of_groups(groups, nodes, out)
+    nodes += machines
 
     where = Locator(docs)
     # A reference to a file that exists but failed (its own errors say why) is not a second
@@ -63,6 +67,8 @@ def validate(snapshot: Snapshot) -> Validation:
     known_profiles = {**dict.fromkeys(declared["profile"]), **profiles}
     crossref.check_profile_refs(profiles, {**dict.fromkeys(declared["cloud-init"]), **cloud_init}, where, out)
     crossref.check_groups(groups, known_profiles, nodes, where, out)
+    for profile in profiles.values():
+        out.extend(lint_static_seed(profile, where))
     crossref.check_nodes(nodes, known_profiles, site, where, out)
     if site is not None:
         crossref.check_subnets(site, out)
