@@ -18,13 +18,20 @@ revision that last served the machine an install step) into a `ReportFacts`, and
 The revision of an accepted report without a matching token: the one it names when that
 generation is kept, else the one that last served the machine an install step (script, kernel,
 seed), else the current one, else the named one as it is.
+
+Bodies (`parse_report_body`) are read only once the address or a header/query token admits the
+report, or to find a `token` field when neither does; bounded in nesting and fields, and
+anything unreadable is an `UnreadableReport` (400), never an exception out of the server.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
 
 from reconciler.core import template
 from reconciler.core.model import Node
@@ -110,3 +117,66 @@ def report_revision(facts: ReportFacts) -> str:
     if facts.serving is not None:
         return facts.serving
     return facts.current if facts.current is not None else named
+
+
+# ---------------------------------------------------------------------------- report bodies
+
+MAX_NESTING = 32  # JSON arrays/objects inside one another; real reports nest 2 or 3 deep
+MAX_FORM_FIELDS = 1000
+
+
+class UnreadableReport(ValueError):
+    """A report body that cannot be read; the reason is said in the 400 answer."""
+
+
+def json_nesting_ok(text: str, limit: int = MAX_NESTING) -> bool:
+    """Whether the JSON `text` nests arrays and objects at most `limit` deep (one linear scan,
+    strings skipped; run before `json.loads`, whose recursion a deep document would exhaust)."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif char in "]}":
+            depth -= 1
+    return True
+
+
+def parse_report_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """A report body as a flat mapping: a JSON object, a form, or empty; UnreadableReport when
+    it is none of these (not UTF-8, malformed, not an object, nested past MAX_NESTING, a number
+    past Python's digit limit, more than MAX_FORM_FIELDS fields)."""
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise UnreadableReport(f"the body is not UTF-8 (byte {exc.start})") from None
+    if not text:
+        return {}
+    if "json" in content_type or text.startswith("{"):
+        if not json_nesting_ok(text):
+            raise UnreadableReport(f"the JSON body nests deeper than {MAX_NESTING}")
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise UnreadableReport(f"the body is not valid JSON: {str(exc)[:120]}") from None
+        if not isinstance(doc, dict):
+            raise UnreadableReport("the JSON body is not an object")
+        return doc
+    try:
+        form = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:
+        raise UnreadableReport(f"the form body is too long: {str(exc)[:120]}") from None
+    if not form:
+        raise UnreadableReport("the body is neither JSON nor a form")
+    return {k: v[0] if len(v) == 1 else v for k, v in form.items()}

@@ -20,6 +20,7 @@ that `install_once` reads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -204,33 +205,45 @@ class ReportApp:
         client = str(environ.get("REMOTE_ADDR") or "")
         if mac is None or mac.count(":") != 5:
             return self._refuse(start_response, "bad-mac", client, mac_text, f"{mac_text!r} is not a MAC address")
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "0")
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_REPORT_BYTES:
+        length = _content_length(environ)
+        if length is None:
+            return _json(start_response, "400 Bad Request", {"error": "malformed Content-Length"})
+        if length > MAX_REPORT_BYTES:
             return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_REPORT_BYTES} bytes"})
-        body = environ["wsgi.input"].read(length) if length else b""
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
-        fields = _fields(body, str(environ.get("CONTENT_TYPE") or ""))
-        if fields is None:
-            return _json(start_response, "400 Bad Request", {"error": "the body is neither JSON nor a form"})
         generations = self._generations()
         nodes = [(g.revision, node) for g in generations if (node := _node_in(g, mac)) is not None]
-        token = str(environ.get(TOKEN_HEADER) or query.get("token") or fields.get("token") or "")
         current = self._holder.current()
         facts = reports.ReportFacts(
             mac=mac,
             client=client,
             nodes=nodes,
-            token=token,
-            named_revision=str(query.get("revision") or fields.get("revision") or ""),
+            token=str(environ.get(TOKEN_HEADER) or query.get("token") or ""),
+            named_revision=str(query.get("revision") or ""),
             serving=self._recorder.serving_revision(mac) if nodes else None,
             leased_to=self._leased_to(client, mac) if nodes else None,
             current=current.revision if current is not None else None,
             kept=frozenset(g.revision for g in generations),
         )
+        # The address and a header/query token are checked before the body is read: only a
+        # report they admit, or one that may carry its token in the body, has its body parsed.
         decision = reports.decide_report(facts, self._secret)
+        fields: dict[str, Any] = {}
+        if decision.accepted or decision.refused == "wrong-address":
+            body = _read_body(environ, length)
+            if body is None:
+                return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_REPORT_BYTES} bytes"})
+            try:
+                fields = reports.parse_report_body(body, str(environ.get("CONTENT_TYPE") or ""))
+            except reports.UnreadableReport as exc:
+                log.info("report %s from %s unreadable revision=- mac=%s: %s", kind, client or "?", mac, exc)
+                return _json(start_response, "400 Bad Request", {"error": str(exc)})
+            facts = dataclasses.replace(
+                facts,
+                token=facts.token or str(fields.get("token") or ""),
+                named_revision=facts.named_revision or str(fields.get("revision") or ""),
+            )
+            decision = reports.decide_report(facts, self._secret)
         if not decision.accepted:
             return self._refuse(start_response, decision.refused, client, mac, decision.message)
         revision = decision.revision
@@ -279,21 +292,18 @@ def _node_in(generation: Generation | None, mac: str) -> Node | None:
     return None if generation is None else generation.state.node_by_mac(mac)
 
 
-def _fields(body: bytes, content_type: str) -> dict[str, Any] | None:
-    """A report body as a flat mapping: JSON object, form, or empty."""
-    text = body.decode("utf-8", "replace").strip()
-    if not text:
-        return {}
-    if "json" in content_type or text.startswith("{"):
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            return None
-        return doc if isinstance(doc, dict) else None
-    form = parse_qs(text, keep_blank_values=True)
-    if not form:
-        return None
-    return {k: v[0] if len(v) == 1 else v for k, v in form.items()}
+def _content_length(environ: Mapping[str, Any]) -> int | None:
+    """The request's Content-Length (0 when absent), None when it is not a plain number."""
+    text = str(environ.get("CONTENT_LENGTH") or "0").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _read_body(environ: Mapping[str, Any], length: int) -> bytes | None:
+    """At most MAX_REPORT_BYTES of the body; None when it is longer (a body without a length is
+    read up to the bound and one byte more)."""
+    stream = environ["wsgi.input"]
+    body: bytes = stream.read(length) if length else stream.read(MAX_REPORT_BYTES + 1)
+    return None if len(body) > MAX_REPORT_BYTES else body
 
 
 _KEEP = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.core import reports, template
 from reconciler.core.model import Node
@@ -74,3 +76,31 @@ def test_refusal_messages_say_why() -> None:
     assert "not the node's address" in reports.decide_report(facts(), SECRET).message
     assert "token does not match" in reports.decide_report(facts(token="x"), SECRET).message
     assert "no node has mac" in reports.decide_report(facts(nodes=[]), SECRET).message
+
+
+# --- report bodies (parse_report_body) -----------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["application/json", "application/x-www-form-urlencoded", ""]))
+def test_any_body_is_a_mapping_or_unreadable_never_another_exception(body: bytes, content_type: str) -> None:
+    try:
+        fields = reports.parse_report_body(body, content_type)
+    except reports.UnreadableReport as exc:
+        assert str(exc)
+    else:
+        assert isinstance(fields, dict)
+
+
+def test_deep_json_is_refused_before_json_reads_it() -> None:
+    # Brackets inside strings do not count.
+    assert reports.json_nesting_ok('{"a": [1, {"b": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]}')
+    assert reports.json_nesting_ok("[" * 32 + "]" * 32)
+    assert not reports.json_nesting_ok("[" * 33 + "]" * 33)
+    with pytest.raises(reports.UnreadableReport, match="nests deeper than 32"):
+        reports.parse_report_body(b"[" * 100_000 + b"]" * 100_000, "application/json")
+    assert reports.parse_report_body(b'{"status": "success", "n": {"a": [1, 2]}}', "application/json") == {
+        "status": "success", "n": {"a": [1, 2]}}
+    assert reports.parse_report_body(b"status=failure&message=no+disk", "") == {"status": "failure",
+                                                                              "message": "no disk"}
+    assert reports.parse_report_body(b"  ", "application/json") == {}
