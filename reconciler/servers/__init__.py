@@ -1,14 +1,9 @@
 """Sockets and threads only: DHCP, TFTP and HTTP servers. Policy lives in core/ and protocol/.
 
-Every server's `start()` calls `prefer_short_gil_turns()`: the daemon is one process whose
-packet threads (DHCP, TFTP, waitress's I/O thread) mostly wait in poll() and need the GIL back
-at once when a datagram lands, while other threads (the lease writer, the results writer,
-waitress workers rendering a script) run Python in between. With CPython's default 5 ms switch
-interval a waking packet thread can wait 5 ms for the GIL: at 20,000 DHCP packets/s that is
-100 datagrams queued, answered as one burst that overflows the receive buffer of a client or
-relay (measured with bench/dhcp.py: pool DORA/s at <= 0.1% loss 5,500 -> 7,000-8,000).
-The cost is more GIL hand-offs: waitress alone served /ipxe at 64 connections ~5% slower
-(bench/http.py, 4,375 -> 4,131 req/s, within its noise), its downloads unchanged.
+The server modules (dhcp, tftp, http) do not import each other (an import-linter contract);
+what they share is here, in `servers.recorder` and `servers.pktinfo`. Every server's `start()`
+calls `prefer_short_gil_turns()`: packet threads that wake from poll() need the GIL back at once
+(why, and what it cost and gained: docs/SERVERS.md).
 """
 
 from __future__ import annotations

@@ -1,26 +1,19 @@
 """The embedded DHCP server: UDP sockets and threads around `protocol.dhcp_decide`; no policy.
 
-Started by the daemon (`DhcpServer(...).start()`, `.stop()`), and asked by the TFTP server for
-`mac_for_address(ip)` to stamp its events. Per datagram: decode (`protocol.dhcp`), take ONE
-Generation from the holder, take its `DhcpPlan` (`Generation.dhcp_plan`), `decide`, apply the
-lease change, send the reply where the decision's `Route` says (RFC 2131 §4.1), and queue a
-boot event. An ACK that binds a pool lease is sent by the lease store's writer thread once the
-lease is committed (group commit: one fsync per batch, not per packet). Boot events are
-collected as rows (`core.events.EventRow`) and handed to the `EventSink` in one batch per poll
-round (`record_rows`), by the packet thread itself: no event object per packet and no thread
-building them while the packet thread waits for the GIL (bench/dhcp.py, pinned to one CPU at
-12,000 DORA/s, receive delay p50: 0.74-0.89 ms with such a thread, 0.58-0.71 ms without it,
-0.35 ms recording nothing; the rest is the results store's writer).
+Role: per datagram, decode (`protocol.dhcp`), take ONE Generation and its `dhcp_plan`, `decide`,
+apply the lease change, send the reply where the decision's `Route` says (RFC 2131 §4.1), and
+collect the boot event (handed to the recorder once per poll round). An ACK binding a pool
+lease is sent once the lease store has made it durable (group commit).
 
-Sockets: one on `listen` (default port 67) and, for ProxyDHCP, one on the PXE port 4011, both
-bound to one interface (SO_BINDTODEVICE): `--dhcp-interface` when given, else the served
-generation's `dhcp.interface` (none: every interface). The binding follows the generation: one
-packet thread owns the sockets and, before it answers with a generation whose interface or
-mode differs from what is bound (or when idle, every BINDING_CHECK_MS), rebinds or opens/closes
-4011. Until a generation (or `--dhcp-interface`) says which interface, nothing listens.
-Replies carry IP_PKTINFO with the interface the request came in on, so a limited broadcast
-leaves by the right link; a unicast to a client without an address first gets an ARP entry
-(SIOCSARP), else falls back to broadcast.
+Caller: the daemon's run command (`DhcpServer(...).start()`, `.stop()`); TFTP and HTTP are given
+`mac_for_address(ip)` to name the machine behind an address.
+
+Sockets: port 67 (and 4011 in proxy mode), bound to `--dhcp-interface`, else the served
+generation's `dhcp.interface`, else every interface; nothing listens until one of them is known.
+The binding follows the generation: the packet thread rebinds before it answers with one that
+moves it. The port is never shared with another socket. Replies carry IP_PKTINFO with the
+interface the request came in on. Why events go as rows and ACKs through a wake byte, with
+the measurements: docs/SERVERS.md.
 """
 
 from __future__ import annotations

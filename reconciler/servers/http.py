@@ -1,31 +1,17 @@
 """The HTTP server: waitress serving the boot WSGI app (matchbox-compatible endpoints) and the daemon's apps.
 
-Role: `make_boot_app` builds the WSGI app for CONTRACT §3: `/boot.ipxe`, `/boot.ipxe.0`, `/ipxe`,
-`/grub`, `/metadata`, `/generic`, `/cloud-init/<mac>/<file>`, `/assets/<path>` (and the site's iPXE
-binaries under `/assets/ipxe/` from the TFTP root, for UEFI HTTP boot), and all of these
-pinned to a revision under `/r/<sha>/` (410 Gone when that generation is unknown or collected).
-Paths in `extra` (the daemon's `/status`, `/metrics`, `/hooks/git`, `/report/`, `/ui/`, ...) go
-to the daemon's apps, longest prefix first. Policy (which rendered file answers which labels, and
-the 404 reason) lives in `reconciler.core.boot`; asset files in `reconciler.servers.http_assets`.
-Each request takes ONE Generation (`holder.current()` or `holder.get(sha)`) and keeps it, and
-records one `BootEvent` through the non-blocking `EventSink`.
+Role: `make_boot_app` builds the WSGI app for CONTRACT §3 (`/boot.ipxe`, `/ipxe`, `/grub`,
+`/metadata`, `/generic`, `/cloud-init/<mac>/<file>`, `/assets/<path>`, each also pinned under
+`/r/<sha>/`, 410 once that generation is gone); paths in `extra` (`/status`, `/report/`, `/ui/`,
+...) go to the daemon's apps, longest prefix first. Policy lives in `core.boot` and
+`core.asset_paths`; each request takes ONE Generation and records one boot event.
+`HttpServer` runs waitress in one thread, tuned for boot storms and slow clients.
 
-`HttpServer` runs waitress in one background thread. Settings for boot storms (hundreds of
-clients at once): `asyncore_use_poll=True` (select() stops at 1024 descriptors),
-`connection_limit` 1000 (waitress defaults to 100 and then stops accepting), a listen backlog
-of 2048, bounded header and body sizes. Full-file and ranged asset GETs are handed to waitress as
-`wsgi.file_wrapper`; `StreamingChannel` (waitress's channel, subclassed) sends them from the I/O
-thread only, by sendfile(2), `TURN_BYTES` per connection per loop turn, so the worker threads stay
-free for small requests (iPXE scripts) and a script request waits at most a few turns, however
-fast the downloads' readers are.
+Caller: the daemon's run command builds `make_boot_app(...)` and `HttpServer(listen, app)`, calls
+`start()` and `stop(timeout)`. Tests and `bench/http.py` run it on 127.0.0.1 port 0.
 
-HEAD: waitress 3.0.2 sends whatever body the app returns, even for HEAD, and UEFI HTTP Boot
-(HEAD then GET on one keep-alive connection) then reads the stray body as the next response.
-Every HEAD answer from this app (the daemon's apps included) is therefore an empty iterable.
-
-Caller: the daemon builds `make_boot_app(holder, events, assets_dir, extra)` and an
-`HttpServer(listen, app)`, calls `start()` and, on shutdown, `stop(timeout)`. Tests and
-`bench/http.py` run it on 127.0.0.1 port 0.
+Why the waitress subclasses (files sent from the I/O thread by sendfile, the yielding
+dispatcher, empty HEAD bodies, the per-address cap and header deadline): docs/SERVERS.md.
 """
 
 from __future__ import annotations
@@ -423,23 +409,10 @@ _DISCONNECTED = frozenset(
 
 
 class StreamingChannel(HTTPChannel):
-    """waitress's channel, with file bodies sent by sendfile(2) from the I/O thread, a bounded turn at a time.
-
-    waitress 3.0.2's `_flush_some` sends until the socket would block, and runs in whichever
-    thread calls it: `write_soon` (a WORKER thread, right after the app returns a
-    `wsgi.file_wrapper`) and `handle_write` (the I/O thread). A loopback or LAN reader that keeps
-    up never makes the socket block, so (1) the worker that answered a kernel GET streams the
-    whole file itself: 8 such downloads take all 8 workers and an iPXE script request queues
-    behind them for seconds; (2) the I/O thread, once it owns a stream, sends the whole file
-    before it polls again, so downloads go one after another and nothing is accepted or read
-    meanwhile. It also copies every 16 KiB (SO_SNDBUF) through Python: read, send, seek.
-
-    Here: a worker sends only in-memory buffers (headers, scripts) and leaves a file to the I/O
-    thread (waitress's `write_soon` then pulls the trigger, since bytes remain); the I/O thread
-    sends at most `TURN_BYTES` per writable event, so every ready connection gets a turn per
-    poll; a file with a descriptor goes by `os.sendfile` (no copy through Python; the GIL is
-    released during the call). A file that ends before its Content-Length closes the connection
-    (waitress would spin on a writable socket with nothing to send).
+    """waitress's channel: file bodies sent by sendfile(2) from the I/O thread, `TURN_BYTES` per
+    turn, so workers stay free for scripts (docs/SERVERS.md); a per-address connection cap and a
+    deadline for complete request headers (`_Admission`). A file that ends before its
+    Content-Length closes the connection (waitress would spin on a writable socket).
     """
 
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
@@ -593,14 +566,8 @@ _QUEUE_LOG_FILTER = _QueueDepthSummary()
 
 
 class _YieldingDispatcher(ThreadedTaskDispatcher):
-    """waitress's task dispatcher, whose I/O thread gives up the GIL once after queueing a request.
-
-    With dozens of ready connections, poll() never blocks, so the I/O thread would hold the GIL
-    through whole switch intervals, reading and queueing requests that the workers it just woke
-    cannot run (measured with wrk at 64 connections: ~1,050 req/s against ~6,200 with the yield;
-    a shorter sys.setswitchinterval did not help). Stock waitress hid this by accident: its
-    "Task queue depth" warning, written to stderr for every queued request, blocked in write(2).
-    """
+    """waitress's task dispatcher, whose I/O thread gives up the GIL once after queueing a request,
+    so the worker it woke runs now (64 connections: ~1,050 -> ~6,200 req/s; docs/SERVERS.md)."""
 
     def add_task(self, task: Any) -> None:
         super().add_task(task)

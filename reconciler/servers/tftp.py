@@ -1,46 +1,16 @@
 """The TFTP server: UDP sockets on one epoll loop in one background thread; no policy.
 
-Role: receive RRQs on the configured address, open what `reconciler.protocol.tftp_serve`
-says to serve (`admit`, `resolve`: a generation's `tftp/<path>` bytes, else a file under the
-TFTP root), and shuttle datagrams between the client and a `ReadTransfer` state machine on a
-fresh ephemeral port (the transfer's TID), with one timer per transfer. Every finished or
-refused transfer is recorded as one `Stage.TFTP` boot event (`servers.recorder`).
+Role: receive RRQs, open what `protocol.tftp_serve` says to serve (`admit`, `resolve`: a
+generation's `tftp/<path>` bytes, else a file under the TFTP root), and shuttle datagrams
+between the client and a `protocol.tftp.ReadTransfer` on a fresh port (the transfer's TID).
+Every finished or refused transfer is one `Stage.TFTP` boot event (`servers.recorder`).
 
-Caller: the daemon (`reconciler.daemon`) builds one `TftpServer`, calls `start()` and, on
-shutdown, `stop(timeout)`; `/status` reads `active_transfers`. Tests and `bench/tftp.py`
-run it on 127.0.0.1 with port 0.
+Caller: the daemon's run command builds one `TftpServer`, calls `start()` and `stop(timeout)`;
+`/status` reads `active_transfers`. Tests and `bench/tftp.py` run it on 127.0.0.1 port 0.
 
-Concurrency: all transfers share one thread (no thread per transfer) running a small epoll
-loop of its own: per ACK the path is epoll -> recv_into a preallocated buffer (on a socket
-connected to the client, see `_Transfer`) -> the state machine -> send, with no asyncio
-handles, futures or context switches in between (asyncio's per-callback machinery cost about
-as much as the rest of a lockstep round trip). Timers are one lazily re-armed deadline per
-transfer in a heap. The only blocking calls are local file opens and preads, which are short.
-Other threads talk to the loop through `_call_soon`.
-
-Why not one loop per CPU: measured with a prototype (our server in two processes sharing the
-port through SO_REUSEPORT, each RRQ steered to the process on the CPU it arrived on), 200
-lockstep loopback transfers whose clients share the two CPUs went from 0.74x to 0.84x
-tftpd-hpa's time, windowsize 4 from 1.26x to 1.40x. The shared-CPU row is lost to cache
-locality (tftpd-hpa's child per transfer runs beside its client), which a pool only partly
-regains; with clients elsewhere, as over a network, one loop already beats tftpd-hpa. Not
-worth a process per CPU, the IPC for events and limits, and a generation copy in each.
-
-Building ahead: after a windowed transfer sends, it queues itself, and when a poll finds nothing
-ready the loop builds the next window of one queued transfer (`ReadTransfer.prepare`), the only
-moment the loop would otherwise wait. The ACK that closes the window is then answered with
-datagrams already made: at windowsize 16 that building was about 16 us of the time between an
-ACK coming in and the next window leaving, all of it spent while the client waited. Lockstep
-transfers build one datagram, no dearer than queueing it, and with more than
-BUILD_AHEAD_TRANSFERS in flight the loop is seldom idle: neither builds ahead (measured: the
-queue and its extra polls cost a 200-transfer storm at windowsize 4 about 15% more CPU).
-
-Adaptive busy polling: a lockstep transfer (windowsize 1, what PXE ROMs use) waits one round
-trip per block, and going to sleep in epoll and being woken again costs more than the rest of
-the round trip on a virtual machine. While transfers are in flight and recent datagrams came
-back within SPIN_SECONDS / 2 of the wait starting (a fast link), the loop polls without
-sleeping for up to SPIN_SECONDS before it blocks. Slower links (a moving average of the wait
-above that) and an idle server never spin; each poll gives up the GIL.
+Why one thread and its own loop (not asyncio, not a thread or process per CPU), the two
+sockets per transfer, building windows ahead and busy polling: docs/SERVERS.md, with the
+measurements. Other threads reach the loop only through `_call_soon`.
 """
 
 from __future__ import annotations
@@ -522,25 +492,10 @@ class TftpServer:
 class _Transfer:
     """One RRQ in flight: its own port (the TID), the state machine and a retransmit deadline.
 
-    The port has two non-blocking sockets in the server's epoll loop, sharing it through
-    SO_REUSEPORT (which only the same user may join). One is connected to the client: the
-    kernel gives it the client's datagrams, and it receives and sends them without an address
-    to format, parse or compare, and without a route lookup per datagram (a 200-transfer
-    lockstep storm: 10-18% faster, about 11% less server CPU). The other, unconnected, gets
-    every other sender's datagrams and answers them ERROR 5 (RFC 1350: "while not disturbing
-    the transfer"). The client's own datagrams could land there only if the port were bound to
-    every address (a wildcard listen where IP_PKTINFO told no local address: `connect` binds the
-    connected socket to one) and the client sent to another; they would be the transfer's.
-    Where the port cannot be shared, or the kernel is older than 5.4 (see SHARED_PORTS), the
-    connected socket serves alone, and strangers get the kernel's ICMP port unreachable, as
-    from tftpd-hpa, whose transfer sockets are connected.
-
-    Readable means one datagram: it is received into the server's shared buffer, and a 4-byte
-    ACK goes straight to `ReadTransfer.ack_lockstep` or `ack` (no packet value, no copy); one
-    datagram per wake-up spares the EAGAIN exception a drain-until-empty loop would pay on
-    every ACK. A window of equal-sized DATA packets goes out in one `sendmsg` with UDP generic
-    segmentation offload (UDP_SEGMENT) where the kernel has it, instead of one system call per
-    block.
+    The port has two sockets (docs/SERVERS.md): one connected to the client, which carries the
+    transfer, and one unconnected, which answers anyone else ERROR 5 (or, on kernels before 5.4,
+    none: SHARED_PORTS). A readable socket is one datagram, received into the server's shared
+    buffer; a window of equal-sized DATA packets goes out in one UDP_SEGMENT `sendmsg`.
     """
 
     def __init__(
