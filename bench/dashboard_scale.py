@@ -40,7 +40,8 @@ def rev(c: int) -> str:
 
 def install(t0: float, revision: str, i: int) -> list[EventRow]:
     m, node, client = mac(i), f"node-{i:05d}", f"10.1.{i >> 8 & 255}.{i & 255}"
-    steps = [("dhcp-offer", {"message": "DISCOVER", "vendor_class": "PXEClient:Arch:00007"}),
+    steps: list[tuple[str, dict[str, Any]]] = [
+             ("dhcp-offer", {"message": "DISCOVER", "vendor_class": "PXEClient:Arch:00007"}),
              ("dhcp-ack", {"message": "REQUEST"}), ("tftp", {"filename": "ipxe.efi", "bytes": 1_000_000}),
              ("ipxe-bootstrap", {"status": 200}), ("ipxe-script", {"status": 200}),
              ("kernel", {"status": 200, "path": "/assets/vmlinuz", "bytes": 12_000_000}),

@@ -1,8 +1,10 @@
-"""`netboot-reconcile diff --repo PATH BASE HEAD [--format markdown|json] [--path SUBDIR]`.
+"""`netboot-reconcile diff --repo PATH BASE HEAD [--format markdown|json] [--path SUBDIR] [--state-dir DIR]`.
 
 Reads both commits straight from git (no checkout), validates and renders each, and prints
 what changes for the machines (`reconciler.core.plan`, printed by `core.plan_format`).
-BASE and HEAD are anything `git rev-parse` accepts: branch names, `HEAD~1`, shas.
+BASE and HEAD are anything `git rev-parse` accepts: branch names, `HEAD~1`, shas. With
+`--state-dir`, the daemon's results store says which machines reported a successful install, and
+the install-once verdicts are per machine (`core.plan.with_installs`).
 
 Exit 0 no change, 1 changes (an invalid HEAD is a change: a broken one, with its findings
 first), 2 error of the command itself (no such repository or revision, unreadable repository).
@@ -17,9 +19,10 @@ from pathlib import Path
 import pygit2
 
 from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
+from reconciler.adapters.store import RESULTS_FILE, ResultsReader
 from reconciler.core import plan_format
 from reconciler.core.errors import InvalidRevision
-from reconciler.core.plan import Side, compare, side
+from reconciler.core.plan import Side, compare, side, with_installs
 from reconciler.core.validate import validate
 
 EXIT_SAME, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
@@ -32,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("head", metavar="HEAD", help="the revision after")
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
     p.add_argument("--path", default="", metavar="SUBDIR", help="the provisioning repository's directory in git")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="the daemon's state directory: verdicts from the installs its machines reported")
     p.set_defaults(func=run)
 
 
@@ -48,15 +53,26 @@ def _side(repo: pygit2.Repository, revision: str, subdir: str, origin: str) -> S
     return side(snapshot.revision, result.state, result.issues)
 
 
+def _installed(state_dir: Path) -> set[tuple[str, str, int]]:
+    reader = ResultsReader(state_dir / RESULTS_FILE)
+    try:
+        return {(node, mac, reinstall) for node, mac, reinstall, _, _ in reader.installs()}
+    finally:
+        reader.close()
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         repo = _open(args.repo)
         base = _side(repo, args.base, args.path, str(args.repo))
         head = _side(repo, args.head, args.path, str(args.repo))
-    except (SourceProblem, InvalidRevision, pygit2.GitError, OSError) as exc:
+        installed = _installed(args.state_dir) if args.state_dir is not None else None
+    except (SourceProblem, InvalidRevision, pygit2.GitError, OSError, RuntimeError) as exc:
         print(f"netboot-reconcile diff: {exc}", file=sys.stderr)
         return EXIT_ERROR
     plan = compare(base, head)
+    if installed is not None:
+        plan = with_installs(plan, installed)
     text = plan_format.as_json(plan) if args.format == "json" else plan_format.markdown(plan)
     sys.stdout.write(text)
     return EXIT_CHANGES if plan.changed else EXIT_SAME

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +44,8 @@ PLACEHOLDER = "REVISION"
 DHCP_CONFIGS = ("dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf")
 
 NodeStatus = Literal["added", "removed", "changed"]
-Verdict = Literal["will-reinstall", "first-install", "next-netboot", "not-installed-only", "local-disk", "no"]
+Verdict = Literal["will-reinstall", "first-install", "next-netboot", "not-installed-only", "installed-keeps-disk",
+                  "local-disk", "no"]
 SourceKind = Literal["site", "profile", "cloud-init", "group", "assets"]
 
 
@@ -168,6 +169,7 @@ class Plan:
     dhcp: tuple[FileDiff, ...]
     other_files: tuple[FileDiff, ...]
     placeholder: str = PLACEHOLDER
+    installs_known: bool = False  # verdicts refined by the machines' reported installs (`with_installs`)
 
     def by_status(self, status: NodeStatus) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.status == status)
@@ -530,3 +532,32 @@ def _uses_assets(state: DesiredState, node: Node, paths: set[str]) -> bool:
     boot = state.profiles[node.profile].boot
     refs = (boot.kernel, *boot.initrd, *boot.args)
     return any(p in ref for ref in refs for p in paths)
+
+
+def with_installs(plan: Plan, installed: Collection[tuple[str, str, int]]) -> Plan:
+    """The plan's reinstall verdicts knowing which machines reported a successful install
+    ((node, mac, reinstall counter) as the results store keeps them: `diff --state-dir`).
+
+    Install-once decides per machine: a changed plan without a counter bump reaches a machine
+    that has not installed yet at its next netboot, and never one that has (it keeps booting its
+    disk until `reinstall` is bumped); a bumped counter reinstalls only a machine that installed."""
+    nodes = []
+    for n in plan.nodes:
+        key = (n.name, n.mac, _counter(plan, n.name))
+        verdict = n.reinstall
+        if verdict.verdict == "not-installed-only":
+            verdict = Reinstall("installed-keeps-disk", "installed (reported): keeps booting its local disk; bump "
+                                "`reinstall` to apply this") if key in installed else \
+                Reinstall("next-netboot", "install-once, but no install reported yet: gets the change at its next "
+                          "netboot")
+        elif verdict.will_reinstall and not any((name, mac) == (n.name, n.mac) for name, mac, _ in installed):
+            verdict = Reinstall("first-install", "no install reported yet: installs at its next netboot")
+        nodes.append(dataclasses.replace(n, reinstall=verdict))
+    return dataclasses.replace(plan, nodes=tuple(nodes), installs_known=True)
+
+
+def _counter(plan: Plan, name: str) -> int:
+    """The node's `reinstall` counter at BASE (what an install reported so far was made with)."""
+    state = plan.base.state
+    node = next((n for n in state.nodes if n.name == name), None) if state is not None else None
+    return node.reinstall if node is not None else 0

@@ -25,6 +25,7 @@ VERDICT_TEXT = {
     "first-install": "installs (new machine)",
     "next-netboot": "boots the new plan at its next netboot",
     "not-installed-only": "no (install-once: bump `reinstall` to apply)",
+    "installed-keeps-disk": "no: installed, bump `reinstall` to apply",
     "local-disk": "no (local disk)",
     "no": "no",
 }
@@ -35,6 +36,7 @@ VERDICT_SHORT = {
     "first-install": "installs",
     "next-netboot": "yes, at its next netboot",
     "not-installed-only": "no",
+    "installed-keeps-disk": "no (installed)",
     "local-disk": "no",
     "no": "no",
 }
@@ -132,7 +134,8 @@ def _footer(plan: Plan) -> str:
         f"<sub>Both revisions rendered with the placeholder revision {code(plan.placeholder)}, so URLs pinned to a "
         "revision (`/r/<sha>/...`) show only real changes. Reinstall rule: an install-once node reinstalls when "
         "its `reinstall` counter changes; other changes reach an installed machine only through that counter."
-        "</sub>"
+        + (" Which machines installed: the daemon's results store (`--state-dir`)." if plan.installs_known else "")
+        + "</sub>"
     )
 
 
@@ -261,6 +264,7 @@ def as_json(plan: Plan) -> str:
         "head": _side(plan.head),
         "changed": plan.changed,
         "placeholder_revision": plan.placeholder,
+        "installs_known": plan.installs_known,
         "summary": {
             "added": [n.name for n in plan.by_status("added")],
             "removed": [n.name for n in plan.by_status("removed")],

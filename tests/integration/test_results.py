@@ -446,6 +446,42 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     assert site.get("/api/nodes/node-1").json()["drift"] is False
 
 
+def diff_json(repo: Path, base: str, head: str, *args: str) -> Any:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["diff", "--repo", str(repo), base, head, "--format", "json", *args])
+    assert code == 1, out.getvalue()
+    return json.loads(out.getvalue())
+
+
+def test_diff_with_the_state_dir_says_which_machines_really_installed(site: Site) -> None:
+    """Issue 24: `diff --state-dir` (fails on the old code: no such option, and one verdict for all)."""
+    sha = site.sha
+    simulate_netboot(site.port, "node-1", sha)
+    assert post_json(site.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"]).status == 200
+    (site.repo / "profiles/install.yaml").write_text(PROFILE.replace("ip=dhcp", "ip=dhcp, console=ttyS0"))
+    (site.repo / "nodes/node-3.yaml").write_text(node_yaml("node-3", reinstall=1))
+    (site.repo / "nodes/node-2.yaml").write_text(node_yaml("node-2", reinstall=1))
+    head = commit(site.repo, "serial console; reinstall node-2 and node-3")
+    assert post_json(site.port, f"/report/{MACS['node-3']}", {"status": "success"}, IPS["node-3"]).status == 200
+
+    blind = {n["name"]: n["reinstall"]["verdict"] for n in diff_json(site.repo, sha, head)["nodes"]}
+    assert blind == {"node-1": "not-installed-only", "node-2": "will-reinstall", "node-3": "will-reinstall",
+                     "node-4": "not-installed-only"}
+    doc = diff_json(site.repo, sha, head, "--state-dir", str(site.state))
+    seen = {n["name"]: n["reinstall"]["verdict"] for n in doc["nodes"]}
+    assert seen == {"node-1": "installed-keeps-disk",  # installed: bump reinstall to apply
+                    "node-2": "first-install",  # never installed: installs at its next netboot
+                    "node-3": "will-reinstall",  # installed, counter bumped
+                    "node-4": "next-netboot"}  # not installed: gets the change at its next netboot
+    assert doc["installs_known"] is True and doc["summary"]["will_reinstall"] == ["node-3"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["diff", "--repo", str(site.repo), sha, head, "--state-dir", str(site.state)]) == 1
+    assert "no: installed, bump `reinstall` to apply" in out.getvalue()
+    assert cli.main(["diff", "--repo", str(site.repo), sha, head, "--state-dir", str(site.state / "nope")]) == 2
+
+
 def test_an_acknowledged_report_survives_kill_9(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     sha = git(repo, "rev-parse", "HEAD")
