@@ -1,6 +1,7 @@
 """Boot storm: N QEMU guests power on at once; time until all have called back, ours vs the classic stack.
 
-Run on purpose, as root: `.venv/bin/python bench/boot_storm.py [--sizes 4,8,16] [--firmware mix]`.
+Run on purpose, as root: `.venv/bin/python bench/boot_storm.py [--sizes 4,8,16] [--firmware mix]`
+(the tests run `--smoke`: one guest per stack).
 Everything happens in network namespaces made here (tests/e2e/harness.Lab), deleted at the end.
 
 For each N, twice, each in a fresh namespace with the same bridge, MACs and files:
@@ -25,6 +26,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,8 +156,16 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed for one storm")
     parser.add_argument("--classic-as-rendered", action="store_true",
                         help="dnsmasq with the rendered dnsmasq.conf only (no 175.176=1 for iPXE)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp") / f"boot-storm-{int(time.time())}")
+    parser.add_argument("--workdir", type=Path, help="where logs and guests' files go (default: a new temporary "
+                        "directory, kept)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one SeaBIOS guest per stack: does the bench still run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.firmware, args.repeat, args.timeout = "1", "bios", 1, 600.0
+    if args.workdir is None:
+        args.workdir = Path(tempfile.mkdtemp(prefix="boot-storm-"))
+        args.workdir.chmod(0o755)  # nginx's workers (nobody) read the generation under it
     assets = build_assets()
     args.workdir.mkdir(parents=True, exist_ok=True)
     assets_dir = args.workdir / "assets"

@@ -1,6 +1,6 @@
 """HTTP benchmark: netboot-reconcile's boot server against nginx, same files, same run, as ratios.
 
-Run on purpose (not in the tests): `.venv/bin/python bench/http.py [--seconds 5] [--repeat 3]`.
+Run on purpose: `.venv/bin/python bench/http.py [--seconds 5] [--repeat 3]` (the tests run `--smoke`).
 Needs wrk, curl and nginx (Debian nginx-light). Everything listens on 127.0.0.1 only; nginx
 runs as a child process with its own temporary config (`-g 'daemon off;'`).
 
@@ -260,7 +260,11 @@ def main() -> None:
     parser.add_argument("--only", choices=("rps", "storm"), help="run one part only")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "ASSETS"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-trivial", nargs=2, metavar=("PORT", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 s, 1 round, 2 downloads of 1 MiB: does the bench still run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.repeat, args.big_mib, args.downloads, args.probes = 1, 1, 1, 2, 2
     if args.serve:
         serve(int(args.serve[0]), Path(args.serve[1]), args.threads, args.turn_kib)
         return

@@ -2,7 +2,7 @@
 inotify trigger) until `/ipxe` serves the new revision; p50 and p95 over N changes, per repo size.
 
 Run on purpose (not a test), as a module (bench/http.py would shadow the standard library's `http`):
-`.venv/bin/python -m bench.reconcile_latency [--sizes 1000,10000] [--changes 20]`.
+`.venv/bin/python -m bench.reconcile_latency [--sizes 1000,10000] [--changes 20]` (`--smoke`: tiny, for the tests).
 The daemon runs as a real process on 127.0.0.1; each change edits one node. The peer measured in
 the same run is git itself (the `git push` / `git commit` the user waits for anyway): the ratio
 says how much longer than git the daemon takes to serve the change. Target: p50 < 0.5 s at 1,000 nodes.
@@ -120,7 +120,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000", help="node counts, comma-separated")
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--kinds", default="push,commit")
+    parser.add_argument("--smoke", action="store_true", help="20 nodes, 2 changes: does the bench still run (tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.changes = "20", 2
     print(f"{'trigger':<18} {'nodes':>6} {'n':>3} {'p50 s':>8} {'p95 s':>8} {'git p50 s':>10} {'ratio p50':>10}")
     # Work directories are removed at the end, not between runs: on ext4 without a journal,
     # thousands of files freed a moment ago make every file the next run creates slower

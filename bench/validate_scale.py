@@ -1,11 +1,13 @@
 """Benchmark: validate repositories of 1,000 and 10,000 nodes; print time and peak RSS.
 
-Run: .venv/bin/python -m bench.validate_scale   (each size in a fresh child process, so the
-peak RSS is the validation's own). Target: 10,000 nodes in under 2 s and under 300 MB.
+Run: .venv/bin/python -m bench.validate_scale [--sizes 1000,10000]  (each size in a fresh child
+process, so the peak RSS is the validation's own; `--smoke`: a few nodes, for the tests).
+Target: 10,000 nodes in under 2 s and under 300 MB.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -13,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+SMOKE_NODES = 20
 
 
 def child(nodes: int) -> None:
@@ -33,11 +37,17 @@ def child(nodes: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        child(int(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="node counts, comma-separated")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_NODES} nodes: does the bench still run (tests)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child)
         return
+    sizes = [SMOKE_NODES] if args.smoke else [int(s) for s in args.sizes.split(",")]
     print(f"{'nodes':>7} {'read s':>8} {'validate s':>11} {'total s':>8} {'peak RSS MB':>12}  target")
-    for nodes in (1000, 10000):
+    for nodes in sizes:
         out = subprocess.run(
             [sys.executable, "-m", "bench.validate_scale", "--child", str(nodes)],
             capture_output=True,
