@@ -35,6 +35,8 @@ class Settings:
     tftp: bool = True
     tftp_root: Path = Path("/usr/lib/ipxe")
     assets_dir: Path | None = None
+    fetch_assets: bool = True  # False (--no-fetch): assets are placed by hand; a missing one is a warning
+    asset_timeout: float = 30.0  # seconds without an answer before an asset download fails
     known_hosts: Path | None = None
     ssh_key: Path | None = None
     https_token: str | None = None  # from TOKEN_ENV, read by the CLI

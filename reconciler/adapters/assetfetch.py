@@ -27,7 +27,13 @@ Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
 
 class AssetError(Exception):
-    """One asset could not be fetched, verified or extracted; the message says why."""
+    """One asset could not be fetched, verified or extracted; the message says why. Worth trying
+    again later (a timeout, a 404, a full disk) unless it is an `AssetInvalid`."""
+
+
+class AssetInvalid(AssetError):
+    """The bytes are not what the manifest says (digest, signature, a file the ISO lacks): trying
+    again gets the same answer until assets.yaml or the upstream changes."""
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -109,7 +115,7 @@ def download(
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None and length.isdigit() else None
         if size is not None and total is not None and total != size:
-            raise AssetError(f"{url}: the server says {total} bytes, assets.yaml says size {size}")
+            raise AssetInvalid(f"{url}: the server says {total} bytes, assets.yaml says size {size}")
         if total is not None:
             _check_space(partial.parent, total - have, url)
         got = have
@@ -146,7 +152,7 @@ def download(
     digest = hasher.hexdigest()
     if digest != sha256:
         partial.unlink(missing_ok=True)
-        raise AssetError(f"{url}: sha256 mismatch: got {digest}, expected {sha256} ({got} bytes; deleted)")
+        raise AssetInvalid(f"{url}: sha256 mismatch: got {digest}, expected {sha256} ({got} bytes; deleted)")
     return got
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from reconciler.adapters import openpgp
-from reconciler.adapters.assetfetch import CHUNK, AssetError, download, fetch_small
+from reconciler.adapters.assetfetch import CHUNK, AssetError, AssetInvalid, download, fetch_small
 from reconciler.adapters.assetstore import AssetStore, Synced
 from reconciler.adapters.isoimage import extract
 from reconciler.core.assets import parse_checksums, rel, spec_key, sync_order, url_file_name
@@ -36,6 +36,7 @@ class AssetState:
     state: State
     detail: str = ""
     sha256: str | None = None
+    invalid: bool = False  # failed for good: the bytes are not what the manifest says (AssetInvalid)
 
     @property
     def ok(self) -> bool:
@@ -140,7 +141,7 @@ class _Run:
                 if sha is None:
                     sha = self._download(asset)
         except AssetError as exc:
-            self._done(asset, AssetState(asset.path, "failed", str(exc)))
+            self._done(asset, AssetState(asset.path, "failed", str(exc), invalid=isinstance(exc, AssetInvalid)))
             return
         self._done(asset, AssetState(asset.path, "verified", "", sha), spec)
 
@@ -150,7 +151,7 @@ class _Run:
         if asset.checksums is not None:
             listed = self._checksum_of(asset)
             if expected is not None and listed != expected:
-                raise AssetError(f"{asset.path}: sha256 {expected} in assets.yaml, {listed} in {asset.checksums}")
+                raise AssetInvalid(f"{asset.path}: sha256 {expected} in assets.yaml, {listed} in {asset.checksums}")
             expected = listed
         assert expected is not None  # validation refuses a url nothing verifies
         if self.store.has(expected):
@@ -171,7 +172,7 @@ class _Run:
         name = url_file_name(asset.url)
         listed = parse_checksums(sums.decode("utf-8", "replace"), name)
         if listed is None:
-            raise AssetError(f"{asset.checksums}: lists no sha256 for {name}")
+            raise AssetInvalid(f"{asset.checksums}: lists no sha256 for {name}")
         return listed
 
     def extract(self, asset: Asset) -> None:
@@ -184,7 +185,7 @@ class _Run:
             if sha is None:
                 sha = self._extract(asset, image)
         except AssetError as exc:
-            self._done(asset, AssetState(asset.path, "failed", str(exc)))
+            self._done(asset, AssetState(asset.path, "failed", str(exc), invalid=isinstance(exc, AssetInvalid)))
             return
         self._done(asset, AssetState(asset.path, "verified", "", sha), spec)
 
@@ -195,7 +196,8 @@ class _Run:
             state = self.states.get(source.path)
             if state is None or state.sha256 is None:
                 why = state.detail if state is not None else "not fetched"
-                raise AssetError(f"{asset.path}: its image {source.path} failed: {why}")
+                failed = AssetInvalid if state is not None and state.invalid else AssetError
+                raise failed(f"{asset.path}: its image {source.path} failed: {why}")
             return self.store.blob(state.sha256)
         image = self.store.served(rel(source.path))  # placed by hand
         if not image.is_file():
@@ -212,7 +214,7 @@ class _Run:
         sha, _size = extract(image, asset.file, tmp, asset.path)
         if asset.sha256 is not None and sha != asset.sha256:
             tmp.unlink(missing_ok=True)
-            raise AssetError(f"{asset.path}: sha256 mismatch: {asset.file} in the image is {sha}, "
+            raise AssetInvalid(f"{asset.path}: sha256 mismatch: {asset.file} in the image is {sha}, "
                              f"assets.yaml says {asset.sha256} (deleted)")
         self.store.adopt(tmp, sha)
         return sha

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, cast
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from reconciler.adapters.assetfetch import CHUNK, AssetError
+from reconciler.adapters.assetfetch import CHUNK, AssetError, AssetInvalid
 
 
 class _Hashing:
@@ -36,16 +36,16 @@ def extract(image: Path, inner: str, dest: Path, what: str) -> tuple[str, int]:
     try:
         iso.open(str(image))
     except (PyCdlibException, OSError) as exc:
-        raise AssetError(f"{what}: {image.name} is not a readable ISO 9660 image: {exc}") from None
+        raise AssetInvalid(f"{what}: {image.name} is not a readable ISO 9660 image: {exc}") from None
     try:
         where, record = _find(iso, name)
         if record is None:
-            raise AssetError(f"{what}: the image has no file {inner}")
+            raise AssetInvalid(f"{what}: the image has no file {inner}")
         if "rr_path" in where and record.is_symlink():
             target = record.rock_ridge.symlink_path().decode("utf-8", "replace")
-            raise AssetError(f"{what}: {inner} is a symbolic link in the image (to {target}); name the file itself")
+            raise AssetInvalid(f"{what}: {inner} is a symbolic link in the image (to {target}); name the file itself")
         if record.is_dir():
-            raise AssetError(f"{what}: {inner} is a directory in the image")
+            raise AssetInvalid(f"{what}: {inner} is a directory in the image")
         expected = record.get_data_length()
         try:
             with open(dest, "wb") as fh:
@@ -58,7 +58,7 @@ def extract(image: Path, inner: str, dest: Path, what: str) -> tuple[str, int]:
             raise AssetError(f"{what}: writing {dest}: {exc.strerror or exc}") from None
         if sink.size != expected:
             dest.unlink(missing_ok=True)
-            raise AssetError(f"{what}: {inner} is cut short in the image ({sink.size} of {expected} bytes)")
+            raise AssetInvalid(f"{what}: {inner} is cut short in the image ({sink.size} of {expected} bytes)")
         return sink.hasher.hexdigest(), sink.size
     finally:
         iso.close()

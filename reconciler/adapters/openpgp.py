@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from reconciler.adapters.assetfetch import AssetError
+from reconciler.adapters.assetfetch import AssetError, AssetInvalid
 from reconciler.core.assets import dearmor
 
 
@@ -24,7 +24,7 @@ def verify_detached(data: bytes, signature: bytes, keyring: bytes, what: str) ->
     try:
         keys = dearmor(keyring)
     except ValueError as exc:
-        raise AssetError(f"{what}: keyring: {exc}") from None
+        raise AssetInvalid(f"{what}: keyring: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="netboot-gpgv-") as tmp:
         home = Path(tmp)
         home.chmod(0o700)
@@ -47,4 +47,4 @@ def verify_detached(data: bytes, signature: bytes, keyring: bytes, what: str) ->
         why = "the signature file holds no OpenPGP signature"
     else:
         why = (proc.stderr.strip().splitlines() or ["gpgv failed"])[-1]
-    raise AssetError(f"{what}: signature check failed: {why}")
+    raise AssetInvalid(f"{what}: signature check failed: {why}")

@@ -59,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-tftp", action="store_true", help="serve no TFTP")
     p.add_argument("--tftp-root", type=Path, default=Path("/usr/lib/ipxe"), help="default /usr/lib/ipxe")
     p.add_argument("--assets-dir", type=Path, help="directory served under /assets/")
+    p.add_argument("--no-fetch", action="store_true",
+                   help="fetch no assets (air-gapped sites place them by hand; a missing one is a warning)")
     p.add_argument("--known-hosts", type=Path, help="SSH known_hosts checked strictly for ssh remotes")
     p.add_argument("--ssh-key", type=Path, help="SSH private key for ssh remotes")
     p.add_argument("--webhook-secret-file", type=Path, help="shared secret of POST /hooks/git")
@@ -118,6 +120,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         tftp=not args.no_tftp,
         tftp_root=args.tftp_root,
         assets_dir=args.assets_dir,
+        fetch_assets=not args.no_fetch,
         known_hosts=args.known_hosts,
         ssh_key=args.ssh_key,
         https_token=environ.get(TOKEN_ENV) or None,

@@ -57,6 +57,10 @@ _TABLE = (
     Code("asset-extract-incomplete", E, "a file inside an ISO needs both from and file"),
     Code("asset-from-unknown", E, "from must name another asset of the manifest (an ISO image)"),
     Code("asset-path-escape", E, "a file inside an ISO must be a relative path inside it"),
+    # -- the daemon's asset step (daemon.steps)
+    Code("asset-verification-failed", E, "an asset's bytes do not verify (digest, signature, a file the ISO lacks): "
+         "it is never served"),
+    Code("asset-missing", W, "with --no-fetch, an asset assets.yaml lists is not (verified) under --assets-dir"),
     Code("duplicate-cloud-init", E, "two cloud-init files with one name (.yaml and .yml)"),
     Code("template-syntax", E, "a template that does not compile"),
     Code("profile-id-mismatch", E, "a profile's id must be its file name (matchbox looks profiles up by file)"),

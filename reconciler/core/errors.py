@@ -25,6 +25,7 @@ class Reason(enum.StrEnum):
     SOURCE_UNAVAILABLE = "SourceUnavailable"  # the remote or local repository cannot be reached or read
     STORE_UNWRITABLE = "StoreUnwritable"  # the state directory refuses writes (read-only, full, permissions)
     RETRYING_AFTER_ERROR = "RetryingAfterError"  # anything else (an OS error, a bug): retried
+    FETCHING_ASSETS = "FetchingAssets"  # the revision's assets are being (or could not yet be) fetched
 
 
 class Temporary(Exception):
@@ -49,6 +50,12 @@ class StoreUnwritable(Temporary):
     """The state directory refused a write (the generation, `current`)."""
 
     reason = Reason.STORE_UNWRITABLE
+
+
+class AssetsUnavailable(Temporary):
+    """A revision's boot assets could not be fetched now (a timeout, a 404, a full disk): retried."""
+
+    reason = Reason.FETCHING_ASSETS
 
 
 class InvalidRevision(Exception):

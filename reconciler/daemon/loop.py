@@ -67,7 +67,7 @@ class Daemon:
         self.holder.set_loader(self.loader.load)
         self.reconciler = Reconciler(settings, renderer=renderer, artifacts=self.artifacts, holder=self.holder,
                                      meta=meta, source=source, on_source_opened=self.start_watcher,
-                                     on_desired=self._desiring)
+                                     on_desired=self._desiring, on_assets=self._fetching_assets)
         self.supervisor = Supervisor()
         self.store: ResultsStore | None = None
         self._watcher: Watcher | None = None
@@ -97,6 +97,9 @@ class Daemon:
 
     def _desiring(self, revision: str) -> None:
         self._note(lambda book: book.desiring(revision))
+
+    def _fetching_assets(self, progress: Mapping[str, Any] | None) -> None:
+        self._note(lambda book: book.assets(progress))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -304,6 +307,15 @@ class Daemon:
                 log.warning("collecting old generations: %s", exc)
         if removed:
             log.info("collected %d old generation(s)", len(removed))
+        assets = self.reconciler.asset_store
+        if assets is not None and unfinished is not None:
+            try:  # content no kept generation (nor a served path) links to any more
+                freed = assets.collect(keep={*self.artifacts.stored(), generation.revision})
+            except OSError as exc:
+                log.warning("collecting unreferenced assets: %s", exc)
+            else:
+                if freed:
+                    log.info("collected %d bytes of assets no kept generation uses", freed)
         with contextlib.suppress(OSError):
             self.holder.retain_only(self.artifacts.stored())
 

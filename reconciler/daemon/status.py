@@ -63,6 +63,7 @@ class StatusBook:
     failures: int = 0  # consecutive failed attempts
     concluded: bool = False  # an attempt has concluded since start
     reconciling: bool = False  # an attempt is running now
+    fetching: Mapping[str, Any] | None = None  # the running attempt's asset progress (steps._Progress.view)
     next_attempt: float | None = None
 
     # -- transitions (pure) --------------------------------------------------------------------
@@ -77,11 +78,15 @@ class StatusBook:
         """`current` on disk (revision) is served: applied before this process started."""
         return replace(self, applied=revision)
 
+    def assets(self, progress: Mapping[str, Any] | None) -> StatusBook:
+        """The running attempt is fetching assets (None: it is done with them)."""
+        return replace(self, fetching=progress)
+
     def scheduled(self, at: float | None) -> StatusBook:
         return replace(self, next_attempt=at)
 
     def after(self, outcome: Outcome) -> StatusBook:
-        book = replace(self, reconciling=False, concluded=True)
+        book = replace(self, reconciling=False, concluded=True, fetching=None)
         if outcome.revision is not None:
             book = replace(book, desired=outcome.revision)
         match outcome.result:
@@ -113,6 +118,10 @@ class StatusBook:
 
     def condition(self) -> tuple[Condition, str, str]:
         """(condition, reason, message) of the reconcile alone, before live health."""
+        if self.reconciling and self.fetching is not None:
+            f = self.fetching
+            return (Condition.RECONCILING, "FetchingAssets",
+                    f"revision {f['revision']}: {f['verified']} of {f['assets']} assets verified")
         if self.failure is not None:
             return Condition.RECONCILING, self.failure.reason, self.failure.message
         if self.stalled:
@@ -157,6 +166,7 @@ class StatusBook:
             "warnings": list(warnings),
             "consecutive_failures": self.failures,
             "next_attempt": self.next_attempt,
+            "assets": dict(self.fetching) if self.fetching is not None else None,
         }
         out.update(extra or {})
         return out

@@ -4,12 +4,17 @@ Called by `Daemon.reconcile_once` (daemon.loop). A reconcile is an ordered list 
 one signature, `step(attempt) -> bool` (False: nothing more to do, e.g. the revision is already
 applied), as source-controller does it:
 
-    fetch -> snapshot -> validate -> render -> peer-check -> write -> swap-current -> activate
+    fetch -> snapshot -> validate -> render -> peer-check -> assets -> write -> swap-current -> activate
 
 Failures are the exceptions of `core.errors`, raised where they happen (the source, the
 renderer, the artifact store, the peer check here) and turned into the outcome by the runner
 alone: `Temporary` -> FAILED with its reason and delay, `InvalidRevision` -> INVALID with its
 findings; any other exception is a bug, FAILED (RetryingAfterError) and logged with its trace.
+`assets` (with --assets-dir) fetches and verifies what assets.yaml lists into the content store
+(`adapters.assetsync`) and links the revision's tree, before anything is activated: no machine is
+told to fetch a kernel that is not there. Bytes that do not verify make the revision invalid (a
+finding at the entry's line); a download that cannot be made now is `AssetsUnavailable`, retried.
+With --no-fetch nothing is fetched and a missing asset is a warning naming the path.
 Any failure before `swap-current` leaves the served generation untouched; `write` goes through
 `generations/<sha>.tmp` and a rename, so a crash at any point leaves a complete generation or none.
 """
@@ -20,16 +25,21 @@ import logging
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
+from reconciler.adapters import assetsync
 from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
+from reconciler.adapters.assetstore import AssetStore
 from reconciler.adapters.gitsource import Source, open_source, print_progress
-from reconciler.core import findings
-from reconciler.core.errors import InvalidRevision, Reason, Temporary
+from reconciler.core import codes, findings
+from reconciler.core.assets import rel
+from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -56,6 +66,7 @@ class Attempt:
     files: Mapping[str, bytes] | None = None
     root: Path | None = None
     generation: Generation | None = None
+    asset_paths: Mapping[str, str] | None = None  # served path -> sha256 of what the assets step linked
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds, in order
 
 
@@ -76,6 +87,7 @@ class Reconciler:
         source: Source | None = None,
         on_source_opened: Callable[[], None] = lambda: None,
         on_desired: Callable[[str], None] = lambda revision: None,
+        on_assets: Callable[[Mapping[str, Any] | None], None] = lambda progress: None,
     ) -> None:
         self.settings = settings
         self.renderer = renderer
@@ -86,12 +98,15 @@ class Reconciler:
         self.on_source_opened = on_source_opened
         self.previous: StoredGeneration | None = None  # what `write` may hard-link from
         self.on_desired = on_desired  # the fetch step learnt which revision is desired
+        self.on_assets = on_assets  # progress of the assets step (None: over)
+        self.asset_store = AssetStore(settings.assets_dir) if settings.assets_dir is not None else None
         self.steps: tuple[tuple[str, Step], ...] = (
             ("fetch", self._fetch),
             ("snapshot", self._snapshot),
             ("validate", self._validate),
             ("render", self._render),
             ("peer-check", self._peer_check),
+            ("assets", self._assets),
             ("write", self._write),
             ("swap-current", self._swap_current),
             ("activate", self._activate),
@@ -194,6 +209,45 @@ class Reconciler:
             raise InvalidRevision(message, (Issue("dhcpd.conf", 0, 0, "peer-check", Severity.ERROR, message),))
         return True
 
+    def _assets(self, attempt: Attempt) -> bool:
+        store, state = self.asset_store, attempt.state
+        assert state is not None and attempt.revision is not None
+        if store is None or not state.assets:
+            return True
+        if not self.settings.fetch_assets:
+            states = assetsync.status(state.assets, store)
+            by_path = {a.path: a for a in state.assets}
+            warnings = tuple(
+                codes.issue("asset-missing", by_path[s.path].source,
+                            f"{s.path}: {s.state} under --assets-dir ({s.detail}); --no-fetch: place it by hand")
+                for s in states if not s.ok)
+            attempt.issues = (*attempt.issues, *warnings)
+            for w in warnings:
+                log.warning("revision=%s %s:%d: %s %s", attempt.revision, w.file, w.line, w.code, w.message)
+            paths = {rel(s.path): s.sha256 for s in states
+                     if s.state == "verified" and s.sha256 is not None and by_path[s.path].managed}
+        else:
+            progress = _Progress(attempt.revision, [a.path for a in state.assets if a.managed], self.on_assets)
+            self.on_assets(progress.view())
+            try:
+                result = assetsync.sync(state.assets, store, assetsync.Options(timeout=self.settings.asset_timeout),
+                                        progress, publish=False)
+            finally:
+                self.on_assets(None)
+            by_path = {a.path: a for a in state.assets}
+            invalid = tuple(codes.issue("asset-verification-failed", by_path[s.path].source, s.detail)
+                            for s in result.failures if s.invalid)
+            if invalid:
+                attempt.issues = (*attempt.issues, *invalid)
+                raise InvalidRevision(f"{len(invalid)} asset(s) do not verify: {invalid[0].message}", attempt.issues)
+            if result.failures:
+                first = result.failures[0]
+                raise AssetsUnavailable(f"{len(result.failures)} asset(s) not fetched yet: {first.detail}")
+            paths = dict(result.paths)
+        store.link_generation(attempt.revision, paths)
+        attempt.asset_paths = paths
+        return True
+
     def _write(self, attempt: Attempt) -> bool:
         assert attempt.files is not None and attempt.snapshot is not None and attempt.revision is not None
         parts: dict[str, float] = {}
@@ -214,7 +268,50 @@ class Reconciler:
         generation = Generation(attempt.revision, attempt.state, attempt.files, attempt.root)
         self.holder.swap(generation)
         attempt.generation = generation
+        if self.asset_store is not None and attempt.asset_paths:
+            try:  # the served paths, for tools reading --assets-dir (the HTTP server reads the tree)
+                self.asset_store.publish(attempt.asset_paths)
+            except OSError as exc:
+                log.warning("revision=%s linking the served asset paths: %s", attempt.revision, exc)
         if attempt.root is not None and attempt.snapshot is not None:
             self.previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files,
                                              self.meta)
         return True
+
+
+class _Progress:
+    """The assets step's progress, for `/status` (a `assetsync.Reporter`; called from its workers)."""
+
+    def __init__(self, revision: str, paths: Sequence[str],
+                 publish: Callable[[Mapping[str, Any] | None], None]) -> None:
+        self.revision, self.paths, self.publish = revision, list(paths), publish
+        self.bytes: dict[str, tuple[int, int | None]] = {}
+        self.states: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def view(self) -> dict[str, Any]:
+        with self._lock:
+            done = sum(1 for s in self.states.values() if s == "verified")
+            failed = sum(1 for s in self.states.values() if s not in ("verified", "present"))
+            return {
+                "revision": self.revision,
+                "assets": len(self.paths),
+                "verified": done,
+                "failed": failed,
+                "fetching": {p: {"bytes": b, "total": t} for p, (b, t) in self.bytes.items() if p not in self.states},
+            }
+
+    def begin(self, path: str, what: str) -> None:
+        with self._lock:
+            self.bytes[path] = (0, None)
+        self.publish(self.view())
+
+    def advance(self, path: str, done: int, total: int | None) -> None:
+        with self._lock:
+            self.bytes[path] = (done, total)
+        self.publish(self.view())
+
+    def end(self, state: assetsync.AssetState) -> None:
+        with self._lock:
+            self.states[state.path] = state.state
+        self.publish(self.view())
