@@ -91,6 +91,8 @@ _TABLE = (
     # -- cross references (core.crossref)
     Code("ref-profile", E, "a node or group names a profile that does not exist"),
     Code("ref-cloud-init", E, "a profile names a cloud-init template that does not exist"),
+    Code("ref-ignition", W, "an ignition_id naming no file in ignition/: /ignition answers 404, as matchbox does"),
+    Code("ref-generic", W, "a generic_id naming no file in generic/: /generic answers 404, as matchbox does"),
     Code("duplicate-default-group", E, "only one group may have no selector (the default)"),
     Code("group-conflicts-node", E, "a group selects a node file's machine with another profile"),
     Code("group-ambiguous", E, "groups of equal selector count match one machine with different profiles"),

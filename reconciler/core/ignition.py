@@ -10,23 +10,30 @@ generic.go) decides what is checked here:
   with Butane). Without a translator it cannot be served: a finding says so, and `/ignition`
   answers 404 with the reason.
 - `generic/<name>`: any text; rendered per node and group with Go's text/template (the
-  renderer, `core.gotemplate`), where validation renders it too.
+  renderer, `core.gotemplate`), and here once for each of them (`check_references`), so a
+  missing key is a finding at the template's line, not a 404 at boot.
+- a profile's `ignition_id` / `generic_id` must name a file there (matchbox answers 404).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 import jsonschema
 
 from reconciler.core.codes import issue
-from reconciler.core.model import Issue, Location, MatchboxTemplate
+from reconciler.core.collect import Findings
+from reconciler.core.locate import Locator
+from reconciler.core.model import Group, Issue, Location, MatchboxTemplate, Node, Profile
+from reconciler.core.render.matchbox import node_values, render_generic
+from reconciler.core.template import TemplateFailure
 from reconciler.core.yamldoc import parse_json
 
 # Spec versions Ignition releases accept (2.x: Flatcar's Ignition still reads them).
@@ -111,3 +118,38 @@ def check_ignition(path: str, content: bytes) -> list[Issue]:
         found.append(issue("ignition-invalid", doc.loc(field_path),
                            f"{shown}: {error.message} (Ignition spec {version})"))
     return found
+
+
+def check_references(
+    profiles: Mapping[str, Profile],
+    nodes: Sequence[Node],
+    groups: Sequence[Group],
+    ignition: Mapping[str, MatchboxTemplate],
+    generic: Mapping[str, MatchboxTemplate],
+    where: Locator,
+    out: Findings,
+) -> None:
+    """Every `ignition_id` and `generic_id` names a file, and every generic template renders
+    for every node and group that boots its profile (matchbox answers 404 otherwise)."""
+    for profile in profiles.values():
+        for key, code, directory, known in (("ignition_id", "ref-ignition", "ignition", ignition),
+                                            ("generic_id", "ref-generic", "generic", generic)):
+            name = getattr(profile, key)
+            if name and name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                out.report(code, where.field(profile.source, key),
+                           f"profile {profile.id!r} names {directory}/{name}, which does not exist{hint}")
+    targets: list[tuple[str, str, Mapping[str, Any], Mapping[str, str]]] = [
+        (f"node {n.name!r}", n.profile, node_values(n), {"mac": n.mac}) for n in nodes
+    ]
+    targets += [(f"group {g.id!r}", g.profile, g.metadata, g.selector) for g in groups]
+    for subject, profile_id, metadata, selector in targets:
+        booted = profiles.get(profile_id)
+        tpl = generic.get(booted.generic_id or "") if booted is not None else None
+        if tpl is None:
+            continue
+        try:
+            render_generic(tpl, metadata, selector)
+        except TemplateFailure as exc:
+            out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from reconciler.core import build, crossref
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
-from reconciler.core.ignition import read_templates
+from reconciler.core.ignition import check_references, read_templates
 from reconciler.core.lint.static_seed import lint_static_seed
 from reconciler.core.locate import Locator
 from reconciler.core.machines import nodes_of_groups
@@ -69,6 +69,7 @@ def validate(snapshot: Snapshot) -> Validation:
     crossref.check_groups(groups, known_profiles, nodes, where, out)
     for profile in profiles.values():
         out.extend(lint_static_seed(profile, where))
+    check_references(profiles, nodes, groups, ignition_files, generic_files, where, out)
     crossref.check_nodes(nodes, known_profiles, site, where, out)
     if site is not None:
         crossref.check_subnets(site, out)

@@ -116,3 +116,28 @@ def test_a_butane_config_is_a_finding_that_says_it_is_not_translated() -> None:
     findings = validate(repo_builder.snapshot({"ignition/fcos.yaml": "variant: fcos\nversion: 1.5.0\n"})).issues
     butane = [i for i in findings if i.code == "ignition-butane"]
     assert len(butane) == 1 and not butane[0].is_error and "butane" in butane[0].message
+
+
+def test_a_generic_template_that_does_not_render_is_a_finding_at_its_line() -> None:
+    """matchbox renders generic templates with missingkey=error (matchbox/http/render.go) and
+    answers 404 when one fails (generic.go): here that is a validation error at the line."""
+    result = validate(repo_builder.snapshot({
+        "profiles/fcos.json": PROFILE_IGN,
+        "groups/fcos.json": '{"id": "fcos", "profile": "fcos", "selector": {"os": "installed"}}\n',
+        "ignition/fcos.ign": IGN,
+        "generic/hello.txt": "ok\n{{.greeting}}\n",
+    }))
+    found = [(i.code, i.file, i.line) for i in result.errors]
+    assert found == [("template-error", "generic/hello.txt", 2)]
+    assert "greeting" in result.errors[0].message and "group 'fcos'" in result.errors[0].message
+
+
+def test_an_ignition_id_naming_no_file_is_a_warning() -> None:
+    """matchbox's IgnitionGet reads ignition/<ignition_id>; a missing file is a 404 at boot, and
+    the rest of the data directory still serves (as under matchbox): a warning, with a did-you-mean."""
+    result = validate(repo_builder.snapshot({"profiles/fcos.json": PROFILE_IGN, "ignition/fcos.ig": IGN,
+                                              "generic/hello.txt": "x\n"}))
+    assert result.state is not None, result.errors
+    found = [(i.code, i.file, i.message) for i in result.warnings if i.code == "ref-ignition"]
+    assert [(c, f) for c, f, _ in found] == [("ref-ignition", "profiles/fcos.json")]
+    assert "did you mean 'fcos.ig'" in found[0][2]

@@ -35,7 +35,7 @@ from typing import Any
 
 from reconciler.core import gotemplate
 from reconciler.core.gotemplate import go_value
-from reconciler.core.model import DesiredState, Group, MatchboxTemplate, Profile
+from reconciler.core.model import DesiredState, Group, MatchboxTemplate, Node, Profile
 from reconciler.core.render.nodes import NodeBoot
 from reconciler.core.template import TemplateFailure
 
@@ -110,7 +110,12 @@ def group_json(group: Group) -> dict[str, Any]:
 
 
 def node_metadata(plan: NodeBoot) -> dict[str, Any]:
-    node = plan.node
+    return node_values(plan.node)
+
+
+def node_values(node: Node) -> dict[str, Any]:
+    """A node's group metadata: its `metadata`, plus name, hostname, mac, ip and labels where
+    the metadata does not use those keys itself."""
     meta: dict[str, Any] = {
         "name": node.name,
         "hostname": node.hostname,
