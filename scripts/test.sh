@@ -15,6 +15,7 @@ APT_PACKAGES=(
   systemd
   chromium
   xorriso gnupg gpgv
+  ignition
 )
 
 missing=()

@@ -82,6 +82,8 @@ _TABLE = (
     Code("ignition-version", E, "Ignition refuses a config without a spec version it knows (ignition.version)"),
     Code("ignition-experimental", W, "an experimental Ignition spec: only an Ignition built with it accepts it"),
     Code("ignition-invalid", E, "the Ignition config does not match its spec (Ignition refuses it at boot)"),
+    Code("ignition-unknown-key", W, "a key the Ignition spec does not have: Ignition warns and ignores it"),
+    Code("ignition-spec-2", W, "a spec 2 Ignition config: only Flatcar's Ignition still reads it"),
     Code(
         "ignition-butane",
         W,

@@ -36,7 +36,7 @@ from reconciler.core.render.matchbox import node_values, render_generic
 from reconciler.core.template import TemplateFailure
 from reconciler.core.yamldoc import parse_json
 
-# Spec versions Ignition releases accept (2.x: Flatcar's Ignition still reads them).
+# Spec versions Ignition releases accept (2.x: only Flatcar's Ignition still reads them).
 SPEC_2 = ("2.0.0", "2.1.0", "2.2.0", "2.3.0")
 SPEC_3 = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
 _EXPERIMENTAL = re.compile(r"3\.\d+\.0-experimental")
@@ -49,9 +49,15 @@ def is_ignition_json(name: str) -> bool:
 
 
 @functools.cache
-def _schema_3() -> jsonschema.Draft4Validator:
+def _schema_doc() -> dict[str, Any]:
     text = resources.files("reconciler.schemas").joinpath("ignition/v3_4.schema.json").read_text("utf-8")
-    return jsonschema.Draft4Validator(json.loads(text))
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@functools.cache
+def _schema_3() -> jsonschema.Draft4Validator:
+    return jsonschema.Draft4Validator(_schema_doc())
 
 
 def read_templates(
@@ -99,7 +105,9 @@ def check_ignition(path: str, content: bytes) -> list[Issue]:
                       "ignition.version is missing: Ignition refuses a config that declares no spec version")]
     where = doc.loc(("ignition", "version"))
     if version in SPEC_2:
-        return [
+        spec2 = issue("ignition-spec-2", where, f"ignition.version {version!r}: Ignition 2.x (Fedora CoreOS, Debian's "
+                      "ignition) refuses spec 2 configs as unsupported; only Flatcar's Ignition still translates them")
+        return [spec2] + [
             issue("ignition-invalid", doc.loc((key,)), f"{key}: must be an object (Ignition spec {version})")
             for key in _TOP_LEVEL_2
             if key in data and not isinstance(data[key], dict)
@@ -112,6 +120,11 @@ def check_ignition(path: str, content: bytes) -> list[Issue]:
         return [issue("ignition-version", where, f"ignition.version {version!r} is not an Ignition spec "
                       f"version (known: {known})")]
     found: list[Issue] = []
+    schema = _schema_doc()
+    for field_path in _unknown_keys(data, schema, schema, ()):
+        shown = ".".join(str(p) for p in field_path)
+        found.append(issue("ignition-unknown-key", doc.loc(field_path),
+                           f"{shown}: not a field of Ignition spec {version} (Ignition warns 'Unused key')"))
     for error in sorted(_schema_3().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         field_path = tuple(error.absolute_path)
         shown = ".".join(str(p) for p in field_path) or "(document)"
@@ -153,3 +166,45 @@ def check_references(
             render_generic(tpl, metadata, selector)
         except TemplateFailure as exc:
             out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
+
+
+def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    while "$ref" in node:
+        target: Any = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _properties(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fields a schema node allows (the union over `allOf`), or None when it names none."""
+    node = _resolve(node, root)
+    if "allOf" in node:
+        merged: dict[str, Any] = {}
+        for branch in node["allOf"]:
+            merged.update(_properties(branch, root) or {})
+        return merged
+    props = node.get("properties")
+    return dict(props) if isinstance(props, dict) else None
+
+
+def _unknown_keys(
+    value: Any, node: Mapping[str, Any], root: Mapping[str, Any], path: tuple[str | int, ...]
+) -> list[tuple[str | int, ...]]:
+    """Paths of the object keys the spec does not have (Ignition's "Unused key" warnings)."""
+    node = _resolve(node, root)
+    found: list[tuple[str | int, ...]] = []
+    if isinstance(value, dict):
+        props = _properties(node, root)
+        if props is None:
+            return found
+        for key, item in value.items():
+            if key not in props:
+                found.append((*path, key))
+            else:
+                found.extend(_unknown_keys(item, props[key], root, (*path, key)))
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, item in enumerate(value):
+            found.extend(_unknown_keys(item, node["items"], root, (*path, i)))
+    return found

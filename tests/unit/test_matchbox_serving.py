@@ -107,7 +107,9 @@ def test_ignition_json_is_checked_against_the_spec_version_it_declares() -> None
     wrong = '{\n  "ignition": {"version": "3.4.0"},\n  "passwd": {\n    "users": {"name": "core"}\n  }\n}\n'
     assert _ignition_findings(wrong) == [("ignition-invalid", "error", 4)]
     spec2 = '{"ignition": {"version": "2.2.0"}, "networkd": []}'
-    assert _ignition_findings(spec2) == [("ignition-invalid", "error", 1)]
+    assert _ignition_findings(spec2) == [("ignition-spec-2", "warning", 1), ("ignition-invalid", "error", 1)]
+    unknown = '{"ignition": {"version": "3.3.0"},\n "passwd": {"users": [{"name": "core", "sshKeys": []}]}}'
+    assert _ignition_findings(unknown) == [("ignition-unknown-key", "warning", 2)]
     assert _ignition_findings("{not json") == [("json-syntax", "error", 1)]
 
 
