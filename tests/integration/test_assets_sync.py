@@ -18,7 +18,7 @@ import pytest
 
 from reconciler.core.assets import STORE_DIR
 from tests import asset_lab, repo_builder
-from tests.support import free_port, patterned_bytes, require_tool
+from tests.support import free_port, patterned_bytes, require_root, require_tool
 
 ISO_NAME = "ubuntu-22.04.5-live-server-amd64.iso"
 KERNEL = patterned_bytes(200_000, seed=1)
@@ -296,3 +296,30 @@ def test_an_invalid_manifest_is_a_usage_error(tmp_path: Path) -> None:
 def test_sync_without_assets_dir_is_a_usage_error(tmp_path: Path) -> None:
     assert cli("sync", tmp_path).returncode == 2
     assert cli("syn", tmp_path, "--assets-dir", tmp_path).returncode == 2  # no abbreviations
+
+
+def test_a_download_that_cannot_fit_is_refused_before_it_starts(upstream: Upstream, tmp_path: Path) -> None:
+    """A real small file system (tmpfs, 256 KiB) as --assets-dir; the ISO is over 1 MB."""
+    require_root()
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(assets)], check=True)
+    try:
+        done = cli("sync", repo(tmp_path, manifest(pinned(upstream))), "--assets-dir", assets)
+        assert done.returncode == 1
+        assert f"/{ISO_NAME}: needs {(upstream.root / ISO_NAME).stat().st_size} bytes" in done.stderr, done.stderr
+        assert visible(assets) == []
+        assert not list((assets / STORE_DIR / "partial").iterdir())
+    finally:
+        subprocess.run(["umount", str(assets)], check=True)
+
+
+def test_a_terminal_gets_a_progress_bar(upstream: Upstream, tmp_path: Path) -> None:
+    script = require_tool("script", "bsdutils")
+    src = repo(tmp_path, manifest(pinned(upstream)))
+    command = f"{sys.executable} -m reconciler assets sync {src} --assets-dir {tmp_path / 'assets'}"
+    done = subprocess.run([script, "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    assert done.returncode == 0, done.stdout
+    assert "━" in done.stdout  # rich's bar
+    assert "3 of 3 assets verified" in done.stdout
