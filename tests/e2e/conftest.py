@@ -1,10 +1,12 @@
 """Fixtures of the e2e tests: tools present, boot assets built, one lab + git repo + daemon per module.
 
 `boot_assets` (session): the cached kernel + busybox initramfs (`tests/e2e/assets.py`).
+`live_image` (session): the cached Debian live system with cloud-init (`tests/e2e/liveimage.py`).
 `site` (module): a network namespace with a bridge (10.10.10.12/24), a git repository with two
 nodes (vm-1 boots with SeaBIOS + iPXE ROM, vm-2 with OVMF's own PXE), and `netboot-reconcile run`
 serving DHCP (full mode, on the bridge), TFTP (:69) and HTTP (:80) from it. Torn down in a
 finalizer: daemon, QEMU guests and the RA sender are killed, the namespace (bridge, taps) deleted.
+`live_site` (module): the same kind of lab with one node booting the live image.
 Logs (daemon, serial consoles) stay in the pytest tmp directory and are quoted in failures.
 """
 
@@ -18,7 +20,17 @@ import pytest
 
 from tests.e2e.assets import AssetError, BootAssets, build_assets, install_into
 from tests.e2e.harness import OVMF_CODE, OVMF_VARS, Lab
-from tests.e2e.site import NETBOOT, DaemonProcess, Site, SiteRepo, node_specs, site_files
+from tests.e2e.liveimage import LiveImage, build_live_image, install_live_into
+from tests.e2e.site import (
+    NETBOOT,
+    DaemonProcess,
+    Site,
+    SiteRepo,
+    live_node_specs,
+    live_site_files,
+    node_specs,
+    site_files,
+)
 from tests.support import require_root, require_tool
 
 TOOLS = (
@@ -76,3 +88,35 @@ def site(boot_assets: BootAssets, tmp_path_factory: pytest.TempPathFactory) -> I
         yield Site(lab, repo, daemon, nodes, files, good=first)
     finally:
         lab.close()  # kills the daemon, the guests and the RA sender; deleting the namespace removes br0 and taps
+
+
+@pytest.fixture(scope="session")
+def live_image() -> LiveImage:
+    require_e2e()
+    for tool, package in (("mmdebstrap", "mmdebstrap"), ("mksquashfs", "squashfs-tools")):
+        require_tool(tool, package)
+    try:
+        return build_live_image()
+    except AssetError as exc:
+        pytest.fail(f"building the e2e live image (Debian + cloud-init) failed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def live_site(live_image: LiveImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One node (`ci-1`, BIOS + iPXE ROM) booting the Debian live image; the daemon serving commit 1."""
+    work = tmp_path_factory.mktemp("e2e-live")
+    os.chmod(work, 0o755)
+    lab = Lab(workdir=work)
+    try:
+        assets_dir = work / "assets"
+        install_live_into(live_image, assets_dir)
+        nodes = live_node_specs()
+        files = live_site_files(lab.server_ip, lab.bridge, nodes)
+        repo = SiteRepo(work / "repo")
+        first = repo.commit(files, "e2e live site: one node booting Debian with cloud-init")
+        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
+        daemon.start()
+        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
+        yield Site(lab, repo, daemon, nodes, files, good=first)
+    finally:
+        lab.close()

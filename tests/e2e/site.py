@@ -71,6 +71,64 @@ dhcp:
     return files
 
 
+LIVE_ASSETS = "/assets/live"
+# Works with every cloud-init: before 23.2 plain `ds=nocloud;s=http://...` means dsmode=local and the
+# user-data never runs (see README "The NoCloud seed argument").
+LIVE_SEED_ARG = "ds=nocloud;s={{ cloud_init_url }};dsmode=net"
+LIVE_MARKER = "E2E-CI"
+
+
+def live_node_specs() -> list[NodeSpec]:
+    return [NodeSpec("ci-1", "52:54:00:e2:c1:01", "10.10.10.221")]
+
+
+# what runcmd prints on the serial console (tests/e2e/test_cloudinit.py reads it)
+_REPORT_LINE = (f'echo "{LIVE_MARKER} hostname=$(hostname) marker=$(cat /etc/e2e-marker) '
+                'iid=$(cat /run/cloud-init/.instance-id)" > /dev/ttyS0')
+
+
+def live_user_data(marker: str) -> str:
+    """The committed user-data of the live site: hostname, write_files, runcmd, phone_home, power_state.
+
+    runcmd prints one line on the serial console (what the guest's cloud-init did), phone_home
+    reports to the daemon, and power_state powers the guest off, which ends QEMU (-no-reboot).
+    """
+    return f"""\
+#cloud-config
+hostname: {{{{ hostname }}}}
+write_files:
+  - path: /etc/e2e-marker
+    content: "{marker} {{{{ revision }}}}"
+runcmd:
+  - [sh, -c, '{_REPORT_LINE}']
+phone_home:
+  url: "{{{{ server_url }}}}/report/phone-home/{{{{ mac }}}}"
+  post: [instance_id, hostname, fqdn]
+  tries: 5
+power_state:
+  mode: poweroff
+  delay: now
+  condition: true
+"""
+
+
+def live_site_files(server_ip: str, bridge: str, nodes: list[NodeSpec]) -> dict[str, str]:
+    """The site of `site_files` with a `live` profile: kernel + initrd, root image fetched by live-boot."""
+    files = site_files(server_ip, bridge, [])
+    args = ["boot=live", f'"fetch={{{{ server_url }}}}{LIVE_ASSETS}/filesystem.squashfs"', "console=ttyS0",
+            f'"{LIVE_SEED_ARG}"']
+    del files["profiles/e2e.yaml"], files["cloud-init/e2e.yaml"]
+    files["profiles/live.yaml"] = (
+        "name: Debian live with cloud-init\nboot:\n"
+        f"  kernel: {LIVE_ASSETS}/vmlinuz\n  initrd: [{LIVE_ASSETS}/initrd.img]\n  args: [{', '.join(args)}]\n"
+        "cloud_init: live\n"
+    )
+    files["cloud-init/live.yaml"] = live_user_data("gitops-1")
+    for node in nodes:
+        files[f"nodes/{node.name}.yaml"] = f"mac: {node.mac}\nip: {node.ip}\nprofile: live\n"
+    return files
+
+
 class SiteRepo:
     """A git work tree the daemon follows (`--repo <path>`)."""
 
