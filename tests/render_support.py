@@ -84,7 +84,7 @@ def random_repo(draw: st.DrawFn) -> dict[str, bytes]:
         site["dhcp"]["interface"] = INTERFACE  # type: ignore[index]
     files = {"netboot.yaml": json.dumps(site, ensure_ascii=False).encode()}
     args = draw(st.lists(_ARG, max_size=5))
-    args.append("ds=nocloud;s={{ cloud_init_url }}")
+    args.append("ds=nocloud;s={{ cloud_init_url }};dsmode=net")
     files["profiles/install.yaml"] = json.dumps(
         {
             "name": draw(_SAFE_TEXT),

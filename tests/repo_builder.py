@@ -43,7 +43,7 @@ boot:
     - ip=dhcp
     - url={{ server_url }}/assets/ubuntu-22.04.5-live-server-amd64.iso
     - cloud-config-url=/dev/null
-    - "ds=nocloud;s={{ cloud_init_url }}"
+    - "ds=nocloud;s={{ cloud_init_url }};dsmode=net"
 cloud_init: autoinstall
 """,
     "profiles/local.yaml": """\

@@ -69,7 +69,7 @@ _STAGE: Mapping[Endpoint, Stage] = {
 
 _STAGE_BY_PATH: Mapping[str, Stage] = {f"/{endpoint}": stage for endpoint, stage in _STAGE.items()}
 
-CLOUD_INIT_FILES = ("user-data", "meta-data", "vendor-data")
+CLOUD_INIT_FILES = ("user-data", "meta-data", "vendor-data", "network-config")
 
 _MAC_SEP = {
     ":": re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+"),
@@ -458,7 +458,7 @@ def answer_cloud_init(
         who = f"node {node.name!r}" if node is not None else f"mac {mac} (no node)"
         reason = f"{who} has no cloud-init seed in this generation"
         return CloudInitAnswer(404, (reason + "\n").encode(), TEXT, reason, node)
-    if name == "meta-data":
+    if name in ("meta-data", "network-config"):
         return CloudInitAnswer(200, body, "application/yaml; charset=utf-8", node=node)
     return CloudInitAnswer(200, body, _user_data_type(body), node=node)
 

@@ -129,9 +129,11 @@ _TABLE = (
         lint=True,
     ),
     Code(
-        "nocloud-net-deprecated",
+        "nocloud-seed-mode",
         W,
-        "'ds=nocloud-net' is deprecated since cloud-init 24.1: use 'ds=nocloud'",
+        "write 'ds=nocloud;s=<url>;dsmode=net', which every cloud-init runs: before 23.2 (Debian 12, "
+        "Ubuntu 22.04 media of its era) 'ds=nocloud' with an http seed means dsmode=local and the "
+        "user-data never runs; 'ds=nocloud-net' is deprecated since 24.1",
         lint=True,
     ),
     Code(

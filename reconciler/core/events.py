@@ -44,6 +44,7 @@ class Stage(enum.StrEnum):
     USER_DATA = "user-data"
     META_DATA = "meta-data"
     VENDOR_DATA = "vendor-data"
+    NETWORK_CONFIG = "network-config"
     UNKNOWN_MACHINE = "unknown-machine"
     REPORT = "report"
     AUTOINSTALL = "autoinstall"

@@ -14,7 +14,7 @@ Outcome of one node at one revision (its events in time order):
 - DHCP events alone change nothing: an installed OS renewing its lease is not a netboot.
 - `tftp`, `ipxe-bootstrap`, `ipxe-script`, `grub`, `kernel`, `initrd`, `asset` -> booting;
   a script that boots the local disk (`detail.local_disk`) -> local-disk.
-- `user-data` / `meta-data` / `vendor-data` (NoCloud seed) or an autoinstall `start` -> installing.
+- `user-data` / `meta-data` / `vendor-data` / `network-config` (NoCloud seed) or an autoinstall `start` -> installing.
 - Reports from the machine decide: a plain `report` with status success/failure, `phone-home`
   (cloud-init's last module: the OS is up) -> succeeded, an autoinstall `finish` of
   `subiquity/Install` or `subiquity/Install/install` with SUCCESS -> succeeded, any autoinstall
@@ -56,7 +56,7 @@ IN_PROGRESS = frozenset({Outcome.BOOTING, Outcome.INSTALLING})
 
 NETBOOT_STAGES = frozenset({Stage.TFTP, Stage.IPXE_BOOTSTRAP, Stage.IPXE_SCRIPT, Stage.GRUB, Stage.KERNEL,
                             Stage.INITRD, Stage.ASSET})
-SEED_STAGES = frozenset({Stage.USER_DATA, Stage.META_DATA, Stage.VENDOR_DATA})
+SEED_STAGES = frozenset({Stage.USER_DATA, Stage.META_DATA, Stage.VENDOR_DATA, Stage.NETWORK_CONFIG})
 REPORT_STAGES = frozenset({Stage.REPORT, Stage.AUTOINSTALL, Stage.PHONE_HOME})
 # Stages whose revision is "the revision that is installing this node" (a report names no revision).
 SERVING_STAGES = frozenset({Stage.IPXE_SCRIPT, Stage.GRUB, Stage.KERNEL, Stage.INITRD, Stage.USER_DATA,

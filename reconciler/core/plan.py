@@ -239,6 +239,7 @@ def _node_paths(node: Node | None) -> set[str]:
         f"cloud-init/{mac}/user-data",
         f"cloud-init/{mac}/meta-data",
         f"cloud-init/{mac}/vendor-data",
+        f"cloud-init/{mac}/network-config",
     }
 
 

@@ -161,7 +161,7 @@ class BootApp:
     def _cloud_init(self, environ: dict[str, Any], generation: Generation, index: boot.BootIndex, path: str) -> Reply:
         parts = path[len("/cloud-init/") :].split("/")
         if len(parts) != 2:
-            return _text(404, "expected /cloud-init/<mac>/user-data, meta-data or vendor-data\n")
+            return _text(404, "expected /cloud-init/<mac>/user-data, meta-data, vendor-data or network-config\n")
         mac_text, name = parts
         answer = boot.answer_cloud_init(index, generation.files, mac_text, name, self._client(environ))
         known = answer.status == 200 or answer.node is not None

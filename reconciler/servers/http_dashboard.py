@@ -378,6 +378,7 @@ _PHASES: Mapping[str, str] = {
     Stage.TFTP: "TFTP", Stage.IPXE_BOOTSTRAP: "script", Stage.IPXE_SCRIPT: "script", Stage.GRUB: "script",
     Stage.KERNEL: "kernel", Stage.INITRD: "initrd", Stage.ASSET: "root image",
     Stage.USER_DATA: "seed", Stage.META_DATA: "seed", Stage.VENDOR_DATA: "seed",
+    Stage.NETWORK_CONFIG: "seed",
     Stage.REPORT: "report", Stage.AUTOINSTALL: "report", Stage.PHONE_HOME: "report",
 }
 

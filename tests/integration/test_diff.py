@@ -39,7 +39,7 @@ BASE_ARGS = (
     "ip=dhcp",
     "url={{ server_url }}/assets/ubuntu-22.04.5-live-server-amd64.iso",
     "cloud-config-url=/dev/null",
-    "ds=nocloud;s={{ cloud_init_url }}",
+    "ds=nocloud;s={{ cloud_init_url }};dsmode=net",
 )
 
 

@@ -80,7 +80,7 @@ def test_node_follows_its_pinned_script_across_a_commit(
     text = script.decode()
     kernel = re.search(r"^kernel (\S+)", text, re.M)
     initrd = re.search(r"^initrd --name \S+ (\S+)", text, re.M)
-    seed = re.search(r"ds=nocloud;s=(\S+)", text)
+    seed = re.search(r"ds=nocloud;s=([^;\s]+)", text)
     assert kernel and initrd and seed
     for url in (kernel[1], initrd[1], seed[1]):
         assert urlsplit(url).path.startswith(f"/r/{SHA_A}/"), url

@@ -54,7 +54,7 @@ name: Install Ubuntu (install once)
 boot:
   kernel: /assets/vmlinuz
   initrd: [/assets/initrd]
-  args: [autoinstall, ip=dhcp, "ds=nocloud;s={{ cloud_init_url }}"]
+  args: [autoinstall, ip=dhcp, "ds=nocloud;s={{ cloud_init_url }};dsmode=net"]
 cloud_init: autoinstall
 install_once: true
 """

@@ -24,7 +24,7 @@ def profile(*args: str, cloud_init: bool = True) -> str:
     return text if cloud_init else text.replace("cloud_init: autoinstall\n", "")
 
 
-GOOD = ("autoinstall", "ip=dhcp", "ds=nocloud;s={{ cloud_init_url }}")
+GOOD = ("autoinstall", "ip=dhcp", "ds=nocloud;s={{ cloud_init_url }};dsmode=net")
 
 
 def codes_at(edits: dict[str, str | None]) -> dict[str, tuple[int, Severity]]:
@@ -43,7 +43,13 @@ def codes_at(edits: dict[str, str | None]) -> dict[str, tuple[int, Severity]]:
         ),
         (
             ("autoinstall", "ip=dhcp", "ds=nocloud-net;s={{ cloud_init_url }}"),
-            "nocloud-net-deprecated",
+            "nocloud-seed-mode",
+            8,
+            Severity.WARNING,
+        ),
+        (
+            ("autoinstall", "ip=dhcp", "ds=nocloud;s={{ cloud_init_url }}"),
+            "nocloud-seed-mode",
             8,
             Severity.WARNING,
         ),
@@ -60,6 +66,28 @@ def test_arg_lints(args: tuple[str, ...], code: str, line: int, severity: Severi
     found = codes_at({"profiles/install.yaml": profile(*args)})
     assert code in found, found
     assert found[code] == (line, severity)
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        "ds=nocloud;s={{ cloud_init_url }};dsmode=net",  # what every cloud-init runs
+        "ds=nocloud;dsmode=net;s={{ cloud_init_url }}",
+        "ds=nocloud;s=/var/lib/seed/",  # a local seed: dsmode=local is right
+        "ds=nocloud;s=http://10.10.10.12/seed/%s;dsmode=net",  # cloud-init puts the file name at %s
+        "ds=nocloud;s=http://10.10.10.12/seed/%s.yaml?mac={{ mac }};dsmode=net",
+    ],
+)
+def test_seed_argument_every_cloud_init_runs_has_no_finding(seed: str) -> None:
+    found = codes_at({"profiles/install.yaml": profile("autoinstall", "ip=dhcp", seed)})
+    assert not {"nocloud-seed-mode", "nocloud-trailing-slash"} & set(found), found
+
+
+def test_seed_mode_message_says_what_to_write() -> None:
+    issues = validate(repo_builder.snapshot({"profiles/install.yaml": profile(
+        "autoinstall", "ip=dhcp", "ds=nocloud;s={{ cloud_init_url }}")})).issues
+    messages = [i.message for i in issues if i.code == "nocloud-seed-mode"]
+    assert messages and "';dsmode=net'" in messages[0] and "23.2" in messages[0], messages
 
 
 def test_ubuntu_2004_iso_does_not_need_cloud_config_url() -> None:

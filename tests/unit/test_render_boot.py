@@ -22,7 +22,7 @@ def test_node_ipxe_script_boots_pinned_kernel_with_named_initrd_and_rendered_arg
     words = kernel_line.split()
     assert words[1] == f"{PINNED}/assets/ubuntu/2204/vmlinuz"
     assert "initrd=initrd" in words
-    assert f"ds=nocloud;s={PINNED}/cloud-init/52:54:00:aa:bb:01/" in words
+    assert f"ds=nocloud;s={PINNED}/cloud-init/52:54:00:aa:bb:01/;dsmode=net" in words
     assert f"initrd --name initrd {PINNED}/assets/ubuntu/2204/initrd && goto initrd0_ok ||" in script
     assert "\nboot ||\n" in script
     assert "echo netboot-reconcile: fetching kernel" in script
@@ -40,7 +40,7 @@ def test_grub_config_quotes_every_word_and_uses_http_device() -> None:
     grub = render_generation(example_state())["grub/node-1.cfg"].decode()
     linux = next(line.strip() for line in grub.splitlines() if line.strip().startswith("linux "))
     assert linux.startswith(f"linux '(http,10.10.10.12)/r/{REVISION}/assets/ubuntu/2204/vmlinuz' 'autoinstall'")
-    assert f"'ds=nocloud;s={PINNED}/cloud-init/52:54:00:aa:bb:01/'" in linux
+    assert f"'ds=nocloud;s={PINNED}/cloud-init/52:54:00:aa:bb:01/;dsmode=net'" in linux
     assert f"initrd '(http,10.10.10.12)/r/{REVISION}/assets/ubuntu/2204/initrd'" in grub
 
 
@@ -84,7 +84,7 @@ def test_matchbox_node_group_and_profile() -> None:
     assert profile["boot"]["kernel"] == f"{PINNED}/assets/ubuntu/2204/vmlinuz"
     assert profile["boot"]["initrd"] == [f"{PINNED}/assets/ubuntu/2204/initrd"]
     repo_profile = json.loads(files["profiles/ubuntu-2204-install.json"])
-    assert "ds=nocloud;s={{ cloud_init_url }}" in repo_profile["boot"]["args"]
+    assert "ds=nocloud;s={{ cloud_init_url }};dsmode=net" in repo_profile["boot"]["args"]
     assert json.loads(files["groups/default.json"]) == {
         "id": "default",
         "name": "Unknown machines boot from their local disk",

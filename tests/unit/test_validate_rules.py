@@ -315,7 +315,8 @@ def test_a_subnet_with_host_bits_names_the_network_meant_and_nothing_more() -> N
 
 
 def test_the_long_seedfrom_form_needs_its_trailing_slash_too() -> None:
-    profile = INSTALL.replace('"ds=nocloud;s={{ cloud_init_url }}"', '"ds=nocloud;seedfrom=http://10.10.10.12/ci/x"')
+    profile = INSTALL.replace('"ds=nocloud;s={{ cloud_init_url }};dsmode=net"',
+                              '"ds=nocloud;seedfrom=http://10.10.10.12/ci/x;dsmode=net"')
     hit = the_one({"profiles/install.yaml": profile}, "nocloud-trailing-slash")
     assert "http://10.10.10.12/ci/x" in hit.message
 

@@ -1,9 +1,15 @@
-"""NoCloud seeds: `cloud-init/<mac>/user-data`, `meta-data` and `vendor-data` per node.
+"""NoCloud seeds: `cloud-init/<mac>/user-data`, `meta-data`, `vendor-data` and `network-config` per node.
 
 Called by `render_generation` for each node whose profile attaches a cloud-init template.
 user-data is the template rendered for the node (validation already rendered and linted it);
 meta-data carries the instance-id (see `render.nodes` for why it ignores the revision) and the
 hostname; vendor-data is empty, so cloud-init gets a 200 and stops asking.
+
+network-config (cloud-init 24.3+ asks for it first, and retries a 404 for about 10 s) holds
+only YAML comments: cloud-init reads it as "no network configuration from the datasource" and
+configures the network exactly as without the file (its fallback: DHCP on the first NIC, or
+what the image or the kernel command line says). Checked with cloud-init's own NoCloud code in
+tests/integration/test_cloudinit_peers.py.
 
 Boot reports (issue 8): user-data holding a block `autoinstall:` mapping without a `reporting:`
 key gets one, `reporting: {netboot: {type: webhook, endpoint: <server>/report/autoinstall/<mac>
@@ -53,6 +59,12 @@ def with_reporting(user_data: str, endpoint: str) -> str:
     return user_data[:cut] + insert + user_data[cut:]
 
 
+NETWORK_CONFIG = (
+    b"# netboot-reconcile: no network configuration is declared for this node.\n"
+    b"# cloud-init reads this comment-only file as none and configures the network as it would without it.\n"
+)
+
+
 def render_node(plan: NodeBoot) -> dict[str, bytes]:
     if plan.user_data is None:
         return {}
@@ -63,4 +75,5 @@ def render_node(plan: NodeBoot) -> dict[str, bytes]:
         base + "user-data": with_reporting(plan.user_data, plan.report_endpoint).encode(),
         base + "meta-data": meta.encode(),
         base + "vendor-data": b"",
+        base + "network-config": NETWORK_CONFIG,
     }

@@ -1,0 +1,76 @@
+"""The cloud-inits the tests run: Debian's package (22.4.x) and an upstream release from its source tag.
+
+- Debian's: the `cloud-init` package (scripts/test.sh installs it); its modules live in
+  /usr/lib/python3/dist-packages and run under /usr/bin/python3.
+- Upstream: the source tree of release UPSTREAM_TAG (not on PyPI; its build is meson), cloned
+  once into tests/peers/.cache/ from https://github.com/canonical/cloud-init, or from the
+  clone or mirror named by $CLOUD_INIT_GIT, and checked against the tag's commit. It runs under
+  /usr/bin/python3 with the tree first on PYTHONPATH (its dependencies, PyYAML, Jinja2, requests,
+  jsonschema, configobj, come with Debian's package).
+
+`probe(which, cmdline)` runs tests/peers/cloudinit_probe.py (cloud-init's own cmdline parsing
+and NoCloud datasources, real HTTP to the seed URL) and returns its JSON.
+Callers: tests/integration/test_cloudinit_peers.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+PROBE = HERE / "cloudinit_probe.py"
+PYTHON = "/usr/bin/python3"
+DEBIAN_MODULES = Path("/usr/lib/python3/dist-packages/cloudinit")
+UPSTREAM_GIT = "https://github.com/canonical/cloud-init"
+UPSTREAM_TAG = "26.2"
+UPSTREAM_COMMIT = "f19affc8df980a4daff3b8250d4b4b262ce24232"
+
+
+def debian_cloud_init() -> dict[str, str]:
+    """The environment that runs Debian's cloud-init (fails naming the package when absent)."""
+    if not DEBIAN_MODULES.is_dir() or not Path(PYTHON).exists():
+        pytest.fail(f"{DEBIAN_MODULES} not found: apt-get install cloud-init (scripts/test.sh installs it)")
+    return {"PYTHONPATH": ""}
+
+
+def upstream_cloud_init() -> dict[str, str]:
+    """The environment that runs upstream cloud-init UPSTREAM_TAG (cloned on first use)."""
+    tree = CACHE / f"cloud-init-{UPSTREAM_TAG}"
+    if not (tree / "cloudinit" / "sources" / "DataSourceNoCloud.py").exists():
+        source = os.environ.get("CLOUD_INIT_GIT", UPSTREAM_GIT)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+            proc = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", UPSTREAM_TAG, source,
+                                   f"{tmp}/tree"], capture_output=True, text=True, timeout=600, check=False)
+            if proc.returncode != 0:
+                pytest.fail(f"cannot clone cloud-init {UPSTREAM_TAG} from {source}: {proc.stderr.strip()}\n"
+                            "set CLOUD_INIT_GIT to a clone or mirror of canonical/cloud-init")
+            head = subprocess.run(["git", "-C", f"{tmp}/tree", "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+            if head != UPSTREAM_COMMIT:
+                pytest.fail(f"cloud-init tag {UPSTREAM_TAG} from {source} is {head}, expected {UPSTREAM_COMMIT}")
+            os.replace(f"{tmp}/tree", tree)
+    return {"PYTHONPATH": str(tree)}
+
+
+CLOUD_INITS = {"debian": debian_cloud_init, "upstream": upstream_cloud_init}
+
+
+def probe(which: str, cmdline: str) -> dict[str, Any]:
+    """What cloud-init `which` ("debian" | "upstream") does with `cmdline` (see cloudinit_probe.py)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **CLOUD_INITS[which]()}
+    with tempfile.TemporaryDirectory() as work:
+        proc = subprocess.run([PYTHON, str(PROBE), "--cmdline", cmdline, "--workdir", work], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"{which} cloud-init probe failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    doc["which"] = which
+    return doc
