@@ -112,7 +112,7 @@ def test_a_cloud_init_profile_with_a_static_seed_url_is_a_warning() -> None:
     """matchbox profiles give a fixed `ds=nocloud;s=http://.../` URL; ours serve the profile's
     `cloud_init` template only at `{{ cloud_init_url }}`, so with a fixed URL it is never served."""
     profile = repo_builder.BASE["profiles/install.yaml"].replace(
-        '"ds=nocloud;s={{ cloud_init_url }}"', '"ds=nocloud;s=http://10.10.10.12/seeds/"'
+        '"ds=nocloud;s={{ cloud_init_url }};dsmode=net"', '"ds=nocloud;s=http://10.10.10.12/seeds/;dsmode=net"'
     )
     result = _validate({"profiles/install.yaml": profile})
     found = [i for i in result.issues if i.code == "cloud-init-seed-static"]
