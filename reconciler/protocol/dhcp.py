@@ -83,6 +83,13 @@ MAGIC_COOKIE = b"\x63\x82\x53\x63"
 HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 HEADER_LEN = HEADER.size  # 236
 MIN_PACKET = 300  # BOOTP minimum; some relays and old firmware drop shorter replies
+# RFC 2131 §2: a client takes a 576-byte IP datagram unless it says more in option 57 (RFC 2132
+# §9.10, counted with the IP and UDP headers, as ISC dhcpd and dnsmasq count it); never more than
+# an Ethernet frame holds.
+MIN_DATAGRAM = 576
+MAX_DATAGRAM = 1500
+IP_UDP_HEADERS = 28
+DEFAULT_REPLY_LIMIT = MIN_DATAGRAM - IP_UDP_HEADERS  # 548
 FLAG_BROADCAST = 0x8000
 ZERO_IP = IPv4Address(0)
 
@@ -365,11 +372,24 @@ def option_block(options: Mapping[int, bytes]) -> OptionBlock:
     return OptionBlock(_SKIP_IN_LOOP | frozenset(options), wire)
 
 
-def encode(message: DhcpMessage, block: OptionBlock | None = None) -> bytes:
+def reply_limit(request: DhcpMessage) -> int:
+    """The most bytes a reply to `request` may take (the UDP payload): the sender's option 57,
+    at least 576 and at most 1500, less the IP and UDP headers; 548 without option 57."""
+    raw = request.options.get(OPT_MAX_SIZE)
+    if raw is None or len(raw) != 2:
+        return DEFAULT_REPLY_LIMIT
+    return min(max((raw[0] << 8) | raw[1], MIN_DATAGRAM), MAX_DATAGRAM) - IP_UDP_HEADERS
+
+
+def encode(message: DhcpMessage, block: OptionBlock | None = None, limit: int | None = None) -> bytes:
     """A message -> wire bytes: message type first, END last, padded to the BOOTP minimum.
 
     `sname` and `file` must fit their fields (64 and 128 bytes); a longer boot URL belongs in
     option 67 (the decider does that) rather than in an overloaded field.
+
+    `limit` (`reply_limit`): when the message would be longer, options that do not fit the
+    options field go into an empty `file` and then `sname` field (option overload, RFC 2132
+    §9.3), the most needed first (`_PRIORITY`); what fits nowhere is left out.
 
     `block`: these options of the message are already encoded (`option_block`), and come first
     after the message type, in that order. The result is the same bytes; the decider encodes
@@ -418,6 +438,71 @@ def encode(message: DhcpMessage, block: OptionBlock | None = None) -> bytes:
         append(encode_option(OPT_RELAY_AGENT, relay))
     append(b"\xff")
     out = b"".join(parts)
+    if limit is not None and len(out) > limit:
+        return _overloaded(message, limit)
+    if len(out) < MIN_PACKET:
+        out += bytes(MIN_PACKET - len(out))
+    return out
+
+
+# Which options a reply keeps first when it must be made to fit (`_overloaded`): the lease and
+# the server, the network, the boot answer, the client's own echoes, then names and resolvers.
+_PRIORITY = {
+    code: rank
+    for rank, code in enumerate((
+        OPT_SERVER_ID, OPT_LEASE_TIME, OPT_RENEWAL_T1, OPT_REBINDING_T2, OPT_SUBNET_MASK, OPT_ROUTERS,
+        OPT_VENDOR_CLASS, OPT_VENDOR_SPECIFIC, OPT_TFTP_SERVER, OPT_BOOTFILE, OPT_IPXE_ENCAP, OPT_CLIENT_ID,
+        OPT_HOSTNAME, OPT_DNS, OPT_DOMAIN_NAME, OPT_BROADCAST, OPT_MESSAGE,
+    ))
+}
+_FILE_LEN = 128
+_SNAME_LEN = 64
+
+
+def _overloaded(message: DhcpMessage, limit: int) -> bytes:
+    """`encode` for a message over `limit`: options spill into the unused `file` and `sname`
+    fields (each ends with END and is padded), option 52 says which; the rest is left out."""
+    options = message.options
+    mtype = options.get(OPT_MESSAGE_TYPE)
+    relay = options.get(OPT_RELAY_AGENT)
+    head = encode_option(OPT_MESSAGE_TYPE, mtype) if mtype is not None else b""
+    tail = encode_option(OPT_RELAY_AGENT, relay) if relay is not None else b""
+    items = sorted(
+        ((code, encode_option(code, value)) for code, value in options.items() if code not in _SKIP_IN_LOOP),
+        key=lambda item: _PRIORITY.get(item[0], len(_PRIORITY)),
+    )
+    # The options field: the fixed part, the cookie, option 53, option 52 (3), option 82 and END.
+    room = [limit - HEADER_LEN - len(MAGIC_COOKIE) - len(head) - 3 - len(tail) - 1]
+    fields: list[list[bytes]] = [[]]
+    if not message.file:
+        room.append(_FILE_LEN - 1)
+        fields.append([])
+    if not message.sname:
+        room.append(_SNAME_LEN - 1)
+        fields.append([])
+    names = ["options", *(["file"] if not message.file else []), *(["sname"] if not message.sname else [])]
+    for _, wire in items:
+        for index, left in enumerate(room):
+            if len(wire) <= left:
+                fields[index].append(wire)
+                room[index] = left - len(wire)
+                break
+    used = {name: b"".join(chunks) for name, chunks in zip(names, fields, strict=True)}
+    overload = (1 if used.get("file") else 0) | (2 if used.get("sname") else 0)
+    file = (used["file"] + b"\xff").ljust(_FILE_LEN, b"\0") if overload & 1 else message.file[:127]
+    sname = (used["sname"] + b"\xff").ljust(_SNAME_LEN, b"\0") if overload & 2 else message.sname[:63]
+    chaddr = message.chaddr[:16]
+    out = b"".join((
+        HEADER.pack(message.op, message.htype, len(chaddr), message.hops, message.xid, message.secs,
+                    message.flags, packed(message.ciaddr), packed(message.yiaddr), packed(message.siaddr),
+                    packed(message.giaddr), chaddr, sname, file),
+        MAGIC_COOKIE,
+        head,
+        used["options"],
+        encode_option(OPT_OVERLOAD, bytes((overload,))) if overload else b"",
+        tail,
+        b"\xff",
+    ))
     if len(out) < MIN_PACKET:
         out += bytes(MIN_PACKET - len(out))
     return out

@@ -352,7 +352,7 @@ class DhcpServer:
             reply = decision.reply
             change = decision.lease
             if reply is not None:
-                payload = codec.encode(reply, decision.block)
+                payload = codec.encode(reply, decision.block, codec.reply_limit(message))
                 if change is not None and change.kind == "bind":
                     item = (sock, payload, decision, source, ifindex)
                     self.leases.apply(change, lambda: self._durable_ready(item))

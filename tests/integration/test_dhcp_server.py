@@ -7,6 +7,7 @@ client gets a namespace of its own with the MAC the test needs.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import signal
 import socket
@@ -324,3 +325,30 @@ def test_the_dhcp_port_is_never_shared_with_another_socket(tmp_path: Path) -> No
         second.stop(timeout=1.0)
         first_leases.close()
         second_leases.close()
+
+
+def test_a_long_domain_and_many_dns_servers_still_make_an_offer_udhcpc_takes(served: Served) -> None:
+    # udhcpc asks for 576-byte replies (option 57) and drops a longer datagram ("oversized
+    # packet"): with a 120-byte domain name and 60 DNS servers the reply needs option overload.
+    domain = ".".join(["a" * 50, "b" * 50, "lab", "example"])
+    dns = tuple(IPv4Address(f"10.1.0.{i}") for i in range(1, 61))
+    state = make_state(NODES, revision="rev-long", server=SERVER, network="10.99.0.0/24",
+                       pool=("10.99.0.100", "10.99.0.149"))
+    subnet = dataclasses.replace(state.site.subnets[0], domain_name=domain, dns_servers=dns)
+    state = dataclasses.replace(state, site=dataclasses.replace(state.site, subnets=(subnet,)))
+    served.holder.swap(Generation(revision="rev-long", state=state, files={}))
+    try:
+        plain = udhcpc(served, served.client("52:54:00:d1:00:05"))
+        pxe = udhcpc(served, served.client("52:54:00:d1:00:02"), "-V", "PXEClient:Arch:00000:UNDI:002001",
+                     "-x", "0x5d:0000")
+    finally:
+        served.swap("rev1", NODES)
+    # Every option arrives whole: the domain name in the `file` field, the rest in the options.
+    assert plain["ip"] == "10.99.0.25"
+    assert plain["domain"] == domain
+    assert plain["dns"].split() == [str(ip) for ip in dns]
+    assert plain["router"] == "10.99.0.254" and plain["serverid"] == SERVER
+    # A PXE client's `file` field holds its boot file: the lease, the boot answer and the DNS
+    # servers arrive; the domain name, least needed and fitting nowhere else, is left out.
+    assert pxe["ip"] == "10.99.0.22" and pxe["boot_file"] == "undionly.kpxe" and pxe["siaddr"] == SERVER
+    assert pxe["dns"].split() == [str(ip) for ip in dns]

@@ -148,3 +148,89 @@ def test_encode_then_decode_is_identity(xid: int, chaddr: bytes, options: dict[i
         file=b"ipxe.efi",
     )
     assert d.decode(d.encode(message)) == message
+
+
+# --- replies that must fit the client (option 57, RFC 2131's 576 bytes, overload) ----------
+
+LONG_DOMAIN = ".".join(["a" * 50, "b" * 50, "lab", "example"])  # 120 bytes
+MANY_DNS = b"".join(IPv4Address(f"10.1.0.{i}").packed for i in range(1, 41))
+
+
+def big_reply(file: bytes = b"", sname: bytes = b"", relay: bytes | None = None) -> d.DhcpMessage:
+    options: dict[int, bytes] = {
+        d.OPT_MESSAGE_TYPE: bytes((d.OFFER,)),
+        d.OPT_SERVER_ID: IPv4Address("10.99.0.1").packed,
+        d.OPT_LEASE_TIME: b"\x00\x00\x02\x58",
+        d.OPT_SUBNET_MASK: IPv4Address("255.255.255.0").packed,
+        d.OPT_ROUTERS: IPv4Address("10.99.0.254").packed,
+        d.OPT_DNS: MANY_DNS,
+        d.OPT_DOMAIN_NAME: LONG_DOMAIN.encode(),
+        d.OPT_HOSTNAME: b"node-1",
+        d.OPT_BOOTFILE: b"http://10.99.0.1:8080/boot.ipxe",
+    }
+    if relay is not None:
+        options[d.OPT_RELAY_AGENT] = relay
+    return d.message(d.BOOTREPLY, 7, bytes.fromhex("525400aabb01"), options, yiaddr=IPv4Address("10.99.0.21"),
+                     file=file, sname=sname)
+
+
+def limit_of(max_size: int | None) -> int:
+    options = {} if max_size is None else {d.OPT_MAX_SIZE: max_size.to_bytes(2, "big")}
+    return d.reply_limit(client_message(d.DISCOVER, "52:54:00:aa:bb:01", options=options))
+
+
+def test_the_reply_limit_is_option_57_less_the_headers_and_576_without_it() -> None:
+    assert limit_of(None) == 548
+    assert limit_of(300) == 548  # below RFC 2132's minimum: 576
+    assert limit_of(1024) == 996
+    assert limit_of(65535) == 1472  # no more than an Ethernet frame
+
+
+def test_a_reply_too_long_for_576_bytes_spills_into_file_and_sname_and_reads_back_whole() -> None:
+    reply = big_reply(relay=b"\x01\x04port")
+    plain = d.encode(reply)
+    assert len(plain) > 548  # what went out before: a client taking 576-byte datagrams drops it
+    wire = d.encode(reply, limit=548)
+    assert len(wire) <= 548
+    back = d.decode(wire)
+    assert isinstance(back, d.DhcpMessage)
+    assert back.options == reply.options  # every option, values whole (overload undone by decode)
+    assert wire[d.HEADER_LEN + 4 : d.HEADER_LEN + 7] == bytes((d.OPT_MESSAGE_TYPE, 1, d.OFFER))
+    assert wire.rstrip(b"\0").endswith(d.encode_option(d.OPT_RELAY_AGENT, b"\x01\x04port") + b"\xff")
+    # Room enough (option 57): no overload, the same bytes as without a limit.
+    assert d.encode(reply, limit=limit_of(1500)) == plain
+
+
+def test_a_boot_file_in_the_file_field_stays_and_what_fits_nowhere_is_left_out_least_needed_first() -> None:
+    reply = big_reply(file=b"undionly.kpxe")
+    wire = d.encode(reply, limit=548)
+    back = d.decode(wire)
+    assert isinstance(back, d.DhcpMessage) and len(wire) <= 548
+    assert back.file == b"undionly.kpxe"
+    for code in (d.OPT_SERVER_ID, d.OPT_LEASE_TIME, d.OPT_SUBNET_MASK, d.OPT_ROUTERS, d.OPT_BOOTFILE, d.OPT_HOSTNAME):
+        assert back.options[code] == reply.options[code]
+    # sname (63 bytes) cannot hold the 120-byte domain name: with `file` taken by the boot file
+    # it is left out, the least needed option; never a lease, network or boot option.
+    assert set(reply.options) - set(back.options) == {d.OPT_DOMAIN_NAME}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.integers(1, 254).filter(lambda c: c not in (d.OPT_OVERLOAD, d.OPT_MESSAGE_TYPE, 82)),
+                    st.binary(min_size=1, max_size=300), max_size=12),
+    st.sampled_from([548, 700, 996, 1472]),
+    st.booleans(),
+)
+def test_any_reply_fits_its_limit_and_keeps_what_it_keeps_whole(
+    extra: dict[int, bytes], limit: int, with_file: bool
+) -> None:
+    options = {d.OPT_MESSAGE_TYPE: bytes((d.ACK,)), **extra}
+    reply = d.message(d.BOOTREPLY, 1, bytes(6), options, file=b"ipxe.efi" if with_file else b"")
+    wire = d.encode(reply, limit=limit)
+    assert len(wire) <= max(limit, d.MIN_PACKET)
+    back = d.decode(wire)
+    assert isinstance(back, d.DhcpMessage)
+    for code, value in back.options.items():
+        assert options[code] == value
+    if len(d.encode(reply)) <= limit:
+        assert back.options == options
