@@ -65,6 +65,8 @@ class BootPlanChecker:
         self.listed = {a.path for a in assets} if assets is not None else None
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
+        self.rendered_bytes = 0  # of every node's user-data: most of what the generation will hold
+        self.too_large = False
 
     def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         profile = self.profiles.get(node.profile)
@@ -84,6 +86,10 @@ class BootPlanChecker:
         except template.TemplateFailure as exc:
             self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
             return
+        self.rendered_bytes += len(text)
+        if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
+            self.too_large = True
+            self.out.report("generation-too-large", tpl.source, template.generation_too_large(node.name))
         key = (tpl.name, text)
         if key not in self.linted_user_data:
             self.linted_user_data.add(key)

@@ -107,7 +107,12 @@ _TABLE = (
     Code("subnet-overlap", E, "declared subnets must not overlap"),
     # -- templates and boot values (core.bootcheck, core.render)
     Code("template-undefined", E, "a template uses a variable that is not defined (never an empty string)"),
-    Code("template-error", E, "a template failed to render"),
+    Code(
+        "template-error",
+        E,
+        "a template failed to render, or passed a bound (1 MiB of output or of any value, CPU time)",
+    ),
+    Code("generation-too-large", E, "the rendered generation would pass 512 MiB"),
     Code(
         "boot-value-unsafe",
         E,

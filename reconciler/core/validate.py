@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.core import build, crossref
+from reconciler.core import build, crossref, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.ignition import check_references, read_templates
@@ -40,7 +40,12 @@ class Validation:
 
 
 def validate(snapshot: Snapshot) -> Validation:
-    """Validate a whole repository snapshot."""
+    """Validate a whole repository snapshot, its templates' CPU time bounded as a whole."""
+    with template.commit_budget():
+        return _validate(snapshot)
+
+
+def _validate(snapshot: Snapshot) -> Validation:
     out = Findings()
     out.extend(snapshot.refused)
     out.extend(snapshot.unread)

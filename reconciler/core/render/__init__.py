@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 
 from reconciler.core import template
+from reconciler.core.codes import issue
+from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue
 from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud
 from reconciler.core.render.nodes import pin, plan_node, split_initrd
@@ -34,7 +36,15 @@ def render_generation(state: DesiredState, report_secret: bytes | None = None) -
     """Every artifact of one generation, keyed by repo-style relative path, sorted by path.
 
     `report_secret`: the daemon's secret for boot-report tokens (`template.report_token`); the
-    `render` command and the goldens render without one (tokens are then empty)."""
+    `render` command and the goldens render without one (tokens are then empty). Bounded: each
+    template's output (`core.sandbox`), the CPU time of all of them (`template.commit_budget`)
+    and the generation's size; InvalidRevision (a TemplateFailure or `generation-too-large`)
+    when a bound is passed."""
+    with template.commit_budget():
+        return _render_generation(state, report_secret)
+
+
+def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict[str, bytes]:
     site, revision = state.site, state.revision
     nodes = sorted(state.nodes, key=lambda n: n.name)
     groups = sorted(state.groups, key=lambda g: g.id)
@@ -52,17 +62,22 @@ def render_generation(state: DesiredState, report_secret: bytes | None = None) -
         files[f"groups/{group.id}.json"] = matchbox.dump(matchbox.group_json(group))
         files.update(_group_scripts(state, group))
 
+    total = sum(map(len, files.values()))
     for node in nodes:
         plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret)
-        files[f"ipxe/{node.name}.ipxe"] = ipxe.render_node(plan, revision)
-        files[f"grub/{node.name}.cfg"] = grub.render_node(plan, revision)
-        files.update(matchbox.node_files(plan))
+        own = {f"ipxe/{node.name}.ipxe": ipxe.render_node(plan, revision),
+               f"grub/{node.name}.cfg": grub.render_node(plan, revision),
+               **matchbox.node_files(plan), **nocloud.render_node(plan)}
         generic = state.generic.get(plan.profile.generic_id or "")
         if generic is not None:
-            files[f"{GENERIC_DIR}/{node.name}"] = matchbox.render_generic(
+            own[f"{GENERIC_DIR}/{node.name}"] = matchbox.render_generic(
                 generic, matchbox.node_metadata(plan), {"mac": node.mac}
             )
-        files.update(nocloud.render_node(plan))
+        total += sum(map(len, own.values()))
+        if total > template.MAX_GENERATION_BYTES:
+            finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
+            raise InvalidRevision(finding.message, (finding,))
+        files.update(own)
 
     files["dhcpd.conf"] = dhcpd.render(site, nodes, revision)
     files["kea-dhcp4.conf"] = kea.render(site, nodes, revision)
