@@ -255,20 +255,19 @@ def _raise_open_file_limit() -> None:
 
 
 def _start_servers(daemon: Daemon, settings: Settings) -> None:
-    """HTTP always; DHCP when on and the served mode needs it (or once it does); TFTP when on."""
+    """HTTP always (a failed start is fatal); DHCP and TFTP when on (a failed start is retried)."""
     assert daemon.store is not None
     recorder = ResultsRecorder(daemon.store, daemon.metrics.registry)
     events = recorder
     mac_for_address = None
     if settings.dhcp:
         leases = LeaseStore(settings.state_dir / LEASES_FILE)
-        current = daemon.holder.current()
         # Only the CLI's interface here: the server binds to each served generation's own
-        # `dhcp.interface` (and proxy mode) itself, rebinding when a commit changes them.
+        # `dhcp.interface` (and proxy mode) itself, rebinding when a commit changes them, and
+        # listens nowhere while no generation (or `dhcp.mode: off`) needs it.
         dhcp = DhcpServer(settings.dhcp_listen, daemon.holder, events, leases=leases,
                           interface=settings.dhcp_interface)
-        needed = current is not None and current.state.site.dhcp_mode != "off"
-        daemon.add_server("dhcp", dhcp, needed=needed)
+        daemon.add_server("dhcp", dhcp)
         mac_for_address = dhcp.mac_for_address
     else:
         daemon.add_server("dhcp", None)
@@ -281,6 +280,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     control = make_control_apps(
         status=daemon.status,
         healthy=daemon.healthy,
+        ready=daemon.ready,
         registry=daemon.metrics.registry,
         trigger=daemon.trigger,
         webhook_secret=settings.webhook_secret,
@@ -299,4 +299,4 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
                         installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall),
                         mac_for_address=mac_for_address, trust_any_client=settings.trust_any_client,
                         ipxe_root=settings.tftp_root)
-    daemon.add_server("http", HttpServer(settings.http_listen, app))
+    daemon.add_server("http", HttpServer(settings.http_listen, app), fatal=True)

@@ -36,7 +36,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
 from reconciler.daemon.status import StatusBook
 from reconciler.daemon.steps import Reconciler
-from reconciler.daemon.supervisor import ServerSlot, Supervisor
+from reconciler.daemon.supervisor import ServerSlot, ServerUpCollector, Supervisor
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
 
@@ -69,6 +69,7 @@ class Daemon:
                                      meta=meta, source=source, on_source_opened=self.start_watcher,
                                      on_desired=self._desiring, on_assets=self._fetching_assets)
         self.supervisor = Supervisor()
+        self.metrics.registry.register(ServerUpCollector(self.supervisor))
         self.store: ResultsStore | None = None
         self._watcher: Watcher | None = None
         self._wake = threading.Event()
@@ -132,9 +133,10 @@ class Daemon:
         log.info("revision=%s serving the current generation from disk (%d files)", loaded.stored.revision,
                  len(loaded.stored.files))
 
-    def add_server(self, name: str, server: Any, *, needed: bool = True) -> ServerSlot:
-        """Supervise `server` under `name`; start it now unless it is not needed yet."""
-        return self.supervisor.add(name, server, needed=needed)
+    def add_server(self, name: str, server: Any, *, fatal: bool = False) -> ServerSlot:
+        """Supervise `server` (None: turned off) under `name` and start it; a failed start is
+        retried with backoff, or raised with `fatal`."""
+        return self.supervisor.add(name, server, fatal=fatal)
 
     def start_watcher(self) -> None:
         source = self.source
@@ -257,8 +259,7 @@ class Daemon:
     def _activated(self, generation: Generation) -> None:
         self._served(generation)
         self._collect(generation)
-        if generation.state.site.dhcp_mode != "off":
-            self.supervisor.need("dhcp", generation.revision)
+        self.supervisor.kick()  # a commit may have fixed what kept a server down (dhcp.interface)
         heap.settle()
 
     def _listener_warnings(self, generation: Generation | None) -> tuple[str, ...]:
@@ -322,13 +323,22 @@ class Daemon:
     # -- status -------------------------------------------------------------------------------
 
     def healthy(self) -> bool:
+        """Liveness (/healthz): a valid generation is served."""
         return self.holder.current() is not None
+
+    def ready(self) -> bool:
+        """Readiness (/readyz): a generation is served and every server it needs serves."""
+        return self.healthy() and not self.supervisor.down()
+
+    def _degraded(self) -> list[tuple[str, str]]:
+        """Live faults, (reason, message) each: /status says Degraded while there is one."""
+        return [("ServerDown", problem) for problem in self.supervisor.down()]
 
     def status(self) -> dict[str, Any]:
         """What /status answers (and `netboot-reconcile status` prints)."""
         current = self.holder.current()
         source = self.source.description if self.source is not None else self.settings.repo
-        out = self.book.view(source=source, warnings=self._listener_warnings(current))
+        out = self.book.view(source=source, warnings=self._listener_warnings(current), degraded=self._degraded())
         out["generation"] = None if current is None else {
             "revision": current.revision,
             "activated_at": current.activated_at,

@@ -37,6 +37,7 @@ from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import dhcp as codec
 from reconciler.protocol.dhcp_decide import PROXY_PORT, AnswerMemo, Decision, decide
 from reconciler.servers import pktinfo, prefer_short_gil_turns
+from reconciler.servers.health import Health
 from reconciler.servers.recorder import BootRecorder
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class DhcpServer:
         self.client_port = client_port
         self.clock = clock
         self.address: tuple[str, int] | None = None
+        self.error: OSError | None = None  # the last bind error, until a bind succeeds (health())
         self.proxy_address: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self._memo: AnswerMemo | None = None  # answers shared between clients, for one plan (packet thread)
@@ -175,6 +177,7 @@ class DhcpServer:
         except OSError as exc:
             for sock in opened:
                 sock.close()
+            self.error = exc
             if raise_errors:
                 raise
             # Answering on the old binding would answer where the served commit says not to.
@@ -195,7 +198,7 @@ class DhcpServer:
         self.address = main.getsockname()
         if pxe is not None:
             self.proxy_address = pxe.getsockname()
-        self._bound, self._failed, self.interface = want, None, interface
+        self._bound, self._failed, self.interface, self.error = want, None, interface, None
         log.info("revision=%s dhcp listening on %s:%d interface=%s proxy=%s", revision, host, self.address[1],
                  interface or "*", proxy)
 
@@ -224,6 +227,17 @@ class DhcpServer:
         elif want is not None and want != self._bound:
             self._rebind(want, generation.revision if generation is not None else "-")
         return sock is None or sock is self._main or sock is self._pxe
+
+    def health(self) -> Health:
+        """Bound as the served generation needs, and the packet thread alive (any thread)."""
+        want = self.binding_for(self.holder.current())
+        host, port = self.address or self.listen
+        if want is None:
+            return Health(False, needed=False, address=f"{host}:{port}")
+        alive = any(thread.is_alive() for thread in self._threads)
+        bound = self._main is not None and self._bound == want
+        return Health(bound and alive, address=f"{host}:{port}", interface=want[0],
+                      error=None if bound else self.error)
 
     @property
     def listening(self) -> bool:

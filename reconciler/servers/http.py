@@ -38,6 +38,7 @@ from reconciler.core.events import EventSink, Stage
 from reconciler.core.model import Node
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers import prefer_short_gil_turns
+from reconciler.servers.health import Health
 from reconciler.servers.http_assets import AssetRoot, asset_response
 from reconciler.servers.recorder import BootRecorder
 
@@ -639,6 +640,12 @@ class HttpServer:
         self._thread = threading.Thread(target=server.run, name="http", daemon=True)
         self._thread.start()
         log.info("http listening on %s:%d revision=- mac=-", *self.address)
+
+    def health(self) -> Health:
+        """The listening socket open and waitress's thread alive."""
+        thread = self._thread
+        serving = self._server is not None and thread is not None and thread.is_alive()
+        return Health(serving, address=f"{self.address[0]}:{self.address[1]}")
 
     @property
     def open_connections(self) -> int:

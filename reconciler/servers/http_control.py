@@ -1,4 +1,4 @@
-"""The daemon's control endpoints as WSGI apps: /status, /healthz, /metrics and /hooks/git.
+"""The daemon's control endpoints as WSGI apps: /status, /healthz, /readyz, /metrics and /hooks/git.
 
 Built by the daemon's run command (`make_control_apps(...)`) and mounted on the boot HTTP
 server through `make_boot_app(..., extra={prefix: app})`. No policy lives here: the apps read
@@ -58,6 +58,21 @@ def healthz_app(healthy: Callable[[], bool]) -> WsgiApp:
         return _respond(
             start_response, "503 Service Unavailable", b"no valid generation served yet\n", "text/plain; charset=utf-8"
         )
+
+    return app
+
+
+def readyz_app(ready: Callable[[], bool], status: Callable[[], Mapping[str, Any]]) -> WsgiApp:
+    """200 only while every server the served generation needs is bound and answering; 503 says why."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if ready():
+            return _respond(start_response, "200 OK", b"ready\n", "text/plain; charset=utf-8")
+        doc = status()
+        lines = [str(c.get("message") or c.get("reason")) for c in doc.get("conditions", ())
+                 if c.get("type") == "Degraded"] or [str(doc.get("message") or "no valid generation served yet")]
+        body = ("not ready: " + "\n".join(lines) + "\n").encode()
+        return _respond(start_response, "503 Service Unavailable", body, "text/plain; charset=utf-8")
 
     return app
 
@@ -126,6 +141,7 @@ def make_control_apps(
     *,
     status: Callable[[], Mapping[str, Any]],
     healthy: Callable[[], bool],
+    ready: Callable[[], bool],
     registry: CollectorRegistry,
     trigger: Callable[[str], None],
     webhook_secret: bytes | None,
@@ -134,6 +150,7 @@ def make_control_apps(
     return {
         "/status": status_app(status),
         "/healthz": healthz_app(healthy),
+        "/readyz": readyz_app(ready, status),
         "/metrics": metrics_app(registry),
         "/hooks/git": webhook_app(trigger, webhook_secret),
     }

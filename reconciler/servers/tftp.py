@@ -41,6 +41,7 @@ from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as proto
 from reconciler.protocol import tftp_serve as proto_serve
 from reconciler.servers import pktinfo, prefer_short_gil_turns
+from reconciler.servers.health import Health
 from reconciler.servers.recorder import BootRecorder
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,13 @@ class TftpServer:
         if self._address is None:
             raise RuntimeError("TftpServer not started")
         return self._address
+
+    def health(self) -> Health:
+        """The listening socket open and the server thread alive."""
+        thread = self._thread
+        serving = self._listener is not None and thread is not None and thread.is_alive()
+        host, port = self._address or self._listen
+        return Health(serving, address=f"{host}:{port}")
 
     @property
     def active_transfers(self) -> int:

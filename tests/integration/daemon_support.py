@@ -116,7 +116,7 @@ class DaemonProcess:
     """`netboot-reconcile run` as a child process on 127.0.0.1 ephemeral ports."""
 
     def __init__(self, repo: str, state_dir: Path, extra: Sequence[str] = (), port: int | None = None,
-                 *, dhcp: bool = False) -> None:
+                 *, dhcp: bool = False, dhcp_interface: str | None = "lo") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
@@ -124,8 +124,11 @@ class DaemonProcess:
         # served, and node-1's reserved address (10.10.10.201) is not one a loopback client can have.
         # Who gets a node's script is tested in test_http_boot.py and test_results.py.
         # `dhcp`: the embedded DHCP server on, bound to the loopback interface on an ephemeral port.
-        dhcp_args = ["--dhcp-listen", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--dhcp-interface", "lo"] \
-            if dhcp else ["--no-dhcp"]
+        # `dhcp_interface=None`: no --dhcp-interface, netboot.yaml's dhcp.interface decides.
+        self.dhcp_port = free_port(socket.SOCK_DGRAM) if dhcp else 0
+        dhcp_args = ["--dhcp-listen", f"127.0.0.1:{self.dhcp_port}"] if dhcp else ["--no-dhcp"]
+        if dhcp and dhcp_interface is not None:
+            dhcp_args += ["--dhcp-interface", dhcp_interface]
         self.args = [
             sys.executable, "-m", "reconciler", "run", "--repo", repo, "--state-dir", str(state_dir),
             "--http-listen", f"127.0.0.1:{self.port}", *dhcp_args, "--no-tftp", "--trust-any-client", *extra,
