@@ -125,7 +125,12 @@ class AssetStore:
 
     def collect(self, keep: set[str] | None = None) -> int:
         """Drop generation trees not in `keep` (None: keep all), then every blob nothing links to
-        any more (its link count is 1: the store's own). Returns the bytes freed."""
+        any more (its link count is 1: the store's own). Returns the bytes freed. Takes the store's
+        lock: a sync links what it adopts before it lets go."""
+        with self.locked():
+            return self._collect(keep)
+
+    def _collect(self, keep: set[str] | None) -> int:
         if keep is not None:
             for revision in self.generations():
                 if revision not in keep:

@@ -86,8 +86,11 @@ def sync(
     options: Options = Options(),
     reporter: Reporter | None = None,
     publish: bool = True,
+    generation: str | None = None,
 ) -> SyncResult:
-    """Fetch, verify and extract what is missing; `publish` links the served paths to the results."""
+    """Fetch, verify and extract what is missing; `publish` links the served paths to the results,
+    `generation` links that revision's tree (both while the store is locked, so no collection
+    sees new content before something links to it)."""
     entries = list(assets)
     report: Reporter = reporter or Quiet()
     with store.locked():
@@ -100,6 +103,8 @@ def sync(
         store.record({k: Synced(v, run.specs[k]) for k, v in good.items()})
         if publish:
             store.publish(good)
+        if generation is not None:
+            store.link_generation(generation, good)
     states = tuple(run.states[a.path] for a in entries if a.path in run.states)
     return SyncResult(states, good)
 

@@ -4,7 +4,8 @@
 store under DIR (`adapters.assetsync`) and links the served paths to it: exit 0 when every entry
 is present and verified, 1 when one failed (each named with why), 2 on usage, an unreadable or
 invalid manifest. A progress bar on a terminal (rich), one line per asset otherwise.
-`status` lists each entry as verified, present, missing or mismatch: exit 0 when none is missing
+Content nothing links to any more (an old kernel; not one a kept daemon generation uses) is
+removed after the sync. `status` lists each entry as verified, present, missing or mismatch: exit 0 when none is missing
 or mismatched, else 1.
 """
 
@@ -78,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             reporter = _Lines()
             result = sync(assets, store, options, reporter)
+        freed = store.collect()  # content no served path and no kept generation links to any more
     except OSError as exc:
         print(f"netboot-reconcile assets sync: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if freed:
+        print(f"removed {freed} bytes of content nothing links to any more", file=sys.stderr)
     done = len(result.states) - len(result.failures)
     print(f"{done} of {len(result.states)} assets verified under {args.assets_dir}", file=sys.stderr)
     return EXIT_OK if not result.failures else EXIT_FAILED

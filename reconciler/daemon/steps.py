@@ -226,12 +226,14 @@ class Reconciler:
                 log.warning("revision=%s %s:%d: %s %s", attempt.revision, w.file, w.line, w.code, w.message)
             paths = {rel(s.path): s.sha256 for s in states
                      if s.state == "verified" and s.sha256 is not None and by_path[s.path].managed}
+            with store.locked():
+                store.link_generation(attempt.revision, paths)
         else:
             progress = _Progress(attempt.revision, [a.path for a in state.assets if a.managed], self.on_assets)
             self.on_assets(progress.view())
             try:
                 result = assetsync.sync(state.assets, store, assetsync.Options(timeout=self.settings.asset_timeout),
-                                        progress, publish=False)
+                                        progress, publish=False, generation=attempt.revision)
             finally:
                 self.on_assets(None)
             by_path = {a.path: a for a in state.assets}
@@ -244,7 +246,6 @@ class Reconciler:
                 first = result.failures[0]
                 raise AssetsUnavailable(f"{len(result.failures)} asset(s) not fetched yet: {first.detail}")
             paths = dict(result.paths)
-        store.link_generation(attempt.revision, paths)
         attempt.asset_paths = paths
         return True
 

@@ -323,3 +323,25 @@ def test_a_terminal_gets_a_progress_bar(upstream: Upstream, tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout
     assert "━" in done.stdout  # rich's bar
     assert "3 of 3 assets verified" in done.stdout
+
+
+def test_content_nothing_links_to_any_more_is_removed_and_shared_content_kept(
+    upstream: Upstream, tmp_path: Path,
+) -> None:
+    assets = tmp_path / "assets"
+    first = cli("sync", repo(tmp_path, manifest(pinned(upstream))), "--assets-dir", assets)
+    assert first.returncode == 0, first.stderr
+    old_iso = assets / STORE_DIR / "blobs" / "sha256" / upstream.iso_sha[:2] / upstream.iso_sha
+    assert old_iso.exists()
+    # a new ISO with a new kernel and the same initrd
+    asset_lab.make_iso(upstream.root / "v2.iso", {"casper/vmlinuz": KERNEL[::-1], "casper/initrd": INITRD})
+    text = manifest(f"    url: {upstream.url('/v2.iso')}\n    sha256: {asset_lab.sha256_of(upstream.root / 'v2.iso')}")
+    (tmp_path / "repo" / "assets.yaml").write_text(text)
+    second = cli("sync", tmp_path / "repo", "--assets-dir", assets)
+    assert second.returncode == 0, second.stderr
+    assert "removed" in second.stderr
+    assert not old_iso.exists()  # the old ISO and the old kernel: nothing links to them
+    blobs = list((assets / STORE_DIR / "blobs").glob("sha256/*/*"))
+    assert len(blobs) == 3  # new ISO, new kernel, the unchanged initrd (stored once, kept)
+    assert (assets / "vmlinuz").read_bytes() == KERNEL[::-1]
+    assert (assets / "initrd").read_bytes() == INITRD

@@ -97,3 +97,20 @@ def test_degraded_wins_and_every_condition_is_listed() -> None:
 def test_a_failure_delay_is_kept_for_the_loop() -> None:
     after = READY.after(FULL)
     assert after.failure == Failure("StoreUnwritable", "write: ENOSPC", 5.0)
+
+
+PROGRESS = {"revision": B, "assets": 3, "verified": 1, "failed": 0, "fetching": {"/assets/x.iso": {"bytes": 5,
+                                                                                                   "total": 9}}}
+
+
+@pytest.mark.parametrize("before", [READY, FAILING, STALLED, FRESH], ids=["ready", "failing", "stalled", "fresh"])
+def test_fetching_assets_is_reconciling_with_progress_until_the_attempt_ends(before: StatusBook) -> None:
+    fetching = before.begun().assets(PROGRESS)
+    view = fetching.view(source="repo")
+    assert (view["condition"], view["reason"]) == ("Reconciling", "FetchingAssets")
+    assert view["message"] == f"revision {B}: 1 of 3 assets verified"
+    assert view["assets"] == PROGRESS
+    done = fetching.assets(None).after(APPLIED_B)
+    assert done.view(source="repo")["assets"] is None and done.condition()[0] is Condition.READY
+    # an attempt that ends while fetching (a failure) leaves no stale progress behind
+    assert fetching.after(FULL).view(source="repo")["assets"] is None
