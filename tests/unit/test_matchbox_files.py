@@ -9,6 +9,7 @@ from reconciler.core import boot
 from reconciler.core.model import Issue
 from reconciler.core.render import render_generation
 from reconciler.core.validate import Validation, validate
+from reconciler.protocol.dhcp_decide import plan_dhcp
 from tests import repo_builder
 
 PINNED_MAC = "52:54:00:aa:bb:07"
@@ -106,6 +107,9 @@ def test_a_group_pinning_a_mac_is_one_machine_with_a_nodes_values_and_seed() -> 
     index = boot.BootIndex.build(result.state)
     answer = boot.answer_boot("ipxe", index, files, boot.labels_from_query("mac=52-54-00-aa-bb-07"), "")
     assert answer.status == 200 and answer.node is not None and answer.node.name == "node7"
+    # a known machine to the DHCP server too: with `unknown_clients: ignore` it is still netbooted
+    reservation = plan_dhcp(result.state).reservations.get(PINNED_MAC)
+    assert reservation is not None and reservation.node == "node7" and reservation.ip is None
 
 
 def test_a_cloud_init_profile_with_a_static_seed_url_is_a_warning() -> None:
