@@ -25,6 +25,7 @@ class Code:
 _TABLE = (
     # -- reading the repository (adapters.dirsource, adapters.gitsource, core.snapshot)
     Code("symlink", E, "symbolic links are refused: commit the file itself"),
+    Code("special-file", E, "FIFOs, sockets and device files are refused: only regular files are read"),
     Code("submodule", E, "submodules are refused: the repository must hold its files"),
     Code("file-too-large", E, "files over 1 MiB are refused"),
     Code("not-read", W, "a path the format does not read, but that looks meant to be read"),

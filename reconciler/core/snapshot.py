@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +92,12 @@ def refused(path: str, code: str, message: str) -> Issue:
 
 def refuse_symlink(path: str) -> Issue:
     return refused(path, "symlink", "symbolic links are refused: commit the file itself")
+
+
+def refuse_special(path: str, mode: int) -> Issue:
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return refused(path, "special-file", f"{path} is {kind}: only regular files are read")
 
 
 def refuse_submodule(path: str) -> Issue:

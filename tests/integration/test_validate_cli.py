@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,20 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("netboot-reconcile")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "netboot-reconcile" in proc.stdout
+
+
+def test_fifos_and_sockets_are_refused_not_read(tmp_path: Path) -> None:
+    """A FIFO where a node file belongs used to hang `validate` (open() waits for a writer)."""
+    repo_builder.write(tmp_path)
+    os.mkfifo(tmp_path / "nodes" / "node-9.yaml")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "profiles" / "sock.yaml"))
+    try:
+        proc = run("validate", tmp_path, "--format", "json")
+    finally:
+        sock.close()
+    assert proc.returncode == 1, proc.stderr
+    refused = {(i["file"], i["code"], i["message"]) for i in json.loads(proc.stdout)["issues"]}
+    assert ("nodes/node-9.yaml", "special-file", "nodes/node-9.yaml is a FIFO: only regular files are read") in refused
+    assert ("profiles/sock.yaml", "special-file", "profiles/sock.yaml is a socket: only regular files are read") \
+        in refused
