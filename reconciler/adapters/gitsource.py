@@ -41,6 +41,8 @@ from typing import Any, Protocol
 
 import pygit2
 
+from reconciler.adapters.commitsig import Signers, verify_commit
+from reconciler.adapters.commitsig import invalid as invalid_commit
 from reconciler.adapters.dirsource import read_directory
 from reconciler.adapters.known_hosts import strict_known_hosts
 from reconciler.core.errors import InvalidRevision, SourceUnavailable
@@ -89,6 +91,8 @@ class Source(Protocol):
 
     def snapshot(self, revision: str) -> Snapshot: ...
 
+    def verify(self, revision: str, signers: Signers) -> str: ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +123,9 @@ def open_source(settings: Settings, progress: Callable[[str], None] | None = Non
         top = Path(git_repo.workdir or git_repo.path).resolve()
         if top == path.resolve() or (git_repo.is_bare and Path(found).resolve() == path.resolve()):
             return LocalGitSource(git_repo, settings)
+    if settings.verify_commits is not None:
+        raise ValueError(f"--verify-commits: {repo} is a plain directory, not a git repository: it has no signed "
+                         "commits to verify")
     return DirectorySource(path, settings.path)
 
 
@@ -368,6 +375,9 @@ class MirrorSource:
     def snapshot(self, revision: str) -> Snapshot:
         return read_tree(self.repo, revision, self._settings.path, origin=self.description)
 
+    def verify(self, revision: str, signers: Signers) -> str:
+        return verify_commit(self.repo, revision, signers)
+
     def close(self) -> None:
         self.repo.free()
 
@@ -425,6 +435,9 @@ class LocalGitSource:
     def snapshot(self, revision: str) -> Snapshot:
         return read_tree(self.repo, revision, self._settings.path, origin=self.description)
 
+    def verify(self, revision: str, signers: Signers) -> str:
+        return verify_commit(self.repo, revision, signers)
+
     def close(self) -> None:
         self.repo.free()
 
@@ -453,6 +466,10 @@ class DirectorySource:
             self.fetch()
         assert self._last is not None
         return self._last
+
+    def verify(self, revision: str, signers: Signers) -> str:
+        message = f"{self.root}: a plain directory has no commits to verify (--verify-commits needs a git repository)"
+        raise invalid_commit(message)
 
     def close(self) -> None:
         return None

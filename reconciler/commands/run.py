@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core import boot
@@ -72,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust-any-client", action="store_true",
                    help="serve a node's NoCloud seed, script and metadata to any client address, not only to the "
                         "node's reserved or leased one (NAT or proxies in front of the daemon)")
+    p.add_argument("--verify-commits", type=Path, metavar="FILE",
+                   help="serve only commits signed by a key FILE lists: an OpenSSH allowed_signers file or an "
+                        "OpenPGP keyring (gpg --export)")
     p.set_defaults(func=run)
 
 
@@ -102,6 +106,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         path = getattr(args, name)
         if path is not None and not path.is_file():
             raise ValueError(f"--{name.replace('_', '-')} {path}: no such file")
+    if args.verify_commits is not None:
+        load_signers(args.verify_commits)  # a start-up error (exit 2) when it cannot be used
     if args.keep_generations < 1:
         raise ValueError("--keep-generations must be at least 1")
     if args.boot_timeout <= 0:
@@ -133,6 +139,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         boot_timeout=args.boot_timeout * 60.0,
         report_secret=report_secret(args.state_dir.absolute()),
         trust_any_client=args.trust_any_client,
+        verify_commits=args.verify_commits,
     )
 
 

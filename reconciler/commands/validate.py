@@ -1,5 +1,10 @@
-"""`netboot-reconcile validate [PATH] [--format text|json|github] [--strict]`.
+"""`netboot-reconcile validate [PATH] [REV] [--format text|json|github] [--strict] [--verify-commits FILE]`.
 
+Validates the files of the directory PATH as they are on disk; with REV, or with
+--verify-commits (REV defaulting to HEAD), the commit REV of the git repository at PATH instead,
+read from git as the daemon reads it. --verify-commits FILE also checks that commit's signature
+as the daemon's verify step does (`adapters.commitsig`): an unsigned or wrongly signed commit is
+a `commit-signature` error, reported with the other findings.
 Exit 0 valid (warnings allowed unless --strict), 1 invalid, 2 usage or I/O error.
 """
 
@@ -10,8 +15,13 @@ import os
 import sys
 from pathlib import Path
 
+import pygit2
+
+from reconciler.adapters.commitsig import Signers, load_signers, verify_commit
 from reconciler.adapters.dirsource import read_directory
+from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
 from reconciler.core import findings
+from reconciler.core.errors import InvalidRevision
 from reconciler.core.validate import Validation, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
@@ -20,8 +30,12 @@ EXIT_VALID, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="validate a provisioning repository (a directory)")
     p.add_argument("path", nargs="?", default=".", type=Path, help="repository directory (default: .)")
+    p.add_argument("rev", nargs="?", metavar="REV",
+                   help="validate this commit of the git repository at PATH (default with --verify-commits: HEAD)")
     p.add_argument("--format", choices=("text", "json", "github"), default="text")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--verify-commits", type=Path, metavar="FILE",
+                   help="the commit must be signed by a key FILE lists (OpenSSH allowed_signers or OpenPGP keyring)")
     p.set_defaults(func=run)
 
 
@@ -54,10 +68,36 @@ def _workspace_prefix(path: Path) -> str:
     return "" if relative == "." else relative + "/"
 
 
+def validate_commit(path: Path, revision: str, signers: Signers | None) -> Validation:
+    """Validate commit `revision` of the repository at `path` (read from git; `path` may be a
+    subdirectory of the work tree: the site in a monorepo), and its signature when `signers`."""
+    found = pygit2.discover_repository(str(path))
+    if found is None:
+        raise SourceProblem(f"{path}: not a git repository (a commit to validate needs one)")
+    repo = open_repository(found)
+    top = Path(repo.workdir or repo.path).resolve()
+    subdir = path.resolve().relative_to(top).as_posix() if path.resolve().is_relative_to(top) else ""
+    try:
+        result = validate(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)))
+    except InvalidRevision as exc:
+        result = Validation(None, exc.findings)
+    if signers is None:
+        return result
+    try:
+        verify_commit(repo, revision, signers)
+    except InvalidRevision as exc:
+        return Validation(None, (*exc.findings, *result.issues))
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        result = validate_path(args.path)
-    except OSError as exc:
+        if args.rev is None and args.verify_commits is None:
+            result = validate_path(args.path)
+        else:
+            signers = load_signers(args.verify_commits) if args.verify_commits is not None else None
+            result = validate_commit(args.path, args.rev or "HEAD", signers)
+    except (OSError, ValueError, SourceProblem, pygit2.GitError) as exc:
         print(f"netboot-reconcile validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return print_findings(result, args.format, args.strict, args.path)

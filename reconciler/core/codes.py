@@ -30,6 +30,7 @@ _TABLE = (
     Code("file-too-large", E, "files over 1 MiB are refused"),
     Code("not-read", W, "a path the format does not read, but that looks meant to be read"),
     Code("source", E, "the repository or revision could not be read"),
+    Code("commit-signature", E, "with --verify-commits, only a commit signed by a key the file lists is served"),
     # -- parsing (core.yamldoc)
     Code("encoding", E, "files must be UTF-8"),
     Code("yaml-syntax", E, "the file is not valid YAML"),

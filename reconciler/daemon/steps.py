@@ -4,7 +4,7 @@ Called by `Daemon.reconcile_once` (daemon.loop). A reconcile is an ordered list 
 one signature, `step(attempt) -> bool` (False: nothing more to do, e.g. the revision is already
 applied), as source-controller does it:
 
-    fetch -> snapshot -> validate -> render -> peer-check -> assets -> write -> swap-current -> activate
+    fetch -> verify -> snapshot -> validate -> render -> peer-check -> assets -> write -> swap-current -> activate
 
 Failures are the exceptions of `core.errors`, raised where they happen (the source, the
 renderer, the artifact store, the peer check here) and turned into the outcome by the runner
@@ -36,6 +36,7 @@ from typing import Any
 from reconciler.adapters import assetsync
 from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.assetstore import AssetStore
+from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import Source, open_source, print_progress
 from reconciler.core import codes, findings
 from reconciler.core.assets import rel
@@ -102,6 +103,7 @@ class Reconciler:
         self.asset_store = AssetStore(settings.assets_dir) if settings.assets_dir is not None else None
         self.steps: tuple[tuple[str, Step], ...] = (
             ("fetch", self._fetch),
+            ("verify", self._verify),
             ("snapshot", self._snapshot),
             ("validate", self._validate),
             ("render", self._render),
@@ -168,6 +170,19 @@ class Reconciler:
         attempt.revision = revision
         self.on_desired(revision)
         return revision not in attempt.skip
+
+    def _verify(self, attempt: Attempt) -> bool:
+        """With --verify-commits, the commit must be signed by a key the file lists (InvalidRevision)."""
+        if self.settings.verify_commits is None:
+            return True
+        assert self.source is not None and attempt.revision is not None
+        try:
+            signers = load_signers(self.settings.verify_commits)  # read again: a key added needs no restart
+        except ValueError as exc:
+            raise Temporary(str(exc)) from exc
+        signer = self.source.verify(attempt.revision, signers)
+        log.info("revision=%s signed by %s (%s)", attempt.revision, signer, self.settings.verify_commits)
+        return True
 
     def _snapshot(self, attempt: Attempt) -> bool:
         assert self.source is not None and attempt.revision is not None
