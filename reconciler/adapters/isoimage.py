@@ -3,7 +3,8 @@ plain ISO 9660 names, in that order of preference.
 
 Called by `adapters.assetsync` for assets.yaml entries with `from` + `file`. The file is copied
 to a temporary name in the store, hashed on the way, and fsynced; a symbolic link inside the
-image, a directory, or a name the image does not hold is an `AssetError`.
+image, a directory, a name the image does not hold, or an image shorter than its volume descriptor
+says (pycdlib would read its files cut short without a word) is an `AssetInvalid`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def extract(image: Path, inner: str, dest: Path, what: str) -> tuple[str, int]:
     except (PyCdlibException, OSError) as exc:
         raise AssetInvalid(f"{what}: {image.name} is not a readable ISO 9660 image: {exc}") from None
     try:
+        declared = iso.pvd.space_size * iso.pvd.logical_block_size()
+        actual = os.path.getsize(image)
+        if actual < declared:  # pycdlib reads a cut-short file silently as a shorter one
+            raise AssetInvalid(f"{what}: {image.name} is cut short ({actual} of the {declared} bytes its volume "
+                               "descriptor declares)")
         where, record = _find(iso, name)
         if record is None:
             raise AssetInvalid(f"{what}: the image has no file {inner}")

@@ -237,7 +237,8 @@ def test_a_404_and_a_redirect_loop_are_named(upstream: Upstream, tmp_path: Path)
 
 class _BadServer:
     """A hand-written HTTP peer, because nginx cannot be made to misbehave: `hang` accepts and never
-    answers; `short` promises 1 MB in Content-Length, sends 1000 bytes and closes."""
+    answers; `short` promises 1 MB in Content-Length, sends 1000 bytes and closes; `long` says
+    1000 bytes and sends 5000."""
 
     def __init__(self, mode: str) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -256,7 +257,8 @@ class _BadServer:
             if self.mode == "hang":
                 self.held.append(conn)
                 continue
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n" + b"x" * 1000)
+            length, body = (1000000, b"x" * 1000) if self.mode == "short" else (1000, b"y" * 5000)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % length + body)
             conn.close()
 
     def close(self) -> None:
@@ -265,7 +267,8 @@ class _BadServer:
             c.close()
 
 
-@pytest.mark.parametrize(("mode", "message"), [("hang", "timed out"), ("short", "truncated")])
+@pytest.mark.parametrize(("mode", "message"), [("hang", "timed out"), ("short", "truncated"),
+                                               ("long", "sha256 mismatch")])
 def test_a_hanging_or_lying_server_is_a_clear_error(tmp_path: Path, mode: str, message: str) -> None:
     server = _BadServer(mode)
     try:
