@@ -49,13 +49,19 @@ class Lab:
     def ip(self, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
         return sh("ip", "-n", ns, *args)
 
-    def add_host(self, role: str, mac: str, cidr: str | None = None) -> str:
-        """A namespace with `eth0` (MAC `mac`) on the bridge; returns the namespace name."""
+    def add_bridge(self, name: str, cidr: str) -> None:
+        """Another link in the server namespace: bridge `name` with the server's address `cidr`."""
+        self.ip(self.server, "link", "add", name, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        self.ip(self.server, "addr", "add", cidr, "dev", name)
+        self.ip(self.server, "link", "set", name, "up")
+
+    def add_host(self, role: str, mac: str, cidr: str | None = None, bridge: str = "br0") -> str:
+        """A namespace with `eth0` (MAC `mac`) on `bridge`; returns the namespace name."""
         ns = f"nrdhcp-{self.suffix}-{role}"
         self._add_ns(ns)
         port = f"p-{role}"[:15]
         self.ip(self.server, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        self.ip(self.server, "link", "set", port, "master", "br0", "up")
+        self.ip(self.server, "link", "set", port, "master", bridge, "up")
         self.ip(ns, "link", "set", "lo", "up")
         self.ip(ns, "link", "set", "eth0", "address", mac)
         if cidr:

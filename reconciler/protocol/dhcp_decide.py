@@ -77,10 +77,18 @@ class DhcpPlan:
     reserved_ips: Mapping[IPv4Address, str]  # fixed address -> MAC
     subnets: tuple[SubnetPlan, ...]
     boot: BootTable  # CONTRACT §4, the same table the dhcpd/Kea/dnsmasq renderers write out
+    networks: tuple[tuple[int, int, SubnetPlan], ...] = ()  # (mask, network) as integers, per subnet
 
     def subnet_for(self, ip: IPv4Address) -> SubnetPlan | None:
         for plan in self.subnets:
             if ip in plan.subnet.network:
+                return plan
+        return None
+
+    def subnet_at(self, address: int) -> SubnetPlan | None:
+        """The declared subnet holding `address` (an IPv4 address as an integer), if any."""
+        for mask, network, plan in self.networks:
+            if address & mask == network:
                 return plan
         return None
 
@@ -127,6 +135,7 @@ def plan_dhcp(state: DesiredState) -> DhcpPlan:
         reserved_ips=reserved_ips,
         subnets=tuple(subnets),
         boot=boot_table(site),
+        networks=tuple((int(p.subnet.network.netmask), int(p.subnet.network.network_address), p) for p in subnets),
     )
 
 
@@ -279,17 +288,23 @@ def _route(message: d.DhcpMessage, yiaddr: IPv4Address) -> Route:
     return Route("chaddr", yiaddr)
 
 
-def _select_subnet(message: d.DhcpMessage, plan: DhcpPlan) -> SubnetPlan | None:
-    """giaddr picks the subnet of a relayed message; else the one the server itself is on."""
+def _select_subnet(message: d.DhcpMessage, plan: DhcpPlan, local: int) -> SubnetPlan | None:
+    """giaddr picks the subnet of a relayed message; else the client's own address (ciaddr),
+    else the address of the interface the request came in on (`local`), when a declared subnet
+    holds it; else the subnet server.address is on (or the only one)."""
     if message.giaddr != d.ZERO_IP:
         return plan.subnet_for(message.giaddr)
     if message.ciaddr != d.ZERO_IP:
         found = plan.subnet_for(message.ciaddr)
         if found is not None:
             return found
-    local = plan.subnet_for(plan.server_id)
-    if local is not None:
-        return local
+    if local:
+        found = plan.subnet_at(local)
+        if found is not None:
+            return found
+    local_plan = plan.subnet_for(plan.server_id)
+    if local_plan is not None:
+        return local_plan
     return plan.subnets[0] if len(plan.subnets) == 1 else None
 
 
@@ -360,9 +375,12 @@ def decide(
     *,
     port: int = 67,
     memo: AnswerMemo | None = None,
+    local: int = 0,
 ) -> Decision:
     """Answer one message with one generation's plan. `port` is the port it arrived on; `memo`
-    (made for this `plan`) keeps answers shared between clients of one kind."""
+    (made for this `plan`) keeps answers shared between clients of one kind; `local` is the
+    address (an integer; 0: unknown) of the interface it came in on, which picks the subnet of
+    an unrelayed request."""
     if memo is not None and memo.plan is not plan:
         raise ValueError("an AnswerMemo answers for the plan it was made for")
     if message.op != d.BOOTREQUEST:
@@ -376,7 +394,7 @@ def decide(
         return silent("dhcp mode off")
     if plan.mode == "proxy" or port == PROXY_PORT:
         return _decide_proxy(message, mtype, plan, port)
-    return _decide_full(message, mtype, plan, leases, now, memo)
+    return _decide_full(message, mtype, plan, leases, now, memo, local)
 
 
 def _netboot(message: d.DhcpMessage, plan: DhcpPlan) -> tuple[Reservation | None, BootChoice | None]:
@@ -467,9 +485,10 @@ def _lease_seconds(message: d.DhcpMessage, subnet: Subnet) -> int:
 
 
 def _decide_full(
-    message: d.DhcpMessage, mtype: int, plan: DhcpPlan, leases: LeaseView, now: float, memo: AnswerMemo | None
+    message: d.DhcpMessage, mtype: int, plan: DhcpPlan, leases: LeaseView, now: float, memo: AnswerMemo | None,
+    local: int,
 ) -> Decision:
-    subnet = _select_subnet(message, plan)
+    subnet = _select_subnet(message, plan, local)
     if subnet is None:
         return silent("no declared subnet for this link")
     mac = message.mac

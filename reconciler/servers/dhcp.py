@@ -309,6 +309,7 @@ class DhcpServer:
         by_fd = self._by_fd
         wake = self._wake_r.fileno()
         handle = self.handle
+        arrival = pktinfo.arrival
         holder = self.holder
         stopping = self._stopping
         while not stopping.is_set():
@@ -337,13 +338,17 @@ class DhcpServer:
                         break
                     if not data:
                         continue
+                    ifindex, local = arrival(ancdata)
                     try:
-                        handle(sock, port, data, source, pktinfo.ifindex_of(ancdata))
+                        handle(sock, port, data, source, ifindex, local)
                     except Exception:
                         log.exception("dhcp: packet from %s not handled", source)
             self._hand_over_events()
 
-    def handle(self, sock: socket.socket, port: int, data: bytes, source: tuple[str, int], ifindex: int) -> None:
+    def handle(self, sock: socket.socket, port: int, data: bytes, source: tuple[str, int], ifindex: int,
+               local: int = 0) -> None:
+        """One datagram, received on `port` through interface `ifindex`, for the local address
+        `local` (an integer; 0: unknown): decide, apply the lease change, reply, collect the event."""
         self.stats["received"] += 1
         message = codec.decode(data)
         if isinstance(message, codec.Rejected):
@@ -362,7 +367,7 @@ class DhcpServer:
             memo = self._memo = AnswerMemo(plan)
         now = self.clock()
         with self._lock:
-            decision = decide(message, plan, self.leases, now, port=port, memo=memo)
+            decision = decide(message, plan, self.leases, now, port=port, memo=memo, local=local)
             reply = decision.reply
             change = decision.lease
             if reply is not None:

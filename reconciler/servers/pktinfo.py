@@ -1,6 +1,7 @@
 """IP_PKTINFO (Linux): which interface a datagram came in on and which local address it was for.
 
-Used by the DHCP server (the interface a request came in on, to send the reply out of it) and
+Used by the DHCP server (the interface a request came in on, to send the reply out of it, and
+that interface's address, to choose the subnet of an unrelayed request) and
 the TFTP server (the address a read request was sent to, for the transfer's port and the
 listener's errors to answer from when it listens on every address).
 """
@@ -23,10 +24,15 @@ def _find(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, bytes] | None:
     return None
 
 
-def ifindex_of(ancdata: list[tuple[int, int, bytes]]) -> int:
-    """The interface a `recvmsg` result came in on (0: not known). On DHCP's per-packet path."""
-    found = _find(ancdata)
-    return found[0] if found is not None else 0
+def arrival(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int]:
+    """(interface index, local address as an integer) a `recvmsg` result came in on; (0, 0) when
+    not known. For a broadcast the address is the receiving interface's own (ipi_spec_dst), so
+    DHCP learns the link of an unrelayed request. On DHCP's per-packet path."""
+    for level, kind, value in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= PKTINFO.size:
+            ifindex, spec_dst, _ = PKTINFO.unpack_from(value)
+            return ifindex, int.from_bytes(spec_dst, "big")
+    return 0, 0
 
 
 def local_address_of(ancdata: list[tuple[int, int, bytes]]) -> str | None:

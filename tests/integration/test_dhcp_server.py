@@ -16,13 +16,14 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core.events import CollectEvents
+from reconciler.core.model import Subnet
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.dhcp import DhcpServer
 from tests.dhcp_fixtures import make_state, node
@@ -352,3 +353,35 @@ def test_a_long_domain_and_many_dns_servers_still_make_an_offer_udhcpc_takes(ser
     # servers arrive; the domain name, least needed and fitting nowhere else, is left out.
     assert pxe["ip"] == "10.99.0.22" and pxe["boot_file"] == "undionly.kpxe" and pxe["siaddr"] == SERVER
     assert pxe["dns"].split() == [str(ip) for ip in dns]
+
+
+def test_an_unrelayed_request_gets_the_subnet_of_the_link_it_came_in_on(tmp_path: Path) -> None:
+    # Two directly attached links, no relay: br0 (10.99.0.1, server.address) and br1 (10.98.0.1).
+    # A client on br1 must get an address, router and lease of 10.98.0.0/24, not of server.address's.
+    require_root()
+    lab = Lab()
+    second = Subnet(network=IPv4Network("10.98.0.0/24"), pool=(IPv4Address("10.98.0.100"),
+                    IPv4Address("10.98.0.149")), routers=(IPv4Address("10.98.0.254"),),
+                    dns_servers=(IPv4Address("9.9.9.9"),), domain_name="b.example", lease_time=600,
+                    max_lease_time=7200)
+    try:
+        lab.add_bridge("br1", "10.98.0.1/24")
+        s = start(lab, tmp_path)
+        try:
+            s.holder.swap(Generation("rev2", make_state(NODES, revision="rev2", server=SERVER, network="10.99.0.0/24",
+                                                        pool=("10.99.0.100", "10.99.0.149"), extra_subnets=(second,)),
+                                     {}))
+            far = udhcpc(s, lab.add_host("far", "02:00:00:00:bb:01", bridge="br1"))
+            near = udhcpc(s, lab.add_host("near", "02:00:00:00:bb:02"))
+            known = udhcpc(s, lab.add_host("known", "52:54:00:d1:00:02", bridge="br1"))
+        finally:
+            s.server.stop()
+            s.leases.close()
+    finally:
+        lab.close()
+    assert IPv4Address(far["ip"]) in second.network and far["router"] == "10.98.0.254"
+    assert far["domain"] == "b.example"
+    assert IPv4Address(near["ip"]) in IPv4Network("10.99.0.0/24") and near["router"] == "10.99.0.254"
+    # A node whose reserved address is on the other link gets no address here: its reservation
+    # does not belong to this link, so it is offered one from this link's pool.
+    assert IPv4Address(known["ip"]) in second.network

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.model import Node
+from reconciler.core.model import Node, Subnet
 from reconciler.protocol import dhcp as d
 from reconciler.protocol.dhcp_decide import AnswerMemo, Decision, decide, plan_dhcp
 from tests.dhcp_fixtures import (
@@ -494,3 +494,32 @@ def test_a_known_node_without_a_fixed_address_gets_a_pool_address_and_its_boot_f
     assert decision.reply is not None and decision.node == "pooled"
     assert IPv4Address("10.99.0.100") <= decision.reply.yiaddr <= IPv4Address("10.99.0.149")
     assert filename(decision) == "ipxe.efi"
+
+
+# --- the link of an unrelayed request ------------------------------------------------------
+
+
+def test_an_unrelayed_request_takes_the_subnet_of_the_interface_it_came_in_on() -> None:
+    other = Subnet(network=IPv4Network("10.98.0.0/24"), pool=(IPv4Address("10.98.0.10"), IPv4Address("10.98.0.20")),
+                   routers=(IPv4Address("10.98.0.254"),), dns_servers=(), domain_name=None, lease_time=600,
+                   max_lease_time=7200)
+    plan = plan_dhcp(make_state((), extra_subnets=(other,)))
+    message = client_message(d.DISCOVER, "02:00:00:00:00:01")
+
+    def offered(local: int, msg: d.DhcpMessage = message) -> IPv4Address | None:
+        decision = decide(msg, plan, MemoryLeases(), NOW, local=local)
+        return decision.reply.yiaddr if decision.reply is not None else None
+
+    far = offered(int(IPv4Address("10.98.0.1")))
+    assert far is not None and far in other.network
+    near = offered(int(IPv4Address("10.99.0.1")))
+    assert near is not None and near in IPv4Network("10.99.0.0/24")
+    # A local address in no declared subnet (loopback, an unnumbered link), or none known:
+    # server.address's subnet, as before.
+    for local in (int(IPv4Address("127.0.0.1")), 0):
+        found = offered(local)
+        assert found is not None and found in IPv4Network("10.99.0.0/24")
+    # A relayed request still goes by giaddr, whatever interface brought it.
+    relayed = client_message(d.DISCOVER, "02:00:00:00:00:01", giaddr="10.99.0.2")
+    found = offered(int(IPv4Address("10.98.0.1")), relayed)
+    assert found is not None and found in IPv4Network("10.99.0.0/24")
