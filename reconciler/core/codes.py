@@ -192,6 +192,20 @@ _TABLE = (
         lint=True,
     ),
     Code(
+        "autoinstall-key-misplaced",
+        E,
+        "an autoinstall key at the top level of user-data, beside 'autoinstall:': cloud-init's schema "
+        "refuses it and Subiquity 24.04+ stops the install (\"Misplaced autoinstall directives\")",
+        lint=True,
+    ),
+    Code(
+        "autoinstall-interactive-reporting",
+        W,
+        "Subiquity ignores 'reporting' when 'interactive-sections' is set: the daemon never hears how "
+        "the install went",
+        lint=True,
+    ),
+    Code(
         "asset-not-listed",
         E,
         "assets.yaml is the manifest of what /assets serves: a path it does not list is a 404 at boot",

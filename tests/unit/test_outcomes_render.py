@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+import pytest
 import yaml
 
 from reconciler.core import template
@@ -16,6 +17,7 @@ from tests.repo_builder import snapshot
 
 SECRET = b"s" * 32
 MAC = "52:54:00:aa:bb:01"
+OURS = {"type": "webhook", "endpoint": "http://s/report/autoinstall/m"}
 
 
 def state(revision: str, edits: Mapping[str, str | None] | None = None) -> DesiredState:
@@ -56,8 +58,28 @@ def test_a_template_naming_report_token_renders_it() -> None:
     doc = yaml.safe_load(files[f"cloud-init/{MAC}/user-data"])
     token = template.report_token(SECRET, "node-1", "c" * 40)
     assert doc["autoinstall"]["reporting"] == {
-        "mine": {"type": "webhook", "endpoint": f"http://10.10.10.12/report/{MAC}?token={token}"}
+        "mine": {"type": "webhook", "endpoint": f"http://10.10.10.12/report/{MAC}?token={token}"},
+        "netboot": {"type": "webhook", "endpoint": f"http://10.10.10.12/report/autoinstall/{MAC}?token={token}"},
     }
+
+
+@pytest.mark.parametrize(
+    ("reporting", "expected"),
+    [
+        ("    reporting: {x: {type: print}}\n", {"x": {"type": "print"}, "netboot": OURS}),
+        ("    reporting: {}\n", {"netboot": OURS}),
+        ("    reporting:  # theirs\n      x:\n        type: print\n", {"x": {"type": "print"}, "netboot": OURS}),
+        ("    reporting:\n", {"netboot": OURS}),  # an empty mapping (null) of theirs
+        ("    reporting:\n      netboot: {type: print}\n", {"netboot": {"type": "print"}, "netboot-reconcile": OURS}),
+    ],
+)
+def test_a_users_own_reporting_keeps_ours_beside_theirs(reporting: str, expected: dict[str, object]) -> None:
+    """Subiquity sends every event to every handler under `reporting`: theirs and ours both get them."""
+    own = "#cloud-config\nautoinstall:\n    version: 1\n" + reporting + "    late-commands: [true]\nruncmd: [true]\n"
+    doc = yaml.safe_load(with_reporting(own, OURS["endpoint"]))
+    assert doc["autoinstall"]["reporting"] == expected
+    assert doc["autoinstall"]["late-commands"] == [True] and doc["runcmd"] == [True]
+    assert with_reporting(own, OURS["endpoint"]).startswith(own.split("    reporting")[0])
 
 
 def test_with_reporting_leaves_other_user_data_alone() -> None:
@@ -65,8 +87,6 @@ def test_with_reporting_leaves_other_user_data_alone() -> None:
     assert with_reporting("#cloud-config\nhostname: x\n", endpoint) == "#cloud-config\nhostname: x\n"
     flow = "#cloud-config\nautoinstall: {version: 1}\n"
     assert with_reporting(flow, endpoint) == flow
-    own = "#cloud-config\nautoinstall:\n    version: 1\n    reporting: {x: {type: print}}\n"
-    assert with_reporting(own, endpoint) == own
     four = "#cloud-config\nautoinstall:  # the installer\n    # a comment\n    version: 1\nruncmd: [true]\n"
     doc = yaml.safe_load(with_reporting(four, endpoint))
     assert doc["autoinstall"] == {"version": 1, "reporting": {"netboot": {"type": "webhook", "endpoint": endpoint}}}

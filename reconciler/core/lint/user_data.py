@@ -12,6 +12,18 @@ import yaml
 from reconciler.core.codes import lint_issue as finding
 from reconciler.core.model import Issue, Location
 
+# Subiquity's autoinstall keys that are not cloud-config keys: at the top level of user-data,
+# cloud-init's schema check fails on them and Subiquity (24.04+) stops the install ("Misplaced
+# autoinstall directives"; subiquity/server/server.py). Keys both know (apt, ssh, packages, ...)
+# are valid cloud-config there. tests/unit/test_subiquity.py derives this set from Subiquity's
+# autoinstall-schema.json and cloud-init's cloud-config schema.
+AUTOINSTALL_ONLY_KEYS = frozenset({
+    "active-directory", "codecs", "debconf-selections", "early-commands", "error-commands", "identity",
+    "interactive-sections", "kernel", "kernel-crash-dumps", "late-commands", "network", "oem", "proxy",
+    "refresh-installer", "shutdown", "snaps", "source", "storage", "ubuntu-advantage", "ubuntu-pro",
+    "user-data", "version", "zdevs",
+})
+
 
 def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
     """Lints of one rendered user-data document; `loc` is the template's location."""
@@ -31,6 +43,16 @@ def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
         version = _child(section, "version")
         if not (isinstance(version, yaml.ScalarNode) and version.value == "1" and version.tag.endswith(":int")):
             found.append(finding("autoinstall-version", loc))
+        interactive = _child(section, "interactive-sections")
+        if interactive is not None and not (isinstance(interactive, yaml.SequenceNode) and not interactive.value):
+            line = interactive.start_mark.line + 1
+            found.append(finding("autoinstall-interactive-reporting", Location(loc.file, line, 1),
+                                 f"'interactive-sections' (rendered line {line})"))
+    if autoinstall or section is not None:
+        for key, line in _top_keys(root):
+            if key in AUTOINSTALL_ONLY_KEYS:
+                found.append(finding("autoinstall-key-misplaced", Location(loc.file, line, 1),
+                                     f"top-level key {key!r} (rendered line {line}): move it under 'autoinstall:'"))
     if autoinstall and section is None:
         near = _key_like(root, "autoinstall")
         if near is not None:
@@ -40,6 +62,13 @@ def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
         else:
             found.append(finding("autoinstall-section-missing", loc))
     return found
+
+
+def _top_keys(node: yaml.Node | None) -> list[tuple[str, int]]:
+    """The top-level keys of a mapping and the rendered lines they are on."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(k.value, k.start_mark.line + 1) for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
 
 
 def _key_like(node: yaml.Node | None, key: str) -> tuple[str, int] | None:

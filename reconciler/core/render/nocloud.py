@@ -11,11 +11,11 @@ configures the network exactly as without the file (its fallback: DHCP on the fi
 what the image or the kernel command line says). Checked with cloud-init's own NoCloud code in
 tests/integration/test_cloudinit_peers.py.
 
-Boot reports (issue 8): user-data holding a block `autoinstall:` mapping without a `reporting:`
-key gets one, `reporting: {netboot: {type: webhook, endpoint: <server>/report/autoinstall/<mac>
-?token=<token>}}`, inserted as text right under `autoinstall:` (the author's bytes stay as
-written), so Subiquity tells the server how the install went. A template with its own
-`reporting:` is left alone.
+Boot reports (issue 8): user-data holding a block `autoinstall:` mapping gets our handler,
+`netboot: {type: webhook, endpoint: <server>/report/autoinstall/<mac>?token=<token>}`, under
+`reporting:`, inserted as text (the author's bytes stay as written), so Subiquity tells the
+server how the install went. Without a `reporting:` key it is added right under `autoinstall:`;
+with the author's own (block or flow mapping), ours joins theirs under its own name.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ _CONTENT = re.compile(r"^([ \t]+)\S", re.M)
 
 
 def with_reporting(user_data: str, endpoint: str) -> str:
-    """`user_data` with the autoinstall reporting webhook added, when it has none (see above)."""
+    """`user_data` with our autoinstall reporting webhook added (see above)."""
     if not endpoint or "autoinstall" not in user_data:
         return user_data
     head = _AUTOINSTALL.search(user_data)
     if head is None:
         return user_data
-    rest = user_data[head.end() + 1 :]
+    cut = head.end() + 1
+    rest = user_data[cut:]
     # the autoinstall block: indented lines (and blank or comment lines) up to the next top-level key
     block_end = re.search(r"^[^\s#]", rest, re.M)
     block = rest[: block_end.start()] if block_end else rest
@@ -47,16 +48,41 @@ def with_reporting(user_data: str, endpoint: str) -> str:
     if indent is None:
         return user_data
     pad = indent.group(1)
-    if any(re.match(rf"{re.escape(pad)}reporting\s*:", ln) for ln in lines):
-        return user_data
-    insert = (
-        f"{pad}reporting:\n"
-        f"{pad}{pad}netboot:\n"
-        f"{pad}{pad}{pad}type: webhook\n"
-        f"{pad}{pad}{pad}endpoint: {json.dumps(endpoint)}\n"
-    )
-    cut = head.end() + 1
-    return user_data[:cut] + insert + user_data[cut:]
+    own = re.search(rf"^{re.escape(pad)}reporting[ \t]*:[ \t]*(.*)$", block, re.M)
+    if own is None:
+        return user_data[:cut] + f"{pad}reporting:\n" + _handler("netboot", endpoint, pad * 2, pad) + rest
+    return user_data[:cut] + _merged(block, own, endpoint, pad) + rest[len(block) :]
+
+
+def _handler(name: str, endpoint: str, indent: str, pad: str) -> str:
+    """Our webhook handler as a block mapping entry at `indent`."""
+    return f"{indent}{name}:\n{indent}{pad}type: webhook\n{indent}{pad}endpoint: {json.dumps(endpoint)}\n"
+
+
+def _merged(block: str, own: re.Match[str], endpoint: str, pad: str) -> str:
+    """The autoinstall block with our handler added to the author's own `reporting:` mapping.
+
+    Subiquity sends its events to every handler of `reporting`, so theirs and ours both get them.
+    Ours is named `netboot` (`netboot-reconcile` when the author already has a `netboot`).
+    A `reporting:` value that is neither a block nor a flow mapping is left as written.
+    """
+    value = own.group(1)
+    after = own.end() + 1
+    if value.startswith("{"):
+        name = "netboot-reconcile" if re.search(r"[{,]\s*netboot\s*:", value) else "netboot"
+        entry = f"{name}: {{type: webhook, endpoint: {json.dumps(endpoint)}}}"
+        at = own.start(1) + 1
+        closes = re.match(r"\{\s*\}", value)
+        return block[:at] + entry + ("" if closes else ", ") + block[at:]
+    if value and not value.startswith("#"):
+        return block
+    children = [ln for ln in block[after:].splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    child = _CONTENT.match(children[0]) if children else None
+    indent = child.group(1) if child is not None and len(child.group(1)) > len(pad) else pad * 2
+    siblings = block[after:]
+    nested = re.search(rf"^{re.escape(indent)}netboot[ \t]*:", siblings, re.M)
+    name = "netboot-reconcile" if nested else "netboot"
+    return block[:after] + _handler(name, endpoint, indent, pad) + block[after:]
 
 
 NETWORK_CONFIG = (
