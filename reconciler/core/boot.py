@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from reconciler.core import gotemplate
 from reconciler.core.events import Stage
 from reconciler.core.ignition import is_ignition_json
 from reconciler.core.model import DesiredState, Group, Node, Profile
@@ -37,6 +38,7 @@ from reconciler.core.render import GENERIC_DIR
 from reconciler.core.render import grub as grub_render
 from reconciler.core.render import ipxe as ipxe_render
 from reconciler.core.select import select_group, sort_groups
+from reconciler.core.template import TemplateFailure
 
 Endpoint = Literal["ipxe", "grub", "metadata", "generic", "ignition"]
 ENDPOINTS: tuple[Endpoint, ...] = ("ipxe", "grub", "metadata", "generic", "ignition")
@@ -276,6 +278,13 @@ def answer_boot(
         return Answer(404, (reason + "\n").encode(), stage, reason, node=target.node, target=target.name)
     if endpoint == "metadata":
         body = with_request_variables(body, labels, raw_query)
+    if endpoint == "generic" and gotemplate.DEFER.encode() in body:
+        try:  # matchbox's `.request` fields, known only now (collectVariables)
+            filled = gotemplate.fill_deferred(body.decode(), {"request": {"query": labels, "raw_query": raw_query}})
+        except TemplateFailure as exc:  # matchbox answers 404 when its template does not render
+            reason = f"{target.name}: the generic template does not render for this request: {exc.message}"
+            return Answer(404, (reason + "\n").encode(), stage, reason, node=target.node, target=target.name)
+        body = filled.encode()
     profile = target.profile
     if endpoint in ("ipxe", "grub") and profile is not None:
         if not profile.boot.kernel:

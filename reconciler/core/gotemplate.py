@@ -5,7 +5,8 @@ renderer and validation for matchbox's generic templates (`generic/<generic_id>`
 matchbox renders with Go's text/template, `missingkey=error` (matchbox/http/render.go).
 
 Supported actions: `{{.}}`, `{{.a.b}}` (map lookups), comments `{{/* ... */}}` and the trim
-markers `{{-` / `-}}`. Any other action (`if`, `range`, pipelines, functions) is a
+markers `{{-` / `-}}`. Fields under one top-level key may be deferred: rendered once, filled in
+later (matchbox's `.request`, known only per request). Any other action (`if`, `range`, pipelines, functions) is a
 TemplateFailure that says so: the template is checked at validation, never half-rendered.
 """
 
@@ -73,8 +74,15 @@ def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def render(text: str, data: Mapping[str, Any]) -> str:
-    """`text` executed as a Go text/template over `data` with `missingkey=error`."""
+DEFER = "\x00"  # brackets a deferred field in a rendered template (templates hold no NUL: validation)
+_DEFERRED = re.compile("\x00([^\x00]*)\x00")
+
+
+def render(text: str, data: Mapping[str, Any], deferred: str | None = None) -> str:
+    """`text` executed as a Go text/template over `data` with `missingkey=error`.
+
+    `deferred`: a top-level key whose fields are not known yet (matchbox's per-request `request`):
+    each is written as `DEFER<path>DEFER`, for `fill_deferred` to fill in later."""
     out: list[str] = []
     pos = 0
     for match in _ACTION.finditer(text):
@@ -94,9 +102,13 @@ def render(text: str, data: Mapping[str, Any]) -> str:
             raise TemplateFailure(
                 f"Go template action {{{{{action}}}}} is not supported (only fields such as {{{{.name}}}})", line
             )
+        keys = action[1:].split(".") if action != "." else []
+        if deferred is not None and keys and keys[0] == deferred:
+            out.append(DEFER + ".".join(keys) + DEFER)
+            continue
         value: Any = data
         if action != ".":
-            for key in action[1:].split("."):
+            for key in keys:
                 if not isinstance(value, Mapping):
                     raise TemplateFailure(f"Go template: can't evaluate field {key} in {action}", line)
                 if key not in value:
@@ -108,3 +120,22 @@ def render(text: str, data: Mapping[str, Any]) -> str:
         raise TemplateFailure("Go template: unclosed action", _line_of(text, pos + tail.index("{{")))
     out.append(tail)
     return "".join(out)
+
+
+def has_deferred(text: str) -> bool:
+    return DEFER in text
+
+
+def fill_deferred(text: str, data: Mapping[str, Any]) -> str:
+    """`text` (from `render(..., deferred=...)`) with its deferred fields looked up in `data`,
+    `missingkey=error` as before: TemplateFailure naming the first missing key."""
+
+    def one(match: re.Match[str]) -> str:
+        value: Any = data
+        for key in match.group(1).split("."):
+            if not isinstance(value, Mapping) or key not in value:
+                raise TemplateFailure(f"Go template: map has no entry for key {key!r} (.{match.group(1)})")
+            value = value[key]
+        return "<no value>" if value is None else go_value(value)
+
+    return _DEFERRED.sub(one, text)

@@ -76,6 +76,9 @@ def read_templates(
             issues.append(issue("encoding", loc, f"not UTF-8: {exc.reason}"))
             continue
         name = posixpath.basename(path)
+        if "\x00" in text:
+            issues.append(issue("encoding", loc, "holds a NUL character: a template is text"))
+            continue
         out[name] = MatchboxTemplate(name, text, loc)
         if directory == "ignition":
             issues.extend(check_ignition(path, files[path]))

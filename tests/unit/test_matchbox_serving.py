@@ -143,3 +143,20 @@ def test_an_ignition_id_naming_no_file_is_a_warning() -> None:
     found = [(i.code, i.file, i.message) for i in result.warnings if i.code == "ref-ignition"]
     assert [(c, f) for c, f, _ in found] == [("ref-ignition", "profiles/fcos.json")]
     assert "did you mean 'fcos.ig'" in found[0][2]
+
+
+def test_generic_fills_matchboxs_request_variables_per_request() -> None:
+    """matchbox/http/parse.go `collectVariables` adds `request.query` (the labels) and
+    `request.raw_query`; generic_test.go renders them. A missing query key is a 404, as matchbox's
+    `missingkey=error` render failure is."""
+    index, files = _served({
+        "profiles/fcos.json": PROFILE_IGN,
+        "groups/fcos.json": '{"id": "fcos", "profile": "fcos", "selector": {"os": "installed"}}\n',
+        "ignition/fcos.ign": IGN,
+        "generic/hello.txt": "foo={{.request.query.foo}} mac={{.request.query.mac}} raw={{.request.raw_query}}\n",
+    })
+    query = "os=installed&foo=some-param&mac=52-54-00-a1-9c-ae"
+    answer = boot.answer_boot("generic", index, files, boot.labels_from_query(query), query)
+    assert (answer.status, answer.body.decode()) == (200, f"foo=some-param mac=52:54:00:a1:9c:ae raw={query}\n")
+    missing = boot.answer_boot("generic", index, files, {"os": "installed"}, "os=installed")
+    assert missing.status == 404 and "'foo'" in missing.reason

@@ -196,16 +196,18 @@ def template_files(state: DesiredState) -> dict[str, bytes]:
 
 
 def generic_data(metadata: Mapping[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
-    """What a generic template sees: matchbox `collectVariables`, with an empty `request` (the
-    generation renders it once per node or group, not per request)."""
-    return {**plain(variables(metadata, selector)), "request": {"query": {}, "raw_query": ""}}
+    """What a generic template sees: matchbox `collectVariables`; its `request` fields are
+    deferred (the generation renders the template once per node or group; `/generic` fills in
+    `request.query.<label>` and `request.raw_query` per request)."""
+    data: dict[str, Any] = plain(variables(metadata, selector))
+    return data
 
 
 def render_generic(tpl: MatchboxTemplate, metadata: Mapping[str, Any], selector: Mapping[str, str]) -> bytes:
     """A generic template rendered as matchbox renders it (Go text/template, missingkey=error);
     TemplateFailure naming the template's file when it does not render."""
     try:
-        return gotemplate.render(tpl.text, generic_data(metadata, selector)).encode()
+        return gotemplate.render(tpl.text, generic_data(metadata, selector), deferred="request").encode()
     except TemplateFailure as exc:
         raise TemplateFailure(exc.message, exc.line, tpl.source.file) from None
 
