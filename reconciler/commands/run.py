@@ -28,6 +28,7 @@ from reconciler.adapters.leases import LeaseStore
 from reconciler.core import boot
 from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, sd_notify
+from reconciler.daemon.statelock import StateDirLocked
 from reconciler.servers.dhcp import DhcpServer
 from reconciler.servers.http import HttpServer, make_boot_app
 from reconciler.servers.http_control import make_control_apps
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         daemon.open()
         _start_servers(daemon, settings)
-    except (OSError, ValueError, SourceProblem, SourceUnavailable) as exc:
+    except (OSError, ValueError, SourceProblem, SourceUnavailable, StateDirLocked) as exc:
         log.error("cannot start: %s", exc)
         daemon.shutdown()
         return EXIT_ERROR

@@ -34,6 +34,7 @@ from reconciler.core import bootplan, findings, wiring
 from reconciler.daemon.loader import REPORT_KEY_META, GenerationLoader, Renderer, report_key
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
+from reconciler.daemon.statelock import StateLock
 from reconciler.daemon.status import StatusBook
 from reconciler.daemon.steps import Reconciler
 from reconciler.daemon.supervisor import ServerSlot, ServerUpCollector, Supervisor
@@ -62,6 +63,7 @@ class Daemon:
         self.clock = clock
         self.metrics = Metrics()
         self.artifacts = ArtifactStore(settings.state_dir)
+        self._state_lock = StateLock(settings.state_dir)
         meta = {REPORT_KEY_META: report_key(settings.report_secret)}
         self.loader = GenerationLoader(self.artifacts, renderer, meta)
         self.holder.set_loader(self.loader.load)
@@ -105,8 +107,17 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Prepare the state directory, open the store, serve `current` from disk at once."""
+        """Lock the state directory (StateDirLocked: another daemon has it), prepare it, open the
+        store, serve `current` from disk at once."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock.acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._state_lock.release()
+            raise
+
+    def _open(self) -> None:
         self.artifacts.prepare()
         self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE)
         self._load_current()
@@ -203,6 +214,7 @@ class Daemon:
             self.store.close()
         if self.source is not None:
             self.source.close()
+        self._state_lock.release()
 
     # -- one reconcile ------------------------------------------------------------------------
 
