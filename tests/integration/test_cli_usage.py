@@ -7,6 +7,7 @@ command explains itself, and `results --node` of a node the store never saw is a
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.store import RESULTS_FILE, ResultsStore
+from reconciler.cli import build_parser
 from reconciler.core.outcomes import Target
 from tests import repo_builder
 from tests.integration.daemon_support import WorkTree
@@ -98,3 +100,22 @@ def test_results_for_an_unknown_node_exits_2(tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert unknown.stdout == ""
     assert "node 'node-9'" in unknown.stderr
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand path of the real parser (`assets sync`, ...)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append((*prefix, name))
+                found += _commands(sub, (*prefix, name))
+    return found
+
+
+@pytest.mark.parametrize("command", _commands(build_parser()), ids=" ".join)
+def test_every_command_refuses_an_abbreviated_help(command: tuple[str, ...]) -> None:
+    """`--he` is what argparse's default turned into `--help`: every (sub)command, present and future."""
+    proc = cli(*command, "--he")
+    assert proc.returncode == 2, proc.stdout
+    assert f"netboot-reconcile {' '.join(command)}: error: unrecognized arguments: --he" in proc.stderr, proc.stderr

@@ -1,7 +1,8 @@
 """A local repository another user owns (what the shipped unit's DynamicUser=yes meets).
 
 libgit2, like git, refuses such a repository unless `safe.directory` trusts it. `run` and `diff`
-say so in one line naming the path and the fix (exit 2), and the fix they name works. Runs as
+(and `validate PATH REV`, which reads the commit from git) say so in one line naming the path
+and the fix (exit 2), and the fix they name works. Runs as
 root and gives the repository to another uid, as the unit's dynamic user finds /srv/netboot-repo.
 """
 
@@ -59,6 +60,8 @@ def test_run_and_diff_name_the_path_and_the_fix(foreign_repo: WorkTree, tmp_path
     assert "cannot start" in run.stderr
     diff = cli("diff", "--repo", repo, "HEAD~1", "HEAD", home=home)
     assert_names_path_and_fix(diff, repo)
+    validate = cli("validate", repo, "HEAD", home=home)  # a commit, read from git as the daemon reads it
+    assert_names_path_and_fix(validate, repo)
 
     # The fix named works: safe.directory trusts it (the global file of this HOME here; --system
     # writes the same key to /etc/gitconfig, which a DynamicUser service, having no home, reads).
