@@ -4,7 +4,8 @@ Called by validation once per commit. What matchbox does with them (matchbox/htt
 generic.go) decides what is checked here:
 - `ignition/*.ign`, `*.ignition`: Ignition JSON, served as committed. It must parse as JSON, be
   an object, and declare an `ignition.version` Ignition knows; a 3.x config is checked against
-  the vendored spec schema (`reconciler/schemas/ignition/`), each finding at its field's line.
+  the vendored spec schema (`reconciler/schemas/ignition/`), each finding at its field's line,
+  and a key its declared spec does not have (`ADDED_IN`: newer fields) is a warning.
   Ignition refuses a config that fails these, and the machine stops in its initramfs.
 - any other name under `ignition/`: a Butane config (matchbox templates it and translates it
   with Butane). Without a translator it cannot be served: a finding says so, and `/ignition`
@@ -41,6 +42,35 @@ SPEC_2 = ("2.0.0", "2.1.0", "2.2.0", "2.3.0")
 SPEC_3 = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
 _EXPERIMENTAL = re.compile(r"3\.\d+\.0-experimental")
 _TOP_LEVEL_2 = ("ignition", "storage", "systemd", "networkd", "passwd")
+
+# Fields of the vendored 3.4 schema that earlier 3.x specs do not have, and the spec that added
+# them (`*`: every item of a list). Read off Ignition's own validator: Ignition warns "Unused key"
+# for each of them in a config declaring an earlier version (tests/integration/test_ignition_peer.py
+# checks every entry against `ignition-validate`).
+ADDED_IN: dict[tuple[str, ...], str] = {
+    ("ignition", "config", "merge", "*", "compression"): "3.1.0",
+    ("ignition", "config", "merge", "*", "httpHeaders"): "3.1.0",
+    ("ignition", "config", "replace", "compression"): "3.1.0",
+    ("ignition", "config", "replace", "httpHeaders"): "3.1.0",
+    ("ignition", "security", "tls", "certificateAuthorities", "*", "compression"): "3.1.0",
+    ("ignition", "security", "tls", "certificateAuthorities", "*", "httpHeaders"): "3.1.0",
+    ("ignition", "proxy"): "3.1.0",
+    ("storage", "filesystems", "*", "mountOptions"): "3.1.0",
+    ("storage", "files", "*", "contents", "httpHeaders"): "3.1.0",
+    ("storage", "files", "*", "append", "*", "httpHeaders"): "3.1.0",
+    ("storage", "disks", "*", "partitions", "*", "resize"): "3.2.0",
+    ("storage", "luks"): "3.2.0",
+    ("passwd", "users", "*", "shouldExist"): "3.2.0",
+    ("passwd", "groups", "*", "shouldExist"): "3.2.0",
+    ("kernelArguments",): "3.3.0",
+    ("storage", "luks", "*", "clevis", "tang", "*", "advertisement"): "3.4.0",
+    ("storage", "luks", "*", "discard"): "3.4.0",
+    ("storage", "luks", "*", "openOptions"): "3.4.0",
+}
+
+
+def _spec_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("-", maxsplit=1)[0].split("."))
 
 
 def is_ignition_json(name: str) -> bool:
@@ -124,7 +154,7 @@ def check_ignition(path: str, content: bytes) -> list[Issue]:
                       f"version (known: {known})")]
     found: list[Issue] = []
     schema = _schema_doc()
-    for field_path in _unknown_keys(data, schema, schema, ()):
+    for field_path in _unknown_keys(data, schema, schema, (), _spec_key(version)):
         shown = ".".join(str(p) for p in field_path)
         found.append(issue("ignition-unknown-key", doc.loc(field_path),
                            f"{shown}: not a field of Ignition spec {version} (Ignition warns 'Unused key')"))
@@ -193,9 +223,9 @@ def _properties(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, A
 
 
 def _unknown_keys(
-    value: Any, node: Mapping[str, Any], root: Mapping[str, Any], path: tuple[str | int, ...]
+    value: Any, node: Mapping[str, Any], root: Mapping[str, Any], path: tuple[str | int, ...], spec: tuple[int, ...]
 ) -> list[tuple[str | int, ...]]:
-    """Paths of the object keys the spec does not have (Ignition's "Unused key" warnings)."""
+    """Paths of the object keys spec `spec` does not have (Ignition's "Unused key" warnings)."""
     node = _resolve(node, root)
     found: list[tuple[str | int, ...]] = []
     if isinstance(value, dict):
@@ -203,11 +233,13 @@ def _unknown_keys(
         if props is None:
             return found
         for key, item in value.items():
-            if key not in props:
-                found.append((*path, key))
+            here = (*path, key)
+            added = ADDED_IN.get(tuple("*" if isinstance(p, int) else p for p in here))
+            if key not in props or (added is not None and _spec_key(added) > spec):
+                found.append(here)
             else:
-                found.extend(_unknown_keys(item, props[key], root, (*path, key)))
+                found.extend(_unknown_keys(item, props[key], root, here, spec))
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         for i, item in enumerate(value):
-            found.extend(_unknown_keys(item, node["items"], root, (*path, i)))
+            found.extend(_unknown_keys(item, node["items"], root, (*path, i), spec))
     return found

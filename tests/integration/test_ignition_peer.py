@@ -10,12 +10,13 @@ the shared cases use 3.3.0.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from reconciler.core.ignition import check_ignition
+from reconciler.core.ignition import ADDED_IN, check_ignition
 from tests.support import require_tool
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "matchbox" / "examples" / "ignition"
@@ -67,3 +68,52 @@ def test_matchboxs_example_configs_pass_ignition_and_us(name: str) -> None:
     path = EXAMPLES / name
     assert _ignition_says(path) == (False, False)
     assert _we_say(name, path.read_bytes()) == (False, False)
+
+
+# A value for each newer field, and the fields list items need (so a config is about that key only).
+_LEAF: dict[str, object] = {
+    "compression": None, "httpHeaders": [], "proxy": {}, "mountOptions": [], "resize": True, "luks": [],
+    "shouldExist": True, "kernelArguments": {}, "advertisement": None, "discard": True, "openOptions": [],
+}
+_ITEM: dict[str, dict[str, object]] = {
+    "merge": {"source": "http://x/a.ign"}, "certificateAuthorities": {"source": "http://x/ca.pem"},
+    "filesystems": {"device": "/dev/sda1"}, "files": {"path": "/a"}, "append": {"source": "http://x/a"},
+    "disks": {"device": "/dev/sda"}, "partitions": {"number": 1}, "users": {"name": "core"},
+    "groups": {"name": "core"}, "luks": {"name": "a", "device": "/dev/sda2"}, "tang": {"url": "http://x"},
+}
+
+
+def _config_with(path: tuple[str, ...], version: str) -> dict[str, object]:
+    config: dict[str, object] = {"ignition": {"version": version}}
+    here: dict[str, object] = config
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        if last:
+            here[key] = _LEAF[key]
+        elif path[i + 1] == "*":
+            item = dict(_ITEM[key])
+            here[key] = [item]
+            here = item
+        elif key != "*":
+            here = here.setdefault(key, {})  # type: ignore[assignment]
+    return config
+
+
+@pytest.mark.parametrize("version", ["3.0.0", "3.1.0", "3.2.0", "3.3.0"])
+def test_newer_fields_are_unused_keys_where_ignition_says_so(tmp_path: Path, version: str) -> None:
+    """Every entry of ADDED_IN, in a config of each spec Debian's Ignition knows: we warn about
+    the key exactly when Ignition warns 'Unused key' about it."""
+    tool = require_tool("ignition-validate", "ignition")
+    disagree = []
+    for path in ADDED_IN:
+        config = _config_with(path, version)
+        file = tmp_path / "config.ign"
+        file.write_text(json.dumps(config))
+        proc = subprocess.run([tool, str(file)], capture_output=True, text=True, check=False, timeout=30)
+        ignition_unused = f"Unused key {path[-1]}" in proc.stdout + proc.stderr
+        ours = {i.message.split(":", 1)[0] for i in check_ignition("ignition/c.ign", file.read_bytes())
+                if i.code == "ignition-unknown-key"}
+        we_unused = any(shown.endswith(path[-1]) for shown in ours)
+        if ignition_unused != we_unused:
+            disagree.append((".".join(path), ignition_unused, we_unused, proc.stdout + proc.stderr))
+    assert disagree == []
