@@ -4,7 +4,8 @@
   /usr/lib/python3/dist-packages and run under /usr/bin/python3.
 - Upstream: the source tree of release UPSTREAM_TAG (not on PyPI; its build is meson), cloned
   once into tests/peers/.cache/ from https://github.com/canonical/cloud-init, or from the
-  clone or mirror named by $CLOUD_INIT_GIT, and checked against the tag's commit. It runs under
+  clone or mirror named by $CLOUD_INIT_GIT, and checked against the tag's commit
+  (tests/peers/sources.py). It runs under
   /usr/bin/python3 with the tree first on PYTHONPATH (its dependencies, PyYAML, Jinja2, requests,
   jsonschema, configobj, come with Debian's package).
 
@@ -16,7 +17,6 @@ Callers: tests/integration/test_cloudinit_peers.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.peers.sources import tag_tree
+
 HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
 PROBE = HERE / "cloudinit_probe.py"
 PYTHON = "/usr/bin/python3"
 DEBIAN_MODULES = Path("/usr/lib/python3/dist-packages/cloudinit")
@@ -43,21 +44,8 @@ def debian_cloud_init() -> dict[str, str]:
 
 def upstream_cloud_init() -> dict[str, str]:
     """The environment that runs upstream cloud-init UPSTREAM_TAG (cloned on first use)."""
-    tree = CACHE / f"cloud-init-{UPSTREAM_TAG}"
-    if not (tree / "cloudinit" / "sources" / "DataSourceNoCloud.py").exists():
-        source = os.environ.get("CLOUD_INIT_GIT", UPSTREAM_GIT)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            proc = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", UPSTREAM_TAG, source,
-                                   f"{tmp}/tree"], capture_output=True, text=True, timeout=600, check=False)
-            if proc.returncode != 0:
-                pytest.fail(f"cannot clone cloud-init {UPSTREAM_TAG} from {source}: {proc.stderr.strip()}\n"
-                            "set CLOUD_INIT_GIT to a clone or mirror of canonical/cloud-init")
-            head = subprocess.run(["git", "-C", f"{tmp}/tree", "rev-parse", "HEAD"], capture_output=True,
-                                  text=True, check=True).stdout.strip()
-            if head != UPSTREAM_COMMIT:
-                pytest.fail(f"cloud-init tag {UPSTREAM_TAG} from {source} is {head}, expected {UPSTREAM_COMMIT}")
-            os.replace(f"{tmp}/tree", tree)
+    tree = tag_tree("cloud-init", UPSTREAM_GIT, "CLOUD_INIT_GIT", UPSTREAM_TAG, UPSTREAM_COMMIT,
+                    "cloudinit/sources/DataSourceNoCloud.py")
     return {"PYTHONPATH": str(tree)}
 
 
