@@ -3,6 +3,7 @@ SHA256SUMS and a signature by a throwaway GnuPG key: what a user sees on disk an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -238,7 +239,7 @@ def test_a_404_and_a_redirect_loop_are_named(upstream: Upstream, tmp_path: Path)
 class _BadServer:
     """A hand-written HTTP peer, because nginx cannot be made to misbehave: `hang` accepts and never
     answers; `short` promises 1 MB in Content-Length, sends 1000 bytes and closes; `long` says
-    1000 bytes and sends 5000."""
+    1000 bytes and sends 5000; `unsized` sends 2 MB with no Content-Length, then closes."""
 
     def __init__(self, mode: str) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -256,6 +257,11 @@ class _BadServer:
             conn.recv(4096)
             if self.mode == "hang":
                 self.held.append(conn)
+                continue
+            if self.mode == "unsized":
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 2_000_000)
+                conn.close()
                 continue
             length, body = (1000000, b"x" * 1000) if self.mode == "short" else (1000, b"y" * 5000)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % length + body)
@@ -348,3 +354,29 @@ def test_content_nothing_links_to_any_more_is_removed_and_shared_content_kept(
     assert len(blobs) == 3  # new ISO, new kernel, the unchanged initrd (stored once, kept)
     assert (assets / "vmlinuz").read_bytes() == KERNEL[::-1]
     assert (assets / "initrd").read_bytes() == INITRD
+
+
+def test_a_disk_that_fills_mid_download_leaves_nothing(tmp_path: Path) -> None:
+    """No Content-Length, so nothing can be refused up front: the write fails on a real 256 KiB tmpfs."""
+    require_root()
+    server = _BadServer("unsized")
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(assets)], check=True)
+    try:
+        text = f"""assets:
+  - path: /assets/a.iso
+    url: http://127.0.0.1:{server.port}/a.iso
+    sha256: {'d' * 64}
+  - path: /assets/vmlinuz
+  - path: /assets/initrd
+  - path: /assets/{ISO_NAME}
+"""
+        done = cli("sync", repo(tmp_path, text), "--assets-dir", assets)
+        assert done.returncode == 1
+        assert "/a.iso: the disk is full" in done.stderr, done.stderr
+        assert visible(assets) == []
+        assert not list((assets / STORE_DIR / "partial").iterdir())
+    finally:
+        server.close()
+        subprocess.run(["umount", str(assets)], check=True)
