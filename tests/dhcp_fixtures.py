@@ -105,14 +105,18 @@ def pxe_options(arch: int, ipxe: bool = False, http: bool = False) -> dict[int, 
 
 
 class MemoryLeases:
-    """A LeaseView kept in dicts, applying LeaseChanges like the SQLite store does in memory."""
+    """A LeaseView kept in dicts, applying LeaseChanges like the SQLite store does in memory
+    (one lease per MAC and subnet)."""
 
     def __init__(self) -> None:
-        self.by_mac: dict[str, Lease] = {}
+        self.by_mac: dict[str, list[Lease]] = {}
         self.by_ip: dict[IPv4Address, Lease] = {}
 
-    def lease_of(self, mac: str) -> Lease | None:
-        return self.by_mac.get(mac)
+    def lease_of(self, mac: str, network: IPv4Network | None = None) -> Lease | None:
+        held = self.by_mac.get(mac, [])
+        if network is None:
+            return held[-1] if held else None
+        return next((lease for lease in held if lease.ip in network), None)
 
     def holder_of(self, ip: IPv4Address) -> Lease | None:
         return self.by_ip.get(ip)
@@ -127,18 +131,24 @@ class MemoryLeases:
                 return ip
         return None
 
+    def _drop(self, ip: IPv4Address) -> None:
+        old = self.by_ip.pop(ip, None)
+        if old is not None and old.mac in self.by_mac:
+            self.by_mac[old.mac] = [lease for lease in self.by_mac[old.mac] if lease is not old]
+
     def apply(self, change: LeaseChange) -> None:
         if change.kind == "release":
-            self.by_ip.pop(change.ip, None)
-            self.by_mac.pop(change.mac, None)
+            self._drop(change.ip)
             return
         state = {"offer": "offered", "bind": "bound", "decline": "declined"}[change.kind]
         lease = Lease(change.ip, change.mac, change.expires, state)  # type: ignore[arg-type]
-        old = self.by_mac.get(change.mac)
-        if old is not None and old.ip != change.ip and old.state != "declined":
-            self.by_ip.pop(old.ip, None)
-        self.by_ip[change.ip] = lease
         if change.kind == "decline":
-            self.by_mac.pop(change.mac, None)
-        else:
-            self.by_mac[change.mac] = lease
+            self._drop(change.ip)
+            self.by_ip[change.ip] = lease
+            return
+        for old in list(self.by_mac.get(change.mac, [])):
+            if old.ip != change.ip and (change.network is None or old.ip in change.network):
+                self._drop(old.ip)
+        self._drop(change.ip)
+        self.by_mac.setdefault(change.mac, []).append(lease)
+        self.by_ip[change.ip] = lease

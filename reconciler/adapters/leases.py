@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Container
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from reconciler.adapters import sqlrows
@@ -36,13 +36,6 @@ CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac);
 """
 
 # Batch statements, a chunk of rows bound into `{values}` (see adapters.sqlrows).
-# A MAC bound to a new address gives up its other bound address: rows (mac, ip).
-_DELETE_MOVED = """
-DELETE FROM dhcp_leases WHERE rowid IN (
-    SELECT l.rowid FROM (VALUES {values}) AS j
-    JOIN dhcp_leases AS l ON l.mac = j.column1
-    WHERE l.ip <> j.column2 AND l.state = 'bound')
-"""
 # Rows (ip, mac): the address is free again if that MAC held it.
 _DELETE_RELEASED = """
 DELETE FROM dhcp_leases WHERE rowid IN (
@@ -55,15 +48,21 @@ _DELETE_FREED = "DELETE FROM dhcp_leases WHERE ip IN (VALUES {values})"
 # Rows (ip, mac, expires, state): the final state of each address in the batch.
 _UPSERT = "INSERT OR REPLACE INTO dhcp_leases (ip, mac, expires, state) VALUES {values}"
 
-_Write = tuple[LeaseChange, Callable[[], None] | None]
+# A change, its callback once durable, and the addresses a bind took from the same MAC in the
+# same subnet (the rows the batch must delete).
+_Write = tuple[LeaseChange, Callable[[], None] | None, tuple[IPv4Address, ...]]
 
 
 class LeaseStore:
-    """Pool leases: memory maps guarded by the caller's lock, durably batched to SQLite."""
+    """Pool leases: memory maps guarded by the caller's lock, durably batched to SQLite.
+
+    A MAC holds one lease per subnet (RFC 2131: a binding is per client and subnet): a client
+    that moves to another link and back finds its first address still its own until it
+    expires. In memory: address -> lease, and MAC -> its leases (one per subnet, latest last)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        self._by_mac: dict[str, Lease] = {}
+        self._by_mac: dict[str, list[Lease]] = {}
         self._by_ip: dict[IPv4Address, Lease] = {}
         self._cursors: dict[tuple[IPv4Address, IPv4Address], int] = {}
         self._pending: list[_Write] = []
@@ -76,14 +75,22 @@ class LeaseStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
         for ip, mac, expires, state in self._conn.execute("SELECT ip, mac, expires, state FROM dhcp_leases"):
-            self._remember(Lease(IPv4Address(ip), mac, float(expires), state))
+            self._load(Lease(IPv4Address(ip), mac, float(expires), state))
         self._writer = threading.Thread(target=self._write_loop, name="dhcp-leases", daemon=True)
         self._writer.start()
 
     # -- LeaseView (memory only; called under the server's lock) --------------------------
 
-    def lease_of(self, mac: str) -> Lease | None:
-        return self._by_mac.get(mac)
+    def lease_of(self, mac: str, network: IPv4Network | None = None) -> Lease | None:
+        held = self._by_mac.get(mac)
+        if not held:
+            return None
+        if network is None:
+            return held[-1]
+        for lease in held:
+            if lease.ip in network:
+                return lease
+        return None
 
     def holder_of(self, ip: IPv4Address) -> Lease | None:
         return self._by_ip.get(ip)
@@ -118,28 +125,27 @@ class LeaseStore:
         `on_durable` runs on the writer thread once the change is committed (offers: at once,
         they are not persisted).
         """
+        displaced: tuple[IPv4Address, ...] = ()
         if change.kind == "offer":
-            current = self._by_mac.get(change.mac)
+            current = self.lease_of(change.mac, change.network)
             if not (current is not None and current.ip == change.ip and current.state == "bound"):
-                self._remember(Lease(change.ip, change.mac, change.expires, "offered"))
+                self._remember(Lease(change.ip, change.mac, change.expires, "offered"), change.network)
             elif current.expires < change.expires:
                 # Its own lease ran out (the machine was off): held for this offer like any
                 # other, or the next DISCOVER from another machine is offered it too.
-                self._remember(Lease(change.ip, change.mac, change.expires, "bound"))
+                self._remember(Lease(change.ip, change.mac, change.expires, "bound"), change.network)
             if on_durable is not None:
                 on_durable()
             return
         if change.kind == "bind":
-            self._remember(Lease(change.ip, change.mac, change.expires, "bound"))
+            displaced = self._remember(Lease(change.ip, change.mac, change.expires, "bound"), change.network)
         elif change.kind == "decline":
             self._forget_ip(change.ip)
-            if self._by_mac.get(change.mac) is not None and self._by_mac[change.mac].ip == change.ip:
-                del self._by_mac[change.mac]
             self._by_ip[change.ip] = Lease(change.ip, change.mac, change.expires, "declined")
         elif change.kind == "release":
             self._forget_ip(change.ip)
         with self._cond:
-            self._pending.append((change, on_durable))
+            self._pending.append((change, on_durable, displaced))
             self._cond.notify()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -159,19 +165,36 @@ class LeaseStore:
 
     def _forget_ip(self, ip: IPv4Address) -> None:
         old = self._by_ip.pop(ip, None)
-        if old is not None and self._by_mac.get(old.mac) is old:
-            del self._by_mac[old.mac]
+        if old is None:
+            return
+        held = self._by_mac.get(old.mac)
+        if held is not None and any(lease is old for lease in held):
+            rest = [lease for lease in held if lease is not old]
+            if rest:
+                self._by_mac[old.mac] = rest
+            else:
+                del self._by_mac[old.mac]
 
-    def _remember(self, lease: Lease) -> None:
+    def _load(self, lease: Lease) -> None:
+        """A row read at start: kept beside the MAC's other rows (one per subnet)."""
+        self._by_ip[lease.ip] = lease
+        if lease.state != "declined":
+            self._by_mac.setdefault(lease.mac, []).append(lease)
+
+    def _remember(self, lease: Lease, network: IPv4Network | None) -> tuple[IPv4Address, ...]:
+        """Hold `lease`; the MAC's other leases in `network` (None: anywhere) are given up.
+        Returns the addresses given up."""
         if lease.state == "declined":
             self._by_ip[lease.ip] = lease
-            return
-        previous = self._by_mac.get(lease.mac)
-        if previous is not None and previous.ip != lease.ip and self._by_ip.get(previous.ip) is previous:
-            del self._by_ip[previous.ip]
-        self._forget_ip(lease.ip)
-        self._by_mac[lease.mac] = lease
+            return ()
+        held = self._by_mac.get(lease.mac, [])
+        displaced = tuple(old.ip for old in held if old.ip != lease.ip and (network is None or old.ip in network))
+        for ip in displaced:
+            self._forget_ip(ip)
+        self._forget_ip(lease.ip)  # whoever held the address before (an expired lease) loses it
+        self._by_mac.setdefault(lease.mac, []).append(lease)
         self._by_ip[lease.ip] = lease
+        return displaced
 
     def _write_loop(self) -> None:
         while True:
@@ -185,8 +208,8 @@ class LeaseStore:
                 self._commit(batch)
             except sqlite3.Error:
                 log.exception("lease batch of %d changes not written", len(batch))
-                batch = [(change, None) for change, _ in batch]  # no ACK for what is not durable
-            for _, callback in batch:
+                batch = [(change, None, displaced) for change, _, displaced in batch]  # no ACK: not durable
+            for _, callback, _ in batch:
                 if callback is not None:
                     try:
                         callback()
@@ -200,35 +223,28 @@ class LeaseStore:
         """One transaction for the whole batch, a statement per kind of change and chunk of
         rows (`adapters.sqlrows`), instead of one per row."""
         final: dict[str, tuple[str, float, str] | None] = {}
-        moves: list[tuple[str, str]] = []
         released: list[tuple[str, str]] = []
-        bound_in_batch: dict[str, str] = {}  # MAC -> the address it was bound to last in the batch
-        left: set[str] = set()  # addresses a MAC bound and then moved away from within the batch
-        for change, _ in batch:
+        given_up: set[str] = set()  # addresses a bind took from its MAC (same subnet)
+        for change, _, displaced in batch:
             ip = str(change.ip)
             if change.kind == "bind":
-                earlier = bound_in_batch.get(change.mac, ip)
-                held = final.get(earlier) if earlier != ip else None
-                if held is not None and held[0] == change.mac and held[2] == "bound":
-                    # Moved again within the batch: memory holds only the last address; the
-                    # earlier one is free, whoever's row the file had for it before.
-                    del final[earlier]
-                    left.add(earlier)
-                bound_in_batch[change.mac] = ip
+                for old in displaced:
+                    final[str(old)] = None
+                    given_up.add(str(old))
                 final[ip] = (change.mac, change.expires, "bound")
-                moves.append((change.mac, ip))
             elif change.kind == "decline":
                 final[ip] = (change.mac, change.expires, "declined")
             elif change.kind == "release":
                 final[ip] = None
                 released.append((ip, change.mac))
         rows = [(ip, value[0], value[1], value[2]) for ip, value in final.items() if value is not None]
-        freed = [(ip,) for ip in left if ip not in final]
+        # Given up and not taken again in this batch: free, whoever's row the file had for it.
+        freed = [(ip,) for ip in given_up if final.get(ip) is None]
         conn = self._conn
         conn.execute("BEGIN")
         try:
             for statement, values in (
-                (_DELETE_MOVED, moves), (_DELETE_RELEASED, released), (_DELETE_FREED, freed), (_UPSERT, rows)
+                (_DELETE_RELEASED, released), (_DELETE_FREED, freed), (_UPSERT, rows)
             ):
                 for sql, params in sqlrows.chunks(statement, values):
                     conn.execute(sql, params)

@@ -20,7 +20,7 @@ import re
 import struct
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Literal, NamedTuple, Protocol
 
 from reconciler.core.bootfiles import BootTable, boot_table
@@ -203,7 +203,10 @@ class Lease(NamedTuple):
 class LeaseView(Protocol):
     """What the decider reads of the lease store (implemented by adapters.leases.LeaseStore)."""
 
-    def lease_of(self, mac: str) -> Lease | None: ...
+    def lease_of(self, mac: str, network: IPv4Network | None = None) -> Lease | None:
+        """The MAC's lease (offered or bound) in `network` (None: its latest anywhere); a MAC
+        holds one lease per subnet."""
+        ...
 
     def holder_of(self, ip: IPv4Address) -> Lease | None: ...
 
@@ -219,6 +222,9 @@ class LeaseChange(NamedTuple):
     ip: IPv4Address
     mac: str
     expires: float
+    # The subnet of `ip`: an offer or bind replaces the MAC's other lease in it, and only there
+    # (a lease per client and subnet). None: in any subnet.
+    network: IPv4Network | None = None
 
 
 # ---------------------------------------------------------------------------- decision
@@ -453,7 +459,7 @@ def _pool_candidate(
 ) -> IPv4Address | None:
     assert subnet.pool is not None
     mac = message.mac
-    current = leases.lease_of(mac)
+    current = leases.lease_of(mac, subnet.subnet.network)
     if current is not None and current.state != "declined" and subnet.in_pool(current.ip):
         holder = leases.holder_of(current.ip)
         if holder is None or holder.mac == mac:
@@ -506,7 +512,7 @@ def _decide_full(
             ip = _pool_candidate(message, subnet, plan, leases, now)
             if ip is None:
                 return silent("pool exhausted")
-            change = LeaseChange("offer", ip, mac, now + OFFER_HOLD_SECONDS)
+            change = LeaseChange("offer", ip, mac, now + OFFER_HOLD_SECONDS, subnet.subnet.network)
         return _offer_or_ack(message, d.OFFER, ip, subnet, plan, reservation, change, memo)
 
     if mtype == d.REQUEST:
@@ -524,7 +530,7 @@ def _decide_full(
         if not _usable(ip, mac, subnet, plan, leases, now):
             return _nak(message, plan, reservation, f"{ip} is not available")
         expires = now + _lease_seconds(message, subnet.subnet)
-        change = LeaseChange("bind", ip, mac, expires)
+        change = LeaseChange("bind", ip, mac, expires, subnet.subnet.network)
         return _offer_or_ack(message, d.ACK, ip, subnet, plan, reservation, change, memo)
 
     if mtype == d.DECLINE:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from reconciler.adapters.leases import LeaseStore
-from reconciler.protocol.dhcp_decide import Lease, LeaseChange
+from reconciler.core.model import Subnet
+from reconciler.protocol import dhcp as d
+from reconciler.protocol.dhcp_decide import Lease, LeaseChange, decide, plan_dhcp
+from tests.dhcp_fixtures import client_message, make_state
 
 A, B, C, D = (IPv4Address(f"10.99.0.{n}") for n in (100, 101, 102, 103))
 MAC1, MAC2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
@@ -146,3 +149,64 @@ def test_an_offer_of_a_clients_own_expired_lease_holds_the_address_for_it(tmp_pa
     finally:
         store.close()
     assert _reopened(path) == [Lease(A, MAC1, 1060.0, "bound")]
+
+
+LINK_A, LINK_B = IPv4Network("10.99.0.0/24"), IPv4Network("10.98.0.0/24")
+FAR = IPv4Address("10.98.0.100")
+
+
+def test_a_mac_holds_one_lease_per_subnet_and_a_restart_reads_both_back(tmp_path: Path) -> None:
+    path = tmp_path / "leases.sqlite3"
+    store = LeaseStore(path)
+    try:
+        _apply_all(store, [LeaseChange("bind", A, MAC1, 1000.0, LINK_A),
+                           LeaseChange("bind", FAR, MAC1, 1000.0, LINK_B)])
+        assert store.lease_of(MAC1, LINK_A) == Lease(A, MAC1, 1000.0, "bound")
+        assert store.lease_of(MAC1, LINK_B) == Lease(FAR, MAC1, 1000.0, "bound")
+        assert store.holder_of(A) is not None and store.holder_of(FAR) is not None
+    finally:
+        store.close()
+    assert {(lease.ip, lease.mac) for lease in _reopened(path)} == {(A, MAC1), (FAR, MAC1)}
+    store = LeaseStore(path)
+    try:
+        assert store.lease_of(MAC1, LINK_A) is not None and store.lease_of(MAC1, LINK_B) is not None
+        # A new address in one subnet gives up the old one there, and only there.
+        _apply_all(store, [LeaseChange("bind", B, MAC1, 2000.0, LINK_A)])
+        assert store.lease_of(MAC1, LINK_A) == Lease(B, MAC1, 2000.0, "bound")
+        assert store.holder_of(A) is None and store.lease_of(MAC1, LINK_B) == Lease(FAR, MAC1, 1000.0, "bound")
+    finally:
+        store.close()
+    assert {(lease.ip, lease.mac) for lease in _reopened(path)} == {(B, MAC1), (FAR, MAC1)}
+
+
+def test_a_client_back_from_another_link_finds_its_address_still_its_own(tmp_path: Path) -> None:
+    # Link A's pool is one address. MAC1 takes it, moves to link B and takes one there: its
+    # binding on A stays until it expires (RFC 2131: per client and subnet), so MAC2 on A gets
+    # nothing, and MAC1, back on A, is offered its address again.
+    other = Subnet(network=LINK_B, pool=(FAR, FAR), routers=(), dns_servers=(), domain_name=None, lease_time=600,
+                   max_lease_time=7200)
+    plan = plan_dhcp(make_state((), pool=("10.99.0.100", "10.99.0.100"), extra_subnets=(other,)))
+    on_a, on_b = int(IPv4Address("10.99.0.1")), int(IPv4Address("10.98.0.1"))
+    store = LeaseStore(tmp_path / "leases.sqlite3")
+
+    def dora(mac: str, local: int, now: float) -> IPv4Address | None:
+        offer = decide(client_message(d.DISCOVER, mac), plan, store, now, local=local)
+        if offer.reply is None:
+            return None
+        assert offer.lease is not None
+        store.apply(offer.lease)
+        request = client_message(d.REQUEST, mac, options={d.OPT_REQUESTED_IP: offer.reply.yiaddr.packed,
+                                                          d.OPT_SERVER_ID: plan.server_id.packed})
+        ack = decide(request, plan, store, now, local=local)
+        assert ack.reply is not None and ack.lease is not None and ack.lease.kind == "bind"
+        store.apply(ack.lease)
+        return ack.reply.yiaddr
+
+    try:
+        assert dora(MAC1, on_a, 1000.0) == A
+        assert dora(MAC1, on_b, 1010.0) == FAR
+        assert dora(MAC2, on_a, 1020.0) is None  # A is still MAC1's
+        assert dora(MAC1, on_a, 1030.0) == A
+        assert store.flush(5.0)
+    finally:
+        store.close()
