@@ -131,6 +131,42 @@ _MIGRATIONS: tuple[str, ...] = (
         committed REAL
     );
     """,
+    # 5 -> 6 (issue 24, fleet scale): what each applied revision declares, as runs of consecutive
+    # applied revisions declaring a node the same (mac, profile, install-once, reinstall, plan),
+    # by `revisions.rowid` (the order of application). At 10,000 nodes and 1,000 commits a row per
+    # node per revision was 10M rows; runs are a row per node per change. A plan of '' (recorded
+    # before plans) never joins a run: each such revision is a plan of its own.
+    """
+    CREATE TABLE node_plans (
+        node TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        install_once INTEGER NOT NULL,
+        reinstall INTEGER NOT NULL,
+        plan TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,    -- revisions.rowid of the first revision of the run
+        last_seq INTEGER               -- of its last one; NULL: the newest revision declares it so
+    );
+    INSERT INTO node_plans (node, mac, profile, install_once, reinstall, plan, first_seq, last_seq)
+    WITH seqs AS (
+        SELECT rowid AS seq, revision, row_number() OVER (ORDER BY applied, rowid) AS k FROM revisions
+    ), declared AS (
+        SELECT n.node, n.mac, n.profile, n.install_once, n.reinstall, n.plan, s.seq,
+               s.k - row_number() OVER (
+                   PARTITION BY n.node, n.mac, n.profile, n.install_once, n.reinstall, n.plan,
+                                CASE WHEN n.plan = '' THEN n.revision END
+                   ORDER BY s.k) AS island
+        FROM revision_nodes n JOIN seqs s ON s.revision = n.revision
+    )
+    SELECT node, mac, profile, install_once, reinstall, plan, min(seq), max(seq) FROM declared
+    GROUP BY node, mac, profile, install_once, reinstall, plan, island;
+    UPDATE node_plans SET last_seq = NULL WHERE last_seq = (SELECT max(rowid) FROM revisions);
+    DROP TABLE revision_nodes;
+    CREATE INDEX node_plans_mac ON node_plans (mac, first_seq);
+    CREATE INDEX node_plans_node ON node_plans (node, first_seq);
+    CREATE INDEX node_plans_open ON node_plans (last_seq, node);
+    CREATE INDEX node_plans_first ON node_plans (first_seq);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -222,6 +258,7 @@ def _statements(script: str) -> list[str]:
 
 _EVENT_COLUMNS = "time, stage, revision, mac, node, client, detail"
 _TARGET_COLUMNS = "revision, node, mac, profile, install_once, reinstall, plan"
+_PLAN_COLUMNS = "node, mac, profile, install_once, reinstall, plan"
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -235,6 +272,17 @@ def _event(r: Sequence[Any]) -> BootEvent:
 def _target(r: Sequence[Any]) -> outcomes.Target:
     """A Target from `_TARGET_COLUMNS` (its revision first)."""
     return outcomes.Target(r[1], r[2], r[3], bool(r[4]), int(r[5]), r[6])
+
+
+def _plan_target(r: Sequence[Any]) -> outcomes.Target:
+    """A Target from `_PLAN_COLUMNS`."""
+    return outcomes.Target(r[0], r[1], r[2], bool(r[3]), int(r[4]), r[5])
+
+
+# The runs of node_plans (n) holding revisions.rowid `seq`.
+_HOLDS = "n.first_seq <= {seq} AND (n.last_seq IS NULL OR n.last_seq >= {seq})"
+_RUN_COLUMNS = (", ".join("n." + c for c in _PLAN_COLUMNS.split(", "))
+                + ", n.first_seq, n.last_seq, f.revision, f.applied")
 
 
 # Every commit seen: its reconciles (first seen, latest result) and its first application, if any.
@@ -253,6 +301,25 @@ LEFT JOIN revisions v ON v.revision = every.revision
 LEFT JOIN reconciles r ON r.id = seen.last
 LEFT JOIN commits c ON c.revision = every.revision
 """
+
+
+_UNKNOWN = (
+    "SELECT mac, max(time), count(*), coalesce(max(json_extract(detail, '$.vendor_class')), ''), "
+    "       (SELECT stage FROM boot_events l WHERE l.mac = e.mac ORDER BY time DESC LIMIT 1) "
+    "FROM boot_events e WHERE time >= ? AND mac IS NOT NULL "
+    "AND mac NOT IN (SELECT n.mac FROM node_plans n JOIN revisions v ON v.revision = ? "
+    "WHERE n.first_seq <= v.rowid AND (n.last_seq IS NULL OR n.last_seq >= v.rowid)) "
+    "GROUP BY mac ORDER BY 2 DESC LIMIT ?"
+)
+
+
+def _span(r: Sequence[Any]) -> outcomes.PlanSpan:
+    """A PlanSpan from `_RUN_COLUMNS` (and, for a node's history, its last revision and length)."""
+    return outcomes.PlanSpan(
+        target=_plan_target(r), first_seq=int(r[6]), last_seq=None if r[7] is None else int(r[7]),
+        first_revision=r[8], since=float(r[9]),
+        last_revision=r[10] if len(r) > 10 else None, count=int(r[11]) if len(r) > 11 else 0,
+    )
 
 
 def _commit(r: Sequence[Any]) -> outcomes.CommitInfo:
@@ -297,24 +364,63 @@ class ResultsQueries:
 
     def target_page(self, revision: str, limit: int, offset: int) -> tuple[list[outcomes.Target], int]:
         """One page of the nodes `revision` declares, by name, and how many it declares."""
-        rows = self._rows(f"SELECT {_TARGET_COLUMNS} FROM revision_nodes WHERE revision = ? "  # noqa: S608
-                          "ORDER BY node LIMIT ? OFFSET ?", (revision, limit, offset))
-        total = self._rows("SELECT count(*) FROM revision_nodes WHERE revision = ?", (revision,))[0][0]
-        return [_target(r) for r in rows], int(total)
+        seq = self._seq(revision)
+        if seq is None:
+            return [], 0
+        where = "n.last_seq IS NULL" if seq == self._newest_seq() else _HOLDS.format(seq="?")
+        args: tuple[Any, ...] = () if "?" not in where else (seq, seq)
+        cols = ", ".join("n." + c for c in _PLAN_COLUMNS.split(", "))
+        rows = self._rows(f"SELECT {cols} FROM node_plans n WHERE {where} ORDER BY n.node LIMIT ? OFFSET ?",  # noqa: S608
+                          (*args, limit, offset))
+        total = self._rows(f"SELECT count(*) FROM node_plans n WHERE {where}", args)[0][0]  # noqa: S608
+        return [_plan_target(r) for r in rows], int(total)
+
+    def _seq(self, revision: str) -> int | None:
+        rows = self._rows("SELECT rowid FROM revisions WHERE revision = ?", (revision,))
+        return int(rows[0][0]) if rows else None
+
+    def _newest_seq(self) -> int | None:
+        rows = self._rows("SELECT max(rowid) FROM revisions")
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    def runs(self, revisions: Iterable[str]) -> list[outcomes.PlanSpan]:
+        """The runs of every node declared by any of `revisions` that hold one of them."""
+        seqs = self.seqs(revisions)
+        if not seqs:
+            return []
+        low, high = min(seqs.values()), max(seqs.values())
+        rows = self._rows(f"SELECT {_RUN_COLUMNS} FROM node_plans n JOIN revisions f ON f.rowid = n.first_seq "  # noqa: S608
+                          "WHERE n.first_seq <= ? AND (n.last_seq IS NULL OR n.last_seq >= ?)", (high, low))
+        return [_span(r) for r in rows]
+
+    def seqs(self, revisions: Iterable[str]) -> dict[str, int]:
+        """Each applied revision's place in the order of application (revisions.rowid)."""
+        out: dict[str, int] = {}
+        for chunk in _chunks(list(revisions)):
+            rows = self._rows(f"SELECT revision, rowid FROM revisions WHERE revision IN ({_marks(chunk)})",  # noqa: S608
+                              chunk)
+            out.update((r[0], int(r[1])) for r in rows)
+        return out
 
     def events_with_plans(
-        self, macs: Iterable[str] | None
+        self, macs: Iterable[str] | None, boots_only: bool = False
     ) -> tuple[list[BootEvent], dict[tuple[str, str], str]]:
         """The machines' events at every revision (None: every machine's), in time order, and the
-        plan digest each (revision, mac) they name served that machine (where recorded)."""
+        plan digest each (revision, mac) they name served that machine (where recorded).
+        `boots_only`: without DHCP events (they decide no outcome)."""
         sql = (f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))}, n.plan "  # noqa: S608
-               "FROM boot_events e LEFT JOIN revision_nodes n ON n.mac = e.mac AND n.revision = e.revision ")
+               "FROM boot_events e LEFT JOIN revisions v ON v.revision = e.revision "
+               f"LEFT JOIN node_plans n ON n.mac = e.mac AND {_HOLDS.format(seq='v.rowid')} ")
+        if boots_only:
+            sql += "AND e.stage NOT LIKE 'dhcp-%' "
         rows: list[Any] = []
         if macs is None:
-            rows = self._rows(sql + "WHERE e.mac IS NOT NULL ORDER BY e.time, e.id")
+            where = "WHERE e.mac IS NOT NULL" + (" AND e.stage NOT LIKE 'dhcp-%'" if boots_only else "")
+            rows = self._rows(sql + where + " ORDER BY e.time, e.id")
         else:
+            extra = " AND e.stage NOT LIKE 'dhcp-%'" if boots_only else ""
             for chunk in _chunks(sorted(set(macs))):
-                rows += self._rows(sql + f"WHERE e.mac IN ({_marks(chunk)}) ORDER BY e.time, e.id", chunk)
+                rows += self._rows(sql + f"WHERE e.mac IN ({_marks(chunk)}){extra} ORDER BY e.time, e.id", chunk)
             rows.sort(key=lambda r: r[0])
         plans = {(r[2], r[3]): r[7] for r in rows if r[7]}
         return [_event(r) for r in rows], plans
@@ -332,10 +438,10 @@ class ResultsQueries:
         """The nodes each revision declares."""
         revs = list(revisions)
         out: dict[str, list[outcomes.Target]] = {r: [] for r in revs}
-        for chunk in _chunks(revs):
-            sql = f"SELECT {_TARGET_COLUMNS} FROM revision_nodes WHERE revision IN ({_marks(chunk)})"  # noqa: S608
-            for r in self._rows(sql + " ORDER BY revision, node", chunk):
-                out[r[0]].append(_target(r))
+        for revision, seq in self.seqs(revs).items():
+            cols = ", ".join("n." + c for c in _PLAN_COLUMNS.split(", "))
+            sql = f"SELECT {cols} FROM node_plans n WHERE {_HOLDS.format(seq='?')} ORDER BY n.node"  # noqa: S608
+            out[revision] = [_plan_target(r) for r in self._rows(sql, (seq, seq))]
         return out
 
     def events_of(self, revisions: Iterable[str]) -> list[BootEvent]:
@@ -358,12 +464,15 @@ class ResultsQueries:
         return [_event(r) for r in self._rows(
             f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE time >= ? ORDER BY time, id", (since,))]  # noqa: S608
 
-    def node_revisions(self, node: str) -> list[tuple[str, outcomes.Target, float]]:
-        """(revision, the node as it declares it, applied) of every applied revision declaring `node`, newest first."""
-        cols = ", ".join("n." + c for c in _TARGET_COLUMNS.split(", "))
-        return [(r[0], _target(r), float(r[7])) for r in self._rows(
-            f"SELECT {cols}, v.applied FROM revision_nodes n JOIN revisions v USING (revision) "  # noqa: S608
-            "WHERE n.node = ? ORDER BY v.applied DESC, v.rowid DESC", (node,))]
+    def node_revisions(self, node: str) -> list[outcomes.PlanSpan]:
+        """The runs of applied revisions declaring `node` the same way, newest first."""
+        rows = self._rows(f"SELECT {_RUN_COLUMNS}, l.revision, "  # noqa: S608
+                          "(SELECT count(*) FROM revisions c WHERE c.rowid BETWEEN n.first_seq "
+                          " AND coalesce(n.last_seq, (SELECT max(rowid) FROM revisions))) "
+                          "FROM node_plans n JOIN revisions f ON f.rowid = n.first_seq "
+                          "LEFT JOIN revisions l ON l.rowid = coalesce(n.last_seq, (SELECT max(rowid) FROM revisions)) "
+                          "WHERE n.node = ? ORDER BY n.first_seq DESC", (node,))
+        return [_span(r) for r in rows]
 
     def last_serving_revision(self, mac: str) -> str | None:
         """The revision that last served this machine an install step (script, kernel, seed), if any.
@@ -398,6 +507,12 @@ class ResultsQueries:
         sql += " ORDER BY id LIMIT ?"
         return [_event(r) for r in self._rows(sql, (*args, limit))]
 
+    def mac_versions(self) -> dict[str, int]:
+        """Each machine's newest event id: it changes when the machine's events do (read from the
+        index by (mac, time), which holds the id)."""
+        return {r[0]: int(r[1]) for r in self._rows(
+            "SELECT mac, max(id) FROM boot_events WHERE mac IS NOT NULL GROUP BY mac")}
+
     def change_stamp(self) -> tuple[int, int, int]:
         """Changes whenever an event, a reconcile or an applied revision is written (live refresh)."""
         row = self._rows("SELECT (SELECT coalesce(max(id), 0) FROM boot_events), "
@@ -408,12 +523,7 @@ class ResultsQueries:
                          ) -> list[tuple[str, float, int, str, str]]:
         """Machines no node of `serving` declares that the servers heard from since `since`:
         (mac, last time, events, vendor class, last stage), the latest first."""
-        rows = self._rows(
-            "SELECT mac, max(time), count(*), coalesce(max(json_extract(detail, '$.vendor_class')), ''), "
-            "       (SELECT stage FROM boot_events l WHERE l.mac = e.mac ORDER BY time DESC LIMIT 1) "
-            "FROM boot_events e WHERE time >= ? AND mac IS NOT NULL "
-            "AND mac NOT IN (SELECT mac FROM revision_nodes WHERE revision = ?) "
-            "GROUP BY mac ORDER BY 2 DESC LIMIT ?", (since, serving or "", limit))
+        rows = self._rows(_UNKNOWN, (since, serving or "", limit))
         return [(r[0], float(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
 
     def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
@@ -606,16 +716,38 @@ class ResultsStore(ResultsQueries):
     # -- boot results ------------------------------------------------------------------------
 
     def record_revision(self, revision: str, applied: float, targets: Sequence[outcomes.Target]) -> None:
-        """Remember what an applied revision targets (first application wins; idempotent)."""
+        """Remember what an applied revision targets (first application wins; idempotent): the runs
+        of the nodes it declares as the previous one did stay open, the others are closed or begun."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("INSERT OR IGNORE INTO revisions (revision, applied) VALUES (?, ?)",
-                                   (revision, applied))
+                if self._conn.execute("SELECT 1 FROM revisions WHERE revision = ?", (revision,)).fetchone():
+                    self._conn.execute("COMMIT")
+                    return
+                previous = self._conn.execute("SELECT max(rowid) FROM revisions").fetchone()[0]
+                cur = self._conn.execute("INSERT INTO revisions (revision, applied) VALUES (?, ?)",
+                                         (revision, applied))
+                seq = int(cur.lastrowid or 0)
+                open_runs = {r[1]: (r[0], tuple(r[2:])) for r in self._conn.execute(
+                    f"SELECT rowid, {_PLAN_COLUMNS} FROM node_plans WHERE last_seq IS NULL")}  # noqa: S608
+                close: list[int] = []
+                begin: list[tuple[Any, ...]] = []
+                declared = set()
+                for t in targets:
+                    declared.add(t.node)
+                    values = (t.mac, t.profile, int(t.install_once), t.reinstall, t.plan)
+                    run = open_runs.get(t.node)
+                    if run is not None and run[1] == values and t.plan:
+                        continue  # declared as before: its run goes on
+                    if run is not None:
+                        close.append(run[0])
+                    begin.append((t.node, *values, seq))
+                close += [rowid for node, (rowid, _) in open_runs.items() if node not in declared]
+                for chunk in _chunks([str(c) for c in close]):
+                    self._conn.execute(f"UPDATE node_plans SET last_seq = ? WHERE rowid IN ({_marks(chunk)})",  # noqa: S608
+                                       (previous, *chunk))
                 self._conn.executemany(
-                    f"INSERT OR IGNORE INTO revision_nodes ({_TARGET_COLUMNS}) VALUES (?,?,?,?,?,?,?)",  # noqa: S608
-                    [(revision, t.node, t.mac, t.profile, int(t.install_once), t.reinstall, t.plan) for t in targets],
-                )
+                    f"INSERT INTO node_plans ({_PLAN_COLUMNS}, first_seq) VALUES (?,?,?,?,?,?,?)", begin)  # noqa: S608
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

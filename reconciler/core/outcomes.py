@@ -29,9 +29,10 @@ Outcome of one node at one revision (its events in time order):
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -355,6 +356,7 @@ class NodeDrift:
     last_booted: str | None  # the revision that served its latest boot
     last_plan: str | None
     last: NodeResult | None  # how its latest boot went
+    profile: str = ""  # as the serving commit declares it
 
     @property
     def drift(self) -> bool:
@@ -379,6 +381,7 @@ class NodeDrift:
             "mac": self.mac,
             "serving_revision": self.serving,
             "serving_plan": self.serving_plan,
+            "profile": self.profile,
             "last_booted_revision": self.last_booted,
             "last_booted_plan": self.last_plan,
             "last_outcome": str(self.last_outcome),
@@ -406,13 +409,14 @@ def node_drift(
     serving_plan = plan_key(serving, target.plan) if target is not None and serving is not None else None
     serving = serving if target is not None else None
     steps = [e for e in timeline if is_boot_step(e)]
+    profile = target.profile if target is not None else ""
     if not steps:
-        return NodeDrift(node, mac, serving, serving_plan, None, None, None)
+        return NodeDrift(node, mac, serving, serving_plan, None, None, None, profile)
     latest = steps[-1]
     last_plan = plan_key(latest.revision, plans.get((latest.revision, latest.mac or mac)))
     last = carried_result(timeline, plans, plan=last_plan, since=float("inf"), revision=latest.revision, now=now,
                           timeout=timeout, mac=mac, node=node)
-    return NodeDrift(node, mac, serving, serving_plan, latest.revision, last_plan, last)
+    return NodeDrift(node, mac, serving, serving_plan, latest.revision, last_plan, last, profile)
 
 def unfinished_revisions(
     events: Iterable[BootEvent], *, now: float, timeout: float = DEFAULT_BOOT_TIMEOUT
@@ -491,14 +495,37 @@ class ResultsSource(Protocol):
 
     def targets(self, revisions: Iterable[str]) -> dict[str, list[Target]]: ...
 
+    def seqs(self, revisions: Iterable[str]) -> dict[str, int]: ...
+
+    def runs(self, revisions: Iterable[str]) -> list[PlanSpan]: ...
+
     def target_page(self, revision: str, limit: int, offset: int) -> tuple[list[Target], int]: ...
 
     def events_of(self, revisions: Iterable[str]) -> list[BootEvent]: ...
 
-    def events_with_plans(self, macs: Iterable[str] | None) -> tuple[list[BootEvent], dict[tuple[str, str], str]]:
-        ...
+    def events_with_plans(self, macs: Iterable[str] | None, boots_only: bool = False
+                          ) -> tuple[list[BootEvent], dict[tuple[str, str], str]]: ...
 
-    def node_revisions(self, node: str) -> list[tuple[str, Target, float]]: ...
+    def node_revisions(self, node: str) -> list[PlanSpan]: ...
+
+
+@dataclass(frozen=True)
+class PlanSpan:
+    """A run of consecutive applied commits (by order of application, `seq`) declaring a node the
+    same way: same MAC, profile, install-once, `reinstall` and plan (the store keeps these, not a
+    row per node per commit)."""
+
+    target: Target
+    first_seq: int
+    last_seq: int | None  # None: the newest applied commit still declares it so
+    first_revision: str
+    since: float  # when its first commit was applied
+    last_revision: str | None = None  # (a node's history only)
+    count: int = 0  # commits in it (a node's history only)
+
+    @property
+    def key(self) -> str:
+        return plan_key(self.first_revision, self.target.plan)
 
 
 class UnknownCommit(LookupError):
@@ -520,16 +547,6 @@ def desired_revision(src: ResultsSource) -> str | None:
 _SCAN_MACS = 400
 
 
-def _events_for(src: ResultsSource, targets: Iterable[Target], revisions: Sequence[str]
-                ) -> tuple[list[BootEvent], dict[tuple[str, str], str]]:
-    macs = sorted({t.mac for t in targets})
-    events, plans = src.events_with_plans(None if len(macs) > _SCAN_MACS else macs)
-    known = set(macs)
-    if len(macs) <= _SCAN_MACS:  # plus machines not targeted that netbooted these revisions
-        events += [e for e in src.events_of(revisions) if (e.mac or "") not in known]
-    return events, plans
-
-
 def resolve_commit(src: ResultsSource, commit: str) -> str:
     seen = {c.revision for c in src.commits(100_000)}
     matches = sorted(r for r in seen if r.startswith(commit)) or src.revision_like(commit)
@@ -539,16 +556,93 @@ def resolve_commit(src: ResultsSource, commit: str) -> str:
     return matches[0]
 
 
+# Machines' boot events by MAC, the plans their (revision, mac) pairs name, and a version per MAC
+# that changes when its events do (the store's newest event id for it).
+Timelines = tuple[Mapping[str, Sequence[BootEvent]], Plans, Mapping[str, int]]
+Memo = MutableMapping[tuple[str, str, float, int], NodeResult]
+
+
+def at_time(result: NodeResult, now: float, timeout: float) -> NodeResult:
+    """A result evaluated earlier, at `now`: booting or installing past the timeout has timed out."""
+    if result.outcome in IN_PROGRESS and result.started is not None and now - result.started > timeout:
+        return replace(result, outcome=Outcome.TIMED_OUT, finished=result.started + timeout,
+                       reason=_timed_out(timeout, result.reason))
+    return result
+
+
 def commit_results(
-    src: ResultsSource, revisions: Sequence[tuple[str, float]], *, now: float, timeout: float
+    src: ResultsSource,
+    revisions: Sequence[tuple[str, float]],
+    *,
+    now: float,
+    timeout: float,
+    detail: bool = False,
+    timelines: Callable[[set[str]], Timelines] | None = None,
+    memo: Memo | None = None,
 ) -> list[CommitResult]:
-    """Each applied (revision, applied time): its targets' results, carried over by plan."""
-    targets = src.targets([r for r, _ in revisions])
-    events, plans = _events_for(src, (t for ts in targets.values() for t in ts), [r for r, _ in revisions])
-    return [
-        commit_result(r, targets.get(r, []), events, now=now, timeout=timeout, applied=applied, plans=plans)
-        for r, applied in revisions
-    ]
+    """Each applied (revision, applied time): its targets' results, carried over by plan.
+
+    One result per node per run of commits declaring it the same way (`PlanSpan`), evaluated from
+    the run's first application on, whatever the number of commits in the run: the page of 20
+    commits over 10,000 nodes costs a result per node and plan change, not per node and commit.
+    `detail`: each result named by its commit, with DHCP events (one commit's page).
+    `timelines` and `memo`: the events kept between requests, and the results of runs computed
+    before (valid while the MAC's version is the same; re-evaluated at `now` for timeouts)."""
+    if not revisions:
+        return []
+    names = [r for r, _ in revisions]
+    seqs = src.seqs(names)
+    window = sorted((seqs[r], r) for r in names if r in seqs)
+    order = [seq for seq, _ in window]
+    spans = src.runs(names)
+    macs = {span.target.mac for span in spans}
+    versions: Mapping[str, int] = {}
+    by_mac: Mapping[str, Sequence[BootEvent]]
+    if timelines is not None and not detail:
+        by_mac, plans, versions = timelines(macs)
+    else:
+        events, plans = src.events_with_plans(None if len(macs) > _SCAN_MACS else macs, boots_only=not detail)
+        grouped: dict[str, list[BootEvent]] = defaultdict(list)
+        for e in events:
+            if e.mac in macs:
+                grouped[e.mac].append(e)
+        by_mac = grouped
+    per_revision: dict[str, list[NodeResult]] = defaultdict(list)
+    for span in spans:
+        lo = bisect.bisect_left(order, span.first_seq)
+        hi = bisect.bisect_right(order, span.last_seq if span.last_seq is not None else order[-1])
+        if lo >= hi:
+            continue
+        t = span.target
+        timeline = by_mac.get(t.mac, ())
+        key = (t.mac, span.key, span.since, versions.get(t.mac, -1))
+        cached = memo.get(key) if memo is not None and versions else None
+        if cached is not None:
+            result = replace(at_time(cached, now, timeout), node=t.node)
+        elif timeline:
+            result = carried_result(timeline, plans, plan=span.key, since=span.since, revision=window[hi - 1][1],
+                                    now=now, timeout=timeout, mac=t.mac, node=t.node)
+            if memo is not None and versions:
+                memo[key] = result
+        else:
+            result = NodeResult(window[hi - 1][1], t.mac, t.node, Outcome.PENDING, plan=span.key)
+        for _, revision in window[lo:hi]:
+            per_revision[revision].append(replace(result, revision=revision) if detail else result)
+    others: dict[str, dict[str, list[BootEvent]]] = defaultdict(lambda: defaultdict(list))
+    for e in src.events_of(names):
+        if e.mac and e.mac not in macs:
+            others[e.revision][e.mac].append(e)
+    out = []
+    for revision, applied in revisions:
+        mine = sorted(per_revision.get(revision, ()), key=lambda r: r.node or "")
+        targeted = {r.mac for r in mine if r.mac}
+        strangers = [node_result(evs, revision=revision, now=now, timeout=timeout, mac=mac)
+                     for mac, evs in sorted(others.get(revision, {}).items())
+                     if any(e.stage in NETBOOT_STAGES or e.stage in SEED_STAGES or e.stage in REPORT_STAGES
+                            for e in evs)]
+        results = [*mine, *strangers]
+        out.append(CommitResult(revision, applied, tuple(results), len(mine), _counts(results, targeted)))
+    return out
 
 
 def commits_page(
@@ -559,6 +653,8 @@ def commits_page(
     limit: int = 20,
     offset: int = 0,
     commit: str | None = None,
+    timelines: Callable[[set[str]], Timelines] | None = None,
+    memo: Memo | None = None,
 ) -> tuple[list[CommitInfo], dict[str, CommitResult], int]:
     """The commits seen, newest first (one page, or the one `commit` names), and the results of
     the applied ones among them; the total number of commits seen."""
@@ -570,7 +666,8 @@ def commits_page(
         infos = src.commits(limit, offset)
         total = src.commit_count()
     applied = [(c.revision, c.applied) for c in infos if c.applied is not None]
-    results = commit_results(src, applied, now=now, timeout=timeout)
+    results = commit_results(src, applied, now=now, timeout=timeout, detail=commit is not None, timelines=timelines,
+                             memo=memo)
     return infos, {r.revision: r for r in results}, total
 
 
@@ -643,7 +740,8 @@ class PlanRun:
     """Consecutive applied commits serving a node one plan: the newest of them stands for the run."""
 
     plan: str
-    revisions: tuple[str, ...]  # newest first
+    revisions: tuple[str, ...]  # the newest and (when others) the oldest
+    count: int  # commits in the run
     result: NodeResult
 
 
@@ -651,25 +749,27 @@ def node_history(
     src: ResultsSource, name: str, *, now: float, timeout: float
 ) -> tuple[list[PlanRun], NodeDrift, list[BootEvent]] | None:
     """A node's result per run of commits serving it one plan (newest first), its drift and events."""
-    declared = src.node_revisions(name)  # newest first
-    if not declared:
+    spans = src.node_revisions(name)  # newest first
+    if not spans:
         return None
-    mac = declared[0][1].mac
+    mac = spans[0].target.mac
     events, plans = src.events_with_plans([mac])
     events.sort(key=lambda e: e.time)
-    runs: list[tuple[str, list[str], float]] = []  # plan, revisions newest first, oldest applied time
-    for revision, target, applied in declared:
-        key = plan_key(revision, target.plan)
-        if runs and runs[-1][0] == key:
-            runs[-1][1].append(revision)
-            runs[-1] = (key, runs[-1][1], applied)
+    merged: list[list[PlanSpan]] = []
+    for span in spans:
+        if merged and merged[-1][-1].key == span.key:
+            merged[-1].append(span)
         else:
-            runs.append((key, [revision], applied))
-    out = [PlanRun(key, tuple(revs), carried_result(events, plans, plan=key, since=applied,
-                                                    revision=revs[0], now=now, timeout=timeout, mac=mac, node=name))
-           for key, revs, applied in runs]
+            merged.append([span])
+    out = []
+    for group in merged:
+        newest, oldest = group[0].last_revision or group[0].first_revision, group[-1].first_revision
+        result = carried_result(events, plans, plan=group[0].key, since=group[-1].since, revision=newest, now=now,
+                                timeout=timeout, mac=mac, node=name)
+        revisions = (newest,) if newest == oldest else (newest, oldest)
+        out.append(PlanRun(group[0].key, revisions, sum(s.count for s in group), result))
     serving = serving_revision(src)
-    current = declared[0][1] if declared[0][0] == serving else None
+    current = spans[0].target if spans[0].last_seq is None else None
     drift = node_drift(current, serving, events, plans, node=name, mac=mac, now=now, timeout=timeout)
     return out, drift, events
 
@@ -682,6 +782,6 @@ def node_report(src: ResultsSource, name: str, *, now: float, timeout: float = D
     runs, drift, _ = history
     return {
         **drift.as_dict(),
-        "plans": [{"plan": r.plan, "revision": r.revisions[0], "revisions": list(r.revisions), **r.result.as_dict()}
-                  for r in runs],
+        "plans": [{"plan": r.plan, "revision": r.revisions[0], "revisions": list(r.revisions), "commits": r.count,
+                   **r.result.as_dict()} for r in runs],
     }

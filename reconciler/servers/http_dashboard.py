@@ -274,14 +274,15 @@ def render_fleet(status: Mapping[str, Any], nodes: Sequence[NodeDrift], paging: 
     rows = "".join(
         f'<tr data-node="{escape(n.node)}" data-outcome="{n.last_outcome}" data-drift="{str(n.drift).lower()}">'
         f'<td><a href="/ui/nodes/{quote(n.node)}">{escape(n.node)}</a>'
-        f'<div class="muted mono">{escape(n.mac)}</div></td><td><code>{escape((n.serving_plan or "-")[:16])}</code>'
+        f'<div class="muted mono">{escape(n.mac)}</div></td><td>{escape(n.profile or "-")} '
+        f'<code class="muted">{escape((n.serving_plan or "-")[:8])}</code>'
         + (' <span class="badge o-failed">drift</span>' if n.drift
            else ' <span class="badge o-succeeded">in sync</span>')
         + f'</td><td><span class="badge o-{n.last_outcome}">{SYMBOL[n.last_outcome]} {n.last_outcome}</span>'
         f'<div class="muted">{escape(n.last.reason if n.last else "never netbooted")}</div></td>'
-        f'<td>{escape(when(n.last.started if n.last else None))}'
-        f'<div class="muted">from <code>{short(n.last_booted)}</code></div></td>'
-        f"<td>{escape(seconds(n.install_seconds))}</td></tr>"
+        + (f'<td>{escape(when(n.last.started))}<div class="muted">from <code>{short(n.last_booted)}</code></div></td>'
+           if n.last is not None else "<td>never</td>")
+        + f"<td>{escape(seconds(n.install_seconds))}</td></tr>"
         for n in nodes
     )
     table = (
@@ -512,8 +513,7 @@ def render_node(status: Mapping[str, Any], name: str, runs: Sequence[PlanRun], d
     for run in runs:
         r = run.result
         o = str(r.outcome)
-        also = f" and {len(run.revisions) - 1} earlier commit(s) serving the same plan" if len(run.revisions) > 1 \
-            else ""
+        also = f" and {run.count - 1} earlier commit(s) serving the same plan" if run.count > 1 else ""
         sections.append(
             f'<section id="r-{escape(run.revisions[0])}" data-revision="{escape(run.revisions[0])}" '
             f'data-outcome="{escape(o)}" data-plan="{escape(run.plan)}">'

@@ -56,7 +56,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
@@ -67,37 +67,51 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     assert "boot_events_revision_mac" not in indexes
 
 
-def test_a_v4_store_gets_plans_and_commit_facts_and_its_old_revisions_keep_their_results(tmp_path: Path) -> None:
-    """Version 5 (issue 24): rows from before plans have plan '' (each revision its own plan: no
-    carry-over is invented for them); new rows carry plans; rejected commits are commits too."""
+def test_a_v4_store_gets_plan_runs_and_commit_facts_and_its_old_revisions_keep_their_results(tmp_path: Path) -> None:
+    """Versions 5 and 6 (issue 24): what each revision declares becomes runs of revisions declaring
+    a node the same way (a row per change, not per node per commit); rows from before plans (plan
+    '') each stay a plan of their own, so no carry-over is invented for them."""
     path = tmp_path / "results.sqlite3"
-    old = ResultsStore(path)
-    old.close()
-    conn = sqlite3.connect(path)  # back to version 4's shape, with a revision recorded by it
+    ResultsStore(path).close()
+    conn = sqlite3.connect(path)  # back to version 4's shape, with two revisions recorded by it
     conn.executescript("""
-        DROP TABLE commits; DROP INDEX revision_nodes_mac_revision;
-        ALTER TABLE revision_nodes DROP COLUMN plan; CREATE INDEX revision_nodes_mac ON revision_nodes (mac);
+        DROP TABLE commits; DROP TABLE node_plans;
+        CREATE TABLE revision_nodes (revision TEXT NOT NULL, node TEXT NOT NULL, mac TEXT NOT NULL,
+          profile TEXT NOT NULL, install_once INTEGER NOT NULL, reinstall INTEGER NOT NULL,
+          PRIMARY KEY (revision, node));
+        CREATE INDEX revision_nodes_mac ON revision_nodes (mac);
         PRAGMA user_version = 4;
     """)
-    conn.execute("INSERT INTO revisions VALUES ('r1', 10.0)")
-    conn.execute("INSERT INTO revision_nodes VALUES ('r1', 'node-1', ?, 'install', 0, 0)", (MAC,))
+    for i, rev in enumerate(("r0", "r1")):
+        conn.execute("INSERT INTO revisions VALUES (?, ?)", (rev, 10.0 + i))
+        conn.execute("INSERT INTO revision_nodes VALUES (?, 'node-1', ?, 'install', 0, 0)", (rev, MAC))
     conn.execute("INSERT INTO boot_events (time, stage, revision, mac, node, detail) "
-                 "VALUES (11.0, 'kernel', 'r1', ?, 'node-1', '{\"status\": 200}')", (MAC,))
+                 "VALUES (10.5, 'kernel', 'r0', ?, 'node-1', '{\"status\": 200}')", (MAC,))
     conn.commit()
     conn.close()
     store = ResultsStore(path)
     try:
-        assert store.targets(["r1"]) == {"r1": [Target("node-1", MAC, "install", False, 0, "")]}
-        store.record_revision("r2", 20.0, [Target("node-1", MAC, "install", False, 0, "p" * 16)])
-        store.record_reconcile(ReconcileRecord("r3", "poll", "invalid", 30.0, 0.1, "bad yaml",
+        old = Target("node-1", MAC, "install", False, 0, "")
+        assert store.targets(["r0", "r1"]) == {"r0": [old], "r1": [old]}
+        assert [(s.first_revision, s.key) for s in store.runs(["r0", "r1"])] == [
+            ("r0", "revision:r0"), ("r1", "revision:r1")]
+        plan = Target("node-1", MAC, "install", False, 0, "p" * 16)
+        store.record_revision("r2", 20.0, [plan, Target("node-2", "52:54:00:aa:bb:02", "install", False, 0, "q" * 16)])
+        store.record_revision("r3", 21.0, [plan])  # node-1 as before (its run goes on), node-2 removed
+        assert store.targets(["r2", "r3"])["r3"] == [plan] and len(store.targets(["r2"])["r2"]) == 2
+        assert [(s.first_revision, s.last_revision, s.count) for s in store.node_revisions("node-1")] == [
+            ("r2", "r3", 2), ("r1", "r1", 1), ("r0", "r0", 1)]
+        assert store.target_page("r3", 10, 0) == ([plan], 1)
+        assert store.target_page("r2", 1, 1)[1] == 2
+        store.record_reconcile(ReconcileRecord("r4", "poll", "invalid", 30.0, 0.1, "bad yaml",
                                                ({"file": "nodes/x.yaml", "line": 2, "message": "oops"},),
                                                subject="break it", author="Ann <a@x>", committed=29.0))
         events, plans = store.events_with_plans([MAC])
-        assert [e.revision for e in events] == ["r1"] and plans == {}  # r1's plan is unknown
+        assert [e.revision for e in events] == ["r0"] and plans == {}  # r0's plan is unknown
         commits = store.commits()
-        assert [(c.revision, c.state("r2"), c.subject) for c in commits] == [
-            ("r3", "rejected", "break it"), ("r2", "serving", ""), ("r1", "superseded", "")]
-        assert commits[0].findings[0]["file"] == "nodes/x.yaml" and store.commit_count() == 3
+        assert [(c.revision, c.state("r3"), c.subject) for c in commits][:2] == [
+            ("r4", "rejected", "break it"), ("r3", "serving", "")]
+        assert commits[0].findings[0]["file"] == "nodes/x.yaml" and store.commit_count() == 5
     finally:
         store.close()
 

@@ -9,6 +9,7 @@ from reconciler.core.model import BootEvent
 from reconciler.core.outcomes import (
     Outcome,
     Target,
+    at_time,
     commit_result,
     node_drift,
     node_result,
@@ -238,3 +239,10 @@ def test_unfinished_installs_name_their_revisions() -> None:
     events = [*netboot(rev=REV), *netboot(rev=REV2), ev(150, "report", rev=REV2, status="success")]
     assert unfinished_revisions(events, now=200) == {REV}
     assert unfinished_revisions(events, now=200 + HOUR) == set()
+
+
+def test_a_result_kept_between_requests_times_out_by_the_clock() -> None:
+    kept = node_result(netboot(100.0), revision=REV, now=200.0)
+    assert kept.outcome is Outcome.INSTALLING
+    assert at_time(kept, 200.0 + HOUR, HOUR).outcome is Outcome.TIMED_OUT
+    assert at_time(kept, 200.0, HOUR) == kept
