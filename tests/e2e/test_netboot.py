@@ -41,7 +41,11 @@ def boot(site: Site, name: str, firmware: str) -> tuple[dict[str, Any], str]:
     """Power on `name`, wait for it to power off; (the report it printed on its console, the console)."""
     vm = site.vm(name, firmware)
     vm.start()
-    text = vm.wait(BOOT_TIMEOUT)
+    try:
+        text = vm.wait(BOOT_TIMEOUT)
+    except TimeoutError as exc:
+        vm.kill()
+        raise AssertionError(f"{exc}\ndaemon log:\n{tail(site.daemon.log_text())}") from None
     report = serial_report(text)
     assert report is not None, (
         f"{name} ({firmware}) powered off without reaching the Linux callback; serial log {vm.log}:\n{tail(text)}\n"
