@@ -20,9 +20,11 @@ from typing import Any
 from reconciler.adapters.assetstore import AssetStore
 from reconciler.adapters.assetsync import AssetState, Options, Reporter, status, sync
 from reconciler.adapters.dirsource import read_directory
-from reconciler.core import findings
+from reconciler.core import build, findings
+from reconciler.core.collect import Findings
 from reconciler.core.model import Asset
-from reconciler.core.validate import validate
+from reconciler.core.snapshot import ASSETS_FILE
+from reconciler.core.yamldoc import parse_yaml
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -43,13 +45,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _manifest(path: Path) -> tuple[Asset, ...] | None:
-    result = validate(read_directory(path))
-    manifest_issues = [i for i in result.issues if i.file == "assets.yaml" or i.file.startswith("keys/")]
-    if result.state is None or any(i.is_error for i in manifest_issues):
-        sys.stderr.write(findings.format_text(result.issues))
-        print(f"netboot-reconcile assets: {path} is not a valid repository", file=sys.stderr)
+    """assets.yaml of the repository at `path`, checked on its own (a typo in a node file does not
+    stop a sync); None, with the findings printed, when it is invalid."""
+    snapshot = read_directory(path)
+    raw = snapshot.files.get(ASSETS_FILE)
+    if raw is None:
+        print(f"netboot-reconcile assets: {path} has no {ASSETS_FILE}: nothing to do", file=sys.stderr)
+        return ()
+    out = Findings()
+    out.extend(i for i in snapshot.refused if i.file == ASSETS_FILE or i.file.startswith("keys/"))
+    doc, issues = parse_yaml(ASSETS_FILE, raw)
+    out.extend(issues)
+    assets = build.assets(doc, snapshot.files, out) if doc is not None else None
+    if assets is None or any(i.is_error for i in out.issues):
+        sys.stderr.write(findings.format_text(tuple(out.issues)))
+        print(f"netboot-reconcile assets: {path}/{ASSETS_FILE} is not valid", file=sys.stderr)
         return None
-    return result.state.assets or ()
+    return assets
 
 
 def run(args: argparse.Namespace) -> int:

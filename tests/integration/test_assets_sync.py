@@ -380,3 +380,11 @@ def test_a_disk_that_fills_mid_download_leaves_nothing(tmp_path: Path) -> None:
     finally:
         server.close()
         subprocess.run(["umount", str(assets)], check=True)
+
+
+def test_a_mistake_elsewhere_in_the_repository_does_not_stop_a_sync(upstream: Upstream, tmp_path: Path) -> None:
+    src = repo(tmp_path, manifest(pinned(upstream)))
+    (src / "nodes" / "node-1.yaml").write_text("mac: nope\n")
+    done = cli("sync", src, "--assets-dir", tmp_path / "assets")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "assets" / "vmlinuz").read_bytes() == KERNEL
