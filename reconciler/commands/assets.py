@@ -3,10 +3,10 @@
 `sync` fetches, verifies and extracts what the repository's assets.yaml lists into the content
 store under DIR (`adapters.assetsync`) and links the served paths to it: exit 0 when every entry
 is present and verified, 1 when one failed (each named with why), 2 on usage, an unreadable or
-invalid manifest. A progress bar on a terminal (rich), one line per asset otherwise.
-Content nothing links to any more (an old kernel; not one a kept daemon generation uses) is
-removed after the sync. `status` lists each entry as verified, present, missing or mismatch: exit 0 when none is missing
-or mismatched, else 1.
+invalid assets.yaml (read on its own). A progress bar on a terminal (rich), one line per asset
+otherwise. Content nothing links to any more (an old kernel; not one a kept daemon generation
+uses) is removed after the sync. `status` lists each entry as verified, present, missing or
+mismatch: exit 0 when none is missing or mismatched, else 1.
 """
 
 from __future__ import annotations
