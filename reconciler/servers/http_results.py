@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from reconciler.adapters.store import ResultsStore
 from reconciler.core import outcomes, reports, select
 from reconciler.core.boot import parse_mac
-from reconciler.core.events import EventRow, event_of, row_of
+from reconciler.core.events import EventRow, Stage, event_of, row_of
 from reconciler.core.model import BootEvent, Node
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers import http_dashboard
@@ -250,7 +250,7 @@ class ReportApp:
         generation = self._holder.get(revision) or self._holder.current()
         node = _node_in(generation, mac) or nodes[0][1]
         detail = _detail(kind, fields, query)
-        event = BootEvent(self._clock(), kind, revision, mac, node.name, client, detail)
+        event = BootEvent(self._clock(), Stage(kind), revision, mac, node.name, client, detail)
         success = outcomes.report_verdict(event) is outcomes.Outcome.SUCCEEDED
         install = (node.name, mac, node.reinstall) if success else None
         try:
