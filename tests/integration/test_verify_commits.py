@@ -209,3 +209,15 @@ def test_run_refuses_a_file_it_cannot_use_and_a_plain_directory(tmp_path: Path, 
     proc = cli("run", "--repo", site, "--state-dir", tmp_path / "s2", "--verify-commits", keys.allowed_signers,
                *listen)
     assert proc.returncode == 2 and "a plain directory, not a git repository" in proc.stderr, proc.stderr
+
+
+def test_diff_shows_an_unsigned_head_as_invalid(tree: SignedTree, keys: Keys) -> None:
+    """A pull request check: HEAD unsigned is a broken HEAD, with the finding first (exit 1)."""
+    base = tree.head()
+    tree.signed_commit("unsigned", None)
+    proc = cli("diff", "--repo", tree.path, base, "HEAD", "--verify-commits", keys.allowed_signers)
+    assert proc.returncode == 1, proc.stderr
+    assert "is **invalid**: 1 error(s)" in proc.stdout and "commit-signature" in proc.stdout, proc.stdout
+    signed = tree.signed_commit("signed again", keys.ssh)
+    proc = cli("diff", "--repo", tree.path, base, signed, "--verify-commits", keys.allowed_signers)
+    assert proc.returncode in (0, 1) and "**invalid**" not in proc.stdout and "commit-signature" not in proc.stdout
