@@ -170,6 +170,7 @@ def test_validate_reports_an_unsigned_commit_as_the_daemon_would(tree: SignedTre
 def test_the_daemon_serves_signed_commits_only(tree: SignedTree, keys: Keys, tmp_path: Path) -> None:
     settings = Settings(repo=str(tree.path), state_dir=tmp_path / "state", watch=False,
                         verify_commits=keys.keyring_asc)
+    initial = tree.head()
     daemon = Daemon(settings, renderer=render_generation)
     daemon.open()
     try:
@@ -194,6 +195,15 @@ def test_the_daemon_serves_signed_commits_only(tree: SignedTree, keys: Keys, tmp
         assert daemon.reconcile_once() is Result.APPLIED
         current = daemon.holder.current()
         assert current is not None and current.revision == fixed
+        # A force-push back to an older commit is verified like any other: the initial one is
+        # signed, but by an SSH key this keyring does not hold; the older OpenPGP-signed one serves.
+        tree.git("reset", "-q", "--hard", initial)
+        assert daemon.reconcile_once() is Result.INVALID
+        assert "is signed with an SSH key" in daemon.status()["message"]
+        tree.git("reset", "-q", "--hard", good)
+        assert daemon.reconcile_once() is Result.APPLIED
+        current = daemon.holder.current()
+        assert current is not None and current.revision == good
     finally:
         daemon.shutdown()
 
