@@ -17,6 +17,7 @@ import os
 import re
 import resource
 import secrets
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -262,6 +263,17 @@ def _raise_open_file_limit() -> None:
             log.warning("could not raise the open-file limit from %d to %d: %s", soft, want, exc)
 
 
+def _lease_store(path: Path, read_only: bool) -> LeaseStore:
+    """The DHCP lease database; on a read-only state directory one in memory (leases of this run)."""
+    try:
+        return LeaseStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        if not read_only:
+            raise OSError(f"{path}: {exc}") from exc
+        log.warning("lease database %s cannot be opened (%s): DHCP leases of this run are kept in memory", path, exc)
+        return LeaseStore(":memory:")
+
+
 def _start_servers(daemon: Daemon, settings: Settings) -> None:
     """HTTP always (a failed start is fatal); DHCP and TFTP when on (a failed start is retried)."""
     assert daemon.store is not None
@@ -269,7 +281,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     events = recorder
     mac_for_address = None
     if settings.dhcp:
-        leases = LeaseStore(settings.state_dir / LEASES_FILE)
+        leases = _lease_store(settings.state_dir / LEASES_FILE, daemon.store_problem() is not None)
         # Only the CLI's interface here: the server binds to each served generation's own
         # `dhcp.interface` (and proxy mode) itself, rebinding when a commit changes them, and
         # listens nowhere while no generation (or `dhcp.mode: off`) needs it.
@@ -301,6 +313,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
         boot_timeout=settings.boot_timeout,
         mac_for_address=mac_for_address,
         status=daemon.status,
+        unstorable=daemon.store_problem,
     )
     store = daemon.store
     app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},

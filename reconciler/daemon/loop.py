@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
+import sqlite3
+import tempfile
 import threading
 import time
 from collections import deque
@@ -31,6 +34,7 @@ from reconciler.adapters.gitsource import Source, SourceProblem
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import bootplan, findings, wiring
+from reconciler.core.errors import Reason
 from reconciler.daemon.loader import REPORT_KEY_META, GenerationLoader, Renderer, report_key
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
@@ -64,6 +68,7 @@ class Daemon:
         self.metrics = Metrics()
         self.artifacts = ArtifactStore(settings.state_dir)
         self._state_lock = StateLock(settings.state_dir)
+        self._unwritable: OSError | None = None  # why the state directory refuses writes
         meta = {REPORT_KEY_META: report_key(settings.report_secret)}
         self.loader = GenerationLoader(self.artifacts, renderer, meta)
         self.holder.set_loader(self.loader.load)
@@ -98,6 +103,33 @@ class Daemon:
             self._book = change(self._book)
             return self._book
 
+    def _probe_store(self) -> None:
+        """Can the state directory be written? (a file made and removed; at open and before
+        each attempt, so a remount read-write is noticed). Logged once per change."""
+        state_dir = self.settings.state_dir
+        try:
+            fd, name = tempfile.mkstemp(prefix=".probe-", dir=state_dir)
+        except OSError as exc:
+            if self._unwritable is None:
+                log.error("state directory %s is not writable (%s): serving current read-only, reports "
+                          "answer 503, new commits are not applied until it is", state_dir, exc.strerror or exc)
+            self._unwritable = exc
+            return
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        if self._unwritable is not None:
+            log.info("state directory %s is writable again", state_dir)
+        self._unwritable = None
+
+    def store_problem(self) -> str | None:
+        """Why results cannot be stored now (reports answer 503 with it), or None."""
+        exc = self._unwritable
+        if exc is None:
+            return None
+        return (f"state directory {self.settings.state_dir} is not writable ({exc.strerror or exc}): "
+                "serving the current generation read-only; reports are not accepted")
+
     def _desiring(self, revision: str) -> None:
         self._note(lambda book: book.desiring(revision))
 
@@ -118,8 +150,22 @@ class Daemon:
             raise
 
     def _open(self) -> None:
-        self.artifacts.prepare()
-        self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE)
+        self._probe_store()
+        try:
+            self.artifacts.prepare()
+        except OSError as exc:
+            if self._unwritable is None:
+                raise
+            log.debug("preparing a read-only state directory: %s", exc)
+        try:
+            self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE)
+        except (sqlite3.Error, OSError) as exc:
+            if self._unwritable is None:
+                raise
+            # History and boot events of this run stay in memory; reports are refused (503).
+            log.warning("results store %s cannot be opened (%s): keeping this run's results in memory",
+                        self.settings.state_dir / RESULTS_FILE, exc)
+            self.store = ResultsStore(":memory:")
         self._load_current()
         if self.source is None:
             try:
@@ -219,6 +265,7 @@ class Daemon:
     # -- one reconcile ------------------------------------------------------------------------
 
     def reconcile_once(self, trigger: str = "manual") -> Result:
+        self._probe_store()
         book = self._note(StatusBook.begun)
         outcome = self.reconciler.run(trigger, self.clock(), book.skip)
         if outcome.generation is not None:
@@ -344,7 +391,11 @@ class Daemon:
 
     def _degraded(self) -> list[tuple[str, str]]:
         """Live faults, (reason, message) each: /status says Degraded while there is one."""
-        return [("ServerDown", problem) for problem in self.supervisor.down()]
+        faults = [("ServerDown", problem) for problem in self.supervisor.down()]
+        problem = self.store_problem()
+        if problem is not None:
+            faults.append((str(Reason.STORE_UNWRITABLE), problem))
+        return faults
 
     def status(self) -> dict[str, Any]:
         """What /status answers (and `netboot-reconcile status` prints)."""

@@ -114,10 +114,7 @@ class Supervisor:
             log.error("%s (retrying in %.0fs)", slot.problem(slot.health()), delay)
             self._ensure_thread()
             return False
-        slot.started, slot.start_error, slot.failures = True, None, 0
-        health = slot.server.health()
-        if health.serving:
-            log.info("%s listening on %s", slot.name, health.address or "?")
+        slot.started, slot.start_error, slot.failures = True, None, 0  # the server logs where it listens
         return True
 
     def _ensure_thread(self) -> None:

@@ -179,8 +179,10 @@ class ReportApp:
         registry: CollectorRegistry,
         mac_for_address: Callable[[str], str | None] | None = None,
         clock: Callable[[], float] = time.time,
+        unstorable: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._holder = holder
+        self._unstorable = unstorable  # why a report cannot be stored now (read-only state directory)
         self._recorder = recorder
         self._secret = secret
         self._mac_for_address = mac_for_address
@@ -190,6 +192,9 @@ class ReportApp:
         )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        unstorable = self._unstorable()
+        if unstorable is not None:  # answered before anything is read: the node retries later
+            return _json(start_response, "503 Service Unavailable", {"error": unstorable})
         path: str = environ.get("PATH_INFO") or "/"
         parts = [p for p in path[len("/report") :].split("/") if p]
         if len(parts) == 1:
@@ -554,6 +559,7 @@ def make_results_apps(
     mac_for_address: Callable[[str], str | None] | None = None,
     clock: Callable[[], float] = time.time,
     status: Callable[[], Mapping[str, Any]] | None = None,
+    unstorable: Callable[[], str | None] = lambda: None,
 ) -> dict[str, WsgiApp]:
     """The apps by the path prefix they are mounted at (`extra` of `make_boot_app`)."""
     store = recorder.store
@@ -561,7 +567,7 @@ def make_results_apps(
     registry.register(DroppedEvents(store))
     timelines = _Timelines(store)
     return {
-        "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock),
+        "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock, unstorable),
         "/api": ResultsApi(store, boot_timeout, clock, status, holder, timelines),
         "/ui": DashboardApp(store, boot_timeout, clock, status, holder, timelines),
     }
