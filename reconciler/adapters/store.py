@@ -303,6 +303,12 @@ LEFT JOIN commits c ON c.revision = every.revision
 """
 
 
+_STRANGERS = (
+    "SELECT e.time, e.stage, e.revision, e.mac, e.node, e.client, e.detail FROM boot_events e "
+    "JOIN revisions v ON v.revision = e.revision WHERE e.revision IN ({marks}) AND e.mac IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM node_plans n WHERE n.mac = e.mac AND n.first_seq <= v.rowid "
+    "AND (n.last_seq IS NULL OR n.last_seq >= v.rowid)) ORDER BY e.time, e.id"
+)
 _UNKNOWN = (
     "SELECT mac, max(time), count(*), coalesce(max(json_extract(detail, '$.vendor_class')), ''), "
     "       (SELECT stage FROM boot_events l WHERE l.mac = e.mac ORDER BY time DESC LIMIT 1) "
@@ -450,6 +456,15 @@ class ResultsQueries:
         for chunk in _chunks(list(revisions)):
             sql = f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE revision IN ({_marks(chunk)})"  # noqa: S608
             out += [_event(r) for r in self._rows(sql + " ORDER BY time, id", chunk)]
+        return out
+
+    def stranger_events(self, revisions: Iterable[str]) -> list[BootEvent]:
+        """Events stamped with one of `revisions` from machines that revision does not declare, in time order."""
+        out: list[BootEvent] = []
+        for chunk in _chunks(list(revisions)):
+            rows = self._rows(_STRANGERS.format(marks=_marks(chunk)), chunk)
+            out += [_event(r) for r in rows]
+        out.sort(key=lambda e: e.time)
         return out
 
     def events_of_node(self, mac: str, node: str | None = None, limit: int = 5000) -> list[BootEvent]:

@@ -503,6 +503,8 @@ class ResultsSource(Protocol):
 
     def events_of(self, revisions: Iterable[str]) -> list[BootEvent]: ...
 
+    def stranger_events(self, revisions: Iterable[str]) -> list[BootEvent]: ...
+
     def events_with_plans(self, macs: Iterable[str] | None, boots_only: bool = False
                           ) -> tuple[list[BootEvent], dict[tuple[str, str], str]]: ...
 
@@ -579,6 +581,7 @@ def commit_results(
     detail: bool = False,
     timelines: Callable[[set[str]], Timelines] | None = None,
     memo: Memo | None = None,
+    with_nodes: bool = True,
 ) -> list[CommitResult]:
     """Each applied (revision, applied time): its targets' results, carried over by plan.
 
@@ -586,6 +589,7 @@ def commit_results(
     the run's first application on, whatever the number of commits in the run: the page of 20
     commits over 10,000 nodes costs a result per node and plan change, not per node and commit.
     `detail`: each result named by its commit, with DHCP events (one commit's page).
+    `with_nodes`: False for the counts alone (a page of commits).
     `timelines` and `memo`: the events kept between requests, and the results of runs computed
     before (valid while the MAC's version is the same; re-evaluated at `now` for timeouts)."""
     if not revisions:
@@ -608,6 +612,9 @@ def commit_results(
                 grouped[e.mac].append(e)
         by_mac = grouped
     per_revision: dict[str, list[NodeResult]] = defaultdict(list)
+    # Outcome counts as differences along the window (a run adds at its first commit in the window
+    # and takes away after its last): a pass per run, not per run and commit.
+    steps: list[dict[Outcome, int]] = [dict.fromkeys(Outcome, 0) for _ in range(len(window) + 1)]
     for span in spans:
         lo = bisect.bisect_left(order, span.first_seq)
         hi = bisect.bisect_right(order, span.last_seq if span.last_seq is not None else order[-1])
@@ -618,7 +625,7 @@ def commit_results(
         key = (t.mac, span.key, span.since, versions.get(t.mac, -1))
         cached = memo.get(key) if memo is not None and versions else None
         if cached is not None:
-            result = replace(at_time(cached, now, timeout), node=t.node)
+            result = at_time(cached, now, timeout)
         elif timeline:
             result = carried_result(timeline, plans, plan=span.key, since=span.since, revision=window[hi - 1][1],
                                     now=now, timeout=timeout, mac=t.mac, node=t.node)
@@ -626,22 +633,41 @@ def commit_results(
                 memo[key] = result
         else:
             result = NodeResult(window[hi - 1][1], t.mac, t.node, Outcome.PENDING, plan=span.key)
-        for _, revision in window[lo:hi]:
-            per_revision[revision].append(replace(result, revision=revision) if detail else result)
+        steps[lo][result.outcome] += 1
+        steps[hi][result.outcome] -= 1
+        if with_nodes:
+            for _, revision in window[lo:hi]:
+                per_revision[revision].append(replace(result, revision=revision) if detail else result)
+    tally: dict[str, dict[Outcome, int]] = {}
+    running = dict.fromkeys(Outcome, 0)
+    for i, (_, revision) in enumerate(window):
+        for outcome, step in steps[i].items():
+            running[outcome] += step
+        tally[revision] = dict(running)
     others: dict[str, dict[str, list[BootEvent]]] = defaultdict(lambda: defaultdict(list))
-    for e in src.events_of(names):
-        if e.mac and e.mac not in macs:
+    for e in src.stranger_events(names):
+        if e.mac:
             others[e.revision][e.mac].append(e)
     out = []
     for revision, applied in revisions:
         mine = sorted(per_revision.get(revision, ()), key=lambda r: r.node or "")
-        targeted = {r.mac for r in mine if r.mac}
         strangers = [node_result(evs, revision=revision, now=now, timeout=timeout, mac=mac)
                      for mac, evs in sorted(others.get(revision, {}).items())
                      if any(e.stage in NETBOOT_STAGES or e.stage in SEED_STAGES or e.stage in REPORT_STAGES
                             for e in evs)]
-        results = [*mine, *strangers]
-        out.append(CommitResult(revision, applied, tuple(results), len(mine), _counts(results, targeted)))
+        by = tally.get(revision) or dict.fromkeys(Outcome, 0)
+        targeted = sum(by.values())
+        counts = {
+            "booted": targeted - by[Outcome.PENDING],
+            "succeeded": by[Outcome.SUCCEEDED],
+            "failed": by[Outcome.FAILED],
+            "timed_out": by[Outcome.TIMED_OUT],
+            "in_progress": by[Outcome.BOOTING] + by[Outcome.INSTALLING],
+            "local_disk": by[Outcome.LOCAL_DISK],
+            "pending": by[Outcome.PENDING],
+            "other_machines": len(strangers),
+        }
+        out.append(CommitResult(revision, applied, (*mine, *strangers) if with_nodes else (), targeted, counts))
     return out
 
 
@@ -655,6 +681,7 @@ def commits_page(
     commit: str | None = None,
     timelines: Callable[[set[str]], Timelines] | None = None,
     memo: Memo | None = None,
+    with_nodes: bool = True,
 ) -> tuple[list[CommitInfo], dict[str, CommitResult], int]:
     """The commits seen, newest first (one page, or the one `commit` names), and the results of
     the applied ones among them; the total number of commits seen."""
@@ -667,7 +694,7 @@ def commits_page(
         total = src.commit_count()
     applied = [(c.revision, c.applied) for c in infos if c.applied is not None]
     results = commit_results(src, applied, now=now, timeout=timeout, detail=commit is not None, timelines=timelines,
-                             memo=memo)
+                             memo=memo, with_nodes=with_nodes or commit is not None)
     return infos, {r.revision: r for r in results}, total
 
 

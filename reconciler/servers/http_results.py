@@ -385,7 +385,7 @@ class _StoreView:
     def _commits_page(self, now: float, limit: int, offset: int
                       ) -> tuple[list[outcomes.CommitInfo], dict[str, outcomes.CommitResult], int]:
         return outcomes.commits_page(self._store, now=now, timeout=self._timeout, limit=limit, offset=offset,
-                                     timelines=self._timelines, memo=self._timelines.memo)
+                                     timelines=self._timelines, memo=self._timelines.memo, with_nodes=False)
 
     def _daemon_status(self) -> Mapping[str, Any]:
         if self._status is None:
