@@ -4,7 +4,7 @@ Called by validation once per commit. What matchbox does with them (matchbox/htt
 generic.go) decides what is checked here:
 - `ignition/*.ign`, `*.ignition`: Ignition JSON, served as committed. It must parse as JSON, be
   an object, and declare an `ignition.version` Ignition knows; a 3.x config is checked against
-  the vendored spec schema (`reconciler/schemas/ignition/`), each finding at its field's line,
+  the vendored spec schema (`schemas/ignition/`), each finding at its field's line,
   and a key its declared spec does not have (`ADDED_IN`: newer fields) is a warning.
   Ignition refuses a config that fails these, and the machine stops in its initramfs.
 - any other name under `ignition/`: a Butane config (matchbox templates it and translates it
@@ -24,7 +24,6 @@ import json
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -34,6 +33,7 @@ from reconciler.core.collect import Findings
 from reconciler.core.locate import Locator
 from reconciler.core.model import Group, Issue, Location, MatchboxTemplate, Node, Profile
 from reconciler.core.render.matchbox import node_values, render_generic
+from reconciler.core.schema import schemas_dir
 from reconciler.core.template import TemplateFailure
 from reconciler.core.yamldoc import parse_json
 
@@ -80,7 +80,7 @@ def is_ignition_json(name: str) -> bool:
 
 @functools.cache
 def _schema_doc() -> dict[str, Any]:
-    text = resources.files("reconciler.schemas").joinpath("ignition/v3_4.schema.json").read_text("utf-8")
+    text = schemas_dir().joinpath("ignition", "v3_4.schema.json").read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 

@@ -1,7 +1,8 @@
 """JSON Schema validation of repository documents, with findings that point at the field.
 
-Called by `core.validate`. The schemas (draft 2020-12) ship as package data in
-`reconciler/schemas/`; editors use the same files through the `yaml-language-server` line.
+Called by `core.validate`. The schemas (draft 2020-12) live in the top-level `schemas/` and
+ship as the package data `reconciler.schemas` (setup.py); editors use the same files through
+the `yaml-language-server` line.
 
 Two validators per schema: a compiled one (fastjsonschema, ~70x faster) accepts the valid
 documents, which are nearly all of them; only a document it rejects is walked again by
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import fastjsonschema
@@ -34,9 +36,18 @@ SCHEMA_FILES = {
 }
 
 
+def schemas_dir() -> Traversable:
+    """Where the schemas are: the installed `reconciler.schemas`, or, in a source checkout run in
+    place without installing it, `schemas/` beside the package."""
+    try:
+        return resources.files("reconciler.schemas")
+    except ModuleNotFoundError:
+        return resources.files("reconciler").joinpath("..", "schemas")
+
+
 def schema_text(kind: str) -> str:
     """The schema of one document kind, as shipped."""
-    return resources.files("reconciler.schemas").joinpath(SCHEMA_FILES[kind]).read_text("utf-8")
+    return schemas_dir().joinpath(SCHEMA_FILES[kind]).read_text("utf-8")
 
 
 @functools.cache
