@@ -314,6 +314,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
         mac_for_address=mac_for_address,
         status=daemon.status,
         unstorable=daemon.store_problem,
+        stored=daemon.artifacts.stored,
     )
     store = daemon.store
     app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},

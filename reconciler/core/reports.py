@@ -50,6 +50,7 @@ class ReportFacts:
     leased_to: str | None = None  # the MAC our DHCP server reserved or leased `client` to, if known
     current: str | None = None  # the revision served now
     kept: Collection[str] = ()  # revisions whose generations are kept (a named revision must be one)
+    stored: Collection[str] = ()  # revisions whose generations are on disk, loaded or not (tokens for them hold)
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,17 @@ class ReportDecision:
 def token_revision(facts: ReportFacts, secret: bytes | None) -> str | None:
     """The revision whose token for this node the report carries, or None.
 
-    Tried: every kept generation declaring the MAC, then the revision that last served the
-    machine (its generation may be collected: a long install), with the current node's name."""
+    Tried: every kept generation declaring the MAC, then, with the current node's name, every
+    other generation on disk (not loaded since a restart: its tokens still hold) and the
+    revision that last served the machine (its generation may be collected: a long install)."""
     if not secret or not facts.token or not facts.nodes:
         return None
     candidates = list(facts.nodes)
-    if facts.serving is not None and all(rev != facts.serving for rev, _ in facts.nodes):
-        candidates.append((facts.serving, facts.nodes[0][1]))
+    known = {rev for rev, _ in facts.nodes}
+    for revision in (*sorted(facts.stored), *([facts.serving] if facts.serving is not None else [])):
+        if revision not in known:
+            known.add(revision)
+            candidates.append((revision, facts.nodes[0][1]))
     given = facts.token.encode()
     for revision, node in candidates:
         if hmac.compare_digest(template.report_token(secret, node.name, revision).encode(), given):

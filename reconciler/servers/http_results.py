@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -180,8 +180,10 @@ class ReportApp:
         mac_for_address: Callable[[str], str | None] | None = None,
         clock: Callable[[], float] = time.time,
         unstorable: Callable[[], str | None] = lambda: None,
+        stored: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
         self._holder = holder
+        self._stored = stored  # revisions of the generations on disk (a token for any of them holds)
         self._unstorable = unstorable  # why a report cannot be stored now (read-only state directory)
         self._recorder = recorder
         self._secret = secret
@@ -219,6 +221,7 @@ class ReportApp:
         generations = self._generations()
         nodes = [(g.revision, node) for g in generations if (node := _node_in(g, mac)) is not None]
         current = self._holder.current()
+        stored = self._stored_revisions() if nodes else frozenset()
         facts = reports.ReportFacts(
             mac=mac,
             client=client,
@@ -228,7 +231,8 @@ class ReportApp:
             serving=self._recorder.serving_revision(mac) if nodes else None,
             leased_to=self._leased_to(client, mac) if nodes else None,
             current=current.revision if current is not None else None,
-            kept=frozenset(g.revision for g in generations),
+            kept=frozenset(g.revision for g in generations) | stored,
+            stored=stored,
         )
         # The address and a header/query token are checked before the body is read: only a
         # report they admit, or one that may carry its token in the body, has its body parsed.
@@ -273,6 +277,13 @@ class ReportApp:
         log.warning("report refused (%s) from %s revision=- mac=%s: %s", reason, client or "?", mac, message)
         status = "404 Not Found" if reason in ("unknown-node", "bad-mac") else "403 Forbidden"
         return _json(start_response, status, {"error": message})
+
+    def _stored_revisions(self) -> frozenset[str]:
+        try:
+            return frozenset(self._stored())
+        except OSError as exc:
+            log.warning("cannot list the generations on disk: %s", exc)
+            return frozenset()
 
     def _generations(self) -> list[Generation]:
         current = self._holder.current()
@@ -560,6 +571,7 @@ def make_results_apps(
     clock: Callable[[], float] = time.time,
     status: Callable[[], Mapping[str, Any]] | None = None,
     unstorable: Callable[[], str | None] = lambda: None,
+    stored: Callable[[], Collection[str]] = lambda: (),
 ) -> dict[str, WsgiApp]:
     """The apps by the path prefix they are mounted at (`extra` of `make_boot_app`)."""
     store = recorder.store
@@ -567,7 +579,7 @@ def make_results_apps(
     registry.register(DroppedEvents(store))
     timelines = _Timelines(store)
     return {
-        "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock, unstorable),
+        "/report": ReportApp(holder, recorder, secret, registry, mac_for_address, clock, unstorable, stored),
         "/api": ResultsApi(store, boot_timeout, clock, status, holder, timelines),
         "/ui": DashboardApp(store, boot_timeout, clock, status, holder, timelines),
     }
