@@ -169,7 +169,24 @@ class Reconciler:
         revision = self.source.fetch()
         attempt.revision = revision
         self.on_desired(revision)
-        return revision not in attempt.skip
+        if revision in attempt.skip:
+            self._assets_of_current(attempt)
+            return False
+        return True
+
+    def _assets_of_current(self, attempt: Attempt) -> None:
+        """The served revision's assets, when it was activated without them: a daemon started with
+        --assets-dir for the first time on a state directory it served without one."""
+        current = self.holder.current()
+        store = self.asset_store
+        if store is None or current is None or current.revision != attempt.revision or not current.state.assets:
+            return
+        if store.generation_root(current.revision).is_dir():
+            return
+        attempt.state = current.state
+        self._assets(attempt)
+        if attempt.asset_paths:
+            store.publish(attempt.asset_paths)
 
     def _verify(self, attempt: Attempt) -> bool:
         """With --verify-commits, the commit must be signed by a key the file lists (InvalidRevision)."""

@@ -133,3 +133,26 @@ def test_no_fetch_serves_and_warns_naming_the_missing_path(
         assert not [r for r in nginx.requests() if "v1.iso" in r]  # nothing was fetched
     finally:
         daemon.stop()
+
+
+def test_a_daemon_given_an_assets_dir_later_fetches_for_the_commit_it_already_serves(
+    upstream: tuple[asset_lab.Nginx, dict[str, str]], tmp_path: Path,
+) -> None:
+    nginx, shas = upstream
+    work = WorkTree(tmp_path / "work")
+    sha = work.commit("assets", {"assets.yaml": manifest(nginx.url("/v1.iso"), shas["v1.iso"])})
+    before = DaemonProcess(str(work.path), tmp_path / "state")
+    before.start()
+    try:
+        before.wait_served(sha)
+    finally:
+        before.stop()
+    daemon = DaemonProcess(str(work.path), tmp_path / "state", extra=["--assets-dir", str(tmp_path / "assets")])
+    daemon.start()
+    try:
+        wait_for(lambda: get(daemon, "/assets/ubuntu/2204/vmlinuz") == (200, KERNEL1),
+                 f"the served commit's kernel, fetched without a new commit\n{daemon.log()[-2000:]}", timeout=60)
+        assert get(daemon, f"/r/{sha}/assets/ubuntu/2204/initrd") == (200, INITRD1)
+        assert daemon.served_revision() == sha
+    finally:
+        daemon.stop()
