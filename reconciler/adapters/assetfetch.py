@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 CHUNK = 1 << 20
 SMALL_LIMIT = 1 << 20  # checksums files and signatures
@@ -156,12 +157,12 @@ def download(
     return got
 
 
-def _write(out: object, data: bytes, partial: Path, url: str) -> None:
+def _write(out: IO[bytes], data: bytes, partial: Path, url: str) -> None:
     try:
-        out.write(data)  # type: ignore[attr-defined]
+        out.write(data)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            out.close()  # type: ignore[attr-defined]
+            out.close()
             partial.unlink(missing_ok=True)
             raise AssetError(
                 f"{url}: the disk is full (writing {partial.parent}); the partial download is deleted") from None
