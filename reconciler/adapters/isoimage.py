@@ -14,9 +14,6 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import pycdlib
-from pycdlib.pycdlibexception import PyCdlibException
-
 from reconciler.adapters.assetfetch import CHUNK, AssetError, AssetInvalid
 
 
@@ -32,6 +29,9 @@ class _Hashing:
 
 def extract(image: Path, inner: str, dest: Path, what: str) -> tuple[str, int]:
     """Copy `inner` (a path inside `image`) to `dest`; returns (sha256, size)."""
+    import pycdlib  # here, not at import: the CLI and the daemon load this module on every start
+    from pycdlib.pycdlibexception import PyCdlibException
+
     name = "/" + inner.strip("/")
     iso = pycdlib.PyCdlib()
     try:
@@ -81,6 +81,8 @@ def _find(iso: Any, name: str) -> tuple[dict[str, str], Any]:
 
 
 def _record(iso: Any, **where: str) -> Any:
+    from pycdlib.pycdlibexception import PyCdlibException
+
     try:
         return iso.get_record(**where)
     except PyCdlibException:
@@ -89,6 +91,8 @@ def _record(iso: Any, **where: str) -> Any:
 
 def _iso_name(iso: Any, name: str) -> str | None:
     """The ISO 9660 identifier path (`/CASPER/VMLINUZ.;1`) of `name`, matched case-insensitively."""
+    from pycdlib.pycdlibexception import PyCdlibException
+
     current = "/"
     for part in name.strip("/").split("/"):
         try:
