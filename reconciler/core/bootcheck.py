@@ -15,6 +15,7 @@ from reconciler.core.collect import Findings
 from reconciler.core.locate import Locator
 from reconciler.core.model import Asset, CloudInitTemplate, Group, Location, Node, Profile, Site
 
+_SAMPLE_MAC = "52:54:00:00:00:00"  # the sample node an unused profile is rendered for
 VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
 
 
@@ -77,6 +78,26 @@ class BootPlanChecker:
         token = template.report_token(VALIDATION_SECRET, node.name, self.revision)
         context = template.node_context(self.site, node, self.revision, token)
         subject = f"node {node.name!r}, {node.source.file}"
+        self._check_machine(profile, context, subject, cloud_init, node.name)
+
+    def check_unused(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
+        """A profile no node or group boots is checked and linted all the same, rendered for a
+        sample node: its mistakes are found before a node starts using it. A template that needs a
+        real node (its metadata, say) does not render that way and is left for that node."""
+        sample = Node(name="example", mac=_SAMPLE_MAC, profile=profile.id, hostname="example", source=profile.source)
+        token = template.report_token(VALIDATION_SECRET, sample.name, self.revision)
+        context = template.node_context(self.site, sample, self.revision, token)
+        self._check_machine(profile, context, None, cloud_init, None)
+
+    def _check_machine(
+        self,
+        profile: Profile,
+        context: Mapping[str, Any],
+        subject: str | None,
+        cloud_init: Mapping[str, CloudInitTemplate],
+        node: str | None,
+    ) -> None:
+        """Boot values and user-data of one machine; `subject` None: template failures are not findings."""
         rendered_args = self._check_boot(profile, context, subject)
         tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
         if tpl is None:
@@ -84,12 +105,14 @@ class BootPlanChecker:
         try:
             text = template.render(tpl.text, context)
         except template.TemplateFailure as exc:
-            self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
+            if subject is not None:
+                self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
             return
-        self.rendered_bytes += len(text)
-        if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
-            self.too_large = True
-            self.out.report("generation-too-large", tpl.source, template.generation_too_large(node.name))
+        if node is not None:
+            self.rendered_bytes += len(text)
+            if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
+                self.too_large = True
+                self.out.report("generation-too-large", tpl.source, template.generation_too_large(node))
         key = (tpl.name, text)
         if key not in self.linted_user_data:
             self.linted_user_data.add(key)
@@ -115,7 +138,7 @@ class BootPlanChecker:
         context = template.group_context(self.site, group, self.revision)
         self._check_boot(profile, context, f"group {group.id!r}, {group.source.file}")
 
-    def _check_boot(self, profile: Profile, context: Mapping[str, Any], subject: str) -> tuple[str, ...] | None:
+    def _check_boot(self, profile: Profile, context: Mapping[str, Any], subject: str | None) -> tuple[str, ...] | None:
         """Render kernel, initrd and args; check and lint them. Returns the rendered args."""
         def arg_loc(index: int) -> Location:
             return self.where.arg(profile, index)
@@ -168,13 +191,18 @@ def _check_boot_values(
 
 
 def _render_each(
-    texts: tuple[str, ...], context: Mapping[str, Any], loc_of: Callable[[int], Location], subject: str, out: Findings
+    texts: tuple[str, ...],
+    context: Mapping[str, Any],
+    loc_of: Callable[[int], Location],
+    subject: str | None,
+    out: Findings,
 ) -> tuple[str, ...] | None:
     try:
         return template.render_many(texts, context)
     except template.TemplateFailure:
-        pass  # render one by one to say which text failed
-    for i, text in enumerate(texts):
+        if subject is None:
+            return None
+    for i, text in enumerate(texts):  # one by one to say which text failed
         try:
             template.render(text, context)
         except template.TemplateFailure as exc:

@@ -233,11 +233,11 @@ def profiles(docs: Mapping[str, Document], out: Findings) -> dict[str, Profile]:
         data = doc.data
         pid = stem(path)
         if "id" in data and data["id"] != pid:
+            # Still built (under its file name, as matchbox looks profiles up) and checked for
+            # the rest: one pass reports everything, and the commit is invalid already.
             out.report("profile-id-mismatch", doc.loc(("id",)), f"id {data['id']!r} differs from the file name {pid!r}")
-            continue
         if pid.startswith(RESERVED_ID_PREFIX):
             out.report("reserved-id", doc.loc(), _reserved_id_message("profile", pid))
-            continue
         if pid in profiles:
             out.report("duplicate-profile", doc.loc(), f"profile {pid!r} is also {profiles[pid].source.file}")
             continue

@@ -143,6 +143,17 @@ def check_subnets(site: Site, out: Findings) -> None:
 
 
 def _suggest(name: str, known: Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """' (did you mean ...?)': the nearest names by spelling, else those holding the name (or held
+    by it) in any case; else the names there are."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=2)
+    if not close:
+        folded = name.lower()
+        close = [k for k in names if folded and (folded in k.lower() or k.lower() in folded)][:3]
+    if close:
+        return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+    if names:
+        more = f", ... ({len(names)} in all)" if len(names) > 5 else ""
+        return f" (profiles: {', '.join(names[:5])}{more})"
+    return " (there are no profiles)"
 

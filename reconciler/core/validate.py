@@ -83,6 +83,9 @@ def _validate(snapshot: Snapshot) -> Validation:
             checker.check_node(node, cloud_init)
         for group in sorted(groups, key=lambda g: g.id):
             checker.check_group(group)
+        used = {n.profile for n in nodes} | {g.profile for g in groups}
+        for pid in sorted(set(profiles) - used):
+            checker.check_unused(profiles[pid], cloud_init)
 
     issues = tuple(sorted(out.issues, key=lambda i: (i.file, i.line, i.column, i.code, i.message)))
     if site is None or any(i.is_error for i in issues):
