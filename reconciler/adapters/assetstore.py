@@ -79,6 +79,17 @@ class AssetStore:
         _fsync_dir(target.parent)
         return target
 
+    def adopt_in_place(self, path: Path, sha256: str) -> None:
+        """Take a file already at a served path (placed by hand, verified by the caller) into the
+        store by linking it: the bytes are not copied or fetched again."""
+        target = self.blob(sha256)
+        if self.has(sha256):
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o444)
+        os.link(path, target)
+        _fsync_dir(target.parent)
+
     # -- served paths ---------------------------------------------------------------------------
 
     def served(self, rel: str) -> Path:

@@ -161,6 +161,10 @@ class _Run:
         assert expected is not None  # validation refuses a url nothing verifies
         if self.store.has(expected):
             return expected
+        placed = self.store.served(rel(asset.path))
+        if placed.is_file() and not placed.is_symlink() and _file_sha(placed) == expected:
+            self.store.adopt_in_place(placed, expected)  # downloaded by hand before: not again
+            return expected
         self.report.begin(asset.path, asset.url)
         partial = self.store.partial(expected)
         download(asset.url, partial, expected, self.options.timeout,

@@ -388,3 +388,18 @@ def test_a_mistake_elsewhere_in_the_repository_does_not_stop_a_sync(upstream: Up
     done = cli("sync", src, "--assets-dir", tmp_path / "assets")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "assets" / "vmlinuz").read_bytes() == KERNEL
+
+
+def test_a_file_placed_by_hand_with_the_right_digest_is_taken_into_the_store_not_fetched(
+    upstream: Upstream, tmp_path: Path,
+) -> None:
+    """The seed's way (wget into the assets directory) upgraded: the ISO already there is not fetched again."""
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / ISO_NAME).write_bytes((upstream.root / ISO_NAME).read_bytes())
+    done = cli("sync", repo(tmp_path, manifest(pinned(upstream))), "--assets-dir", assets)
+    assert done.returncode == 0, done.stderr
+    assert not [r for r in upstream.nginx.requests() if ISO_NAME in r]
+    iso_blob = assets / STORE_DIR / "blobs" / "sha256" / upstream.iso_sha[:2] / upstream.iso_sha
+    assert os.path.samefile(assets / ISO_NAME, iso_blob)
+    assert (assets / "vmlinuz").read_bytes() == KERNEL
