@@ -35,6 +35,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reconciler.core.assets import spec_key
 from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, Location, Node, Profile, Site
 from reconciler.core.render import failure_issue, render_generation
 from reconciler.core.select import matches
@@ -519,14 +520,18 @@ def _source_changes(old: DesiredState | None, new: DesiredState) -> tuple[Source
     if old is not None and _assets(old) != _assets(new):
         before, after = _assets(old), _assets(new)
         touched = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+        # a file read out of a changed image changes with it
+        touched |= {a.path for state in (old, new) for a in state.assets or () if a.from_path in touched}
         users = {n.name for state in (old, new) for n in state.nodes if _uses_assets(state, n, touched)}
         note = "changed entries: " + ", ".join(sorted(touched))
         out.append(SourceChange("assets", "assets.yaml", "changed", tuple(sorted(users)), (), note))
     return tuple(out)
 
 
-def _assets(state: DesiredState) -> dict[str, tuple[str | None, int | None, str | None]]:
-    return {a.path: (a.sha256, a.size, a.url) for a in state.assets or ()}
+def _assets(state: DesiredState) -> dict[str, tuple[str, int | None]]:
+    """Each entry by what names its bytes: every source field (url, digest, checksums, signature,
+    keyring, from, file: `core.assets.spec_key`) and its size."""
+    return {a.path: (spec_key(a), a.size) for a in state.assets or ()}
 
 
 def _uses_assets(state: DesiredState, node: Node, paths: set[str]) -> bool:

@@ -119,3 +119,21 @@ def test_the_spec_key_changes_with_any_source_field() -> None:
     iso, kernel, initrd = result.state.assets
     keys = {manifest.spec_key(a) for a in (iso, kernel, initrd)}
     assert len(keys) == 3
+
+
+def test_diff_names_a_changed_file_inside_the_iso_and_what_a_new_iso_reaches() -> None:
+    from reconciler.core.plan import compare, side
+
+    def make(text: str, revision: str) -> object:
+        result = validate(repo_builder.snapshot({"assets.yaml": text}, revision=revision))
+        assert result.state is not None, result.issues
+        return side(revision, result.state, result.issues)
+
+    base = make(GOOD, "a" * 40)
+    moved = make(GOOD.replace("file: casper/vmlinuz", "file: casper/hwe-vmlinuz"), "b" * 40)
+    (source,) = compare(base, moved).sources  # type: ignore[arg-type]
+    assert (source.kind, source.note) == ("assets", "changed entries: /assets/vmlinuz")
+    assert source.reaches == ("node-1", "node-2")
+    new_iso = make(GOOD.replace(SHA, "f" * 64), "c" * 40)
+    (source,) = compare(base, new_iso).sources  # type: ignore[arg-type]
+    assert source.note == f"changed entries: /assets/initrd, {ISO}, /assets/vmlinuz"
