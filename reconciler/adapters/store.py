@@ -522,11 +522,11 @@ class ResultsQueries:
         sql += " ORDER BY id LIMIT ?"
         return [_event(r) for r in self._rows(sql, (*args, limit))]
 
-    def mac_versions(self) -> dict[str, int]:
-        """Each machine's newest event id: it changes when the machine's events do (read from the
-        index by (mac, time), which holds the id)."""
+    def mac_versions(self, after: int = 0) -> dict[str, int]:
+        """Each machine's newest event id (of those with an id over `after`): it changes when the
+        machine's events do."""
         return {r[0]: int(r[1]) for r in self._rows(
-            "SELECT mac, max(id) FROM boot_events WHERE mac IS NOT NULL GROUP BY mac")}
+            "SELECT mac, max(id) FROM boot_events WHERE id > ? AND mac IS NOT NULL GROUP BY mac", (after,))}
 
     def change_stamp(self) -> tuple[int, int, int]:
         """Changes whenever an event, a reconcile or an applied revision is written (live refresh)."""

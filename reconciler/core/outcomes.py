@@ -582,6 +582,7 @@ def commit_results(
     timelines: Callable[[set[str]], Timelines] | None = None,
     memo: Memo | None = None,
     with_nodes: bool = True,
+    runs: Callable[[Sequence[str]], list[PlanSpan]] | None = None,
 ) -> list[CommitResult]:
     """Each applied (revision, applied time): its targets' results, carried over by plan.
 
@@ -598,7 +599,7 @@ def commit_results(
     seqs = src.seqs(names)
     window = sorted((seqs[r], r) for r in names if r in seqs)
     order = [seq for seq, _ in window]
-    spans = src.runs(names)
+    spans = (runs or src.runs)(names)
     macs = {span.target.mac for span in spans}
     versions: Mapping[str, int] = {}
     by_mac: Mapping[str, Sequence[BootEvent]]
@@ -682,6 +683,7 @@ def commits_page(
     timelines: Callable[[set[str]], Timelines] | None = None,
     memo: Memo | None = None,
     with_nodes: bool = True,
+    runs: Callable[[Sequence[str]], list[PlanSpan]] | None = None,
 ) -> tuple[list[CommitInfo], dict[str, CommitResult], int]:
     """The commits seen, newest first (one page, or the one `commit` names), and the results of
     the applied ones among them; the total number of commits seen."""
@@ -694,7 +696,7 @@ def commits_page(
         total = src.commit_count()
     applied = [(c.revision, c.applied) for c in infos if c.applied is not None]
     results = commit_results(src, applied, now=now, timeout=timeout, detail=commit is not None, timelines=timelines,
-                             memo=memo, with_nodes=with_nodes or commit is not None)
+                             memo=memo, with_nodes=with_nodes or commit is not None, runs=runs)
     return infos, {r.revision: r for r in results}, total
 
 

@@ -360,11 +360,28 @@ class _Timelines:
         self._events: dict[str, list[BootEvent]] = {}
         self._plans: dict[tuple[str, str], str] = {}
         self._versions: dict[str, int] = {}
+        self._seen = 0  # the newest event id read
+        self._runs: dict[tuple[tuple[str, ...], int], list[outcomes.PlanSpan]] = {}
         self.memo: dict[tuple[str, str, float, int], outcomes.NodeResult] = {}
+
+    def runs(self, revisions: Sequence[str]) -> list[outcomes.PlanSpan]:
+        """The store's runs for a page of commits, kept until another revision is applied."""
+        key = (tuple(revisions), self._store.change_stamp()[2])
+        with self._lock:
+            found = self._runs.get(key)
+        if found is None:
+            found = self._store.runs(revisions)
+            with self._lock:
+                if len(self._runs) > 64:
+                    self._runs.clear()
+                self._runs[key] = found
+        return found
 
     def __call__(self, macs: set[str]) -> outcomes.Timelines:
         with self._lock:
-            versions = self._store.mac_versions()
+            versions = self._store.mac_versions(self._seen)
+            if versions:
+                self._seen = max(self._seen, *versions.values())
             stale = [m for m, v in versions.items() if self._versions.get(m) != v]
             if stale:
                 events, plans = self._store.events_with_plans(None if len(stale) > 2000 else stale, boots_only=True)
@@ -396,7 +413,8 @@ class _StoreView:
     def _commits_page(self, now: float, limit: int, offset: int
                       ) -> tuple[list[outcomes.CommitInfo], dict[str, outcomes.CommitResult], int]:
         return outcomes.commits_page(self._store, now=now, timeout=self._timeout, limit=limit, offset=offset,
-                                     timelines=self._timelines, memo=self._timelines.memo, with_nodes=False)
+                                     timelines=self._timelines, memo=self._timelines.memo, with_nodes=False,
+                                     runs=self._timelines.runs)
 
     def _daemon_status(self) -> Mapping[str, Any]:
         if self._status is None:
