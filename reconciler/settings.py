@@ -52,4 +52,5 @@ class Settings:
     boot_timeout: float = 3600.0  # seconds a boot may go without a result before it has timed out
     report_secret: bytes | None = None  # signs each node's boot-report token (state dir `report-secret`)
     trust_any_client: bool = False  # serve a node's seed/script to any address (NAT, relays), not only its own
+    worker: bool = False  # validate and render each commit in a child process (daemon.worker); `run` sets it
     verify_commits: Path | None = None  # serve only commits signed by a key this file lists (adapters.commitsig)

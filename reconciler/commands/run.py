@@ -78,6 +78,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--verify-commits", type=Path, metavar="FILE",
                    help="serve only commits signed by a key FILE lists: an OpenSSH allowed_signers file or an "
                         "OpenPGP keyring (gpg --export)")
+    p.add_argument("--no-worker", action="store_true",
+                   help="validate and render commits in the daemon process itself instead of a worker process "
+                        "(debugging: packet threads then wait for them)")
     p.set_defaults(func=run)
 
 
@@ -142,6 +145,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         report_secret=report_secret(args.state_dir.absolute()),
         trust_any_client=args.trust_any_client,
         verify_commits=args.verify_commits,
+        worker=not args.no_worker,
     )
 
 

@@ -127,6 +127,8 @@ _TABLE = (
     ),
     # -- the daemon's peer check
     Code("peer-check", E, "the rendered dhcpd.conf is refused by `dhcpd -t`"),
+    # -- the daemon's worker process (daemon.worker)
+    Code("resource-limit", E, "validating and rendering the commit went past the worker's memory or CPU bound"),
     # -- netboot lints (core.lint)
     Code(
         "nocloud-trailing-slash",

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
-from reconciler.core.errors import Temporary
+from reconciler.core.errors import InvalidRevision, Temporary
 from reconciler.core.model import DesiredState
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
+from reconciler.daemon import worker
 from reconciler.generation import Generation
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,12 @@ class Loaded:
 
 
 class GenerationLoader:
-    def __init__(self, artifacts: ArtifactStore, renderer: Renderer, meta: Mapping[str, bytes]) -> None:
+    def __init__(self, artifacts: ArtifactStore, renderer: Renderer, meta: Mapping[str, bytes], *,
+                 in_worker: bool = False) -> None:
         self.artifacts = artifacts
         self.renderer = renderer
         self.meta = meta  # the `.meta/` this daemon writes (its report-key)
+        self.in_worker = in_worker  # validate in a child process (daemon.worker): this runs on request threads too
 
     def load_current(self) -> Loaded | None:
         """`current` from disk, rendered (and written) again when its report secret is not ours."""
@@ -75,20 +78,29 @@ class GenerationLoader:
     def rebuild(self, stored: StoredGeneration) -> tuple[Generation, bool] | None:
         """The Generation of a stored one: its `.source/` validated again, its files as stored, or
         rendered again (True) when they were signed with another report secret. None: invalid."""
-        result = validate(Snapshot(stored.revision, stored.source, origin=str(stored.root)))
-        if result.state is None:
+        state = self._validate(Snapshot(stored.revision, stored.source, origin=str(stored.root)))
+        if state is None:
             log.error("revision=%s the stored generation no longer validates", stored.revision)
             return None
         if stored.meta.get(REPORT_KEY_META) == self.meta[REPORT_KEY_META]:
-            return Generation(stored.revision, result.state, stored.files, stored.root), False
+            return Generation(stored.revision, state, stored.files, stored.root), False
         log.warning("revision=%s was rendered with another report secret (or before that was recorded): "
                     "rendering it again", stored.revision)
         try:
-            files = dict(self.renderer(result.state))
+            files = dict(self.renderer(state))
         except Exception:  # a renderer bug must not stop the daemon starting (the reconcile reports it)
             log.exception("revision=%s could not be rendered again", stored.revision)
             return None
-        return Generation(stored.revision, result.state, files, stored.root), True
+        return Generation(stored.revision, state, files, stored.root), True
+
+    def _validate(self, snapshot: Snapshot) -> DesiredState | None:
+        if not self.in_worker:
+            return validate(snapshot).state
+        try:
+            return worker.build(snapshot, None).state
+        except InvalidRevision as exc:
+            log.error("revision=%s %s", snapshot.revision, exc)
+            return None
 
     def load(self, revision: str) -> Generation | None:
         """The holder's loader: a generation still on disk that this process has not loaded. Runs

@@ -70,7 +70,7 @@ class Daemon:
         self._state_lock = StateLock(settings.state_dir)
         self._unwritable: OSError | None = None  # why the state directory refuses writes
         meta = {REPORT_KEY_META: report_key(settings.report_secret)}
-        self.loader = GenerationLoader(self.artifacts, renderer, meta)
+        self.loader = GenerationLoader(self.artifacts, renderer, meta, in_worker=settings.worker)
         self.holder.set_loader(self.loader.load)
         self.reconciler = Reconciler(settings, renderer=renderer, artifacts=self.artifacts, holder=self.holder,
                                      meta=meta, source=source, on_source_opened=self.start_watcher,

@@ -44,6 +44,7 @@ from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, T
 from reconciler.core.model import DesiredState, Issue, Severity
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
+from reconciler.daemon import worker
 from reconciler.daemon.loader import REPORT_KEY_META, Renderer
 from reconciler.daemon.outcome import Outcome, Result
 from reconciler.generation import Generation, GenerationHolder
@@ -208,6 +209,11 @@ class Reconciler:
 
     def _validate(self, attempt: Attempt) -> bool:
         assert attempt.snapshot is not None
+        if self.settings.worker:  # validation and rendering both, in a child process
+            built = worker.build(attempt.snapshot, self.renderer)
+            attempt.issues, attempt.state, attempt.files = built.issues, built.state, built.files
+            attempt.timings.update((f"worker.{name}", seconds) for name, seconds in built.timings.items())
+            return True
         result = validate(attempt.snapshot)
         attempt.issues = result.issues
         if result.state is None:
@@ -217,6 +223,8 @@ class Reconciler:
 
     def _render(self, attempt: Attempt) -> bool:
         assert attempt.state is not None
+        if attempt.files is not None:
+            return True  # rendered by the worker
         # A template failing here (validation renders each template once, not every pass the
         # renderer makes) raises TemplateFailure, an InvalidRevision: not an error to retry.
         attempt.files = dict(self.renderer(attempt.state))

@@ -1,0 +1,164 @@
+"""Validation and rendering of one commit in a child process: the serving process's GIL is never
+held by them, and a commit cannot take the daemon's memory or CPU.
+
+Called by the reconcile steps (daemon.steps, the `validate` step, when `Settings.worker`) and by
+the generation loader (daemon.loader, validating a stored generation's `.source/`). Why: the
+daemon is one process whose packet threads (DHCP, TFTP, HTTP) need the GIL back within
+milliseconds, and validating plus rendering 10,000 nodes is seconds of pure Python; in a child
+they run beside the servers instead of between their packets. The child is a fresh fork of a
+forkserver that has imported the core once (`preload`), lives for one commit (its memory goes
+back to the system when it exits), and runs under RLIMIT_AS and RLIMIT_CPU (`Limits`): a commit
+that exhausts either is invalid, a `resource-limit` finding, never retried.
+
+Results come back over a pipe in bounded chunks (the state without its nodes, then nodes, then
+files): each chunk is unpickled in the parent holding the GIL for a few milliseconds, and the
+packet threads get it back in between (one 10,000-node state in one piece held it ~0.4 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import resource
+import signal
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.core import codes, findings
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import DesiredState, Issue, Location, Node
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[DesiredState], Mapping[str, bytes]]
+CHUNK_NODES = 200
+CHUNK_FILES = 2000
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 4 << 30  # RLIMIT_AS of the child: address space, not resident memory
+    cpu_seconds: int = 600  # RLIMIT_CPU of the child (the core's templates have their own deadline)
+    wall_seconds: float = 1800.0  # a child that neither finishes nor burns CPU (blocked) is killed
+
+
+@dataclass(frozen=True)
+class Built:
+    issues: tuple[Issue, ...]
+    state: DesiredState
+    files: dict[str, bytes] | None  # None: validation only
+    timings: Mapping[str, float]
+
+
+@functools.cache
+def _mp() -> Any:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["reconciler.daemon.worker"])
+    return ctx
+
+
+def build(snapshot: Snapshot, renderer: Renderer | None, limits: Limits = Limits()) -> Built:
+    """Validate `snapshot` (and render it with `renderer`) in a child process. InvalidRevision
+    when it is invalid, cannot be rendered, or exceeds a limit; RuntimeError on a bug."""
+    ctx = _mp()
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(writer, snapshot, renderer, limits), name="netboot-worker",
+                        daemon=True)
+    child.start()
+    writer.close()
+    try:
+        return _receive(reader, child, limits, snapshot.revision)
+    finally:
+        reader.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+
+
+def _receive(reader: Any, child: Any, limits: Limits, revision: str) -> Built:
+    deadline = time.monotonic() + limits.wall_seconds
+    head: tuple[DesiredState, tuple[Issue, ...]] | None = None
+    nodes: list[Node] = []
+    files: dict[str, bytes] | None = None
+    while True:
+        if not reader.poll(max(0.0, deadline - time.monotonic())):
+            child.kill()
+            raise _limit_issue(f"validating and rendering took over {limits.wall_seconds:.0f} s (wall clock)")
+        try:
+            message = reader.recv()
+        except EOFError:
+            child.join(5)
+            raise _died(child.exitcode, limits) from None
+        kind = message[0]
+        if kind == "state":
+            head = (message[1], message[2])
+        elif kind == "nodes":
+            nodes.extend(message[1])
+        elif kind == "files":
+            files = files if files is not None else {}
+            files.update(message[1])
+        elif kind == "done":
+            assert head is not None
+            state = dataclasses.replace(head[0], nodes=tuple(nodes))
+            return Built(head[1], state, files if message[2] else None, message[1])
+        elif kind == "invalid":
+            raise InvalidRevision(message[1], message[2])
+        elif kind == "memory":
+            raise _limit_issue(f"validating and rendering ran out of memory (the worker's bound is "
+                               f"{limits.memory_bytes >> 20} MiB of address space)")
+        else:
+            raise RuntimeError(f"revision={revision} worker failed:\n{message[1]}")
+
+
+def _died(exitcode: int | None, limits: Limits) -> InvalidRevision:
+    if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return _limit_issue(f"validating and rendering used over {limits.cpu_seconds} s of CPU time")
+    return _limit_issue(f"the worker validating and rendering the commit died (exit {exitcode}): "
+                        f"most likely out of memory (bound {limits.memory_bytes >> 20} MiB)")
+
+
+def _limit_issue(message: str) -> InvalidRevision:
+    issue = codes.issue("resource-limit", Location("."), message)
+    return InvalidRevision(message, (issue,))
+
+
+# -- the child ------------------------------------------------------------------------------
+
+
+def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+    try:
+        t0 = time.monotonic()
+        result = validate(snapshot)
+        t1 = time.monotonic()
+        if result.state is None:
+            conn.send(("invalid", findings.summary(result.issues), result.issues))
+            return
+        files = dict(renderer(result.state)) if renderer is not None else None
+        t2 = time.monotonic()
+        state = result.state
+        conn.send(("state", dataclasses.replace(state, nodes=()), result.issues))
+        for i in range(0, len(state.nodes), CHUNK_NODES):
+            conn.send(("nodes", state.nodes[i:i + CHUNK_NODES]))
+        if files is not None:
+            items = list(files.items())
+            for i in range(0, len(items), CHUNK_FILES):
+                conn.send(("files", dict(items[i:i + CHUNK_FILES])))
+        conn.send(("done", {"validate": t1 - t0, "render": t2 - t1}, files is not None))
+    except InvalidRevision as exc:
+        conn.send(("invalid", str(exc), exc.findings))
+    except MemoryError:
+        conn.send(("memory",))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()

@@ -1,0 +1,67 @@
+"""Validation and rendering in the worker process (daemon.worker): the same state and files as in
+process, findings for an invalid commit, and a commit past the worker's memory or CPU bound is
+invalid (`resource-limit`) instead of taking the daemon down.
+
+The pathological renderers below stand in for a pathological commit: the core's sandbox already
+bounds what a template can do (tests/unit for core.sandbox), so no template reaches these limits;
+the worker's RLIMIT_AS and RLIMIT_CPU are the backstop behind it, tested with real limits on a
+real child process.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.dirsource import read_directory
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import DesiredState
+from reconciler.core.render import render_generation
+from reconciler.core.validate import validate
+from reconciler.daemon import worker
+from tests.integration.daemon_support import EXAMPLE, INVALID_NODE, WorkTree
+
+SECRET = b"worker-test-secret"
+
+
+def spin(state: DesiredState) -> dict[str, bytes]:
+    while True:
+        pass
+
+
+def hog(state: DesiredState) -> dict[str, bytes]:
+    return {"x": b"x" * (3 << 30)}
+
+
+def test_the_worker_builds_what_the_daemon_builds_in_process() -> None:
+    snapshot = read_directory(EXAMPLE)
+    built = worker.build(snapshot, functools.partial(render_generation, report_secret=SECRET))
+    here = validate(snapshot)
+    assert here.state is not None
+    assert built.state == here.state and built.issues == here.issues
+    assert built.state.node_by_mac(here.state.nodes[0].mac) == here.state.nodes[0]
+    assert built.files == render_generation(here.state, report_secret=SECRET)
+    assert set(built.timings) == {"validate", "render"}
+    assert worker.build(snapshot, None).files is None  # validation only (the generation loader)
+
+
+def test_an_invalid_commit_comes_back_with_its_findings(tmp_path: Path) -> None:
+    tree = WorkTree(tmp_path / "repo")
+    tree.write({"nodes/node-1.yaml": INVALID_NODE})
+    with pytest.raises(InvalidRevision) as caught:
+        worker.build(read_directory(tree.path), render_generation)
+    assert any(i.file == "nodes/node-1.yaml" and "no-such-profile" in i.message for i in caught.value.findings)
+
+
+@pytest.mark.parametrize(("renderer", "limits", "says"), [
+    (spin, worker.Limits(cpu_seconds=1), "CPU time"),
+    (hog, worker.Limits(memory_bytes=1 << 30), "memory"),
+])
+def test_a_commit_past_the_workers_bound_is_invalid(renderer: worker.Renderer, limits: worker.Limits,
+                                                     says: str) -> None:
+    with pytest.raises(InvalidRevision) as caught:
+        worker.build(read_directory(EXAMPLE), renderer, limits)
+    [finding] = caught.value.findings
+    assert finding.code == "resource-limit" and finding.is_error and says in finding.message
