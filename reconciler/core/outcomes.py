@@ -470,6 +470,7 @@ class CommitInfo:
         return {
             "revision": self.revision,
             "state": str(state),
+            "reconcile_result": self.result,  # its latest reconcile, as /status's history says it
             "subject": self.subject,
             "author": self.author,
             "committed": self.committed,

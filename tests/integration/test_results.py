@@ -426,12 +426,15 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     assert outcome == {"first": "succeeded", "comment": "succeeded", "change": "pending", "revert": "succeeded"}
     assert node_entry(doc, shas["revert"], "node-1")["booted_revision"] == shas["first"]
     assert by[shas["bad"]]["nodes"] == [] and by[shas["bad"]]["subject"] == "node-2 typo"
+    assert by[shas["bad"]]["reconcile_result"] == "invalid" and by[shas["revert"]]["reconcile_result"] == "applied"
     assert any(f["file"] == "nodes/node-2.yaml" for f in by[shas["bad"]]["findings"]), by[shas["bad"]]
     drift = {n["node"]: n for n in doc["nodes"]}
     assert drift["node-1"]["drift"] is False and drift["node-1"]["last_booted_revision"] == shas["first"]
     assert drift["node-2"]["drift"] is True  # never booted
     # the same words as /status: desired is the newest commit seen (the rejected one), applied the serving one
     status = site.get("/status").json()
+    history = {r["revision"]: r["result"] for r in status["reconciles"]}
+    assert history[shas["bad"]] == by[shas["bad"]]["reconcile_result"] == "invalid"
     assert (doc["desired_revision"], doc["last_applied_revision"]) == (shas["bad"], shas["revert"])
     assert (status["desired_revision"], status["last_applied_revision"]) == (shas["bad"], shas["revert"])
     text = results_text(site.state)
