@@ -346,7 +346,7 @@ def render_commit(status: Mapping[str, Any], info: CommitInfo, result: CommitRes
         f'<td>{escape(r.reason or "-")}</td><td>{escape(when(r.started))}</td>'
         f'<td>{escape(seconds(r.finished - r.started if r.finished and r.started else None))}</td>'
         f'<td><code>{short(r.booted_revision)}</code></td></tr>'
-        for r in result.nodes[:500]
+        for r in sorted(result.nodes, key=_attention)[:500]
     )
     more = f'<p class="muted">… and {len(result.nodes) - 500} more: see the fleet view.</p>' \
         if len(result.nodes) > 500 else ""
@@ -356,6 +356,15 @@ def render_commit(status: Mapping[str, Any], info: CommitInfo, result: CommitRes
         f"<th>took</th><th>booted from</th></tr></thead><tbody>{rows}</tbody></table>{more}"
     )
     return _page(f"commit {info.revision[:12]}", status, body, stamp)
+
+
+_ATTENTION = {Outcome.FAILED: 0, Outcome.TIMED_OUT: 1, Outcome.INSTALLING: 2, Outcome.BOOTING: 3,
+              Outcome.PENDING: 4, Outcome.SUCCEEDED: 5, Outcome.LOCAL_DISK: 6}
+
+
+def _attention(r: NodeResult) -> tuple[int, str]:
+    """Failures first, then what is under way, what has not started, and what is done."""
+    return _ATTENTION[r.outcome], r.node or r.mac or ""
 
 
 def _node_link(r: NodeResult) -> str:
@@ -386,14 +395,18 @@ _PHASES: Mapping[str, str] = {
 
 def phases(events: Sequence[BootEvent], started: float | None) -> list[tuple[str, float, float]]:
     """(phase, start, end) of one attempt: each phase from its first event to the next phase's
-    first event (the last one to its own last event). DHCP counts from 10 min before the start."""
+    first event (the last one to its own last event). The attempt counts from its first netboot
+    step (`started`; a reinstall's is its kernel download), and the DHCP, TFTP and script steps
+    up to 10 min before it that came after the previous attempt's last report."""
     if started is None:
         return []
+    earlier = [e.time for e in events if phase_of(e.stage) == "report" and e.time < started]
+    lower = max([started - 600, *earlier])
     firsts: dict[str, float] = {}
     lasts: dict[str, float] = {}
     for e in events:
         phase = phase_of(e.stage)
-        if phase is None or e.time < started - (600 if phase == "DHCP" else 0):
+        if phase is None or (e.time < started and (e.time <= lower or phase not in ("DHCP", "TFTP", "script"))):
             continue
         firsts.setdefault(phase, e.time)
         lasts[phase] = e.time
