@@ -116,7 +116,15 @@ class BootPlanChecker:
         key = (tpl.name, text)
         if key not in self.linted_user_data:
             self.linted_user_data.add(key)
-            self.out.extend(lint.lint_user_data(text, tpl.source, "autoinstall" in (rendered_args or ())))
+            mapping: list[Callable[[int], int]] = []
+
+            def line_of(rendered: int) -> int:  # rendered again with tracking, once, when a finding needs it
+                if not mapping:
+                    mapping.append(template.line_map(tpl.text, context))
+                return mapping[0](rendered)
+
+            autoinstall = "autoinstall" in (rendered_args or ())
+            self.out.extend(lint.lint_user_data(text, tpl.source, autoinstall, line_of))
 
     def check_group(self, group: Group) -> None:
         """A repo group's profile is rendered without a node: a node-only variable makes its script

@@ -62,7 +62,7 @@ def parse_all(snapshot: Snapshot, out: Findings) -> dict[str, Document]:
 
 def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
     if not isinstance(doc.data, dict):
-        out.report("schema", doc.loc(), f"(document): expected a mapping, found {type(doc.data).__name__}")
+        out.report("schema", doc.loc(), f"(document): expected a mapping, found {schema.describe_value(doc.data)}")
         return False
     # matchbox's own JSON files: a field its format does not have is ignored there, so a warning here.
     unknown = "matchbox-unknown-field" if doc.loc().file.endswith(".json") else "schema"

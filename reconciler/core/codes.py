@@ -171,6 +171,12 @@ _TABLE = (
         lint=True,
     ),
     Code("user-data-yaml", E, "the rendered user-data is not valid YAML: cloud-init drops it", lint=True),
+    Code(
+        "user-data-duplicate-key",
+        E,
+        "a key written twice in one mapping of user-data: cloud-init silently keeps the last",
+        lint=True,
+    ),
     Code("autoinstall-version", E, "Subiquity refuses an autoinstall config without 'version: 1'", lint=True),
     Code(
         "autoinstall-section-missing",

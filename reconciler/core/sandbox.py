@@ -300,15 +300,41 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def render_bounded(template: jinja2.Template, context: Any, limit: int = MAX_VALUE) -> str:
+def _track(template: jinja2.Template, chunks: Generator[str, None, None], chunk: str, lines: list[int],
+           at_line_start: bool) -> bool:
+    """Record the template line each rendered line of `chunk` starts at: the template is paused
+    at the line that yielded the chunk, and each newline of a literal chunk is one template line
+    (an expression's own newlines are counted alike: close, not exact). Returns whether the next
+    chunk starts a line."""
+    inner = getattr(chunks, "gi_yieldfrom", None)
+    frame = getattr(inner, "gi_frame", None)
+    line = template.get_corresponding_lineno(frame.f_lineno) if frame is not None else (lines[-1] if lines else 1)
+    if at_line_start:
+        lines.append(line)
+    count = 0
+    for index, char in enumerate(chunk):
+        if char == "\n":
+            count += 1
+            if index + 1 < len(chunk):
+                lines.append(line + count)
+    return chunk.endswith("\n")
+
+
+def render_bounded(
+    template: jinja2.Template, context: Any, limit: int = MAX_VALUE, lines: list[int] | None = None
+) -> str:
     """Render with the output bounded to `limit` characters and the deadline checked per chunk.
 
     A bound passed is thrown into the template where it yielded the chunk, so the error
-    carries that line."""
+    carries that line. `lines`, when given, gets the template line each rendered line starts
+    at (see `_track`)."""
     out: list[str] = []
     size = 0
+    at_line_start = True
     chunks = cast(Generator[str, None, None], template.generate(context))
     for chunk in chunks:
+        if lines is not None and chunk:
+            at_line_start = _track(template, chunks, chunk, lines, at_line_start)
         size += len(chunk)
         try:
             if size > limit:

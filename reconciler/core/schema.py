@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -119,9 +120,72 @@ def check(doc: Document, kind: str, unknown_code: str = "schema") -> tuple[Issue
                 hint = f"; allowed: {', '.join(sorted(allowed))}" if allowed else ""
                 findings.append(issue(unknown_code, loc, f"{_field(path, extra)}: unknown field{hint}"))
             continue
+        if error.validator == "pattern" and isinstance(error.instance, str):
+            message = _pattern_message(error.instance, str(error.validator_value), error.schema.get("description"))
+        elif error.validator == "type":
+            message = f"expected {_type_words(error.validator_value)}, found {describe_value(error.instance)}"
         loc = doc.loc(path)
         findings.append(issue("schema", loc, f"{_field(path)}: {message}"))
     return tuple(findings)
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
+               "number": "a number", "boolean": "true or false", "null": "nothing"}
+
+
+def _type_words(types: Any) -> str:
+    return " or ".join(_TYPE_WORDS.get(t, t) for t in ([types] if isinstance(types, str) else types))
+
+
+def describe_value(value: Any) -> str:
+    """A value's kind in words (never a Python type name such as NoneType)."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else "a value"
+
+
+# What each pattern of schemas/ means, for messages (a raw regular expression helps nobody).
+_ID = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+PATTERN_WORDS = {
+    "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$": _ID + ", at most 128 characters",
+    "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$": _ID + ", at most 63 characters",
+    "^[A-Za-z_][A-Za-z0-9_.-]{0,62}$": "a letter or '_', then letters, digits, '_', '.' or '-', at most 63 characters",
+    "^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4}$|^[0-9A-Fa-f]{12}$":
+        "a MAC address such as 52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456",
+    "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$":
+        "a DNS label: letters, digits and '-', not starting or ending with '-', at most 63 characters",
+    "^[0-9a-f]{64}$": "a SHA-256 digest: 64 lowercase hex digits",
+    "^https?://[^\\s]+$": "an http:// or https:// URL without white space",
+    "^[A-Za-z0-9_.:@-]{1,15}$": "an interface name: up to 15 letters, digits and '_.:@-'",
+    "^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$": "a network with its prefix length, such as 10.10.10.0/24",
+    "^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$":
+        "a DNS name: labels of letters, digits and '-' joined by '.'",
+}
+
+
+def _pattern_message(value: str, pattern: str, description: str | None) -> str:
+    """Why `value` does not fit `pattern`, in words: the schema's description, our table, or, for
+    a pattern that only forbids characters, the first forbidden one."""
+    if description:
+        return f"{value!r} is not valid here ({description.rstrip('.')})"
+    words = PATTERN_WORDS.get(pattern)
+    if words is None and pattern.startswith("^[^") and pattern.endswith(("]*$", "]+$")):
+        forbidden = re.search("[" + pattern[3:-3] + "]", value)
+        if forbidden is not None:
+            char = forbidden.group()
+            shown = f"{char!r}" if char.isprintable() else f"a control character (U+{ord(char):04X})"
+            return f"{value!r} holds {shown}, which is not allowed here"
+    if words is None and "/assets/" in pattern:
+        words = "a path under /assets/ of letters, digits and '._+-' (no '..', no empty segment)"
+    if words is None and "keys/" in pattern:
+        words = "a file in keys/ ending in .gpg or .asc"
+    return f"{value!r} is not valid here: expected {words or 'another form'}"
 
 
 def _field(path: Path, extra: str | None = None) -> str:

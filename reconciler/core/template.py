@@ -13,7 +13,7 @@ import functools
 import hashlib
 import hmac
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,8 +126,9 @@ def commit_budget(seconds: float = COMMIT_CPU_SECONDS) -> Iterator[None]:
 _COMMIT_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("commit_deadline", default=None)
 
 
-def render(text: str, context: Mapping[str, Any]) -> str:
+def render(text: str, context: Mapping[str, Any], lines: list[int] | None = None) -> str:
     """Render `text` with `context`, bounded in output size and CPU time (`core.sandbox`).
+    `lines`: filled with the template line of each rendered line (`line_map`).
 
     Any failure, whatever raised it (an unknown variable, a bound, a recursion, a MemoryError),
     is a TemplateFailure with the template's line where one is known: a template that fails
@@ -143,13 +144,44 @@ def render(text: str, context: Mapping[str, Any]) -> str:
     token = sandbox.deadline.set(limit if commit is None else min(limit, commit))
     try:
         sandbox.check_deadline()
-        return sandbox.render_bounded(compiled.template, context)
+        return sandbox.render_bounded(compiled.template, context, lines=lines)
     except jinja2.UndefinedError as exc:
         raise TemplateFailure(f"undefined variable: {exc.message}", _template_line(exc)) from None
     except Exception as exc:  # every failure of a commit's template is the commit's
         raise TemplateFailure(f"template error: {_describe(exc)}", _template_line(exc)) from None
     finally:
         sandbox.deadline.reset(token)
+
+
+def line_map(text: str, context: Mapping[str, Any]) -> Callable[[int], int]:
+    """For a template that renders: the template line a rendered line (1-based) comes from, so a
+    finding about the output points at what the user wrote. Renders it again, with tracking:
+    only called when there is such a finding."""
+    lines: list[int] = []
+    out = render(text, context, lines).split("\n")
+    source = text.split("\n")
+
+    def line_of(rendered: int) -> int:
+        if not 0 < rendered <= len(lines):
+            return rendered
+        guess = lines[rendered - 1]
+        # Jinja places a literal by the statement before it (an `endfor`, say): a literal line
+        # written as rendered, within a few lines of the guess, is where it was written.
+        want = out[rendered - 1].rstrip() if rendered <= len(out) else ""
+        near = sorted(range(max(guess - 3, 1), min(guess + 3, len(source)) + 1), key=lambda n: abs(n - guess))
+        for same in (lambda src: src.rstrip() == want, lambda src: _same_start(src, want)):
+            for line in near if want else ():
+                if same(source[line - 1]):
+                    return line
+        return guess
+
+    return line_of
+
+
+def _same_start(source: str, rendered: str) -> bool:
+    """Whether a template line with an expression (`b: {{ x }}`) starts as the rendered line does."""
+    head = source.split("{{", 1)[0]
+    return "{{" in source and bool(head.strip()) and rendered.startswith(head)
 
 
 def _describe(exc: BaseException) -> str:

@@ -161,6 +161,28 @@ class _Builder:
         )
 
 
+def yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
+    """PyYAML's error as (1-based line or 0, problem in words a user reads): the offending
+    character named, not escaped, and none of the parser's internals (`#x0000`, stream names)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return line, f"{_char_name(chr(exc.character) if isinstance(exc.character, int) else exc.character)} " \
+                     "is not allowed in YAML"
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else 0
+    problem = str(getattr(exc, "problem", None) or "not valid YAML")
+    if "cannot start any token" in problem and mark is not None and 0 <= mark.index < len(text):
+        char = text[mark.index]
+        hint = " (indent with spaces)" if char == "\t" else ""
+        problem = f"{_char_name(char)} where YAML allows none{hint}"
+    return line, problem
+
+
+def _char_name(char: str) -> str:
+    names = {"\t": "a tab", "\x00": "a NUL character", "@": "'@'", "`": "'`'", "%": "'%'"}
+    return names.get(char, f"the character {char!r}" if char.isprintable() else f"control character U+{ord(char):04X}")
+
+
 def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue, ...]]:
     """Parse one YAML file. Returns the document (None when unusable) and the findings."""
     try:
@@ -176,10 +198,11 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = yaml_problem(exc, text)[1] if exc.problem else exc.context or "invalid YAML"
         return None, (issue("yaml-syntax", Location(file, line, col), problem),)
     except yaml.YAMLError as exc:
-        return None, (issue("yaml-syntax", Location(file, 0, 0), str(exc)),)
+        line, problem = yaml_problem(exc, text)
+        return None, (issue("yaml-syntax", Location(file, line, 0), problem),)
     if node is None:
         return Document(file, None), ()
     builder = _Builder(file)

@@ -6,11 +6,13 @@ Called by `core.bootcheck` through `core.lint`.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 
 import yaml
 
 from reconciler.core.codes import lint_issue as finding
 from reconciler.core.model import Issue, Location
+from reconciler.core.yamldoc import yaml_problem
 
 # Subiquity's autoinstall keys that are not cloud-config keys: at the top level of user-data,
 # cloud-init's schema check fails on them and Subiquity (24.04+) stops the install ("Misplaced
@@ -25,19 +27,26 @@ AUTOINSTALL_ONLY_KEYS = frozenset({
 })
 
 
-def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
-    """Lints of one rendered user-data document; `loc` is the template's location."""
+def lint_user_data(
+    text: str, loc: Location, autoinstall: bool, line_of: Callable[[int], int] | None = None
+) -> list[Issue]:
+    """Lints of one rendered user-data document; `loc` is the template's location, `line_of` maps
+    a rendered line to the template line it comes from (findings point at what was written)."""
     first = text.split("\n", 1)[0].rstrip()
     if first != "#cloud-config":
         return [finding("user-data-not-cloud-config", Location(loc.file, 1, 1), f"first line is {first!r}")]
+
+    def at(rendered: int) -> Location:
+        return Location(loc.file, line_of(rendered) if line_of is not None else rendered, 1)
+
     try:
         # The C composer alone: constructing Python values for every node's user-data costs 5x more.
         root = yaml.compose(text, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        return [finding("user-data-yaml", Location(loc.file, line, 0), str(getattr(exc, "problem", exc)))]
-    found: list[Issue] = []
+        line, problem = yaml_problem(exc, text)
+        return [finding("user-data-yaml", at(line) if line else Location(loc.file), f"rendered line {line}: {problem}")]
+    found: list[Issue] = [finding("user-data-duplicate-key", at(line), f"key {key!r} (rendered lines {first_line} and "
+                                  f"{line}) is written twice") for key, first_line, line in _duplicate_keys(root)]
     section = _child(root, "autoinstall")
     if isinstance(section, yaml.MappingNode):
         version = _child(section, "version")
@@ -46,22 +55,43 @@ def lint_user_data(text: str, loc: Location, autoinstall: bool) -> list[Issue]:
         interactive = _child(section, "interactive-sections")
         if interactive is not None and not (isinstance(interactive, yaml.SequenceNode) and not interactive.value):
             line = interactive.start_mark.line + 1
-            found.append(finding("autoinstall-interactive-reporting", Location(loc.file, line, 1),
+            found.append(finding("autoinstall-interactive-reporting", at(line),
                                  f"'interactive-sections' (rendered line {line})"))
     if autoinstall or section is not None:
         for key, line in _top_keys(root):
             if key in AUTOINSTALL_ONLY_KEYS:
-                found.append(finding("autoinstall-key-misplaced", Location(loc.file, line, 1),
+                found.append(finding("autoinstall-key-misplaced", at(line),
                                      f"top-level key {key!r} (rendered line {line}): move it under 'autoinstall:'"))
     if autoinstall and section is None:
         near = _key_like(root, "autoinstall")
         if near is not None:
             key, line = near
-            found.append(finding("autoinstall-key-misspelt", Location(loc.file, line, 1),
+            found.append(finding("autoinstall-key-misspelt", at(line),
                                  f"key {key!r} (rendered line {line}): did you mean 'autoinstall'?"))
         else:
             found.append(finding("autoinstall-section-missing", loc))
     return found
+
+
+def _duplicate_keys(root: yaml.Node | None) -> list[tuple[str, int, int]]:
+    """Keys written twice in one mapping, anywhere: (key, first rendered line, second rendered line).
+    cloud-init keeps the last silently, so the first one's settings are lost."""
+    found: list[tuple[str, int, int]] = []
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        found.append((key.value, seen[key.value], line))
+                    seen.setdefault(key.value, line)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return sorted(found, key=lambda f: f[2])
 
 
 def _top_keys(node: yaml.Node | None) -> list[tuple[str, int]]:
