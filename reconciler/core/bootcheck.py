@@ -26,6 +26,7 @@ VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret wh
 _IPXE_OPERATORS = frozenset({"||", "&&", ";"})
 _QUOTES = re.compile(r"[\"'\\]")
 _WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def unsafe_boot_value(value: str, *, allow_initrd_name: bool = False) -> str | None:
@@ -196,6 +197,11 @@ def _check_boot_values(
             why = "it holds white space"
         if why is not None:
             out.report("boot-value-unsafe", path_loc(index), f"{what} {value!r}: {why}")
+            continue
+        path = value.split()[-1] if initrd else value
+        if not path.startswith("/") and not _URL.match(path):
+            out.report("boot-path-relative", path_loc(index),
+                       f"{what} {path!r} is a relative path: write /assets/{path.lstrip('./')} or a full URL")
 
 
 def _render_each(

@@ -107,6 +107,7 @@ _TABLE = (
     Code("ip-conflict", E, "a node's ip is server.address or a router"),
     Code("ip-in-pool", E, "a node's fixed ip inside the pool could be leased to another machine"),
     Code("subnet-overlap", E, "declared subnets must not overlap"),
+    Code("dnsmasq-hostname", W, "dnsmasq reads this hostname as a keyword or lease time; dnsmasq.conf leaves it out"),
     # -- templates and boot values (core.bootcheck, core.render)
     Code("template-undefined", E, "a template uses a variable that is not defined (never an empty string)"),
     Code(
@@ -119,6 +120,12 @@ _TABLE = (
         "boot-value-unsafe",
         E,
         "a rendered kernel, initrd or argument would break out of its word in iPXE or GRUB",
+    ),
+    Code(
+        "boot-path-relative",
+        E,
+        "a relative kernel or initrd path is neither pinned to the revision nor checked against "
+        "assets.yaml, and GRUB reads it from its own boot device",
     ),
     Code(
         "group-profile-needs-node",

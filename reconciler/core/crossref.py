@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from reconciler.core.collect import Findings
 from reconciler.core.locate import Locator
 from reconciler.core.model import Group, Node, Profile, Site
+from reconciler.core.render import dnsmasq
 from reconciler.core.select import matches
 
 
@@ -102,6 +103,13 @@ def check_nodes(
                 )
             else:
                 seen[key][value] = node
+        if dnsmasq.reads_as_keyword(node.hostname):
+            out.report(
+                "dnsmasq-hostname",
+                where.field(node.source, "hostname"),
+                f"hostname {node.hostname!r} of node {node.name!r} reads to dnsmasq as a keyword or lease time: "
+                "dnsmasq.conf gives the machine no name (set `hostname:` to a name with a letter)",
+            )
         if site is not None and node.ip is not None:
             subnet = site.subnet_for(node.ip)
             if subnet is None:

@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 
 from reconciler.core.render import render_generation
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from tests import repo_builder
 from tests.render_support import INTERFACE, example_state, random_repo, valid_state
 from tests.support import require_root, require_tool
 
@@ -122,3 +124,19 @@ def test_random_valid_repos_pass_dhcpd_kea_dnsmasq(
     check_dnsmasq(root / "dnsmasq.conf")
     for seed in sorted(root.glob("cloud-init/*/user-data"))[:1]:
         check_cloud_init(seed)
+
+
+def test_hostnames_dnsmasq_reads_as_keywords_are_left_out(tmp_path: Path) -> None:
+    """dnsmasq reads a dhcp-host field `ignore` as "ignore this host" and `600`, `12h` or
+    `infinite` as a lease time: such a name is left out of the line (a warning says so)."""
+    edits = {f"nodes/{name}.yaml": f"mac: 52:54:00:aa:cc:{i:02x}\nprofile: install\n"
+             for i, name in enumerate(("ignore", "600", "12h", "infinite", "web-1"))}
+    result = validate(repo_builder.snapshot(edits))
+    assert result.state is not None, result.errors
+    warned = sorted(i.file for i in result.warnings if i.code == "dnsmasq-hostname")
+    assert warned == ["nodes/12h.yaml", "nodes/600.yaml", "nodes/ignore.yaml", "nodes/infinite.yaml"]
+    root = write_tree(render_generation(result.state), tmp_path)
+    lines = (root / "dnsmasq.conf").read_text().splitlines()
+    hosts = [line for line in lines if line.startswith("dhcp-host=52:54:00:aa:cc")]
+    assert hosts == [f"dhcp-host=52:54:00:aa:cc:{i:02x}" for i in (2, 1, 0, 3)] + ["dhcp-host=52:54:00:aa:cc:04,web-1"]
+    check_dnsmasq(root / "dnsmasq.conf")

@@ -117,3 +117,16 @@ def test_grub_quote_keeps_the_word_literal(word: str) -> None:
     assert quoted.startswith("'") and quoted.endswith("'")
     assert quoted[1:-1].replace("'\\''", "").count("'") == 0
     assert quoted[1:-1].replace("'\\''", "'") == word
+
+
+@pytest.mark.parametrize(
+    ("kernel", "initrd", "line"), [("vmlinuz", "/assets/i", 2), ("/assets/k", "'--name main ./initrd'", 3)]
+)
+def test_a_relative_kernel_or_initrd_path_is_refused(kernel: str, initrd: str, line: int) -> None:
+    errors = _with({"profiles/local-disk.yaml": _profile(kernel=kernel, initrd=initrd)})
+    assert [(e.code, e.line) for e in errors if e.code == "boot-path-relative"] == [("boot-path-relative", line)]
+
+
+def test_absolute_and_url_boot_paths_are_accepted() -> None:
+    profile = _profile(kernel="http://mirror.example/vmlinuz", initrd="tftp://10.10.10.12/initrd")
+    assert _with({"profiles/local-disk.yaml": profile}) == ()

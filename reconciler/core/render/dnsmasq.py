@@ -14,12 +14,21 @@ commas or spaces can occur).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from reconciler.core.bootfiles import HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT, boot_table
 from reconciler.core.model import Node, Site
 
 _VENDOR_TAGS = {PXE_CLIENT: "pxeclient", HTTP_CLIENT: "httpclient"}
+# A dhcp-host field dnsmasq takes for something other than a name (dnsmasq(8), --dhcp-host):
+# `ignore`, a lease time (`infinite`, `deprecated`, digits with an optional s/m/h/d/w unit).
+_KEYWORD = re.compile(r"(?i)ignore|infinite|deprecated|[0-9]+[smhdw]?")
+
+
+def reads_as_keyword(name: str) -> bool:
+    """Whether dnsmasq reads `name` in a dhcp-host line as a keyword or lease time, not a name."""
+    return _KEYWORD.fullmatch(name) is not None
 
 
 def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
@@ -66,6 +75,11 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
             lines.append(f"dhcp-boot={tags},{row.filename}")
     for node in sorted(nodes, key=lambda n: n.name):
         address = f",{node.ip}" if node.ip is not None else ""
-        lines.append(f"dhcp-host={node.mac}{address},{node.hostname}")
+        if reads_as_keyword(node.hostname):
+            # dnsmasq has no quoting: the name would be read as `ignore` or a lease time.
+            lines.append(f"# {node.name}: hostname {node.hostname!r} left out, dnsmasq reads it as a keyword")
+            lines.append(f"dhcp-host={node.mac}{address}")
+        else:
+            lines.append(f"dhcp-host={node.mac}{address},{node.hostname}")
     lines.append("")
     return "\n".join(lines).encode()
