@@ -384,7 +384,9 @@ class _Timelines:
                 self._seen = max(self._seen, *versions.values())
             stale = [m for m, v in versions.items() if self._versions.get(m) != v]
             if stale:
-                events, plans = self._store.events_with_plans(None if len(stale) > 2000 else stale, boots_only=True)
+                # By MAC, 500 at a time: the store's connection is free between the chunks for the
+                # writer and for reports, which a single pass over every event would hold up.
+                events, plans = self._store.events_with_plans(stale, boots_only=True)
                 fresh: dict[str, list[BootEvent]] = {m: [] for m in stale}
                 for e in events:
                     if e.mac in fresh:
