@@ -1,6 +1,7 @@
 """Does the embedded DHCP server send machines where our own listeners are? Warnings, not errors.
 
-Called by the daemon each time it activates a generation (`listener_warnings`); the warnings
+Called by the daemon each time it activates a generation (`listener_warnings`, and
+`missing_boot_files`: boot files its TFTP server does not have); the warnings
 are logged once per generation and shown in `/status` and `netboot-reconcile status`. Pure.
 
 What a serving DHCP (mode full or proxy, and not `--no-dhcp`) tells clients (CONTRACT §4,
@@ -13,9 +14,11 @@ for trying the daemon on one machine and cover nothing a real client asks for.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 
+from reconciler.core.bootfiles import boot_table
 from reconciler.core.model import Site
 
 TFTP_PORT = 69
@@ -85,3 +88,19 @@ def listener_warnings(site: Site, listeners: Listeners) -> tuple[str, ...]:
 def _show(host: str, port: int) -> str:
     host = host or "0.0.0.0"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def missing_boot_files(site: Site, files: Mapping[str, bytes], exists: Callable[[str], bool]) -> tuple[str, ...]:
+    """One line per `boot_files` name PXE firmware asks our TFTP server for that it cannot serve:
+    neither in the generation (`tftp/<name>`) nor in the TFTP root (`exists(name)`, the daemon's
+    look at --tftp-root). Those machines get "file not found" and never reach iPXE."""
+    rows: dict[str, list[str]] = {}
+    for row in boot_table(site).rows:
+        if row.transport == "tftp":
+            rows.setdefault(row.filename, []).append(row.tag)
+    return tuple(
+        f"boot_files: {name!r} (for {', '.join(tags)} PXE clients) is not in the TFTP root nor in the generation: "
+        "those machines get 'file not found' (install Debian's ipxe package, or set --tftp-root or boot_files)"
+        for name, tags in sorted(rows.items())
+        if f"tftp/{name}" not in files and not exists(name)
+    )

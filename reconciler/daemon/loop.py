@@ -322,13 +322,19 @@ class Daemon:
         heap.settle()
 
     def _listener_warnings(self, generation: Generation | None) -> tuple[str, ...]:
-        """Where the served DHCP sends clients that we do not listen (core.wiring)."""
+        """Where the served DHCP sends clients that we do not listen, and boot files our TFTP
+        server does not have (core.wiring)."""
         if generation is None:
             return ()
         settings = self.settings
         listeners = wiring.Listeners(dhcp=settings.dhcp, http=settings.http_listen,
                                      tftp=settings.tftp_listen if settings.tftp else None)
-        return wiring.listener_warnings(generation.state.site, listeners)
+        warnings = wiring.listener_warnings(generation.state.site, listeners)
+        if settings.tftp:
+            root = settings.tftp_root
+            warnings += wiring.missing_boot_files(generation.state.site, generation.files,
+                                                  lambda name: (root / name).is_file())
+        return warnings
 
     def _record_targets(self, generation: Generation) -> None:
         """Remember which nodes this revision targets (boot results per commit read it)."""
