@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.boot import BootIndex
+from reconciler.core.bootfiles import signed_files
 from reconciler.core.model import DesiredState
 from reconciler.protocol.dhcp_decide import DhcpPlan, plan_dhcp
 
@@ -67,6 +68,15 @@ class Generation:
         if found is None:
             found = self._views.setdefault("dhcp_plan", plan_dhcp(self.state))
         assert isinstance(found, DhcpPlan)
+        return found
+
+    @property
+    def signed_files(self) -> Mapping[str, str]:
+        """The Secure Boot chain's TFTP names -> files on the server (`core.bootfiles.signed_files`)."""
+        found = self._views.get("signed_files")
+        if found is None:
+            found = self._views.setdefault("signed_files", signed_files(self.state))
+        assert isinstance(found, dict)
         return found
 
     def warm(self) -> None:

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   isc-dhcp-client dhcpcd-base busybox-static
   tftp-hpa tftpd-hpa atftp
   qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf mmdebstrap squashfs-tools
+  shim-signed grub-efi-amd64-signed sbsigntool
   cloud-init nginx-light wrk openssh-server openssh-client
   systemd
   chromium

@@ -297,7 +297,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
         daemon.add_server("dhcp", None)
     if settings.tftp:
         tftp = TftpServer(settings.tftp_listen, settings.tftp_root, daemon.holder, events,
-                          mac_for_address=mac_for_address)
+                          mac_for_address=mac_for_address, assets_dir=settings.assets_dir)
         daemon.add_server("tftp", tftp)
     else:
         daemon.add_server("tftp", None)

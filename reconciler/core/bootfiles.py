@@ -13,10 +13,18 @@ other client is matched by its vendor class (option 60, by prefix) AND its archi
 | vendor class | arch | gets |
 |---|---|---|
 | PXEClient | 0 (x86 BIOS) | the BIOS binary over TFTP from next-server |
-| PXEClient | 6, 7, 9 (UEFI x86/x64) | the x64 UEFI binary over TFTP |
+| PXEClient | 6, 7, 9 (UEFI x86/x64) | the x64 UEFI binary over TFTP; under `secure_boot` the signed shim |
 | PXEClient | 10, 11 (UEFI ARM32/ARM64) | the arm64 UEFI binary over TFTP |
 | HTTPClient | 15, 16 (UEFI x86/x64 HTTP boot) | option 60 `HTTPClient` echoed, the x64 UEFI binary as an http:// URL |
 | HTTPClient | 19 (UEFI ARM64 HTTP boot) | option 60 `HTTPClient` echoed, the arm64 UEFI binary as an http:// URL |
+
+Secure Boot (`secure_boot: true` in netboot.yaml, or a profile's own `secure_boot`): UEFI x64
+PXE clients get Debian's Microsoft-signed shim as `shimx64.efi`; shim asks the TFTP root for
+`grubx64.efi` (whatever directory it came from), which is Debian's signed GRUB netboot image;
+GRUB reads `/grub/grub.cfg` (`core.render.grub.secure_boot_files`). The TFTP server maps these
+two names to `boot_files.shim_x64` and `grub_x64` (`signed_files`). A profile that overrides
+the site's choice changes the answer of the embedded DHCP server only (`ArchBoot.other_chain`):
+the dhcpd, Kea and dnsmasq configs give the site's choice to every machine.
 
 Any other combination (an HTTPClient of another architecture included: an x64 binary would
 not run on it) gets no boot answer: an address only, in full mode.
@@ -29,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from reconciler.core.asset_paths import IPXE_ASSETS
-from reconciler.core.model import Site
+from reconciler.core.model import DesiredState, Profile, Site
 
 IPXE_USER_CLASS = "iPXE"
 PXE_CLIENT = "PXEClient"
@@ -43,6 +51,9 @@ Transport = Literal["tftp", "http"]
 # symlink pointing out of the root is refused.
 DEBIAN_IPXE_OUTSIDE = (Path("/boot/ipxe.efi"), Path("/boot/ipxe.lkrn"))
 
+SHIM_NAME = "shimx64.efi"  # the name DHCP gives for the signed shim
+GRUB_NAME = "grubx64.efi"  # the name shim asks the TFTP root for (fixed in shim)
+
 
 @dataclass(frozen=True)
 class ArchBoot:
@@ -54,6 +65,10 @@ class ArchBoot:
     arches: tuple[int, ...]
     transport: Transport
     filename: str
+    # The other boot chain's file for a machine whose profile overrides the site's
+    # `secure_boot` (the shim where `filename` is iPXE, and iPXE where it is the shim); "" for a
+    # row with one chain only.
+    other_chain: str = ""
 
     @property
     def echo_vendor_class(self) -> bool:
@@ -69,6 +84,7 @@ class BootTable:
     next_server: str  # the TFTP server of the `tftp` rows
     rows: tuple[ArchBoot, ...]
     known_only: bool  # unknown_clients: ignore -> boot answers for known MACs only
+    secure_boot: bool = False  # the site's choice: what `filename` of a two-chain row is
 
     def match(self, vendor_class: bytes, arch: int | None) -> ArchBoot | None:
         """The row for a (non-iPXE) client, or None: no boot answer."""
@@ -83,15 +99,41 @@ class BootTable:
 def boot_table(site: Site) -> BootTable:
     files = site.boot_files
     http_base = site.server_url + IPXE_ASSETS
+    efi64 = ArchBoot("efi64", PXE_CLIENT, (6, 7, 9), "tftp", files.uefi_x64, SHIM_NAME)
+    if site.secure_boot:
+        efi64 = ArchBoot("efi64", PXE_CLIENT, (6, 7, 9), "tftp", SHIM_NAME, files.uefi_x64)
     return BootTable(
         ipxe_url=f"{site.server_url}/{files.ipxe_script}",
         next_server=str(site.server_address),
         rows=(
             ArchBoot("bios", PXE_CLIENT, (0,), "tftp", files.bios),
-            ArchBoot("efi64", PXE_CLIENT, (6, 7, 9), "tftp", files.uefi_x64),
+            efi64,
             ArchBoot("arm64", PXE_CLIENT, (10, 11), "tftp", files.uefi_arm64),
             ArchBoot("httpx64", HTTP_CLIENT, (15, 16), "http", http_base + files.uefi_x64),
             ArchBoot("httparm64", HTTP_CLIENT, (19,), "http", http_base + files.uefi_arm64),
         ),
         known_only=site.unknown_clients == "ignore",
+        secure_boot=site.secure_boot,
     )
+
+
+def profile_secure_boot(site: Site, profile: Profile | None) -> bool:
+    """Whether a machine booting `profile` (None: no profile, an unknown machine) boots
+    through the signed shim and GRUB."""
+    if profile is not None and profile.secure_boot is not None:
+        return profile.secure_boot
+    return site.secure_boot
+
+
+def uses_secure_boot(state: DesiredState) -> bool:
+    """Whether any machine of this state may be handed the Secure Boot chain."""
+    return state.site.secure_boot or any(p.secure_boot for p in state.profiles.values())
+
+
+def signed_files(state: DesiredState) -> dict[str, str]:
+    """TFTP name -> file on the server, for the Secure Boot chain's binaries (none when no
+    machine uses it). Served from where the Debian packages install them, outside the root."""
+    if not uses_secure_boot(state):
+        return {}
+    files = state.site.boot_files
+    return {SHIM_NAME: files.shim_x64, GRUB_NAME: files.grub_x64}

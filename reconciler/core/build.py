@@ -148,8 +148,11 @@ def site(doc: Document | None, out: Findings) -> Site | None:
             bios=files.get("bios", defaults.bios),
             uefi_x64=files.get("uefi_x64", defaults.uefi_x64),
             uefi_arm64=files.get("uefi_arm64", defaults.uefi_arm64),
+            shim_x64=files.get("shim_x64", defaults.shim_x64),
+            grub_x64=files.get("grub_x64", defaults.grub_x64),
         ),
         source=doc.loc(),
+        secure_boot=bool(data.get("secure_boot", False)),
     )
 
 
@@ -258,6 +261,7 @@ def profiles(docs: Mapping[str, Document], out: Findings) -> dict[str, Profile]:
             generic_id=data.get("generic_id"),
             ignition_id=data.get("ignition_id"),
             source=doc.loc(),
+            secure_boot=data.get("secure_boot"),
         )
     return profiles
 

@@ -93,6 +93,10 @@ _TABLE = (
         "so /ignition answers 404 for it",
     ),
     # -- cross references (core.crossref)
+    Code("secure-boot-remote-file", E, "under Secure Boot the signed GRUB fetches over TFTP only: a kernel or "
+         "initrd must be served by this server"),
+    Code("secure-boot-file-missing", W, "a signed binary of the Secure Boot chain (shim, GRUB) is not on the "
+         "serving machine"),
     Code("ref-profile", E, "a node or group names a profile that does not exist"),
     Code("ref-cloud-init", E, "a profile names a cloud-init template that does not exist"),
     Code("ref-ignition", W, "an ignition_id naming no file in ignition/: /ignition answers 404, as matchbox does"),

@@ -74,12 +74,17 @@ class Subnet:
 
 @dataclass(frozen=True)
 class BootFiles:
-    """Names of the iPXE binaries handed to PXE firmware (defaults: Debian's `ipxe` package)."""
+    """Names of the iPXE binaries handed to PXE firmware (defaults: Debian's `ipxe` package),
+    and where the Secure Boot chain's signed binaries are on the server (defaults: Debian's
+    `shim-signed` and `grub-efi-amd64-signed`), served over TFTP as `shimx64.efi` and
+    `grubx64.efi` (`core.bootfiles`)."""
 
     bios: str = "undionly.kpxe"
     uefi_x64: str = "ipxe.efi"
     uefi_arm64: str = "snp.efi"
     ipxe_script: str = "boot.ipxe"
+    shim_x64: str = "/usr/lib/shim/shimx64.efi.signed"
+    grub_x64: str = "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Site:
     subnets: tuple[Subnet, ...] = ()
     boot_files: BootFiles = BootFiles()
     source: Location = Location("netboot.yaml")
+    secure_boot: bool = False  # UEFI PXE clients get shim -> signed GRUB instead of iPXE (a profile may override)
 
     @functools.cached_property
     def server_url(self) -> str:
@@ -145,6 +151,7 @@ class Profile:
     generic_id: str | None = None
     ignition_id: str | None = None
     source: Location = Location("")
+    secure_boot: bool | None = None  # None: the site's `secure_boot`
 
 
 @dataclass(frozen=True)

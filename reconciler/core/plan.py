@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reconciler.core.assets import spec_key
+from reconciler.core.bootfiles import profile_secure_boot
 from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, Location, Node, Profile, Site
 from reconciler.core.render import failure_issue, render_generation
 from reconciler.core.select import matches
@@ -241,7 +242,13 @@ def _node_paths(node: Node | None) -> set[str]:
         f"cloud-init/{mac}/meta-data",
         f"cloud-init/{mac}/vendor-data",
         f"cloud-init/{mac}/network-config",
+        f"tftp/grub/grub.cfg-{mac}",
     }
+
+
+def boot_chain(site: Site, profile: Profile) -> str:
+    """How a UEFI x64 PXE machine booting `profile` gets its kernel."""
+    return "shim + signed GRUB (Secure Boot)" if profile_secure_boot(site, profile) else "iPXE"
 
 
 @dataclass(frozen=True)
@@ -285,6 +292,7 @@ def _node_plan(
         and not files
         and _plain(before) == _plain(after)
         and old.profiles[before.profile].install_once == new.profiles[after.profile].install_once
+        and boot_chain(old.site, old.profiles[before.profile]) == boot_chain(new.site, new.profiles[after.profile])
     ):
         return None
     reached_by = tuple(f"{s.kind} {s.name}" for s in sources if name in s.reaches)
@@ -327,6 +335,7 @@ def _node_plan(
     note("kernel", base_boot.kernel or "(local disk)", head_boot.kernel or "(local disk)")
     note("initrd", " ".join(base_boot.initrd) or "(none)", " ".join(head_boot.initrd) or "(none)")
     note("install-once", _on(old_profile.install_once), _on(new_profile.install_once))
+    note("boot chain (UEFI PXE)", boot_chain(old.site, old_profile), boot_chain(new.site, new_profile))
     note("mac", before.mac, after.mac)
     note("ip", before.ip or "(pool)", after.ip or "(pool)")
     note("hostname", before.hostname, after.hostname)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.core import build, crossref, template
+from reconciler.core import build, crossref, securecheck, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.ignition import check_references, read_templates
@@ -84,6 +84,7 @@ def _validate(snapshot: Snapshot) -> Validation:
         for group in sorted(groups, key=lambda g: g.id):
             checker.check_group(group)
         used = {n.profile for n in nodes} | {g.profile for g in groups}
+        securecheck.check_profiles(site, profiles, used, where, out)
         for pid in sorted(set(profiles) - used):
             checker.check_unused(profiles[pid], cloud_init)
 

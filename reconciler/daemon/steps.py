@@ -22,6 +22,7 @@ Any failure before `swap-current` leaves the served generation untouched; `write
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -38,7 +39,7 @@ from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.assetstore import AssetStore
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import Source, open_source, print_progress
-from reconciler.core import codes, findings
+from reconciler.core import codes, findings, securecheck
 from reconciler.core.assets import rel
 from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
@@ -231,8 +232,14 @@ class Reconciler:
         return True
 
     def _peer_check(self, attempt: Attempt) -> bool:
-        """`dhcpd -t -cf` on the rendered dhcpd.conf, when ISC dhcpd is installed."""
+        """`dhcpd -t -cf` on the rendered dhcpd.conf, when ISC dhcpd is installed; the Secure Boot
+        chain's binaries on this machine (a warning each that is missing)."""
         assert attempt.files is not None
+        if attempt.state is not None:
+            missing = securecheck.missing_binaries(attempt.state, os.path.isfile)
+            attempt.issues = (*attempt.issues, *missing)
+            for w in missing:
+                log.warning("revision=%s %s: %s %s", attempt.revision, w.file, w.code, w.message)
         conf = attempt.files.get("dhcpd.conf")
         dhcpd = shutil.which("dhcpd") or shutil.which("dhcpd", path="/usr/sbin:/sbin")
         if conf is None or dhcpd is None:

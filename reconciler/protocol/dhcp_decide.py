@@ -11,7 +11,8 @@ a renewal is not a boot, see `is_upkeep`).
 The boot decision follows CONTRACT §4 (`choose_boot`): iPXE (user class `iPXE` or option 175)
 always gets the `boot.ipxe` URL, never a binary, so a chainload loop cannot happen; UEFI HTTP
 boot gets the UEFI iPXE binary as an http:// URL with option 60 echoed; PXE firmware gets the
-iPXE binary for its architecture over TFTP. Proxy mode answers PXE 2.1 ProxyDHCP only.
+iPXE binary for its architecture over TFTP, or, UEFI x64 under `secure_boot` (the site's, or a
+node's profile's), the signed shim. Proxy mode answers PXE 2.1 ProxyDHCP only.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal, NamedTuple, Protocol
 
-from reconciler.core.bootfiles import BootTable, boot_table
+from reconciler.core.bootfiles import BootTable, boot_table, profile_secure_boot
 from reconciler.core.events import Stage
-from reconciler.core.model import DesiredState, DhcpMode, Subnet, UnknownClients
+from reconciler.core.model import DesiredState, DhcpMode, Profile, Site, Subnet, UnknownClients
 from reconciler.protocol import dhcp as d
 
 PROXY_PORT = 4011
@@ -51,6 +52,9 @@ class Reservation:
     hostname_option: bytes = b""  # option 12's value
     ip_text: str = ""  # str(ip), for boot events
     subnet: SubnetPlan | None = None  # the declared subnet holding `ip`
+    # Its profile's `secure_boot` when that differs from the site's (the other boot chain for
+    # UEFI x64 PXE), else None.
+    secure_boot: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ def _ips(values: tuple[IPv4Address, ...]) -> bytes:
     return b"".join(ip.packed for ip in values)
 
 
+def _own_chain(site: Site, profile: Profile | None) -> bool | None:
+    secure = profile_secure_boot(site, profile)
+    return secure if secure != site.secure_boot else None
+
+
 def plan_dhcp(state: DesiredState) -> DhcpPlan:
     """Derive the per-generation lookup tables. Pure; called once per revision by the server."""
     site = state.site
@@ -122,6 +131,7 @@ def plan_dhcp(state: DesiredState) -> DhcpPlan:
             hostname_option=node.hostname.encode("ascii", "replace"),
             ip_text=str(node.ip) if node.ip is not None else "",
             subnet=holding(node.ip),
+            secure_boot=_own_chain(site, state.profiles.get(node.profile)),
         )
         for node in state.nodes
     }
@@ -169,8 +179,9 @@ def is_ipxe(message: d.DhcpMessage) -> bool:
     return d.OPT_IPXE_ENCAP in message.options or IPXE_USER_CLASS in message.user_classes
 
 
-def choose_boot(message: d.DhcpMessage, plan: DhcpPlan) -> BootChoice | None:
-    """CONTRACT §4 (`core.bootfiles`) for a client allowed to netboot; None: no netboot answer."""
+def choose_boot(message: d.DhcpMessage, plan: DhcpPlan, own_chain: bool | None = None) -> BootChoice | None:
+    """CONTRACT §4 (`core.bootfiles`) for a client allowed to netboot; None: no netboot answer.
+    `own_chain`: the known machine's `Reservation.secure_boot` (its profile overrides the site's)."""
     arch = client_arch(message)
     if is_ipxe(message):
         # Checked first and unconditionally: iPXE is never handed an iPXE binary (no loop).
@@ -179,7 +190,8 @@ def choose_boot(message: d.DhcpMessage, plan: DhcpPlan) -> BootChoice | None:
     if row is None:
         return None
     echo = row.vendor_class.encode() if row.echo_vendor_class else None
-    return BootChoice(row.transport, row.filename, arch, echo)
+    filename = row.other_chain if own_chain is not None and row.other_chain else row.filename
+    return BootChoice(row.transport, filename, arch, echo)
 
 
 # ---------------------------------------------------------------------------- leases
@@ -407,7 +419,7 @@ def _netboot(message: d.DhcpMessage, plan: DhcpPlan) -> tuple[Reservation | None
     reservation = plan.reservations.get(message.mac)
     if reservation is None and plan.unknown_clients != "boot":
         return None, None
-    return reservation, choose_boot(message, plan)
+    return reservation, choose_boot(message, plan, reservation.secure_boot if reservation is not None else None)
 
 
 def _decide_proxy(message: d.DhcpMessage, mtype: int, plan: DhcpPlan, port: int) -> Decision:
@@ -587,7 +599,7 @@ class _Answer:
     detail: Mapping[str, object]  # all but "ip"
 
 
-def _answer_key(message: d.DhcpMessage, subnet: SubnetPlan, known: bool) -> tuple[object, ...]:
+def _answer_key(message: d.DhcpMessage, subnet: SubnetPlan, known: bool, own_chain: bool | None) -> tuple[object, ...]:
     """Every input of `_answer`: the options it reads (53 for the event's message name, 51, 55,
     60, 77, 93, whether 175 is there), the subnet and whether the client may netboot at all."""
     options = message.options
@@ -595,6 +607,7 @@ def _answer_key(message: d.DhcpMessage, subnet: SubnetPlan, known: bool) -> tupl
         options.get(d.OPT_MESSAGE_TYPE),
         id(subnet),
         known,
+        own_chain,
         options.get(d.OPT_LEASE_TIME),
         options.get(d.OPT_PARAM_REQUEST),
         options.get(d.OPT_VENDOR_CLASS),
@@ -604,8 +617,10 @@ def _answer_key(message: d.DhcpMessage, subnet: SubnetPlan, known: bool) -> tupl
     )
 
 
-def _answer(message: d.DhcpMessage, subnet: SubnetPlan, plan: DhcpPlan, known: bool) -> _Answer:
-    boot = choose_boot(message, plan) if known or plan.unknown_clients == "boot" else None
+def _answer(
+    message: d.DhcpMessage, subnet: SubnetPlan, plan: DhcpPlan, known: bool, own_chain: bool | None = None
+) -> _Answer:
+    boot = choose_boot(message, plan, own_chain) if known or plan.unknown_clients == "boot" else None
     seconds = _lease_seconds(message, subnet.subnet)
     options: dict[int, bytes] = {
         d.OPT_SERVER_ID: d.packed(plan.server_id),
@@ -631,16 +646,17 @@ def _offer_or_ack(
     memo: AnswerMemo | None,
 ) -> Decision:
     known = reservation is not None
+    own_chain = reservation.secure_boot if reservation is not None else None
     if memo is None:
-        answer = _answer(message, subnet, plan, known)
+        answer = _answer(message, subnet, plan, known, own_chain)
     else:
-        key = _answer_key(message, subnet, known)
+        key = _answer_key(message, subnet, known, own_chain)
         answers = memo.answers
         found = answers.get(key)
         if found is None:
             if len(answers) >= ANSWER_CACHE_MAX:
                 answers.clear()
-            found = answers[key] = _answer(message, subnet, plan, known)
+            found = answers[key] = _answer(message, subnet, plan, known, own_chain)
         answer = found
     options = dict(answer.options)
     ip_text = None

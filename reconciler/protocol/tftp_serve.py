@@ -11,9 +11,12 @@ the tests drive with thousands of generated names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from reconciler.core.asset_paths import generation_tree
+from reconciler.core.assets import STORE_DIR
 from reconciler.protocol.tftp import (
     ERR_ACCESS,
     ERR_NOT_FOUND,
@@ -26,6 +29,7 @@ from reconciler.protocol.tftp import (
 )
 
 GENERATION_PREFIX = "tftp/"  # a generation's files served over TFTP: tftp/<path>
+_PINNED_ASSET = re.compile(r"r/([^/]+)/assets/(.+)")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class RootPolicy:
 
     root: str
     allow_outside: frozenset[str] = frozenset()
+    # --assets-dir (resolved), served as `assets/<path>` and `r/<sha>/assets/<path>` for GRUB
+    # under Secure Boot, which has no HTTP; None: no assets over TFTP.
+    assets: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,15 @@ class FromGeneration:
 
     data: bytes
     size: int | None
+
+
+@dataclass(frozen=True)
+class FromAssets:
+    """Open the first of `paths` that opens (the generation's synced file, then the one placed
+    in --assets-dir), each resolved and inside the assets root."""
+
+    paths: tuple[str, ...]
+    netascii: bool
 
 
 @dataclass(frozen=True)
@@ -79,8 +95,11 @@ def resolve(
     files: Mapping[str, bytes] | None,
     policy: RootPolicy,
     realpath: Callable[[str], str],
-) -> FromGeneration | FromRoot:
-    """Where `request`'s file comes from: the generation's `tftp/<path>` first, else the root.
+    signed: Mapping[str, str] | None = None,
+) -> FromGeneration | FromRoot | FromAssets:
+    """Where `request`'s file comes from: the generation's `tftp/<path>` first, then the Secure
+    Boot chain's binaries (`signed`: TFTP name -> file, `core.bootfiles.signed_files`), then the
+    boot assets (`assets/...`, `r/<sha>/assets/...`), else the root.
 
     Refused (TftpError 2, access violation) when the name could escape (`request_path`) or
     when it resolves outside the root to anything but an allowed file; whether such a file
@@ -91,10 +110,36 @@ def resolve(
         data = files.get(GENERATION_PREFIX + relative)
         if data is not None:
             return FromGeneration(data, None if netascii else len(data))
+    if signed and relative in signed:
+        return FromRoot(realpath(signed[relative]), netascii)
+    if policy.assets is not None:
+        found = _asset_paths(relative, policy.assets, realpath)
+        if found is not None:
+            return FromAssets(found, netascii)
     resolved = realpath(policy.root.rstrip("/") + "/" + relative)
     if not (path_is_within(resolved, policy.root) or resolved in policy.allow_outside):
         raise TftpError(ERR_ACCESS, "access violation")
     return FromRoot(resolved, netascii)
+
+
+def _asset_paths(relative: str, assets: str, realpath: Callable[[str], str]) -> tuple[str, ...] | None:
+    """Candidate files for an asset request (as `servers.http_assets.AssetRoot.open` looks for
+    them over HTTP), None when `relative` does not name an asset."""
+    pinned = _PINNED_ASSET.fullmatch(relative)
+    if pinned is not None:
+        tree, rel = generation_tree(pinned.group(1)), pinned.group(2)
+    elif relative.startswith("assets/"):
+        tree, rel = None, relative[len("assets/") :]
+    else:
+        return None
+    if rel.split("/", 1)[0] == STORE_DIR:
+        raise TftpError(ERR_ACCESS, "access violation")
+    base = assets.rstrip("/")
+    wanted = ([f"{base}/{tree.decode()}/{rel}"] if tree is not None else []) + [f"{base}/{rel}"]
+    paths = tuple(realpath(p) for p in wanted)
+    if not all(path_is_within(p, assets) and p != assets for p in paths):
+        raise TftpError(ERR_ACCESS, "access violation")
+    return paths
 
 
 def open_failed(error: OSError) -> TftpError:
@@ -104,7 +149,7 @@ def open_failed(error: OSError) -> TftpError:
     return TftpError(ERR_ACCESS, "access violation")
 
 
-def served_size(source: FromRoot, regular: bool, size: int) -> int | None:
+def served_size(source: FromRoot | FromAssets, regular: bool, size: int) -> int | None:
     """The size to announce for an opened file (None: netascii), or TftpError 1 when it is not
     a regular file (a directory, a device, a FIFO: nothing to send)."""
     if not regular:

@@ -118,6 +118,7 @@ class TftpServer:
         mac_for_address: Callable[[str], str | None] | None = None,
         limits: proto.Limits = DEFAULT_LIMITS,
         allow_outside_root: Sequence[Path] = DEBIAN_IPXE_OUTSIDE,
+        assets_dir: Path | None = None,
     ) -> None:
         self._listen = listen
         self._wildcard = listen[0] in ("", "0.0.0.0")  # answer from the address each request was sent to
@@ -128,6 +129,7 @@ class TftpServer:
         self._mac_for_address = mac_for_address
         self._limits = limits
         self._allow_outside = frozenset(os.path.realpath(p) for p in allow_outside_root)
+        self._assets = os.path.realpath(assets_dir) if assets_dir is not None else None
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._address: Address | None = None
@@ -393,15 +395,20 @@ class TftpServer:
 
     def _open(self, request: proto.ReadRequest, generation: Generation | None) -> _Opened:
         """Open what `protocol.tftp_serve` says to serve (TftpError when nothing may be)."""
-        policy = proto_serve.RootPolicy(os.path.realpath(self._root), self._allow_outside)
+        policy = proto_serve.RootPolicy(os.path.realpath(self._root), self._allow_outside, self._assets)
         found = proto_serve.resolve(request, generation.files if generation is not None else None, policy,
-                                    os.path.realpath)
+                                    os.path.realpath, generation.signed_files if generation is not None else None)
         if isinstance(found, proto_serve.FromGeneration):
             return _Opened(proto.BytesSource(found.data), found.size, None)
-        try:
-            fd = os.open(found.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise proto_serve.open_failed(exc) from None
+        paths = found.paths if isinstance(found, proto_serve.FromAssets) else (found.path,)
+        fd = -1
+        for i, path in enumerate(paths):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+                break
+            except OSError as exc:
+                if i == len(paths) - 1:
+                    raise proto_serve.open_failed(exc) from None
         try:
             info = os.fstat(fd)
             size = proto_serve.served_size(found, stat.S_ISREG(info.st_mode), info.st_size)

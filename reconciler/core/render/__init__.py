@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 
 from reconciler.core import template
+from reconciler.core.bootfiles import profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue
 from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud
-from reconciler.core.render.nodes import pin, plan_node, split_initrd
+from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.template import TemplateFailure
 
 __all__ = ["GENERIC_DIR", "render_generation"]
@@ -63,6 +64,7 @@ def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict
         files.update(_group_scripts(state, group))
 
     total = sum(map(len, files.values()))
+    secure: list[NodeBoot] = []
     for node in nodes:
         plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret)
         own = {f"ipxe/{node.name}.ipxe": ipxe.render_node(plan, revision),
@@ -78,6 +80,10 @@ def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict
             finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
             raise InvalidRevision(finding.message, (finding,))
         files.update(own)
+        if profile_secure_boot(site, plan.profile):
+            secure.append(plan)
+    if uses_secure_boot(state):
+        files.update(grub.secure_boot_files(site, secure, revision))
 
     files["dhcpd.conf"] = dhcpd.render(site, nodes, revision)
     files["kea-dhcp4.conf"] = kea.render(site, nodes, revision)

@@ -1,4 +1,5 @@
-"""GRUB configs: one per node (what `/grub?mac=` serves), the GRUB twin of the iPXE script.
+"""GRUB configs: one per node (what `/grub?mac=` serves), the GRUB twin of the iPXE script;
+and the Secure Boot chain's TFTP configs (`secure_boot_files`).
 
 Called by `render_generation`. Every word GRUB reads from us is single-quoted (a `'` inside is
 written `'\\''`), so `;`, `$`, `{`, `#` and spaces in a value are data, never GRUB syntax; this
@@ -9,15 +10,27 @@ Entry 0 loads the kernel and initrds and boots; when it fails, the fallback entr
 reboots after a pause. A profile with no kernel boots the local disk: on EFI it exits to the
 firmware (which tries its next boot device, as iPXE's `exit` does); on BIOS it chainloads the
 first disk.
+
+Secure Boot: Debian's signed GRUB netboot image reads `(tftp,SERVER)/grub/grub.cfg` and has no
+http module (`insmod http` is refused by the Secure Boot policy), so the generation holds
+`tftp/grub/grub.cfg`, which sources the machine's own `grub.cfg-<mac>` (GRUB's
+`$net_default_mac`, lowercase with colons), whose kernel and initrd are the same pinned paths
+fetched over TFTP (`(tftp,SERVER)/r/<sha>/assets/...`, served by the TFTP server from
+--assets-dir). A kernel on another server cannot be reached that way: the config says so
+(and validation flags it, `secure-boot-remote-file`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from reconciler.core.model import Site
 from reconciler.core.render.nodes import NodeBoot
 
 _HTTP_URL = re.compile(r"http://([^/]+)(/.*)?")
+SECURE_CONFIG = "tftp/grub/grub.cfg"  # where the signed GRUB netboot image looks (its prefix)
+SECURE_NODE_PREFIX = "tftp/grub/grub.cfg-"  # + the machine's MAC
 
 
 def quote(word: str) -> str:
@@ -32,8 +45,24 @@ def device_path(url: str) -> str:
     return f"(http,{match.group(1)}){match.group(2) or '/'}"
 
 
-def script(title: str, kernel: str, initrd: tuple[str, ...], args: tuple[str, ...], revision: str) -> str:
-    lines = [f"# netboot-reconcile {title}, revision {revision}", "set timeout=0", "set default=0"]
+def tftp_path(site: Site, url: str) -> str | None:
+    """`url` on our HTTP server as a GRUB TFTP path to the same file, None for another server's."""
+    base = site.server_url
+    if not url.startswith(base + "/"):
+        return None
+    return f"(tftp,{site.server_address}){url[len(base):]}"
+
+
+def script(
+    title: str,
+    kernel: str,
+    initrd: tuple[str, ...],
+    args: tuple[str, ...],
+    revision: str,
+    device: Callable[[str], str] = device_path,
+    preamble: tuple[str, ...] = (),
+) -> str:
+    lines = [f"# netboot-reconcile {title}, revision {revision}", *preamble, "set timeout=0", "set default=0"]
     if not kernel:
         lines += [
             f"menuentry {quote(title + ': boot from the local disk')} {{",
@@ -48,7 +77,7 @@ def script(title: str, kernel: str, initrd: tuple[str, ...], args: tuple[str, ..
             "",
         ]
         return "\n".join(lines)
-    words = " ".join(quote(w) for w in (device_path(kernel), *args))
+    words = " ".join(quote(w) for w in (device(kernel), *args))
     lines += [
         "set fallback=1",
         f"menuentry {quote(title)} {{",
@@ -58,7 +87,7 @@ def script(title: str, kernel: str, initrd: tuple[str, ...], args: tuple[str, ..
     if initrd:
         lines += [
             f"  echo {quote('netboot-reconcile: loading the initrd')}",
-            "  initrd " + " ".join(quote(device_path(u)) for u in initrd),
+            "  initrd " + " ".join(quote(device(u)) for u in initrd),
         ]
     lines += [
         "}",
@@ -83,3 +112,54 @@ def render_unrenderable(title: str, reason: str, revision: str) -> bytes:
         f"# netboot-reconcile {title}, revision {revision}\n"
         f"echo {quote('netboot-reconcile: ' + title + ': ' + reason)}\nsleep 30\nexit\n"
     ).encode()
+
+
+def secure_boot_config(revision: str) -> bytes:
+    """`/grub/grub.cfg` for the signed GRUB: the machine's own config, or a message and a reboot."""
+    missing = "netboot-reconcile: no Secure Boot configuration for this machine ($net_default_mac), rebooting in 30 s"
+    return "\n".join([
+        f"# netboot-reconcile Secure Boot GRUB configuration, revision {revision}",
+        "set netboot_node=",
+        'source "$prefix/grub.cfg-$net_default_mac"',
+        'if [ -z "$netboot_node" ]; then',
+        "  set timeout=0",
+        '  menuentry "no configuration" {',
+        f'    echo "{missing}"',
+        "    sleep 30",
+        "    reboot",
+        "  }",
+        "fi",
+        "",
+    ]).encode()
+
+
+def secure_boot_node(site: Site, plan: NodeBoot, revision: str) -> bytes:
+    """A machine's Secure Boot config: its kernel and initrds over TFTP (signed GRUB has no HTTP)."""
+    title = f"node {plan.node.name} ({plan.node.mac}) profile {plan.profile.id}"
+    remote = [u for u in (plan.kernel, *plan.initrd) if u and tftp_path(site, u) is None]
+    preamble = (f"set netboot_node={quote(plan.node.name)}",)
+    if remote:
+        reason = f"{remote[0]} is not on this server: signed GRUB fetches over TFTP only"
+        return "\n".join([
+            f"# netboot-reconcile {title}, revision {revision}", *preamble, "set timeout=0",
+            f"menuentry {quote(title + ': cannot boot')} {{",
+            f"  echo {quote('netboot-reconcile: ' + title + ': ' + reason)}",
+            "  sleep 30",
+            "  reboot",
+            "}",
+            "",
+        ]).encode()
+
+    def device(url: str) -> str:
+        return tftp_path(site, url) or url
+
+    return script(title, plan.kernel, plan.initrd, plan.args, revision, device, preamble).encode()
+
+
+def secure_boot_files(site: Site, plans: list[NodeBoot], revision: str) -> dict[str, bytes]:
+    """The generation's TFTP files for the Secure Boot chain: `grub/grub.cfg` and, per machine
+    that boots through it (`plans`), `grub/grub.cfg-<mac>`."""
+    files = {SECURE_CONFIG: secure_boot_config(revision)}
+    for plan in plans:
+        files[SECURE_NODE_PREFIX + plan.node.mac] = secure_boot_node(site, plan, revision)
+    return files
