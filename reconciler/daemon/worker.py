@@ -133,9 +133,18 @@ def _limit_issue(message: str) -> InvalidRevision:
 # -- the child ------------------------------------------------------------------------------
 
 
+def _lower(which: int, soft: int, hard: int) -> None:
+    """Set a limit, never above the one the daemon itself runs under (systemd's LimitAS=, a
+    container's, `prlimit`): raising a hard limit is refused, and would make every commit fail."""
+    _, current = resource.getrlimit(which)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(which, (soft, hard))
+
+
 def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+    _lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
+    _lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 5)
     try:
         t0 = time.monotonic()
         result = validate(snapshot)

@@ -67,7 +67,9 @@ def test_validate_reports_a_template_bomb_at_its_line(tmp_path: Path, bomb: str)
 
 def test_a_daemon_refuses_a_template_bomb_as_invalid_and_keeps_serving(tmp_path: Path) -> None:
     """Under an address-space limit: today's computed 'A' * 10**9 would be a MemoryError, an
-    internal error retried; the commit must be Stalled (invalid, not retried) with its finding."""
+    internal error retried; the commit must be Stalled (invalid, not retried) with its finding.
+    The limit's hard value is below the worker's own 4 GiB bound, as under systemd's LimitAS=:
+    the worker keeps to it (it used to fail every commit, trying to raise it)."""
     tree = WorkTree(tmp_path / "repo")
     remote = tree.bare_remote(tmp_path / "remote.git")
     daemon = DaemonProcess(f"file://{remote}", tmp_path / "state", ["--interval", "3600"])
