@@ -10,6 +10,12 @@ in a finalizer.
 - firmware "bios": SeaBIOS + the virtio NIC's iPXE option ROM (`-boot n`),
 - firmware "uefi": `-machine q35`, OVMF pflash (a private copy of OVMF_VARS), the NIC's option ROM
   disabled (`romfile=`) so OVMF's own PXE boots: DHCP arch 7 -> TFTP ipxe.efi -> iPXE -> HTTP.
+- firmware "uefi-secure": OVMF built with Secure Boot (SMM, `-machine q35,smm=on`, secure pflash) and
+  variables enrolling Microsoft's keys (`OVMF_VARS_4M.ms.fd`): Secure Boot enforced, as on a
+  stock PC, so only Microsoft-signed shims and what they trust run.
+- firmware "uefi-http": OVMF with its PXE turned off through fw_cfg (`opt/org.tianocore/IPv4PXESupport`
+  and `IPv6PXESupport` = n), so the NIC's first boot option is UEFI HTTP boot (IPv4): DHCP
+  vendor class `HTTPClient`, arch 16, and the boot file fetched over HTTP, with no PXE time-out.
 `-no-reboot` makes a guest's `poweroff -f` (and any reboot after a failure) end QEMU.
 
 `ra.py` (run in the namespace) answers IPv6 router solicitations with an advertisement that has
@@ -38,6 +44,9 @@ from typing import Any
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+OVMF_SECURE_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_MS_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+FIRMWARES = ("bios", "uefi", "uefi-secure", "uefi-http")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -150,7 +159,7 @@ class Vm:
     lab: Lab
     name: str
     mac: str
-    firmware: str  # "bios" | "uefi"
+    firmware: str  # one of FIRMWARES
     memory: int = 512
     proc: subprocess.Popen[Any] | None = None
     log: Path = field(init=False)
@@ -158,7 +167,7 @@ class Vm:
     boots: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        if self.firmware not in ("bios", "uefi"):
+        if self.firmware not in FIRMWARES:
             raise ValueError(self.firmware)
         self.log = self.lab.workdir / f"{self.name}.serial.log"
 
@@ -174,11 +183,18 @@ class Vm:
         if self.firmware == "bios":
             cmd += ["-machine", "pc", "-boot", "n", "-device", nic]
         else:
+            secure = self.firmware == "uefi-secure"
             vars_copy = self.lab.workdir / f"{self.name}.OVMF_VARS.fd"
-            shutil.copyfile(OVMF_VARS, vars_copy)
+            shutil.copyfile(OVMF_MS_VARS if secure else OVMF_VARS, vars_copy)
+            if secure:
+                cmd += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+            else:
+                cmd += ["-machine", "q35"]
+            if self.firmware == "uefi-http":
+                cmd += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                        "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
             cmd += [
-                "-machine", "q35",
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SECURE_CODE if secure else OVMF_CODE}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
                 "-device", f"{nic},romfile=,bootindex=1",
             ]
