@@ -1,8 +1,9 @@
-"""The cloud-inits the tests run: Debian's package (22.4.x) and an upstream release from its source tag.
+"""The cloud-inits the tests run: Debian's package (22.4.x) and upstream releases from their source tags.
 
 - Debian's: the `cloud-init` package (scripts/test.sh installs it); its modules live in
   /usr/lib/python3/dist-packages and run under /usr/bin/python3.
-- Upstream: the source tree of release UPSTREAM_TAG (not on PyPI; its build is meson), cloned
+- Upstream: the source trees of releases 26.2 (today's) and 20.4.1 (the oldest line in use,
+  Ubuntu 20.04's era); not on PyPI (26.2 builds with meson); each cloned
   once into tests/peers/.cache/ from https://github.com/canonical/cloud-init, or from the
   clone or mirror named by $CLOUD_INIT_GIT, and checked against the tag's commit
   (tests/peers/sources.py). It runs under
@@ -31,8 +32,11 @@ PROBE = HERE / "cloudinit_probe.py"
 PYTHON = "/usr/bin/python3"
 DEBIAN_MODULES = Path("/usr/lib/python3/dist-packages/cloudinit")
 UPSTREAM_GIT = "https://github.com/canonical/cloud-init"
-UPSTREAM_TAG = "26.2"
-UPSTREAM_COMMIT = "f19affc8df980a4daff3b8250d4b4b262ce24232"
+# release tag -> its commit: today's release, and the last of 20.x (Ubuntu 20.04's era)
+UPSTREAM = {
+    "26.2": "f19affc8df980a4daff3b8250d4b4b262ce24232",
+    "20.4.1": "9db8620beda698a67548defe76f7b75da35db4b9",
+}
 
 
 def debian_cloud_init() -> dict[str, str]:
@@ -42,19 +46,21 @@ def debian_cloud_init() -> dict[str, str]:
     return {"PYTHONPATH": ""}
 
 
-def upstream_cloud_init() -> dict[str, str]:
-    """The environment that runs upstream cloud-init UPSTREAM_TAG (cloned on first use)."""
-    tree = tag_tree("cloud-init", UPSTREAM_GIT, "CLOUD_INIT_GIT", UPSTREAM_TAG, UPSTREAM_COMMIT,
+def upstream_cloud_init(tag: str) -> dict[str, str]:
+    """The environment that runs upstream cloud-init `tag` (cloned on first use)."""
+    tree = tag_tree("cloud-init", UPSTREAM_GIT, "CLOUD_INIT_GIT", tag, UPSTREAM[tag],
                     "cloudinit/sources/DataSourceNoCloud.py")
     return {"PYTHONPATH": str(tree)}
 
 
-CLOUD_INITS = {"debian": debian_cloud_init, "upstream": upstream_cloud_init}
+def environment(which: str) -> dict[str, str]:
+    """"debian" (the package) or an upstream release tag (a key of UPSTREAM)."""
+    return debian_cloud_init() if which == "debian" else upstream_cloud_init(which)
 
 
 def probe(which: str, cmdline: str) -> dict[str, Any]:
-    """What cloud-init `which` ("debian" | "upstream") does with `cmdline` (see cloudinit_probe.py)."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **CLOUD_INITS[which]()}
+    """What cloud-init `which` ("debian" or an UPSTREAM tag) does with `cmdline` (see cloudinit_probe.py)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **environment(which)}
     with tempfile.TemporaryDirectory() as work:
         proc = subprocess.run([PYTHON, str(PROBE), "--cmdline", cmdline, "--workdir", work], env=env,
                               capture_output=True, text=True, timeout=300, check=False)

@@ -57,6 +57,8 @@ def main() -> int:
     logging.getLogger().setLevel(logging.DEBUG)
 
     work = args.workdir
+    for sub in ("cloud", "run"):  # what `cloud-init init` makes first (Init._initialize_filesystem)
+        os.makedirs(os.path.join(work, sub), exist_ok=True)
     paths = helpers.Paths({"cloud_dir": os.path.join(work, "cloud"), "run_dir": os.path.join(work, "run"),
                            "docs_dir": work, "templates_dir": work})
     sys_cfg: dict[str, Any] = {"datasource_list": ["NoCloud", "None"], "datasource": {}}
