@@ -204,7 +204,7 @@ def test_invalid_base_is_shown_and_head_compared_against_nothing(tmp_path: Path)
     code, md = diff(repo)
     assert code == 1
     assert "is invalid (1 error(s), 0 warning(s)): it was never served" in md
-    assert "profiles/local.yaml:2:8: error schema: boot.kernel: 7 is not of type 'string'" in md
+    assert "profiles/local.yaml:2:8: error schema: boot.kernel: expected text, found the number 7" in md
     assert "does not exist" not in md  # the node naming the broken profile is no second error
     assert "**3 nodes change**: 3 added, 0 removed, 0 changed" in md
     assert "Blast radius" not in md
