@@ -133,3 +133,35 @@ def test_port_holder_finds_a_udp_socket_of_another_process() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_tftp_port_held_by_another_process_is_named_then_retried_until_free(tmp_path: Path) -> None:
+    """TFTP failing to start does not stop the daemon: Degraded, the holder named, and the
+    supervisor's retries (backoff) bring it up once the port is free, with no commit."""
+    tree = WorkTree(tmp_path / "repo")
+    port = free_port(socket.SOCK_DGRAM)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import socket, time\n"
+        f"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', {port})); "
+        "print('ok', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE)
+    daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600"])
+    daemon.args = [a for a in daemon.args if a != "--no-tftp"] + ["--tftp-listen", f"127.0.0.1:{port}",
+                                                                  "--tftp-root", str(tmp_path)]
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
+        daemon.start()
+        status = wait_for(lambda: (s := daemon.status()) and s["condition"] == "Degraded" and s, "Degraded")
+        tftp = status["servers"]["tftp"]
+        assert tftp["state"] == "down"
+        assert f"127.0.0.1:{port} is in use, held by pid {holder.pid} (python" in tftp["error"], tftp
+        assert http_get(daemon.url + "/readyz")[0] == 503
+        holder.kill()
+        holder.wait()
+        wait_for(lambda: (s := daemon.status()) and s["servers"]["tftp"]["state"] == "running"
+                 and s["condition"] == "Ready", "TFTP up after a retry, and Ready", timeout=30)
+        assert http_get(daemon.url + "/readyz")[0] == 200
+        assert metric(daemon.url, 'netboot_server_up{server="tftp"}') == "1.0"
+    finally:
+        holder.kill()
+        holder.wait()
+        daemon.stop()
