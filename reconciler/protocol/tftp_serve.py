@@ -122,6 +122,19 @@ def resolve(
     return FromRoot(resolved, netascii)
 
 
+def asset_url_path(filename: str) -> str | None:
+    """The `/assets/<path>` an asset request names (`assets/...` or `r/<sha>/assets/...`, as
+    `servers.tftp` records it: a kernel or initrd stage like over HTTP), else None."""
+    try:
+        relative = request_path(filename)
+    except TftpError:
+        return None
+    pinned = _PINNED_ASSET.fullmatch(relative)
+    if pinned is not None:
+        return "/assets/" + pinned.group(2)
+    return "/" + relative if relative.startswith("assets/") else None
+
+
 def _asset_paths(relative: str, assets: str, realpath: Callable[[str], str]) -> tuple[str, ...] | None:
     """Candidate files for an asset request (as `servers.http_assets.AssetRoot.open` looks for
     them over HTTP), None when `relative` does not name an asset."""

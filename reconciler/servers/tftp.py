@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler.core import boot
 from reconciler.core.bootfiles import DEBIAN_IPXE_OUTSIDE
 from reconciler.core.events import EventSink, Stage
 from reconciler.generation import Generation, GenerationHolder
@@ -464,9 +465,15 @@ class TftpServer:
     ) -> None:
         mac = self._mac_for_address(client[0]) if self._mac_for_address is not None else None
         node = None
+        found = None
         if mac is not None and generation is not None:
             found = generation.state.node_by_mac(mac)
             node = found.name if found is not None else None
+        stage = Stage.TFTP
+        asset = proto_serve.asset_url_path(filename)
+        if asset is not None and generation is not None:
+            # a kernel or initrd fetched over TFTP (signed GRUB under Secure Boot) is that stage
+            stage = boot.asset_stage(generation.boot_index, found, asset)
         revision = generation.revision if generation is not None else ""
         detail: dict[str, Any] = {
             "file": filename,
@@ -490,7 +497,9 @@ class TftpServer:
             revision or "-",
             mac or "-",
         )
-        self._recorder.record(Stage.TFTP, revision, mac=mac, node=node, client=client[0], detail=detail)
+        if stage is not Stage.TFTP:
+            detail["via"] = "tftp"
+        self._recorder.record(stage, revision, mac=mac, node=node, client=client[0], detail=detail)
 
     def _transfer_done(self, transfer: _Transfer) -> None:
         self._transfers.discard(transfer)

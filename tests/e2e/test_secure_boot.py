@@ -15,6 +15,7 @@ and reports to /report/<mac>.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -94,7 +95,9 @@ def _failure(site: Site, name: str, text: str, why: str) -> str:
 
 
 def tftp_files(site: Site, revision: str, mac: str) -> list[str]:
-    return [str(detail.get("file", "")) for stage, _, detail in boot_events(site, revision, mac) if stage == "tftp"]
+    """The files the machine fetched over TFTP at `revision` (kernel and initrd are their own stages)."""
+    return [str(detail.get("file", "")) for stage, _, detail in boot_events(site, revision, mac)
+            if stage == "tftp" or detail.get("via") == "tftp"]
 
 
 def test_signed_kernel_boots_through_shim_and_signed_grub(secure_site: Site) -> None:
@@ -113,8 +116,10 @@ def test_signed_kernel_boots_through_shim_and_signed_grub(secure_site: Site) -> 
     assert report["mac"] == mac
     assert_served(report, revision, mac)
     assert_reply(text, revision, name)
-    entry = node_result(site, revision, name, {"dhcp-ack", "tftp", "meta-data", "user-data"})
+    entry = node_result(site, revision, name, {"dhcp-ack", "tftp", "kernel", "initrd", "meta-data", "user-data"})
     assert entry["outcome"] == "succeeded"
+    stages = {(e[0], e[2].get("via")) for e in boot_events(site, revision, mac)}
+    assert {("kernel", "tftp"), ("initrd", "tftp")} <= stages, stages
     files = tftp_files(site, revision, mac)
     for want in ("shimx64.efi", "grubx64.efi", "/grub/grub.cfg", f"/grub/grub.cfg-{mac}",
                  f"/r/{revision}/assets/e2e/vmlinuz", f"/r/{revision}/assets/e2e/initrd"):
@@ -139,3 +144,7 @@ def test_unsigned_kernel_is_refused_by_the_signed_grub(secure_site: Site) -> Non
     files = tftp_files(site, revision, mac)
     assert any(f.lstrip("/") == f"r/{revision}/assets/e2e/vmlinuz-unsigned" for f in files), files
     assert not [e for e in boot_events(site, revision, mac) if e[0] == "report"]
+    proc = site.daemon.results("--commit", revision, "--node", name)
+    assert proc.returncode == 0, proc.stderr
+    outcomes = [n["outcome"] for c in json.loads(proc.stdout)["commits"] for n in c["nodes"] if n["node"] == name]
+    assert outcomes and "succeeded" not in outcomes, outcomes

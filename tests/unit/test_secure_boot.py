@@ -18,7 +18,7 @@ from reconciler.core.validate import Validation, validate
 from reconciler.protocol import dhcp as d
 from reconciler.protocol import tftp as proto
 from reconciler.protocol.dhcp_decide import AnswerMemo, Decision, decide, plan_dhcp
-from reconciler.protocol.tftp_serve import FromAssets, FromGeneration, FromRoot, RootPolicy, resolve
+from reconciler.protocol.tftp_serve import FromAssets, FromGeneration, FromRoot, RootPolicy, asset_url_path, resolve
 from tests import repo_builder
 from tests.dhcp_fixtures import MemoryLeases, client_message, pxe_options
 
@@ -143,6 +143,13 @@ def test_tftp_serves_the_signed_binaries_and_assets_by_revision() -> None:
     # without secure boot in the generation the names are plain files of the root
     unsigned = resolve(rrq(SHIM_NAME), {}, policy, _realpath, signed_files(state_of({})))
     assert isinstance(unsigned, FromRoot) and unsigned.path == "/srv/tftp/shimx64.efi"
+
+
+def test_tftp_asset_requests_are_recorded_as_the_assets_they_name() -> None:
+    assert asset_url_path("/r/abc123/assets/e2e/vmlinuz") == "/assets/e2e/vmlinuz"
+    assert asset_url_path("assets/e2e/initrd") == "/assets/e2e/initrd"
+    assert asset_url_path("grubx64.efi") is None
+    assert asset_url_path("../assets/x") is None
 
 
 def test_tftp_asset_requests_cannot_leave_the_assets_root() -> None:
