@@ -1,14 +1,12 @@
-"""The cloud-inits the tests run: Debian's package (22.4.x) and upstream releases from their source tags.
+"""The cloud-inits the tests run: Debian's bookworm package (22.4.x), bullseye's (20.4.1) and sid's (today's).
 
-- Debian's: the `cloud-init` package (scripts/test.sh installs it); its modules live in
+- bookworm's: the `cloud-init` package (scripts/test.sh installs it); its modules live in
   /usr/lib/python3/dist-packages and run under /usr/bin/python3.
-- Upstream: the source trees of releases 26.2 (today's) and 20.4.1 (the oldest line in use,
-  Ubuntu 20.04's era); not on PyPI (26.2 builds with meson); each cloned
-  once into tests/peers/.cache/ from https://github.com/canonical/cloud-init, or from the
-  clone or mirror named by $CLOUD_INIT_GIT, and checked against the tag's commit
-  (tests/peers/sources.py). It runs under
-  /usr/bin/python3 with the tree first on PYTHONPATH (its dependencies, PyYAML, Jinja2, requests,
-  jsonschema, configobj, come with Debian's package).
+- bullseye's 20.4.1 (the Ubuntu 20.04 era) and sid's (today's release, 26.x when written):
+  the same package of those suites from Debian's archive, unpacked once into
+  tests/peers/.cache/ (tests/peers/debian_archive.py), run under /usr/bin/python3 with their
+  dist-packages first on PYTHONPATH (their dependencies, PyYAML, Jinja2, requests, jsonschema,
+  configobj, come with the installed package).
 
 `probe(which, cmdline)` runs tests/peers/cloudinit_probe.py (cloud-init's own cmdline parsing
 and NoCloud datasources, real HTTP to the seed URL) and returns its JSON.
@@ -25,41 +23,39 @@ from typing import Any
 
 import pytest
 
-from tests.peers.sources import tag_tree
+from tests.peers.debian_archive import unpacked
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "cloudinit_probe.py"
 PYTHON = "/usr/bin/python3"
 DEBIAN_MODULES = Path("/usr/lib/python3/dist-packages/cloudinit")
-UPSTREAM_GIT = "https://github.com/canonical/cloud-init"
-# release tag -> its commit: today's release, and the last of 20.x (Ubuntu 20.04's era)
-UPSTREAM = {
-    "26.2": "f19affc8df980a4daff3b8250d4b4b262ce24232",
-    "20.4.1": "9db8620beda698a67548defe76f7b75da35db4b9",
-}
+# test id -> the Debian suite whose cloud-init it runs ("debian": the installed bookworm package)
+OTHER_SUITES = {"debian-11": "bullseye", "debian-sid": "sid"}
 
 
 def debian_cloud_init() -> dict[str, str]:
-    """The environment that runs Debian's cloud-init (fails naming the package when absent)."""
+    """The environment that runs the installed cloud-init (fails naming the package when absent)."""
     if not DEBIAN_MODULES.is_dir() or not Path(PYTHON).exists():
         pytest.fail(f"{DEBIAN_MODULES} not found: apt-get install cloud-init (scripts/test.sh installs it)")
     return {"PYTHONPATH": ""}
 
 
-def upstream_cloud_init(tag: str) -> dict[str, str]:
-    """The environment that runs upstream cloud-init `tag` (cloned on first use)."""
-    tree = tag_tree("cloud-init", UPSTREAM_GIT, "CLOUD_INIT_GIT", tag, UPSTREAM[tag],
-                    "cloudinit/sources/DataSourceNoCloud.py")
-    return {"PYTHONPATH": str(tree)}
+def suite_cloud_init(suite: str) -> dict[str, str]:
+    """The environment that runs Debian `suite`'s cloud-init (downloaded and unpacked on first use)."""
+    root, _version = unpacked(suite, "cloud-init")
+    modules = root / "usr" / "lib" / "python3" / "dist-packages"
+    if not (modules / "cloudinit" / "sources" / "DataSourceNoCloud.py").exists():
+        pytest.fail(f"{root}: Debian {suite}'s cloud-init holds no cloudinit/sources/DataSourceNoCloud.py")
+    return {"PYTHONPATH": str(modules)}
 
 
 def environment(which: str) -> dict[str, str]:
-    """"debian" (the package) or an upstream release tag (a key of UPSTREAM)."""
-    return debian_cloud_init() if which == "debian" else upstream_cloud_init(which)
+    """"debian" (the installed package) or a key of OTHER_SUITES."""
+    return debian_cloud_init() if which == "debian" else suite_cloud_init(OTHER_SUITES[which])
 
 
 def probe(which: str, cmdline: str) -> dict[str, Any]:
-    """What cloud-init `which` ("debian" or an UPSTREAM tag) does with `cmdline` (see cloudinit_probe.py)."""
+    """What cloud-init `which` ("debian" or a key of OTHER_SUITES) does with `cmdline` (see cloudinit_probe.py)."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **environment(which)}
     with tempfile.TemporaryDirectory() as work:
         proc = subprocess.run([PYTHON, str(PROBE), "--cmdline", cmdline, "--workdir", work], env=env,
