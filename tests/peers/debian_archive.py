@@ -32,8 +32,9 @@ def archive_uri() -> str:
             text = path.read_text()
         except OSError:
             continue
-        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.MULTILINE) + re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)",
-                                                                                  text, re.MULTILINE):
+        uris: list[str] = re.findall(r"^URIs:\s*(\S+)", text, re.MULTILINE)
+        uris += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.MULTILINE)
+        for uri in uris:
             if "security" not in uri:
                 return uri.rstrip("/")
     return DEFAULT_ARCHIVE
