@@ -107,7 +107,23 @@ def test_grub_configs_fetch_kernel_and_initrd_over_tftp_from_the_pinned_revision
     assert "initrd '(tftp,10.10.10.12)/r/abc123/assets/initrd'" in own
     assert "'ds=nocloud;s=http://10.10.10.12/r/abc123/cloud-init/52:54:00:aa:bb:01/;dsmode=net'" in own
     assert "set netboot_node='node-1'" in own
-    assert f"tftp/grub/grub.cfg-{NODE_2}" not in files  # its profile keeps iPXE
+    # node-2's profile keeps iPXE, yet it has its own config: an external DHCP server hands the shim
+    # to every machine, and a known machine must not fall through to the default group's
+    assert "set netboot_node='node-2'" in files[f"tftp/grub/grub.cfg-{NODE_2}"].decode()
+
+
+def test_unknown_machines_get_the_default_groups_profile_over_tftp() -> None:
+    default = {"groups/default.yaml": "profile: rescue\n", "netboot.yaml": SECURE_SITE,
+               "profiles/rescue.yaml": "boot: {kernel: /assets/vmlinuz, initrd: [/assets/initrd], args: [rescue]}\n"}
+    files = render_generation(state_of(default, "abc123"))
+    top = files["tftp/grub/grub.cfg"].decode()
+    assert top.index("grub.cfg-$net_default_mac") < top.index("grub.cfg-default") < top.index("no configuration")
+    fallback = files["tftp/grub/grub.cfg-default"].decode()
+    assert "linux '(tftp,10.10.10.12)/r/abc123/assets/vmlinuz'" in fallback
+    assert "set netboot_node='default'" in fallback
+    # a default group booting the local disk: GRUB exits to the firmware's next boot option
+    local = render_generation(state_of({"netboot.yaml": SECURE_SITE}))["tftp/grub/grub.cfg-default"].decode()
+    assert "exit" in local and "linux" not in local
 
 
 def test_no_secure_boot_no_grub_tftp_files() -> None:

@@ -64,6 +64,9 @@ def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict
         files.update(_group_scripts(state, group))
 
     total = sum(map(len, files.values()))
+    # Under Secure Boot every known machine has its own GRUB config, also one whose profile keeps
+    # iPXE: an external DHCP server hands the shim to all, and a known machine must never fall
+    # through to the default group's config.
     secure: list[NodeBoot] = []
     for node in nodes:
         plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret)
@@ -80,8 +83,7 @@ def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict
             finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
             raise InvalidRevision(finding.message, (finding,))
         files.update(own)
-        if profile_secure_boot(site, plan.profile):
-            secure.append(plan)
+        secure.append(plan)
     if uses_secure_boot(state):
         files.update(grub.secure_boot_files(site, secure, revision))
 
@@ -114,4 +116,6 @@ def _group_scripts(state: DesiredState, group: Group) -> dict[str, bytes]:
     names = tuple(name for name, _ in entries)
     out[f"ipxe/group-{group.id}.ipxe"] = ipxe.script(title, kernel, initrd, names, args, revision).encode()
     out[f"grub/group-{group.id}.cfg"] = grub.script(title, kernel, initrd, args, revision).encode()
+    if group.is_default and profile_secure_boot(site, profile):
+        out[grub.SECURE_DEFAULT] = grub.secure_boot_script(site, title, kernel, initrd, args, revision, "default")
     return out

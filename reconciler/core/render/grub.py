@@ -14,7 +14,8 @@ first disk.
 Secure Boot: Debian's signed GRUB netboot image reads `(tftp,SERVER)/grub/grub.cfg` and has no
 http module (`insmod http` is refused by the Secure Boot policy), so the generation holds
 `tftp/grub/grub.cfg`, which sources the machine's own `grub.cfg-<mac>` (GRUB's
-`$net_default_mac`, lowercase with colons), whose kernel and initrd are the same pinned paths
+`$net_default_mac`, lowercase with colons), else `grub.cfg-default` (the default group's profile,
+for an unknown machine under `unknown_clients: boot`), whose kernel and initrd are the same pinned paths
 fetched over TFTP (`(tftp,SERVER)/r/<sha>/assets/...`, served by the TFTP server from
 --assets-dir). A kernel on another server cannot be reached that way: the config says so
 (and validation flags it, `secure-boot-remote-file`).
@@ -31,6 +32,7 @@ from reconciler.core.render.nodes import NodeBoot
 _HTTP_URL = re.compile(r"http://([^/]+)(/.*)?")
 SECURE_CONFIG = "tftp/grub/grub.cfg"  # where the signed GRUB netboot image looks (its prefix)
 SECURE_NODE_PREFIX = "tftp/grub/grub.cfg-"  # + the machine's MAC
+SECURE_DEFAULT = "tftp/grub/grub.cfg-default"  # the default group's, for unknown machines
 
 
 def quote(word: str) -> str:
@@ -122,6 +124,9 @@ def secure_boot_config(revision: str) -> bytes:
         "set netboot_node=",
         'source "$prefix/grub.cfg-$net_default_mac"',
         'if [ -z "$netboot_node" ]; then',
+        '  source "$prefix/grub.cfg-default"',
+        "fi",
+        'if [ -z "$netboot_node" ]; then',
         "  set timeout=0",
         '  menuentry "no configuration" {',
         f'    echo "{missing}"',
@@ -133,11 +138,13 @@ def secure_boot_config(revision: str) -> bytes:
     ]).encode()
 
 
-def secure_boot_node(site: Site, plan: NodeBoot, revision: str) -> bytes:
-    """A machine's Secure Boot config: its kernel and initrds over TFTP (signed GRUB has no HTTP)."""
-    title = f"node {plan.node.name} ({plan.node.mac}) profile {plan.profile.id}"
-    remote = [u for u in (plan.kernel, *plan.initrd) if u and tftp_path(site, u) is None]
-    preamble = (f"set netboot_node={quote(plan.node.name)}",)
+def secure_boot_script(
+    site: Site, title: str, kernel: str, initrd: tuple[str, ...], args: tuple[str, ...], revision: str, marker: str
+) -> bytes:
+    """A Secure Boot config: kernel and initrds over TFTP (signed GRUB has no HTTP). It sets
+    `netboot_node` to `marker`, which tells `/grub/grub.cfg` a config was found."""
+    remote = [u for u in (kernel, *initrd) if u and tftp_path(site, u) is None]
+    preamble = (f"set netboot_node={quote(marker)}",)
     if remote:
         reason = f"{remote[0]} is not on this server: signed GRUB fetches over TFTP only"
         return "\n".join([
@@ -153,12 +160,18 @@ def secure_boot_node(site: Site, plan: NodeBoot, revision: str) -> bytes:
     def device(url: str) -> str:
         return tftp_path(site, url) or url
 
-    return script(title, plan.kernel, plan.initrd, plan.args, revision, device, preamble).encode()
+    return script(title, kernel, initrd, args, revision, device, preamble).encode()
+
+
+def secure_boot_node(site: Site, plan: NodeBoot, revision: str) -> bytes:
+    """A machine's own Secure Boot config (`grub.cfg-<mac>`)."""
+    title = f"node {plan.node.name} ({plan.node.mac}) profile {plan.profile.id}"
+    return secure_boot_script(site, title, plan.kernel, plan.initrd, plan.args, revision, plan.node.name)
 
 
 def secure_boot_files(site: Site, plans: list[NodeBoot], revision: str) -> dict[str, bytes]:
-    """The generation's TFTP files for the Secure Boot chain: `grub/grub.cfg` and, per machine
-    that boots through it (`plans`), `grub/grub.cfg-<mac>`."""
+    """The generation's TFTP files for the Secure Boot chain: `grub/grub.cfg` and, per known
+    machine (`plans`), `grub/grub.cfg-<mac>`."""
     files = {SECURE_CONFIG: secure_boot_config(revision)}
     for plan in plans:
         files[SECURE_NODE_PREFIX + plan.node.mac] = secure_boot_node(site, plan, revision)
