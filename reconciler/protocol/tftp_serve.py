@@ -7,6 +7,11 @@ the server; the server only moves bytes. Nothing here opens a file: `resolve` is
 function that resolves symlinks (`os.path.realpath` in the server, a model of a file tree in
 tests), so a path leaving the root through `..` or a symlink is refused by the same code that
 the tests drive with thousands of generated names.
+
+Besides the root, `resolve` serves the Secure Boot chain's signed binaries by their fixed TFTP
+names (`core.bootfiles.signed_files`) and, when the server has an assets root, the boot assets
+as `assets/<path>` and `r/<sha>/assets/<path>` (the generation's synced file first, as over
+HTTP): Debian's signed GRUB has no HTTP and fetches kernel and initrd this way.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The TFTP server: UDP sockets on one epoll loop in one background thread; no policy.
 
 Role: receive RRQs, open what `protocol.tftp_serve` says to serve (`admit`, `resolve`: a
-generation's `tftp/<path>` bytes, else a file under the TFTP root), and shuttle datagrams
-between the client and a `protocol.tftp.ReadTransfer` on a fresh port (the transfer's TID).
-Every finished or refused transfer is one `Stage.TFTP` boot event (`servers.recorder`).
+generation's `tftp/<path>` bytes, the Secure Boot chain's signed binaries, a boot asset under
+`--assets-dir`, else a file under the TFTP root), and shuttle datagrams between the client and a
+`protocol.tftp.ReadTransfer` on a fresh port (the transfer's TID). Every finished or refused
+transfer is one boot event (`servers.recorder`): `Stage.TFTP`, or the kernel/initrd stage for a
+profile's kernel or initrd (`core.boot.asset_stage`, as over HTTP).
 
 Caller: the daemon's run command builds one `TftpServer`, calls `start()` and `stop(timeout)`;
 `/status` reads `active_transfers`. Tests and `bench/tftp.py` run it on 127.0.0.1 port 0.
