@@ -25,6 +25,13 @@ Outcome of one node at one revision (its events in time order):
 - After succeeded/failed, only a new `kernel` download starts a new attempt (a reinstall); a
   node rebooting into its disk afterwards does not hide the result.
 - booting/installing for longer than `timeout` seconds since the attempt started -> timed-out.
+
+Across commits, outcomes follow what a machine boots, not the commit hash (`carried_result`):
+each applied commit declares each node with its boot plan digest (`core.bootplan`); a node's
+result at a commit counts its events at every commit serving it the same plan, from its last
+boot of another plan before that plan was served to it on. Drift (`node_drift`) is the plan the
+machine last booted against the one the serving commit gives it. Every commit seen has a
+`CommitState`: serving, superseded, rejected (with its findings), retrying.
 """
 
 from __future__ import annotations
