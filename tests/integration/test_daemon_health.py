@@ -52,9 +52,10 @@ def test_dhcp_on_a_missing_interface_is_down_in_status_readyz_and_metrics_until_
     daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600"], dhcp=True,
                            dhcp_interface=None).start()
     try:
-        wait_for(lambda: daemon.served_revision() == tree.head(), "the first commit applied")
+        wait_for(lambda: daemon.served_revision() == tree.head(), "the first commit applied", timeout=90)
         # (The packet thread tries the bind within a moment of the swap; until then: "not serving".)
-        status = wait_for(lambda: (s := daemon.status()) and "No such device" in s["message"] and s, "Degraded")
+        status = wait_for(lambda: (s := daemon.status()) and "No such device" in s["message"] and s, "Degraded",
+                          timeout=60)
         assert status["condition"] == "Degraded"
         assert status["reason"] == "ServerDown"
         assert "dhcp" in status["message"] and MISSING in status["message"]
@@ -72,13 +73,14 @@ def test_dhcp_on_a_missing_interface_is_down_in_status_readyz_and_metrics_until_
 
         # A restart with that generation on disk: DHCP fails to start; the daemon stays up, says so.
         daemon.start()
-        status = wait_for(lambda: (s := daemon.status()) and s["condition"] == "Degraded" and s, "Degraded again")
+        status = wait_for(lambda: (s := daemon.status()) and s["condition"] == "Degraded" and s, "Degraded again",
+                          timeout=60)
         assert MISSING in status["message"] and status["servers"]["dhcp"]["state"] == "down"
 
         fixed = tree.commit("dhcp on lo", site_with_interface(tree, "lo"))
         daemon.signal(signal.SIGHUP)
         status = wait_for(lambda: (s := daemon.status()) and s["condition"] == "Ready" and s,
-                          "Ready once the commit names an interface that exists")
+                          "Ready once the commit names an interface that exists", timeout=90)
         assert status["last_applied_revision"] == fixed
         assert status["servers"]["dhcp"] == {"state": "running", "address": f"127.0.0.1:{daemon.dhcp_port}",
                                              "interface": "lo"}
@@ -150,7 +152,7 @@ def test_a_tftp_port_held_by_another_process_is_named_then_retried_until_free(tm
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
         daemon.start()
-        status = wait_for(lambda: (s := daemon.status()) and s["condition"] == "Degraded" and s, "Degraded")
+        status = wait_for(lambda: (s := daemon.status()) and s["condition"] == "Degraded" and s, "Degraded", timeout=60)
         tftp = status["servers"]["tftp"]
         assert tftp["state"] == "down"
         assert f"127.0.0.1:{port} is in use, held by pid {holder.pid} (python" in tftp["error"], tftp
@@ -158,7 +160,7 @@ def test_a_tftp_port_held_by_another_process_is_named_then_retried_until_free(tm
         holder.kill()
         holder.wait()
         wait_for(lambda: (s := daemon.status()) and s["servers"]["tftp"]["state"] == "running"
-                 and s["condition"] == "Ready", "TFTP up after a retry, and Ready", timeout=30)
+                 and s["condition"] == "Ready", "TFTP up after a retry, and Ready", timeout=60)
         assert http_get(daemon.url + "/readyz")[0] == 200
         assert metric(daemon.url, 'netboot_server_up{server="tftp"}') == "1.0"
     finally:
