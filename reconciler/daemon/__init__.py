@@ -1,6 +1,8 @@
 """The daemon, in parts: `loop.Daemon` (the loop, triggers, backoff) and beside it the steps and
 their runner (`steps`), the status book (`status`), the server supervisor (`supervisor`), the
-generation loader (`loader`), its metrics and systemd notification.
+generation loader (`loader`), the worker process that validates and renders a commit
+(`worker`), the state-directory lock (`statelock`), bind errors said with their fix
+(`bind_errors`), its metrics and systemd notification.
 
 Called by `commands.run`; `from reconciler.daemon import Daemon` is the entry point.
 """

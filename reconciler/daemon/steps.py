@@ -15,6 +15,8 @@ findings; any other exception is a bug, FAILED (RetryingAfterError) and logged w
 told to fetch a kernel that is not there. Bytes that do not verify make the revision invalid (a
 finding at the entry's line); a download that cannot be made now is `AssetsUnavailable`, retried.
 With --no-fetch nothing is fetched and a missing asset is a warning naming the path.
+With `Settings.worker` (the `run` command's default) `validate` validates and renders in a child
+process (daemon.worker) and `render` has nothing left to do.
 Any failure before `swap-current` leaves the served generation untouched; `write` goes through
 `generations/<sha>.tmp` and a rename, so a crash at any point leaves a complete generation or none.
 """
