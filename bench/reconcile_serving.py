@@ -5,7 +5,8 @@ Run on purpose (not a test), as a module: `.venv/bin/python -m bench.reconcile_s
 [--nodes 10000] [--seconds 3]` (`--smoke`: 20 nodes, for the tests). For each mode a real daemon
 serves a local repository of N nodes; a client thread here fetches `/boot.ipxe` over one
 keep-alive connection as fast as it answers, first with the daemon idle, then from the commit
-that changes one node until that commit is served (every node is validated and rendered again).
+that changes one node until that commit is served (every node is validated and rendered again),
+then from a commit adding a template bomb until it is attempted (refused: a finding).
 Printed: p50, p99 and max of the request latency idle and during the reconcile, and the
 reconcile's duration. Target: p99 < 50 ms during a 10,000-node reconcile with the worker.
 """
@@ -63,7 +64,21 @@ class Prober:
         return [d for t, d in self.samples if start <= t <= end]
 
 
-def measure(mode: str, nodes: int, seconds: float, work: Path) -> tuple[list[float], list[float], float]:
+TEMPLATE = "cloud-init/ubuntu-autoinstall.yaml"
+BOMB = "# {{ 'A' * 1000000000 }}\n"  # refused by the sandbox (a finding), however it is computed
+
+
+def wait_attempted(daemon: DaemonProcess, revision: str, timeout: float = 1800) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = daemon.status()
+        if status is not None and status.get("last_attempted_revision") == revision:
+            return time.monotonic()
+        time.sleep(0.005)
+    raise SystemExit(f"timed out waiting for {revision} to be attempted\n{daemon.log()[-2000:]}")
+
+
+def measure(mode: str, nodes: int, seconds: float, work: Path) -> dict[str, tuple[list[float], float]]:
     tree = WorkTree(work / "repo")
     seed(tree, nodes)
     extra = ["--interval", "3600", *(["--no-worker"] if mode == "in-process" else [])]
@@ -78,7 +93,14 @@ def measure(mode: str, nodes: int, seconds: float, work: Path) -> tuple[list[flo
             t0 = time.monotonic()
             git(tree.path, "commit", "-q", "-m", "one node changes")
             t1 = wait_revision(daemon, tree.head(), timeout=1800)
-        return probe.between(t_idle, t0), probe.between(t0, t1), t1 - t0
+            template = tree.path / TEMPLATE
+            template.write_text(template.read_text() + BOMB)
+            git(tree.path, "add", "-A")
+            t2 = time.monotonic()
+            git(tree.path, "commit", "-q", "-m", "a template bomb")
+            t3 = wait_attempted(daemon, tree.head())
+        return {"idle": (probe.between(t_idle, t0), seconds), "busy": (probe.between(t0, t1), t1 - t0),
+                "bomb": (probe.between(t2, t3), t3 - t2)}
     finally:
         daemon.stop()
 
@@ -105,9 +127,11 @@ def main() -> int:
         for mode in args.modes.split(","):
             work = Path(tempfile.mkdtemp(prefix=f"bench-serving-{mode}-"))
             works.append(work)
-            idle, busy, took = measure(mode, args.nodes, args.seconds, work)
-            print(f"{mode:<11} {row('idle', idle)}")
-            print(f"{'':<11} {row('busy', busy)}   {took:.2f} s for {args.nodes} nodes", flush=True)
+            phases = measure(mode, args.nodes, args.seconds, work)
+            for i, (phase, (values, took)) in enumerate(phases.items()):
+                what = {"idle": "", "busy": f"   {took:.2f} s for {args.nodes} nodes",
+                        "bomb": f"   {took:.2f} s to a finding"}[phase]
+                print(f"{mode if i == 0 else '':<11} {row(phase, values)}{what}", flush=True)
     finally:
         for work in works:
             shutil.rmtree(work, ignore_errors=True)
