@@ -170,8 +170,11 @@ def dnsmasq_answer(conf: str, client: Client, known: bool = False) -> Answer:
     return boots[0][0], echoes[0][1] if echoes else None
 
 
-def test_every_config_gives_every_client_what_the_embedded_server_gives() -> None:
+@pytest.mark.parametrize("secure_boot", [False, True])
+def test_every_config_gives_every_client_what_the_embedded_server_gives(secure_boot: bool) -> None:
     state = example_state()
+    if secure_boot:  # UEFI x64 PXE gets the signed shim from every server alike
+        state = dataclasses.replace(state, site=dataclasses.replace(state.site, secure_boot=True))
     files = render_generation(state)
     dhcpd = files["dhcpd.conf"].decode()
     dhcpd_boot = dhcpd[: dhcpd.index("group {")]  # unknown_clients: boot -> the global chain
