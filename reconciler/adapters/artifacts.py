@@ -51,6 +51,7 @@ from collections.abc import Collection, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.adapters.durable import fsync_dir
 from reconciler.core.errors import StoreUnwritable
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class ArtifactStore:
             self._replace(tmp, final)
         else:
             os.rename(tmp, final)
-            _fsync_dir(self.generations)
+            fsync_dir(self.generations)
         self._pool_limit = len(files) + len(source)
         if timings is not None:
             timings.update({"files": t1 - t0, "sync": t2 - t1, "rename": time.monotonic() - t2})
@@ -225,7 +226,7 @@ class ArtifactStore:
             os.rename(final, parked)
             os.rename(new, final)
             new = parked
-        _fsync_dir(self.generations)
+        fsync_dir(self.generations)
         self._recycle(new)  # the old tree; a `.tmp` name, so a crash leaves debris prepare() recycles
 
     def _write_file(self, dir_fd: int, pool_fd: int, path: str, data: bytes) -> None:
@@ -295,7 +296,7 @@ class ArtifactStore:
             tmp.unlink()
         os.symlink(target, tmp)
         os.rename(tmp, self.current_link)
-        _fsync_dir(self.state_dir)
+        fsync_dir(self.state_dir)
 
     def current_revision(self) -> str | None:
         try:
@@ -446,10 +447,3 @@ def _exchange(a: Path, b: Path) -> None:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(a), None, str(b))
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.adapters.durable import fsync_dir
 from reconciler.core.assets import STORE_DIR, store_rel
 
 
@@ -76,7 +77,7 @@ class AssetStore:
             return target
         os.chmod(done, 0o444)
         os.replace(done, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return target
 
     def adopt_in_place(self, path: Path, sha256: str) -> None:
@@ -88,7 +89,7 @@ class AssetStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path, 0o444)
         os.link(path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     # -- served paths ---------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class AssetStore:
         for rel, sha256 in paths.items():
             _link_into(self.blob(sha256), building / rel)
         os.replace(building, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return final
 
     def generation_root(self, revision: str) -> Path:
@@ -198,10 +199,3 @@ def _link_into(blob: Path, target: Path) -> None:
     os.link(blob, tmp)
     os.replace(tmp, target)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
