@@ -11,12 +11,9 @@ so and exited.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from reconciler.core import template
+from tests.integration import test_results
 from tests.integration.test_results import (
     IPS,
     MACS,
@@ -28,14 +25,7 @@ from tests.integration.test_results import (
     simulate_netboot,
 )
 
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+site = test_results.site  # the fixture: test_results.py's daemon wiring, closed after the test
 
 
 def test_a_group_pinning_a_mac_installs_reports_and_installs_once_like_a_node(site: Site) -> None:

@@ -10,27 +10,19 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from reconciler.core import template
 from reconciler.servers import http_results
+from tests.integration import test_results
 from tests.integration.test_results import IPS, MACS, SECRET, STRANGER, Reply, Site, request
 
 MAC = MACS["node-1"]
 NODE = IPS["node-1"]
 NESTED = b"[" * 100_000 + b"]" * 100_000
 
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+site = test_results.site  # the fixture: test_results.py's daemon wiring, closed after the test
 
 
 def post(site: Site, body: bytes, *, source: str = NODE, path: str = f"/report/{MAC}",
