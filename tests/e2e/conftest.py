@@ -12,23 +12,21 @@ Logs (daemon, serial consoles) stay in the pytest tmp directory and are quoted i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.assets import AssetError, BootAssets, build_assets, install_into
-from tests.e2e.harness import OVMF_CODE, OVMF_VARS, Lab
+from tests.e2e.harness import OVMF_CODE, OVMF_VARS
 from tests.e2e.liveimage import LiveImage, build_live_image, install_live_into
 from tests.e2e.site import (
     NETBOOT,
-    DaemonProcess,
     Site,
-    SiteRepo,
     live_node_specs,
     live_site_files,
     node_specs,
+    serving_site,
     site_files,
 )
 from tests.support import require_root, require_tool
@@ -72,22 +70,11 @@ def boot_assets() -> BootAssets:
 
 @pytest.fixture(scope="module")
 def site(boot_assets: BootAssets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    work = tmp_path_factory.mktemp("e2e")
-    os.chmod(work, 0o755)
-    lab = Lab(workdir=work)
-    try:
-        assets_dir = work / "assets"
-        install_into(boot_assets, assets_dir)
-        nodes = node_specs(2)
-        files = site_files(lab.server_ip, lab.bridge, nodes)
-        repo = SiteRepo(work / "repo")
-        first = repo.commit(files, "e2e site: two nodes booting the busybox initramfs")
-        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
-        daemon.start()
-        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
-        yield Site(lab, repo, daemon, nodes, files, good=first)
-    finally:
-        lab.close()  # kills the daemon, the guests and the RA sender; deleting the namespace removes br0 and taps
+    nodes = node_specs(2)
+    with serving_site(tmp_path_factory.mktemp("e2e"), nodes, lambda assets: install_into(boot_assets, assets),
+                      lambda lab: site_files(lab.server_ip, lab.bridge, nodes),
+                      "e2e site: two nodes booting the busybox initramfs") as built:
+        yield built
 
 
 @pytest.fixture(scope="session")
@@ -104,19 +91,8 @@ def live_image() -> LiveImage:
 @pytest.fixture(scope="module")
 def live_site(live_image: LiveImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One node (`ci-1`, BIOS + iPXE ROM) booting the Debian live image; the daemon serving commit 1."""
-    work = tmp_path_factory.mktemp("e2e-live")
-    os.chmod(work, 0o755)
-    lab = Lab(workdir=work)
-    try:
-        assets_dir = work / "assets"
-        install_live_into(live_image, assets_dir)
-        nodes = live_node_specs()
-        files = live_site_files(lab.server_ip, lab.bridge, nodes)
-        repo = SiteRepo(work / "repo")
-        first = repo.commit(files, "e2e live site: one node booting Debian with cloud-init")
-        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
-        daemon.start()
-        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
-        yield Site(lab, repo, daemon, nodes, files, good=first)
-    finally:
-        lab.close()
+    nodes = live_node_specs()
+    with serving_site(tmp_path_factory.mktemp("e2e-live"), nodes, lambda assets: install_live_into(live_image, assets),
+                      lambda lab: live_site_files(lab.server_ip, lab.bridge, nodes),
+                      "e2e live site: one node booting Debian with cloud-init") as built:
+        yield built

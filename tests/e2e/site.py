@@ -7,7 +7,8 @@ returns the new sha.
 
 `DaemonProcess` runs `netboot-reconcile run` inside the lab namespace (DHCP full mode on the
 bridge, TFTP on :69, HTTP on :80), logs to `<workdir>/daemon.log`, and reads `/status` from
-inside the namespace. `Site` bundles lab, repository, daemon and guests for the tests.
+inside the namespace. `Site` bundles lab, repository, daemon and guests for the tests;
+`serving_site` builds one (a module fixture's body) and tears it down.
 
 Callers: `tests/e2e/conftest.py`, `bench/boot_storm.py`.
 """
@@ -15,9 +16,11 @@ Callers: `tests/e2e/conftest.py`, `bench/boot_storm.py`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,3 +251,27 @@ class Site:
 
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
+
+
+@contextmanager
+def serving_site(work: Path, nodes: list[NodeSpec], install: Callable[[Path], object],
+                 files_for: Callable[[Lab], dict[str, str]], message: str,
+                 daemon_args: tuple[str, ...] = ()) -> Iterator[Site]:
+    """A lab in `work`: assets installed by `install(assets_dir)`, `files_for(lab)` committed with
+    `message`, `netboot-reconcile run [daemon_args]` serving that commit. Closing the lab kills the
+    daemon, the guests and the RA sender; deleting the namespace removes the bridge and taps."""
+    os.chmod(work, 0o755)
+    lab = Lab(workdir=work)
+    try:
+        assets_dir = work / "assets"
+        install(assets_dir)
+        files = files_for(lab)
+        repo = SiteRepo(work / "repo")
+        first = repo.commit(files, message)
+        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
+        daemon.cmd.extend(daemon_args)
+        daemon.start()
+        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
+        yield Site(lab, repo, daemon, nodes, files, good=first)
+    finally:
+        lab.close()

@@ -11,14 +11,13 @@ arch 16) -> option 60 echoed and `http://<server>/assets/ipxe/ipxe.efi` -> iPXE 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.assets import BootAssets, install_into
-from tests.e2e.harness import Lab, serial_report, tail
-from tests.e2e.site import DaemonProcess, NodeSpec, Site, SiteRepo, site_files
+from tests.e2e.harness import serial_report, tail
+from tests.e2e.site import NodeSpec, Site, serving_site, site_files
 from tests.e2e.test_netboot import assert_reply, assert_served, boot_events, node_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(600)]
@@ -29,22 +28,10 @@ NODES = [NodeSpec("hb-1", "52:54:00:e2:4b:01", "10.10.10.231")]
 
 @pytest.fixture(scope="module")
 def http_site(boot_assets: BootAssets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    work = tmp_path_factory.mktemp("e2e-http")
-    os.chmod(work, 0o755)
-    lab = Lab(workdir=work)
-    try:
-        assets_dir = work / "assets"
-        install_into(boot_assets, assets_dir)
-        files = site_files(lab.server_ip, lab.bridge, NODES)
-        repo = SiteRepo(work / "repo")
-        first = repo.commit(files, "e2e HTTP boot site")
-        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
-        daemon.cmd.append("--no-tftp")
-        daemon.start()
-        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
-        yield Site(lab, repo, daemon, NODES, files, good=first)
-    finally:
-        lab.close()
+    with serving_site(tmp_path_factory.mktemp("e2e-http"), NODES, lambda assets: install_into(boot_assets, assets),
+                      lambda lab: site_files(lab.server_ip, lab.bridge, NODES), "e2e HTTP boot site",
+                      daemon_args=("--no-tftp",)) as built:
+        yield built
 
 
 def test_uefi_http_boot_reaches_the_callback_without_tftp(http_site: Site) -> None:

@@ -16,7 +16,6 @@ and reports to /report/<mac>.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.assets import BootAssets, install_into
-from tests.e2e.harness import OVMF_MS_VARS, OVMF_SECURE_CODE, Lab, serial_report, tail
-from tests.e2e.site import KERNEL_PATH, DaemonProcess, NodeSpec, Site, SiteRepo, site_files
+from tests.e2e.harness import OVMF_MS_VARS, OVMF_SECURE_CODE, serial_report, tail
+from tests.e2e.site import KERNEL_PATH, NodeSpec, Site, serving_site, site_files
 from tests.e2e.test_netboot import assert_reply, assert_served, boot_events, node_result
 from tests.support import require_tool
 
@@ -70,22 +69,15 @@ def secure_site(boot_assets: BootAssets, tmp_path_factory: pytest.TempPathFactor
     for path, package in SIGNED_FILES:
         if not path.exists():
             pytest.fail(f"{path} not found: apt-get install {package} (scripts/test.sh installs it)")
-    work = tmp_path_factory.mktemp("e2e-secure")
-    os.chmod(work, 0o755)
-    lab = Lab(workdir=work)
-    try:
-        assets_dir = work / "assets"
+
+    def install(assets_dir: Path) -> None:
         install_into(boot_assets, assets_dir)
         unsigned_copy(boot_assets.kernel, assets_dir / UNSIGNED_PATH.removeprefix("/assets/"))
-        files = secure_site_files(lab.server_ip, lab.bridge)
-        repo = SiteRepo(work / "repo")
-        first = repo.commit(files, "e2e Secure Boot site: a signed and an unsigned kernel")
-        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
-        daemon.start()
-        daemon.wait_status(lambda s: s.get("last_applied_revision") == first, timeout=60)
-        yield Site(lab, repo, daemon, NODES, files, good=first)
-    finally:
-        lab.close()
+
+    with serving_site(tmp_path_factory.mktemp("e2e-secure"), NODES, install,
+                      lambda lab: secure_site_files(lab.server_ip, lab.bridge),
+                      "e2e Secure Boot site: a signed and an unsigned kernel") as built:
+        yield built
 
 
 def _failure(site: Site, name: str, text: str, why: str) -> str:
