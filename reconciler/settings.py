@@ -53,4 +53,5 @@ class Settings:
     report_secret: bytes | None = None  # signs each node's boot-report token (state dir `report-secret`)
     trust_any_client: bool = False  # serve a node's seed/script to any address (NAT, relays), not only its own
     worker: bool = False  # validate and render each commit in a child process (daemon.worker); `run` sets it
+    age_identity: Path | None = None  # decrypts secrets.yaml at render time (adapters.agecrypt); outside the repo
     verify_commits: Path | None = None  # serve only commits signed by a key this file lists (adapters.commitsig)

@@ -138,9 +138,12 @@ class ArtifactStore:
         timings: MutableMapping[str, float] | None = None,
         meta: Mapping[str, bytes] | None = None,
         replace: bool = False,
+        private: Collection[str] = (),
     ) -> Path:
         """Write one generation durably; return its final directory. Idempotent per revision
         unless `replace`: then a stored one of the same revision is swapped out atomically.
+        `private`: paths of `files` holding a secret's value (`core.secrets.private_paths`),
+        written mode 0600 and never hard-linked.
 
         Files whose bytes equal the same path in `previous` are hard-linked from it (creating an
         inode costs far more than a link; generations are immutable, so sharing is safe); the
@@ -149,7 +152,7 @@ class ArtifactStore:
         durable and renaming. StoreUnwritable when the file system refuses.
         """
         try:
-            return self._write(revision, files, source, previous, timings, meta, replace)
+            return self._write(revision, files, source, previous, timings, meta, replace, frozenset(private))
         except OSError as exc:
             raise StoreUnwritable(f"writing generation: {exc}") from exc
 
@@ -162,6 +165,7 @@ class ArtifactStore:
         timings: MutableMapping[str, float] | None,
         meta: Mapping[str, bytes] | None,
         replace: bool,
+        private: frozenset[str] = frozenset(),
     ) -> Path:
         final = self.path_of(revision)
         exists = final.is_dir()
@@ -188,6 +192,9 @@ class ArtifactStore:
                     parent = path.rpartition("/")[0]
                     if parent not in made:
                         self._make_dirs(tmp_fd, pool_fd, parent, made)
+                    if not prefix and rel in private:
+                        self._write_file(tmp_fd, pool_fd, path, data, private=True)
+                        continue
                     if prev_fd is not None and before.get(rel) == data:
                         try:
                             os.link(path, path, src_dir_fd=prev_fd, dst_dir_fd=tmp_fd, follow_symlinks=False)
@@ -229,8 +236,9 @@ class ArtifactStore:
         fsync_dir(self.generations)
         self._recycle(new)  # the old tree; a `.tmp` name, so a crash leaves debris prepare() recycles
 
-    def _write_file(self, dir_fd: int, pool_fd: int, path: str, data: bytes) -> None:
-        """`path` (under `dir_fd`) holding `data`: a recycled inode overwritten, else a new one."""
+    def _write_file(self, dir_fd: int, pool_fd: int, path: str, data: bytes, private: bool = False) -> None:
+        """`path` (under `dir_fd`) holding `data`: a recycled inode overwritten, else a new one.
+        `private`: mode 0600 before a byte is written (a recycled inode keeps its old mode)."""
         fd = -1
         while self._spare_files and fd < 0:
             name = self._spare_files.pop()
@@ -245,8 +253,10 @@ class ArtifactStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path, dir_fd=dir_fd)
         if fd < 0:
-            fd = os.open(path, _NEW_FILE, 0o666, dir_fd=dir_fd)
+            fd = os.open(path, _NEW_FILE, 0o600 if private else 0o666, dir_fd=dir_fd)
         try:
+            if private:
+                os.fchmod(fd, 0o600)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

@@ -1,5 +1,5 @@
 """`netboot-reconcile diff --repo PATH BASE HEAD [--format markdown|json] [--path SUBDIR] [--state-dir DIR]
-[--verify-commits FILE]`.
+[--verify-commits FILE] [--age-identity FILE]`.
 
 Reads both commits straight from git (no checkout), validates and renders each, and prints
 what changes for the machines (`reconciler.core.plan`, printed by `core.plan_format`).
@@ -7,7 +7,9 @@ BASE and HEAD are anything `git rev-parse` accepts: branch names, `HEAD~1`, shas
 `--state-dir`, the daemon's results store says which machines reported a successful install, and
 the install-once verdicts are per machine (`core.plan.with_installs`). With `--verify-commits`,
 HEAD's signature is checked as the daemon checks it (`adapters.commitsig`): an unsigned or wrongly
-signed HEAD is an invalid HEAD, its `commit-signature` finding first.
+signed HEAD is an invalid HEAD, its `commit-signature` finding first. Secrets are rendered as
+placeholders, `<secret:NAME:changed>` where HEAD's value differs from BASE's (compared decrypted
+with `--age-identity`, else by ciphertext): a value never reaches the output.
 
 Exit 0 no change, 1 changes (an invalid HEAD is a change: a broken one, with its findings
 first), 2 error of the command itself (no such repository or revision, unreadable repository).
@@ -21,13 +23,15 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.adapters.agecrypt import AgeIdentity, load_identity
 from reconciler.adapters.commitsig import Signers, load_signers, verify_commit
 from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
 from reconciler.adapters.store import RESULTS_FILE, ResultsReader
 from reconciler.core import plan_format
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.plan import Side, compare, side, with_installs
-from reconciler.core.validate import validate
+from reconciler.core.secrets import changed_names
+from reconciler.core.validate import Validation, validate
 
 EXIT_SAME, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 
@@ -43,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the daemon's state directory: verdicts from the installs its machines reported")
     p.add_argument("--verify-commits", type=Path, metavar="FILE",
                    help="HEAD must be signed by a key FILE lists (OpenSSH allowed_signers or OpenPGP keyring)")
+    p.add_argument("--age-identity", type=Path, metavar="FILE",
+                   help="age identity: HEAD's secrets must decrypt, and values are compared decrypted (never shown)")
     p.set_defaults(func=run)
 
 
@@ -53,15 +59,27 @@ def _open(path: Path) -> pygit2.Repository:
     return open_repository(found)
 
 
-def _side(repo: pygit2.Repository, revision: str, subdir: str, origin: str, signers: Signers | None = None) -> Side:
+def _validated(repo: pygit2.Repository, revision: str, subdir: str, origin: str, signers: Signers | None = None,
+               decrypt: AgeIdentity | None = None) -> tuple[str, Validation]:
     snapshot = read_tree(repo, revision, subdir, origin=origin)
-    result = validate(snapshot)
+    result = validate(snapshot, decrypt)
     if signers is not None:
         try:
             verify_commit(repo, revision, signers)
         except InvalidRevision as exc:  # served by no daemon verifying commits: a broken HEAD
-            return side(snapshot.revision, None, (*exc.findings, *result.issues))
-    return side(snapshot.revision, result.state, result.issues)
+            return snapshot.revision, Validation(None, (*exc.findings, *result.issues))
+    return snapshot.revision, result
+
+
+def _sides(
+    base: tuple[str, Validation], head: tuple[str, Validation], decrypt: AgeIdentity | None
+) -> tuple[Side, Side]:
+    """Both sides rendered with secret placeholders; HEAD's marked where a value changed."""
+    (base_rev, before), (head_rev, after) = base, head
+    changed = changed_names(before.state.secrets if before.state else None,
+                            after.state.secrets if after.state else None, decrypt)
+    return (side(base_rev, before.state, before.issues),
+            side(head_rev, after.state, after.issues, changed))
 
 
 def _installed(state_dir: Path) -> set[tuple[str, str, int]]:
@@ -75,9 +93,10 @@ def _installed(state_dir: Path) -> set[tuple[str, str, int]]:
 def run(args: argparse.Namespace) -> int:
     try:
         signers = load_signers(args.verify_commits) if args.verify_commits is not None else None
+        decrypt = load_identity(args.age_identity) if args.age_identity is not None else None
         repo = _open(args.repo)
-        base = _side(repo, args.base, args.path, str(args.repo))
-        head = _side(repo, args.head, args.path, str(args.repo), signers)
+        base, head = _sides(_validated(repo, args.base, args.path, str(args.repo)),
+                            _validated(repo, args.head, args.path, str(args.repo), signers, decrypt), decrypt)
         installed = _installed(args.state_dir) if args.state_dir is not None else None
     except (SourceProblem, InvalidRevision, pygit2.GitError, OSError, RuntimeError, ValueError) as exc:
         print(f"netboot-reconcile diff: {exc}", file=sys.stderr)

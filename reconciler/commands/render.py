@@ -1,4 +1,4 @@
-"""`netboot-reconcile render [PATH] --out DIR [--format text|json|github]`.
+"""`netboot-reconcile render [PATH] --out DIR [--format text|json|github] [--age-identity FILE]`.
 
 Validates the repository directory at PATH like `validate` and, when it is valid, writes the
 generation the daemon would serve (`core.render.render_generation`) under DIR: the same tree as
@@ -6,7 +6,8 @@ generation the daemon would serve (`core.render.render_generation`) under DIR: t
 findings printed as `validate` prints them (exit 1); usage or I/O errors exit 2. Rendered files
 are replaced atomically. A render records what it wrote in DIR/.netboot-render.json, and the next
 render removes what it wrote before and no longer holds (a deleted node's matchbox group must not
-keep booting it); files it never wrote are left alone.
+keep booting it); files it never wrote are left alone. Every file is written mode 0600 (mkstemp).
+Secrets render as placeholders (`<secret:NAME>`) unless --age-identity FILE decrypts them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reconciler.commands.validate import EXIT_ERROR, EXIT_INVALID, EXIT_VALID, print_findings, validate_path
-from reconciler.core.render import failure_issue, render_generation
+from reconciler.commands.validate import (
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_VALID,
+    add_identity_option,
+    identity_of,
+    note_unchecked,
+    print_findings,
+    validate_path,
+)
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.render import failure_issue, render_generation, render_served
 from reconciler.core.template import TemplateFailure
 from reconciler.core.validate import Validation
 
@@ -29,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("path", nargs="?", default=".", type=Path, help="repository directory (default: .)")
     p.add_argument("--out", required=True, type=Path, help="directory to write the rendered tree into")
     p.add_argument("--format", choices=("text", "json", "github"), default="text", help="format of findings")
+    add_identity_option(p)
     p.set_defaults(func=run)
 
 
@@ -69,8 +81,9 @@ def write_tree(files: dict[str, bytes], out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = validate_path(args.path)
-    except OSError as exc:
+        decrypt = identity_of(args)
+        result = validate_path(args.path, decrypt)
+    except (OSError, ValueError) as exc:
         print(f"netboot-reconcile render: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if result.state is None or result.errors:
@@ -78,11 +91,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     if result.warnings:
         print_findings(result, args.format, strict=False, path=args.path)
+    note_unchecked(result, decrypt)
     try:
-        files = render_generation(result.state)
+        files = render_generation(result.state) if decrypt is None else render_served(result.state, None, decrypt)
     except TemplateFailure as exc:
         failed = Validation(None, (*result.issues, failure_issue(exc)))
         return print_findings(failed, args.format, strict=False, path=args.path)
+    except InvalidRevision as exc:
+        return print_findings(Validation(None, (*result.issues, *exc.findings)), args.format, strict=False,
+                              path=args.path)
     try:
         write_tree(files, args.out)
     except OSError as exc:

@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reconciler.adapters.agecrypt import load_identity
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core import boot
-from reconciler.core.render import render_generation
+from reconciler.core.render import render_served
 from reconciler.daemon import Daemon, sd_notify
 from reconciler.daemon.statelock import StateDirLocked
 from reconciler.servers.dhcp import DhcpServer
@@ -78,6 +79,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--verify-commits", type=Path, metavar="FILE",
                    help="serve only commits signed by a key FILE lists: an OpenSSH allowed_signers file or an "
                         "OpenPGP keyring (gpg --export)")
+    p.add_argument("--age-identity", type=Path, metavar="FILE",
+                   help="age identity file (outside the repository) that decrypts secrets.yaml's values, in memory, "
+                        "into the user-data that uses them")
     p.add_argument("--no-worker", action="store_true",
                    help="validate and render commits in the daemon process itself instead of a worker process "
                         "(debugging: packet threads then wait for them)")
@@ -113,6 +117,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
             raise ValueError(f"--{name.replace('_', '-')} {path}: no such file")
     if args.verify_commits is not None:
         load_signers(args.verify_commits)  # a start-up error (exit 2) when it cannot be used
+    if args.age_identity is not None:
+        load_identity(args.age_identity)  # a start-up error (exit 2) when it holds no identity
     if args.keep_generations < 1:
         raise ValueError("--keep-generations must be at least 1")
     if args.boot_timeout <= 0:
@@ -145,6 +151,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         report_secret=report_secret(args.state_dir.absolute()),
         trust_any_client=args.trust_any_client,
         verify_commits=args.verify_commits,
+        age_identity=args.age_identity,
         worker=not args.no_worker,
     )
 
@@ -229,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     configure_logging(settings.log_format)
     _raise_open_file_limit()
-    daemon = Daemon(settings, renderer=functools.partial(render_generation, report_secret=settings.report_secret))
+    decrypt = load_identity(settings.age_identity) if settings.age_identity is not None else None
+    daemon = Daemon(settings, renderer=functools.partial(render_served, report_secret=settings.report_secret,
+                                                         decrypt=decrypt))
     try:
         daemon.open()
         _start_servers(daemon, settings)

@@ -1,10 +1,13 @@
-"""`netboot-reconcile validate [PATH] [REV] [--format text|json|github] [--strict] [--verify-commits FILE]`.
+"""`netboot-reconcile validate [PATH] [REV] [--format text|json|github] [--strict] [--verify-commits FILE]
+[--age-identity FILE]`.
 
 Validates the files of the directory PATH as they are on disk; with REV, or with
 --verify-commits (REV defaulting to HEAD), the commit REV of the git repository at PATH instead,
 read from git as the daemon reads it. --verify-commits FILE also checks that commit's signature
 as the daemon's verify step does (`adapters.commitsig`): an unsigned or wrongly signed commit is
-a `commit-signature` error, reported with the other findings.
+a `commit-signature` error, reported with the other findings. --age-identity FILE: every
+secrets.yaml value must decrypt (`secret-undecryptable` at its line); without it a note says the
+values were not checked.
 Exit 0 valid (warnings allowed unless --strict), 1 invalid, 2 usage or I/O error.
 """
 
@@ -17,11 +20,13 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.adapters.agecrypt import AgeIdentity, load_identity
 from reconciler.adapters.commitsig import Signers, load_signers, verify_commit
 from reconciler.adapters.dirsource import read_directory
 from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
 from reconciler.core import findings
 from reconciler.core.errors import InvalidRevision
+from reconciler.core.secrets import NOT_CHECKED
 from reconciler.core.validate import Validation, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
@@ -36,11 +41,29 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.add_argument("--verify-commits", type=Path, metavar="FILE",
                    help="the commit must be signed by a key FILE lists (OpenSSH allowed_signers or OpenPGP keyring)")
+    add_identity_option(p)
     p.set_defaults(func=run)
 
 
-def validate_path(path: Path) -> Validation:
-    return validate(read_directory(path))
+def add_identity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--age-identity", type=Path, metavar="FILE",
+                   help="age identity file (kept outside the repository): every secrets.yaml value must decrypt")
+
+
+def identity_of(args: argparse.Namespace) -> AgeIdentity | None:
+    """`--age-identity FILE` read (OSError, ValueError: a usage error, exit 2)."""
+    return load_identity(args.age_identity) if args.age_identity is not None else None
+
+
+def note_unchecked(result: Validation, decrypt: AgeIdentity | None) -> None:
+    """Without an identity, say that secrets.yaml's values were not checked (stderr: JSON stays JSON)."""
+    if decrypt is None and result.state is not None and result.state.secrets is not None \
+            and result.state.secrets.secrets:
+        print(f"note: {NOT_CHECKED}", file=sys.stderr)
+
+
+def validate_path(path: Path, decrypt: AgeIdentity | None = None) -> Validation:
+    return validate(read_directory(path), decrypt)
 
 
 def print_findings(result: Validation, fmt: str, strict: bool, path: Path = Path(".")) -> int:
@@ -68,7 +91,9 @@ def _workspace_prefix(path: Path) -> str:
     return "" if relative == "." else relative + "/"
 
 
-def validate_commit(path: Path, revision: str, signers: Signers | None) -> Validation:
+def validate_commit(
+    path: Path, revision: str, signers: Signers | None, decrypt: AgeIdentity | None = None
+) -> Validation:
     """Validate commit `revision` of the repository at `path` (read from git; `path` may be a
     subdirectory of the work tree: the site in a monorepo), and its signature when `signers`."""
     found = pygit2.discover_repository(str(path))
@@ -78,7 +103,7 @@ def validate_commit(path: Path, revision: str, signers: Signers | None) -> Valid
     top = Path(repo.workdir or repo.path).resolve()
     subdir = path.resolve().relative_to(top).as_posix() if path.resolve().is_relative_to(top) else ""
     try:
-        result = validate(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)))
+        result = validate(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)), decrypt)
     except InvalidRevision as exc:
         result = Validation(None, exc.findings)
     if signers is None:
@@ -92,12 +117,14 @@ def validate_commit(path: Path, revision: str, signers: Signers | None) -> Valid
 
 def run(args: argparse.Namespace) -> int:
     try:
+        decrypt = identity_of(args)
         if args.rev is None and args.verify_commits is None:
-            result = validate_path(args.path)
+            result = validate_path(args.path, decrypt)
         else:
             signers = load_signers(args.verify_commits) if args.verify_commits is not None else None
-            result = validate_commit(args.path, args.rev or "HEAD", signers)
+            result = validate_commit(args.path, args.rev or "HEAD", signers, decrypt)
     except (OSError, ValueError, SourceProblem, pygit2.GitError) as exc:
         print(f"netboot-reconcile validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    note_unchecked(result, decrypt)
     return print_findings(result, args.format, args.strict, args.path)

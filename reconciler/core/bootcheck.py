@@ -62,8 +62,10 @@ class BootPlanChecker:
         assets: tuple[Asset, ...] | None,
         out: Findings,
         where: Locator,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.revision, self.site, self.profiles, self.out, self.where = revision, site, profiles, out, where
+        self.secrets = secrets or {}  # placeholders (core.secrets): no finding may quote a value
         self.listed = {a.path for a in assets} if assets is not None else None
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
@@ -77,7 +79,7 @@ class BootPlanChecker:
         # The daemon always renders a real report token: a template branching on it is checked
         # on that branch (a placeholder secret gives a token of the same form).
         token = template.report_token(VALIDATION_SECRET, node.name, self.revision)
-        context = template.node_context(self.site, node, self.revision, token)
+        context = template.node_context(self.site, node, self.revision, token, self.secrets)
         subject = f"node {node.name!r}, {node.source.file}"
         self._check_machine(profile, context, subject, cloud_init, node.name)
 
@@ -87,7 +89,7 @@ class BootPlanChecker:
         real node (its metadata, say) does not render that way and is left for that node."""
         sample = Node(name="example", mac=_SAMPLE_MAC, profile=profile.id, hostname="example", source=profile.source)
         token = template.report_token(VALIDATION_SECRET, sample.name, self.revision)
-        context = template.node_context(self.site, sample, self.revision, token)
+        context = template.node_context(self.site, sample, self.revision, token, self.secrets)
         self._check_machine(profile, context, None, cloud_init, None)
 
     def _check_machine(

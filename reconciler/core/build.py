@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from reconciler.core import assets as manifest
-from reconciler.core import schema, template
+from reconciler.core import schema, secrets, template
 from reconciler.core.collect import Findings
 from reconciler.core.model import (
     Asset,
@@ -25,6 +25,7 @@ from reconciler.core.model import (
     Location,
     Node,
     Profile,
+    SecretsFile,
     Site,
     Subnet,
 )
@@ -198,6 +199,12 @@ def assets(doc: Document | None, files: Mapping[str, bytes], out: Findings) -> t
 
     out.extend(manifest.check_manifest(assets, files, field_loc))
     return tuple(assets)
+
+
+def secrets_file(doc: Document | None, out: Findings) -> SecretsFile | None:
+    if doc is None or not _schema_ok(doc, "secrets", out):
+        return None
+    return secrets.parse(doc, out)
 
 
 def cloud_init(snapshot: Snapshot, out: Findings) -> dict[str, CloudInitTemplate]:

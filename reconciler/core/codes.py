@@ -63,6 +63,11 @@ _TABLE = (
     Code("asset-verification-failed", E, "an asset's bytes do not verify (digest, signature, a file the ISO lacks): "
          "it is never served"),
     Code("asset-missing", W, "with --no-fetch, an asset assets.yaml lists is not (verified) under --assets-dir"),
+    Code("secret-undecryptable", E, "a secrets.yaml value the identity (--age-identity) cannot decrypt, or none given "
+         "to the daemon: nothing that needs it is served"),
+    Code("secret-unknown", E, "a template uses secrets.NAME that secrets.yaml does not hold"),
+    Code("secret-in-boot-args", E, "secrets go in cloud-init user-data only: kernel arguments are readable by every "
+         "user of the machine and sit in its boot script"),
     Code("duplicate-cloud-init", E, "two cloud-init files with one name (.yaml and .yml)"),
     Code("template-syntax", E, "a template that does not compile"),
     Code("profile-id-mismatch", E, "a profile's id must be its file name (matchbox looks profiles up by file)"),

@@ -171,6 +171,24 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Secret:
+    """One named value of secrets.yaml: its age-armored ciphertext (never the plaintext)."""
+
+    name: str
+    ciphertext: str
+    source: Location = Location("")
+
+
+@dataclass(frozen=True)
+class SecretsFile:
+    """secrets.yaml: the recipients values are encrypted for, and the encrypted values by name."""
+
+    recipients: tuple[str, ...]
+    secrets: Mapping[str, Secret]
+    source: Location = Location("")
+
+
+@dataclass(frozen=True)
 class CloudInitTemplate:
     """cloud-init/<name>.yaml: a user-data template (Jinja2, strict undefined)."""
 
@@ -238,6 +256,7 @@ class DesiredState:
     assets: tuple[Asset, ...] | None = None  # None: no assets.yaml
     ignition: Mapping[str, MatchboxTemplate] = field(default_factory=dict)  # ignition/<name>
     generic: Mapping[str, MatchboxTemplate] = field(default_factory=dict)  # generic/<name>
+    secrets: SecretsFile | None = None  # None: no secrets.yaml
 
     @functools.cached_property
     def _nodes_by_mac(self) -> Mapping[str, Node]:

@@ -39,6 +39,7 @@ from reconciler.core.assets import spec_key
 from reconciler.core.bootfiles import profile_secure_boot
 from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, Location, Node, Profile, Site
 from reconciler.core.render import failure_issue, render_generation
+from reconciler.core.secrets import placeholders
 from reconciler.core.select import matches
 from reconciler.core.template import TemplateFailure
 
@@ -65,12 +66,17 @@ class Side:
         return self.state is not None
 
 
-def side(revision: str, state: DesiredState | None, issues: Sequence[Issue]) -> Side:
-    """A Side for a validated revision: renders `state` with the placeholder revision."""
+def side(revision: str, state: DesiredState | None, issues: Sequence[Issue],
+         changed_secrets: Collection[str] = ()) -> Side:
+    """A Side for a validated revision: renders `state` with the placeholder revision, and
+    placeholders for secrets, marked `:changed` for the names in `changed_secrets`
+    (`core.secrets.changed_names`): a diff shows that a value changed, never what it holds."""
     files: dict[str, bytes] = {}
     if state is not None:
+        names = state.secrets.secrets if state.secrets is not None else ()
         try:
-            files = render_generation(dataclasses.replace(state, revision=PLACEHOLDER))
+            files = render_generation(dataclasses.replace(state, revision=PLACEHOLDER), None,
+                                      placeholders(names, changed_secrets))
         except TemplateFailure as exc:  # the daemon would refuse it too
             return Side(revision, (*issues, failure_issue(exc)), None, {})
     return Side(revision, tuple(issues), state, files)

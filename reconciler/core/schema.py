@@ -34,6 +34,7 @@ SCHEMA_FILES = {
     "profile-matchbox": "profile-matchbox.schema.json",
     "group": "group.schema.json",
     "assets": "assets.schema.json",
+    "secrets": "secrets.schema.json",
 }
 
 

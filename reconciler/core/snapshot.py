@@ -22,6 +22,7 @@ MAX_FILE_BYTES = 1024 * 1024
 
 SITE_FILE = "netboot.yaml"
 ASSETS_FILE = "assets.yaml"
+SECRETS_FILE = "secrets.yaml"
 
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("node", re.compile(r"^nodes/[^/]+\.ya?ml$")),
@@ -41,6 +42,8 @@ def kind_of(path: str) -> str | None:
         return "site"
     if path == ASSETS_FILE:
         return "assets"
+    if path == SECRETS_FILE:
+        return "secrets"
     for kind, pattern in _KIND_PATTERNS:
         if pattern.match(path):
             return kind
@@ -75,7 +78,7 @@ def not_read(path: str, is_dir: bool) -> Issue | None:
         return None
     if parent:
         return None
-    known = list(_CANDIDATE_DIRS) if is_dir else [SITE_FILE, ASSETS_FILE]
+    known = list(_CANDIDATE_DIRS) if is_dir else [SITE_FILE, ASSETS_FILE, SECRETS_FILE]
     close = difflib.get_close_matches(name.lower().replace("_", "-"), known, n=1, cutoff=0.75)
     if not close:
         return None

@@ -46,6 +46,7 @@ VARIABLES = (
     "cloud_init_url",
     "report_url",
     "report_token",
+    "secrets",
 )
 
 
@@ -95,6 +96,34 @@ def referenced_variables(text: str) -> frozenset[str]:
         return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(text)))
     except Exception:  # it does not compile: compile_template reports why
         return frozenset()
+
+
+@functools.lru_cache(maxsize=4096)
+def secret_references(text: str) -> tuple[tuple[str | None, int], ...]:
+    """Where a template uses `secrets`: (NAME, line) for `secrets.NAME` and `secrets['NAME']`,
+    (None, line) for any other use (`secrets[x]`, the mapping itself). Empty when it does not
+    compile (compile_template reports why) or does not name `secrets`."""
+    if "secrets" not in text or not is_template(text):
+        return ()
+    try:
+        tree = _ENV.parse(text)
+    except Exception:
+        return ()
+    found: list[tuple[str | None, int]] = []
+    named: set[int] = set()
+    for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        inner = getattr(node, "node", None)
+        if not (isinstance(inner, jinja2.nodes.Name) and inner.name == "secrets"):
+            continue
+        named.add(id(inner))
+        key = node.attr if isinstance(node, jinja2.nodes.Getattr) else getattr(node, "arg", None)
+        if isinstance(key, jinja2.nodes.Const):
+            key = key.value
+        found.append((key if isinstance(key, str) else None, node.lineno))
+    for name in tree.find_all(jinja2.nodes.Name):
+        if name.name == "secrets" and name.ctx == "load" and id(name) not in named:
+            found.append((None, name.lineno))
+    return tuple(sorted(found, key=lambda f: (f[1], f[0] or "")))
 
 
 def is_template(text: str) -> bool:
@@ -238,8 +267,11 @@ def report_token(secret: bytes | None, node: str, revision: str) -> str:
     return hmac.new(secret, f"{node}\0{revision}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def node_context(site: Site, node: Node, revision: str, report_token: str = "") -> dict[str, Any]:
-    """The variables templates see for `node` at `revision`."""
+def node_context(
+    site: Site, node: Node, revision: str, report_token: str = "", secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The variables templates see for `node` at `revision`. `secrets`: secrets.yaml's values by
+    name, or placeholders for them (`core.secrets`)."""
     return {
         "name": node.name,
         "hostname": node.hostname,
@@ -254,6 +286,7 @@ def node_context(site: Site, node: Node, revision: str, report_token: str = "") 
         "cloud_init_url": cloud_init_url(site, revision, node.mac),
         "report_url": report_url(site, node.mac),
         "report_token": report_token,
+        "secrets": dict(secrets or {}),
     }
 
 

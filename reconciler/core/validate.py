@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.core import build, crossref, securecheck, template
+from reconciler.core import build, crossref, secrets, securecheck, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.ignition import check_references, read_templates
@@ -20,7 +20,7 @@ from reconciler.core.lint.static_seed import lint_static_seed
 from reconciler.core.locate import Locator
 from reconciler.core.machines import nodes_of_groups
 from reconciler.core.model import DesiredState, Issue
-from reconciler.core.snapshot import ASSETS_FILE, SITE_FILE, Snapshot, kind_of
+from reconciler.core.snapshot import ASSETS_FILE, SECRETS_FILE, SITE_FILE, Snapshot, kind_of
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,16 @@ class Validation:
         return tuple(i for i in self.issues if not i.is_error)
 
 
-def validate(snapshot: Snapshot) -> Validation:
-    """Validate a whole repository snapshot, its templates' CPU time bounded as a whole."""
+def validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None = None) -> Validation:
+    """Validate a whole repository snapshot, its templates' CPU time bounded as a whole.
+    `decrypt` (`--age-identity`): each secrets.yaml value must decrypt with it; without it
+    only their structure and the names templates use are checked (`secrets.NOT_CHECKED`).
+    Templates are rendered with placeholders for the values either way."""
     with template.commit_budget():
-        return _validate(snapshot)
+        return _validate(snapshot, decrypt)
 
 
-def _validate(snapshot: Snapshot) -> Validation:
+def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None) -> Validation:
     out = Findings()
     out.extend(snapshot.refused)
     out.extend(snapshot.unread)
@@ -53,6 +56,9 @@ def _validate(snapshot: Snapshot) -> Validation:
 
     site = build.site(docs.get(SITE_FILE), out)
     assets = build.assets(docs.get(ASSETS_FILE), snapshot.files, out)
+    secrets_file = build.secrets_file(docs.get(SECRETS_FILE), out)
+    if secrets_file is not None and decrypt is not None:
+        out.extend(secrets.check_decrypt(secrets_file, decrypt))
     cloud_init = build.cloud_init(snapshot, out)
     ignition_files, ignition_findings = read_templates(snapshot.files, "ignition")
     generic_files, generic_findings = read_templates(snapshot.files, "generic")
@@ -76,9 +82,13 @@ def _validate(snapshot: Snapshot) -> Validation:
         out.extend(lint_static_seed(profile, where))
     check_references(profiles, nodes, groups, ignition_files, generic_files, where, out)
     crossref.check_nodes(nodes, known_profiles, site, where, out)
+    used_secrets = secrets.check_references(secrets_file, profiles, cloud_init, where, out,
+                                            failed=secrets_file is None and SECRETS_FILE in snapshot.files)
     if site is not None:
         crossref.check_subnets(site, out)
-        checker = BootPlanChecker(snapshot.revision, site, profiles, assets, out, where)
+        names = {*used_secrets, *(secrets_file.secrets if secrets_file is not None else ())}
+        checker = BootPlanChecker(snapshot.revision, site, profiles, assets, out, where,
+                                  secrets.placeholders(names).values)
         for node in sorted(nodes, key=lambda n: n.name):
             checker.check_node(node, cloud_init)
         for group in sorted(groups, key=lambda g: g.id):
@@ -101,5 +111,6 @@ def _validate(snapshot: Snapshot) -> Validation:
         assets=assets,
         ignition=ignition_files,
         generic=generic_files,
+        secrets=secrets_file,
     )
     return Validation(state, issues)

@@ -45,6 +45,7 @@ from reconciler.core import codes, findings, securecheck
 from reconciler.core.assets import rel
 from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
+from reconciler.core.secrets import private_paths
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from reconciler.daemon import worker
@@ -303,8 +304,10 @@ class Reconciler:
         parts: dict[str, float] = {}
         # A revision written before (a revert to it) with another report secret is written again.
         stale = self.artifacts.meta(attempt.revision, REPORT_KEY_META) != self.meta[REPORT_KEY_META]
+        private = private_paths(attempt.state) if attempt.state is not None else ()  # 0600: they hold secrets
         attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
-                                            previous=self.previous, timings=parts, meta=self.meta, replace=stale)
+                                            previous=self.previous, timings=parts, meta=self.meta, replace=stale,
+                                            private=private)
         attempt.timings.update((f"write.{name}", seconds) for name, seconds in parts.items())
         return True
 

@@ -22,6 +22,7 @@ from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example-repo"
+DEMO_IDENTITY = ROOT / "contrib" / "example-age-identity.txt"  # decrypts example-repo/secrets.yaml
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",
@@ -131,7 +132,8 @@ class DaemonProcess:
             dhcp_args += ["--dhcp-interface", dhcp_interface]
         self.args = [
             sys.executable, "-m", "reconciler", "run", "--repo", repo, "--state-dir", str(state_dir),
-            "--http-listen", f"127.0.0.1:{self.port}", *dhcp_args, "--no-tftp", "--trust-any-client", *extra,
+            "--http-listen", f"127.0.0.1:{self.port}", *dhcp_args, "--no-tftp", "--trust-any-client",
+            "--age-identity", str(DEMO_IDENTITY), *extra,
         ]
         self.log_path = state_dir.parent / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None

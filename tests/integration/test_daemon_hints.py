@@ -52,4 +52,5 @@ def test_hints_of_a_plain_run_answer_from_where_they_are_printed(tmp_path: Path)
     http = free_port()
     run_and_follow_hints(
         [sys.executable, "-m", "reconciler", "run", "--repo", "example-repo", "--no-dhcp", "--no-tftp",
-         "--http-listen", f"127.0.0.1:{http}", "--state-dir", str(tmp_path / "state")], tmp_path / "run.log")
+         "--http-listen", f"127.0.0.1:{http}", "--state-dir", str(tmp_path / "state"),
+         "--age-identity", "contrib/example-age-identity.txt"], tmp_path / "run.log")

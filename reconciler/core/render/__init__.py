@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.core import template
+from reconciler.core import secrets, template
 from reconciler.core.bootfiles import profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
@@ -20,7 +20,7 @@ from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, no
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.template import TemplateFailure
 
-__all__ = ["GENERIC_DIR", "render_generation"]
+__all__ = ["GENERIC_DIR", "render_generation", "render_served"]
 
 GENERIC_DIR = "rendered-generic"  # generic/ holds the templates as committed (matchbox's layout)
 
@@ -33,19 +33,34 @@ def failure_issue(exc: TemplateFailure) -> Issue:
     return exc.findings[0]
 
 
-def render_generation(state: DesiredState, report_secret: bytes | None = None) -> dict[str, bytes]:
+def render_served(
+    state: DesiredState, report_secret: bytes | None = None, decrypt: secrets.Decrypter | None = None
+) -> dict[str, bytes]:
+    """The generation the daemon serves: secrets.yaml's values decrypted (in memory only) into
+    the user-data that names them; InvalidRevision naming each value that does not decrypt."""
+    return render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt))
+
+
+def render_generation(
+    state: DesiredState, report_secret: bytes | None = None, values: secrets.SecretValues | None = None
+) -> dict[str, bytes]:
     """Every artifact of one generation, keyed by repo-style relative path, sorted by path.
 
     `report_secret`: the daemon's secret for boot-report tokens (`template.report_token`); the
     `render` command and the goldens render without one (tokens are then empty). Bounded: each
     template's output (`core.sandbox`), the CPU time of all of them (`template.commit_budget`)
     and the generation's size; InvalidRevision (a TemplateFailure or `generation-too-large`)
-    when a bound is passed."""
+    when a bound is passed. `values`: what `{{ secrets.NAME }}` renders to; without them,
+    placeholders (`<secret:NAME>`): only `render_served` and `render --age-identity` reveal."""
+    if values is None:
+        values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
     with template.commit_budget():
-        return _render_generation(state, report_secret)
+        return _render_generation(state, report_secret, values)
 
 
-def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict[str, bytes]:
+def _render_generation(
+    state: DesiredState, report_secret: bytes | None, values: secrets.SecretValues
+) -> dict[str, bytes]:
     site, revision = state.site, state.revision
     nodes = sorted(state.nodes, key=lambda n: n.name)
     groups = sorted(state.groups, key=lambda g: g.id)
@@ -69,7 +84,7 @@ def _render_generation(state: DesiredState, report_secret: bytes | None) -> dict
     # through to the default group's config.
     secure: list[NodeBoot] = []
     for node in nodes:
-        plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret)
+        plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret, values)
         own = {f"ipxe/{node.name}.ipxe": ipxe.render_node(plan, revision),
                f"grub/{node.name}.cfg": grub.render_node(plan, revision),
                **matchbox.node_files(plan), **nocloud.render_node(plan)}

@@ -29,6 +29,7 @@ import jinja2.meta
 
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile, Site
+from reconciler.core.secrets import SecretValues
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,18 @@ def _plan(
     revision: str,
     reuse: _Raw | None = None,
     report_secret: bytes | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> _Raw:
     """The node's raw (unpinned) kernel, initrd entries, args and user-data at `revision`.
     With `reuse` (the same plan at another revision), templates that cannot depend on the
-    revision are not rendered again: their output is the same."""
-    context = template.node_context(site, node, revision, template.report_token(report_secret, node.name, revision))
+    revision are not rendered again: their output is the same. A template using `secrets` is
+    (the instance-id pass gets fingerprints, not the values)."""
+    token = template.report_token(report_secret, node.name, revision)
+    context = template.node_context(site, node, revision, token, secrets)
 
     def one(text: str, previous: str | None) -> str:
-        if reuse is not None and previous is not None and not uses_revision(text):
+        if reuse is not None and previous is not None and not uses_revision(text) \
+                and not template.secret_references(text):
             return previous
         return template.render(text, context)
 
@@ -126,18 +131,22 @@ def plan_node(
     cloud_init: Mapping[str, CloudInitTemplate],
     revision: str,
     report_secret: bytes | None = None,
+    secrets: SecretValues | None = None,
 ) -> NodeBoot:
     """The node's boot plan. Validation rendered every template once for this node; a template
     that fails only here (on the instance-id pass with no revision, or on a branch validation did
     not take) raises TemplateFailure naming the node.
 
     `report_secret` (the daemon's) makes `report_token` the node's real token; without it, "".
+    `secrets`: what `{{ secrets.NAME }}` renders to (the values, or placeholders); its `stable`
+    fingerprints go into the instance-id, never the values.
     """
     profile = profiles[node.profile]
     tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
     try:
-        raw = _plan(site, node, profile, tpl, revision, report_secret=report_secret)
-        fixed = _plan(site, node, profile, tpl, "", reuse=raw, report_secret=report_secret) if revision else raw
+        values = secrets or SecretValues()
+        raw = _plan(site, node, profile, tpl, revision, report_secret=report_secret, secrets=values.values)
+        fixed = _plan(site, node, profile, tpl, "", reuse=raw, report_secret=report_secret, secrets=values.stable)
     except template.TemplateFailure as exc:
         where = f"profile {profile.id!r}" + (f", cloud-init {tpl.name!r}" if tpl is not None else "")
         raise template.TemplateFailure(f"{exc.message} (rendering node {node.name!r}: {where})", exc.line,

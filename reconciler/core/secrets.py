@@ -1,0 +1,187 @@
+"""Secrets: secrets.yaml's age-encrypted named values, as templates see them (`{{ secrets.NAME }}`).
+
+Called by `core.validate` (structure, the names templates use, and with a decrypter whether each
+value decrypts), by the renderer (`render.render_served` reveals them for the daemon; everything
+else renders placeholders), by the `diff` command (which names changed, never what they hold)
+and by the artifact writer's caller (`private_paths`: the rendered files holding a value).
+
+Pure: decryption is a `Decrypter` the caller hands in (`adapters.agecrypt`, pyrage), so this
+module neither reads the identity file nor imports age. A value is only ever used in cloud-init
+user-data (served to its node alone): kernel arguments are readable by every user of the
+machine and sit in boot scripts, so a profile's kernel, initrd or args naming `secrets` is an
+error. Validation renders placeholders (`<secret:NAME>`), so no finding can quote a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler.core import template
+from reconciler.core.codes import issue
+from reconciler.core.collect import Findings
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.locate import Locator
+from reconciler.core.model import CloudInitTemplate, DesiredState, Issue, Location, Profile, Secret, SecretsFile
+from reconciler.core.yamldoc import Document
+
+NOT_CHECKED = ("secrets.yaml: the values were not decrypted (no --age-identity): only their structure and the "
+               "names templates use were checked")
+
+
+class SecretUnreadable(Exception):
+    """A value that does not decrypt; the message says why (no matching identity, corrupt, ...)."""
+
+
+class Decrypter(Protocol):
+    """Decrypts one armored ciphertext to text (SecretUnreadable when it cannot). `key`: secret,
+    stable bytes (derived from the identity) that key the values' fingerprints."""
+
+    key: bytes
+
+    def __call__(self, ciphertext: str) -> str: ...
+
+
+def placeholder(name: str, changed: bool = False) -> str:
+    return f"<secret:{name}:changed>" if changed else f"<secret:{name}>"
+
+
+@dataclass(frozen=True, repr=False)
+class SecretValues:
+    """What `secrets` holds in templates (`values`), and what it holds on the renderer's
+    instance-id pass (`stable`: a keyed fingerprint per value, so a changed value changes the
+    instance-id without the instance-id telling anything about the value). Never printed."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    stable: Mapping[str, str] = field(default_factory=dict)
+    revealed: bool = False  # real values: the files holding them are private
+
+    def __repr__(self) -> str:
+        return f"SecretValues({len(self.values)} {'revealed' if self.revealed else 'placeholders'})"
+
+
+def placeholders(names: Iterable[str], changed: Collection[str] = ()) -> SecretValues:
+    """Placeholder values (`render` without an identity, `diff`, validation); `changed` names get
+    the changed marker, so a diff of rendered user-data shows that a value changed, not what to."""
+    values = {name: placeholder(name, name in changed) for name in names}
+    return SecretValues(values, values)
+
+
+def parse(doc: Document, out: Findings) -> SecretsFile:
+    """secrets.yaml's values (its schema already checked)."""
+    raw = doc.data.get("secrets") or {}
+    secrets = {name: Secret(name, text, doc.loc(("secrets", name))) for name, text in raw.items()}
+    return SecretsFile(tuple(doc.data["recipients"]), secrets, doc.loc())
+
+
+def check_decrypt(file: SecretsFile, decrypt: Decrypter) -> list[Issue]:
+    """A `secret-undecryptable` error for each value `decrypt` cannot open, at its line."""
+    found: list[Issue] = []
+    for secret in file.secrets.values():
+        try:
+            decrypt(secret.ciphertext)
+        except SecretUnreadable as exc:
+            found.append(_undecryptable(secret, str(exc)))
+    return found
+
+
+def _undecryptable(secret: Secret, why: str) -> Issue:
+    return issue("secret-undecryptable", secret.source, f"secret {secret.name!r} cannot be decrypted: {why}")
+
+
+def reveal(file: SecretsFile | None, decrypt: Decrypter | None) -> SecretValues:
+    """Every value decrypted, in memory, for the daemon's renderer; InvalidRevision naming each
+    value that does not decrypt (or all of them without an identity: placeholders must never
+    reach a machine)."""
+    if file is None or not file.secrets:
+        return SecretValues(revealed=True)
+    if decrypt is None:
+        found = [_undecryptable(s, "the daemon has no --age-identity") for s in file.secrets.values()]
+        raise InvalidRevision(f"{len(found)} secret(s) cannot be decrypted", tuple(found))
+    values: dict[str, str] = {}
+    problems: list[Issue] = []
+    for name, secret in file.secrets.items():
+        try:
+            values[name] = decrypt(secret.ciphertext)
+        except SecretUnreadable as exc:
+            problems.append(_undecryptable(secret, str(exc)))
+    if problems:
+        raise InvalidRevision(f"{len(problems)} secret(s) cannot be decrypted", tuple(problems))
+    stable = {name: "<secret:" + hmac.new(decrypt.key, f"{name}\0{value}".encode(), hashlib.sha256).hexdigest()[:32]
+              + ">" for name, value in values.items()}
+    return SecretValues(values, stable, revealed=True)
+
+
+def changed_names(base: SecretsFile | None, head: SecretsFile | None, decrypt: Decrypter | None) -> frozenset[str]:
+    """The names whose value differs between two revisions: plaintexts compared with a decrypter,
+    else ciphertexts (a value encrypted again counts as changed). A name added or removed is a
+    change; a value that does not decrypt is compared by its ciphertext."""
+    before = dict(base.secrets) if base is not None else {}
+    after = dict(head.secrets) if head is not None else {}
+    out: set[str] = set(before.keys() ^ after.keys())
+    for name in before.keys() & after.keys():
+        a, b = before[name].ciphertext, after[name].ciphertext
+        if a == b:
+            continue
+        if decrypt is not None:
+            try:
+                if hmac.compare_digest(decrypt(a).encode(), decrypt(b).encode()):
+                    continue
+            except SecretUnreadable:
+                pass
+        out.add(name)
+    return frozenset(out)
+
+
+# -- references in templates -------------------------------------------------------------------
+
+
+def check_references(
+    file: SecretsFile | None,
+    profiles: Mapping[str, Profile],
+    cloud_init: Mapping[str, CloudInitTemplate],
+    where: Locator,
+    out: Findings,
+    failed: bool = False,
+) -> frozenset[str]:
+    """`secret-unknown` for each `secrets.NAME` a cloud-init template uses that secrets.yaml does
+    not hold, `secret-in-boot-args` for a profile whose kernel, initrd or args name `secrets`.
+    Returns every name the templates use (validation renders a placeholder for each). `failed`:
+    secrets.yaml is there but failed its own checks (which say why): names are not checked."""
+    known = file.secrets if file is not None else {}
+    used: set[str] = set()
+    for tpl in cloud_init.values():
+        for name, line in template.secret_references(tpl.text):
+            if name is None:
+                continue  # `secrets[x]`, `secrets` as a whole: checked when rendered
+            used.add(name)
+            if name not in known and not failed:
+                hint = "" if file is not None else " (there is no secrets.yaml)"
+                out.report("secret-unknown", Location(tpl.source.file, line, 0),
+                           f"secrets.{name} is not in secrets.yaml{hint}: add it with "
+                           f"`netboot-reconcile secrets set {name}`")
+    for profile in profiles.values():
+        places = [(where.boot_path(profile, i), t) for i, t in enumerate((profile.boot.kernel, *profile.boot.initrd))]
+        places += [(where.arg(profile, i), t) for i, t in enumerate(profile.boot.args)]
+        for loc, text in places:
+            if template.secret_references(text):
+                out.report("secret-in-boot-args", loc,
+                           f"profile {profile.id!r} uses secrets in its kernel, initrd or args: kernel arguments are "
+                           "readable by every user of the machine and sit in its boot script; use secrets in "
+                           "cloud-init user-data only")
+    return frozenset(used)
+
+
+def private_paths(state: DesiredState) -> frozenset[str]:
+    """The rendered files that hold a secret's value: the user-data of every node whose cloud-init
+    template names `secrets`. Written with mode 0600 (`adapters.artifacts`)."""
+    uses = {name for name, tpl in state.cloud_init.items() if template.secret_references(tpl.text)}
+    if not uses:
+        return frozenset()
+    return frozenset(
+        f"cloud-init/{node.mac}/user-data" for node in state.nodes
+        if (profile := state.profiles.get(node.profile)) is not None and profile.cloud_init in uses
+    )

@@ -1,0 +1,173 @@
+"""secrets.yaml (issue 27 item 2): age-encrypted values used in user-data as {{ secrets.NAME }}.
+
+Real age: values encrypted and decrypted with pyrage (the Rust `age` crate), identities made by it.
+Each test here fails on the code before secrets existed (no secrets.yaml, no `secrets` variable).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pyrage
+import pytest
+
+from reconciler.adapters.agecrypt import AgeIdentity, encrypt
+from reconciler.commands.secrets import set_secret
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.plan import compare, side
+from reconciler.core.render import render_generation, render_served
+from reconciler.core.secrets import SecretUnreadable, changed_names, private_paths
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from reconciler.core.yamldoc import parse_yaml
+from tests import repo_builder
+
+IDENTITY = pyrage.x25519.Identity.generate()
+OTHER = pyrage.x25519.Identity.generate()
+RECIPIENT = str(IDENTITY.to_public())
+PLAIN = "$6$rounds=4096$s3cr3tSalt$HASHVALUEnobodyshouldsee"
+USER_DATA = "cloud-init/autoinstall.yaml"
+TEMPLATE = """\
+#cloud-config
+autoinstall:
+  version: 1
+  identity:
+    hostname: {{ hostname }}
+    username: ops
+    password: "{{ secrets.root_hash }}"
+"""
+
+
+def secrets_yaml(values: dict[str, str], recipients: tuple[str, ...] = (RECIPIENT,)) -> str:
+    text = "recipients:\n" + "".join(f"  - {r}\n" for r in recipients) + "secrets: {}\n"
+    for name, value in values.items():
+        text = set_secret(text, name, encrypt(recipients, value))
+    return text
+
+
+def snapshot(values: dict[str, str] | None = None, template: str = TEMPLATE, revision: str = "rev1",
+             secrets_text: str | None = None) -> Snapshot:
+    text = secrets_text if secrets_text is not None else secrets_yaml(values or {"root_hash": PLAIN})
+    return repo_builder.snapshot({"secrets.yaml": text, USER_DATA: template}, revision)
+
+
+def identity(key: pyrage.x25519.Identity = IDENTITY) -> AgeIdentity:
+    return AgeIdentity(f"# test identity\n{key}\n", "test-identity")
+
+
+def test_age_round_trip_and_failures() -> None:
+    armored = encrypt([RECIPIENT], PLAIN)
+    assert armored.startswith("-----BEGIN AGE ENCRYPTED FILE-----\n") and PLAIN not in armored
+    assert identity()(armored) == PLAIN
+    assert pickle.loads(pickle.dumps(identity()))(armored) == PLAIN  # the daemon's worker gets it pickled
+    with pytest.raises(SecretUnreadable, match="No matching keys"):
+        identity(OTHER)(armored)
+    corrupt = armored.replace(armored.splitlines()[2], "A" * 64)
+    with pytest.raises(SecretUnreadable):
+        identity()(corrupt)
+    with pytest.raises(ValueError, match="line 2: not an age identity") as raised:
+        AgeIdentity("# ok\nAGE-SECRET-KEY-1TYPO\n", "id.txt")
+    assert "TYPO" not in str(raised.value)  # a key with a typo is never echoed
+    assert str(IDENTITY) not in repr(identity())
+
+
+def test_without_identity_structure_and_names_are_checked_and_placeholders_rendered() -> None:
+    result = validate(snapshot())
+    assert result.state is not None, result.issues
+    files = render_generation(result.state)
+    user_data = files["cloud-init/52:54:00:aa:bb:01/user-data"].decode()
+    assert 'password: "<secret:root_hash>"' in user_data
+    assert not any(PLAIN.encode() in data for data in files.values())
+
+
+def test_unknown_secret_is_a_finding_at_its_template_line() -> None:
+    result = validate(snapshot(template=TEMPLATE.replace("secrets.root_hash", "secrets.root_hsah")))
+    found = [(i.file, i.line, i.code) for i in result.errors]
+    assert (USER_DATA, 7, "secret-unknown") in found, result.issues
+    assert not any(i.code.startswith("template-") for i in result.errors)  # one finding, the useful one
+    no_file = validate(repo_builder.snapshot({USER_DATA: TEMPLATE}))
+    assert [i.code for i in no_file.errors] == ["secret-unknown"]
+    assert "there is no secrets.yaml" in no_file.errors[0].message
+
+
+def test_secrets_in_kernel_args_are_refused() -> None:
+    profile = repo_builder.BASE["profiles/install.yaml"].replace("- ip=dhcp", "- pw={{ secrets.root_hash }}")
+    result = validate(repo_builder.snapshot({"secrets.yaml": secrets_yaml({"root_hash": PLAIN}),
+                                             "profiles/install.yaml": profile}))
+    assert [(i.file, i.line, i.code) for i in result.errors] == [("profiles/install.yaml", 7, "secret-in-boot-args")]
+
+
+def test_a_value_that_does_not_decrypt_is_a_finding_naming_it_at_its_line() -> None:
+    text = secrets_yaml({"root_hash": PLAIN, "api_token": "tok"})
+    other = encrypt([str(OTHER.to_public())], "x")
+    text = set_secret(text, "api_token", other)
+    result = validate(snapshot(secrets_text=text), identity())
+    errors = [(i.file, i.line, i.code, i.message) for i in result.errors]
+    line = text.splitlines().index("  api_token: |") + 1
+    assert errors == [("secrets.yaml", line, "secret-undecryptable",
+                       "secret 'api_token' cannot be decrypted: No matching keys found (identity test-identity)")]
+    assert validate(snapshot(), identity()).state is not None
+    assert validate(snapshot(), identity(OTHER)).state is None
+
+
+def test_a_value_that_is_not_age_armor_is_a_schema_error() -> None:
+    text = f"recipients: [{RECIPIENT}]\nsecrets:\n  root_hash: {PLAIN}\n"
+    result = validate(snapshot(secrets_text=text))
+    assert [(i.file, i.line, i.code) for i in result.errors] == [("secrets.yaml", 3, "schema")]
+
+
+def test_the_daemon_renderer_reveals_values_only_in_the_private_user_data() -> None:
+    state = validate(snapshot()).state
+    assert state is not None
+    files = render_served(state, b"report-secret", identity())
+    holding = {path for path, data in files.items() if PLAIN.encode() in data}
+    assert holding == private_paths(state) == {"cloud-init/52:54:00:aa:bb:01/user-data",
+                                               "cloud-init/52:54:00:aa:bb:02/user-data"}
+    with pytest.raises(InvalidRevision) as raised:  # no identity: placeholders never reach a machine
+        render_served(state, b"report-secret", None)
+    assert [(f.code, f.file) for f in raised.value.findings] == [("secret-undecryptable", "secrets.yaml")]
+    assert "'root_hash'" in raised.value.findings[0].message
+
+
+def _instance_id(files: dict[str, bytes]) -> str:
+    return files["cloud-init/52:54:00:aa:bb:01/meta-data"].decode().split()[1]
+
+
+def test_instance_id_follows_the_value_not_its_encryption() -> None:
+    def iid(values: dict[str, str]) -> str:
+        state = validate(snapshot(values)).state
+        assert state is not None
+        return _instance_id(render_served(state, None, identity()))
+
+    first = iid({"root_hash": PLAIN})
+    assert iid({"root_hash": PLAIN}) == first  # encrypted again: same value, the machine is told the same
+    assert iid({"root_hash": PLAIN + "x"}) != first
+
+
+def test_diff_marks_a_changed_value_without_showing_it() -> None:
+    base = validate(snapshot({"root_hash": PLAIN}, revision="a")).state
+    head = validate(snapshot({"root_hash": "NEWVALUEsecret"}, revision="b")).state
+    same = validate(snapshot({"root_hash": PLAIN}, revision="c")).state
+    assert base is not None and head is not None and same is not None
+    changed = changed_names(base.secrets, head.secrets, identity())
+    assert changed == {"root_hash"}
+    assert changed_names(base.secrets, same.secrets, identity()) == frozenset()  # re-encrypted, same value
+    assert changed_names(base.secrets, same.secrets, None) == {"root_hash"}  # without identity: by ciphertext
+    plan = compare(side("a", base, ()), side("b", head, (), changed))
+    node = next(n for n in plan.nodes if n.name == "node-1")
+    assert '+    password: "<secret:root_hash:changed>"' in node.user_data_diff
+    text = repr(plan)
+    assert PLAIN not in text and "NEWVALUEsecret" not in text
+
+
+def test_secrets_set_places_values_and_keeps_the_rest_of_the_file() -> None:
+    head = f"# who may decrypt\nrecipients:\n  - {RECIPIENT}  # ops\n"
+    for start in (head, head + "secrets:\n", head + "secrets: {}\n", head + "secrets:\n  # none yet\n"):
+        text = set_secret(start, "a", encrypt([RECIPIENT], "one"))
+        text = set_secret(text, "b", encrypt([RECIPIENT], "two"))
+        text = set_secret(text, "a", encrypt([RECIPIENT], "three"))
+        doc, issues = parse_yaml("secrets.yaml", text.encode())
+        assert doc is not None and not issues, text
+        assert {k: identity()(v) for k, v in doc.data["secrets"].items()} == {"a": "three", "b": "two"}, text
+        assert text.startswith(head)
+        assert validate(snapshot(secrets_text=text, template="#cloud-config\n")).state is not None
