@@ -5,7 +5,8 @@ Called by the `run`, `render`, `validate` and `diff` commands (`--age-identity F
 `AgeIdentity`, the `core.secrets.Decrypter` they hand to validation and rendering) and by
 `secrets set` (`encrypt`, for the recipients secrets.yaml lists). The identity stays in memory
 as the file's text (the daemon's worker process gets it pickled, and pyrage's key objects do not
-pickle); `repr` never shows it.
+pickle); `repr` never shows it. pyrage is imported when a key is used, not when the CLI loads
+(a venv made before pyrage was a dependency still runs every other command).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pyrage
 
 from reconciler.core.secrets import SecretUnreadable
 
@@ -41,6 +40,7 @@ class AgeIdentity:
 
     @functools.cache  # noqa: B019 (one per identity file: the daemon keeps one for its life)
     def _identities(self) -> list[Any]:
+        import pyrage
         where = self.origin or "the identity"
         if _SSH_PRIVATE in self._text:
             try:
@@ -62,6 +62,8 @@ class AgeIdentity:
         return found
 
     def __call__(self, ciphertext: str) -> str:
+        import pyrage
+
         try:
             plain = pyrage.decrypt(ciphertext.encode(), self._identities())
         except Exception as exc:  # pyrage.DecryptError: "No matching keys found", "Header is invalid", ...
@@ -80,6 +82,8 @@ def load_identity(path: Path) -> AgeIdentity:
 def encrypt(recipients: Sequence[str], plaintext: str) -> str:
     """`plaintext` encrypted for every recipient (age1... or ssh- public keys), age-armored.
     ValueError naming a recipient that is not a public key."""
+    import pyrage
+
     keys: list[Any] = []
     for recipient in recipients:
         try:

@@ -38,7 +38,7 @@ from reconciler.core.render import GENERIC_DIR
 from reconciler.core.render import grub as grub_render
 from reconciler.core.render import ipxe as ipxe_render
 from reconciler.core.select import select_group, sort_groups
-from reconciler.core.template import TemplateFailure
+from reconciler.core.template import TemplateFailure, secret_references
 
 Endpoint = Literal["ipxe", "grub", "metadata", "generic", "ignition"]
 ENDPOINTS: tuple[Endpoint, ...] = ("ipxe", "grub", "metadata", "generic", "ignition")
@@ -440,13 +440,33 @@ def _user_data_type(body: bytes) -> str:
     return TEXT
 
 
+def holds_secrets(index: BootIndex, node: Node) -> bool:
+    """Whether `node`'s user-data holds secrets.yaml values (its template names `secrets`)."""
+    profile = index.profile_of(node)
+    tpl = index.state.cloud_init.get(profile.cloud_init) if profile is not None and profile.cloud_init else None
+    return tpl is not None and bool(secret_references(tpl.text))
+
+
+def _unknown_client_refusal(node: Node, client: Client) -> str | None:
+    """User-data holding secrets goes only to an address known to be the node's: its reserved
+    `ip`, or one our DHCP server leased to its MAC; an address nothing is known of does not get it."""
+    address = client.address.removeprefix("::ffff:")
+    if node.ip is not None and str(node.ip) == address:
+        return None
+    if client.holder is not None and client.holder(address) == node.mac:
+        return None
+    return (f"node {node.name!r} ({node.mac}) has secrets in its user-data, served only to an address known to be "
+            f"the node (its reserved ip, or one our DHCP server leased to it); nothing is known of {address}")
+
+
 def answer_cloud_init(
     index: BootIndex, files: Mapping[str, bytes], mac_text: str, name: str, client: Client | None = None
 ) -> CloudInitAnswer:
     """`/cloud-init/<mac>/<name>`: the node's NoCloud seed file, with its content type.
 
     `client`: who asks; the seed (it carries the node's report token) is refused (403) to an
-    address known to be another machine's (`client_refusal`). None: any client may have it."""
+    address known to be another machine's (`client_refusal`), and user-data holding secrets to any
+    address not known to be the node's. None: any client may have it (--trust-any-client)."""
     mac = parse_mac(mac_text)
     if mac is None or mac.count(":") != 5:
         reason = f"{mac_text!r} is not a MAC address"
@@ -454,6 +474,8 @@ def answer_cloud_init(
     node = index.by_mac.get(mac)
     if node is not None and client is not None:
         refusal = client_refusal(index, node, client)
+        if refusal is None and name == "user-data" and holds_secrets(index, node):
+            refusal = _unknown_client_refusal(node, client)
         if refusal is not None:
             return CloudInitAnswer(403, (refusal + "\n").encode(), TEXT, refusal, node, refused=True)
     if name not in CLOUD_INIT_FILES:

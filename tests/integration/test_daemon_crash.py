@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.adapters.agecrypt import load_identity
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.gitsource import read_tree
 from reconciler.commands.run import report_secret
-from reconciler.core.render import render_generation
+from reconciler.core.render import render_served
 from reconciler.core.validate import validate
-from tests.integration.daemon_support import DaemonProcess, WorkTree, wait_for
+from tests.integration.daemon_support import DEMO_IDENTITY, DaemonProcess, WorkTree, wait_for
 
 NODES = 300
 ARGS = ["--interval", "3600", "--no-watch", "--keep-generations", "2"]
@@ -37,7 +38,8 @@ def expected_files(repo: Path, revision: str, state_dir: Path) -> dict[str, byte
     """A fresh render of `revision`, as the daemon renders it (with its boot-report secret)."""
     validation = validate(read_tree(pygit2.Repository(str(repo)), revision))
     assert validation.state is not None
-    return render_generation(validation.state, report_secret=report_secret(state_dir))
+    # as the daemon renders it: example-repo's secret decrypted with the demo identity it was given
+    return render_served(validation.state, report_secret(state_dir), load_identity(DEMO_IDENTITY))
 
 
 def applied_durations(daemon: DaemonProcess) -> list[float]:

@@ -283,15 +283,21 @@ def test_a_node_without_a_reserved_address_by_what_dhcp_leased(tmp_path: Path) -
     with serve_app(holder, events, mac_for_address=leases.get) as served:
         assert served.get(seed, source="127.0.0.50")[0] == 200  # leased to node-3 by our DHCP server
         assert served.get("/ipxe?mac=52-54-00-aa-bb-03", source="127.0.0.50")[0] == 200
-        assert served.get(seed, source="127.0.0.1")[0] == 200  # nothing known of 127.0.0.1: served
+        meta = f"/cloud-init/{NODE3}/meta-data"
+        assert served.get(meta, source="127.0.0.1")[0] == 200  # nothing known of 127.0.0.1: served
+        # ... but example-repo's user-data holds a secret (its password hash): not to a stranger
+        status, _, body = served.get(seed, source="127.0.0.1")
+        assert status == 403 and b"has secrets in its user-data" in body
         status, _, body = served.get(seed, source="127.0.0.51")  # leased to another machine
         assert status == 403 and "127.0.0.51 is leased to 52:54:00:00:00:77, not to node 'node-3'" in body.decode()
         status, _, body = served.get(seed, source=NODE1_IP)  # node-1's reserved address
         assert status == 403 and b"is the reserved address of node 'node-1'" in body
         assert served.get("/metadata?mac=52-54-00-aa-bb-03", source=NODE1_IP)[0] == 403
-    # no DHCP server of ours (external DHCP, --no-dhcp): an address nobody reserved gets it
+    # no DHCP server of ours (external DHCP, --no-dhcp): an address nobody reserved gets it (not
+    # user-data holding secrets, which needs an address known to be the node's)
     with serve_app(holder, CollectEvents()) as served:
-        assert served.get(seed, source="127.0.0.51")[0] == 200
+        assert served.get(f"/cloud-init/{NODE3}/meta-data", source="127.0.0.51")[0] == 200
+        assert served.get(seed, source="127.0.0.51")[0] == 403
 
 
 def test_trust_any_client_serves_every_address(tmp_path: Path) -> None:

@@ -171,3 +171,29 @@ def test_secrets_set_places_values_and_keeps_the_rest_of_the_file() -> None:
         assert {k: identity()(v) for k, v in doc.data["secrets"].items()} == {"a": "three", "b": "two"}, text
         assert text.startswith(head)
         assert validate(snapshot(secrets_text=text, template="#cloud-config\n")).state is not None
+
+
+def test_user_data_with_secrets_goes_only_to_an_address_known_to_be_the_node() -> None:
+    from reconciler.core.boot import BootIndex, Client, answer_cloud_init
+
+    node_file = repo_builder.BASE["nodes/node-1.yaml"].replace("ip: 10.10.10.201\n", "")  # no reserved address
+    result = validate(repo_builder.snapshot({"secrets.yaml": secrets_yaml({"root_hash": PLAIN}),
+                                             USER_DATA: TEMPLATE, "nodes/node-1.yaml": node_file}))
+    assert result.state is not None, result.issues
+    files = render_served(result.state, None, identity())
+    index = BootIndex.build(result.state)
+    mac = "52:54:00:aa:bb:01"
+    leases = {"10.10.10.50": mac, "10.10.10.51": "52:54:00:00:00:99"}
+    unknown = answer_cloud_init(index, files, mac, "user-data", Client("10.10.10.77", leases.get))
+    assert unknown.status == 403 and "has secrets in its user-data" in unknown.reason
+    assert PLAIN.encode() not in unknown.body
+    assert answer_cloud_init(index, files, mac, "meta-data", Client("10.10.10.77", leases.get)).status == 200
+    assert answer_cloud_init(index, files, mac, "user-data", Client("10.10.10.51", leases.get)).status == 403
+    leased = answer_cloud_init(index, files, mac, "user-data", Client("10.10.10.50", leases.get))
+    assert leased.status == 200 and PLAIN.encode() in leased.body
+    assert answer_cloud_init(index, files, mac, "user-data", None).status == 200  # --trust-any-client
+    no_secrets = validate(repo_builder.snapshot({"nodes/node-1.yaml": node_file})).state
+    assert no_secrets is not None
+    plain_index = BootIndex.build(no_secrets)
+    answer = answer_cloud_init(plain_index, render_generation(no_secrets), mac, "user-data", Client("10.10.10.77"))
+    assert answer.status == 200  # as before: nothing is known of the address, no secret at stake
