@@ -65,6 +65,8 @@ _TABLE = (
     Code("asset-missing", W, "with --no-fetch, an asset assets.yaml lists is not (verified) under --assets-dir"),
     Code("secret-undecryptable", E, "a secrets.yaml value the identity (--age-identity) cannot decrypt, or none given "
          "to the daemon: nothing that needs it is served"),
+    Code("secret-breaks-user-data", E, "a node's cloud-config is not YAML once secrets.yaml's values are filled in "
+         "(write {{ secrets.NAME | tojson }})"),
     Code("secret-unknown", E, "a template uses secrets.NAME that secrets.yaml does not hold"),
     Code("secret-in-boot-args", E, "secrets go in cloud-init user-data only: kernel arguments are readable by every "
          "user of the machine and sit in its boot script"),

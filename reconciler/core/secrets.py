@@ -20,6 +20,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import yaml
+
 from reconciler.core import template
 from reconciler.core.codes import issue
 from reconciler.core.collect import Findings
@@ -173,6 +175,19 @@ def check_references(
                            "readable by every user of the machine and sit in its boot script; use secrets in "
                            "cloud-init user-data only")
     return frozenset(used)
+
+
+def still_yaml(user_data: bytes) -> bool:
+    """Whether rendered user-data that is cloud-config (`#cloud-config`) still parses as YAML;
+    other user-data (a script, a MIME archive) is not YAML and passes. The parser's error is not
+    kept: it would quote the text around the fault, which may be a value."""
+    if not user_data.startswith(b"#cloud-config"):
+        return True
+    try:
+        yaml.safe_load(user_data)
+    except yaml.YAMLError:
+        return False
+    return True
 
 
 def private_paths(state: DesiredState) -> frozenset[str]:

@@ -10,6 +10,7 @@ import pickle
 
 import pyrage
 import pytest
+import yaml
 
 from reconciler.adapters.agecrypt import AgeIdentity, encrypt
 from reconciler.commands.secrets import set_secret
@@ -197,3 +198,21 @@ def test_user_data_with_secrets_goes_only_to_an_address_known_to_be_the_node() -
     plain_index = BootIndex.build(no_secrets)
     answer = answer_cloud_init(plain_index, render_generation(no_secrets), mac, "user-data", Client("10.10.10.77"))
     assert answer.status == 200  # as before: nothing is known of the address, no secret at stake
+
+
+def test_a_value_that_breaks_the_cloud_config_is_a_finding_that_does_not_quote_it() -> None:
+    nasty = 'pa"ss: word\n  evil: [1'
+    state = validate(snapshot({"root_hash": nasty})).state
+    assert state is not None  # placeholders parse: validation cannot see it
+    with pytest.raises(InvalidRevision) as raised:
+        render_served(state, None, identity())
+    findings = raised.value.findings
+    assert [(f.code, f.file) for f in findings] == [("secret-breaks-user-data", "nodes/node-1.yaml"),
+                                                    ("secret-breaks-user-data", "nodes/node-2.yaml")]
+    assert not any("evil" in f.message or "pa" + '"' in f.message for f in findings)
+    as_json = TEMPLATE.replace('"{{ secrets.root_hash }}"', "{{ secrets.root_hash | tojson }}")
+    quoted = validate(snapshot({"root_hash": nasty}, template=as_json))
+    assert quoted.state is not None
+    files = render_served(quoted.state, None, identity())
+    loaded = yaml.safe_load(files["cloud-init/52:54:00:aa:bb:01/user-data"])
+    assert loaded["autoinstall"]["identity"]["password"] == nasty

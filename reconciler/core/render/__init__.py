@@ -37,8 +37,20 @@ def render_served(
     state: DesiredState, report_secret: bytes | None = None, decrypt: secrets.Decrypter | None = None
 ) -> dict[str, bytes]:
     """The generation the daemon serves: secrets.yaml's values decrypted (in memory only) into
-    the user-data that names them; InvalidRevision naming each value that does not decrypt."""
-    return render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt))
+    the user-data that names them; InvalidRevision naming each value that does not decrypt, or
+    each node whose cloud-config stops being YAML once the values are in (validation parsed it
+    with placeholders; a value holding a quote or a newline can break it)."""
+    files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt))
+    private = secrets.private_paths(state)
+    broken = [issue("secret-breaks-user-data", node.source,
+                    f"node {node.name!r}: its user-data is not valid YAML once secrets.yaml's values are filled in "
+                    "(a value holding a quote, a colon or a newline?): write {{ secrets.NAME | tojson }}")
+              for node in state.nodes
+              if f"cloud-init/{node.mac}/user-data" in private
+              and not secrets.still_yaml(files[f"cloud-init/{node.mac}/user-data"])]
+    if broken:
+        raise InvalidRevision(f"{len(broken)} node(s) with user-data broken by a secret's value", tuple(broken))
+    return files
 
 
 def render_generation(
