@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import pty
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pyrage
+import yaml
 
 from tests.integration.daemon_support import ROOT, DaemonProcess, WorkTree, git, wait_for
 
@@ -122,3 +125,35 @@ def test_a_secret_reaches_its_node_and_nothing_else(tmp_path: Path) -> None:
         for word in (secret, secret.split("$")[-1]):
             leaks = [where for where, text in places.items() if word in text]
             assert leaks == [], f"{word!r} found in {leaks}"
+
+
+def test_secrets_set_prompts_on_a_terminal_and_never_takes_the_value_as_an_argument(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "secrets.yaml").write_text(f"recipients: [{IDENTITY.to_public()}]\n")
+    refused = cli("secrets", "set", "token", "s3cr3t-on-argv", "--repo", site)
+    assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr
+    assert "secrets:" not in (site / "secrets.yaml").read_text()
+
+    # a real terminal: the prompt (no echo), asked twice
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on the pty as its controlling terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "reconciler", "secrets", "set", "token", "--repo", str(site)])
+    seen = b""
+    for answer in (b"typed-value\n", b"typed-value\n"):
+        while b"value: " not in seen and b"again: " not in seen:
+            seen += os.read(fd, 1024)
+        seen = b""
+        os.write(fd, answer)
+    rest = b""
+    try:
+        while chunk := os.read(fd, 1024):
+            rest += chunk
+    except OSError:  # EIO: the child closed the terminal
+        pass
+    _, code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0, rest
+    assert b"typed-value" not in rest  # not echoed
+    armored = yaml.safe_load((site / "secrets.yaml").read_text())["secrets"]["token"]
+    assert pyrage.decrypt(armored.encode(), [IDENTITY]) == b"typed-value"
