@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.assets import BootAssets, install_into
-from tests.e2e.harness import serial_report, tail
 from tests.e2e.site import NodeSpec, Site, serving_site, site_files
-from tests.e2e.test_netboot import assert_reply, assert_served, boot_events, node_result
+from tests.e2e.test_netboot import assert_reply, assert_served, boot, boot_events, node_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(600)]
 
@@ -37,21 +36,7 @@ def http_site(boot_assets: BootAssets, tmp_path_factory: pytest.TempPathFactory)
 def test_uefi_http_boot_reaches_the_callback_without_tftp(http_site: Site) -> None:
     site, name = http_site, "hb-1"
     mac, revision = site.node(name).mac, site.good
-    vm = site.vm(name, "uefi-http")
-    vm.start()
-
-    def failure(text: str, why: str) -> str:
-        return (f"{name} (uefi-http): {why}; serial log {vm.log}:\n{tail(text)}\n"
-                f"daemon log:\n{tail(site.daemon.log_text())}")
-
-    try:
-        text = vm.wait(BOOT_TIMEOUT)
-    except TimeoutError:
-        vm.kill()
-        raise AssertionError(failure(vm.serial(), f"no power-off within {BOOT_TIMEOUT} s")) from None
-    report = serial_report(text)
-    assert report is not None, failure(text, "powered off without reaching the Linux callback")
-    assert report["status"] == "success", failure(text, report["message"])
+    report, text = boot(site, name, "uefi-http", BOOT_TIMEOUT)
     assert_served(report, revision, mac)
     assert_reply(text, revision, name)
     node_result(site, revision, name, {"dhcp-ack", "ipxe-bootstrap", "ipxe-script", "kernel", "initrd"})

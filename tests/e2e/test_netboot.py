@@ -37,15 +37,17 @@ UEFI_STAGES = BIOS_STAGES | {"tftp"}
 MARKER = "e2e.marker=gitops-1"
 
 
-def boot(site: Site, name: str, firmware: str) -> tuple[dict[str, Any], str]:
-    """Power on `name`, wait for it to power off; (the report it printed on its console, the console)."""
+def boot(site: Site, name: str, firmware: str, timeout: float = BOOT_TIMEOUT) -> tuple[dict[str, Any], str]:
+    """Power on `name`, wait for it to power off; (the report it printed on its console, the console).
+    Also the boot of test_http_boot.py and test_secure_boot.py."""
     vm = site.vm(name, firmware)
     vm.start()
     try:
-        text = vm.wait(BOOT_TIMEOUT)
+        text = vm.wait(timeout)
     except TimeoutError as exc:
         vm.kill()
-        raise AssertionError(f"{exc}\ndaemon log:\n{tail(site.daemon.log_text())}") from None
+        raise AssertionError(f"{name} ({firmware}): {exc}; serial log {vm.log}:\n{tail(vm.serial())}\n"
+                             f"daemon log:\n{tail(site.daemon.log_text())}") from None
     report = serial_report(text)
     assert report is not None, (
         f"{name} ({firmware}) powered off without reaching the Linux callback; serial log {vm.log}:\n{tail(text)}\n"

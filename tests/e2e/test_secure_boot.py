@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.assets import BootAssets, install_into
-from tests.e2e.harness import OVMF_MS_VARS, OVMF_SECURE_CODE, serial_report, tail
+from tests.e2e.harness import OVMF_MS_VARS, OVMF_SECURE_CODE, tail
 from tests.e2e.site import KERNEL_PATH, NodeSpec, Site, serving_site, site_files
-from tests.e2e.test_netboot import assert_reply, assert_served, boot_events, node_result
+from tests.e2e.test_netboot import assert_reply, assert_served, boot, boot_events, node_result
 from tests.support import require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(600)]
@@ -101,17 +101,7 @@ def tftp_files(site: Site, revision: str, mac: str) -> list[str]:
 def test_signed_kernel_boots_through_shim_and_signed_grub(secure_site: Site) -> None:
     site, name = secure_site, "sb-1"
     mac, revision = site.node(name).mac, site.good
-    vm = site.vm(name, "uefi-secure")
-    vm.start()
-    try:
-        text = vm.wait(BOOT_TIMEOUT)
-    except TimeoutError:
-        vm.kill()
-        raise AssertionError(_failure(site, name, vm.serial(), f"no power-off within {BOOT_TIMEOUT} s")) from None
-    report = serial_report(text)
-    assert report is not None, _failure(site, name, text, "powered off without reaching the Linux callback")
-    assert report["status"] == "success", _failure(site, name, text, report["message"])
-    assert report["mac"] == mac
+    report, text = boot(site, name, "uefi-secure", BOOT_TIMEOUT)
     assert_served(report, revision, mac)
     assert_reply(text, revision, name)
     entry = node_result(site, revision, name, {"dhcp-ack", "tftp", "kernel", "initrd", "meta-data", "user-data"})
