@@ -56,12 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="netboot-reconcile",
         description="A git repository of nodes and profiles, served as DHCP, TFTP and HTTP netboot.",
+        epilog="`netboot-reconcile --repo URL_OR_PATH [options]` is `netboot-reconcile run ...`. "
+               "`netboot-reconcile COMMAND --help` lists a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"netboot-reconcile {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """A (sub)command's one-line help in its parent's list also heads its own --help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for listed in action._choices_actions:
+                command = action.choices[listed.dest]
+                command.description = command.description or listed.help
+                _describe(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,8 @@ EXIT_OK, EXIT_ERROR = 0, 2
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("results", help="which machines booted each commit, and how it went")
-    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), help="default ./.netboot-state")
+    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"),
+                   help="the daemon's state directory (default ./.netboot-state)")
     p.add_argument("--commit", help="only this commit (a sha or a unique prefix)")
     p.add_argument("--node", help="only this node (name or MAC)")
     p.add_argument("--limit", type=int, default=10, help="newest commits shown (default 10)")

@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--branch", help="branch to follow (default: the remote's default branch)")
     p.add_argument("--path", default="", help="subdirectory of the repository holding netboot.yaml")
     p.add_argument("--interval", type=float, default=60.0, help="poll interval in seconds (default 60)")
-    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), help="default ./.netboot-state")
+    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"),
+                   help="mirror, generations, results, leases (default ./.netboot-state)")
     p.add_argument("--http-listen", type=_listen(8080), default=("127.0.0.1", 8080), metavar="HOST:PORT",
                    help="default 127.0.0.1:8080")
     p.add_argument("--tftp-listen", type=_listen(69), default=("127.0.0.1", 6969), metavar="HOST:PORT",
@@ -62,14 +63,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-dhcp", action="store_true", help="serve no DHCP")
     p.add_argument("--no-tftp", action="store_true", help="serve no TFTP")
     p.add_argument("--tftp-root", type=Path, default=Path("/usr/lib/ipxe"), help="default /usr/lib/ipxe")
-    p.add_argument("--assets-dir", type=Path, help="directory served under /assets/")
+    p.add_argument("--assets-dir", type=Path,
+                   help="directory served under /assets/, and the store assets.yaml is synced into")
     p.add_argument("--no-fetch", action="store_true",
                    help="fetch no assets (air-gapped sites place them by hand; a missing one is a warning)")
     p.add_argument("--known-hosts", type=Path, help="SSH known_hosts checked strictly for ssh remotes")
     p.add_argument("--ssh-key", type=Path, help="SSH private key for ssh remotes")
     p.add_argument("--webhook-secret-file", type=Path, help="shared secret of POST /hooks/git")
     p.add_argument("--keep-generations", type=int, default=10, help="generations kept on disk (default 10)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines (default text)")
     p.add_argument("--no-watch", action="store_true", help="no inotify on a local repository (poll only)")
     p.add_argument("--boot-timeout", type=float, default=60.0, metavar="MINUTES",
                    help="a boot with no result after this long has timed out (default 60)")

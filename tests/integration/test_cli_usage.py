@@ -119,3 +119,17 @@ def test_every_command_refuses_an_abbreviated_help(command: tuple[str, ...]) -> 
     proc = cli(*command, "--he")
     assert proc.returncode == 2, proc.stdout
     assert f"netboot-reconcile {' '.join(command)}: error: unrecognized arguments: --he" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", _commands(build_parser()), ids=" ".join)
+def test_every_commands_help_says_what_it_does(command: tuple[str, ...]) -> None:
+    """`netboot-reconcile run --help` said only the options; the line the command list gives it heads it now."""
+    parent = build_parser()
+    for name in command[:-1]:
+        parent = next(a for a in parent._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    listing = next(a for a in parent._actions if isinstance(a, argparse._SubParsersAction))
+    purpose = next(a.help for a in listing._choices_actions if a.dest == command[-1])
+    assert purpose
+    proc = cli(*command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert " ".join(purpose.split()) in " ".join(proc.stdout.split()), proc.stdout
