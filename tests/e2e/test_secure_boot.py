@@ -141,16 +141,7 @@ def test_unsigned_kernel_is_refused_by_the_signed_grub(secure_site: Site) -> Non
 def test_a_profile_without_secure_boot_keeps_ipxe_on_a_secure_site(secure_site: Site) -> None:
     site, name = secure_site, "sb-3"
     mac, revision = site.node(name).mac, site.good
-    vm = site.vm(name, "uefi")
-    vm.start()
-    try:
-        text = vm.wait(BOOT_TIMEOUT)
-    except TimeoutError:
-        vm.kill()
-        raise AssertionError(_failure(site, name, vm.serial(), f"no power-off within {BOOT_TIMEOUT} s")) from None
-    report = serial_report(text)
-    assert report is not None, _failure(site, name, text, "powered off without reaching the Linux callback")
-    assert report["status"] == "success", _failure(site, name, text, report["message"])
+    report, _ = boot(site, name, "uefi", BOOT_TIMEOUT)
     assert_served(report, revision, mac)
     node_result(site, revision, name, {"dhcp-ack", "tftp", "ipxe-script", "kernel", "initrd"})
     files = tftp_files(site, revision, mac)
