@@ -12,7 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,24 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+@contextmanager
+def serving_files(work: Path, port: int, files: Mapping[str, str], message: str,
+                  mac: str) -> Iterator[tuple[DaemonProcess, str]]:
+    """A git repository `work/repo` holding `files` in one commit, served by a daemon (HTTP on `port`,
+    state in `work/state`) once `/ipxe?mac=<mac>` carries that commit; (the daemon, the commit)."""
+    repo = work / "repo"
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    head = git(repo, "rev-parse", "HEAD")
+    proc = DaemonProcess(str(repo), work / "state", port=port).start()
+    try:
+        wait_for(lambda: head in proc.ipxe(mac), f"/ipxe to serve {head[:12]}\n{proc.log()[-3000:]}", timeout=60)
+        yield proc, head
+    finally:
+        proc.stop()

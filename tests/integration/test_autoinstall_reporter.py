@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.daemon_support import ROOT, DaemonProcess, git, http_get, wait_for
+from tests.integration.daemon_support import ROOT, DaemonProcess, http_get, serving_files, wait_for
 from tests.peers.reporter_peer import Event, post_events
 from tests.support import free_port
 
@@ -41,7 +41,6 @@ autoinstall:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProcess, str]]:
     work = tmp_path_factory.mktemp("curtin")
     port = free_port()
-    repo = work / "repo"
     files = {
         "netboot.yaml": f"server:\n  address: 127.0.0.1\n  http_port: {port}\ndhcp:\n  mode: off\n",
         "profiles/install.yaml": "name: install\nboot:\n  kernel: /assets/k\n  initrd: [/assets/i]\n"
@@ -49,20 +48,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonPro
         "cloud-init/install.yaml": USER_DATA,
         **{f"nodes/{name}.yaml": f"mac: {mac}\nprofile: install\n" for name, mac in NODES.items()},
     }
-    for rel, text in files.items():
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        (repo / rel).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "two nodes installing Ubuntu")
-    head = git(repo, "rev-parse", "HEAD")
-    proc = DaemonProcess(str(repo), work / "state", port=port).start()
-    try:
-        wait_for(lambda: head in proc.ipxe(NODES["n1"]), f"/ipxe to serve {head[:12]}\n{proc.log()[-3000:]}",
-                 timeout=60)
-        yield proc, head
-    finally:
-        proc.stop()
+    with serving_files(work, port, files, "two nodes installing Ubuntu", NODES["n1"]) as served:
+        yield served
 
 
 def served_reporting(daemon: DaemonProcess, mac: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.daemon_support import EXAMPLE, DaemonProcess, git, http_get, wait_for
+from tests.integration.daemon_support import EXAMPLE, DaemonProcess, http_get, serving_files
 from tests.peers.cloud_init import probe
 from tests.support import free_port
 
@@ -49,7 +49,6 @@ def example_seed_arg() -> str:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     work = tmp_path_factory.mktemp("cloudinit-peers")
     port = free_port()
-    repo = work / "repo"
     files = {
         "netboot.yaml": f"server:\n  address: 127.0.0.1\n  http_port: {port}\ndhcp:\n  mode: off\n",
         "nodes/n1.yaml": f"mac: {MAC}\nprofile: seed\n",
@@ -57,19 +56,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
                               f"  args: [console=ttyS0, {json.dumps(example_seed_arg())}]\ncloud_init: seed\n",
         "cloud-init/seed.yaml": "#cloud-config\nhostname: {{ hostname }}\nruncmd: [[echo, '{{ revision }}']]\n",
     }
-    for rel, text in files.items():
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        (repo / rel).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "one node with a NoCloud seed")
-    proc = DaemonProcess(str(repo), work / "state", port=port).start()
-    try:
-        head = git(repo, "rev-parse", "HEAD")
-        wait_for(lambda: head in daemon_ipxe(proc), f"/ipxe to serve {head[:12]}\n{proc.log()[-3000:]}", timeout=60)
+    with serving_files(work, port, files, "one node with a NoCloud seed", MAC) as (proc, _):
         yield proc
-    finally:
-        proc.stop()
 
 
 def daemon_ipxe(daemon: DaemonProcess) -> str:
