@@ -33,7 +33,7 @@ EXIT_VALID, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("validate", help="validate a provisioning repository (a directory)")
+    p = sub.add_parser("validate", help="validate a provisioning repository (a directory, or one of its commits)")
     p.add_argument("path", nargs="?", default=".", type=Path, help="repository directory (default: .)")
     p.add_argument("rev", nargs="?", metavar="REV",
                    help="validate this commit of the git repository at PATH (default with --verify-commits: HEAD)")
