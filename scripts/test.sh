@@ -17,6 +17,7 @@ APT_PACKAGES=(
   chromium
   xorriso gnupg gpgv
   ignition
+  openipmi ipmitool
 )
 
 missing=()

@@ -115,6 +115,24 @@ class Site:
         return None
 
 
+BmcDriver = Literal["ipmi", "redfish"]
+
+
+@dataclass(frozen=True)
+class Bmc:
+    """A node's `bmc:`: how `netboot-reconcile power` reaches its BMC. `credentials` is a name in
+    the --bmc-credentials file (outside git); the username and password are never in the model."""
+
+    driver: BmcDriver
+    host: str
+    port: int | None  # None: the driver's default (IPMI 623, Redfish 443)
+    credentials: str
+
+    @property
+    def address(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
 @dataclass(frozen=True)
 class Node:
     """One machine: nodes/<name>.yaml."""
@@ -128,6 +146,7 @@ class Node:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     reinstall: int = 0
     source: Location = Location("")
+    bmc: Bmc | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,131 @@
+"""Power control through a node's BMC: IPMI over LAN (pyghmi) or Redfish (sushy), one interface.
+
+Called by `commands.power`. `operate(bmc, credential, action, pxe_once)` does one of on, off,
+cycle, status and returns the power state it leaves ("on" or "off"). `--pxe-once` sets a
+one-time network boot before powering on: IPMI's chassis boot device `pxe` (not persistent),
+Redfish's `BootSourceOverrideEnabled: Once`, `BootSourceOverrideTarget: Pxe`. `cycle` is off,
+then on (also when the machine was off), so the one-time boot applies to the power-on.
+
+Every failure, a refusal or a timeout, raises `BmcError` naming the driver and address; the
+password never appears in it (the library's message is scrubbed of it as well).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol, TypeVar
+
+from reconciler.adapters.bmccreds import Credential
+from reconciler.core.model import Bmc
+
+Action = Literal["on", "off", "cycle", "status"]
+ACTIONS: tuple[Action, ...] = ("on", "off", "cycle", "status")
+T = TypeVar("T")
+TIMEOUT = 30.0  # seconds a power change may take to show in the BMC's power state
+
+
+class BmcError(Exception):
+    """A BMC refused, failed or did not answer; the message names it and never a secret."""
+
+
+class Client(Protocol):
+    def power_state(self) -> str: ...  # "on" | "off"
+    def set_power(self, on: bool) -> None: ...  # returns once the BMC reports the new state
+    def pxe_once(self) -> None: ...
+
+
+class IpmiClient:
+    """IPMI 2.0 over LAN (RMCP+) through pyghmi; its session login has its own retry bound."""
+
+    def __init__(self, bmc: Bmc, credential: Credential, timeout: float) -> None:
+        from pyghmi.ipmi import command
+
+        self._timeout = timeout
+        self._cmd = command.Command(bmc=bmc.host, userid=credential.username, password=credential.password,
+                                    port=bmc.port or 623)
+
+    def power_state(self) -> str:
+        return str(self._cmd.get_power()["powerstate"])
+
+    def set_power(self, on: bool) -> None:
+        self._cmd.set_power("on" if on else "off", wait=self._timeout)
+
+    def pxe_once(self) -> None:
+        self._cmd.set_bootdev("network", persist=False)
+
+
+class RedfishClient:
+    """Redfish through sushy: the service's first (usually only) ComputerSystem, over https."""
+
+    def __init__(self, bmc: Bmc, credential: Credential, timeout: float) -> None:
+        import sushy
+
+        self._sushy = sushy
+        self._timeout = timeout
+        port = f":{bmc.port}" if bmc.port else ""
+        host = f"[{bmc.host}]" if ":" in bmc.host else bmc.host
+        root = sushy.Sushy(f"https://{host}{port}/redfish/v1/", username=credential.username,
+                           password=credential.password, verify=False, server_side_retries=0,
+                           connect_timeout=timeout, read_timeout=timeout)
+        members = root.get_system_collection().members_identities
+        if not members:
+            raise BmcError("the Redfish service lists no ComputerSystem")
+        self._system = root.get_system(sorted(members)[0])
+
+    def power_state(self) -> str:
+        self._system.refresh()
+        return "on" if self._system.power_state == self._sushy.POWER_STATE_ON else "off"
+
+    def set_power(self, on: bool) -> None:
+        import time
+
+        self._system.reset_system(self._sushy.RESET_ON if on else self._sushy.RESET_FORCE_OFF)
+        deadline = time.monotonic() + self._timeout
+        while self.power_state() != ("on" if on else "off"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"power state not {'on' if on else 'off'} after {self._timeout:.0f} s")
+            time.sleep(1)
+
+    def pxe_once(self) -> None:
+        self._system.set_system_boot_options(target=self._sushy.BOOT_SOURCE_TARGET_PXE,
+                                             enabled=self._sushy.BOOT_SOURCE_ENABLED_ONCE)
+
+
+def connect(bmc: Bmc, credential: Credential, timeout: float = TIMEOUT) -> Client:
+    kind: type[IpmiClient] | type[RedfishClient] = IpmiClient if bmc.driver == "ipmi" else RedfishClient
+    return _guarded(bmc, credential, lambda: kind(bmc, credential, timeout))
+
+
+def operate(bmc: Bmc, credential: Credential, action: Action, pxe_once: bool = False,
+            timeout: float = TIMEOUT) -> str:
+    client = connect(bmc, credential, timeout)
+
+    def run() -> str:
+        if action == "status":
+            return client.power_state()
+        if action in ("off", "cycle"):
+            client.set_power(False)
+        if action in ("on", "cycle"):
+            if pxe_once:
+                client.pxe_once()
+            client.set_power(True)
+        return client.power_state()
+
+    return _guarded(bmc, credential, run)
+
+
+def _guarded(bmc: Bmc, credential: Credential, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except BmcError as exc:
+        raise BmcError(_describe(bmc, credential, str(exc))) from None
+    except Exception as exc:  # the libraries raise their own exception types, socket errors, timeouts
+        raise BmcError(_describe(bmc, credential, str(exc) or type(exc).__name__)) from None
+
+
+def _describe(bmc: Bmc, credential: Credential, reason: str) -> str:
+    if credential.password:
+        reason = reason.replace(credential.password, "***")
+    if reason in ("None", ""):
+        reason = "no answer"
+    return f"BMC {bmc.driver} {bmc.address}: {reason}"
