@@ -102,10 +102,8 @@ def validate_commit(
     repo = open_repository(found)
     top = Path(repo.workdir or repo.path).resolve()
     subdir = path.resolve().relative_to(top).as_posix() if path.resolve().is_relative_to(top) else ""
-    try:
-        result = validate(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)), decrypt)
-    except InvalidRevision as exc:
-        result = Validation(None, exc.findings)
+    # a REV git does not know, or PATH not in that commit, is the caller's mistake (exit 2, as diff)
+    result = validate(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)), decrypt)
     if signers is None:
         return result
     try:
@@ -123,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             signers = load_signers(args.verify_commits) if args.verify_commits is not None else None
             result = validate_commit(args.path, args.rev or "HEAD", signers, decrypt)
-    except (OSError, ValueError, SourceProblem, pygit2.GitError) as exc:
+    except (OSError, ValueError, SourceProblem, InvalidRevision, pygit2.GitError) as exc:
         print(f"netboot-reconcile validate: {exc}", file=sys.stderr)
         return EXIT_ERROR
     note_unchecked(result, decrypt)

@@ -95,6 +95,20 @@ def test_missing_path_is_exit_2(tmp_path: Path) -> None:
     assert "nowhere" in proc.stderr
 
 
+def test_a_revision_git_does_not_know_is_exit_2(tmp_path: Path) -> None:
+    """It was exit 1, "invalid", with a finding at `site:0:0`, as if the commit were broken (diff exits 2)."""
+    site = repo_builder.write(tmp_path / "site")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    for git in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "site"]):
+        subprocess.run(["git", *git], cwd=site, env=env, check=True, capture_output=True)
+    assert run("validate", site, "HEAD").returncode == 0
+    proc = run("validate", site, "no-such-branch")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    assert "revision no-such-branch not found" in proc.stderr
+
+
 def test_usage_error_is_exit_2() -> None:
     assert run("validate", "--format", "xml").returncode == 2
 
