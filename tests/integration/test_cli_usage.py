@@ -133,3 +133,10 @@ def test_every_commands_help_says_what_it_does(command: tuple[str, ...]) -> None
     proc = cli(*command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert " ".join(purpose.split()) in " ".join(proc.stdout.split()), proc.stdout
+
+
+def test_the_readme_lists_every_command() -> None:
+    """README's Commands table: a command added without a row there fails here."""
+    readme = (ROOT / "README.md").read_text()
+    missing = [c[0] for c in _commands(build_parser()) if len(c) == 1 and f"| `netboot-reconcile {c[0]} " not in readme]
+    assert missing == []
