@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.daemon.bind_errors import explain, port_holder
 from tests.integration.daemon_support import ROOT, DaemonProcess, WorkTree, http_get, wait_for
-from tests.support import free_port
+from tests.support import free_port, udp_port_taken
 
 MISSING = "nbr-missing0"
 
@@ -34,15 +34,6 @@ def site_with_interface(tree: WorkTree, interface: str) -> dict[str, str | None]
 def metric(url: str, series: str) -> str | None:
     body = http_get(url + "/metrics")[1].decode()
     return next((line.rpartition(" ")[2] for line in body.splitlines() if line.startswith(series + " ")), None)
-
-
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
 
 
 def test_dhcp_on_a_missing_interface_is_down_in_status_readyz_and_metrics_until_a_commit_fixes_it(
@@ -68,7 +59,7 @@ def test_dhcp_on_a_missing_interface_is_down_in_status_readyz_and_metrics_until_
         assert metric(daemon.url, 'netboot_server_up{server="dhcp"}') == "0.0"
         assert metric(daemon.url, 'netboot_server_up{server="http"}') == "1.0"
         assert metric(daemon.url, 'netboot_reconcile_total{result="failed"}') == "0.0"  # present before any
-        assert not port_taken(daemon.dhcp_port)
+        assert not udp_port_taken(daemon.dhcp_port)
         assert daemon.stop() == 0
 
         # A restart with that generation on disk: DHCP fails to start; the daemon stays up, says so.
@@ -86,7 +77,7 @@ def test_dhcp_on_a_missing_interface_is_down_in_status_readyz_and_metrics_until_
                                              "interface": "lo"}
         assert http_get(daemon.url + "/readyz")[0] == 200
         assert metric(daemon.url, 'netboot_server_up{server="dhcp"}') == "1.0"
-        assert port_taken(daemon.dhcp_port)
+        assert udp_port_taken(daemon.dhcp_port)
     finally:
         daemon.stop()
 

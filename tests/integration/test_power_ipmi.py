@@ -10,7 +10,6 @@ not through `get_bootdev`: pyghmi reads `default` from ipmi_sim whatever was set
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.render_support import EXAMPLE, ROOT
-from tests.support import free_port, require_tool
+from tests.support import free_port, require_tool, udp_port_taken
 
 PASSWORD = "pw-Zq8xT3vY"  # the test BMC's; looked for in every output
 
@@ -69,15 +68,6 @@ class Sim:
         return dict(json.loads((self.dir / "state.json").read_text()))
 
 
-def _bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
-
-
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Sim]:
     ipmi_sim = require_tool("ipmi_sim", "openipmi")
@@ -107,10 +97,10 @@ user 2 true "admin" "{PASSWORD}" admin 10 none md2 md5 straight
                              "-n", "-p"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         for _ in range(100):
-            if _bound(port) or proc.poll() is not None:
+            if udp_port_taken(port) or proc.poll() is not None:
                 break
             time.sleep(0.05)
-        if not _bound(port):
+        if not udp_port_taken(port):
             out = proc.stdout.read().decode() if proc.poll() is not None and proc.stdout else ""
             pytest.fail(f"ipmi_sim did not start on 127.0.0.1:{port}: {out}")
         yield Sim(port, d)
