@@ -100,7 +100,17 @@ def missing_boot_files(site: Site, files: Mapping[str, bytes], exists: Callable[
             rows.setdefault(row.filename, []).append(row.tag)
     return tuple(
         f"boot_files: {name!r} (for {', '.join(tags)} PXE clients) is not in the TFTP root nor in the generation: "
-        "those machines get 'file not found' (install Debian's ipxe package, or set --tftp-root or boot_files)"
+        f"those machines get 'file not found' ({_remedy(name)})"
         for name, tags in sorted(rows.items())
         if f"tftp/{name}" not in files and not exists(name)
     )
+
+
+# What Debian's ipxe package installs in /usr/lib/ipxe (the default --tftp-root) that PXE firmware boots.
+DEBIAN_IPXE = frozenset({"undionly.kpxe", "undionly.kkpxe", "ipxe.pxe", "ipxe.efi", "snponly.efi"})
+
+
+def _remedy(name: str) -> str:
+    if name in DEBIAN_IPXE:
+        return "install Debian's ipxe package, or set --tftp-root or boot_files"
+    return f"Debian's ipxe package has no {name}: put it in --tftp-root, or set boot_files"

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from reconciler.core.model import Site
-from reconciler.core.wiring import Listeners, covers, listener_warnings
+from reconciler.core.wiring import Listeners, covers, listener_warnings, missing_boot_files
 
 SITE = Site(IPv4Address("10.10.10.12"), http_port=80, dhcp_mode="full")
 GOOD = Listeners(dhcp=True, http=("10.10.10.12", 80), tftp=("0.0.0.0", 69))
@@ -63,3 +63,13 @@ def test_covers() -> None:
     assert covers("0.0.0.0", address) and covers("", address) and covers("::", address)
     assert covers("10.0.0.1", address)
     assert not covers("10.0.0.2", address) and not covers("127.0.0.1", address) and not covers("host", address)
+
+
+def test_a_missing_boot_file_is_told_where_it_comes_from() -> None:
+    """The arm64 binary (snp.efi by default) is in no Debian package: "install Debian's ipxe package"
+    sent the operator to a package that cannot help."""
+    warnings = {w.split("'")[1]: w for w in missing_boot_files(SITE, {}, lambda _: False)}
+    assert "install Debian's ipxe package" in warnings["ipxe.efi"]
+    assert "install Debian's ipxe package" in warnings["undionly.kpxe"]
+    assert "install Debian's ipxe package" not in warnings["snp.efi"]
+    assert "Debian's ipxe package has no snp.efi: put it in --tftp-root, or set boot_files" in warnings["snp.efi"]
