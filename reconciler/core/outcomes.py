@@ -199,10 +199,7 @@ def node_result(
                 state, finished = Outcome.LOCAL_DISK, e.time
                 reason = f"told to boot its local disk ({e.detail.get('local_disk')})"
             continue
-        if e.stage in NETBOOT_STAGES or e.stage in SEED_STAGES:
-            status = e.detail.get("status")
-            if isinstance(status, int) and status >= 400:
-                continue  # a refused request (404, 410) is in the timeline, not progress
+        if is_boot_step(e):  # a refused request (404, 410) is in the timeline, not progress
             new_attempt = state in (Outcome.PENDING, Outcome.LOCAL_DISK, Outcome.TIMED_OUT) or (
                 state in (Outcome.SUCCEEDED, Outcome.FAILED) and e.stage == Stage.KERNEL
             )
