@@ -36,10 +36,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                             ("status", "list each asset: verified, present, missing or mismatch")):
         a = actions.add_parser(name, help=help_text, allow_abbrev=False)
         a.add_argument("path", nargs="?", default=".", type=Path, help="repository directory (default: .)")
-        a.add_argument("--assets-dir", required=True, type=Path, help="the directory /assets/ serves")
+        a.add_argument("--assets-dir", required=True, type=Path, metavar="DIR", help="the directory /assets/ serves")
         if name == "sync":
-            a.add_argument("--jobs", type=int, default=4, help="downloads at once (default: 4)")
-            a.add_argument("--timeout", type=float, default=30.0,
+            a.add_argument("--jobs", type=int, default=4, metavar="N", help="downloads at once (default: 4)")
+            a.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                            help="seconds without an answer before a download fails (default: 30)")
         a.set_defaults(func=run)
 

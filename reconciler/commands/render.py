@@ -38,7 +38,7 @@ from reconciler.core.validate import Validation
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("render", help="render a provisioning repository (a directory) into DIR")
     p.add_argument("path", nargs="?", default=".", type=Path, help="repository directory (default: .)")
-    p.add_argument("--out", required=True, type=Path, help="directory to write the rendered tree into")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory to write the rendered tree into")
     p.add_argument("--format", choices=("text", "json", "github"), default="text", help="format of findings")
     add_identity_option(p)
     p.set_defaults(func=run)

@@ -28,11 +28,11 @@ EXIT_OK, EXIT_ERROR = 0, 2
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("results", help="which machines booted each commit, and how it went")
-    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"),
+    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), metavar="DIR",
                    help="the daemon's state directory (default ./.netboot-state)")
-    p.add_argument("--commit", help="only this commit (a sha or a unique prefix)")
+    p.add_argument("--commit", metavar="SHA", help="only this commit (a sha or a unique prefix)")
     p.add_argument("--node", help="only this node (name or MAC)")
-    p.add_argument("--limit", type=int, default=10, help="newest commits shown (default 10)")
+    p.add_argument("--limit", type=int, default=10, metavar="N", help="newest commits shown (default 10)")
     p.add_argument("--boot-timeout", type=float, default=outcomes.DEFAULT_BOOT_TIMEOUT / 60, metavar="MINUTES",
                    help="a boot with no result after this long has timed out (default 60)")
     p.add_argument("--format", choices=("text", "json"), default="text")

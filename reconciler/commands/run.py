@@ -47,11 +47,13 @@ REPORT_SECRET_FILE = "report-secret"  # noqa: S105 (a file name) signs the nodes
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the daemon: serve a git repository as DHCP, TFTP and HTTP netboot")
-    p.add_argument("--repo", required=True, help="URL (https, ssh, user@host:path, file://) or local path")
+    p.add_argument("--repo", required=True, metavar="URL_OR_PATH",
+                   help="URL (https, ssh, user@host:path, file://) or local path")
     p.add_argument("--branch", help="branch to follow (default: the remote's default branch)")
-    p.add_argument("--path", default="", help="subdirectory of the repository holding netboot.yaml")
-    p.add_argument("--interval", type=float, default=60.0, help="poll interval in seconds (default 60)")
-    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"),
+    p.add_argument("--path", default="", metavar="SUBDIR", help="subdirectory of the repository holding netboot.yaml")
+    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                   help="poll interval in seconds (default 60)")
+    p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), metavar="DIR",
                    help="mirror, generations, results, leases (default ./.netboot-state)")
     p.add_argument("--http-listen", type=_listen(8080), default=("127.0.0.1", 8080), metavar="HOST:PORT",
                    help="default 127.0.0.1:8080")
@@ -59,18 +61,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="default 127.0.0.1:6969")
     p.add_argument("--dhcp-listen", type=_listen(67), default=DEFAULT_DHCP_LISTEN, metavar="HOST:PORT",
                    help="default 0.0.0.0:67")
-    p.add_argument("--dhcp-interface", help="bind DHCP to this interface (default: netboot.yaml dhcp.interface)")
+    p.add_argument("--dhcp-interface", metavar="NAME",
+                   help="bind DHCP to this interface (default: netboot.yaml dhcp.interface)")
     p.add_argument("--no-dhcp", action="store_true", help="serve no DHCP")
     p.add_argument("--no-tftp", action="store_true", help="serve no TFTP")
-    p.add_argument("--tftp-root", type=Path, default=Path("/usr/lib/ipxe"), help="default /usr/lib/ipxe")
-    p.add_argument("--assets-dir", type=Path,
+    p.add_argument("--tftp-root", type=Path, default=Path("/usr/lib/ipxe"), metavar="DIR", help="default /usr/lib/ipxe")
+    p.add_argument("--assets-dir", type=Path, metavar="DIR",
                    help="directory served under /assets/, and the store assets.yaml is synced into")
     p.add_argument("--no-fetch", action="store_true",
                    help="fetch no assets (air-gapped sites place them by hand; a missing one is a warning)")
-    p.add_argument("--known-hosts", type=Path, help="SSH known_hosts checked strictly for ssh remotes")
-    p.add_argument("--ssh-key", type=Path, help="SSH private key for ssh remotes")
-    p.add_argument("--webhook-secret-file", type=Path, help="shared secret of POST /hooks/git")
-    p.add_argument("--keep-generations", type=int, default=10, help="generations kept on disk (default 10)")
+    p.add_argument("--known-hosts", type=Path, metavar="FILE", help="SSH known_hosts checked strictly for ssh remotes")
+    p.add_argument("--ssh-key", type=Path, metavar="FILE", help="SSH private key for ssh remotes")
+    p.add_argument("--webhook-secret-file", type=Path, metavar="FILE", help="shared secret of POST /hooks/git")
+    p.add_argument("--keep-generations", type=int, default=10, metavar="N",
+                   help="generations kept on disk (default 10)")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines (default text)")
     p.add_argument("--no-watch", action="store_true", help="no inotify on a local repository (poll only)")
     p.add_argument("--boot-timeout", type=float, default=60.0, metavar="MINUTES",
