@@ -19,7 +19,10 @@ worker vs in-process: idle 27/30 and 20/29 vs 12/11 and 35/30; reconcile (8 s) 3
 16/15 vs 31/35 and 23/26; bomb 42/46 and 25/114 vs 74/77 and 24/96; spin 10/24 and 12/7 vs
 38/44 and 14/18. Max in-process: up to 463 ms during the reconcile (worker: 74 and 226 ms).
 Idle alone reaches p99 35 ms and max 216 ms here: on this machine the CPU scheduler, not the
-GIL, decides most of the tail; compare modes within one run, on a quieter machine.
+GIL, decides most of the tail; compare modes within one run, on a quieter machine. A third run
+at load 3-6: worker idle 6/5, reconcile 11/10 (max 46/32) vs in-process 12/21 (max 118/105);
+but the bomb phase (1.5 s) has one ~200 ms stall in both modes (DHCP p99 114 and 102): a
+per-commit pause in the serving process that the worker does not remove (not yet found).
 """
 
 from __future__ import annotations
