@@ -96,9 +96,9 @@ class Supervisor:
         """Supervise `server` (None: turned off) under `name` and start it. A failed start is
         retried with backoff; with `fatal`, it raises the OSError instead."""
         slot = ServerSlot(name, server)
-        self.slots[name] = slot
-        if server is not None:
-            with self._lock:
+        with self._lock:  # registered and started at once: the retry loop must not start it first
+            self.slots[name] = slot
+            if server is not None:
                 self._start(slot, raise_errors=fatal)
         return slot
 
