@@ -41,6 +41,7 @@ def make_state(
     extra_subnets: tuple[Subnet, ...] = (),
     lease_time: int = 600,
     interface: str | None = None,
+    boot_files: BootFiles | None = None,
 ) -> DesiredState:
     subnet = Subnet(
         network=IPv4Network(network),
@@ -57,7 +58,7 @@ def make_state(
         dhcp_mode=mode,
         unknown_clients=unknown,
         subnets=(subnet, *extra_subnets),
-        boot_files=BootFiles(),
+        boot_files=boot_files or BootFiles(),
         interface=interface,
     )
     return DesiredState(

@@ -64,4 +64,4 @@ def ipxe_binary(path: str, files: BootFiles) -> str | None:
     if not path.startswith(IPXE_ASSETS):
         return None
     name = path[len(IPXE_ASSETS) :]
-    return name if name in (files.bios, files.uefi_x64, files.uefi_arm64) else None
+    return name if name and name in (files.bios, files.uefi_x64, files.uefi_arm64, files.uefi_ia32) else None

@@ -13,9 +13,11 @@ other client is matched by its vendor class (option 60, by prefix) AND its archi
 | vendor class | arch | gets |
 |---|---|---|
 | PXEClient | 0 (x86 BIOS) | the BIOS binary over TFTP from next-server |
-| PXEClient | 6, 7, 9 (UEFI x86/x64) | the x64 UEFI binary over TFTP; under `secure_boot` the signed shim |
+| PXEClient | 7, 9 (UEFI x64) | the x64 UEFI binary over TFTP; under `secure_boot` the signed shim |
+| PXEClient | 6 (UEFI IA32) | the IA32 UEFI binary over TFTP, where `boot_files.uefi_ia32` names one |
 | PXEClient | 10, 11 (UEFI ARM32/ARM64) | the arm64 UEFI binary over TFTP |
-| HTTPClient | 15, 16 (UEFI x86/x64 HTTP boot) | option 60 `HTTPClient` echoed, the x64 UEFI binary as an http:// URL |
+| HTTPClient | 16 (UEFI x64 HTTP boot) | option 60 `HTTPClient` echoed, the x64 UEFI binary as an http:// URL |
+| HTTPClient | 15 (UEFI IA32 HTTP boot) | `HTTPClient` echoed, the IA32 binary as an http:// URL, where one is named |
 | HTTPClient | 19 (UEFI ARM64 HTTP boot) | option 60 `HTTPClient` echoed, the arm64 UEFI binary as an http:// URL |
 
 Secure Boot (`secure_boot: true` in netboot.yaml, or a profile's own `secure_boot`): UEFI x64
@@ -26,8 +28,9 @@ two names to `boot_files.shim_x64` and `grub_x64` (`signed_files`). A profile th
 the site's choice changes the answer of the embedded DHCP server only (`ArchBoot.other_chain`):
 the dhcpd, Kea and dnsmasq configs give the site's choice to every machine.
 
-Any other combination (an HTTPClient of another architecture included: an x64 binary would
-not run on it) gets no boot answer: an address only, in full mode.
+Any other combination gets no boot answer (an address only, in full mode): an x64 binary
+would not run on another architecture, so 32-bit UEFI firmware (arch 6, 15) gets nothing until
+the site names an IA32 build (Debian's ipxe package ships none).
 """
 
 from __future__ import annotations
@@ -99,9 +102,13 @@ class BootTable:
 def boot_table(site: Site) -> BootTable:
     files = site.boot_files
     http_base = site.server_url + IPXE_ASSETS
-    efi64 = ArchBoot("efi64", PXE_CLIENT, (6, 7, 9), "tftp", files.uefi_x64, SHIM_NAME)
+    efi64 = ArchBoot("efi64", PXE_CLIENT, (7, 9), "tftp", files.uefi_x64, SHIM_NAME)
     if site.secure_boot:
-        efi64 = ArchBoot("efi64", PXE_CLIENT, (6, 7, 9), "tftp", SHIM_NAME, files.uefi_x64)
+        efi64 = ArchBoot("efi64", PXE_CLIENT, (7, 9), "tftp", SHIM_NAME, files.uefi_x64)
+    ia32: tuple[ArchBoot, ...] = ()
+    if files.uefi_ia32:
+        ia32 = (ArchBoot("efi32", PXE_CLIENT, (6,), "tftp", files.uefi_ia32),
+                ArchBoot("httpia32", HTTP_CLIENT, (15,), "http", http_base + files.uefi_ia32))
     return BootTable(
         ipxe_url=f"{site.server_url}/{files.ipxe_script}",
         next_server=str(site.server_address),
@@ -109,8 +116,9 @@ def boot_table(site: Site) -> BootTable:
             ArchBoot("bios", PXE_CLIENT, (0,), "tftp", files.bios),
             efi64,
             ArchBoot("arm64", PXE_CLIENT, (10, 11), "tftp", files.uefi_arm64),
-            ArchBoot("httpx64", HTTP_CLIENT, (15, 16), "http", http_base + files.uefi_x64),
+            ArchBoot("httpx64", HTTP_CLIENT, (16,), "http", http_base + files.uefi_x64),
             ArchBoot("httparm64", HTTP_CLIENT, (19,), "http", http_base + files.uefi_arm64),
+            *ia32,
         ),
         known_only=site.unknown_clients == "ignore",
         secure_boot=site.secure_boot,

@@ -150,6 +150,7 @@ def site(doc: Document | None, out: Findings) -> Site | None:
             bios=files.get("bios", defaults.bios),
             uefi_x64=files.get("uefi_x64", defaults.uefi_x64),
             uefi_arm64=files.get("uefi_arm64", defaults.uefi_arm64),
+            uefi_ia32=files.get("uefi_ia32", defaults.uefi_ia32),
             shim_x64=files.get("shim_x64", defaults.shim_x64),
             grub_x64=files.get("grub_x64", defaults.grub_x64),
         ),

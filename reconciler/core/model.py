@@ -82,6 +82,7 @@ class BootFiles:
     bios: str = "undionly.kpxe"
     uefi_x64: str = "ipxe.efi"
     uefi_arm64: str = "snp.efi"
+    uefi_ia32: str = ""  # 32-bit UEFI (arch 6, 15): none by default (Debian's ipxe package ships none)
     ipxe_script: str = "boot.ipxe"
     shim_x64: str = "/usr/lib/shim/shimx64.efi.signed"
     grub_x64: str = "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.model import Node, Subnet
+from reconciler.core.model import BootFiles, Node, Subnet
 from reconciler.protocol import dhcp as d
 from reconciler.protocol.dhcp_decide import AnswerMemo, Decision, decide, plan_dhcp
 from tests.dhcp_fixtures import (
@@ -83,8 +83,7 @@ def test_real_firmware_gets_the_contract_boot_answer(packet: dict[str, str]) -> 
 
 @pytest.mark.parametrize(
     ("arch", "expected"),
-    [(0, "undionly.kpxe"), (6, "ipxe.efi"), (7, "ipxe.efi"), (9, "ipxe.efi"), (10, "snp.efi"),
-     (11, "snp.efi")],
+    [(0, "undionly.kpxe"), (7, "ipxe.efi"), (9, "ipxe.efi"), (10, "snp.efi"), (11, "snp.efi")],
 )
 def test_pxe_arch_gets_its_binary_and_next_server(arch: int, expected: str) -> None:
     decision = run(client_message(d.DISCOVER, "52:54:00:12:34:56", options=pxe_options(arch)))
@@ -111,12 +110,27 @@ def test_ipxe_rfc3004_user_class_form() -> None:
     assert filename(decision) == SCRIPT_URL
 
 
-@pytest.mark.parametrize(("arch", "url"), [(16, "ipxe.efi"), (15, "ipxe.efi"), (19, "snp.efi")])
+@pytest.mark.parametrize(("arch", "url"), [(16, "ipxe.efi"), (19, "snp.efi")])
 def test_uefi_http_boot_gets_a_url_and_httpclient_echoed(arch: int, url: str) -> None:
     decision = run(client_message(d.DISCOVER, "52:54:00:12:34:56", options=pxe_options(arch, http=True)))
     assert filename(decision) == f"http://10.99.0.1:8080/assets/ipxe/{url}"
     assert decision.reply is not None
     assert decision.reply.options[d.OPT_VENDOR_CLASS] == b"HTTPClient"
+
+
+@pytest.mark.parametrize("http", [False, True])
+def test_32_bit_uefi_gets_no_x64_binary_unless_the_site_names_an_ia32_one(http: bool) -> None:
+    # CONTRACT section 4: arch 6 (IA32 UEFI PXE) and 15 (IA32 UEFI HTTP) get the IA32 binary where
+    # boot_files names one, none by default: the x64 ipxe.efi does not run on 32-bit firmware
+    arch = 15 if http else 6
+    message = client_message(d.DISCOVER, "52:54:00:12:34:56", options=pxe_options(arch, http=http))
+    decision = run(message)
+    assert decision.reply is not None and decision.reply.yiaddr == IPv4Address("10.99.0.157")
+    assert filename(decision) is None
+    named = run(message, {"boot_files": BootFiles(uefi_ia32="i386/ipxe.efi")})
+    want = "http://10.99.0.1:8080/assets/ipxe/i386/ipxe.efi" if http else "i386/ipxe.efi"
+    assert filename(named) == want
+    assert named.reply is not None and (named.reply.siaddr == SERVER) is not http
 
 
 @pytest.mark.parametrize("arch", [1, 2, 8, 12, 99])
