@@ -21,17 +21,9 @@ A generation is immutable, except that the daemon may render the same revision a
 report secret changed): `write(..., replace=True)` writes `<sha>.tmp` as usual, then swaps it
 with `<sha>` in one `renameat2(RENAME_EXCHANGE)` and recycles the old tree.
 
-Inode recycling (`recycle/` in the state directory): a collected generation is first renamed out
-of `generations/` (atomically, so no half-removed generation is ever visible there), then taken
-apart: files only it held (link count 1) and its emptied directories are renamed into
-`recycle/`, hard links to files that newer generations share are unlinked. `write` takes the
-files and directories it must create from there (rename in, overwrite, truncate) before it makes
-new ones. Why: most of a commit's files are new (every per-node script carries the revision),
-and creating an inode is the write step's cost. On ext4 without a journal (this project's CI
-machine) the kernel skips every inode freed in the last minutes when it allocates one
-(`recently_deleted()`), so after a collection freed thousands of inodes each create cost
-0.2-0.5 ms instead of 10 us; a reused inode costs a rename and an overwrite (about 12 us) on
-any file system. The pool never holds more entries than the latest generation has files.
+Inode recycling (`recycle/` in the state directory): a collected generation is renamed out of
+`generations/` and taken apart into spare inodes that `write` renames into place and overwrites,
+because creating inodes is the write step's cost (why, and what it measured: docs/GENERATION.md).
 """
 
 from __future__ import annotations
