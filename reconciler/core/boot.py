@@ -37,8 +37,9 @@ from reconciler.core.model import DesiredState, Group, Node, Profile
 from reconciler.core.render import GENERIC_DIR
 from reconciler.core.render import grub as grub_render
 from reconciler.core.render import ipxe as ipxe_render
+from reconciler.core.secrets import private_paths
 from reconciler.core.select import select_group, sort_groups
-from reconciler.core.template import TemplateFailure, secret_references
+from reconciler.core.template import TemplateFailure
 
 Endpoint = Literal["ipxe", "grub", "metadata", "generic", "ignition"]
 ENDPOINTS: tuple[Endpoint, ...] = ("ipxe", "grub", "metadata", "generic", "ignition")
@@ -165,6 +166,7 @@ class BootIndex:
     groups: tuple[Group, ...]  # matchbox trial order
     kernels: frozenset[str] = field(default_factory=frozenset)  # URL paths of every profile's kernel
     initrds: frozenset[str] = field(default_factory=frozenset)
+    private: frozenset[str] = field(default_factory=frozenset)  # seed files holding secrets (`private_paths`)
 
     @classmethod
     def build(cls, state: DesiredState) -> BootIndex:
@@ -176,6 +178,7 @@ class BootIndex:
             groups=sort_groups(state.groups),
             kernels=frozenset(_url_path(p.boot.kernel) for p in profiles if p.boot.kernel),
             initrds=frozenset(_url_path(i) for p in profiles for i in p.boot.initrd),
+            private=private_paths(state),
         )
 
     def profile_of(self, node: Node | None) -> Profile | None:
@@ -440,13 +443,6 @@ def _user_data_type(body: bytes) -> str:
     return TEXT
 
 
-def holds_secrets(index: BootIndex, node: Node) -> bool:
-    """Whether `node`'s user-data holds secrets.yaml values (its template names `secrets`)."""
-    profile = index.profile_of(node)
-    tpl = index.state.cloud_init.get(profile.cloud_init) if profile is not None and profile.cloud_init else None
-    return tpl is not None and bool(secret_references(tpl.text))
-
-
 def _unknown_client_refusal(node: Node, client: Client) -> str | None:
     """User-data holding secrets goes only to an address known to be the node's: its reserved
     `ip`, or one our DHCP server leased to its MAC; an address nothing is known of does not get it."""
@@ -474,7 +470,7 @@ def answer_cloud_init(
     node = index.by_mac.get(mac)
     if node is not None and client is not None:
         refusal = client_refusal(index, node, client)
-        if refusal is None and name == "user-data" and holds_secrets(index, node):
+        if refusal is None and f"cloud-init/{mac}/{name}" in index.private:
             refusal = _unknown_client_refusal(node, client)
         if refusal is not None:
             return CloudInitAnswer(403, (refusal + "\n").encode(), TEXT, refusal, node, refused=True)
