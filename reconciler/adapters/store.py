@@ -167,6 +167,11 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX node_plans_open ON node_plans (last_seq, node);
     CREATE INDEX node_plans_first ON node_plans (first_seq);
     """,
+    # 6 -> 7 (issue 24, one vocabulary): a reconcile of an invalid revision is `rejected`, the word
+    # /status's history, `results`, /api and /ui use for it (it was recorded as 'invalid').
+    """
+    UPDATE reconciles SET result = 'rejected' WHERE result = 'invalid';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -356,7 +361,7 @@ class ResultsQueries:
             (limit, offset))]
 
     def commits(self, limit: int = 50, offset: int = 0) -> list[outcomes.CommitInfo]:
-        """Every commit the daemon saw (applied, rejected, retrying), newest first."""
+        """Every commit the daemon saw (applied, superseded, rejected, failed), newest first."""
         return [_commit(r) for r in self._rows(_COMMITS + " ORDER BY 2 DESC, 1 LIMIT ? OFFSET ?", (limit, offset))]
 
     def commit_count(self) -> int:

@@ -1,8 +1,8 @@
 """`netboot-reconcile results [--state-dir DIR] [--commit SHA] [--node NAME] [--format text|json]`.
 
 Called by `reconciler.cli`. Reads `results.sqlite3` in the state directory directly (the daemon
-need not run) and prints every commit the daemon saw (newest first) with its state (serving,
-superseded, rejected with its findings, retrying), per node of an applied one how its boot went
+need not run) and prints every commit the daemon saw (newest first) with its state (applied,
+superseded, rejected with its findings, failed: the words of /status), per node of an applied one how its boot went
 (carried over from earlier commits serving it the same plan), then each node's drift (the plan
 it last booted vs the one the serving commit gives it). `desired` means what /status means: the
 newest commit seen, served or not. `--format json` adds every node's events (stage, time, client,
@@ -89,7 +89,7 @@ def format_text(doc: dict[str, Any]) -> str:
     out: list[str] = []
     if not doc["commits"]:
         return "no commit recorded yet\n"
-    out.append(f"desired {(doc['desired_revision'] or '-')[:12]}  serving {(doc['last_applied_revision'] or '-')[:12]}"
+    out.append(f"desired {(doc['desired_revision'] or '-')[:12]}  applied {(doc['last_applied_revision'] or '-')[:12]}"
                f"  ({doc['total_commits']} commits seen)")
     out.append("")
     for c in doc["commits"]:
@@ -97,7 +97,7 @@ def format_text(doc: dict[str, Any]) -> str:
         if c["subject"]:
             head += f"  {c['subject']}"
         out.append(head)
-        if c["state"] in ("rejected", "retrying"):
+        if c["state"] in ("rejected", "failed"):
             out.append(f"  {c['reason']}" if c["reason"] else "  (no reason recorded)")
             for f in c["findings"]:
                 out.append(f"  {f.get('file')}:{f.get('line')}: {f.get('code')}: {f.get('message')}")

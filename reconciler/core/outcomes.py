@@ -31,7 +31,7 @@ each applied commit declares each node with its boot plan digest (`core.bootplan
 result at a commit counts its events at every commit serving it the same plan, from its last
 boot of another plan before that plan was served to it on. Drift (`node_drift`) is the plan the
 machine last booted against the one the serving commit gives it. Every commit seen has a
-`CommitState`: serving, superseded, rejected (with its findings), retrying.
+`CommitState`: applied, superseded, rejected (with its findings), failed.
 """
 
 from __future__ import annotations
@@ -442,12 +442,15 @@ def unfinished_revisions(
 
 
 class CommitState(enum.StrEnum):
-    """What became of a commit the daemon saw (the same words in `results`, /api, /ui and /status)."""
+    """What became of a commit the daemon saw: its latest reconcile's result (`applied`,
+    `rejected`, `failed`: the words of /status's history and the store's `reconciles.result`),
+    except that an applied commit a newer applied one replaced is `superseded`. The same words in
+    `results`, /api, /ui and /status."""
 
-    SERVING = "serving"  # applied, and the newest applied: what the machines are served now
+    APPLIED = "applied"  # the newest applied commit: what the machines are served now
     SUPERSEDED = "superseded"  # applied, then replaced by a newer applied commit
     REJECTED = "rejected"  # invalid: recorded with its findings, never served
-    RETRYING = "retrying"  # never applied: its reconciles failed for a temporary reason so far
+    FAILED = "failed"  # never applied: its reconciles failed for a temporary reason (retried while desired)
 
 
 @dataclass(frozen=True)
@@ -457,7 +460,7 @@ class CommitInfo:
     revision: str
     seen: float  # first reconcile of it (or its first application)
     applied: float | None  # first time it was served; None: never
-    result: str = ""  # its latest reconcile's result: applied | invalid | failed ("" when not recorded)
+    result: str = ""  # its latest reconcile's result: applied | rejected | failed ("" when not recorded)
     reason: str = ""
     findings: tuple[Mapping[str, Any], ...] = ()
     subject: str = ""
@@ -466,21 +469,20 @@ class CommitInfo:
 
     def state(self, serving: str | None) -> CommitState:
         if self.applied is not None:
-            return CommitState.SERVING if self.revision == serving else CommitState.SUPERSEDED
-        return CommitState.REJECTED if self.result == "invalid" else CommitState.RETRYING
+            return CommitState.APPLIED if self.revision == serving else CommitState.SUPERSEDED
+        return CommitState.REJECTED if self.result == CommitState.REJECTED else CommitState.FAILED
 
     def as_dict(self, serving: str | None) -> dict[str, Any]:
         state = self.state(serving)
         return {
             "revision": self.revision,
             "state": str(state),
-            "reconcile_result": self.result,  # its latest reconcile, as /status's history says it
             "subject": self.subject,
             "author": self.author,
             "committed": self.committed,
             "seen": self.seen,
             "applied": self.applied,
-            "reason": self.reason if state in (CommitState.REJECTED, CommitState.RETRYING) else "",
+            "reason": self.reason if state in (CommitState.REJECTED, CommitState.FAILED) else "",
             "findings": [dict(f) for f in self.findings] if state is CommitState.REJECTED else [],
         }
 

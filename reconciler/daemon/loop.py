@@ -299,8 +299,8 @@ class Daemon:
         if result is Result.APPLIED:
             steps = " ".join(f"{name}={seconds:.3f}" for name, seconds in outcome.timings.items())
             log.info("revision=%s applied in %.3fs (trigger %s; %s)", short, outcome.duration, outcome.trigger, steps)
-        elif result is Result.INVALID:
-            log.warning("revision=%s invalid, not served: %s", short, outcome.message)
+        elif result is Result.REJECTED:
+            log.warning("revision=%s rejected, not served: %s", short, outcome.message)
             for issue in outcome.errors:
                 log.warning("revision=%s %s:%d:%d: %s %s", short, issue.file, issue.line, issue.column, issue.code,
                             issue.message)

@@ -23,7 +23,7 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.total = Counter("netboot_reconcile", "Reconcile attempts by result", ["result"], registry=self.registry)
-        for result in (Result.APPLIED, Result.INVALID, Result.FAILED):  # every series from the start, at 0
+        for result in (Result.APPLIED, Result.REJECTED, Result.FAILED):  # every series from the start, at 0
             self.total.labels(result=str(result))
         self.info = Gauge("netboot_info", "The revision being served (value 1)", ["revision"], registry=self.registry)
         self._revision: str | None = None

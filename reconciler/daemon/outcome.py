@@ -16,9 +16,12 @@ from reconciler.generation import Generation
 
 
 class Result(enum.StrEnum):
+    """The words of `/status`'s history, the store's `reconciles.result`, the metric's `result`
+    label and the commit states of `core.outcomes.CommitState` (UNCHANGED is never recorded)."""
+
     APPLIED = "applied"
     UNCHANGED = "unchanged"
-    INVALID = "invalid"
+    REJECTED = "rejected"  # the revision is invalid (`core.errors.InvalidRevision`): never served
     FAILED = "failed"
 
 
@@ -32,7 +35,7 @@ class Outcome:
     duration: float  # seconds
     revision: str | None = None  # the revision fetched; None when the fetch failed
     step: str = ""  # the step the attempt ended in
-    message: str = ""  # INVALID and FAILED: why, for people
+    message: str = ""  # REJECTED and FAILED: why, for people
     reason: str = ""  # FAILED: the status reason code (`core.errors.Reason`)
     delay: float | None = None  # FAILED: the error's own hint for the next attempt
     findings: tuple[Issue, ...] = ()  # every finding of the revision (warnings too)
@@ -42,5 +45,5 @@ class Outcome:
 
     @property
     def errors(self) -> tuple[Issue, ...]:
-        """The findings that make an INVALID revision invalid (all of them when none is an error)."""
+        """The findings that make a REJECTED revision invalid (all of them when none is an error)."""
         return tuple(i for i in self.findings if i.is_error) or self.findings

@@ -97,7 +97,7 @@ class StatusBook:
             case Result.APPLIED:
                 return replace(book, failure=None, failures=0, attempted=outcome.revision,
                                applied=outcome.revision, rejected=None)
-            case Result.INVALID:
+            case Result.REJECTED:
                 assert outcome.revision is not None
                 return replace(book, failure=None, failures=0, attempted=outcome.revision,
                                rejected=Rejection(outcome.revision, outcome.message, outcome.errors))

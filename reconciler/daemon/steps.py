@@ -8,7 +8,7 @@ applied), as source-controller does it:
 
 Failures are the exceptions of `core.errors`, raised where they happen (the source, the
 renderer, the artifact store, the peer check here) and turned into the outcome by the runner
-alone: `Temporary` -> FAILED with its reason and delay, `InvalidRevision` -> INVALID with its
+alone: `Temporary` -> FAILED with its reason and delay, `InvalidRevision` -> REJECTED with its
 findings; any other exception is a bug, FAILED (RetryingAfterError) and logged with its trace.
 `assets` (with --assets-dir) fetches and verifies what assets.yaml lists into the content store
 (`adapters.assetsync`) and links the revision's tree, before anything is activated: no machine is
@@ -138,7 +138,7 @@ class Reconciler:
                     result = Result.UNCHANGED
                     break
         except InvalidRevision as exc:
-            result, message = Result.INVALID, str(exc)
+            result, message = Result.REJECTED, str(exc)
             attempt.issues = exc.findings or attempt.issues
         except Temporary as exc:
             result, message, reason, delay = Result.FAILED, f"{attempt.step}: {exc}", exc.reason, exc.delay

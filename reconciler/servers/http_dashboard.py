@@ -44,9 +44,9 @@ header.status a { color: #fff; } header.status .title { font-weight: 700; font-s
 header.status nav a { margin-right: .8rem; }
 .pill { display: inline-block; padding: .05rem .55rem; border-radius: 1rem; font-size: .85rem; font-weight: 600;
   color: #fff; background: var(--disk); }
-.c-Ready, .s-running, .s-serving { background: var(--ok); }
-.c-Stalled, .s-failed, .s-rejected { background: var(--bad); }
-.c-Reconciling, .s-retrying, .s-starting { background: var(--late); } .s-superseded { background: #8c959f; }
+.c-Ready, .s-running, .s-applied { background: var(--ok); }
+.c-Stalled, .s-down, .s-rejected { background: var(--bad); }
+.c-Reconciling, .s-failed, .s-starting { background: var(--late); } .s-superseded { background: #8c959f; }
 h1 { font-size: 1.3rem; margin: .2rem 0 .4rem; } h2 { font-size: 1.1rem; margin: 1.4rem 0 .5rem; }
 .muted { color: #57606a; } code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 table { border-collapse: collapse; }
@@ -160,7 +160,7 @@ def _header(status: Mapping[str, Any]) -> str:
         for name, s in sorted(dict(status.get("servers") or {}).items())
     )
     desired, applied = status.get("desired_revision"), status.get("last_applied_revision")
-    revisions = f'serving <code>{short(applied)}</code>'
+    revisions = f'applied <code>{short(applied)}</code>'
     if desired and desired != applied:
         revisions += f', desired <code>{short(desired)}</code>'
     return (
@@ -244,9 +244,10 @@ def render_overview(
         table = '<p class="muted">No commit seen yet.</p>'
     body = (
         "<h1>Commits</h1>"
-        f'<p class="muted">Every commit the daemon saw, newest first: serving, superseded, rejected (never '
-        f"served; its findings below it) or retrying. A node's result carries over to a commit that does not "
-        f"change what it boots. Boot timeout {timeout / 60:g} min. Generated {escape(when(now))}. "
+        f'<p class="muted">Every commit the daemon saw, newest first: applied (served now), superseded, '
+        "rejected (never served; its findings below it) or failed (retried while it is the newest). "
+        "A node's result carries over to a commit that does not change what it boots. "
+        f"Boot timeout {timeout / 60:g} min. Generated {escape(when(now))}. "
         f'JSON: <a href="/api/commits">/api/commits</a></p>{_legend()}{table}{_unknown(unknown)}'
     )
     return _page("netboot-reconcile: commits", status, body, stamp)

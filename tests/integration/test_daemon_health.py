@@ -59,6 +59,7 @@ def test_dhcp_on_a_missing_interface_is_down_in_status_readyz_and_metrics_until_
         assert metric(daemon.url, 'netboot_server_up{server="dhcp"}') == "0.0"
         assert metric(daemon.url, 'netboot_server_up{server="http"}') == "1.0"
         assert metric(daemon.url, 'netboot_reconcile_total{result="failed"}') == "0.0"  # present before any
+        assert metric(daemon.url, 'netboot_reconcile_total{result="rejected"}') == "0.0"  # /status's word
         assert not udp_port_taken(daemon.dhcp_port)
         assert daemon.stop() == 0
 

@@ -65,7 +65,7 @@ def test_invalid_commit_is_recorded_not_served_not_retried_then_fixed(tree: Work
         daemon.reconcile_once()
         good = tree.head()
         bad = tree.commit("break node-1", {"nodes/node-1.yaml": INVALID_NODE})
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         assert f"revision {good}" in served_script(daemon)
         status = daemon.status()
         assert status["condition"] == Condition.STALLED
@@ -74,7 +74,7 @@ def test_invalid_commit_is_recorded_not_served_not_retried_then_fixed(tree: Work
         assert any(f["file"] == "nodes/node-1.yaml" and "no-such-profile" in f["message"] for f in status["findings"])
         # Not retried until a new commit arrives.
         assert daemon.reconcile_once() is Result.UNCHANGED
-        assert [r["result"] for r in daemon.status()["reconciles"]] == ["invalid", "applied"]
+        assert [r["result"] for r in daemon.status()["reconciles"]] == ["rejected", "applied"]
         original = git(tree.path, "show", f"{good}:nodes/node-1.yaml") + "\n"
         fixed = tree.commit("fix node-1", {"nodes/node-1.yaml": original})
         assert daemon.reconcile_once() is Result.APPLIED
@@ -308,7 +308,7 @@ def test_a_commit_that_validates_but_fails_to_render_is_invalid_not_retried(tree
         profile = (tree.path / "profiles" / "ubuntu-2204-install.yaml").read_text()
         tree.commit("a build tag", {"profiles/ubuntu-2204-install.yaml": profile.replace(
             "    - console=ttyS0,115200n8\n", "    - console=ttyS0,115200n8\n    - build={{ revision[0] }}\n")})
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         assert f"revision {good}" in served_script(daemon)
         status = daemon.status()
         assert status["condition"] == Condition.STALLED
@@ -316,7 +316,7 @@ def test_a_commit_that_validates_but_fails_to_render_is_invalid_not_retried(tree
         assert finding["code"] == "template-error" and finding["file"].startswith("nodes/")
         assert "rendering failed" in finding["message"] and "profile 'ubuntu-2204-install'" in finding["message"]
         assert daemon.reconcile_once() is Result.UNCHANGED  # not retried
-        assert [r["result"] for r in daemon.status()["reconciles"]] == ["invalid", "applied"]
+        assert [r["result"] for r in daemon.status()["reconciles"]] == ["rejected", "applied"]
     finally:
         daemon.shutdown()
 
@@ -390,7 +390,7 @@ def test_the_status_is_that_of_the_desired_revision_after_an_outage_and_force_pu
         assert daemon.reconcile_once() is Result.APPLIED
         bad = tree.commit("break node-1", {"nodes/node-1.yaml": INVALID_NODE})
         tree.push()
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         stalled = ("Stalled", "InvalidRevision", True, ["ref-profile"])
         assert status() == stalled
         os.rename(remote, tmp_path / "away.git")

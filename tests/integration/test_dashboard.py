@@ -88,7 +88,7 @@ def test_commits_fleet_node_and_commit_pages_in_headless_chromium(site: tuple[Si
     order = re.findall(r'<tr class="commit" id="c-([0-9a-f]{40})"', dom)
     assert order == [shas[k] for k in ("bad", "revert", "change", "comment", "first", "initial")]
     assert [commits[shas[k]]["data-state"] for k in ("bad", "revert", "change", "comment", "first")] == [
-        "rejected", "serving", "superseded", "superseded", "superseded"]
+        "rejected", "applied", "superseded", "superseded", "superseded"]
     bad = dom.split(f'id="c-{shas["bad"]}"', 1)[1].split("</tr>", 1)[0]
     assert "node-2 typo" in bad and "nodes/node-2.yaml" in bad and 'class="findings"' in bad
     assert "serial console" in dom and "Test" in dom  # subject and author

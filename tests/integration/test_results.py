@@ -365,7 +365,7 @@ def test_api_commits_and_nodes(site: Site) -> None:
     listing = site.get("/api/commits").json()
     commits = listing["commits"]
     assert [c["revision"] for c in commits] == [sha2, sha] and listing["total"] == 2
-    assert [c["state"] for c in commits] == ["serving", "superseded"]
+    assert [c["state"] for c in commits] == ["applied", "superseded"]
     assert (commits[0]["subject"], commits[1]["subject"]) == ("reinstall node-2", "initial")
     assert commits[0]["author"] == "Test <test@example.invalid>" and commits[0]["committed"] > 0
     # node-1's plan is the same at sha2: its success carries over; node-2 must install again
@@ -391,7 +391,7 @@ def reject(site: Site, files: Mapping[str, str], message: str) -> str:
     for rel, text in files.items():
         (site.repo / rel).write_text(text)
     sha = commit(site.repo, message)
-    assert site.daemon.reconcile_once() is Result.INVALID
+    assert site.daemon.reconcile_once() is Result.REJECTED
     return sha
 
 
@@ -421,12 +421,11 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     by = {c["revision"]: c for c in doc["commits"]}
     assert [c["revision"] for c in doc["commits"]] == [shas[k] for k in ("bad", "revert", "change", "comment", "first")]
     assert [by[shas[k]]["state"] for k in ("bad", "revert", "change", "comment", "first")] == [
-        "rejected", "serving", "superseded", "superseded", "superseded"]
+        "rejected", "applied", "superseded", "superseded", "superseded"]
     outcome = {k: node_entry(doc, shas[k], "node-1")["outcome"] for k in ("first", "comment", "change", "revert")}
     assert outcome == {"first": "succeeded", "comment": "succeeded", "change": "pending", "revert": "succeeded"}
     assert node_entry(doc, shas["revert"], "node-1")["booted_revision"] == shas["first"]
     assert by[shas["bad"]]["nodes"] == [] and by[shas["bad"]]["subject"] == "node-2 typo"
-    assert by[shas["bad"]]["reconcile_result"] == "invalid" and by[shas["revert"]]["reconcile_result"] == "applied"
     assert any(f["file"] == "nodes/node-2.yaml" for f in by[shas["bad"]]["findings"]), by[shas["bad"]]
     drift = {n["node"]: n for n in doc["nodes"]}
     assert drift["node-1"]["drift"] is False and drift["node-1"]["last_booted_revision"] == shas["first"]
@@ -434,11 +433,15 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     # the same words as /status: desired is the newest commit seen (the rejected one), applied the serving one
     status = site.get("/status").json()
     history = {r["revision"]: r["result"] for r in status["reconciles"]}
-    assert history[shas["bad"]] == by[shas["bad"]]["reconcile_result"] == "invalid"
+    # one vocabulary: a commit's state is its latest reconcile's result in /status's history, but
+    # for an applied commit since replaced (superseded); no second word for the same thing
+    assert all(history[c["revision"]] == c["state"] for c in doc["commits"] if c["state"] != "superseded")
+    assert history[shas["bad"]] == "rejected" and history[shas["revert"]] == "applied"
+    assert all("reconcile_result" not in c for c in doc["commits"])
     assert (doc["desired_revision"], doc["last_applied_revision"]) == (shas["bad"], shas["revert"])
     assert (status["desired_revision"], status["last_applied_revision"]) == (shas["bad"], shas["revert"])
     text = results_text(site.state)
-    assert f"desired {shas['bad'][:12]}  serving {shas['revert'][:12]}" in text
+    assert f"desired {shas['bad'][:12]}  applied {shas['revert'][:12]}" in text
     assert f"commit {shas['bad'][:12]}  rejected  node-2 typo" in text and "nodes/node-2.yaml" in text
 
     api = site.get("/api/commits").json()

@@ -56,7 +56,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
@@ -103,17 +103,42 @@ def test_a_v4_store_gets_plan_runs_and_commit_facts_and_its_old_revisions_keep_t
             ("r2", "r3", 2), ("r1", "r1", 1), ("r0", "r0", 1)]
         assert store.target_page("r3", 10, 0) == ([plan], 1)
         assert store.target_page("r2", 1, 1)[1] == 2
-        store.record_reconcile(ReconcileRecord("r4", "poll", "invalid", 30.0, 0.1, "bad yaml",
+        store.record_reconcile(ReconcileRecord("r4", "poll", "rejected", 30.0, 0.1, "bad yaml",
                                                ({"file": "nodes/x.yaml", "line": 2, "message": "oops"},),
                                                subject="break it", author="Ann <a@x>", committed=29.0))
         events, plans = store.events_with_plans([MAC])
         assert [e.revision for e in events] == ["r0"] and plans == {}  # r0's plan is unknown
         commits = store.commits()
         assert [(c.revision, c.state("r3"), c.subject) for c in commits][:2] == [
-            ("r4", "rejected", "break it"), ("r3", "serving", "")]
+            ("r4", "rejected", "break it"), ("r3", "applied", "")]
         assert commits[0].findings[0]["file"] == "nodes/x.yaml" and store.commit_count() == 5
     finally:
         store.close()
+
+
+def test_a_v6_store_says_rejected_where_it_recorded_invalid(tmp_path: Path) -> None:
+    """Version 7 (issue 24, one vocabulary): reconciles an older daemon recorded as 'invalid' read
+    as `rejected` in /status's history and in the commit list, as new ones are written (fails on the
+    old code: the history said invalid while results, /api and /ui said rejected)."""
+    path = tmp_path / "results.sqlite3"
+    ResultsStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 6")
+    conn.execute("INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration) "
+                 "VALUES ('r1', 'poll', 'invalid', '1 error(s)', '[]', 5.0, 0.1)")
+    conn.execute("INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration) "
+                 "VALUES ('r0', 'poll', 'applied', '', '[]', 1.0, 0.1)")
+    conn.commit()
+    conn.close()
+    reader = ResultsReader(path)
+    try:
+        assert [(r.revision, r.result) for r in reader.recent_reconciles()] == [("r0", "applied"), ("r1", "rejected")]
+        assert next((c.revision, str(c.state(None))) for c in reader.commits()) == ("r1", "rejected")
+    finally:
+        reader.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM reconciles WHERE result = 'invalid'").fetchone()[0] == 0
 
 
 def test_lease_upkeep_recorded_by_an_older_version_is_dropped_and_boots_are_kept(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from reconciler.core.model import BootEvent
 def test_schema_is_versioned_and_reopening_keeps_history(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite3"
     store = ResultsStore(path)
-    store.record_reconcile(ReconcileRecord("abc", "poll", "invalid", 1.0, 0.5, "1 error",
+    store.record_reconcile(ReconcileRecord("abc", "poll", "rejected", 1.0, 0.5, "1 error",
                                            ({"file": "nodes/a.yaml", "message": "bad"},)))
     store.record_reconcile(ReconcileRecord("def", "webhook", "applied", 2.0, 0.25))
     store.close()
@@ -30,7 +30,7 @@ def test_schema_is_versioned_and_reopening_keeps_history(tmp_path: Path) -> None
         assert [r.revision for r in recent] == ["def", "abc"]
         assert recent[1].findings[0]["file"] == "nodes/a.yaml"
         last = again.last_reconcile_of("abc")
-        assert last is not None and last.result == "invalid"
+        assert last is not None and last.result == "rejected"
     finally:
         again.close()
     assert connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # idempotent

@@ -175,12 +175,12 @@ def test_the_daemon_serves_signed_commits_only(tree: SignedTree, keys: Keys, tmp
     daemon.open()
     try:
         # The initial commit is SSH-signed, and this file is an OpenPGP keyring: not served.
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         assert daemon.holder.current() is None
         good = tree.signed_commit("by ops gpg", keys.gpg)
         assert daemon.reconcile_once() is Result.APPLIED
         unsigned = tree.signed_commit("unsigned", None)
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         current = daemon.holder.current()
         assert current is not None and current.revision == good
         status = daemon.status()
@@ -189,7 +189,7 @@ def test_the_daemon_serves_signed_commits_only(tree: SignedTree, keys: Keys, tmp
         assert [f["code"] for f in status["findings"]] == ["commit-signature"]
         assert daemon.reconcile_once() is Result.UNCHANGED  # not retried
         other = tree.signed_commit("by another gpg key", keys.gpg_other)
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         assert other[:12] in daemon.status()["message"]
         fixed = tree.signed_commit("by ops gpg again", keys.gpg)
         assert daemon.reconcile_once() is Result.APPLIED
@@ -198,7 +198,7 @@ def test_the_daemon_serves_signed_commits_only(tree: SignedTree, keys: Keys, tmp
         # A force-push back to an older commit is verified like any other: the initial one is
         # signed, but by an SSH key this keyring does not hold; the older OpenPGP-signed one serves.
         tree.git("reset", "-q", "--hard", initial)
-        assert daemon.reconcile_once() is Result.INVALID
+        assert daemon.reconcile_once() is Result.REJECTED
         assert "is signed with an SSH key" in daemon.status()["message"]
         tree.git("reset", "-q", "--hard", good)
         assert daemon.reconcile_once() is Result.APPLIED

@@ -28,8 +28,8 @@ def outcome(result: Result, revision: str | None, **kw: object) -> Outcome:
 
 
 APPLIED_B = outcome(Result.APPLIED, B, findings=(WARNING,))
-INVALID_B = outcome(Result.INVALID, B, message="1 error", findings=(ERROR, WARNING))
-INVALID_C = outcome(Result.INVALID, C, message="bad c", findings=(ERROR,))
+INVALID_B = outcome(Result.REJECTED, B, message="1 error", findings=(ERROR, WARNING))
+INVALID_C = outcome(Result.REJECTED, C, message="bad c", findings=(ERROR,))
 DOWN = outcome(Result.FAILED, None, step="fetch", message="fetch: down", reason="SourceUnavailable")
 FULL = outcome(Result.FAILED, B, step="write", message="write: ENOSPC", reason="StoreUnwritable", delay=5.0)
 SAME_A = outcome(Result.UNCHANGED, A)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.core import outcomes
 from reconciler.core.model import BootEvent
 from reconciler.core.outcomes import (
     Outcome,
@@ -246,3 +247,19 @@ def test_a_result_kept_between_requests_times_out_by_the_clock() -> None:
     assert kept.outcome is Outcome.INSTALLING
     assert at_time(kept, 200.0 + HOUR, HOUR).outcome is Outcome.TIMED_OUT
     assert at_time(kept, 200.0, HOUR) == kept
+
+
+def test_a_commits_state_is_its_latest_reconciles_result_or_superseded() -> None:
+    """One vocabulary (issue 24): applied / superseded / rejected / failed, the words of /status's
+    history; no second field saying the same thing another way (fails on the old code: serving,
+    retrying, and a `reconcile_result` of `invalid` beside `rejected`)."""
+    applied = outcomes.CommitInfo("a" * 40, seen=1.0, applied=1.0, result="applied")
+    assert (applied.state("a" * 40), applied.state("b" * 40)) == ("applied", "superseded")
+    rejected = outcomes.CommitInfo("c" * 40, seen=2.0, applied=None, result="rejected", reason="1 error(s)",
+                                   findings=({"file": "nodes/x.yaml"},))
+    failed = outcomes.CommitInfo("d" * 40, seen=3.0, applied=None, result="failed", reason="source unavailable")
+    assert (rejected.state(None), failed.state(None)) == ("rejected", "failed")
+    doc = rejected.as_dict(None)
+    assert "reconcile_result" not in doc and doc["findings"] == [{"file": "nodes/x.yaml"}]
+    assert failed.as_dict(None)["reason"] == "source unavailable" and failed.as_dict(None)["findings"] == []
+    assert {str(s) for s in outcomes.CommitState} == {"applied", "superseded", "rejected", "failed"}
