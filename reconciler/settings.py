@@ -55,3 +55,4 @@ class Settings:
     worker: bool = False  # validate and render each commit in a child process (daemon.worker); `run` sets it
     age_identity: Path | None = None  # decrypts secrets.yaml at render time (adapters.agecrypt); outside the repo
     verify_commits: Path | None = None  # serve only commits signed by a key this file lists (adapters.commitsig)
+    bmc_credentials: Path | None = None  # NAME -> username/password for rollouts' power actions (adapters.bmccreds)

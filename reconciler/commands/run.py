@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters.agecrypt import load_identity
+from reconciler.adapters.bmccreds import CredentialsError
+from reconciler.adapters.bmccreds import load as load_credentials
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
 from reconciler.adapters.leases import LeaseStore
@@ -88,6 +90,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--age-identity", type=Path, metavar="FILE",
                    help="age identity file (outside the repository) that decrypts secrets.yaml's values, in memory, "
                         "into the user-data that uses them")
+    p.add_argument("--bmc-credentials", type=Path, metavar="FILE",
+                   help="NAME: {username, password} file (YAML or JSON, mode 600, outside git) for the BMCs "
+                        "rollouts power-cycle (netboot.yaml rollout.power: true)")
     p.add_argument("--no-worker", action="store_true",
                    help="validate and render commits in the daemon process itself instead of a worker process "
                         "(debugging: packet threads then wait for them)")
@@ -125,6 +130,11 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         load_signers(args.verify_commits)  # a start-up error (exit 2) when it cannot be used
     if args.age_identity is not None:
         load_identity(args.age_identity)  # a start-up error (exit 2) when it holds no identity
+    if args.bmc_credentials is not None:
+        try:  # a start-up error (exit 2) when it cannot be used; read again at each power action
+            load_credentials(args.bmc_credentials)
+        except CredentialsError as exc:
+            raise ValueError(str(exc)) from None
     if args.keep_generations < 1:
         raise ValueError("--keep-generations must be at least 1")
     if args.boot_timeout <= 0:
@@ -158,6 +168,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         trust_any_client=args.trust_any_client,
         verify_commits=args.verify_commits,
         age_identity=args.age_identity,
+        bmc_credentials=args.bmc_credentials.absolute() if args.bmc_credentials is not None else None,
         worker=not args.no_worker,
     )
 

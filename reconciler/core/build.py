@@ -18,7 +18,6 @@ from reconciler.core import schema, secrets, template
 from reconciler.core.collect import Findings
 from reconciler.core.model import (
     Asset,
-    Bmc,
     Boot,
     BootFiles,
     CloudInitTemplate,
@@ -358,25 +357,8 @@ def nodes(docs: Mapping[str, Document], out: Findings) -> list[Node]:
             metadata=data.get("metadata", {}),
             reinstall=int(data.get("reinstall", 0)),
             source=doc.loc(),
-            bmc=_bmc(data["bmc"], doc, out) if "bmc" in data else None,
         )
     return list(nodes.values())
-
-
-def _bmc(data: Mapping[str, Any], doc: Document, out: Findings) -> Bmc | None:
-    """A node's `bmc:` (its shape already checked by the schema): HOST[:PORT] split, the port
-    checked to be one. A bracketed IPv6 host keeps its brackets out of `host`."""
-    address: str = data["address"]
-    host, port = address, None
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        port = rest[1:] or None
-    elif ":" in address:
-        host, port = address.rsplit(":", 1)
-    if port is not None and not 0 < int(port) < 65536:
-        out.report("schema", doc.loc(("bmc", "address")), f"bmc.address {address!r}: port {port} is not 1-65535")
-        return None
-    return Bmc(driver=data["driver"], host=host, port=int(port) if port else None, credentials=data["credentials"])
 
 
 def _reserved_id_message(kind: str, ident: str) -> str:

@@ -104,6 +104,7 @@ _TABLE = (
          "initrd must be served by this server"),
     Code("secure-boot-file-missing", W, "a signed binary of the Secure Boot chain (shim, GRUB) is not on the "
          "serving machine"),
+    Code("bmc-incomplete", E, "a node's bmc (its own fields and its group's) needs driver, address and credentials"),
     Code("ref-profile", E, "a node or group names a profile that does not exist"),
     Code("ref-cloud-init", E, "a profile names a cloud-init template that does not exist"),
     Code("ref-ignition", W, "an ignition_id naming no file in ignition/: /ignition answers 404, as matchbox does"),

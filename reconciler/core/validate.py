@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.core import build, crossref, secrets, securecheck, template
+from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.ignition import check_references, read_templates
@@ -68,6 +68,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None) -> Validati
     nodes = build.nodes(docs, out)
     groups, machines = nodes_of_groups(groups, nodes, out)
     nodes += machines
+    nodes = bmcinherit.resolve(nodes, groups, docs, out)
 
     where = Locator(docs)
     # A reference to a file that exists but failed (its own errors say why) is not a second

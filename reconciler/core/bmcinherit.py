@@ -1,0 +1,78 @@
+"""Each node's `bmc:`: its own fields over those of the most specific group selecting it.
+
+Called by `core.validate` once nodes and groups are built. A group's `bmc:` gives fields (say
+`driver` and `credentials`) to every node its selector matches (the node's labels and mac, tried
+in matchbox's order, `select.sort_groups`); the node's own `bmc:` fields win. A node whose merged
+fields lack one of driver, address, credentials is an error (`bmc-incomplete`) at the node's
+`bmc:` (or its file), naming the missing field and where the others came from. A group that
+selects one machine by mac and so becomes a node (`core.machines`) gives it its own `bmc:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from reconciler.core.collect import Findings
+from reconciler.core.model import Bmc, BmcDriver, Group, Location, Node
+from reconciler.core.select import matches, normalise_labels, sort_groups
+from reconciler.core.yamldoc import Document
+
+FIELDS = ("driver", "address", "credentials")
+
+
+def _given(doc: Document | None) -> dict[str, str]:
+    data: Any = doc.data if doc is not None else None
+    bmc = data.get("bmc") if isinstance(data, dict) else None
+    return {k: v for k, v in bmc.items() if k in FIELDS} if isinstance(bmc, dict) else {}
+
+
+def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document], out: Findings) -> list[Node]:
+    """The nodes with `bmc` set from their own and their groups' fields (None where neither gives any)."""
+    giving = [g for g in sort_groups(groups) if _given(docs.get(g.source.file))]
+    resolved = []
+    for node in nodes:
+        doc = docs.get(node.source.file)
+        own = _given(doc)
+        labels = normalise_labels({**node.labels, "mac": node.mac})
+        group = next((g for g in giving if matches(g.selector, labels)), None)
+        inherited = _given(docs.get(group.source.file)) if group is not None else {}
+        merged = {**inherited, **own}
+        if not merged:
+            resolved.append(replace(node, bmc=None))
+            continue
+        where = doc.loc(("bmc",)) if doc is not None and own else node.source
+        missing = [f for f in FIELDS if f not in merged]
+        if missing:
+            parts = []
+            if own:
+                parts.append(f"{', '.join(sorted(own))} from {node.source.file}")
+            if inherited and group is not None:
+                parts.append(f"{', '.join(sorted(set(inherited) - set(own)) or '-')} from group {group.id!r} "
+                             f"({group.source.file})")
+            out.report("bmc-incomplete", where,
+                       f"node {node.name!r}: bmc has no {' or '.join(missing)} (it has {'; '.join(parts)}): "
+                       f"add bmc.{missing[0]} to {node.source.file} or to a group selecting it")
+            resolved.append(replace(node, bmc=None))
+            continue
+        address_from = doc if "address" in own or group is None else docs.get(group.source.file)
+        address_loc = address_from.loc(("bmc", "address")) if address_from is not None else where
+        resolved.append(replace(node, bmc=_bmc(merged, address_loc, out)))
+    return resolved
+
+
+def _bmc(fields: Mapping[str, str], loc: Location, out: Findings) -> Bmc | None:
+    """HOST[:PORT] split and the port checked; a bracketed IPv6 host keeps its brackets out of `host`."""
+    address = fields["address"]
+    host, port = address, None
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] or None
+    elif ":" in address:
+        host, port = address.rsplit(":", 1)
+    if port is not None and not 0 < int(port) < 65536:
+        out.report("schema", loc, f"bmc.address {address!r}: port {port} is not 1-65535")
+        return None
+    driver: BmcDriver = "redfish" if fields["driver"] == "redfish" else "ipmi"  # the schema admits these two
+    return Bmc(driver=driver, host=host, port=int(port) if port else None, credentials=fields["credentials"])
