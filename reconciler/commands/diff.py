@@ -1,24 +1,29 @@
-"""`netboot-reconcile diff --repo PATH BASE HEAD [--format markdown|json] [--path SUBDIR] [--state-dir DIR]
-[--verify-commits FILE] [--age-identity FILE]`.
+"""`netboot-reconcile diff --repo PATH BASE HEAD [--format markdown|json] [--path SUBDIR]
+[--state-dir DIR | --url URL] [--verify-commits FILE] [--age-identity FILE]`.
 
 Reads both commits straight from git (no checkout), validates and renders each, and prints
 what changes for the machines (`reconciler.core.plan`, printed by `core.plan_format`).
 BASE and HEAD are anything `git rev-parse` accepts: branch names, `HEAD~1`, shas. With
 `--state-dir`, the daemon's results store says which machines reported a successful install, and
-the install-once verdicts are per machine (`core.plan.with_installs`). With `--verify-commits`,
-HEAD's signature is checked as the daemon checks it (`adapters.commitsig`): an unsigned or wrongly
-signed HEAD is an invalid HEAD, its `commit-signature` finding first. Secrets are rendered as
-placeholders, `<secret:NAME:changed>` where HEAD's value differs from BASE's (compared decrypted
-with `--age-identity`, else by ciphertext): a value never reaches the output.
+the install-once verdicts are per machine (`core.plan.with_installs`); `--url` asks a running
+daemon the same (its `/api/installs`), for a CI job or a laptop with no access to the state dir.
+With `--verify-commits`, HEAD's signature is checked as the daemon checks it (`adapters.commitsig`):
+an unsigned or wrongly signed HEAD is an invalid HEAD, its `commit-signature` finding first.
+Secrets are rendered as placeholders, `<secret:NAME:changed>` where HEAD's value differs from
+BASE's (compared decrypted with `--age-identity`, else by ciphertext): a value never reaches the output.
 
 Exit 0 no change, 1 changes (an invalid HEAD is a change: a broken one, with its findings
-first), 2 error of the command itself (no such repository or revision, unreadable repository).
+first), 2 error of the command itself (no such repository or revision, unreadable repository, a
+state dir without a results store, a daemon that does not answer).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pygit2
@@ -43,8 +48,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("head", metavar="HEAD", help="the revision after")
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
     p.add_argument("--path", default="", metavar="SUBDIR", help="the provisioning repository's directory in git")
-    p.add_argument("--state-dir", type=Path, metavar="DIR",
-                   help="the daemon's state directory: verdicts from the installs its machines reported")
+    installs = p.add_mutually_exclusive_group()
+    installs.add_argument("--state-dir", type=Path, metavar="DIR",
+                          help="the daemon's state directory: verdicts from the installs its machines reported")
+    installs.add_argument("--url", metavar="URL",
+                          help="a running daemon's HTTP address: the same verdicts, from its /api/installs")
     p.add_argument("--verify-commits", type=Path, metavar="FILE",
                    help="HEAD must be signed by a key FILE lists (OpenSSH allowed_signers or OpenPGP keyring)")
     p.add_argument("--age-identity", type=Path, metavar="FILE",
@@ -90,6 +98,25 @@ def _installed(state_dir: Path) -> set[tuple[str, str, int]]:
         reader.close()
 
 
+def _installed_from(url: str, timeout: float = 10.0) -> set[tuple[str, str, int]]:
+    """The reported installs, as a running daemon's `/api/installs` lists them."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--url {url}: expected an http:// or https:// URL")
+    where = url.rstrip("/") + "/api/installs"
+    try:
+        with urllib.request.urlopen(where, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
+            doc = json.loads(resp.read())
+        return {(str(i["node"]), str(i["mac"]), int(i["reinstall"])) for i in doc["installs"]}
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"--url {url}: {where} answered {exc.code} {exc.reason} (not a netboot-reconcile "
+                         "daemon, or one older than /api/installs)") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise ValueError(f"--url {url}: no answer from the daemon ({reason})") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"--url {url}: {where} is not a list of installs ({exc})") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         signers = load_signers(args.verify_commits) if args.verify_commits is not None else None
@@ -97,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         repo = _open(args.repo)
         base, head = _sides(_validated(repo, args.base, args.path, str(args.repo)),
                             _validated(repo, args.head, args.path, str(args.repo), signers, decrypt), decrypt)
-        installed = _installed(args.state_dir) if args.state_dir is not None else None
+        installed = (_installed(args.state_dir) if args.state_dir is not None
+                     else _installed_from(args.url) if args.url is not None else None)
     except (SourceProblem, InvalidRevision, pygit2.GitError, OSError, RuntimeError, ValueError) as exc:
         print(f"netboot-reconcile diff: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -134,7 +134,8 @@ def _footer(plan: Plan) -> str:
         f"<sub>Both revisions rendered with the placeholder revision {code(plan.placeholder)}, so URLs pinned to a "
         "revision (`/r/<sha>/...`) show only real changes. Reinstall rule: an install-once node reinstalls when "
         "its `reinstall` counter changes; other changes reach an installed machine only through that counter."
-        + (" Which machines installed: the daemon's results store (`--state-dir`)." if plan.installs_known else "")
+        + (" Which machines installed: the daemon's results store (`--state-dir` or `--url`)."
+           if plan.installs_known else "")
         + "</sub>"
     )
 

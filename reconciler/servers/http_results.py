@@ -461,7 +461,9 @@ def _page_args(query: Mapping[str, str], default: int, most: int) -> tuple[int, 
 
 class ResultsApi(_StoreView):
     """`/api/commits`, `/api/commits/<sha>`, `/api/nodes`, `/api/nodes/<name>`, `/api/unknown`,
-    `/api/live`: JSON read from the store, paged where a list grows with the fleet or the history."""
+    `/api/installs`, `/api/live`: JSON read from the store, paged where a list grows with the
+    history. `/api/installs` (every reported install, a row per node and `reinstall` counter: what
+    `diff --url` reads) is not: it grows with the fleet only."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
@@ -501,6 +503,10 @@ class ResultsApi(_StoreView):
             if len(parts) == 2 and parts[0] == "nodes":
                 return _json(start_response, "200 OK", outcomes.node_report(self._store, parts[1], now=now,
                                                                             timeout=timeout))
+            if parts == ["installs"]:
+                return _json(start_response, "200 OK", {"installs": [
+                    {"node": node, "mac": mac, "reinstall": reinstall, "revision": revision, "time": at}
+                    for node, mac, reinstall, revision, at in self._store.installs()]})
             if parts == ["unknown"]:
                 return _json(start_response, "200 OK", {
                     "machines": self._unknown(now, outcomes.serving_revision(self._store))})
@@ -509,8 +515,8 @@ class ResultsApi(_StoreView):
         except LookupError as exc:  # UnknownCommit, unknown node
             return _json(start_response, "404 Not Found", {"error": str(exc.args[0] if exc.args else exc)})
         return _json(start_response, "404 Not Found", {
-            "error": "expected /api/commits, /api/commits/<sha>, /api/nodes, /api/nodes/<name>, /api/unknown "
-                     "or /api/live"})
+            "error": "expected /api/commits, /api/commits/<sha>, /api/nodes, /api/nodes/<name>, /api/unknown, "
+                     "/api/installs or /api/live"})
 
 
 class DashboardApp(_StoreView):

@@ -30,7 +30,7 @@ from reconciler.core.model import BootEvent
 from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, Result
 from reconciler.settings import Settings
-from tests.integration.daemon_support import DaemonProcess, git
+from tests.integration.daemon_support import DaemonProcess, git, http_get
 from tests.repo_builder import BASE
 from tests.support import require_tool
 from tests.unit.test_outcomes import AUTOINSTALL
@@ -486,6 +486,49 @@ def test_diff_with_the_state_dir_says_which_machines_really_installed(site: Site
         assert cli.main(["diff", "--repo", str(site.repo), sha, head, "--state-dir", str(site.state)]) == 1
     assert "no: installed, bump `reinstall` to apply" in out.getvalue()
     assert cli.main(["diff", "--repo", str(site.repo), sha, head, "--state-dir", str(site.state / "nope")]) == 2
+
+
+def test_diff_asks_a_running_daemon_which_machines_really_installed(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 point 1: `diff --url` asks a running daemon (its /api/installs) which machines
+    reported an install, and gives the verdicts `--state-dir` gives, with no access to the state
+    dir (fails on the old code: no --url, no /api/installs)."""
+    repo = make_repo(tmp_path / "repo")
+    sha = git(repo, "rev-parse", "HEAD")
+    state = tmp_path / "state"
+    daemon = DaemonProcess(str(repo), state, extra=["--assets-dir", str(make_assets(tmp_path / "a")),
+                                                     "--no-watch", "--interval", "3600"])
+    daemon.start()
+    try:
+        daemon.wait_served(sha)
+        assert post_json(daemon.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"]).status == 200
+        (repo / "profiles/install.yaml").write_text(PROFILE.replace("ip=dhcp", "ip=dhcp, console=ttyS0"))
+        (repo / "nodes/node-3.yaml").write_text(node_yaml("node-3", reinstall=1))
+        (repo / "nodes/node-2.yaml").write_text(node_yaml("node-2", reinstall=1))
+        head = commit(repo, "serial console; reinstall node-2 and node-3")  # not applied: --no-watch
+        assert post_json(daemon.port, f"/report/{MACS['node-3']}", {"status": "success"}, IPS["node-3"]).status == 200
+
+        code, body = http_get(daemon.url + "/api/installs")
+        assert code == 200 and sorted((i["node"], i["reinstall"], i["revision"]) for i in json.loads(body)["installs"]
+                                      ) == [("node-1", 0, sha), ("node-3", 0, sha)]
+        by_url = diff_json(repo, sha, head, "--url", daemon.url)
+        verdicts = {n["name"]: n["reinstall"]["verdict"] for n in by_url["nodes"]}
+        assert verdicts == {"node-1": "installed-keeps-disk",  # installed: bump reinstall to apply
+                            "node-2": "first-install",  # never installed: installs at its next netboot
+                            "node-3": "will-reinstall",  # installed, counter bumped
+                            "node-4": "next-netboot"}  # not installed: gets the change at its next netboot
+        assert by_url["installs_known"] is True and by_url["summary"]["will_reinstall"] == ["node-3"]
+        by_state = diff_json(repo, sha, head, "--state-dir", str(state))
+        assert {n["name"]: n["reinstall"]["verdict"] for n in by_state["nodes"]} == verdicts
+        capsys.readouterr()
+        assert cli.main(["diff", "--repo", str(repo), sha, head, "--url", daemon.url + "/"]) == 1
+        assert "no: installed, bump `reinstall` to apply" in capsys.readouterr().out
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+    # no daemon there: an error of the command, naming the URL (not verdicts made up without installs)
+    assert cli.main(["diff", "--repo", str(repo), sha, head, "--url", daemon.url]) == 2
+    err = capsys.readouterr().err
+    assert f"--url {daemon.url}: no answer from the daemon" in err, err
 
 
 def test_an_acknowledged_report_survives_kill_9(tmp_path: Path) -> None:
