@@ -25,6 +25,7 @@ from reconciler.core.model import (
     Location,
     Node,
     Profile,
+    RolloutPolicy,
     SecretsFile,
     Site,
     Subnet,
@@ -155,7 +156,14 @@ def site(doc: Document | None, out: Findings) -> Site | None:
         ),
         source=doc.loc(),
         secure_boot=bool(data.get("secure_boot", False)),
+        rollout=_rollout(data["rollout"]) if "rollout" in data else None,
     )
+
+
+def _rollout(data: Mapping[str, Any]) -> RolloutPolicy:
+    return RolloutPolicy(max_in_flight=int(data.get("max_in_flight", 1)),
+                         on_failure="continue" if data.get("on_failure") == "continue" else "pause",
+                         power=data.get("power") is True, reinstall_on_change=data.get("reinstall_on_change") is True)
 
 
 def _check_pool_holds_no_host(

@@ -89,6 +89,16 @@ class BootFiles:
 
 
 @dataclass(frozen=True)
+class RolloutPolicy:
+    """netboot.yaml `rollout:`: how the daemon reinstalls the nodes a commit asks to (core.rollout)."""
+
+    max_in_flight: int = 1
+    on_failure: Literal["pause", "continue"] = "pause"
+    power: bool = False  # no power action ever without it
+    reinstall_on_change: bool = False
+
+
+@dataclass(frozen=True)
 class Site:
     """netboot.yaml: how this site is reached and how DHCP behaves."""
 
@@ -101,6 +111,7 @@ class Site:
     boot_files: BootFiles = BootFiles()
     source: Location = Location("netboot.yaml")
     secure_boot: bool = False  # UEFI PXE clients get shim -> signed GRUB instead of iPXE (a profile may override)
+    rollout: RolloutPolicy | None = None  # None: no `rollout:`, nodes are reinstalled by hand
 
     @functools.cached_property
     def server_url(self) -> str:
