@@ -14,7 +14,7 @@ APT_PACKAGES=(
   shim-signed grub-efi-amd64-signed sbsigntool
   cloud-init nginx-light wrk openssh-server openssh-client
   systemd
-  chromium
+  chromium chromium-driver
   xorriso gnupg gpgv
   ignition
   openipmi ipmitool

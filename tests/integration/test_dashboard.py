@@ -1,5 +1,7 @@
-"""The /ui/ dashboard in headless Chromium (Debian's `chromium`): the rendered DOM, and screenshots kept
-in tests/artifacts/ (gitignored; CI uploads the folder) for a person to look at.
+"""The /ui/ dashboard in headless Chromium (Debian's `chromium`): the rendered DOM (`--dump-dom`), the
+pages used with JavaScript off and live refresh with it on (driven through chromedriver, Debian's
+`chromium-driver`, with selenium), and screenshots kept in tests/artifacts/ (gitignored; CI uploads
+the folder) for a person to look at.
 
 The site is the in-process daemon of test_results.py with results driven through its real HTTP
 server: node-1 installs, node-2 fails, then a comment-only commit, a kernel-argument change, its
@@ -8,17 +10,20 @@ revert and a rejected commit (`revert_sequence`); an unknown machine asks for a 
 
 from __future__ import annotations
 
+import contextlib
 import html
-import http.server
 import re
 import subprocess
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options as ChromeOptions
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.integration.test_results import IPS, MACS, STRANGER, Site, post_json, revert_sequence, simulate_netboot
 from tests.support import require_root, require_tool
@@ -132,57 +137,113 @@ def test_commits_fleet_node_and_commit_pages_in_headless_chromium(site: tuple[Si
     assert 'data-state="rejected"' in rejected and "Findings (never served)" in rejected
 
 
-class _Replay(http.server.BaseHTTPRequestHandler):
-    """Serves a page as it was rendered earlier at /ui/, and proxies everything else to the daemon:
-    the browser holds an old page while the results move on, as an open dashboard does."""
-
-    old_page = b""
-    upstream = ""
-    served_old = False
-
-    def do_GET(self) -> None:
-        cls = type(self)
-        code = 200
-        if self.path == "/ui/" and not cls.served_old:
-            cls.served_old = True
-            body, ctype = cls.old_page, "text/html; charset=utf-8"
-        else:
-            try:
-                with urllib.request.urlopen(cls.upstream + self.path, timeout=10) as resp:
-                    body, ctype = resp.read(), resp.headers["Content-Type"]
-            except urllib.error.HTTPError as exc:  # /favicon.ico
-                code, body, ctype = exc.code, exc.read(), "text/plain"
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
+@contextlib.contextmanager
+def browser(tmp: Path, *, javascript: bool) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium driven through chromedriver (Debian's chromium-driver, offline: no
+    download), with the page's JavaScript on or off (Chromium's content setting, as a user turns
+    it off)."""
+    exe = require_tool("chromium", "chromium")
+    driver = require_tool("chromedriver", "chromium-driver")
+    require_root()  # --no-sandbox is what makes it run as root in a container
+    options = ChromeOptions()
+    options.binary_location = exe
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp / ('profile-js' if javascript else 'profile-nojs')}", "--window-size=1280,900"):
+        options.add_argument(arg)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    chrome = webdriver.Chrome(options=options, service=ChromeService(executable_path=driver,
+                                                                     log_output=str(tmp / "chromedriver.log")))
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
 
 
-def test_an_open_page_refreshes_itself_without_a_reload(tmp_path: Path) -> None:
+def attr(element: WebElement, name: str) -> str:
+    value = element.get_attribute(name)
+    assert value is not None, (name, element.get_attribute("outerHTML"))
+    return value
+
+
+def shot(chrome: webdriver.Chrome, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert chrome.save_screenshot(str(ARTIFACTS / name))
+
+
+def test_with_javascript_off_every_page_is_complete_and_reached_by_its_links(
+        site: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    """Issue 24: the dashboard with JavaScript off in a real browser, used by clicking its links
+    only: the commit list (states, rollouts, the rejected commit's findings, unknown machines), the
+    fleet, a node (waterfall, events in words) and a commit (histogram)."""
+    s, shas = site
+    with browser(tmp_path, javascript=False) as chrome:
+        chrome.get(f"http://127.0.0.1:{s.port}/ui/")
+        # scripting is off: <noscript>'s refresh is parsed as an element (with scripting on it is text)
+        assert len(chrome.find_elements(By.CSS_SELECTOR, "noscript meta[http-equiv=refresh]")) == 1
+        assert attr(chrome.find_element(By.ID, "daemon"), "data-condition") == "Stalled"
+        states = {attr(r, "data-revision"): attr(r, "data-state") for r in chrome.find_elements(By.CSS_SELECTOR,
+                                                                                               "tr.commit")}
+        assert [states[shas[k]] for k in ("bad", "revert", "change", "comment", "first")] == [
+            "rejected", "applied", "superseded", "superseded", "superseded"]
+        findings = chrome.find_element(By.CSS_SELECTOR, f"#c-{shas['bad']} .findings")
+        assert findings.is_displayed() and "nodes/node-2.yaml" in findings.text
+        revert = chrome.find_element(By.CSS_SELECTOR, f"#c-{shas['revert']} .rollout")
+        assert (attr(revert, "data-succeeded"), attr(revert, "data-failed")) == ("1", "1")
+        assert "1 succeeded" in revert.text  # in words too, not colour only
+        assert chrome.find_element(By.CSS_SELECTOR, "#unknown tr[data-mac='52:54:00:00:00:77']").is_displayed()
+        shot(chrome, "nojs-commits.png")
+
+        chrome.find_element(By.LINK_TEXT, "fleet").click()
+        assert chrome.current_url.endswith("/ui/fleet")
+        fleet = {attr(r, "data-node"): attr(r, "data-outcome") for r in chrome.find_elements(
+            By.CSS_SELECTOR, "#fleet tr[data-node]")}
+        assert fleet == {"node-1": "succeeded", "node-2": "failed", "node-3": "pending", "node-4": "pending"}
+        shot(chrome, "nojs-fleet.png")
+
+        chrome.find_element(By.LINK_TEXT, "node-1").click()
+        assert chrome.current_url.endswith("/ui/nodes/node-1")
+        phases = [attr(g, "data-phase") for g in chrome.find_elements(By.CSS_SELECTOR, "svg g[data-phase]")]
+        assert phases == ["script", "kernel", "initrd", "seed", "report"], phases
+        body = chrome.find_element(By.TAG_NAME, "main").text
+        assert "downloaded the kernel /assets/vmlinuz (600 bytes)" in body and "reported success" in body
+        assert '{"' not in body  # events in words, not JSON
+        shot(chrome, "nojs-node.png")
+
+        chrome.find_element(By.LINK_TEXT, "commits").click()
+        chrome.find_element(By.CSS_SELECTOR, f"#c-{shas['first']} a[href^='/ui/commits/']").click()
+        assert chrome.current_url.endswith(f"/ui/commits/{shas['first']}")
+        assert attr(chrome.find_element(By.ID, "histogram"), "data-boots") == "2"
+        shot(chrome, "nojs-commit.png")
+
+
+def test_an_open_page_shows_a_boot_posted_to_the_daemon_without_a_reload(tmp_path: Path) -> None:
+    """Issue 24: live refresh in a real browser with JavaScript on. The fleet page is open; node-1
+    netboots through the daemon's HTTP server and reports; the open page shows it installing, then
+    succeeded, and it is the same document all along (no reload: a mark set on it stays)."""
     s = Site(tmp_path)
     try:
         s.flush()
-        old = s.get("/ui/").body
-        # the page as served, no script run, is whole (what a browser with JavaScript off shows),
-        # and refreshes itself only through <noscript> then
-        assert b'data-succeeded="0"' in old and b'id="commits"' in old
-        assert b'<noscript><meta http-equiv="refresh" content="30"></noscript>' in old
-        simulate_netboot(s.port, "node-1", s.sha)
-        assert post_json(s.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"]).status == 200
-        s.flush()
-        _Replay.old_page, _Replay.upstream, _Replay.served_old = old, f"http://127.0.0.1:{s.port}", False
-        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Replay)
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        try:
-            url = f"http://127.0.0.1:{proxy.server_address[1]}/ui/"
-            fresh = chromium(tmp_path, "--virtual-time-budget=15000", "--dump-dom", url)
-        finally:
-            proxy.shutdown()
-        assert _Replay.served_old
-        assert "data-refreshed=" in fresh and 'data-succeeded="1"' in fresh, fresh[:3000]
+        with browser(tmp_path, javascript=True) as chrome:
+            chrome.get(f"http://127.0.0.1:{s.port}/ui/fleet")
+            assert not chrome.find_elements(By.CSS_SELECTOR, "noscript meta")  # scripting is on
+            row = "#fleet tr[data-node='node-1']"
+            assert attr(chrome.find_element(By.CSS_SELECTOR, row), "data-outcome") == "pending"
+            chrome.execute_script("window.openedOnce = 'yes';")
+
+            def outcome_is(expected: str) -> None:
+                WebDriverWait(chrome, 60, poll_frequency=0.2).until(
+                    lambda c: c.find_element(By.CSS_SELECTOR, row).get_attribute("data-outcome") == expected,
+                    f"node-1 {expected} on the open page")
+
+            simulate_netboot(s.port, "node-1", s.sha)
+            outcome_is("installing")
+            assert post_json(s.port, f"/report/{MACS['node-1']}", {"status": "success"}, IPS["node-1"]).status == 200
+            outcome_is("succeeded")
+            assert chrome.execute_script("return window.openedOnce;") == "yes"  # the same document: no reload
+            assert chrome.find_element(By.TAG_NAME, "body").get_attribute("data-refreshed")
+            assert "report success" in chrome.find_element(By.CSS_SELECTOR, row).text
+            shot(chrome, "live-fleet.png")
     finally:
         s.close()
