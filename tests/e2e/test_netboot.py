@@ -19,15 +19,18 @@ profile (a kernel argument) applied without restart, then an invalid commit that
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.harness import serial_reply, serial_report, tail
 from tests.e2e.site import Site
+from tests.support import require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(900)]
 
@@ -35,6 +38,7 @@ BOOT_TIMEOUT = 420  # seconds for one TCG boot on a loaded 2-core machine (a bou
 BIOS_STAGES = {"dhcp-ack", "ipxe-bootstrap", "ipxe-script", "kernel", "initrd", "meta-data", "user-data"}
 UEFI_STAGES = BIOS_STAGES | {"tftp"}
 MARKER = "e2e.marker=gitops-1"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # screenshots CI keeps (gitignored)
 
 
 def boot(site: Site, name: str, firmware: str, timeout: float = BOOT_TIMEOUT) -> tuple[dict[str, Any], str]:
@@ -166,6 +170,30 @@ def test_uefi_ovmf_pxe_boots_through_tftp_ipxe_efi(site: Site) -> None:
     assert tftp_ok and tftp_ok[-1]["file"] == "ipxe.efi" and tftp_ok[-1]["bytes"] > 0, tftp_ok
 
     node_result(site, site.good, "vm-2", UEFI_STAGES)
+
+
+def test_the_dashboard_draws_the_uefi_boot_from_dhcp_to_report(site: Site) -> None:
+    """Issue 24: the node page of vm-2, after its real firmware boot (OVMF PXE: DHCP, TFTP ipxe.efi,
+    iPXE script, kernel, initrd, NoCloud seed, report), in headless Chromium inside the lab's
+    namespace: a waterfall with every stage of it, and its events in words."""
+    chromium = require_tool("chromium", "chromium")
+    profile = site.lab.workdir / "chromium-profile"
+    url = f"{site.daemon.base}/ui/nodes/vm-2"
+    flags = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}")
+    proc = site.lab.run(chromium, *flags, "--dump-dom", url, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    phases = re.findall(r'<g data-phase="([^"]+)" data-seconds="([0-9.]+)"', dom)
+    assert [p for p, _ in phases] == ["DHCP", "TFTP", "script", "kernel", "initrd", "seed", "report"], phases
+    assert re.search(r'<section id="r-[0-9a-f]{40}" data-revision="[0-9a-f]{40}" data-outcome="succeeded"', dom), \
+        dom[:3000]
+    assert "TFTP sent ipxe.efi (" in dom and "{&quot;" not in dom  # the transfer named, in words not JSON
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "e2e-node-vm-2.png"
+    proc = site.lab.run(chromium, *flags, f"--screenshot={shot}", "--window-size=1280,1000", "--hide-scrollbars",
+                        url, timeout=120)
+    assert proc.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", proc.stderr[-2000:]
 
 
 def test_gitops_kernel_argument_applied_without_restart(site: Site) -> None:

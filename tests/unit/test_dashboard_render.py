@@ -15,7 +15,7 @@ def ev(t: float, stage: str, **detail: object) -> BootEvent:
 
 def boot(t0: float) -> list[BootEvent]:
     return [ev(t0, "dhcp-ack", message="DISCOVER", ip="10.0.0.5", filename="ipxe.efi"),
-            ev(t0 + 1, "tftp", filename="ipxe.efi", bytes=1_000_000), ev(t0 + 2, "ipxe-script", status=200),
+            ev(t0 + 1, "tftp", file="ipxe.efi", bytes=1_000_000, result="ok"), ev(t0 + 2, "ipxe-script", status=200),
             ev(t0 + 3, "kernel", status=200, path="/assets/vmlinuz", bytes=12_000_000),
             ev(t0 + 13, "initrd", status=200), ev(t0 + 40, "user-data", status=200),
             ev(t0 + 300, "report", status="success")]
@@ -35,5 +35,10 @@ def test_events_in_words() -> None:
     assert describe(dhcp) == "DHCP DISCOVER answered with ACK: address 10.0.0.5, boot file ipxe.efi"
     assert describe(tftp) == "TFTP sent ipxe.efi (976.6 KiB)"
     assert describe(kernel) == "downloaded the kernel /assets/vmlinuz (11.4 MiB)"
+    # the keys servers.tftp records (`file`, `result`, `error`): the file was missing from the words
+    probe = ev(0, "tftp", file="ipxe.efi", bytes=0, result="size-probe", error_code=8, error="tsize")
+    assert describe(probe) == "TFTP size probe of ipxe.efi: the client learned its size and closed the transfer"
+    missing = ev(0, "tftp", file="pxelinux.0", bytes=0, result="error", error_code=1, error="file not found")
+    assert describe(missing) == "TFTP refused pxelinux.0: file not found"
     refused = ev(0, "kernel", status=404, path="/assets/x")
     assert describe(refused) == "asked for kernel /assets/x and was refused: HTTP 404"
