@@ -15,12 +15,13 @@ from reconciler.core import secrets, template
 from reconciler.core.bootfiles import profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
-from reconciler.core.model import DesiredState, Group, Issue
-from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud
+from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
+from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
+from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.template import TemplateFailure
 
-__all__ = ["GENERIC_DIR", "render_generation", "render_served"]
+__all__ = ["GENERIC_DIR", "NodeMemo", "render_generation", "render_served"]
 
 GENERIC_DIR = "rendered-generic"  # generic/ holds the templates as committed (matchbox's layout)
 
@@ -34,13 +35,14 @@ def failure_issue(exc: TemplateFailure) -> Issue:
 
 
 def render_served(
-    state: DesiredState, report_secret: bytes | None = None, decrypt: secrets.Decrypter | None = None
+    state: DesiredState, report_secret: bytes | None = None, decrypt: secrets.Decrypter | None = None,
+    memo: NodeMemo | None = None,
 ) -> dict[str, bytes]:
     """The generation the daemon serves: secrets.yaml's values decrypted (in memory only) into
     the user-data that names them; InvalidRevision naming each value that does not decrypt, or
     each node whose cloud-config stops being YAML once the values are in (validation parsed it
     with placeholders; a value holding a quote or a newline can break it)."""
-    files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt))
+    files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt), memo)
     private = secrets.private_paths(state)
     broken = [issue("secret-breaks-user-data", node.source,
                     f"node {node.name!r}: its user-data is not valid YAML once secrets.yaml's values are filled in "
@@ -54,7 +56,8 @@ def render_served(
 
 
 def render_generation(
-    state: DesiredState, report_secret: bytes | None = None, values: secrets.SecretValues | None = None
+    state: DesiredState, report_secret: bytes | None = None, values: secrets.SecretValues | None = None,
+    memo: NodeMemo | None = None,
 ) -> dict[str, bytes]:
     """Every artifact of one generation, keyed by repo-style relative path, sorted by path.
 
@@ -63,15 +66,17 @@ def render_generation(
     template's output (`core.sandbox`), the CPU time of all of them (`template.commit_budget`)
     and the generation's size; InvalidRevision (a TemplateFailure or `generation-too-large`)
     when a bound is passed. `values`: what `{{ secrets.NAME }}` renders to; without them,
-    placeholders (`<secret:NAME>`): only `render_served` and `render --age-identity` reveal."""
+    placeholders (`<secret:NAME>`): only `render_served` and `render --age-identity` reveal.
+    `memo`: nodes rendered at an earlier commit, reused where their inputs are unchanged
+    (`render.reuse`; the bytes are the same as without it) and updated for the next commit."""
     if values is None:
         values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
     with template.commit_budget():
-        return _render_generation(state, report_secret, values)
+        return _render_generation(state, report_secret, values, memo)
 
 
 def _render_generation(
-    state: DesiredState, report_secret: bytes | None, values: secrets.SecretValues
+    state: DesiredState, report_secret: bytes | None, values: secrets.SecretValues, memo: NodeMemo | None
 ) -> dict[str, bytes]:
     site, revision = state.site, state.revision
     nodes = sorted(state.nodes, key=lambda n: n.name)
@@ -95,29 +100,57 @@ def _render_generation(
     # iPXE: an external DHCP server hands the shim to all, and a known machine must never fall
     # through to the default group's config.
     secure: list[NodeBoot] = []
+    secure_boot = uses_secure_boot(state)
+    sentinel = memo.sentinel_for(revision) if memo is not None and not secure_boot else None
+    if memo is not None:
+        memo.hits = memo.misses = 0
+    site_key = reuse.site_key(site) if sentinel is not None else b""
+    seen: set[str] = set()
     for node in nodes:
-        plan = plan_node(site, node, profiles, state.cloud_init, revision, report_secret, values)
-        own = {f"ipxe/{node.name}.ipxe": ipxe.render_node(plan, revision),
-               f"grub/{node.name}.cfg": grub.render_node(plan, revision),
-               **matchbox.node_files(plan), **nocloud.render_node(plan)}
-        generic = state.generic.get(plan.profile.generic_id or "")
-        if generic is not None:
-            own[f"{GENERIC_DIR}/{node.name}"] = matchbox.render_generic(
-                generic, matchbox.node_metadata(plan), {"mac": node.mac}
-            )
+        profile = profiles[node.profile]
+        tpl = state.cloud_init.get(profile.cloud_init) if profile.cloud_init else None
+        generic = state.generic.get(profile.generic_id or "")
+
+        def render_at(rev: str, node: Node = node, generic: MatchboxTemplate | None = generic) -> dict[str, bytes]:
+            plan = plan_node(site, node, profiles, state.cloud_init, rev, report_secret, values)
+            if secure_boot:
+                secure.append(plan)
+            return _node_files(plan, rev, generic)
+
+        if memo is not None and sentinel is not None and reuse.reusable(profile, tpl):
+            key = reuse.node_key(site_key, node, profile, tpl, generic, report_secret)
+            own = reuse.render_node_reusing(memo, key, node, revision, sentinel, report_secret, render_at)
+            seen.add(node.name)
+        else:
+            own = render_at(revision)
         total += sum(map(len, own.values()))
         if total > template.MAX_GENERATION_BYTES:
             finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
             raise InvalidRevision(finding.message, (finding,))
         files.update(own)
-        secure.append(plan)
-    if uses_secure_boot(state):
+    if memo is not None:
+        for gone in memo.entries.keys() - seen:
+            del memo.entries[gone]
+    if secure_boot:
         files.update(grub.secure_boot_files(site, secure, revision))
 
     files["dhcpd.conf"] = dhcpd.render(site, nodes, revision)
     files["kea-dhcp4.conf"] = kea.render(site, nodes, revision)
     files["dnsmasq.conf"] = dnsmasq.render(site, nodes, revision)
     return dict(sorted(files.items()))
+
+
+def _node_files(plan: NodeBoot, revision: str, generic: MatchboxTemplate | None) -> dict[str, bytes]:
+    """One node's own files: iPXE, GRUB, matchbox group/profile/env, NoCloud seed, generic."""
+    node = plan.node
+    own = {f"ipxe/{node.name}.ipxe": ipxe.render_node(plan, revision),
+           f"grub/{node.name}.cfg": grub.render_node(plan, revision),
+           **matchbox.node_files(plan), **nocloud.render_node(plan)}
+    if generic is not None:
+        own[f"{GENERIC_DIR}/{node.name}"] = matchbox.render_generic(
+            generic, matchbox.node_metadata(plan), {"mac": node.mac}
+        )
+    return own
 
 
 def _group_scripts(state: DesiredState, group: Group) -> dict[str, bytes]:

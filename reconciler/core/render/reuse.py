@@ -1,0 +1,160 @@
+"""Rendering a node again only when what it is rendered from changed (issue 25).
+
+Called by `render_generation` when given a `NodeMemo` (the daemon keeps one between commits,
+`daemon.worker`); everything else renders every node. Every node's files carry the revision
+(URLs pinned to `/r/<sha>/`, the script comments, the report token), so a node whose inputs did
+not change still gets new bytes each commit; what is saved is rendering them.
+
+How: a node is rendered once with a stand-in for the revision (`sentinel`, random, of the
+revision's length and alphabet, so no committed text can hold it) and its report token at that
+stand-in; later commits take those bytes and replace the stand-in by the revision and the token
+by the node's token at the revision. That is exact only when the revision reaches the output as
+the whole string, which our own code does (pin, comments, cloud_init_url, the webhook URL) and a
+template does when it writes `{{ revision }}`, `{{ cloud_init_url }}` or `{{ report_token }}`
+as they are. A node is rendered afresh (and not kept) when one of its templates uses them in any
+other way (`revision[:7]`, a filter, a test), or uses `secrets` (their values never go into the
+memo); a key over the node, its profile, its cloud-init and generic templates, the site and the
+report secret decides whether a kept rendering still applies.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import secrets as _random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import jinja2
+import jinja2.nodes
+
+from reconciler.core import template
+from reconciler.core.model import CloudInitTemplate, MatchboxTemplate, Node, Profile, Site
+
+REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
+_HEX = re.compile(r"[0-9a-f]+")
+_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 (parses only, never renders)
+# Blocks whose output a template can take and transform: a revision written inside one is not verbatim.
+_CAPTURING = (jinja2.nodes.FilterBlock, jinja2.nodes.AssignBlock, jinja2.nodes.CallBlock, jinja2.nodes.Macro,
+              jinja2.nodes.EvalContextModifier)
+
+NodeFiles = dict[str, bytes]
+
+
+@dataclass
+class NodeMemo:
+    """Node name -> (key, its files rendered at `sentinel`). A cache, not a value: the renderer
+    replaces what it reads. `sentinel` is fixed for the memo's life (it is in the kept bytes)."""
+
+    sentinel: str = ""
+    entries: dict[str, tuple[bytes, NodeFiles]] = field(default_factory=dict)
+    hits: int = 0  # of the last render: nodes taken from the memo, and rendered
+    misses: int = 0
+
+    def sentinel_for(self, revision: str) -> str | None:
+        """The stand-in for `revision` (made on first use), or None when the revision cannot have one."""
+        if not _HEX.fullmatch(revision):
+            return None  # the stand-in must be spelt like the revision, or quoting could differ
+        if len(self.sentinel) != len(revision):
+            self.sentinel = _stand_in(len(revision))
+            self.entries.clear()
+        return self.sentinel
+
+
+def _stand_in(length: int) -> str:
+    return _random.token_hex((length + 1) // 2)[:length]
+
+
+@functools.lru_cache(maxsize=4096)
+def verbatim_only(text: str) -> bool:
+    """Whether a template uses the revision variables only as whole `{{ name }}` outputs (or not
+    at all) and does not use `secrets`: then its output at one revision is its output at another
+    with the one string replaced by the other."""
+    if not template.is_template(text):
+        return True
+    if "secrets" in text:
+        return False  # their values never go into the memo
+    if not any(name in text for name in REVISION_VARIABLES):
+        return True
+    try:
+        tree = _PARSER.parse(text)
+    except jinja2.TemplateSyntaxError:
+        return False
+    return _verbatim(tree, capturing=False, in_output=False)
+
+
+def _verbatim(node: jinja2.nodes.Node, capturing: bool, in_output: bool) -> bool:
+    if isinstance(node, jinja2.nodes.Name) and node.name in REVISION_VARIABLES:
+        return node.ctx == "load" and in_output and not capturing
+    capturing = capturing or isinstance(node, _CAPTURING)
+    if isinstance(node, jinja2.nodes.Output):
+        for child in node.nodes:
+            direct = isinstance(child, jinja2.nodes.Name)
+            if not _verbatim(child, capturing, in_output=direct):
+                return False
+        return True
+    return all(_verbatim(child, capturing, in_output=False) for child in node.iter_child_nodes())
+
+
+def reusable(profile: Profile, tpl: CloudInitTemplate | None) -> bool:
+    """Whether a node of `profile` may be rendered at a stand-in revision and kept."""
+    texts = [profile.boot.kernel, *profile.boot.initrd, *profile.boot.args]
+    if tpl is not None:
+        texts.append(tpl.text)
+    return all(verbatim_only(t) for t in texts)
+
+
+def node_key(site_key: bytes, node: Node, profile: Profile, tpl: CloudInitTemplate | None,
+             generic: MatchboxTemplate | None, report_secret: bytes | None) -> bytes:
+    """Everything a node's files are rendered from, but the revision. `repr` of frozen values:
+    equal text means equal values; a value whose repr is not its content only misses."""
+    h = hashlib.sha256(site_key)
+    for part in (node, profile, tpl, generic):
+        h.update(b"\0" + repr(part).encode())
+    h.update(b"\0" + hashlib.sha256(b"report-secret\0" + (report_secret or b"")).digest())
+    return h.digest()
+
+
+def site_key(site: Site) -> bytes:
+    return hashlib.sha256(repr(site).encode()).digest()
+
+
+def render_node_reusing(
+    memo: NodeMemo,
+    key: bytes,
+    node: Node,
+    revision: str,
+    sentinel: str,
+    report_secret: bytes | None,
+    render_at: Callable[[str], NodeFiles],
+) -> NodeFiles:
+    """The node's files at `revision`: the kept rendering with the stand-ins replaced, or
+    `render_at(sentinel)` kept and then replaced."""
+    kept = memo.entries.get(node.name)
+    if kept is not None and kept[0] == key:
+        memo.hits += 1
+        files = kept[1]
+    else:
+        memo.misses += 1
+        files = render_at(sentinel)
+        memo.entries[node.name] = (key, files)
+    return _substitute(files, sentinel, revision, node.name, report_secret)
+
+
+def _substitute(files: Mapping[str, bytes], sentinel: str, revision: str, name: str,
+                report_secret: bytes | None) -> NodeFiles:
+    pairs = [(sentinel.encode(), revision.encode())]
+    if report_secret:
+        pairs.append((_token(report_secret, name, sentinel), _token(report_secret, name, revision)))
+    out: NodeFiles = {}
+    for path, kept in files.items():
+        data = kept
+        for old, new in pairs:
+            data = data.replace(old, new)
+        out[path] = data
+    return out
+
+
+def _token(secret: bytes, name: str, revision: str) -> bytes:
+    return template.report_token(secret, name, revision).encode()
