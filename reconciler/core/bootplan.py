@@ -9,7 +9,10 @@ The digest covers what `diff` (`core.plan`) compares: the kernel, initrds and ke
 (`profiles/node.<name>.json`, with the revision pinned into URLs cut out), the NoCloud seed
 through its instance-id (itself a digest of the node's plan rendered with the revision held
 fixed: kernel, initrds, args, user-data, hostname, profile, `reinstall`; see `render.nodes`),
-the profile, install-once and the `reinstall` counter.
+the profile, install-once, the `reinstall` counter, and the boot chain (`diff`'s "boot chain
+(UEFI PXE)"): a machine handed shim and signed GRUB instead of iPXE boots something else. The
+iPXE chain adds nothing to the digest, so plans recorded before the chain was part of it stay
+equal to today's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+from reconciler.core.bootfiles import profile_secure_boot
 from reconciler.core.model import DesiredState, Node
 from reconciler.core.outcomes import Target
 
@@ -29,12 +33,17 @@ def _instance_id(meta: bytes | None) -> str:
     return ""
 
 
-def plan_digest(files: Mapping[str, bytes], node: Node, revision: str, install_once: bool = False) -> str:
-    """16 hex digits naming what `node` boots in the generation `files` rendered for `revision`."""
+def plan_digest(files: Mapping[str, bytes], node: Node, revision: str, install_once: bool = False,
+                secure_boot: bool = False) -> str:
+    """16 hex digits naming what `node` boots in the generation `files` rendered for `revision`
+    (`secure_boot`: its UEFI PXE boot chain is shim and signed GRUB)."""
     raw = files.get(f"profiles/node.{node.name}.json")
     boot = json.loads(raw).get("boot", {}) if raw is not None else {}
     seed = _instance_id(files.get(f"cloud-init/{node.mac}/meta-data"))
-    text = json.dumps([boot, seed, node.profile, install_once, node.reinstall], sort_keys=True)
+    parts: list[object] = [boot, seed, node.profile, install_once, node.reinstall]
+    if secure_boot:
+        parts.append("chain:shim+grub")
+    text = json.dumps(parts, sort_keys=True)
     if revision:
         text = text.replace(revision, "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -48,5 +57,6 @@ def targets(state: DesiredState, files: Mapping[str, bytes]) -> tuple[Target, ..
         if profile is None:
             continue
         out.append(Target(n.name, n.mac, n.profile, profile.install_once, n.reinstall,
-                          plan_digest(files, n, state.revision, profile.install_once)))
+                          plan_digest(files, n, state.revision, profile.install_once,
+                                      profile_secure_boot(state.site, profile))))
     return tuple(out)

@@ -38,3 +38,16 @@ def test_kernel_args_seed_and_reinstall_change_the_plan() -> None:
     assert reinstall["node-1"] != base["node-1"] and reinstall["node-2"] == base["node-2"]
     seed = plans("d" * 40, {"cloud-init/autoinstall.yaml": BASE["cloud-init/autoinstall.yaml"] + "  locale: C\n"})
     assert seed["node-1"] != base["node-1"]
+
+
+def test_the_boot_chain_is_part_of_the_plan() -> None:
+    """Issue 24 point 1 names the boot chain among what a plan is (fails on the old code: turning
+    Secure Boot on kept every plan, so a machine that last booted through iPXE was "in sync" with a
+    commit handing it shim and signed GRUB)."""
+    base = plans("a" * 40)
+    secure = plans("b" * 40, {"netboot.yaml": BASE["netboot.yaml"] + "secure_boot: true\n"})
+    assert secure["node-1"] != base["node-1"] and secure["node-2"] != base["node-2"]
+    # a profile that keeps iPXE under a Secure Boot site keeps its plan
+    opted_out = plans("c" * 40, {"netboot.yaml": BASE["netboot.yaml"] + "secure_boot: true\n",
+                                 "profiles/install.yaml": BASE["profiles/install.yaml"] + "secure_boot: false\n"})
+    assert opted_out == base
