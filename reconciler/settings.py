@@ -56,3 +56,4 @@ class Settings:
     age_identity: Path | None = None  # decrypts secrets.yaml at render time (adapters.agecrypt); outside the repo
     verify_commits: Path | None = None  # serve only commits signed by a key this file lists (adapters.commitsig)
     bmc_credentials: Path | None = None  # NAME -> username/password for rollouts' power actions (adapters.bmccreds)
+    site: str | None = None  # --site: the site of a repository with `sites:` this instance serves (core.sites)

@@ -49,14 +49,14 @@ def run(args: argparse.Namespace) -> int:
         result = validate_path(args.repo)
     except OSError as exc:
         return _fail(str(exc))
-    if result.state is None or result.errors:
+    if not result.sites or result.errors:
         print_findings(result, "text", strict=False, path=args.repo)
         return EXIT_USAGE
     try:
         credentials = load(args.bmc_credentials)
     except CredentialsError as exc:
         return _fail(str(exc))
-    nodes = {node.name: node for node in result.state.nodes}
+    nodes = {node.name: node for state in result.sites.values() for node in state.nodes}  # every site's
     targets: list[tuple[str, Bmc, Credential]] = []
     problems: list[str] = []
     for name in dict.fromkeys(args.nodes):

@@ -1,4 +1,4 @@
-"""`netboot-reconcile render [PATH] --out DIR [--format text|json|github] [--age-identity FILE]`.
+"""`netboot-reconcile render [PATH] --out DIR [--site NAME] [--format text|json|github] [--age-identity FILE]`.
 
 Validates the repository directory at PATH like `validate` and, when it is valid, writes the
 generation the daemon would serve (`core.render.render_generation`) under DIR: the same tree as
@@ -8,6 +8,8 @@ are replaced atomically. A render records what it wrote in DIR/.netboot-render.j
 render removes what it wrote before and no longer holds (a deleted node's matchbox group must not
 keep booting it); files it never wrote are left alone. Every file is written mode 0600 (mkstemp).
 Secrets render as placeholders (`<secret:NAME>`) unless --age-identity FILE decrypts them.
+A repository with `sites:` renders each site into DIR/<site>/, or with --site NAME that site into
+DIR (what `run --site NAME` serves); a site it does not declare exits 2 naming those it does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("path", nargs="?", default=".", type=Path, help="repository directory (default: .)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory to write the rendered tree into")
     p.add_argument("--format", choices=("text", "json", "github"), default="text", help="format of findings")
+    p.add_argument("--site", metavar="NAME",
+                   help="render this site of a repository with sites: (default: each into DIR/<site>/)")
     add_identity_option(p)
     p.set_defaults(func=run)
 
@@ -86,24 +90,34 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"netboot-reconcile render: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    if result.state is None or result.errors:
+    if result.errors:
         print_findings(result, args.format, strict=False, path=args.path)
         return EXIT_INVALID
+    if args.site is not None or result.state is not None:
+        try:
+            trees = {args.out: result.for_site(args.site)}
+        except InvalidRevision as exc:  # a site the repository does not declare: the caller's mistake
+            print(f"netboot-reconcile render: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        trees = {args.out / name: state for name, state in result.sites.items()}
     if result.warnings:
         print_findings(result, args.format, strict=False, path=args.path)
     note_unchecked(result, decrypt)
-    try:
-        files = render_generation(result.state) if decrypt is None else render_served(result.state, None, decrypt)
-    except TemplateFailure as exc:
-        failed = Validation(None, (*result.issues, failure_issue(exc)))
-        return print_findings(failed, args.format, strict=False, path=args.path)
-    except InvalidRevision as exc:
-        return print_findings(Validation(None, (*result.issues, *exc.findings)), args.format, strict=False,
-                              path=args.path)
-    try:
-        write_tree(files, args.out)
-    except OSError as exc:
-        print(f"netboot-reconcile render: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    print(f"rendered {len(files)} files of revision {result.state.revision} into {args.out}", file=sys.stderr)
+    for out, state in trees.items():
+        try:
+            files = render_generation(state) if decrypt is None else render_served(state, None, decrypt)
+        except TemplateFailure as exc:
+            failed = Validation(None, (*result.issues, failure_issue(exc)))
+            return print_findings(failed, args.format, strict=False, path=args.path)
+        except InvalidRevision as exc:
+            return print_findings(Validation(None, (*result.issues, *exc.findings)), args.format, strict=False,
+                                  path=args.path)
+        try:
+            write_tree(files, out)
+        except OSError as exc:
+            print(f"netboot-reconcile render: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        at = f" (site {state.site.name})" if state.site.name else ""
+        print(f"rendered {len(files)} files of revision {state.revision}{at} into {out}", file=sys.stderr)
     return EXIT_VALID

@@ -4,7 +4,8 @@ Called by `reconciler.cli`. This is the only place that reads the process enviro
 (`NETBOOT_GIT_TOKEN` for HTTPS remotes, `NOTIFY_SOCKET` under systemd) and secret files; it
 builds one frozen `Settings`, configures logging (`--log-format text|json`), builds the
 servers (HTTP always; DHCP and TFTP unless turned off) around one `Daemon`, and runs it until
-SIGTERM. Exit 0 after a clean stop, 2 when start-up fails (bad arguments, a port in use).
+SIGTERM. Exit 0 after a clean stop, 2 when start-up fails (bad arguments, a port in use, a
+--site the repository does not declare while nothing is served).
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--bmc-credentials", type=Path, metavar="FILE",
                    help="NAME: {username, password} file (YAML or JSON, mode 600, outside git) for the BMCs "
                         "rollouts power-cycle (netboot.yaml rollout.power: true)")
+    p.add_argument("--site", metavar="NAME",
+                   help="serve this site of a repository with sites: in netboot.yaml (its nodes, DHCP and server "
+                        "settings); required there, refused without them")
     p.add_argument("--no-worker", action="store_true",
                    help="validate and render commits in the daemon process itself instead of a worker process "
                         "(debugging: packet threads then wait for them)")
@@ -170,6 +174,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         age_identity=args.age_identity,
         bmc_credentials=args.bmc_credentials.absolute() if args.bmc_credentials is not None else None,
         worker=not args.no_worker,
+        site=args.site,
     )
 
 
@@ -269,13 +274,24 @@ def run(args: argparse.Namespace) -> int:
     def ready() -> None:
         sd_notify(settings.notify_socket, "READY=1\nSTATUS=serving")
 
+    unservable: list[str] = []
+
+    def first() -> None:
+        problem = daemon.unservable()
+        if problem is None:
+            _hints(daemon, http)
+            return
+        log.error("cannot serve: %s", problem)  # no commit fixes a wrong --site: stop, as for a bad option
+        unservable.append(problem)
+        daemon.stop()
+
     try:
-        daemon.run(ready=ready, first=lambda: _hints(daemon, http))
+        daemon.run(ready=ready, first=first)
     finally:
         sd_notify(settings.notify_socket, "STOPPING=1")
         daemon.shutdown()
     log.info("stopped")
-    return EXIT_OK
+    return EXIT_ERROR if unservable else EXIT_OK
 
 
 def _raise_open_file_limit() -> None:

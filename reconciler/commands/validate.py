@@ -57,8 +57,8 @@ def identity_of(args: argparse.Namespace) -> AgeIdentity | None:
 
 def note_unchecked(result: Validation, decrypt: AgeIdentity | None) -> None:
     """Without an identity, say that secrets.yaml's values were not checked (stderr: JSON stays JSON)."""
-    if decrypt is None and result.state is not None and result.state.secrets is not None \
-            and result.state.secrets.secrets:
+    state = next(iter(result.sites.values()), None)  # secrets are shared by every site
+    if decrypt is None and state is not None and state.secrets is not None and state.secrets.secrets:
         print(f"note: {NOT_CHECKED}", file=sys.stderr)
 
 

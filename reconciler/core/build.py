@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -32,7 +32,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.select import normalise_mac
 from reconciler.core.snapshot import SITE_FILE, Snapshot, kind_of
-from reconciler.core.yamldoc import Document, parse_json, parse_yaml
+from reconciler.core.yamldoc import Document, Path, parse_json, parse_yaml
 
 # Names the renderer writes next to the repo's own (docs/GENERATION.md).
 RESERVED_ID_PREFIX = "node."
@@ -80,30 +80,81 @@ def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
 # broke dhcpd ("default-lease-time 600.0;"), Kea and dnsmasq, and URLs (":8080.0").
 
 
-def site(doc: Document | None, out: Findings) -> Site | None:
+def sites(doc: Document | None, out: Findings) -> dict[str, Site]:
+    """netboot.yaml's sites by name: {"": the one site} when it declares no `sites:`; else one per
+    entry of `sites:`, that entry merged over the file's own keys (`merged`). Empty when the file
+    fails its schema; a site whose merged settings fail is left out (its findings say why)."""
     if doc is None or not _schema_ok(doc, "site", out):
-        return None
+        return {}
     data: dict[str, Any] = doc.data
+    if "sites" not in data:
+        built = _site(data, doc.loc, "", out)
+        return {"": built} if built is not None else {}
+    shared = {key: value for key, value in data.items() if key != "sites"}
+    found: dict[str, Site] = {}
+    for name, own in data["sites"].items():
+        loc = _site_locator(doc, name, own)
+        merged_data = merged(shared, own)
+        if "address" not in merged_data.get("server", {}):
+            out.report("site-no-server", loc(("server",)),
+                       f"site {name!r}: server.address is not set (in sites.{name}.server or in the shared server)")
+            continue
+        built = _site(merged_data, loc, name, out)
+        if built is not None:
+            found[name] = built
+    return found
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` merged over `base`: mappings key by key, anything else (lists, values) replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        out[key] = merged(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return out
+
+
+def _site_locator(doc: Document, name: str, own: Mapping[str, Any]) -> Callable[[Path], Location]:
+    """Where a merged site's value was written: under `sites.<name>` when the site sets it, else
+    in the shared keys it inherits."""
+    def loc(path: Path) -> Location:
+        if _holds(own, path):
+            return doc.loc(("sites", name, *path))
+        return doc.loc(path) if path and path[0] in doc.data else doc.loc(("sites", name))
+    return loc
+
+
+def _holds(data: Any, path: Path) -> bool:
+    """Whether `data` has a value at `path`."""
+    for part in path:
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not in_list and not (isinstance(data, Mapping) and part in data):
+            return False
+        data = data[part]
+    return True
+
+
+def _site(data: Mapping[str, Any], loc: Callable[[Path], Location], name: str, out: Findings) -> Site | None:
     server = data["server"]
     dhcp = data.get("dhcp", {})
     subnets: list[Subnet] = []
     for i, raw in enumerate(dhcp.get("subnets", [])):
-        loc = doc.loc(("dhcp", "subnets", i, "subnet"))
+        subnet_loc = loc(("dhcp", "subnets", i, "subnet"))
         try:
             network = IPv4Network(raw["subnet"], strict=True)
         except ValueError as exc:
             try:
                 network = IPv4Network(raw["subnet"], strict=False)
             except ValueError:
-                out.report("subnet-invalid", loc, f"dhcp.subnets[{i}].subnet: {exc}")
+                out.report("subnet-invalid", subnet_loc, f"dhcp.subnets[{i}].subnet: {exc}")
                 continue
             # Host bits set: name the network meant, and check the rest against it.
-            out.report("subnet-invalid", loc, f"dhcp.subnets[{i}].subnet: {exc}; did you mean {network}?")
+            out.report("subnet-invalid", subnet_loc, f"dhcp.subnets[{i}].subnet: {exc}; did you mean {network}?")
         pool = None
         if "pool" in raw:
             start, end = (IPv4Address(a) for a in raw["pool"])
             pool = (start, end)
-            pool_loc = doc.loc(("dhcp", "subnets", i, "pool"))
+            pool_loc = loc(("dhcp", "subnets", i, "pool"))
             if start > end:
                 out.report("pool-order", pool_loc, f"pool {start} - {end}: the first address is after the last")
             if start not in network or end not in network:
@@ -114,7 +165,7 @@ def site(doc: Document | None, out: Findings) -> Site | None:
         if raw.get("lease_time", 600) > raw.get("max_lease_time", 7200):
             out.report(
                 "lease-time",
-                doc.loc(("dhcp", "subnets", i, "lease_time")),
+                loc(("dhcp", "subnets", i, "lease_time")),
                 "lease_time is longer than max_lease_time",
             )
         for key in ("routers",):
@@ -122,7 +173,7 @@ def site(doc: Document | None, out: Findings) -> Site | None:
                 if IPv4Address(addr) not in network:
                     out.report(
                         "router-outside-subnet",
-                        doc.loc(("dhcp", "subnets", i, key, j)),
+                        loc(("dhcp", "subnets", i, key, j)),
                         f"router {addr} is not inside {network}",
                     )
         subnets.append(
@@ -134,7 +185,7 @@ def site(doc: Document | None, out: Findings) -> Site | None:
                 domain_name=raw.get("domain_name"),
                 lease_time=int(raw.get("lease_time", 600)),
                 max_lease_time=int(raw.get("max_lease_time", 7200)),
-                source=doc.loc(("dhcp", "subnets", i)),
+                source=loc(("dhcp", "subnets", i)),
             )
         )
     files = data.get("boot_files", {})
@@ -154,9 +205,10 @@ def site(doc: Document | None, out: Findings) -> Site | None:
             shim_x64=files.get("shim_x64", defaults.shim_x64),
             grub_x64=files.get("grub_x64", defaults.grub_x64),
         ),
-        source=doc.loc(),
+        source=loc(()),
         secure_boot=bool(data.get("secure_boot", False)),
         rollout=_rollout(data["rollout"]) if "rollout" in data else None,
+        name=name,
     )
 
 
@@ -324,6 +376,7 @@ def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
             selector=selector,
             metadata=data.get("metadata", {}),
             source=doc.loc(),
+            site=data.get("site"),
         )
     return list(groups.values())
 
@@ -365,6 +418,7 @@ def nodes(docs: Mapping[str, Document], out: Findings) -> list[Node]:
             metadata=data.get("metadata", {}),
             reinstall=int(data.get("reinstall", 0)),
             source=doc.loc(),
+            site=data.get("site"),
         )
     return list(nodes.values())
 

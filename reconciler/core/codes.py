@@ -119,6 +119,13 @@ _TABLE = (
     Code("ip-conflict", E, "a node's ip is server.address or a router"),
     Code("ip-in-pool", E, "a node's fixed ip inside the pool could be leased to another machine"),
     Code("subnet-overlap", E, "declared subnets must not overlap"),
+    # -- sites (core.sites)
+    Code("site-no-server", E, "every site needs server.address, in its own settings or the shared ones"),
+    Code("unknown-site", E, "a node or a group names a site netboot.yaml does not declare"),
+    Code("node-no-site", E, "in a repository with sites, every node names its site"),
+    Code("site-required", E, "a daemon serving a repository with sites serves one of them: --site NAME"),
+    Code("site-not-declared", E, "--site names a site netboot.yaml does not declare"),
+    Code("site-subnet-overlap", E, "a subnet belongs to one site: two sites' subnets must not overlap"),
     Code("dnsmasq-hostname", W, "dnsmasq reads this hostname as a keyword or lease time; dnsmasq.conf leaves it out"),
     # -- templates and boot values (core.bootcheck, core.render)
     Code("template-undefined", E, "a template uses a variable that is not defined (never an empty string)"),

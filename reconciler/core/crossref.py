@@ -1,8 +1,8 @@
 """Cross-reference checks: what the built values say about each other.
 
 Called by `core.validate` after `core.build`: references to profiles and cloud-init templates,
-groups against nodes (ambiguity, conflicts, one default), nodes against each other and against
-the site's subnets, subnets against each other.
+groups against nodes (ambiguity, conflicts, one default per site), nodes against each other and
+against their site's subnets, a site's subnets against each other (across sites: `core.sites`).
 """
 
 from __future__ import annotations
@@ -34,13 +34,17 @@ def check_profile_refs(
 def check_groups(
     groups: list[Group], profiles: Mapping[str, object], nodes: list[Node], where: Locator, out: Findings
 ) -> None:
-    defaults = [g for g in groups if g.is_default]
-    for extra in sorted(defaults, key=lambda g: g.id)[1:]:
-        out.report(
-            "duplicate-default-group",
-            extra.source,
-            f"group {extra.id!r} has no selector, like {defaults[0].id!r}: only one default group",
-        )
+    defaults = sorted((g for g in groups if g.is_default), key=lambda g: g.id)
+    for i, extra in enumerate(defaults):
+        # with sites, one default per site: defaults kept to different sites (`site:`) do not meet
+        clash = next((d for d in defaults[:i] if d.site is None or extra.site is None or d.site == extra.site), None)
+        if clash is not None:
+            out.report(
+                "duplicate-default-group",
+                extra.source,
+                f"group {extra.id!r} has no selector, like {clash.id!r}: only one default group"
+                + (" per site" if clash.site or extra.site else ""),
+            )
     for group in groups:
         if group.profile not in profiles:
             out.report(
@@ -52,7 +56,7 @@ def check_groups(
     selecting = [g for g in groups if not g.is_default]
     for node in nodes:
         labels = {**node.labels, "mac": node.mac}
-        hits = [g for g in selecting if matches(g.selector, labels)]
+        hits = [g for g in selecting if (g.site is None or g.site == node.site) and matches(g.selector, labels)]
         by_count: dict[int, list[Group]] = defaultdict(list)
         for g in hits:
             by_count[len(g.selector)].append(g)
@@ -76,8 +80,10 @@ def check_groups(
 
 
 def check_nodes(
-    nodes: list[Node], profiles: Mapping[str, object], site: Site | None, where: Locator, out: Findings
+    nodes: list[Node], profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator, out: Findings
 ) -> None:
+    """Profiles named, addresses and names unique across the repository (every site), a fixed
+    ip inside its own site's subnets (`sites` by name, "" for a repository without sites)."""
     seen: dict[str, dict[str, Node]] = {"mac": {}, "ip": {}, "hostname": {}}
     for node in sorted(nodes, key=lambda n: n.source.file):
         if node.profile not in profiles:
@@ -110,14 +116,18 @@ def check_nodes(
                 f"hostname {node.hostname!r} of node {node.name!r} reads to dnsmasq as a keyword or lease time: "
                 "dnsmasq.conf gives the machine no name (set `hostname:` to a name with a letter)",
             )
+        site = sites.get(node.site or "")
         if site is not None and node.ip is not None:
             subnet = site.subnet_for(node.ip)
             if subnet is None:
                 declared = ", ".join(str(s.network) for s in site.subnets) or "none"
+                at = f" of site {site.name!r}" if site.name else ""
+                elsewhere = next((o.name for o in sites.values() if o is not site and o.subnet_for(node.ip)), None)
+                hint = f"; it is in a subnet of site {elsewhere!r}" if elsewhere else ""
                 out.report(
                     "ip-outside-subnet",
                     where.field(node.source, "ip"),
-                    f"ip {node.ip} of node {node.name!r} is in no declared subnet (declared: {declared})",
+                    f"ip {node.ip} of node {node.name!r} is in no declared subnet{at} (declared: {declared}){hint}",
                 )
             elif node.ip == site.server_address or node.ip in subnet.routers:
                 what = "server.address" if node.ip == site.server_address else "a router"

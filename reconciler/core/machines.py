@@ -5,7 +5,7 @@ own, matchbox's examples) writes one group per machine, `{"selector": {"mac": ..
 group gets everything a `nodes/<name>.yaml` gets: the node template values (`mac`,
 `cloud_init_url`, `report_url`, `report_token`), its NoCloud seed, reports and outcomes,
 install-once. The node is named after the group id (lowercased, anything but `a-z0-9-` made `-`),
-has the group's profile and metadata, no labels and no reserved address, and findings about it
+has the group's profile, metadata and site, no labels and no reserved address, and findings about it
 point at the group's file. The group itself is then not a repo group any more (its node's
 `node.<name>` group selects the same MAC in the rendered data directory).
 
@@ -54,7 +54,7 @@ def nodes_of_groups(groups: list[Group], nodes: list[Node], out: Findings) -> tu
                        f"the name of node {other.mac} in {other.source.file}")
             continue
         node = Node(name=name, mac=mac, profile=group.profile, hostname=name, metadata=group.metadata,
-                    source=group.source)
+                    source=group.source, site=group.site)
         names[name] = node
         macs.add(mac)
         made.append(node)

@@ -100,7 +100,9 @@ class RolloutPolicy:
 
 @dataclass(frozen=True)
 class Site:
-    """netboot.yaml: how this site is reached and how DHCP behaves."""
+    """netboot.yaml: how this site is reached and how DHCP behaves. A repository that declares
+    `sites:` has one per entry (netboot.yaml's own keys merged under it, `core.build.sites`), each
+    with its `name`; one that does not has one implicit site named ""."""
 
     server_address: IPv4Address
     http_port: int = 80
@@ -112,6 +114,7 @@ class Site:
     source: Location = Location("netboot.yaml")
     secure_boot: bool = False  # UEFI PXE clients get shim -> signed GRUB instead of iPXE (a profile may override)
     rollout: RolloutPolicy | None = None  # None: no `rollout:`, nodes are reinstalled by hand
+    name: str = ""  # `sites.<name>` of netboot.yaml; "" for the implicit site of a repository without `sites:`
 
     @functools.cached_property
     def server_url(self) -> str:
@@ -159,6 +162,7 @@ class Node:
     reinstall: int = 0
     source: Location = Location("")
     bmc: Bmc | None = None
+    site: str | None = None  # `site:`, a name under netboot.yaml `sites:`; None in a repository without sites
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ class Group:
     selector: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: Location = Location("")
+    site: str | None = None  # `site:`: served at that site only; None: at every site
 
     @property
     def is_default(self) -> bool:
@@ -276,7 +281,9 @@ class Asset:
 
 @dataclass(frozen=True)
 class DesiredState:
-    """A whole validated repository at one revision: the renderer's only input."""
+    """What one site serves at one revision, validated: the renderer's only input. In a
+    repository without sites that is the whole repository; with sites, that site's nodes and the
+    groups it serves (profiles, templates, assets and secrets are shared)."""
 
     revision: str
     site: Site

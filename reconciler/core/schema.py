@@ -159,6 +159,8 @@ PATTERN_WORDS = {
     "^[A-Za-z_][A-Za-z0-9_.-]{0,62}$": "a letter or '_', then letters, digits, '_', '.' or '-', at most 63 characters",
     "^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4}$|^[0-9A-Fa-f]{12}$":
         "a MAC address such as 52:54:00:12:34:56, 52-54-00-12-34-56, 5254.0012.3456 or 525400123456",
+    "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$":
+        "a lowercase DNS label: a-z, 0-9 and '-', not starting or ending with '-', at most 63 characters",
     "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$":
         "a DNS label: letters, digits and '-', not starting or ending with '-', at most 63 characters",
     "^[0-9a-f]{64}$": "a SHA-256 digest: 64 lowercase hex digits",

@@ -2,17 +2,18 @@
 
 Called by the `validate` and `render` commands, `diff`, and the daemon's reconcile step.
 Order: parse (YAML/JSON, safe) -> JSON Schema per document -> build values (`core.build`) ->
-cross references (`core.crossref`) -> every template rendered for every node, checked and
-linted (`core.bootcheck`, `core.lint`). Later stages run on whatever earlier ones could build,
-so one pass reports as much as it can. Codes and severities: `core.codes`; locations:
+cross references (`core.crossref`, `core.sites`) -> every template rendered for every node as
+its site serves it, checked and linted (`core.bootcheck`, `core.lint`). Later stages run on
+whatever earlier ones could build, so one pass reports as much as it can. Codes and severities: `core.codes`; locations:
 `core.locate`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, template
+from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, sites, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.ignition import check_references, read_templates
@@ -25,10 +26,19 @@ from reconciler.core.snapshot import ASSETS_FILE, SECRETS_FILE, SITE_FILE, Snaps
 
 @dataclass(frozen=True)
 class Validation:
-    """The outcome of validating one snapshot: a state when there are no errors, and all findings."""
+    """The outcome of validating one snapshot: all findings, and when there is no error what
+    each site serves (`sites`, by name). `state`: what a repository without `sites:` serves (its
+    one site, named ""); None for a repository with sites, whose states are in `sites` only."""
 
     state: DesiredState | None
     issues: tuple[Issue, ...]
+    sites: Mapping[str, DesiredState] = field(default_factory=dict)
+
+    def for_site(self, site: str | None) -> DesiredState:
+        """What `site` serves (None: a repository without sites); InvalidRevision when the commit is
+        invalid or has no such site (`core.sites.select`)."""
+        states = self.sites or ({sites.IMPLICIT: self.state} if self.state is not None else {})
+        return sites.select(states, self.issues, site)
 
     @property
     def errors(self) -> tuple[Issue, ...]:
@@ -54,7 +64,10 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None) -> Validati
     out.extend(snapshot.unread)
     docs = build.parse_all(snapshot, out)
 
-    site = build.site(docs.get(SITE_FILE), out)
+    site_doc = docs.get(SITE_FILE)
+    by_name = build.sites(site_doc, out)
+    site_names = sorted(site_doc.data.get("sites") or ()) if site_doc is not None and isinstance(site_doc.data, dict) \
+        else []
     assets = build.assets(docs.get(ASSETS_FILE), snapshot.files, out)
     secrets_file = build.secrets_file(docs.get(SECRETS_FILE), out)
     if secrets_file is not None and decrypt is not None:
@@ -78,33 +91,45 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None) -> Validati
     }
     known_profiles = {**dict.fromkeys(declared["profile"]), **profiles}
     crossref.check_profile_refs(profiles, {**dict.fromkeys(declared["cloud-init"]), **cloud_init}, where, out)
+    sites.check_members(nodes, groups, site_names, where, out)
     crossref.check_groups(groups, known_profiles, nodes, where, out)
     for profile in profiles.values():
         out.extend(lint_static_seed(profile, where))
     check_references(profiles, nodes, groups, ignition_files, generic_files, where, out)
-    crossref.check_nodes(nodes, known_profiles, site, where, out)
+    crossref.check_nodes(nodes, known_profiles, by_name, where, out)
     used_secrets = secrets.check_references(secrets_file, profiles, cloud_init, where, out,
                                             failed=secrets_file is None and SECRETS_FILE in snapshot.files)
-    if site is not None:
-        crossref.check_subnets(site, out)
+    if by_name:
+        for site in by_name.values():
+            crossref.check_subnets(site, out)
+        sites.check_subnets(by_name, out)
         names = {*used_secrets, *(secrets_file.secrets if secrets_file is not None else ())}
-        checker = BootPlanChecker(snapshot.revision, site, profiles, assets, out, where,
-                                  secrets.placeholders(names).values)
+        # each node checked as its site serves it; a group at every site serving it; an unused
+        # profile once (rendered for a sample node of the first site)
+        checkers = {name: BootPlanChecker(snapshot.revision, site, profiles, assets, out, where,
+                                          secrets.placeholders(names).values) for name, site in by_name.items()}
         for node in sorted(nodes, key=lambda n: n.name):
-            checker.check_node(node, cloud_init)
+            node_checker = checkers.get(sites.site_of(node))
+            if node_checker is not None:
+                node_checker.check_node(node, cloud_init)
         for group in sorted(groups, key=lambda g: g.id):
-            checker.check_group(group)
+            for name, checker in checkers.items():
+                if sites.serves(group, name):
+                    checker.check_group(group)
+        for name, site in by_name.items():
+            used = {n.profile for n in nodes if sites.site_of(n) == name}
+            securecheck.check_profiles(site, profiles, used | {g.profile for g in groups if sites.serves(g, name)},
+                                       where, out)
         used = {n.profile for n in nodes} | {g.profile for g in groups}
-        securecheck.check_profiles(site, profiles, used, where, out)
         for pid in sorted(set(profiles) - used):
-            checker.check_unused(profiles[pid], cloud_init)
+            checkers[min(checkers)].check_unused(profiles[pid], cloud_init)
 
     issues = tuple(sorted(out.issues, key=lambda i: (i.file, i.line, i.column, i.code, i.message)))
-    if site is None or any(i.is_error for i in issues):
+    if not by_name or any(i.is_error for i in issues):
         return Validation(None, issues)
     state = DesiredState(
         revision=snapshot.revision,
-        site=site,
+        site=by_name[min(by_name)],
         nodes=tuple(sorted(nodes, key=lambda n: n.name)),
         profiles=dict(sorted(profiles.items())),
         groups=tuple(sorted(groups, key=lambda g: g.id)),
@@ -114,4 +139,6 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None) -> Validati
         generic=generic_files,
         secrets=secrets_file,
     )
-    return Validation(state, issues)
+    if not site_names:
+        return Validation(state, issues, {sites.IMPLICIT: state})
+    return Validation(None, issues, sites.split(state, by_name))

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Renderer = Callable[[DesiredState], Mapping[str, bytes]]
 REPORT_KEY_META = "report-key"  # `.meta/report-key` of a generation: the fingerprint of its report secret
+SITE_META = "site"  # `.meta/site`: the site (--site) it was rendered for; absent or empty: a repository without sites
 
 
 def report_key(secret: bytes | None) -> bytes:
@@ -44,8 +45,9 @@ class Loaded:
 
 class GenerationLoader:
     def __init__(self, artifacts: ArtifactStore, renderer: Renderer, meta: Mapping[str, bytes], *,
-                 in_worker: bool = False) -> None:
+                 in_worker: bool = False, site: str | None = None) -> None:
         self.artifacts = artifacts
+        self.site = site  # --site: the site whose state a stored generation is validated into
         self.renderer = renderer
         self.meta = meta  # the `.meta/` this daemon writes (its report-key)
         self.in_worker = in_worker  # validate in a child process (daemon.worker): this runs on request threads too
@@ -82,10 +84,11 @@ class GenerationLoader:
         if state is None:
             log.error("revision=%s the stored generation no longer validates", stored.revision)
             return None
-        if stored.meta.get(REPORT_KEY_META) == self.meta[REPORT_KEY_META]:
+        if stored.meta.get(REPORT_KEY_META) == self.meta[REPORT_KEY_META] and \
+                stored.meta.get(SITE_META, b"") == self.meta.get(SITE_META, b""):
             return Generation(stored.revision, state, stored.files, stored.root), False
-        log.warning("revision=%s was rendered with another report secret (or before that was recorded): "
-                    "rendering it again", stored.revision)
+        log.warning("revision=%s was rendered with another report secret or for another --site (or before that "
+                    "was recorded): rendering it again", stored.revision)
         try:
             files = dict(self.renderer(state))
         except Exception:  # a renderer bug must not stop the daemon starting (the reconcile reports it)
@@ -94,10 +97,10 @@ class GenerationLoader:
         return Generation(stored.revision, state, files, stored.root), True
 
     def _validate(self, snapshot: Snapshot) -> DesiredState | None:
-        if not self.in_worker:
-            return validate(snapshot).state
         try:
-            return worker.build(snapshot, None).state
+            if not self.in_worker:
+                return validate(snapshot).for_site(self.site)
+            return worker.build(snapshot, None, site=self.site).state
         except InvalidRevision as exc:
             log.error("revision=%s %s", snapshot.revision, exc)
             return None

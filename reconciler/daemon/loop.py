@@ -33,9 +33,9 @@ from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.gitsource import Source, SourceProblem
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
-from reconciler.core import bootplan, findings, wiring
+from reconciler.core import bootplan, findings, sites, wiring
 from reconciler.core.errors import Reason
-from reconciler.daemon.loader import REPORT_KEY_META, GenerationLoader, Renderer, report_key
+from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, GenerationLoader, Renderer, report_key
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
 from reconciler.daemon.statelock import StateLock
@@ -70,7 +70,9 @@ class Daemon:
         self._state_lock = StateLock(settings.state_dir)
         self._unwritable: OSError | None = None  # why the state directory refuses writes
         meta = {REPORT_KEY_META: report_key(settings.report_secret)}
-        self.loader = GenerationLoader(self.artifacts, renderer, meta, in_worker=settings.worker)
+        if settings.site is not None:
+            meta[SITE_META] = settings.site.encode()
+        self.loader = GenerationLoader(self.artifacts, renderer, meta, in_worker=settings.worker, site=settings.site)
         self.holder.set_loader(self.loader.load)
         self.reconciler = Reconciler(settings, renderer=renderer, artifacts=self.artifacts, holder=self.holder,
                                      meta=meta, source=source, on_source_opened=self.start_watcher,
@@ -387,6 +389,15 @@ class Daemon:
 
     # -- status -------------------------------------------------------------------------------
 
+    def unservable(self) -> str | None:
+        """Why this instance can serve nothing of its repository (`run` exits 2 after the first
+        attempt): --site names no site it declares, or it has sites and --site names none; and no
+        generation is served. Once one is, a later commit like that is only an invalid commit."""
+        rejected = self.book.rejected
+        if rejected is None or self.holder.current() is not None:
+            return None
+        return next((f.message for f in rejected.findings if f.code in sites.SELECTION_CODES), None)
+
     def healthy(self) -> bool:
         """Liveness (/healthz): a valid generation is served."""
         return self.holder.current() is not None
@@ -408,6 +419,7 @@ class Daemon:
         current = self.holder.current()
         source = self.source.description if self.source is not None else self.settings.repo
         out = self.book.view(source=source, warnings=self._listener_warnings(current), degraded=self._degraded())
+        out["site"] = self.settings.site  # --site; null for a repository without sites
         out["generation"] = None if current is None else {
             "revision": current.revision,
             "activated_at": current.activated_at,

@@ -41,7 +41,7 @@ from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.assetstore import AssetStore
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import Source, open_source, print_progress
-from reconciler.core import codes, findings, securecheck
+from reconciler.core import codes, securecheck
 from reconciler.core.assets import rel
 from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
@@ -49,7 +49,7 @@ from reconciler.core.secrets import private_paths
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from reconciler.daemon import worker
-from reconciler.daemon.loader import REPORT_KEY_META, Renderer
+from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, Renderer
 from reconciler.daemon.outcome import Outcome, Result
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
@@ -214,15 +214,13 @@ class Reconciler:
     def _validate(self, attempt: Attempt) -> bool:
         assert attempt.snapshot is not None
         if self.settings.worker:  # validation and rendering both, in a child process
-            built = worker.build(attempt.snapshot, self.renderer)
+            built = worker.build(attempt.snapshot, self.renderer, site=self.settings.site)
             attempt.issues, attempt.state, attempt.files = built.issues, built.state, built.files
             attempt.timings.update((f"worker.{name}", seconds) for name, seconds in built.timings.items())
             return True
         result = validate(attempt.snapshot)
         attempt.issues = result.issues
-        if result.state is None:
-            raise InvalidRevision(findings.summary(result.issues), result.issues)
-        attempt.state = result.state
+        attempt.state = result.for_site(self.settings.site)  # InvalidRevision: invalid, or no such site
         return True
 
     def _render(self, attempt: Attempt) -> bool:
@@ -302,8 +300,10 @@ class Reconciler:
     def _write(self, attempt: Attempt) -> bool:
         assert attempt.files is not None and attempt.snapshot is not None and attempt.revision is not None
         parts: dict[str, float] = {}
-        # A revision written before (a revert to it) with another report secret is written again.
-        stale = self.artifacts.meta(attempt.revision, REPORT_KEY_META) != self.meta[REPORT_KEY_META]
+        # A revision written before (a revert to it) with another report secret, or for another
+        # --site, is written again.
+        stale = any((self.artifacts.meta(attempt.revision, key) or b"") != self.meta.get(key, b"")
+                    for key in (REPORT_KEY_META, SITE_META))
         private = private_paths(attempt.state) if attempt.state is not None else ()  # 0600: they hold secrets
         attempt.root = self.artifacts.write(attempt.revision, attempt.files, attempt.snapshot.files,
                                             previous=self.previous, timings=parts, meta=self.meta, replace=stale,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.core import codes, findings
+from reconciler.core import codes
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Location, Node
 from reconciler.core.snapshot import Snapshot
@@ -65,12 +65,13 @@ def _mp() -> Any:
     return ctx
 
 
-def build(snapshot: Snapshot, renderer: Renderer | None, limits: Limits = Limits()) -> Built:
-    """Validate `snapshot` (and render it with `renderer`) in a child process. InvalidRevision
-    when it is invalid, cannot be rendered, or exceeds a limit; RuntimeError on a bug."""
+def build(snapshot: Snapshot, renderer: Renderer | None, limits: Limits = Limits(), site: str | None = None) -> Built:
+    """Validate `snapshot` (and render what `site` serves with `renderer`) in a child process.
+    InvalidRevision when it is invalid, has no such site, cannot be rendered, or exceeds a limit;
+    RuntimeError on a bug."""
     ctx = _mp()
     reader, writer = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(writer, snapshot, renderer, limits), name="netboot-worker",
+    child = ctx.Process(target=_child, args=(writer, snapshot, renderer, limits, site), name="netboot-worker",
                         daemon=True)
     child.start()
     writer.close()
@@ -142,19 +143,16 @@ def _lower(which: int, soft: int, hard: int) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
-def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits) -> None:
+def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits, site: str | None) -> None:
     _lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 5)
     try:
         t0 = time.monotonic()
         result = validate(snapshot)
         t1 = time.monotonic()
-        if result.state is None:
-            conn.send(("invalid", findings.summary(result.issues), result.issues))
-            return
-        files = dict(renderer(result.state)) if renderer is not None else None
+        state = result.for_site(site)  # InvalidRevision: sent below
+        files = dict(renderer(state)) if renderer is not None else None
         t2 = time.monotonic()
-        state = result.state
         conn.send(("state", dataclasses.replace(state, nodes=()), result.issues))
         for i in range(0, len(state.nodes), CHUNK_NODES):
             conn.send(("nodes", state.nodes[i:i + CHUNK_NODES]))

@@ -44,11 +44,11 @@ values = st.recursive(
     max_leaves=6,
 )
 keys = {
-    "node": ["mac", "ip", "hostname", "profile", "labels", "metadata", "reinstall", "extra"],
-    "site": ["server", "dhcp", "boot_files"],
+    "node": ["mac", "ip", "hostname", "profile", "labels", "metadata", "reinstall", "site", "extra"],
+    "site": ["server", "dhcp", "boot_files", "sites"],
     "profile": ["id", "name", "boot", "cloud_init", "install_once"],
     "profile-matchbox": ["id", "name", "boot", "cloud_id", "generic_id"],
-    "group": ["id", "name", "profile", "selector", "metadata"],
+    "group": ["id", "name", "profile", "selector", "metadata", "site"],
     "assets": ["assets"],
 }
 

@@ -1,0 +1,108 @@
+"""Many sites from one repository (issue 26 point 3), through the real CLI and real daemons: a
+two-site git repository validated, rendered per site, and served by two daemons on loopback,
+each with --site, each serving only its own nodes and its own DHCP configuration."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+from tests import repo_builder
+from tests.integration.daemon_support import ROOT, DaemonProcess, git, http_get, wait_for
+
+PARIS_NODE, LYON_NODE = "52:54:00:aa:bb:01", "52:54:00:aa:bb:03"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def two_site_repo(path: Path, edits: dict[str, str | None] | None = None) -> str:
+    repo_builder.write(path, repo_builder.two_sites(edits))
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "two sites")
+    return git(path, "rev-parse", "HEAD")
+
+
+def served(daemon: DaemonProcess, revision: str) -> bool:
+    return daemon.served_revision() == revision
+
+
+def test_validate_checks_every_site_and_names_file_line_and_site(tmp_path: Path) -> None:
+    two_site_repo(tmp_path / "ok")
+    done = cli("validate", str(tmp_path / "ok"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    repo_builder.write(tmp_path / "bad", repo_builder.two_sites(
+        {"nodes/node-3.yaml": "mac: 52:54:00:aa:bb:03\nprofile: install\nsite: lyn\n"}))
+    done = cli("validate", str(tmp_path / "bad"))
+    assert done.returncode == 1
+    assert "nodes/node-3.yaml:3:" in done.stdout and "unknown-site" in done.stdout
+    assert "did you mean 'lyon'?" in done.stdout
+
+
+def test_render_writes_one_site_or_each_site_in_its_directory(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    two_site_repo(repo)
+    done = cli("render", str(repo), "--site", "lyon", "--out", str(tmp_path / "lyon"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "lyon" / "ipxe" / "node-3.ipxe").is_file()
+    assert not (tmp_path / "lyon" / "ipxe" / "node-1.ipxe").exists()
+    assert "10.20.0.0" in (tmp_path / "lyon" / "dhcpd.conf").read_text()
+
+    done = cli("render", str(repo), "--out", str(tmp_path / "all"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["lyon", "paris"]
+    assert (tmp_path / "all" / "paris" / "ipxe" / "node-1.ipxe").is_file()
+    assert "10.10.10.0" in (tmp_path / "all" / "paris" / "dhcpd.conf").read_text()
+    assert "10.20.0.0" not in (tmp_path / "all" / "paris" / "dhcpd.conf").read_text()
+
+    done = cli("render", str(repo), "--site", "nantes", "--out", str(tmp_path / "x"))
+    assert done.returncode == 2
+    assert "--site nantes" in done.stderr and "sites: lyon, paris" in done.stderr
+
+
+def test_two_daemons_each_serve_only_their_site(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    head = two_site_repo(repo)
+    paris = DaemonProcess(str(repo), tmp_path / "paris", ["--site", "paris", "--interval", "3600"])
+    lyon = DaemonProcess(str(repo), tmp_path / "lyon", ["--site", "lyon", "--interval", "3600"])
+    try:
+        paris.start()
+        lyon.start()
+        for daemon in (paris, lyon):
+            wait_for(functools.partial(served, daemon, head), f"{head[:12]} applied\n{daemon.log()[-2000:]}",
+                     timeout=90)
+        # each its own nodes, with its own server settings in every URL
+        assert "http://10.10.10.12/" in paris.ipxe(PARIS_NODE) and "vmlinuz" in paris.ipxe(PARIS_NODE)
+        assert "http://10.20.0.2:8080/" in lyon.ipxe(LYON_NODE) and "vmlinuz" in lyon.ipxe(LYON_NODE)
+        # the other site's node is a machine this site does not know: the default group (local disk)
+        assert "vmlinuz" not in lyon.ipxe(PARIS_NODE)
+        assert "vmlinuz" not in paris.ipxe(LYON_NODE)
+        assert http_get(f"{lyon.url}/cloud-init/{PARIS_NODE}/user-data")[0] == 404
+        # its own DHCP configuration
+        assert paris.status_doc()["site"] == "paris" and lyon.status_doc()["site"] == "lyon"
+        paris_conf = (tmp_path / "paris" / "current" / "dhcpd.conf").read_text()
+        lyon_conf = (tmp_path / "lyon" / "current" / "dhcpd.conf").read_text()
+        assert "10.10.10.0" in paris_conf and "10.20.0.0" not in paris_conf and LYON_NODE not in paris_conf
+        assert "10.20.0.0" in lyon_conf and PARIS_NODE not in lyon_conf
+    finally:
+        assert paris.stop() == 0, paris.log()
+        assert lyon.stop() == 0, lyon.log()
+
+
+def test_a_site_the_repository_does_not_declare_exits_2_naming_those_it_does(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    two_site_repo(repo)
+    for extra, words in ((["--site", "nantes"], "--site nantes: site 'nantes' is not declared in netboot.yaml "
+                                                "(sites: lyon, paris)"),
+                         ([], "netboot.yaml declares sites lyon, paris: a daemon serves one of them (--site NAME)")):
+        daemon = DaemonProcess(str(repo), tmp_path / f"state{len(extra)}", extra).start(wait=False)
+        assert daemon.proc is not None
+        code = daemon.proc.wait(90)
+        assert code == 2, daemon.log()
+        assert words in daemon.log()
+        daemon.proc = None
