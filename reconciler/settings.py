@@ -27,6 +27,10 @@ class Settings:
     path: str = ""  # a subdirectory of the repository holding netboot.yaml
     interval: float = 60.0
     state_dir: Path = Path(".netboot-state")
+    # --store: a PostgreSQL URL holding results and pool leases (shared by several instances);
+    # None: results.sqlite3 and dhcp-leases.sqlite3 in the state directory.
+    store: str | None = None
+    instance: str = ""  # --instance (default: the host name): stamps events and reconciles
     http_listen: tuple[str, int] = DEFAULT_HTTP_LISTEN
     tftp_listen: tuple[str, int] = DEFAULT_TFTP_LISTEN
     dhcp_listen: tuple[str, int] = DEFAULT_DHCP_LISTEN

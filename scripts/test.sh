@@ -10,6 +10,7 @@ APT_PACKAGES=(
   isc-dhcp-server kea-dhcp4-server kea-admin dnsmasq-base
   isc-dhcp-client dhcpcd-base busybox-static
   tftp-hpa tftpd-hpa atftp
+  postgresql-15
   qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf mmdebstrap squashfs-tools
   shim-signed grub-efi-amd64-signed sbsigntool
   cloud-init nginx-light wrk openssh-server openssh-client

@@ -1,4 +1,5 @@
-"""The results store: reconcile history and boot events in SQLite (WAL), `results.sqlite3`.
+"""The results store: reconcile history and boot events in SQLite (WAL), `results.sqlite3`, or in
+PostgreSQL (`--store postgresql://...`, shared by several instances), over `adapters.sqldb`.
 
 Called by the daemon (`record_reconcile` after every attempt, `recent_reconciles` for /status)
 and, through the `core.events.EventSink` interface, by every server (`record(event)`, or
@@ -12,10 +13,20 @@ machine's place, so a commit rewrites about a page per machine in it, whatever t
 (at 100k rows, 500-row batches cost 20 us a row, 10,000-row ones 9). A full queue (the disk
 stalled) drops the oldest events and counts them.
 
-The schema is versioned with `PRAGMA user_version`: `_MIGRATIONS[i]` takes a database from
-version i to i+1, and `connect` applies whatever is missing, in one transaction each, then
-compacts a file the migrations left mostly free. To extend the schema (boot outcomes, ...),
-append a migration; never edit one that has shipped.
+The schema is versioned (SQLite: `PRAGMA user_version`; PostgreSQL: the `schema_version` table):
+`_MIGRATIONS[i]` takes a database from version i to i+1, and `open_database` applies whatever is
+missing, in one transaction each (on PostgreSQL under the writers' lock, so instances starting
+together migrate once), then compacts a SQLite file the migrations left mostly free. To extend
+the schema, APPEND a migration, for both engines: one SQL text when it is portable (write
+`DOUBLE PRECISION` for times, PostgreSQL's REAL is 4 bytes; no `rowid`, `json_extract`,
+`INSERT OR ...`), else `Dialects(sqlite=..., postgresql=...)`. Never edit one that has shipped.
+PostgreSQL stores begin with the schema SQLite reached at version 6 (0 -> 1; steps 1 -> 6 are
+SQLite's history). The store tests run on both engines (tests/integration/conftest.py).
+
+When PostgreSQL cannot be reached (`sqldb.StoreUnreachable`) the instance goes on serving:
+events stay queued (bounded, the oldest dropped and counted), reconcile records and revisions
+wait in a bounded list, `problem` says why (the daemon's /status is Degraded with it), and the
+writer retries every `RETRY_SECONDS` until the server answers again.
 """
 
 from __future__ import annotations
@@ -26,12 +37,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters import sqlrows
+from reconciler.adapters import sqldb, sqlrows
+from reconciler.adapters.sqldb import Database, StoreUnreachable
 from reconciler.adapters.threads import yield_to_packet_threads
 from reconciler.core import outcomes
 from reconciler.core.events import EventRow, row_of
@@ -40,10 +52,86 @@ from reconciler.core.model import BootEvent
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.sqlite3"
+RETRY_SECONDS = 1.0  # the writer's retry interval while PostgreSQL is unreachable
+DEFERRED_MAX = 1000  # reconcile records and revisions kept while it is
 
-_MIGRATIONS: tuple[str, ...] = (
+
+@dataclass(frozen=True)
+class Dialects:
+    """A migration whose SQL differs between the engines ("": nothing to do on that one)."""
+
+    sqlite: str
+    postgresql: str
+
+
+Migration = str | Dialects
+
+# PostgreSQL's first step: the schema of SQLite's versions 1 to 6 at once. `rowid` is a column
+# here (SQLite's implicit one, which the queries of revisions and node_plans use).
+_PG_V6 = """
+CREATE TABLE reconciles (
+    id BIGSERIAL PRIMARY KEY,
+    revision TEXT,
+    trigger TEXT NOT NULL,
+    result TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    findings TEXT NOT NULL DEFAULT '[]',
+    started DOUBLE PRECISION NOT NULL,
+    duration DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX reconciles_revision ON reconciles (revision);
+CREATE TABLE boot_events (
+    id BIGSERIAL PRIMARY KEY,
+    time DOUBLE PRECISION NOT NULL,
+    stage TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    mac TEXT,
+    node TEXT,
+    client TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX boot_events_revision ON boot_events (revision);
+CREATE INDEX boot_events_mac_time ON boot_events (mac, time);
+CREATE INDEX boot_events_time ON boot_events (time);
+CREATE TABLE revisions (
+    rowid BIGSERIAL UNIQUE,
+    revision TEXT PRIMARY KEY,
+    applied DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE installs (
+    node TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    reinstall INTEGER NOT NULL,
+    revision TEXT NOT NULL,
+    time DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (node, mac, reinstall)
+);
+CREATE TABLE commits (
+    revision TEXT PRIMARY KEY,
+    subject TEXT NOT NULL DEFAULT '',
+    author TEXT NOT NULL DEFAULT '',
+    committed DOUBLE PRECISION
+);
+CREATE TABLE node_plans (
+    rowid BIGSERIAL PRIMARY KEY,
+    node TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    install_once INTEGER NOT NULL,
+    reinstall INTEGER NOT NULL,
+    plan TEXT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT
+);
+CREATE INDEX node_plans_mac ON node_plans (mac, first_seq);
+CREATE INDEX node_plans_node ON node_plans (node, first_seq);
+CREATE INDEX node_plans_open ON node_plans (last_seq, node);
+CREATE INDEX node_plans_first ON node_plans (first_seq);
+"""
+
+_MIGRATIONS: tuple[Migration, ...] = (
     # 0 -> 1: reconcile history and boot events
-    """
+    Dialects(sqlite="""
     CREATE TABLE reconciles (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         revision TEXT,
@@ -67,9 +155,9 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX boot_events_revision_mac ON boot_events (revision, mac);
     CREATE INDEX boot_events_mac_time ON boot_events (mac, time);
-    """,
+    """, postgresql=_PG_V6),
     # 1 -> 2: boot results (issue 8): what each applied revision targets, and installs done
-    """
+    Dialects(sqlite="""
     CREATE TABLE revisions (
         revision TEXT PRIMARY KEY,
         applied REAL NOT NULL           -- first time it was served
@@ -93,21 +181,21 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (node, mac, reinstall)
     );
     CREATE INDEX boot_events_time ON boot_events (time);
-    """,
+    """, postgresql=""),
     # 2 -> 3: events by revision through an index on the revision alone. Rows of the revision
     # being served land at the end of its range (rowid order) instead of at each MAC's place
     # in (revision, mac): every commit rewrote a page per machine, 30 -> 14 us a row at 100k
     # rows. A query by revision and MAC reads the revision's rows (or the MAC's, by mac_time).
-    """
+    Dialects(sqlite="""
     DROP INDEX boot_events_revision_mac;
     CREATE INDEX boot_events_revision ON boot_events (revision);
-    """,
+    """, postgresql=""),
     # 3 -> 4: lease upkeep is no boot (`protocol.dhcp_decide.is_upkeep`), and is no longer
     # recorded. Drop the ACKs recorded for it before: a RENEWING/REBINDING REQUEST (its client
     # address, taken from ciaddr, is the address acknowledged) and an INFORM (ciaddr set, as
     # RFC 2131 asks), outside ProxyDHCP and not from firmware or iPXE. A month of renewals from
     # 100 machines was 900k rows: `results` took 19-25 s.
-    """
+    Dialects(sqlite="""
     DELETE FROM boot_events
     WHERE stage = 'dhcp-ack' AND json_extract(detail, '$.proxy') IS NULL
       AND (json_extract(detail, '$.message') = 'INFORM'
@@ -115,12 +203,12 @@ _MIGRATIONS: tuple[str, ...] = (
       AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT GLOB 'PXEClient*'
       AND coalesce(json_extract(detail, '$.vendor_class'), '') NOT GLOB 'HTTPClient*'
       AND ',' || coalesce(json_extract(detail, '$.user_class'), '') || ',' NOT GLOB '*,iPXE,*';
-    """,
+    """, postgresql=""),
     # 4 -> 5 (issue 24): outcomes follow what a machine boots, not the commit hash. Each node's
     # boot plan digest at each applied revision (`core.bootplan`; '' for rows written before:
     # their revision stands for their plan), looked up by (mac, revision) for every event read;
     # and what the daemon knows of each commit it saw (subject, author, commit time).
-    """
+    Dialects(sqlite="""
     ALTER TABLE revision_nodes ADD COLUMN plan TEXT NOT NULL DEFAULT '';
     DROP INDEX revision_nodes_mac;
     CREATE INDEX revision_nodes_mac_revision ON revision_nodes (mac, revision);
@@ -130,13 +218,13 @@ _MIGRATIONS: tuple[str, ...] = (
         author TEXT NOT NULL DEFAULT '',
         committed REAL
     );
-    """,
+    """, postgresql=""),
     # 5 -> 6 (issue 24, fleet scale): what each applied revision declares, as runs of consecutive
     # applied revisions declaring a node the same (mac, profile, install-once, reinstall, plan),
     # by `revisions.rowid` (the order of application). At 10,000 nodes and 1,000 commits a row per
     # node per revision was 10M rows; runs are a row per node per change. A plan of '' (recorded
     # before plans) never joins a run: each such revision is a plan of its own.
-    """
+    Dialects(sqlite="""
     CREATE TABLE node_plans (
         node TEXT NOT NULL,
         mac TEXT NOT NULL,
@@ -166,11 +254,23 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX node_plans_node ON node_plans (node, first_seq);
     CREATE INDEX node_plans_open ON node_plans (last_seq, node);
     CREATE INDEX node_plans_first ON node_plans (first_seq);
-    """,
+    """, postgresql=""),
     # 6 -> 7 (issue 24, one vocabulary): a reconcile of an invalid revision is `rejected`, the word
     # /status's history, `results`, /api and /ui use for it (it was recorded as 'invalid').
     """
     UPDATE reconciles SET result = 'rejected' WHERE result = 'invalid';
+    """,
+    # 7 -> 8 (issue 26): several instances on one store. Each event and reconcile names the
+    # instance (`--instance`) that recorded it; `instances` holds what each serves (/status).
+    """
+    ALTER TABLE boot_events ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reconciles ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        revision TEXT,
+        since DOUBLE PRECISION,
+        seen DOUBLE PRECISION NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -191,9 +291,11 @@ class ReconcileRecord:
     subject: str = ""  # the commit's, when the source knows it (first line of its message)
     author: str = ""
     committed: float | None = None
+    instance: str = ""  # the instance that made the attempt (`--instance`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "instance": self.instance,
             "revision": self.revision,
             "trigger": self.trigger,
             "result": self.result,
@@ -204,35 +306,79 @@ class ReconcileRecord:
         }
 
 
+@dataclass(frozen=True)
+class InstanceRecord:
+    """An instance writing to the store: what it serves since when, and when it was last heard of."""
+
+    name: str
+    revision: str | None
+    since: float | None
+    seen: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "revision": self.revision, "since": self.since, "seen": self.seen}
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
-    """A connection with WAL, a busy timeout and the schema migrated to `SCHEMA_VERSION`."""
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    migrate(conn)
-    return conn
+    """A SQLite connection with WAL, a busy timeout and the schema migrated to `SCHEMA_VERSION`."""
+    db = sqldb.SqliteDb(str(path))
+    migrate(db)
+    return db.conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def open_database(store: Path | str) -> Database:
+    """The store at `store` (a PostgreSQL URL, or a SQLite path), its schema migrated."""
+    db = sqldb.open_db(str(store))
+    try:
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _script(migration: Migration, dialect: sqldb.Dialect) -> str:
+    if isinstance(migration, str):
+        return migration
+    return migration.sqlite if dialect == "sqlite" else migration.postgresql
+
+
+def _version(db: Database) -> int:
+    if db.dialect == "sqlite":
+        return int(db.rows("PRAGMA user_version")[0][0])
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    rows = db.rows("SELECT version FROM schema_version")
+    return int(rows[0][0]) if rows else 0
+
+
+def _set_version(db: Database, version: int) -> None:
+    if db.dialect == "sqlite":
+        db.execute(f"PRAGMA user_version = {version}")
+    else:
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
+def migrate(db: Database) -> int:
     """Apply the missing migrations, each in its own transaction; return the resulting version."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if db.dialect == "postgresql":
+        with db.transaction(writer=True):  # two instances starting at once: one creates the table
+            _version(db)
+    version = _version(db)
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"results store schema {version} is newer than this program ({SCHEMA_VERSION})")
     migrated = version < SCHEMA_VERSION
     while version < SCHEMA_VERSION:
-        script = _MIGRATIONS[version]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _statements(script):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with db.transaction(writer=True):
+            version = _version(db)  # PostgreSQL: another instance may have migrated meanwhile
+            if version >= SCHEMA_VERSION:
+                break
+            for statement in _statements(_script(_MIGRATIONS[version], db.dialect)):
+                db.execute(statement)
+            _set_version(db, version + 1)
         version += 1
-    if migrated:
-        _give_back_free_space(conn)
+    if migrated and isinstance(db, sqldb.SqliteDb):
+        _give_back_free_space(db.conn)
     return version
 
 
@@ -315,7 +461,7 @@ _STRANGERS = (
     "AND (n.last_seq IS NULL OR n.last_seq >= v.rowid)) ORDER BY e.time, e.id"
 )
 _UNKNOWN = (
-    "SELECT mac, max(time), count(*), coalesce(max(json_extract(detail, '$.vendor_class')), ''), "
+    "SELECT mac, max(time), count(*), coalesce(max({vendor_class}), ''), "
     "       (SELECT stage FROM boot_events l WHERE l.mac = e.mac ORDER BY time DESC LIMIT 1) "
     "FROM boot_events e WHERE time >= ? AND mac IS NOT NULL "
     "AND mac NOT IN (SELECT n.mac FROM node_plans n JOIN revisions v ON v.revision = ? "
@@ -347,12 +493,12 @@ class ResultsQueries:
     results` opens on the file directly, without a daemon.
     """
 
-    _conn: sqlite3.Connection
+    _db: Database
     _lock: threading.Lock
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
-            return self._conn.execute(sql, tuple(args)).fetchall()
+            return self._db.rows(sql, args)
 
     def revisions(self, limit: int = 50, offset: int = 0) -> list[tuple[str, float]]:
         """Applied revisions, newest first: (revision, first served time)."""
@@ -367,7 +513,7 @@ class ResultsQueries:
     def commit_count(self) -> int:
         return int(self._rows(
             "SELECT count(*) FROM (SELECT revision FROM reconciles WHERE revision IS NOT NULL "
-            "UNION SELECT revision FROM revisions)")[0][0])
+            "UNION SELECT revision FROM revisions) AS seen")[0][0])
 
     def commit_info(self, revision: str) -> outcomes.CommitInfo | None:
         rows = self._rows(_COMMITS + " WHERE every.revision = ?", (revision,))
@@ -476,7 +622,7 @@ class ResultsQueries:
         """A machine's events (by MAC, or by node name where the MAC was not known), oldest first."""
         inner = ("SELECT * FROM boot_events WHERE mac = ? OR (mac IS NULL AND node = ?) "
                  "ORDER BY time DESC, id DESC LIMIT ?")
-        sql = f"SELECT {_EVENT_COLUMNS} FROM ({inner}) ORDER BY time, id"  # noqa: S608
+        sql = f"SELECT {_EVENT_COLUMNS} FROM ({inner}) AS recent ORDER BY time, id"  # noqa: S608
         rows = self._rows(sql, (mac, node or "", limit))
         return [_event(r) for r in rows]
 
@@ -543,12 +689,18 @@ class ResultsQueries:
                          ) -> list[tuple[str, float, int, str, str]]:
         """Machines no node of `serving` declares that the servers heard from since `since`:
         (mac, last time, events, vendor class, last stage), the latest first."""
-        rows = self._rows(_UNKNOWN, (since, serving or "", limit))
+        sql = _UNKNOWN.format(vendor_class=self._db.json_field("detail", "vendor_class"))
+        rows = self._rows(sql, (since, serving or "", limit))
         return [(r[0], float(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every instance that wrote to this store, by name."""
+        return [InstanceRecord(r[0], r[1], None if r[2] is None else float(r[2]), float(r[3]))
+                for r in self._rows("SELECT name, revision, since, seen FROM instances ORDER BY name")]
 
     def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
         rows = self._rows(
-            "SELECT id, revision, trigger, result, reason, findings, started, duration "
+            "SELECT id, revision, trigger, result, reason, findings, started, duration, instance "
             "FROM reconciles ORDER BY id DESC LIMIT ?",
             (limit,),
         )
@@ -556,7 +708,7 @@ class ResultsQueries:
 
     def last_reconcile_of(self, revision: str) -> ReconcileRecord | None:
         rows = self._rows(
-            "SELECT id, revision, trigger, result, reason, findings, started, duration "
+            "SELECT id, revision, trigger, result, reason, findings, started, duration, instance "
             "FROM reconciles WHERE revision = ? ORDER BY id DESC LIMIT 1",
             (revision,),
         )
@@ -566,7 +718,7 @@ class ResultsQueries:
 def _reconcile(r: Sequence[Any]) -> ReconcileRecord:
     return ReconcileRecord(
         revision=r[1], trigger=r[2], result=r[3], reason=r[4], findings=tuple(json.loads(r[5])),
-        started=r[6], duration=r[7], id=r[0],
+        started=r[6], duration=r[7], id=r[0], instance=r[8],
     )
 
 
@@ -578,20 +730,22 @@ def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
 class ResultsReader(ResultsQueries):
     """The store opened for reading only (no writer thread): `netboot-reconcile results`."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no results store (has the daemon run with this --state-dir?)")
-        self._conn = connect(self.path)
+    def __init__(self, store: Path | str) -> None:
+        """`store`: a SQLite file (it must exist) or a PostgreSQL URL."""
+        self.name = sqldb.describe(str(store))
+        if not sqldb.is_url(str(store)) and not Path(store).is_file():
+            raise FileNotFoundError(f"{store}: no results store (has the daemon run with this --state-dir?)")
+        self._db = open_database(store)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._db.close()
 
 
 # Rows (time, stage, revision, mac, node, client, detail JSON) -> boot_events, in order (ids follow it).
-_INSERT_EVENTS = "INSERT INTO boot_events (time, stage, revision, mac, node, client, detail) VALUES {values}"
+_INSERT_EVENTS = ("INSERT INTO boot_events (time, stage, revision, mac, node, client, detail, instance) "
+                  "VALUES {values}")
 
 
 class StoreBehind(RuntimeError):
@@ -603,15 +757,22 @@ class ResultsStore(ResultsQueries):
 
     def __init__(
         self,
-        path: Path | str,
+        store: Path | str,
         *,
+        instance: str = "",
         flush_interval: float = 0.1,
         batch_size: int = 8192,
         max_queue: int = 100_000,
     ) -> None:
-        self.path = Path(path)
-        self._conn = connect(self.path)
+        """`store`: a SQLite path (":memory:" too) or a PostgreSQL URL; `instance` stamps every
+        event and reconcile this store records (`--instance`)."""
+        self.name = sqldb.describe(str(store))
+        self.instance = instance
+        self._db = open_database(store)
         self._lock = threading.Lock()  # one statement at a time on the shared connection
+        self.problem: str | None = None  # why the store cannot be written now (unreachable)
+        self.unreachable = 0  # times the store was found unreachable (metrics)
+        self._deferred: collections.deque[Callable[[], None]] = collections.deque(maxlen=DEFERRED_MAX)
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._max_queue = max_queue
@@ -670,136 +831,203 @@ class ResultsStore(ResultsQueries):
         yield_to_packet_threads()
         queue = self._queue
         while True:
-            if len(queue) < self._batch_size and not self._closing.is_set():
+            if self.problem is not None and not self._closing.is_set():
+                self._wake.wait(RETRY_SECONDS)  # unreachable: try again in a while (or at a flush)
+            elif len(queue) < self._batch_size and not self._closing.is_set():
                 self._awake = False
                 # A record_rows() that saw _awake still True appended before this check: it is seen here.
                 if len(queue) < self._batch_size:
                     self._wake.wait(self._flush_interval)
                 self._awake = True
             self._wake.clear()
-            batch: list[EventRow] = []
-            markers: list[threading.Event] = []
+            if self._deferred and not self._write_deferred():
+                if self._closing.is_set():
+                    return
+                continue
+            items: list[EventRow | threading.Event] = []
             while queue:
-                item = queue.popleft()
-                if isinstance(item, threading.Event):
-                    markers.append(item)
-                else:
-                    batch.append(item)
+                items.append(queue.popleft())
+            batch = [item for item in items if not isinstance(item, threading.Event)]
             if batch:
                 try:
                     self._insert_events(batch)
-                except sqlite3.Error:
+                except StoreUnreachable as exc:
+                    self._unreachable(exc)
+                    self._requeue(items)
+                    if self._closing.is_set():
+                        return
+                    continue
+                except sqldb.DB_ERRORS:
                     log.exception("boot events lost: %d", len(batch))
-            for marker in markers:
-                marker.set()
+                else:
+                    self._reachable()
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
             if self._closing.is_set() and not queue:
                 return
+
+    def _requeue(self, items: list[EventRow | threading.Event]) -> None:
+        """Put back what could not be written, before what was queued since; what no longer
+        fits is the oldest: dropped and counted."""
+        queue = self._queue
+        room = self._max_queue - len(queue)
+        if room < len(items):
+            self.dropped += len(items) - room
+            items = items[len(items) - room:] if room > 0 else []
+        queue.extendleft(reversed(items))
+
+    def _unreachable(self, exc: StoreUnreachable) -> None:
+        if self.problem is None:
+            self.unreachable += 1
+            log.error("results store unreachable (%s): serving from memory, events queued (at most %d), "
+                      "retrying every %.0fs", exc, self._max_queue, RETRY_SECONDS)
+        self.problem = f"results store {self.name} unreachable: {exc}"
+
+    def _reachable(self) -> None:
+        if self.problem is not None:
+            log.warning("results store %s reachable again: %d queued events, %d deferred records being written",
+                        self.name, len(self._queue), len(self._deferred))
+            self.problem = None
+
+    def _write_deferred(self) -> bool:
+        """Write the records kept while the store was unreachable, oldest first; False: still unreachable."""
+        while self._deferred:
+            write = self._deferred[0]
+            try:
+                write()
+            except StoreUnreachable as exc:
+                self._unreachable(exc)
+                return False
+            except sqldb.DB_ERRORS:
+                log.exception("a deferred record could not be written")
+            self._deferred.popleft()
+        self._reachable()
+        return True
+
+    def _now_or_later(self, write: Callable[[], None]) -> None:
+        """Run `write` now; while the store is unreachable (or others wait), keep it for the writer."""
+        if not self._deferred:
+            try:
+                write()
+                self._reachable()
+                return
+            except StoreUnreachable as exc:
+                self._unreachable(exc)
+        if len(self._deferred) == self._deferred.maxlen:
+            self.dropped += 1
+        self._deferred.append(write)
+        self._wake.set()
 
     def _insert_events(self, batch: Sequence[EventRow]) -> None:
         """The batch in one transaction, a statement per chunk of rows (see `adapters.sqlrows`)."""
         json_text = sqlrows.json_text
-        rows = [(*e[:6], json_text(dict(e[6]))) for e in batch]
+        instance = self.instance
+        rows = [(*e[:6], json_text(dict(e[6])), instance) for e in batch]
         statements = list(sqlrows.chunks(_INSERT_EVENTS, rows))  # before taking the lock readers wait on
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                for sql, params in statements:
-                    self._conn.execute(sql, params)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._db.transaction():
+            for sql, params in statements:
+                self._db.execute(sql, params)
 
     # -- reconciles --------------------------------------------------------------------------
 
-    def record_reconcile(self, record: ReconcileRecord) -> int:
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (
-                    record.revision,
-                    record.trigger,
-                    record.result,
-                    record.reason,
-                    json.dumps(list(record.findings)),
-                    record.started,
-                    record.duration,
-                ),
+    def record_reconcile(self, record: ReconcileRecord) -> None:
+        """Write a reconcile attempt (kept and written later while the store is unreachable)."""
+        self._now_or_later(lambda: self._write_reconcile(record))
+
+    def _write_reconcile(self, record: ReconcileRecord) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute(
+                "INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration, instance) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (record.revision, record.trigger, record.result, record.reason, json.dumps(list(record.findings)),
+                 record.started, record.duration, self.instance),
             )
             if record.revision and (record.subject or record.author or record.committed is not None):
-                self._conn.execute("INSERT OR REPLACE INTO commits (revision, subject, author, committed) "
-                                   "VALUES (?,?,?,?)", (record.revision, record.subject, record.author,
-                                                        record.committed))
-            return int(cur.lastrowid or 0)
+                self._db.execute(
+                    "INSERT INTO commits (revision, subject, author, committed) VALUES (?,?,?,?) "
+                    "ON CONFLICT (revision) DO UPDATE SET subject = excluded.subject, author = excluded.author, "
+                    "committed = excluded.committed",
+                    (record.revision, record.subject, record.author, record.committed))
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def record_serving(self, revision: str | None, now: float) -> None:
+        """This instance serves `revision` (None: nothing yet) as of `now` (/status lists every
+        instance of the store with what it serves)."""
+        self._now_or_later(lambda: self._write_serving(revision, now))
+
+    def _write_serving(self, revision: str | None, now: float) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute(
+                "INSERT INTO instances (name, revision, since, seen) VALUES (?,?,?,?) "
+                "ON CONFLICT (name) DO UPDATE SET seen = excluded.seen, revision = excluded.revision, "
+                "since = CASE WHEN instances.revision IS NOT DISTINCT FROM excluded.revision THEN instances.since "
+                "ELSE excluded.since END",
+                (self.instance, revision, now, now))
 
     # -- boot results ------------------------------------------------------------------------
 
     def record_revision(self, revision: str, applied: float, targets: Sequence[outcomes.Target]) -> None:
         """Remember what an applied revision targets (first application wins; idempotent): the runs
-        of the nodes it declares as the previous one did stay open, the others are closed or begun."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._conn.execute("SELECT 1 FROM revisions WHERE revision = ?", (revision,)).fetchone():
-                    self._conn.execute("COMMIT")
-                    return
-                previous = self._conn.execute("SELECT max(rowid) FROM revisions").fetchone()[0]
-                cur = self._conn.execute("INSERT INTO revisions (revision, applied) VALUES (?, ?)",
-                                         (revision, applied))
-                seq = int(cur.lastrowid or 0)
-                open_runs = {r[1]: (r[0], tuple(r[2:])) for r in self._conn.execute(
-                    f"SELECT rowid, {_PLAN_COLUMNS} FROM node_plans WHERE last_seq IS NULL")}  # noqa: S608
-                close: list[int] = []
-                begin: list[tuple[Any, ...]] = []
-                declared = set()
-                for t in targets:
-                    declared.add(t.node)
-                    values = (t.mac, t.profile, int(t.install_once), t.reinstall, t.plan)
-                    run = open_runs.get(t.node)
-                    if run is not None and run[1] == values and t.plan:
-                        continue  # declared as before: its run goes on
-                    if run is not None:
-                        close.append(run[0])
-                    begin.append((t.node, *values, seq))
-                close += [rowid for node, (rowid, _) in open_runs.items() if node not in declared]
-                for chunk in _chunks([str(c) for c in close]):
-                    self._conn.execute(f"UPDATE node_plans SET last_seq = ? WHERE rowid IN ({_marks(chunk)})",  # noqa: S608
-                                       (previous, *chunk))
-                self._conn.executemany(
-                    f"INSERT INTO node_plans ({_PLAN_COLUMNS}, first_seq) VALUES (?,?,?,?,?,?,?)", begin)  # noqa: S608
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        of the nodes it declares as the previous one did stay open, the others are closed or begun.
+        Kept and written later while the store is unreachable."""
+        self._now_or_later(lambda: self._write_revision(revision, applied, targets))
+
+    def _write_revision(self, revision: str, applied: float, targets: Sequence[outcomes.Target]) -> None:
+        db = self._db
+        with self._lock, db.transaction(writer=True):
+            if db.rows("SELECT 1 FROM revisions WHERE revision = ?", (revision,)):
+                return
+            previous = db.rows("SELECT max(rowid) FROM revisions")[0][0]
+            seq = int(db.rows("INSERT INTO revisions (revision, applied) VALUES (?, ?) RETURNING rowid",
+                              (revision, applied))[0][0])
+            open_runs = {r[1]: (r[0], tuple(r[2:])) for r in db.rows(
+                f"SELECT rowid, {_PLAN_COLUMNS} FROM node_plans WHERE last_seq IS NULL")}  # noqa: S608
+            close: list[int] = []
+            begin: list[tuple[Any, ...]] = []
+            declared = set()
+            for t in targets:
+                declared.add(t.node)
+                values = (t.mac, t.profile, int(t.install_once), t.reinstall, t.plan)
+                run = open_runs.get(t.node)
+                if run is not None and run[1] == values and t.plan:
+                    continue  # declared as before: its run goes on
+                if run is not None:
+                    close.append(run[0])
+                begin.append((t.node, *values, seq))
+            close += [rowid for node, (rowid, _) in open_runs.items() if node not in declared]
+            for chunk in _chunks([str(c) for c in close]):
+                db.execute(f"UPDATE node_plans SET last_seq = ? WHERE rowid IN ({_marks(chunk)})",  # noqa: S608
+                           (previous, *[int(c) for c in chunk]))
+            for sql, params in sqlrows.chunks(f"INSERT INTO node_plans ({_PLAN_COLUMNS}, first_seq) "  # noqa: S608
+                                              "VALUES {values}", begin):
+                db.execute(sql, params)
 
     def record_durable(self, event: BootEvent, install: tuple[str, str, int] | None = None) -> None:
         """Write one event (and the install it proves) NOW, durably, before the caller answers.
 
         For reports a machine waits on: once this returns, the event survives `kill -9` (WAL,
-        committed) and a power loss (synchronous=FULL for this transaction).
+        committed) and a power loss (synchronous=FULL for this transaction; PostgreSQL's commit).
+        Raises StoreUnreachable while PostgreSQL is (the report is answered 503 and sent again).
         """
         row = (event.time, event.stage, event.revision, event.mac, event.node, event.client,
-               sqlrows.json_text(dict(event.detail)))
-        with self._lock:
-            self._conn.execute("PRAGMA synchronous=FULL")
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute(_INSERT_EVENTS.format(values=sqlrows.values_list(len(row), 1)), row)
-                    if install is not None:
-                        self._conn.execute(
-                            "INSERT OR REPLACE INTO installs (node, mac, reinstall, revision, time) VALUES (?,?,?,?,?)",
-                            (*install, event.revision, event.time),
-                        )
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            finally:
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-            if install is not None:
-                self._installed.add(install)
+               sqlrows.json_text(dict(event.detail)), self.instance)
+        try:
+            with self._lock, self._db.transaction(writer=True, durable=True):
+                self._db.execute(_INSERT_EVENTS.format(values=sqlrows.values_list(len(row), 1)), row)
+                if install is not None:
+                    self._db.execute(
+                        "INSERT INTO installs (node, mac, reinstall, revision, time) VALUES (?,?,?,?,?) "
+                        "ON CONFLICT (node, mac, reinstall) DO UPDATE SET revision = excluded.revision, "
+                        "time = excluded.time",
+                        (*install, event.revision, event.time),
+                    )
+        except StoreUnreachable as exc:
+            self._unreachable(exc)
+            raise
+        if install is not None:
+            self._installed.add(install)
 
     def is_installed(self, node: str, mac: str, reinstall: int) -> bool:
         """Whether a successful install of `node` (this MAC, this reinstall counter) was reported.
@@ -824,4 +1052,4 @@ class ResultsStore(ResultsQueries):
         self._wake.set()
         self._writer.join(timeout)
         with self._lock:
-            self._conn.close()
+            self._db.close()

@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                           help="the daemon's state directory: verdicts from the installs its machines reported")
     installs.add_argument("--url", metavar="URL",
                           help="a running daemon's HTTP address: the same verdicts, from its /api/installs")
+    installs.add_argument("--store", metavar="URL", help="the daemons' postgresql:// store: the same verdicts")
     p.add_argument("--verify-commits", type=Path, metavar="FILE",
                    help="HEAD must be signed by a key FILE lists (OpenSSH allowed_signers or OpenPGP keyring)")
     p.add_argument("--age-identity", type=Path, metavar="FILE",
@@ -90,8 +91,8 @@ def _sides(
             side(head_rev, after.state, after.issues, changed))
 
 
-def _installed(state_dir: Path) -> set[tuple[str, str, int]]:
-    reader = ResultsReader(state_dir / RESULTS_FILE)
+def _installed(store: Path | str) -> set[tuple[str, str, int]]:
+    reader = ResultsReader(store)
     try:
         return {(node, mac, reinstall) for node, mac, reinstall, _, _ in reader.installs()}
     finally:
@@ -124,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         repo = _open(args.repo)
         base, head = _sides(_validated(repo, args.base, args.path, str(args.repo)),
                             _validated(repo, args.head, args.path, str(args.repo), signers, decrypt), decrypt)
-        installed = (_installed(args.state_dir) if args.state_dir is not None
+        where = args.store or (args.state_dir / RESULTS_FILE if args.state_dir is not None else None)
+        installed = (_installed(where) if where is not None
                      else _installed_from(args.url) if args.url is not None else None)
     except (SourceProblem, InvalidRevision, pygit2.GitError, OSError, RuntimeError, ValueError) as exc:
         print(f"netboot-reconcile diff: {exc}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""`netboot-reconcile results [--state-dir DIR] [--commit SHA] [--node NAME] [--format text|json]`.
+"""`netboot-reconcile results [--state-dir DIR | --store URL] [--commit SHA] [--node NAME]
+[--format text|json]`.
 
 Called by `reconciler.cli`. Reads `results.sqlite3` in the state directory directly (the daemon
-need not run) and prints every commit the daemon saw (newest first) with its state (applied,
-superseded, rejected with its findings, failed: the words of /status), per node of an applied one how its boot went
+need not run), or the PostgreSQL store instances share (`--store`), and prints every commit the
+daemon saw (newest first) with its state (applied, superseded, rejected with its findings,
+failed: the words of /status), per node of an applied one how its boot went
 (carried over from earlier commits serving it the same plan), then each node's drift (the plan
 it last booted vs the one the serving commit gives it). `desired` means what /status means: the
 newest commit seen, served or not. `--format json` adds every node's events (stage, time, client,
@@ -30,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("results", help="which machines booted each commit, and how it went")
     p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), metavar="DIR",
                    help="the daemon's state directory (default ./.netboot-state)")
+    p.add_argument("--store", metavar="URL", help="the daemons' postgresql:// store (instead of --state-dir)")
     p.add_argument("--commit", metavar="SHA", help="only this commit (a sha or a unique prefix)")
     p.add_argument("--node", help="only this node (name or MAC)")
     p.add_argument("--limit", type=int, default=10, metavar="N", help="newest commits shown (default 10)")
@@ -41,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     try:
-        reader = ResultsReader(args.state_dir / RESULTS_FILE)
+        reader = ResultsReader(args.store or args.state_dir / RESULTS_FILE)
     except (OSError, RuntimeError) as exc:
         print(f"netboot-reconcile results: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -18,12 +18,14 @@ import os
 import re
 import resource
 import secrets
+import socket
 import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from reconciler.adapters import sqldb
 from reconciler.adapters.agecrypt import load_identity
 from reconciler.adapters.bmccreds import CredentialsError
 from reconciler.adapters.bmccreds import load as load_credentials
@@ -58,6 +60,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="poll interval in seconds (default 60)")
     p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), metavar="DIR",
                    help="mirror, generations, results, leases (default ./.netboot-state)")
+    p.add_argument("--store", metavar="URL",
+                   help="postgresql://... holding results and DHCP leases, shareable by several instances "
+                        "(default: SQLite files in the state directory)")
+    p.add_argument("--instance", metavar="NAME", default=socket.gethostname(),
+                   help="this instance's name in the store: stamps its events and reconciles (default: host name)")
     p.add_argument("--http-listen", type=_listen(8080), default=("127.0.0.1", 8080), metavar="HOST:PORT",
                    help="default 127.0.0.1:8080")
     p.add_argument("--tftp-listen", type=_listen(69), default=("127.0.0.1", 6969), metavar="HOST:PORT",
@@ -143,12 +150,18 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         raise ValueError("--keep-generations must be at least 1")
     if args.boot_timeout <= 0:
         raise ValueError("--boot-timeout must be positive (minutes)")
+    if args.store is not None and not sqldb.is_url(args.store):
+        raise ValueError(f"--store {args.store!r}: expected a postgresql:// URL (SQLite is the default: omit --store)")
+    if not args.instance.strip():
+        raise ValueError("--instance must not be empty")
     return Settings(
         repo=args.repo,
         branch=args.branch,
         path=args.path.strip("/"),
         interval=max(args.interval, 0.1),
         state_dir=args.state_dir.absolute(),
+        store=args.store,
+        instance=args.instance.strip(),
         http_listen=args.http_listen,
         tftp_listen=args.tftp_listen,
         dhcp_listen=args.dhcp_listen,

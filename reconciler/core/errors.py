@@ -24,6 +24,7 @@ class Reason(enum.StrEnum):
 
     SOURCE_UNAVAILABLE = "SourceUnavailable"  # the remote or local repository cannot be reached or read
     STORE_UNWRITABLE = "StoreUnwritable"  # the state directory refuses writes (read-only, full, permissions)
+    STORE_UNREACHABLE = "StoreUnreachable"  # the --store PostgreSQL cannot be reached (Degraded: served from memory)
     RETRYING_AFTER_ERROR = "RetryingAfterError"  # anything else (an OS error, a bug): retried
     FETCHING_ASSETS = "FetchingAssets"  # the revision's assets are being (or could not yet be) fetched
 

@@ -86,6 +86,7 @@ class Daemon:
         self._triggers: deque[str] = deque(maxlen=16)
         self._lock = threading.Lock()  # guards the status book
         self._book = StatusBook()
+        self._last_from_store: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
 
     @property
     def source(self) -> Source | None:
@@ -159,15 +160,11 @@ class Daemon:
             if self._unwritable is None:
                 raise
             log.debug("preparing a read-only state directory: %s", exc)
-        try:
-            self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE)
-        except (sqlite3.Error, OSError) as exc:
-            if self._unwritable is None:
-                raise
-            # History and boot events of this run stay in memory; reports are refused (503).
-            log.warning("results store %s cannot be opened (%s): keeping this run's results in memory",
-                        self.settings.state_dir / RESULTS_FILE, exc)
-            self.store = ResultsStore(":memory:")
+        settings = self.settings
+        if settings.store is not None:  # PostgreSQL: unreachable at start is a start-up error (OSError)
+            self.store = ResultsStore(settings.store, instance=settings.instance)
+        else:
+            self._open_sqlite_store()
         self._load_current()
         if self.source is None:
             try:
@@ -178,6 +175,17 @@ class Daemon:
                 # A repository on a volume mounted later, a path moved: serve what we have; the
                 # fetch step opens it again, retried with backoff.
                 log.error("cannot open %s (%s): serving the current generation, retrying", self.settings.repo, exc)
+
+    def _open_sqlite_store(self) -> None:
+        try:
+            self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE, instance=self.settings.instance)
+        except (sqlite3.Error, OSError) as exc:
+            if self._unwritable is None:
+                raise
+            # History and boot events of this run stay in memory; reports are refused (503).
+            log.warning("results store %s cannot be opened (%s): keeping this run's results in memory",
+                        self.settings.state_dir / RESULTS_FILE, exc)
+            self.store = ResultsStore(":memory:", instance=self.settings.instance)
 
     def _load_current(self) -> None:
         """Serve `current` from disk (rendered again first when its report secret is not ours)."""
@@ -268,6 +276,7 @@ class Daemon:
 
     def reconcile_once(self, trigger: str = "manual") -> Result:
         self._probe_store()
+        self._heartbeat()
         book = self._note(StatusBook.begun)
         outcome = self.reconciler.run(trigger, self.clock(), book.skip)
         if outcome.generation is not None:
@@ -310,9 +319,17 @@ class Daemon:
             log.warning("revision=%s reconcile failed, retrying (attempt %d): %s", short, book.failures,
                         outcome.message)
 
+    def _heartbeat(self) -> None:
+        """Tell the store this instance is alive and what it serves (/status of every instance)."""
+        if self.store is not None:
+            current = self.holder.current()
+            self.store.record_serving(current.revision if current is not None else None, self.clock())
+
     def _served(self, generation: Generation) -> None:
         """What follows serving a generation, activated or loaded from disk."""
         self.metrics.served(generation.revision)
+        if self.store is not None:
+            self.store.record_serving(generation.revision, self.clock())
         self._record_targets(generation)
         for warning in self._listener_warnings(generation):
             log.warning("revision=%s %s", generation.revision, warning)
@@ -412,6 +429,8 @@ class Daemon:
         problem = self.store_problem()
         if problem is not None:
             faults.append((str(Reason.STORE_UNWRITABLE), problem))
+        if self.store is not None and self.store.problem is not None:
+            faults.append((str(Reason.STORE_UNREACHABLE), self.store.problem))
         return faults
 
     def status(self) -> dict[str, Any]:
@@ -428,8 +447,22 @@ class Daemon:
             "path": str(current.root) if current.root else None,
         }
         out["servers"] = self.supervisor.view()
-        out["reconciles"] = [r.as_dict() for r in self.store.recent_reconciles(HISTORY)] if self.store else []
+        out["instance"] = self.settings.instance
+        out["reconciles"], out["instances"] = self._from_store()
         return out
+
+    def _from_store(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Recent reconciles and every instance of the store; the last answer while it cannot be read."""
+        if self.store is None:
+            return [], []
+        try:
+            answer = ([r.as_dict() for r in self.store.recent_reconciles(HISTORY)],
+                      [i.as_dict() for i in self.store.instances()])
+        except Exception as exc:
+            log.warning("status: the results store cannot be read (%s): its last answer is shown", exc)
+            return self._last_from_store
+        self._last_from_store = answer
+        return answer
 
     # -- signals --------------------------------------------------------------------------------
 

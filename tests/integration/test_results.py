@@ -144,18 +144,23 @@ def autoinstall_events(port: int, node: str, steps: tuple[tuple[str, str, str], 
         assert reply.status == 200, reply.body
 
 
-def results_json(state_dir: Path, *args: str) -> Any:
+def _where(store: Path | str) -> list[str]:
+    """`results` and `diff` arguments reading a state directory's SQLite store, or a PostgreSQL URL."""
+    return ["--store", store] if isinstance(store, str) else ["--state-dir", str(store)]
+
+
+def results_json(store: Path | str, *args: str) -> Any:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = cli.main(["results", "--state-dir", str(state_dir), "--format", "json", *args])
+        code = cli.main(["results", *_where(store), "--format", "json", *args])
     assert code == 0, out.getvalue()
     return json.loads(out.getvalue())
 
 
-def results_text(state_dir: Path, *args: str) -> str:
+def results_text(store: Path | str, *args: str) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = cli.main(["results", "--state-dir", str(state_dir), *args])
+        code = cli.main(["results", *_where(store), *args])
     assert code == 0, out.getvalue()
     return out.getvalue()
 
@@ -172,10 +177,13 @@ def node_entry(doc: Any, sha: str, node: str) -> dict[str, Any]:
 class Site:
     """An in-process daemon serving the repo over HTTP with the results apps mounted."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, store: str | None = None) -> None:
         self.repo = make_repo(tmp / "repo")
         self.state = tmp / "state"
-        settings = Settings(repo=str(self.repo), state_dir=self.state, watch=False, dhcp=False, tftp=False,
+        # What `results` reads: the state directory, or the PostgreSQL store (--store).
+        self.store: Path | str = store if store is not None else self.state
+        settings = Settings(repo=str(self.repo), state_dir=self.state, store=store, watch=False, dhcp=False,
+                            tftp=False,
                             http_listen=("127.0.0.1", 0), assets_dir=make_assets(tmp / "assets"),
                             report_secret=SECRET, boot_timeout=3600.0)
         self.daemon = Daemon(settings, renderer=lambda s: render_generation(s, report_secret=SECRET))
@@ -204,8 +212,9 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
+def site(tmp_path: Path, store_location: str) -> Iterator[Site]:
+    """A Site on each engine: the default SQLite store, and PostgreSQL (--store)."""
+    s = Site(tmp_path, store=store_location if store_location.startswith("postgresql://") else None)
     try:
         yield s
     finally:
@@ -221,9 +230,9 @@ def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_
 
     simulate_netboot(site.port, "node-1", sha)
     site.flush()
-    assert node_entry(results_json(site.state), sha, "node-1")["outcome"] == "installing"
+    assert node_entry(results_json(site.store), sha, "node-1")["outcome"] == "installing"
     autoinstall_events(site.port, "node-1")
-    doc = results_json(site.state)
+    doc = results_json(site.store)
     entry = node_entry(doc, sha, "node-1")
     assert entry["outcome"] == "succeeded", entry
     stages = [e["stage"] for e in entry["events"]]
@@ -241,7 +250,7 @@ def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_
     grub = site.get(f"/grub?mac={MACS['node-1']}", IPS["node-1"]).body.decode()
     assert "boot from the local disk" in grub
     site.flush()
-    assert node_entry(results_json(site.state), sha, "node-1")["outcome"] == "succeeded"  # rebooting keeps it
+    assert node_entry(results_json(site.store), sha, "node-1")["outcome"] == "succeeded"  # rebooting keeps it
 
     # a commit that changes something else keeps the disk boot; bumping `reinstall` installs again
     sha2 = site.apply({"nodes/node-2.yaml": node_yaml("node-2") + "labels: {rack: r2}\n"}, "label node-2")
@@ -251,7 +260,7 @@ def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_
     assert f"kernel http://127.0.0.1/r/{sha3}/assets/vmlinuz" in script, script
     assert sha2 != sha3
 
-    text = results_text(site.state, "--commit", sha[:10])
+    text = results_text(site.store, "--commit", sha[:10])
     assert f"commit {sha[:12]}" in text and "node-1" in text and "succeeded" in text
 
 
@@ -288,7 +297,7 @@ def test_failure_refusal_token_and_timeout(site: Site) -> None:
                                        {"status": 200}))
     site.flush()
 
-    doc = results_json(site.state, "--commit", sha)
+    doc = results_json(site.store, "--commit", sha)
     outcomes = {n["node"]: n["outcome"] for n in doc["commits"][0]["nodes"]}
     assert outcomes == {"node-1": "pending", "node-2": "failed", "node-3": "succeeded", "node-4": "timed-out"}
     node2 = node_entry(doc, sha, "node-2")
@@ -297,7 +306,7 @@ def test_failure_refusal_token_and_timeout(site: Site) -> None:
     assert [e["stage"] for e in node_entry(doc, sha, "node-3")["events"]] == ["report", "phone-home"]
     summary = doc["commits"][0]
     assert (summary["booted"], summary["failed"], summary["timed_out"], summary["pending"]) == (3, 1, 1, 1)
-    assert results_json(site.state, "--node", "node-2")["commits"][0]["nodes"][0]["node"] == "node-2"
+    assert results_json(site.store, "--node", "node-2")["commits"][0]["nodes"][0]["node"] == "node-2"
 
     metrics = site.get("/metrics").body.decode()
     assert 'netboot_reports_refused_total{reason="wrong-address"} 1.0' in metrics
@@ -324,7 +333,7 @@ def test_a_stranger_cannot_read_a_nodes_seed_so_cannot_forge_its_report(site: Si
     own = site.get(f"/r/{sha}/cloud-init/{mac}/user-data", IPS["node-1"])
     assert own.status == 200 and token.encode() in own.body
     site.flush()
-    entry = node_entry(results_json(site.state, "--commit", sha), sha, "node-1")
+    entry = node_entry(results_json(site.store, "--commit", sha), sha, "node-1")
     refused = [e for e in entry["events"] if e["detail"].get("refused")]
     assert len(refused) == 6 and {e["client"] for e in refused} == {STRANGER, IPS["node-2"]}
     assert all(e["detail"]["status"] == 403 and e["detail"]["refused"] == "wrong-client" for e in refused)
@@ -417,7 +426,7 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     """Issue 24 (fails on the old code: a comment-only commit or a revert turned every node pending and
     drifting; the rejected commit was in no listing; `results` called the applied commit desired)."""
     shas = revert_sequence(site)
-    doc = results_json(site.state)
+    doc = results_json(site.store)
     by = {c["revision"]: c for c in doc["commits"]}
     assert [c["revision"] for c in doc["commits"]] == [shas[k] for k in ("bad", "revert", "change", "comment", "first")]
     assert [by[shas[k]]["state"] for k in ("bad", "revert", "change", "comment", "first")] == [
@@ -440,7 +449,7 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     assert all("reconcile_result" not in c for c in doc["commits"])
     assert (doc["desired_revision"], doc["last_applied_revision"]) == (shas["bad"], shas["revert"])
     assert (status["desired_revision"], status["last_applied_revision"]) == (shas["bad"], shas["revert"])
-    text = results_text(site.state)
+    text = results_text(site.store)
     assert f"desired {shas['bad'][:12]}  applied {shas['revert'][:12]}" in text
     assert f"commit {shas['bad'][:12]}  rejected  node-2 typo" in text and "nodes/node-2.yaml" in text
 
@@ -474,7 +483,7 @@ def test_diff_with_the_state_dir_says_which_machines_really_installed(site: Site
     blind = {n["name"]: n["reinstall"]["verdict"] for n in diff_json(site.repo, sha, head)["nodes"]}
     assert blind == {"node-1": "not-installed-only", "node-2": "will-reinstall", "node-3": "will-reinstall",
                      "node-4": "not-installed-only"}
-    doc = diff_json(site.repo, sha, head, "--state-dir", str(site.state))
+    doc = diff_json(site.repo, sha, head, *_where(site.store))
     seen = {n["name"]: n["reinstall"]["verdict"] for n in doc["nodes"]}
     assert seen == {"node-1": "installed-keeps-disk",  # installed: bump reinstall to apply
                     "node-2": "first-install",  # never installed: installs at its next netboot
@@ -483,7 +492,7 @@ def test_diff_with_the_state_dir_says_which_machines_really_installed(site: Site
     assert doc["installs_known"] is True and doc["summary"]["will_reinstall"] == ["node-3"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert cli.main(["diff", "--repo", str(site.repo), sha, head, "--state-dir", str(site.state)]) == 1
+        assert cli.main(["diff", "--repo", str(site.repo), sha, head, *_where(site.store)]) == 1
     assert "no: installed, bump `reinstall` to apply" in out.getvalue()
     assert cli.main(["diff", "--repo", str(site.repo), sha, head, "--state-dir", str(site.state / "nope")]) == 2
 

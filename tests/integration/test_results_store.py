@@ -56,7 +56,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
@@ -75,7 +75,8 @@ def test_a_v4_store_gets_plan_runs_and_commit_facts_and_its_old_revisions_keep_t
     ResultsStore(path).close()
     conn = sqlite3.connect(path)  # back to version 4's shape, with two revisions recorded by it
     conn.executescript("""
-        DROP TABLE commits; DROP TABLE node_plans;
+        DROP TABLE commits; DROP TABLE node_plans; DROP TABLE instances;
+        ALTER TABLE boot_events DROP COLUMN instance; ALTER TABLE reconciles DROP COLUMN instance;
         CREATE TABLE revision_nodes (revision TEXT NOT NULL, node TEXT NOT NULL, mac TEXT NOT NULL,
           profile TEXT NOT NULL, install_once INTEGER NOT NULL, reinstall INTEGER NOT NULL,
           PRIMARY KEY (revision, node));
@@ -122,8 +123,9 @@ def test_a_v6_store_says_rejected_where_it_recorded_invalid(tmp_path: Path) -> N
     old code: the history said invalid while results, /api and /ui said rejected)."""
     path = tmp_path / "results.sqlite3"
     ResultsStore(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 6")
+    conn = sqlite3.connect(path)  # back to version 6's shape
+    conn.executescript("DROP TABLE instances; ALTER TABLE boot_events DROP COLUMN instance; "
+                       "ALTER TABLE reconciles DROP COLUMN instance; PRAGMA user_version = 6;")
     conn.execute("INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration) "
                  "VALUES ('r1', 'poll', 'invalid', '1 error(s)', '[]', 5.0, 0.1)")
     conn.execute("INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration) "
@@ -210,8 +212,8 @@ def test_a_store_the_migration_left_mostly_free_is_compacted(tmp_path: Path) -> 
     conn.close()
 
 
-def test_durable_reports_installs_and_unfinished_installs(tmp_path: Path) -> None:
-    path = tmp_path / "results.sqlite3"
+def test_durable_reports_installs_and_unfinished_installs(store_location: str) -> None:
+    path = store_location
     store = ResultsStore(path, flush_interval=60.0)  # the batch writer will not run on its own here
     now = time.time()
     try:
@@ -244,12 +246,12 @@ def call(app: ReportApp, path: str, client: str, doc: dict[str, Any]) -> tuple[s
     return status[0], json.loads(out)
 
 
-def test_a_node_without_ip_reports_from_the_address_we_leased_it(tmp_path: Path) -> None:
+def test_a_node_without_ip_reports_from_the_address_we_leased_it(store_location: str) -> None:
     state = validate(snapshot({"nodes/node-1.yaml": f"mac: {MAC}\nprofile: install\n"}, revision="r" * 40)).state
     assert state is not None
     holder = GenerationHolder()
     holder.swap(Generation(state.revision, state, render_generation(state)))
-    store = ResultsStore(tmp_path / "results.sqlite3")
+    store = ResultsStore(store_location)
     registry = CollectorRegistry()
     leases = {"10.10.10.57": MAC}
     app = ReportApp(holder, ResultsRecorder(store, registry), b"k" * 32, registry, leases.get)
@@ -299,10 +301,10 @@ def test_generations_of_unfinished_installs_are_not_collected(tmp_path: Path) ->
         daemon.shutdown()
 
 
-def test_a_storm_of_events_is_stored_whole_in_order_and_exact(tmp_path: Path) -> None:
+def test_a_storm_of_events_is_stored_whole_in_order_and_exact(store_location: str) -> None:
     # More events than one write chunk holds, queued faster than the writer drains them;
     # detail values of every JSON kind, and one JSON cannot hold (written as its str()).
-    store = ResultsStore(tmp_path / "results.sqlite3")
+    store = ResultsStore(store_location)
     sent = [
         BootEvent(time=1_764_000_000.123456 + i / 7, stage="dhcp-ack" if i % 2 else "tftp", revision=f"rev{i % 3}",
                   mac=f"52:54:00:00:{i >> 8:02x}:{i & 0xff:02x}", node=f"n{i}" if i % 5 else None,
@@ -322,8 +324,8 @@ def test_a_storm_of_events_is_stored_whole_in_order_and_exact(tmp_path: Path) ->
     ]
 
 
-def test_the_results_writer_runs_below_the_packet_threads(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3")
+def test_the_results_writer_runs_below_the_packet_threads(store_location: str) -> None:
+    store = ResultsStore(store_location)
     try:
         store.record(BootEvent(time=1.0, stage="tftp", revision="r", mac=None, node=None, client="10.0.0.1"))
         assert store.flush(5.0)  # the writer has started and set its own priority
@@ -336,9 +338,9 @@ def test_the_results_writer_runs_below_the_packet_threads(tmp_path: Path) -> Non
         store.close()
 
 
-def test_a_value_json_cannot_hold_loses_no_event(tmp_path: Path) -> None:
+def test_a_value_json_cannot_hold_loses_no_event(store_location: str) -> None:
     # SQLite's JSON parser refuses NaN: one such value must not take its batch down with it.
-    store = ResultsStore(tmp_path / "results.sqlite3")
+    store = ResultsStore(store_location)
     for i in range(300):
         detail = {"duration": float("nan") if i == 7 else 0.5, "n": [float("inf")] if i == 9 else i}
         store.record(BootEvent(time=float(i), stage="tftp", revision="r", mac=None, node=None, client="10.0.0.1",
@@ -352,9 +354,10 @@ def test_a_value_json_cannot_hold_loses_no_event(tmp_path: Path) -> None:
     assert stored[8].detail == {"duration": 0.5, "n": 8}
 
 
-def test_rows_handed_over_in_batches_keep_their_order_and_a_full_queue_counts_what_it_drops(tmp_path: Path) -> None:
+def test_rows_handed_over_in_batches_keep_their_order_and_a_full_queue_counts_what_it_drops(
+        store_location: str) -> None:
     # A writer that sleeps until flushed: the queue (100 places) overflows deterministically.
-    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=3600, batch_size=10_000, max_queue=100)
+    store = ResultsStore(store_location, flush_interval=3600, batch_size=10_000, max_queue=100)
     rows = [(float(i), "dhcp-offer", "rev", f"52:54:00:00:00:{i:02x}", None, "10.99.0.9", {"i": i})
             for i in range(120)]
     try:
@@ -371,8 +374,8 @@ def test_rows_handed_over_in_batches_keep_their_order_and_a_full_queue_counts_wh
     assert stored == [BootEvent(*row) for row in rows[21:]]
 
 
-def test_the_recorder_counts_a_batch_by_stage_and_remembers_what_served_each_machine(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3")
+def test_the_recorder_counts_a_batch_by_stage_and_remembers_what_served_each_machine(store_location: str) -> None:
+    store = ResultsStore(store_location)
     registry = CollectorRegistry()
     recorder = ResultsRecorder(store, registry)
     other = "52:54:00:aa:bb:02"
@@ -399,8 +402,8 @@ def test_the_recorder_counts_a_batch_by_stage_and_remembers_what_served_each_mac
     assert count("netboot_boot_events_total", {"stage": "kernel"}) == 2
 
 
-def test_events_the_store_let_go_are_counted_in_metrics(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=3600, batch_size=10_000, max_queue=10)
+def test_events_the_store_let_go_are_counted_in_metrics(store_location: str) -> None:
+    store = ResultsStore(store_location, flush_interval=3600, batch_size=10_000, max_queue=10)
     registry = CollectorRegistry()
     make_results_apps(holder=GenerationHolder(), recorder=ResultsRecorder(store, registry), registry=registry,
                       secret=b"k" * 32)

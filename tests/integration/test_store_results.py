@@ -36,8 +36,8 @@ def test_schema_is_versioned_and_reopening_keeps_history(tmp_path: Path) -> None
     assert connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # idempotent
 
 
-def test_boot_events_are_batched_off_the_request_path(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=0.05, batch_size=100)
+def test_boot_events_are_batched_off_the_request_path(store_location: str) -> None:
+    store = ResultsStore(store_location, flush_interval=0.05, batch_size=100)
     try:
         # Hold the store's lock as a stalled disk would: record() must still return at once.
         with store._lock:
@@ -50,8 +50,8 @@ def test_boot_events_are_batched_off_the_request_path(tmp_path: Path) -> None:
         store.close()
 
 
-def test_record_from_many_threads(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3")
+def test_record_from_many_threads(store_location: str) -> None:
+    store = ResultsStore(store_location)
     try:
         def work(n: int) -> None:
             for i in range(200):
@@ -68,8 +68,8 @@ def test_record_from_many_threads(tmp_path: Path) -> None:
         store.close()
 
 
-def test_last_serving_revision_skips_refused_and_local_disk_answers(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3")
+def test_last_serving_revision_skips_refused_and_local_disk_answers(store_location: str) -> None:
+    store = ResultsStore(store_location)
     mac = "52:54:00:aa:bb:01"
     try:
         store.record(BootEvent(1.0, "user-data", "good", mac, detail={"status": 200}))
@@ -81,10 +81,10 @@ def test_last_serving_revision_skips_refused_and_local_disk_answers(tmp_path: Pa
         store.close()
 
 
-def test_record_wakes_the_writer_once_per_batch_and_serialises_nothing(tmp_path: Path,
+def test_record_wakes_the_writer_once_per_batch_and_serialises_nothing(store_location: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """record() is an append: no Event.set() per event while the writer is already awake, no JSON."""
-    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=60.0, batch_size=100)
+    store = ResultsStore(store_location, flush_interval=60.0, batch_size=100)
     sets: list[str] = []
     original_set = store._wake.set
 
@@ -115,8 +115,8 @@ def test_record_wakes_the_writer_once_per_batch_and_serialises_nothing(tmp_path:
         store.close()
 
 
-def test_flush_waits_for_events_queued_before_it_from_other_threads(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "results.sqlite3", flush_interval=60.0, batch_size=10_000)
+def test_flush_waits_for_events_queued_before_it_from_other_threads(store_location: str) -> None:
+    store = ResultsStore(store_location, flush_interval=60.0, batch_size=10_000)
     seen: dict[int, tuple[bool, int]] = {}
     try:
         def work(n: int) -> None:

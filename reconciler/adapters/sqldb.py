@@ -1,0 +1,196 @@
+"""The store interface: one SQL connection, to SQLite (the default) or PostgreSQL (`--store URL`).
+
+Used by `adapters.store` (results: reconcile history, boot events, reports, installs, instances)
+and `adapters.pgleases` (pool leases shared by several instances). Callers write SQL once, with
+`?` placeholders; what differs between the engines lives here: placeholders, the writer lock
+(`BEGIN IMMEDIATE` vs a transaction-scoped advisory lock), JSON field access, durability knobs,
+and what a lost connection looks like (`StoreUnreachable`, raised for PostgreSQL's connection
+errors: the next call connects again, so an outage ends without a restart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Protocol
+
+Dialect = Literal["sqlite", "postgresql"]
+# The transaction-scoped advisory lock PostgreSQL writers take where SQLite says BEGIN IMMEDIATE
+# (any 64-bit constant; "netboot" in ASCII).
+WRITER_LOCK = 0x6E6574626F6F74
+DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+try:  # psycopg is a dependency, but SQLite must not need it to load
+    import psycopg
+
+    DB_ERRORS = (sqlite3.Error, psycopg.Error)
+except ImportError:  # pragma: no cover
+    psycopg = None  # type: ignore[assignment]
+
+
+class StoreUnreachable(ConnectionError):
+    """The database server cannot be reached now (the store's `describe` names it)."""
+
+
+def is_url(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def describe(store: str) -> str:
+    """A store's name for messages: the URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", store)
+
+
+class Database(Protocol):
+    """What the stores need of a connection: statements with `?` placeholders, transactions."""
+
+    dialect: Dialect
+    name: str  # for messages (`describe`)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def transaction(self, *, writer: bool = False, durable: bool = False) -> contextlib.AbstractContextManager[None]:
+        """One transaction; `writer`: serialised with every other writer of the store (all
+        instances); `durable`: committed to stable storage before it returns."""
+        ...
+
+    def json_field(self, column: str, key: str) -> str:
+        """SQL reading the top-level `key` of a JSON text column as text."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteDb:
+    """A SQLite file (WAL, synchronous=NORMAL; FULL for a durable transaction)."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        self.name = path
+        self._synchronous = synchronous
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(sql, tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def transaction(self, *, writer: bool = False, durable: bool = False) -> Iterator[None]:
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE" if writer else "BEGIN")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        finally:
+            if durable:
+                self.conn.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    def json_field(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s` (a literal `%` doubled). Our SQL holds no `?` in literals."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresDb:
+    """A PostgreSQL database by URL (psycopg 3, autocommit outside `transaction`). A lost
+    connection raises StoreUnreachable and is opened again by the next call."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: str, *, connect_timeout: float = 3.0) -> None:
+        if psycopg is None:  # pragma: no cover
+            raise RuntimeError("--store postgresql:// needs psycopg: pip install 'psycopg[binary]'")
+        self.url = url
+        self.name = describe(url)
+        self._timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self.connect()
+
+    def connect(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+        self._conn = None
+        try:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
+                                         application_name="netboot-reconcile")
+        except psycopg.OperationalError as exc:
+            raise StoreUnreachable(f"{self.name}: {_first_line(exc)}") from exc
+        return self._conn
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                raise StoreUnreachable(f"{self.name}: {_first_line(exc)}") from exc
+            raise
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._errors():
+            cur = self.connect().execute(_pg_sql(sql), tuple(params))
+            return cur.fetchall() if cur.description is not None else []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with self._errors():
+            self.connect().execute(_pg_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self._errors(), self.connect().cursor() as cur:
+            cur.executemany(_pg_sql(sql), [tuple(r) for r in rows])
+
+    @contextlib.contextmanager
+    def transaction(self, *, writer: bool = False, durable: bool = False) -> Iterator[None]:
+        # PostgreSQL commits are durable (synchronous_commit=on): `durable` asks nothing more.
+        with self._errors(), self.connect().transaction():
+            if writer:
+                self.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+            yield
+
+    def json_field(self, column: str, key: str) -> str:
+        return f"(({column})::jsonb ->> '{key}')"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def open_db(store: str) -> SqliteDb | PostgresDb:
+    """A PostgreSQL URL, or a SQLite path (":memory:" too)."""
+    return PostgresDb(store) if is_url(store) else SqliteDb(store)
