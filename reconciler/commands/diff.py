@@ -12,6 +12,9 @@ an unsigned or wrongly signed HEAD is an invalid HEAD, its `commit-signature` fi
 Secrets are rendered as placeholders, `<secret:NAME:changed>` where HEAD's value differs from
 BASE's (compared decrypted with `--age-identity`, else by ciphertext): a value never reaches the output.
 
+A repository with sites is compared site by site: the blast radius is grouped by site
+(`plan_format.markdown_sites`, `as_json_sites`: the changes under `sites`).
+
 Exit 0 no change, 1 changes (an invalid HEAD is a change: a broken one, with its findings
 first), 2 error of the command itself (no such repository or revision, unreadable repository, a
 state dir without a results store, a daemon that does not answer).
@@ -20,6 +23,7 @@ state dir without a results store, a daemon that does not answer).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import urllib.error
@@ -34,6 +38,7 @@ from reconciler.adapters.gitsource import SourceProblem, open_repository, read_t
 from reconciler.adapters.store import RESULTS_FILE, ResultsReader
 from reconciler.core import plan_format
 from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import DesiredState, SecretsFile
 from reconciler.core.plan import Side, compare, side, with_installs
 from reconciler.core.secrets import changed_names
 from reconciler.core.validate import Validation, validate
@@ -82,13 +87,40 @@ def _validated(repo: pygit2.Repository, revision: str, subdir: str, origin: str,
 
 def _sides(
     base: tuple[str, Validation], head: tuple[str, Validation], decrypt: AgeIdentity | None
-) -> tuple[Side, Side]:
-    """Both sides rendered with secret placeholders; HEAD's marked where a value changed."""
+) -> dict[str, tuple[Side, Side]]:
+    """Both sides rendered with secret placeholders, HEAD's marked where a value changed: one
+    pair for a repository without sites (key ""), else one pair per site (`_site_pairs`)."""
     (base_rev, before), (head_rev, after) = base, head
-    changed = changed_names(before.state.secrets if before.state else None,
-                            after.state.secrets if after.state else None, decrypt)
-    return (side(base_rev, before.state, before.issues),
-            side(head_rev, after.state, after.issues, changed))
+    changed = changed_names(_secrets(before), _secrets(after), decrypt)
+    return {name: (side(base_rev, old, before.issues), side(head_rev, new, after.issues, changed))
+            for name, (old, new) in _site_pairs(before, after).items()}
+
+
+def _secrets(result: Validation) -> SecretsFile | None:
+    state = next(iter(result.sites.values()), None)  # shared by every site
+    return state.secrets if state is not None else None
+
+
+def _site_pairs(before: Validation, after: Validation) -> dict[str, tuple[DesiredState | None, DesiredState | None]]:
+    """(BASE's state, HEAD's state) by site. Without sites in HEAD (or with HEAD invalid): one pair,
+    as before. A site only HEAD has is compared with that site serving nothing (every node new),
+    one only BASE has with it serving nothing any more; when BASE had no sites yet, each HEAD
+    site is compared with BASE's serving of that site's nodes."""
+    if after.state is not None or not after.sites:
+        return {"": (before.state, after.state)}
+    pairs: dict[str, tuple[DesiredState | None, DesiredState | None]] = {}
+    for name in sorted(set(after.sites) | set(before.sites) - {""}):
+        old, new = before.sites.get(name), after.sites.get(name)
+        if old is None and before.state is not None and new is not None:
+            mine = {n.name for n in new.nodes}
+            old = dataclasses.replace(before.state, nodes=tuple(n for n in before.state.nodes if n.name in mine))
+        pairs[name] = (old if old is not None else _serving_nothing(new),
+                       new if new is not None else _serving_nothing(old))
+    return pairs
+
+
+def _serving_nothing(state: DesiredState | None) -> DesiredState | None:
+    return dataclasses.replace(state, nodes=(), groups=()) if state is not None else None
 
 
 def _installed(store: Path | str) -> set[tuple[str, str, int]]:
@@ -123,17 +155,21 @@ def run(args: argparse.Namespace) -> int:
         signers = load_signers(args.verify_commits) if args.verify_commits is not None else None
         decrypt = load_identity(args.age_identity) if args.age_identity is not None else None
         repo = _open(args.repo)
-        base, head = _sides(_validated(repo, args.base, args.path, str(args.repo)),
-                            _validated(repo, args.head, args.path, str(args.repo), signers, decrypt), decrypt)
+        sides = _sides(_validated(repo, args.base, args.path, str(args.repo)),
+                       _validated(repo, args.head, args.path, str(args.repo), signers, decrypt), decrypt)
         where = args.store or (args.state_dir / RESULTS_FILE if args.state_dir is not None else None)
         installed = (_installed(where) if where is not None
                      else _installed_from(args.url) if args.url is not None else None)
     except (SourceProblem, InvalidRevision, pygit2.GitError, OSError, RuntimeError, ValueError) as exc:
         print(f"netboot-reconcile diff: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    plan = compare(base, head)
+    plans = {name: compare(base, head) for name, (base, head) in sides.items()}
     if installed is not None:
-        plan = with_installs(plan, installed)
-    text = plan_format.as_json(plan) if args.format == "json" else plan_format.markdown(plan)
+        plans = {name: with_installs(plan, installed) for name, plan in plans.items()}
+    if set(plans) == {""}:
+        plan = plans[""]
+        text = plan_format.as_json(plan) if args.format == "json" else plan_format.markdown(plan)
+    else:
+        text = plan_format.as_json_sites(plans) if args.format == "json" else plan_format.markdown_sites(plans)
     sys.stdout.write(text)
-    return EXIT_CHANGES if plan.changed else EXIT_SAME
+    return EXIT_CHANGES if any(plan.changed for plan in plans.values()) else EXIT_SAME

@@ -403,8 +403,12 @@ def _labels(labels: Mapping[str, str]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A value with its source locations blanked, so moving a line is not a change."""
-    if isinstance(value, Profile | Node | Group | Site | CloudInitTemplate):
+    """A value with its source locations blanked, so moving a line is not a change; and a node's
+    site, which the diff of a repository with sites groups by (a node moving site is removed at
+    one and added at the other)."""
+    if isinstance(value, Node):
+        return dataclasses.replace(value, source=Location(""), site=None)
+    if isinstance(value, Profile | Group | Site | CloudInitTemplate):
         return dataclasses.replace(value, source=Location(""))
     return value
 

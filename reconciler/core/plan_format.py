@@ -3,14 +3,15 @@
 Called by the `diff` command. Markdown order: HEAD's findings first, then a summary table (one
 row per node that changes), the blast radius of changed profiles, groups and templates, then
 the details folded in `<details>`: per node, then the DHCP server configs, then other rendered
-files. Pure: strings out.
+files. A repository with sites: a table of the blast radius by site, then each site's changes
+(`markdown_sites`, `as_json_sites`). Pure: strings out.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler.core import findings
@@ -83,6 +84,39 @@ def markdown(plan: Plan) -> str:
         "",
     ]
     out += _findings_section(plan.head, "HEAD")
+    return "\n".join(out + _body(plan)).rstrip() + "\n"
+
+
+def markdown_sites(plans: Mapping[str, Plan]) -> str:
+    """A repository with sites: HEAD's findings once, the blast radius by site (one row per site),
+    then each site that changes as `markdown` shows one plan."""
+    first = next(iter(plans.values()))
+    out: list[str] = [
+        f"## netboot-reconcile diff {code(short(first.base.revision))} → {code(short(first.head.revision))}",
+        "",
+    ]
+    out += _findings_section(first.head, "HEAD")
+    out += ["### Blast radius by site", "",
+            "| site | nodes change | added | removed | changed | will reinstall | DHCP configs change |",
+            "|---|---|---|---|---|---|---|"]
+    for name, plan in plans.items():
+        added, removed, changed = (len(plan.by_status(s)) for s in ("added", "removed", "changed"))
+        dhcp = ", ".join(code(d.path) for d in plan.dhcp) or "no"
+        reinstall = ", ".join(code(n.name) for n in plan.reinstalls) or "none"
+        out.append(f"| {code(name)} | {len(plan.nodes)} | {added} | {removed} | {changed} | {cell(reinstall)} | "
+                   f"{cell(dhcp)} |")
+    out.append("")
+    for name, plan in plans.items():
+        if plan.changed or plan.sources:
+            out += [f"## Site {code(name)}", "", *_body(plan)]
+    if not any(plan.changed for plan in plans.values()):
+        out += ["**No change** at any site.", "", _footer(first)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _body(plan: Plan) -> list[str]:
+    """Everything of one plan below HEAD's findings."""
+    out: list[str] = []
     if not plan.base.valid:
         out += [
             f"BASE {code(short(plan.base.revision))} is invalid ({findings.summary(plan.base.issues)}): it was never "
@@ -95,12 +129,12 @@ def markdown(plan: Plan) -> str:
             "HEAD will not be served: the daemon keeps serving its last valid generation. No node changes shown.",
             "",
         ]
-        return "\n".join(out).rstrip() + "\n"
+        return out
     if not plan.changed:
         out += ["**No change**: every machine boots, and every server answers, as before.", ""]
         out += _sources_section(plan.sources)
         out += [_footer(plan)]
-        return "\n".join(out).rstrip() + "\n"
+        return out
 
     out += [_summary_line(plan), ""]
     if plan.nodes:
@@ -126,7 +160,7 @@ def markdown(plan: Plan) -> str:
         for d in plan.other_files:
             out += _fold(_file_title(d), fenced(d.diff.rstrip(), "diff"))
     out.append(_footer(plan))
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 def _footer(plan: Plan) -> str:
@@ -266,6 +300,27 @@ def as_json(plan: Plan) -> str:
         "changed": plan.changed,
         "placeholder_revision": plan.placeholder,
         "installs_known": plan.installs_known,
+        **_changes(plan),
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def as_json_sites(plans: Mapping[str, Plan]) -> str:
+    """A repository with sites: `as_json`'s document with the changes under `sites`, by site."""
+    first = next(iter(plans.values()))
+    doc = {
+        "base": _side(first.base),
+        "head": _side(first.head),
+        "changed": any(p.changed for p in plans.values()),
+        "placeholder_revision": first.placeholder,
+        "installs_known": first.installs_known,
+        "sites": {name: {"changed": plan.changed, **_changes(plan)} for name, plan in plans.items()},
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _changes(plan: Plan) -> dict[str, Any]:
+    return {
         "summary": {
             "added": [n.name for n in plan.by_status("added")],
             "removed": [n.name for n in plan.by_status("removed")],
@@ -288,4 +343,3 @@ def as_json(plan: Plan) -> str:
         "dhcp": [_file(d) for d in plan.dhcp],
         "other_files": [_file(d) for d in plan.other_files],
     }
-    return json.dumps(doc, indent=2) + "\n"
