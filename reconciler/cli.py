@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from reconciler import __version__
-from reconciler.commands import assets, diff, power, render, results, run, secrets, status, validate
+from reconciler.commands import assets, diff, power, render, results, rollout, run, secrets, status, validate
 
-COMMANDS = (run, validate, status, diff, render, results, assets, secrets, power)
+COMMANDS = (run, validate, status, diff, render, results, assets, secrets, power, rollout)
 NO_COMMAND = "no command given: name one of the commands above, or run the daemon with --repo URL_OR_PATH"
 
 

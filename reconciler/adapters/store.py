@@ -45,7 +45,7 @@ from typing import Any
 from reconciler.adapters import sqldb, sqlrows
 from reconciler.adapters.sqldb import Database, StoreUnreachable
 from reconciler.adapters.threads import yield_to_packet_threads
-from reconciler.core import outcomes
+from reconciler.core import outcomes, rollout
 from reconciler.core.events import EventRow, row_of
 from reconciler.core.model import BootEvent
 
@@ -271,6 +271,18 @@ _MIGRATIONS: tuple[Migration, ...] = (
         since DOUBLE PRECISION,
         seen DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 8 -> 9 (issue 28): rollouts, one row per commit that started one: the `core.rollout.Rollout`
+    # value as JSON (its nodes' states and why, the pause), rewritten at each of its transitions.
+    # IF NOT EXISTS: tests take a current store back to an older version to replay a migration.
+    """
+    CREATE TABLE IF NOT EXISTS rollouts (
+        revision TEXT PRIMARY KEY,
+        created DOUBLE PRECISION NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS rollouts_created ON rollouts (created);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -698,6 +710,11 @@ class ResultsQueries:
         return [InstanceRecord(r[0], r[1], None if r[2] is None else float(r[2]), float(r[3]))
                 for r in self._rows("SELECT name, revision, since, seen FROM instances ORDER BY name")]
 
+    def rollouts(self, limit: int = 20) -> list[rollout.Rollout]:
+        """Rollouts, newest first (the first is the current one, unless superseded or finished)."""
+        return [rollout.Rollout.from_dict(json.loads(r[0])) for r in self._rows(
+            "SELECT doc FROM rollouts ORDER BY created DESC, revision LIMIT ?", (limit,))]
+
     def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
         rows = self._rows(
             "SELECT id, revision, trigger, result, reason, findings, started, duration, instance "
@@ -965,6 +982,19 @@ class ResultsStore(ResultsQueries):
                 "since = CASE WHEN instances.revision IS NOT DISTINCT FROM excluded.revision THEN instances.since "
                 "ELSE excluded.since END",
                 (self.instance, revision, now, now))
+
+    def save_rollout(self, value: rollout.Rollout) -> None:
+        """Write a rollout's current state (one row per rollout, by its revision; kept and written
+        later while the store is unreachable, like a reconcile record)."""
+        doc = json.dumps(value.as_dict())
+        self._now_or_later(lambda: self._write_rollout(value, doc))
+
+    def _write_rollout(self, value: rollout.Rollout, doc: str) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute(
+                "INSERT INTO rollouts (revision, created, updated, doc) VALUES (?,?,?,?) "
+                "ON CONFLICT (revision) DO UPDATE SET updated = excluded.updated, doc = excluded.doc",
+                (value.revision, value.created, value.updated, doc))
 
     # -- boot results ------------------------------------------------------------------------
 

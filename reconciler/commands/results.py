@@ -8,7 +8,8 @@ failed: the words of /status), per node of an applied one how its boot went
 (carried over from earlier commits serving it the same plan), then each node's drift (the plan
 it last booted vs the one the serving commit gives it). `desired` means what /status means: the
 newest commit seen, served or not. `--format json` adds every node's events (stage, time, client,
-detail); it is what scripts and the e2e tests read.
+detail); it is what scripts and the e2e tests read. The newest rollouts follow (`rollouts`: each
+node waiting, in flight, done, failed or needing a manual reboot, and why; core.rollout).
 Exit 0, or 2 when there is no store, the commit is unknown/ambiguous or the node unknown.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters.store import RESULTS_FILE, ResultsReader
+from reconciler.commands.rollout import format_rollout
 from reconciler.core import outcomes
 
 EXIT_OK, EXIT_ERROR = 0, 2
@@ -58,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
             node=args.node,
             with_events=args.format == "json",
         )
+        doc["rollouts"] = [r.as_dict() for r in reader.rollouts(5)]  # newest first (core.rollout)
+        if args.node is not None:
+            for rollout in doc["rollouts"]:
+                rollout["nodes"] = [n for n in rollout["nodes"] if args.node in (n["node"], n["mac"])]
         if args.node is not None and not _known_node(reader, args.node, doc):
             print(f"netboot-reconcile results: node {args.node!r}: no applied commit declares it and no boot of it "
                   "was reported (a node's name, or its MAC in lowercase colon form)", file=sys.stderr)
@@ -71,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(format_text(doc), end="")
+        if doc["rollouts"]:
+            print("\n" + format_rollout(doc["rollouts"][0]), end="")
     return EXIT_OK
 
 

@@ -34,12 +34,14 @@ from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
 from reconciler.adapters.leases import LeaseStore
 from reconciler.core import boot
 from reconciler.core.render import render_served
+from reconciler.core.rollout import Rollout
 from reconciler.daemon import Daemon, sd_notify
 from reconciler.daemon.statelock import StateDirLocked
 from reconciler.servers.dhcp import DhcpServer
 from reconciler.servers.http import HttpServer, make_boot_app
 from reconciler.servers.http_control import make_control_apps
 from reconciler.servers.http_results import ResultsRecorder, make_results_apps
+from reconciler.servers.http_rollouts import make_rollouts_app
 from reconciler.servers.tftp import TftpServer
 from reconciler.settings import DEFAULT_DHCP_LISTEN, TOKEN_ENV, Settings
 
@@ -376,7 +378,21 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
         stored=daemon.artifacts.stored,
     )
     store = daemon.store
-    app = make_boot_app(daemon.holder, events, settings.assets_dir, extra={**control, **results},
+    runner = daemon.rollouts
+    assert runner is not None
+
+    def rollout_doc(value: Rollout | None) -> dict[str, Any] | None:
+        return value.as_dict() if value is not None else None
+
+    rollouts = make_rollouts_app(
+        current=lambda: rollout_doc(runner.current),
+        history=lambda: [r.as_dict() for r in store.rollouts(20)],
+        pause=lambda reason: rollout_doc(runner.pause(reason)),
+        resume=lambda: rollout_doc(runner.resume()),
+        secret=settings.webhook_secret,
+    )
+    app = make_boot_app(daemon.holder, events, settings.assets_dir,
+                        extra={**control, **results, "/api/rollouts": rollouts},
                         installed=lambda node: store.is_installed(node.name, node.mac, node.reinstall),
                         mac_for_address=mac_for_address, trust_any_client=settings.trust_any_client,
                         ipxe_root=settings.tftp_root)

@@ -35,9 +35,12 @@ from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStor
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import bootplan, findings, sites, wiring
 from reconciler.core.errors import Reason
+from reconciler.core.model import Node
+from reconciler.core.outcomes import Target
 from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, GenerationLoader, Renderer, report_key
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
+from reconciler.daemon.rollouts import RolloutRunner
 from reconciler.daemon.statelock import StateLock
 from reconciler.daemon.status import StatusBook
 from reconciler.daemon.steps import Reconciler
@@ -80,6 +83,8 @@ class Daemon:
         self.supervisor = Supervisor()
         self.metrics.registry.register(ServerUpCollector(self.supervisor))
         self.store: ResultsStore | None = None
+        self.rollouts: RolloutRunner | None = None  # made with the store
+        self._targets: tuple[Target, ...] | None = None  # what the served generation declares
         self._watcher: Watcher | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -165,6 +170,9 @@ class Daemon:
             self.store = ResultsStore(settings.store, instance=settings.instance)
         else:
             self._open_sqlite_store()
+        self.rollouts = RolloutRunner(self.store, nodes=self._serving_nodes, credentials=self.settings.bmc_credentials,
+                                      boot_timeout=self.settings.boot_timeout, clock=self.clock)
+        self.rollouts.start()
         self._load_current()
         if self.source is None:
             try:
@@ -199,6 +207,10 @@ class Daemon:
         self._note(lambda book: book.loaded(loaded.stored.revision))
         log.info("revision=%s serving the current generation from disk (%d files)", loaded.stored.revision,
                  len(loaded.stored.files))
+
+    def _serving_nodes(self) -> dict[str, Node]:
+        current = self.holder.current()
+        return {n.name: n for n in current.state.nodes} if current is not None else {}
 
     def add_server(self, name: str, server: Any, *, fatal: bool = False) -> ServerSlot:
         """Supervise `server` (None: turned off) under `name` and start it; a failed start is
@@ -265,6 +277,8 @@ class Daemon:
         if self._watcher is not None:
             self._watcher.stop()
         self.supervisor.stop_all(self.settings.shutdown_timeout)
+        if self.rollouts is not None:
+            self.rollouts.stop()
         if self.store is not None:
             self.store.flush(2.0)
             self.store.close()
@@ -330,12 +344,19 @@ class Daemon:
         self.metrics.served(generation.revision)
         if self.store is not None:
             self.store.record_serving(generation.revision, self.clock())
-        self._record_targets(generation)
+        self._targets = self._record_targets(generation)
         for warning in self._listener_warnings(generation):
             log.warning("revision=%s %s", generation.revision, warning)
 
     def _activated(self, generation: Generation) -> None:
+        previous = self._targets
         self._served(generation)
+        if self.rollouts is not None and self._targets is not None:
+            try:  # decisions and a store write; the power actions run in the runner's own threads
+                self.rollouts.applied(generation.revision, generation.state.site.rollout, previous, self._targets,
+                                      generation.state.nodes)
+            except Exception:
+                log.exception("revision=%s could not start its rollout", generation.revision)
         self._collect(generation)
         self.supervisor.kick()  # a commit may have fixed what kept a server down (dhcp.interface)
         heap.settle()
@@ -355,15 +376,16 @@ class Daemon:
                                                   lambda name: (root / name).is_file())
         return warnings
 
-    def _record_targets(self, generation: Generation) -> None:
+    def _record_targets(self, generation: Generation) -> tuple[Target, ...]:
         """Remember which nodes this revision targets (boot results per commit read it)."""
-        if self.store is None:
-            return
         targets = bootplan.targets(generation.state, generation.files)
+        if self.store is None:
+            return targets
         try:
             self.store.record_revision(generation.revision, self.clock(), targets)
         except Exception:
             log.exception("revision=%s could not record its nodes", generation.revision)
+        return targets
 
     def _unfinished_installs(self) -> set[str] | None:
         """Revisions some machine is still installing: their generations are not collected.
@@ -448,6 +470,7 @@ class Daemon:
         }
         out["servers"] = self.supervisor.view()
         out["instance"] = self.settings.instance
+        out["rollout"] = self.rollouts.view() if self.rollouts is not None else None
         out["reconciles"], out["instances"] = self._from_store()
         return out
 

@@ -22,6 +22,7 @@ from reconciler.core import outcomes
 from reconciler.core.events import Stage
 from reconciler.core.model import BootEvent
 from reconciler.core.outcomes import CommitInfo, CommitResult, NodeDrift, NodeResult, Outcome, PlanRun
+from reconciler.servers.dashboard_rollout import rollout_panel
 
 SYMBOL: Mapping[str, str] = {
     Outcome.PENDING: "·",
@@ -248,7 +249,8 @@ def render_overview(
         "rejected (never served; its findings below it) or failed (retried while it is the newest). "
         "A node's result carries over to a commit that does not change what it boots. "
         f"Boot timeout {timeout / 60:g} min. Generated {escape(when(now))}. "
-        f'JSON: <a href="/api/commits">/api/commits</a></p>{_legend()}{table}{_unknown(unknown)}'
+        f'JSON: <a href="/api/commits">/api/commits</a></p>{rollout_panel(status.get("rollout"))}{_legend()}{table}'
+        f"{_unknown(unknown)}"
     )
     return _page("netboot-reconcile: commits", status, body, stamp)
 

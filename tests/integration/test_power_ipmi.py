@@ -16,97 +16,20 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.ipmi_support import PASSWORD, Sim, ipmi_sim
 from tests.render_support import EXAMPLE, ROOT
-from tests.support import free_port, require_tool, udp_port_taken
-
-PASSWORD = "pw-Zq8xT3vY"  # the test BMC's; looked for in every output
-
-CHASSIS = '''#!{python}
-import json, sys
-state_file, log_file = {state!r}, {log!r}
-try:
-    with open(state_file) as fh:
-        state = json.load(fh)
-except OSError:
-    state = {{"power": 0, "boot": "default"}}
-op, rest = sys.argv[1], sys.argv[2:]
-with open(log_file, "a") as log:
-    log.write(json.dumps([op, *rest]) + "\\n")
-    if op == "get":
-        for parm in rest:
-            print(f"{{parm}}:{{state.get(parm, 0)}}")
-    elif op == "set":
-        for parm, value in zip(rest[::2], rest[1::2]):
-            if parm == "power" and value == "1" and state["power"] == 0:
-                log.write(json.dumps(["booted", state["boot"]]) + "\\n")
-                state["boot"] = "default"  # a one-time boot device is used up by the boot
-            if parm == "power":
-                state["power"] = int(value)
-            else:
-                state[parm] = value
-with open(state_file, "w") as fh:
-    json.dump(state, fh)
-'''
-
-
-@dataclass
-class Sim:
-    port: int
-    dir: Path
-
-    def events(self) -> list[list[str]]:
-        return [json.loads(line) for line in (self.dir / "chassis.log").read_text().splitlines()]
-
-    def state(self) -> dict[str, object]:
-        return dict(json.loads((self.dir / "state.json").read_text()))
+from tests.support import free_port
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Sim]:
-    ipmi_sim = require_tool("ipmi_sim", "openipmi")
-    d = tmp_path / "bmc"
-    (d / "state").mkdir(parents=True)
-    port = free_port(socket.SOCK_DGRAM)
-    chassis = d / "chassis.py"
-    chassis.write_text(CHASSIS.format(python=sys.executable, state=str(d / "state.json"), log=str(d / "chassis.log")))
-    chassis.chmod(0o755)
-    (d / "lan.conf").write_text(f'''name "bmc"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{chassis}"
-user 2 true "admin" "{PASSWORD}" admin 10 none md2 md5 straight
-''')
-    (d / "emu.cmd").write_text("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n"
-                               "mc_enable 0x20\n")
-    proc = subprocess.Popen([ipmi_sim, "-c", str(d / "lan.conf"), "-f", str(d / "emu.cmd"), "-s", str(d / "state"),
-                             "-n", "-p"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            if udp_port_taken(port) or proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not udp_port_taken(port):
-            out = proc.stdout.read().decode() if proc.poll() is not None and proc.stdout else ""
-            pytest.fail(f"ipmi_sim did not start on 127.0.0.1:{port}: {out}")
-        yield Sim(port, d)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with ipmi_sim(tmp_path / "bmc") as running:
+        yield running
 
 
 def _repo(tmp_path: Path, port: int, credentials: str = "lab") -> Path:

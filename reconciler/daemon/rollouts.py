@@ -1,0 +1,227 @@
+"""The rollout runner: feeds `core.rollout.step` its events and carries out its actions.
+
+Built by `loop.Daemon`; `applied(...)` is called after a commit is activated, `pause` / `resume`
+by the /api/rollouts control app, `view` / `history` by /status and /api/rollouts. The decisions
+are `core.rollout`'s; here:
+- the value is kept in the results store at every transition (`save_rollout`) and read back at
+  start, so a rollout survives a daemon restart (a node in flight then waits for its result as
+  before; one whose power cycle was cut short times out);
+- a thread of its own polls each watched node's boot events (since its power cycle) every
+  `poll` seconds into `Observed` events (`core.outcomes.node_result`), and ticks timeouts;
+- each `PowerCycle` runs in a small pool (one-time PXE, then off and on, through
+  `adapters.bmc`), its end posted back as `PowerDone` / `PowerFailed`: a BMC error fails that
+  node with the reason and nothing else. Nothing here ever blocks a server thread or the
+  reconcile loop on a BMC; the credentials file is read at each power action and its contents
+  never leave this module (not logged, not in the value, which holds only names and reasons).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.adapters import bmc as bmcs
+from reconciler.adapters.bmccreds import Credential, CredentialsError
+from reconciler.adapters.bmccreds import load as load_credentials
+from reconciler.core import outcomes
+from reconciler.core import rollout as core
+from reconciler.core.model import Bmc, BootEvent, Node, RolloutPolicy
+
+log = logging.getLogger(__name__)
+
+HISTORY = 20
+
+
+class RolloutStore(Protocol):
+    def rollouts(self, limit: int = 20) -> list[core.Rollout]: ...
+
+    def save_rollout(self, value: core.Rollout) -> None: ...
+
+    def events_of_node(self, mac: str, node: str | None = None, limit: int = 5000) -> list[BootEvent]: ...
+
+
+# (bmc, credential) -> None, raising bmcs.BmcError; the default drives the BMC through adapters.bmc.
+PowerCycler = Callable[[Bmc, Credential], None]
+
+
+def power_cycle_once(bmc: Bmc, credential: Credential) -> None:
+    bmcs.operate(bmc, credential, "cycle", pxe_once=True)
+
+
+class RolloutRunner:
+    def __init__(
+        self,
+        store: RolloutStore,
+        *,
+        nodes: Callable[[], Mapping[str, Node]],
+        credentials: Path | None,
+        boot_timeout: float,
+        clock: Callable[[], float],
+        poll: float = 2.0,
+        cycle: PowerCycler = power_cycle_once,
+    ) -> None:
+        self._store = store
+        self._nodes = nodes  # the serving generation's nodes, by name
+        self._credentials = credentials
+        self._timeout = boot_timeout
+        self._clock = clock
+        self._poll = poll
+        self._cycle = cycle
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bmc")
+        self._thread: threading.Thread | None = None
+        history = store.rollouts(1)
+        self._rollout: core.Rollout | None = history[0] if history else None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def applied(self, revision: str, policy: RolloutPolicy | None, previous: Sequence[outcomes.Target] | None,
+                current: Sequence[outcomes.Target], nodes: Sequence[Node]) -> None:
+        """A commit was activated: what it asks to reinstall, and which of its nodes can be powered."""
+        wants = core.wants(previous, current, policy)
+        current_rollout = self.current
+        running = current_rollout is not None and not current_rollout.finished
+        if not wants and not running:
+            return
+        why = self._unpowerable(nodes, {w.node for w in wants} | self._unfinished())
+        self._apply(core.Applied(revision, policy, wants, {n.name: why.get(n.name, "") for n in nodes},
+                                 self._clock()))
+
+    def pause(self, reason: str) -> core.Rollout | None:
+        return self._apply(core.Pause(reason, self._clock()))
+
+    def resume(self) -> core.Rollout | None:
+        return self._apply(core.Resume(self._clock()))
+
+    # -- views ------------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> core.Rollout | None:
+        with self._lock:
+            return self._rollout
+
+    def view(self) -> dict[str, Any] | None:
+        return core.summary(self.current)
+
+    # -- the machinery ------------------------------------------------------------------------------
+
+    def _unfinished(self) -> set[str]:
+        r = self._rollout
+        return {n.node for n in r.nodes if n.state in core.UNFINISHED} if r is not None else set()
+
+    def _unpowerable(self, nodes: Sequence[Node], names: set[str]) -> dict[str, str]:
+        """Why the daemon cannot power each of `names` ("" where it can). The file is read for
+        the names only; a problem with it is said without its contents (`CredentialsError`)."""
+        known: Mapping[str, Credential] | None = None
+        problem = "" if self._credentials is not None else "the daemon was started without --bmc-credentials"
+        if self._credentials is not None:
+            try:
+                known = load_credentials(self._credentials)
+            except CredentialsError as exc:
+                problem = str(exc)
+        out = {}
+        for node in nodes:
+            if node.name not in names:
+                continue
+            if node.bmc is None:
+                out[node.name] = f"no bmc: for it ({node.source.file} or a group selecting it)"
+            elif known is None:
+                out[node.name] = problem
+            elif node.bmc.credentials not in known:
+                out[node.name] = f"bmc.credentials {node.bmc.credentials!r} names no entry in {self._credentials}"
+        return out
+
+    def _apply(self, event: core.Event) -> core.Rollout | None:
+        with self._lock:
+            old = self._rollout
+            new, actions = core.step(old, event)
+            if new is old:
+                return new
+            if old is not None and new is not None and new.revision != old.revision and not old.superseded_by \
+                    and not old.finished:
+                self._save(replace(old, superseded_by=new.revision, updated=event.now))
+            if new is not None:
+                self._save(new)
+                if old is None or new.state != old.state or new.revision != old.revision:
+                    log.info("revision=%s rollout %s%s", new.revision, new.state,
+                             f": {new.paused}" if new.paused else "")
+            self._rollout = new
+        for action in actions:
+            log.info("revision=%s rollout: power cycle of %s with a one-time network boot", action.revision,
+                     action.node)
+            self._pool.submit(self._power_cycle, action)
+        return new
+
+    def _save(self, value: core.Rollout) -> None:
+        try:
+            self._store.save_rollout(value)
+        except Exception:
+            log.exception("revision=%s could not store the rollout's state", value.revision)
+
+    def _power_cycle(self, action: core.PowerCycle) -> None:
+        try:
+            node = self._nodes().get(action.node)
+            if node is None or node.bmc is None:
+                raise bmcs.BmcError(f"node {action.node} has no bmc: in the serving commit")
+            if self._credentials is None:
+                raise bmcs.BmcError("the daemon was started without --bmc-credentials")
+            try:
+                credential = load_credentials(self._credentials).get(node.bmc.credentials)
+            except CredentialsError as exc:
+                raise bmcs.BmcError(str(exc)) from None
+            if credential is None:
+                raise bmcs.BmcError(f"bmc.credentials {node.bmc.credentials!r} names no entry in {self._credentials}")
+            self._cycle(node.bmc, credential)
+        except Exception as exc:  # a BMC error fails the node; nothing else stops
+            reason = str(exc) if isinstance(exc, bmcs.BmcError) else f"{type(exc).__name__}: {exc}"
+            log.warning("revision=%s rollout: power cycle of %s failed: %s", action.revision, action.node, reason)
+            self._apply(core.PowerFailed(action.node, reason, self._clock()))
+            return
+        self._apply(core.PowerDone(action.node, self._clock()))
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._observe()
+            except Exception:
+                log.exception("rollout: reading boot results failed")
+            self._wake.wait(self._poll)
+            self._wake.clear()
+
+    def _observe(self) -> None:
+        rollout = self.current
+        if rollout is None or rollout.superseded_by or rollout.finished:
+            return
+        now = self._clock()
+        for n in rollout.nodes:
+            if n.state not in (core.NodeState.IN_FLIGHT, core.NodeState.MANUAL) or n.started is None:
+                continue
+            events = [e for e in self._store.events_of_node(n.mac, n.node) if e.time >= n.started]
+            if not events:
+                continue
+            result = outcomes.node_result(events, revision=n.revision, now=now, timeout=self._timeout,
+                                          mac=n.mac, node=n.node)
+            if str(result.outcome) != n.outcome:
+                self._apply(core.Observed(n.node, result.outcome, result.reason, now))
+        self._apply(core.Tick(now, self._timeout))
