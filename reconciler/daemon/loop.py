@@ -170,6 +170,7 @@ class Daemon:
             self.store = ResultsStore(settings.store, instance=settings.instance)
         else:
             self._open_sqlite_store()
+        assert self.store is not None
         self.rollouts = RolloutRunner(self.store, nodes=self._serving_nodes, credentials=self.settings.bmc_credentials,
                                       boot_timeout=self.settings.boot_timeout, clock=self.clock)
         self.rollouts.start()
