@@ -31,6 +31,7 @@ class Stage(enum.StrEnum):
     DHCP_NAK = "dhcp-nak"
     DHCP_DECLINE = "dhcp-decline"
     DHCP_RELEASE = "dhcp-release"
+    DHCP_IGNORED = "dhcp-ignored"  # a netbooting machine no node declares, not answered (its DISCOVER)
     TFTP = "tftp"
     IPXE_BOOTSTRAP = "ipxe-bootstrap"
     IPXE_SCRIPT = "ipxe-script"

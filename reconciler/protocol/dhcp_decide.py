@@ -179,6 +179,11 @@ def is_ipxe(message: d.DhcpMessage) -> bool:
     return d.OPT_IPXE_ENCAP in message.options or IPXE_USER_CLASS in message.user_classes
 
 
+def is_netboot_client(message: d.DhcpMessage) -> bool:
+    """Firmware (PXE, UEFI HTTP boot: option 60) or iPXE: a machine trying to netboot."""
+    return message.options.get(d.OPT_VENDOR_CLASS, b"").startswith(FIRMWARE_VENDOR_CLASSES) or is_ipxe(message)
+
+
 def choose_boot(message: d.DhcpMessage, plan: DhcpPlan, own_chain: bool | None = None) -> BootChoice | None:
     """CONTRACT §4 (`core.bootfiles`) for a client allowed to netboot; None: no netboot answer.
     `own_chain`: the known machine's `Reservation.secure_boot` (its profile overrides the site's)."""
@@ -294,6 +299,18 @@ def _decision(
 
 def silent(reason: str) -> Decision:
     return Decision(reply=None, reason=reason)
+
+
+def unanswered(message: d.DhcpMessage, reason: str) -> Decision:
+    """No answer for a machine no node declares. Silent on the wire; but a netbooting one's
+    DISCOVER is a `dhcp-ignored` event, so the dashboard lists it among the unknown machines
+    with its vendor class and the group it would match (in proxy mode, or with no pool, it is
+    heard from nowhere else). Firmware retries a DISCOVER a few times per boot attempt: about
+    as many events as a full-mode OFFER to an unknown machine makes."""
+    if message.message_type != d.DISCOVER or not is_netboot_client(message):
+        return silent(reason)
+    return Decision(reply=None, reason=reason, stage=Stage.DHCP_IGNORED,
+                    detail={**_detail(message, None, None), "reason": reason})
 
 
 def _route(message: d.DhcpMessage, yiaddr: IPv4Address) -> Route:
@@ -433,6 +450,8 @@ def _decide_proxy(message: d.DhcpMessage, mtype: int, plan: DhcpPlan, port: int)
             return silent(f"proxy mode: {d.MESSAGE_NAMES.get(mtype, mtype)} is for the DHCP server")
         reply_type, stage = d.OFFER, Stage.DHCP_OFFER
     reservation, boot = _netboot(message, plan)
+    if boot is None and reservation is None and plan.unknown_clients != "boot":
+        return unanswered(message, "unknown client (unknown_clients: ignore)")
     if boot is None:
         return silent("no netboot answer for this client")
     options: dict[int, bytes] = {d.OPT_SERVER_ID: plan.server_id.packed}
@@ -520,7 +539,7 @@ def _decide_full(
         change = None
         if ip is None:
             if subnet.pool is None:
-                return silent("unknown client and no pool")
+                return unanswered(message, "unknown client and no pool")
             ip = _pool_candidate(message, subnet, plan, leases, now)
             if ip is None:
                 return silent("pool exhausted")
@@ -699,7 +718,7 @@ def is_upkeep(message: d.DhcpMessage) -> bool:
     in proxy mode and stays an event."""
     if message.ciaddr == d.ZERO_IP:
         return False
-    return not (message.options.get(d.OPT_VENDOR_CLASS, b"").startswith(FIRMWARE_VENDOR_CLASSES) or is_ipxe(message))
+    return not is_netboot_client(message)
 
 
 def _nak(message: d.DhcpMessage, plan: DhcpPlan, reservation: Reservation | None, why: str) -> Decision:

@@ -460,6 +460,9 @@ def describe(e: BootEvent) -> str:
     status = d.get("status")
     refused = isinstance(status, int) and status >= 400
     path = str(d.get("path") or d.get("filename") or "")
+    if e.stage == "dhcp-ignored":
+        client = f" from {d['vendor_class']}" if d.get("vendor_class") else ""
+        return f"DHCP {d.get('message', '?')}{client} not answered: {d.get('reason') or 'unknown client'}"
     if e.stage.startswith("dhcp"):
         kind = "ProxyDHCP" if d.get("proxy") else "DHCP"
         said = f"{kind} {d.get('message', '?')} answered with {e.stage.removeprefix('dhcp-').upper()}"

@@ -14,6 +14,7 @@ import http.client
 import io
 import json
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -29,8 +30,10 @@ from reconciler.core import template
 from reconciler.core.model import BootEvent
 from reconciler.core.render import render_generation
 from reconciler.daemon import Daemon, Result
+from reconciler.protocol import dhcp as dhcp_codec
 from reconciler.settings import Settings
-from tests.integration.daemon_support import DaemonProcess, git, http_get
+from tests.dhcp_fixtures import client_message, pxe_options
+from tests.integration.daemon_support import DaemonProcess, git, http_get, wait_for
 from tests.repo_builder import BASE
 from tests.support import require_tool
 from tests.unit.test_outcomes import AUTOINSTALL
@@ -538,6 +541,44 @@ def test_diff_asks_a_running_daemon_which_machines_really_installed(tmp_path: Pa
     assert cli.main(["diff", "--repo", str(repo), sha, head, "--url", daemon.url]) == 2
     err = capsys.readouterr().err
     assert f"--url {daemon.url}: no answer from the daemon" in err, err
+
+
+def test_an_unknown_machine_that_pxe_boots_in_proxy_mode_is_listed_with_its_vendor_class(tmp_path: Path) -> None:
+    """Issue 24: unknown machines listed with MAC, vendor class and the group they would match. In
+    proxy mode (or with no pool) an unknown machine's DISCOVER gets no answer; it was recorded
+    nowhere, so a new rack PXE-booting against the daemon never showed up (fails on the old code)."""
+    repo = make_repo(tmp_path / "repo")
+    (repo / "netboot.yaml").write_text(NETBOOT_YAML.replace("mode: full", "mode: proxy"))
+    (repo / "groups/default.yaml").parent.mkdir()
+    (repo / "groups/default.yaml").write_text("profile: install\n")
+    commit(repo, "proxy mode, a default group")
+    daemon = DaemonProcess(str(repo), tmp_path / "state", dhcp=True,
+                           extra=["--assets-dir", str(make_assets(tmp_path / "a"))])
+    daemon.start()
+    try:
+        daemon.wait_served(git(repo, "rev-parse", "HEAD"))
+        stranger = "52:54:00:00:00:77"
+        packet = dhcp_codec.encode(client_message(dhcp_codec.DISCOVER, stranger, options=pxe_options(7)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            client.sendto(packet, ("127.0.0.1", daemon.dhcp_port))
+            client.settimeout(1.0)
+            with pytest.raises(TimeoutError):
+                client.recvfrom(2048)  # not answered: unknown_clients is ignore
+
+        def listed() -> list[dict[str, Any]]:
+            code, body = http_get(daemon.url + "/api/unknown")
+            return [m for m in json.loads(body)["machines"] if m["mac"] == stranger] if code == 200 else []
+
+        wait_for(lambda: bool(listed()), f"{stranger} in /api/unknown\n{daemon.log()[-2000:]}")
+        (machine,) = listed()
+        assert machine["vendor_class"] == "PXEClient:Arch:00007:UNDI:003000" and machine["last_stage"] == "dhcp-ignored"
+        assert machine["group"] == "default (not served: unknown_clients: ignore)"
+        code, page = http_get(daemon.url + "/ui/")
+        row = page.decode().split(f'data-mac="{stranger}"', 1)[1].split("</tr>", 1)[0]
+        assert code == 200 and "PXEClient:Arch:00007" in row and "default" in row
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
 
 
 def test_an_acknowledged_report_survives_kill_9(tmp_path: Path) -> None:

@@ -40,5 +40,9 @@ def test_events_in_words() -> None:
     assert describe(probe) == "TFTP size probe of ipxe.efi: the client learned its size and closed the transfer"
     missing = ev(0, "tftp", file="pxelinux.0", bytes=0, result="error", error_code=1, error="file not found")
     assert describe(missing) == "TFTP refused pxelinux.0: file not found"
+    ignored = ev(0, "dhcp-ignored", message="DISCOVER", vendor_class="PXEClient:Arch:00007:UNDI:003000",
+                 reason="unknown client (unknown_clients: ignore)")
+    assert describe(ignored) == ("DHCP DISCOVER from PXEClient:Arch:00007:UNDI:003000 not answered: unknown client "
+                                 "(unknown_clients: ignore)")
     refused = ev(0, "kernel", status=404, path="/assets/x")
     assert describe(refused) == "asked for kernel /assets/x and was refused: HTTP 404"
