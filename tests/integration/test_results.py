@@ -464,6 +464,35 @@ def test_a_comment_a_revert_and_a_rejected_commit_change_nobodys_state(site: Sit
     assert site.get("/api/nodes/node-1").json()["drift"] is False
 
 
+def test_a_commit_whose_reconcile_failed_is_failed_everywhere_until_applied(site: Site) -> None:
+    """Issue 24 point 2, the fourth word: a commit whose reconcile failed for a temporary reason (here
+    the state directory refuses the write) is `failed` in /status's history, `results`, /api and
+    /ui, with the reason; applied later, it is `applied` and the one before it `superseded`."""
+    recycle = site.state / "recycle"
+    recycle.rmdir()
+    recycle.write_text("not a directory\n")  # the write step opens it as one: ENOTDIR
+    (site.repo / "profiles/install.yaml").write_text(PROFILE.replace("ip=dhcp", "ip=dhcp, console=ttyS0"))
+    sha = commit(site.repo, "serial console")
+    assert site.daemon.reconcile_once() is Result.FAILED
+    site.flush()
+    newest = results_json(site.store)["commits"][0]
+    assert (newest["revision"], newest["state"], newest["nodes"]) == (sha, "failed", [])
+    assert newest["reason"].startswith("write: "), newest
+    history = {r["revision"]: r["result"] for r in site.get("/status").json()["reconciles"]}
+    assert (history[sha], history[site.sha]) == ("failed", "applied")
+    api = site.get("/api/commits").json()["commits"]
+    assert [(c["revision"], c["state"]) for c in api] == [(sha, "failed"), (site.sha, "applied")]
+    page = site.get("/ui/").body.decode()
+    assert f'data-revision="{sha}" data-state="failed"' in page and "write: " in page
+    assert f"commit {sha[:12]}  failed  serial console" in results_text(site.store)
+    recycle.unlink()
+    recycle.mkdir()
+    assert site.daemon.reconcile_once() is Result.APPLIED
+    site.flush()
+    assert [(c["revision"], c["state"]) for c in results_json(site.store)["commits"]] == [
+        (sha, "applied"), (site.sha, "superseded")]
+
+
 def diff_json(repo: Path, base: str, head: str, *args: str) -> Any:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
