@@ -655,15 +655,15 @@ class ResultsQueries:
     def last_serving_revision(self, mac: str) -> str | None:
         """The revision that last served this machine an install step (script, kernel, seed), if any.
 
-        Refused requests (status 4xx) and local-disk scripts served no install step."""
+        Refused requests (status 4xx), failed TFTP transfers and local-disk scripts served no
+        install step (`outcomes.delivered`)."""
         stages = sorted(outcomes.SERVING_STAGES)
-        sql = f"SELECT revision, detail FROM boot_events WHERE mac = ? AND stage IN ({_marks(stages)})"  # noqa: S608
+        sql = f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE mac = ? AND stage IN ({_marks(stages)})"  # noqa: S608
         rows = self._rows(sql + " AND revision != '' ORDER BY time DESC, id DESC LIMIT 20", (mac, *stages))
-        for revision, text in rows:
-            detail = json.loads(text)
-            status = detail.get("status", 200)
-            if not detail.get("local_disk") and not (isinstance(status, int) and status >= 400):
-                return str(revision)  # a refused fetch (403, 404, 410) served nothing
+        for row in rows:
+            event = _event(row)
+            if outcomes.delivered(event) and not outcomes.is_local_disk(event):
+                return event.revision
         return None
 
     def installs(self) -> list[tuple[str, str, int, str, float]]:

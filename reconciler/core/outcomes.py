@@ -13,7 +13,10 @@ Outcome of one node at one revision (its events in time order):
 
 - DHCP events alone change nothing: an installed OS renewing its lease is not a netboot.
 - `tftp`, `ipxe-bootstrap`, `ipxe-script`, `grub`, `kernel`, `initrd`, `asset` -> booting;
-  a script that boots the local disk (`detail.local_disk`) -> local-disk.
+  a script that boots the local disk (`detail.local_disk`) -> local-disk. A step counts only
+  when the machine got the file (`delivered`): a refused request (HTTP 4xx) or a TFTP transfer
+  that did not end with the last block acknowledged (`result` failed, aborted, error, or OVMF's
+  size probe) is in the timeline and moves nothing.
 - `user-data` / `meta-data` / `vendor-data` / `network-config` (NoCloud seed) or an autoinstall `start` -> installing.
 - Reports from the machine decide: a plain `report` with status success/failure, `phone-home`
   (cloud-init's last module: the OS is up) -> succeeded, an autoinstall `finish` of
@@ -199,7 +202,7 @@ def node_result(
                 state, finished = Outcome.LOCAL_DISK, e.time
                 reason = f"told to boot its local disk ({e.detail.get('local_disk')})"
             continue
-        if is_boot_step(e):  # a refused request (404, 410) is in the timeline, not progress
+        if is_boot_step(e):  # a refused request (404, 410) or a failed transfer is in the timeline, not progress
             new_attempt = state in (Outcome.PENDING, Outcome.LOCAL_DISK, Outcome.TIMED_OUT) or (
                 state in (Outcome.SUCCEEDED, Outcome.FAILED) and e.stage == Stage.KERNEL
             )
@@ -239,14 +242,25 @@ def plan_key(revision: str, plan: str | None) -> str:
 Plans = Mapping[tuple[str, str], str]  # (revision, mac) -> plan digest
 
 
-def is_boot_step(event: BootEvent) -> bool:
-    """A netboot step that moves a machine onto a plan (not DHCP, not a refusal, not its own disk)."""
-    if event.stage not in NETBOOT_STAGES and event.stage not in SEED_STAGES:
-        return False
+def delivered(event: BootEvent) -> bool:
+    """Whether the machine got what it asked for: not an HTTP refusal (4xx, 5xx), not a TFTP
+    transfer that ended before the client acknowledged its last block (`servers.tftp` records
+    `result`: ok, or error / failed / aborted / size-probe), whatever the stage (a kernel fetched
+    over TFTP is a `kernel` event with `via: tftp`)."""
     status = event.detail.get("status")
     if isinstance(status, int) and status >= 400:
         return False
-    return not is_local_disk(event)
+    if event.stage == Stage.TFTP or event.detail.get("via") == "tftp":
+        return bool(event.detail.get("result", "ok") == "ok")
+    return True
+
+
+def is_boot_step(event: BootEvent) -> bool:
+    """A netboot step that moves a machine onto a plan (not DHCP, not a refusal or a failed
+    transfer, not its own disk)."""
+    if event.stage not in NETBOOT_STAGES and event.stage not in SEED_STAGES:
+        return False
+    return delivered(event) and not is_local_disk(event)
 
 
 def carried_result(

@@ -473,15 +473,19 @@ def describe(e: BootEvent) -> str:
     if refused:
         return f"asked for {e.stage} {path} and was refused: HTTP {status}" + (
             f" ({d['refused']})" if d.get("refused") else "")
-    if e.stage == "tftp":  # the TFTP server records the file as `file`
-        file, result = str(d.get("file") or path), d.get("result", "ok")
+    # the TFTP server records the file as `file`; a kernel or initrd it sent is its own stage
+    # (`via: tftp`), said as such unless the transfer failed
+    if e.stage == "tftp" or (d.get("via") == "tftp" and not outcomes.delivered(e)):
+        what = "" if e.stage == "tftp" else f"the {e.stage} "
+        file, result = what + str(d.get("file") or path), d.get("result", "ok")
         if result == "ok":
             return f"TFTP sent {file} ({_size(d.get('bytes'))})"
         if result == "size-probe":  # RFC 2347: the firmware asked the size, then closed (OVMF does)
             return f"TFTP size probe of {file}: the client learned its size and closed the transfer"
         said = {"error": f"TFTP refused {file}", "aborted": f"TFTP transfer of {file} aborted by the client"}.get(
             str(result), f"TFTP transfer of {file} failed")
-        return said + (f": {d['error']}" if d.get("error") else "")
+        return said + (f": {d['error']}" if d.get("error") else "") + (
+            f" after {_size(d.get('bytes'))}" if d.get("bytes") else "")
     if e.stage == "ipxe-bootstrap":
         return "iPXE fetched the bootstrap script"
     if e.stage in ("ipxe-script", "grub"):

@@ -68,13 +68,14 @@ def test_record_from_many_threads(store_location: str) -> None:
         store.close()
 
 
-def test_last_serving_revision_skips_refused_and_local_disk_answers(store_location: str) -> None:
+def test_last_serving_revision_skips_refused_failed_and_local_disk_answers(store_location: str) -> None:
     store = ResultsStore(store_location)
     mac = "52:54:00:aa:bb:01"
     try:
         store.record(BootEvent(1.0, "user-data", "good", mac, detail={"status": 200}))
         store.record(BootEvent(2.0, "user-data", "refused", mac, detail={"status": 403, "refused": "wrong-client"}))
         store.record(BootEvent(3.0, "ipxe-script", "disk", mac, detail={"status": 200, "local_disk": "installed"}))
+        store.record(BootEvent(4.0, "kernel", "cut", mac, detail={"via": "tftp", "result": "failed", "bytes": 4096}))
         assert store.flush(10.0)
         assert store.last_serving_revision(mac) == "good"
     finally:

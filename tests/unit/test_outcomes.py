@@ -12,6 +12,8 @@ from reconciler.core.outcomes import (
     Target,
     at_time,
     commit_result,
+    delivered,
+    is_boot_step,
     node_drift,
     node_result,
     report_verdict,
@@ -263,3 +265,18 @@ def test_a_commits_state_is_its_latest_reconciles_result_or_superseded() -> None
     assert "reconcile_result" not in doc and doc["findings"] == [{"file": "nodes/x.yaml"}]
     assert failed.as_dict(None)["reason"] == "source unavailable" and failed.as_dict(None)["findings"] == []
     assert {str(s) for s in outcomes.CommitState} == {"applied", "superseded", "rejected", "failed"}
+
+
+def test_a_failed_or_probing_tftp_transfer_is_no_boot_step() -> None:
+    """The TFTP server records every transfer with its `result`; only a whole file is progress."""
+    dhcp = netboot()[:2]
+    for result in ("failed", "aborted", "error", "size-probe"):
+        cut = ev(101.0, "kernel", result=result, via="tftp", bytes=4096, file="/r/x/assets/vmlinuz")
+        probe = ev(101.0, "tftp", result=result, bytes=0, file="shimx64.efi")
+        assert outcome([*dhcp, cut, probe], now=110) is Outcome.PENDING, result
+        assert not is_boot_step(cut) and not delivered(probe)
+    whole = ev(102.0, "kernel", result="ok", via="tftp", bytes=14_000_000)
+    got = node_result([*dhcp, ev(101.0, "kernel", result="failed", via="tftp"), whole], revision=REV, now=110)
+    assert (got.outcome, got.started, got.attempts) == (Outcome.BOOTING, 102.0, 1)
+    # over HTTP a kernel event has a status, no result: as before
+    assert is_boot_step(ev(101.0, "kernel", status=200)) and not is_boot_step(ev(101.0, "kernel", status=404))
