@@ -284,6 +284,21 @@ _MIGRATIONS: tuple[Migration, ...] = (
     );
     CREATE INDEX IF NOT EXISTS rollouts_created ON rollouts (created);
     """,
+    # 9 -> 10 (issue 26, sites): one store for every site. Events, node plans and instances name
+    # their site (`--site`, '' without); what each site applied is in revision_sites, so two sites
+    # applying one commit each record their own nodes (a revision's seq is its first application).
+    """
+    ALTER TABLE boot_events ADD COLUMN site TEXT NOT NULL DEFAULT '';
+    ALTER TABLE node_plans ADD COLUMN site TEXT NOT NULL DEFAULT '';
+    ALTER TABLE instances ADD COLUMN site TEXT NOT NULL DEFAULT '';
+    CREATE TABLE revision_sites (
+        revision TEXT NOT NULL,
+        site TEXT NOT NULL,
+        PRIMARY KEY (revision, site)
+    );
+    INSERT INTO revision_sites (revision, site) SELECT revision, '' FROM revisions;
+    CREATE INDEX node_plans_site_open ON node_plans (site, last_seq);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -326,9 +341,11 @@ class InstanceRecord:
     revision: str | None
     since: float | None
     seen: float
+    site: str = ""  # the site it serves (--site); "" without sites
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "revision": self.revision, "since": self.since, "seen": self.seen}
+        return {"name": self.name, "site": self.site, "revision": self.revision, "since": self.since,
+                "seen": self.seen}
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -468,14 +485,14 @@ LEFT JOIN commits c ON c.revision = every.revision
 
 _STRANGERS = (
     "SELECT e.time, e.stage, e.revision, e.mac, e.node, e.client, e.detail FROM boot_events e "
-    "JOIN revisions v ON v.revision = e.revision WHERE e.revision IN ({marks}) AND e.mac IS NOT NULL "
+    "JOIN revisions v ON v.revision = e.revision WHERE e.revision IN ({marks}){only} AND e.mac IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM node_plans n WHERE n.mac = e.mac AND n.first_seq <= v.rowid "
     "AND (n.last_seq IS NULL OR n.last_seq >= v.rowid)) ORDER BY e.time, e.id"
 )
 _UNKNOWN = (
     "SELECT mac, max(time), count(*), coalesce(max({vendor_class}), ''), "
     "       (SELECT stage FROM boot_events l WHERE l.mac = e.mac ORDER BY time DESC LIMIT 1) "
-    "FROM boot_events e WHERE time >= ? AND mac IS NOT NULL "
+    "FROM boot_events e WHERE time >= ? AND mac IS NOT NULL{only} "
     "AND mac NOT IN (SELECT n.mac FROM node_plans n JOIN revisions v ON v.revision = ? "
     "WHERE n.first_seq <= v.rowid AND (n.last_seq IS NULL OR n.last_seq >= v.rowid)) "
     "GROUP BY mac ORDER BY 2 DESC LIMIT ?"
@@ -507,6 +524,11 @@ class ResultsQueries:
 
     _db: Database
     _lock: threading.Lock
+    _site: str | None = None  # one site's view (`for_site`); None: every site
+
+    def _only(self, column: str) -> tuple[str, tuple[Any, ...]]:
+        """`AND <column> = ?` and its argument in one site's view; nothing in the view of all."""
+        return ("", ()) if self._site is None else (f" AND {column} = ?", (self._site,))
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -514,9 +536,11 @@ class ResultsQueries:
 
     def revisions(self, limit: int = 50, offset: int = 0) -> list[tuple[str, float]]:
         """Applied revisions, newest first: (revision, first served time)."""
+        site = () if self._site is None else (self._site,)  # one site's view: those it applied
+        where = " WHERE revision IN (SELECT revision FROM revision_sites WHERE site = ?)" if site else ""
         return [(r[0], float(r[1])) for r in self._rows(
-            "SELECT revision, applied FROM revisions ORDER BY applied DESC, rowid DESC LIMIT ? OFFSET ?",
-            (limit, offset))]
+            f"SELECT revision, applied FROM revisions{where} ORDER BY applied DESC, rowid DESC LIMIT ? OFFSET ?",  # noqa: S608
+            (*site, limit, offset))]
 
     def commits(self, limit: int = 50, offset: int = 0) -> list[outcomes.CommitInfo]:
         """Every commit the daemon saw (applied, superseded, rejected, failed), newest first."""
@@ -538,6 +562,8 @@ class ResultsQueries:
             return [], 0
         where = "n.last_seq IS NULL" if seq == self._newest_seq() else _HOLDS.format(seq="?")
         args: tuple[Any, ...] = () if "?" not in where else (seq, seq)
+        only, site = self._only("n.site")
+        where, args = where + only, (*args, *site)
         cols = ", ".join("n." + c for c in _PLAN_COLUMNS.split(", "))
         rows = self._rows(f"SELECT {cols} FROM node_plans n WHERE {where} ORDER BY n.node LIMIT ? OFFSET ?",  # noqa: S608
                           (*args, limit, offset))
@@ -558,8 +584,10 @@ class ResultsQueries:
         if not seqs:
             return []
         low, high = min(seqs.values()), max(seqs.values())
+        only, site = self._only("n.site")
         rows = self._rows(f"SELECT {_RUN_COLUMNS} FROM node_plans n JOIN revisions f ON f.rowid = n.first_seq "  # noqa: S608
-                          "WHERE n.first_seq <= ? AND (n.last_seq IS NULL OR n.last_seq >= ?)", (high, low))
+                          f"WHERE n.first_seq <= ? AND (n.last_seq IS NULL OR n.last_seq >= ?){only}",
+                          (high, low, *site))
         return [_span(r) for r in rows]
 
     def seqs(self, revisions: Iterable[str]) -> dict[str, int]:
@@ -584,8 +612,9 @@ class ResultsQueries:
             sql += "AND e.stage NOT LIKE 'dhcp-%' "
         rows: list[Any] = []
         if macs is None:
-            where = "WHERE e.mac IS NOT NULL" + (" AND e.stage NOT LIKE 'dhcp-%'" if boots_only else "")
-            rows = self._rows(sql + where + " ORDER BY e.time, e.id")
+            only, site = self._only("e.site")
+            where = "WHERE e.mac IS NOT NULL" + (" AND e.stage NOT LIKE 'dhcp-%'" if boots_only else "") + only
+            rows = self._rows(sql + where + " ORDER BY e.time, e.id", site)
         else:
             extra = " AND e.stage NOT LIKE 'dhcp-%'" if boots_only else ""
             for chunk in _chunks(sorted(set(macs))):
@@ -607,25 +636,28 @@ class ResultsQueries:
         """The nodes each revision declares."""
         revs = list(revisions)
         out: dict[str, list[outcomes.Target]] = {r: [] for r in revs}
+        only, site = self._only("n.site")
         for revision, seq in self.seqs(revs).items():
             cols = ", ".join("n." + c for c in _PLAN_COLUMNS.split(", "))
-            sql = f"SELECT {cols} FROM node_plans n WHERE {_HOLDS.format(seq='?')} ORDER BY n.node"  # noqa: S608
-            out[revision] = [_plan_target(r) for r in self._rows(sql, (seq, seq))]
+            sql = f"SELECT {cols} FROM node_plans n WHERE {_HOLDS.format(seq='?')}{only} ORDER BY n.node"  # noqa: S608
+            out[revision] = [_plan_target(r) for r in self._rows(sql, (seq, seq, *site))]
         return out
 
     def events_of(self, revisions: Iterable[str]) -> list[BootEvent]:
         """Every boot event stamped with one of `revisions`, in time order."""
         out: list[BootEvent] = []
+        only, site = self._only("site")
         for chunk in _chunks(list(revisions)):
-            sql = f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE revision IN ({_marks(chunk)})"  # noqa: S608
-            out += [_event(r) for r in self._rows(sql + " ORDER BY time, id", chunk)]
+            sql = f"SELECT {_EVENT_COLUMNS} FROM boot_events WHERE revision IN ({_marks(chunk)}){only}"  # noqa: S608
+            out += [_event(r) for r in self._rows(sql + " ORDER BY time, id", (*chunk, *site))]
         return out
 
     def stranger_events(self, revisions: Iterable[str]) -> list[BootEvent]:
         """Events stamped with one of `revisions` from machines that revision does not declare, in time order."""
         out: list[BootEvent] = []
+        only, site = self._only("e.site")
         for chunk in _chunks(list(revisions)):
-            rows = self._rows(_STRANGERS.format(marks=_marks(chunk)), chunk)
+            rows = self._rows(_STRANGERS.format(marks=_marks(chunk), only=only), (*chunk, *site))
             out += [_event(r) for r in rows]
         out.sort(key=lambda e: e.time)
         return out
@@ -701,14 +733,24 @@ class ResultsQueries:
                          ) -> list[tuple[str, float, int, str, str]]:
         """Machines no node of `serving` declares that the servers heard from since `since`:
         (mac, last time, events, vendor class, last stage), the latest first."""
-        sql = _UNKNOWN.format(vendor_class=self._db.json_field("detail", "vendor_class"))
-        rows = self._rows(sql, (since, serving or "", limit))
+        only, site = self._only("e.site")
+        sql = _UNKNOWN.format(vendor_class=self._db.json_field("detail", "vendor_class"), only=only)
+        rows = self._rows(sql, (since, *site, serving or "", limit))
         return [(r[0], float(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
 
     def instances(self) -> list[InstanceRecord]:
         """Every instance that wrote to this store, by name."""
-        return [InstanceRecord(r[0], r[1], None if r[2] is None else float(r[2]), float(r[3]))
-                for r in self._rows("SELECT name, revision, since, seen FROM instances ORDER BY name")]
+        return [InstanceRecord(r[0], r[1], None if r[2] is None else float(r[2]), float(r[3]), r[4])
+                for r in self._rows("SELECT name, revision, since, seen, site FROM instances ORDER BY name")]
+
+    def sites(self) -> list[str]:
+        """Every site that applied a revision to this store ('' for an instance without --site)."""
+        return [r[0] for r in self._rows("SELECT DISTINCT site FROM revision_sites ORDER BY site")]
+
+    def for_site(self, site: str | None) -> ResultsQueries:
+        """These queries restricted to one site's nodes, events and applied revisions (`results
+        --site`, `/ui/?site=`); None: every site (a store several sites share shows them all)."""
+        return self if site is None else _SiteQueries(self, site)
 
     def rollouts(self, limit: int = 20) -> list[rollout.Rollout]:
         """Rollouts, newest first (the first is the current one, unless superseded or finished)."""
@@ -760,8 +802,15 @@ class ResultsReader(ResultsQueries):
             self._db.close()
 
 
+class _SiteQueries(ResultsQueries):
+    """One site's view of a store's queries: the same connection and lock (`for_site`)."""
+
+    def __init__(self, base: ResultsQueries, site: str) -> None:
+        self._db, self._lock, self._site = base._db, base._lock, site
+
+
 # Rows (time, stage, revision, mac, node, client, detail JSON) -> boot_events, in order (ids follow it).
-_INSERT_EVENTS = ("INSERT INTO boot_events (time, stage, revision, mac, node, client, detail, instance) "
+_INSERT_EVENTS = ("INSERT INTO boot_events (time, stage, revision, mac, node, client, detail, instance, site) "
                   "VALUES {values}")
 
 
@@ -777,14 +826,17 @@ class ResultsStore(ResultsQueries):
         store: Path | str,
         *,
         instance: str = "",
+        site: str = "",
         flush_interval: float = 0.1,
         batch_size: int = 8192,
         max_queue: int = 100_000,
     ) -> None:
         """`store`: a SQLite path (":memory:" too) or a PostgreSQL URL; `instance` stamps every
-        event and reconcile this store records (`--instance`)."""
+        event and reconcile this store records (`--instance`); `site` every event, applied revision
+        and node plan (`--site`)."""
         self.name = sqldb.describe(str(store))
         self.instance = instance
+        self.site = site
         self._db = open_database(store)
         self._lock = threading.Lock()  # one statement at a time on the shared connection
         self.problem: str | None = None  # why the store cannot be written now (unreachable)
@@ -939,8 +991,8 @@ class ResultsStore(ResultsQueries):
     def _insert_events(self, batch: Sequence[EventRow]) -> None:
         """The batch in one transaction, a statement per chunk of rows (see `adapters.sqlrows`)."""
         json_text = sqlrows.json_text
-        instance = self.instance
-        rows = [(*e[:6], json_text(dict(e[6])), instance) for e in batch]
+        instance, site = self.instance, self.site
+        rows = [(*e[:6], json_text(dict(e[6])), instance, site) for e in batch]
         statements = list(sqlrows.chunks(_INSERT_EVENTS, rows))  # before taking the lock readers wait on
         with self._lock, self._db.transaction():
             for sql, params in statements:
@@ -977,11 +1029,12 @@ class ResultsStore(ResultsQueries):
     def _write_serving(self, revision: str | None, now: float) -> None:
         with self._lock, self._db.transaction():
             self._db.execute(
-                "INSERT INTO instances (name, revision, since, seen) VALUES (?,?,?,?) "
+                "INSERT INTO instances (name, revision, since, seen, site) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (name) DO UPDATE SET seen = excluded.seen, revision = excluded.revision, "
+                "site = excluded.site, "
                 "since = CASE WHEN instances.revision IS NOT DISTINCT FROM excluded.revision THEN instances.since "
                 "ELSE excluded.since END",
-                (self.instance, revision, now, now))
+                (self.instance, revision, now, now, self.site))
 
     def save_rollout(self, value: rollout.Rollout) -> None:
         """Write a rollout's current state (one row per rollout, by its revision; kept and written
@@ -1006,14 +1059,21 @@ class ResultsStore(ResultsQueries):
 
     def _write_revision(self, revision: str, applied: float, targets: Sequence[outcomes.Target]) -> None:
         db = self._db
+        site = self.site
         with self._lock, db.transaction(writer=True):
-            if db.rows("SELECT 1 FROM revisions WHERE revision = ?", (revision,)):
+            if db.rows("SELECT 1 FROM revision_sites WHERE revision = ? AND site = ?", (revision, site)):
                 return
-            previous = db.rows("SELECT max(rowid) FROM revisions")[0][0]
-            seq = int(db.rows("INSERT INTO revisions (revision, applied) VALUES (?, ?) RETURNING rowid",
-                              (revision, applied))[0][0])
+            # A revision another site applied first keeps its place (seq); runs close at this
+            # site's previous revision, and only this site's runs are this site's to close.
+            found = db.rows("SELECT rowid FROM revisions WHERE revision = ?", (revision,))
+            seq = int(found[0][0]) if found else int(db.rows(
+                "INSERT INTO revisions (revision, applied) VALUES (?, ?) RETURNING rowid", (revision, applied))[0][0])
+            previous = db.rows("SELECT max(v.rowid) FROM revisions v JOIN revision_sites s ON s.revision = v.revision "
+                               "WHERE s.site = ? AND v.rowid < ?", (site, seq))[0][0]
+            db.execute("INSERT INTO revision_sites (revision, site) VALUES (?, ?)", (revision, site))
             open_runs = {r[1]: (r[0], tuple(r[2:])) for r in db.rows(
-                f"SELECT rowid, {_PLAN_COLUMNS} FROM node_plans WHERE last_seq IS NULL")}  # noqa: S608
+                f"SELECT rowid, {_PLAN_COLUMNS} FROM node_plans WHERE last_seq IS NULL AND site = ?",  # noqa: S608
+                (site,))}
             close: list[int] = []
             begin: list[tuple[Any, ...]] = []
             declared = set()
@@ -1025,12 +1085,12 @@ class ResultsStore(ResultsQueries):
                     continue  # declared as before: its run goes on
                 if run is not None:
                     close.append(run[0])
-                begin.append((t.node, *values, seq))
+                begin.append((t.node, *values, seq, site))
             close += [rowid for node, (rowid, _) in open_runs.items() if node not in declared]
             for chunk in _chunks([str(c) for c in close]):
                 db.execute(f"UPDATE node_plans SET last_seq = ? WHERE rowid IN ({_marks(chunk)})",  # noqa: S608
                            (previous, *[int(c) for c in chunk]))
-            for sql, params in sqlrows.chunks(f"INSERT INTO node_plans ({_PLAN_COLUMNS}, first_seq) "  # noqa: S608
+            for sql, params in sqlrows.chunks(f"INSERT INTO node_plans ({_PLAN_COLUMNS}, first_seq, site) "  # noqa: S608
                                               "VALUES {values}", begin):
                 db.execute(sql, params)
 
@@ -1042,7 +1102,7 @@ class ResultsStore(ResultsQueries):
         Raises StoreUnreachable while PostgreSQL is (the report is answered 503 and sent again).
         """
         row = (event.time, event.stage, event.revision, event.mac, event.node, event.client,
-               sqlrows.json_text(dict(event.detail)), self.instance)
+               sqlrows.json_text(dict(event.detail)), self.instance, self.site)
         try:
             with self._lock, self._db.transaction(writer=True, durable=True):
                 self._db.execute(_INSERT_EVENTS.format(values=sqlrows.values_list(len(row), 1)), row)

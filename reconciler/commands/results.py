@@ -1,4 +1,4 @@
-"""`netboot-reconcile results [--state-dir DIR | --store URL] [--commit SHA] [--node NAME]
+"""`netboot-reconcile results [--state-dir DIR | --store URL] [--site NAME] [--commit SHA] [--node NAME]
 [--format text|json]`.
 
 Called by `reconciler.cli`. Reads `results.sqlite3` in the state directory directly (the daemon
@@ -9,7 +9,9 @@ failed: the words of /status), per node of an applied one how its boot went
 it last booted vs the one the serving commit gives it). `desired` means what /status means: the
 newest commit seen, served or not. `--format json` adds every node's events (stage, time, client,
 detail); it is what scripts and the e2e tests read. The newest rollouts follow (`rollouts`: each
-node waiting, in flight, done, failed or needing a manual reboot, and why; core.rollout).
+node waiting, in flight, done, failed or needing a manual reboot, and why; core.rollout). A store
+several sites share shows every site's nodes; `--site NAME` only that site's (its nodes, its
+machines' events, the commits it applied), and an unknown site exits 2 naming those the store has.
 Exit 0, or 2 when there is no store, the commit is unknown/ambiguous or the node unknown.
 """
 
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters.store import RESULTS_FILE, ResultsReader
+from reconciler.adapters.store import RESULTS_FILE, ResultsQueries, ResultsReader
 from reconciler.commands.rollout import format_rollout
 from reconciler.core import outcomes
 
@@ -35,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--state-dir", type=Path, default=Path(".netboot-state"), metavar="DIR",
                    help="the daemon's state directory (default ./.netboot-state)")
     p.add_argument("--store", metavar="URL", help="the daemons' postgresql:// store (instead of --state-dir)")
+    p.add_argument("--site", metavar="NAME", help="only this site's nodes (a store several sites share)")
     p.add_argument("--commit", metavar="SHA", help="only this commit (a sha or a unique prefix)")
     p.add_argument("--node", help="only this node (name or MAC)")
     p.add_argument("--limit", type=int, default=10, metavar="N", help="newest commits shown (default 10)")
@@ -51,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"netboot-reconcile results: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
+        known = reader.sites()
+        if args.site is not None and args.site not in known:
+            print(f"netboot-reconcile results: --site {args.site}: no instance of that site recorded here "
+                  f"(sites: {', '.join(s or '(none)' for s in known) or 'none yet'})", file=sys.stderr)
+            return EXIT_ERROR
+        view = reader.for_site(args.site)
         doc = outcomes.commits_report(
-            reader,
+            view,
             now=time.time(),
             timeout=max(args.boot_timeout, 0.0) * 60,
             limit=max(args.limit, 1),
@@ -60,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
             node=args.node,
             with_events=args.format == "json",
         )
+        doc["site"] = args.site
         doc["rollouts"] = [r.as_dict() for r in reader.rollouts(5)]  # newest first (core.rollout)
         if args.node is not None:
             for rollout in doc["rollouts"]:
                 rollout["nodes"] = [n for n in rollout["nodes"] if args.node in (n["node"], n["mac"])]
-        if args.node is not None and not _known_node(reader, args.node, doc):
+        if args.node is not None and not _known_node(view, args.node, doc):
             print(f"netboot-reconcile results: node {args.node!r}: no applied commit declares it and no boot of it "
                   "was reported (a node's name, or its MAC in lowercase colon form)", file=sys.stderr)
             return EXIT_ERROR
@@ -82,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _known_node(reader: ResultsReader, node: str, doc: dict[str, Any]) -> bool:
+def _known_node(reader: ResultsQueries, node: str, doc: dict[str, Any]) -> bool:
     """Whether `node` (a name, or a MAC in lowercase colon form) is one the store has seen."""
     if doc["nodes"] or any(c["nodes"] for c in doc["commits"]):
         return True
@@ -100,8 +110,9 @@ def format_text(doc: dict[str, Any]) -> str:
     out: list[str] = []
     if not doc["commits"]:
         return "no commit recorded yet\n"
-    out.append(f"desired {(doc['desired_revision'] or '-')[:12]}  applied {(doc['last_applied_revision'] or '-')[:12]}"
-               f"  ({doc['total_commits']} commits seen)")
+    site = f"site {doc['site']}  " if doc.get("site") else ""
+    out.append(f"{site}desired {(doc['desired_revision'] or '-')[:12]}  "
+               f"applied {(doc['last_applied_revision'] or '-')[:12]}  ({doc['total_commits']} commits seen)")
     out.append("")
     for c in doc["commits"]:
         head = f"commit {c['revision'][:12]}  {c['state']}"

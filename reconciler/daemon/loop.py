@@ -167,7 +167,7 @@ class Daemon:
             log.debug("preparing a read-only state directory: %s", exc)
         settings = self.settings
         if settings.store is not None:  # PostgreSQL: unreachable at start is a start-up error (OSError)
-            self.store = ResultsStore(settings.store, instance=settings.instance)
+            self.store = ResultsStore(settings.store, instance=settings.instance, site=settings.site or "")
         else:
             self._open_sqlite_store()
         assert self.store is not None
@@ -187,14 +187,15 @@ class Daemon:
 
     def _open_sqlite_store(self) -> None:
         try:
-            self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE, instance=self.settings.instance)
+            self.store = ResultsStore(self.settings.state_dir / RESULTS_FILE, instance=self.settings.instance,
+                                      site=self.settings.site or "")
         except (sqlite3.Error, OSError) as exc:
             if self._unwritable is None:
                 raise
             # History and boot events of this run stay in memory; reports are refused (503).
             log.warning("results store %s cannot be opened (%s): keeping this run's results in memory",
                         self.settings.state_dir / RESULTS_FILE, exc)
-            self.store = ResultsStore(":memory:", instance=self.settings.instance)
+            self.store = ResultsStore(":memory:", instance=self.settings.instance, site=self.settings.site or "")
 
     def _load_current(self) -> None:
         """Serve `current` from disk (rendered again first when its report secret is not ours)."""

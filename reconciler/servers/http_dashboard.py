@@ -149,6 +149,7 @@ def _page(title: str, status: Mapping[str, Any], body: str, stamp: str) -> bytes
 def _header(status: Mapping[str, Any]) -> str:
     """The daemon's condition and each server's state (from /status)."""
     nav = '<nav><a href="/ui/">commits</a><a href="/ui/fleet">fleet</a><a href="/status">/status</a></nav>'
+    nav += _site_nav(status)
     if not status:
         return f'<header class="status"><span class="title">netboot-reconcile</span>{nav}</header>'
     condition = str(status.get("condition", "?"))
@@ -170,6 +171,19 @@ def _header(status: Mapping[str, Any]) -> str:
         f'<span>daemon <span class="pill c-{escape(condition)}">{escape(condition)}</span> {escape(reason)}'
         f'{(": " + escape(message[:200])) if message else ""}</span><span>{revisions}</span>{servers}</header>'
     )
+
+
+def _site_nav(status: Mapping[str, Any]) -> str:
+    """With a store several sites share (`ui_sites` from DashboardApp): every site, the one shown
+    (`ui_site`, None: all) marked; links keep the page and take `?site=`."""
+    sites = [s for s in status.get("ui_sites") or () if s]
+    if not sites:
+        return ""
+    current = status.get("ui_site")
+    mark = ' aria-current="page"'
+    links = [f'<a href="?"{mark if current is None else ""}>all sites</a>']
+    links += [f'<a href="?site={escape(s)}"{mark if s == current else ""}>{escape(s)}</a>' for s in sites]
+    return f'<nav class="sites" aria-label="sites">{"".join(links)}</nav>'
 
 
 def _legend() -> str:

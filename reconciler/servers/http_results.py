@@ -20,6 +20,7 @@ that `install_once` reads.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -27,14 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from reconciler.adapters.store import ResultsStore
+from reconciler.adapters.store import ResultsQueries, ResultsStore
 from reconciler.core import outcomes, reports, select
 from reconciler.core.boot import parse_mac
 from reconciler.core.events import EventRow, Stage, event_of, row_of
@@ -402,30 +403,48 @@ class _Timelines:
 class _StoreView:
     """A read-only view of the results store: outcomes are evaluated at `clock()` with `timeout`."""
 
+    _site: str | None = None  # `?site=`: one site's view of a store several sites share
+
     def __init__(self, store: ResultsStore, timeout: float, clock: Callable[[], float] = time.time,
                  status: Callable[[], Mapping[str, Any]] | None = None,
                  holder: GenerationHolder | None = None, timelines: _Timelines | None = None) -> None:
-        self._store = store
+        self._store: ResultsQueries = store
         self._timeout = timeout
         self._clock = clock
         self._status = status
         self._holder = holder
         self._timelines = timelines or _Timelines(store)
 
+    def _for_site(self, query: Mapping[str, str]) -> Self:
+        """This view, or one site's (`?site=NAME`): its nodes, its machines' events, the commits
+        it applied. Without `?site=` a store several sites share shows every site."""
+        site = query.get("site") or None
+        if site is None:
+            return self
+        view = copy.copy(self)
+        view._store, view._site = self._store.for_site(site), site
+        return view
+
     def _commits_page(self, now: float, limit: int, offset: int
                       ) -> tuple[list[outcomes.CommitInfo], dict[str, outcomes.CommitResult], int]:
+        # the runs' cache holds every site's runs: one site's view reads its own
+        runs = self._timelines.runs if self._site is None else self._store.runs
         return outcomes.commits_page(self._store, now=now, timeout=self._timeout, limit=limit, offset=offset,
                                      timelines=self._timelines, memo=self._timelines.memo, with_nodes=False,
-                                     runs=self._timelines.runs)
+                                     runs=runs)
 
     def _daemon_status(self) -> Mapping[str, Any]:
         if self._status is None:
             return {}
         try:
-            return self._status()
+            status = dict(self._status())
         except Exception:  # the page shows the results even when the status cannot be read
             log.exception("status for the dashboard failed")
             return {}
+        sites = self._store.sites()
+        if len([s for s in sites if s]) > 1 or self._site is not None:  # the dashboard's site links
+            status["ui_sites"], status["ui_site"] = sites, self._site
+        return status
 
     def _stamp(self, now: float) -> str:
         """Changes when anything on the pages may: new rows, the daemon's condition, the clock (timeouts)."""
@@ -470,6 +489,11 @@ class ResultsApi(_StoreView):
             return _json(start_response, "405 Method Not Allowed", {"error": "GET only"})
         parts = [p for p in (environ.get("PATH_INFO") or "")[len("/api") :].split("/") if p]
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        if query.get("site"):
+            return self._for_site(query)._answer(parts, query, start_response)
+        return self._answer(parts, query, start_response)
+
+    def _answer(self, parts: list[str], query: Mapping[str, str], start_response: StartResponse) -> Iterable[bytes]:
         # No flush here: under a boot storm it would hold a worker; results lag by one batch (~0.1 s).
         now = self._clock()
         timeout = self._timeout
@@ -528,6 +552,12 @@ class DashboardApp(_StoreView):
         path = environ.get("PATH_INFO") or "/ui/"
         parts = [p for p in path[len("/ui") :].split("/") if p]
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        if query.get("site"):
+            return self._for_site(query)._page(path, parts, query, start_response)
+        return self._page(path, parts, query, start_response)
+
+    def _page(self, path: str, parts: list[str], query: Mapping[str, str],
+              start_response: StartResponse) -> Iterable[bytes]:
         # No flush here: under a boot storm it would hold a worker; results lag by one batch (~0.1 s).
         now = self._clock()
         timeout = self._timeout

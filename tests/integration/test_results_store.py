@@ -38,6 +38,13 @@ PRAGMA user_version = 1;
 """
 
 
+# What migration 9 -> 10 (sites) added, taken away to make an older version's shape.
+UNDO_10 = """
+    DROP TABLE revision_sites; DROP INDEX node_plans_site_open; ALTER TABLE node_plans DROP COLUMN site;
+    ALTER TABLE boot_events DROP COLUMN site; ALTER TABLE instances DROP COLUMN site;
+"""
+
+
 def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     path = tmp_path / "results.sqlite3"
     conn = sqlite3.connect(path)
@@ -56,7 +63,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()
@@ -74,7 +81,7 @@ def test_a_v4_store_gets_plan_runs_and_commit_facts_and_its_old_revisions_keep_t
     path = tmp_path / "results.sqlite3"
     ResultsStore(path).close()
     conn = sqlite3.connect(path)  # back to version 4's shape, with two revisions recorded by it
-    conn.executescript("""
+    conn.executescript(UNDO_10 + """
         DROP TABLE commits; DROP TABLE node_plans; DROP TABLE instances;
         ALTER TABLE boot_events DROP COLUMN instance; ALTER TABLE reconciles DROP COLUMN instance;
         CREATE TABLE revision_nodes (revision TEXT NOT NULL, node TEXT NOT NULL, mac TEXT NOT NULL,
@@ -124,7 +131,7 @@ def test_a_v6_store_says_rejected_where_it_recorded_invalid(tmp_path: Path) -> N
     path = tmp_path / "results.sqlite3"
     ResultsStore(path).close()
     conn = sqlite3.connect(path)  # back to version 6's shape
-    conn.executescript("DROP TABLE instances; ALTER TABLE boot_events DROP COLUMN instance; "
+    conn.executescript(UNDO_10 + "DROP TABLE instances; ALTER TABLE boot_events DROP COLUMN instance; "
                        "ALTER TABLE reconciles DROP COLUMN instance; PRAGMA user_version = 6;")
     conn.execute("INSERT INTO reconciles (revision, trigger, result, reason, findings, started, duration) "
                  "VALUES ('r1', 'poll', 'invalid', '1 error(s)', '[]', 5.0, 0.1)")

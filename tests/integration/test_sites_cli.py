@@ -5,12 +5,14 @@ each with --site, each serving only its own nodes and its own DHCP configuration
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from tests import repo_builder
 from tests.integration.daemon_support import ROOT, DaemonProcess, git, http_get, wait_for
+from tests.pgcluster import PgCluster
 
 PARIS_NODE, LYON_NODE = "52:54:00:aa:bb:01", "52:54:00:aa:bb:03"
 
@@ -106,3 +108,43 @@ def test_a_site_the_repository_does_not_declare_exits_2_naming_those_it_does(tmp
         assert code == 2, daemon.log()
         assert words in daemon.log()
         daemon.proc = None
+
+
+def test_two_sites_sharing_a_store_show_all_sites_or_one(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    repo = tmp_path / "repo"
+    head = two_site_repo(repo)
+    url = pg_cluster.create_database()
+    paris = DaemonProcess(str(repo), tmp_path / "paris", ["--site", "paris", "--store", url, "--instance", "paris-a"])
+    lyon = DaemonProcess(str(repo), tmp_path / "lyon", ["--site", "lyon", "--store", url, "--instance", "lyon-a"])
+    try:
+        paris.start()
+        lyon.start()
+        for daemon in (paris, lyon):
+            wait_for(functools.partial(served, daemon, head), f"{head[:12]} applied\n{daemon.log()[-2000:]}",
+                     timeout=90)
+        assert "vmlinuz" in paris.ipxe(PARIS_NODE) and "vmlinuz" in lyon.ipxe(LYON_NODE)  # a boot step each
+        wait_for(lambda: len(json.loads(cli("results", "--store", url, "--format", "json").stdout or "{}")
+                             .get("nodes", [])) == 3, "both sites' nodes in the shared store")
+
+        every = json.loads(cli("results", "--store", url, "--format", "json").stdout)
+        assert sorted(n["node"] for n in every["commits"][0]["nodes"]) == ["node-1", "node-2", "node-3"]
+        done = cli("results", "--store", url, "--site", "lyon", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        only = json.loads(done.stdout)
+        assert [n["node"] for n in only["commits"][0]["nodes"]] == ["node-3"] and only["site"] == "lyon"
+        assert [n["node"] for n in only["nodes"]] == ["node-3"]
+        done = cli("results", "--store", url, "--site", "nantes")
+        assert done.returncode == 2 and "sites: lyon, paris" in done.stderr
+
+        # either instance's dashboard shows every site, or one, with a link to each
+        code, page = http_get(f"{paris.url}/ui/fleet")
+        assert code == 200 and all(n in page.decode() for n in ("node-1", "node-3", 'href="?site=lyon"'))
+        code, page = http_get(f"{paris.url}/ui/fleet?site=lyon")
+        assert code == 200 and "node-3" in page.decode() and "node-1" not in page.decode()
+        code, body = http_get(f"{paris.url}/api/nodes?site=paris")
+        assert sorted(n["node"] for n in json.loads(body)["nodes"]) == ["node-1", "node-2"]
+        sites = {i["name"]: i["site"] for i in paris.status_doc()["instances"]}
+        assert sites == {"lyon-a": "lyon", "paris-a": "paris"}
+    finally:
+        assert paris.stop() == 0, paris.log()
+        assert lyon.stop() == 0, lyon.log()
