@@ -16,6 +16,7 @@ from reconciler.core.validate import validate
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example-repo"
 GOLDEN = ROOT / "tests" / "golden" / "example-repo"
+GOLDEN_SECURE = ROOT / "tests" / "golden" / "secure-boot-override"  # DHCP configs of secure_override_state
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -31,6 +32,21 @@ def valid_state(snapshot: Snapshot) -> DesiredState:
 
 def example_state(revision: str = REVISION) -> DesiredState:
     return valid_state(example_snapshot(revision))
+
+
+DB_1 = "52:54:00:aa:bb:10"  # example-repo's db-1, the one node booting ubuntu-2404-install
+
+
+def secure_override_state(site_secure: bool) -> DesiredState:
+    """example-repo with `secure_boot: site_secure` in netboot.yaml and db-1's profile (which no
+    other node boots) saying the opposite: db-1 boots the other chain."""
+    state = example_state()
+    db1 = next(n for n in state.nodes if n.mac == DB_1)
+    profile = state.profiles[db1.profile]
+    others = [n.name for n in state.nodes if n.profile == profile.id and n.mac != DB_1]
+    assert not others, others
+    profiles = {**state.profiles, profile.id: dataclasses.replace(profile, secure_boot=not site_secure)}
+    return dataclasses.replace(state, site=dataclasses.replace(state.site, secure_boot=site_secure), profiles=profiles)
 
 
 # -- random valid repositories (hypothesis) ------------------------------------------------------

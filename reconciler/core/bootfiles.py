@@ -24,9 +24,16 @@ Secure Boot (`secure_boot: true` in netboot.yaml, or a profile's own `secure_boo
 PXE clients get Debian's Microsoft-signed shim as `shimx64.efi`; shim asks the TFTP root for
 `grubx64.efi` (whatever directory it came from), which is Debian's signed GRUB netboot image;
 GRUB reads `/grub/grub.cfg` (`core.render.grub.secure_boot_files`). The TFTP server maps these
-two names to `boot_files.shim_x64` and `grub_x64` (`signed_files`). A profile that overrides
-the site's choice changes the answer of the embedded DHCP server only (`ArchBoot.other_chain`):
-the dhcpd, Kea and dnsmasq configs give the site's choice to every machine.
+two names to `boot_files.shim_x64` and `grub_x64` (`signed_files`). A known machine whose
+profile overrides the site's choice gets the other chain's file (`ArchBoot.other_chain`): from
+the embedded server through its reservation, from dhcpd, Kea and dnsmasq through a branch, a
+class or a tag that matches those machines' MACs (`other_chain_macs`).
+
+UEFI HTTP boot (arch 16) keeps the iPXE URL under `secure_boot`: Debian's signed GRUB netboot
+image, loaded by shim over HTTP, takes `(http,SERVER)/grub` as its prefix and has no http module
+(Secure Boot forbids loading one), so it cannot read any configuration and stops at its prompt
+(measured in QEMU: README, Secure Boot). Secure Boot firmware refuses the unsigned iPXE
+("Access Denied") and goes on to its next boot option, PXE, where the signed chain works.
 
 Any other combination gets no boot answer (an address only, in full mode): an x64 binary
 would not run on another architecture, so 32-bit UEFI firmware (arch 6, 15) gets nothing until
@@ -136,6 +143,14 @@ def profile_secure_boot(site: Site, profile: Profile | None) -> bool:
 def uses_secure_boot(state: DesiredState) -> bool:
     """Whether any machine of this state may be handed the Secure Boot chain."""
     return state.site.secure_boot or any(p.secure_boot for p in state.profiles.values())
+
+
+def other_chain_macs(state: DesiredState) -> tuple[str, ...]:
+    """The MACs of the known machines whose profile's `secure_boot` differs from the site's:
+    these get `ArchBoot.other_chain` (sorted, for byte-stable configs)."""
+    site = state.site
+    return tuple(sorted(node.mac for node in state.nodes
+                        if profile_secure_boot(site, state.profiles.get(node.profile)) != site.secure_boot))
 
 
 def signed_files(state: DesiredState) -> dict[str, str]:

@@ -22,7 +22,7 @@ from reconciler.core.render import render_generation
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from tests import repo_builder
-from tests.render_support import INTERFACE, example_state, random_repo, valid_state
+from tests.render_support import DB_1, INTERFACE, example_state, random_repo, secure_override_state, valid_state
 from tests.support import require_root, require_tool
 
 
@@ -107,6 +107,16 @@ def test_unknown_clients_ignore_configs_pass_their_peers(tmp_path: Path, netns: 
     node = dataclasses.replace(state.nodes[0], ip=None)  # a host entry without fixed-address
     state = dataclasses.replace(state, site=site, nodes=(node, *state.nodes[1:]))
     root = write_tree(render_generation(state), tmp_path)
+    check_dhcpd(root / "dhcpd.conf")
+    check_kea(root / "kea-dhcp4.conf", netns)
+    check_dnsmasq(root / "dnsmasq.conf")
+
+
+@pytest.mark.parametrize("site_secure", [True, False])
+def test_secure_boot_override_configs_pass_their_peers(site_secure: bool, tmp_path: Path, netns: str) -> None:
+    """db-1's profile overrides the site's `secure_boot`: the per-MAC branch, class and tag parse."""
+    root = write_tree(render_generation(secure_override_state(site_secure)), tmp_path)
+    assert DB_1.replace(":", "") in (root / "kea-dhcp4.conf").read_text()
     check_dhcpd(root / "dhcpd.conf")
     check_kea(root / "kea-dhcp4.conf", netns)
     check_dnsmasq(root / "dnsmasq.conf")

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.model import DesiredState
+from reconciler.core.model import DesiredState, UnknownClients
 from reconciler.core.render import render_generation
 from reconciler.protocol import dhcp as d
 from reconciler.protocol.dhcp_decide import choose_boot, plan_dhcp
 from tests.dhcp_fixtures import client_message
-from tests.render_support import example_state
+from tests.render_support import DB_1, example_state, secure_override_state
 
 
 def _ignore_state() -> DesiredState:
@@ -47,6 +47,7 @@ class Client:
     arch: int | None
     user_class: bytes | None = None
     opt175: bool = False
+    mac: str = "52:54:00:00:00:01"  # a machine no node declares, unless a test says otherwise
 
 
 Answer = tuple[str, str | None] | None  # (boot file or URL, option 60 sent back) or no boot answer
@@ -71,7 +72,10 @@ def decider_answer(state: DesiredState, client: Client) -> Answer:
         options[d.OPT_USER_CLASS] = client.user_class
     if client.opt175:
         options[d.OPT_IPXE_ENCAP] = b""
-    boot = choose_boot(client_message(d.DISCOVER, options=options), plan_dhcp(state))
+    plan = plan_dhcp(state)
+    reservation = plan.reservations.get(client.mac)
+    own_chain = reservation.secure_boot if reservation is not None else None
+    boot = choose_boot(client_message(d.DISCOVER, client.mac, options=options), plan, own_chain)
     if boot is None:
         return None
     return boot.filename, boot.vendor_class.decode() if boot.vendor_class is not None else None
@@ -89,11 +93,13 @@ def dhcpd_answer(conf: str, client: Client) -> Answer:
             hit = client.opt175
         else:
             found = re.fullmatch(r'exists arch and substring \(option vendor-class-identifier, 0, (\d+)\) = "(\w+)"'
-                                 r" and \((.*)\)", test)
+                                 r" and \(([^()]*)\)(?: and \(((?:hardware = 01:[0-9a-f:]+(?: or )?)+)\))?", test)
             assert found is not None, test
             arches = {int(a.replace(":", ""), 16) for a in re.findall(r"option arch = ([0-9a-f:]+)", found.group(3))}
+            macs = re.findall(r"hardware = 01:([0-9a-f:]+)", found.group(4) or "")
             hit = (client.arch is not None and client.arch in arches
-                   and vendor[: int(found.group(1))] == found.group(2).encode())
+                   and vendor[: int(found.group(1))] == found.group(2).encode()
+                   and (not macs or client.mac in macs))
         if hit:
             filename = re.search(r'filename "(.*?)";', body)
             echo = re.search(r'option vendor-class-identifier "(.*?)";', body)
@@ -113,6 +119,7 @@ def _kea_test(expr: str, client: Client, matched: set[str]) -> bool:
     expr = re.sub(r"option\[93\]\.hex == 0x([0-9a-f]{4})",
                   lambda m: str(client.arch == int(m.group(1), 16)), expr)
     expr = re.sub(r"member\('(\w+)'\)", lambda m: str(m.group(1) in matched), expr)
+    expr = re.sub(r"pkt4\.mac == 0x([0-9a-f]{12})", lambda m: str(client.mac.replace(":", "") == m.group(1)), expr)
     assert set(re.findall(r"[^\s()]+", expr)) <= {"True", "False", "and", "or", "not"}, expr
     return bool(eval(expr))  # only True/False/and/or/not and parentheses, checked above
 
@@ -148,6 +155,8 @@ def dnsmasq_answer(conf: str, client: Client, known: bool = False) -> Answer:
             hit = client.opt175
         elif key == "dhcp-match" and fields[1] == "option:client-arch":
             hit = client.arch == int(fields[2])
+        elif key == "dhcp-mac":
+            hit = client.mac == fields[1]
         else:
             continue
         if hit:
@@ -185,6 +194,34 @@ def test_every_config_gives_every_client_what_the_embedded_server_gives(secure_b
         assert dhcpd_answer(dhcpd_boot, client) == expected, ("dhcpd", client)
         assert kea_answer(kea, client) == expected, ("kea", client)
         assert dnsmasq_answer(dnsmasq, client) == expected, ("dnsmasq", client)
+
+
+@pytest.mark.parametrize("site_secure", [False, True])
+@pytest.mark.parametrize("unknown_clients", ["boot", "ignore"])
+def test_a_profiles_secure_boot_reaches_its_machines_from_every_config(site_secure: bool,
+                                                                      unknown_clients: UnknownClients) -> None:
+    """A profile overriding the site's `secure_boot`: its machines get the other chain from dhcpd,
+    Kea and dnsmasq as from the embedded server; every other machine keeps the site's (fails on
+    the old code: the external configs gave the site's choice to all)."""
+    state = secure_override_state(site_secure)
+    state = dataclasses.replace(state, site=dataclasses.replace(state.site, unknown_clients=unknown_clients))
+    files = render_generation(state)
+    dhcpd = files["dhcpd.conf"].decode()
+    # the boot chain: global with `boot`, inside the hosts' group (indented) with `ignore`
+    dhcpd_boot = (dhcpd[: dhcpd.index("group {")] if unknown_clients == "boot"
+                  else re.sub(r"^  ", "", dhcpd[dhcpd.index("group {"):], flags=re.M))
+    kea = json.loads(files["kea-dhcp4.conf"])["Dhcp4"]
+    dnsmasq = files["dnsmasq.conf"].decode()
+    other, plain = DB_1, "52:54:00:aa:bb:01"
+    uefi = Client(b"PXEClient:Arch:00007:UNDI:003016", 7)
+    want = {other: "ipxe.efi" if site_secure else "shimx64.efi", plain: "shimx64.efi" if site_secure else "ipxe.efi"}
+    for mac, filename in want.items():
+        assert decider_answer(state, dataclasses.replace(uefi, mac=mac)) == (filename, None)
+    for client in [dataclasses.replace(c, mac=mac) for c in CLIENTS for mac in (plain, other)]:
+        expected = decider_answer(state, client)
+        assert dhcpd_answer(dhcpd_boot, client) == expected, ("dhcpd", client)
+        assert kea_answer(kea, client, known=True) == expected, ("kea", client)
+        assert dnsmasq_answer(dnsmasq, client, known=True) == expected, ("dnsmasq", client)
 
 
 @pytest.mark.parametrize(

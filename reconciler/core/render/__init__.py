@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from reconciler.core import secrets, template
-from reconciler.core.bootfiles import profile_secure_boot, uses_secure_boot
+from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
@@ -134,9 +134,10 @@ def _render_generation(
     if secure_boot:
         files.update(grub.secure_boot_files(site, secure, revision))
 
-    files["dhcpd.conf"] = dhcpd.render(site, nodes, revision)
-    files["kea-dhcp4.conf"] = kea.render(site, nodes, revision)
-    files["dnsmasq.conf"] = dnsmasq.render(site, nodes, revision)
+    other = other_chain_macs(state)  # machines whose profile overrides the site's secure_boot
+    files["dhcpd.conf"] = dhcpd.render(site, nodes, revision, other)
+    files["kea-dhcp4.conf"] = kea.render(site, nodes, revision, other)
+    files["dnsmasq.conf"] = dnsmasq.render(site, nodes, revision, other)
     return dict(sorted(files.items()))
 
 

@@ -9,7 +9,9 @@ by the real `dhcpd -t -cf` in tests/integration/test_render_peers.py.
 Option 93 is declared `unsigned integer 16` and compared as ISC data (`00:07`). With
 `unknown_clients: ignore` the boot statements live in the `group` that holds the host
 declarations, so only known MACs get them; unknown machines still get an address from the pool.
-With `boot` they are global. Every value written here is an address, a MAC, a DNS label, a
+With `boot` they are global. The machines whose profile overrides the site's `secure_boot`
+(`other_chain`: their MACs) get the other chain's file from a branch just before the row's own,
+matching `hardware` (type 1, Ethernet, then the MAC). Every value written here is an address, a MAC, a DNS label, a
 validated domain or file name, or a URL made of those: nothing needs quoting beyond the
 double quotes around strings.
 """
@@ -26,7 +28,11 @@ def _arch_test(codes: tuple[int, ...]) -> str:
     return " or ".join(f"option arch = {c >> 8:02x}:{c & 0xFF:02x}" for c in codes)
 
 
-def _boot_block(site: Site, indent: str) -> list[str]:
+def _hardware_test(macs: Sequence[str]) -> str:
+    return " or ".join(f"hardware = 01:{mac}" for mac in macs)
+
+
+def _boot_block(site: Site, indent: str, other_chain: Sequence[str]) -> list[str]:
     table = boot_table(site)
     lines = [
         f"next-server {table.next_server};",
@@ -39,6 +45,10 @@ def _boot_block(site: Site, indent: str) -> list[str]:
     ]
     for row in table.rows:
         vendor = f'substring (option vendor-class-identifier, 0, {len(row.vendor_class)}) = "{row.vendor_class}"'
+        if row.other_chain and other_chain:
+            lines.append(f"}} elsif exists arch and {vendor} and ({_arch_test(row.arches)})"
+                         f" and ({_hardware_test(other_chain)}) {{")
+            lines.append(f'  filename "{row.other_chain}";')
         lines.append(f"}} elsif exists arch and {vendor} and ({_arch_test(row.arches)}) {{")
         if row.echo_vendor_class:
             lines.append(f'  option vendor-class-identifier "{row.vendor_class}";')
@@ -55,7 +65,8 @@ def _host(node: Node, indent: str) -> list[str]:
     return [indent + line for line in lines]
 
 
-def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
+def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> bytes:
+    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`)."""
     lines = [
         f"# Rendered by netboot-reconcile from revision {revision}; do not edit.",
         "# isc-dhcp-server configuration: check with `dhcpd -t -cf dhcpd.conf`.",
@@ -86,11 +97,12 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
             "",
         ]
     if site.unknown_clients == "boot":
-        lines += ["# unknown_clients: boot -> every netbooting machine gets a boot answer", *_boot_block(site, ""), ""]
+        lines += ["# unknown_clients: boot -> every netbooting machine gets a boot answer",
+                  *_boot_block(site, "", other_chain), ""]
         lines += ["group {"]
     else:
         lines += ["# unknown_clients: ignore -> boot answers only for the known hosts below", "group {"]
-        lines += _boot_block(site, "  ")
+        lines += _boot_block(site, "  ", other_chain)
     for node in sorted(nodes, key=lambda n: n.name):
         lines += _host(node, "  ")
     lines += ["}", ""]

@@ -4,7 +4,9 @@ Called by `render_generation`; checked by the real `dnsmasq --test -C` in the in
 tests. The boot lines are the rows of `core.bootfiles` (CONTRACT §4, the embedded server's
 table): tags `ipxe` (user class `iPXE` or option 175), `pxeclient` / `httpclient` (vendor
 class) and one per architecture row (option 93); each `dhcp-boot` needs its row's vendor and
-architecture tags and `tag:!ipxe`, so at most one matches.
+architecture tags and `tag:!ipxe`, so at most one matches. The machines whose profile
+overrides the site's `secure_boot` get tag `otherchain` (`dhcp-mac`): a row with two chains has
+one `dhcp-boot` for them and one with `tag:!otherchain` for the rest.
 With `unknown_clients: ignore` every boot line also needs `tag:known` (dnsmasq sets it for MACs
 with a `dhcp-host` line): unknown machines still get an address, never a boot answer.
 dnsmasq has no maximum lease time; the subnet's lease_time is written on the range.
@@ -31,7 +33,11 @@ def reads_as_keyword(name: str) -> bool:
     return _KEYWORD.fullmatch(name) is not None
 
 
-def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
+OTHER_CHAIN_TAG = "otherchain"
+
+
+def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> bytes:
+    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`)."""
     table = boot_table(site)
     known = "tag:known," if table.known_only else ""
     lines = [
@@ -60,6 +66,7 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
     ]
     for row in table.rows:
         lines += [f"dhcp-match=set:{row.tag},option:client-arch,{code}" for code in row.arches]
+    lines += [f"dhcp-mac=set:{OTHER_CHAIN_TAG},{mac}" for mac in other_chain]
     lines += [
         f"dhcp-boot={known}tag:ipxe,{table.ipxe_url}",
         # iPXE's no-pxedhcp (175.176 = 1) spares it the ProxyDHCP wait.
@@ -69,10 +76,15 @@ def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
         tags = f"{known}tag:{_VENDOR_TAGS[row.vendor_class]},tag:{row.tag},tag:!ipxe"
         if row.echo_vendor_class:
             lines.append(f"dhcp-option-force={tags},option:vendor-class,{row.vendor_class}")
-        if row.transport == "tftp":
-            lines.append(f"dhcp-boot={tags},{row.filename},,{table.next_server}")
-        else:
-            lines.append(f"dhcp-boot={tags},{row.filename}")
+        chains = [(tags, row.filename)]
+        if row.other_chain and other_chain:
+            chains = [(f"{tags},tag:{OTHER_CHAIN_TAG}", row.other_chain),
+                      (f"{tags},tag:!{OTHER_CHAIN_TAG}", row.filename)]
+        for line_tags, filename in chains:
+            if row.transport == "tftp":
+                lines.append(f"dhcp-boot={line_tags},{filename},,{table.next_server}")
+            else:
+                lines.append(f"dhcp-boot={line_tags},{filename}")
     for node in sorted(nodes, key=lambda n: n.name):
         address = f",{node.ip}" if node.ip is not None else ""
         if reads_as_keyword(node.hostname):

@@ -6,7 +6,9 @@ whose fixed address lies in it; nodes without an address are global reservations
 hostname, address from the pool). The CONTRACT §4 boot decision is client classes, evaluated
 in order and made exclusive with `not member(...)`; with `unknown_clients: ignore` each boot
 class also requires `member('KNOWN')` (a reservation exists), which Kea evaluates after the
-reservation lookup. Written with `json.dumps`, so every string is JSON-escaped.
+reservation lookup. The machines whose profile overrides the site's `secure_boot` (their MACs)
+match a class of their own, `<row class>_OTHER_CHAIN` (`pkt4.mac`), just before the row's class,
+which then excludes them. Written with `json.dumps`, so every string is JSON-escaped.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def _hex(text: str) -> str:
     return "0x" + text.encode().hex()
 
 
-def client_classes(site: Site) -> list[dict[str, Any]]:
+def client_classes(site: Site, other_chain: Sequence[str] = ()) -> list[dict[str, Any]]:
     table = boot_table(site)
     known = " and member('KNOWN')" if table.known_only else ""
     ipxe_test = f"(option[77].hex == {_hex(IPXE_USER_CLASS)} or option[175].exists)"
@@ -41,11 +43,18 @@ def client_classes(site: Site) -> list[dict[str, Any]]:
     ]
     for row in table.rows:
         codes = " or ".join(f"option[93].hex == 0x{c:04x}" for c in row.arches)
-        entry: dict[str, Any] = {
-            "name": f"NETBOOT_PXE_{row.tag.upper()}" if row.transport == "tftp" else f"NETBOOT_{row.tag.upper()}",
-            "test": f"substring(option[60].hex,0,{len(row.vendor_class)}) == {_hex(row.vendor_class)}"
-            f" and ({codes}) and not member('NETBOOT_IPXE'){known}",
-        }
+        name = f"NETBOOT_PXE_{row.tag.upper()}" if row.transport == "tftp" else f"NETBOOT_{row.tag.upper()}"
+        test = (f"substring(option[60].hex,0,{len(row.vendor_class)}) == {_hex(row.vendor_class)}"
+                f" and ({codes}) and not member('NETBOOT_IPXE'){known}")
+        if row.other_chain and other_chain:
+            macs = " or ".join(f"pkt4.mac == 0x{mac.replace(':', '')}" for mac in other_chain)
+            other: dict[str, Any] = {"name": f"{name}_OTHER_CHAIN", "test": f"{test} and ({macs})"}
+            if row.transport == "tftp":
+                other["next-server"] = table.next_server
+            other["boot-file-name"] = row.other_chain
+            classes.append(other)
+            test += f" and not member('{name}_OTHER_CHAIN')"
+        entry: dict[str, Any] = {"name": name, "test": test}
         if row.transport == "tftp":
             entry["next-server"] = table.next_server
         entry["boot-file-name"] = row.filename
@@ -65,7 +74,7 @@ def _reservation(node: Node) -> dict[str, Any]:
     return out
 
 
-def config(site: Site, nodes: Sequence[Node], revision: str) -> dict[str, Any]:
+def config(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> dict[str, Any]:
     nodes = sorted(nodes, key=lambda n: n.name)
     subnets: list[dict[str, Any]] = []
     for index, subnet in enumerate(site.subnets, start=1):
@@ -100,12 +109,13 @@ def config(site: Site, nodes: Sequence[Node], revision: str) -> dict[str, Any]:
                 {"name": "ipxe-encap-opts", "code": 175, "space": "dhcp4", "type": "empty", "encapsulate": "ipxe"},
                 {"name": "no-pxedhcp", "code": 176, "space": "ipxe", "type": "uint8"},
             ],
-            "client-classes": client_classes(site),
+            "client-classes": client_classes(site, other_chain),
             "subnet4": subnets,
             "user-context": {"generator": "netboot-reconcile", "revision": revision},
         }
     }
 
 
-def render(site: Site, nodes: Sequence[Node], revision: str) -> bytes:
-    return (json.dumps(config(site, nodes, revision), indent=2, sort_keys=False) + "\n").encode()
+def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> bytes:
+    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`)."""
+    return (json.dumps(config(site, nodes, revision, other_chain), indent=2, sort_keys=False) + "\n").encode()
