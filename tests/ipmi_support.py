@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,15 +74,20 @@ def write_chassis(d: Path) -> Path:
     return chassis
 
 
+Popen = Callable[..., "subprocess.Popen[bytes]"]
+
+
 @contextmanager
-def ipmi_sim(d: Path, chassis: Path | None = None, vm_port: int | None = None,
-             password: str = PASSWORD) -> Iterator[Sim]:
+def ipmi_sim(d: Path, chassis: Path | None = None, vm_port: int | None = None, password: str = PASSWORD, *,
+             port: int | None = None, popen: Popen = subprocess.Popen,
+             taken: Callable[[int], bool] = udp_port_taken) -> Iterator[Sim]:
     """An ipmi_sim serving IPMI over LAN on a free 127.0.0.1 UDP port, user admin / `password`;
-    `vm_port`: also listening there for a QEMU `ipmi-bmc-extern` chardev (the guest's KCS)."""
+    `vm_port`: also listening there for a QEMU `ipmi-bmc-extern` chardev (the guest's KCS).
+    `port`, `popen`, `taken`: another network namespace's (tests/e2e/test_rollout.py)."""
     binary = require_tool("ipmi_sim", "openipmi")
     (d / "state").mkdir(parents=True, exist_ok=True)
     chassis = chassis or write_chassis(d)
-    port = free_port(socket.SOCK_DGRAM)
+    port = port or free_port(socket.SOCK_DGRAM)
     vm = f"  serial 15 127.0.0.1 {vm_port} codec VM\n" if vm_port is not None else ""
     (d / "lan.conf").write_text(f'''name "bmc"
 set_working_mc 0x20
@@ -101,15 +106,15 @@ user 2 true "admin" "{password}" admin 10 none md2 md5 straight
     (d / "emu.cmd").write_text("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n"
                                "mc_enable 0x20\n")
     out = open(d / "ipmi_sim.log", "wb")  # noqa: SIM115 (the child owns it)
-    proc = subprocess.Popen([binary, "-c", str(d / "lan.conf"), "-f", str(d / "emu.cmd"), "-s", str(d / "state"),
+    proc = popen([binary, "-c", str(d / "lan.conf"), "-f", str(d / "emu.cmd"), "-s", str(d / "state"),
                              "-n", "-p"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     out.close()
     try:
         for _ in range(100):
-            if udp_port_taken(port) or proc.poll() is not None:
+            if taken(port) or proc.poll() is not None:
                 break
             time.sleep(0.05)
-        if not udp_port_taken(port):
+        if not taken(port):
             pytest.fail(f"ipmi_sim did not start on 127.0.0.1:{port}: {(d / 'ipmi_sim.log').read_text()}")
         yield Sim(port, d)
     finally:

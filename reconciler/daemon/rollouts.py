@@ -8,11 +8,12 @@ are `core.rollout`'s; here:
   before; one whose power cycle was cut short times out);
 - a thread of its own polls each watched node's boot events (since its power cycle) every
   `poll` seconds into `Observed` events (`core.outcomes.node_result`), and ticks timeouts;
-- each `PowerCycle` runs in a small pool (one-time PXE, then off and on, through
-  `adapters.bmc`), its end posted back as `PowerDone` / `PowerFailed`: a BMC error fails that
-  node with the reason and nothing else. Nothing here ever blocks a server thread or the
-  reconcile loop on a BMC; the credentials file is read at each power action and its contents
-  never leave this module (not logged, not in the value, which holds only names and reasons).
+- each `PowerCycle` runs in a small pool (one-time PXE, then off and on, through `adapters.bmc`
+  in a child process bounded in time, `adapters.bmcproc`), its end posted back as `PowerDone`
+  / `PowerFailed`: a BMC error fails that node with the reason and nothing else. Nothing here
+  ever blocks a server thread or the reconcile loop on a BMC; the credentials file is read at
+  each power action and its contents never leave this module (not logged, not in the value,
+  which holds only names and reasons).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.adapters import bmc as bmcs
+from reconciler.adapters import bmcproc
 from reconciler.adapters.bmccreds import Credential, CredentialsError
 from reconciler.adapters.bmccreds import load as load_credentials
 from reconciler.core import outcomes
@@ -45,12 +47,13 @@ class RolloutStore(Protocol):
     def events_of_node(self, mac: str, node: str | None = None, limit: int = 5000) -> list[BootEvent]: ...
 
 
-# (bmc, credential) -> None, raising bmcs.BmcError; the default drives the BMC through adapters.bmc.
+# (bmc, credential) -> None, raising bmcs.BmcError; the default drives the BMC through
+# adapters.bmc in a child process (adapters.bmcproc), so a client library that hangs costs a bound.
 PowerCycler = Callable[[Bmc, Credential], None]
 
 
 def power_cycle_once(bmc: Bmc, credential: Credential) -> None:
-    bmcs.operate(bmc, credential, "cycle", pxe_once=True)
+    bmcproc.operate(bmc, credential, "cycle", pxe_once=True)
 
 
 class RolloutRunner:

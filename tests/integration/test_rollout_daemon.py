@@ -210,3 +210,36 @@ def test_without_power_true_nothing_is_powered(tmp_path: Path, sims: dict[str, S
         assert sim.events() == []  # never asked anything
     finally:
         daemon.stop()
+
+
+def test_a_bmc_that_does_not_answer_fails_its_node_and_the_daemon_serves_on(tmp_path: Path) -> None:
+    import socket
+
+    from tests.support import free_port
+
+    dead = free_port(socket.SOCK_DGRAM)  # nothing answers there
+    tree = WorkTree(tmp_path / "work")
+    tree.commit("a BMC nobody answers at", {
+        "nodes/node-1.yaml": _node_text(tree, "node-1")
+        + f"bmc: {{driver: ipmi, address: '127.0.0.1:{dead}', credentials: lab}}\n",
+        "netboot.yaml": (tree.path / "netboot.yaml").read_text()
+        + "rollout: {max_in_flight: 1, on_failure: continue, power: true}\n"})
+    creds = tmp_path / "bmc-credentials.yaml"
+    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
+    os.chmod(creds, 0o600)
+    daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600", "--bmc-credentials",
+                                                                 str(creds)]).start()
+    try:
+        daemon.wait_served(tree.head())
+        bump = tree.commit("reinstall node-1 and node-2", _bump(tree, ["node-1", "node-2"]))
+        daemon.wait_served(bump)
+        wait_for(lambda: _states(daemon).get("node-1") == "failed", "node-1 to fail on its BMC", timeout=240, every=1)
+        current = _rollouts(daemon)["current"]
+        nodes = {n["node"]: n for n in current["nodes"]}
+        assert nodes["node-1"]["reason"].startswith(f"BMC: BMC ipmi 127.0.0.1:{dead}: "), nodes["node-1"]
+        assert nodes["node-2"]["state"] == "needs-manual-reboot"  # no bmc: (on_failure: continue)
+        assert current["state"] == "waiting-for-manual-reboots"
+        assert http_get(daemon.url + "/healthz")[0] == 200 and bump in daemon.ipxe()
+        assert PASSWORD not in daemon.log() and "Traceback" not in daemon.log()
+    finally:
+        daemon.stop()
