@@ -7,13 +7,16 @@ nodes (vm-1 boots with SeaBIOS + iPXE ROM, vm-2 with OVMF's own PXE), and `netbo
 serving DHCP (full mode, on the bridge), TFTP (:69) and HTTP (:80) from it. Torn down in a
 finalizer: daemon, QEMU guests and the RA sender are killed, the namespace (bridge, taps) deleted.
 `live_site` (module): the same kind of lab with one node booting the live image.
-Logs (daemon, serial consoles) stay in the pytest tmp directory and are quoted in failures.
+Logs (daemon, serial consoles) stay in the pytest tmp directory. Every failing e2e test, whatever
+assertion failed, shows the last lines of each guest's serial console and of the daemon's log
+(`pytest_runtest_makereport` below, from the `Site` fixtures it used: `Site.evidence`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +49,18 @@ FILES = (
     (Path("/usr/lib/ipxe/ipxe.efi"), "ipxe"),
     (Path("/usr/lib/ipxe/qemu/efi-virtio.rom"), "ipxe-qemu"),
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed e2e test's report gains, per `Site` it used, the guests' consoles and the daemon's log."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Site):
+            report.sections.append((f"e2e evidence ({name}): serial consoles and daemon log", value.evidence()))
 
 
 def require_e2e() -> None:

@@ -252,6 +252,14 @@ class Site:
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
 
+    def evidence(self, lines: int = 40) -> str:
+        """The last lines of every guest's serial console (this boot's) and of the daemon's log:
+        what a failing e2e test shows (tests/e2e/conftest.py adds it to every failure)."""
+        parts = [f"{vm.name} ({vm.firmware}) serial console {vm.log}, last lines:\n{tail(vm.serial(), lines)}"
+                 for vm in self.vms.values()]
+        parts.append(f"daemon log {self.daemon.log}, last lines:\n{tail(self.daemon.log_text(), lines)}")
+        return "\n\n".join(parts)
+
 
 @contextmanager
 def serving_site(work: Path, nodes: list[NodeSpec], install: Callable[[Path], object],
