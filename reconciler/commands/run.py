@@ -109,6 +109,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-worker", action="store_true",
                    help="validate and render commits in the daemon process itself instead of a worker process "
                         "(debugging: packet threads then wait for them)")
+    p.add_argument("--verify-incremental", action="store_true",
+                   help="render every commit from scratch as well and compare: a difference is logged as an error "
+                        "and the render from scratch is served (checks the reuse of unchanged nodes; doubles the "
+                        "render time)")
     p.set_defaults(func=run)
 
 
@@ -190,6 +194,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         bmc_credentials=args.bmc_credentials.absolute() if args.bmc_credentials is not None else None,
         worker=not args.no_worker,
         site=args.site,
+        reuse_renders=True,
+        verify_incremental=args.verify_incremental,
     )
 
 

@@ -16,7 +16,10 @@ told to fetch a kernel that is not there. Bytes that do not verify make the revi
 finding at the entry's line); a download that cannot be made now is `AssetsUnavailable`, retried.
 With --no-fetch nothing is fetched and a missing asset is a warning naming the path.
 With `Settings.worker` (the `run` command's default) `validate` validates and renders in a child
-process (daemon.worker) and `render` has nothing left to do.
+process (daemon.worker) and `render` has nothing left to do. With `Settings.reuse_renders` (also
+`run`'s default) a node whose inputs did not change is not rendered again (core.render.reuse;
+the memo lives in the state directory's `render-memo`, or in memory without the worker);
+`--verify-incremental` renders from scratch as well and serves that when they differ.
 Any failure before `swap-current` leaves the served generation untouched; `write` goes through
 `generations/<sha>.tmp` and a rename, so a crash at any point leaves a complete generation or none.
 """
@@ -45,6 +48,7 @@ from reconciler.core import codes, securecheck
 from reconciler.core.assets import rel
 from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
+from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.secrets import private_paths
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -55,6 +59,8 @@ from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RENDER_MEMO = "render-memo"  # in the state directory: the worker's memo of rendered nodes
 
 
 @dataclass
@@ -106,6 +112,9 @@ class Reconciler:
         self.on_desired = on_desired  # the fetch step learnt which revision is desired
         self.on_assets = on_assets  # progress of the assets step (None: over)
         self.asset_store = AssetStore(settings.assets_dir) if settings.assets_dir is not None else None
+        # Nodes rendered at earlier commits (core.render.reuse): in the worker's file, else here.
+        self.memo = NodeMemo() if settings.reuse_renders else None
+        self.memo_file = settings.state_dir / RENDER_MEMO if settings.reuse_renders else None
         self.steps: tuple[tuple[str, Step], ...] = (
             ("fetch", self._fetch),
             ("verify", self._verify),
@@ -214,9 +223,11 @@ class Reconciler:
     def _validate(self, attempt: Attempt) -> bool:
         assert attempt.snapshot is not None
         if self.settings.worker:  # validation and rendering both, in a child process
-            built = worker.build(attempt.snapshot, self.renderer, site=self.settings.site)
+            built = worker.build(attempt.snapshot, self.renderer, site=self.settings.site, memo=self.memo_file,
+                                 verify=self.settings.verify_incremental)
             attempt.issues, attempt.state, attempt.files = built.issues, built.state, built.files
             attempt.timings.update((f"worker.{name}", seconds) for name, seconds in built.timings.items())
+            self._mismatched(attempt, built.mismatched)
             return True
         result = validate(attempt.snapshot)
         attempt.issues = result.issues
@@ -229,8 +240,18 @@ class Reconciler:
             return True  # rendered by the worker
         # A template failing here (validation renders each template once, not every pass the
         # renderer makes) raises TemplateFailure, an InvalidRevision: not an error to retry.
-        attempt.files = dict(self.renderer(attempt.state))
+        attempt.files, mismatched = worker.render_reusing(self.renderer, attempt.state, self.memo,
+                                                          self.settings.verify_incremental)
+        self._mismatched(attempt, mismatched)
         return True
+
+    def _mismatched(self, attempt: Attempt, paths: Sequence[str]) -> None:
+        """--verify-incremental found the memo's rendering wrong: said loudly; the files rendered
+        from scratch are what is served."""
+        if paths:
+            log.error("revision=%s INCREMENTAL RENDER MISMATCH: %d file(s) rendered with the memo differ from a "
+                      "render from scratch (serving the render from scratch; please report this): %s",
+                      attempt.revision, len(paths), ", ".join(paths[:10]))
 
     def _peer_check(self, attempt: Attempt) -> bool:
         """`dhcpd -t -cf` on the rendered dhcpd.conf, when ISC dhcpd is installed; the Secure Boot

@@ -10,6 +10,11 @@ forkserver that has imported the core once (`preload`), lives for one commit (it
 back to the system when it exits), and runs under RLIMIT_AS and RLIMIT_CPU (`Limits`): a commit
 that exhausts either is invalid, a `resource-limit` finding, never retried.
 
+With a memo file (`build(memo=...)`, the state directory's `render-memo`), the child renders
+with the memo of the last commit (core.render.reuse: a node whose inputs did not change is not
+rendered again) and writes it back for the next; `verify` also renders from scratch, and a
+difference is reported (`Built.mismatched`) and the from-scratch files are the result.
+
 Results come back over a pipe in bounded chunks (the state without its nodes, then nodes, then
 files): each chunk is unpickled in the parent holding the GIL for a few milliseconds, and the
 packet threads get it back in between (one 10,000-node state in one piece held it ~0.4 s).
@@ -17,22 +22,28 @@ packet threads get it back in between (one 10,000-node state in one piece held i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import pickle
 import resource
 import signal
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reconciler.core import codes
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Location, Node
+from reconciler.core.render import reuse
+from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 
@@ -56,6 +67,7 @@ class Built:
     state: DesiredState
     files: dict[str, bytes] | None  # None: validation only
     timings: Mapping[str, float]
+    mismatched: tuple[str, ...] = ()  # paths the memo rendered differently from scratch (`verify`)
 
 
 @functools.cache
@@ -65,14 +77,16 @@ def _mp() -> Any:
     return ctx
 
 
-def build(snapshot: Snapshot, renderer: Renderer | None, limits: Limits = Limits(), site: str | None = None) -> Built:
+def build(snapshot: Snapshot, renderer: Renderer | None, limits: Limits = Limits(), site: str | None = None, *,
+          memo: Path | None = None, verify: bool = False) -> Built:
     """Validate `snapshot` (and render what `site` serves with `renderer`) in a child process.
     InvalidRevision when it is invalid, has no such site, cannot be rendered, or exceeds a limit;
-    RuntimeError on a bug."""
+    RuntimeError on a bug. `memo`: the file the render memo is kept in between commits; `verify`:
+    check it (module docstring)."""
     ctx = _mp()
     reader, writer = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(writer, snapshot, renderer, limits, site), name="netboot-worker",
-                        daemon=True)
+    child = ctx.Process(target=_child, args=(writer, snapshot, renderer, limits, site, memo, verify),
+                        name="netboot-worker", daemon=True)
     child.start()
     writer.close()
     try:
@@ -109,7 +123,7 @@ def _receive(reader: Any, child: Any, limits: Limits, revision: str) -> Built:
         elif kind == "done":
             assert head is not None
             state = dataclasses.replace(head[0], nodes=tuple(nodes))
-            return Built(head[1], state, files if message[2] else None, message[1])
+            return Built(head[1], state, files if message[2] else None, message[1], message[3])
         elif kind == "invalid":
             raise InvalidRevision(message[1], message[2])
         elif kind == "memory":
@@ -143,7 +157,43 @@ def _lower(which: int, soft: int, hard: int) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
-def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits, site: str | None) -> None:
+def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | None,
+                   verify: bool) -> tuple[dict[str, bytes], tuple[str, ...]]:
+    """`renderer(state)` with `memo` (None: from scratch); with `verify`, also from scratch, and
+    then the paths that differ and the from-scratch files (the memo is dropped: it is wrong)."""
+    with reuse.using(memo):
+        files = dict(renderer(state))
+    if memo is None or not verify:
+        return files, ()
+    full = dict(renderer(state))
+    mismatched = tuple(sorted(p for p in full.keys() | files.keys() if full.get(p) != files.get(p)))
+    if mismatched:
+        memo.entries.clear()
+    return full, mismatched
+
+
+def _load_memo(path: Path) -> NodeMemo:
+    try:
+        with open(path, "rb") as fh:
+            memo = pickle.load(fh)  # noqa: S301 (our own file, in the daemon's state directory)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError):
+        return NodeMemo()  # none yet, or from another version: render every node
+    return memo if isinstance(memo, NodeMemo) else NodeMemo()
+
+
+def _save_memo(path: Path, memo: NodeMemo) -> None:
+    """Atomically (a crash leaves the old memo or the new one; a torn one is never read). A
+    state directory that refuses it costs the next commit a full render, nothing else."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(OSError):  # entries are keyed by their inputs: an older memo is still right
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(memo, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+
+def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits, site: str | None,
+           memo_path: Path | None = None, verify: bool = False) -> None:
     _lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 5)
     try:
@@ -151,7 +201,13 @@ def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Lim
         result = validate(snapshot)
         t1 = time.monotonic()
         state = result.for_site(site)  # InvalidRevision: sent below
-        files = dict(renderer(state)) if renderer is not None else None
+        mismatched: tuple[str, ...] = ()
+        files = None
+        timings: dict[str, float] = {}
+        memo = _load_memo(memo_path) if memo_path is not None and renderer is not None else None
+        t_loaded = time.monotonic()
+        if renderer is not None:
+            files, mismatched = render_reusing(renderer, state, memo, verify)
         t2 = time.monotonic()
         conn.send(("state", dataclasses.replace(state, nodes=()), result.issues))
         for i in range(0, len(state.nodes), CHUNK_NODES):
@@ -160,7 +216,12 @@ def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Lim
             items = list(files.items())
             for i in range(0, len(items), CHUNK_FILES):
                 conn.send(("files", dict(items[i:i + CHUNK_FILES])))
-        conn.send(("done", {"validate": t1 - t0, "render": t2 - t1}, files is not None))
+        if memo is not None and memo_path is not None:  # while the parent takes the files in
+            t3 = time.monotonic()
+            _save_memo(memo_path, memo)
+            timings = {"memo.load": t_loaded - t1, "memo.save": time.monotonic() - t3,
+                       "memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)}
+        conn.send(("done", {"validate": t1 - t0, "render": t2 - t1, **timings}, files is not None, mismatched))
     except InvalidRevision as exc:
         conn.send(("invalid", str(exc), exc.findings))
     except MemoryError:

@@ -68,11 +68,12 @@ def render_generation(
     when a bound is passed. `values`: what `{{ secrets.NAME }}` renders to; without them,
     placeholders (`<secret:NAME>`): only `render_served` and `render --age-identity` reveal.
     `memo`: nodes rendered at an earlier commit, reused where their inputs are unchanged
-    (`render.reuse`; the bytes are the same as without it) and updated for the next commit."""
+    (`render.reuse`; the bytes are the same as without it) and updated for the next commit;
+    without one, the memo of an enclosing `reuse.using(memo)` block, if any."""
     if values is None:
         values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
     with template.commit_budget():
-        return _render_generation(state, report_secret, values, memo)
+        return _render_generation(state, report_secret, values, memo if memo is not None else reuse.in_use())
 
 
 def _render_generation(
@@ -104,7 +105,14 @@ def _render_generation(
     sentinel = memo.sentinel_for(revision) if memo is not None and not secure_boot else None
     if memo is not None:
         memo.hits = memo.misses = 0
-    site_key = reuse.site_key(site) if sentinel is not None else b""
+    site_key = reuse.part_key((site, report_secret)) if sentinel is not None else b""
+    part_keys: dict[int, bytes] = {}  # id of a profile or template -> its digest, once per commit
+
+    def part_key(part: object) -> bytes:
+        found = part_keys.get(id(part))
+        if found is None:
+            found = part_keys[id(part)] = reuse.part_key(part)
+        return found
     seen: set[str] = set()
     for node in nodes:
         profile = profiles[node.profile]
@@ -118,7 +126,7 @@ def _render_generation(
             return _node_files(plan, rev, generic)
 
         if memo is not None and sentinel is not None and reuse.reusable(profile, tpl):
-            key = reuse.node_key(site_key, node, profile, tpl, generic, report_secret)
+            key = reuse.node_key(node, site_key + part_key(profile) + part_key(tpl) + part_key(generic))
             own = reuse.render_node_reusing(memo, key, node, revision, sentinel, report_secret, render_at)
             seen.add(node.name)
         else:

@@ -19,18 +19,22 @@ report secret decides whether a kept rendering still applies.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
+import pickle
 import re
 import secrets as _random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jinja2
 import jinja2.nodes
 
 from reconciler.core import template
-from reconciler.core.model import CloudInitTemplate, MatchboxTemplate, Node, Profile, Site
+from reconciler.core.model import CloudInitTemplate, Node, Profile
 
 REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
 _HEX = re.compile(r"[0-9a-f]+")
@@ -48,7 +52,7 @@ class NodeMemo:
     replaces what it reads. `sentinel` is fixed for the memo's life (it is in the kept bytes)."""
 
     sentinel: str = ""
-    entries: dict[str, tuple[bytes, NodeFiles]] = field(default_factory=dict)
+    entries: dict[str, Kept] = field(default_factory=dict)
     hits: int = 0  # of the last render: nodes taken from the memo, and rendered
     misses: int = 0
 
@@ -60,6 +64,24 @@ class NodeMemo:
             self.sentinel = _stand_in(len(revision))
             self.entries.clear()
         return self.sentinel
+
+
+_IN_USE: contextvars.ContextVar[NodeMemo | None] = contextvars.ContextVar("node_memo", default=None)
+
+
+@contextlib.contextmanager
+def using(memo: NodeMemo | None) -> Iterator[None]:
+    """Renders in this block (`render_generation` given no memo of its own) use `memo`: how the
+    daemon hands its memo to a renderer it only knows as `state -> files` (daemon.worker)."""
+    token = _IN_USE.set(memo)
+    try:
+        yield
+    finally:
+        _IN_USE.reset(token)
+
+
+def in_use() -> NodeMemo | None:
+    return _IN_USE.get()
 
 
 def _stand_in(length: int) -> str:
@@ -105,19 +127,23 @@ def reusable(profile: Profile, tpl: CloudInitTemplate | None) -> bool:
     return all(verbatim_only(t) for t in texts)
 
 
-def node_key(site_key: bytes, node: Node, profile: Profile, tpl: CloudInitTemplate | None,
-             generic: MatchboxTemplate | None, report_secret: bytes | None) -> bytes:
-    """Everything a node's files are rendered from, but the revision. `repr` of frozen values:
-    equal text means equal values; a value whose repr is not its content only misses."""
-    h = hashlib.sha256(site_key)
-    for part in (node, profile, tpl, generic):
-        h.update(b"\0" + repr(part).encode())
-    h.update(b"\0" + hashlib.sha256(b"report-secret\0" + (report_secret or b"")).digest())
-    return h.digest()
+def part_key(part: object) -> bytes:
+    """A digest of a profile, template, the site or the report secret: once per commit, shared by nodes."""
+    return hashlib.sha256(repr(part).encode()).digest()
 
 
-def site_key(site: Site) -> bytes:
-    return hashlib.sha256(repr(site).encode()).digest()
+def node_key(node: Node, shared: bytes) -> bytes:
+    """Everything a node's files are rendered from, but the revision: the node and `shared`
+    (the `part_key`s of its profile, templates, the site and the report secret). Equal pickles
+    (or reprs) are equal values; equal values pickled differently only miss."""
+    return hashlib.sha256(shared + pickle.dumps(node, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+
+class Kept(NamedTuple):
+    key: bytes
+    files: NodeFiles  # rendered at the stand-in revision
+    stamped: tuple[str, ...]  # the paths of `files` holding the stand-in or its token
+    token: bytes  # the node's report token at the stand-in (b"": no report secret)
 
 
 def render_node_reusing(
@@ -132,29 +158,23 @@ def render_node_reusing(
     """The node's files at `revision`: the kept rendering with the stand-ins replaced, or
     `render_at(sentinel)` kept and then replaced."""
     kept = memo.entries.get(node.name)
-    if kept is not None and kept[0] == key:
+    if kept is not None and kept.key == key:
         memo.hits += 1
-        files = kept[1]
     else:
         memo.misses += 1
         files = render_at(sentinel)
-        memo.entries[node.name] = (key, files)
-    return _substitute(files, sentinel, revision, node.name, report_secret)
-
-
-def _substitute(files: Mapping[str, bytes], sentinel: str, revision: str, name: str,
-                report_secret: bytes | None) -> NodeFiles:
-    pairs = [(sentinel.encode(), revision.encode())]
-    if report_secret:
-        pairs.append((_token(report_secret, name, sentinel), _token(report_secret, name, revision)))
-    out: NodeFiles = {}
-    for path, kept in files.items():
-        data = kept
-        for old, new in pairs:
-            data = data.replace(old, new)
-        out[path] = data
+        token = _token(report_secret, node.name, sentinel)
+        marks = [sentinel.encode(), token] if token else [sentinel.encode()]
+        stamped = tuple(p for p, data in files.items() if any(m in data for m in marks))
+        kept = memo.entries[node.name] = Kept(key, files, stamped, token)
+    out = dict(kept.files)
+    old_rev, new_rev = sentinel.encode(), revision.encode()
+    new_token = _token(report_secret, node.name, revision) if kept.token else b""
+    for path in kept.stamped:
+        data = out[path].replace(old_rev, new_rev)
+        out[path] = data.replace(kept.token, new_token) if kept.token else data
     return out
 
 
-def _token(secret: bytes, name: str, revision: str) -> bytes:
+def _token(secret: bytes | None, name: str, revision: str) -> bytes:
     return template.report_token(secret, name, revision).encode()
