@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.bootfiles import SHIM_NAME
-from reconciler.core.model import Boot, DesiredState, Profile
+from reconciler.core.model import Boot, DesiredState, Profile, UnknownClients
 from reconciler.core.render import render_generation
 from reconciler.protocol import dhcp as d
 from tests.dhcp_fixtures import client_message, make_state, node
@@ -35,10 +35,10 @@ SECURE, PLAIN = "52:54:00:e5:b0:01", "52:54:00:e5:b0:02"
 UEFI_PXE = {d.OPT_VENDOR_CLASS: b"PXEClient:Arch:00007:UNDI:003016", d.OPT_CLIENT_ARCH: (7).to_bytes(2, "big")}
 
 
-def secure_state() -> DesiredState:
+def secure_state(unknown: UnknownClients) -> DesiredState:
     boot = Boot(kernel="/assets/vmlinuz", initrd=("/assets/initrd",), args=("console=ttyS0",))
     nodes = (node("secure-1", SECURE, "10.99.0.51", "signed"), node("plain-1", PLAIN, "10.99.0.52", "plain"))
-    state = make_state(nodes, server=SERVER, http_port=80, interface="br0")
+    state = make_state(nodes, server=SERVER, http_port=80, interface="br0", unknown=unknown)
     profiles = {"signed": Profile("signed", "signed chain", boot),
                 "plain": Profile("plain", "iPXE", boot, secure_boot=False)}
     return dataclasses.replace(state, site=dataclasses.replace(state.site, secure_boot=True), profiles=profiles)
@@ -109,10 +109,13 @@ def start_kea(lab: Lab, conf: Path, work: Path) -> subprocess.Popen[str]:
 STARTERS = {"dnsmasq.conf": start_dnsmasq, "dhcpd.conf": start_dhcpd, "kea-dhcp4.conf": start_kea}
 
 
+@pytest.mark.parametrize("unknown", ["ignore", "boot"])
 @pytest.mark.parametrize("config", sorted(STARTERS))
-def test_a_running_peer_offers_each_machine_its_own_chain(config: str, lab: Lab, tmp_path: Path) -> None:
+def test_a_running_peer_offers_each_machine_its_own_chain(config: str, unknown: UnknownClients, lab: Lab,
+                                                          tmp_path: Path) -> None:
+    """With `unknown_clients: ignore` (boot answers in the hosts' scope) and `boot` (global)."""
     conf = tmp_path / config
-    conf.write_bytes(render_generation(secure_state())[config])
+    conf.write_bytes(render_generation(secure_state(unknown))[config])
     peer = STARTERS[config](lab, conf, tmp_path)
     try:
         secure = offer_for(lab, "sec", SECURE)
