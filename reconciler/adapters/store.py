@@ -299,6 +299,23 @@ _MIGRATIONS: tuple[Migration, ...] = (
     INSERT INTO revision_sites (revision, site) SELECT revision, '' FROM revisions;
     CREATE INDEX node_plans_site_open ON node_plans (site, last_seq);
     """,
+    # 10 -> 11 (issue 28 with issue 26): a rollout is one site's (its instance reinstalls that
+    # site's nodes): two sites applying one commit each keep their own rollout of it.
+    """
+    CREATE TABLE rollouts_by_site (
+        site TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (site, revision)
+    );
+    INSERT INTO rollouts_by_site (site, revision, created, updated, doc)
+        SELECT '', revision, created, updated, doc FROM rollouts;
+    DROP TABLE rollouts;
+    ALTER TABLE rollouts_by_site RENAME TO rollouts;
+    CREATE INDEX rollouts_site_created ON rollouts (site, created);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -752,10 +769,13 @@ class ResultsQueries:
         --site`, `/ui/?site=`); None: every site (a store several sites share shows them all)."""
         return self if site is None else _SiteQueries(self, site)
 
-    def rollouts(self, limit: int = 20) -> list[rollout.Rollout]:
-        """Rollouts, newest first (the first is the current one, unless superseded or finished)."""
+    def rollouts(self, limit: int = 20, site: str | None = None) -> list[rollout.Rollout]:
+        """Rollouts, newest first (the first is the current one, unless superseded or finished): of
+        `site` ('' without sites), else of this view's site (`for_site`), else of every site."""
+        where, args = (" AND site = ?", (site,)) if site is not None else self._only("site")
         return [rollout.Rollout.from_dict(json.loads(r[0])) for r in self._rows(
-            "SELECT doc FROM rollouts ORDER BY created DESC, revision LIMIT ?", (limit,))]
+            f"SELECT doc FROM rollouts WHERE 1 = 1{where} ORDER BY created DESC, revision LIMIT ?",  # noqa: S608
+            (*args, limit))]
 
     def recent_reconciles(self, limit: int = 20) -> list[ReconcileRecord]:
         rows = self._rows(
@@ -1037,17 +1057,17 @@ class ResultsStore(ResultsQueries):
                 (self.instance, revision, now, now, self.site))
 
     def save_rollout(self, value: rollout.Rollout) -> None:
-        """Write a rollout's current state (one row per rollout, by its revision; kept and written
-        later while the store is unreachable, like a reconcile record)."""
+        """Write a rollout's current state (one row per rollout, by this store's site and the
+        revision; kept and written later while the store is unreachable, like a reconcile record)."""
         doc = json.dumps(value.as_dict())
         self._now_or_later(lambda: self._write_rollout(value, doc))
 
     def _write_rollout(self, value: rollout.Rollout, doc: str) -> None:
         with self._lock, self._db.transaction():
             self._db.execute(
-                "INSERT INTO rollouts (revision, created, updated, doc) VALUES (?,?,?,?) "
-                "ON CONFLICT (revision) DO UPDATE SET updated = excluded.updated, doc = excluded.doc",
-                (value.revision, value.created, value.updated, doc))
+                "INSERT INTO rollouts (site, revision, created, updated, doc) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (site, revision) DO UPDATE SET updated = excluded.updated, doc = excluded.doc",
+                (self.site, value.revision, value.created, value.updated, doc))
 
     # -- boot results ------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             with_events=args.format == "json",
         )
         doc["site"] = args.site
-        doc["rollouts"] = [r.as_dict() for r in reader.rollouts(5)]  # newest first (core.rollout)
+        doc["rollouts"] = [r.as_dict() for r in view.rollouts(5)]  # newest first, of --site (core.rollout)
         if args.node is not None:
             for rollout in doc["rollouts"]:
                 rollout["nodes"] = [n for n in rollout["nodes"] if args.node in (n["node"], n["mac"])]

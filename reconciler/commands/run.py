@@ -392,7 +392,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
 
     rollouts = make_rollouts_app(
         current=lambda: rollout_doc(runner.current),
-        history=lambda: [r.as_dict() for r in store.rollouts(20)],
+        history=lambda: [r.as_dict() for r in store.rollouts(20, site=store.site)],
         pause=lambda reason: rollout_doc(runner.pause(reason)),
         resume=lambda: rollout_doc(runner.resume()),
         secret=settings.webhook_secret,

@@ -40,7 +40,9 @@ HISTORY = 20
 
 
 class RolloutStore(Protocol):
-    def rollouts(self, limit: int = 20) -> list[core.Rollout]: ...
+    site: str
+
+    def rollouts(self, limit: int = 20, site: str | None = None) -> list[core.Rollout]: ...
 
     def save_rollout(self, value: core.Rollout) -> None: ...
 
@@ -80,7 +82,7 @@ class RolloutRunner:
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bmc")
         self._thread: threading.Thread | None = None
-        history = store.rollouts(1)
+        history = store.rollouts(1, site=store.site)  # this instance's site's
         self._rollout: core.Rollout | None = history[0] if history else None
 
     # -- lifecycle ------------------------------------------------------------------------------

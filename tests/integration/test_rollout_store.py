@@ -3,6 +3,8 @@ read back newest first, so a restarted daemon (or `results`) sees the same rollo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reconciler.adapters.store import ResultsReader, ResultsStore
 from reconciler.core.model import RolloutPolicy
 from reconciler.core.outcomes import Outcome
@@ -38,3 +40,47 @@ def test_a_rollout_is_kept_at_each_change_and_read_back(store_location: str) -> 
         assert again.rollouts() == [newer, failed]
     finally:
         again.close()
+
+
+def test_two_sites_keep_their_own_rollout_of_one_commit(store_location: str) -> None:
+    revision = "c" * 40
+    rollouts = {}
+    for site, node in (("paris", "p1"), ("lyon", "l1")):
+        want = (Want(node, "m", "reinstall 0 -> 1"),)
+        value, _ = step(None, Applied(revision, RolloutPolicy(1, "pause", False), want, {node: ""}, 10.0))
+        assert value is not None
+        rollouts[site] = value
+        store = ResultsStore(store_location, site=site)
+        try:
+            store.save_rollout(value)
+        finally:
+            store.close()
+    store = ResultsStore(store_location, site="paris")
+    try:
+        assert store.rollouts(site="paris") == [rollouts["paris"]]
+        assert store.rollouts(site="lyon") == [rollouts["lyon"]]
+        assert store.for_site("lyon").rollouts() == [rollouts["lyon"]]
+        assert len(store.rollouts()) == 2  # every site's
+    finally:
+        store.close()
+
+
+def test_a_rollout_stored_before_sites_is_the_rollout_of_site_none(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "results.sqlite3"
+    value, _ = step(None, Applied("d" * 40, RolloutPolicy(), (Want("n1", "m1", "reinstall 0 -> 1"),), {"n1": ""}, 5.0))
+    assert value is not None
+    ResultsStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE rollouts; CREATE TABLE rollouts (revision TEXT PRIMARY KEY, created REAL NOT NULL, "
+                       "updated REAL NOT NULL, doc TEXT NOT NULL); PRAGMA user_version = 10;")
+    conn.execute("INSERT INTO rollouts VALUES (?,?,?,?)", (value.revision, 5.0, 5.0, json.dumps(value.as_dict())))
+    conn.commit()
+    conn.close()
+    store = ResultsStore(path)
+    try:
+        assert store.rollouts(site="") == [value]
+    finally:
+        store.close()
