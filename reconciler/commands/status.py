@@ -57,6 +57,8 @@ def format_status(doc: dict[str, Any]) -> str:
     lines.append(f"{condition}" + (f" ({reason})" if reason else "") + (f": {doc['message']}" if doc.get("message")
                                                                         else ""))
     lines.append(f"source:     {doc.get('source', '-')}")
+    if doc.get("site"):
+        lines.append(f"site:       {doc['site']}")
     lines.append(f"desired:    {doc.get('desired_revision') or '-'}")
     lines.append(f"attempted:  {doc.get('last_attempted_revision') or '-'}")
     lines.append(f"applied:    {doc.get('last_applied_revision') or '-'}")

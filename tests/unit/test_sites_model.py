@@ -3,7 +3,9 @@ settings, nodes at one site each, what each site serves, and the findings across
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +169,17 @@ def test_a_site_inherits_the_shared_subnets_it_does_not_set() -> None:
     lyon = result.sites["lyon"].site
     assert [str(s.network) for s in lyon.subnets] == ["10.30.0.0/24"]
     assert lyon.server_address == IPv4Address("10.20.0.2")
+
+
+def test_the_example_of_docs_sites_md_is_a_valid_two_site_repository() -> None:
+    """docs/SITES.md's netboot.yaml and node, as written there, with the repo_builder's profiles."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "SITES.md").read_text()
+    site_yaml, node_yaml = re.findall(r"```yaml\n(.*?)```", doc, re.S)[:2]
+    node_yaml = node_yaml.replace("ubuntu-2204-install", "install")
+    lyon = "mac: 52:54:00:aa:bb:03\nip: 10.20.0.31\nprofile: install\nsite: lyon\n"
+    result = validate(repo_builder.snapshot({"netboot.yaml": site_yaml, "nodes/node-1.yaml": node_yaml,
+                                             "nodes/node-2.yaml": None, "nodes/node-3.yaml": lyon}))
+    assert [i for i in result.issues if i.is_error] == []
+    assert {n: [x.name for x in s.nodes] for n, s in result.sites.items()} == {"lyon": ["node-3"], "paris": ["node-1"]}
+    assert result.sites["lyon"].site.dhcp_mode == "proxy" and result.sites["lyon"].site.http_port == 8080
+    assert result.sites["paris"].site.boot_files.uefi_x64 == "ipxe.efi"
