@@ -8,6 +8,11 @@ so a burst of ACKs costs one fsync, not one per packet. An ACK is sent only from
 `on_durable` callback, i.e. after the transaction holding its lease has committed
 (`PRAGMA synchronous=FULL` in WAL mode): once a client has its ACK, a restart keeps its lease.
 Offers are held in memory only (they are promises for a minute, not leases).
+
+`adapters.pgleases.PgLeaseStore` is the same memory over PostgreSQL, shared by several
+instances: it overrides the persistence (`_open`, `_commit`, `_failed`) and claims offers too
+(`claims_offers`); `sync()`, called by the server under its lock before each decision, applies
+what other instances changed.
 """
 
 from __future__ import annotations
@@ -48,9 +53,10 @@ _DELETE_FREED = "DELETE FROM dhcp_leases WHERE ip IN (VALUES {values})"
 # Rows (ip, mac, expires, state): the final state of each address in the batch.
 _UPSERT = "INSERT OR REPLACE INTO dhcp_leases (ip, mac, expires, state) VALUES {values}"
 
-# A change, its callback once durable, and the addresses a bind took from the same MAC in the
-# same subnet (the rows the batch must delete).
-_Write = tuple[LeaseChange, Callable[[], None] | None, tuple[IPv4Address, ...]]
+# A change, its callback once durable, the addresses a bind took from the same MAC in the
+# same subnet (the rows the batch must delete), and whether the MAC held that address already
+# (a renewal: PgLeaseStore answers it from memory while PostgreSQL is unreachable).
+_Write = tuple[LeaseChange, Callable[[], None] | None, tuple[IPv4Address, ...], bool]
 
 
 class LeaseStore:
@@ -59,6 +65,8 @@ class LeaseStore:
     A MAC holds one lease per subnet (RFC 2131: a binding is per client and subnet): a client
     that moves to another link and back finds its first address still its own until it
     expires. In memory: address -> lease, and MAC -> its leases (one per subnet, latest last)."""
+
+    claims_offers = False  # offers are promises in memory: answered at once, never written
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -70,14 +78,24 @@ class LeaseStore:
         self._closing = False
         self._busy = False
         self.commits = 0  # transactions committed (for tests and the bench)
+        self.problem: str | None = None  # why leases cannot be written now (PgLeaseStore)
+        for lease in self._open():
+            self._load(lease)
+        self._writer = threading.Thread(target=self._write_loop, name="dhcp-leases", daemon=True)
+        self._writer.start()
+
+    def _open(self) -> list[Lease]:
+        """Open the database; the leases it holds."""
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
-        for ip, mac, expires, state in self._conn.execute("SELECT ip, mac, expires, state FROM dhcp_leases"):
-            self._load(Lease(IPv4Address(ip), mac, float(expires), state))
-        self._writer = threading.Thread(target=self._write_loop, name="dhcp-leases", daemon=True)
-        self._writer.start()
+        return [Lease(IPv4Address(ip), mac, float(expires), state)
+                for ip, mac, expires, state in self._conn.execute("SELECT ip, mac, expires, state FROM dhcp_leases")]
+
+    def sync(self) -> None:
+        """Apply what other writers changed (called under the server's lock; nothing here: the
+        SQLite file has one writer)."""
 
     # -- LeaseView (memory only; called under the server's lock) --------------------------
 
@@ -126,6 +144,15 @@ class LeaseStore:
         they are not persisted).
         """
         displaced: tuple[IPv4Address, ...] = ()
+        held = self._by_ip.get(change.ip)
+        renewal = held is not None and held.mac == change.mac and held.state == "bound"
+        if change.kind == "offer" and self.claims_offers and on_durable is not None:
+            self._remember(Lease(change.ip, change.mac, change.expires, "bound" if renewal else "offered"),
+                           change.network)
+            with self._cond:
+                self._pending.append((change, on_durable, (), renewal))
+                self._cond.notify()
+            return
         if change.kind == "offer":
             current = self.lease_of(change.mac, change.network)
             if not (current is not None and current.ip == change.ip and current.state == "bound"):
@@ -145,7 +172,7 @@ class LeaseStore:
         elif change.kind == "release":
             self._forget_ip(change.ip)
         with self._cond:
-            self._pending.append((change, on_durable, displaced))
+            self._pending.append((change, on_durable, displaced, renewal))
             self._cond.notify()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -158,6 +185,9 @@ class LeaseStore:
             self._closing = True
             self._cond.notify_all()
         self._writer.join(10)
+        self._close_db()
+
+    def _close_db(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
 
@@ -206,10 +236,9 @@ class LeaseStore:
                 self._busy = True
             try:
                 self._commit(batch)
-            except sqlite3.Error:
-                log.exception("lease batch of %d changes not written", len(batch))
-                batch = [(change, None, displaced) for change, _, displaced in batch]  # no ACK: not durable
-            for _, callback, _ in batch:
+            except Exception as exc:
+                batch = self._failed(batch, exc)
+            for _, callback, _, _ in batch:
                 if callback is not None:
                     try:
                         callback()
@@ -219,13 +248,18 @@ class LeaseStore:
                 self._busy = False
                 self._cond.notify_all()
 
+    def _failed(self, batch: list[_Write], exc: Exception) -> list[_Write]:
+        """A batch not written: what may still be answered (nothing here: not durable, no ACK)."""
+        log.error("lease batch of %d changes not written: %s", len(batch), exc, exc_info=exc)
+        return [(change, None, displaced, renewal) for change, _, displaced, renewal in batch]
+
     def _commit(self, batch: list[_Write]) -> None:
         """One transaction for the whole batch, a statement per kind of change and chunk of
         rows (`adapters.sqlrows`), instead of one per row."""
         final: dict[str, tuple[str, float, str] | None] = {}
         released: list[tuple[str, str]] = []
         given_up: set[str] = set()  # addresses a bind took from its MAC (same subnet)
-        for change, _, displaced in batch:
+        for change, _, displaced, _ in batch:
             ip = str(change.ip)
             if change.kind == "bind":
                 for old in displaced:

@@ -32,6 +32,7 @@ from reconciler.adapters.bmccreds import load as load_credentials
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
 from reconciler.adapters.leases import LeaseStore
+from reconciler.adapters.pgleases import PgLeaseStore
 from reconciler.core import boot
 from reconciler.core.render import render_served
 from reconciler.core.rollout import Rollout
@@ -348,7 +349,11 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     events = recorder
     mac_for_address = None
     if settings.dhcp:
-        leases = _lease_store(settings.state_dir / LEASES_FILE, daemon.store_problem() is not None)
+        if settings.store is not None:  # shared with the other instances of the segment
+            leases: LeaseStore = PgLeaseStore(settings.store, instance=settings.instance)
+            daemon.watch_store(lambda: leases.problem)
+        else:
+            leases = _lease_store(settings.state_dir / LEASES_FILE, daemon.store_problem() is not None)
         # Only the CLI's interface here: the server binds to each served generation's own
         # `dhcp.interface` (and proxy mode) itself, rebinding when a commit changes them, and
         # listens nowhere while no generation (or `dhcp.mode: off`) needs it.

@@ -92,6 +92,7 @@ class Daemon:
         self._lock = threading.Lock()  # guards the status book
         self._book = StatusBook()
         self._last_from_store: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        self._store_problems: list[Callable[[], str | None]] = []  # other stores (the shared leases)
 
     @property
     def source(self) -> Source | None:
@@ -453,9 +454,14 @@ class Daemon:
         problem = self.store_problem()
         if problem is not None:
             faults.append((str(Reason.STORE_UNWRITABLE), problem))
-        if self.store is not None and self.store.problem is not None:
-            faults.append((str(Reason.STORE_UNREACHABLE), self.store.problem))
+        problems = [self.store.problem if self.store is not None else None]
+        problems += [problem() for problem in self._store_problems]
+        faults += [(str(Reason.STORE_UNREACHABLE), p) for p in problems if p is not None]
         return faults
+
+    def watch_store(self, problem: Callable[[], str | None]) -> None:
+        """Say Degraded (StoreUnreachable) while `problem()` names one (the shared lease store)."""
+        self._store_problems.append(problem)
 
     def status(self) -> dict[str, Any]:
         """What /status answers (and `netboot-reconcile status` prints)."""

@@ -366,13 +366,16 @@ class DhcpServer:
         if memo is None or memo.plan is not plan:
             memo = self._memo = AnswerMemo(plan)
         now = self.clock()
+        leases = self.leases
         with self._lock:
-            decision = decide(message, plan, self.leases, now, port=port, memo=memo, local=local)
+            leases.sync()  # what other instances sharing the lease store changed (PgLeaseStore)
+            decision = decide(message, plan, leases, now, port=port, memo=memo, local=local)
             reply = decision.reply
             change = decision.lease
             if reply is not None:
                 payload = codec.encode(reply, decision.block, codec.reply_limit(message))
-                if change is not None and change.kind == "bind":
+                # A bind is answered once durable; with a shared store an offer too (a claim).
+                if change is not None and (change.kind == "bind" or leases.claims_offers):
                     item = (sock, payload, decision, source, ifindex)
                     self.leases.apply(change, lambda: self._durable_ready(item))
                     reply = None  # sent once durable
