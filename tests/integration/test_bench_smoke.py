@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HELPERS = {"__init__", "gen_repo"}  # imported by the benches, not benches themselves
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in HELPERS)
-TIMEOUT = {"boot_storm": 600}  # two QEMU guests netbooting under TCG (~30 s); the others take seconds
+TIMEOUT = {"boot_storm": 600,  # two QEMU guests netbooting under TCG (~30 s); the others take seconds
+           "scale_out": 600}  # a PostgreSQL cluster, daemons in namespaces, kea-dhcp4: ~2-3 min on a loaded machine
 
 
 def test_every_bench_module_is_a_bench_or_a_known_helper() -> None:

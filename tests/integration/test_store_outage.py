@@ -1,0 +1,73 @@
+"""PostgreSQL stopped and started under load (issue 26 point 1): a daemon on `--store` keeps
+serving, says Degraded naming the store, queues what it records, and recovers without a restart.
+
+A cluster of its own (tests/pgcluster.py) so that stopping it disturbs no other test. Load: a
+thread netbooting node-1 over HTTP again and again (/boot.ipxe, /ipxe, kernel, initrd, seeds:
+each request a boot event). While PostgreSQL is down a commit is applied too: the reconcile is
+recorded once it is back. At the end every event of every request answered is in the store.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+
+from reconciler.daemon import Result
+from tests.integration.daemon_support import wait_for
+from tests.integration.test_results import Site, node_yaml, results_json, simulate_netboot
+from tests.pgcluster import PgCluster
+
+
+def test_postgresql_stopped_and_started_under_load(tmp_path: Path) -> None:
+    cluster = PgCluster(prefix="nbr-pg-outage-")
+    try:
+        url = cluster.create_database("results")
+        site = Site(tmp_path, store=url)
+        try:
+            rounds = [0]
+            stop = threading.Event()
+            failures: list[BaseException] = []
+
+            def load() -> None:
+                try:
+                    while not stop.is_set():
+                        simulate_netboot(site.port, "node-1", site.sha)
+                        rounds[0] += 1
+                except BaseException as exc:  # reported by the test thread
+                    failures.append(exc)
+
+            worker = threading.Thread(target=load)
+            worker.start()
+            wait_for(lambda: rounds[0] >= 3, "some boots before the outage")
+            history = site.daemon.status()["reconciles"]  # as a monitoring scrape reads it
+            assert history
+            cluster.stop()
+            status = wait_for(lambda: (s := site.daemon.status())["condition"] == "Degraded" and s,
+                              "/status Degraded while PostgreSQL is down")
+            assert status["reason"] == "StoreUnreachable" and "postgresql://postgres@/results" in status["message"]
+            assert status["reconciles"] == history, "the last history read is still shown"
+            during = rounds[0]
+            wait_for(lambda: rounds[0] >= during + 5, "boots served while PostgreSQL is down")
+            sha = site.apply({"nodes/node-2.yaml": node_yaml("node-2", reinstall=1)}, "during the outage")
+            assert site.daemon.holder.current().revision == sha  # type: ignore[union-attr]
+            assert site.daemon.status()["condition"] == "Degraded"
+            cluster.start()
+            wait_for(lambda: site.daemon.status()["condition"] == "Ready",
+                     "/status Ready again once PostgreSQL answers, without a restart", timeout=30)
+            stop.set()
+            worker.join(30)
+            assert not failures, failures
+            site.flush()
+            assert site.daemon.store is not None and site.daemon.store.dropped == 0
+            with psycopg.connect(url) as conn:
+                kernels = conn.execute("SELECT count(*) FROM boot_events WHERE stage = 'kernel'").fetchone()
+            assert kernels is not None and kernels[0] == rounds[0]  # one kernel fetch a round, none lost
+            doc = results_json(url)
+            assert any(c["revision"] == sha for c in doc["commits"])  # the deferred reconcile, written
+            assert site.daemon.reconcile_once() in (Result.UNCHANGED, Result.APPLIED)
+        finally:
+            site.close()
+    finally:
+        cluster.close()
