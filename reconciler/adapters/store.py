@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.sqlite3"
 RETRY_SECONDS = 1.0  # the writer's retry interval while PostgreSQL is unreachable
+INSTALLS_REFRESH = 2.0  # how often an instance on a shared store reads the installs others recorded
+INSTALLS_SKEW = 300.0  # reach back this far for them (clocks of the instances' hosts differ)
 DEFERRED_MAX = 1000  # reconcile records and revisions kept while it is
 
 
@@ -871,7 +873,11 @@ class ResultsStore(ResultsQueries):
         self._awake = True  # the writer is draining or about to: recording need not wake it
         self._closing = threading.Event()
         self.dropped = 0
-        self._installed = {(n, m, r) for n, m, r, _, _ in self.installs()}
+        installs = self.installs()
+        self._installed = {(n, m, r) for n, m, r, _, _ in installs}
+        # Shared (PostgreSQL): installs other instances recorded are read every INSTALLS_REFRESH s.
+        self._installs_seen = max((t for *_, t in installs), default=0.0)
+        self._installs_read = time.monotonic()
         self._writer = threading.Thread(target=self._write_loop, name="results-writer", daemon=True)
         self._writer.start()
 
@@ -955,6 +961,24 @@ class ResultsStore(ResultsQueries):
                     item.set()
             if self._closing.is_set() and not queue:
                 return
+            if self._db.dialect == "postgresql" and time.monotonic() - self._installs_read >= INSTALLS_REFRESH:
+                self._read_installs()
+
+    def _read_installs(self) -> None:
+        """Installs other instances sharing the store recorded: is_installed answers for them too."""
+        self._installs_read = time.monotonic()
+        try:
+            rows = self._rows("SELECT node, mac, reinstall, time FROM installs WHERE time >= ?",
+                              (self._installs_seen - INSTALLS_SKEW,))
+        except StoreUnreachable as exc:
+            self._unreachable(exc)
+            return
+        except sqldb.DB_ERRORS:
+            log.exception("installs recorded by other instances not read")
+            return
+        for node, mac, reinstall, when in rows:
+            self._installed.add((node, mac, int(reinstall)))
+            self._installs_seen = max(self._installs_seen, float(when))
 
     def _requeue(self, items: list[EventRow | threading.Event]) -> None:
         """Put back what could not be written, before what was queued since; what no longer

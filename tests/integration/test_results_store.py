@@ -22,6 +22,8 @@ from reconciler.core.render import render_generation
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.http_results import ReportApp, ResultsRecorder, make_results_apps
+from tests.integration.daemon_support import wait_for
+from tests.pgcluster import PgCluster
 from tests.repo_builder import snapshot
 
 MAC = "52:54:00:aa:bb:01"
@@ -420,3 +422,20 @@ def test_events_the_store_let_go_are_counted_in_metrics(store_location: str) -> 
         assert registry.get_sample_value("netboot_boot_events_dropped_total") == 15
     finally:
         store.close()
+
+
+def test_an_install_reported_to_one_instance_is_known_to_the_other(pg_cluster: PgCluster) -> None:
+    """Install-once state is shared: a machine that reported its install to instance a is not sent
+    the installer again by instance b (the two share one PostgreSQL store)."""
+    url = pg_cluster.create_database()
+    a, b = ResultsStore(url, instance="a"), ResultsStore(url, instance="b")
+    try:
+        assert not b.is_installed("node-1", MAC, 0)
+        a.record_durable(BootEvent(time.time(), "report", "r1", MAC, "node-1", "10.0.0.5", {"status": "success"}),
+                         install=("node-1", MAC, 0))
+        wait_for(lambda: b.is_installed("node-1", MAC, 0), "b to learn a's install")
+        assert not b.is_installed("node-1", MAC, 1)
+        assert {e.stage for e in b.boot_events(mac=MAC)} == {"report"}
+    finally:
+        a.close()
+        b.close()
