@@ -14,6 +14,7 @@ import contextlib
 import functools
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
@@ -39,8 +40,36 @@ def is_url(store: str) -> bool:
 
 
 def describe(store: str) -> str:
-    """A store's name for messages: the URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", store)
+    """A store's name for messages: the URL (or whatever was given as one) without its password,
+    in either place libpq takes it: the user info (`user:PASSWORD@`, the user possibly empty) and
+    a `password=` parameter (`?password=...` in a URL, `password=...` in a DSN)."""
+    before, password, after = _user_password(store)
+    return _PASSWORD_PARAM.sub(r"\1***", before + ("***" if password is not None else "") + after)
+
+
+def scrub(text: str, store: str) -> str:
+    """`text` (a client library's message about `store`, which may quote the URL or a piece of
+    it) without the store's password, as given or percent-decoded."""
+    passwords = [m.group(2) for m in _PASSWORD_PARAM.finditer(store)] + [p for p in _user_password(store)[1:2] if p]
+    for password in sorted({p for raw in passwords for p in (raw, urllib.parse.unquote(raw)) if p},
+                           key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
+
+
+_PASSWORD_PARAM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s#]*)")
+
+
+def _user_password(store: str) -> tuple[str, str | None, str]:
+    """(text before, the password, text after) of a URL's `user:PASSWORD@`; (store, None, "")
+    without one. libpq reads user info up to an `@` before the first `/`: the password is taken
+    to run to the last such `@`, so a stray `@` in it is hidden too."""
+    scheme, sep, rest = store.partition("://")
+    user = rest.partition("/")[0].rpartition("@")[0]
+    if not sep or ":" not in user:
+        return store, None, ""
+    start, end = len(scheme) + len(sep) + user.index(":") + 1, len(scheme) + len(sep) + len(user)
+    return store[:start], store[start:end], store[end:]
 
 
 class Database(Protocol):
@@ -143,7 +172,9 @@ class PostgresDb:
             self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
                                          application_name="netboot-reconcile")
         except psycopg.OperationalError as exc:
-            raise StoreUnreachable(f"{self.name}: {_first_line(exc)}") from exc
+            raise StoreUnreachable(f"{self.name}: {scrub(_first_line(exc), self.url)}") from None
+        except psycopg.Error as exc:  # a URL libpq cannot parse: its message may quote the password
+            raise ValueError(f"{self.name}: {scrub(_first_line(exc), self.url)}") from None
         return self._conn
 
     @contextlib.contextmanager
@@ -152,7 +183,7 @@ class PostgresDb:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if self._conn is not None and (self._conn.closed or self._conn.broken):
-                raise StoreUnreachable(f"{self.name}: {_first_line(exc)}") from exc
+                raise StoreUnreachable(f"{self.name}: {scrub(_first_line(exc), self.url)}") from exc
             raise
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -815,7 +815,7 @@ class ResultsReader(ResultsQueries):
         """`store`: a SQLite file (it must exist) or a PostgreSQL URL."""
         self.name = sqldb.describe(str(store))
         if not sqldb.is_url(str(store)) and not Path(store).is_file():
-            raise FileNotFoundError(f"{store}: no results store (has the daemon run with this --state-dir?)")
+            raise FileNotFoundError(f"{self.name}: no results store (has the daemon run with this --state-dir?)")
         self._db = open_database(store)
         self._lock = threading.Lock()
 

@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     try:
         reader = ResultsReader(args.store or args.state_dir / RESULTS_FILE)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         print(f"netboot-reconcile results: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:

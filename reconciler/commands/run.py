@@ -158,7 +158,8 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     if args.boot_timeout <= 0:
         raise ValueError("--boot-timeout must be positive (minutes)")
     if args.store is not None and not sqldb.is_url(args.store):
-        raise ValueError(f"--store {args.store!r}: expected a postgresql:// URL (SQLite is the default: omit --store)")
+        raise ValueError(f"--store {sqldb.describe(args.store)!r}: expected a postgresql:// URL "
+                         "(SQLite is the default: omit --store)")
     if not args.instance.strip():
         raise ValueError("--instance must not be empty")
     return Settings(
