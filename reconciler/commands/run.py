@@ -352,7 +352,7 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     if settings.dhcp:
         if settings.store is not None:  # shared with the other instances of the segment
             leases: LeaseStore = PgLeaseStore(settings.store, instance=settings.instance)
-            daemon.watch_store(lambda: leases.problem)
+            daemon.watch_store("leases", lambda: leases.problem)
         else:
             leases = _lease_store(settings.state_dir / LEASES_FILE, daemon.store_problem() is not None)
         # Only the CLI's interface here: the server binds to each served generation's own

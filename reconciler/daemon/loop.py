@@ -25,8 +25,11 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from reconciler import heap
 from reconciler.adapters.artifacts import ArtifactStore
@@ -51,6 +54,21 @@ from reconciler.settings import Settings
 log = logging.getLogger(__name__)
 
 HISTORY = 20
+
+
+class StoreUpCollector(Collector):
+    """`netboot_store_up{store="results"|"leases"}` 1/0: whether the store takes writes now (an
+    unreachable PostgreSQL: 0, while the instance serves from memory), read at scrape."""
+
+    def __init__(self, faults: Callable[[], list[tuple[str, str | None]]]) -> None:
+        self.faults = faults
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("netboot_store_up", "1 while the store takes writes, 0 while it is unreachable",
+                                   labels=["store"])
+        for name, problem in self.faults():
+            family.add_metric([name], 1.0 if problem is None else 0.0)
+        yield family
 
 
 class Daemon:
@@ -82,6 +100,7 @@ class Daemon:
                                      on_desired=self._desiring, on_assets=self._fetching_assets)
         self.supervisor = Supervisor()
         self.metrics.registry.register(ServerUpCollector(self.supervisor))
+        self.metrics.registry.register(StoreUpCollector(self._store_faults))
         self.store: ResultsStore | None = None
         self.rollouts: RolloutRunner | None = None  # made with the store
         self._targets: tuple[Target, ...] | None = None  # what the served generation declares
@@ -92,7 +111,7 @@ class Daemon:
         self._lock = threading.Lock()  # guards the status book
         self._book = StatusBook()
         self._last_from_store: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
-        self._store_problems: list[Callable[[], str | None]] = []  # other stores (the shared leases)
+        self._store_problems: list[tuple[str, Callable[[], str | None]]] = []  # other stores (the shared leases)
 
     @property
     def source(self) -> Source | None:
@@ -454,14 +473,17 @@ class Daemon:
         problem = self.store_problem()
         if problem is not None:
             faults.append((str(Reason.STORE_UNWRITABLE), problem))
-        problems = [self.store.problem if self.store is not None else None]
-        problems += [problem() for problem in self._store_problems]
-        faults += [(str(Reason.STORE_UNREACHABLE), p) for p in problems if p is not None]
+        faults += [(str(Reason.STORE_UNREACHABLE), p) for _, p in self._store_faults() if p is not None]
         return faults
 
-    def watch_store(self, problem: Callable[[], str | None]) -> None:
+    def _store_faults(self) -> list[tuple[str, str | None]]:
+        """(store, why it is unreachable or None) of the results store and the others watched."""
+        out = [("results", self.store.problem if self.store is not None else None)]
+        return out + [(name, problem()) for name, problem in self._store_problems]
+
+    def watch_store(self, name: str, problem: Callable[[], str | None]) -> None:
         """Say Degraded (StoreUnreachable) while `problem()` names one (the shared lease store)."""
-        self._store_problems.append(problem)
+        self._store_problems.append((name, problem))
 
     def status(self) -> dict[str, Any]:
         """What /status answers (and `netboot-reconcile status` prints)."""

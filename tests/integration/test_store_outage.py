@@ -1,5 +1,6 @@
 """PostgreSQL stopped and started under load (issue 26 point 1): a daemon on `--store` keeps
-serving, says Degraded naming the store, queues what it records, and recovers without a restart.
+serving, says Degraded naming the store (and netboot_store_up 0 in /metrics), queues what it
+records, and recovers without a restart.
 
 A cluster of its own (tests/pgcluster.py) so that stopping it disturbs no other test. Load: a
 thread netbooting node-1 over HTTP again and again (/boot.ipxe, /ipxe, kernel, initrd, seeds:
@@ -48,6 +49,7 @@ def test_postgresql_stopped_and_started_under_load(tmp_path: Path) -> None:
                               "/status Degraded while PostgreSQL is down")
             assert status["reason"] == "StoreUnreachable" and "postgresql://postgres@/results" in status["message"]
             assert status["reconciles"] == history, "the last history read is still shown"
+            assert b'netboot_store_up{store="results"} 0.0' in site.get("/metrics").body
             during = rounds[0]
             wait_for(lambda: rounds[0] >= during + 5, "boots served while PostgreSQL is down")
             sha = site.apply({"nodes/node-2.yaml": node_yaml("node-2", reinstall=1)}, "during the outage")
@@ -56,6 +58,7 @@ def test_postgresql_stopped_and_started_under_load(tmp_path: Path) -> None:
             cluster.start()
             wait_for(lambda: site.daemon.status()["condition"] == "Ready",
                      "/status Ready again once PostgreSQL answers, without a restart", timeout=30)
+            assert b'netboot_store_up{store="results"} 1.0' in site.get("/metrics").body
             stop.set()
             worker.join(30)
             assert not failures, failures
