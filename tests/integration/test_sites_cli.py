@@ -149,3 +149,25 @@ def test_two_sites_sharing_a_store_show_all_sites_or_one(tmp_path: Path, pg_clus
     finally:
         assert paris.stop() == 0, paris.log()
         assert lyon.stop() == 0, lyon.log()
+
+
+def test_a_state_dir_served_for_one_site_serves_the_other_after_a_restart_with_its_site(tmp_path: Path) -> None:
+    """The generation on disk was rendered for --site paris; started again with --site lyon on the
+    same commit (nothing new to reconcile), the daemon renders it again for lyon before serving."""
+    repo = tmp_path / "repo"
+    head = two_site_repo(repo)
+    daemon = DaemonProcess(str(repo), tmp_path / "state", ["--site", "paris", "--interval", "3600"])
+    try:
+        daemon.start()
+        wait_for(functools.partial(served, daemon, head), f"{head[:12]} applied\n{daemon.log()[-2000:]}", timeout=90)
+        assert "vmlinuz" in daemon.ipxe(PARIS_NODE)
+        assert daemon.stop() == 0
+        daemon.args = [a if a != "paris" else "lyon" for a in daemon.args]
+        daemon.start()
+        wait_for(functools.partial(served, daemon, head), f"{head[:12]} served\n{daemon.log()[-2000:]}", timeout=90)
+        assert "vmlinuz" in daemon.ipxe(LYON_NODE) and "http://10.20.0.2:8080/" in daemon.ipxe(LYON_NODE)
+        assert "vmlinuz" not in daemon.ipxe(PARIS_NODE)
+        assert "10.20.0.0" in (tmp_path / "state" / "current" / "dhcpd.conf").read_text()
+        assert "for another --site" in daemon.log()
+    finally:
+        assert daemon.stop() == 0, daemon.log()
