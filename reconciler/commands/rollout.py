@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"netboot-reconcile rollout: {args.secret_file}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    body = json.dumps({"reason": args.reason}).encode()
+    # The action and the time are signed: the daemon takes a request once, for that action only,
+    # within minutes of its clock (servers.http_rollouts).
+    body = json.dumps({"action": args.action, "time": time.time(), "reason": args.reason}).encode()
     signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(f"{base}/{args.action}", data=body, method="POST",  # noqa: S310
                                      headers={"Content-Type": "application/json", "X-Signature": signature})

@@ -3,17 +3,24 @@
 Built by the daemon's run command (`make_rollouts_app(...)`) over the rollout runner's callables
 and mounted on the boot HTTP server beside /api (the longer prefix wins). No policy lives here.
 - `GET /api/rollouts`: `{"current": <rollout or null>, "history": [<rollout>, ...]}` (newest first).
-- `POST /api/rollouts/pause` (body `{"reason": "..."}`, optional) and `POST /api/rollouts/resume`:
-  operator actions, protected as the push webhook is (`http_control.verify_webhook`): the body
-  signed with the `--webhook-secret-file` secret (`X-Signature: sha256=<hex HMAC-SHA256>`, or
-  GitHub's / GitLab's header); without a configured secret they answer 403, with a missing or
-  wrong signature 401. 409 when there is no running rollout; else 200 with the rollout.
+- `POST /api/rollouts/pause` and `POST /api/rollouts/resume`: operator actions. The body
+  `{"action": "pause"|"resume", "time": <epoch seconds>, "reason": "..."}` is signed with the
+  `--webhook-secret-file` secret (`X-Signature: sha256=<hex HMAC-SHA256>`, as
+  `netboot-reconcile rollout` sends it). The secret is the push webhook's, so what a push
+  carries must not work here: GitHub's and GitLab's headers are refused (a push delivery
+  replayed here would resume a rollout, and GitLab sends the secret itself), the signed action
+  must be this endpoint's, its time within `WINDOW` seconds of the daemon's clock, and a
+  signature is taken once (a request replayed within the window is refused). Without a
+  configured secret 403; a missing, wrong, stale, replayed or other action's signature 401.
+  409 when there is no running rollout; else 200 with the rollout.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -22,7 +29,41 @@ from reconciler.servers.http_control import WsgiApp, _json, verify_webhook
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+WINDOW = 300.0  # seconds a signed action is good for, either side of the daemon's clock
 Doc = Mapping[str, Any]
+
+
+class _Used:
+    """Signatures taken within the window: a request is acted on once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+
+    def take(self, signature: str, now: float) -> bool:
+        with self._lock:
+            self._seen = {s: t for s, t in self._seen.items() if now - t <= 2 * WINDOW}
+            if signature in self._seen:
+                return False
+            self._seen[signature] = now
+            return True
+
+
+def _refusal(action: str, headers: Mapping[str, str], body: bytes, secret: bytes, now: float) -> str | None:
+    """Why a signed operator action is refused (None: it is not): see the module docstring."""
+    if "x-signature" not in headers or verify_webhook({"x-signature": headers["x-signature"]}, body, secret) is None:
+        return "missing or invalid signature (X-Signature: sha256=<HMAC-SHA256 of the body>)"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("action") != action:
+        return f"the signed body is not a {action} (it must say \"action\": \"{action}\")"
+    signed = doc.get("time")
+    if not isinstance(signed, int | float) or isinstance(signed, bool) or abs(now - signed) > WINDOW:
+        return (f"the signed time is not within {WINDOW:g} s of the daemon's clock "
+                "(a replayed request, or clocks that differ)")
+    return None
 
 
 def make_rollouts_app(
@@ -32,7 +73,10 @@ def make_rollouts_app(
     pause: Callable[[str], Doc | None],
     resume: Callable[[], Doc | None],
     secret: bytes | None,
+    clock: Callable[[], float] = time.time,
 ) -> WsgiApp:
+    used = _Used()
+
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = (environ.get("PATH_INFO") or "/").rstrip("/")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -57,16 +101,14 @@ def make_rollouts_app(
         body = environ["wsgi.input"].read(length) if length else b""
         headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
         client = environ.get("REMOTE_ADDR", "?")
-        if verify_webhook(headers, body, secret) is None:
-            log.warning("rollout %s from %s refused: missing or wrong signature", action, client)
-            return _json(start_response, "401 Unauthorized", {"error": "missing or invalid signature"})
-        reason = ""
-        if body:
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                return _json(start_response, "400 Bad Request", {"error": "the body is not JSON"})
-            reason = str(doc.get("reason", "")) if isinstance(doc, dict) else ""
+        now = clock()
+        refused = _refusal(action, headers, body, secret, now)
+        if refused is None and not used.take(headers["x-signature"].strip().lower(), now):
+            refused = "this signed request was already used (a replay)"
+        if refused is not None:
+            log.warning("rollout %s from %s refused: %s", action, client, refused)
+            return _json(start_response, "401 Unauthorized", {"error": refused})
+        reason = str(json.loads(body).get("reason", ""))
         before = current()
         if before is None or before.get("state") in ("done", "failed", "superseded"):
             return _json(start_response, "409 Conflict", {"error": "no running rollout", "current": before})
