@@ -32,11 +32,17 @@ class Runner:
     def __init__(self) -> None:
         self.done: list[str] = []
 
+    def pause(self, reason: str) -> dict[str, str]:
+        self.done.append(f"pause {reason}")
+        return {"state": "paused"}
+
+    def resume(self) -> dict[str, str]:
+        self.done.append("resume")
+        return {"state": "running"}
+
     def app(self) -> Any:
-        return make_rollouts_app(current=lambda: {"state": "paused"}, history=list,
-                                 pause=lambda reason: self.done.append(f"pause {reason}") or {"state": "paused"},
-                                 resume=lambda: self.done.append("resume") or {"state": "running"},
-                                 secret=SECRET, clock=lambda: NOW)
+        return make_rollouts_app(current=lambda: {"state": "paused"}, history=list, pause=self.pause,
+                                 resume=self.resume, secret=SECRET, clock=lambda: NOW)
 
 
 def post(app: Any, path: str, body: bytes, headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
