@@ -111,8 +111,10 @@ def format_text(doc: dict[str, Any]) -> str:
     if not doc["commits"]:
         return "no commit recorded yet\n"
     site = f"site {doc['site']}  " if doc.get("site") else ""
+    total = doc["total_commits"]
+    seen = f"{total} commit{'' if total == 1 else 's'} seen"
     out.append(f"{site}desired {(doc['desired_revision'] or '-')[:12]}  "
-               f"applied {(doc['last_applied_revision'] or '-')[:12]}  ({doc['total_commits']} commits seen)")
+               f"applied {(doc['last_applied_revision'] or '-')[:12]}  ({seen})")
     out.append("")
     for c in doc["commits"]:
         head = f"commit {c['revision'][:12]}  {c['state']}"

@@ -267,6 +267,12 @@ def test_full_simulated_install_succeeds_then_install_once_boots_the_disk_until_
     assert f"commit {sha[:12]}" in text and "node-1" in text and "succeeded" in text
 
 
+def test_the_text_counts_commits_in_english(site: Site) -> None:
+    assert "(1 commit seen)" in results_text(site.store)
+    site.apply({"nodes/node-2.yaml": node_yaml("node-2") + "labels: {rack: r2}\n"}, "label node-2")
+    assert "(2 commits seen)" in results_text(site.store)
+
+
 def test_failure_refusal_token_and_timeout(site: Site) -> None:
     sha = site.sha
     # a failure report (the plain one-liner an initramfs sends)
