@@ -8,7 +8,8 @@ milliseconds, and validating plus rendering 10,000 nodes is seconds of pure Pyth
 they run beside the servers instead of between their packets. The child is a fresh fork of a
 forkserver that has imported the core once (`preload`), lives for one commit (its memory goes
 back to the system when it exits), and runs under RLIMIT_AS and RLIMIT_CPU (`Limits`): a commit
-that exhausts either is invalid, a `resource-limit` finding, never retried.
+that exhausts either is invalid, a `resource-limit` finding, never retried. It runs at a lower
+CPU priority (nice +10) than the daemon, so on a shared or busy CPU the packet threads come first.
 
 With a memo file (`build(memo=...)`, the state directory's `render-memo`), the child renders
 with the memo of the last commit (core.render.reuse: a node whose inputs did not change is not
@@ -59,6 +60,9 @@ class Limits:
     memory_bytes: int = 4 << 30  # RLIMIT_AS of the child: address space, not resident memory
     cpu_seconds: int = 600  # RLIMIT_CPU of the child (the core's templates have their own deadline)
     wall_seconds: float = 1800.0  # a child that neither finishes nor burns CPU (blocked) is killed
+    # Added to the child's nice value (capped at 19 by the kernel): on a busy CPU the packet
+    # threads win it. Not SCHED_IDLE: on a host kept busy by others that could starve a commit.
+    nice: int = 10
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ def _save_memo(path: Path, memo: NodeMemo) -> None:
 
 def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits, site: str | None,
            memo_path: Path | None = None, verify: bool = False) -> None:
+    os.nice(limits.nice)
     _lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 5)
     try:

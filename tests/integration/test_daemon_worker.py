@@ -11,6 +11,7 @@ real child process.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,14 @@ def test_a_commit_past_the_workers_bound_is_invalid(renderer: worker.Renderer, l
         worker.build(read_directory(EXAMPLE), renderer, limits)
     [finding] = caught.value.findings
     assert finding.code == "resource-limit" and finding.is_error and says in finding.message
+
+
+def niceness(state: DesiredState) -> dict[str, bytes]:
+    return {"nice": str(os.nice(0)).encode()}
+
+
+def test_the_worker_runs_at_a_lower_cpu_priority_than_the_daemon() -> None:
+    """A commit's validation and rendering yield the CPU to the packet threads (nice +10)."""
+    built = worker.build(read_directory(EXAMPLE), niceness)
+    assert built.files == {"nice": str(min(os.nice(0) + worker.Limits().nice, 19)).encode()}
+    assert worker.Limits().nice > 0
