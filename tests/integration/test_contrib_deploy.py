@@ -30,6 +30,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from reconciler.adapters.sqldb import describe
 from reconciler.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,6 +192,11 @@ def test_the_daemonset_serves_dhcp_on_each_node_with_only_the_capabilities_it_ne
     assert {r["key"] for r in refs} <= keys and {r["name"] for r in refs} == {secret["metadata"]["name"]}
     assert env["NETBOOT_GIT_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "git-token"  # the variable run reads
 
+    # the store's password is never an argument (ps shows arguments to anyone on the node): the
+    # URL names none, and libpq reads it from PGPASSWORD, out of the Secret
+    assert describe(secret["stringData"]["store"]) == secret["stringData"]["store"]
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "store-password"
+
     # the store's host is the Service naming the external PostgreSQL
     (service,) = manifests()["postgres.yaml"]
     assert service["spec"]["type"] == "ExternalName"
@@ -223,8 +229,13 @@ def test_compose_runs_two_instances_of_one_store_with_the_options_the_cli_takes(
     names = set()
     for service in instances.values():
         entry = service["entrypoint"]
-        assert "netboot-reconcile run --store" in entry[2]  # the store URL, read from its secret file
-        parsed = check_options(["--store", "postgresql://netboot@postgres/netboot", *service["command"]])
+        # the store URL names no password (arguments are readable by anyone on the host): libpq
+        # reads it from PGPASSWORD, set from the secret file for this process only
+        url = re.search(r"--store (\S+)", entry[2])
+        assert url is not None and describe(url.group(1)) == url.group(1), entry[2]
+        assert 'PGPASSWORD="$$(cat /run/secrets/postgres-password)" exec' in entry[2]
+        assert "postgres-password" in service["secrets"]
+        parsed = check_options(["--store", url.group(1), *service["command"]])
         names.add(parsed.instance)
         assert set(service["cap_add"]) <= DHCP_CAPABILITIES and service["cap_drop"] == ["ALL"]
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
