@@ -3,7 +3,7 @@ namespace on one bridge (tests/dhcp_lab.Lab), and perfdhcp broadcasting from a c
 
 No tests here. Used by tests/integration/test_two_instances.py and bench/scale_out.py. The
 repository is tests/repo_builder.BASE with the segment's netboot.yaml (10.99.0.0/16, a pool of
-1,792 addresses, DHCP on eth0, `server.address` on the first instance's host). A PostgreSQL store
+64,762 addresses, DHCP on eth0, `server.address` on the first instance's host). A PostgreSQL store
 is reached over its unix socket, which the namespaces share.
 """
 
@@ -35,13 +35,13 @@ dhcp:
   unknown_clients: ignore
   subnets:
     - subnet: 10.99.0.0/16
-      pool: [10.99.1.0, 10.99.7.255]
+      pool: [10.99.1.0, 10.99.254.250]
       routers: [10.99.0.1]
       dns_servers: [10.99.0.1]
       lease_time: 600
       max_lease_time: 7200
 """
-POOL = ("10.99.1.0", "10.99.7.255")
+POOL = ("10.99.1.0", "10.99.254.250")
 
 
 def make_repo(path: Path) -> Path:
