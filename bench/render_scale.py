@@ -39,7 +39,7 @@ dhcp:
   mode: full
   unknown_clients: boot
   subnets:
-    - subnet: 10.0.0.0/16
+    - subnet: 10.0.0.0/14
       pool: [10.0.0.10, 10.0.0.200]
       routers: [10.0.0.1]
       dns_servers: [10.0.0.1]
@@ -52,12 +52,13 @@ def make_snapshot(count: int) -> dict[str, bytes]:
     base = read_directory(ROOT / "example-repo")
     files = {p: b for p, b in base.files.items() if not p.startswith("nodes/")}
     # Written out, not patched from example-repo's: a text replacement that stopped matching left
-    # the pool outside the subnet and every run invalid (the smoke test now catches that).
+    # the pool outside the subnet and every run invalid (the smoke test now catches that). A /14:
+    # 250 addresses per /24 from 10.0.1.0 on, so 100,000 nodes reach 10.1.144.x.
     files["netboot.yaml"] = SITE.encode()
     for i in range(count):
         files[f"nodes/n{i:05d}.yaml"] = (
             f"mac: 52:54:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}:01\n"
-            f"ip: 10.0.{1 + i // 250}.{1 + i % 250}\n"
+            f"ip: 10.{(1 + i // 250) >> 8}.{(1 + i // 250) & 0xFF}.{1 + i % 250}\n"
             f"profile: {PROFILES[i % len(PROFILES)]}\n"
             f"labels: {{rack: r{i % 40}, role: worker}}\n"
             "metadata:\n  ssh_authorized_keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx8 ops@lab.example]\n"

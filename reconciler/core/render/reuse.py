@@ -55,6 +55,7 @@ class NodeMemo:
     entries: dict[str, Kept] = field(default_factory=dict)
     hits: int = 0  # of the last render: nodes taken from the memo, and rendered
     misses: int = 0
+    parsed: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # core.reparse's memo (validation)
 
     def sentinel_for(self, revision: str) -> str | None:
         """The stand-in for `revision` (made on first use), or None when the revision cannot have one."""
