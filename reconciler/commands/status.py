@@ -78,6 +78,13 @@ def format_status(doc: dict[str, Any]) -> str:
         if server.get("error"):
             detail += f" ({server['error']})"
         lines.append(f"{name + ':':<11} {server.get('state', '?')} {detail}".rstrip())
+    instances = doc.get("instances") or []
+    if len(instances) > 1:  # a shared store (--store): what every instance serves, from the store
+        lines.append("instances:")
+        for i in instances:
+            me = "  (this one)" if i.get("name") == doc.get("instance") else ""
+            lines.append(f"  {i.get('name', '?'):<16} serving {_short(i.get('revision')):<12} "
+                         f"since {_when(i.get('since'))}, last seen {_when(i.get('seen'))}{me}")
     for warning in doc.get("warnings") or []:
         lines.append(f"warning:    {warning}")
     findings = doc.get("findings") or []
