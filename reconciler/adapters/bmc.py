@@ -1,7 +1,9 @@
 """Power control through a node's BMC: IPMI over LAN (pyghmi) or Redfish (sushy), one interface.
 
-Called by `commands.power`. `operate(bmc, credential, action, pxe_once)` does one of on, off,
-cycle, status and returns the power state it leaves ("on" or "off"). `--pxe-once` sets a
+Called by `commands.power` and (through `adapters.bmcproc`) the daemon's rollouts.
+`operate(bmc, credential, action, pxe_once)` does one of on, off, cycle, status (and, for
+rollouts, clear-boot-override: Redfish's override back to none once the machine netbooted) and
+returns the power state it leaves ("on" or "off"). `--pxe-once` sets a
 one-time network boot before powering on: IPMI's chassis boot device `pxe` (not persistent),
 Redfish's `BootSourceOverrideEnabled: Once`, `BootSourceOverrideTarget: Pxe`. `cycle` is off,
 then on (also when the machine was off), so the one-time boot applies to the power-on.
@@ -18,8 +20,8 @@ from typing import Literal, Protocol, TypeVar
 from reconciler.adapters.bmccreds import Credential
 from reconciler.core.model import Bmc
 
-Action = Literal["on", "off", "cycle", "status"]
-ACTIONS: tuple[Action, ...] = ("on", "off", "cycle", "status")
+Action = Literal["on", "off", "cycle", "status", "clear-boot-override"]
+ACTIONS: tuple[Action, ...] = ("on", "off", "cycle", "status")  # the CLI's (clear-boot-override: rollouts)
 T = TypeVar("T")
 TIMEOUT = 30.0  # seconds a power change may take to show in the BMC's power state
 
@@ -32,6 +34,7 @@ class Client(Protocol):
     def power_state(self) -> str: ...  # "on" | "off"
     def set_power(self, on: bool) -> None: ...  # returns once the BMC reports the new state
     def pxe_once(self) -> None: ...
+    def clear_boot_override(self) -> None: ...  # after the network boot: boot as configured again
 
 
 class IpmiClient:
@@ -52,6 +55,9 @@ class IpmiClient:
 
     def pxe_once(self) -> None:
         self._cmd.set_bootdev("network", persist=False)
+
+    def clear_boot_override(self) -> None:
+        """Nothing to do: an IPMI boot device set without persist is used up by the boot."""
 
 
 class RedfishClient:
@@ -90,6 +96,16 @@ class RedfishClient:
         self._system.set_system_boot_options(target=self._sushy.BOOT_SOURCE_TARGET_PXE,
                                              enabled=self._sushy.BOOT_SOURCE_ENABLED_ONCE)
 
+    def clear_boot_override(self) -> None:
+        """Override off: services that keep `Once` as `Continuous` (sushy-tools' libvirt driver, some
+        BMCs) would netboot the machine at every boot after its reinstall. Target `None` where the
+        service allows it, else its disk (`Hdd`: sushy-tools lists no `None`), enabled `Disabled`."""
+        sushy = self._sushy
+        allowed = self._system.get_allowed_system_boot_source_values()
+        target = sushy.BOOT_SOURCE_TARGET_NONE if sushy.BOOT_SOURCE_TARGET_NONE in allowed \
+            else sushy.BOOT_SOURCE_TARGET_HDD
+        self._system.set_system_boot_options(target=target, enabled=sushy.BOOT_SOURCE_ENABLED_DISABLED)
+
 
 def connect(bmc: Bmc, credential: Credential, timeout: float = TIMEOUT) -> Client:
     kind: type[IpmiClient] | type[RedfishClient] = IpmiClient if bmc.driver == "ipmi" else RedfishClient
@@ -102,6 +118,9 @@ def operate(bmc: Bmc, credential: Credential, action: Action, pxe_once: bool = F
 
     def run() -> str:
         if action == "status":
+            return client.power_state()
+        if action == "clear-boot-override":
+            client.clear_boot_override()
             return client.power_state()
         if action in ("off", "cycle"):
             client.set_power(False)

@@ -16,9 +16,10 @@ actions out (BMC calls, in its own thread), keeps the value in the results store
   power cycle) and is in flight; any other is `needs-manual-reboot`, with the reason, and takes
   no slot. No power action is ever decided without `power: true`.
 - `Observed`: a node's boot result since it was started: succeeded -> done; failed, timed out, or
-  its local disk -> failed. `PowerFailed` (a BMC error) -> failed with the reason. A failure
-  pauses the rollout (`on_failure: pause`) or not (`continue`). `Tick`: a node in flight with no
-  netboot seen `timeout` seconds after its power cycle has failed.
+  its local disk -> failed; the first sign of a powered node netbooting asks `ClearBootOverride`.
+  `PowerFailed` (a BMC error) -> failed with the reason. A failure pauses the rollout
+  (`on_failure: pause`) or not (`continue`). `Tick`: a node in flight with no netboot seen
+  `timeout` seconds after its power cycle has failed.
 - `Pause` / `Resume`: the operator's.
 """
 
@@ -194,7 +195,15 @@ class PowerCycle:
     revision: str
 
 
-Action = PowerCycle
+@dataclass(frozen=True)
+class ClearBootOverride:
+    """The node netbooted after its power cycle: its BMC's one-time boot setting goes back to none
+    (some Redfish services keep `Once` as `Continuous`: every later boot would netboot)."""
+
+    node: str
+
+
+Action = PowerCycle | ClearBootOverride
 
 
 # -- decisions -----------------------------------------------------------------------------------
@@ -226,7 +235,8 @@ def step(rollout: Rollout | None, event: Event) -> tuple[Rollout | None, tuple[A
     if rollout is None or rollout.superseded_by:
         return rollout, ()
     if isinstance(event, Observed):
-        return _advance(_observed(rollout, event), event.now)
+        observed, actions = _advance(_observed(rollout, event), event.now)
+        return observed, _netbooted(rollout, event) + actions
     if isinstance(event, PowerDone):
         return _advance(_set(rollout, event.node, event.now, {NodeState.IN_FLIGHT},
                              reason="power-cycled with a one-time network boot; waiting for its boot result"),
@@ -340,6 +350,13 @@ def _observed(rollout: Rollout, ev: Observed) -> Rollout:
     if ev.outcome in (Outcome.BOOTING, Outcome.INSTALLING):
         return _set(rollout, ev.node, ev.now, watched, outcome=str(ev.outcome), reason=ev.reason or str(ev.outcome))
     return rollout
+
+
+def _netbooted(rollout: Rollout, ev: Observed) -> tuple[Action, ...]:
+    """A node the daemon power-cycled, seen netbooting for the first time since."""
+    n = rollout.node(ev.node)
+    first = n is not None and n.state is NodeState.IN_FLIGHT and n.outcome in ("", str(Outcome.PENDING))
+    return (ClearBootOverride(ev.node),) if first and ev.outcome is not Outcome.PENDING else ()
 
 
 def _tick(rollout: Rollout, ev: Tick) -> Rollout:

@@ -173,9 +173,12 @@ class RolloutRunner:
                              f": {new.paused}" if new.paused else "")
             self._rollout = new
         for action in actions:
-            log.info("revision=%s rollout: power cycle of %s with a one-time network boot", action.revision,
-                     action.node)
-            self._pool.submit(self._power_cycle, action)
+            if isinstance(action, core.PowerCycle):
+                log.info("revision=%s rollout: power cycle of %s with a one-time network boot", action.revision,
+                         action.node)
+                self._pool.submit(self._power_cycle, action)
+            else:
+                self._pool.submit(self._clear_override, action)
         return new
 
     def _save(self, value: core.Rollout) -> None:
@@ -184,20 +187,34 @@ class RolloutRunner:
         except Exception:
             log.exception("revision=%s could not store the rollout's state", value.revision)
 
+    def _bmc(self, name: str) -> tuple[Bmc, Credential]:
+        """The node's BMC in the serving commit and its credential, read from the file now."""
+        node = self._nodes().get(name)
+        if node is None or node.bmc is None:
+            raise bmcs.BmcError(f"node {name} has no bmc: in the serving commit")
+        if self._credentials is None:
+            raise bmcs.BmcError("the daemon was started without --bmc-credentials")
+        try:
+            credential = load_credentials(self._credentials).get(node.bmc.credentials)
+        except CredentialsError as exc:
+            raise bmcs.BmcError(str(exc)) from None
+        if credential is None:
+            raise bmcs.BmcError(f"bmc.credentials {node.bmc.credentials!r} names no entry in {self._credentials}")
+        return node.bmc, credential
+
+    def _clear_override(self, action: core.ClearBootOverride) -> None:
+        try:
+            bmc, credential = self._bmc(action.node)
+            if bmc.driver == "redfish":  # IPMI's boot device without persist is used up by the boot
+                bmcproc.operate(bmc, credential, "clear-boot-override")
+        except Exception as exc:  # its next boot may netboot again: said, not fatal
+            log.warning("rollout: could not clear the one-time boot setting of %s: %s", action.node,
+                        exc if isinstance(exc, bmcs.BmcError) else type(exc).__name__)
+
     def _power_cycle(self, action: core.PowerCycle) -> None:
         try:
-            node = self._nodes().get(action.node)
-            if node is None or node.bmc is None:
-                raise bmcs.BmcError(f"node {action.node} has no bmc: in the serving commit")
-            if self._credentials is None:
-                raise bmcs.BmcError("the daemon was started without --bmc-credentials")
-            try:
-                credential = load_credentials(self._credentials).get(node.bmc.credentials)
-            except CredentialsError as exc:
-                raise bmcs.BmcError(str(exc)) from None
-            if credential is None:
-                raise bmcs.BmcError(f"bmc.credentials {node.bmc.credentials!r} names no entry in {self._credentials}")
-            self._cycle(node.bmc, credential)
+            bmc, credential = self._bmc(action.node)
+            self._cycle(bmc, credential)
         except Exception as exc:  # a BMC error fails the node; nothing else stops
             reason = str(exc) if isinstance(exc, bmcs.BmcError) else f"{type(exc).__name__}: {exc}"
             log.warning("revision=%s rollout: power cycle of %s failed: %s", action.revision, action.node, reason)

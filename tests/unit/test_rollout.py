@@ -14,6 +14,7 @@ from reconciler.core.outcomes import Outcome, Target
 from reconciler.core.rollout import (
     POWER_OFF_REASON,
     Applied,
+    ClearBootOverride,
     Event,
     NodeState,
     Observed,
@@ -41,10 +42,11 @@ def _applied(revision: str = A, policy: RolloutPolicy | None = POLICY, names: Se
 
 
 def _run(events: Sequence[Event], rollout: Rollout | None = None) -> tuple[Rollout | None, list[PowerCycle]]:
+    """The rollout after `events`, and the power cycles asked on the way."""
     actions: list[PowerCycle] = []
     for e in events:
         rollout, out = step(rollout, e)
-        actions += out
+        actions += [a for a in out if isinstance(a, PowerCycle)]
     return rollout, actions
 
 
@@ -144,6 +146,18 @@ def test_the_why_of_each_state_is_told() -> None:
     assert rollout is not None and rollout.paused == "n2 failed: BMC: BMC ipmi h:623: no answer"
 
 
+def test_a_powered_node_netbooting_has_its_boot_override_cleared_once() -> None:
+    rollout, _ = _run([_applied(manual={"n2": "no bmc"})])
+    rollout, actions = step(rollout, Observed("n1", Outcome.PENDING, "", 1))
+    assert actions == ()
+    rollout, actions = step(rollout, Observed("n1", Outcome.BOOTING, "fetched kernel", 2))
+    assert actions == (ClearBootOverride("n1"),)
+    rollout, actions = step(rollout, Observed("n1", Outcome.SUCCEEDED, "", 3))
+    assert [a for a in actions if isinstance(a, ClearBootOverride)] == []  # once
+    _, actions = step(rollout, Observed("n2", Outcome.SUCCEEDED, "", 4))  # rebooted by hand: not ours
+    assert [a for a in actions if isinstance(a, ClearBootOverride)] == []
+
+
 def test_the_same_commit_again_changes_nothing() -> None:
     rollout, _ = _run([_applied()])
     again, actions = step(rollout, _applied(now=9))
@@ -191,6 +205,10 @@ def test_invariants(events: list[Event]) -> None:
         if rollout is None:
             assert actions == ()
             continue
+        cleared = [a for a in actions if isinstance(a, ClearBootOverride)]
+        assert all(before is not None and (b := before.node(a.node)) is not None and b.state is NodeState.IN_FLIGHT
+                   and b.manual == "" for a in cleared)  # only a node the daemon powered
+        actions = tuple(a for a in actions if isinstance(a, PowerCycle))
         in_flight = [n for n in rollout.nodes if n.state is NodeState.IN_FLIGHT]
         started = {a.node for a in actions}
         if actions:
