@@ -82,6 +82,14 @@ class WorkTree:
         git(self.path, "push", "-q", *(["--force"] if force else []), "origin", "HEAD:main")
 
 
+# A bound against a hang, never an expected duration: the waits below return as soon as their
+# condition holds and fail at once when the daemon exits or refuses what they wait for, so only a
+# daemon that is stuck ever reaches it. Fixed 20 s bounds on how long a start or a first reconcile
+# takes failed on a machine at load 10-12 (a daemon's imports, the worker's forkserver, a worker
+# at nice +10 on a busy CPU), while nothing was wrong.
+HANG = 300.0
+
+
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.02) -> Any:
     """Poll `predicate` until truthy; fail naming `what` after a bound (never a timing assertion)."""
     deadline = time.monotonic() + timeout
@@ -145,7 +153,7 @@ class DaemonProcess:
         log.close()
         if wait:
             wait_for(lambda: self.status() is not None or self.proc is None or self.proc.poll() is not None,
-                     "the daemon's /status")
+                     "the daemon's /status", timeout=HANG)
             assert self.proc.poll() is None, self.log()
         return self
 
@@ -170,15 +178,31 @@ class DaemonProcess:
         code, body = http_get(f"{self.url}/ipxe?mac={mac}")
         return body.decode() if code == 200 else ""
 
-    def wait_served(self, revision: str, timeout: float = 20.0) -> None:
-        wait_for(lambda: revision in self.ipxe(), f"/ipxe to serve {revision[:12]}\n{self.log()[-3000:]}",
-                 timeout=timeout)
+    def alive(self) -> None:
+        """Fail now, with its log, if the daemon has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"the daemon exited ({self.proc.returncode})\n{self.log()[-3000:]}")
+
+    def wait_served(self, revision: str, timeout: float = HANG) -> None:
+        """Until /ipxe serves `revision`; fails at once when the daemon exits or refused it."""
+        def served() -> bool:
+            self.alive()
+            if revision in self.ipxe():
+                return True
+            status = self.status()
+            if status is not None and status.get("last_attempted_revision") == revision \
+                    and any(c.get("type") == "Stalled" for c in status.get("conditions", ())):
+                pytest.fail(f"{revision[:12]} was refused: {status.get('message')} {status.get('findings')}")
+            return False
+
+        wait_for(served, f"/ipxe to serve {revision[:12]}\n{self.log()[-3000:]}", timeout=timeout)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def stop(self, timeout: float = 15.0) -> int:
+    def stop(self, timeout: float = HANG) -> int:
+        """SIGTERM, then its exit code (killed, -9, only if it has not exited within `timeout`)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:

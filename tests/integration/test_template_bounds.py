@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.daemon_support import EXAMPLE, DaemonProcess, WorkTree, wait_for
+from tests.integration.daemon_support import EXAMPLE, HANG, DaemonProcess, WorkTree, wait_for
 
 TEMPLATE = "cloud-init/ubuntu-autoinstall.yaml"
 ADDRESS_SPACE = 1536 * 1024 * 1024  # far below what computing any of the bombs takes
@@ -83,12 +83,13 @@ def test_a_daemon_refuses_a_template_bomb_as_invalid_and_keeps_serving(tmp_path:
         tree.push()
         daemon.signal(signal.SIGHUP)
         def outcome() -> dict[str, Any] | None:
+            daemon.alive()
             s = daemon.status()
             attempted = s is not None and s.get("last_attempted_revision") == bad
             done = s is not None and (s["condition"] == "Stalled" or s["reason"] == "RetryingAfterError")
             return s if attempted and done else None
 
-        status = wait_for(outcome, "the bomb's outcome", timeout=60)
+        status = wait_for(outcome, "the bomb's outcome", timeout=HANG)
         assert status["condition"] == "Stalled", status  # invalid: never retried
         assert status["last_attempted_revision"] == bad
         assert status["last_applied_revision"] == good
