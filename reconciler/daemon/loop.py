@@ -192,7 +192,8 @@ class Daemon:
             self._open_sqlite_store()
         assert self.store is not None
         self.rollouts = RolloutRunner(self.store, nodes=self._serving_nodes, credentials=self.settings.bmc_credentials,
-                                      boot_timeout=self.settings.boot_timeout, clock=self.clock)
+                                      boot_timeout=self.settings.boot_timeout, clock=self.clock,
+                                      follow=settings.store is not None and settings.bmc_credentials is None)
         self.rollouts.start()
         self._load_current()
         if self.source is None:

@@ -1,6 +1,7 @@
 """The rollout runner: feeds `core.rollout.step` its events and carries out its actions.
 
-Built by `loop.Daemon`; `applied(...)` is called after a commit is activated, `pause` / `resume`
+Built by `loop.Daemon` (following, not running, on an instance of a shared store without
+--bmc-credentials); `applied(...)` is called after a commit is activated, `pause` / `resume`
 by the /api/rollouts control app, `view` / `history` by /status and /api/rollouts. The decisions
 are `core.rollout`'s; here:
 - the value is kept in the results store at every transition (`save_rollout`) and read back at
@@ -58,7 +59,15 @@ def power_cycle_once(bmc: Bmc, credential: Credential) -> None:
     bmcproc.operate(bmc, credential, "cycle", pxe_once=True)
 
 
+class RolloutElsewhere(LookupError):
+    """Pause or resume asked of an instance that only follows its site's rollouts."""
+
+
 class RolloutRunner:
+    """One instance's rollouts. `follow`: another instance of the site runs them (a PostgreSQL
+    store several instances share, and this one has no --bmc-credentials): this one only shows
+    what that one stores, so a site's machines are never power-cycled by two daemons at once."""
+
     def __init__(
         self,
         store: RolloutStore,
@@ -69,7 +78,9 @@ class RolloutRunner:
         clock: Callable[[], float],
         poll: float = 2.0,
         cycle: PowerCycler = power_cycle_once,
+        follow: bool = False,
     ) -> None:
+        self._follow = follow
         self._store = store
         self._nodes = nodes  # the serving generation's nodes, by name
         self._credentials = credentials
@@ -88,7 +99,7 @@ class RolloutRunner:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None and not self._follow:
             self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
             self._thread.start()
 
@@ -104,6 +115,8 @@ class RolloutRunner:
     def applied(self, revision: str, policy: RolloutPolicy | None, previous: Sequence[outcomes.Target] | None,
                 current: Sequence[outcomes.Target], nodes: Sequence[Node]) -> None:
         """A commit was activated: what it asks to reinstall, and which of its nodes can be powered."""
+        if self._follow:
+            return
         wants = core.wants(previous, current, policy)
         current_rollout = self.current
         running = current_rollout is not None and not current_rollout.finished
@@ -114,20 +127,36 @@ class RolloutRunner:
                                  self._clock()))
 
     def pause(self, reason: str) -> core.Rollout | None:
+        self._refuse_here()
         return self._apply(core.Pause(reason, self._clock()))
 
     def resume(self) -> core.Rollout | None:
+        self._refuse_here()
         return self._apply(core.Resume(self._clock()))
+
+    def _refuse_here(self) -> None:
+        if self._follow:
+            raise RolloutElsewhere("this instance follows its site's rollouts (a shared store, no "
+                                   "--bmc-credentials): pause and resume them on the instance that runs them")
 
     # -- views ------------------------------------------------------------------------------------
 
     @property
     def current(self) -> core.Rollout | None:
+        if self._follow:  # the running instance's, as it last stored it
+            try:
+                history = self._store.rollouts(1, site=self._store.site)
+            except Exception:
+                log.debug("rollout: the store cannot be read now", exc_info=True)
+            else:
+                with self._lock:
+                    self._rollout = history[0] if history else None
         with self._lock:
             return self._rollout
 
     def view(self) -> dict[str, Any] | None:
-        return core.summary(self.current)
+        summary = core.summary(self.current)
+        return None if summary is None else {**summary, "run_here": not self._follow}
 
     # -- the machinery ------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ and mounted on the boot HTTP server beside /api (the longer prefix wins). No pol
   must be this endpoint's, its time within `WINDOW` seconds of the daemon's clock, and a
   signature is taken once (a request replayed within the window is refused). Without a
   configured secret 403; a missing, wrong, stale, replayed or other action's signature 401.
-  409 when there is no running rollout; else 200 with the rollout.
+  409 when there is no running rollout, or this instance only follows its site's rollouts (a
+  shared store, another instance runs them); else 200 with the rollout.
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ def make_rollouts_app(
         if before is None or before.get("state") in ("done", "failed", "superseded"):
             return _json(start_response, "409 Conflict", {"error": "no running rollout", "current": before})
         log.info("rollout %s by an operator from %s%s", action, client, f": {reason}" if reason else "")
-        after = pause(reason[:500] or f"paused by an operator ({client})") if action == "pause" else resume()
+        try:
+            after = pause(reason[:500] or f"paused by an operator ({client})") if action == "pause" else resume()
+        except LookupError as exc:  # this instance does not run its site's rollouts
+            return _json(start_response, "409 Conflict", {"error": str(exc), "current": before})
         return _json(start_response, "200 OK", {"current": after})
 
     return app

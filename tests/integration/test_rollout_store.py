@@ -84,3 +84,41 @@ def test_a_rollout_stored_before_sites_is_the_rollout_of_site_none(tmp_path: Pat
         assert store.rollouts(site="") == [value]
     finally:
         store.close()
+
+
+def test_an_instance_without_credentials_on_a_shared_store_follows_and_never_acts(store_location: str,
+                                                                                  tmp_path: Path) -> None:
+    """Two instances of one site on one store: the one with --bmc-credentials runs the rollout, the
+    other shows it and decides nothing (a site's machines are not power-cycled twice)."""
+    import pytest
+
+    from reconciler.core.model import Node
+    from reconciler.core.outcomes import Target
+    from reconciler.daemon.rollouts import RolloutElsewhere, RolloutRunner
+
+    nodes = [Node("n1", "52:54:00:00:00:01", "p", "n1", reinstall=1)]
+    before, after = [Target("n1", nodes[0].mac, "p", True, 0, "x")], [Target("n1", nodes[0].mac, "p", True, 1, "y")]
+    creds = tmp_path / "creds.yaml"
+    creds.write_text("{}\n")
+    creds.chmod(0o600)
+    first, second = ResultsStore(store_location, instance="a"), ResultsStore(store_location, instance="b")
+    runs = RolloutRunner(first, nodes=lambda: {}, credentials=creds, boot_timeout=60, clock=lambda: 100.0)
+    follows = RolloutRunner(second, nodes=lambda: {}, credentials=None, boot_timeout=60, clock=lambda: 100.0,
+                            follow=True)
+    try:
+        follows.applied("e" * 40, RolloutPolicy(power=True), before, after, nodes)
+        assert follows.current is None  # it decides nothing
+        runs.applied("e" * 40, RolloutPolicy(power=True), before, after, nodes)
+        shown = follows.current
+        assert shown is not None and shown == runs.current and shown.nodes[0].state.value == "needs-manual-reboot"
+        view = follows.view()
+        assert view is not None and view["run_here"] is False
+        with pytest.raises(RolloutElsewhere):
+            follows.pause("")
+        assert runs.pause("window") is not None and follows.current is not None
+        assert follows.current.paused == "window"
+    finally:
+        runs.stop()
+        follows.stop()
+        first.close()
+        second.close()
