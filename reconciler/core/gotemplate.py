@@ -8,6 +8,10 @@ Supported actions: `{{.}}`, `{{.a.b}}` (map lookups), comments `{{/* ... */}}` a
 markers `{{-` / `-}}`. Fields under one top-level key may be deferred: rendered once, filled in
 later (matchbox's `.request`, known only per request). Any other action (`if`, `range`, pipelines, functions) is a
 TemplateFailure that says so: the template is checked at validation, never half-rendered.
+Output is bounded like the sandbox's Jinja output (`sandbox.MAX_VALUE`, the input file bound),
+rendered and filled alike: `{{.}}` a hundred thousand times over a group's metadata, or a deferred
+field repeated and filled with a long query, would otherwise build gigabytes (a finding at
+validation; a 404 for the request at /generic).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from reconciler.core.sandbox import MAX_VALUE
 from reconciler.core.template import TemplateFailure
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
@@ -74,6 +79,11 @@ def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
+def _too_long(line: int = 0) -> TemplateFailure:
+    return TemplateFailure(f"Go template output would be over {MAX_VALUE} characters (the bound of one "
+                           "rendered file, as of an input file)", line)
+
+
 DEFER = "\x00"  # brackets a deferred field in a rendered template (templates hold no NUL: validation)
 _DEFERRED = re.compile("\x00([^\x00]*)\x00")
 
@@ -84,12 +94,14 @@ def render(text: str, data: Mapping[str, Any], deferred: str | None = None) -> s
     `deferred`: a top-level key whose fields are not known yet (matchbox's per-request `request`):
     each is written as `DEFER<path>DEFER`, for `fill_deferred` to fill in later."""
     out: list[str] = []
+    size = 0  # characters in `out`
     pos = 0
     for match in _ACTION.finditer(text):
         literal = text[pos : match.start()]
         if match.group(1):
             literal = literal.rstrip(" \t\r\n")
         out.append(literal)
+        size += len(literal)
         pos = match.end()
         if match.group(3):
             rest = text[pos:]
@@ -105,6 +117,7 @@ def render(text: str, data: Mapping[str, Any], deferred: str | None = None) -> s
         keys = action[1:].split(".") if action != "." else []
         if deferred is not None and keys and keys[0] == deferred:
             out.append(DEFER + ".".join(keys) + DEFER)
+            size += len(out[-1])
             continue
         value: Any = data
         if action != ".":
@@ -115,6 +128,9 @@ def render(text: str, data: Mapping[str, Any], deferred: str | None = None) -> s
                     raise TemplateFailure(f"Go template: map has no entry for key {key!r} ({action})", line)
                 value = value[key]
         out.append("<no value>" if value is None else go_value(value))
+        size += len(out[-1])
+        if size > MAX_VALUE:
+            raise _too_long(line)
     tail = text[pos:]
     if "{{" in tail:
         raise TemplateFailure("Go template: unclosed action", _line_of(text, pos + tail.index("{{")))
@@ -130,12 +146,19 @@ def fill_deferred(text: str, data: Mapping[str, Any]) -> str:
     """`text` (from `render(..., deferred=...)`) with its deferred fields looked up in `data`,
     `missingkey=error` as before: TemplateFailure naming the first missing key."""
 
+    size = len(text)
+
     def one(match: re.Match[str]) -> str:
+        nonlocal size
         value: Any = data
         for key in match.group(1).split("."):
             if not isinstance(value, Mapping) or key not in value:
                 raise TemplateFailure(f"Go template: map has no entry for key {key!r} (.{match.group(1)})")
             value = value[key]
-        return "<no value>" if value is None else go_value(value)
+        filled = "<no value>" if value is None else go_value(value)
+        size += len(filled) - len(match.group(0))
+        if size > MAX_VALUE:
+            raise _too_long()
+        return filled
 
     return _DEFERRED.sub(one, text)

@@ -160,3 +160,35 @@ def test_generic_fills_matchboxs_request_variables_per_request() -> None:
     assert (answer.status, answer.body.decode()) == (200, f"foo=some-param mac=52:54:00:a1:9c:ae raw={query}\n")
     missing = boot.answer_boot("generic", index, files, {"os": "installed"}, "os=installed")
     assert missing.status == 404 and "'foo'" in missing.reason
+
+
+def test_a_generic_template_printing_past_the_file_bound_is_a_finding_at_its_line() -> None:
+    """Go templates are bounded like Jinja ones (issue 21 item 4): `{{.big}}` 600 times over 2 KB of
+    metadata would render 1.2 MB; `{{.}}` a hundred thousand times over a large group, gigabytes."""
+    result = validate(repo_builder.snapshot({
+        "profiles/fcos.json": PROFILE_IGN,
+        "groups/fcos.json": '{"id": "fcos", "profile": "fcos", "selector": {"os": "installed"}, '
+                            f'"metadata": {{"big": "{"x" * 2000}"}}}}\n',
+        "ignition/fcos.ign": IGN,
+        "generic/hello.txt": "ok\n" + "{{.big}}" * 600 + "\n",
+    }))
+    found = [(i.code, i.file, i.line) for i in result.errors]
+    assert found == [("template-error", "generic/hello.txt", 2)]
+    assert "over 1048576 characters" in result.errors[0].message
+
+
+def test_a_request_cannot_fill_a_generic_template_past_the_file_bound() -> None:
+    """A deferred `.request` field repeated 600 times, filled with a 2 KB query, would answer 1.2 MB
+    per request (built in the serving process): a 404 saying why, as for any template that does not
+    render for a request."""
+    index, files = _served({
+        "profiles/fcos.json": PROFILE_IGN,
+        "groups/fcos.json": '{"id": "fcos", "profile": "fcos", "selector": {"os": "installed"}}\n',
+        "ignition/fcos.ign": IGN,
+        "generic/hello.txt": "{{.request.raw_query}}" * 600 + "\n",
+    })
+    short = "os=installed"
+    assert boot.answer_boot("generic", index, files, {"os": "installed"}, short).status == 200
+    query = "os=installed&pad=" + "p" * 2000
+    answer = boot.answer_boot("generic", index, files, boot.labels_from_query(query), query)
+    assert answer.status == 404 and "over 1048576 characters" in answer.reason
