@@ -209,8 +209,13 @@ def report_secret(state_dir: Path) -> bytes:
     try:
         secret = path.read_bytes().strip()
     except FileNotFoundError:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:  # a read-only state directory is served read-only, but only once it has a secret
+            raise OSError(exc.errno, f"cannot make the report secret {path} ({exc.strerror}): the state directory "
+                                     "must be writable on its first start (a read-only one is served read-only "
+                                     "once it holds a generation and its secret)") from None
         with os.fdopen(fd, "wb") as fh:
             fh.write(secrets.token_hex(32).encode() + b"\n")
             fh.flush()

@@ -9,9 +9,10 @@ test's process tree sees it.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from tests.integration.daemon_support import NODE1_MAC, DaemonProcess, WorkTree, http_get, http_post, wait_for
+from tests.integration.daemon_support import HANG, NODE1_MAC, DaemonProcess, WorkTree, http_get, http_post, wait_for
 from tests.support import require_root, require_tool
 
 NODE9 = "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"
@@ -53,3 +54,21 @@ def test_a_read_only_state_dir_serves_current_read_only_and_says_so(tmp_path: Pa
     finally:
         assert daemon.stop() == 0
     assert "Traceback" not in daemon.log()
+
+
+def test_a_read_only_state_dir_never_written_exits_2_saying_it_must_be_writable_first(tmp_path: Path) -> None:
+    """Nothing to serve read-only yet (no generation, no report secret): one line naming the
+    directory and what to do, not the bare OS error about a file the user never heard of."""
+    require_root()
+    unshare = require_tool("unshare", "util-linux")
+    tree = WorkTree(tmp_path / "repo")
+    state = tmp_path / "state"
+    state.mkdir()
+    daemon = DaemonProcess(str(tree.path), state)
+    proc = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", READ_ONLY, str(state),
+                           *daemon.args], capture_output=True, text=True, timeout=HANG, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(state) in lines[0] and "must be writable on its first start" in lines[0], lines[0]
+    assert "Read-only file system" in lines[0]
