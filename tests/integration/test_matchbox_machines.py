@@ -44,7 +44,7 @@ def test_a_group_pinning_a_mac_installs_reports_and_installs_once_like_a_node(si
     simulate_netboot(site.port, "node-3", sha)
     autoinstall_events(site.port, "node-3")
     site.flush()
-    assert node_entry(results_json(site.state), sha, "node-3")["outcome"] == "succeeded"
+    assert node_entry(results_json(site.store), sha, "node-3")["outcome"] == "succeeded"
 
     script = site.get(f"/ipxe?mac={MACS['node-3']}", IPS["node-3"]).body.decode()
     assert "installed (install_once)" in script and "kernel " not in script
