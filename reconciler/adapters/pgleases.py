@@ -10,8 +10,8 @@ The memory maps and the packet path are the base class's; what differs:
   silent (the client's retransmission is answered from the corrected memory), and the rows that
   refused it are applied to memory. Hence an address is never leased to two MACs, and a MAC is
   offered the address the store gives it whichever instance answers.
-- Each commit sends `NOTIFY netboot_leases` with the addresses it changed; a listener thread
-  reads those rows and `sync()` (the server calls it under its lock before each decision)
+- Each commit sends `NOTIFY netboot_leases` with the rows it changed (delivered in commit
+  order); a listener thread queues them and `sync()` (the server calls it under its lock before each decision)
   applies them, so an instance learns the other's leases at once: a client whose server died
   rebinds to the survivor and is acknowledged.
 - PostgreSQL unreachable: renewals of leases memory holds (and offers of them) are answered from
@@ -39,7 +39,7 @@ CHANNEL = "netboot_leases"
 LEASE_LOCK = 0x6E62_6C65_6173_65  # the advisory lock of lease claims ("nblease")
 RETRY_SECONDS = 1.0
 RETRY_MAX = 10_000  # renewals kept for writing while PostgreSQL is unreachable
-NOTIFY_IPS = 400  # addresses per NOTIFY payload (under PostgreSQL's 8000 bytes)
+NOTIFY_ROWS = 100  # rows per NOTIFY payload (~60 bytes each: under PostgreSQL's 8000)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dhcp_leases (
@@ -110,8 +110,9 @@ class PgLeaseStore(LeaseStore):
             db.executemany("INSERT INTO dhcp_leases (ip, mac, expires, state, instance) VALUES (?,?,?,?,?) "
                            "ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, expires = excluded.expires, "
                            "state = excluded.state, instance = excluded.instance", kept)
-            for start in range(0, len(changed), NOTIFY_IPS):
-                payload = self.instance + "|" + ",".join(changed[start:start + NOTIFY_IPS])
+            notes = [_note(ip, rows[ip]) for ip in changed]
+            for start in range(0, len(notes), NOTIFY_ROWS):
+                payload = self.instance + "|" + ",".join(notes[start:start + NOTIFY_ROWS])
                 db.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
         self.commits += 1
         if self.problem is not None:
@@ -174,13 +175,9 @@ class PgLeaseStore(LeaseStore):
                 raw = conn.connect()
                 while not self._stop_listening.is_set():
                     for note in list(raw.notifies(timeout=0.5, stop_after=64)):
-                        instance, _, ips = note.payload.partition("|")
-                        if instance == self.instance or not ips:
-                            continue
-                        wanted = ips.split(",")
-                        found = {r[0]: _lease(r) for r in conn.rows(
-                            "SELECT ip, mac, expires, state FROM dhcp_leases WHERE ip = ANY(?)", (wanted,))}
-                        self._remote.extend((IPv4Address(ip), found.get(ip)) for ip in wanted)
+                        instance, _, rows = note.payload.partition("|")
+                        if instance != self.instance and rows:
+                            self._remote.extend(_noted(row) for row in rows.split(","))
             except _LISTEN_ERRORS as exc:
                 log.warning("lease notifications lost (%s): listening again", exc)
                 self._stop_listening.wait(RETRY_SECONDS)
@@ -189,7 +186,18 @@ class PgLeaseStore(LeaseStore):
                     conn.close()
 
 
-def _lease(r: tuple[object, ...]) -> Lease:
+def _note(ip: str, row: _Row | None) -> str:
+    """One changed row in a NOTIFY payload: `ip;mac;expires;state`, or `ip` for a row deleted."""
+    return ip if row is None else f"{ip};{row[0]};{row[1]!r};{row[2]}"
+
+
+def _noted(text: str) -> tuple[IPv4Address, Lease | None]:
+    fields = text.split(";")
+    ip = IPv4Address(fields[0])
+    return (ip, None) if len(fields) == 1 else (ip, _lease(fields))
+
+
+def _lease(r: tuple[object, ...] | list[str]) -> Lease:
     return Lease(IPv4Address(str(r[0])), str(r[1]), float(r[2]), r[3])  # type: ignore[arg-type]
 
 
