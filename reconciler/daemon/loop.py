@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from reconciler import heap
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.gitsource import Source, SourceProblem
+from reconciler.adapters.pglock import SiteDriver
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import bootplan, findings, sites, wiring
@@ -103,6 +104,7 @@ class Daemon:
         self.metrics.registry.register(StoreUpCollector(self._store_faults))
         self.store: ResultsStore | None = None
         self.rollouts: RolloutRunner | None = None  # made with the store
+        self.rollout_driver: SiteDriver | None = None  # with a PostgreSQL store: who drives the site's rollouts
         self._targets: tuple[Target, ...] | None = None  # what the served generation declares
         self._watcher: Watcher | None = None
         self._wake = threading.Event()
@@ -191,9 +193,13 @@ class Daemon:
         else:
             self._open_sqlite_store()
         assert self.store is not None
+        # Instances of one site sharing the store: one of those that may power decides (adapters.pglock).
+        if settings.store is not None and settings.bmc_credentials is not None:
+            self.rollout_driver = SiteDriver(settings.store, settings.site or "", settings.instance)
         self.rollouts = RolloutRunner(self.store, nodes=self._serving_nodes, credentials=self.settings.bmc_credentials,
                                       boot_timeout=self.settings.boot_timeout, clock=self.clock,
-                                      follow=settings.store is not None and settings.bmc_credentials is None)
+                                      follow=settings.store is not None and settings.bmc_credentials is None,
+                                      driver=self.rollout_driver)
         self.rollouts.start()
         self._load_current()
         if self.source is None:
@@ -302,6 +308,8 @@ class Daemon:
         self.supervisor.stop_all(self.settings.shutdown_timeout)
         if self.rollouts is not None:
             self.rollouts.stop()
+        if self.rollout_driver is not None:
+            self.rollout_driver.close()  # another instance of the site takes the rollouts over
         if self.store is not None:
             self.store.flush(2.0)
             self.store.close()

@@ -15,6 +15,11 @@ are `core.rollout`'s; here:
   ever blocks a server thread or the reconcile loop on a BMC; the credentials file is read at
   each power action and its contents never leave this module (not logged, not in the value,
   which holds only names and reasons).
+- several instances of one site on a PostgreSQL store: one without --bmc-credentials only
+  follows (`follow`); among those with them, the one holding the site's `driver` lock
+  (`adapters.pglock`) decides and powers, the others follow, ask for the lock every poll and
+  take over from the stored value when the driver lets it go (a DaemonSet gives every pod the
+  same options: all of them have credentials, or none).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.adapters import bmc as bmcs
-from reconciler.adapters import bmcproc
+from reconciler.adapters import bmcproc, sqldb
 from reconciler.adapters.bmccreds import Credential, CredentialsError
 from reconciler.adapters.bmccreds import load as load_credentials
 from reconciler.core import outcomes
@@ -38,6 +43,7 @@ from reconciler.core.model import Bmc, BootEvent, Node, RolloutPolicy
 log = logging.getLogger(__name__)
 
 HISTORY = 20
+_STORE_ERRORS: tuple[type[Exception], ...] = (sqldb.StoreUnreachable, *sqldb.DB_ERRORS)
 
 
 class RolloutStore(Protocol):
@@ -48,6 +54,16 @@ class RolloutStore(Protocol):
     def save_rollout(self, value: core.Rollout) -> None: ...
 
     def events_of_node(self, mac: str, node: str | None = None, limit: int = 5000) -> list[BootEvent]: ...
+
+
+class Driver(Protocol):
+    """Whether this instance drives its site's rollouts (`adapters.pglock.SiteDriver`)."""
+
+    def held(self) -> bool: ...
+
+    def refresh(self) -> bool: ...
+
+    def holder(self) -> str | None: ...
 
 
 # (bmc, credential) -> None, raising bmcs.BmcError; the default drives the BMC through
@@ -79,6 +95,7 @@ class RolloutRunner:
         poll: float = 2.0,
         cycle: PowerCycler = power_cycle_once,
         follow: bool = False,
+        driver: Driver | None = None,
     ) -> None:
         self._follow = follow
         self._store = store
@@ -93,6 +110,9 @@ class RolloutRunner:
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bmc")
         self._thread: threading.Thread | None = None
+        self._driver = driver
+        if driver is not None:
+            driver.refresh()  # the first instance of a site to start drives its rollouts
         history = store.rollouts(1, site=store.site)  # this instance's site's
         self._rollout: core.Rollout | None = history[0] if history else None
 
@@ -115,7 +135,7 @@ class RolloutRunner:
     def applied(self, revision: str, policy: RolloutPolicy | None, previous: Sequence[outcomes.Target] | None,
                 current: Sequence[outcomes.Target], nodes: Sequence[Node]) -> None:
         """A commit was activated: what it asks to reinstall, and which of its nodes can be powered."""
-        if self._follow:
+        if not self.driving():
             return
         wants = core.wants(previous, current, policy)
         current_rollout = self.current
@@ -138,12 +158,20 @@ class RolloutRunner:
         if self._follow:
             raise RolloutElsewhere("this instance follows its site's rollouts (a shared store, no "
                                    "--bmc-credentials): pause and resume them on the instance that runs them")
+        if not self.driving():
+            holder = self._driver.holder() if self._driver is not None else None
+            raise RolloutElsewhere(f"another instance of this site ({holder or 'unknown now'}) runs its rollouts: "
+                                   "pause and resume them there")
+
+    def driving(self) -> bool:
+        """Whether this instance decides and powers (False: another instance of its site does)."""
+        return not self._follow and (self._driver is None or self._driver.held())
 
     # -- views ------------------------------------------------------------------------------------
 
     @property
     def current(self) -> core.Rollout | None:
-        if self._follow:  # the running instance's, as it last stored it
+        if not self.driving():  # the running instance's, as it last stored it
             try:
                 history = self._store.rollouts(1, site=self._store.site)
             except Exception:
@@ -156,7 +184,7 @@ class RolloutRunner:
 
     def view(self) -> dict[str, Any] | None:
         summary = core.summary(self.current)
-        return None if summary is None else {**summary, "run_here": not self._follow}
+        return None if summary is None else {**summary, "run_here": self.driving()}
 
     # -- the machinery ------------------------------------------------------------------------------
 
@@ -187,6 +215,8 @@ class RolloutRunner:
         return out
 
     def _apply(self, event: core.Event) -> core.Rollout | None:
+        if not self.driving():
+            return self.current  # another instance decides: its value is read back
         with self._lock:
             old = self._rollout
             new, actions = core.step(old, event)
@@ -254,11 +284,29 @@ class RolloutRunner:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._observe()
+                if self._ask_driver():
+                    self._observe()
             except Exception:
                 log.exception("rollout: reading boot results failed")
             self._wake.wait(self._poll)
             self._wake.clear()
+
+    def _ask_driver(self) -> bool:
+        """Whether this instance runs its site's rollouts now, asking for the driver lock again;
+        one that has just taken over goes on from the rollout the store holds."""
+        if self._driver is None:
+            return True
+        was = self._driver.held()
+        if not self._driver.refresh():
+            return False  # `current` reads the running instance's rollout from the store
+        if not was:
+            try:
+                history = self._store.rollouts(1, site=self._store.site)
+            except _STORE_ERRORS:
+                return False  # the lock without the store: try again at the next poll
+            with self._lock:
+                self._rollout = history[0] if history else None
+        return True
 
     def _observe(self) -> None:
         rollout = self.current

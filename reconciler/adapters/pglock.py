@@ -1,0 +1,92 @@
+"""Which instance of a site drives its rollouts, when several share a PostgreSQL store.
+
+Built by `daemon.loop` with `--store postgresql://...` and given to the rollout runner
+(`daemon.rollouts`), which calls `refresh()` from its own thread every poll and `held()` before
+acting. Every instance of a site applies the same commits, so each would decide the same power
+cycles: without one driver a machine is power-cycled once per instance, the second time in the
+middle of the install the first started. The driver is the instance holding a session-level
+advisory lock (the site's name hashed) on a connection of its own: PostgreSQL lets it go when that
+connection ends (the instance stopped, died, or lost the server), and another instance takes it
+at its next `refresh()`. While the server cannot be reached no instance holds it: nothing is
+powered until one can record what it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import zlib
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+LOCK_CLASS = 0x6E62726F  # the advisory lock's first key ("nbro"); the second is the site's
+APPLICATION = "netboot-reconcile rollouts "  # + the instance: how `holder()` names the driver
+
+
+class SiteDriver:
+    """The rollout lock of one site (see the module docstring)."""
+
+    def __init__(self, url: str, site: str, instance: str, *, connect_timeout: float = 3.0) -> None:
+        self._url = url
+        self._site = site
+        self._instance = instance
+        self._key = (LOCK_CLASS, zlib.crc32(site.encode()) - 2**31)  # two int4 keys
+        self._timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held = False
+
+    def held(self) -> bool:
+        """Whether this instance drove its site's rollouts at the last `refresh()`."""
+        return self._held
+
+    def refresh(self) -> bool:
+        """Take the lock when free, or check that the connection holding it still lives."""
+        was = self._held
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._drop()
+                self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
+                                             application_name=(APPLICATION + self._instance)[:63])
+            if self._held:
+                self._conn.execute("SELECT 1")
+            else:
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._key).fetchone()
+                self._held = bool(row and row[0])
+        except psycopg.Error:
+            self._drop()
+        if self._held and not was:
+            log.info("rollouts of site %r: this instance (%s) drives them", self._site, self._instance)
+        elif was and not self._held:
+            log.warning("rollouts of site %r: this instance no longer drives them (its connection to the store "
+                        "was lost)", self._site)
+        return self._held
+
+    def holder(self) -> str | None:
+        """The instance driving the site's rollouts, as PostgreSQL knows it (None: none, or unknown)."""
+        if self._held:
+            return self._instance
+        try:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                return None
+            row = conn.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s "
+                "AND l.objid::bigint = %s AND l.objsubid = 2",
+                (self._key[0], self._key[1] & 0xFFFFFFFF)).fetchone()
+        except psycopg.Error:
+            return None
+        return str(row[0]).removeprefix(APPLICATION) if row else None
+
+    def _drop(self) -> None:
+        self._held = False
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        self._drop()
