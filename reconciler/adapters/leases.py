@@ -147,8 +147,9 @@ class LeaseStore:
         held = self._by_ip.get(change.ip)
         renewal = held is not None and held.mac == change.mac and held.state == "bound"
         if change.kind == "offer" and self.claims_offers and on_durable is not None:
-            self._remember(Lease(change.ip, change.mac, change.expires, "bound" if renewal else "offered"),
-                           change.network)
+            if not (renewal and held is not None and held.expires >= change.expires):  # never shorten a lease
+                self._remember(Lease(change.ip, change.mac, change.expires, "bound" if renewal else "offered"),
+                               change.network)
             with self._cond:
                 self._pending.append((change, on_durable, (), renewal))
                 self._cond.notify()

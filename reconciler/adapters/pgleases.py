@@ -67,6 +67,8 @@ class PgLeaseStore(LeaseStore):
         self._remote: collections.deque[tuple[IPv4Address, Lease | None]] = collections.deque()
         self._listening = threading.Event()
         self._stop_listening = threading.Event()
+        self._retry: list[_Write] = []  # renewals answered while unreachable, written again after RETRY_SECONDS
+        self._next_try = 0.0  # while unreachable: batches before this fail at once, answered from memory
         super().__init__(url)
         self._listener = threading.Thread(target=self._listen_loop, name="dhcp-leases-listen", daemon=True)
         self._listener.start()
@@ -87,6 +89,8 @@ class PgLeaseStore(LeaseStore):
         self._db.close()
 
     def _commit(self, batch: list[_Write]) -> None:
+        if self.problem is not None and time.monotonic() < self._next_try:
+            raise StoreUnreachable(self.problem)  # tried a moment ago: answer from memory now, not after a timeout
         now = time.time()
         ips = {str(c.ip) for c, _, _, _ in batch}
         macs = {c.mac for c, _, _, _ in batch}
@@ -136,14 +140,34 @@ class PgLeaseStore(LeaseStore):
         if self.problem is None:
             log.error("lease store unreachable (%s): renewals answered from memory, new leases refused", exc)
         self.problem = f"lease store {self._db.name} unreachable: {exc}"
+        self._next_try = time.monotonic() + RETRY_SECONDS
         answered = [w for w in batch if w[3]]  # renewals (and offers) of leases memory holds
         # New claims are not answered: memory forgets them (the next sync()), as if never made.
         self._remote.extend((c.ip, None) for c, _, _, renewal in batch if not renewal and c.kind in ("offer", "bind"))
         retry = [(c, None, d, r) for c, _, d, r in answered if c.kind != "offer"]
-        with self._cond:
-            self._pending[:0] = retry[-RETRY_MAX:]
-        self._stop_listening.wait(RETRY_SECONDS)
+        if retry:
+            with self._cond:
+                first = not self._retry
+                self._retry = (self._retry + retry)[-RETRY_MAX:]
+            if first:
+                timer = threading.Timer(RETRY_SECONDS, self._try_again)
+                timer.daemon = True
+                timer.start()
         return answered
+
+    def _try_again(self) -> None:
+        """The renewals kept while unreachable go back to the writer (which may find it unreachable still)."""
+        with self._cond:
+            if self._closing:
+                return
+            self._pending[:0], self._retry = self._retry, []
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every change applied so far is committed (renewals kept while PostgreSQL
+        is unreachable too); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy and not self._retry, timeout)
 
     # -- other instances -----------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from reconciler.daemon import Result
 from tests.integration.daemon_support import wait_for
 from tests.integration.test_results import Site, node_yaml, results_json, simulate_netboot
 from tests.pgcluster import PgCluster
+from tests.segment_lab import Segment
+from tests.support import require_root, require_tool
 
 
 def test_postgresql_stopped_and_started_under_load(tmp_path: Path) -> None:
@@ -73,4 +75,39 @@ def test_postgresql_stopped_and_started_under_load(tmp_path: Path) -> None:
         finally:
             site.close()
     finally:
+        cluster.close()
+
+
+def test_postgresql_stopped_under_dhcp_load_known_clients_are_answered_new_ones_wait(tmp_path: Path) -> None:
+    """Two instances sharing PostgreSQL, perfdhcp broadcasting; PostgreSQL stopped: every DORA of
+    the 20 machines that hold leases is answered from memory (0 lost), machines without one get no
+    address (no instance can make it safe), /status Degraded on both; started again: the new ones
+    are served, without a restart of either instance."""
+    require_root()
+    require_tool("perfdhcp", "kea-admin")
+    require_tool("curl", "curl")
+    cluster = PgCluster(prefix="nbr-pg-dhcp-outage-")
+    seg = Segment(tmp_path)
+    try:
+        url = cluster.create_database("results")
+        seg.start("a", url)
+        seg.start("b", url)
+        known = seg.perfdhcp(seconds=4, rate=50, clients=20, seed=21)  # 200 DORAs: every one of the 20 leased
+        assert known["dora_dropped"] <= known["discovers"] // 20, known
+        cluster.stop()
+        for name in ("a", "b"):
+            wait_for(lambda name=name: (seg.status(name) or {}).get("reason") == "StoreUnreachable",  # type: ignore[misc]
+                     f"{name} Degraded while PostgreSQL is down")
+        again = seg.perfdhcp(seconds=3, rate=30, clients=20, seed=21)
+        assert again["dora_dropped"] == 0 and again["discovers"] > 0, again
+        strangers = seg.perfdhcp(seconds=2, rate=20, clients=20, seed=22)
+        assert strangers["dora_dropped"] >= strangers["discovers"], strangers  # no new address while down
+        cluster.start()
+        for name in ("a", "b"):
+            wait_for(lambda name=name: (seg.status(name) or {}).get("condition") == "Ready",  # type: ignore[misc]
+                     f"{name} Ready again", timeout=30)
+        served = seg.perfdhcp(seconds=3, rate=20, clients=20, seed=23)
+        assert served["dora_dropped"] <= served["discovers"] // 20, served
+    finally:
+        seg.close()
         cluster.close()
