@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters import sqldb
+from reconciler.adapters import reportsecret, sqldb
 from reconciler.adapters.agecrypt import load_identity
 from reconciler.adapters.bmccreds import CredentialsError
 from reconciler.adapters.bmccreds import load as load_credentials
@@ -189,7 +189,10 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         progress=sys.stderr.isatty(),
         notify_socket=environ.get("NOTIFY_SOCKET") or None,
         boot_timeout=args.boot_timeout * 60.0,
-        report_secret=report_secret(args.state_dir.absolute()),
+        # Instances sharing a store share one secret: a report may reach another instance than
+        # the one whose seed the machine installed from (adapters.reportsecret).
+        report_secret=(reportsecret.shared(args.store, report_secret(args.state_dir.absolute())) if args.store
+                       else report_secret(args.state_dir.absolute())),
         trust_any_client=args.trust_any_client,
         verify_commits=args.verify_commits,
         age_identity=args.age_identity,
