@@ -75,6 +75,9 @@ def power_cycle_once(bmc: Bmc, credential: Credential) -> None:
     bmcproc.operate(bmc, credential, "cycle", pxe_once=True)
 
 
+MANUAL_EVERY = 10  # polls between two reads of the nodes that need a manual reboot
+
+
 class RolloutElsewhere(LookupError):
     """Pause or resume asked of an instance that only follows its site's rollouts."""
 
@@ -110,6 +113,7 @@ class RolloutRunner:
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bmc")
         self._thread: threading.Thread | None = None
+        self._polls = 0
         self._driver = driver
         if driver is not None:
             driver.refresh()  # the first instance of a site to start drives its rollouts
@@ -313,8 +317,13 @@ class RolloutRunner:
         if rollout is None or rollout.superseded_by or rollout.finished:
             return
         now = self._clock()
+        # Nodes waiting for a manual reboot (every node of a `power: false` rollout, hundreds maybe)
+        # are read every MANUAL_EVERY polls; the few in flight at each.
+        self._polls += 1
+        manual = self._polls % MANUAL_EVERY == 1
         for n in rollout.nodes:
-            if n.state not in (core.NodeState.IN_FLIGHT, core.NodeState.MANUAL) or n.started is None:
+            watched = n.state is core.NodeState.IN_FLIGHT or (manual and n.state is core.NodeState.MANUAL)
+            if not watched or n.started is None:
                 continue
             events = [e for e in self._store.events_of_node(n.mac, n.node) if e.time >= n.started]
             if not events:

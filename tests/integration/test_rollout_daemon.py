@@ -116,7 +116,7 @@ def test_a_reinstall_rolls_out_in_waves_gated_by_boot_reports(tmp_path: Path, si
         wait_for(lambda: _pxe_boots(sims["node-1"]) == 1, "node-1's power cycle after db-1 succeeded", timeout=60)
         _report(daemon, "node-1", bump, "failure")  # pauses: node-2 waits
         current = wait_for(lambda: (c := _rollouts(daemon)["current"]) and c["state"] == "paused" and c,
-                           "the rollout to pause")
+                           "the rollout to pause", timeout=60)
         assert current["paused"].startswith("node-1 failed: its boot failed: report failure")
         status = daemon.status_doc()["rollout"]
         assert status["state"] == "paused" and status["nodes"]["node-2"] == "waiting"
@@ -148,14 +148,16 @@ def test_a_reinstall_rolls_out_in_waves_gated_by_boot_reports(tmp_path: Path, si
         wait_for(lambda: _pxe_boots(sims["node-2"]) == 1, "node-2's power cycle after resume", timeout=60)
         _report(daemon, "node-2", bump, "success")
         _report(daemon, "node-3", bump, "success")  # rebooted by hand
-        wait_for(lambda: _rollouts(daemon)["current"]["state"] == "failed", "the rollout to finish, node-1 failed")
+        wait_for(lambda: _rollouts(daemon)["current"]["state"] == "failed", "the rollout to finish, node-1 failed",
+                 timeout=90, every=0.5)  # node-3 needs a manual reboot: read every 10 polls
 
         # A fixing commit asks for node-1 again: a new rollout reinstalls it.
         fix = tree.commit("node-1 again", _bump(tree, ["node-1"]))
         daemon.wait_served(fix)
         wait_for(lambda: _pxe_boots(sims["node-1"]) == 2, "node-1's second power cycle", timeout=60)
         _report(daemon, "node-1", fix, "success")
-        doc = wait_for(lambda: (r := _rollouts(daemon)) and r["current"]["state"] == "done" and r, "the fix's rollout")
+        doc = wait_for(lambda: (r := _rollouts(daemon)) and r["current"]["state"] == "done" and r, "the fix's rollout",
+                       timeout=60)
         assert doc["current"]["revision"] == fix and [h["revision"] for h in doc["history"]] == [fix, bump]
 
         results = subprocess.run([sys.executable, "-m", "reconciler", "results", "--state-dir", str(state),
@@ -206,7 +208,8 @@ def test_without_power_true_nothing_is_powered(tmp_path: Path, sims: dict[str, S
         code, body = http_post(daemon.url + "/api/rollouts/pause", b"{}", {})
         assert code == 403 and b"no --webhook-secret-file" in body  # no secret: no operator endpoint
         _report(daemon, "node-1", bump, "success")
-        wait_for(lambda: _rollouts(daemon)["current"]["state"] == "done", "node-1's report to finish it")
+        wait_for(lambda: _rollouts(daemon)["current"]["state"] == "done", "node-1's report to finish it",
+                 timeout=90, every=0.5)  # a node needing a manual reboot: read every 10 polls
         assert sim.events() == []  # never asked anything
     finally:
         daemon.stop()
