@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -177,13 +178,29 @@ def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | Non
     return full, mismatched
 
 
+def _code_digest() -> str:
+    """A digest of the package's files. A memo holds what this code parsed and rendered: kept
+    across an upgrade, a fix to rendering or parsing would never reach a node whose inputs did
+    not change (it would be served the old code's bytes until they do)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".json")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+CODE = _code_digest()  # once per process: in the forkserver (preloaded), before any commit's child
+
+
 def _load_memo(path: Path) -> NodeMemo:
     try:
         with open(path, "rb") as fh:
             memo = pickle.load(fh)  # noqa: S301 (our own file, in the daemon's state directory)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError):
-        return NodeMemo()  # none yet, or from another version: render every node
-    return memo if isinstance(memo, NodeMemo) and hasattr(memo, "parsed") else NodeMemo()
+        return NodeMemo(code=CODE)  # none yet, or from another version: render every node
+    if not isinstance(memo, NodeMemo) or not hasattr(memo, "parsed") or getattr(memo, "code", "") != CODE:
+        return NodeMemo(code=CODE)  # made by other code (an upgrade): parse and render every file
+    return memo
 
 
 def _save_memo(path: Path, memo: NodeMemo) -> None:

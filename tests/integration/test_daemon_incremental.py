@@ -148,3 +148,29 @@ def test_verify_incremental_serves_the_render_from_scratch_and_says_the_memo_was
         assert "ipxe/bulk-00001.ipxe" in daemon.log()
     finally:
         daemon.stop()
+
+
+def test_a_memo_made_by_other_code_is_not_used(tmp_path: Path) -> None:
+    """After an upgrade, nodes whose inputs did not change are rendered by the new code: the memo
+    kept from the old code (its bytes, here a wrong iPXE script standing for an old rendering bug)
+    was served to them until their inputs changed. No --verify-incremental: a daemon as run."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.commit("a bulk node", {"profiles/bulk.yaml": PROFILE % "x=0", "cloud-init/bulk.yaml": TEMPLATE % "t0",
+                                "nodes/bulk-00001.yaml": _node(1, "bulk"), "nodes/bulk-00002.yaml": _node(2, "bulk")})
+    state_dir = tmp_path / "state"
+    daemon = DaemonProcess(str(tree.path), state_dir, ["--interval", "3600"]).start()
+    try:
+        _wait_applied(daemon, tree.head())
+        memo_file = state_dir / RENDER_MEMO
+        memo = pickle.loads(memo_file.read_bytes())
+        assert isinstance(memo, NodeMemo)
+        kept = memo.entries["bulk-00001"]
+        memo.entries["bulk-00001"] = kept._replace(files={**kept.files, "ipxe/bulk-00001.ipxe": b"#!ipxe\necho old\n"})
+        memo.code = "the digest of an older release"
+        memo_file.write_bytes(pickle.dumps(memo))
+        revision = tree.commit("another node changes", {"nodes/bulk-00002.yaml": _node(2, "bulk", "x")})
+        _wait_applied(daemon, revision)
+        code, body = http_get(f"{daemon.url}/ipxe?mac=52:54:03:00:00:01")
+        assert code == 200 and body == _from_scratch(tree, revision, state_dir)["ipxe/bulk-00001.ipxe"], body
+    finally:
+        daemon.stop()

@@ -56,6 +56,7 @@ class NodeMemo:
     hits: int = 0  # of the last render: nodes taken from the memo, and rendered
     misses: int = 0
     parsed: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # core.reparse's memo (validation)
+    code: str = ""  # the code that made it (daemon.worker): a memo of other code is not used
 
     def sentinel_for(self, revision: str) -> str | None:
         """The stand-in for `revision` (made on first use), or None when the revision cannot have one."""
