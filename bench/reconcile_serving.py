@@ -21,9 +21,15 @@ worker vs in-process in the same run:
   reconcile 20.8/111  26.0/95   vs  21.4/142 18.2/132   (19 s vs 14 s: the worker runs at nice +10)
   bomb      14.1/30   13.6/24   vs  40.3/115 99.6/107
   spin       8.0/33    9.5/29   vs  17.9/126 16.4/117
-The worker meets p99 < 50 ms in every phase at this load. The reconcile phase's max (one ~100 ms
-pause) is not analysed; idle alone reaches 50 ms on this machine. In-process, the bomb phase still
-pauses ~100 ms: validation runs in the serving process there (the peer, not the design).
+A second run an hour later, on main with the worker's render and parse memo (load 7.4 -> 10.7):
+  idle       8.3/118   7.8/102  vs  11.8/122 12.3/116
+  reconcile 26.5/178  19.7/175  vs  40.6/263 31.5/415   (27 s vs 37 s)
+  bomb      18.3/36   11.2/18   vs  42.7/178 48.2/162
+  spin      11.2/62   13.9/33   vs  34.2/190 28.4/182
+(A third, with this engineer's unit tests and mypy beside it, is not quoted: idle alone reached a
+max of 353 ms.) The worker meets p99 < 50 ms in every phase at these loads. The max, 100-400 ms
+in some phases of both modes, is not analysed: idle alone reaches 118 ms on this shared CPU. In
+process the bomb phase still pauses: validation runs in the serving process there (the peer).
 Before (same day, load 3-6): the bomb phase showed one 100-400 ms stall in both modes (DHCP p99
 114 / 102) and the spin phase max 414 ms. Found with a faulthandler watchdog in the daemon
 (a thread re-arming `dump_traceback_later(0.04)` every 2 ms: a dump names who held the GIL): the
