@@ -28,8 +28,11 @@ A second run an hour later, on main with the worker's render and parse memo (loa
   spin      11.2/62   13.9/33   vs  34.2/190 28.4/182
 (A third, with this engineer's unit tests and mypy beside it, is not quoted: idle alone reached a
 max of 353 ms.) The worker meets p99 < 50 ms in every phase at these loads. The max, 100-400 ms
-in some phases of both modes, is not analysed: idle alone reaches 118 ms on this shared CPU. In
-process the bomb phase still pauses: validation runs in the serving process there (the peer).
+in some phases of both modes, is not the daemon's GIL: idle alone reaches 118 ms, and the watchdog
+below, in a worker-mode daemon through a reconcile and a bomb phase (load 7-8), saw no GIL hold
+over 60 ms (one of 85 ms: the full pass of the first settle at start) while the probes' max was
+105 ms: the shared CPU, and this process's own threads. In process the bomb phase still pauses:
+validation runs in the serving process there (the peer).
 Before (same day, load 3-6): the bomb phase showed one 100-400 ms stall in both modes (DHCP p99
 114 / 102) and the spin phase max 414 ms. Found with a faulthandler watchdog in the daemon
 (a thread re-arming `dump_traceback_later(0.04)` every 2 ms: a dump names who held the GIL): the
