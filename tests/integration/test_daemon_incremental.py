@@ -124,26 +124,42 @@ def test_each_generation_served_after_random_commits_is_the_render_from_scratch(
         daemon.stop()
 
 
-def test_verify_incremental_serves_the_render_from_scratch_and_says_the_memo_was_wrong(tmp_path: Path) -> None:
+def _served_after_a_wrong_memo(tmp_path: Path, extra: list[str], code: str | None) -> tuple[DaemonProcess, bytes,
+                                                                                         bytes]:
+    """A daemon applies two bulk nodes; its memo is then made to hold another iPXE script for
+    bulk-00001 (what a bug in the reuse, or the code before an upgrade, would leave) and, with
+    `code`, to say other code made it; bulk-00002 changes. The daemon (running: stop it), what it
+    serves bulk-00001, and what a render from scratch gives."""
     tree = WorkTree(tmp_path / "repo")
     tree.commit("a bulk node", {"profiles/bulk.yaml": PROFILE % "x=0", "cloud-init/bulk.yaml": TEMPLATE % "t0",
                                 "nodes/bulk-00001.yaml": _node(1, "bulk"), "nodes/bulk-00002.yaml": _node(2, "bulk")})
     state_dir = tmp_path / "state"
-    daemon = DaemonProcess(str(tree.path), state_dir, ["--interval", "3600", "--verify-incremental"]).start()
+    daemon = DaemonProcess(str(tree.path), state_dir, ["--interval", "3600", *extra]).start()
     try:
         _wait_applied(daemon, tree.head())
-        # A memo gone wrong (what a bug in the reuse would leave): node bulk-00001's kept iPXE script.
         memo_file = state_dir / RENDER_MEMO
         memo = pickle.loads(memo_file.read_bytes())
         assert isinstance(memo, NodeMemo)
         kept = memo.entries["bulk-00001"]
         wrong = {**kept.files, "ipxe/bulk-00001.ipxe": b"#!ipxe\necho wrong\n"}
         memo.entries["bulk-00001"] = kept._replace(files=wrong)
+        if code is not None:
+            memo.code = code
         memo_file.write_bytes(pickle.dumps(memo))
         revision = tree.commit("another node changes", {"nodes/bulk-00002.yaml": _node(2, "bulk", "x")})
         _wait_applied(daemon, revision)
-        code, body = http_get(f"{daemon.url}/ipxe?mac=52:54:03:00:00:01")
-        assert code == 200 and body == _from_scratch(tree, revision, state_dir)["ipxe/bulk-00001.ipxe"]
+        status, served = http_get(f"{daemon.url}/ipxe?mac=52:54:03:00:00:01")
+        assert status == 200, served
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon, served, _from_scratch(tree, revision, state_dir)["ipxe/bulk-00001.ipxe"]
+
+
+def test_verify_incremental_serves_the_render_from_scratch_and_says_the_memo_was_wrong(tmp_path: Path) -> None:
+    daemon, served, expected = _served_after_a_wrong_memo(tmp_path, ["--verify-incremental"], None)
+    try:
+        assert served == expected
         assert "INCREMENTAL RENDER MISMATCH" in daemon.log()
         assert "ipxe/bulk-00001.ipxe" in daemon.log()
     finally:
@@ -154,23 +170,8 @@ def test_a_memo_made_by_other_code_is_not_used(tmp_path: Path) -> None:
     """After an upgrade, nodes whose inputs did not change are rendered by the new code: the memo
     kept from the old code (its bytes, here a wrong iPXE script standing for an old rendering bug)
     was served to them until their inputs changed. No --verify-incremental: a daemon as run."""
-    tree = WorkTree(tmp_path / "repo")
-    tree.commit("a bulk node", {"profiles/bulk.yaml": PROFILE % "x=0", "cloud-init/bulk.yaml": TEMPLATE % "t0",
-                                "nodes/bulk-00001.yaml": _node(1, "bulk"), "nodes/bulk-00002.yaml": _node(2, "bulk")})
-    state_dir = tmp_path / "state"
-    daemon = DaemonProcess(str(tree.path), state_dir, ["--interval", "3600"]).start()
+    daemon, served, expected = _served_after_a_wrong_memo(tmp_path, [], "the digest of an older release")
     try:
-        _wait_applied(daemon, tree.head())
-        memo_file = state_dir / RENDER_MEMO
-        memo = pickle.loads(memo_file.read_bytes())
-        assert isinstance(memo, NodeMemo)
-        kept = memo.entries["bulk-00001"]
-        memo.entries["bulk-00001"] = kept._replace(files={**kept.files, "ipxe/bulk-00001.ipxe": b"#!ipxe\necho old\n"})
-        memo.code = "the digest of an older release"
-        memo_file.write_bytes(pickle.dumps(memo))
-        revision = tree.commit("another node changes", {"nodes/bulk-00002.yaml": _node(2, "bulk", "x")})
-        _wait_applied(daemon, revision)
-        code, body = http_get(f"{daemon.url}/ipxe?mac=52:54:03:00:00:01")
-        assert code == 200 and body == _from_scratch(tree, revision, state_dir)["ipxe/bulk-00001.ipxe"], body
+        assert served == expected, served
     finally:
         daemon.stop()
