@@ -19,6 +19,7 @@ APT_PACKAGES=(
   xorriso gnupg gpgv
   ignition
   openipmi ipmitool
+  libvirt-daemon-system libvirt-clients python3-libvirt
 )
 
 missing=()

@@ -8,6 +8,12 @@ one-time network boot before powering on: IPMI's chassis boot device `pxe` (not 
 Redfish's `BootSourceOverrideEnabled: Once`, `BootSourceOverrideTarget: Pxe`. `cycle` is off,
 then on (also when the machine was off), so the one-time boot applies to the power-on.
 
+A Redfish service may read the override back as `Continuous` (sushy-tools' libvirt driver, some
+BMCs): kept for every boot. Rollouts set it back once they see the node netboot. `power` sees no
+netboot, so with `clear_kept` (the CLI's) `operate` sets it back (`clear_boot_override`) as soon
+as the power-on it was set for reports on: libvirt takes a domain's boot order when it starts
+it. `on` of a machine already on leaves it, for the machine's next boot.
+
 Every failure, a refusal or a timeout, raises `BmcError` naming the driver and address; the
 password never appears in it (the library's message is scrubbed of it as well).
 """
@@ -33,7 +39,7 @@ class BmcError(Exception):
 class Client(Protocol):
     def power_state(self) -> str: ...  # "on" | "off"
     def set_power(self, on: bool) -> None: ...  # returns once the BMC reports the new state
-    def pxe_once(self) -> None: ...
+    def pxe_once(self) -> bool: ...  # whether the BMC keeps it beyond the next boot
     def clear_boot_override(self) -> None: ...  # after the network boot: boot as configured again
 
 
@@ -53,8 +59,9 @@ class IpmiClient:
     def set_power(self, on: bool) -> None:
         self._cmd.set_power("on" if on else "off", wait=self._timeout)
 
-    def pxe_once(self) -> None:
+    def pxe_once(self) -> bool:
         self._cmd.set_bootdev("network", persist=False)
+        return False  # not persistent (pyghmi's read-back cannot be trusted: ipmi_sim never sets its valid bit)
 
     def clear_boot_override(self) -> None:
         """Nothing to do: an IPMI boot device set without persist is used up by the boot."""
@@ -92,9 +99,11 @@ class RedfishClient:
                 raise TimeoutError(f"power state not {'on' if on else 'off'} after {self._timeout:.0f} s")
             time.sleep(1)
 
-    def pxe_once(self) -> None:
+    def pxe_once(self) -> bool:
         self._system.set_system_boot_options(target=self._sushy.BOOT_SOURCE_TARGET_PXE,
                                              enabled=self._sushy.BOOT_SOURCE_ENABLED_ONCE)
+        self._system.refresh()
+        return bool(self._system.boot.enabled != self._sushy.BOOT_SOURCE_ENABLED_ONCE)
 
     def clear_boot_override(self) -> None:
         """Override off: services that keep `Once` as `Continuous` (sushy-tools' libvirt driver, some
@@ -113,7 +122,7 @@ def connect(bmc: Bmc, credential: Credential, timeout: float = TIMEOUT) -> Clien
 
 
 def operate(bmc: Bmc, credential: Credential, action: Action, pxe_once: bool = False,
-            timeout: float = TIMEOUT) -> str:
+            timeout: float = TIMEOUT, clear_kept: bool = False) -> str:
     client = connect(bmc, credential, timeout)
 
     def run() -> str:
@@ -125,9 +134,11 @@ def operate(bmc: Bmc, credential: Credential, action: Action, pxe_once: bool = F
         if action in ("off", "cycle"):
             client.set_power(False)
         if action in ("on", "cycle"):
-            if pxe_once:
-                client.pxe_once()
+            starts = action == "cycle" or client.power_state() == "off"
+            kept = client.pxe_once() if pxe_once else False
             client.set_power(True)
+            if kept and starts and clear_kept:
+                client.clear_boot_override()
         return client.power_state()
 
     return _guarded(bmc, credential, run)

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     def one(target: tuple[str, Bmc, Credential]) -> tuple[str, str | None, str | None]:
         name, bmc, credential = target
         try:
-            return name, bmcs.operate(bmc, credential, args.action, args.pxe_once, args.timeout), None
+            state = bmcs.operate(bmc, credential, args.action, args.pxe_once, args.timeout, clear_kept=True)
+            return name, state, None
         except bmcs.BmcError as exc:
             return name, None, str(exc)
 

@@ -3,81 +3,39 @@ with its fake driver (a system kept in the emulator's memory; no libvirt needed)
 with a self-signed certificate and HTTP basic auth, on loopback, driven through the CLI.
 
 The fake driver applies a power change 1 to 11 s after it is asked (like hardware), so this also
-exercises waiting for the state to show. It records the boot override target but, like its
-libvirt driver, ignores BootSourceOverrideEnabled: the test checks Pxe was set, not `Once`.
+exercises waiting for the state to show. Like its libvirt driver it keeps a `Once` override as
+`Continuous`, so `--pxe-once` sets the boot source back once the system is on: the emulator's log
+shows a PATCH (the override), the reset, a PATCH (set back); its state shows the target Hdd.
+The libvirt driver, with a guest that really netboots, is tests/e2e/test_power_redfish_libvirt.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.redfish_support import boot_override, sushy_emulator, system
 from tests.render_support import EXAMPLE, ROOT
-from tests.support import free_port, require_tool
 
 PASSWORD = "rf-Pw-9qLm"  # the emulator's; looked for in every output
 
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[int]:
-    import bcrypt
-
-    openssl = require_tool("openssl", "openssl")
-    emulator = Path(sys.executable).with_name("sushy-emulator")
-    if not emulator.exists():
-        pytest.fail("sushy-emulator not found: pip install sushy-tools (the [test] extra installs it)")
-    d = tmp_path / "redfish"
-    d.mkdir()
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
-                    "-out", str(d / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    (d / "htpasswd").write_text("admin:" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode() + "\n")
-    (d / "config.py").write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(d / 'htpasswd')!r}\n"
-                                 f"SUSHY_EMULATOR_STATE_DIR = {str(d / 'state')!r}\n")
-    port = free_port()
-    proc = subprocess.Popen([str(emulator), "--fake", "-i", "127.0.0.1", "-p", str(port), "--ssl-certificate",
-                             str(d / "cert.pem"), "--ssl-key", str(d / "key.pem"), "--config", str(d / "config.py")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(d / "log").open("wb"))
-    try:
-        for _ in range(200):
-            if proc.poll() is not None or _system(port) is not None:
-                break
-            time.sleep(0.1)
-        if _system(port) is None:
-            pytest.fail(f"sushy-emulator did not start: {(d / 'log').read_text()}")
+    with sushy_emulator(tmp_path / "redfish", PASSWORD, ["--fake"]) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _system(port: int) -> dict[str, object] | None:
     """The emulator's one system, read by the test itself (basic auth, certificate not checked)."""
-    import base64
-    import ssl
-
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    auth = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-    base = f"https://127.0.0.1:{port}"
-    try:
-        def get(path: str) -> dict[str, object]:
-            request = urllib.request.Request(base + path, headers={"Authorization": f"Basic {auth}"})
-            with urllib.request.urlopen(request, context=context, timeout=5) as response:
-                return dict(json.load(response))
-        members = get("/redfish/v1/Systems")["Members"]
-        assert isinstance(members, list)
-        return get(members[0]["@odata.id"])
-    except OSError:
-        return None
+    return system(port, PASSWORD)
 
 
 def _setup(tmp_path: Path, port: int, password: str = PASSWORD) -> tuple[Path, Path]:
@@ -101,13 +59,16 @@ def test_redfish_power_and_pxe_once_through_the_emulator(tmp_path: Path, emulato
     repo, creds = _setup(tmp_path, emulator)
     result = _power(repo, creds, "node-1", "status")
     assert (result.returncode, result.stdout) == (0, "node-1: off\n"), result.stderr
+    assert boot_override(emulator, PASSWORD)[0] != "Pxe"
 
     result = _power(repo, creds, "node-1", "on", "--pxe-once")
     assert (result.returncode, result.stdout) == (0, "node-1: on\n"), result.stderr
     system = _system(emulator)
     assert system is not None and system["PowerState"] == "On"
-    boot = system["Boot"]
-    assert isinstance(boot, dict) and boot["BootSourceOverrideTarget"] == "Pxe"
+    log = (tmp_path / "redfish" / "log").read_text()
+    calls = re.findall(r'"\S*(PATCH|POST) /redfish/v1/Systems/[^/ ]+(/Actions/ComputerSystem\.Reset)?', log)
+    assert [m + r for m, r in calls] == ["PATCH", "POST/Actions/ComputerSystem.Reset", "PATCH"], log[-3000:]
+    assert boot_override(emulator, PASSWORD)[0] == "Hdd"  # kept as Continuous, so set back once on
 
     result = _power(repo, creds, "node-1", "off")
     assert (result.returncode, result.stdout) == (0, "node-1: off\n"), result.stderr
