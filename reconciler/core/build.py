@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from reconciler.core import assets as manifest
-from reconciler.core import reparse, schema, secrets, template
+from reconciler.core import schema, secrets, template
 from reconciler.core.collect import Findings
 from reconciler.core.model import (
     Asset,
@@ -53,11 +53,10 @@ def parse_all(snapshot: Snapshot, out: Findings) -> dict[str, Document]:
         if kind is None or kind in ("cloud-init", "keyring", "ignition", "generic"):
             continue  # templates (cloud-init: parsed per node after rendering; ignition, generic: core.ignition); keys
         parse = parse_json if path.endswith(".json") else parse_yaml
-        doc, issues = reparse.parse(path, snapshot.files[path], parse)
+        doc, issues = parse(path, snapshot.files[path])
         out.extend(issues)
         if doc is not None:
             docs[path] = doc
-    reparse.forget_others(snapshot.files)
     if SITE_FILE not in snapshot.files:
         out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
     return docs

@@ -44,7 +44,7 @@ from reconciler.adapters.artifacts import ArtifactStore, StoredGeneration
 from reconciler.adapters.assetstore import AssetStore
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import Source, open_source, print_progress
-from reconciler.core import codes, reparse, securecheck
+from reconciler.core import codes, securecheck
 from reconciler.core.assets import rel
 from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
@@ -229,8 +229,7 @@ class Reconciler:
             attempt.timings.update((f"worker.{name}", seconds) for name, seconds in built.timings.items())
             self._mismatched(attempt, built.mismatched)
             return True
-        with reparse.using(self.memo.parsed if self.memo is not None else None):
-            result = validate(attempt.snapshot)
+        result = validate(attempt.snapshot)
         attempt.issues = result.issues
         attempt.state = result.for_site(self.settings.site)  # InvalidRevision: invalid, or no such site
         return True

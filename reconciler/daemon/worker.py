@@ -11,11 +11,10 @@ back to the system when it exits), and runs under RLIMIT_AS and RLIMIT_CPU (`Lim
 that exhausts either is invalid, a `resource-limit` finding, never retried. It runs at a lower
 CPU priority (nice +10) than the daemon, so on a shared or busy CPU the packet threads come first.
 
-With a memo file (`build(memo=...)`, the state directory's `render-memo`), the child validates
-and renders with the memo of the last commit (core.reparse: an unchanged file is not parsed
-again; core.render.reuse: a node whose inputs did not change is not rendered again) and writes it
-back for the next; `verify` also validates and renders from scratch, and a difference is
-reported (`Built.mismatched`) and the from-scratch result is used.
+With a memo file (`build(memo=...)`, the state directory's `render-memo`), the child renders
+with the memo of the last commit (core.render.reuse: a node whose inputs did not change is not
+rendered again) and writes it back for the next; `verify` also renders from scratch, and a
+difference is reported (`Built.mismatched`) and the from-scratch files are the result.
 
 Results come back over a pipe in bounded chunks (the state without its nodes, then nodes, then
 files): each chunk is unpickled in the parent holding the GIL for a few milliseconds, and the
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.core import codes, reparse
+from reconciler.core import codes
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Location, Node
 from reconciler.core.render import reuse
@@ -179,7 +178,7 @@ def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | Non
 
 
 def _code_digest() -> str:
-    """A digest of the package's files. A memo holds what this code parsed and rendered: kept
+    """A digest of the package's files. A memo holds what this code rendered: kept
     across an upgrade, a fix to rendering or parsing would never reach a node whose inputs did
     not change (it would be served the old code's bytes until they do)."""
     root = Path(__file__).resolve().parents[1]
@@ -198,8 +197,8 @@ def _load_memo(path: Path) -> NodeMemo:
             memo = pickle.load(fh)  # noqa: S301 (our own file, in the daemon's state directory)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError):
         return NodeMemo(code=CODE)  # none yet, or from another version: render every node
-    if not isinstance(memo, NodeMemo) or not hasattr(memo, "parsed") or getattr(memo, "code", "") != CODE:
-        return NodeMemo(code=CODE)  # made by other code (an upgrade): parse and render every file
+    if not isinstance(memo, NodeMemo) or getattr(memo, "code", "") != CODE:
+        return NodeMemo(code=CODE)  # made by other code (an upgrade): render every node
     return memo
 
 
@@ -220,25 +219,17 @@ def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Lim
     _lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 5)
     try:
-        t_start = time.monotonic()
-        memo = _load_memo(memo_path) if memo_path is not None and renderer is not None else None
         t0 = time.monotonic()
-        with reparse.using(memo.parsed if memo is not None else None):
-            result = validate(snapshot)
-        wrong: tuple[str, ...] = ()
-        if memo is not None and verify:
-            scratch = validate(snapshot)
-            if scratch != result:
-                result, wrong = scratch, ("(validation: the state or findings of unchanged files)",)
-                memo.parsed.clear()
+        result = validate(snapshot)
         t1 = time.monotonic()
         state = result.for_site(site)  # InvalidRevision: sent below
         mismatched: tuple[str, ...] = ()
         files = None
         timings: dict[str, float] = {}
+        memo = _load_memo(memo_path) if memo_path is not None and renderer is not None else None
+        t_loaded = time.monotonic()
         if renderer is not None:
             files, mismatched = render_reusing(renderer, state, memo, verify)
-        mismatched = wrong + mismatched
         t2 = time.monotonic()
         conn.send(("state", dataclasses.replace(state, nodes=()), result.issues))
         for i in range(0, len(state.nodes), CHUNK_NODES):
@@ -250,7 +241,7 @@ def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Lim
         if memo is not None and memo_path is not None:  # while the parent takes the files in
             t3 = time.monotonic()
             _save_memo(memo_path, memo)
-            timings = {"memo.load": t0 - t_start, "memo.save": time.monotonic() - t3,
+            timings = {"memo.load": t_loaded - t1, "memo.save": time.monotonic() - t3,
                        "memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)}
         conn.send(("done", {"validate": t1 - t0, "render": t2 - t1, **timings}, files is not None, mismatched))
     except InvalidRevision as exc:

@@ -1,8 +1,7 @@
 """Rendering with a memo of earlier commits (core.render.reuse) gives, for any sequence of
 commits, byte for byte what rendering each commit from scratch gives (issue 25): random edits of
 nodes, profiles, groups, templates, netboot.yaml and assets.yaml, renames and deletions, random
-revisions and report secrets, templates that use the revision verbatim and ones that do not.
-Validating with the memo of parsed files (core.reparse) gives the same state and findings."""
+revisions and report secrets, templates that use the revision verbatim and ones that do not."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core import reparse
 from reconciler.core.render import NodeMemo, render_generation, render_served
 from reconciler.core.render.reuse import verbatim_only
 from reconciler.core.snapshot import Snapshot
@@ -102,20 +100,6 @@ def test_rendering_with_a_memo_equals_rendering_from_scratch(steps: list[tuple[_
         if state is None:
             continue  # an invalid commit renders nothing; the memo waits for the next
         assert render_served(state, secret, memo=memo) == render_served(state, secret)
-
-
-@settings(max_examples=40, deadline=None)
-@given(steps=st.lists(st.tuples(edits(), _REVISION), min_size=1, max_size=12))
-def test_validating_with_parsed_files_kept_equals_validating_from_scratch(steps: list[tuple[_Edit, str]]) -> None:
-    files = base_files()
-    memo: reparse.Memo = {}
-    for edit, revision in steps:
-        _apply(files, edit)
-        snapshot = Snapshot(revision, dict(files))
-        with reparse.using(memo):
-            reused = validate(snapshot)
-        assert reused == validate(snapshot)
-        assert memo.keys() <= files.keys()
 
 
 def test_an_unchanged_node_is_taken_from_the_memo_and_a_changed_one_rendered() -> None:

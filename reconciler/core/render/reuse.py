@@ -55,7 +55,6 @@ class NodeMemo:
     entries: dict[str, Kept] = field(default_factory=dict)
     hits: int = 0  # of the last render: nodes taken from the memo, and rendered
     misses: int = 0
-    parsed: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # core.reparse's memo (validation)
     code: str = ""  # the code that made it (daemon.worker): a memo of other code is not used
 
     def sentinel_for(self, revision: str) -> str | None:
