@@ -15,9 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,10 +27,16 @@ from tests.support import free_port, require_tool
 USERNAME = "admin"
 
 
+Reader = Callable[[int, str], "dict[str, object] | None"]
+
+
 @contextmanager
 def sushy_emulator(d: Path, password: str, backend: Sequence[str], env: Mapping[str, str] | None = None,
-                   timeout: float = 60) -> Iterator[int]:
-    """sushy-emulator with `backend` (`--fake`, or `--libvirt-uri URI`), files in `d`; yields its port."""
+                   timeout: float = 60, popen: Callable[..., Any] = subprocess.Popen,
+                   read: Reader | None = None) -> Iterator[int]:
+    """sushy-emulator with `backend` (`--fake`, or `--libvirt-uri URI`), files in `d`; yields its port.
+    `popen` starts it (another namespace's), `read` reads its system from where it listens."""
+    read = read or system
     import bcrypt
 
     openssl = require_tool("openssl", "openssl")
@@ -44,17 +51,17 @@ def sushy_emulator(d: Path, password: str, backend: Sequence[str], env: Mapping[
     (d / "config.py").write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(d / 'htpasswd')!r}\n"
                                  f"SUSHY_EMULATOR_STATE_DIR = {str(d / 'state')!r}\n")
     port = free_port()
-    proc = subprocess.Popen([str(emulator), *backend, "-i", "127.0.0.1", "-p", str(port), "--ssl-certificate",
+    proc = popen([str(emulator), *backend, "-i", "127.0.0.1", "-p", str(port), "--ssl-certificate",
                              str(d / "cert.pem"), "--ssl-key", str(d / "key.pem"), "--config", str(d / "config.py")],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(d / "log").open("wb"),
                             env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None or system(port, password) is not None:
+            if proc.poll() is not None or read(port, password) is not None:
                 break
-            time.sleep(0.2)
-        if system(port, password) is None:
+            time.sleep(0.5)
+        if read(port, password) is None:
             pytest.fail(f"sushy-emulator {' '.join(backend)} did not answer: {(d / 'log').read_text()[-3000:]}")
         yield port
     finally:
@@ -84,10 +91,14 @@ def system(port: int, password: str) -> dict[str, object] | None:
         return None
 
 
-def boot_override(port: int, password: str) -> tuple[str, str]:
+def boot_override(port: int, password: str, read: Reader | None = None) -> tuple[str, str]:
     """(BootSourceOverrideTarget, BootSourceOverrideEnabled) as the emulator reports them."""
-    doc = system(port, password)
+    doc = (read or system)(port, password)
     assert doc is not None, "the emulator did not answer"
     boot = doc["Boot"]
     assert isinstance(boot, dict)
     return str(boot["BootSourceOverrideTarget"]), str(boot["BootSourceOverrideEnabled"])
+
+
+if __name__ == "__main__":  # `python -m tests.redfish_support PORT`, password on stdin: the system as JSON
+    print(json.dumps(system(int(sys.argv[1]), sys.stdin.read().strip())))
