@@ -98,7 +98,8 @@ def test_one_instance_of_a_site_powers_and_another_takes_over(tmp_path: Path, si
         # The driver dies: the other instance takes over from the stored rollout. node-1 reports
         # its install to it, and it powers node-2 (once).
         first.kill()
-        report_secret = (second.state_dir / "report-secret").read_bytes().strip()
+        # One report secret for the instances of a store: the first's (adapters.reportsecret).
+        report_secret = (first.state_dir / "report-secret").read_bytes().strip()
         token = template.report_token(report_secret, "node-1", bump)
         code, reply = http_post(f"{second.url}/report/{MACS['node-1']}?token={token}",
                                 json.dumps({"status": "success"}).encode(), {"Content-Type": "application/json"})
