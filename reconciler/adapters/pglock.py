@@ -9,6 +9,11 @@ advisory lock (the site's name hashed) on a connection of its own: PostgreSQL le
 connection ends (the instance stopped, died, or lost the server), and another instance takes it
 at its next `refresh()`. While the server cannot be reached no instance holds it: nothing is
 powered until one can record what it does.
+
+A driver whose host died or was cut off sends no FIN: PostgreSQL would hold its session, and the
+lock, until the system's TCP keepalive gives up (about 2 h 11 min by default). The session asks
+the server for keepalives of its own (`KEEPALIVE`: given up after about 25 s), and the client
+gives up a query unanswered for `USER_TIMEOUT_MS` (so a driver cut off stops driving first).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x6E62726F  # the advisory lock's first key ("nbro"); the second is the site's
 APPLICATION = "netboot-reconcile rollouts "  # + the instance: how `holder()` names the driver
+KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}  # seconds, seconds, probes (both ends)
+USER_TIMEOUT_MS = 10_000  # the client's bound on data left unacknowledged (a query to a lost server)
 
 
 class SiteDriver:
@@ -48,8 +55,13 @@ class SiteDriver:
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._drop()
-                self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
-                                             application_name=(APPLICATION + self._instance)[:63])
+                self._conn = psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
+                    application_name=(APPLICATION + self._instance)[:63], keepalives=1,
+                    keepalives_idle=KEEPALIVE["idle"], keepalives_interval=KEEPALIVE["interval"],
+                    keepalives_count=KEEPALIVE["count"], tcp_user_timeout=USER_TIMEOUT_MS)
+                for name, value in KEEPALIVE.items():  # the server's end (settable per session)
+                    self._conn.execute(f"SET tcp_keepalives_{name} = {int(value)}")
             if self._held:
                 self._conn.execute("SELECT 1")
             else:
