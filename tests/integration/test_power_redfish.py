@@ -70,6 +70,11 @@ def test_redfish_power_and_pxe_once_through_the_emulator(tmp_path: Path, emulato
     assert [m + r for m, r in calls] == ["PATCH", "POST/Actions/ComputerSystem.Reset", "PATCH"], log[-3000:]
     assert boot_override(emulator, PASSWORD)[0] == "Hdd"  # kept as Continuous, so set back once on
 
+    # on a machine already on, the override is for its next boot: it stays
+    result = _power(repo, creds, "node-1", "on", "--pxe-once")
+    assert (result.returncode, result.stdout) == (0, "node-1: on\n"), result.stderr
+    assert boot_override(emulator, PASSWORD)[0] == "Pxe"
+
     result = _power(repo, creds, "node-1", "off")
     assert (result.returncode, result.stdout) == (0, "node-1: off\n"), result.stderr
     system = _system(emulator)
