@@ -103,7 +103,11 @@ def test_postgresql_stopped_renewals_answered_from_memory_new_leases_refused_the
             assert store.problem is not None and "unreachable" in store.problem
             answered = threading.Event()
             store.apply(change("bind", Y, "02:00:00:00:00:02"), answered.set)  # a new lease: not answered
-            time.sleep(1.5)
+            # Changes are written (or given up) in order: once a renewal applied after it is
+            # answered, the new lease's turn has passed (no guess of how long that takes).
+            after = threading.Event()
+            store.apply(change("bind", X, "02:00:00:00:00:01", seconds=901), after.set)
+            assert after.wait(30.0)
             assert not answered.is_set()
             cluster.start()
             assert store.flush(30.0), "the renewal kept while PostgreSQL was down is written once it is back"
