@@ -10,6 +10,12 @@ connection ends (the instance stopped, died, or lost the server), and another in
 at its next `refresh()`. While the server cannot be reached no instance holds it: nothing is
 powered until one can record what it does.
 
+An instance started without --bmc-credentials can run a rollout (nodes then need a manual
+reboot, which it tracks) but cannot power: it runs the site's rollouts only while no instance
+that can power is connected. Those hold a second lock of the site in shared mode for as long as
+they live (`POWER_CLASS`); one without credentials that sees it held (an exclusive try fails)
+lets the rollout lock go, or does not take it, so an instance that can power takes it.
+
 A driver whose host died or was cut off sends no FIN: PostgreSQL would hold its session, and the
 lock, until the system's TCP keepalive gives up (about 2 h 11 min by default). The session asks
 the server for keepalives of its own (`KEEPALIVE`: given up after about 25 s), and the client
@@ -28,6 +34,7 @@ import psycopg
 log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x6E62726F  # the advisory lock's first key ("nbro"); the second is the site's
+POWER_CLASS = 0x6E62706F  # held shared by every instance of the site that can power ("nbpo")
 APPLICATION = "netboot-reconcile rollouts "  # + the instance: how `holder()` names the driver
 KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}  # seconds, seconds, probes (both ends)
 USER_TIMEOUT_MS = 10_000  # the client's bound on data left unacknowledged (a query to a lost server)
@@ -36,11 +43,15 @@ USER_TIMEOUT_MS = 10_000  # the client's bound on data left unacknowledged (a qu
 class SiteDriver:
     """The rollout lock of one site (see the module docstring)."""
 
-    def __init__(self, url: str, site: str, instance: str, *, connect_timeout: float = 3.0) -> None:
+    def __init__(self, url: str, site: str, instance: str, *, may_power: bool = True,
+                 connect_timeout: float = 3.0) -> None:
         self._url = url
         self._site = site
         self._instance = instance
+        self._may_power = may_power  # started with --bmc-credentials
         self._key = (LOCK_CLASS, zlib.crc32(site.encode()) - 2**31)  # two int4 keys
+        self._power_key = (POWER_CLASS, self._key[1])
+        self._powering = False  # holds the power lock (shared)
         self._timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
         self._held = False
@@ -62,19 +73,38 @@ class SiteDriver:
                     keepalives_count=KEEPALIVE["count"], tcp_user_timeout=USER_TIMEOUT_MS)
                 for name, value in KEEPALIVE.items():  # the server's end (settable per session)
                     self._conn.execute(f"SET tcp_keepalives_{name} = {int(value)}")
-            if self._held:
+            if self._may_power and not self._powering:
+                self._powering = self._try("pg_try_advisory_lock_shared", self._power_key)
+            if not self._may_power and self._power_held_elsewhere():
+                if self._held:  # an instance that can power is here: it runs them
+                    self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._key)
+                    self._held = False
+            elif self._held:
                 self._conn.execute("SELECT 1")
             else:
-                row = self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._key).fetchone()
-                self._held = bool(row and row[0])
+                self._held = self._try("pg_try_advisory_lock", self._key)
         except psycopg.Error:
             self._drop()
         if self._held and not was:
             log.info("rollouts of site %r: this instance (%s) drives them", self._site, self._instance)
         elif was and not self._held:
-            log.warning("rollouts of site %r: this instance no longer drives them (its connection to the store "
-                        "was lost)", self._site)
+            log.warning("rollouts of site %r: this instance no longer drives them (%s)", self._site,
+                        "an instance with --bmc-credentials does" if self._conn is not None
+                        else "its connection to the store was lost")
         return self._held
+
+    def _try(self, function: str, key: tuple[int, int]) -> bool:
+        assert self._conn is not None
+        row = self._conn.execute(f"SELECT {function}(%s, %s)", key).fetchone()
+        return bool(row and row[0])
+
+    def _power_held_elsewhere(self) -> bool:
+        """Whether an instance that can power holds the site's power lock (an exclusive try fails)."""
+        if self._try("pg_try_advisory_lock", self._power_key):
+            assert self._conn is not None
+            self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._power_key)
+            return False
+        return True
 
     def holder(self) -> str | None:
         """The instance driving the site's rollouts, as PostgreSQL knows it (None: none, or unknown)."""
@@ -94,7 +124,7 @@ class SiteDriver:
         return str(row[0]).removeprefix(APPLICATION) if row else None
 
     def _drop(self) -> None:
-        self._held = False
+        self._held = self._powering = False
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()

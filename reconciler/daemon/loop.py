@@ -193,12 +193,13 @@ class Daemon:
         else:
             self._open_sqlite_store()
         assert self.store is not None
-        # Instances of one site sharing the store: one of those that may power decides (adapters.pglock).
-        if settings.store is not None and settings.bmc_credentials is not None:
-            self.rollout_driver = SiteDriver(settings.store, settings.site or "", settings.instance)
+        # Instances of one site sharing the store: one runs its rollouts, one that can power when
+        # any of them can (adapters.pglock).
+        if settings.store is not None:
+            self.rollout_driver = SiteDriver(settings.store, settings.site or "", settings.instance,
+                                             may_power=settings.bmc_credentials is not None)
         self.rollouts = RolloutRunner(self.store, nodes=self._serving_nodes, credentials=self.settings.bmc_credentials,
                                       boot_timeout=self.settings.boot_timeout, clock=self.clock,
-                                      follow=settings.store is not None and settings.bmc_credentials is None,
                                       driver=self.rollout_driver)
         self.rollouts.start()
         self._load_current()

@@ -112,3 +112,37 @@ def test_one_instance_of_a_site_powers_and_another_takes_over(tmp_path: Path, si
     finally:
         first.stop()
         second.stop()
+
+
+def test_an_instance_without_credentials_runs_rollouts_until_one_that_can_power_comes(
+        tmp_path: Path, pg_cluster: PgCluster) -> None:
+    """A daemon on a PostgreSQL store without --bmc-credentials ran no rollout at all (it only
+    followed, whoever else there was): a `power: false` rollout, whose nodes need a manual reboot
+    the daemon tracks, was never made. It runs them while no instance that can power is there,
+    and lets one that can take them over."""
+    tree = WorkTree(tmp_path / "work")
+    tree.commit("a rollout without power", {
+        "netboot.yaml": (tree.path / "netboot.yaml").read_text() + "rollout: {max_in_flight: 1}\n"})
+    url = pg_cluster.create_database()
+    plain = DaemonProcess(str(tree.path), tmp_path / "plain", ["--interval", "3600", "--store", url,
+                                                               "--instance", "plain"])
+    creds = tmp_path / "bmc-credentials.yaml"
+    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
+    creds.chmod(0o600)
+    powering = DaemonProcess(str(tree.path), tmp_path / "powering", [
+        "--interval", "3600", "--store", url, "--instance", "powering", "--bmc-credentials", str(creds)])
+    try:
+        plain.start()
+        bump = tree.commit("reinstall node-1", {
+            "nodes/node-1.yaml": (tree.path / "nodes" / "node-1.yaml").read_text() + "reinstall: 1\n"})
+        plain.wait_served(bump)
+        node = wait_for(lambda: _node(plain, "node-1"), "node-1's rollout on the instance without credentials")
+        assert node["state"] == "needs-manual-reboot", node
+
+        powering.start()
+        wait_for(lambda: "this instance (powering) drives them" in powering.log(),
+                 f"the instance with --bmc-credentials to run the rollouts\n{powering.log()[-2000:]}", timeout=60)
+        assert "no longer drives them (an instance with --bmc-credentials does)" in plain.log()
+    finally:
+        plain.stop()
+        powering.stop()
