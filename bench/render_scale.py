@@ -7,8 +7,7 @@ written, the process's peak RSS, and, as a peer measured in the same run, how lo
 `dhcpd -t` takes to read the rendered dhcpd.conf (when isc-dhcp-server is installed and we are
 root). Targets (issue 3): render under 3 s and peak RSS under 400 MB for 10,000 nodes.
 Then a one-node commit rendered with the memo of the commit before (core.render.reuse, what the
-daemon does): its time beside the full render's, and how many nodes were reused (nodes whose
-templates use secrets.yaml, two profiles of three here, are rendered every commit).
+daemon does): its time beside the full render's, and how many nodes were reused or rendered again.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.render import NodeMemo, render_generation, render_served
 from reconciler.core.render.reuse import verbatim_only
+from reconciler.core.secrets import SecretValues
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from tests.render_support import example_snapshot, valid_state
@@ -124,8 +125,23 @@ def test_templates_are_reused_only_when_the_revision_is_written_as_it_is() -> No
     assert verbatim_only("ds=nocloud;s={{ cloud_init_url }};dsmode=net")
     assert verbatim_only("{% if hostname %}{{ revision }}{% endif %}")
     assert verbatim_only("plain")
+    assert verbatim_only("password: {{ secrets.pw | tojson }}")
     for text in ("{{ revision[:7] }}", "{{ cloud_init_url | upper }}", "{% if revision %}x{% endif %}",
                  "{% filter upper %}{{ revision }}{% endfilter %}", "{% set r %}{{ revision }}{% endset %}{{ r }}",
-                 "{{ revision ~ 'x' }}", "{{ secrets.pw }}", "{% for revision in [1] %}{{ revision }}{% endfor %}",
+                 "{{ revision ~ 'x' }}", "{% for revision in [1] %}{{ revision }}{% endfor %}",
                  "{{ revision"):
         assert not verbatim_only(text), text
+
+
+def test_a_changed_secret_value_renders_the_nodes_again() -> None:
+    """example-repo's install profiles put secrets.yaml's password hash in user-data: a node
+    rendered with one value is not reused when the value changes, and is when it does not."""
+    state = valid_state(example_snapshot("1" * 40))
+    assert state.secrets is not None
+    names = list(state.secrets.secrets)
+    memo = NodeMemo()
+    for revision, value in (("1" * 40, "first"), ("2" * 40, "first"), ("3" * 40, "second"), ("4" * 40, "x\ny")):
+        values = SecretValues({n: f"{value}-{n}" for n in names}, {n: f"fp-{value}-{n}" for n in names}, revealed=True)
+        state = valid_state(example_snapshot(revision))
+        assert render_generation(state, b"k", values, memo) == render_generation(state, b"k", values)
+

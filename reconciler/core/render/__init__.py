@@ -105,7 +105,7 @@ def _render_generation(
     sentinel = memo.sentinel_for(revision) if memo is not None and not secure_boot else None
     if memo is not None:
         memo.hits = memo.misses = 0
-    site_key = reuse.part_key((site, report_secret)) if sentinel is not None else b""
+    site_key = reuse.part_key((site, report_secret)) + reuse.secrets_key(values) if sentinel is not None else b""
     part_keys: dict[int, bytes] = {}  # id of a profile or template -> its digest, once per commit
 
     def part_key(part: object) -> bytes:

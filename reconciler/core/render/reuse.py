@@ -12,9 +12,10 @@ by the node's token at the revision. That is exact only when the revision reache
 the whole string, which our own code does (pin, comments, cloud_init_url, the webhook URL) and a
 template does when it writes `{{ revision }}`, `{{ cloud_init_url }}` or `{{ report_token }}`
 as they are. A node is rendered afresh (and not kept) when one of its templates uses them in any
-other way (`revision[:7]`, a filter, a test), or uses `secrets` (their values never go into the
-memo); a key over the node, its profile, its cloud-init and generic templates, the site and the
-report secret decides whether a kept rendering still applies.
+other way (`revision[:7]`, a filter, a test); a key over the node, its profile, its cloud-init
+and generic templates, the site, the report secret and secrets.yaml's values decides whether a
+kept rendering still applies (a user-data holding a secret's value is kept like the generation
+keeps it on disk: the memo file is mode 0600 in the state directory).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import jinja2.nodes
 
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile
+from reconciler.core.secrets import SecretValues
 
 REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
 _HEX = re.compile(r"[0-9a-f]+")
@@ -92,12 +94,10 @@ def _stand_in(length: int) -> str:
 @functools.lru_cache(maxsize=4096)
 def verbatim_only(text: str) -> bool:
     """Whether a template uses the revision variables only as whole `{{ name }}` outputs (or not
-    at all) and does not use `secrets`: then its output at one revision is its output at another
-    with the one string replaced by the other."""
+    at all): then its output at one revision is its output at another with the one string
+    replaced by the other."""
     if not template.is_template(text):
         return True
-    if "secrets" in text:
-        return False  # their values never go into the memo
     if not any(name in text for name in REVISION_VARIABLES):
         return True
     try:
@@ -126,6 +126,16 @@ def reusable(profile: Profile, tpl: CloudInitTemplate | None) -> bool:
     if tpl is not None:
         texts.append(tpl.text)
     return all(verbatim_only(t) for t in texts)
+
+
+def secrets_key(values: SecretValues) -> bytes:
+    """A digest of the values `{{ secrets.NAME }}` renders to (their repr never shows them)."""
+    h = hashlib.sha256(b"revealed" if values.revealed else b"placeholders")
+    for mapping in (values.values, values.stable):
+        for name, value in sorted(mapping.items()):
+            h.update(b"\0" + name.encode() + b"\0" + value.encode())
+        h.update(b"\1")
+    return h.digest()
 
 
 def part_key(part: object) -> bytes:
