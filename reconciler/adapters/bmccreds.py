@@ -5,7 +5,9 @@ Read by `commands.power` (and later the daemon's rollouts). The file lives outsi
 
     lab-admin: {username: admin, password: s3cret}
 
-Like ssh with a private key, a file that its group or others can read or write is refused. No
+Like ssh with a private key, a file that its group or others can read or write is refused (the
+mode of the file itself, after symlinks: a Kubernetes Secret volume or a credentials directory
+presents each key as a symlink to the real file, mode 0400). No
 message here ever quotes the file's text: a YAML error is reported by line only, because the
 parser's own message shows the offending line, which may hold a password.
 """
@@ -36,7 +38,7 @@ class Credential:
 
 def load(path: Path) -> Mapping[str, Credential]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise CredentialsError(f"{path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as fh:

@@ -188,6 +188,12 @@ def test_the_daemonset_serves_dhcp_on_each_node_with_only_the_capabilities_it_ne
     (secret,) = manifests()["secret.yaml"]
     keys = set(secret["stringData"])
     assert {i["key"] for i in git["items"]} <= keys
+    # rollouts power machines only with --bmc-credentials: the file comes from the Secret, owner-only
+    # (kubelet presents it as a symlink, which adapters.bmccreds follows), and its placeholder loads
+    bmc = volumes[mounts[str(parsed.bmc_credentials.parent)]]["secret"]
+    assert bmc["defaultMode"] == 0o400
+    assert bmc["items"] == [{"key": "bmc-credentials", "path": parsed.bmc_credentials.name}]
+    assert yaml.safe_load(secret["stringData"]["bmc-credentials"]) == {}
     refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
     assert {r["key"] for r in refs} <= keys and {r["name"] for r in refs} == {secret["metadata"]["name"]}
     assert env["NETBOOT_GIT_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "git-token"  # the variable run reads

@@ -40,3 +40,25 @@ def test_a_bad_file_is_refused_naming_it_without_its_text(tmp_path: Path, text: 
 def test_a_file_others_can_read_is_refused_like_an_ssh_key(tmp_path: Path) -> None:
     with pytest.raises(CredentialsError, match="permissions 0640 are too open"):
         load(_write(tmp_path, "lab: {username: a, password: b}\n", mode=0o640))
+
+
+def _secret_volume(tmp_path: Path, text: str, mode: int) -> Path:
+    """Lay the file out as kubelet mounts a Secret: KEY -> ..data/KEY, ..data -> ..<timestamp>/."""
+    stamp = tmp_path / "..2026_12_06_22_00_00.1"
+    stamp.mkdir()
+    (stamp / "credentials.yaml").write_text(text)
+    (stamp / "credentials.yaml").chmod(mode)
+    (tmp_path / "..data").symlink_to(stamp.name)
+    (tmp_path / "credentials.yaml").symlink_to("..data/credentials.yaml")
+    return tmp_path / "credentials.yaml"
+
+
+def test_a_file_mounted_from_a_kubernetes_secret_loads(tmp_path: Path) -> None:
+    # contrib/kubernetes mounts --bmc-credentials from a Secret; kubelet makes each key a symlink
+    creds = load(_secret_volume(tmp_path, "lab: {username: a, password: b}\n", mode=0o400))
+    assert creds["lab"].username == "a"
+
+
+def test_a_symlink_to_a_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match="permissions 0644 are too open"):
+        load(_secret_volume(tmp_path, "lab: {username: a, password: b}\n", mode=0o644))
