@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -52,3 +53,10 @@ def patterned_bytes(size: int, seed: int = 1) -> bytes:
     so a misplaced or repeated block shows in a byte comparison."""
     block = hashlib.sha256(str(seed).encode()).digest() * 32  # 1 KiB
     return (block * (size // len(block) + 1))[:size]
+
+
+def write_bmc_credentials(path: Path, name: str, password: str, username: str = "admin") -> Path:
+    """A `--bmc-credentials` file with one entry, owner-only as the daemon requires."""
+    path.write_text(json.dumps({name: {"username": username, "password": password}}))
+    path.chmod(0o600)
+    return path

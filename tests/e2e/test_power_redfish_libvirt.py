@@ -44,6 +44,7 @@ from tests.e2e.site import DaemonProcess, NodeSpec, Site, SiteRepo, node_specs, 
 from tests.e2e.test_netboot import BIOS_STAGES, assert_reply, assert_served, boot_events, node_result
 from tests.redfish_support import Reader, boot_override, sushy_emulator
 from tests.render_support import ROOT
+from tests.support import write_bmc_credentials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(1200)]
 
@@ -124,8 +125,7 @@ def rig(boot_assets: BootAssets, tmp_path: Path) -> Iterator[Rig]:
                 repo = SiteRepo(tmp_path / "repo")
                 repo.commit(files, "one node with a Redfish BMC")
                 creds = tmp_path / "bmc-credentials.json"
-                creds.write_text(json.dumps({"rf": {"username": "admin", "password": PASSWORD}}))
-                creds.chmod(0o600)
+                write_bmc_credentials(creds, "rf", PASSWORD)
                 built = Rig(lab, libvirtd, port, spec, serial, files, repo, creds, tmp_path, read)
                 assert built.domstate() == "shut off" and built.boot_order() == ["hd"]
                 assert built.override() == "Hdd"

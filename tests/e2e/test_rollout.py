@@ -39,6 +39,7 @@ from tests.e2e.assets import BootAssets, install_into
 from tests.e2e.harness import Lab, Vm, tail
 from tests.e2e.site import DaemonProcess, NodeSpec, SiteRepo, node_specs, site_files
 from tests.ipmi_support import PASSWORD, ipmi_sim
+from tests.support import write_bmc_credentials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.timeout(3000)]
 
@@ -169,8 +170,7 @@ def test_four_guests_reinstall_in_waves_of_two_a_failure_pauses_and_a_fix_resume
     assets_dir = tmp_path / "assets"
     install_into(boot_assets, assets_dir)
     creds = tmp_path / "bmc-credentials.yaml"
-    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
-    creds.chmod(0o600)
+    write_bmc_credentials(creds, "lab", PASSWORD)
     guests: list[Guest] = []
     with ExitStack() as stack:
         for n, spec in enumerate(specs, start=1):

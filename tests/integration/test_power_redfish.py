@@ -11,7 +11,6 @@ The libvirt driver, with a guest that really netboots, is tests/e2e/test_power_r
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 
 from tests.redfish_support import boot_override, sushy_emulator, system
 from tests.render_support import EXAMPLE, ROOT
+from tests.support import write_bmc_credentials
 
 PASSWORD = "rf-Pw-9qLm"  # the emulator's; looked for in every output
 
@@ -44,8 +44,7 @@ def _setup(tmp_path: Path, port: int, password: str = PASSWORD) -> tuple[Path, P
     node = repo / "nodes" / "node-1.yaml"
     node.write_text(node.read_text() + f"bmc: {{driver: redfish, address: '127.0.0.1:{port}', credentials: rf}}\n")
     creds = tmp_path / "creds.json"
-    creds.write_text(json.dumps({"rf": {"username": "admin", "password": password}}))
-    creds.chmod(0o600)
+    write_bmc_credentials(creds, "rf", password)
     return repo, creds
 
 

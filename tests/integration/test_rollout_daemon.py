@@ -9,7 +9,6 @@ has QEMU guests do it). Safe by default: a node without a BMC needs a manual reb
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from reconciler.core import template
 from tests.integration.daemon_support import ROOT, DaemonProcess, WorkTree, http_get, http_post, wait_for
 from tests.ipmi_support import PASSWORD, Sim, ipmi_sim
+from tests.support import write_bmc_credentials
 
 MACS = {"db-1": "52:54:00:aa:bb:10", "node-1": "52:54:00:aa:bb:01", "node-2": "52:54:00:aa:bb:02",
         "node-3": "52:54:00:aa:bb:03"}
@@ -87,8 +87,7 @@ def test_a_reinstall_rolls_out_in_waves_gated_by_boot_reports(tmp_path: Path, si
     files["netboot.yaml"] = site + "rollout: {max_in_flight: 1, on_failure: pause, power: true}\n"
     tree.commit("BMCs and a rollout policy", files)
     creds = tmp_path / "bmc-credentials.yaml"
-    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
-    creds.chmod(0o600)
+    write_bmc_credentials(creds, "lab", PASSWORD)
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text(SECRET)
     state = tmp_path / "state"
@@ -192,8 +191,7 @@ def test_without_power_true_nothing_is_powered(tmp_path: Path, sims: dict[str, S
         + f"bmc: {{driver: ipmi, address: '127.0.0.1:{sim.port}', credentials: lab}}\n",
         "netboot.yaml": (tree.path / "netboot.yaml").read_text() + "rollout: {max_in_flight: 2}\n"})
     creds = tmp_path / "bmc-credentials.yaml"
-    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
-    os.chmod(creds, 0o600)
+    write_bmc_credentials(creds, "lab", PASSWORD)
     daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600", "--bmc-credentials",
                                                                  str(creds)]).start()
     try:
@@ -228,8 +226,7 @@ def test_a_bmc_that_does_not_answer_fails_its_node_and_the_daemon_serves_on(tmp_
         "netboot.yaml": (tree.path / "netboot.yaml").read_text()
         + "rollout: {max_in_flight: 1, on_failure: continue, power: true}\n"})
     creds = tmp_path / "bmc-credentials.yaml"
-    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
-    os.chmod(creds, 0o600)
+    write_bmc_credentials(creds, "lab", PASSWORD)
     daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600", "--bmc-credentials",
                                                                  str(creds)]).start()
     try:

@@ -10,14 +10,13 @@ dies) and `b` says it runs the rollouts well before any system default would hav
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 from tests.integration.daemon_support import DaemonProcess, WorkTree, wait_for
 from tests.pgcluster import PORT, PgCluster
-from tests.support import free_port, require_root, require_tool
+from tests.support import free_port, require_root, require_tool, write_bmc_credentials
 
 NET = "10.213.{}.{}"
 
@@ -54,8 +53,7 @@ def test_a_driver_cut_off_from_postgresql_is_replaced_within_a_minute(tmp_path: 
 
         tree = WorkTree(tmp_path / "work")
         creds = tmp_path / "bmc-credentials.yaml"
-        creds.write_text(json.dumps({"lab": {"username": "admin", "password": "unused"}}))
-        creds.chmod(0o600)
+        write_bmc_credentials(creds, "lab", "unused")
         extra = ["--interval", "3600", "--bmc-credentials", str(creds)]
         cut_off = DaemonProcess(str(tree.path), tmp_path / "a",
                                 [*extra, "--store", f"postgresql://postgres@{server}:{PORT}/{database}",

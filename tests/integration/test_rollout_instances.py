@@ -27,6 +27,7 @@ from reconciler.core import template
 from tests.integration.daemon_support import ROOT, DaemonProcess, WorkTree, http_get, http_post, wait_for
 from tests.ipmi_support import PASSWORD, Sim, ipmi_sim
 from tests.pgcluster import PgCluster
+from tests.support import write_bmc_credentials
 
 MACS = {"node-1": "52:54:00:aa:bb:01", "node-2": "52:54:00:aa:bb:02"}
 SECRET = "rollout-operator-secret"
@@ -65,8 +66,7 @@ def test_one_instance_of_a_site_powers_and_another_takes_over(tmp_path: Path, si
                              + "rollout: {max_in_flight: 1, on_failure: pause, power: true}\n")
     tree.commit("BMCs and a rollout policy", files)
     creds = tmp_path / "bmc-credentials.yaml"
-    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
-    creds.chmod(0o600)
+    write_bmc_credentials(creds, "lab", PASSWORD)
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text(SECRET)
     url = pg_cluster.create_database()
@@ -127,8 +127,7 @@ def test_an_instance_without_credentials_runs_rollouts_until_one_that_can_power_
     plain = DaemonProcess(str(tree.path), tmp_path / "plain", ["--interval", "3600", "--store", url,
                                                                "--instance", "plain"])
     creds = tmp_path / "bmc-credentials.yaml"
-    creds.write_text(json.dumps({"lab": {"username": "admin", "password": PASSWORD}}))
-    creds.chmod(0o600)
+    write_bmc_credentials(creds, "lab", PASSWORD)
     powering = DaemonProcess(str(tree.path), tmp_path / "powering", [
         "--interval", "3600", "--store", url, "--instance", "powering", "--bmc-credentials", str(creds)])
     try:

@@ -7,13 +7,12 @@ otherwise netboot the machine at every later boot."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from reconciler.core import template
 from tests.integration.daemon_support import DaemonProcess, WorkTree, http_post, wait_for
 from tests.integration.test_power_redfish import PASSWORD, _system, emulator
+from tests.support import write_bmc_credentials
 
 __all__ = ["emulator"]  # the fixture, used by name
 
@@ -36,8 +35,7 @@ def test_a_redfish_rollout_sets_pxe_once_then_clears_the_override(tmp_path: Path
         "nodes/node-2.yaml": with_bmc,
         "netboot.yaml": (tree.path / "netboot.yaml").read_text() + "rollout: {power: true}\n"})
     creds = tmp_path / "creds.json"
-    creds.write_text(json.dumps({"rf": {"username": "admin", "password": PASSWORD}}))
-    os.chmod(creds, 0o600)
+    write_bmc_credentials(creds, "rf", PASSWORD)
     daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600", "--bmc-credentials",
                                                                  str(creds)]).start()
     try:
