@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.commands.validate import (
@@ -59,7 +60,7 @@ def _previous(out: Path) -> list[str]:
     return [rel for rel in listed if isinstance(rel, str) and ".." not in Path(rel).parts and not rel.startswith("/")]
 
 
-def write_tree(files: dict[str, bytes], out: Path) -> None:
+def write_tree(files: Mapping[str, bytes], out: Path) -> None:
     """Write `files` under `out`, each through a temporary file renamed into place; then remove
     what the previous render wrote that this one does not hold, and record what this one wrote."""
     stale = [rel for rel in _previous(out) if rel not in files]

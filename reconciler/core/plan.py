@@ -71,7 +71,7 @@ def side(revision: str, state: DesiredState | None, issues: Sequence[Issue],
     """A Side for a validated revision: renders `state` with the placeholder revision, and
     placeholders for secrets, marked `:changed` for the names in `changed_secrets`
     (`core.secrets.changed_names`): a diff shows that a value changed, never what it holds."""
-    files: dict[str, bytes] = {}
+    files: Mapping[str, bytes] = {}
     if state is not None:
         names = state.secrets.secrets if state.secrets is not None else ()
         try:

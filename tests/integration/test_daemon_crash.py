@@ -39,7 +39,7 @@ def expected_files(repo: Path, revision: str, state_dir: Path) -> dict[str, byte
     validation = validate(read_tree(pygit2.Repository(str(repo)), revision))
     assert validation.state is not None
     # as the daemon renders it: example-repo's secret decrypted with the demo identity it was given
-    return render_served(validation.state, report_secret(state_dir), load_identity(DEMO_IDENTITY))
+    return dict(render_served(validation.state, report_secret(state_dir), load_identity(DEMO_IDENTITY)))
 
 
 def applied_durations(daemon: DaemonProcess) -> list[float]:

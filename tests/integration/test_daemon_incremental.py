@@ -84,7 +84,7 @@ def _from_scratch(tree: WorkTree, revision: str, state_dir: Path) -> dict[str, b
     snapshot = dataclasses.replace(read_directory(tree.path), revision=revision)
     state = validate(snapshot).state
     assert state is not None
-    return render_served(state, report_secret(state_dir), load_identity(DEMO_IDENTITY))
+    return dict(render_served(state, report_secret(state_dir), load_identity(DEMO_IDENTITY)))
 
 
 def _wait_applied(daemon: DaemonProcess, revision: str) -> None:
@@ -141,8 +141,8 @@ def _served_after_a_wrong_memo(tmp_path: Path, extra: list[str], code: str | Non
         memo = pickle.loads(memo_file.read_bytes())
         assert isinstance(memo, NodeMemo)
         kept = memo.entries["bulk-00001"]
-        wrong = {**kept.files, "ipxe/bulk-00001.ipxe": b"#!ipxe\necho wrong\n"}
-        memo.entries["bulk-00001"] = kept._replace(files=wrong)
+        wrong = {**kept.entries, "ipxe/bulk-00001.ipxe": b"#!ipxe\necho wrong\n"}
+        memo.entries["bulk-00001"] = kept._replace(entries=wrong)
         if code is not None:
             memo.code = code
         memo_file.write_bytes(pickle.dumps(memo))

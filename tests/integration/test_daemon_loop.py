@@ -215,7 +215,7 @@ def test_generations_are_kept_while_the_results_store_cannot_say_which_are_in_us
 def rendered(tree: WorkTree, revision: str) -> dict[str, bytes]:
     validation = validate(read_tree(pygit2.Repository(str(tree.path)), revision))
     assert validation.state is not None
-    return render_generation(validation.state)
+    return dict(render_generation(validation.state))
 
 
 def test_collected_generations_lend_their_inodes_and_kept_ones_stay_intact(tree: WorkTree, tmp_path: Path) -> None:

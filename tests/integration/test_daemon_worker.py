@@ -43,7 +43,7 @@ def test_the_worker_builds_what_the_daemon_builds_in_process() -> None:
     assert here.state is not None
     assert built.state == here.state and built.issues == here.issues
     assert built.state.node_by_mac(here.state.nodes[0].mac) == here.state.nodes[0]
-    assert built.files == render_generation(here.state, report_secret=SECRET)
+    assert built.files == dict(render_generation(here.state, report_secret=SECRET))
     assert set(built.timings) == {"validate", "render"}
     assert worker.build(snapshot, None).files is None  # validation only (the generation loader)
 

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,7 @@ def check_cloud_init(path: Path) -> None:
     assert result.returncode == 0, f"cloud-init schema refused {path}:\n{result.stdout}{result.stderr}"
 
 
-def write_tree(files: dict[str, bytes], root: Path) -> Path:
+def write_tree(files: Mapping[str, bytes], root: Path) -> Path:
     for rel, data in files.items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)

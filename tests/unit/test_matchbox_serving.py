@@ -56,7 +56,7 @@ def test_initrd_argument_is_not_doubled() -> None:
 def _served(edits: dict[str, str | None]) -> tuple[boot.BootIndex, dict[str, bytes]]:
     result = validate(repo_builder.snapshot(edits))
     assert result.state is not None, result.errors
-    return boot.BootIndex.build(result.state), render_generation(result.state)
+    return boot.BootIndex.build(result.state), dict(render_generation(result.state))
 
 
 def test_ignition_serves_the_profiles_ignition_json_as_committed() -> None:

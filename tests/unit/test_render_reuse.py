@@ -6,12 +6,13 @@ revisions and report secrets, templates that use the revision verbatim and ones 
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.render import NodeMemo, render_generation, render_served
+from reconciler.core.render import NodeMemo, RenderedFiles, render_generation, render_served
 from reconciler.core.render.reuse import verbatim_only
 from reconciler.core.secrets import SecretValues
 from reconciler.core.snapshot import Snapshot
@@ -93,14 +94,24 @@ def _apply(files: dict[str, bytes], edit: _Edit) -> None:
        secret=st.sampled_from([None, b"report-secret"]))
 def test_rendering_with_a_memo_equals_rendering_from_scratch(steps: list[tuple[_Edit, str]],
                                                               secret: bytes | None) -> None:
+    """And the lazy form holds: the served generation, iterated, read or rebuilt in another
+    process from the previous one plus its changed entries (`Delta`), is the full render."""
     files = base_files()
     memo = NodeMemo()
+    served: RenderedFiles | None = None  # what another process holds, built from deltas only
+    previous: RenderedFiles | None = None
     for edit, revision in steps:
         _apply(files, edit)
         state = validate(Snapshot(revision, dict(files))).state
         if state is None:
             continue  # an invalid commit renders nothing; the memo waits for the next
-        assert render_served(state, secret, memo=memo) == render_served(state, secret)
+        lazy, full = render_served(state, secret, memo=memo), render_served(state, secret)
+        assert lazy == full
+        assert list(lazy.items()) == list(full.items())  # the same order, the same bytes
+        delta = pickle.loads(pickle.dumps(lazy.delta_from(previous)))
+        served = delta.apply(served)
+        assert list(served.items()) == list(full.items())
+        previous = lazy
 
 
 def test_an_unchanged_node_is_taken_from_the_memo_and_a_changed_one_rendered() -> None:

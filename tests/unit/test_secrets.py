@@ -7,6 +7,7 @@ Each test here fails on the code before secrets existed (no secrets.yaml, no `se
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 
 import pyrage
 import pytest
@@ -130,7 +131,7 @@ def test_the_daemon_renderer_reveals_values_only_in_the_private_user_data() -> N
     assert "'root_hash'" in raised.value.findings[0].message
 
 
-def _instance_id(files: dict[str, bytes]) -> str:
+def _instance_id(files: Mapping[str, bytes]) -> str:
     return files["cloud-init/52:54:00:aa:bb:01/meta-data"].decode().split()[1]
 
 

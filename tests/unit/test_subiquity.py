@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def check(section: Any) -> None:
     assert not errors, errors
 
 
-def sections(files: dict[str, bytes]) -> dict[str, Any]:
+def sections(files: Mapping[str, bytes]) -> dict[str, Any]:
     out = {}
     for path, body in files.items():
         if path.endswith("/user-data"):

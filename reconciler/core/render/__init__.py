@@ -10,6 +10,7 @@ each format lives in its own module, and all of them read one `NodeBoot` per nod
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from reconciler.core import secrets, template
 from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, uses_secure_boot
@@ -17,11 +18,12 @@ from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
 from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
+from reconciler.core.render.files import Entry, RenderedFiles, Stamped, entry_size
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.template import TemplateFailure
 
-__all__ = ["GENERIC_DIR", "NodeMemo", "render_generation", "render_served"]
+__all__ = ["GENERIC_DIR", "NodeMemo", "RenderedFiles", "render_generation", "render_served"]
 
 GENERIC_DIR = "rendered-generic"  # generic/ holds the templates as committed (matchbox's layout)
 
@@ -37,7 +39,7 @@ def failure_issue(exc: TemplateFailure) -> Issue:
 def render_served(
     state: DesiredState, report_secret: bytes | None = None, decrypt: secrets.Decrypter | None = None,
     memo: NodeMemo | None = None,
-) -> dict[str, bytes]:
+) -> RenderedFiles:
     """The generation the daemon serves: secrets.yaml's values decrypted (in memory only) into
     the user-data that names them; InvalidRevision naming each value that does not decrypt, or
     each node whose cloud-config stops being YAML once the values are in (validation parsed it
@@ -58,7 +60,7 @@ def render_served(
 def render_generation(
     state: DesiredState, report_secret: bytes | None = None, values: secrets.SecretValues | None = None,
     memo: NodeMemo | None = None,
-) -> dict[str, bytes]:
+) -> RenderedFiles:
     """Every artifact of one generation, keyed by repo-style relative path, sorted by path.
 
     `report_secret`: the daemon's secret for boot-report tokens (`template.report_token`); the
@@ -69,7 +71,9 @@ def render_generation(
     placeholders (`<secret:NAME>`): only `render_served` and `render --age-identity` reveal.
     `memo`: nodes rendered at an earlier commit, reused where their inputs are unchanged
     (`render.reuse`; the bytes are the same as without it) and updated for the next commit;
-    without one, the memo of an enclosing `reuse.using(memo)` block, if any."""
+    without one, the memo of an enclosing `reuse.using(memo)` block, if any. With a memo, the
+    nodes it keeps and the DHCP configs are held at its stand-in revision and stamped when read
+    (`render.files.RenderedFiles`)."""
     if values is None:
         values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
     with template.commit_budget():
@@ -78,12 +82,12 @@ def render_generation(
 
 def _render_generation(
     state: DesiredState, report_secret: bytes | None, values: secrets.SecretValues, memo: NodeMemo | None
-) -> dict[str, bytes]:
+) -> RenderedFiles:
     site, revision = state.site, state.revision
     nodes = sorted(state.nodes, key=lambda n: n.name)
     groups = sorted(state.groups, key=lambda g: g.id)
     profiles = dict(sorted(state.profiles.items()))
-    files: dict[str, bytes] = {}
+    files: dict[str, Entry] = {}
 
     boot = ipxe.render_bootstrap(site)
     files["boot.ipxe"] = boot
@@ -127,11 +131,11 @@ def _render_generation(
 
         if memo is not None and sentinel is not None and reuse.reusable(profile, tpl):
             key = reuse.node_key(node, site_key + part_key(profile) + part_key(tpl) + part_key(generic))
-            own = reuse.render_node_reusing(memo, key, node, revision, sentinel, report_secret, render_at)
+            own: Mapping[str, Entry] = reuse.render_node_reusing(memo, key, node, sentinel, report_secret, render_at)
             seen.add(node.name)
         else:
             own = render_at(revision)
-        total += sum(map(len, own.values()))
+        total += sum(map(entry_size, own.values()))
         if total > template.MAX_GENERATION_BYTES:
             finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
             raise InvalidRevision(finding.message, (finding,))
@@ -143,10 +147,14 @@ def _render_generation(
         files.update(grub.secure_boot_files(site, secure, revision))
 
     other = other_chain_macs(state)  # machines whose profile overrides the site's secure_boot
-    files["dhcpd.conf"] = dhcpd.render(site, nodes, revision, other)
-    files["kea-dhcp4.conf"] = kea.render(site, nodes, revision, other)
-    files["dnsmasq.conf"] = dnsmasq.render(site, nodes, revision, other)
-    return dict(sorted(files.items()))
+    # At the stand-in too: with a memo, they are stored equal from commit to commit until a
+    # node's DHCP fields change (`RenderedFiles.changed_since` leaves them out).
+    at = sentinel if sentinel is not None else revision
+    for path, conf in (("dhcpd.conf", dhcpd.render(site, nodes, at, other)),
+                       ("kea-dhcp4.conf", kea.render(site, nodes, at, other)),
+                       ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other))):
+        files[path] = conf if sentinel is None else Stamped(conf, "", b"")
+    return RenderedFiles(dict(sorted(files.items())), revision, sentinel or "", report_secret)
 
 
 def _node_files(plan: NodeBoot, revision: str, generic: MatchboxTemplate | None) -> dict[str, bytes]:

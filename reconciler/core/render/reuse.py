@@ -27,7 +27,7 @@ import hashlib
 import pickle
 import re
 import secrets as _random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -36,6 +36,7 @@ import jinja2.nodes
 
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile
+from reconciler.core.render.files import Entry, Stamped
 from reconciler.core.secrets import SecretValues
 
 REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
@@ -152,39 +153,35 @@ def node_key(node: Node, shared: bytes) -> bytes:
 
 class Kept(NamedTuple):
     key: bytes
-    files: NodeFiles  # rendered at the stand-in revision
-    stamped: tuple[str, ...]  # the paths of `files` holding the stand-in or its token
-    token: bytes  # the node's report token at the stand-in (b"": no report secret)
+    entries: dict[str, Entry]  # rendered at the stand-in revision; `Stamped` where it or its token is in them
 
 
 def render_node_reusing(
     memo: NodeMemo,
     key: bytes,
     node: Node,
-    revision: str,
     sentinel: str,
     report_secret: bytes | None,
     render_at: Callable[[str], NodeFiles],
-) -> NodeFiles:
-    """The node's files at `revision`: the kept rendering with the stand-ins replaced, or
-    `render_at(sentinel)` kept and then replaced."""
+) -> Mapping[str, Entry]:
+    """The node's entries (`render.files`): the kept ones, or `render_at(sentinel)` kept. The
+    same objects every commit until the node changes; a `RenderedFiles` stamps them on access."""
     kept = memo.entries.get(node.name)
     if kept is not None and kept.key == key:
         memo.hits += 1
-    else:
-        memo.misses += 1
-        files = render_at(sentinel)
-        token = _token(report_secret, node.name, sentinel)
-        marks = [sentinel.encode(), token] if token else [sentinel.encode()]
-        stamped = tuple(p for p, data in files.items() if any(m in data for m in marks))
-        kept = memo.entries[node.name] = Kept(key, files, stamped, token)
-    out = dict(kept.files)
-    old_rev, new_rev = sentinel.encode(), revision.encode()
-    new_token = _token(report_secret, node.name, revision) if kept.token else b""
-    for path in kept.stamped:
-        data = out[path].replace(old_rev, new_rev)
-        out[path] = data.replace(kept.token, new_token) if kept.token else data
-    return out
+        return kept.entries
+    memo.misses += 1
+    files = render_at(sentinel)
+    token = _token(report_secret, node.name, sentinel)
+    marks = [sentinel.encode(), token] if token else [sentinel.encode()]
+    entries: dict[str, Entry] = {}
+    for path, data in files.items():
+        if any(m in data for m in marks):
+            entries[path] = Stamped(data, node.name, token if token in data else b"")
+        else:
+            entries[path] = data
+    memo.entries[node.name] = Kept(key, entries)
+    return entries
 
 
 def _token(secret: bytes | None, name: str, revision: str) -> bytes:

@@ -1,0 +1,177 @@
+"""A generation's files as a `Mapping[str, bytes]` whose revision-carrying entries are stamped on access.
+
+Built by `render_generation`; read by everything that reads `Generation.files` (the HTTP and
+TFTP servers, the dashboard, `diff`, the artifacts writer, the loader) exactly as the dict it
+replaces: same keys in the same (sorted) order, same bytes. Why (issue 25): a node's iPXE
+script, GRUB config and NoCloud seed carry the revision (pinned URLs, comments, the report
+token), so a one-node commit at 10,000 nodes made ~20,000 new byte strings. A node the render
+memo (`render.reuse`) keeps is held here as rendered at the memo's stand-in revision
+(`Stamped`), the same object in every generation until the node changes; `files[path]` replaces
+the stand-in by this generation's revision and the stand-in's token by the node's token at it
+(a `bytes.replace` of a few hundred bytes and one HMAC, cached per node).
+
+`changed_since(previous)` names the entries that differ as stored (a changed node's files, the
+site-wide configs when a node's DHCP fields changed), not the ones whose served bytes differ
+only by the revision; `patched(...)` builds the next generation from the previous and those
+entries (the daemon's worker sends only them: `daemon.worker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
+
+from reconciler.core import template
+
+
+class Stamped(NamedTuple):
+    """An entry rendered at the stand-in revision: stamped with the generation's revision on access."""
+
+    raw: bytes
+    node: str  # whose report token `token` is ("" for a site-wide file)
+    token: bytes  # the node's report token at the stand-in, as written in `raw` (b"": none)
+
+
+Entry = bytes | Stamped
+
+
+class Changes(NamedTuple):
+    """What a generation changed against an earlier one, as stored entries (`RenderedFiles.changed_since`)."""
+
+    changed: tuple[str, ...]  # paths whose entry is new or differs
+    removed: tuple[str, ...]  # paths the earlier one had and this one has not
+
+
+def entry_size(entry: Entry) -> int:
+    """The length of the bytes served for `entry` (the stand-in and tokens have the served ones' lengths)."""
+    return len(entry) if isinstance(entry, bytes) else len(entry.raw)
+
+
+class RenderedFiles(Mapping[str, bytes]):
+    """Path -> served bytes of one generation; `entries` holds them as stored (module docstring).
+    Immutable once built: generations share entries, never the dict."""
+
+    def __init__(self, entries: dict[str, Entry], revision: str = "", sentinel: str = "",
+                 secret: bytes | None = None) -> None:
+        self.entries = entries
+        self.revision = revision
+        self.sentinel = sentinel  # "" when nothing is stamped
+        self.secret = secret or None
+        self._tokens: dict[str, bytes] = {}
+
+    @classmethod
+    def plain(cls, files: Mapping[str, bytes]) -> RenderedFiles:
+        """Files with nothing to stamp (a render without a memo, files read back from disk)."""
+        return cls(dict(files))
+
+    def __getitem__(self, path: str) -> bytes:
+        entry = self.entries[path]
+        if isinstance(entry, bytes):
+            return entry
+        return self._stamp(entry)
+
+    def get(self, path: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        entry = self.entries.get(path)
+        if entry is None:
+            return default
+        if isinstance(entry, bytes):
+            return entry
+        return self._stamp(entry)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        stamped = sum(1 for e in self.entries.values() if not isinstance(e, bytes))
+        return f"RenderedFiles({len(self.entries)} files, {stamped} stamped, revision={self.revision!r})"
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"entries": self.entries, "revision": self.revision, "sentinel": self.sentinel, "secret": self.secret}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._tokens = {}
+
+    def _stamp(self, entry: Stamped) -> bytes:
+        data = entry.raw.replace(self.sentinel.encode(), self.revision.encode())
+        if entry.token:
+            data = data.replace(entry.token, self._token(entry.node))
+        return data
+
+    def _token(self, node: str) -> bytes:
+        found = self._tokens.get(node)
+        if found is None:  # two threads may both compute it: the same value
+            found = self._tokens[node] = template.report_token(self.secret, node, self.revision).encode()
+        return found
+
+    def raw(self, path: str) -> Entry:
+        """The entry as stored (KeyError when absent): what `patched` takes."""
+        return self.entries[path]
+
+    def stamps_like(self, other: RenderedFiles) -> bool:
+        """Whether equal stored entries of the two serve the same bytes up to the revision."""
+        return self.sentinel == other.sentinel and self.secret == other.secret
+
+    def changed_since(self, previous: Mapping[str, bytes] | None) -> Changes:
+        """The paths whose stored entry differs from `previous`'s (new ones included) and the
+        paths `previous` had that this has not. Against a RenderedFiles stamped alike an
+        unchanged node costs an identity check; against anything else, served bytes are compared."""
+        if previous is None:
+            return Changes(tuple(self.entries), ())
+        if isinstance(previous, RenderedFiles) and self.stamps_like(previous):
+            before = previous.entries
+            changed = tuple(p for p, e in self.entries.items()
+                            if (b := before.get(p)) is not e and b != e)
+        else:
+            changed = tuple(p for p in self.entries if self[p] != previous.get(p))
+        removed = tuple(p for p in previous if p not in self.entries)
+        return Changes(changed, removed)
+
+    def patched(self, revision: str, changed: Mapping[str, Entry], removed: Iterable[str] = ()) -> RenderedFiles:
+        """The generation at `revision` made of this one's entries, `changed` put in and
+        `removed` taken out (kept in sorted path order). `changed` holds stored entries of a
+        RenderedFiles stamped like this one (`changed_since`, then `raw`)."""
+        entries = dict(self.entries)
+        added = False
+        for path, entry in changed.items():
+            added = added or path not in entries
+            entries[path] = entry
+        for path in removed:
+            entries.pop(path, None)
+        if added:
+            entries = dict(sorted(entries.items()))
+        return RenderedFiles(entries, revision, self.sentinel, self.secret)
+
+    def delta_from(self, previous: RenderedFiles | None) -> Delta:
+        """What another process holding `previous` needs to build this one (`Delta.apply`):
+        the changed entries only, or all of them when `previous` is None or stamped otherwise."""
+        if previous is None or not self.stamps_like(previous):
+            return Delta(self.revision, self.sentinel, self.secret, dict(self.entries), (), full=True)
+        changes = self.changed_since(previous)
+        return Delta(self.revision, self.sentinel, self.secret, {p: self.entries[p] for p in changes.changed},
+                     changes.removed, full=False)
+
+
+class Delta(NamedTuple):
+    """One generation's files as a difference from an earlier one (`RenderedFiles.delta_from`); picklable."""
+
+    revision: str
+    sentinel: str
+    secret: bytes | None
+    entries: dict[str, Entry]
+    removed: tuple[str, ...]
+    full: bool  # entries are all of them: no earlier generation needed
+
+    def apply(self, previous: RenderedFiles | None) -> RenderedFiles:
+        """The generation: `previous` (the one `delta_from` was given) patched, or `entries` when full."""
+        if self.full:
+            return RenderedFiles(dict(self.entries), self.revision, self.sentinel, self.secret)
+        if previous is None or previous.sentinel != self.sentinel or previous.secret != self.secret:
+            raise ValueError("a partial delta applied to another generation than the one it was made from")
+        return previous.patched(self.revision, self.entries, self.removed)

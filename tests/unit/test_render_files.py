@@ -1,0 +1,68 @@
+"""The generation's files as the renderer hands them over (core.render.files, issue 25): a
+`RenderedFiles` that reads like the dict it replaced, holds a node the memo kept as one shared
+entry from commit to commit, and names what a commit changed by those entries: a one-node commit
+changes that node's files, not the ~20,000 revision-carrying files of every other node."""
+
+from __future__ import annotations
+
+import pickle
+
+from reconciler.core.render import NodeMemo, render_generation
+from reconciler.core.render.files import RenderedFiles
+from reconciler.core.snapshot import Snapshot
+from tests.render_support import valid_state
+from tests.repo_builder import files as base_files
+
+SECRET = b"report-secret"
+
+
+def _commit(files: dict[str, bytes], revision: str, memo: NodeMemo) -> RenderedFiles:
+    return render_generation(valid_state(Snapshot(revision, dict(files))), SECRET, memo=memo)
+
+
+def test_it_reads_like_the_dict_a_render_without_memo_gives() -> None:
+    memo = NodeMemo()
+    _commit(base_files(), "a" * 40, memo)
+    files = _commit(base_files(), "b" * 40, memo)
+    full = render_generation(valid_state(Snapshot("b" * 40, base_files())), SECRET)
+    assert list(files) == sorted(files) == list(full)
+    assert len(files) == len(full) and dict(files) == dict(full)
+    for path in full:
+        assert files[path] == files.get(path) == full[path] and path in files
+    assert files.get("nope") is None and "nope" not in files
+    assert b"/r/" + b"b" * 40 in files["ipxe/node-1.ipxe"]
+    assert pickle.loads(pickle.dumps(files)) == full
+
+
+def test_a_one_node_commit_changes_only_that_nodes_entries() -> None:
+    memo = NodeMemo()
+    tree = base_files()
+    before = _commit(tree, "a" * 40, memo)
+    tree["nodes/node-2.yaml"] += b"metadata: {x: 1}\n"
+    after = _commit(tree, "b" * 40, memo)
+    changes = after.changed_since(before)
+    assert changes.removed == ()
+    assert {p for p in changes.changed if "node-1" in p or "52:54:00:aa:bb:01" in p} == set()
+    assert any("node-2" in p for p in changes.changed)
+    assert not {"dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf"} & set(changes.changed)
+    # the unchanged node is served at the new revision, with its token at it, from the same entry
+    assert after.raw("ipxe/node-1.ipxe") is before.raw("ipxe/node-1.ipxe")
+    assert before["ipxe/node-1.ipxe"] != after["ipxe/node-1.ipxe"]
+    full = render_generation(valid_state(Snapshot("b" * 40, dict(tree))), SECRET)
+    assert dict(after) == dict(full)
+    delta = after.delta_from(before)
+    assert not delta.full and set(delta.entries) == set(changes.changed)
+
+
+def test_a_dhcp_change_changes_the_site_configs_and_a_deleted_node_is_removed() -> None:
+    memo = NodeMemo()
+    tree = base_files()
+    before = _commit(tree, "a" * 40, memo)
+    tree["nodes/node-2.yaml"] = tree["nodes/node-2.yaml"].replace(b"10.10.10.202", b"10.10.10.203")
+    del tree["nodes/node-1.yaml"]
+    after = _commit(tree, "b" * 40, memo)
+    changes = after.changed_since(before)
+    assert {"dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf"} <= set(changes.changed)
+    assert "ipxe/node-1.ipxe" in changes.removed
+    assert after.delta_from(before).apply(before) == render_generation(valid_state(Snapshot("b" * 40, dict(tree))),
+                                                                       SECRET)
