@@ -13,6 +13,10 @@ For each N, twice, each in a fresh namespace with the same bridge, MACs and file
    step 1. dnsmasq also sends iPXE's no-pxedhcp
    (175.176 = 1) as our server does, unless `--classic-as-rendered`: without it iPXE waits ~3 s
    for ProxyDHCP offers, which would flatter us.
+`--together`: both stacks' storms start at the same moment, each in its own namespace (same MACs,
+addresses and generation), so whatever else loads the machine slows both alike: on a shared machine
+the ratio is then the servers', not the minute's (the default runs ours, then classic). The smoke
+runs both orchestrations.
 Guests alternate SeaBIOS+iPXE ROM and OVMF PXE (`--firmware mix`), or all one kind.
 
 `--image busybox` (default): the e2e kernel + busybox initramfs. A guest has "called back" when its
@@ -62,6 +66,7 @@ the bench shows we are not the bottleneck.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import statistics
 import subprocess
@@ -159,17 +164,23 @@ def finished(lab: Lab, nodes: list[NodeSpec], done: dict[str, float], homes: dic
     return [homes[n.mac] for n in nodes]
 
 
+def start_ours(lab: Lab, work: Path, assets_dir: Path, n: int, live: bool) -> tuple[DaemonProcess, list[NodeSpec], str]:
+    """`netboot-reconcile run` in `lab` on a repo of `n` nodes, once it serves the commit."""
+    nodes = node_specs(n, first_ip=160)
+    repo = SiteRepo(work / "repo")
+    files = (live_site_files if live else site_files)(lab.server_ip, lab.bridge, nodes)
+    sha = repo.commit(files, f"{n} nodes")
+    daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
+    daemon.start()
+    daemon.wait_status(lambda s: s.get("last_applied_revision") == sha)
+    return daemon, nodes, sha
+
+
 def run_ours(work: Path, assets_dir: Path, n: int, firmware: str, timeout: float,
              live: bool) -> tuple[list[float], Path, str]:
     lab = Lab(workdir=work / "ours")
     try:
-        nodes = node_specs(n, first_ip=160)
-        repo = SiteRepo(work / "repo")
-        files = (live_site_files if live else site_files)(lab.server_ip, lab.bridge, nodes)
-        sha = repo.commit(files, f"{n} nodes")
-        daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
-        daemon.start()
-        daemon.wait_status(lambda s: s.get("last_applied_revision") == sha)
+        daemon, nodes, sha = start_ours(lab, work, assets_dir, n, live)
         done, wall = storm(lab, nodes, firmware, timeout, live)
         homes = phone_homes_ours(daemon, sha, wall) if live else None
         return finished(lab, nodes, done, homes), work / "state" / "generations" / sha, sha
@@ -212,33 +223,60 @@ http {{
 """
 
 
+def start_classic(lab: Lab, assets_dir: Path, gen: Path, sha: str, n: int, tuned: bool) -> tuple[list[NodeSpec], Path]:
+    """nginx and dnsmasq in `lab`, serving generation `gen` of our daemon, once nginx answers."""
+    nodes = node_specs(n, first_ip=160)
+    nginx_work = lab.workdir / "nginx"
+    nginx_work.mkdir()
+    mapping = "\n".join(f'    "{nd.mac.replace(":", "-")}" "{nd.name}";' for nd in nodes)
+    conf = nginx_work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=nginx_work, map=mapping, ip=lab.server_ip, gen=gen, sha=sha,
+                                      assets=assets_dir))
+    lab.popen(["nginx", "-c", str(conf)], stdout=(nginx_work / "out.log").open("w"), stderr=subprocess.STDOUT)
+    # tuned: iPXE's no-pxedhcp (175.176 = 1, as our DHCP server sends), else iPXE waits for ProxyDHCP
+    tuning = ["--dhcp-option=encap:175,176,1b"] if tuned else []
+    lab.popen(["dnsmasq", "--no-daemon", "--port=0", "--conf-file=" + str(gen / "dnsmasq.conf"), *tuning,
+               "--bind-interfaces", "--enable-tftp", "--tftp-root=/usr/lib/ipxe",
+               f"--dhcp-leasefile={lab.workdir / 'dnsmasq.leases'}", f"--pid-file={lab.workdir / 'dnsmasq.pid'}"],
+              stdout=(lab.workdir / "dnsmasq.log").open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while lab.http_get(f"http://{lab.server_ip}/boot.ipxe", timeout=5)[0] != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nginx did not serve /boot.ipxe; see {nginx_work}")
+        time.sleep(0.3)
+    return nodes, nginx_work / "report.log"
+
+
 def run_classic(work: Path, assets_dir: Path, gen: Path, sha: str, n: int, firmware: str,
                 timeout: float, live: bool, tuned: bool = True) -> list[float]:
     lab = Lab(workdir=work / "classic")
     try:
-        nodes = node_specs(n, first_ip=160)
-        nginx_work = lab.workdir / "nginx"
-        nginx_work.mkdir()
-        mapping = "\n".join(f'    "{nd.mac.replace(":", "-")}" "{nd.name}";' for nd in nodes)
-        conf = nginx_work / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(work=nginx_work, map=mapping, ip=lab.server_ip, gen=gen, sha=sha,
-                                          assets=assets_dir))
-        lab.popen(["nginx", "-c", str(conf)], stdout=(nginx_work / "out.log").open("w"), stderr=subprocess.STDOUT)
-        # tuned: iPXE's no-pxedhcp (175.176 = 1, as our DHCP server sends), else iPXE waits for ProxyDHCP
-        tuning = ["--dhcp-option=encap:175,176,1b"] if tuned else []
-        lab.popen(["dnsmasq", "--no-daemon", "--port=0", "--conf-file=" + str(gen / "dnsmasq.conf"), *tuning,
-                   "--bind-interfaces", "--enable-tftp", "--tftp-root=/usr/lib/ipxe",
-                   f"--dhcp-leasefile={lab.workdir / 'dnsmasq.leases'}", f"--pid-file={lab.workdir / 'dnsmasq.pid'}"],
-                  stdout=(lab.workdir / "dnsmasq.log").open("w"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while lab.http_get(f"http://{lab.server_ip}/boot.ipxe", timeout=5)[0] != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not serve /boot.ipxe; see {nginx_work}")
-            time.sleep(0.3)
+        nodes, report_log = start_classic(lab, assets_dir, gen, sha, n, tuned)
         done, wall = storm(lab, nodes, firmware, timeout, live)
-        return finished(lab, nodes, done, phone_homes_classic(nginx_work / "report.log", wall) if live else None)
+        return finished(lab, nodes, done, phone_homes_classic(report_log, wall) if live else None)
     finally:
         lab.close()
+
+
+def run_together(work: Path, assets_dir: Path, n: int, firmware: str, timeout: float, live: bool,
+                 tuned: bool = True) -> tuple[list[float], list[float]]:
+    """Both stacks' storms at the same moment, each in its own namespace (same MACs and addresses):
+    whatever else loads the machine loads both alike, so their ratio is the servers', not the minute's."""
+    ours_lab, classic_lab = Lab(workdir=work / "ours"), Lab(workdir=work / "classic")
+    try:
+        daemon, nodes, sha = start_ours(ours_lab, work, assets_dir, n, live)
+        _, report_log = start_classic(classic_lab, assets_dir, work / "state" / "generations" / sha, sha, n, tuned)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            ours_f = pool.submit(storm, ours_lab, nodes, firmware, timeout, live)
+            classic_f = pool.submit(storm, classic_lab, nodes, firmware, timeout, live)
+            (ours_done, ours_wall), (classic_done, classic_wall) = ours_f.result(), classic_f.result()
+        ours = finished(ours_lab, nodes, ours_done, phone_homes_ours(daemon, sha, ours_wall) if live else None)
+        classic = finished(classic_lab, nodes, classic_done,
+                           phone_homes_classic(report_log, classic_wall) if live else None)
+        return ours, classic
+    finally:
+        classic_lab.close()
+        ours_lab.close()
 
 
 def main() -> int:
@@ -252,6 +290,9 @@ def main() -> int:
                         help="dnsmasq with the rendered dnsmasq.conf only (no 175.176=1 for iPXE)")
     parser.add_argument("--workdir", type=Path, help="where logs and guests' files go (default: a new temporary "
                         "directory, kept)")
+    parser.add_argument("--together", action="store_true",
+                        help="boot both stacks' guests at the same moment (one namespace each), so a busy machine "
+                        "slows both alike; default: ours, then classic")
     parser.add_argument("--smoke", action="store_true",
                         help="one SeaBIOS guest per stack: does the bench still run (tests)")
     parser.add_argument("--image", choices=("busybox", "live"), default="busybox",
@@ -273,23 +314,31 @@ def main() -> int:
     else:
         install_into(build_assets(), assets_dir)
     rows = []
-    for n in (int(x) for x in args.sizes.split(",")):
-        ours_runs: list[float] = []
-        classic_runs: list[float] = []
-        for r in range(args.repeat):
-            work = args.workdir / f"n{n}-r{r}"
-            ours, gen, sha = run_ours(work, assets_dir, n, args.firmware, args.timeout, live)
-            classic = run_classic(work, assets_dir, gen, sha, n, args.firmware, args.timeout, live,
-                                  tuned=not args.classic_as_rendered)
-            ours_runs.append(max(ours))
-            classic_runs.append(max(classic))
-            print(f"N={n:3d} run {r + 1}: ours {max(ours):7.1f} s (median guest {statistics.median(ours):.1f})  "
-                  f"classic {max(classic):7.1f} s (median guest {statistics.median(classic):.1f})  "
-                  f"ratio {max(ours) / max(classic):.2f}", flush=True)
-        rows.append((n, statistics.median(ours_runs), statistics.median(classic_runs)))
-    print("\nN    ours(s)  dnsmasq+nginx(s)  ratio (target <= 1.0; medians over --repeat runs)")
-    for n, o, c in rows:
-        print(f"{n:<4d} {o:8.1f}  {c:16.1f}  {o / c:5.2f}")
+    # The smoke runs both orchestrations (one after the other, then at once), so neither can rot.
+    for together in ([False, True] if args.smoke else [args.together]):
+        for n in (int(x) for x in args.sizes.split(",")):
+            ours_runs: list[float] = []
+            classic_runs: list[float] = []
+            for r in range(args.repeat):
+                work = args.workdir / f"n{n}-r{r}" / ("together" if together else "apart")
+                if together:
+                    ours, classic = run_together(work, assets_dir, n, args.firmware, args.timeout, live,
+                                                 tuned=not args.classic_as_rendered)
+                else:
+                    ours, gen, sha = run_ours(work, assets_dir, n, args.firmware, args.timeout, live)
+                    classic = run_classic(work, assets_dir, gen, sha, n, args.firmware, args.timeout, live,
+                                          tuned=not args.classic_as_rendered)
+                ours_runs.append(max(ours))
+                classic_runs.append(max(classic))
+                print(f"N={n:3d} {'together' if together else 'apart'} run {r + 1}: ours {max(ours):7.1f} s "
+                      f"(median guest {statistics.median(ours):.1f})  classic {max(classic):7.1f} s "
+                      f"(median guest {statistics.median(classic):.1f})  ratio {max(ours) / max(classic):.2f}",
+                      flush=True)
+            rows.append((n, "together" if together else "apart", statistics.median(ours_runs),
+                         statistics.median(classic_runs)))
+    print("\nN    storms    ours(s)  dnsmasq+nginx(s)  ratio (target <= 1.0; medians over --repeat runs)")
+    for n, mode, o, c in rows:
+        print(f"{n:<4d} {mode:<8s} {o:8.1f}  {c:16.1f}  {o / c:5.2f}")
     print(f"logs: {args.workdir}")
     return 0
 
