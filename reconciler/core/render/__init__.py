@@ -17,7 +17,7 @@ from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, use
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
-from reconciler.core.render import dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
+from reconciler.core.render import chunks, dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
 from reconciler.core.render.files import Entry, RenderedFiles, Stamped, entry_size
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
@@ -150,9 +150,12 @@ def _render_generation(
     # At the stand-in too: with a memo, they are stored equal from commit to commit until a
     # node's DHCP fields change (`RenderedFiles.changed_since` leaves them out).
     at = sentinel if sentinel is not None else revision
-    for path, conf in (("dhcpd.conf", dhcpd.render(site, nodes, at, other)),
-                       ("kea-dhcp4.conf", kea.render(site, nodes, at, other)),
-                       ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other))):
+    cache = memo.chunks if memo is not None else None
+    if cache is not None:
+        chunks.prune(cache, len(nodes), 3)
+    for path, conf in (("dhcpd.conf", dhcpd.render(site, nodes, at, other, cache)),
+                       ("kea-dhcp4.conf", kea.render(site, nodes, at, other, cache)),
+                       ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other, cache))):
         files[path] = conf if sentinel is None else Stamped(conf, "", b"")
     return RenderedFiles(dict(sorted(files.items())), revision, sentinel or "", report_secret)
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from reconciler.core.bootfiles import IPXE_USER_CLASS, boot_table
 from reconciler.core.model import Node, Site
+from reconciler.core.render import chunks
 
 
 def _arch_test(codes: tuple[int, ...]) -> str:
@@ -65,8 +66,14 @@ def _host(node: Node, indent: str) -> list[str]:
     return [indent + line for line in lines]
 
 
-def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> bytes:
-    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`)."""
+def _host_text(node: Node) -> str:
+    return "\n".join(_host(node, "  "))
+
+
+def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = (),
+           cache: chunks.Chunks | None = None) -> bytes:
+    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`);
+    `cache`: host blocks rendered at earlier commits (`render.chunks`)."""
     lines = [
         f"# Rendered by netboot-reconcile from revision {revision}; do not edit.",
         "# isc-dhcp-server configuration: check with `dhcpd -t -cf dhcpd.conf`.",
@@ -103,7 +110,6 @@ def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequen
     else:
         lines += ["# unknown_clients: ignore -> boot answers only for the known hosts below", "group {"]
         lines += _boot_block(site, "  ", other_chain)
-    for node in sorted(nodes, key=lambda n: n.name):
-        lines += _host(node, "  ")
+    lines += chunks.per_node(cache, "dhcpd", chunks.by_name(nodes), _host_text)
     lines += ["}", ""]
     return "\n".join(lines).encode()

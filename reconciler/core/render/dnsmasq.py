@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from reconciler.core.bootfiles import HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT, boot_table
 from reconciler.core.model import Node, Site
+from reconciler.core.render import chunks
 
 _VENDOR_TAGS = {PXE_CLIENT: "pxeclient", HTTP_CLIENT: "httpclient"}
 # A dhcp-host field dnsmasq takes for something other than a name (dnsmasq(8), --dhcp-host):
@@ -36,8 +37,19 @@ def reads_as_keyword(name: str) -> bool:
 OTHER_CHAIN_TAG = "otherchain"
 
 
-def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> bytes:
-    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`)."""
+def _host_text(node: Node) -> str:
+    address = f",{node.ip}" if node.ip is not None else ""
+    if reads_as_keyword(node.hostname):
+        # dnsmasq has no quoting: the name would be read as `ignore` or a lease time.
+        return (f"# {node.name}: hostname {node.hostname!r} left out, dnsmasq reads it as a keyword\n"
+                f"dhcp-host={node.mac}{address}")
+    return f"dhcp-host={node.mac}{address},{node.hostname}"
+
+
+def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = (),
+           cache: chunks.Chunks | None = None) -> bytes:
+    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`);
+    `cache`: host lines rendered at earlier commits (`render.chunks`)."""
     table = boot_table(site)
     known = "tag:known," if table.known_only else ""
     lines = [
@@ -85,13 +97,6 @@ def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequen
                 lines.append(f"dhcp-boot={line_tags},{filename},,{table.next_server}")
             else:
                 lines.append(f"dhcp-boot={line_tags},{filename}")
-    for node in sorted(nodes, key=lambda n: n.name):
-        address = f",{node.ip}" if node.ip is not None else ""
-        if reads_as_keyword(node.hostname):
-            # dnsmasq has no quoting: the name would be read as `ignore` or a lease time.
-            lines.append(f"# {node.name}: hostname {node.hostname!r} left out, dnsmasq reads it as a keyword")
-            lines.append(f"dhcp-host={node.mac}{address}")
-        else:
-            lines.append(f"dhcp-host={node.mac}{address},{node.hostname}")
+    lines += chunks.per_node(cache, "dnsmasq", chunks.by_name(nodes), _host_text)
     lines.append("")
     return "\n".join(lines).encode()

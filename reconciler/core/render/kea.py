@@ -13,12 +13,17 @@ which then excludes them. Written with `json.dumps`, so every string is JSON-esc
 
 from __future__ import annotations
 
+import functools
 import json
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
 from reconciler.core.bootfiles import IPXE_USER_CLASS, boot_table
 from reconciler.core.model import Node, Site
+from reconciler.core.render import chunks
+
+_string = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str (ensure_ascii)
 
 
 def _hex(text: str) -> str:
@@ -75,7 +80,15 @@ def _reservation(node: Node) -> dict[str, Any]:
 
 
 def config(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> dict[str, Any]:
-    nodes = sorted(nodes, key=lambda n: n.name)
+    """The whole configuration as a JSON value (what `render` writes, reservations spliced in)."""
+    nodes = chunks.by_name(nodes)
+    return _skeleton(site, revision, other_chain, [_reservation(n) for n in nodes if n.ip is None],
+                     [[_reservation(n) for n in nodes if n.ip is not None and n.ip in subnet.network]
+                      for subnet in site.subnets])
+
+
+def _skeleton(site: Site, revision: str, other_chain: Sequence[str], global_reservations: Any,
+              subnet_reservations: Sequence[Any]) -> dict[str, Any]:
     subnets: list[dict[str, Any]] = []
     for index, subnet in enumerate(site.subnets, start=1):
         options: list[dict[str, Any]] = []
@@ -92,9 +105,7 @@ def config(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequen
             "option-data": options,
             "valid-lifetime": subnet.lease_time,
             "max-valid-lifetime": subnet.max_lease_time,
-            "reservations": [
-                _reservation(n) for n in nodes if n.ip is not None and n.ip in subnet.network
-            ],
+            "reservations": subnet_reservations[index - 1],
         }
         subnets.append(entry)
     return {
@@ -104,7 +115,7 @@ def config(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequen
             "authoritative": True,
             "reservations-global": True,
             "reservations-in-subnet": True,
-            "reservations": [_reservation(n) for n in nodes if n.ip is None],
+            "reservations": global_reservations,
             "option-def": [
                 {"name": "ipxe-encap-opts", "code": 175, "space": "dhcp4", "type": "empty", "encapsulate": "ipxe"},
                 {"name": "no-pxedhcp", "code": 176, "space": "ipxe", "type": "uint8"},
@@ -116,6 +127,43 @@ def config(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequen
     }
 
 
-def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = ()) -> bytes:
-    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`)."""
-    return (json.dumps(config(site, nodes, revision, other_chain), indent=2, sort_keys=False) + "\n").encode()
+def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = (),
+           cache: chunks.Chunks | None = None) -> bytes:
+    """`other_chain`: the MACs that get `ArchBoot.other_chain` (`bootfiles.other_chain_macs`);
+    `cache`: reservations rendered at earlier commits (`render.chunks`).
+
+    The text is what `json.dumps(config(...), indent=2)` gives, byte for byte, without running
+    the pure-Python indenting encoder over every reservation: the configuration is dumped with a
+    marker string where each reservation list goes, and the lists are written in its place at the
+    marker's indentation, one kept chunk per node."""
+    nodes = chunks.by_name(nodes)
+    marker = "netboot-reservations-" + secrets.token_hex(8)
+    lists: dict[str, list[Node]] = {f"{marker}-g": [n for n in nodes if n.ip is None]}
+    for index, subnet in enumerate(site.subnets):
+        lists[f"{marker}-{index}"] = [n for n in nodes if n.ip is not None and n.ip in subnet.network]
+    names = list(lists)
+    text = json.dumps(_skeleton(site, revision, other_chain, names[0], names[1:]), indent=2, sort_keys=False)
+    parts: list[str] = []
+    at = 0
+    for name, members in lists.items():
+        quoted = f'"{name}"'
+        where = text.index(quoted, at)
+        indent = where - text.rindex("\n", 0, where) - 1 - len('"reservations": ')
+        parts.append(text[at:where])
+        if members:
+            items = chunks.per_node(cache, ("kea", indent), members, functools.partial(_reservation_text, indent))
+            parts += ["[\n", ",\n".join(items), "\n", " " * indent, "]"]
+        else:
+            parts.append("[]")
+        at = where + len(quoted)
+    parts.append(text[at:])
+    return ("".join(parts) + "\n").encode()
+
+
+def _reservation_text(indent: int, node: Node) -> str:
+    """`_reservation(node)` as json.dumps(indent=2) writes it inside a list whose key is at `indent`."""
+    outer, inner = " " * (indent + 2), " " * (indent + 4)
+    fields = [f'{inner}"hw-address": {_string(node.mac)}', f'{inner}"hostname": {_string(node.hostname)}']
+    if node.ip is not None:
+        fields.append(f'{inner}"ip-address": {_string(str(node.ip))}')
+    return f"{outer}{{\n" + ",\n".join(fields) + f"\n{outer}}}"

@@ -36,6 +36,7 @@ import jinja2.nodes
 
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile
+from reconciler.core.render.chunks import Chunks
 from reconciler.core.render.files import Entry, Stamped
 from reconciler.core.secrets import SecretValues
 
@@ -59,6 +60,7 @@ class NodeMemo:
     hits: int = 0  # of the last render: nodes taken from the memo, and rendered
     misses: int = 0
     code: str = ""  # the code that made it (daemon.worker): a memo of other code is not used
+    chunks: Chunks = field(default_factory=dict)  # nodes' parts of the DHCP configs (`render.chunks`)
 
     def sentinel_for(self, revision: str) -> str | None:
         """The stand-in for `revision` (made on first use), or None when the revision cannot have one."""
