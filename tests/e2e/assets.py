@@ -14,11 +14,14 @@ Lines the harness looks for on the serial console start with `E2E:`; the report 
 printed between `E2E-REPORT-BEGIN` / `E2E-REPORT-END`, and the server's answer to the POST between
 `E2E-REPLY-BEGIN` / `E2E-REPLY-END`.
 
-Caller: `tests/e2e/conftest.py` (`build_assets()`), `bench/boot_storm.py`.
+Caller: `tests/e2e/conftest.py` (`build_assets()`), `bench/boot_storm.py`. Builds hold
+`cache_lock`: pytest-xdist workers and a bench may ask for the same asset at once, and one builds it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import lzma
@@ -27,6 +30,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,6 +271,18 @@ def recipe_digest(busybox: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold `cache/.lock` (flock, released when the process dies): one builder per cache at a time."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_assets(cache: Path = CACHE, busybox: Path | None = None) -> BootAssets:
     """Build (or reuse) vmlinuz + initrd under `cache`; raises AssetError naming what failed."""
     busybox = busybox or Path(shutil.which("busybox") or "/bin/busybox")
@@ -278,7 +294,13 @@ def build_assets(cache: Path = CACHE, busybox: Path | None = None) -> BootAssets
     kernel, initrd = out / "vmlinuz", out / "initrd"
     if kernel.exists() and initrd.exists():
         return BootAssets(kernel, initrd, package)
-    cache.mkdir(parents=True, exist_ok=True)
+    with cache_lock(cache):
+        if not (kernel.exists() and initrd.exists()):  # another process built it while we waited
+            _build(cache, package, busybox, out)
+    return BootAssets(kernel, initrd, package)
+
+
+def _build(cache: Path, package: str, busybox: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory(dir=cache, prefix="build-") as tmp:
         work = Path(tmp)
         debs = sorted(cache.glob(f"{package}_*.deb"))
@@ -300,7 +322,6 @@ def build_assets(cache: Path = CACHE, busybox: Path | None = None) -> BootAssets
         if out.exists():
             shutil.rmtree(out)
         os.replace(staged, out)
-    return BootAssets(kernel, initrd, package)
 
 
 def install_into(assets: BootAssets, assets_dir: Path, prefix: str = "e2e") -> tuple[str, str]:

@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.assets import CACHE, AssetError
+from tests.e2e.assets import CACHE, AssetError, cache_lock
 
 SUITE = "bookworm"
 PACKAGES = (
@@ -110,7 +110,13 @@ def build_live_image(cache: Path = CACHE) -> LiveImage:
     manifest = out / "manifest.json"
     if manifest.exists():
         return _image(out)
-    cache.mkdir(parents=True, exist_ok=True)
+    with cache_lock(cache):
+        if not manifest.exists():  # another process built it while we waited
+            _build(cache, out)
+    return _image(out)
+
+
+def _build(cache: Path, out: Path) -> None:
     for stale in cache.glob("live-*"):
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix="build-live-") as tmp:
@@ -130,7 +136,6 @@ def build_live_image(cache: Path = CACHE) -> LiveImage:
              "-noappend", "-quiet")
         (staged / "manifest.json").write_text(json.dumps({"installed": _installed(root), "recipe": RECIPE}))
         os.replace(staged, out)
-    return _image(out)
 
 
 def _image(out: Path) -> LiveImage:
