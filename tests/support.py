@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 from pathlib import Path
@@ -31,11 +32,41 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
+# free_port hands out ports below the kernel's ephemeral range (32768-60999 by default), from a
+# block of its own per pytest-xdist worker: a port from bind(0) sat in the ephemeral range, where
+# any outgoing connection of a parallel worker could take it before the daemon under test bound it.
+_PORT_BLOCK, _WORKERS = 1500, 8
+_port_cursor = secrets.randbelow(_PORT_BLOCK)
+
+
+def _port_base() -> int:
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    return max(1024, ephemeral_low - _WORKERS * _PORT_BLOCK)
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ... under pytest-xdist
+    return int(worker[2:]) % _WORKERS if worker[2:].isdigit() else 0
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """An ephemeral port that was free a moment ago on `host`."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port that was free a moment ago on `host`, from this worker's block (never handed out twice
+    in a row: the cursor moves on), so parallel workers and ephemeral connections never race for it."""
+    global _port_cursor
+    base = _port_base() + _worker_index() * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = base + _port_cursor
+        _port_cursor = (_port_cursor + 1) % _PORT_BLOCK
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORT_BLOCK - 1} on {host}")
 
 
 def udp_port_taken(port: int, host: str = "127.0.0.1") -> bool:
