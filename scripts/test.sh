@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README test command: installs everything the tests need on a fresh Debian machine
 # (as root), then runs every check: ruff, mypy --strict, import-linter, pytest.
-# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
+# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`; pytest runs under pytest-xdist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +52,12 @@ echo "== installing the package and its test dependencies into .venv"
 echo "== ruff";          .venv/bin/ruff check reconciler tests bench
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
-echo "== pytest";        exec .venv/bin/pytest "$@"
+# pytest-xdist: the tests mostly wait on daemons and processes, so workers overlap well even on
+# 2 CPUs; tests/conftest.py keeps the whole-machine tests (QEMU e2e, bench smokes) on one worker.
+# NETBOOT_TEST_WORKERS=0 runs everything in one process (for `-s`, pdb and the like).
+# Bytecode caches on: every test daemon is a fresh `python -m reconciler` that otherwise compiles
+# all of reconciler/ again (~0.5-1.5 s a start, hundreds of starts); __pycache__ is gitignored.
+unset PYTHONDONTWRITEBYTECODE
+workers=${NETBOOT_TEST_WORKERS:-2}
+echo "== pytest (${workers} workers)"
+exec .venv/bin/pytest -n "$workers" --dist loadgroup "$@"
