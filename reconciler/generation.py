@@ -12,8 +12,9 @@ A generation that is on disk but not in memory (a restart loads only `current`) 
 asked for). A loader answers None for a revision that is unknown or was collected.
 
 What a generation derives for serving (the HTTP boot index, the DHCP plan) are views on the
-frozen value, built once per Generation (`boot_index`, `dhcp_plan`) and warmed by `swap`, so
-no server keeps a cache of its own and no packet waits for one to be built.
+frozen value, built once per Generation (`boot_index`, `dhcp_plan`) and warmed by `swap` (the
+DHCP plan from the one of the generation it replaces), so no server keeps a cache of its own and
+no packet waits for one to be built.
 """
 
 from __future__ import annotations
@@ -79,8 +80,15 @@ class Generation:
         assert isinstance(found, dict)
         return found
 
-    def warm(self) -> None:
-        """Build every view now (the activating thread), not on the first request's path."""
+    def warm(self, previous: Generation | None = None) -> None:
+        """Build every view now (the activating thread), not on the first request's path; the
+        DHCP plan from `previous`'s where it has one (the nodes a commit did not change keep their
+        reservations: `plan_dhcp`; the same value as built whole). The boot index is built whole:
+        its dicts cost what comparing every node to the previous one costs."""
+        if previous is not None and previous is not self:
+            plan = previous._views.get("dhcp_plan")
+            if isinstance(plan, DhcpPlan) and "dhcp_plan" not in self._views:
+                self._views.setdefault("dhcp_plan", plan_dhcp(self.state, (plan, previous.state)))
         _ = self.boot_index, self.dhcp_plan
 
 
@@ -149,8 +157,9 @@ class GenerationHolder:
             return found
 
     def swap(self, generation: Generation) -> Generation | None:
-        """Make `generation` current (its views built first); return the previous one (still retained)."""
-        generation.warm()
+        """Make `generation` current (its views built first, from the current one's); return the
+        previous one (still retained)."""
+        generation.warm(self.current())
         with self._lock:
             previous = self._current
             self._current = generation

@@ -1,0 +1,95 @@
+"""The DHCP plan a generation derives on activation (protocol.dhcp_decide.DhcpPlan) made from the
+previous generation's plan plus the changed nodes (issue 25) equals the plan built from scratch,
+over random sequences of commits: node fields changed (MAC, address, hostname, profile), nodes
+added and deleted, profiles' own `secure_boot`, the site's subnets and cloud-init template."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.core.boot import BootIndex
+from reconciler.core.model import DesiredState
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from reconciler.generation import Generation, GenerationHolder
+from reconciler.protocol.dhcp_decide import DhcpPlan, plan_dhcp
+from tests.render_support import example_snapshot
+
+_PROFILES = ("ubuntu-2204-install", "ubuntu-2404-install", "local-disk")
+_EDIT = st.tuples(st.sampled_from(["ip", "no-ip", "hostname", "profile", "mac", "add", "delete", "secure", "subnet",
+                                   "template", "nothing"]), st.integers(0, 40))
+
+
+def _apply(files: dict[str, bytes], kind: str, i: int) -> None:
+    nodes = sorted(p for p in files if p.startswith("nodes/"))
+    path = nodes[i % len(nodes)] if nodes else None
+    text = files[path].decode() if path else ""
+
+    def field(name: str, value: str | None) -> None:
+        assert path is not None
+        lines = [line for line in text.splitlines() if not line.startswith(f"{name}:")]
+        files[path] = "\n".join(lines + ([f"{name}: {value}"] if value is not None else [])).encode() + b"\n"
+
+    if kind == "ip" and path:
+        field("ip", f"10.10.10.{201 + i % 30}")
+    elif kind == "no-ip" and path:
+        field("ip", None)
+    elif kind == "hostname" and path:
+        field("hostname", f"h{i}")
+    elif kind == "profile" and path:
+        field("profile", _PROFILES[i % 3])
+    elif kind == "mac" and path:
+        field("mac", f"52:54:00:aa:cc:{i:02x}")
+    elif kind == "add":
+        files[f"nodes/x{i}.yaml"] = (f"mac: 52:54:00:aa:dd:{i:02x}\nprofile: {_PROFILES[i % 3]}\n"
+                                     "metadata: {ssh_authorized_keys: [ssh-ed25519 AAAA ops@lab]}\n").encode()
+    elif kind == "delete" and path and len(nodes) > 1:
+        del files[path]
+    elif kind == "secure":
+        profile = f"profiles/{_PROFILES[i % 3]}.yaml"
+        body = b"\n".join(x for x in files[profile].splitlines() if not x.startswith(b"secure_boot:"))
+        files[profile] = body + (b"\nsecure_boot: true\n" if i % 2 else b"\n")
+    elif kind == "subnet":
+        files["netboot.yaml"] = files["netboot.yaml"].replace(b"lease_time: 600", f"lease_time: {600 + i}".encode())
+    elif kind == "template":
+        name = "cloud-init/ubuntu-autoinstall.yaml"
+        plain, secret = b'"$6$plain"', b'"{{ secrets.root_password_hash }}"'
+        files[name] = files[name].replace(secret, plain) if i % 2 else files[name].replace(plain, secret)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.lists(_EDIT, min_size=1, max_size=3), min_size=1, max_size=8))
+def test_a_plan_patched_from_the_previous_generation_equals_the_plan_built_whole(
+        steps: list[list[tuple[str, int]]]) -> None:
+    files = dict(example_snapshot("0" * 40).files)
+    plan: tuple[DhcpPlan, DesiredState] | None = None
+    for n, edits in enumerate(steps, start=1):
+        for kind, i in edits:
+            _apply(files, kind, i)
+        state = validate(Snapshot(f"{n:040x}", dict(files))).state
+        if state is None:
+            continue
+        built = plan_dhcp(state)
+        patched = plan_dhcp(state, plan) if plan is not None else built
+        assert patched == built
+        plan = (patched, state)
+
+
+def test_a_swapped_in_generation_keeps_the_unchanged_nodes_reservations() -> None:
+    """What the holder does on activation: the new plan reuses the previous one's objects."""
+    files = dict(example_snapshot("1" * 40).files)
+    holder = GenerationHolder()
+    first = validate(Snapshot("1" * 40, dict(files))).state
+    assert first is not None
+    holder.swap(Generation(first.revision, first, {}))
+    files["nodes/node-2.yaml"] = files["nodes/node-2.yaml"].replace(b"hostname: node-2", b"hostname: renamed")
+    second = validate(Snapshot("2" * 40, dict(files))).state
+    assert second is not None
+    previous = holder.swap(Generation(second.revision, second, {}))
+    current = holder.current()
+    assert previous is not None and current is not None
+    before, after = previous.dhcp_plan.reservations, current.dhcp_plan.reservations
+    assert after["52:54:00:aa:bb:01"] is before["52:54:00:aa:bb:01"]
+    assert after["52:54:00:aa:bb:02"].hostname == "renamed"
+    assert current.dhcp_plan == plan_dhcp(second) and current.boot_index == BootIndex.build(second)
