@@ -107,6 +107,7 @@ def test_rendering_with_a_memo_equals_rendering_from_scratch(steps: list[tuple[_
             continue  # an invalid commit renders nothing; the memo waits for the next
         lazy, full = render_served(state, secret, memo=memo), render_served(state, secret)
         assert lazy == full
+        assert render_served(state, secret, memo=memo) == full  # the same Node objects again: not re-keyed
         assert list(lazy.items()) == list(full.items())  # the same order, the same bytes
         delta = pickle.loads(pickle.dumps(lazy.delta_from(previous)))
         served = delta.apply(served)

@@ -16,7 +16,7 @@ from reconciler.core import secrets, template
 from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
-from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
+from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, MatchboxTemplate, Node, Profile
 from reconciler.core.render import chunks, dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
 from reconciler.core.render.files import Entry, RenderedFiles, Stamped, entry_size
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
@@ -117,6 +117,13 @@ def _render_generation(
         if found is None:
             found = part_keys[id(part)] = reuse.part_key(part)
         return found
+    reusable_parts: dict[tuple[int, int], bool] = {}  # ids of a profile and its template -> reusable
+
+    def reusable(profile: Profile, tpl: CloudInitTemplate | None) -> bool:
+        found = reusable_parts.get((id(profile), id(tpl)))
+        if found is None:
+            found = reusable_parts[(id(profile), id(tpl))] = reuse.reusable(profile, tpl)
+        return found
     seen: set[str] = set()
     for node in nodes:
         profile = profiles[node.profile]
@@ -129,13 +136,16 @@ def _render_generation(
                 secure.append(plan)
             return _node_files(plan, rev, generic)
 
-        if memo is not None and sentinel is not None and reuse.reusable(profile, tpl):
-            key = reuse.node_key(node, site_key + part_key(profile) + part_key(tpl) + part_key(generic))
-            own: Mapping[str, Entry] = reuse.render_node_reusing(memo, key, node, sentinel, report_secret, render_at)
+        own: Mapping[str, Entry]
+        if memo is not None and sentinel is not None and reusable(profile, tpl):
+            shared = site_key + part_key(profile) + part_key(tpl) + part_key(generic)
+            kept = reuse.render_node_reusing(memo, shared, node, sentinel, report_secret, render_at)
+            own = kept.entries
+            total += kept.size
             seen.add(node.name)
         else:
             own = render_at(revision)
-        total += sum(map(entry_size, own.values()))
+            total += sum(map(entry_size, own.values()))
         if total > template.MAX_GENERATION_BYTES:
             finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
             raise InvalidRevision(finding.message, (finding,))
@@ -143,6 +153,8 @@ def _render_generation(
     if memo is not None:
         for gone in memo.entries.keys() - seen:
             del memo.entries[gone]
+        for gone in memo.last.keys() - seen:
+            del memo.last[gone]
     if secure_boot:
         files.update(grub.secure_boot_files(site, secure, revision))
 
@@ -157,7 +169,7 @@ def _render_generation(
                        ("kea-dhcp4.conf", kea.render(site, nodes, at, other, cache)),
                        ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other, cache))):
         files[path] = conf if sentinel is None else Stamped(conf, "", b"")
-    return RenderedFiles(dict(sorted(files.items())), revision, sentinel or "", report_secret)
+    return RenderedFiles({path: files[path] for path in sorted(files)}, revision, sentinel or "", report_secret)
 
 
 def _node_files(plan: NodeBoot, revision: str, generic: MatchboxTemplate | None) -> dict[str, bytes]:

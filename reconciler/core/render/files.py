@@ -145,7 +145,7 @@ class RenderedFiles(Mapping[str, bytes]):
         for path in removed:
             entries.pop(path, None)
         if added:
-            entries = dict(sorted(entries.items()))
+            entries = {p: entries[p] for p in sorted(entries)}
         return RenderedFiles(entries, revision, self.sentinel, self.secret)
 
     def delta_from(self, previous: RenderedFiles | None) -> Delta:

@@ -27,7 +27,7 @@ import hashlib
 import pickle
 import re
 import secrets as _random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -61,6 +61,14 @@ class NodeMemo:
     misses: int = 0
     code: str = ""  # the code that made it (daemon.worker): a memo of other code is not used
     chunks: Chunks = field(default_factory=dict)  # nodes' parts of the DHCP configs (`render.chunks`)
+    # Node name -> the Node object and shared digests its key was last made from (not kept on disk).
+    last: dict[str, tuple[Node, bytes]] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "last": {}}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
 
     def sentinel_for(self, revision: str) -> str | None:
         """The stand-in for `revision` (made on first use), or None when the revision cannot have one."""
@@ -156,22 +164,31 @@ def node_key(node: Node, shared: bytes) -> bytes:
 class Kept(NamedTuple):
     key: bytes
     entries: dict[str, Entry]  # rendered at the stand-in revision; `Stamped` where it or its token is in them
+    size: int  # of the bytes they serve
 
 
 def render_node_reusing(
     memo: NodeMemo,
-    key: bytes,
+    shared: bytes,
     node: Node,
     sentinel: str,
     report_secret: bytes | None,
     render_at: Callable[[str], NodeFiles],
-) -> Mapping[str, Entry]:
+) -> Kept:
     """The node's entries (`render.files`): the kept ones, or `render_at(sentinel)` kept. The
-    same objects every commit until the node changes; a `RenderedFiles` stamps them on access."""
+    same objects every commit until the node changes; a `RenderedFiles` stamps them on access.
+    `shared`: the digests `node_key` takes besides the node. The very Node object of the last
+    commit (a validator that keeps unchanged nodes) with the same `shared` is not pickled again."""
     kept = memo.entries.get(node.name)
+    last = memo.last.get(node.name)
+    if kept is not None and last is not None and last[0] is node and last[1] == shared:
+        memo.hits += 1
+        return kept
+    key = node_key(node, shared)
     if kept is not None and kept.key == key:
         memo.hits += 1
-        return kept.entries
+        memo.last[node.name] = (node, shared)
+        return kept
     memo.misses += 1
     files = render_at(sentinel)
     token = _token(report_secret, node.name, sentinel)
@@ -182,8 +199,9 @@ def render_node_reusing(
             entries[path] = Stamped(data, node.name, token if token in data else b"")
         else:
             entries[path] = data
-    memo.entries[node.name] = Kept(key, entries)
-    return entries
+    kept = memo.entries[node.name] = Kept(key, entries, sum(map(len, files.values())))
+    memo.last[node.name] = (node, shared)  # only once `kept` is what they render to
+    return kept
 
 
 def _token(secret: bytes | None, name: str, revision: str) -> bytes:
