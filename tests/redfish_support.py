@@ -1,5 +1,6 @@
 """sushy-tools' Redfish emulator (PyPI sushy-tools), started and stopped by a test: https with a
-self-signed certificate, HTTP basic auth, on loopback; and the test's own read of its system.
+self-signed certificate (`d/cert.pem`, for 127.0.0.1: a node's `bmc.verify_ca` names it), HTTP
+basic auth, on loopback; and the test's own read of its system.
 
 Callers: tests/integration/test_power_redfish.py (its fake driver, a system in the emulator's
 memory) and tests/e2e/test_power_redfish_libvirt.py (its libvirt driver, a QEMU domain).
@@ -45,7 +46,8 @@ def sushy_emulator(d: Path, password: str, backend: Sequence[str], env: Mapping[
         pytest.fail("sushy-emulator not found: pip install sushy-tools (the [test] extra installs it)")
     d.mkdir(parents=True, exist_ok=True)
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
-                    "-out", str(d / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                    "-out", str(d / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
     (d / "htpasswd").write_text(f"{USERNAME}:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode() + "\n")
     (d / "config.py").write_text(f"SUSHY_EMULATOR_AUTH_FILE = {str(d / 'htpasswd')!r}\n"

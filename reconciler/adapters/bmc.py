@@ -14,12 +14,18 @@ netboot, so with `clear_kept` (the CLI's) `operate` sets it back (`clear_boot_ov
 as the power-on it was set for reports on: libvirt takes a domain's boot order when it starts
 it. `on` of a machine already on leaves it, for the machine's next boot.
 
+Redfish checks the BMC's TLS certificate as `bmc.verify_ca` says (Ironic's `redfish_verify_ca`):
+true, the system's CAs; a path, that CA bundle; false, no check. A certificate that fails the
+check is refused with a message saying so and what to set.
+
 Every failure, a refusal or a timeout, raises `BmcError` naming the driver and address; the
 password never appears in it (the library's message is scrubbed of it as well).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from typing import Literal, Protocol, TypeVar
 
@@ -77,8 +83,11 @@ class RedfishClient:
         self._timeout = timeout
         port = f":{bmc.port}" if bmc.port else ""
         host = f"[{bmc.host}]" if ":" in bmc.host else bmc.host
+        verify = bmc.verify_ca
+        if isinstance(verify, str) and not os.path.isfile(verify):
+            raise BmcError(f"bmc.verify_ca {verify}: no such file (a CA bundle, PEM, on this host)")
         root = sushy.Sushy(f"https://{host}{port}/redfish/v1/", username=credential.username,
-                           password=credential.password, verify=False, server_side_retries=0,
+                           password=credential.password, verify=verify, server_side_retries=0,
                            connect_timeout=timeout, read_timeout=timeout)
         members = root.get_system_collection().members_identities
         if not members:
@@ -150,7 +159,31 @@ def _guarded(bmc: Bmc, credential: Credential, call: Callable[[], T]) -> T:
     except BmcError as exc:
         raise BmcError(_describe(bmc, credential, str(exc))) from None
     except Exception as exc:  # the libraries raise their own exception types, socket errors, timeouts
+        untrusted = _untrusted(exc)
+        if untrusted:
+            against = f"the CA bundle {bmc.verify_ca}" if isinstance(bmc.verify_ca, str) else "the system's CAs"
+            raise BmcError(_describe(bmc, credential, (
+                f"TLS certificate not trusted ({untrusted}; checked against {against}): set bmc.verify_ca to "
+                f"the path of its CA bundle, or to false to skip the check"))) from None
         raise BmcError(_describe(bmc, credential, str(exc) or type(exc).__name__)) from None
+
+
+def _untrusted(exc: BaseException) -> str:
+    """The verification failure's reason ("self-signed certificate") if `exc` is, or wraps, one."""
+    import ssl
+
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        cur = pending.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return str(cur.verify_message or "certificate verify failed")
+        pending += [cur.__cause__, cur.__context__, *(a for a in cur.args if isinstance(a, BaseException))]
+    match = re.search(r"CERTIFICATE_VERIFY_FAILED\] certificate verify failed: ([^(']+)", str(exc))
+    return match.group(1).strip() if match else ""
 
 
 def _describe(bmc: Bmc, credential: Credential, reason: str) -> str:

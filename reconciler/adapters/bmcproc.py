@@ -29,6 +29,7 @@ def operate(bmc: Bmc, credential: Credential, action: bmcs.Action, pxe_once: boo
     """`adapters.bmc.operate` in a child process; the whole call is bounded by 3 x `timeout` + 30 s
     (a cycle waits for off, then for on, after a login)."""
     request = {"driver": bmc.driver, "host": bmc.host, "port": bmc.port, "credentials": bmc.credentials,
+               "verify_ca": bmc.verify_ca,
                "username": credential.username, "password": credential.password, "action": action,
                "pxe_once": pxe_once, "timeout": timeout}
     bound = 3 * timeout + 30
@@ -53,7 +54,7 @@ def operate(bmc: Bmc, credential: Credential, action: bmcs.Action, pxe_once: boo
 def _child() -> int:
     request = json.loads(sys.stdin.read())
     bmc = Bmc(driver="redfish" if request["driver"] == "redfish" else "ipmi", host=request["host"],
-              port=request["port"], credentials=request["credentials"])
+              port=request["port"], credentials=request["credentials"], verify_ca=request["verify_ca"])
     credential = Credential(request["username"], request["password"])
     try:
         state = bmcs.operate(bmc, credential, request["action"], bool(request["pxe_once"]), float(request["timeout"]))

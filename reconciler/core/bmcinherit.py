@@ -6,6 +6,8 @@ in matchbox's order, `select.sort_groups`); the node's own `bmc:` fields win. A 
 fields lack one of driver, address, credentials is an error (`bmc-incomplete`) at the node's
 `bmc:` (or its file), naming the missing field and where the others came from. A group that
 selects one machine by mac and so becomes a node (`core.machines`) gives it its own `bmc:`.
+`verify_ca` (Redfish's certificate check: true, false or a CA bundle's path) is inherited the same
+way and is optional (true when neither gives it).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from reconciler.core.model import Bmc, BmcDriver, Group, Location, Node
 from reconciler.core.select import matches, normalise_labels, sort_groups
 from reconciler.core.yamldoc import Document
 
-FIELDS = ("driver", "address", "credentials")
+FIELDS = ("driver", "address", "credentials")  # required, once merged
+OPTIONAL = ("verify_ca",)
 
 
-def _given(doc: Document | None) -> dict[str, str]:
+def _given(doc: Document | None) -> dict[str, Any]:
     data: Any = doc.data if doc is not None else None
     bmc = data.get("bmc") if isinstance(data, dict) else None
-    return {k: v for k, v in bmc.items() if k in FIELDS} if isinstance(bmc, dict) else {}
+    return {k: v for k, v in bmc.items() if k in FIELDS + OPTIONAL} if isinstance(bmc, dict) else {}
 
 
 def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document], out: Findings) -> list[Node]:
@@ -62,7 +65,7 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
     return resolved
 
 
-def _bmc(fields: Mapping[str, str], loc: Location, out: Findings) -> Bmc | None:
+def _bmc(fields: Mapping[str, Any], loc: Location, out: Findings) -> Bmc | None:
     """HOST[:PORT] split and the port checked; a bracketed IPv6 host keeps its brackets out of `host`."""
     address = fields["address"]
     host, port = address, None
@@ -75,4 +78,6 @@ def _bmc(fields: Mapping[str, str], loc: Location, out: Findings) -> Bmc | None:
         out.report("schema", loc, f"bmc.address {address!r}: port {port} is not 1-65535")
         return None
     driver: BmcDriver = "redfish" if fields["driver"] == "redfish" else "ipmi"  # the schema admits these two
-    return Bmc(driver=driver, host=host, port=int(port) if port else None, credentials=fields["credentials"])
+    verify_ca = fields.get("verify_ca", True)  # the schema admits a boolean or an absolute path
+    return Bmc(driver=driver, host=host, port=int(port) if port else None, credentials=fields["credentials"],
+               verify_ca=verify_ca if isinstance(verify_ca, (bool, str)) else True)

@@ -136,12 +136,15 @@ BmcDriver = Literal["ipmi", "redfish"]
 @dataclass(frozen=True)
 class Bmc:
     """A node's `bmc:`: how `netboot-reconcile power` reaches its BMC. `credentials` is a name in
-    the --bmc-credentials file (outside git); the username and password are never in the model."""
+    the --bmc-credentials file (outside git); the username and password are never in the model.
+    `verify_ca` (Redfish's https; IPMI has no TLS): True checks the BMC's certificate against the
+    system's CAs, a path against that CA bundle (a file on the host that powers), False not at all."""
 
     driver: BmcDriver
     host: str
     port: int | None  # None: the driver's default (IPMI 623, Redfish 443)
     credentials: str
+    verify_ca: bool | str = True
 
     @property
     def address(self) -> str:

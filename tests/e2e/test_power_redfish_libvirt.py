@@ -121,7 +121,7 @@ def rig(boot_assets: BootAssets, tmp_path: Path) -> Iterator[Rig]:
                                 popen=lab.popen, read=read) as port:
                 files = site_files(lab.server_ip, lab.bridge, [spec])
                 files["nodes/vm-1.yaml"] += (f"bmc: {{driver: redfish, address: '127.0.0.1:{port}', "
-                                             "credentials: rf}\n")
+                                             f"credentials: rf, verify_ca: '{tmp_path / 'redfish' / 'cert.pem'}'}}\n")
                 repo = SiteRepo(tmp_path / "repo")
                 repo.commit(files, "one node with a Redfish BMC")
                 creds = tmp_path / "bmc-credentials.json"

@@ -30,7 +30,8 @@ def _boot(port: int) -> dict[str, object]:
 def test_a_redfish_rollout_sets_pxe_once_then_clears_the_override(tmp_path: Path, emulator: int) -> None:
     tree = WorkTree(tmp_path / "work")
     node = (tree.path / "nodes" / "node-2.yaml").read_text()
-    with_bmc = node + f"bmc: {{driver: redfish, address: '127.0.0.1:{emulator}', credentials: rf}}\n"
+    with_bmc = node + (f"bmc: {{driver: redfish, address: '127.0.0.1:{emulator}', credentials: rf, "
+                       f"verify_ca: '{tmp_path / 'redfish' / 'cert.pem'}'}}\n")
     tree.commit("a Redfish BMC and a rollout", {
         "nodes/node-2.yaml": with_bmc,
         "netboot.yaml": (tree.path / "netboot.yaml").read_text() + "rollout: {power: true}\n"})

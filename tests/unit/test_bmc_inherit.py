@@ -73,3 +73,21 @@ def test_a_bad_port_is_reported_where_the_address_was_written() -> None:
                              "bmc: {driver: ipmi, credentials: lab, address: 'h:70000'}\n",
     })
     assert {(i.file, i.code) for i in result.errors} == {("groups/rack1.yaml", "schema")}
+
+
+def test_verify_ca_is_inherited_optional_and_checked_at_its_line() -> None:
+    result = _validate({
+        "groups/rack1.yaml": "profile: install\nselector: {rack: r1}\n"
+                             "bmc: {driver: redfish, credentials: lab, verify_ca: /etc/netboot/bmc-ca.pem}\n",
+        "nodes/node-1.yaml": NODE_1 + "bmc: {address: bmc-1}\n",
+        "nodes/node-2.yaml": NODE_2 + "bmc: {driver: redfish, address: bmc-2, credentials: lab, verify_ca: false}\n",
+    })
+    assert _bmcs(result) == {"node-1": Bmc("redfish", "bmc-1", None, "lab", "/etc/netboot/bmc-ca.pem"),
+                             "node-2": Bmc("redfish", "bmc-2", None, "lab", False)}
+    result = _validate({"nodes/node-1.yaml": NODE_1 + "bmc:\n  driver: redfish\n  address: bmc-1\n"
+                                             "  credentials: lab\n"})
+    assert _bmcs(result)["node-1"] == Bmc("redfish", "bmc-1", None, "lab", True)  # checked against the system's CAs
+    result = _validate({"nodes/node-2.yaml": NODE_2 + "bmc: {driver: redfish, address: bmc-2, credentials: lab,\n"
+                                                      "  verify_ca: ca.pem}\n"})
+    assert [(i.file, i.line, i.code) for i in result.errors] == [("nodes/node-2.yaml", 6, "schema")]
+    assert "bmc.verify_ca: 'ca.pem'" in result.errors[0].message
