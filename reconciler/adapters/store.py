@@ -26,7 +26,11 @@ SQLite's history). The store tests run on both engines (tests/integration/confte
 When PostgreSQL cannot be reached (`sqldb.StoreUnreachable`) the instance goes on serving:
 events stay queued (bounded, the oldest dropped and counted), reconcile records and revisions
 wait in a bounded list, `problem` says why (the daemon's /status is Degraded with it), and the
-writer retries every `RETRY_SECONDS` until the server answers again.
+writer retries every `RETRY_SECONDS` until the server answers again. Meanwhile nothing else tries
+it: reads (/status, the dashboard, a report's serving revision) and durable writes (reports)
+raise StoreUnreachable at once, instead of each waiting for a connect that fails (up to
+libpq's connect_timeout, 3 s, when the server's host does not answer); the writer's own read of
+the installs others recorded is the probe that finds the store back when nothing is queued.
 """
 
 from __future__ import annotations
@@ -881,6 +885,17 @@ class ResultsStore(ResultsQueries):
         self._writer = threading.Thread(target=self._write_loop, name="results-writer", daemon=True)
         self._writer.start()
 
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        self._unless_unreachable()
+        return super()._rows(sql, args)
+
+    def _unless_unreachable(self) -> None:
+        """Raise StoreUnreachable at once while the writer finds the store unreachable (the writer
+        itself goes on trying: it is what notices the store is back)."""
+        problem = self.problem
+        if problem is not None and threading.current_thread() is not self._writer:
+            raise StoreUnreachable(problem)
+
     # -- EventSink -------------------------------------------------------------------------
 
     def record(self, event: BootEvent) -> None:
@@ -976,6 +991,8 @@ class ResultsStore(ResultsQueries):
         except sqldb.DB_ERRORS:
             log.exception("installs recorded by other instances not read")
             return
+        if not self._deferred:
+            self._reachable()  # the probe while nothing else is written
         for node, mac, reinstall, when in rows:
             self._installed.add((node, mac, int(reinstall)))
             self._installs_seen = max(self._installs_seen, float(when))
@@ -1143,10 +1160,12 @@ class ResultsStore(ResultsQueries):
 
         For reports a machine waits on: once this returns, the event survives `kill -9` (WAL,
         committed) and a power loss (synchronous=FULL for this transaction; PostgreSQL's commit).
-        Raises StoreUnreachable while PostgreSQL is (the report is answered 503 and sent again).
+        Raises StoreUnreachable while PostgreSQL is (the report is answered 503 and sent again),
+        at once while the writer finds it so.
         """
         row = (event.time, event.stage, event.revision, event.mac, event.node, event.client,
                sqlrows.json_text(dict(event.detail)), self.instance, self.site)
+        self._unless_unreachable()
         try:
             with self._lock, self._db.transaction(writer=True, durable=True):
                 self._db.execute(_INSERT_EVENTS.format(values=sqlrows.values_list(len(row), 1)), row)

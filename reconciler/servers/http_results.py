@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from reconciler.adapters import sqldb
 from reconciler.adapters.store import ResultsQueries, ResultsStore
 from reconciler.core import outcomes, reports, select
 from reconciler.core.boot import parse_mac
@@ -111,9 +112,17 @@ class ResultsRecorder:
         self.store.record_durable(event, install)
 
     def serving_revision(self, mac: str) -> str | None:
+        """The revision that last served `mac` an install step: this instance's memory, else the
+        store (another instance's, or before a restart); None while the store cannot be read (the
+        report then counts for the revision it names or the one served now)."""
         with self._lock:
             known = self._serving.get(mac)
-        return known or self.store.last_serving_revision(mac)
+        if known:
+            return known
+        try:
+            return self.store.last_serving_revision(mac)
+        except sqldb.StoreUnreachable:
+            return None
 
 
 class OutcomeCounter(Collector):

@@ -10,6 +10,7 @@ recorded once it is back. At the end every event of every request answered is in
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import psycopg
 
 from reconciler.daemon import Result
 from tests.integration.daemon_support import wait_for
-from tests.integration.test_results import Site, node_yaml, results_json, simulate_netboot
+from tests.integration.test_results import IPS, MACS, Site, node_yaml, post_json, results_json, simulate_netboot
 from tests.pgcluster import PgCluster
 from tests.segment_lab import Segment
 from tests.support import require_root, require_tool
@@ -110,4 +111,33 @@ def test_postgresql_stopped_under_dhcp_load_known_clients_are_answered_new_ones_
         assert served["dora_dropped"] <= served["discovers"] // 20, served
     finally:
         seg.close()
+        cluster.close()
+
+
+def test_reports_and_status_while_postgresql_is_down_are_answered_from_memory(tmp_path: Path) -> None:
+    """PostgreSQL stopped (the daemon has seen it: Degraded): a report from a machine this
+    instance never served (no serving revision in memory) is answered 503 at once, as documented
+    (the machine retries), not with a server error from reading the store for its serving
+    revision; /status answers from memory with what the daemon serves. Started again: the same
+    report is accepted for the revision served."""
+    cluster = PgCluster(prefix="nbr-pg-report-outage-")
+    try:
+        url = cluster.create_database("results")
+        site = Site(tmp_path, store=url)
+        try:
+            cluster.stop()
+            wait_for(lambda: site.daemon.status()["condition"] == "Degraded", "/status Degraded")
+            assert site.daemon.store is not None and site.daemon.store.problem is not None
+            for _ in range(3):
+                reply = post_json(site.port, f"/report/{MACS['node-2']}", {"status": "success"}, IPS["node-2"])
+                assert (reply.status, json.loads(reply.body)) == (503, {"error": "could not store the report"})
+            status = site.daemon.status()
+            assert status["generation"]["revision"] == site.sha and status["reason"] == "StoreUnreachable"
+            cluster.start()
+            wait_for(lambda: site.daemon.status()["condition"] == "Ready", "Ready again", timeout=30)
+            reply = post_json(site.port, f"/report/{MACS['node-2']}", {"status": "success"}, IPS["node-2"])
+            assert reply.status == 200 and json.loads(reply.body)["revision"] == site.sha, reply
+        finally:
+            site.close()
+    finally:
         cluster.close()
