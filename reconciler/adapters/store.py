@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters import sqldb, sqlrows
+from reconciler.adapters.pginstance import InstanceClaim
 from reconciler.adapters.sqldb import Database, StoreUnreachable
 from reconciler.adapters.threads import yield_to_packet_threads
 from reconciler.core import outcomes, rollout
@@ -858,12 +859,20 @@ class ResultsStore(ResultsQueries):
         max_queue: int = 100_000,
     ) -> None:
         """`store`: a SQLite path (":memory:" too) or a PostgreSQL URL; `instance` stamps every
-        event and reconcile this store records (`--instance`); `site` every event, applied revision
-        and node plan (`--site`)."""
+        event and reconcile this store records (`--instance`; on PostgreSQL no other live store
+        may have it: `pginstance.InstanceNameTaken`); `site` every event, applied revision and
+        node plan (`--site`)."""
         self.name = sqldb.describe(str(store))
         self.instance = instance
         self.site = site
         self._db = open_database(store)
+        self._claim: InstanceClaim | None = None
+        if self._db.dialect == "postgresql" and instance:  # one live instance per name (adapters.pginstance)
+            try:
+                self._claim = InstanceClaim(str(store), instance)
+            except BaseException:
+                self._db.close()
+                raise
         self._lock = threading.Lock()  # one statement at a time on the shared connection
         self.problem: str | None = None  # why the store cannot be written now (unreachable)
         self.unreachable = 0  # times the store was found unreachable (metrics)
@@ -1206,3 +1215,5 @@ class ResultsStore(ResultsQueries):
         self._writer.join(timeout)
         with self._lock:
             self._db.close()
+        if self._claim is not None:
+            self._claim.close()
