@@ -7,7 +7,10 @@ queued while the previous transaction was committing goes into the next one (gro
 so a burst of ACKs costs one fsync, not one per packet. An ACK is sent only from the
 `on_durable` callback, i.e. after the transaction holding its lease has committed
 (`PRAGMA synchronous=FULL` in WAL mode): once a client has its ACK, a restart keeps its lease.
-Offers are held in memory only (they are promises for a minute, not leases).
+Offers are held in memory only (they are promises for a minute, not leases). An offer nobody
+took is forgotten `OFFER_KEEP` after it expired (`sweep`, from `sync()` every `sweep_every` s;
+until then a client that comes back is offered the same address): without it every address ever
+offered stayed in memory, and in PostgreSQL's table, for good.
 
 `adapters.pgleases.PgLeaseStore` is the same memory over PostgreSQL, shared by several
 instances: it overrides the persistence (`_open`, `_commit`, `_failed`) and claims offers too
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Container
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -29,6 +33,9 @@ from reconciler.adapters import sqlrows
 from reconciler.protocol.dhcp_decide import Lease, LeaseChange
 
 log = logging.getLogger(__name__)
+
+OFFER_KEEP = 3600.0  # seconds an expired offer is kept (the client's address next time; clock skew)
+SWEEP_EVERY = 60.0  # seconds between sweeps of expired offers
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dhcp_leases (
@@ -68,8 +75,10 @@ class LeaseStore:
 
     claims_offers = False  # offers are promises in memory: answered at once, never written
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, sweep_every: float = SWEEP_EVERY) -> None:
         self.path = str(path)
+        self._sweep_every = sweep_every
+        self._next_sweep = time.monotonic() + sweep_every
         self._by_mac: dict[str, list[Lease]] = {}
         self._by_ip: dict[IPv4Address, Lease] = {}
         self._cursors: dict[tuple[IPv4Address, IPv4Address], int] = {}
@@ -94,8 +103,20 @@ class LeaseStore:
                 for ip, mac, expires, state in self._conn.execute("SELECT ip, mac, expires, state FROM dhcp_leases")]
 
     def sync(self) -> None:
-        """Apply what other writers changed (called under the server's lock; nothing here: the
-        SQLite file has one writer)."""
+        """Apply what other writers changed (called under the server's lock; the SQLite file has
+        one writer); every `sweep_every` s, forget the offers long expired."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self._sweep_every
+            self.sweep(time.time())
+
+    def sweep(self, now: float) -> int:
+        """Forget the offers expired more than OFFER_KEEP before `now` (memory; under the
+        server's lock); how many."""
+        stale = [ip for ip, lease in self._by_ip.items()
+                 if lease.state == "offered" and lease.expires < now - OFFER_KEEP]
+        for ip in stale:
+            self._forget_ip(ip)
+        return len(stale)
 
     # -- LeaseView (memory only; called under the server's lock) --------------------------
 

@@ -14,6 +14,8 @@ The memory maps and the packet path are the base class's; what differs:
   order); a listener thread queues them and `sync()` (the server calls it under its lock before each decision)
   applies them, so an instance learns the other's leases at once: a client whose server died
   rebinds to the survivor and is acknowledged.
+- Offers expired more than `leases.OFFER_KEEP` ago are deleted at start and with the next commit
+  every `sweep_every` s (memory forgets them the same way in each instance: no NOTIFY).
 - PostgreSQL unreachable: renewals of leases memory holds (and offers of them) are answered from
   memory and written once it is back; new addresses are not handed out (no instance can make
   them safe); `problem` says why (/status Degraded, StoreUnreachable).
@@ -29,7 +31,7 @@ import time
 from ipaddress import IPv4Address
 
 from reconciler.adapters import sqldb
-from reconciler.adapters.leases import LeaseStore, _Write
+from reconciler.adapters.leases import OFFER_KEEP, SWEEP_EVERY, LeaseStore, _Write
 from reconciler.adapters.sqldb import PostgresDb, StoreUnreachable
 from reconciler.protocol.dhcp_decide import Lease, LeaseChange
 
@@ -52,6 +54,8 @@ CREATE TABLE IF NOT EXISTS dhcp_leases (
 CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac)
 """
 
+_DELETE_STALE_OFFERS = "DELETE FROM dhcp_leases WHERE state = 'offered' AND expires < ?"
+
 _Row = tuple[str, float, str]  # mac, expires, state
 _LISTEN_ERRORS: tuple[type[Exception], ...] = (StoreUnreachable, *sqldb.DB_ERRORS)
 
@@ -61,7 +65,7 @@ class PgLeaseStore(LeaseStore):
 
     claims_offers = True
 
-    def __init__(self, url: str, *, instance: str = "") -> None:
+    def __init__(self, url: str, *, instance: str = "", sweep_every: float = SWEEP_EVERY) -> None:
         self.instance = instance
         self.refused = 0  # claims refused because another MAC or address won (tests, the bench)
         self._remote: collections.deque[tuple[IPv4Address, Lease | None]] = collections.deque()
@@ -69,7 +73,8 @@ class PgLeaseStore(LeaseStore):
         self._stop_listening = threading.Event()
         self._retry: list[_Write] = []  # renewals answered while unreachable, written again after RETRY_SECONDS
         self._next_try = 0.0  # while unreachable: batches before this fail at once, answered from memory
-        super().__init__(url)
+        self._next_db_sweep = 0.0  # the first commit deletes the offers long expired (and `_open`)
+        super().__init__(url, sweep_every=sweep_every)
         self._listener = threading.Thread(target=self._listen_loop, name="dhcp-leases-listen", daemon=True)
         self._listener.start()
         self._listening.wait(5.0)
@@ -82,6 +87,7 @@ class PgLeaseStore(LeaseStore):
             self._db.execute("SELECT pg_advisory_xact_lock(?)", (LEASE_LOCK,))
             for statement in _SCHEMA.split(";"):
                 self._db.execute(statement)
+            self._db.execute(_DELETE_STALE_OFFERS, (time.time() - OFFER_KEEP,))
         return [_lease(r) for r in self._db.rows("SELECT ip, mac, expires, state FROM dhcp_leases")]
 
     def _close_db(self) -> None:
@@ -102,6 +108,11 @@ class PgLeaseStore(LeaseStore):
                 r[0]: (r[1], float(r[2]), r[3]) for r in db.rows(
                     "SELECT ip, mac, expires, state FROM dhcp_leases WHERE ip = ANY(?) OR mac = ANY(?)",
                     (sorted(ips), sorted(macs)))}
+            if time.monotonic() >= self._next_db_sweep:
+                self._next_db_sweep = time.monotonic() + self._sweep_every
+                db.execute(_DELETE_STALE_OFFERS, (now - OFFER_KEEP,))
+                rows = {ip: row for ip, row in rows.items()
+                        if row is None or row[2] != "offered" or row[1] >= now - OFFER_KEEP}
             before = dict(rows)
             for index, (change, _, _, _) in enumerate(batch):
                 if not _claim(rows, change, now):
@@ -180,6 +191,7 @@ class PgLeaseStore(LeaseStore):
             else:
                 self._forget_ip(ip)
                 self._load(lease)
+        super().sync()  # the sweep of offers long expired
 
     def _listen_loop(self) -> None:
         first = True
