@@ -97,6 +97,7 @@ class Paging:
     page: int  # from 1
     size: int
     total: int
+    site: str | None = None  # the view's `?site=`, kept by the links to other pages
 
     @property
     def pages(self) -> int:
@@ -105,11 +106,12 @@ class Paging:
     def links(self, base: str) -> str:
         if self.pages <= 1:
             return ""
+        site = f"site={escape(quote(self.site, safe=''))}&amp;" if self.site else ""
         out = [f'<span>page {self.page} of {self.pages} ({self.total})</span>']
         if self.page > 1:
-            out.append(f'<a rel="prev" href="{base}?page={self.page - 1}">&larr; newer</a>')
+            out.append(f'<a rel="prev" href="{base}?{site}page={self.page - 1}">&larr; newer</a>')
         if self.page < self.pages:
-            out.append(f'<a rel="next" href="{base}?page={self.page + 1}">older &rarr;</a>')
+            out.append(f'<a rel="next" href="{base}?{site}page={self.page + 1}">older &rarr;</a>')
         return '<p class="pager">' + "".join(out) + "</p>"
 
 

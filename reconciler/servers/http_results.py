@@ -586,13 +586,13 @@ class DashboardApp(_StoreView):
                 serving = outcomes.serving_revision(self._store)
                 body = http_dashboard.render_overview(
                     status, infos, results, serving, self._unknown(now, serving),
-                    http_dashboard.Paging(page, COMMITS_PER_PAGE, total), now, timeout, stamp)
+                    http_dashboard.Paging(page, COMMITS_PER_PAGE, total, self._site), now, timeout, stamp)
                 return _respond(start_response, "200 OK", body, html)
             if parts == ["fleet"]:
                 nodes, total = outcomes.fleet(self._store, now=now, timeout=timeout, limit=NODES_PER_PAGE,
                                               offset=(page - 1) * NODES_PER_PAGE)
-                body = http_dashboard.render_fleet(status, nodes, http_dashboard.Paging(page, NODES_PER_PAGE, total),
-                                                   now, stamp)
+                paging = http_dashboard.Paging(page, NODES_PER_PAGE, total, self._site)
+                body = http_dashboard.render_fleet(status, nodes, paging, now, stamp)
                 return _respond(start_response, "200 OK", body, html)
             if len(parts) == 2 and parts[0] == "commits":
                 (info,), results, _ = outcomes.commits_page(self._store, now=now, timeout=timeout, commit=parts[1])
