@@ -11,7 +11,9 @@ when available); we construct plain Python values ourselves so that:
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +22,45 @@ import yaml
 from reconciler.core.codes import issue
 from reconciler.core.model import Issue, Location
 
+_RESOLVER = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolve(kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
+    """PyYAML's tag resolution, remembered: the composer asks once per scalar, and a
+    repository's keys and most of its values recur in every file (its regular expressions were a
+    fifth of parsing a node file)."""
+    return yaml.resolver.Resolver.resolve(_RESOLVER, kind, value, implicit)  # type: ignore[no-any-return,no-untyped-call]
+
+
 try:
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - libyaml missing
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+
+class Loader(_Base):  # type: ignore[valid-type,misc]
+    """The safe loader (libyaml's when there is one), composing nodes only (`compose`), with tag
+    resolution remembered. PyYAML's path resolvers (none are registered: asserted below) are what
+    `descend_resolver` and `ascend_resolver` keep track for, so they do nothing here; builtins
+    are the cheapest calls that do nothing."""
+
+    resolve = staticmethod(_resolve)
+    descend_resolver = operator.is_  # called with (parent, index)
+    ascend_resolver = tuple  # called with no argument
+
+
+assert not yaml.resolver.Resolver.yaml_path_resolvers, "a YAML path resolver is registered: Loader would ignore it"
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of one YAML document (yaml.compose with `Loader`)."""
+    loader = Loader(text)
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        loader.dispose()
+
 
 Path = tuple[str | int, ...]  # a JSON path: mapping keys and sequence indexes
 
@@ -31,13 +68,16 @@ MAX_NODES = 50_000  # values constructed per file, aliases expanded; real files 
 MAX_DEPTH = 64
 
 _STR = "tag:yaml.org,2002:str"
-_SCALAR_TAGS = {
-    _STR,
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:null",
-    "tag:yaml.org,2002:timestamp",
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+# The scalar tags allowed besides text and dates (kept as text), and what builds their values:
+# SafeConstructor's own functions, called directly (construct_object's bookkeeping is for
+# collections).
+_CONSTRUCTORS = {
+    tag: yaml.constructor.SafeConstructor.yaml_constructors[tag]
+    for tag in (_INT, _FLOAT, _BOOL, "tag:yaml.org,2002:null")
 }
 _MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -92,10 +132,14 @@ class _Refused(Exception):
 
 
 class _Builder:
-    def __init__(self, file: str) -> None:
+    """Plain values from a node tree. `may_merge`: whether the text can hold a merge key at all (a
+    `<<`, or a tag: `!!merge` spelt out); without one, mappings are not searched for them."""
+
+    def __init__(self, file: str, may_merge: bool = True) -> None:
         self.file = file
         self.count = 0
         self.duplicates: list[Issue] = []
+        self.may_merge = may_merge
         self._scalars = yaml.constructor.SafeConstructor()
 
     def build(self, node: yaml.Node, depth: int) -> Any:
@@ -111,45 +155,59 @@ class _Builder:
         if depth > MAX_DEPTH:
             mark = node.start_mark
             raise _Refused("yaml-too-deep", f"nested deeper than {MAX_DEPTH}", mark.line + 1, mark.column + 1)
-        if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node)
-        if isinstance(node, yaml.SequenceNode):
+        kind = node.__class__  # the composer makes these three classes only, never subclasses
+        if kind is yaml.ScalarNode:
+            return self._scalar(node)  # type: ignore[arg-type]
+        if kind is yaml.SequenceNode:
             if node.tag != _SEQ:
                 raise self._tag(node)
             return [self.build(item, depth + 1) for item in node.value]
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP:
-                raise self._tag(node)
-            if any(k.tag == _MERGE for k, _ in node.value):
-                self._scalars.flatten_mapping(node)  # YAML merge keys (<<)
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    km = key_node.start_mark
-                    raise _Refused("yaml-key", "mapping keys must be plain strings", km.line + 1, km.column + 1)
-                key = str(key_node.value)
-                if key in out:
-                    km = key_node.start_mark
-                    where = Location(self.file, km.line + 1, km.column + 1)
-                    message = f"duplicate key {key!r}: YAML loaders keep only one of them"
-                    self.duplicates.append(issue("yaml-duplicate-key", where, message))
-                out[key] = self.build(value_node, depth + 1)
-            return out
+        if kind is yaml.MappingNode:
+            return self._mapping(node, depth)  # type: ignore[arg-type]
         raise self._tag(node)  # pragma: no cover - composer yields only the three kinds
 
-    def _scalar(self, node: yaml.ScalarNode) -> Any:
-        if node.tag not in _SCALAR_TAGS:
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
+        if node.tag != _MAP:
             raise self._tag(node)
-        if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
-            return str(node.value)  # dates stay text: templates and schemas want strings
-        if ":" in node.value and node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        if self.may_merge and any(k.tag == _MERGE for k, _ in node.value):
+            self._scalars.flatten_mapping(node)  # YAML merge keys (<<)
+        out: dict[str, Any] = {}
+        # A plain-text value is built here, not by a call to build(): most values are, and a
+        # value that could pass a bound (count or depth) still goes through build() to say so.
+        child = depth + 1
+        for key_node, value_node in node.value:
+            if key_node.__class__ is not yaml.ScalarNode:
+                km = key_node.start_mark
+                raise _Refused("yaml-key", "mapping keys must be plain strings", km.line + 1, km.column + 1)
+            key = key_node.value
+            if key in out:
+                km = key_node.start_mark
+                where = Location(self.file, km.line + 1, km.column + 1)
+                message = f"duplicate key {key!r}: YAML loaders keep only one of them"
+                self.duplicates.append(issue("yaml-duplicate-key", where, message))
+            if value_node.tag == _STR and self.count < MAX_NODES and child <= MAX_DEPTH \
+                    and value_node.__class__ is yaml.ScalarNode:
+                self.count += 1
+                out[key] = value_node.value
+            else:
+                out[key] = self.build(value_node, child)
+        return out
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        tag = node.tag
+        if tag in (_STR, _TIMESTAMP):
+            return node.value  # dates stay text: templates and schemas want strings
+        constructor = _CONSTRUCTORS.get(tag)
+        if constructor is None:
+            raise self._tag(node)
+        if ":" in node.value and tag in (_INT, _FLOAT):
             # YAML 1.1 base-60 numbers (gone in YAML 1.2): an all-digit MAC such as
             # 52:54:00:12:34:56 would otherwise load as the integer 41135052496.
-            return str(node.value)
-        if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in ("true", "false"):
+            return node.value
+        if tag == _BOOL and node.value.lower() not in ("true", "false"):
             # YAML 1.1 booleans yes/no/on/off (gone in YAML 1.2): `mode: off` means "off".
-            return str(node.value)
-        return self._scalars.construct_object(node, deep=True)
+            return node.value
+        return constructor(self._scalars, node)
 
     def _tag(self, node: yaml.Node) -> _Refused:
         mark = node.start_mark
@@ -190,11 +248,7 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
     except UnicodeDecodeError as exc:
         return None, (issue("encoding", Location(file, 0, 0), f"not UTF-8: {exc.reason}"),)
     try:
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-        finally:
-            loader.dispose()
+        node = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
@@ -205,7 +259,7 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         return None, (issue("yaml-syntax", Location(file, line, 0), problem),)
     if node is None:
         return Document(file, None), ()
-    builder = _Builder(file)
+    builder = _Builder(file, may_merge="<<" in text or "!" in text)
     try:
         data = builder.build(node, 0)
     except _Refused as exc:

@@ -12,7 +12,7 @@ import yaml
 
 from reconciler.core.codes import lint_issue as finding
 from reconciler.core.model import Issue, Location
-from reconciler.core.yamldoc import yaml_problem
+from reconciler.core.yamldoc import compose, yaml_problem
 
 # Subiquity's autoinstall keys that are not cloud-config keys: at the top level of user-data,
 # cloud-init's schema check fails on them and Subiquity (24.04+) stops the install ("Misplaced
@@ -41,7 +41,7 @@ def lint_user_data(
 
     try:
         # The C composer alone: constructing Python values for every node's user-data costs 5x more.
-        root = yaml.compose(text, Loader=yaml.CSafeLoader)
+        root = compose(text)
     except yaml.YAMLError as exc:
         line, problem = yaml_problem(exc, text)
         return [finding("user-data-yaml", at(line) if line else Location(loc.file), f"rendered line {line}: {problem}")]
