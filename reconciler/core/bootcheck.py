@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.core import lint, template
 from reconciler.core.collect import Findings
+from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.locate import Locator
 from reconciler.core.model import Asset, CloudInitTemplate, Group, Location, Node, Profile, Site
 
@@ -69,6 +70,8 @@ class BootPlanChecker:
         self.listed = {a.path for a in assets} if assets is not None else None
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
+        # per (template, autoinstall): the first render that linted clean, to compare the next with
+        self.clean_user_data: dict[tuple[str, bool], CleanShape | None] = {}
         self.rendered_bytes = 0  # of every node's user-data: most of what the generation will hold
         self.too_large = False
 
@@ -116,6 +119,10 @@ class BootPlanChecker:
             if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
                 self.too_large = True
                 self.out.report("generation-too-large", tpl.source, template.generation_too_large(node))
+        autoinstall = "autoinstall" in (rendered_args or ())
+        clean = self.clean_user_data.get((tpl.name, autoinstall))
+        if clean is not None and clean.same(text):
+            return  # lints as that one did: clean (core.lint.clean_shape)
         key = (tpl.name, text)
         if key not in self.linted_user_data:
             self.linted_user_data.add(key)
@@ -126,8 +133,10 @@ class BootPlanChecker:
                     mapping.append(template.line_map(tpl.text, context))
                 return mapping[0](rendered)
 
-            autoinstall = "autoinstall" in (rendered_args or ())
-            self.out.extend(lint.lint_user_data(text, tpl.source, autoinstall, line_of))
+            found = lint.lint_user_data(text, tpl.source, autoinstall, line_of)
+            self.out.extend(found)
+            if not found and (tpl.name, autoinstall) not in self.clean_user_data:
+                self.clean_user_data[tpl.name, autoinstall] = CleanShape.of(text)
 
     def check_group(self, group: Group) -> None:
         """A repo group's profile is rendered without a node: a node-only variable makes its script
