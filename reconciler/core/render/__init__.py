@@ -18,7 +18,7 @@ from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, MatchboxTemplate, Node, Profile
 from reconciler.core.render import chunks, dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
-from reconciler.core.render.files import Entry, RenderedFiles, Stamped, entry_size
+from reconciler.core.render.files import Entry, RenderedFiles, entry_size, stamped
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.template import TemplateFailure
@@ -168,7 +168,7 @@ def _render_generation(
     for path, conf in (("dhcpd.conf", dhcpd.render(site, nodes, at, other, cache)),
                        ("kea-dhcp4.conf", kea.render(site, nodes, at, other, cache)),
                        ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other, cache))):
-        files[path] = conf if sentinel is None else Stamped(conf, "", b"")
+        files[path] = conf if sentinel is None else stamped(conf, "", b"")
     return RenderedFiles({path: files[path] for path in sorted(files)}, revision, sentinel or "", report_secret)
 
 

@@ -29,7 +29,8 @@ def per_node(cache: Chunks | None, kind: Hashable, nodes: Sequence[Node], render
         return [render(node) for node in nodes]
     out = []
     for node in nodes:
-        key = (kind, node.name, node.mac, node.hostname, node.ip)
+        # The address as an int: hashing and unpickling an IPv4Address run Python code.
+        key = (kind, node.name, node.mac, node.hostname, None if node.ip is None else int(node.ip))
         text = cache.get(key)
         if text is None:
             text = cache[key] = render(node)

@@ -23,16 +23,17 @@ from typing import NamedTuple
 
 from reconciler.core import template
 
-
-class Stamped(NamedTuple):
-    """An entry rendered at the stand-in revision: stamped with the generation's revision on access."""
-
-    raw: bytes
-    node: str  # whose report token `token` is ("" for a site-wide file)
-    token: bytes  # the node's report token at the stand-in, as written in `raw` (b"": none)
-
-
+# An entry rendered at the stand-in revision, stamped with the generation's revision on access:
+# (the bytes, the node whose report token they may hold ("" for a site-wide file), that token at
+# the stand-in as written in them (b"": none)). A plain tuple, not a NamedTuple: the render memo
+# file holds tens of thousands, and unpickling a NamedTuple calls Python code for each (10,000
+# nodes: 1.0 s against 0.23 s to load the memo).
+Stamped = tuple[bytes, str, bytes]
 Entry = bytes | Stamped
+
+
+def stamped(raw: bytes, node: str, token: bytes) -> Stamped:
+    return (raw, node, token)
 
 
 class Changes(NamedTuple):
@@ -44,7 +45,7 @@ class Changes(NamedTuple):
 
 def entry_size(entry: Entry) -> int:
     """The length of the bytes served for `entry` (the stand-in and tokens have the served ones' lengths)."""
-    return len(entry) if isinstance(entry, bytes) else len(entry.raw)
+    return len(entry) if isinstance(entry, bytes) else len(entry[0])
 
 
 class RenderedFiles(Mapping[str, bytes]):
@@ -99,9 +100,10 @@ class RenderedFiles(Mapping[str, bytes]):
         self._tokens = {}
 
     def _stamp(self, entry: Stamped) -> bytes:
-        data = entry.raw.replace(self.sentinel.encode(), self.revision.encode())
-        if entry.token:
-            data = data.replace(entry.token, self._token(entry.node))
+        raw, node, token = entry
+        data = raw.replace(self.sentinel.encode(), self.revision.encode())
+        if token:
+            data = data.replace(token, self._token(node))
         return data
 
     def _token(self, node: str) -> bytes:

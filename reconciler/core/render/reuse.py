@@ -37,7 +37,7 @@ import jinja2.nodes
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile
 from reconciler.core.render.chunks import Chunks
-from reconciler.core.render.files import Entry, Stamped
+from reconciler.core.render.files import Entry, stamped
 from reconciler.core.secrets import SecretValues
 
 REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
@@ -196,7 +196,7 @@ def render_node_reusing(
     entries: dict[str, Entry] = {}
     for path, data in files.items():
         if any(m in data for m in marks):
-            entries[path] = Stamped(data, node.name, token if token in data else b"")
+            entries[path] = stamped(data, node.name, token if token in data else b"")
         else:
             entries[path] = data
     kept = memo.entries[node.name] = Kept(key, entries, sum(map(len, files.values())))
