@@ -126,14 +126,17 @@ class RenderedFiles(Mapping[str, bytes]):
         unchanged node costs an identity check; against anything else, served bytes are compared."""
         if previous is None:
             return Changes(tuple(self.entries), ())
+        entries = self.entries
         if isinstance(previous, RenderedFiles) and self.stamps_like(previous):
-            before = previous.entries
-            changed = tuple(p for p, e in self.entries.items()
-                            if (b := before.get(p)) is not e and b != e)
+            get = previous.entries.get
+            # Identity first (a kept node's entries are the same objects): one cheap pass.
+            changed = tuple(p for p in [p for p, e in entries.items() if get(p) is not e] if get(p) != entries[p])
         else:
-            changed = tuple(p for p in self.entries if self[p] != previous.get(p))
-        removed = tuple(p for p in previous if p not in self.entries)
-        return Changes(changed, removed)
+            changed = tuple(p for p in entries if self[p] != previous.get(p))
+        added = sum(1 for p in changed if p not in previous)
+        if len(previous) == len(entries) - added:
+            return Changes(changed, ())  # every path of `previous` is still here
+        return Changes(changed, tuple(sorted(previous.keys() - entries.keys())))
 
     def patched(self, revision: str, changed: Mapping[str, Entry], removed: Iterable[str] = ()) -> RenderedFiles:
         """The generation at `revision` made of this one's entries, `changed` put in and
