@@ -3,7 +3,8 @@ SQLite; DORA/s of two instances sharing PostgreSQL vs one on SQLite vs kea-dhcp4
 
 Run on purpose, as root: `nice -n 10 .venv/bin/python -m bench.scale_out` (the tests run
 `--smoke`). A throwaway PostgreSQL 15 cluster (tests/pgcluster.py, fsync ON: the durability the
-numbers stand for) and network namespaces are made here and removed at the end.
+numbers stand for) and network namespaces are made here and removed at the end, also when the
+bench is stopped by SIGTERM or SIGINT (tests/integration/test_bench_signals.py).
 
 Part 1, the store. `--instances` processes, each an instance writing its share of the
 `--sites` x `--nodes` fleet through the real classes (ResultsStore, and PgLeaseStore or the
@@ -68,7 +69,7 @@ from reconciler.adapters.pgleases import PgLeaseStore
 from reconciler.adapters.store import ResultsStore
 from reconciler.core.model import BootEvent
 from reconciler.protocol.dhcp_decide import LeaseChange
-from tests.pgcluster import PgCluster
+from tests.pgcluster import PgCluster, exit_on_signals
 from tests.segment_lab import HOSTS, POOL, Segment
 
 STAGES = ("dhcp-offer", "dhcp-ack", "tftp", "ipxe-script", "kernel", "initrd", "meta-data", "user-data")
@@ -333,9 +334,15 @@ def main() -> int:
         print("bench/scale_out.py: run as root (network namespaces; initdb runs as postgres)", file=sys.stderr)
         return 2
     print(f"load average at start: {load()}", flush=True)
+    exit_on_signals()  # SIGTERM/SIGINT: the finally below stops PostgreSQL and the daemons
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-out-"))
-    cluster = PgCluster(fsync=True, prefix="bench-scale-out-pg-")
     lines: list[str] = []
+    try:
+        cluster = PgCluster(fsync=True, prefix="bench-scale-out-pg-")
+    except BaseException:
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        raise
+    print(f"postgresql: {cluster.root}", flush=True)
     try:
         if "store" in args.parts:
             lines += store_part(args, cluster, tmp)

@@ -4,7 +4,8 @@ root), listening on a unix socket in that directory only (reachable from network
 which share the file system), stopped and removed by `close()`.
 
 Used by tests/integration/conftest.py (`pg_cluster`, `store_location`), the outage and
-two-instance tests, and bench/scale_out.py.
+two-instance tests, and bench/scale_out.py (which calls `exit_on_signals()` first: Python's
+default SIGTERM ends a process without running the `finally` that closes its cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +22,19 @@ from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PORT = 5432  # names the socket file only: nothing listens on TCP
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGINT raise SystemExit(128 + signal) in the main thread, once (later ones are
+    ignored while it cleans up), so a program killed by `kill` or a CI timeout runs its `finally`
+    blocks and leaves no postgres running. For programs (benches), not pytest (it has its own)."""
+    def stop(signum: int, _frame: object) -> None:
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for each in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(each, stop)
 
 
 class PgUnavailable(RuntimeError):
