@@ -40,10 +40,25 @@ class Bounded(SecurityError):
     """A template went past a bound: a value too large, or its CPU time used up."""
 
 
+# (a deadline, a monotonic-clock instant before which it cannot have passed): a thread uses no
+# more CPU time than the time that passes, so after one look at the thread's CPU time the cheap
+# clock answers until then. Reading the thread's CPU time is a system call (0.75 us against the
+# monotonic clock's 0.19 us here); every output chunk checked it, a tenth of validating a node.
+_quiet: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("template_quiet", default=None)
+
+
 def check_deadline() -> None:
     limit = deadline.get()
-    if limit is not None and time.thread_time() > limit:
+    if limit is None:
+        return
+    now = time.perf_counter()  # read first: the CPU time read next was used by then at the latest
+    quiet = _quiet.get()
+    if quiet is not None and quiet[0] == limit and now < quiet[1]:
+        return
+    used = time.thread_time()
+    if used > limit:
         raise Bounded("the template used up its CPU time (a loop that does not end soon enough?)")
+    _quiet.set((limit, now + (limit - used)))
 
 
 def _size(value: Any) -> int | None:

@@ -4,9 +4,11 @@ TemplateFailure at its line; ordinary uses of the same operators and filters ren
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from reconciler.core import template
+from reconciler.core import sandbox, template
 
 BOMBS = [
     "{{ 'A' * 1000000000 }}",
@@ -60,3 +62,29 @@ def test_ordinary_templates_render_as_before() -> None:
     assert template.render(text, {}) == (
         "xy 12 1024 a-3 1,2 cb    1   x   [[1, 2], [3]] {\"a\": [1]} a-b-c 1+2   ab ['a', 'a', 'a'] abcd 123"
     )
+
+
+def test_the_deadline_is_the_one_set_now_and_is_checked_once_passed() -> None:
+    """check_deadline answers from the monotonic clock until the deadline could have passed
+    (core.sandbox._quiet): a deadline set later, or CPU time spent past it, is still refused."""
+    far = sandbox.deadline.set(time.thread_time() + 60)
+    try:
+        sandbox.check_deadline()  # far off: the cheap clock answers the next checks
+        passed = sandbox.deadline.set(time.thread_time() - 1)
+        try:
+            with pytest.raises(sandbox.Bounded):
+                sandbox.check_deadline()
+        finally:
+            sandbox.deadline.reset(passed)
+        soon = sandbox.deadline.set(time.thread_time() + 0.05)
+        try:
+            sandbox.check_deadline()
+            end = time.thread_time() + 0.1
+            while time.thread_time() < end:
+                pass
+            with pytest.raises(sandbox.Bounded):
+                sandbox.check_deadline()
+        finally:
+            sandbox.deadline.reset(soon)
+    finally:
+        sandbox.deadline.reset(far)
