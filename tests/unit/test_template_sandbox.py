@@ -5,8 +5,11 @@ TemplateFailure at its line; ordinary uses of the same operators and filters ren
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.core import sandbox, template
 
@@ -66,7 +69,7 @@ def test_ordinary_templates_render_as_before() -> None:
 
 def test_the_deadline_is_the_one_set_now_and_is_checked_once_passed() -> None:
     """check_deadline answers from the monotonic clock until the deadline could have passed
-    (core.sandbox._quiet): a deadline set later, or CPU time spent past it, is still refused."""
+    (core.sandbox._reading): a deadline set later, or CPU time spent past it, is still refused."""
     far = sandbox.deadline.set(time.thread_time() + 60)
     try:
         sandbox.check_deadline()  # far off: the cheap clock answers the next checks
@@ -88,3 +91,33 @@ def test_the_deadline_is_the_one_set_now_and_is_checked_once_passed() -> None:
             sandbox.deadline.reset(soon)
     finally:
         sandbox.deadline.reset(far)
+
+
+SIMPLE = st.sampled_from(["{{ name }}", "{{mac}}", "{{\n ip\t}}", "{{ cloud_init_url }}", "{{ revision }}", "x=",
+                          "/", " ", "\n", "}", "}}", "%}", "#}", "a{b"])
+TRICKY = st.sampled_from(["{{ labels }}", "{{ true }}", "{{- name }}", "{{ name -}}", "{{ name|lower }}",
+                          "{{ nosuch }}", "{", "{{", "{%", "{#", "\r\n", "{% raw %}a{% endraw %}"])
+VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["{{ name }}", "", "\r\n", "{%", 7]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(SIMPLE | SIMPLE | SIMPLE | TRICKY, min_size=1, max_size=8),
+       st.fixed_dictionaries({name: VALUES for name in template.VARIABLES if name != "ip"}, optional={"ip": VALUES}))
+def test_a_substitution_rendered_without_jinja_is_what_jinja_renders(pieces: list[str], values: dict[str, Any]) -> None:
+    """template.render puts the values in itself for a template of text and `{{ name }}`s
+    (core.template._substitute); rendering with line tracking always goes through Jinja."""
+    text = "".join(pieces)
+    outcomes = []
+    for lines in (None, []):
+        try:
+            outcomes.append(("ok", template.render(text, values, lines)))
+        except template.TemplateFailure as exc:
+            outcomes.append(("failed", exc.message))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_kernel_arguments_of_node_values_are_substituted() -> None:
+    text = "ds=nocloud;s={{ cloud_init_url }};dsmode=net\x1furl={{server_url}}/x.iso"
+    assert template._substitutions(text) is not None
+    assert template.render(text, {"cloud_init_url": "http://h/c/", "server_url": "http://h"}) == \
+        "ds=nocloud;s=http://h/c/;dsmode=net\x1furl=http://h/x.iso"
