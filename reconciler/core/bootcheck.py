@@ -72,6 +72,7 @@ class BootPlanChecker:
         self.linted_user_data: set[tuple[str, str]] = set()
         # per (template, autoinstall): the first render that linted clean, to compare the next with
         self.clean_user_data: dict[tuple[str, bool], CleanShape | None] = {}
+        self.uses_token: dict[str, bool] = {}  # by profile id
         self.rendered_bytes = 0  # of every node's user-data: most of what the generation will hold
         self.too_large = False
 
@@ -80,11 +81,22 @@ class BootPlanChecker:
         if profile is None:
             return
         # The daemon always renders a real report token: a template branching on it is checked
-        # on that branch (a placeholder secret gives a token of the same form).
-        token = template.report_token(VALIDATION_SECRET, node.name, self.revision)
+        # on that branch (a placeholder secret gives a token of the same form). A profile whose
+        # templates never name it renders the same without it: the HMAC is not computed.
+        token = template.report_token(VALIDATION_SECRET, node.name, self.revision) \
+            if self._uses_token(profile, cloud_init) else ""
         context = template.node_context(self.site, node, self.revision, token, self.secrets)
         subject = f"node {node.name!r}, {node.source.file}"
         self._check_machine(profile, context, subject, cloud_init, node.name)
+
+    def _uses_token(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> bool:
+        """Whether a template of `profile` (boot values, its cloud-init) names `report_token`."""
+        uses = self.uses_token.get(profile.id)
+        if uses is None:
+            tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
+            texts = (profile.boot.kernel, *profile.boot.initrd, *profile.boot.args, *((tpl.text,) if tpl else ()))
+            uses = self.uses_token[profile.id] = any("report_token" in template.referenced_variables(t) for t in texts)
+        return uses
 
     def check_unused(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         """A profile no node or group boots is checked and linted all the same, rendered for a
@@ -174,12 +186,12 @@ class BootPlanChecker:
         self.linted_args.add((profile.id, rendered_args))
         self.out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
         if self.listed is not None:
-            refs = [(a, arg_loc(i)) for i, a in enumerate(rendered_args) if a.startswith("url=")]
-            refs += [(p, path_loc(i)) for i, p in enumerate(boot_paths or ()) if p]
-            for ref, loc in refs:
+            refs = [(a, i, arg_loc) for i, a in enumerate(rendered_args) if a.startswith("url=")]
+            refs += [(p, i, path_loc) for i, p in enumerate(boot_paths or ()) if p]
+            for ref, index, loc_of in refs:
                 path = lint.asset_path(ref, self.site.server_url)
                 if path is not None and path not in self.listed:
-                    self.out.add(lint.finding("asset-not-listed", loc, path))
+                    self.out.add(lint.finding("asset-not-listed", loc_of(index), path))
         return rendered_args
 
 

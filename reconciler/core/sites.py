@@ -40,14 +40,14 @@ def check_members(nodes: list[Node], groups: list[Group], declared: Collection[s
     """Every node at exactly one declared site; every group's `site:` declared. `declared`: the
     names under `sites:` (empty: the repository has no sites)."""
     for node in nodes:
-        loc = where.field(node.source, "site")
         if node.site is None:
             if declared:
                 out.report("node-no-site", node.source,
                            f"node {node.name!r} is at no site: netboot.yaml declares sites {_names(declared)}; "
                            "add `site: NAME`")
         elif node.site not in declared:
-            out.report("unknown-site", loc, f"node {node.name!r}: {_unknown(node.site, declared)}")
+            out.report("unknown-site", where.field(node.source, "site"),
+                       f"node {node.name!r}: {_unknown(node.site, declared)}")
     for group in groups:
         if group.site is not None and group.site not in declared:
             out.report("unknown-site", where.field(group.source, "site"),
