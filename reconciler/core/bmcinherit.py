@@ -38,12 +38,14 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
     for node in nodes:
         doc = docs.get(node.source.file)
         own = _given(doc)
-        labels = normalise_labels({**node.labels, "mac": node.mac})
-        group = next((g for g in giving if matches(g.selector, labels)), None)
+        group = None
+        if giving:
+            labels = normalise_labels({**node.labels, "mac": node.mac})
+            group = next((g for g in giving if matches(g.selector, labels)), None)
         inherited = _given(docs.get(group.source.file)) if group is not None else {}
         merged = {**inherited, **own}
         if not merged:
-            resolved.append(replace(node, bmc=None))
+            resolved.append(node if node.bmc is None else replace(node, bmc=None))
             continue
         where = doc.loc(("bmc",)) if doc is not None and own else node.source
         missing = [f for f in FIELDS if f not in merged]

@@ -15,11 +15,15 @@ from collections.abc import Iterable, Mapping
 from reconciler.core.model import Group
 
 _HEX = re.compile(r"[0-9a-f]{12}")
+_NORMAL = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")  # already the form normalise_mac returns
+_SEPARATORS = re.compile(r"[:\-.]")
 
 
 def normalise_mac(text: str) -> str | None:
     """Lowercase colon form of a MAC in any common spelling, or None when it is not one."""
-    digits = re.sub(r"[:\-.]", "", text.strip().lower())
+    if _NORMAL.fullmatch(text):
+        return text
+    digits = _SEPARATORS.sub("", text.strip().lower())
     if not _HEX.fullmatch(digits):
         return None
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))

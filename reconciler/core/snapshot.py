@@ -9,6 +9,7 @@ enforces, so both readers refuse the same things.
 from __future__ import annotations
 
 import difflib
+import functools
 import posixpath
 import re
 import stat
@@ -36,6 +37,7 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 18)  # asked for every path by several stages of each validation
 def kind_of(path: str) -> str | None:
     """The document kind of a repo-relative path, or None when the format does not read it."""
     if path == SITE_FILE:

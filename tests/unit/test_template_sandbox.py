@@ -108,7 +108,8 @@ def test_a_substitution_rendered_without_jinja_is_what_jinja_renders(pieces: lis
     (core.template._substitute); rendering with line tracking always goes through Jinja."""
     text = "".join(pieces)
     outcomes = []
-    for lines in (None, []):
+    tracked: list[int] = []
+    for lines in (None, tracked):
         try:
             outcomes.append(("ok", template.render(text, values, lines)))
         except template.TemplateFailure as exc:
