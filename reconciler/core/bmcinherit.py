@@ -12,7 +12,7 @@ way and is optional (true when neither gives it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -47,7 +47,10 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
         if not merged:
             resolved.append(node if node.bmc is None else replace(node, bmc=None))
             continue
-        where = doc.loc(("bmc",)) if doc is not None and own else node.source
+        # positions looked up only for a finding: each composes the node file's YAML again (core.yamldoc)
+        def where(doc: Document | None = doc, own: dict[str, Any] = own, node: Node = node) -> Location:
+            return doc.loc(("bmc",)) if doc is not None and own else node.source
+
         missing = [f for f in FIELDS if f not in merged]
         if missing:
             parts = []
@@ -56,18 +59,22 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
             if inherited and group is not None:
                 parts.append(f"{', '.join(sorted(set(inherited) - set(own)) or '-')} from group {group.id!r} "
                              f"({group.source.file})")
-            out.report("bmc-incomplete", where,
+            out.report("bmc-incomplete", where(),
                        f"node {node.name!r}: bmc has no {' or '.join(missing)} (it has {'; '.join(parts)}): "
                        f"add bmc.{missing[0]} to {node.source.file} or to a group selecting it")
             resolved.append(replace(node, bmc=None))
             continue
         address_from = doc if "address" in own or group is None else docs.get(group.source.file)
-        address_loc = address_from.loc(("bmc", "address")) if address_from is not None else where
+
+        def address_loc(address_from: Document | None = address_from,
+                        where: Callable[[], Location] = where) -> Location:
+            return address_from.loc(("bmc", "address")) if address_from is not None else where()
+
         resolved.append(replace(node, bmc=_bmc(merged, address_loc, out)))
     return resolved
 
 
-def _bmc(fields: Mapping[str, Any], loc: Location, out: Findings) -> Bmc | None:
+def _bmc(fields: Mapping[str, Any], loc: Callable[[], Location], out: Findings) -> Bmc | None:
     """HOST[:PORT] split and the port checked; a bracketed IPv6 host keeps its brackets out of `host`."""
     address = fields["address"]
     host, port = address, None
@@ -77,7 +84,7 @@ def _bmc(fields: Mapping[str, Any], loc: Location, out: Findings) -> Bmc | None:
     elif ":" in address:
         host, port = address.rsplit(":", 1)
     if port is not None and not 0 < int(port) < 65536:
-        out.report("schema", loc, f"bmc.address {address!r}: port {port} is not 1-65535")
+        out.report("schema", loc(), f"bmc.address {address!r}: port {port} is not 1-65535")
         return None
     driver: BmcDriver = "redfish" if fields["driver"] == "redfish" else "ipmi"  # the schema admits these two
     verify_ca = fields.get("verify_ca", True)  # the schema admits a boolean or an absolute path

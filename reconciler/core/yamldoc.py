@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -86,25 +86,46 @@ _SEQ = "tag:yaml.org,2002:seq"
 
 @dataclass(frozen=True)
 class Document:
-    """One parsed file: its plain value, plus the YAML node tree to find where a value was written.
+    """One parsed file: its plain value, and what finds where a value was written.
 
     Positions are looked up only when a finding needs one (`loc`), by walking the node tree:
     nearly every document is valid, and indexing every value up front would cost more than
-    parsing it.
+    parsing it. Nor is the tree kept: it was most of a validation's memory (100,000 node files,
+    ~5 KB each); `root` composes it again from `source` the first time a position below the
+    document's own start is asked for, and `start` (the root node's 0-based line and column)
+    answers for the document itself.
     """
 
     file: str
     data: Any
-    root: yaml.Node | None = None
+    source: bytes | None = field(default=None, repr=False, compare=False)  # None: no positions
+    start: tuple[int, int] = (0, 0)
+    _tree: list[yaml.Node] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def root(self) -> yaml.Node | None:
+        """The node tree, merge keys flattened as when the document was parsed."""
+        if self.source is None:
+            return None
+        if not self._tree:
+            text = self.source.decode("utf-8")
+            node = compose(text)
+            assert node is not None  # it composed to a node when parsed
+            _Builder(self.file, may_merge=_may_merge(text)).build(node, 0)  # flattens, as parsing did
+            self._tree.append(node)
+        return self._tree[0]
 
     def loc(self, path: Path = (), *, key: bool = True) -> Location:
         """Location of the value at `path`, or of its nearest ancestor that has one.
 
         With `key`, a mapping entry points at its key (the line a person reads as "the field").
         """
-        node = self.root
-        if node is None:
+        if self.source is None:
             return Location(self.file, 1, 1)
+        if not path:
+            return Location(self.file, self.start[0] + 1, self.start[1] + 1)
+        node = self.root
+        assert node is not None
         mark = node.start_mark
         for part in path:
             child: yaml.Node | None = None
@@ -219,6 +240,11 @@ class _Builder:
         )
 
 
+def _may_merge(text: str) -> bool:
+    """Whether `text` can hold a merge key: a `<<`, or a tag (`!!merge` spelt out)."""
+    return "<<" in text or "!" in text
+
+
 def yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
     """PyYAML's error as (1-based line or 0, problem in words a user reads): the offending
     character named, not escaped, and none of the parser's internals (`#x0000`, stream names)."""
@@ -259,7 +285,7 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         return None, (issue("yaml-syntax", Location(file, line, 0), problem),)
     if node is None:
         return Document(file, None), ()
-    builder = _Builder(file, may_merge="<<" in text or "!" in text)
+    builder = _Builder(file, may_merge=_may_merge(text))
     try:
         data = builder.build(node, 0)
     except _Refused as exc:
@@ -269,7 +295,7 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         return None, (issue("yaml-syntax", Location(file, mark.line + 1, mark.column + 1), str(exc)),)
     except RecursionError:
         return None, (issue("yaml-too-deep", Location(file, 0, 0), "nested too deep"),)
-    doc = Document(file, data, node)
+    doc = Document(file, data, content, (node.start_mark.line, node.start_mark.column))
     return doc, tuple(builder.duplicates)
 
 
