@@ -16,6 +16,7 @@ from typing import Any
 from reconciler.core import assets as manifest
 from reconciler.core import schema, secrets, template
 from reconciler.core.collect import Findings
+from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.model import (
     Asset,
     Boot,
@@ -46,17 +47,22 @@ def stem(path: str) -> str:
 # -- parsing -----------------------------------------------------------------------------------
 
 
-def parse_all(snapshot: Snapshot, out: Findings) -> dict[str, Document]:
+def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = None) -> dict[str, Document]:
+    """Every document of the snapshot parsed (`memo`: what an earlier validation parsed is reused
+    for unchanged bytes)."""
     docs: dict[str, Document] = {}
     for path in sorted(snapshot.files):
         kind = kind_of(path)
         if kind is None or kind in ("cloud-init", "keyring", "ignition", "generic"):
             continue  # templates (cloud-init: parsed per node after rendering; ignition, generic: core.ignition); keys
         parse = parse_json if path.endswith(".json") else parse_yaml
-        doc, issues = parse(path, snapshot.files[path])
+        doc, issues = parse(path, snapshot.files[path]) if memo is None \
+            else memo.parse(path, snapshot.files[path], parse)
         out.extend(issues)
         if doc is not None:
             docs[path] = doc
+    if memo is not None:
+        memo.keep_only(snapshot.files)
     if SITE_FILE not in snapshot.files:
         out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
     return docs
@@ -68,7 +74,9 @@ def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
         return False
     # matchbox's own JSON files: a field its format does not have is ignored there, so a warning here.
     unknown = "matchbox-unknown-field" if doc.loc().file.endswith(".json") else "schema"
-    issues = schema.check(doc, kind, unknown)
+    issues = doc.checked.get(kind)
+    if issues is None:  # kept on the document: one a ValidateMemo keeps is not checked again
+        issues = doc.checked[kind] = schema.check(doc, kind, unknown)
     out.extend(issues)
     return not any(i.is_error for i in issues)
 

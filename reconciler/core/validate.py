@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, sites, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
+from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.ignition import check_references, read_templates
 from reconciler.core.lint.static_seed import lint_static_seed
 from reconciler.core.locate import Locator
@@ -51,13 +52,16 @@ class Validation:
         return tuple(i for i in self.issues if not i.is_error)
 
 
-def validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None = None) -> Validation:
+def validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None = None, memo: ValidateMemo | None = None
+             ) -> Validation:
     """Validate a whole repository snapshot, its templates' CPU time bounded as a whole.
     `decrypt` (`--age-identity`): each secrets.yaml value must decrypt with it; without it
     only their structure and the names templates use are checked (`secrets.NOT_CHECKED`).
-    Templates are rendered with placeholders for the values either way."""
+    Templates are rendered with placeholders for the values either way. `memo` (a long-lived
+    process's, `core.docmemo`): files whose bytes it has seen are not parsed or schema-checked
+    again; the outcome is the same as without it."""
     with template.commit_budget(), gc_paused():
-        return _validate(snapshot, decrypt)
+        return _validate(snapshot, decrypt, memo)
 
 
 @contextlib.contextmanager
@@ -76,11 +80,11 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None) -> Validation:
+def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: ValidateMemo | None) -> Validation:
     out = Findings()
     out.extend(snapshot.refused)
     out.extend(snapshot.unread)
-    docs = build.parse_all(snapshot, out)
+    docs = build.parse_all(snapshot, out, memo)
 
     site_doc = docs.get(SITE_FILE)
     by_name = build.sites(site_doc, out)

@@ -101,6 +101,8 @@ class Document:
     source: bytes | None = field(default=None, repr=False, compare=False)  # None: no positions
     start: tuple[int, int] = (0, 0)
     _tree: list[yaml.Node] = field(default_factory=list, init=False, repr=False, compare=False)
+    # its schema findings by document kind (core.build), kept with it (core.docmemo.ValidateMemo)
+    checked: dict[str, tuple[Issue, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def root(self) -> yaml.Node | None:

@@ -1,0 +1,43 @@
+"""ValidateMemo: what a long-lived process keeps between validations, so that a file whose bytes
+did not change is neither parsed nor checked against its schema again.
+
+Passed by the daemon's long-lived worker to `core.validate.validate(snapshot, memo=...)`; read by
+`core.build.parse_all`. Kept in memory as the Python objects themselves: pickled to disk, a parsed
+document cost as much to load as to parse (33c7946). A document's schema findings are kept on the
+Document (`Document.checked`, filled by `core.build`), so a kept document carries them along.
+One validation at a time per memo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from reconciler.core.model import Issue
+from reconciler.core.yamldoc import Document
+
+Parsed = tuple[Document | None, tuple[Issue, ...]]
+
+
+class ValidateMemo:
+    """Each path's last bytes and what parsing them gave."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[bytes, Parsed]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def parse(self, path: str, content: bytes, parse: Callable[[str, bytes], Parsed]) -> Parsed:
+        """`parse(path, content)`, or what it gave for the same bytes at this path last time."""
+        kept = self._kept.get(path)
+        if kept is not None and (kept[0] is content or kept[0] == content):
+            self.hits += 1
+            return kept[1]
+        self.misses += 1
+        parsed = parse(path, content)
+        self._kept[path] = (content, parsed)
+        return parsed
+
+    def keep_only(self, paths: Collection[str]) -> None:
+        """Forget the files a snapshot no longer has (deleted, renamed)."""
+        for path in [p for p in self._kept if p not in paths]:
+            del self._kept[path]
