@@ -25,12 +25,21 @@ from reconciler.core.model import Issue, Location
 _RESOLVER = yaml.resolver.Resolver()
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _resolve(kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
-    """PyYAML's tag resolution, remembered: the composer asks once per scalar, and a
-    repository's keys and most of its values recur in every file (its regular expressions were a
-    fifth of parsing a node file)."""
+def _resolve_now(kind: type[yaml.Node], value: str | None, implicit: tuple[bool, bool] | bool) -> str:
     return yaml.resolver.Resolver.resolve(_RESOLVER, kind, value, implicit)  # type: ignore[no-any-return,no-untyped-call]
+
+
+_resolve_remembered = functools.lru_cache(maxsize=1 << 14)(_resolve_now)
+_LONGEST_REMEMBERED = 64  # characters: keys and short values recur; a long text is kept by nobody
+
+
+def _resolve(kind: type[yaml.Node], value: str | None, implicit: tuple[bool, bool] | bool) -> str:
+    """PyYAML's tag resolution, remembered for short values: the composer asks once per scalar,
+    and a repository's keys and most of its values recur in every file (its regular expressions
+    were a fifth of parsing a node file). The bound on length bounds the memory it keeps."""
+    if value is not None and len(value) > _LONGEST_REMEMBERED:
+        return _resolve_now(kind, value, implicit)
+    return _resolve_remembered(kind, value, implicit)  # type: ignore[arg-type]
 
 
 try:
