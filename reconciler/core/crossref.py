@@ -15,7 +15,7 @@ from reconciler.core.collect import Findings
 from reconciler.core.locate import Locator
 from reconciler.core.model import Group, Node, Profile, Site
 from reconciler.core.render import dnsmasq
-from reconciler.core.select import matches
+from reconciler.core.select import SelectorIndex
 
 
 def check_profile_refs(
@@ -53,10 +53,10 @@ def check_groups(
                 f"group {group.id!r} names profile {group.profile!r}, which does not exist"
                 + _suggest(group.profile, profiles),
             )
-    selecting = [g for g in groups if not g.is_default]
+    selecting = SelectorIndex([g for g in groups if not g.is_default])
     for node in nodes:
         labels = {**node.labels, "mac": node.mac}
-        hits = [g for g in selecting if (g.site is None or g.site == node.site) and matches(g.selector, labels)]
+        hits = [g for g in selecting.matching(labels) if g.site is None or g.site == node.site]
         by_count: dict[int, list[Group]] = defaultdict(list)
         for g in hits:
             by_count[len(g.selector)].append(g)

@@ -10,7 +10,7 @@ selectors are deterministic too), and a group with no selector is the default gr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.core.model import Group
 
@@ -57,3 +57,30 @@ def select_group(sorted_groups: Iterable[Group], labels: Mapping[str, str]) -> G
         if matches(group.selector, labels):
             return group
     return None
+
+
+class SelectorIndex:
+    """The groups whose selectors a set of labels satisfies, in the groups' own order, without
+    trying every group for every node: each group is filed under one (key, value) of its selector,
+    and only the groups filed under one of the labels are tried. Validation asks this for every
+    node (`core.crossref`); a site of 100 racks has 100 rack groups and 100,000 nodes."""
+
+    def __init__(self, groups: Sequence[Group]) -> None:
+        self._groups = groups
+        self._order = {id(g): i for i, g in enumerate(groups)}
+        self._filed: dict[tuple[str, str], list[Group]] = {}
+        self._everywhere = [g for g in groups if not g.selector]
+        # a value that is not text (the schemas admit none) is compared by trying every group
+        self._linear = any(not isinstance(v, str) for g in groups for v in g.selector.values())
+        for group in groups:
+            if group.selector:
+                self._filed.setdefault(next(iter(group.selector.items())), []).append(group)
+
+    def matching(self, labels: Mapping[str, str]) -> list[Group]:
+        """The groups `matches` says the labels satisfy, in the order given."""
+        if self._linear:
+            return [g for g in self._groups if matches(g.selector, labels)]
+        tried = [g for item in labels.items() if isinstance(item[1], str) for g in self._filed.get(item, ())]
+        tried += self._everywhere
+        tried.sort(key=lambda g: self._order[id(g)])
+        return [g for g in tried if matches(g.selector, labels)]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from reconciler.core.model import Group
-from reconciler.core.select import matches, normalise_mac, select_group, selector_string, sort_groups
+from reconciler.core.select import SelectorIndex, matches, normalise_mac, select_group, selector_string, sort_groups
 
 
 def group(gid: str, **selector: str) -> Group:
@@ -48,3 +53,16 @@ def test_mac_spellings() -> None:
     for text in ("52-DA-00-89-D8-10", "52:da:00:89:d8:10", "52da.0089.d810", "52DA0089D810"):
         assert normalise_mac(text) == "52:da:00:89:d8:10"
     assert normalise_mac("not-a-mac") is None
+
+
+_KEYS = st.sampled_from(["rack", "role", "mac", "zone"])
+_VALUES = st.sampled_from(["r1", "r2", "db", "web", "52:54:00:aa:bb:01", "z"])
+
+
+@given(st.lists(st.dictionaries(_KEYS, st.one_of(_VALUES, st.just(1))), max_size=8),
+       st.dictionaries(_KEYS, _VALUES))
+def test_the_selector_index_finds_the_groups_trying_each_finds(selectors: list[dict[str, Any]],
+                                                                  labels: dict[str, str]) -> None:
+    """core.select.SelectorIndex (crossref's per-node group lookup) == trying every group, in order."""
+    groups = [Group(id=f"g{i}", name=f"g{i}", profile="p", selector=sel) for i, sel in enumerate(selectors)]
+    assert SelectorIndex(groups).matching(labels) == [g for g in groups if matches(g.selector, labels)]
