@@ -18,7 +18,7 @@ from typing import Any
 
 from reconciler.core.collect import Findings
 from reconciler.core.model import Bmc, BmcDriver, Group, Location, Node
-from reconciler.core.select import matches, normalise_labels, sort_groups
+from reconciler.core.select import SelectorIndex, normalise_labels, sort_groups
 from reconciler.core.yamldoc import Document
 
 FIELDS = ("driver", "address", "credentials")  # required, once merged
@@ -34,6 +34,7 @@ def _given(doc: Document | None) -> dict[str, Any]:
 def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document], out: Findings) -> list[Node]:
     """The nodes with `bmc` set from their own and their groups' fields (None where neither gives any)."""
     giving = [g for g in sort_groups(groups) if _given(docs.get(g.source.file))]
+    index = SelectorIndex(giving)  # in matchbox's order: the first match is the most specific
     resolved = []
     for node in nodes:
         doc = docs.get(node.source.file)
@@ -41,7 +42,7 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
         group = None
         if giving:
             labels = normalise_labels({**node.labels, "mac": node.mac})
-            group = next((g for g in giving if matches(g.selector, labels)), None)
+            group = next(iter(index.matching(labels)), None)
         inherited = _given(docs.get(group.source.file)) if group is not None else {}
         merged = {**inherited, **own}
         if not merged:
