@@ -186,15 +186,18 @@ def check_references(
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 out.report(code, where.field(profile.source, key),
                            f"profile {profile.id!r} names {directory}/{name}, which does not exist{hint}")
-    targets: list[tuple[str, str, Mapping[str, Any], Mapping[str, str]]] = [
-        (f"node {n.name!r}", n.profile, node_values(n), {"mac": n.mac}) for n in nodes
-    ]
-    targets += [(f"group {g.id!r}", g.profile, g.metadata, g.selector) for g in groups]
-    for subject, profile_id, metadata, selector in targets:
+    def template_of(profile_id: str) -> MatchboxTemplate | None:
         booted = profiles.get(profile_id)
-        tpl = generic.get(booted.generic_id or "") if booted is not None else None
-        if tpl is None:
-            continue
+        return generic.get(booted.generic_id or "") if booted is not None else None
+
+    # a node's values are made only for a node whose profile has a generic template (few do)
+    targets: list[tuple[str, MatchboxTemplate, Mapping[str, Any], Mapping[str, str]]] = [
+        (f"node {n.name!r}", tpl, node_values(n), {"mac": n.mac}) for n in nodes
+        if (tpl := template_of(n.profile)) is not None
+    ]
+    targets += [(f"group {g.id!r}", tpl, g.metadata, g.selector) for g in groups
+                if (tpl := template_of(g.profile)) is not None]
+    for subject, tpl, metadata, selector in targets:
         try:
             render_generic(tpl, metadata, selector)
         except TemplateFailure as exc:
