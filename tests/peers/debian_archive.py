@@ -6,16 +6,20 @@ registry reachable here publishes cloud-init, so Debian's archive is where the o
 come from. The machine's apt configuration is left alone: each suite gets a private apt
 configuration (its own sources list, lists and cache under .cache/apt-<suite>/, the archive URI
 taken from the machine's own Debian sources), `apt-get download` fetches the .deb, and
-`dpkg -x` unpacks it into a directory keyed by the package's version.
+`dpkg -x` unpacks it into a directory keyed by the package's version. A download holds
+`.cache/.lock` (flock): pytest-xdist workers asking at once would collide on apt's lists lock.
 Callers: tests/peers/cloud_init.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,13 +69,36 @@ def unpacked(suite: str, package: str) -> tuple[Path, str]:
     for tool in ("apt-get", "apt-cache", "dpkg"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} not found: the tests need a Debian machine's apt and dpkg")
-    options = _apt(suite)
     marker = CACHE / f"{package}-{suite}.version"
+    done = _cached(package, marker)
+    if done is not None:
+        return done
+    with _cache_lock():
+        return _cached(package, marker) or _download(suite, package, marker)
+
+
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cached(package: str, marker: Path) -> tuple[Path, str] | None:
     if marker.exists():
         version = marker.read_text().strip()
         root = CACHE / f"{package}-{version}"
-        if root.is_dir():
+        if version and root.is_dir():
             return root, version
+    return None
+
+
+def _download(suite: str, package: str, marker: Path) -> tuple[Path, str]:
+    options = _apt(suite)
     _run(["apt-get", "-q", *options, "update"])
     policy = _run(["apt-cache", *options, "policy", package])
     found = re.search(r"Candidate:\s*(\S+)", policy)
