@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _gpg_key(home: Path, uid: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     for tool, package in (("ssh-keygen", "openssh-client"), ("gpg", "gnupg"), ("gpgv", "gpgv"), ("git", "git")):
         require_tool(tool, package)
     tmp = tmp_path_factory.mktemp("keys")
@@ -68,7 +69,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     armoured = tmp / "keyring.asc"
     armoured.write_bytes(subprocess.run(["gpg", "--armor", "--export", gpg], env=env, check=True,
                                         capture_output=True).stdout)
-    return Keys(tmp / "ops", tmp / "other", home, gpg, gpg_other, allowed, keyring, armoured)
+    yield Keys(tmp / "ops", tmp / "other", home, gpg, gpg_other, allowed, keyring, armoured)
+    # gpg started an agent for this GNUPGHOME; it outlives the run unless told to go
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False)
 
 
 class SignedTree(WorkTree):
