@@ -58,6 +58,8 @@ class Settings:
     trust_any_client: bool = False  # serve a node's seed/script to any address (NAT, relays), not only its own
     worker: bool = False  # validate and render each commit in a child process (daemon.worker); `run` sets it
     reuse_renders: bool = False  # render only nodes whose inputs changed (core.render.reuse); `run` sets it
+    # Serve a commit, then write generations/<sha>/ and swap `current` (daemon.persist); `run` sets it.
+    persist_after_serving: bool = False
     verify_incremental: bool = False  # also render from scratch; on a difference log it, serve the scratch one
     age_identity: Path | None = None  # decrypts secrets.yaml at render time (adapters.agecrypt); outside the repo
     verify_commits: Path | None = None  # serve only commits signed by a key this file lists (adapters.commitsig)

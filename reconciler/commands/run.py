@@ -200,6 +200,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
         worker=not args.no_worker,
         site=args.site,
         reuse_renders=True,
+        persist_after_serving=True,
         verify_incremental=args.verify_incremental,
     )
 

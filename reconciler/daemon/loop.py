@@ -2,7 +2,9 @@
 
 Called by `commands.run` (`Daemon(settings, ...).open()`, servers added, `.run()`); tests drive
 `reconcile_once` directly. The parts:
-- `steps.Reconciler`: the reconcile steps and their runner (one `Outcome` per attempt);
+- `steps.Reconciler`: the reconcile steps and their runner (one `Outcome` per attempt), with
+  its worker process (`resident.Worker`) and the writer thread that puts a served generation on
+  disk after it (`persist.Persister`: old generations are collected there, after the write);
 - `status.StatusBook`: what `/status` says, changed by pure transitions (`after(outcome)`);
 - `supervisor.Supervisor`: the server slots (start, stop, what they say);
 - `loader.GenerationLoader`: `current` from disk at start, stored generations for the holder.
@@ -55,6 +57,9 @@ from reconciler.settings import Settings
 log = logging.getLogger(__name__)
 
 HISTORY = 20
+# Seconds a stopping daemon waits for the served generation to be written (past it, the next
+# start serves the previous `current` and reconciles the head again).
+PERSIST_AT_STOP = 30.0
 
 
 class StoreUpCollector(Collector):
@@ -98,7 +103,8 @@ class Daemon:
         self.holder.set_loader(self.loader.load)
         self.reconciler = Reconciler(settings, renderer=renderer, artifacts=self.artifacts, holder=self.holder,
                                      meta=meta, source=source, on_source_opened=self.start_watcher,
-                                     on_desired=self._desiring, on_assets=self._fetching_assets)
+                                     on_desired=self._desiring, on_assets=self._fetching_assets,
+                                     unwritable=self._refusal, on_persisted=self._persisted)
         self.supervisor = Supervisor()
         self.metrics.registry.register(ServerUpCollector(self.supervisor))
         self.metrics.registry.register(StoreUpCollector(self._store_faults))
@@ -151,6 +157,11 @@ class Daemon:
         if self._unwritable is not None:
             log.info("state directory %s is writable again", state_dir)
         self._unwritable = None
+
+    def _refusal(self) -> str | None:
+        """Why the state directory refuses writes (the probe's error), or None."""
+        exc = self._unwritable
+        return None if exc is None else str(exc.strerror or exc)
 
     def store_problem(self) -> str | None:
         """Why results cannot be stored now (reports answer 503 with it), or None."""
@@ -231,6 +242,8 @@ class Daemon:
         if loaded is None:
             return
         self.reconciler.previous = loaded.stored
+        if self.reconciler.persister is not None:
+            self.reconciler.persister.set_persisted(loaded.stored.revision)
         self.holder.swap(loaded.generation)
         heap.settle()
         self._served(loaded.generation)
@@ -307,6 +320,7 @@ class Daemon:
         if self._watcher is not None:
             self._watcher.stop()
         self.supervisor.stop_all(self.settings.shutdown_timeout)
+        self.reconciler.close(PERSIST_AT_STOP)  # what is served but not written yet, then the worker
         if self.rollouts is not None:
             self.rollouts.stop()
         if self.rollout_driver is not None:
@@ -389,7 +403,7 @@ class Daemon:
                                       generation.state.nodes)
             except Exception:
                 log.exception("revision=%s could not start its rollout", generation.revision)
-        self._collect(generation)
+        self._collect(generation.revision)
         self.supervisor.kick()  # a commit may have fixed what kept a server down (dhcp.interface)
         heap.settle()
 
@@ -432,29 +446,42 @@ class Daemon:
             log.exception("could not read unfinished installs")
         return None
 
-    def _collect(self, generation: Generation) -> None:
+    def _persisted(self, revision: str) -> None:
+        """On the writer thread (daemon.persist), once `current` names `revision`: old generations
+        go (the assets they alone used are collected on the loop's thread, at the next activation:
+        an assets step may be linking a newer revision's now)."""
+        self._collect_generations(revision, self._unfinished_installs())
+
+    def _collect(self, revision: str) -> None:
+        """After an activation: old generations (unless they go after the write) and unused assets."""
         unfinished = self._unfinished_installs()
-        removed: list[str] = []
-        if unfinished is None:
-            log.warning("revision=%s old generations kept this time: a machine may still install from one",
-                        generation.revision)
-        else:
-            try:
-                removed = self.artifacts.collect(self.settings.keep_generations,
-                                                 referenced={generation.revision, *unfinished})
-            except OSError as exc:
-                log.warning("collecting old generations: %s", exc)
-        if removed:
-            log.info("collected %d old generation(s)", len(removed))
+        if self.reconciler.persister is None:
+            self._collect_generations(revision, unfinished)
         assets = self.reconciler.asset_store
         if assets is not None and unfinished is not None:
             try:  # content no kept generation (nor a served path) links to any more
-                freed = assets.collect(keep={*self.artifacts.stored(), generation.revision})
+                # Served but not written yet: in memory (retained), so kept. (`stored()` may race
+                # the writer thread's collection: an OSError, and this waits for the next time.)
+                freed = assets.collect(keep={*self.artifacts.stored(), *self.holder.retained(), revision})
             except OSError as exc:
                 log.warning("collecting unreferenced assets: %s", exc)
             else:
                 if freed:
                     log.info("collected %d bytes of assets no kept generation uses", freed)
+
+    def _collect_generations(self, revision: str, unfinished: set[str] | None) -> None:
+        removed: list[str] = []
+        if unfinished is None:
+            log.warning("revision=%s old generations kept this time: a machine may still install from one",
+                        revision)
+        else:
+            try:
+                removed = self.artifacts.collect(self.settings.keep_generations,
+                                                 referenced={revision, *unfinished})
+            except OSError as exc:
+                log.warning("collecting old generations: %s", exc)
+        if removed:
+            log.info("collected %d old generation(s)", len(removed))
         with contextlib.suppress(OSError):
             self.holder.retain_only(self.artifacts.stored())
 
@@ -484,6 +511,10 @@ class Daemon:
         if problem is not None:
             faults.append((str(Reason.STORE_UNWRITABLE), problem))
         faults += [(str(Reason.STORE_UNREACHABLE), p) for _, p in self._store_faults() if p is not None]
+        persister = self.reconciler.persister
+        unwritten = persister.problem() if persister is not None else None
+        if unwritten is not None and problem is None:
+            faults.append((str(Reason.STORE_UNWRITABLE), unwritten))
         return faults
 
     def _store_faults(self) -> list[tuple[str, str | None]]:
@@ -501,6 +532,8 @@ class Daemon:
         source = self.source.description if self.source is not None else self.settings.repo
         out = self.book.view(source=source, warnings=self._listener_warnings(current), degraded=self._degraded())
         out["site"] = self.settings.site  # --site; null for a repository without sites
+        persister = self.reconciler.persister
+        written = persister.view() if persister is not None else None
         out["generation"] = None if current is None else {
             "revision": current.revision,
             "activated_at": current.activated_at,
@@ -508,6 +541,10 @@ class Daemon:
             "nodes": len(current.state.nodes),
             "path": str(current.root) if current.root else None,
         }
+        if written is not None:  # served first, written after (daemon.persist): where the disk is
+            out.update(written)
+            if current is not None and written["persisted_revision"] == current.revision:
+                out["generation"]["path"] = str(self.artifacts.path_of(current.revision))
         out["servers"] = self.supervisor.view()
         out["instance"] = self.settings.instance
         out["rollout"] = self.rollouts.view() if self.rollouts is not None else None

@@ -4,7 +4,15 @@ Called by `Daemon.reconcile_once` (daemon.loop). A reconcile is an ordered list 
 one signature, `step(attempt) -> bool` (False: nothing more to do, e.g. the revision is already
 applied), as source-controller does it:
 
-    fetch -> verify -> snapshot -> validate -> render -> peer-check -> assets -> write -> swap-current -> activate
+    fetch -> verify -> snapshot -> validate -> render -> peer-check -> assets -> activate -> persist
+
+With `Settings.persist_after_serving` (the `run` command's default) a commit is served first and
+written after: `persist` hands the generation to a writer thread (daemon.persist) that writes
+`generations/<sha>/`, swaps `current` and collects old generations, so `current` follows the
+served generation shortly after (a crash in between leaves the previous `current`; the restart
+serves it and reconciles the head again). A state directory known to refuse writes (the
+daemon's probe) stops a commit before `activate`. Without it (tests driving the daemon in
+process) the order is the one before: ... -> assets -> write -> swap-current -> activate.
 
 Failures are the exceptions of `core.errors`, raised where they happen (the source, the
 renderer, the artifact store, the peer check here) and turned into the outcome by the runner
@@ -15,12 +23,14 @@ findings; any other exception is a bug, FAILED (RetryingAfterError) and logged w
 told to fetch a kernel that is not there. Bytes that do not verify make the revision invalid (a
 finding at the entry's line); a download that cannot be made now is `AssetsUnavailable`, retried.
 With --no-fetch nothing is fetched and a missing asset is a warning naming the path.
-With `Settings.worker` (the `run` command's default) `validate` validates and renders in a child
-process (daemon.worker) and `render` has nothing left to do. With `Settings.reuse_renders` (also
-`run`'s default) a node whose inputs did not change is not rendered again (core.render.reuse;
-the memo lives in the state directory's `render-memo`, or in memory without the worker);
-`--verify-incremental` renders from scratch as well and serves that when they differ.
-Any failure before `swap-current` leaves the served generation untouched; `write` goes through
+With `Settings.worker` (the `run` command's default) `validate` validates and renders in a
+long-lived child process (daemon.resident, which sends only what changed since its last result)
+and `render` has nothing left to do. With `Settings.reuse_renders` (also `run`'s default) a node
+whose inputs did not change is not rendered again (core.render.reuse; the memo lives in the
+worker's memory, kept in the state directory's `render-memo` across restarts, or in this
+process without the worker); `--verify-incremental` renders from scratch as well and serves
+that when they differ, and checks the worker's patched result against its whole one.
+Any failure before `activate` leaves the served generation untouched; `write` goes through
 `generations/<sha>.tmp` and a rename, so a crash at any point leaves a complete generation or none.
 """
 
@@ -46,13 +56,13 @@ from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import Source, open_source, print_progress
 from reconciler.core import codes, securecheck
 from reconciler.core.assets import rel
-from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, Temporary
+from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, StoreUnwritable, Temporary
 from reconciler.core.model import DesiredState, Issue, Severity
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.secrets import private_paths
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
-from reconciler.daemon import worker
+from reconciler.daemon import persist, resident, worker
 from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, Renderer
 from reconciler.daemon.outcome import Outcome, Result
 from reconciler.generation import Generation, GenerationHolder
@@ -100,6 +110,8 @@ class Reconciler:
         on_source_opened: Callable[[], None] = lambda: None,
         on_desired: Callable[[str], None] = lambda revision: None,
         on_assets: Callable[[Mapping[str, Any] | None], None] = lambda progress: None,
+        unwritable: Callable[[], str | None] = lambda: None,
+        on_persisted: Callable[[str], None] = lambda revision: None,
     ) -> None:
         self.settings = settings
         self.renderer = renderer
@@ -112,10 +124,15 @@ class Reconciler:
         self.on_desired = on_desired  # the fetch step learnt which revision is desired
         self.on_assets = on_assets  # progress of the assets step (None: over)
         self.asset_store = AssetStore(settings.assets_dir) if settings.assets_dir is not None else None
-        # Nodes rendered at earlier commits (core.render.reuse): in the worker's file, else here.
-        self.memo = NodeMemo() if settings.reuse_renders else None
-        self.memo_file = settings.state_dir / RENDER_MEMO if settings.reuse_renders else None
-        self.steps: tuple[tuple[str, Step], ...] = (
+        self.unwritable = unwritable  # why the state directory refuses writes now (the daemon's probe)
+        self.on_persisted = on_persisted  # on the writer thread, after `current` names a revision
+        # Nodes rendered at earlier commits (core.render.reuse): in the worker's memory, else here.
+        self.memo = NodeMemo() if settings.reuse_renders and not settings.worker else None
+        self.worker = resident.Worker(renderer, site=settings.site, memo=settings.state_dir / RENDER_MEMO,
+                                      reuse=settings.reuse_renders, verify=settings.verify_incremental) \
+            if settings.worker else None
+        self.persister = persist.Persister(self._persist) if settings.persist_after_serving else None
+        head: tuple[tuple[str, Step], ...] = (
             ("fetch", self._fetch),
             ("verify", self._verify),
             ("snapshot", self._snapshot),
@@ -123,10 +140,19 @@ class Reconciler:
             ("render", self._render),
             ("peer-check", self._peer_check),
             ("assets", self._assets),
-            ("write", self._write),
-            ("swap-current", self._swap_current),
-            ("activate", self._activate),
         )
+        if self.persister is not None:
+            self.steps = (*head, ("activate", self._activate), ("persist", self._hand_over))
+        else:
+            self.steps = (*head, ("write", self._write), ("swap-current", self._swap_current),
+                          ("activate", self._activate))
+
+    def close(self, timeout: float) -> None:
+        """Write what is served but not on disk yet (within `timeout`), stop the worker process."""
+        if self.persister is not None:
+            self.persister.stop(timeout)
+        if self.worker is not None:
+            self.worker.close()
 
     def open_source(self) -> None:
         self.source = open_source(self.settings, print_progress if self.settings.progress else None)
@@ -222,12 +248,16 @@ class Reconciler:
 
     def _validate(self, attempt: Attempt) -> bool:
         assert attempt.snapshot is not None
-        if self.settings.worker:  # validation and rendering both, in a child process
-            built = worker.build(attempt.snapshot, self.renderer, site=self.settings.site, memo=self.memo_file,
-                                 verify=self.settings.verify_incremental)
+        if self.worker is not None:  # validation and rendering both, in the worker process
+            built = self.worker.build(attempt.snapshot)
             attempt.issues, attempt.state, attempt.files = built.issues, built.state, built.files
             attempt.timings.update((f"worker.{name}", seconds) for name, seconds in built.timings.items())
             self._mismatched(attempt, built.mismatched)
+            if built.patch_mismatched:
+                log.error("revision=%s INCREMENTAL PATCH MISMATCH: the generation patched from the worker's changes "
+                          "differs from its whole result in %d place(s) (serving the whole result; please report "
+                          "this): %s", attempt.revision, len(built.patch_mismatched),
+                          ", ".join(built.patch_mismatched[:10]))
             return True
         result = validate(attempt.snapshot)
         attempt.issues = result.issues
@@ -339,6 +369,9 @@ class Reconciler:
 
     def _activate(self, attempt: Attempt) -> bool:
         assert attempt.revision is not None and attempt.state is not None and attempt.files is not None
+        problem = self.unwritable() if self.persister is not None else None
+        if problem is not None:  # it could not be written: not served either (a restart could not serve it)
+            raise StoreUnwritable(f"the state directory refuses writes ({problem}): not served until it takes them")
         generation = Generation(attempt.revision, attempt.state, attempt.files, attempt.root)
         self.holder.swap(generation)
         attempt.generation = generation
@@ -351,6 +384,32 @@ class Reconciler:
             self.previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files,
                                              self.meta)
         return True
+
+    def _hand_over(self, attempt: Attempt) -> bool:
+        """The served generation to the writer thread (`_persist`); `current` follows it."""
+        assert self.persister is not None and attempt.revision is not None and attempt.files is not None
+        assert attempt.snapshot is not None
+        private = frozenset(private_paths(attempt.state)) if attempt.state is not None else frozenset()
+        self.persister.submit(persist.Job(attempt.revision, attempt.files, attempt.snapshot.files, private,
+                                          time.monotonic()))
+        return True
+
+    def _persist(self, job: persist.Job) -> None:
+        """On the writer thread: the generation durably on disk, then `current` names it."""
+        t0 = time.monotonic()
+        parts: dict[str, float] = {}
+        stale = any((self.artifacts.meta(job.revision, key) or b"") != self.meta.get(key, b"")
+                    for key in (REPORT_KEY_META, SITE_META))
+        root = self.artifacts.write(job.revision, job.files, job.source, previous=self.previous, timings=parts,
+                                    meta=self.meta, replace=stale, private=job.private)
+        t1 = time.monotonic()
+        self.artifacts.swap_current(job.revision)
+        self.previous = StoredGeneration(job.revision, root, job.files, job.source, self.meta)
+        done = time.monotonic()
+        steps = " ".join(f"write.{name}={seconds:.3f}" for name, seconds in parts.items())
+        log.info("revision=%s persisted %.3fs after it was served (persist %.3fs: %s swap-current=%.3f)",
+                 job.revision, done - job.served_at, done - t0, steps, done - t1)
+        self.on_persisted(job.revision)
 
 
 class _Progress:

@@ -1,8 +1,8 @@
 """Validation and rendering of one commit in a child process: the serving process's GIL is never
 held by them, and a commit cannot take the daemon's memory or CPU.
 
-Called by the reconcile steps (daemon.steps, the `validate` step, when `Settings.worker`) and by
-the generation loader (daemon.loader, validating a stored generation's `.source/`). Why: the
+Called by the generation loader (daemon.loader, validating a stored generation's `.source/`);
+the reconcile steps use the long-lived worker built on its parts (daemon.resident). Why: the
 daemon is one process whose packet threads (DHCP, TFTP, HTTP) need the GIL back within
 milliseconds, and validating plus rendering 10,000 nodes is seconds of pure Python; in a child
 they run beside the servers instead of between their packets. The child is a fresh fork of a
@@ -13,8 +13,9 @@ CPU priority (nice +10) than the daemon, so on a shared or busy CPU the packet t
 
 With a memo file (`build(memo=...)`, the state directory's `render-memo`), the child renders
 with the memo of the last commit (core.render.reuse: a node whose inputs did not change is not
-rendered again) and writes it back for the next; `verify` also renders from scratch, and a
-difference is reported (`Built.mismatched`) and the from-scratch files are the result.
+rendered again) and writes it back for the next (daemon.resident keeps it in memory instead);
+`verify` also renders from scratch, and a difference is reported (`Built.mismatched`) and the
+from-scratch files are the result.
 
 Results come back over a pipe in bounded chunks (the state without its nodes, then nodes, then
 files): each chunk is unpickled in the parent holding the GIL for a few milliseconds, and the
@@ -163,17 +164,19 @@ def _lower(which: int, soft: int, hard: int) -> None:
 
 
 def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | None,
-                   verify: bool) -> tuple[dict[str, bytes], tuple[str, ...]]:
+                   verify: bool) -> tuple[Mapping[str, bytes], tuple[str, ...]]:
     """`renderer(state)` with `memo` (None: from scratch); with `verify`, also from scratch, and
-    then the paths that differ and the from-scratch files (the memo is dropped: it is wrong)."""
+    then the paths that differ and the from-scratch files (the memo is dropped: it is wrong).
+    The renderer's mapping as it is (a `RenderedFiles` stamps on access: not copied here)."""
     with reuse.using(memo):
-        files = dict(renderer(state))
+        files = renderer(state)
     if memo is None or not verify:
         return files, ()
-    full = dict(renderer(state))
+    full = renderer(state)
     mismatched = tuple(sorted(p for p in full.keys() | files.keys() if full.get(p) != files.get(p)))
-    if mismatched:
-        memo.entries.clear()
+    if not mismatched:
+        return files, ()  # the same bytes: the memo's mapping, whose entries later commits share
+    memo.entries.clear()
     return full, mismatched
 
 

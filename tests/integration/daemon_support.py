@@ -197,6 +197,14 @@ class DaemonProcess:
 
         wait_for(served, f"/ipxe to serve {revision[:12]}\n{self.log()[-3000:]}", timeout=timeout)
 
+    def wait_persisted(self, revision: str, timeout: float = HANG) -> None:
+        """Until `current` on disk names `revision` (it is served first, written after)."""
+        def persisted() -> bool:
+            self.alive()
+            return (self.status() or {}).get("persisted_revision") == revision
+
+        wait_for(persisted, f"{revision[:12]} written to disk\n{self.log()[-3000:]}", timeout=timeout)
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -54,6 +54,7 @@ def test_kill_9_during_reconciles_never_leaves_a_torn_generation(tmp_path: Path)
     state = tmp_path / "state"
     daemon = DaemonProcess(str(tree.path), state, ARGS).start()
     daemon.wait_served(tree.head())
+    daemon.wait_persisted(tree.head())  # served first, then written: a kill before that leaves no `current`
     port = daemon.port
     commits = {tree.head()}
     torn_windows = 0  # kills that landed before the new generation was swapped in
@@ -84,6 +85,7 @@ def test_kill_9_during_reconciles_never_leaves_a_torn_generation(tmp_path: Path)
             # At once: the generation on disk is served while the daemon reconciles.
             assert daemon.served_revision() in commits
             daemon.wait_served(tree.head())
+            daemon.wait_persisted(tree.head())  # served first, then written
             assert not any(p.name.endswith(".tmp") for p in (state / "generations").iterdir())
     finally:
         assert daemon.stop() == 0

@@ -110,6 +110,7 @@ def test_each_generation_served_after_random_commits_is_the_render_from_scratch(
             kinds.append(_edit(tree, rnd, n))
             revision = tree.commit(f"change {n}")
             _wait_applied(daemon, revision)
+            daemon.wait_persisted(revision)  # served first, then written: both are compared
             served = ArtifactStore(state_dir).load(revision).files
             expected = _from_scratch(tree, revision, state_dir)
             assert served.keys() == expected.keys(), kinds
@@ -126,10 +127,11 @@ def test_each_generation_served_after_random_commits_is_the_render_from_scratch(
 
 def _served_after_a_wrong_memo(tmp_path: Path, extra: list[str], code: str | None) -> tuple[DaemonProcess, bytes,
                                                                                          bytes]:
-    """A daemon applies two bulk nodes; its memo is then made to hold another iPXE script for
-    bulk-00001 (what a bug in the reuse, or the code before an upgrade, would leave) and, with
-    `code`, to say other code made it; bulk-00002 changes. The daemon (running: stop it), what it
-    serves bulk-00001, and what a render from scratch gives."""
+    """A daemon applies two bulk nodes and stops (its worker writes the memo); the memo is then
+    made to hold another iPXE script for bulk-00001 (what a bug in the reuse, or the code before
+    an upgrade, would leave) and, with `code`, to say other code made it; the daemon starts again
+    and bulk-00002 changes. The daemon (running: stop it), what it serves bulk-00001, and what a
+    render from scratch gives."""
     tree = WorkTree(tmp_path / "repo")
     tree.commit("a bulk node", {"profiles/bulk.yaml": PROFILE % "x=0", "cloud-init/bulk.yaml": TEMPLATE % "t0",
                                 "nodes/bulk-00001.yaml": _node(1, "bulk"), "nodes/bulk-00002.yaml": _node(2, "bulk")})
@@ -137,6 +139,9 @@ def _served_after_a_wrong_memo(tmp_path: Path, extra: list[str], code: str | Non
     daemon = DaemonProcess(str(tree.path), state_dir, ["--interval", "3600", *extra]).start()
     try:
         _wait_applied(daemon, tree.head())
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+    try:
         memo_file = state_dir / RENDER_MEMO
         memo = pickle.loads(memo_file.read_bytes())
         assert isinstance(memo, NodeMemo)
@@ -146,6 +151,7 @@ def _served_after_a_wrong_memo(tmp_path: Path, extra: list[str], code: str | Non
         if code is not None:
             memo.code = code
         memo_file.write_bytes(pickle.dumps(memo))
+        daemon.start()
         revision = tree.commit("another node changes", {"nodes/bulk-00002.yaml": _node(2, "bulk", "x")})
         _wait_applied(daemon, revision)
         status, served = http_get(f"{daemon.url}/ipxe?mac=52:54:03:00:00:01")

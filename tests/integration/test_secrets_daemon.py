@@ -90,6 +90,7 @@ def test_a_secret_reaches_its_node_and_nothing_else(tmp_path: Path) -> None:
             assert status == 403 and PLAIN.encode() not in body, (other, status, body)
         assert get(daemon.port, f"/r/{base}{seed}", NODE2)[0] == 403
 
+        daemon.wait_persisted(base)  # served first, then written
         generation = tmp_path / "state" / "generations" / base
         user_data = generation / "cloud-init" / MAC1 / "user-data"
         assert stat.S_IMODE(user_data.stat().st_mode) == 0o600

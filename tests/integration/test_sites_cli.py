@@ -88,6 +88,8 @@ def test_two_daemons_each_serve_only_their_site(tmp_path: Path) -> None:
         # its own DHCP configuration
         assert paris.status_doc()["site"] == "paris" and lyon.status_doc()["site"] == "lyon"
         assert "site:       lyon" in cli("status", "--url", lyon.url).stdout
+        paris.wait_persisted(head)  # served first, then written
+        lyon.wait_persisted(head)
         paris_conf = (tmp_path / "paris" / "current" / "dhcpd.conf").read_text()
         lyon_conf = (tmp_path / "lyon" / "current" / "dhcpd.conf").read_text()
         assert "10.10.10.0" in paris_conf and "10.20.0.0" not in paris_conf and LYON_NODE not in paris_conf

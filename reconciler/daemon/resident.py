@@ -1,0 +1,357 @@
+"""The long-lived worker: one child process validating and rendering commit after commit.
+
+Called by the reconcile steps (daemon.steps, the `validate` step, when `Settings.worker`;
+`close` at shutdown). Built on daemon.worker's parts (the forkserver, `Limits`, the memo file,
+`render_reusing`); why a child at all is said there. What staying alive buys (issue 25):
+- the render memo (core.render.reuse) stays in the child's memory: no pickle of every rendered
+  node loaded and saved per commit; it is written to the state directory's `render-memo` every
+  `MEMO_SAVE_EVERY` commits and when the child stops, and read when one starts;
+- the child keeps the files and nodes it last sent and sends only what changed (changed and
+  removed paths, changed nodes, the node order when it changed); `Worker.build` patches the
+  previous result (a dict copy plus the updates), so the pipe carries the change, not the site.
+  A request names the result it is to be patched onto (`base`): a child that does not hold that
+  one (a fresh child) sends everything.
+Limits per commit: RLIMIT_AS for the child's life; RLIMIT_CPU counts the whole life of a process,
+so before each commit its soft limit is set to the CPU used so far plus the budget (SIGXCPU past
+it); the wall-clock bound kills the child. A child that died, exceeded a limit, failed or ran out
+of memory is not reused: the next commit gets a fresh one (and the memo from `render-memo`).
+`verify` (--verify-incremental) renders from scratch as well (`Built.mismatched`), and sends the
+whole result too: a patched result that differs from it is reported (`Built.patch_mismatched`)
+and the whole one is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import pickle
+import resource
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import DesiredState, Issue, Node
+from reconciler.core.render.files import Delta, RenderedFiles
+from reconciler.core.render.reuse import NodeMemo
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from reconciler.daemon import worker
+from reconciler.daemon.worker import CHUNK_FILES, CHUNK_NODES, Limits, Renderer
+
+log = logging.getLogger(__name__)
+
+MEMO_SAVE_EVERY = 20  # commits between writes of `render-memo` (and at stop)
+STOP_TIMEOUT = 30.0  # seconds a stopping child has to write its memo
+
+
+@dataclass(frozen=True)
+class Built:
+    issues: tuple[Issue, ...]
+    state: DesiredState
+    files: Mapping[str, bytes]  # a `RenderedFiles` when the renderer made one
+    timings: Mapping[str, float]
+    mismatched: tuple[str, ...] = ()  # paths the memo rendered differently from scratch (`verify`)
+    patch_mismatched: tuple[str, ...] = ()  # paths (or "state") the patched result got wrong (`verify`)
+    pid: int = 0  # of the child that built it
+
+
+@dataclass
+class _Result:
+    """What the parent last received whole: what the next one is patched onto."""
+
+    token: int
+    files: Mapping[str, bytes]
+    nodes: dict[str, Node]
+    order: tuple[str, ...]
+
+
+class Worker:
+    """The parent's side: starts the child when there is none, sends commits, patches results."""
+
+    def __init__(self, renderer: Renderer, limits: Limits | None = None, site: str | None = None, *,
+                 memo: Path | None = None, reuse: bool = True, verify: bool = False) -> None:
+        limits = limits or Limits()
+        self.renderer, self.limits, self.site, self.memo, self.verify = renderer, limits, site, memo, verify
+        self.reuse = reuse  # render with the memo (core.render.reuse); `memo`: the file it is kept in
+        self._proc: Any = None
+        self._conn: Any = None
+        self._last: _Result | None = None
+        self._tokens = itertools.count(1)
+        self._sent_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
+
+    def build(self, snapshot: Snapshot) -> Built:
+        """Validate and render `snapshot`. InvalidRevision when it is invalid, has no such site,
+        cannot be rendered, or exceeds a limit; RuntimeError on a bug."""
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        token = next(self._tokens)
+        t0 = time.monotonic()
+        try:
+            self._send(snapshot, token)
+        except OSError:  # it died while idle (killed by hand, the OOM killer): not this commit's doing
+            log.warning("worker process %s is gone: starting another", self.pid)
+            self._start()
+            self._send(snapshot, token)
+        keep = False
+        try:
+            built = self._receive(token, snapshot.revision)
+            keep = True
+            return dataclasses.replace(built, timings={**built.timings, "request": self._sent_at - t0})
+        except InvalidRevision as exc:
+            keep = not any(i.code == "resource-limit" for i in exc.findings)
+            raise
+        except (BrokenPipeError, EOFError, ConnectionError):
+            self._proc.join(5)
+            raise worker._died(self._proc.exitcode, self.limits) from None
+        finally:
+            if not keep:
+                self._discard()
+
+    def _send(self, snapshot: Snapshot, token: int) -> None:
+        base = self._last.token if self._last is not None else 0  # 0: send everything
+        self._conn.send(("build", snapshot, base, token))
+        self._sent_at = time.monotonic()
+
+    def close(self) -> None:
+        """Stop the child (it writes its memo first, within STOP_TIMEOUT)."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(("stop",))
+            self._proc.join(STOP_TIMEOUT)
+        self._discard()
+
+    def _start(self) -> None:
+        self._discard()
+        ctx = worker._mp()
+        self._conn, child_conn = ctx.Pipe(duplex=True)
+        args = (child_conn, self.renderer, self.limits, self.site, self.memo, self.reuse, self.verify)
+        self._proc = ctx.Process(target=_serve, args=args, name="netboot-worker", daemon=True)
+        self._proc.start()
+        child_conn.close()
+        self._last = None
+        log.info("worker process %d started", self._proc.pid)
+
+    def _discard(self) -> None:
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = self._last = None
+
+    def _receive(self, token: int, revision: str) -> Built:
+        deadline = time.monotonic() + self.limits.wall_seconds
+        conn = self._conn
+        head: Any = None
+        delta: tuple[Any, ...] | None = None  # revision, sentinel, secret, full: files came as a Delta
+        nodes: dict[str, Node] = {}
+        files: dict[str, bytes] = {}
+        removed: list[str] = []
+        whole_nodes: list[Node] = []
+        whole_files: dict[str, bytes] = {}
+        while True:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise worker._limit_issue(f"validating and rendering took over {self.limits.wall_seconds:.0f} s "
+                                          f"(wall clock)")
+            message = conn.recv()
+            kind = message[0]
+            if kind == "state":
+                head = message[1:]  # state without nodes, issues, patched onto `base`?, the node order or None
+            elif kind == "nodes":
+                nodes.update((n.name, n) for n in message[1])
+            elif kind == "delta":
+                delta = message[1:]
+            elif kind == "files":
+                files.update(message[1])
+            elif kind == "removed":
+                removed.extend(message[1])
+            elif kind == "whole-nodes":
+                whole_nodes.extend(message[1])
+            elif kind == "whole-files":
+                whole_files.update(message[1])
+            elif kind == "done":
+                assert head is not None
+                t_patch = time.monotonic()
+                patched = self._patch_files(head[2], delta, files, removed)
+                built = self._assemble(token, head, nodes, patched, len(files) + len(removed), message[1], message[2],
+                                       (whole_nodes, whole_files) if self.verify else None)
+                return dataclasses.replace(built, timings={**built.timings, "patch": time.monotonic() - t_patch})
+            elif kind == "invalid":
+                raise InvalidRevision(message[1], message[2])
+            elif kind == "memory":
+                raise worker._limit_issue(f"validating and rendering ran out of memory (the worker's bound is "
+                                          f"{self.limits.memory_bytes >> 20} MiB of address space)")
+            else:
+                raise RuntimeError(f"revision={revision} worker failed:\n{message[1]}")
+
+    def _patch_files(self, patched: bool, delta: tuple[Any, ...] | None, files: dict[str, Any],
+                     removed: list[str]) -> Mapping[str, bytes]:
+        """The new files: the last ones (a dict copy) with the changes; all of them when not `patched`."""
+        before = self._last.files if patched and self._last is not None else None
+        if delta is not None:
+            revision, sentinel, secret, full = delta
+            prior = before if isinstance(before, RenderedFiles) else None
+            return Delta(revision, sentinel, secret, files, tuple(removed), full).apply(prior)
+        if before is None:
+            return files
+        out = dict(before)
+        out.update(files)
+        for path in removed:
+            del out[path]
+        return out
+
+    def _assemble(self, token: int, head: Any, nodes: dict[str, Node], all_files: Mapping[str, bytes], sent: int,
+                  timings: dict[str, float], mismatched: tuple[str, ...],
+                  whole: tuple[list[Node], dict[str, bytes]] | None) -> Built:
+        state, issues, patched, order = head
+        last = self._last
+        if patched:
+            assert last is not None
+            by_name = {**last.nodes, **nodes}
+            order = last.order if order is None else tuple(order)
+        else:
+            by_name, order = nodes, tuple(order)
+        timings = {**timings, "files.sent": float(sent), "nodes.sent": float(len(nodes))}
+        state = dataclasses.replace(state, nodes=tuple(by_name[name] for name in order))
+        wrong: tuple[str, ...] = ()
+        if whole is not None:
+            full_state = dataclasses.replace(state, nodes=tuple(whole[0]))
+            wrong = tuple(sorted(p for p in whole[1].keys() | all_files.keys()
+                                 if whole[1].get(p) != all_files.get(p)))
+            if full_state != state:
+                wrong = ("state", *wrong)
+            if wrong:
+                state, all_files = full_state, whole[1]
+                by_name, order = {n.name: n for n in whole[0]}, tuple(n.name for n in whole[0])
+        # After a wrong patch the next result comes whole (base 0): nothing is patched onto this one.
+        self._last = None if wrong else _Result(token, all_files, {name: by_name[name] for name in order}, order)
+        return Built(issues, state, all_files, timings, mismatched, wrong, self._proc.pid)
+
+
+# -- the child ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Sent:
+    token: int
+    files: Mapping[str, bytes]
+    nodes: dict[str, Node]
+    order: tuple[str, ...]
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _budget(seconds: int) -> None:
+    """This commit may use `seconds` of CPU from now: the soft RLIMIT_CPU past what is used."""
+    soft = int(_cpu_used()) + 1 + seconds
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo_path: Path | None,
+           reuse: bool, verify: bool) -> None:
+    os.nice(limits.nice)
+    worker._lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
+    memo = None
+    if reuse:
+        memo = worker._load_memo(memo_path) if memo_path is not None else NodeMemo(code=worker.CODE)
+    sent: _Sent | None = None
+    commits = 0
+    try:
+        while True:
+            try:
+                raw = conn.recv_bytes()
+            except EOFError:
+                break  # the daemon is gone
+            t_request = time.monotonic()
+            request = pickle.loads(raw)  # noqa: S301 (from the daemon that started this process)
+            unpickled = time.monotonic() - t_request
+            if request[0] == "stop":
+                break
+            _, snapshot, base, token = request
+            _budget(limits.cpu_seconds)
+            try:
+                sent = _build(conn, snapshot, renderer, site, memo, verify, sent if sent and sent.token == base
+                              else None, token, unpickled)
+            except InvalidRevision as exc:
+                conn.send(("invalid", str(exc), exc.findings))
+                continue
+            except MemoryError:
+                conn.send(("memory",))
+                return  # not reused: nothing is written from a child in that state
+            except BaseException:
+                conn.send(("error", traceback.format_exc()))
+                return
+            commits += 1
+            if memo is not None and memo_path is not None and commits % MEMO_SAVE_EVERY == 0:
+                worker._save_memo(memo_path, memo)
+    finally:
+        conn.close()
+    if memo is not None and memo_path is not None and commits:
+        worker._save_memo(memo_path, memo)
+
+
+def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None, memo: NodeMemo | None, verify: bool,
+           base: _Sent | None, token: int, unpickled: float = 0.0) -> _Sent:
+    """One commit: validate, render with the memo, send what differs from `base` (all without)."""
+    t0 = time.monotonic()
+    result = validate(snapshot)
+    t1 = time.monotonic()
+    state = result.for_site(site)  # InvalidRevision: sent by the caller
+    files, mismatched = worker.render_reusing(renderer, state, memo, verify)
+    t2 = time.monotonic()
+    nodes = {n.name: n for n in state.nodes}
+    order = tuple(nodes)
+    changed_nodes = list(state.nodes) if base is None else [n for n in state.nodes if base.nodes.get(n.name) != n]
+    order_sent = None if base is not None and base.order == order else order
+    conn.send(("state", dataclasses.replace(state, nodes=()), result.issues, base is not None, order_sent))
+    for chunk in _chunks(changed_nodes, CHUNK_NODES):
+        conn.send(("nodes", chunk))
+    before = base.files if base is not None else None
+    if isinstance(files, RenderedFiles) and (before is None or isinstance(before, RenderedFiles)):
+        # Entries as stored (core.render.files): a node the memo kept is the same object as last
+        # time, whatever the revision; only changed nodes' entries cross.
+        delta = files.delta_from(before)
+        conn.send(("delta", delta.revision, delta.sentinel, delta.secret, delta.full))
+        changed: list[tuple[str, Any]] = list(delta.entries.items())
+        removed: list[str] = list(delta.removed)
+    else:
+        changed = [(p, d) for p, d in files.items() if before is None or before.get(p) != d]
+        removed = [p for p in before if p not in files] if before is not None else []
+    for chunk in _chunks(changed, CHUNK_FILES):
+        conn.send(("files", dict(chunk)))
+    for chunk in _chunks(removed, CHUNK_FILES):
+        conn.send(("removed", chunk))
+    if verify:
+        for chunk in _chunks(list(state.nodes), CHUNK_NODES):
+            conn.send(("whole-nodes", chunk))
+        for chunk in _chunks(list(files.items()), CHUNK_FILES):  # served bytes (stamped)
+            conn.send(("whole-files", dict(chunk)))
+    timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2}
+    if memo is not None:
+        timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
+    conn.send(("done", timings, mismatched))
+    return _Sent(token, files, nodes, order)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

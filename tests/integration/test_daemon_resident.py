@@ -1,0 +1,197 @@
+"""The long-lived worker (daemon.resident) and serving before persisting (daemon.persist), with
+real processes and real git: one worker process for commit after commit, keeping its render memo
+in memory; a CPU budget per commit, not per process life; a commit past it is invalid and the
+next one gets a fresh worker; the result patched from what changed equals the whole result; a
+commit is served even while its generation cannot be written, and a `kill -9` before it is
+written leaves the previous `current`, which the restarted daemon serves, then the head."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.artifacts import ArtifactStore
+from reconciler.adapters.dirsource import read_directory
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import DesiredState
+from reconciler.core.render import RenderedFiles, render_generation
+from reconciler.core.snapshot import Snapshot
+from reconciler.daemon import resident, worker
+from reconciler.daemon.steps import RENDER_MEMO
+from tests.integration.daemon_support import NODE1_MAC, DaemonProcess, WorkTree, wait_for
+
+SECRET = b"resident-test-secret"
+render = functools.partial(render_generation, report_secret=SECRET)
+
+
+def _bulk(i: int, note: str = "") -> str:
+    extra = f"labels: {{note: {note}}}\n" if note else ""
+    return f"mac: 52:54:05:00:{i >> 8 & 255:02x}:{i & 255:02x}\nprofile: local-disk\n{extra}"
+
+
+def snapshot(tree: WorkTree) -> Snapshot:
+    """The work tree as a commit would be: a revision spelt like a git one (the memo needs that)."""
+    snap = read_directory(tree.path)
+    return dataclasses.replace(snap, revision=hashlib.sha1(snap.revision.encode()).hexdigest())
+
+
+def burn(state: DesiredState) -> dict[str, bytes]:
+    """0.8 s of CPU, then the real rendering: a commit well within a 2 s budget."""
+    until = time.process_time() + 0.8
+    while time.process_time() < until:
+        pass
+    return dict(render(state))
+
+
+def spin_on_marker(state: DesiredState) -> dict[str, bytes]:
+    """Renders, unless a node named `spin` is there: then it never ends (a pathological commit)."""
+    if any(n.name == "spin" for n in state.nodes):
+        while True:
+            pass
+    return dict(render(state))
+
+
+def test_a_cpu_budget_per_commit_not_per_worker_life(tmp_path: Path) -> None:
+    """Four commits of 0.8 s CPU each under a 2 s budget: one process (RLIMIT_CPU counts its whole
+    life; the budget is set again before each commit) renders them all."""
+    tree = WorkTree(tmp_path / "repo")
+    pool = resident.Worker(burn, worker.Limits(cpu_seconds=2))
+    try:
+        pids = set()
+        for n in range(4):
+            tree.write({"nodes/bulk-1.yaml": _bulk(1, f"c{n}")})
+            built = pool.build(snapshot(tree))
+            assert built.files == render(built.state)
+            pids.add(built.pid)
+        assert len(pids) == 1
+    finally:
+        pool.close()
+
+
+def test_a_commit_over_the_cpu_budget_is_invalid_and_the_next_gets_a_fresh_worker(tmp_path: Path) -> None:
+    tree = WorkTree(tmp_path / "repo")
+    pool = resident.Worker(spin_on_marker, worker.Limits(cpu_seconds=1))
+    try:
+        first = pool.build(snapshot(tree))
+        tree.write({"nodes/spin.yaml": _bulk(7)})
+        with pytest.raises(InvalidRevision) as caught:
+            pool.build(snapshot(tree))
+        [finding] = caught.value.findings
+        assert finding.code == "resource-limit" and "CPU time" in finding.message
+        tree.write({"nodes/spin.yaml": None, "nodes/bulk-1.yaml": _bulk(1, "after")})
+        after = pool.build(snapshot(tree))
+        assert after.pid != first.pid
+        assert after.files == render(after.state)  # whole: the fresh worker had nothing to patch onto
+        assert after.state.node_by_mac("52:54:05:00:00:01") is not None
+    finally:
+        pool.close()
+
+
+def test_the_patched_result_is_the_whole_result_and_verify_catches_a_wrong_patch(tmp_path: Path) -> None:
+    """Each result after the first crosses the pipe as its changes (a few paths, not all); with
+    `verify` the worker sends the whole result too and the patched one is checked against it."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.write({f"nodes/bulk-{i}.yaml": _bulk(i) for i in range(40)})
+    pool = resident.Worker(render, verify=True)
+    try:
+        first = pool.build(snapshot(tree))
+        total = len(first.files)
+        edits: list[dict[str, str | None]] = [
+            {"nodes/bulk-3.yaml": _bulk(3, "x")},
+            {"nodes/bulk-4.yaml": None},
+            {"nodes/bulk-99.yaml": _bulk(99)},
+            {"nodes/bulk-3.yaml": None, "nodes/bulk-r3.yaml": _bulk(3, "x")},  # a rename
+        ]
+        built = first
+        for edit in edits:
+            tree.write(edit)
+            before, built = built, pool.build(snapshot(tree))
+            assert built.patch_mismatched == ()
+            assert built.files == render(built.state)
+            assert 0 < built.timings["files.sent"] < total / 4, built.timings
+            assert built.timings["nodes.sent"] <= 1, built.timings
+        # a patch gone wrong (the parent's copy of the last result no longer what the worker sent)
+        stable = next(p for p, data in sorted(built.files.items()) if before.files.get(p) == data and "bulk-5" not in p)
+        assert pool._last is not None and isinstance(pool._last.files, RenderedFiles)
+        pool._last.files.entries[stable] = b"wrong\n"
+        tree.write({"nodes/bulk-5.yaml": _bulk(5, "y")})
+        built = pool.build(snapshot(tree))
+        assert built.patch_mismatched == (stable,)
+        assert built.files == render(built.state)  # the whole result is what is served
+        tree.write({"nodes/bulk-6.yaml": _bulk(6, "y")})
+        built = pool.build(snapshot(tree))  # and the next is whole, then patched again
+        assert built.patch_mismatched == () and built.files == render(built.state)
+    finally:
+        pool.close()
+
+
+def test_one_worker_process_serves_commit_after_commit_with_its_memo_in_memory(tmp_path: Path) -> None:
+    """The second commit reuses the rendered nodes without reading `render-memo` (made unreadable
+    here); the worker process started once."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.commit("bulk", {f"nodes/bulk-{i}.yaml": _bulk(i) for i in range(50)})
+    state = tmp_path / "state"
+    daemon = DaemonProcess(str(tree.path), state, ["--interval", "3600"]).start()
+    try:
+        daemon.wait_served(tree.head())
+        for n in range(2):
+            (state / RENDER_MEMO).write_bytes(b"not a memo")
+            revision = tree.commit(f"change {n}", {"nodes/bulk-1.yaml": _bulk(1, f"c{n}")})
+            daemon.wait_served(revision)
+        wait_for(lambda: len(re.findall(r"worker\.memo\.reused=", daemon.log())) >= 3, "three applied reconciles")
+        log = daemon.log()
+        reused = [float(m) for m in re.findall(r"worker\.memo\.reused=([0-9.]+)", log)]
+        assert reused[-2:] and min(reused[-2:]) >= 50, reused
+        assert len(re.findall(r"worker process \d+ started", log)) == 1, log[-3000:]
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+
+
+def test_a_commit_is_served_before_it_is_written_and_kill_9_then_leaves_the_previous_current(
+        tmp_path: Path) -> None:
+    """The state directory refuses the new generation (its inode pool is not a directory): the
+    commit is served anyway, /status says it is not on disk; `kill -9`; `current` is the previous
+    generation, complete; restarted (the pool fixed), the daemon serves that, then the head, and
+    writes it."""
+    tree = WorkTree(tmp_path / "repo")
+    first = tree.head()
+    state = tmp_path / "state"
+    daemon = DaemonProcess(str(tree.path), state, ["--interval", "3600"]).start()
+    try:
+        daemon.wait_served(first)
+        daemon.wait_persisted(first)
+        recycle = state / "recycle"
+        for entry in recycle.iterdir():
+            entry.unlink() if entry.is_file() else entry.rmdir()
+        recycle.rmdir()
+        recycle.write_text("not a directory\n")
+        head = tree.commit("node-9", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
+        daemon.wait_served(head)
+        status = wait_for(lambda: (s := daemon.status()) and s.get("persist_problem")
+                          and s["last_applied_revision"] == head and s, "the failed write in /status")
+        assert status["persisted_revision"] == first
+        assert status["persisting_revision"] == head
+        assert ("Degraded", "StoreUnwritable") in [(c["type"], c["reason"]) for c in status["conditions"]]
+        assert ArtifactStore(state).current_revision() == first
+    finally:
+        daemon.kill()
+    store = ArtifactStore(state)
+    assert store.current_revision() == first
+    assert store.stored() == [first]
+    recycle.unlink()
+    recycle.mkdir()
+    again = DaemonProcess(str(tree.path), state, ["--interval", "3600"], port=daemon.port).start(wait=False)
+    try:
+        again.wait_served(head)
+        again.wait_persisted(head)
+        assert store.current_revision() == head and head in again.ipxe(NODE1_MAC)
+        assert store.load(head).files["ipxe/node-1.ipxe"] == (state / "current" / "ipxe" / "node-1.ipxe").read_bytes()
+        assert "serving the current generation from disk" in again.log()
+    finally:
+        assert again.stop() == 0, again.log()[-3000:]
