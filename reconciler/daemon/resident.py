@@ -3,7 +3,8 @@
 Called by the reconcile steps (daemon.steps, the `validate` step, when `Settings.worker`;
 `close` at shutdown). Built on daemon.worker's parts (the forkserver, `Limits`, the memo file,
 `render_reusing`); why a child at all is said there. What staying alive buys (issue 25):
-- the render memo (core.render.reuse) stays in the child's memory: no pickle of every rendered
+- the validation memo (core.docmemo: each file's parse, by its bytes) and the render memo
+  (core.render.reuse) stay in the child's memory; the render memo: no pickle of every rendered
   node loaded and saved per commit; it is written to the state directory's `render-memo` every
   `MEMO_SAVE_EVERY` commits and when the child stops, and read when one starts;
 - the child keeps the files and nodes it last sent and sends only what changed (changed and
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
 from reconciler.core.render.files import Delta, RenderedFiles
@@ -271,6 +273,7 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
     os.nice(limits.nice)
     worker._lower(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
     memo = None
+    parsed = ValidateMemo() if reuse else None  # each file's parse, in memory only (core.docmemo)
     if reuse:
         memo = worker._load_memo(memo_path) if memo_path is not None else NodeMemo(code=worker.CODE)
     sent: _Sent | None = None
@@ -289,8 +292,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
             _, snapshot, base, token = request
             _budget(limits.cpu_seconds)
             try:
-                sent = _build(conn, snapshot, renderer, site, memo, verify, sent if sent and sent.token == base
-                              else None, token, unpickled)
+                sent = _build(conn, snapshot, renderer, site, (memo, parsed), verify,
+                              sent if sent and sent.token == base else None, token, unpickled)
             except InvalidRevision as exc:
                 conn.send(("invalid", str(exc), exc.findings))
                 continue
@@ -309,11 +312,20 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
         worker._save_memo(memo_path, memo)
 
 
-def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None, memo: NodeMemo | None, verify: bool,
-           base: _Sent | None, token: int, unpickled: float = 0.0) -> _Sent:
-    """One commit: validate, render with the memo, send what differs from `base` (all without)."""
+def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
+           memos: tuple[NodeMemo | None, ValidateMemo | None], verify: bool, base: _Sent | None, token: int,
+           unpickled: float = 0.0) -> _Sent:
+    """One commit: validate and render with the memos, send what differs from `base` (all without)."""
+    memo, parsed = memos
     t0 = time.monotonic()
-    result = validate(snapshot)
+    hits = parsed.hits if parsed is not None else 0
+    result = validate(snapshot, memo=parsed)
+    reparsed: tuple[str, ...] = ()
+    if verify and parsed is not None:  # the memo's validation against one from scratch
+        scratch = validate(snapshot)
+        if (scratch.state, scratch.issues) != (result.state, result.issues):
+            reparsed, result = ("validation (the parse memo's state or findings)",), scratch
+            parsed.keep_only(())
     t1 = time.monotonic()
     state = result.for_site(site)  # InvalidRevision: sent by the caller
     files, mismatched = worker.render_reusing(renderer, state, memo, verify)
@@ -346,9 +358,11 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None, 
         for chunk in _chunks(list(files.items()), CHUNK_FILES):  # served bytes (stamped)
             conn.send(("whole-files", dict(chunk)))
     timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2}
+    if parsed is not None:
+        timings["validate.memo.reused"] = float(parsed.hits - hits)
     if memo is not None:
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
-    conn.send(("done", timings, mismatched))
+    conn.send(("done", timings, (*reparsed, *mismatched)))
     return _Sent(token, files, nodes, order)
 
 
