@@ -81,6 +81,7 @@ from tests.e2e.assets import build_assets, install_into
 from tests.e2e.harness import Lab, Vm, serial_report, tail
 from tests.e2e.liveimage import build_live_image, install_live_into
 from tests.e2e.site import DaemonProcess, NodeSpec, SiteRepo, live_site_files, node_specs, site_files
+from tests.pgcluster import exit_on_signals
 
 DONE = "E2E-REPORT-END"
 
@@ -266,10 +267,15 @@ def run_together(work: Path, assets_dir: Path, n: int, firmware: str, timeout: f
     try:
         daemon, nodes, sha = start_ours(ours_lab, work, assets_dir, n, live)
         _, report_log = start_classic(classic_lab, assets_dir, work / "state" / "generations" / sha, sha, n, tuned)
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        try:
             ours_f = pool.submit(storm, ours_lab, nodes, firmware, timeout, live)
             classic_f = pool.submit(storm, classic_lab, nodes, firmware, timeout, live)
             (ours_done, ours_wall), (classic_done, classic_wall) = ours_f.result(), classic_f.result()
+        finally:
+            # not `with`: stopped by a signal, it would wait for storms whose guests the labs'
+            # close (below) has not killed yet; once they are, each storm ends at its next poll
+            pool.shutdown(wait=False)
         ours = finished(ours_lab, nodes, ours_done, phone_homes_ours(daemon, sha, ours_wall) if live else None)
         classic = finished(classic_lab, nodes, classic_done,
                            phone_homes_classic(report_log, classic_wall) if live else None)
@@ -299,6 +305,7 @@ def main() -> int:
                         help="busybox: the e2e kernel + busybox initramfs (default); live: the Debian live image "
                         "running Debian's cloud-init (tests/e2e/liveimage.py), timed to the last phone_home")
     args = parser.parse_args()
+    exit_on_signals()  # SIGTERM/SIGINT: the labs' `finally` kills guests, servers and namespaces
     live = args.image == "live"
     if args.smoke:
         args.sizes, args.firmware, args.repeat, args.timeout = "1", "bios", 1, 600.0

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.integration.daemon_support import wait_for
+from tests.support import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPERS = {"__init__", "gen_repo"}  # imported by the benches, not benches themselves
@@ -41,3 +46,46 @@ def test_bench_smoke_mode_runs(bench: str) -> None:
     kept = re.search(r"^logs: (/\S+)$", proc.stdout, re.M)
     if kept is not None:
         shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def _processes_naming(path: Path) -> list[int]:
+    """PIDs whose command line names `path` (QEMU's serial file, nginx's and dnsmasq's configs)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path).encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_boot_storm_stopped_by_sigterm_leaves_no_guest_server_or_namespace(tmp_path: Path) -> None:
+    """bench/boot_storm.py stopped mid-storm (a CI timeout, ^C) kills its guests, nginx (with its
+    workers), dnsmasq and the daemon, and deletes its namespaces. Before, Python's default SIGTERM
+    skipped the labs' `finally`: the namespace and nginx's workers stayed until the machine restarted."""
+    require_root()
+    work = Path(tempfile.mkdtemp(prefix="boot-storm-sigterm-"))  # not tmp_path (0700): nginx's workers read it
+    work.chmod(0o755)
+    before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    log = tmp_path / "bench.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.boot_storm", "--smoke", "--workdir", str(work)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # the classic stack's guest is up: QEMU, nginx and dnsmasq all run in the second lab
+        wait_for(lambda: (work / "n1-r0" / "apart" / "classic" / "vm-1.serial.log").exists() or proc.poll() is not None,
+                 "the classic storm's guest", timeout=300)
+        assert proc.poll() is None, log.read_text()
+        assert _processes_naming(work), "nothing of the bench's was running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 128 + signal.SIGTERM, log.read_text()
+        assert wait_for(lambda: not _processes_naming(work), "the bench's processes to end", timeout=30)
+        after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        assert not {ns for ns in after - before if ns.startswith("nre2e-")}, "the bench's namespace is left"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
