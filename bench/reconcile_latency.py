@@ -24,6 +24,24 @@ long-lived worker sending only changes:
   (3.35 s: files 3.16, sync 0.20) follows serving, `current` 5.4 s after it.
 What is left of a one-node commit is validation of the whole repository (worker.validate), on a
 machine this loaded also slowed by the previous commit's write running beside it.
+
+Again once the QEMU benchmark was over (2026-12-07 01:15, no nice, load average 1.6-2.0), main
+c54b989 (lazy stamping, validation speed-ups; fresh worker per commit, write before activate)
+against 1f0f29d (this, with the worker's validation memo, core.docmemo):
+- 1,000 nodes: p50 0.541 s -> 0.129 s (p95 0.932 -> 0.169). Before: validate 0.198 (worker
+  validate 0.116, render 0.032, memo load+save 0.013), write 0.278. After: validate 0.042
+  (worker.validate 0.018 with 1,011 of 1,011 files' parses reused, render 0.019, send 0.003),
+  activate 0.001; the write follows (1.32 s, `current` 3.9 s after serving).
+- 10,000 nodes: p50 9.030 s -> 0.701 s (p95 10.06 -> 0.80). Before: validate 0.992 (worker
+  validate 0.410, render 0.364, memo load 0.066 + save 0.088, fork and pipe ~0.06), write 7.68
+  (files 7.47). After: validate 0.413 (worker.validate 0.195, render 0.169, send 0.031, patch
+  0.005; 4 files and 1 node crossed the pipe), activate 0.010; the write follows (5.76 s;
+  `current` 13 s after serving, writes queueing behind each other at one commit per ~0.7 s,
+  superseded ones skipped). The write itself is slower in the background (1.32 s against 0.28 s
+  at 1,000): the writer thread yields the GIL at each syscall to the serving threads, which this
+  bench keeps busy polling /ipxe every 5 ms.
+Target p50 < 0.3 s at 10,000 not met: ~0.3 s of the 0.70 are outside the worker's own steps
+(inotify debounce, snapshot 0.07, the pipe), ~0.4 s validate + render.
 """
 
 from __future__ import annotations
