@@ -16,7 +16,7 @@ from typing import Any
 from reconciler.core import assets as manifest
 from reconciler.core import schema, secrets, template
 from reconciler.core.collect import Findings
-from reconciler.core.docmemo import ValidateMemo
+from reconciler.core.docmemo import BuiltNode, ValidateMemo
 from reconciler.core.model import (
     Asset,
     Boot,
@@ -389,46 +389,63 @@ def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
     return list(groups.values())
 
 
-def nodes(docs: Mapping[str, Document], out: Findings) -> list[Node]:
+def nodes(docs: Mapping[str, Document], out: Findings, memo: ValidateMemo | None = None) -> list[Node]:
+    """The node files' Nodes (`memo`: a file whose Document it kept gives the Node built last time,
+    the same object, and the same findings)."""
     nodes: dict[str, Node] = {}
     for path, doc in docs.items():
         if kind_of(path) != "node":
             continue
+        before, reaches, node, after = node_of(path, doc) if memo is None else memo.node(path, doc, node_of)
+        out.extend(before)
+        if not reaches:
+            continue
         name = stem(path)
-        if not valid_node_name(name):
-            out.report("node-name", doc.loc(), f"node name {name!r} (the file name) must be a DNS label: a-z, 0-9, '-'")
-            continue
-        if name.startswith(RESERVED_NODE_PREFIX):
-            out.report(
-                "reserved-name",
-                doc.loc(),
-                f"node name {name!r}: names starting with {RESERVED_NODE_PREFIX!r} are reserved for the "
-                "rendered files of repo groups (ipxe/group-<id>.ipxe)",
-            )
-            continue
-        if not _schema_ok(doc, "node", out):
-            continue
-        data = doc.data
         if name in nodes:
             out.report("duplicate-node", doc.loc(), f"node {name!r} is also defined in {nodes[name].source.file}")
             continue
-        mac = normalise_mac(data["mac"])
-        if mac is None:  # the schema pattern admits only MACs; kept for safety
-            out.report("mac-invalid", doc.loc(("mac",)), f"{data['mac']!r} is not a MAC address")
-            continue
-        nodes[name] = Node(
-            name=name,
-            mac=mac,
-            profile=data["profile"],
-            hostname=data.get("hostname", name),
-            ip=IPv4Address(data["ip"]) if "ip" in data else None,
-            labels=dict(data.get("labels", {})),
-            metadata=data.get("metadata", {}),
-            reinstall=int(data.get("reinstall", 0)),
-            source=doc.loc(),
-            site=data.get("site"),
-        )
+        out.extend(after)
+        if node is not None:
+            nodes[name] = node
     return list(nodes.values())
+
+
+def node_of(path: str, doc: Document) -> BuiltNode:
+    """What one node file gives on its own, whatever the other files say (`docmemo.BuiltNode`)."""
+    name = stem(path)
+    found = Findings()
+    if not valid_node_name(name):
+        found.report("node-name", doc.loc(), f"node name {name!r} (the file name) must be a DNS label: a-z, 0-9, '-'")
+        return tuple(found.issues), False, None, ()
+    if name.startswith(RESERVED_NODE_PREFIX):
+        found.report(
+            "reserved-name",
+            doc.loc(),
+            f"node name {name!r}: names starting with {RESERVED_NODE_PREFIX!r} are reserved for the "
+            "rendered files of repo groups (ipxe/group-<id>.ipxe)",
+        )
+        return tuple(found.issues), False, None, ()
+    if not _schema_ok(doc, "node", found):
+        return tuple(found.issues), False, None, ()
+    before = tuple(found.issues)
+    after = Findings()
+    data = doc.data
+    mac = normalise_mac(data["mac"])
+    if mac is None:  # the schema pattern admits only MACs; kept for safety
+        after.report("mac-invalid", doc.loc(("mac",)), f"{data['mac']!r} is not a MAC address")
+        return before, True, None, tuple(after.issues)
+    return before, True, Node(
+        name=name,
+        mac=mac,
+        profile=data["profile"],
+        hostname=data.get("hostname", name),
+        ip=IPv4Address(data["ip"]) if "ip" in data else None,
+        labels=dict(data.get("labels", {})),
+        metadata=data.get("metadata", {}),
+        reinstall=int(data.get("reinstall", 0)),
+        source=doc.loc(),
+        site=data.get("site"),
+    ), ()
 
 
 def _reserved_id_message(kind: str, ident: str) -> str:

@@ -5,17 +5,22 @@ Passed by the daemon's long-lived worker to `core.validate.validate(snapshot, me
 `core.build.parse_all`. Kept in memory as the Python objects themselves: pickled to disk, a parsed
 document cost as much to load as to parse (33c7946). A document's schema findings are kept on the
 Document (`Document.checked`, filled by `core.build`), so a kept document carries them along.
-One validation at a time per memo.
+Also each node file's built Node (`core.build.nodes`), by the very Document it was built from: an
+unchanged file gives the same Node object every commit, so the render memo's identity shortcut
+(`NodeMemo.last`) applies instead of a digest of the node. One validation at a time per memo.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from reconciler.core.model import Issue
+from reconciler.core.model import Issue, Node
 from reconciler.core.yamldoc import Document
 
 Parsed = tuple[Document | None, tuple[Issue, ...]]
+# What one node file gives on its own (`core.build.node_of`): findings before the duplicate check,
+# whether it reaches that check, the Node (None: not built) and findings after it.
+BuiltNode = tuple[tuple[Issue, ...], bool, Node | None, tuple[Issue, ...]]
 
 
 class ValidateMemo:
@@ -23,6 +28,7 @@ class ValidateMemo:
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[bytes, Parsed]] = {}
+        self._nodes: dict[str, tuple[Document, BuiltNode]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -37,7 +43,18 @@ class ValidateMemo:
         self._kept[path] = (content, parsed)
         return parsed
 
+    def node(self, path: str, doc: Document, build: Callable[[str, Document], BuiltNode]) -> BuiltNode:
+        """`build(path, doc)`, or what it gave for this very Document (a kept parse) at this path."""
+        kept = self._nodes.get(path)
+        if kept is not None and kept[0] is doc:
+            return kept[1]
+        built = build(path, doc)
+        self._nodes[path] = (doc, built)
+        return built
+
     def keep_only(self, paths: Collection[str]) -> None:
         """Forget the files a snapshot no longer has (deleted, renamed)."""
         for path in [p for p in self._kept if p not in paths]:
             del self._kept[path]
+        for path in [p for p in self._nodes if p not in paths]:
+            del self._nodes[path]

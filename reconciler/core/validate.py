@@ -100,7 +100,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     out.extend(ignition_findings + generic_findings)
     profiles = build.profiles(docs, out)
     groups = build.groups(docs, out)
-    nodes = build.nodes(docs, out)
+    nodes = build.nodes(docs, out, memo)
     groups, machines = nodes_of_groups(groups, nodes, out)
     nodes += machines
     nodes = bmcinherit.resolve(nodes, groups, docs, out)

@@ -22,6 +22,11 @@ _FAULTS = st.sampled_from([
     ("groups/default.yaml", "profile: local\nselector: {mac: 52:54:00:aa:bb:01}\nbogus: 1\n"),
     ("profiles/local.yaml", "name: Local disk\nboot: {kernel: 7}\n"),
     ("nodes/node-1.yaml", "mac: 52:54:00:aa:bb:01\nip: 10.10.10.201\nprofile: install\n"),
+    # a second file of the same node name, names the format refuses: the node memo's findings
+    ("nodes/node-1.yml", "mac: 52:54:00:aa:bb:09\nprofile: install\n"),
+    ("nodes/Node_3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: install\n"),
+    ("nodes/group-x.yaml", "mac: 52:54:00:aa:bb:04\nprofile: install\n"),
+    ("nodes/node-1.yml", "mac: 52:54:00:aa:bb:09\nprofile: [install]\n"),
 ])
 
 
@@ -57,3 +62,19 @@ def test_unchanged_files_are_not_parsed_again() -> None:
     assert memo.misses == parsed + 1  # only the changed file
     assert first.state is not None and second.state is not None
     assert {n.name: n.labels for n in second.state.nodes}["node-1"] == {"rack": "r9"}
+
+
+def test_unchanged_node_files_give_the_same_node_objects() -> None:
+    """The render memo's identity shortcut (`NodeMemo.last`) applies only to the very Node object
+    of the last commit: a node whose file did not change must be that object, not an equal one."""
+    files = base_files()
+    memo = ValidateMemo()
+    first = validate(Snapshot("rev1", dict(files)), memo=memo)
+    files["nodes/node-1.yaml"] = files["nodes/node-1.yaml"].replace(b"r1", b"r9")
+    second = validate(Snapshot("rev2", dict(files)), memo=memo)
+    assert first.state is not None and second.state is not None
+    before = {n.name: n for n in first.state.nodes}
+    after = {n.name: n for n in second.state.nodes}
+    assert after["node-1"] is not before["node-1"]
+    unchanged = [name for name in after if name != "node-1" and before[name].bmc is None]
+    assert unchanged and all(after[name] is before[name] for name in unchanged)
