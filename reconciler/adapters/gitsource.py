@@ -37,7 +37,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pygit2
 
@@ -168,8 +168,11 @@ def _not_owned(checked: str) -> str:
 # -- reading a commit's tree ------------------------------------------------------------------
 
 
-def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: str = "") -> Snapshot:
-    """The repository format's files in commit `revision` (under `subdir`), without a checkout."""
+def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: str = "",
+              cache: TreeCache | None = None) -> Snapshot:
+    """The repository format's files in commit `revision` (under `subdir`), without a checkout.
+    `cache` (a source's, kept between commits): only the entries a diff against the tree read
+    last time names are read again; the snapshot is the same as without it, order included."""
     try:
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError) as exc:
@@ -183,10 +186,18 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         if entry.filemode != pygit2.GIT_FILEMODE_TREE:
             raise _invalid(subdir, f"--path {subdir}: not a directory in commit {revision[:12]}")
         tree = repo[entry.id].peel(pygit2.Tree)
+    if cache is None:
+        root = _read_dir(repo, tree, "", None, None)
+    else:
+        with cache.lock:
+            old = cache.last if cache.subdir == subdir else None
+            touched = _touched(repo, old.oid, tree) if old is not None and old.oid != tree.id else None
+            root = _read_dir(repo, tree, "", old, touched)
+            cache.subdir, cache.last = subdir, root
     files: dict[str, bytes] = {}
     refused: list[Issue] = []
     unread: list[Issue] = []
-    _walk(repo, tree, "", files, refused, unread)
+    _flatten(root, files, refused, unread)
     return Snapshot(
         revision=str(commit.id),
         files=files,
@@ -205,42 +216,125 @@ def _invalid(subdir: str, message: str) -> InvalidRevision:
     return InvalidRevision(message, (Issue(subdir or ".", 0, 0, "source", Severity.ERROR, message),))
 
 
-def _walk(
-    repo: pygit2.Repository,
-    tree: pygit2.Tree,
-    prefix: str,
-    files: dict[str, bytes],
-    refused: list[Issue],
-    unread: list[Issue],
-) -> None:
-    odb = repo.odb
-    for entry in tree:
-        name = entry.name or ""
-        rel = f"{prefix}/{name}" if prefix else name
-        mode = entry.filemode
-        if mode == pygit2.GIT_FILEMODE_TREE:
-            if is_candidate_dir(rel):
-                _walk(repo, repo[entry.id].peel(pygit2.Tree), rel, files, refused, unread)
-            elif (miss := not_read(rel, is_dir=True)) is not None:
-                unread.append(miss)
+def read_incrementally(repo: pygit2.Repository, revision: str, settings: Settings, origin: str,
+                       cache: TreeCache) -> Snapshot:
+    """A source's snapshot with its `cache`; with --verify-incremental also read from scratch: on
+    a difference that one is used, the cache emptied, and the difference logged as an error."""
+    snapshot = read_tree(repo, revision, settings.path, origin, cache)
+    if not settings.verify_incremental:
+        return snapshot
+    scratch = read_tree(repo, revision, settings.path, origin)
+    if scratch != snapshot:
+        differ = sorted(p for p in snapshot.files.keys() | scratch.files.keys()
+                        if snapshot.files.get(p) != scratch.files.get(p))
+        log.error("verify-incremental: revision=%s the incremental tree read differs from a full read (a bug: "
+                  "please report this): files %s, refused/unread %s", revision, ", ".join(differ[:10]) or "-",
+                  (snapshot.refused, snapshot.unread) != (scratch.refused, scratch.unread))
+        with cache.lock:
+            cache.last = None
+    return scratch
+
+
+class TreeCache:
+    """The last tree a source read (`read_tree(cache=...)`): each directory's entries' outcomes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.subdir = ""
+        self.last: _Dir | None = None
+
+
+class _Outcome(NamedTuple):
+    order: bytes  # git's tree order: the name's bytes, a directory's with "/" after it
+    kind: str  # "file" (value: its bytes), "refused" or "unread" (an Issue), "dir" (a _Dir)
+    path: str
+    value: Any
+
+
+class _Dir(NamedTuple):
+    oid: pygit2.Oid
+    entries: dict[str, _Outcome]  # by name, in tree order; entries the format ignores left out
+
+
+def _touched(repo: pygit2.Repository, old: pygit2.Oid, new: pygit2.Tree) -> dict[str, set[str]]:
+    """Directory path -> names in it a diff of the two trees touches (added, deleted, changed)."""
+    touched: dict[str, set[str]] = {}
+    for delta in repo[old].peel(pygit2.Tree).diff_to_tree(new).deltas:
+        for path in {delta.old_file.path, delta.new_file.path}:
+            parts = path.split("/")
+            for i, name in enumerate(parts):
+                touched.setdefault("/".join(parts[:i]), set()).add(name)
+    return touched
+
+
+def _read_dir(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, old: _Dir | None,
+              touched: dict[str, set[str]] | None) -> _Dir:
+    """A directory's outcomes: `old`'s when the tree is the same, `old`'s updated for the names
+    `touched` lists here, or (no `old`, or a diff that names nothing here) every entry's."""
+    if old is not None and old.oid == tree.id:
+        return old
+    names = touched.get(prefix) if touched is not None else None
+    if old is None or names is None:
+        entries: dict[str, _Outcome] = {}
+        for entry in tree:
+            outcome = _outcome(repo, entry, prefix, None, None)
+            if outcome is not None:
+                entries[entry.name or ""] = outcome
+        return _Dir(tree.id, entries)
+    entries = dict(old.entries)
+    added = False  # a name new here (or a file become a directory) goes at the end: order again
+    for name in names:
+        was = entries.get(name)
+        outcome = None if name not in tree else _outcome(
+            repo, tree[name], prefix, was.value if was is not None and was.kind == "dir" else None, touched)
+        if outcome is None:
+            entries.pop(name, None)
             continue
-        if mode == pygit2.GIT_FILEMODE_COMMIT:
-            if is_candidate_dir(rel) or kind_of(rel) is not None:
-                refused.append(refuse_submodule(rel))
-            continue
-        if mode == pygit2.GIT_FILEMODE_LINK:
-            if is_candidate_dir(rel) or kind_of(rel) is not None:
-                refused.append(refuse_symlink(rel))
-            continue
-        if kind_of(rel) is None:
-            if (miss := not_read(rel, is_dir=False)) is not None:
-                unread.append(miss)
-            continue
-        _kind, size = odb.read_header(entry.id)
-        if size > MAX_FILE_BYTES:
-            refused.append(refuse_size(rel, size))
-            continue
-        files[rel] = repo[entry.id].peel(pygit2.Blob).data
+        entries[name] = outcome
+        added = added or was is None or was.order != outcome.order
+    if added:
+        entries = dict(sorted(entries.items(), key=lambda item: item[1].order))
+    return _Dir(tree.id, entries)
+
+
+def _outcome(repo: pygit2.Repository, entry: pygit2.Object, prefix: str, old: _Dir | None,
+             touched: dict[str, set[str]] | None) -> _Outcome | None:
+    """What one tree entry gives the snapshot (None: nothing, the format ignores it)."""
+    name = entry.name or ""
+    rel = f"{prefix}/{name}" if prefix else name
+    mode = entry.filemode
+    if mode == pygit2.GIT_FILEMODE_TREE:
+        order = (name + "/").encode()
+        if is_candidate_dir(rel):
+            return _Outcome(order, "dir", rel, _read_dir(repo, repo[entry.id].peel(pygit2.Tree), rel, old, touched))
+        miss = not_read(rel, is_dir=True)
+        return _Outcome(order, "unread", rel, miss) if miss is not None else None
+    order = name.encode()
+    if mode == pygit2.GIT_FILEMODE_COMMIT:
+        if is_candidate_dir(rel) or kind_of(rel) is not None:
+            return _Outcome(order, "refused", rel, refuse_submodule(rel))
+        return None
+    if mode == pygit2.GIT_FILEMODE_LINK:
+        if is_candidate_dir(rel) or kind_of(rel) is not None:
+            return _Outcome(order, "refused", rel, refuse_symlink(rel))
+        return None
+    if kind_of(rel) is None:
+        miss = not_read(rel, is_dir=False)
+        return _Outcome(order, "unread", rel, miss) if miss is not None else None
+    _kind, size = repo.odb.read_header(entry.id)
+    if size > MAX_FILE_BYTES:
+        return _Outcome(order, "refused", rel, refuse_size(rel, size))
+    return _Outcome(order, "file", rel, repo[entry.id].peel(pygit2.Blob).data)
+
+
+def _flatten(directory: _Dir, files: dict[str, bytes], refused: list[Issue], unread: list[Issue]) -> None:
+    for outcome in directory.entries.values():
+        if outcome.kind == "file":
+            files[outcome.path] = outcome.value
+        elif outcome.kind == "dir":
+            _flatten(outcome.value, files, refused, unread)
+        else:
+            (refused if outcome.kind == "refused" else unread).append(outcome.value)
 
 
 # -- remote mirror -------------------------------------------------------------------------------
@@ -310,6 +404,7 @@ class MirrorSource:
         self._progress = progress
         self.url = settings.repo
         self.description = _redact(settings.repo) + (f" ({settings.branch})" if settings.branch else "")
+        self._tree = TreeCache()
         self.local: Path | None = None
         if is_ssh(self.url):
             # Without --known-hosts libgit2 reads ~/.ssh/known_hosts; ours is made of it likewise.
@@ -373,7 +468,7 @@ class MirrorSource:
         return f"{_redact(self.url)}: {cause or exc}"
 
     def snapshot(self, revision: str) -> Snapshot:
-        return read_tree(self.repo, revision, self._settings.path, origin=self.description)
+        return read_incrementally(self.repo, revision, self._settings, self.description, self._tree)
 
     def verify(self, revision: str, signers: Signers) -> str:
         return verify_commit(self.repo, revision, signers)
@@ -423,6 +518,7 @@ class LocalGitSource:
             branch = str(target).removeprefix("refs/heads/")
         self.branch = branch
         self.description = f"{repo.workdir or repo.path} ({branch or 'HEAD'})"
+        self._tree = TreeCache()
 
     def fetch(self) -> str:
         ref = f"refs/heads/{self.branch}" if self.branch else "HEAD"
@@ -433,7 +529,7 @@ class LocalGitSource:
         return str(target)
 
     def snapshot(self, revision: str) -> Snapshot:
-        return read_tree(self.repo, revision, self._settings.path, origin=self.description)
+        return read_incrementally(self.repo, revision, self._settings, self.description, self._tree)
 
     def verify(self, revision: str, signers: Signers) -> str:
         return verify_commit(self.repo, revision, signers)
