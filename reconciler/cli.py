@@ -9,14 +9,23 @@ the (sub)command it was given to, with that command's usage.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any, NoReturn
 
 from reconciler import __version__
-from reconciler.commands import assets, diff, power, render, results, rollout, run, secrets, status, validate
 
-COMMANDS = (run, validate, status, diff, render, results, assets, secrets, power, rollout)
+# The modules of reconciler.commands, in the order --help lists them. Imported when used: all of
+# them cost about a second (the daemon's, the store's, psycopg), a one-command run needs one.
+COMMAND_NAMES = ("run", "validate", "status", "diff", "render", "results", "assets", "secrets", "power", "rollout")
+
+
+def command_modules(names: Sequence[str] = COMMAND_NAMES) -> list[ModuleType]:
+    return [importlib.import_module(f"reconciler.commands.{name}") for name in names]
+
+
 NO_COMMAND = "no command given: name one of the commands above, or run the daemon with --repo URL_OR_PATH"
 
 
@@ -52,7 +61,9 @@ class Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only` (a command's name), the same parser knowing that command
+    alone: what `main` uses when the first argument names one, as it parses those arguments alike."""
     parser = Parser(
         prog="netboot-reconcile",
         description="A git repository of nodes and profiles, served as DHCP, TFTP and HTTP netboot.",
@@ -61,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"netboot-reconcile {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
+    for command in command_modules(COMMAND_NAMES if only is None else (only,)):
         command.add_parser(sub)
     _describe(parser)
     return parser
@@ -81,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0].startswith("--") and args_list[0] not in ("--help", "--version"):
         args_list.insert(0, "run")
-    parser = build_parser()
+    # After a command's name every argument is that command's: only its module is needed.
+    parser = build_parser(args_list[0] if args_list and args_list[0] in COMMAND_NAMES else None)
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
