@@ -47,6 +47,7 @@ from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, GenerationLoade
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
 from reconciler.daemon.rollouts import RolloutRunner
+from reconciler.daemon.signals import SignalRelay
 from reconciler.daemon.statelock import StateLock
 from reconciler.daemon.status import StatusBook
 from reconciler.daemon.steps import Reconciler
@@ -567,10 +568,20 @@ class Daemon:
     # -- signals --------------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop; SIGHUP triggers a reconcile. Call from the main thread."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.trigger("sighup"))
+        """SIGTERM/SIGINT stop; SIGHUP triggers a reconcile. Call from the main thread. The
+        handlers only hand the signal to a thread (daemon.signals: why), which also writes every
+        thread's stack to the log while a stop takes over `signals.DUMP_AFTER` seconds."""
+        stops = (signal.SIGTERM, signal.SIGINT)
+        relay = SignalRelay(self._on_signal, stops)
+        relay.install((*stops, signal.SIGHUP))
+
+    def _on_signal(self, number: int) -> None:
+        """On the thread `netboot-signals` (never in a handler: it may lock and log)."""
+        if number == signal.SIGHUP:
+            self.trigger("sighup")
+            return
+        log.info("%s received: stopping", signal.Signals(number).name)
+        self.stop()
 
 
 def _commit_facts(extra: Mapping[str, str]) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""SIGTERM stops the daemon whenever it lands, and a stop that takes long says where it waits.
+
+The hang seen once in CI: the SIGTERM handler set the loop's wake event while the main thread,
+which runs the handler, was inside that event's `wait()` or `clear()` holding its lock, and
+waited for the lock forever. Here a process holds the lock exactly as `Event.clear()` does when
+the signal arrives (the moment made deterministic); with the old handler it never stops.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.integration.daemon_support import ROOT
+
+# The main thread of `Daemon.run()` between two bytecodes of `self._wake.clear()`: the event's
+# lock held, and a Python call (where pending signal handlers run) made while holding it.
+AT_THE_MOMENT_THAT_HUNG = """
+import logging, os, signal, sys
+from pathlib import Path
+from reconciler.core.render import render_generation
+from reconciler.daemon import Daemon
+from reconciler.settings import Settings
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+daemon = Daemon(Settings(repo=sys.argv[1], state_dir=Path(sys.argv[2]), watch=False), renderer=render_generation)
+daemon.install_signal_handlers()
+with daemon._wake._cond:
+    os.kill(os.getpid(), signal.SIGTERM)
+    len([])  # the handler runs here, in this thread, the lock held
+stopped = daemon._wake.wait(60) and daemon.stopping
+print("stopped" if stopped else "not stopped", flush=True)
+"""
+
+SLOW_STOP = """
+import signal, sys, time
+from reconciler.daemon.signals import SignalRelay
+
+def shutdown_waiting_for_a_thread_that_never_ends(number):
+    time.sleep(3600)
+
+SignalRelay(lambda n: None, [signal.SIGTERM], dump_after=0.5).install([signal.SIGTERM])
+print("ready", flush=True)
+shutdown_waiting_for_a_thread_that_never_ends(0)
+"""
+
+
+def _python(script: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigterm_while_the_loop_holds_its_wake_lock_stops_the_daemon(tmp_path: Path) -> None:
+    proc = _python(AT_THE_MOMENT_THAT_HUNG, str(tmp_path / "repo"), str(tmp_path / "state"))
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"the process never stopped after SIGTERM (deadlocked in the handler)\n{out}") from None
+    assert proc.returncode == 0 and out.strip().endswith("stopped") and "not stopped" not in out, out
+    assert "SIGTERM received: stopping" in out, out
+
+
+def test_a_stop_that_takes_long_writes_every_threads_stack_to_the_log() -> None:
+    proc = _python(SLOW_STOP)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, 15)
+        lines = []
+        for line in proc.stdout:  # until the first dump's main thread has been written
+            lines.append(line)
+            if "shutdown_waiting_for_a_thread_that_never_ends" in line:
+                break
+        text = "".join(lines)
+        assert "still stopping" in text and "the stack of every thread follows" in text, text
+        assert "shutdown_waiting_for_a_thread_that_never_ends" in text, text
+    finally:
+        proc.kill()
+        proc.wait()
