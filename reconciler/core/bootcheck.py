@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from reconciler.core import lint, template
 from reconciler.core.collect import Findings
+from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.locate import Locator
 from reconciler.core.model import Asset, CloudInitTemplate, Group, Location, Node, Profile, Site
@@ -64,9 +65,15 @@ class BootPlanChecker:
         out: Findings,
         where: Locator,
         secrets: Mapping[str, str] | None = None,
+        memo: BootMemo | None = None,
     ) -> None:
         self.revision, self.site, self.profiles, self.out, self.where = revision, site, profiles, out, where
         self.secrets = secrets or {}  # placeholders (core.secrets): no finding may quote a value
+        self.memo = memo
+        if memo is not None and (memo.site != site or memo.secrets != self.secrets):
+            memo.site, memo.secrets, memo.profiles, memo.kept = site, dict(self.secrets), {}, {}
+        self.generation: dict[str, int | None] = {}  # by profile id: its memo generation (None: not kept)
+        self.checked: set[str] = set()
         self.listed = {a.path for a in assets} if assets is not None else None
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
@@ -83,11 +90,55 @@ class BootPlanChecker:
         # The daemon always renders a real report token: a template branching on it is checked
         # on that branch (a placeholder secret gives a token of the same form). A profile whose
         # templates never name it renders the same without it: the HMAC is not computed.
-        token = template.report_token(VALIDATION_SECRET, node.name, self.revision) \
-            if self._uses_token(profile, cloud_init) else ""
-        context = template.node_context(self.site, node, self.revision, token, self.secrets)
+        uses_token = self._uses_token(profile, cloud_init)
+        generation = None if uses_token else self._generation(profile, cloud_init)
+        renders = _Renders(None)
+        if generation is not None and self.memo is not None:
+            self.checked.add(node.name)
+            kept = self.memo.kept.get(node.name)
+            if kept is not None and kept[0] is node and kept[1] == generation:
+                renders = _Renders(kept[2])
+                self.memo.hits += 1
+
+        def context() -> Mapping[str, Any]:
+            token = template.report_token(VALIDATION_SECRET, node.name, self.revision) if uses_token else ""
+            return template.node_context(self.site, node, self.revision, token, self.secrets)
         subject = f"node {node.name!r}, {node.source.file}"
-        self._check_machine(profile, context, subject, cloud_init, node.name)
+        self._check_machine(profile, context if renders.replaying else _once(context), subject, cloud_init,
+                            node.name, renders)
+        if generation is not None and self.memo is not None and not renders.replaying:
+            # a failure is not kept: one from the commit's CPU budget says nothing of the next commit
+            if any(isinstance(r, template.TemplateFailure) for r in renders.record):
+                self.memo.kept.pop(node.name, None)
+            else:
+                self.memo.kept[node.name] = (node, generation, renders.record)
+
+    def _generation(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> int | None:
+        """The memo's generation of `profile` as it is now, or None when its renders are not kept:
+        no memo, or a template that names the revision (which every commit changes)."""
+        if self.memo is None:
+            return None
+        if profile.id in self.generation:
+            return self.generation[profile.id]
+        tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
+        texts = (profile.boot.kernel, *profile.boot.initrd, *profile.boot.args, *((tpl.text,) if tpl else ()))
+        generation: int | None = None
+        if not any(template.referenced_variables(t) & _REVISION_VARIABLES for t in texts):
+            last = self.memo.profiles.get(profile.id)
+            if last is not None and last[0] == profile and last[1] == tpl:
+                generation = last[2]
+            else:
+                self.memo.generations += 1
+                generation = self.memo.generations
+                self.memo.profiles[profile.id] = (profile, tpl, generation)
+        self.generation[profile.id] = generation
+        return generation
+
+    def finish(self) -> None:
+        """Forget the kept renders of nodes this validation did not keep (gone, or changed kind)."""
+        if self.memo is not None:
+            for name in self.memo.kept.keys() - self.checked:
+                del self.memo.kept[name]
 
     def _uses_token(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> bool:
         """Whether a template of `profile` (boot values, its cloud-init) names `report_token`."""
@@ -105,23 +156,25 @@ class BootPlanChecker:
         sample = Node(name="example", mac=_SAMPLE_MAC, profile=profile.id, hostname="example", source=profile.source)
         token = template.report_token(VALIDATION_SECRET, sample.name, self.revision)
         context = template.node_context(self.site, sample, self.revision, token, self.secrets)
-        self._check_machine(profile, context, None, cloud_init, None)
+        self._check_machine(profile, lambda: context, None, cloud_init, None, _Renders(None))
 
     def _check_machine(
         self,
         profile: Profile,
-        context: Mapping[str, Any],
+        context: Callable[[], Mapping[str, Any]],
         subject: str | None,
         cloud_init: Mapping[str, CloudInitTemplate],
         node: str | None,
+        renders: _Renders,
     ) -> None:
-        """Boot values and user-data of one machine; `subject` None: template failures are not findings."""
-        rendered_args = self._check_boot(profile, context, subject)
+        """Boot values and user-data of one machine; `subject` None: template failures are not findings.
+        Its renders through `renders` (kept ones replayed: `context` is then made only for a line map)."""
+        rendered_args = self._check_boot(profile, context, subject, renders)
         tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
         if tpl is None:
             return
         try:
-            text = template.render(tpl.text, context)
+            text = renders.call(template.render, tpl.text, context)
         except template.TemplateFailure as exc:
             if subject is not None:
                 self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
@@ -142,7 +195,7 @@ class BootPlanChecker:
 
             def line_of(rendered: int) -> int:  # rendered again with tracking, once, when a finding needs it
                 if not mapping:
-                    mapping.append(template.line_map(tpl.text, context))
+                    mapping.append(template.line_map(tpl.text, context()))
                 return mapping[0](rendered)
 
             found = lint.lint_user_data(text, tpl.source, autoinstall, line_of)
@@ -168,9 +221,10 @@ class BootPlanChecker:
             )
             return
         context = template.group_context(self.site, group, self.revision)
-        self._check_boot(profile, context, f"group {group.id!r}, {group.source.file}")
+        self._check_boot(profile, lambda: context, f"group {group.id!r}, {group.source.file}", _Renders(None))
 
-    def _check_boot(self, profile: Profile, context: Mapping[str, Any], subject: str | None) -> tuple[str, ...] | None:
+    def _check_boot(self, profile: Profile, context: Callable[[], Mapping[str, Any]], subject: str | None,
+                    renders: _Renders) -> tuple[str, ...] | None:
         """Render kernel, initrd and args; check and lint them. Returns the rendered args."""
         def arg_loc(index: int) -> Location:
             return self.where.arg(profile, index)
@@ -178,8 +232,9 @@ class BootPlanChecker:
         def path_loc(index: int) -> Location:
             return self.where.boot_path(profile, index)
 
-        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, self.out)
-        boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, self.out)
+        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, self.out, renders)
+        boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, self.out,
+                                  renders)
         _check_boot_values(profile, rendered_args or (), boot_paths, arg_loc, path_loc, self.out)
         if rendered_args is None or (profile.id, rendered_args) in self.linted_args:
             return rendered_args
@@ -229,19 +284,61 @@ def _check_boot_values(
 
 def _render_each(
     texts: tuple[str, ...],
-    context: Mapping[str, Any],
+    context: Callable[[], Mapping[str, Any]],
     loc_of: Callable[[int], Location],
     subject: str | None,
     out: Findings,
+    renders: _Renders,
 ) -> tuple[str, ...] | None:
     try:
-        return template.render_many(texts, context)
+        return renders.call(template.render_many, texts, context)
     except template.TemplateFailure:
         if subject is None:
             return None
     for i, text in enumerate(texts):  # one by one to say which text failed
         try:
-            template.render(text, context)
+            renders.call(template.render, text, context)
         except template.TemplateFailure as exc:
             out.template_failure(loc_of(i), exc, subject)
     return None
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})  # what differs per commit
+
+
+def _once(make: Callable[[], Mapping[str, Any]]) -> Callable[[], Mapping[str, Any]]:
+    made: list[Mapping[str, Any]] = []
+
+    def get() -> Mapping[str, Any]:
+        if not made:
+            made.append(make())
+        return made[0]
+    return get
+
+
+class _Renders:
+    """One machine's template renders in call order: made and recorded (`replay` None), or given
+    back from a record of the same inputs (`BootMemo`, which keeps only records without a failure):
+    the checks that follow run on them as they would on fresh renders, so what they find, and what
+    they lint once per commit, is the same."""
+
+    def __init__(self, replay: list[object] | None) -> None:
+        self.replaying = replay is not None
+        self.record: list[object] = replay if replay is not None else []
+        self.at = 0
+
+    def call(self, render: Callable[[_T, Mapping[str, Any]], _R], text: _T,
+             context: Callable[[], Mapping[str, Any]]) -> _R:
+        if self.replaying:
+            result = self.record[self.at]
+            self.at += 1
+            return cast(_R, result)
+        try:
+            made = render(text, context())
+        except template.TemplateFailure as exc:
+            self.record.append(exc)
+            raise
+        self.record.append(made)
+        return made

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from reconciler.core.model import Issue, Node
+from reconciler.core.model import CloudInitTemplate, Issue, Node, Profile
 from reconciler.core.yamldoc import Document
 
 Parsed = tuple[Document | None, tuple[Issue, ...]]
@@ -23,12 +23,28 @@ Parsed = tuple[Document | None, tuple[Issue, ...]]
 BuiltNode = tuple[tuple[Issue, ...], bool, Node | None, tuple[Issue, ...]]
 
 
+class BootMemo:
+    """One site's boot-template renders per node (`core.bootcheck`): node name -> (the Node, its
+    profile's generation, what each template render gave, in call order). A profile's generation
+    changes whenever its value or its cloud-init template's does; `site` and `secrets` are what
+    every kept render was made with (a change empties it)."""
+
+    def __init__(self) -> None:
+        self.site: object = None
+        self.secrets: object = None
+        self.profiles: dict[str, tuple[Profile, CloudInitTemplate | None, int]] = {}
+        self.kept: dict[str, tuple[Node, int, list[object]]] = {}
+        self.generations = 0
+        self.hits = 0
+
+
 class ValidateMemo:
     """Each path's last bytes and what parsing them gave."""
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[bytes, Parsed]] = {}
         self._nodes: dict[str, tuple[Document, BuiltNode]] = {}
+        self.boot: dict[str, BootMemo] = {}  # by site name
         self.hits = 0
         self.misses = 0
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, sites, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
-from reconciler.core.docmemo import ValidateMemo
+from reconciler.core.docmemo import BootMemo, ValidateMemo
 from reconciler.core.ignition import check_references, read_templates
 from reconciler.core.lint.static_seed import lint_static_seed
 from reconciler.core.locate import Locator
@@ -129,11 +129,15 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
         # each node checked as its site serves it; a group at every site serving it; an unused
         # profile once (rendered for a sample node of the first site)
         checkers = {name: BootPlanChecker(snapshot.revision, site, profiles, assets, out, where,
-                                          secrets.placeholders(names).values) for name, site in by_name.items()}
+                                          secrets.placeholders(names).values,
+                                          memo.boot.setdefault(name, BootMemo()) if memo is not None else None)
+                    for name, site in by_name.items()}
         for node in sorted(nodes, key=lambda n: n.name):
             node_checker = checkers.get(sites.site_of(node))
             if node_checker is not None:
                 node_checker.check_node(node, cloud_init)
+        for checker in checkers.values():
+            checker.finish()
         for group in sorted(groups, key=lambda g: g.id):
             for name, checker in checkers.items():
                 if sites.serves(group, name):

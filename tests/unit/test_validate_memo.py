@@ -27,6 +27,16 @@ _FAULTS = st.sampled_from([
     ("nodes/Node_3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: install\n"),
     ("nodes/group-x.yaml", "mac: 52:54:00:aa:bb:04\nprofile: install\n"),
     ("nodes/node-1.yml", "mac: 52:54:00:aa:bb:09\nprofile: [install]\n"),
+    # boot templates without the revision (their renders are kept, core.docmemo.BootMemo): one
+    # failing for a node without metadata, one unsafe, a user-data that lints
+    ("profiles/local.yaml",
+     "name: L\nboot:\n  kernel: /assets/k\n  args: ['a={{ metadata.note.x }}', 'b={{ name }}']\n"),
+    ("profiles/local.yaml", "name: L\nboot:\n  kernel: /assets/{{ labels.rack }}\n  args: ['{{ hostname }}', '||']\n"),
+    ("profiles/local.yaml", "name: L\nboot: {kernel: /assets/k}\ncloud_init: autoinstall\n"),
+    ("cloud-init/autoinstall.yaml", "#cloud-config\nhostname: {{ name }}\nhostname: {{ mac }}\n"),
+    ("nodes/node-2.yaml", "mac: 52:54:00:aa:bb:02\nprofile: local\nmetadata: {note: {x: 1}}\n"),
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: local\nlabels: {rack: r3}\n"),
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: local\nlabels: {rack: 'r 3'}\n"),
 ])
 
 
@@ -78,3 +88,31 @@ def test_unchanged_node_files_give_the_same_node_objects() -> None:
     assert after["node-1"] is not before["node-1"]
     unchanged = [name for name in after if name != "node-1" and before[name].bmc is None]
     assert unchanged and all(after[name] is before[name] for name in unchanged)
+
+
+def test_unchanged_nodes_boot_templates_are_not_rendered_again() -> None:
+    """A node, its profile and templates unchanged, and templates that do not name the revision:
+    the boot check replays its renders (core.docmemo.BootMemo); a changed node is rendered."""
+    files = base_files()
+    files["profiles/local.yaml"] = b"name: L\nboot:\n  kernel: /assets/k\n  args: ['h={{ hostname }}']\n"
+    for i in range(3):
+        files[f"nodes/l{i}.yaml"] = f"mac: 52:54:00:aa:cc:0{i}\nprofile: local\n".encode()
+    memo = ValidateMemo()
+    validate(Snapshot("rev1", dict(files)), memo=memo)
+    files["nodes/l0.yaml"] = b"mac: 52:54:00:aa:cc:00\nprofile: local\nhostname: other\n"
+    validate(Snapshot("rev2", dict(files)), memo=memo)
+    assert sum(m.hits for m in memo.boot.values()) == 2  # l1 and l2; l0 changed, node-1/2 name the revision
+
+
+def test_a_changed_node_is_checked_with_fresh_renders() -> None:
+    """Its profile and templates unchanged, the node's own change reaches the boot check: a label
+    that makes its kernel path unsafe is found (with the memo as without)."""
+    files = base_files()
+    files["profiles/local.yaml"] = b"name: L\nboot:\n  kernel: /assets/{{ labels.rack }}\n"
+    files["nodes/l0.yaml"] = b"mac: 52:54:00:aa:cc:00\nprofile: local\nlabels: {rack: r3}\n"
+    memo = ValidateMemo()
+    for number, rack in enumerate([b"r3", b"'r 3'", b"r3", b"'r 4'"]):
+        files["nodes/l0.yaml"] = b"mac: 52:54:00:aa:cc:00\nprofile: local\nlabels: {rack: " + rack + b"}\n"
+        snapshot = Snapshot(f"rev{number}", dict(files))
+        assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
+    assert any(i.code == "boot-value-unsafe" for i in validate(snapshot).issues)
