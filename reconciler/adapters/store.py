@@ -1213,7 +1213,15 @@ class ResultsStore(ResultsQueries):
         self._closing.set()
         self._wake.set()
         self._writer.join(timeout)
-        with self._lock:
+        # Bounded: a writer stuck in a transaction (an unanswering PostgreSQL) must not keep a
+        # stopping daemon from exiting; its connection goes with the process.
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("results store: the writer is still in a transaction %.0f s after the stop: not waiting "
+                        "for it", timeout)
+            return
+        try:
             self._db.close()
+        finally:
+            self._lock.release()
         if self._claim is not None:
             self._claim.close()

@@ -316,19 +316,25 @@ class Daemon:
         return float(min(backoff, self.settings.backoff_max, self.settings.interval))
 
     def shutdown(self) -> None:
-        """Stop watching, stop servers (in-flight transfers get a bound), close the store."""
+        """Stop watching, stop servers (in-flight transfers get a bound), close the store. Every
+        wait is bounded; a part that took a second or more is logged."""
         self._stopping.set()
         if self._watcher is not None:
-            self._watcher.stop()
-        self.supervisor.stop_all(self.settings.shutdown_timeout)
-        self.reconciler.close(PERSIST_AT_STOP)  # what is served but not written yet, then the worker
+            with _part("the repository watcher"):
+                self._watcher.stop()
+        with _part("the servers"):
+            self.supervisor.stop_all(self.settings.shutdown_timeout)
+        with _part("the write of the served generation and the worker process"):
+            self.reconciler.close(PERSIST_AT_STOP)  # what is served but not written yet, then the worker
         if self.rollouts is not None:
-            self.rollouts.stop()
+            with _part("the rollouts"):
+                self.rollouts.stop()
         if self.rollout_driver is not None:
             self.rollout_driver.close()  # another instance of the site takes the rollouts over
         if self.store is not None:
-            self.store.flush(2.0)
-            self.store.close()
+            with _part("the results store"):
+                self.store.flush(2.0)
+                self.store.close()
         if self.source is not None:
             self.source.close()
         self._state_lock.release()
@@ -582,6 +588,16 @@ class Daemon:
             return
         log.info("%s received: stopping", signal.Signals(number).name)
         self.stop()
+
+
+@contextlib.contextmanager
+def _part(what: str) -> Iterator[None]:
+    """One part of `Daemon.shutdown`: logged when it took a second or more (where a stop waited)."""
+    t0 = time.monotonic()
+    yield
+    took = time.monotonic() - t0
+    if took >= 1.0:
+        log.info("stopping: %s took %.1f s", what, took)
 
 
 def _commit_facts(extra: Mapping[str, str]) -> dict[str, Any]:

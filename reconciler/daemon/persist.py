@@ -81,6 +81,10 @@ class Persister:
 
     def stop(self, timeout: float) -> bool:
         """Write what is pending (bounded by `timeout`), then stop the thread."""
+        with self._cond:
+            job = self._running or self._pending
+        if job is not None:
+            log.info("revision=%s stopping: waiting up to %.0f s for its write", job.revision, timeout)
         done = self.flush(timeout)
         with self._cond:
             self._stopping = True

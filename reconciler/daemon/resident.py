@@ -129,9 +129,17 @@ class Worker:
         """Stop the child (it writes its memo first, within STOP_TIMEOUT)."""
         if self._proc is None:
             return
+        pid = self._proc.pid
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(("stop",))
             self._proc.join(STOP_TIMEOUT)
+        if self._proc.is_alive():
+            log.warning("worker process %d did not stop within %.0f s (writing its render memo): killed; the next "
+                        "start renders what the memo lacks", pid, STOP_TIMEOUT)
+            self._proc.kill()
+            self._proc.join(5)
+            if self._proc.is_alive():
+                log.warning("worker process %d still there 5 s after it was killed: not waiting for it", pid)
         self._discard()
 
     def _start(self) -> None:
