@@ -9,12 +9,14 @@ the signal arrives (the moment made deterministic); with the old handler it neve
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from tests.integration.daemon_support import ROOT
+from tests.integration.daemon_support import ROOT, DaemonProcess, WorkTree
 
 # The main thread of `Daemon.run()` between two bytecodes of `self._wake.clear()`: the event's
 # lock held, and a Python call (where pending signal handlers run) made while holding it.
@@ -82,3 +84,23 @@ def test_a_stop_that_takes_long_writes_every_threads_stack_to_the_log() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_flood_of_sighups_then_sigterm_stops_the_daemon_cleanly(tmp_path: Path) -> None:
+    """SIGHUPs sent as fast as possible (a reload loop gone wild) while the loop polls every 50 ms.
+    The old handlers set the wake event inside the handler: they piled up on its lock until the
+    daemon died (RecursionError, exit -1; 3 of 3 runs)."""
+    tree = WorkTree(tmp_path / "repo")
+    daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "0.05", "--no-worker"]).start()
+    try:
+        daemon.wait_served(tree.head())
+        end = time.monotonic() + 5.0  # how long the flood lasts, not a bound on anything
+        while time.monotonic() < end:
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.0002)
+        daemon.alive()
+        assert daemon.status() is not None, daemon.log()[-3000:]
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    assert "SIGTERM received: stopping" in daemon.log()
