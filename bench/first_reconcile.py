@@ -1,0 +1,132 @@
+"""First full reconcile: `netboot-reconcile run` on a git repository of N nodes, from the start of
+the process until it serves the commit (/status `last_applied_revision`), with the peak RSS of the
+daemon and of its worker (VmHWM of each, summed) when it serves and once the generation is written.
+
+Run on purpose: `.venv/bin/python -m bench.first_reconcile [--nodes 100000]` (`--smoke`: a few
+nodes, for the tests). The repository is bench/render_scale's (3 profiles, two with autoinstall
+user-data), committed with git. Targets (issue 25): at 100,000 nodes served in under 30 s, peak
+RSS under 2 GB. The peer in the same run is `netboot-reconcile validate` of the same files.
+The step times are the daemon's own (its `applied in` and `persisted` log lines).
+
+Measured 2026-12-07 on the shared 2-CPU machine (nice 19, load in the output), 100,000 nodes:
+see the commit messages of this bench and of the changes it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.render_scale import make_snapshot
+from tests.integration.daemon_support import DaemonProcess, git, http_get
+
+SMOKE_NODES = 20
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident set of process `pid` (VmHWM), 0 when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) / 1024 if found else 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid`: the worker is the forkserver's child, not the daemon's."""
+    try:
+        below = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [p for child in below for p in (child, *descendants(child))]
+
+
+def peaks(pid: int) -> tuple[float, float]:
+    """(the daemon's VmHWM, the sum of its descendants': the worker, the forkserver) in MB."""
+    return vm_hwm_mb(pid), sum(vm_hwm_mb(c) for c in descendants(pid))
+
+
+def write_repo(root: Path, nodes: int) -> str:
+    for rel, data in make_snapshot(nodes).items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", f"{nodes} nodes")
+    return git(root, "rev-parse", "HEAD").strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=100_000)
+    parser.add_argument("--repo-dir", type=Path,
+                        help="keep the committed repository here and use it again when it is there (git "
+                             "takes a minute or more over 100,000 files)")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_NODES} nodes: does the bench still run (tests)")
+    args = parser.parse_args()
+    nodes = SMOKE_NODES if args.smoke else args.nodes
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        t0 = time.monotonic()
+        repo = args.repo_dir or work / "repo"
+        head = git(repo, "rev-parse", "HEAD").strip() if (repo / ".git").is_dir() else write_repo(repo, nodes)
+        print(f"nodes: {nodes}, repository written and committed in {time.monotonic() - t0:.1f} s")
+
+        t0 = time.monotonic()
+        check = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(repo)],
+                               capture_output=True, text=True, check=False)
+        t_validate = time.monotonic() - t0
+        if check.returncode != 0:
+            print("the repository is invalid:", check.stdout[-2000:], check.stderr[-2000:])
+            return 1
+
+        daemon = DaemonProcess(str(repo), work / "state", ["--interval", "3600"])
+        t0 = time.monotonic()
+        daemon.start(wait=False)
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        try:
+            served = None
+            while served is None:
+                if daemon.proc.poll() is not None:
+                    print("the daemon exited:", daemon.log()[-3000:])
+                    return 1
+                if daemon.served_revision() == head:
+                    served = time.monotonic() - t0
+                    break
+                time.sleep(0.05)
+            at_serve = peaks(pid)
+            code, body = http_get(f"{daemon.url}/ipxe?mac=52:54:00:00:00:01")
+            assert code == 200 and head.encode() in body, (code, body[:200])
+            deadline = time.monotonic() + 600
+            while "persisted" not in daemon.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            written = time.monotonic() - t0
+            at_end = peaks(pid)
+        finally:
+            daemon.proc.terminate()
+            daemon.proc.wait(timeout=60)
+        load = os.getloadavg()
+        steps = re.search(r"applied in ([0-9.]+)s \(trigger \w+; ([^)]*)\)", daemon.log())
+        persisted = re.search(r"persisted ([0-9.]+)s after it was served \(persist ([^)]*)\)", daemon.log())
+        print(f"served after {served:.1f} s (target at 100,000 nodes: < 30 s); "
+              f"peer: `netboot-reconcile validate` of the same files {t_validate:.1f} s")
+        print(f"  daemon's steps: applied in {steps.group(1) if steps else '?'} s: {steps.group(2) if steps else '?'}")
+        print(f"  written (`current`) after {written:.1f} s: {persisted.group(0) if persisted else 'not seen'}")
+        print(f"peak RSS when serving: daemon {at_serve[0]:.0f} MB + worker and forkserver {at_serve[1]:.0f} MB = "
+              f"{sum(at_serve):.0f} MB; once written: {at_end[0]:.0f} + {at_end[1]:.0f} = {sum(at_end):.0f} MB "
+              f"(target < 2,000 MB)")
+        print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
