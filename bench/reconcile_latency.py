@@ -42,6 +42,26 @@ against 1f0f29d (this, with the worker's validation memo, core.docmemo):
   bench keeps busy polling /ipxe every 5 ms.
 Target p50 < 0.3 s at 10,000 not met: ~0.3 s of the 0.70 are outside the worker's own steps
 (inotify debounce, snapshot 0.07, the pipe), ~0.4 s validate + render.
+
+Cost following the change (2026-12-07 01:45, main 56e3613 against 50bfbff + build.stem cached):
+the source reads only what a diff against the last tree names (gitsource.TreeCache), the
+validation memo hands back the same Node objects for unchanged files (render's identity shortcut
+instead of a digest per node) and replays unchanged nodes' boot-template renders (BootMemo).
+Measured in-process, the same code path as the worker (read_tree, validate with a ValidateMemo,
+render_generation with a NodeMemo), CPU seconds per one-node commit, median of 7, each version
+run twice interleaved, nice 19 with the QEMU benchmark running (load average 9-10):
+- 1,000 nodes: 0.065-0.084 -> 0.022-0.026 (snapshot 0.03 -> 0.002, validate 0.022-0.030 ->
+  0.013-0.016, render 0.015-0.017 -> 0.007-0.009).
+- 10,000 nodes: 0.479-0.485 -> 0.190-0.201 (snapshot 0.075 -> 0.009, validate 0.23-0.24 ->
+  0.11, render 0.17-0.18 -> 0.07-0.08).
+The bench itself at that load (nice 19, load 9-11) gave 0.177 s p50 at 1,000 and 2.17 s at
+10,000, where the previous generation's write (persist, 11 s of file writes at 10,000 per commit,
+every file of the generation again) ran beside each commit on the 2 CPUs: not comparable with the
+idle numbers above. What is left per commit is O(nodes) with small constants: crossref's checks,
+the boot check's per-node loop, render's per-node loop and sort of every path, and sending the
+whole snapshot to the worker. The inotify trigger does not wait on a commit: a ref moving
+triggers at once (adapters.watcher; the 50 ms debounce is for other bursts, e.g. a plain
+directory being saved).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ value; the findings say why, and later stages run on what could be built.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ RESERVED_ID_PREFIX = "node."
 RESERVED_NODE_PREFIX = "group-"
 
 
+@functools.lru_cache(maxsize=1 << 18)  # asked for every node file by several stages of each validation
 def stem(path: str) -> str:
     return posixpath.splitext(posixpath.basename(path))[0]
 
