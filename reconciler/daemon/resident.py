@@ -340,7 +340,9 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     t2 = time.monotonic()
     nodes = {n.name: n for n in state.nodes}
     order = tuple(nodes)
-    changed_nodes = list(state.nodes) if base is None else [n for n in state.nodes if base.nodes.get(n.name) != n]
+    # the validation memo hands back unchanged nodes as the same objects: `is` before comparing fields
+    changed_nodes = list(state.nodes) if base is None else [
+        n for n in state.nodes if (was := base.nodes.get(n.name)) is not n and was != n]
     order_sent = None if base is not None and base.order == order else order
     conn.send(("state", dataclasses.replace(state, nodes=()), result.issues, base is not None, order_sent))
     for chunk in _chunks(changed_nodes, CHUNK_NODES):
