@@ -43,7 +43,7 @@ from reconciler.core.model import DesiredState, Issue, Node
 from reconciler.core.render.files import Delta, RenderedFiles
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
-from reconciler.core.validate import validate
+from reconciler.core.validate import gc_paused, validate
 from reconciler.daemon import worker
 from reconciler.daemon.worker import CHUNK_FILES, CHUNK_NODES, Limits, Renderer
 
@@ -107,7 +107,11 @@ class Worker:
             self._send(snapshot, token)
         keep = False
         try:
-            built = self._receive(token, snapshot.revision)
+            # The collector paused while the results come in (a first one is every node and file:
+            # 100,000 nodes unpickled here), as the worker pauses it while it makes them: a pass
+            # walks this process's whole heap holding the GIL the servers' threads need.
+            with gc_paused():
+                built = self._receive(token, snapshot.revision)
             keep = True
             return dataclasses.replace(built, timings={**built.timings, "request": self._sent_at - t0})
         except InvalidRevision as exc:

@@ -74,9 +74,14 @@ def render_generation(
     without one, the memo of an enclosing `reuse.using(memo)` block, if any. With a memo, the
     nodes it keeps and the DHCP configs are held at its stand-in revision and stamped when read
     (`render.files.RenderedFiles`)."""
-    if values is None:
-        values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
-    with template.commit_budget():
+    # The collector paused as in validation: a render makes hundreds of thousands of objects that
+    # live until the generation is dropped, and next to no cycles. (Imported here: core.validate
+    # imports core.crossref, which imports core.render.)
+    from reconciler.core.validate import gc_paused
+
+    with gc_paused(), template.commit_budget():
+        if values is None:
+            values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
         return _render_generation(state, report_secret, values, memo if memo is not None else reuse.in_use())
 
 
