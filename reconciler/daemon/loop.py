@@ -121,6 +121,8 @@ class Daemon:
         self._book = StatusBook()
         self._last_from_store: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         self._store_problems: list[tuple[str, Callable[[], str | None]]] = []  # other stores (the shared leases)
+        self._activations: list[str] = []  # revisions activated here, oldest first (`_unwritten_kept`)
+        self._activations_lock = threading.Lock()  # appended on the loop's thread, read on the writer's
 
     @property
     def source(self) -> Source | None:
@@ -461,6 +463,10 @@ class Daemon:
 
     def _collect(self, revision: str) -> None:
         """After an activation: old generations (unless they go after the write) and unused assets."""
+        with self._activations_lock:
+            if revision in self._activations:
+                self._activations.remove(revision)
+            self._activations.append(revision)
         unfinished = self._unfinished_installs()
         if self.reconciler.persister is None:
             self._collect_generations(revision, unfinished)
@@ -490,7 +496,20 @@ class Daemon:
         if removed:
             log.info("collected %d old generation(s)", len(removed))
         with contextlib.suppress(OSError):
-            self.holder.retain_only(self.artifacts.stored())
+            stored = set(self.artifacts.stored())
+            self.holder.retain_only(stored | self._unwritten_kept(stored, unfinished))
+
+    def _unwritten_kept(self, stored: set[str], unfinished: set[str] | None) -> set[str]:
+        """Generations served but never written (a newer activation superseded their write,
+        daemon.persist) that stay in memory, so their /r/<sha>/ URLs answer as long as a written
+        one's would: among the newest `keep_generations` activated, or machines still install
+        from them (all, when that cannot be told). Forgets the activations of the others."""
+        with self._activations_lock:
+            newest = set(self._activations[-self.settings.keep_generations:])
+            kept = {rev for rev in self._activations if rev not in stored
+                    and (unfinished is None or rev in newest or rev in unfinished)}
+            self._activations = [rev for rev in self._activations if rev in stored or rev in kept]
+            return kept
 
     # -- status -------------------------------------------------------------------------------
 

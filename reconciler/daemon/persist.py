@@ -11,9 +11,10 @@ as soon as it is validated, rendered, peer-checked and its assets are in place, 
 follows it shortly after. A crash before the write completes leaves the previous `current` (a
 complete generation, `adapters.artifacts`' guarantee); the restarted daemon serves it and
 reconciles the head again. Only the newest job waits: a commit activated while an older one is
-still waiting supersedes the older one's write (logged; its pinned URLs live as long as the
-generation stays in memory). A failed write is retried with backoff until it succeeds or a
-newer job replaces it; /status says what lags (`view`).
+still waiting supersedes the older one's write (logged). The older generation is never on disk,
+but was served: `Daemon` keeps it in memory, its /r/<sha>/ URLs and assets answering, as long as
+a written one would be kept (`keep_generations`, unfinished installs). A failed write is
+retried with backoff until it succeeds or a newer job replaces it; /status says what lags (`view`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from reconciler.core.render import RenderedFiles, render_generation
 from reconciler.core.snapshot import Snapshot
 from reconciler.daemon import resident, worker
 from reconciler.daemon.steps import RENDER_MEMO
-from tests.integration.daemon_support import NODE1_MAC, DaemonProcess, WorkTree, wait_for
+from tests.integration.daemon_support import NODE1_MAC, DaemonProcess, WorkTree, http_get, wait_for
 
 SECRET = b"resident-test-secret"
 render = functools.partial(render_generation, report_secret=SECRET)
@@ -195,3 +195,40 @@ def test_a_commit_is_served_before_it_is_written_and_kill_9_then_leaves_the_prev
         assert "serving the current generation from disk" in again.log()
     finally:
         assert again.stop() == 0, again.log()[-3000:]
+
+
+def test_a_generation_served_but_superseded_before_its_write_stays_reachable_by_its_revision(
+        tmp_path: Path) -> None:
+    """B is served while writes are refused (the inode pool is not a directory), then C supersedes
+    its write; writes work again and C is written. A machine that booted from B fetches B's pinned
+    URLs (/r/<B>/...) mid-install: they still answer B's bytes, as they would had B been written
+    (keep_generations is 10: B is one of the newest)."""
+    tree = WorkTree(tmp_path / "repo")
+    state = tmp_path / "state"
+    daemon = DaemonProcess(str(tree.path), state, ["--interval", "3600"]).start()
+    try:
+        daemon.wait_persisted(tree.head())
+        recycle = state / "recycle"
+        for entry in recycle.iterdir():
+            entry.unlink() if entry.is_file() else entry.rmdir()
+        recycle.rmdir()
+        recycle.write_text("not a directory\n")
+        b = tree.commit("node-9", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
+        daemon.wait_served(b)
+        wait_for(lambda: (daemon.status() or {}).get("persist_problem"), "B's refused write in /status")
+        script = daemon.ipxe(NODE1_MAC)
+        seed = re.search(rf"/r/{b}/cloud-init/[^\s;\"']+/", script)
+        assert seed is not None, script
+        pinned = [seed.group(0) + name for name in ("user-data", "meta-data")]
+        pinned += [p for p in set(re.findall(rf"/r/{b}/[^\s;\"']+", script)) if http_get(daemon.url + p)[0] == 200]
+        served = {path: http_get(daemon.url + path) for path in pinned}
+        assert all(code == 200 for code, _ in served.values()), served
+        c = tree.commit("node-10", {"nodes/node-10.yaml": "mac: 52:54:00:aa:bb:98\nprofile: local-disk\n"})
+        daemon.wait_served(c)
+        recycle.unlink()
+        recycle.mkdir()
+        daemon.wait_persisted(c)
+        assert b not in ArtifactStore(state).stored()  # never written: in memory only
+        assert {path: http_get(daemon.url + path) for path in pinned} == served
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
