@@ -245,7 +245,8 @@ class Worker:
             full_state = dataclasses.replace(state, nodes=tuple(whole[0]))
             wrong = tuple(sorted(p for p in whole[1].keys() | all_files.keys()
                                  if whole[1].get(p) != all_files.get(p)))
-            if full_state != state:
+            if len(whole[0]) != len(state.nodes) or not all(map(_same, whole[0], state.nodes)) \
+                    or dataclasses.replace(state, nodes=()) != dataclasses.replace(full_state, nodes=()):
                 wrong = ("state", *wrong)
             if wrong:
                 state, all_files = full_state, whole[1]
@@ -346,7 +347,7 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     order = tuple(nodes)
     # the validation memo hands back unchanged nodes as the same objects: `is` before comparing fields
     changed_nodes = list(state.nodes) if base is None else [
-        n for n in state.nodes if (was := base.nodes.get(n.name)) is not n and was != n]
+        n for n in state.nodes if (was := base.nodes.get(n.name)) is None or not _same(was, n)]
     order_sent = None if base is not None and base.order == order else order
     conn.send(("state", dataclasses.replace(state, nodes=()), result.issues, base is not None, order_sent))
     for chunk in _chunks(changed_nodes, CHUNK_NODES):
@@ -378,6 +379,12 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
     conn.send(("done", timings, (*reparsed, *mismatched)))
     return _Sent(token, files, nodes, order)
+
+
+def _same(a: Node, b: Node) -> bool:
+    """The same node as rendered: by pickle bytes, as the render key is. Node equality is the
+    dataclass's, under which metadata 1, true and 1.0 are equal; the files rendered are not."""
+    return a is b or pickle.dumps(a, pickle.HIGHEST_PROTOCOL) == pickle.dumps(b, pickle.HIGHEST_PROTOCOL)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

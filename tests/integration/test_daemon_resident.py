@@ -232,3 +232,34 @@ def test_a_generation_served_but_superseded_before_its_write_stays_reachable_by_
         assert {path: http_get(daemon.url + path) for path in pinned} == served
     finally:
         assert daemon.stop() == 0, daemon.log()[-3000:]
+
+
+def test_a_metadata_value_changed_from_1_to_true_reaches_the_daemons_state(tmp_path: Path) -> None:
+    """1, true and 1.0 are equal as Python values (so as Nodes) but render differently: the worker
+    sends the node again, and --verify-incremental tells such a stale node from the real one.
+    (No HTTP surface shows a node's metadata from the daemon's state, only rendered files, which
+    were right: so this asserts on the worker's result, the daemon's Generation.state.)"""
+    tree = WorkTree(tmp_path / "repo")
+    mac = "52:54:05:00:00:01"
+    pool = resident.Worker(render, verify=True)
+    try:
+        values: list[object] = []
+        for value in ("1", "true", "1.0"):
+            tree.write({"nodes/bulk-1.yaml": _bulk(1) + f"metadata: {{x: {value}}}\n"})
+            built = pool.build(snapshot(tree))
+            assert built.patch_mismatched == ()
+            node = built.state.node_by_mac(mac)
+            assert node is not None
+            values.append(node.metadata["x"])
+        assert [(type(v), v) for v in values] == [(int, 1), (bool, True), (float, 1.0)]
+        # the parent's copy of the last node made stale (equal as a value): verify finds it
+        assert pool._last is not None
+        stale = pool._last.nodes["bulk-1"]
+        pool._last.nodes["bulk-1"] = dataclasses.replace(stale, metadata={"x": 1})
+        tree.write({"nodes/bulk-2.yaml": _bulk(2)})
+        built = pool.build(snapshot(tree))
+        assert built.patch_mismatched == ("state",)
+        node = built.state.node_by_mac(mac)
+        assert node is not None and type(node.metadata["x"]) is float
+    finally:
+        pool.close()
