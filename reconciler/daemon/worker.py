@@ -166,7 +166,8 @@ def _lower(which: int, soft: int, hard: int) -> None:
 def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | None,
                    verify: bool) -> tuple[Mapping[str, bytes], tuple[str, ...]]:
     """`renderer(state)` with `memo` (None: from scratch); with `verify`, also from scratch, and
-    then the paths that differ and the from-scratch files (the memo is dropped: it is wrong).
+    then the paths that differ and the from-scratch files (the memo, DHCP chunks included, is
+    dropped: it is wrong).
     The renderer's mapping as it is (a `RenderedFiles` stamps on access: not copied here)."""
     with reuse.using(memo):
         files = renderer(state)
@@ -176,7 +177,9 @@ def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | Non
     mismatched = tuple(sorted(p for p in full.keys() | files.keys() if full.get(p) != files.get(p)))
     if not mismatched:
         return files, ()  # the same bytes: the memo's mapping, whose entries later commits share
-    memo.entries.clear()
+    memo.entries.clear()  # all of it: a wrong DHCP chunk would be reused as surely as a wrong node
+    memo.chunks.clear()
+    memo.last.clear()
     return full, mismatched
 
 

@@ -21,7 +21,9 @@ from reconciler.adapters.dirsource import read_directory
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState
 from reconciler.core.render import RenderedFiles, render_generation
+from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
 from reconciler.daemon import resident, worker
 from reconciler.daemon.steps import RENDER_MEMO
 from tests.integration.daemon_support import NODE1_MAC, DaemonProcess, WorkTree, http_get, wait_for
@@ -263,3 +265,22 @@ def test_a_metadata_value_changed_from_1_to_true_reaches_the_daemons_state(tmp_p
         assert node is not None and type(node.metadata["x"]) is float
     finally:
         pool.close()
+
+
+def test_a_wrong_dhcp_chunk_is_found_once_by_verify_and_the_next_commit_matches(tmp_path: Path) -> None:
+    """The render memo's DHCP chunks (each node's part of the site-wide configs) corrupted: the
+    verified render finds the configs wrong, serves the whole render and drops the memo, chunks
+    included, so the next commit's memo render matches."""
+    tree = WorkTree(tmp_path / "repo")
+    memo = NodeMemo()
+    snap = snapshot(tree)
+    files, mismatched = worker.render_reusing(render, validate(snap).for_site(None), memo, True)
+    assert mismatched == () and memo.chunks
+    for key in memo.chunks:
+        memo.chunks[key] = "# corrupt\n"
+    tree.write({"nodes/bulk-1.yaml": _bulk(1)})
+    files, mismatched = worker.render_reusing(render, validate(snapshot(tree)).for_site(None), memo, True)
+    assert mismatched and b"# corrupt" not in b"".join(files.values())
+    tree.write({"nodes/bulk-2.yaml": _bulk(2)})
+    files, mismatched = worker.render_reusing(render, validate(snapshot(tree)).for_site(None), memo, True)
+    assert mismatched == ()
