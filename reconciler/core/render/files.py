@@ -13,7 +13,7 @@ the stand-in by this generation's revision and the stand-in's token by the node'
 `changed_since(previous)` names the entries that differ as stored (a changed node's files, the
 site-wide configs when a node's DHCP fields changed), not the ones whose served bytes differ
 only by the revision; `patched(...)` builds the next generation from the previous and those
-entries (the daemon's worker sends only them: `daemon.worker`).
+entries (the daemon's worker sends only them: `daemon.resident`).
 """
 
 from __future__ import annotations

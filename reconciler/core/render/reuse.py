@@ -1,7 +1,7 @@
 """Rendering a node again only when what it is rendered from changed (issue 25).
 
 Called by `render_generation` when given a `NodeMemo` (the daemon keeps one between commits,
-`daemon.worker`); everything else renders every node. Every node's files carry the revision
+`daemon.resident`); everything else renders every node. Every node's files carry the revision
 (URLs pinned to `/r/<sha>/`, the script comments, the report token), so a node whose inputs did
 not change still gets new bytes each commit; what is saved is rendering them.
 
