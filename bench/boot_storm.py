@@ -173,7 +173,9 @@ def start_ours(lab: Lab, work: Path, assets_dir: Path, n: int, live: bool) -> tu
     sha = repo.commit(files, f"{n} nodes")
     daemon = DaemonProcess(lab, repo.path, work / "state", assets_dir)
     daemon.start()
-    daemon.wait_status(lambda s: s.get("last_applied_revision") == sha)
+    # served, and written: the classic stack serves generations/<sha>/ from disk, which the daemon
+    # writes after it starts serving a commit (daemon.persist)
+    daemon.wait_status(lambda s: s.get("last_applied_revision") == sha and s.get("persisted_revision") == sha)
     return daemon, nodes, sha
 
 
