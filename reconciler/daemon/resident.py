@@ -30,6 +30,7 @@ import logging
 import os
 import pickle
 import resource
+import signal
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MEMO_SAVE_EVERY = 20  # commits between writes of `render-memo` (and at stop)
 STOP_TIMEOUT = 30.0  # seconds a stopping child has to write its memo
+RESTART_EVERY = 500  # commits a child builds before a fresh one replaces it (its caches only grow)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Worker:
         self._last: _Result | None = None
         self._tokens = itertools.count(1)
         self._sent_at = 0.0
+        self._handled = 0  # commits the running child built: what it holds grew with each
+        self._grown = False  # the last failure was memory or death: the child's size may be to blame
 
     @property
     def pid(self) -> int | None:
@@ -94,7 +98,23 @@ class Worker:
 
     def build(self, snapshot: Snapshot) -> Built:
         """Validate and render `snapshot`. InvalidRevision when it is invalid, has no such site,
-        cannot be rendered, or exceeds a limit; RuntimeError on a bug."""
+        cannot be rendered, or exceeds a limit; RuntimeError on a bug. A child that built earlier
+        commits holds what they left (memos, the templates' lru caches): when it runs out of
+        memory or dies, the commit is tried once more in a fresh child before it is refused."""
+        if self._proc is not None and self._handled >= RESTART_EVERY:
+            self.close()  # its caches only grow: a fresh child (the memo goes through its file)
+        handled = self._handled if self._proc is not None else 0
+        try:
+            return self._build_once(snapshot)
+        except InvalidRevision:
+            if not (self._grown and handled):
+                raise
+            log.warning("revision=%s the worker process that had built %d commit(s) ran out of memory or died: "
+                        "trying it once in a fresh one", snapshot.revision, handled)
+        return self._build_once(snapshot)
+
+    def _build_once(self, snapshot: Snapshot) -> Built:
+        self._grown = False
         if self._proc is None or not self._proc.is_alive():
             self._start()
         token = next(self._tokens)
@@ -113,12 +133,14 @@ class Worker:
             with gc_paused():
                 built = self._receive(token, snapshot.revision)
             keep = True
+            self._handled += 1
             return dataclasses.replace(built, timings={**built.timings, "request": self._sent_at - t0})
         except InvalidRevision as exc:
             keep = not any(i.code == "resource-limit" for i in exc.findings)
             raise
         except (BrokenPipeError, EOFError, ConnectionError):
             self._proc.join(5)
+            self._grown = self._proc.exitcode != -signal.SIGXCPU
             raise worker._died(self._proc.exitcode, self.limits) from None
         finally:
             if not keep:
@@ -165,6 +187,7 @@ class Worker:
         if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = self._last = None
+        self._handled = 0
 
     def _receive(self, token: int, revision: str) -> Built:
         deadline = time.monotonic() + self.limits.wall_seconds
@@ -206,6 +229,7 @@ class Worker:
             elif kind == "invalid":
                 raise InvalidRevision(message[1], message[2])
             elif kind == "memory":
+                self._grown = True
                 raise worker._limit_issue(f"validating and rendering ran out of memory (the worker's bound is "
                                           f"{self.limits.memory_bytes >> 20} MiB of address space)")
             else:

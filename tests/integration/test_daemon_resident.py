@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import mmap
 import re
+import resource
 import time
 from pathlib import Path
 
@@ -284,3 +286,55 @@ def test_a_wrong_dhcp_chunk_is_found_once_by_verify_and_the_next_commit_matches(
     tree.write({"nodes/bulk-2.yaml": _bulk(2)})
     files, mismatched = worker.render_reusing(render, validate(snapshot(tree)).for_site(None), memo, True)
     assert mismatched == ()
+
+
+_HELD: list[mmap.mmap] = []  # in the worker process: what earlier commits left (like its caches)
+_FIRST_HEADROOM: list[int] = []
+
+
+def leaky(state: DesiredState) -> dict[str, bytes]:
+    """Each commit keeps 60% of the address space that was free at this process's first commit
+    (reserved, not touched): the first commit in a process fits, a second in the same one does not."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if not _FIRST_HEADROOM:
+        with open("/proc/self/statm") as fh:
+            used = int(fh.read().split()[0]) * resource.getpagesize()
+        _FIRST_HEADROOM.append(soft - used)
+    try:
+        _HELD.append(mmap.mmap(-1, _FIRST_HEADROOM[0] * 6 // 10))
+    except OSError as exc:
+        raise MemoryError from exc  # what an allocation past RLIMIT_AS raises
+    return dict(render(state))
+
+
+def test_a_worker_out_of_memory_after_earlier_commits_tries_the_commit_in_a_fresh_one(tmp_path: Path) -> None:
+    """The second commit fits a fresh worker but not the one the first commit left grown: it is
+    built (in a fresh process), not refused as over the memory limit."""
+    tree = WorkTree(tmp_path / "repo")
+    pool = resident.Worker(leaky, worker.Limits(memory_bytes=2 << 30))
+    try:
+        first = pool.build(snapshot(tree))
+        tree.write({"nodes/bulk-1.yaml": _bulk(1)})
+        second = pool.build(snapshot(tree))
+        assert second.pid != first.pid
+        assert second.files == render(second.state)
+    finally:
+        pool.close()
+
+
+def test_a_worker_is_replaced_after_restart_every_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its caches (the templates' lru caches) only grow: after RESTART_EVERY commits a fresh
+    process builds the next, from the memo it wrote at stop."""
+    monkeypatch.setattr(resident, "RESTART_EVERY", 2)
+    tree = WorkTree(tmp_path / "repo")
+    pool = resident.Worker(render, memo=tmp_path / RENDER_MEMO)
+    try:
+        pids = []
+        for n in range(3):
+            tree.write({"nodes/bulk-1.yaml": _bulk(1, f"c{n}")})
+            built = pool.build(snapshot(tree))
+            assert built.files == render(built.state)
+            pids.append(built.pid)
+        assert pids[0] == pids[1] != pids[2]
+    finally:
+        pool.close()
