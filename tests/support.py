@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import gc
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -91,3 +98,57 @@ def write_bmc_credentials(path: Path, name: str, password: str, username: str = 
     path.write_text(json.dumps({name: {"username": username, "password": password}}))
     path.chmod(0o600)
     return path
+
+
+def processes_naming(path: Path) -> list[int]:
+    """PIDs of the processes whose command line names `path` (a bench's directory: its postgres,
+    QEMU's serial file, nginx's and dnsmasq's configs): what a stopped program must not leave."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path).encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+@contextlib.contextmanager
+def collections_inside(function: str) -> Iterator[list[int]]:
+    """The generations of the cyclic collector's passes that start with a function named
+    `function` on the stack, the collector made eager (threshold 1) for the block: a pass that
+    code meant to pause it (core.validate.gc_paused) lets through shows up here."""
+    seen: list[int] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        frame: FrameType | None = sys._getframe(1)
+        while phase == "start" and frame is not None:
+            if frame.f_code.co_name == function:
+                seen.append(info["generation"])
+                return
+            frame = frame.f_back
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    gc.callbacks.append(count)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+        gc.enable()
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold `cache/.lock` (flock, released when the process dies): one builder per cache at a
+    time, so pytest-xdist workers and a bench asking for the same cached image or download build
+    it once (callers check the cache again once they hold it)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -20,8 +20,6 @@ Caller: `tests/e2e/conftest.py` (`build_assets()`), `bench/boot_storm.py`. Build
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import hashlib
 import lzma
@@ -30,9 +28,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import cache_lock
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 META_PACKAGE = "linux-image-cloud-amd64"
@@ -269,18 +268,6 @@ def recipe_digest(busybox: Path) -> str:
     h.update(hashlib.sha256(busybox.read_bytes()).digest())
     h.update(b"cpio-v1")
     return h.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def cache_lock(cache: Path) -> Iterator[None]:
-    """Hold `cache/.lock` (flock, released when the process dies): one builder per cache at a time."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_assets(cache: Path = CACHE, busybox: Path | None = None) -> BootAssets:

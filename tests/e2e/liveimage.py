@@ -28,7 +28,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.assets import CACHE, AssetError, cache_lock
+from tests.e2e.assets import CACHE, AssetError
+from tests.support import cache_lock
 
 SUITE = "bookworm"
 PACKAGES = (

@@ -16,22 +16,9 @@ from pathlib import Path
 
 from tests.integration.daemon_support import wait_for
 from tests.pgcluster import PG_BIN
-from tests.support import require_root
+from tests.support import processes_naming, require_root
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _postgres_of(root: Path) -> list[int]:
-    """PIDs of the processes whose command line names the cluster's directory."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(root).encode() in (entry / "cmdline").read_bytes():
-                    out.append(int(entry.name))
-            except OSError:
-                continue
-    return out
 
 
 def test_scale_out_smoke_terminated_stops_its_postgresql(tmp_path: Path) -> None:
@@ -46,10 +33,10 @@ def test_scale_out_smoke_terminated_stops_its_postgresql(tmp_path: Path) -> None
                          "the bench's cluster", timeout=300)
         assert proc.poll() is None and not isinstance(found, bool), log.read_text()
         root = Path(found.group(1))
-        assert (root / "data" / "postmaster.pid").exists() and _postgres_of(root)
+        assert (root / "data" / "postmaster.pid").exists() and processes_naming(root)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(300) == 128 + signal.SIGTERM, log.read_text()
-        assert _postgres_of(root) == [], "postgres still running after the bench ended"
+        assert processes_naming(root) == [], "postgres still running after the bench ended"
         assert not root.exists()
     finally:
         if proc.poll() is None:
@@ -59,5 +46,5 @@ def test_scale_out_smoke_terminated_stops_its_postgresql(tmp_path: Path) -> None
             subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(root / "data"),
                             "-m", "immediate", "-w", "stop"], capture_output=True, check=False)
             shutil.rmtree(root, ignore_errors=True)
-        for pid in _postgres_of(root) if root is not None else []:
+        for pid in processes_naming(root) if root is not None else []:
             os.kill(pid, signal.SIGKILL)

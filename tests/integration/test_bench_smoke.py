@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_support import wait_for
-from tests.support import require_root
+from tests.support import processes_naming, require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPERS = {"__init__", "gen_repo"}  # imported by the benches, not benches themselves
@@ -48,19 +48,6 @@ def test_bench_smoke_mode_runs(bench: str) -> None:
         shutil.rmtree(kept.group(1), ignore_errors=True)
 
 
-def _processes_naming(path: Path) -> list[int]:
-    """PIDs whose command line names `path` (QEMU's serial file, nginx's and dnsmasq's configs)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(path).encode() in (entry / "cmdline").read_bytes():
-                    out.append(int(entry.name))
-            except OSError:
-                continue
-    return out
-
-
 def test_boot_storm_stopped_by_sigterm_leaves_no_guest_server_or_namespace(tmp_path: Path) -> None:
     """bench/boot_storm.py stopped mid-storm (a CI timeout, ^C) kills its guests, nginx (with its
     workers), dnsmasq and the daemon, and deletes its namespaces. Before, Python's default SIGTERM
@@ -78,10 +65,10 @@ def test_boot_storm_stopped_by_sigterm_leaves_no_guest_server_or_namespace(tmp_p
         wait_for(lambda: (work / "n1-r0" / "apart" / "classic" / "vm-1.serial.log").exists() or proc.poll() is not None,
                  "the classic storm's guest", timeout=300)
         assert proc.poll() is None, log.read_text()
-        assert _processes_naming(work), "nothing of the bench's was running"
+        assert processes_naming(work), "nothing of the bench's was running"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 128 + signal.SIGTERM, log.read_text()
-        assert wait_for(lambda: not _processes_naming(work), "the bench's processes to end", timeout=30)
+        assert wait_for(lambda: not processes_naming(work), "the bench's processes to end", timeout=30)
         after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
         assert not {ns for ns in after - before if ns.startswith("nre2e-")}, "the bench's namespace is left"
     finally:

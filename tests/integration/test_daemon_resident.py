@@ -61,6 +61,23 @@ def spin_on_marker(state: DesiredState) -> dict[str, bytes]:
     return dict(render(state))
 
 
+
+def refuse_writes(state: Path) -> None:
+    """Make the daemon's generation writes fail from now on (its `recycle` directory becomes a
+    file), with nothing else changed: a commit is still served, its write refused."""
+    recycle = state / "recycle"
+    for entry in recycle.iterdir():
+        entry.unlink() if entry.is_file() else entry.rmdir()
+    recycle.rmdir()
+    recycle.write_text("not a directory\n")
+
+
+def allow_writes(state: Path) -> None:
+    """Undo `refuse_writes`."""
+    (state / "recycle").unlink()
+    (state / "recycle").mkdir()
+
+
 def test_a_cpu_budget_per_commit_not_per_worker_life(tmp_path: Path) -> None:
     """Four commits of 0.8 s CPU each under a 2 s budget: one process (RLIMIT_CPU counts its whole
     life; the budget is set again before each commit) renders them all."""
@@ -170,11 +187,7 @@ def test_a_commit_is_served_before_it_is_written_and_kill_9_then_leaves_the_prev
     try:
         daemon.wait_served(first)
         daemon.wait_persisted(first)
-        recycle = state / "recycle"
-        for entry in recycle.iterdir():
-            entry.unlink() if entry.is_file() else entry.rmdir()
-        recycle.rmdir()
-        recycle.write_text("not a directory\n")
+        refuse_writes(state)
         head = tree.commit("node-9", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
         daemon.wait_served(head)
         status = wait_for(lambda: (s := daemon.status()) and s.get("persist_problem")
@@ -188,8 +201,7 @@ def test_a_commit_is_served_before_it_is_written_and_kill_9_then_leaves_the_prev
     store = ArtifactStore(state)
     assert store.current_revision() == first
     assert store.stored() == [first]
-    recycle.unlink()
-    recycle.mkdir()
+    allow_writes(state)
     again = DaemonProcess(str(tree.path), state, ["--interval", "3600"], port=daemon.port).start(wait=False)
     try:
         again.wait_served(head)
@@ -212,11 +224,7 @@ def test_a_generation_served_but_superseded_before_its_write_stays_reachable_by_
     daemon = DaemonProcess(str(tree.path), state, ["--interval", "3600"]).start()
     try:
         daemon.wait_persisted(tree.head())
-        recycle = state / "recycle"
-        for entry in recycle.iterdir():
-            entry.unlink() if entry.is_file() else entry.rmdir()
-        recycle.rmdir()
-        recycle.write_text("not a directory\n")
+        refuse_writes(state)
         b = tree.commit("node-9", {"nodes/node-9.yaml": "mac: 52:54:00:aa:bb:99\nprofile: local-disk\n"})
         daemon.wait_served(b)
         wait_for(lambda: (daemon.status() or {}).get("persist_problem"), "B's refused write in /status")
@@ -229,8 +237,7 @@ def test_a_generation_served_but_superseded_before_its_write_stays_reachable_by_
         assert all(code == 200 for code, _ in served.values()), served
         c = tree.commit("node-10", {"nodes/node-10.yaml": "mac: 52:54:00:aa:bb:98\nprofile: local-disk\n"})
         daemon.wait_served(c)
-        recycle.unlink()
-        recycle.mkdir()
+        allow_writes(state)
         daemon.wait_persisted(c)
         assert b not in ArtifactStore(state).stored()  # never written: in memory only
         assert {path: http_get(daemon.url + path) for path in pinned} == served

@@ -9,11 +9,8 @@ import dataclasses
 import functools
 import gc
 import hashlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import pytest
 
@@ -21,6 +18,7 @@ from reconciler.adapters.dirsource import read_directory
 from reconciler.core.render import render_generation
 from reconciler.daemon import resident
 from tests.integration.daemon_support import WorkTree
+from tests.support import collections_inside
 
 render = functools.partial(render_generation, report_secret=b"gc-test-secret")
 
@@ -28,25 +26,8 @@ render = functools.partial(render_generation, report_secret=b"gc-test-secret")
 @pytest.fixture
 def receiving_collections() -> Iterator[list[int]]:
     """Generations of the passes that started with Worker._receive on this process's stack."""
-    seen: list[int] = []
-
-    def count(phase: str, info: dict[str, Any]) -> None:
-        frame: FrameType | None = sys._getframe(1)
-        while phase == "start" and frame is not None:
-            if frame.f_code.co_name == "_receive":
-                seen.append(info["generation"])
-                return
-            frame = frame.f_back
-
-    threshold = gc.get_threshold()
-    gc.set_threshold(1, 1, 1)
-    gc.callbacks.append(count)
-    try:
+    with collections_inside("_receive") as seen:
         yield seen
-    finally:
-        gc.callbacks.remove(count)
-        gc.set_threshold(*threshold)
-        gc.enable()
 
 
 def test_no_collection_while_a_result_is_received_and_the_collector_is_back_after(

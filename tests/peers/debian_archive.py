@@ -13,16 +13,15 @@ Callers: tests/peers/cloud_init.py.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import cache_lock
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 DEFAULT_ARCHIVE = "http://deb.debian.org/debian"
@@ -73,19 +72,8 @@ def unpacked(suite: str, package: str) -> tuple[Path, str]:
     done = _cached(package, marker)
     if done is not None:
         return done
-    with _cache_lock():
+    with cache_lock(CACHE):
         return _cached(package, marker) or _download(suite, package, marker)
-
-
-@contextlib.contextmanager
-def _cache_lock() -> Iterator[None]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cached(package: str, marker: Path) -> tuple[Path, str] | None:
