@@ -67,8 +67,9 @@ class Built:
 
 
 @dataclass
-class _Result:
-    """What the parent last received whole: what the next one is patched onto."""
+class _Whole:
+    """A commit's result whole: what the child last sent and the parent last received, the two
+    sides agreeing by `token`; the next result is sent and patched as a difference from it."""
 
     token: int
     files: Mapping[str, bytes]
@@ -86,7 +87,7 @@ class Worker:
         self.reuse = reuse  # render with the memo (core.render.reuse); `memo`: the file it is kept in
         self._proc: Any = None
         self._conn: Any = None
-        self._last: _Result | None = None
+        self._last: _Whole | None = None
         self._tokens = itertools.count(1)
         self._sent_at = 0.0
         self._handled = 0  # commits the running child built: what it holds grew with each
@@ -276,19 +277,11 @@ class Worker:
                 state, all_files = full_state, whole[1]
                 by_name, order = {n.name: n for n in whole[0]}, tuple(n.name for n in whole[0])
         # After a wrong patch the next result comes whole (base 0): nothing is patched onto this one.
-        self._last = None if wrong else _Result(token, all_files, {name: by_name[name] for name in order}, order)
+        self._last = None if wrong else _Whole(token, all_files, {name: by_name[name] for name in order}, order)
         return Built(issues, state, all_files, timings, mismatched, wrong, self._proc.pid)
 
 
 # -- the child ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Sent:
-    token: int
-    files: Mapping[str, bytes]
-    nodes: dict[str, Node]
-    order: tuple[str, ...]
 
 
 def _cpu_used() -> float:
@@ -313,7 +306,7 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
     parsed = ValidateMemo() if reuse else None  # each file's parse, in memory only (core.docmemo)
     if reuse:
         memo = worker._load_memo(memo_path) if memo_path is not None else NodeMemo(code=worker.CODE)
-    sent: _Sent | None = None
+    sent: _Whole | None = None
     commits = 0
     try:
         while True:
@@ -350,8 +343,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
 
 
 def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
-           memos: tuple[NodeMemo | None, ValidateMemo | None], verify: bool, base: _Sent | None, token: int,
-           unpickled: float = 0.0) -> _Sent:
+           memos: tuple[NodeMemo | None, ValidateMemo | None], verify: bool, base: _Whole | None, token: int,
+           unpickled: float = 0.0) -> _Whole:
     """One commit: validate and render with the memos, send what differs from `base` (all without)."""
     memo, parsed = memos
     t0 = time.monotonic()
@@ -402,7 +395,7 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     if memo is not None:
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
     conn.send(("done", timings, (*reparsed, *mismatched)))
-    return _Sent(token, files, nodes, order)
+    return _Whole(token, files, nodes, order)
 
 
 def _same(a: Node, b: Node) -> bool:
