@@ -9,6 +9,7 @@ each format lives in its own module, and all of them read one `NodeBoot` per nod
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -51,10 +52,26 @@ def render_served(
                     "(a value holding a quote, a colon or a newline?): write {{ secrets.NAME | tojson }}")
               for node in state.nodes
               if f"cloud-init/{node.mac}/user-data" in private
-              and not secrets.still_yaml(files[f"cloud-init/{node.mac}/user-data"])]
+              and not _still_yaml(files, f"cloud-init/{node.mac}/user-data")]
     if broken:
         raise InvalidRevision(f"{len(broken)} node(s) with user-data broken by a secret's value", tuple(broken))
     return files
+
+
+def _still_yaml(files: RenderedFiles, path: str) -> bool:
+    """`secrets.still_yaml` of the file served at `path`, remembered by its stored entry, so a
+    node the memo keeps is parsed once, not at every commit (issue 25: at ~2.6 ms a parse, a
+    one-node commit to 10,000 nodes whose user-data names a secret cost ~17 s). Exact: a kept
+    entry differs from the served bytes only where the memo's stand-in revision and its token
+    stand for the revision and the node's token, hex strings of the same lengths, and swapping
+    hex digits for hex digits cannot make a text parse as YAML or stop it."""
+    entry = files.raw(path)
+    return _parses(entry if isinstance(entry, bytes) else entry[0])
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _parses(user_data: bytes) -> bool:
+    return secrets.still_yaml(user_data)
 
 
 def render_generation(
