@@ -1,9 +1,10 @@
 """How scripts/test.sh's pytest-xdist run (`-n 2 --dist loadgroup`) hands tests to workers.
 
 A work unit goes to one worker, its tests one after another:
-- `machine`: every QEMU e2e test (tests/e2e/) and the bench smokes (boot_storm boots QEMU guests,
-  scale_out runs PostgreSQL, daemons and kea): tests that use the whole machine never overlap
-  each other, and the e2e labs (module fixtures: daemon, namespace, guests) are built once;
+- `machine`: every QEMU e2e test (tests/e2e/), the bench smokes and the benches stopped by a
+  signal (boot_storm boots QEMU guests, scale_out runs PostgreSQL, daemons and kea): tests that
+  use the whole machine never overlap each other, and the e2e labs (module fixtures: daemon,
+  namespace, guests) are built once;
 - each other integration module: its module-scoped fixtures (a daemon, a lab, signing keys) are
   built once, as in a serial run;
 - each unit test on its own: they are short, so single tests balance the workers' ends.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from xdist.scheduler import LoadScopeScheduling
 
-MACHINE = ("tests/e2e/", "tests/integration/test_bench_smoke.py")
+MACHINE = ("tests/e2e/", "tests/integration/test_bench_smoke.py", "tests/integration/test_bench_signals.py")
 
 
 def work_unit(nodeid: str) -> str:
