@@ -124,20 +124,29 @@ def webhook(daemon: DaemonProcess) -> None:
         resp.read()
 
 
-_APPLIED = re.compile(r"applied in ([0-9.]+)s \(trigger (\w+); ([^)]*)\)")
+_APPLIED = re.compile(r"revision=(\w+) applied in ([0-9.]+)s \(trigger (\w+); ([^)]*)\)")
 # The write after serving (daemon.persist): lag from activation to `current`, the write's own steps.
 _PERSISTED = re.compile(r"persisted ([0-9.]+)s after it was served \(persist ([0-9.]+)s: ([^)]*)\)")
 
 
-def step_medians(log: str, skip: int = 1) -> str:
+def step_medians(log: str, skip: int = 1, latency: dict[str, float] | None = None) -> str:
     """Median seconds per reconcile step over the applied reconciles in the daemon's log (the first
-    `skip`, the initial full write, left out): where the time goes, from the daemon's own clock;
-    then those of the writes that follow serving (`persisted.lag`: served -> `current`)."""
-    runs = [dict((k, float(v)) for k, v in (kv.split("=") for kv in m.group(3).split()))
-            for m in _APPLIED.finditer(log)][skip:]
+    `skip`, the initial full write, left out): where the time goes, from the daemon's own clock
+    (`wait`: trigger -> start, `begin`: before the steps, `after.*`: what follows serving, which
+    delays the next commit); then those of the writes that follow serving (`persisted.lag`:
+    served -> `current`). With `latency` (revision -> seconds measured by the bench): `outside`,
+    what the daemon's clock does not see (git until the ref moves, inotify, the bench noticing)."""
+    runs = []
+    for m in list(_APPLIED.finditer(log))[skip:]:
+        run = {k: float(v) for k, v in (kv.split("=") for kv in m.group(4).split())}
+        run["applied"] = float(m.group(2))
+        if latency is not None and m.group(1) in latency:
+            run["outside"] = latency[m.group(1)] - run["applied"] - run.get("wait", 0.0) - run.get("begin", 0.0)
+        runs.append(run)
     if not runs:
         return "no applied reconciles in the log"
-    out = " ".join(f"{k}={statistics.median(r.get(k, 0.0) for r in runs):.3f}" for k in runs[0])
+    keys = list(dict.fromkeys(k for r in runs for k in r))
+    out = " ".join(f"{k}={statistics.median(r.get(k, 0.0) for r in runs):.3f}" for k in keys)
     writes = [{"persisted.lag": float(m.group(1)), "persist": float(m.group(2)),
                **{k: float(v) for k, v in (kv.split("=") for kv in m.group(3).split())}}
               for m in _PERSISTED.finditer(log)][skip:]
@@ -160,6 +169,7 @@ def measure(kind: str, nodes: int, changes: int, work: Path) -> tuple[list[float
     daemon = DaemonProcess(repo, work / "state", ["--interval", "3600", "--webhook-secret-file", str(secret)])
     daemon.start()
     latencies, git_times = [], []
+    by_revision: dict[str, float] = {}
     try:
         wait_revision(daemon, tree.head())
         for n in range(changes):
@@ -176,10 +186,11 @@ def measure(kind: str, nodes: int, changes: int, work: Path) -> tuple[list[float
                 t_git = time.monotonic()
             t1 = wait_revision(daemon, tree.head())
             latencies.append(t1 - t0)
+            by_revision[tree.head()] = t1 - t0
             git_times.append(t_git - t0)
     finally:
         daemon.stop()
-    return latencies, git_times, step_medians(daemon.log())
+    return latencies, git_times, step_medians(daemon.log(), latency=by_revision)
 
 
 def pct(values: list[float], p: float) -> float:

@@ -117,6 +117,7 @@ class Daemon:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._triggers: deque[str] = deque(maxlen=16)
+        self._triggered_at: float | None = None  # monotonic time of the first trigger not yet taken
         self._lock = threading.Lock()  # guards the status book
         self._book = StatusBook()
         self._last_from_store: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
@@ -273,6 +274,8 @@ class Daemon:
 
     def trigger(self, reason: str) -> None:
         """Ask for a reconcile now (webhook, inotify, SIGHUP); coalesces with a pending one."""
+        if self._triggered_at is None:
+            self._triggered_at = time.monotonic()
         self._triggers.append(reason)
         self._wake.set()
 
@@ -293,9 +296,9 @@ class Daemon:
         self.start_watcher()
         if ready is not None:
             ready()
-        trigger = "start"
+        trigger, waited = "start", 0.0
         while not self._stopping.is_set():
-            self.reconcile_once(trigger)
+            self.reconcile_once(trigger, waited)
             if first is not None:
                 first()
                 first = None
@@ -303,6 +306,8 @@ class Daemon:
             self._note(functools.partial(StatusBook.scheduled, at=self.clock() + delay))
             self._wake.wait(delay)
             self._wake.clear()
+            at, self._triggered_at = self._triggered_at, None
+            waited = time.monotonic() - at if at is not None else 0.0
             reasons = list(self._triggers)
             self._triggers.clear()
             trigger = reasons[0] if reasons else "poll"
@@ -343,17 +348,21 @@ class Daemon:
 
     # -- one reconcile ------------------------------------------------------------------------
 
-    def reconcile_once(self, trigger: str = "manual") -> Result:
+    def reconcile_once(self, trigger: str = "manual", waited: float = 0.0) -> Result:
+        """One attempt. `waited`: seconds from the trigger to now (for the log: where a commit's
+        latency goes, with `begin`, the steps and the `after.*` parts that follow serving)."""
+        t0 = time.monotonic()
         self._probe_store()
         self._heartbeat()
         book = self._note(StatusBook.begun)
+        around = {"wait": waited, "begin": time.monotonic() - t0}
         outcome = self.reconciler.run(trigger, self.clock(), book.skip)
         if outcome.generation is not None:
-            self._activated(outcome.generation)
-        self._conclude(outcome)
+            self._activated(outcome.generation, around)
+        self._conclude(outcome, around)
         return outcome.result
 
-    def _conclude(self, outcome: Outcome) -> None:
+    def _conclude(self, outcome: Outcome, around: Mapping[str, float] | None = None) -> None:
         # History first, then the status book: /status never shows a condition its history lacks.
         result = outcome.result
         if result is not Result.UNCHANGED and self.store is not None:
@@ -377,7 +386,9 @@ class Daemon:
         self.metrics.concluded(result, outcome.duration)
         short = outcome.revision or "-"
         if result is Result.APPLIED:
-            steps = " ".join(f"{name}={seconds:.3f}" for name, seconds in outcome.timings.items())
+            timings = {**{k: v for k, v in (around or {}).items() if not k.startswith("after.")}, **outcome.timings,
+                       **{k: v for k, v in (around or {}).items() if k.startswith("after.")}}
+            steps = " ".join(f"{name}={seconds:.3f}" for name, seconds in timings.items())
             log.info("revision=%s applied in %.3fs (trigger %s; %s)", short, outcome.duration, outcome.trigger, steps)
         elif result is Result.REJECTED:
             log.warning("revision=%s rejected, not served: %s", short, outcome.message)
@@ -394,27 +405,34 @@ class Daemon:
             current = self.holder.current()
             self.store.record_serving(current.revision if current is not None else None, self.clock())
 
-    def _served(self, generation: Generation) -> None:
+    def _served(self, generation: Generation, timings: dict[str, float] | None = None) -> None:
         """What follows serving a generation, activated or loaded from disk."""
         self.metrics.served(generation.revision)
         if self.store is not None:
             self.store.record_serving(generation.revision, self.clock())
-        self._targets = self._record_targets(generation)
+        self._targets = self._record_targets(generation, {} if timings is None else timings)
         for warning in self._listener_warnings(generation):
             log.warning("revision=%s %s", generation.revision, warning)
 
-    def _activated(self, generation: Generation) -> None:
+    def _activated(self, generation: Generation, timings: dict[str, float] | None = None) -> None:
+        """What follows an activation (already served): `timings` gets `after.<part>` seconds each."""
+        timings = {} if timings is None else timings
         previous = self._targets
-        self._served(generation)
+        t = time.monotonic()
+        self._served(generation, timings)
+        timings["after.served"], t = time.monotonic() - t, time.monotonic()
         if self.rollouts is not None and self._targets is not None:
             try:  # decisions and a store write; the power actions run in the runner's own threads
                 self.rollouts.applied(generation.revision, generation.state.site.rollout, previous, self._targets,
                                       generation.state.nodes)
             except Exception:
                 log.exception("revision=%s could not start its rollout", generation.revision)
+        timings["after.rollouts"], t = time.monotonic() - t, time.monotonic()
         self._collect(generation.revision)
         self.supervisor.kick()  # a commit may have fixed what kept a server down (dhcp.interface)
+        timings["after.collect"], t = time.monotonic() - t, time.monotonic()
         heap.settle()
+        timings["after.settle"] = time.monotonic() - t
 
     def _listener_warnings(self, generation: Generation | None) -> tuple[str, ...]:
         """Where the served DHCP sends clients that we do not listen, and boot files our TFTP
@@ -431,15 +449,18 @@ class Daemon:
                                                   lambda name: (root / name).is_file())
         return warnings
 
-    def _record_targets(self, generation: Generation) -> tuple[Target, ...]:
+    def _record_targets(self, generation: Generation, timings: dict[str, float]) -> tuple[Target, ...]:
         """Remember which nodes this revision targets (boot results per commit read it)."""
+        t0 = time.monotonic()
         targets = bootplan.targets(generation.state, generation.files)
+        timings["after.targets"] = time.monotonic() - t0
         if self.store is None:
             return targets
         try:
             self.store.record_revision(generation.revision, self.clock(), targets)
         except Exception:
             log.exception("revision=%s could not record its nodes", generation.revision)
+        timings["after.record"] = time.monotonic() - t0 - timings["after.targets"]
         return targets
 
     def _unfinished_installs(self) -> set[str] | None:
