@@ -14,7 +14,8 @@ Outcome of one node at one revision (its events in time order):
 - DHCP events alone change nothing: an installed OS renewing its lease is not a netboot.
 - `tftp`, `ipxe-bootstrap`, `ipxe-script`, `grub`, `kernel`, `initrd`, `asset` -> booting;
   a script that boots the local disk (`detail.local_disk`) -> local-disk. A step counts only
-  when the machine got the file (`delivered`): a refused request (HTTP 4xx) or a TFTP transfer
+  when the machine got the file (`delivered`): a refused request (HTTP 4xx), an HTTP download
+  the client broke off (`result` aborted) or a TFTP transfer
   that did not end with the last block acknowledged (`result` failed, aborted, error, or OVMF's
   size probe) is in the timeline and moves nothing.
 - `user-data` / `meta-data` / `vendor-data` / `network-config` (NoCloud seed) or an autoinstall `start` -> installing.
@@ -243,14 +244,15 @@ Plans = Mapping[tuple[str, str], str]  # (revision, mac) -> plan digest
 
 
 def delivered(event: BootEvent) -> bool:
-    """Whether the machine got what it asked for: not an HTTP refusal (4xx, 5xx), not a TFTP
-    transfer that ended before the client acknowledged its last block (`servers.tftp` records
-    `result`: ok, or error / failed / aborted / size-probe), whatever the stage (a kernel fetched
-    over TFTP is a `kernel` event with `via: tftp`)."""
+    """Whether the machine got what it asked for: not an HTTP refusal (4xx, 5xx), not an HTTP
+    download the client broke off (`servers.http` records `result`: ok or aborted for a body it
+    streamed), not a TFTP transfer that ended before the client acknowledged its last block
+    (`servers.tftp` records `result`: ok, or error / failed / aborted / size-probe), whatever the
+    stage (a kernel fetched over TFTP is a `kernel` event with `via: tftp`)."""
     status = event.detail.get("status")
     if isinstance(status, int) and status >= 400:
         return False
-    if event.stage == Stage.TFTP or event.detail.get("via") == "tftp":
+    if event.stage == Stage.TFTP or event.detail.get("via") == "tftp" or event.detail.get("method") == "GET":
         return bool(event.detail.get("result", "ok") == "ok")
     return True
 

@@ -203,9 +203,27 @@ class BootApp:
             log.info("http asset 404 revision=%s mac=%s path=%r", revision or "-", mac or "-", path)
             self._record(environ, stage, revision, node, mac, path, 404, 0)
             return _text(404, "no such asset\n")
-        resp = asset_response(environ, opened)
-        sent = resp.content_length or 0 if environ["REQUEST_METHOD"] == "GET" and resp.status_code in (200, 206) else 0
-        self._record(environ, stage, revision, node, mac, path, resp.status_code, sent)
+        if environ["REQUEST_METHOD"] != "GET":
+            resp = asset_response(environ, opened)
+            self._record(environ, stage, revision, node, mac, path, resp.status_code, 0)
+            return resp
+        started = time.monotonic()
+        facts = {"REQUEST_METHOD": "GET", "REMOTE_ADDR": environ.get("REMOTE_ADDR")}
+
+        def ended(sent: int, length: int) -> None:
+            # recorded when the body's transfer ends, as TFTP does: a kernel the client stopped
+            # reading half-way is `aborted` and moves no outcome (`outcomes.delivered`)
+            result = "ok" if sent == length else "aborted"
+            if result != "ok":
+                log.info("http asset aborted revision=%s mac=%s path=%r after %d of %d bytes",
+                         revision or "-", mac or "-", path, sent, length)
+            self._record(facts, stage, revision, node, mac, path, status, sent,
+                         {"result": result, "length": length, "duration": round(time.monotonic() - started, 6)})
+
+        resp = asset_response(environ, opened, ended)
+        status = resp.status_code
+        if status not in (200, 206):  # 304, 416: no body, nothing more to wait for
+            self._record(environ, stage, revision, node, mac, path, status, 0)
         return resp
 
     def _gone(self, environ: dict[str, Any], sha: str, rest: str) -> Reply:

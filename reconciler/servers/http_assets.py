@@ -5,7 +5,10 @@ Called by the boot WSGI app (`reconciler.servers.http`) for `/assets/<path>` and
 `Response.make_conditional`; `core.asset_paths` decides which paths may name a file; this module
 resolves and opens it and hands the open file to waitress as `wsgi.file_wrapper`, so the body
 (full or a range: the file is seeked to the range start and waitress sends `Content-Length`
-bytes from there) is streamed by waitress's I/O thread and never holds a worker thread.
+bytes from there) is streamed by waitress's I/O thread and never holds a worker thread. The
+caller learns how much of a body was sent when the transfer ends (`on_end`): waitress closes the
+wrapper once the last byte went out or when the client went away, and its `remain` then is what
+was not sent.
 
 Storage: a path `assets sync` or the daemon manages is a hard link into the content store under
 the root (`adapters.assetstore`); a request for revision R is answered from R's tree of links
@@ -24,10 +27,11 @@ import mimetypes
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
+from waitress.buffers import ReadOnlyFileBasedBuffer
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response
 
@@ -91,10 +95,16 @@ class AssetRoot:
         return OpenAsset(f, st.st_size, st.st_mtime, etag, mimetype)
 
 
-def asset_response(environ: dict[str, Any], asset: OpenAsset) -> Response:
+# Called once when a body's transfer ends: (bytes sent, bytes the response promised).
+OnEnd = Callable[[int, int], None]
+
+
+def asset_response(environ: dict[str, Any], asset: OpenAsset, on_end: OnEnd | None = None) -> Response:
     """A conditional, ranged response streaming `asset` through `wsgi.file_wrapper`.
 
     The response owns the file: it is closed by waitress after sending, or here when no body is sent.
+    `on_end` is called when a body's transfer ends, complete or not (never for a response without
+    a body: HEAD, 304, 416).
     """
     resp = Response(status=200, mimetype=asset.mimetype, direct_passthrough=True)
     resp.content_length = asset.size
@@ -118,12 +128,33 @@ def asset_response(environ: dict[str, Any], asset: OpenAsset) -> Response:
         cr = resp.content_range
         start = cr.start or 0
     asset.file.seek(start)
+    length = resp.content_length or 0
     wrapper = environ.get("wsgi.file_wrapper")
-    if wrapper is not None:
+    if wrapper is ReadOnlyFileBasedBuffer and on_end is not None:
+        resp.response = cast(Any, _WatchedBuffer(asset.file, BLOCK_SIZE, length, on_end))
+    elif wrapper is not None:
         resp.response = wrapper(asset.file, BLOCK_SIZE)
     else:  # not waitress (a test harness): a plain iterator with the same bound
-        resp.response = _iter_file(asset.file, resp.content_length or 0)
+        resp.response = _FileIter(asset.file, length, on_end)
     return resp
+
+
+class _WatchedBuffer(ReadOnlyFileBasedBuffer):
+    """waitress's file wrapper, telling `on_end` when the channel closes it (the body sent, or the
+    client gone) how much went out: `remain` counts down as the socket takes bytes, whether
+    waitress's channel or `servers.http.StreamingChannel` (sendfile) sends them."""
+
+    def __init__(self, file: IO[bytes], block_size: int, length: int, on_end: OnEnd) -> None:
+        super().__init__(cast(Any, file), block_size)
+        self._length = length
+        self._on_end: OnEnd | None = on_end
+
+    def close(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        remain = getattr(self, "remain", self._length)  # set by prepare(), when waitress took the body
+        super().close()
+        if on_end is not None:
+            on_end(min(self._length, max(0, self._length - remain)), self._length)
 
 
 _SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*(\d+)\s*", re.IGNORECASE)
@@ -146,13 +177,26 @@ def _range_as_rfc9110(environ: dict[str, Any], size: int) -> dict[str, Any]:
     return environ
 
 
-def _iter_file(f: IO[bytes], remain: int) -> Any:
-    try:
-        while remain > 0:
-            chunk = f.read(min(BLOCK_SIZE, remain))
+class _FileIter:
+    """The body as a WSGI iterable of at most `length` bytes, for servers without `wsgi.file_wrapper`;
+    closing it closes the file and tells `on_end` how much was handed over."""
+
+    def __init__(self, f: IO[bytes], length: int, on_end: OnEnd | None) -> None:
+        self._file = f
+        self._length = length
+        self._sent = 0
+        self._on_end = on_end
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._sent < self._length:
+            chunk = self._file.read(min(BLOCK_SIZE, self._length - self._sent))
             if not chunk:
                 break
-            remain -= len(chunk)
+            self._sent += len(chunk)
             yield chunk
-    finally:
-        f.close()
+
+    def close(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        self._file.close()
+        if on_end is not None:
+            on_end(self._sent, self._length)

@@ -512,6 +512,9 @@ def describe(e: BootEvent) -> str:
     if e.stage in ("kernel", "initrd", "asset"):
         what = {"kernel": "the kernel", "initrd": "the initrd", "asset": "the root image"}[e.stage]
         size = _size(d.get("bytes"))
+        if d.get("result", "ok") != "ok":
+            return f"download of {what} {path} broken off by the client after {size or '0 bytes'}" + (
+                f" of {_size(d.get('length'))}" if d.get("length") else "")
         return f"downloaded {what} {path}" + (f" ({size})" if size else "")
     if e.stage in outcomes.SEED_STAGES:
         return f"cloud-init fetched its NoCloud {e.stage}"

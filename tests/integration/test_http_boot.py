@@ -15,6 +15,7 @@ import http.client
 import logging
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -360,7 +361,12 @@ def test_asset_events_name_node_by_client_address_or_mac(served: Served) -> None
     served.get(f"/r/{SHA_A}/assets/ubuntu/2204/vmlinuz?mac=52-54-00-aa-bb-02")
     served.get("/assets/ubuntu/2204/initrd")
     served.get("/assets/ubuntu/2204/missing")
-    kernel, initrd, missing = served.events.events
+    # a body's event is recorded when waitress has sent its last byte, which may follow the reply
+    deadline = time.monotonic() + 30
+    while len(served.events.events) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kernel, initrd, missing = (next(e for e in served.events.events if e.stage == stage)
+                               for stage in ("kernel", "initrd", "asset"))
     assert (kernel.stage, kernel.node, kernel.detail["bytes"]) == ("kernel", "node-2", 1000)
     assert (initrd.stage, initrd.node, initrd.detail["path"]) == ("initrd", None, "/assets/ubuntu/2204/initrd")
     assert (missing.stage, missing.detail["status"]) == ("asset", 404)
