@@ -44,7 +44,7 @@ _Edit = tuple[str, Any]
 @st.composite
 def edits(draw: st.DrawFn) -> _Edit:
     kind = draw(st.sampled_from(["node", "node", "node", "add", "delete", "rename", "profile", "kernel",
-                                 "template", "site", "group", "assets", "broken", "nothing"]))
+                                 "template", "site", "group", "assets", "broken", "nothing", "dhcp", "switch"]))
     return kind, draw(st.tuples(st.integers(0, 9), _WORD, st.lists(_ARGS, max_size=3), _USER_DATA))
 
 
@@ -59,6 +59,15 @@ def _apply(files: dict[str, bytes], edit: _Edit) -> None:
         path = nodes[i % len(nodes)]
         text = files[path].decode().split("metadata:")[0].rstrip("\n") + "\n"
         files[path] = (text + f"metadata: {{note: {word}}}\n").encode()
+    elif kind == "dhcp" and nodes:  # a field of the DHCP configs, the file's name kept
+        path = nodes[i % len(nodes)]
+        text = files[path].decode().split("hostname:")[0].rstrip("\n") + "\n"
+        files[path] = (text + f"hostname: {word}\n").encode()
+    elif kind == "switch" and nodes:  # another profile: other files (local has no user-data)
+        path = nodes[i % len(nodes)]
+        old = files[path].decode()
+        swapped = ("install", "local") if "profile: install" in old else ("local", "install")
+        files[path] = old.replace(f"profile: {swapped[0]}", f"profile: {swapped[1]}").encode()
     elif kind == "add":
         files[f"nodes/x{i}.yaml"] = _node(i, "install" if len(word) % 2 else "local", f"labels: {{rack: {word}}}\n"
                                           ).encode()
@@ -157,3 +166,29 @@ def test_a_changed_secret_value_renders_the_nodes_again() -> None:
         state = valid_state(example_snapshot(revision))
         assert render_generation(state, b"k", values, memo) == render_generation(state, b"k", values)
 
+
+
+def test_a_one_node_commit_renders_that_node_only_and_keeps_the_dhcp_configs() -> None:
+    """Patched from the last generation (core.render.patch): one node rendered, the other nodes'
+    entries and the DHCP configs (the node's DHCP fields unchanged) the very objects of the last
+    generation; a hostname change renders the configs again. Bytes as from scratch each time."""
+    memo = NodeMemo()
+    files = base_files()
+    for i in range(5):
+        files[f"nodes/x{i}.yaml"] = _node(i, "install", f"ip: 10.10.10.{210 + i}\n").encode()
+    first = render_generation(valid_state(Snapshot("a" * 40, files)), b"s", memo=memo)
+    files["nodes/x2.yaml"] += b"metadata: {note: changed}\n"
+    state = valid_state(Snapshot("b" * 40, files))
+    second = render_generation(state, b"s", memo=memo)
+    assert list(second.items()) == list(render_generation(state, b"s").items())
+    assert (memo.hits, memo.misses) == (6, 1)
+    changed = second.changed_since(first).changed
+    assert "metadata/x2.env" in changed and "ipxe/group-default.ipxe" in changed  # groups carry the revision
+    assert not [p for p in changed if "x2" not in p and "aa:cc:02" not in p and "group-" not in p], changed
+    for path in ("dhcpd.conf", "kea-dhcp4.conf", "dnsmasq.conf", "ipxe/x1.ipxe"):
+        assert second.raw(path) is first.raw(path)
+    files["nodes/x2.yaml"] += b"hostname: other\n"
+    state = valid_state(Snapshot("c" * 40, files))
+    third = render_generation(state, b"s", memo=memo)
+    assert list(third.items()) == list(render_generation(state, b"s").items())
+    assert b"other" in third["dhcpd.conf"] and third.raw("dhcpd.conf") is not second.raw("dhcpd.conf")

@@ -9,6 +9,7 @@ each format lives in its own module, and all of them read one `NodeBoot` per nod
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping
@@ -17,8 +18,8 @@ from reconciler.core import secrets, template
 from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
-from reconciler.core.model import CloudInitTemplate, DesiredState, Group, Issue, MatchboxTemplate, Node, Profile
-from reconciler.core.render import chunks, dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, reuse
+from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
+from reconciler.core.render import chunks, dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, patch, reuse
 from reconciler.core.render.files import Entry, RenderedFiles, entry_size, stamped
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
@@ -122,7 +123,6 @@ def _render_generation(
         files[f"groups/{group.id}.json"] = matchbox.dump(matchbox.group_json(group))
         files.update(_group_scripts(state, group))
 
-    total = sum(map(len, files.values()))
     # Under Secure Boot every known machine has its own GRUB config, also one whose profile keeps
     # iPXE: an external DHCP server hands the shim to all, and a known machine must never fall
     # through to the default group's config.
@@ -132,66 +132,88 @@ def _render_generation(
     if memo is not None:
         memo.hits = memo.misses = 0
     site_key = reuse.part_key((site, report_secret)) + reuse.secrets_key(values) if sentinel is not None else b""
-    part_keys: dict[int, bytes] = {}  # id of a profile or template -> its digest, once per commit
-
-    def part_key(part: object) -> bytes:
-        found = part_keys.get(id(part))
-        if found is None:
-            found = part_keys[id(part)] = reuse.part_key(part)
-        return found
-    reusable_parts: dict[tuple[int, int], bool] = {}  # ids of a profile and its template -> reusable
-
-    def reusable(profile: Profile, tpl: CloudInitTemplate | None) -> bool:
-        found = reusable_parts.get((id(profile), id(tpl)))
-        if found is None:
-            found = reusable_parts[(id(profile), id(tpl))] = reuse.reusable(profile, tpl)
-        return found
-    seen: set[str] = set()
-    for node in nodes:
-        profile = profiles[node.profile]
+    # Each profile's part of its nodes' render key (`reuse.node_key`), None where they are not kept.
+    shared_of: dict[str, bytes | None] = {}
+    for profile in profiles.values():
         tpl = state.cloud_init.get(profile.cloud_init) if profile.cloud_init else None
         generic = state.generic.get(profile.generic_id or "")
+        shared_of[profile.id] = site_key + reuse.part_key(profile) + reuse.part_key(tpl) + reuse.part_key(generic) \
+            if sentinel is not None and reuse.reusable(profile, tpl) else None
 
-        def render_at(rev: str, node: Node = node, generic: MatchboxTemplate | None = generic) -> dict[str, bytes]:
+    def render_node(node: Node) -> Mapping[str, Entry]:
+        profile = profiles[node.profile]
+        generic = state.generic.get(profile.generic_id or "")
+
+        def render_at(rev: str) -> dict[str, bytes]:
             plan = plan_node(site, node, profiles, state.cloud_init, rev, report_secret, values)
             if secure_boot:
                 secure.append(plan)
             return _node_files(plan, rev, generic)
+        shared = shared_of[node.profile]
+        if memo is not None and sentinel is not None and shared is not None:
+            return reuse.render_node_reusing(memo, shared, node, sentinel, report_secret, render_at).entries
+        if memo is not None:  # not kept (the full loop forgets it too)
+            memo.entries.pop(node.name, None)
+            memo.last.pop(node.name, None)
+        return render_at(revision)
 
-        own: Mapping[str, Entry]
-        if memo is not None and sentinel is not None and reusable(profile, tpl):
-            shared = site_key + part_key(profile) + part_key(tpl) + part_key(generic)
-            kept = reuse.render_node_reusing(memo, shared, node, sentinel, report_secret, render_at)
-            own = kept.entries
-            total += kept.size
-            seen.add(node.name)
-        else:
-            own = render_at(revision)
-            total += sum(map(entry_size, own.values()))
+    # Under a memo the site-wide DHCP configs are at the stand-in too: stored equal from commit to
+    # commit until a node's DHCP fields change (`RenderedFiles.changed_since` leaves them out).
+    at = sentinel if sentinel is not None else revision
+    cache = memo.chunks if memo is not None else None
+    if cache is not None:
+        chunks.prune(cache, len(nodes), 3)
+
+    def render_dhcp() -> dict[str, Entry]:
+        # Without Secure Boot in use, every profile boots the site's chain: no machine takes the other.
+        other = other_chain_macs(state) if secure_boot else ()
+        return {path: conf if sentinel is None else stamped(conf, "", b"")
+                for path, conf in (("dhcpd.conf", dhcpd.render(site, nodes, at, other, cache)),
+                                   ("kea-dhcp4.conf", kea.render(site, nodes, at, other, cache)),
+                                   ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other, cache)))}
+
+    last = memo.previous if memo is not None else None
+    if memo is not None and sentinel is not None and isinstance(last, patch.Last) and last.sentinel == sentinel \
+            and last.site_key == site_key and last.kept == (len(memo.entries), len(memo.chunks)):
+        patched = patch.patch(last, nodes, shared_of, files, render_node, (site, at), render_dhcp,
+                              template.MAX_GENERATION_BYTES)
+        if patched is not None:
+            memo.hits += patched.reused
+            memo.previous = dataclasses.replace(patched.last, kept=(len(memo.entries), len(memo.chunks)))
+            return RenderedFiles(patched.entries, revision, sentinel, report_secret)
+    if memo is not None:
+        memo.hits = memo.misses = 0
+        memo.previous = None  # until this render is made
+
+    others = dict(files)
+    total = sum(map(len, files.values()))
+    sizes: dict[str, int] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    for node in nodes:
+        own = render_node(node)
+        size = sizes[node.name] = sum(map(entry_size, own.values()))
+        paths[node.name] = tuple(own)
+        total += size
         if total > template.MAX_GENERATION_BYTES:
             finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
             raise InvalidRevision(finding.message, (finding,))
         files.update(own)
     if memo is not None:
-        for gone in memo.entries.keys() - seen:
+        names = {node.name for node in nodes}
+        for gone in memo.entries.keys() - names:
             del memo.entries[gone]
-        for gone in memo.last.keys() - seen:
+        for gone in memo.last.keys() - names:
             del memo.last[gone]
     if secure_boot:
         files.update(grub.secure_boot_files(site, secure, revision))
-
-    other = other_chain_macs(state)  # machines whose profile overrides the site's secure_boot
-    # At the stand-in too: with a memo, they are stored equal from commit to commit until a
-    # node's DHCP fields change (`RenderedFiles.changed_since` leaves them out).
-    at = sentinel if sentinel is not None else revision
-    cache = memo.chunks if memo is not None else None
-    if cache is not None:
-        chunks.prune(cache, len(nodes), 3)
-    for path, conf in (("dhcpd.conf", dhcpd.render(site, nodes, at, other, cache)),
-                       ("kea-dhcp4.conf", kea.render(site, nodes, at, other, cache)),
-                       ("dnsmasq.conf", dnsmasq.render(site, nodes, at, other, cache))):
-        files[path] = conf if sentinel is None else stamped(conf, "", b"")
-    return RenderedFiles({path: files[path] for path in sorted(files)}, revision, sentinel or "", report_secret)
+    dhcp = render_dhcp()
+    files.update(dhcp)
+    entries = {path: files[path] for path in sorted(files)}
+    if memo is not None and sentinel is not None:
+        memo.previous = patch.Last(sentinel, site_key, shared_of, {node.name: node for node in nodes}, sizes, paths,
+                                   frozenset(others), ((site, at), dhcp), entries, sum(sizes.values()),
+                                   (len(memo.entries), len(memo.chunks)))
+    return RenderedFiles(entries, revision, sentinel or "", report_secret)
 
 
 def _node_files(plan: NodeBoot, revision: str, generic: MatchboxTemplate | None) -> dict[str, bytes]:

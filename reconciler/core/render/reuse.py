@@ -63,9 +63,11 @@ class NodeMemo:
     chunks: Chunks = field(default_factory=dict)  # nodes' parts of the DHCP configs (`render.chunks`)
     # Node name -> the Node object and shared digests its key was last made from (not kept on disk).
     last: dict[str, tuple[Node, bytes]] = field(default_factory=dict)
+    # The last generation rendered with this memo, for the next commit to patch (`render.patch`; not kept on disk).
+    previous: object = None
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "last": {}}
+        return {**self.__dict__, "last": {}, "previous": None}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
@@ -77,6 +79,7 @@ class NodeMemo:
         if len(self.sentinel) != len(revision):
             self.sentinel = _stand_in(len(revision))
             self.entries.clear()
+            self.previous = None
         return self.sentinel
 
 
