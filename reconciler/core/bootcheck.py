@@ -15,7 +15,7 @@ from reconciler.core.collect import Findings
 from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.locate import Locator
-from reconciler.core.model import Asset, CloudInitTemplate, Group, Location, Node, Profile, Site
+from reconciler.core.model import Asset, CloudInitTemplate, Group, Issue, Location, Node, Profile, Site
 
 _SAMPLE_MAC = "52:54:00:00:00:00"  # the sample node an unused profile is rendered for
 VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
@@ -71,10 +71,12 @@ class BootPlanChecker:
         self.secrets = secrets or {}  # placeholders (core.secrets): no finding may quote a value
         self.memo = memo
         if memo is not None and (memo.site != site or memo.secrets != self.secrets):
-            memo.site, memo.secrets, memo.profiles, memo.kept = site, dict(self.secrets), {}, {}
+            memo.site, memo.secrets, memo.profiles, memo.kept, memo.traces = site, dict(self.secrets), {}, {}, {}
         self.generation: dict[str, int | None] = {}  # by profile id: its memo generation (None: not kept)
         self.checked: set[str] = set()
         self.listed = {a.path for a in assets} if assets is not None else None
+        if memo is not None and memo.listed != self.listed:  # an asset-not-listed finding is in a trace
+            memo.listed, memo.traces = self.listed, {}
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
         # per (template, autoinstall): the first render that linted clean, to compare the next with
@@ -93,25 +95,89 @@ class BootPlanChecker:
         uses_token = self._uses_token(profile, cloud_init)
         generation = None if uses_token else self._generation(profile, cloud_init)
         renders = _Renders(None)
+        trace: list[tuple[object, ...]] | None = None
         if generation is not None and self.memo is not None:
             self.checked.add(node.name)
             kept = self.memo.kept.get(node.name)
             if kept is not None and kept[0] is node and kept[1] == generation:
-                renders = _Renders(kept[2])
                 self.memo.hits += 1
+                done = self.memo.traces.get(node.name)
+                if done is not None and self._replay(done, profile, cloud_init, node.name):
+                    self.memo.replayed += 1
+                    return
+                renders = _Renders(kept[2])
+            trace = []
 
         def context() -> Mapping[str, Any]:
             token = template.report_token(VALIDATION_SECRET, node.name, self.revision) if uses_token else ""
             return template.node_context(self.site, node, self.revision, token, self.secrets)
         subject = f"node {node.name!r}, {node.source.file}"
+        out = self.out if trace is None else _Traced(self.out, trace)
         self._check_machine(profile, context if renders.replaying else _once(context), subject, cloud_init,
-                            node.name, renders)
-        if generation is not None and self.memo is not None and not renders.replaying:
+                            node.name, renders, out, trace)
+        if generation is not None and self.memo is not None:
             # a failure is not kept: one from the commit's CPU budget says nothing of the next commit
             if any(isinstance(r, template.TemplateFailure) for r in renders.record):
                 self.memo.kept.pop(node.name, None)
-            else:
+                self.memo.traces.pop(node.name, None)
+                return
+            if not renders.replaying:
                 self.memo.kept[node.name] = (node, generation, renders.record)
+            if trace is not None:
+                self.memo.traces[node.name] = trace
+
+    def _replay(self, trace: list[tuple[object, ...]], profile: Profile, cloud_init: Mapping[str, CloudInitTemplate],
+                node: str) -> bool:
+        """What checking a kept node's renders did (`_Trace`), done again on this validation's
+        state: the findings it added, and where a lint runs once per validation (the args of a
+        profile, a user-data text), that lint's findings only when it is the first to ask, as a
+        check would. False, having done nothing, when it would be the first but did not lint
+        (another node was first when it was recorded): the caller checks it."""
+        for op in trace:
+            if op[0] == "args" and op[2] is None and op[1] not in self.linted_args:
+                return False
+            if op[0] == "user-data" and op[3] is None and op[1] not in self.linted_user_data:
+                return False
+        for op in trace:
+            kind = op[0]
+            if kind == "add":
+                self.out.add(cast(Issue, op[1]))
+            elif kind == "args":
+                key = cast(tuple[str, tuple[str, ...]], op[1])
+                if key not in self.linted_args:
+                    self.linted_args.add(key)
+                    self.out.extend(cast(tuple[Issue, ...], op[2]))
+            elif kind == "bytes":
+                self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
+            else:
+                self._replay_user_data(cast(tuple[str, str], op[1]), cast(bool, op[2]),
+                                       cast("tuple[Issue, ...] | None", op[3]))
+        return True
+
+    def _replay_user_data(self, key: tuple[str, str], autoinstall: bool, found: tuple[Issue, ...] | None) -> None:
+        """The user-data part of `_check_machine` with the lint's findings known (`found`; None:
+        not linted, which `_replay` allows only when another node has linted this text)."""
+        name, text = key
+        if found is None:
+            return  # another node linted this very text
+        if not found:
+            # It lints clean: no finding, whichever text the check's shortcut compares it with
+            # (`CleanShape.same` holds only for texts that lint clean), so none to make here; the
+            # shortcut's reference is set as a check would set it, for the nodes checked after.
+            self.linted_user_data.add(key)
+            if (name, autoinstall) not in self.clean_user_data:
+                self.clean_user_data[name, autoinstall] = CleanShape.of(text)
+            return
+        clean = self.clean_user_data.get((name, autoinstall))
+        if (clean is None or not clean.same(text)) and key not in self.linted_user_data:
+            self.linted_user_data.add(key)
+            self.out.extend(found)
+
+    def _count_bytes(self, size: int, source: Location, node: str) -> None:
+        self.rendered_bytes += size
+        if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
+            self.too_large = True
+            self.out.report("generation-too-large", source, template.generation_too_large(node))
 
     def _generation(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> int | None:
         """The memo's generation of `profile` as it is now, or None when its renders are not kept:
@@ -125,12 +191,14 @@ class BootPlanChecker:
         generation: int | None = None
         if not any(template.referenced_variables(t) & _REVISION_VARIABLES for t in texts):
             last = self.memo.profiles.get(profile.id)
-            if last is not None and last[0] == profile and last[1] == tpl:
-                generation = last[2]
+            # its document too: a finding at a boot arg points at the line it is on (a kept trace)
+            doc = self.where.document(profile.source.file)
+            if last is not None and last[0] == profile and last[1] == tpl and last[2] is doc:
+                generation = last[3]
             else:
                 self.memo.generations += 1
                 generation = self.memo.generations
-                self.memo.profiles[profile.id] = (profile, tpl, generation)
+                self.memo.profiles[profile.id] = (profile, tpl, doc, generation)
         self.generation[profile.id] = generation
         return generation
 
@@ -166,10 +234,14 @@ class BootPlanChecker:
         cloud_init: Mapping[str, CloudInitTemplate],
         node: str | None,
         renders: _Renders,
+        out: Findings | None = None,
+        trace: list[tuple[object, ...]] | None = None,
     ) -> None:
         """Boot values and user-data of one machine; `subject` None: template failures are not findings.
-        Its renders through `renders` (kept ones replayed: `context` is then made only for a line map)."""
-        rendered_args = self._check_boot(profile, context, subject, renders)
+        Its renders through `renders` (kept ones replayed: `context` is then made only for a line map).
+        `out`: where findings go (default the checker's); `trace`: what the check does, recorded."""
+        out = out if out is not None else self.out
+        rendered_args = self._check_boot(profile, context, subject, renders, out, trace)
         tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
         if tpl is None:
             return
@@ -177,18 +249,21 @@ class BootPlanChecker:
             text = renders.call(template.render, tpl.text, context)
         except template.TemplateFailure as exc:
             if subject is not None:
-                self.out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
+                out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
             return
         if node is not None:
-            self.rendered_bytes += len(text)
-            if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
-                self.too_large = True
-                self.out.report("generation-too-large", tpl.source, template.generation_too_large(node))
+            if trace is not None:
+                trace.append(("bytes", len(text), tpl.source))
+            self._count_bytes(len(text), tpl.source, node)
         autoinstall = "autoinstall" in (rendered_args or ())
         clean = self.clean_user_data.get((tpl.name, autoinstall))
-        if clean is not None and clean.same(text):
-            return  # lints as that one did: clean (core.lint.clean_shape)
         key = (tpl.name, text)
+        if clean is not None and clean.same(text):
+            if trace is not None:
+                trace.append(("user-data", key, autoinstall, ()))
+            return  # lints as that one did: clean (core.lint.clean_shape)
+        if key in self.linted_user_data and trace is not None:
+            trace.append(("user-data", key, autoinstall, None))
         if key not in self.linted_user_data:
             self.linted_user_data.add(key)
             mapping: list[Callable[[int], int]] = []
@@ -200,6 +275,8 @@ class BootPlanChecker:
 
             found = lint.lint_user_data(text, tpl.source, autoinstall, line_of)
             self.out.extend(found)
+            if trace is not None:
+                trace.append(("user-data", key, autoinstall, tuple(found)))
             if not found and (tpl.name, autoinstall) not in self.clean_user_data:
                 self.clean_user_data[tpl.name, autoinstall] = CleanShape.of(text)
 
@@ -224,29 +301,39 @@ class BootPlanChecker:
         self._check_boot(profile, lambda: context, f"group {group.id!r}, {group.source.file}", _Renders(None))
 
     def _check_boot(self, profile: Profile, context: Callable[[], Mapping[str, Any]], subject: str | None,
-                    renders: _Renders) -> tuple[str, ...] | None:
+                    renders: _Renders, out: Findings | None = None,
+                    trace: list[tuple[object, ...]] | None = None) -> tuple[str, ...] | None:
         """Render kernel, initrd and args; check and lint them. Returns the rendered args."""
+        out = out if out is not None else self.out
         def arg_loc(index: int) -> Location:
             return self.where.arg(profile, index)
 
         def path_loc(index: int) -> Location:
             return self.where.boot_path(profile, index)
 
-        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, self.out, renders)
-        boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, self.out,
+        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, out, renders)
+        boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, out,
                                   renders)
-        _check_boot_values(profile, rendered_args or (), boot_paths, arg_loc, path_loc, self.out)
-        if rendered_args is None or (profile.id, rendered_args) in self.linted_args:
+        _check_boot_values(profile, rendered_args or (), boot_paths, arg_loc, path_loc, out)
+        if rendered_args is None:
             return rendered_args
-        self.linted_args.add((profile.id, rendered_args))
-        self.out.extend(lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None))
+        key = (profile.id, rendered_args)
+        if key in self.linted_args:
+            if trace is not None:
+                trace.append(("args", key, None))
+            return rendered_args
+        self.linted_args.add(key)
+        found = lint.lint_args(rendered_args, arg_loc, profile.source, profile.cloud_init is not None)
         if self.listed is not None:
             refs = [(a, i, arg_loc) for i, a in enumerate(rendered_args) if a.startswith("url=")]
             refs += [(p, i, path_loc) for i, p in enumerate(boot_paths or ()) if p]
             for ref, index, loc_of in refs:
                 path = lint.asset_path(ref, self.site.server_url)
                 if path is not None and path not in self.listed:
-                    self.out.add(lint.finding("asset-not-listed", loc_of(index), path))
+                    found.append(lint.finding("asset-not-listed", loc_of(index), path))
+        self.out.extend(found)
+        if trace is not None:
+            trace.append(("args", key, tuple(found)))
         return rendered_args
 
 
@@ -316,6 +403,25 @@ def _once(make: Callable[[], Mapping[str, Any]]) -> Callable[[], Mapping[str, An
             made.append(make())
         return made[0]
     return get
+
+
+class _Traced(Findings):
+    """The findings of one node's check (`BootPlanChecker.check_node`), passed on to the
+    validation's and recorded in its trace, to be replayed at the next validation
+    (`BootPlanChecker._replay`): ("add", finding), and, where a lint runs once per validation,
+    ("args", key, findings) and ("user-data", key, autoinstall, findings) (None: another node
+    ran it), and ("bytes", size, where) for the generation's size bound."""
+
+    def __init__(self, out: Findings, trace: list[tuple[object, ...]]) -> None:
+        super().__init__()
+        self.out, self.trace = out, trace
+
+    def add(self, issue: Issue) -> None:
+        self.trace.append(("add", issue))
+        self.out.add(issue)
+
+    def template_failure(self, loc: Location, exc: template.TemplateFailure, subject: str) -> None:
+        self.out.template_failure(loc, exc, subject)  # a trace with a failure is not kept
 
 
 class _Renders:

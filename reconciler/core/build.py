@@ -16,6 +16,7 @@ from typing import Any
 
 from reconciler.core import assets as manifest
 from reconciler.core import schema, secrets, template
+from reconciler.core.codes import issue
 from reconciler.core.collect import Findings
 from reconciler.core.docmemo import BuiltNode, ValidateMemo
 from reconciler.core.model import (
@@ -24,6 +25,7 @@ from reconciler.core.model import (
     BootFiles,
     CloudInitTemplate,
     Group,
+    Issue,
     Location,
     Node,
     Profile,
@@ -49,24 +51,67 @@ def stem(path: str) -> str:
 # -- parsing -----------------------------------------------------------------------------------
 
 
+_TEMPLATES = ("cloud-init", "keyring", "ignition", "generic")  # not parsed here
+
+
 def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = None) -> dict[str, Document]:
     """Every document of the snapshot parsed (`memo`: what an earlier validation parsed is reused
-    for unchanged bytes)."""
-    docs: dict[str, Document] = {}
-    for path in sorted(snapshot.files):
-        kind = kind_of(path)
-        if kind is None or kind in ("cloud-init", "keyring", "ignition", "generic"):
-            continue  # templates (cloud-init: parsed per node after rendering; ignition, generic: core.ignition); keys
-        parse = parse_json if path.endswith(".json") else parse_yaml
-        doc, issues = parse(path, snapshot.files[path]) if memo is None \
-            else memo.parse(path, snapshot.files[path], parse)
-        out.extend(issues)
-        if doc is not None:
-            docs[path] = doc
-    if memo is not None:
-        memo.keep_only(snapshot.files)
+    for unchanged bytes; when the paths are the same as last time, only changed files are looked at)."""
+    docs = _parse_changed(snapshot.files, out, memo) if memo is not None else None
+    if docs is None:
+        docs = {}
+        found: dict[str, tuple[Issue, ...]] = {}
+        for path in sorted(snapshot.files):
+            kind = kind_of(path)
+            if kind is None or kind in _TEMPLATES:
+                continue  # templates (cloud-init: parsed per node once rendered; ignition, generic: ignition.py), keys
+            parse = parse_json if path.endswith(".json") else parse_yaml
+            doc, issues = parse(path, snapshot.files[path]) if memo is None \
+                else memo.parse(path, snapshot.files[path], parse)
+            out.extend(issues)
+            if issues:
+                found[path] = tuple(issues)
+            if doc is not None:
+                docs[path] = doc
+        if memo is not None:
+            memo.keep_only(snapshot.files)
+            memo.last_parse, memo.changed = (dict(snapshot.files), docs, found), None
     if SITE_FILE not in snapshot.files:
         out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
+    return docs
+
+
+def _parse_changed(files: Mapping[str, bytes], out: Findings, memo: ValidateMemo) -> dict[str, Document] | None:
+    """`parse_all` of files whose paths are those of the memo's last snapshot: the last documents
+    with the changed files' put in (issue 25: the loop over every path cost 0.39 s of a one-node
+    commit to 100,000 nodes). None when the paths differ, or a file starts or stops giving a
+    document (its place in the documents' path order would change): every path is then parsed."""
+    if memo.last_parse is None:
+        return None
+    before, docs_before, found_before = memo.last_parse
+    if len(files) != len(before) or files.keys() != before.keys():
+        return None
+    changed = [path for path, content in files.items() if content is not before[path] and content != before[path]]
+    docs, found = dict(docs_before), dict(found_before)
+    parsed: list[str] = []
+    for path in changed:
+        kind = kind_of(path)
+        if kind is None or kind in _TEMPLATES:
+            continue
+        doc, issues = memo.parse(path, files[path], parse_json if path.endswith(".json") else parse_yaml)
+        if (doc is None) != (path not in docs):
+            return None
+        if doc is not None:
+            docs[path] = doc
+            parsed.append(path)
+        if issues:
+            found[path] = tuple(issues)
+        else:
+            found.pop(path, None)
+    for issues in found.values():
+        out.extend(issues)
+    memo.hits += len(docs) - len(parsed)
+    memo.last_parse, memo.changed = (dict(files), docs, found), parsed
     return docs
 
 
@@ -393,23 +438,68 @@ def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
 
 def nodes(docs: Mapping[str, Document], out: Findings, memo: ValidateMemo | None = None) -> list[Node]:
     """The node files' Nodes (`memo`: a file whose Document it kept gives the Node built last time,
-    the same object, and the same findings)."""
+    the same object, and the same findings; when `parse_all` knows which files changed and each
+    changed node file stays a node of its own name, only those are looked at)."""
+    if memo is not None:
+        patched = _nodes_changed(docs, out, memo)
+        if patched is not None:
+            return patched
     nodes: dict[str, Node] = {}
+    found: dict[str, tuple[Issue, ...]] = {}
+    names: dict[str, int] = {}
     for path, doc in docs.items():
         if kind_of(path) != "node":
             continue
         before, reaches, node, after = node_of(path, doc) if memo is None else memo.node(path, doc, node_of)
-        out.extend(before)
-        if not reaches:
-            continue
+        emitted = list(before)
         name = stem(path)
-        if name in nodes:
-            out.report("duplicate-node", doc.loc(), f"node {name!r} is also defined in {nodes[name].source.file}")
-            continue
-        out.extend(after)
-        if node is not None:
-            nodes[name] = node
-    return list(nodes.values())
+        names[name] = names.get(name, 0) + 1
+        if reaches and name in nodes:
+            emitted.append(issue("duplicate-node", doc.loc(),
+                                 f"node {name!r} is also defined in {nodes[name].source.file}"))
+        elif reaches:
+            emitted += after
+            if node is not None:
+                nodes[name] = node
+        out.extend(emitted)
+        if emitted:
+            found[path] = tuple(emitted)
+    built = list(nodes.values())
+    if memo is not None:  # a copy: the caller adds to its list
+        memo.last_nodes = (list(built), {node.name: i for i, node in enumerate(built)}, found, names)
+    return built
+
+
+def _nodes_changed(docs: Mapping[str, Document], out: Findings, memo: ValidateMemo) -> list[Node] | None:
+    """`nodes` from the last outcome, when every node file `parse_all` parsed anew built a node
+    before and builds one now, and is the only file of its name: the node takes the old one's
+    place. None otherwise (every node file is then looked at)."""
+    if memo.changed is None or memo.last_nodes is None:
+        return None
+    built, places, found_before, names = memo.last_nodes
+    changed = [path for path in memo.changed if kind_of(path) == "node"]
+    if not changed:
+        for issues in found_before.values():
+            out.extend(issues)
+        return list(built)  # a copy: the caller adds to its list
+    built, found = list(built), dict(found_before)
+    for path in changed:
+        name = stem(path)
+        last = memo.built(path)
+        if names.get(name) != 1 or last is None or not last[1] or last[2] is None or name not in places:
+            return None
+        before, reaches, node, after = memo.node(path, docs[path], node_of)
+        if not reaches or node is None:
+            return None
+        built[places[name]] = node
+        if before or after:
+            found[path] = (*before, *after)
+        else:
+            found.pop(path, None)
+    for issues in found.values():
+        out.extend(issues)
+    memo.last_nodes = (built, places, found, names)
+    return list(built)
 
 
 def node_of(path: str, doc: Document) -> BuiltNode:

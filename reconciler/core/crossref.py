@@ -11,9 +11,11 @@ import difflib
 from collections import defaultdict
 from collections.abc import Mapping
 
+from reconciler.core.codes import issue
 from reconciler.core.collect import Findings
+from reconciler.core.docmemo import CrossMemo
 from reconciler.core.locate import Locator
-from reconciler.core.model import Group, Node, Profile, Site
+from reconciler.core.model import Group, Issue, Node, Profile, Site
 from reconciler.core.render import dnsmasq
 from reconciler.core.select import SelectorIndex
 
@@ -32,8 +34,11 @@ def check_profile_refs(
 
 
 def check_groups(
-    groups: list[Group], profiles: Mapping[str, object], nodes: list[Node], where: Locator, out: Findings
+    groups: list[Group], profiles: Mapping[str, object], nodes: list[Node], where: Locator, out: Findings,
+    memo: CrossMemo | None = None,
 ) -> None:
+    """One default group per site, profiles named; each node against the groups selecting it
+    (`memo`: a node checked at an earlier validation against the same groups is not checked again)."""
     defaults = sorted((g for g in groups if g.is_default), key=lambda g: g.id)
     for i, extra in enumerate(defaults):
         # with sites, one default per site: defaults kept to different sites (`site:`) do not meet
@@ -54,103 +59,209 @@ def check_groups(
                 + _suggest(group.profile, profiles),
             )
     selecting = SelectorIndex([g for g in groups if not g.is_default])
-    for node in nodes:
-        labels = {**node.labels, "mac": node.mac}
-        hits = [g for g in selecting.matching(labels) if g.site is None or g.site == node.site]
-        by_count: dict[int, list[Group]] = defaultdict(list)
-        for g in hits:
-            by_count[len(g.selector)].append(g)
-            if g.profile != node.profile:
-                out.report(
-                    "group-conflicts-node",
-                    where.field(g.source, "profile"),
-                    f"group {g.id!r} selects node {node.name!r} ({node.source.file}) with profile {g.profile!r}, "
-                    f"but the node names profile {node.profile!r}",
-                )
-        for count, tied in by_count.items():
-            if len(tied) > 1 and len({g.profile for g in tied}) > 1:
-                ids = ", ".join(sorted(g.id for g in tied))
-                first = min(tied, key=lambda g: g.source.file)
-                out.report(
-                    "group-ambiguous",
-                    where.field(first.source, "selector"),
-                    f"groups {ids} all have {count} selector(s) and all match node {node.name!r}: "
-                    "matchbox would pick one silently",
-                )
+    if memo is None:
+        for node in nodes:
+            out.extend(_selected(node, selecting, where))
+        return
+    # the groups' locations come from their documents: a kept document is the same object
+    key = [(g, where.document(g.source.file)) for g in groups]
+    last = memo.groups_key
+    if last is None or len(key) != len(last) or \
+            any(a[0] != b[0] or a[1] is not b[1] for a, b in zip(key, last, strict=True)):
+        memo.groups_key, memo.grouped_nodes, memo.grouped = key, {}, {}
+    current = {id(node): node for node in nodes}
+    for gone in [i for i in memo.grouped_nodes if i not in current]:
+        del memo.grouped_nodes[gone]
+        memo.grouped.pop(gone, None)
+    for i, node in current.items():
+        if i not in memo.grouped_nodes:
+            memo.grouped_nodes[i] = node
+            found = _selected(node, selecting, where)
+            if found:
+                memo.grouped[i] = found
+    for found in memo.grouped.values():
+        out.extend(found)
+
+
+def _selected(node: Node, selecting: SelectorIndex, where: Locator) -> tuple[Issue, ...]:
+    """A node against the groups that select it: a group naming another profile, groups tied."""
+    out = Findings()
+    labels = {**node.labels, "mac": node.mac}
+    hits = [g for g in selecting.matching(labels) if g.site is None or g.site == node.site]
+    by_count: dict[int, list[Group]] = defaultdict(list)
+    for g in hits:
+        by_count[len(g.selector)].append(g)
+        if g.profile != node.profile:
+            out.report(
+                "group-conflicts-node",
+                where.field(g.source, "profile"),
+                f"group {g.id!r} selects node {node.name!r} ({node.source.file}) with profile {g.profile!r}, "
+                f"but the node names profile {node.profile!r}",
+            )
+    for count, tied in by_count.items():
+        if len(tied) > 1 and len({g.profile for g in tied}) > 1:
+            ids = ", ".join(sorted(g.id for g in tied))
+            first = min(tied, key=lambda g: g.source.file)
+            out.report(
+                "group-ambiguous",
+                where.field(first.source, "selector"),
+                f"groups {ids} all have {count} selector(s) and all match node {node.name!r}: "
+                "matchbox would pick one silently",
+            )
+    return tuple(out.issues)
+
+
+_UNIQUE = (("mac", "duplicate-mac"), ("ip", "duplicate-ip"), ("hostname", "duplicate-hostname"))
+
+
+def _unique_values(node: Node) -> list[tuple[str, str]]:
+    """(field, value) of what no two nodes may share."""
+    values = [("mac", node.mac), ("ip", str(node.ip) if node.ip else None), ("hostname", node.hostname.lower())]
+    return [(key, value) for key, value in values if value is not None]
+
+
+def _duplicate(node: Node, key: str, value: str, other: Node, where: Locator) -> Issue:
+    code = dict(_UNIQUE)[key]
+    return issue(code, where.field(node.source, key),
+                 f"{key} {value} of node {node.name!r} is also used by node {other.name!r} ({other.source.file})")
 
 
 def check_nodes(
-    nodes: list[Node], profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator, out: Findings
+    nodes: list[Node], profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator, out: Findings,
+    memo: CrossMemo | None = None,
 ) -> None:
     """Profiles named, addresses and names unique across the repository (every site), a fixed
-    ip inside its own site's subnets (`sites` by name, "" for a repository without sites)."""
+    ip inside its own site's subnets (`sites` by name, "" for a repository without sites).
+    `memo`: what an earlier validation found for the same Node objects is reused while the
+    profile names and sites are the same, and the duplicates come from an index updated by the
+    nodes that came and went (issue 25); the findings are the same as without it."""
+    if memo is not None and _check_nodes_reusing(nodes, profiles, sites, where, out, memo):
+        return
     seen: dict[str, dict[str, Node]] = {"mac": {}, "ip": {}, "hostname": {}}
     for node in sorted(nodes, key=lambda n: n.source.file):
-        if node.profile not in profiles:
-            out.report(
-                "ref-profile",
-                where.field(node.source, "profile"),
-                f"node {node.name!r} names profile {node.profile!r}, which does not exist"
-                + _suggest(node.profile, profiles),
-            )
-        for key, code, value in (
-            ("mac", "duplicate-mac", node.mac),
-            ("ip", "duplicate-ip", str(node.ip) if node.ip else None),
-            ("hostname", "duplicate-hostname", node.hostname.lower()),
-        ):
-            if value is None:
-                continue
+        out.extend(_own(node, profiles, sites, where))
+        for key, value in _unique_values(node):
             other = seen[key].get(value)
             if other is not None:
-                out.report(
-                    code,
-                    where.field(node.source, key),
-                    f"{key} {value} of node {node.name!r} is also used by node {other.name!r} ({other.source.file})",
-                )
+                out.add(_duplicate(node, key, value, other, where))
             else:
                 seen[key][value] = node
-        if dnsmasq.reads_as_keyword(node.hostname):
+
+
+def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], sites: Mapping[str, Site],
+                         where: Locator, out: Findings, memo: CrossMemo) -> bool:
+    """`check_nodes` with `memo`; False (the memo emptied) when two nodes come from one file:
+    which of them is first then depends on their order in `nodes`, which the index does not keep."""
+    current = {id(node): node for node in nodes}
+    if len(current) != len(nodes):
+        memo.reset()
+        return False
+    key = (frozenset(profiles), dict(sites))
+    if key != memo.key:
+        memo.key, memo.own = key, {}
+        for i, node in memo.nodes.items():
+            found = _own(node, profiles, sites, where)
+            if found:
+                memo.own[i] = found
+    touched: set[tuple[str, str]] = set()
+    for i in [i for i in memo.nodes if i not in current]:
+        node = memo.nodes.pop(i)
+        memo.own.pop(i, None)
+        memo.dups.pop(i, None)
+        memo.files[node.source.file] -= 1
+        for pair in _unique_values(node):
+            holders = memo.holders[pair]
+            del holders[next(at for at, held in enumerate(holders) if held is node)]
+            touched.add(pair)
+    added = [node for i, node in current.items() if i not in memo.nodes]
+    for node in added:
+        memo.nodes[id(node)] = node
+        found = _own(node, profiles, sites, where)
+        if found:
+            memo.own[id(node)] = found
+        memo.files[node.source.file] = memo.files.get(node.source.file, 0) + 1
+        for pair in _unique_values(node):
+            memo.holders.setdefault(pair, []).append(node)
+            touched.add(pair)
+    if any(memo.files[node.source.file] > 1 for node in added):  # the memo has none before: it is emptied
+        memo.reset()
+        return False
+    for pair in touched:
+        holders = memo.holders[pair]
+        if not holders:
+            del memo.holders[pair]
+            continue
+        holders.sort(key=lambda n: n.source.file)
+        first = holders[0]
+        for node in holders:
+            dups = memo.dups.get(id(node))
+            if node is first:
+                if dups is not None:
+                    dups.pop(pair[0], None)
+                    if not dups:
+                        del memo.dups[id(node)]
+            else:
+                memo.dups.setdefault(id(node), {})[pair[0]] = _duplicate(node, pair[0], pair[1], first, where)
+    for found in memo.own.values():
+        out.extend(found)
+    for dups in memo.dups.values():
+        out.extend(dups.values())
+    return True
+
+
+def _own(node: Node, profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator) -> tuple[Issue, ...]:
+    """A node's findings of its own: its profile, its hostname to dnsmasq, its ip in its site."""
+    out = Findings()
+    if node.profile not in profiles:
+        out.report(
+            "ref-profile",
+            where.field(node.source, "profile"),
+            f"node {node.name!r} names profile {node.profile!r}, which does not exist"
+            + _suggest(node.profile, profiles),
+        )
+    if dnsmasq.reads_as_keyword(node.hostname):
+        out.report(
+            "dnsmasq-hostname",
+            where.field(node.source, "hostname"),
+            f"hostname {node.hostname!r} of node {node.name!r} reads to dnsmasq as a keyword or lease time: "
+            "dnsmasq.conf gives the machine no name (set `hostname:` to a name with a letter)",
+        )
+    site = sites.get(node.site or "")
+    if site is not None and node.ip is not None:
+        subnet = site.subnet_for(node.ip)
+        if subnet is None:
+            declared = ", ".join(str(s.network) for s in site.subnets) or "none"
+            at = f" of site {site.name!r}" if site.name else ""
+            elsewhere = next((o.name for o in sites.values() if o is not site and o.subnet_for(node.ip)), None)
+            hint = f"; it is in a subnet of site {elsewhere!r}" if elsewhere else ""
             out.report(
-                "dnsmasq-hostname",
-                where.field(node.source, "hostname"),
-                f"hostname {node.hostname!r} of node {node.name!r} reads to dnsmasq as a keyword or lease time: "
-                "dnsmasq.conf gives the machine no name (set `hostname:` to a name with a letter)",
+                "ip-outside-subnet",
+                where.field(node.source, "ip"),
+                f"ip {node.ip} of node {node.name!r} is in no declared subnet{at} (declared: {declared}){hint}",
             )
-        site = sites.get(node.site or "")
-        if site is not None and node.ip is not None:
-            subnet = site.subnet_for(node.ip)
-            if subnet is None:
-                declared = ", ".join(str(s.network) for s in site.subnets) or "none"
-                at = f" of site {site.name!r}" if site.name else ""
-                elsewhere = next((o.name for o in sites.values() if o is not site and o.subnet_for(node.ip)), None)
-                hint = f"; it is in a subnet of site {elsewhere!r}" if elsewhere else ""
-                out.report(
-                    "ip-outside-subnet",
-                    where.field(node.source, "ip"),
-                    f"ip {node.ip} of node {node.name!r} is in no declared subnet{at} (declared: {declared}){hint}",
-                )
-            elif node.ip == site.server_address or node.ip in subnet.routers:
-                what = "server.address" if node.ip == site.server_address else "a router"
-                out.report(
-                    "ip-conflict",
-                    where.field(node.source, "ip"),
-                    f"ip {node.ip} of node {node.name!r} is {what} in netboot.yaml: two hosts would answer it",
-                )
-            elif subnet.in_pool(node.ip):
-                assert subnet.pool is not None
-                out.report(
-                    "ip-in-pool",
-                    where.field(node.source, "ip"),
-                    f"ip {node.ip} of node {node.name!r} is inside the pool "
-                    f"{subnet.pool[0]} - {subnet.pool[1]}: "
-                    "it could be leased to another machine",
-                )
-            elif node.ip in (subnet.network.network_address, subnet.network.broadcast_address):
-                out.report(
-                    "ip-outside-subnet",
-                    where.field(node.source, "ip"),
-                    f"ip {node.ip} is the network or broadcast address of {subnet.network}",
-                )
+        elif node.ip == site.server_address or node.ip in subnet.routers:
+            what = "server.address" if node.ip == site.server_address else "a router"
+            out.report(
+                "ip-conflict",
+                where.field(node.source, "ip"),
+                f"ip {node.ip} of node {node.name!r} is {what} in netboot.yaml: two hosts would answer it",
+            )
+        elif subnet.in_pool(node.ip):
+            assert subnet.pool is not None
+            out.report(
+                "ip-in-pool",
+                where.field(node.source, "ip"),
+                f"ip {node.ip} of node {node.name!r} is inside the pool "
+                f"{subnet.pool[0]} - {subnet.pool[1]}: "
+                "it could be leased to another machine",
+            )
+        elif node.ip in (subnet.network.network_address, subnet.network.broadcast_address):
+            out.report(
+                "ip-outside-subnet",
+                where.field(node.source, "ip"),
+                f"ip {node.ip} is the network or broadcast address of {subnet.network}",
+            )
+    return tuple(out.issues)
 
 
 def check_subnets(site: Site, out: Findings) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from reconciler.core.model import CloudInitTemplate, Issue, Node, Profile
+from reconciler.core.model import CloudInitTemplate, Group, Issue, Node, Profile
 from reconciler.core.yamldoc import Document
 
 Parsed = tuple[Document | None, tuple[Issue, ...]]
@@ -26,16 +26,43 @@ BuiltNode = tuple[tuple[Issue, ...], bool, Node | None, tuple[Issue, ...]]
 class BootMemo:
     """One site's boot-template renders per node (`core.bootcheck`): node name -> (the Node, its
     profile's generation, what each template render gave, in call order). A profile's generation
-    changes whenever its value or its cloud-init template's does; `site` and `secrets` are what
-    every kept render was made with (a change empties it)."""
+    changes whenever its value, its document (the lines findings point at) or its cloud-init
+    template's changes; `site` and `secrets` are what every kept render was made with (a change
+    empties it). `traces`: by node name, what checking those renders did (`bootcheck._Trace`),
+    replayed instead of checking again while `listed` (assets.yaml's paths) is the same."""
 
     def __init__(self) -> None:
         self.site: object = None
         self.secrets: object = None
-        self.profiles: dict[str, tuple[Profile, CloudInitTemplate | None, int]] = {}
+        self.profiles: dict[str, tuple[Profile, CloudInitTemplate | None, object, int]] = {}
         self.kept: dict[str, tuple[Node, int, list[object]]] = {}
+        self.traces: dict[str, list[tuple[object, ...]]] = {}
+        self.listed: object = None
         self.generations = 0
         self.hits = 0
+        self.replayed = 0
+
+
+class CrossMemo:
+    """`core.crossref`'s per-node findings between validations, by the Node objects they were
+    made for (kept here, so their ids stay theirs): a node the validation memo hands back as the
+    same object is not checked again while what its findings depend on is unchanged (`key`,
+    `groups_key`); the duplicate checks run on an index of who holds each MAC, address and name."""
+
+    def __init__(self) -> None:
+        self.groups_key: list[tuple[Group, Document | None]] | None = None  # what `grouped` was made with
+        self.grouped_nodes: dict[int, Node] = {}
+        self.grouped: dict[int, tuple[Issue, ...]] = {}  # non-empty only
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the nodes' own findings and the index (not `grouped`)."""
+        self.key: object = None  # what `own` was made with: the profile names and the sites
+        self.nodes: dict[int, Node] = {}
+        self.own: dict[int, tuple[Issue, ...]] = {}  # non-empty only
+        self.holders: dict[tuple[str, str], list[Node]] = {}  # (field, value) -> its nodes, by source file
+        self.dups: dict[int, dict[str, Issue]] = {}  # node -> field -> its duplicate finding; non-empty only
+        self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
 
 
 class ValidateMemo:
@@ -45,6 +72,14 @@ class ValidateMemo:
         self._kept: dict[str, tuple[bytes, Parsed]] = {}
         self._nodes: dict[str, tuple[Document, BuiltNode]] = {}
         self.boot: dict[str, BootMemo] = {}  # by site name
+        self.crossref = CrossMemo()
+        # `core.build.parse_all`'s last outcome: the files, their documents, each file's findings
+        # (non-empty only); and the paths whose documents it parsed anew (None: it parsed all)
+        self.last_parse: tuple[dict[str, bytes], dict[str, Document], dict[str, tuple[Issue, ...]]] | None = None
+        self.changed: list[str] | None = None
+        # `core.build.nodes`' last outcome: its nodes, each one's place among them by name, each
+        # node file's findings (non-empty only), and how many node files each name has
+        self.last_nodes: tuple[list[Node], dict[str, int], dict[str, tuple[Issue, ...]], dict[str, int]] | None = None
         self.hits = 0
         self.misses = 0
 
@@ -67,6 +102,11 @@ class ValidateMemo:
         built = build(path, doc)
         self._nodes[path] = (doc, built)
         return built
+
+    def built(self, path: str) -> BuiltNode | None:
+        """What the node file at `path` gave last (None: not built)."""
+        kept = self._nodes.get(path)
+        return kept[1] if kept is not None else None
 
     def keep_only(self, paths: Collection[str]) -> None:
         """Forget the files a snapshot no longer has (deleted, renamed)."""

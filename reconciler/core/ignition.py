@@ -96,9 +96,9 @@ def read_templates(
     """The templates under `directory/` (`ignition` or `generic`), by file name, and what is wrong."""
     out: dict[str, MatchboxTemplate] = {}
     issues: list[Issue] = []
-    for path in sorted(files):
-        if posixpath.dirname(path) != directory:
-            continue
+    prefix = directory + "/"
+    # startswith first: posixpath on each of 100,000 node files cost 0.37 s of a one-node commit (issue 25)
+    for path in sorted(p for p in files if p.startswith(prefix) and posixpath.dirname(p) == directory):
         loc = Location(path, 1, 1)
         try:
             text = files[path].decode("utf-8")
@@ -191,10 +191,11 @@ def check_references(
         return generic.get(booted.generic_id or "") if booted is not None else None
 
     # a node's values are made only for a node whose profile has a generic template (few do)
+    # (and none is looked at when no profile has one: a one-node commit to 100,000 nodes, issue 25)
     targets: list[tuple[str, MatchboxTemplate, Mapping[str, Any], Mapping[str, str]]] = [
         (f"node {n.name!r}", tpl, node_values(n), {"mac": n.mac}) for n in nodes
         if (tpl := template_of(n.profile)) is not None
-    ]
+    ] if any(template_of(pid) is not None for pid in profiles) else []
     targets += [(f"group {g.id!r}", tpl, g.metadata, g.selector) for g in groups
                 if (tpl := template_of(g.profile)) is not None]
     for subject, tpl, metadata, selector in targets:

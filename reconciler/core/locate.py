@@ -19,6 +19,10 @@ class Locator:
     def __init__(self, docs: Mapping[str, Document]) -> None:
         self._docs = docs
 
+    def document(self, file: str) -> Document | None:
+        """The document of `file` (None: none parsed): a kept one is the same object (`core.docmemo`)."""
+        return self._docs.get(file)
+
     def field(self, source: Location, *path: str | int, key: bool = True) -> Location:
         """The line of the field at `path` in the document `source` points into (or `source`)."""
         doc = self._docs.get(source.file)

@@ -114,11 +114,11 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     known_profiles = {**dict.fromkeys(declared["profile"]), **profiles}
     crossref.check_profile_refs(profiles, {**dict.fromkeys(declared["cloud-init"]), **cloud_init}, where, out)
     sites.check_members(nodes, groups, site_names, where, out)
-    crossref.check_groups(groups, known_profiles, nodes, where, out)
+    crossref.check_groups(groups, known_profiles, nodes, where, out, memo.crossref if memo is not None else None)
     for profile in profiles.values():
         out.extend(lint_static_seed(profile, where))
     check_references(profiles, nodes, groups, ignition_files, generic_files, where, out)
-    crossref.check_nodes(nodes, known_profiles, by_name, where, out)
+    crossref.check_nodes(nodes, known_profiles, by_name, where, out, memo.crossref if memo is not None else None)
     used_secrets = secrets.check_references(secrets_file, profiles, cloud_init, where, out,
                                             failed=secrets_file is None and SECRETS_FILE in snapshot.files)
     if by_name:

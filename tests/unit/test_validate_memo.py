@@ -4,10 +4,14 @@ and the same states; files whose bytes did not change are not parsed again."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.docmemo import ValidateMemo
+from reconciler.core.model import Node
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import Validation, validate
 from tests.repo_builder import files as base_files
@@ -37,6 +41,33 @@ _FAULTS = st.sampled_from([
     ("nodes/node-2.yaml", "mac: 52:54:00:aa:bb:02\nprofile: local\nmetadata: {note: {x: 1}}\n"),
     ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: local\nlabels: {rack: r3}\n"),
     ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: local\nlabels: {rack: 'r 3'}\n"),
+    # cross references (core.crossref, its memo): duplicates of MAC, address and name, which node
+    # is first, the pool, groups selecting a node with another profile or tied, a group file's
+    # lines moved, a one-machine group, a new profile name (the suggestions)
+    ("nodes/node-2.yaml", "mac: 52:54:00:aa:bb:01\nip: 10.10.10.202\nprofile: install\n"),
+    ("nodes/node-0.yaml", "mac: 52:54:00:aa:bb:01\nip: 10.10.10.201\nprofile: install\n"),
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: local\nhostname: node-1\n"),
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nip: 10.10.10.50\nprofile: local\n"),
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nip: 10.10.10.201\nprofile: local\nlabels: {rack: r1}\n"),
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nip: 10.10.11.5\nprofile: lokal\n"),
+    ("groups/rack.yaml", "profile: local\nselector: {rack: r1}\n"),
+    ("groups/rack.yaml", "# moved down\n\nprofile: local\nselector: {rack: r1}\n"),
+    ("groups/rack2.yaml", "profile: install\nselector: {rack: r1}\n"),
+    ("groups/m1.yaml", "profile: local\nselector: {mac: 52:54:00:aa:bb:03}\n"),
+    ("profiles/locale.yaml", "name: X\nboot: {}\n"),
+    # replayed boot checks (core.bootcheck's traces): the same args or user-data for many nodes
+    # (linted once, by the first node: which one changes with edits), a finding whose line moves
+    # with the profile's text alone, assets listed or not for a path that differs per node
+    ("profiles/local.yaml", "name: L\nboot:\n  kernel: /assets/{{ labels.rack }}\n"
+     "  args: ['url=/assets/x.iso', '||']\n"),
+    ("profiles/local.yaml", "# moved\nname: L\nboot:\n  kernel: /assets/{{ labels.rack }}\n"
+     "  args: ['url=/assets/x.iso', '||']\n"),
+    ("profiles/local.yaml", "name: L\nboot: {kernel: /assets/k}\ncloud_init: plain\n"),
+    ("cloud-init/plain.yaml", "#cloud-config\nhostname: a\nhostname: b\n"),
+    ("cloud-init/plain.yaml", "#cloud-config\nhostname: {{ hostname }}\n"),
+    ("assets.yaml", "assets:\n  - path: /assets/r1\n    url: https://example.com/r1\n    sha256: " + "ab" * 32 + "\n"),
+    ("nodes/node-4.yaml", "mac: 52:54:00:aa:bb:04\nprofile: local\nlabels: {rack: r1}\n"),
+    ("nodes/node-0.yaml", "mac: 52:54:00:aa:bb:00\nprofile: local\nlabels: {rack: r2}\n"),
 ])
 
 
@@ -116,3 +147,71 @@ def test_a_changed_node_is_checked_with_fresh_renders() -> None:
         snapshot = Snapshot(f"rev{number}", dict(files))
         assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
     assert any(i.code == "boot-value-unsafe" for i in validate(snapshot).issues)
+
+
+@pytest.mark.parametrize("user_data", [False, True])
+def test_a_lint_run_once_per_validation_is_run_by_the_next_node_when_the_first_changes(user_data: bool) -> None:
+    """Nodes whose args (or user-data) render alike are linted once, by the first node: its
+    findings are replayed from the memo (core.bootcheck's traces) only by a node that linted;
+    when the first one changes or goes, the next must lint, as a validation from scratch does.
+    The kernel path differs per node, so which node lints shows in the asset finding."""
+    files = base_files()
+    # with user-data, args of each node's own (each lints its args): the user-data alone is shared
+    files["profiles/local.yaml"] = (b"name: L\nboot:\n  kernel: /assets/{{ labels.rack }}\n"
+                                    + (b"  args: ['url=/assets/x.iso', 'h={{ name }}']\ncloud_init: plain\n"
+                                       if user_data else b"  args: ['url=/assets/x.iso']\n"))
+    files["cloud-init/plain.yaml"] = b"#cloud-config\nhostname: a\nhostname: b\n"
+    files["assets.yaml"] = (b"assets:\n  - path: /assets/k\n    url: https://example.com/k\n"
+                            b"    sha256: " + b"ab" * 32 + b"\n")
+    for i in range(3):
+        files[f"nodes/l{i}.yaml"] = f"mac: 52:54:00:aa:cc:0{i}\nprofile: local\nlabels: {{rack: r{i}}}\n".encode()
+    memo = ValidateMemo()
+    steps: list[tuple[str, bytes | None]] = [
+        ("nodes/l0.yaml", b"mac: 52:54:00:aa:cc:00\nprofile: install\n"),  # l1 lints now
+        ("nodes/l1.yaml", None),  # l2 does
+        ("nodes/l0.yaml", b"mac: 52:54:00:aa:cc:00\nprofile: local\nlabels: {rack: r0}\n"),  # l0 again
+    ]
+    snapshot = Snapshot("rev0", dict(files))
+    assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
+    for number, (path, content) in enumerate(steps, start=1):
+        if content is None:
+            del files[path]
+        else:
+            files[path] = content
+        snapshot = Snapshot(f"rev{number}", dict(files))
+        result = validate(snapshot, memo=memo)
+        assert outcome(result) == outcome(validate(snapshot))
+        first = sorted(p for p in files if p.startswith("nodes/l") and b"local" in files[p])[0]
+        rack = files[first].split(b"rack: ")[1].split(b"}")[0].decode()
+        assert any(i.code == "asset-not-listed" and f"/assets/{rack}" in i.message for i in result.issues)
+        assert any(i.file == "cloud-init/plain.yaml" for i in result.issues) == user_data
+    assert sum(m.replayed for m in memo.boot.values()) > 0
+
+
+def test_a_one_node_commit_checks_that_nodes_cross_references_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """core.crossref with the memo: a node the validation memo hands back unchanged is not checked
+    against the profiles, sites and groups again, and a MAC it shares with the changed node is
+    still found (the duplicate index), as from scratch."""
+    from reconciler.core import crossref
+
+    files = base_files()
+    files["groups/rack.yaml"] = b"profile: local\nselector: {rack: r1}\n"
+    for i in range(5):
+        files[f"nodes/l{i}.yaml"] = f"mac: 52:54:00:aa:cc:0{i}\nprofile: local\n".encode()
+    memo = ValidateMemo()
+    validate(Snapshot("rev1", dict(files)), memo=memo)
+    checked: list[str] = []
+    def counting(real: Any) -> Any:
+        def check(node: Node, *rest: Any) -> Any:
+            checked.append(node.name)
+            return real(node, *rest)
+        return check
+    for name in ("_own", "_selected"):
+        monkeypatch.setattr(crossref, name, counting(getattr(crossref, name)))
+    files["nodes/l3.yaml"] = b"mac: 52:54:00:aa:cc:01\nprofile: local\n"
+    snapshot = Snapshot("rev2", dict(files))
+    result = validate(snapshot, memo=memo)
+    assert checked == ["l3", "l3"]
+    assert [i.code for i in result.issues if i.file == "nodes/l3.yaml"] == ["duplicate-mac"]
+    monkeypatch.undo()
+    assert outcome(result) == outcome(validate(snapshot))
