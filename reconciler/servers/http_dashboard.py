@@ -15,7 +15,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from reconciler.core import outcomes
@@ -412,28 +412,38 @@ _PHASES: Mapping[str, str] = {
 }
 
 
-def phases(events: Sequence[BootEvent], started: float | None) -> list[tuple[str, float, float]]:
-    """(phase, start, end) of one attempt: each phase from its first event to the next phase's
-    first event (the last one to its own last event). The attempt counts from its first netboot
-    step (`started`; a reinstall's is its kernel download), and the DHCP, TFTP and script steps
-    up to 10 min before it that came after the previous attempt's last report."""
+class Phase(NamedTuple):
+    name: str
+    start: float
+    end: float
+    failed: bool  # every step of it was refused or broken off (`outcomes.delivered`)
+
+
+def phases(events: Sequence[BootEvent], started: float | None) -> list[Phase]:
+    """The phases of one attempt: each from its first event to the next phase's first event (the
+    last one to its own last event). The attempt counts from its first netboot step (`started`; a
+    reinstall's is its kernel download), and the DHCP, TFTP and script steps up to 10 min before
+    it that came after the previous attempt's last report. A phase with a step the machine got is
+    timed by those steps; one whose every step failed (a kernel download broken off, a TFTP size
+    probe alone) is kept, marked failed."""
     if started is None:
         return []
     earlier = [e.time for e in events if phase_of(e.stage) == "report" and e.time < started]
     lower = max([started - 600, *earlier])
-    firsts: dict[str, float] = {}
-    lasts: dict[str, float] = {}
+    got: dict[str, list[float]] = {}
+    failed: dict[str, list[float]] = {}
     for e in events:
         phase = phase_of(e.stage)
         if phase is None or (e.time < started and (e.time <= lower or phase not in ("DHCP", "TFTP", "script"))):
             continue
-        firsts.setdefault(phase, e.time)
-        lasts[phase] = e.time
-    order = sorted(firsts, key=lambda p: (firsts[p], WATERFALL.index(p)))
+        (got if outcomes.delivered(e) else failed).setdefault(phase, []).append(e.time)
+    times = {phase: got.get(phase) or failed[phase] for phase in {*got, *failed}}
+    order = sorted(times, key=lambda p: (times[p][0], WATERFALL.index(p)))
     out = []
     for i, phase in enumerate(order):
-        end = firsts[order[i + 1]] if i + 1 < len(order) else lasts[phase]
-        out.append((phase, firsts[phase], max(end, lasts[phase] if i + 1 == len(order) else end)))
+        first, last = times[phase][0], times[phase][-1]
+        end = times[order[i + 1]][0] if i + 1 < len(order) else last
+        out.append(Phase(phase, first, max(end, last) if i + 1 == len(order) else end, phase not in got))
     return out
 
 
@@ -442,18 +452,21 @@ def waterfall(events: Sequence[BootEvent], started: float | None, width: int = 6
     rows = phases(events, started)
     if not rows:
         return '<p class="muted" id="waterfall">No boot recorded.</p>'
-    t0 = rows[0][1]
-    span = max(max(end for _, _, end in rows) - t0, 1.0)
+    t0 = rows[0].start
+    span = max(max(row.end for row in rows) - t0, 1.0)
     scale = (width - 230) / span
     parts = []
-    for i, (phase, start, end) in enumerate(rows):
+    for i, (phase, start, end, failed) in enumerate(rows):
         y = 8 + i * 22
         x = 90 + (start - t0) * scale
         w = max((end - start) * scale, 3)
+        fill, said = ("#cf222e", f"{seconds(end - start)}, failed") if failed else ("#0969da", seconds(end - start))
+        mark = ' data-failed="1"' if failed else ""
         parts.append(
-            f'<g data-phase="{escape(phase)}" data-seconds="{end - start:.3f}"><text x="4" y="{y + 12}">{escape(phase)}'
-            f'</text><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="15" rx="2" fill="#0969da"/>'
-            f'<text x="{x + w + 5:.1f}" y="{y + 12}">{escape(seconds(end - start))}</text></g>'
+            f'<g data-phase="{escape(phase)}" data-seconds="{end - start:.3f}"{mark}>'
+            f'<text x="4" y="{y + 12}">{escape(phase)}'
+            f'</text><rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="15" rx="2" fill="{fill}"/>'
+            f'<text x="{x + w + 5:.1f}" y="{y + 12}">{escape(said)}</text></g>'
         )
     height = 16 + len(rows) * 22
     return (f'<svg id="waterfall" role="img" aria-label="boot stages and their durations" width="{width}" '

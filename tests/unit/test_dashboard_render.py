@@ -4,7 +4,7 @@ keeps the DHCP, TFTP and script steps that led to it, and nothing of the install
 from __future__ import annotations
 
 from reconciler.core.model import BootEvent
-from reconciler.servers.http_dashboard import describe, phases
+from reconciler.servers.http_dashboard import describe, phases, waterfall
 
 MAC = "52:54:00:aa:bb:01"
 
@@ -26,8 +26,27 @@ def test_a_reinstalls_waterfall_starts_at_its_own_dhcp() -> None:
     # the reinstall's attempt starts at its kernel download (core.outcomes); its DHCP, TFTP and
     # script steps come just before, after the first install's report
     got = phases(events, started=1003.0)
-    assert [p for p, _, _ in got] == ["DHCP", "TFTP", "script", "kernel", "initrd", "seed", "report"]
-    assert got[0][1] == 1000.0 and dict((p, end - start) for p, start, end in got)["kernel"] == 10.0
+    assert [p.name for p in got] == ["DHCP", "TFTP", "script", "kernel", "initrd", "seed", "report"]
+    assert got[0].start == 1000.0 and {p.name: p.end - p.start for p in got}["kernel"] == 10.0
+    assert not any(p.failed for p in got)
+
+
+def test_a_broken_off_kernel_download_is_a_failed_phase_and_times_nothing() -> None:
+    # OVMF's TFTP size probe, then the real transfer; a kernel download broken off at 20 s, retried
+    # at 30 s and sent whole by 40 s; an initrd that only ever broke off
+    events = [ev(0, "dhcp-ack", message="DISCOVER"),
+              ev(1, "tftp", file="ipxe.efi", bytes=0, result="size-probe"),
+              ev(2, "tftp", file="ipxe.efi", bytes=1_000_000, result="ok"),
+              ev(3, "ipxe-script", status=200, method="GET"),
+              ev(20, "kernel", status=200, method="GET", bytes=100, length=12_000_000, result="aborted"),
+              ev(40, "kernel", status=200, method="GET", bytes=12_000_000, length=12_000_000, result="ok"),
+              ev(50, "initrd", status=200, method="GET", bytes=10, length=30_000_000, result="aborted")]
+    got = {p.name: p for p in phases(events, started=0.0)}
+    assert (got["TFTP"].start, got["TFTP"].failed) == (2, False)
+    assert (got["kernel"].start, got["kernel"].end, got["kernel"].failed) == (40, 50, False)
+    assert (got["initrd"].start, got["initrd"].failed) == (50, True)
+    svg = waterfall(events, 0.0)
+    assert svg.count('data-failed="1"') == 1 and 'data-phase="initrd" data-seconds="0.000" data-failed="1"' in svg
 
 
 def test_events_in_words() -> None:
