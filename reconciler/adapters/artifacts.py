@@ -24,6 +24,7 @@ with `<sha>` in one `renameat2(RENAME_EXCHANGE)` and recycles the old tree.
 Inode recycling (`recycle/` in the state directory): a collected generation is renamed out of
 `generations/` and taken apart into spare inodes that `write` renames into place and overwrites,
 because creating inodes is the write step's cost (why, and what it measured: docs/GENERATION.md).
+A spare keeps its mode, so one that held a secret (0600) is reused for private files only.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Collection, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.adapters.durable import fsync_dir
 from reconciler.core.errors import StoreUnwritable
+from reconciler.core.render.files import RenderedFiles
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,10 @@ CURRENT = "current"
 SOURCE_DIR = ".source"
 META_DIR = ".meta"
 TMP_SUFFIX = ".tmp"
+_PRIVATE_KEPT = 8  # generations whose private files the store remembers (the previous one is what it needs)
 RECYCLE = "recycle"
 _TAKING_APART = "gen-"  # recycle/gen-<name>: a collected generation not yet taken apart
+_PRIVATE_SPARE = "p"  # recycle/p<n>: a spare file of mode 0600 (recycle/f<n>: any other)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 _REUSED_FILE = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -84,23 +88,27 @@ class ArtifactStore:
         self.current_link = self.state_dir / CURRENT
         self.recycle = self.state_dir / RECYCLE
         self._spare_files: list[str] = []  # names in recycle/: regular files nothing else links
+        self._spare_private: list[str] = []  # the same, mode 0600 (`_PRIVATE_SPARE`): for private files only
         self._spare_dirs: list[str] = []  # names in recycle/: empty directories
         self._names = itertools.count()
         self._pool_limit = 0  # files of the latest generation written: no write needs more
+        self._private: dict[str, frozenset[str]] = {}  # revision -> its private files, as written or loaded
 
     def prepare(self) -> None:
         """Create the directories, recycle debris that a crash left behind, index the pool."""
         self.generations.mkdir(parents=True, exist_ok=True)
         self.recycle.mkdir(exist_ok=True)
-        self._spare_files, self._spare_dirs = [], []
+        self._spare_files, self._spare_private, self._spare_dirs = [], [], []
         leftovers, last = [], -1
         with os.scandir(self.recycle) as entries:
             for entry in entries:
                 kind, number = entry.name[:1], entry.name[1:]
-                if kind in "fd" and number.isdigit():
+                if kind in "fpd" and number.isdigit():
                     last = max(last, int(number))
                     if kind == "f" and entry.is_file(follow_symlinks=False):
                         self._spare_files.append(entry.name)
+                    elif kind == _PRIVATE_SPARE and entry.is_file(follow_symlinks=False):
+                        self._spare_private.append(entry.name)
                     elif kind == "d" and entry.is_dir(follow_symlinks=False) and not os.listdir(entry.path):
                         self._spare_dirs.append(entry.name)
                     else:
@@ -138,10 +146,11 @@ class ArtifactStore:
         written mode 0600 and never hard-linked.
 
         Files whose bytes equal the same path in `previous` are hard-linked from it (creating an
-        inode costs far more than a link; generations are immutable, so sharing is safe); the
-        others get recycled inodes where the pool has them (module docstring). `meta` goes to
-        `.meta/`. `timings`, when given, receives the seconds spent writing files, making them
-        durable and renaming. StoreUnwritable when the file system refuses.
+        inode costs far more than a link; generations are immutable, so sharing is safe), found
+        without stamping either side when both are `RenderedFiles` (`_plan`); a file private in
+        either generation is not. The others get recycled inodes where the pool has them (module
+        docstring). `meta` goes to `.meta/`. `timings`, when given, receives the seconds spent
+        writing files, making them durable and renaming. StoreUnwritable when the file system refuses.
         """
         try:
             return self._write(revision, files, source, previous, timings, meta, replace, frozenset(private))
@@ -174,26 +183,30 @@ class ArtifactStore:
         pool_fd = os.open(self.recycle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             made: set[str] = {""}
+            was_private = self._private_of(previous, prev_fd)
             for prefix, tree, before in (
-                ("", files, previous.files if previous else {}),
-                (SOURCE_DIR + "/", source, previous.source if previous else {}),
-                (META_DIR + "/", meta or {}, {}),
+                ("", files, previous.files if prev_fd is not None and previous else None),
+                (SOURCE_DIR + "/", source, previous.source if prev_fd is not None and previous else None),
+                (META_DIR + "/", meta or {}, None),
             ):
-                for rel, data in tree.items():
+                for rel, data in _plan(tree, before):
                     path = prefix + _safe_relative(rel)
                     parent = path.rpartition("/")[0]
                     if parent not in made:
                         self._make_dirs(tmp_fd, pool_fd, parent, made)
-                    if not prefix and rel in private:
-                        self._write_file(tmp_fd, pool_fd, path, data, private=True)
+                    secret = not prefix and rel in private
+                    if data is not None:
+                        self._write_file(tmp_fd, pool_fd, path, data, private=secret)
                         continue
-                    if prev_fd is not None and before.get(rel) == data:
+                    # The previous generation's file holds these bytes: linked, unless either
+                    # side is private (never shared, and a link would carry the other's mode).
+                    if not secret and not (not prefix and was_private(rel)):
                         try:
                             os.link(path, path, src_dir_fd=prev_fd, dst_dir_fd=tmp_fd, follow_symlinks=False)
                             continue
                         except OSError:
                             pass  # collected meanwhile, or another file system: write it
-                    self._write_file(tmp_fd, pool_fd, path, data)
+                    self._write_file(tmp_fd, pool_fd, path, tree[rel], private=secret)
         finally:
             for fd in (tmp_fd, prev_fd, pool_fd):
                 if fd is not None:
@@ -207,6 +220,7 @@ class ArtifactStore:
             os.rename(tmp, final)
             fsync_dir(self.generations)
         self._pool_limit = len(files) + len(source)
+        self._remember_private(revision, private)
         if timings is not None:
             timings.update({"files": t1 - t0, "sync": t2 - t1, "rename": time.monotonic() - t2})
         return final
@@ -232,8 +246,9 @@ class ArtifactStore:
         """`path` (under `dir_fd`) holding `data`: a recycled inode overwritten, else a new one.
         `private`: mode 0600 before a byte is written (a recycled inode keeps its old mode)."""
         fd = -1
-        while self._spare_files and fd < 0:
-            name = self._spare_files.pop()
+        spares = self._spare_private if private else self._spare_files
+        while spares and fd < 0:
+            name = spares.pop()
             try:
                 os.rename(name, path, src_dir_fd=pool_fd, dst_dir_fd=dir_fd)
                 fd = os.open(path, _REUSED_FILE, dir_fd=dir_fd)
@@ -241,7 +256,7 @@ class ArtifactStore:
                 continue  # gone from the pool (removed by hand): take the next
             except OSError as exc:
                 log.warning("not recycling inodes: %s", exc)
-                self._spare_files.clear()  # e.g. recycle/ on another file system
+                spares.clear()  # e.g. recycle/ on another file system
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path, dir_fd=dir_fd)
         if fd < 0:
@@ -284,6 +299,28 @@ class ArtifactStore:
             os.close(fd)
             os.close(pool_fd)
 
+    def _remember_private(self, revision: str, private: frozenset[str]) -> None:
+        self._private.pop(revision, None)
+        self._private[revision] = private
+        while len(self._private) > _PRIVATE_KEPT:
+            del self._private[next(iter(self._private))]
+
+    def _private_of(self, previous: StoredGeneration | None, prev_fd: int | None) -> Callable[[str], bool]:
+        """Whether a file of `previous` (open as `prev_fd`) is private: as this store wrote or read it,
+        else by its mode on disk."""
+        if previous is None or prev_fd is None:
+            return lambda rel: False
+        known = self._private.get(previous.revision)
+        if known is not None:
+            return known.__contains__
+
+        def by_mode(rel: str) -> bool:
+            try:
+                return _private_mode(os.stat(rel, dir_fd=prev_fd, follow_symlinks=False).st_mode)
+            except OSError:
+                return True  # gone (collected meanwhile): written, not linked
+        return by_mode
+
     def swap_current(self, revision: str) -> None:
         """Point `current` at `generations/<revision>` atomically and durably (or StoreUnwritable)."""
         try:
@@ -321,6 +358,7 @@ class ArtifactStore:
         files: dict[str, bytes] = {}
         source: dict[str, bytes] = {}
         meta: dict[str, bytes] = {}
+        private: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
@@ -328,14 +366,18 @@ class ArtifactStore:
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
                 with open(os.path.join(dirpath, name), "rb") as fh:
                     data = fh.read()
+                    mode = os.fstat(fh.fileno()).st_mode
                 if rel.startswith(SOURCE_DIR + "/"):
                     source[rel[len(SOURCE_DIR) + 1 :]] = data
                 elif rel.startswith(META_DIR + "/"):
                     meta[rel[len(META_DIR) + 1 :]] = data
                 else:
                     files[rel] = data
+                    if _private_mode(mode):
+                        private.add(rel)
         if not root.is_dir():
             raise FileNotFoundError(errno.ENOENT, "no such generation", str(root))
+        self._remember_private(revision, frozenset(private))
         return StoredGeneration(revision, root, files, source, meta)
 
     def load_current(self) -> StoredGeneration | None:
@@ -377,7 +419,8 @@ class ArtifactStore:
         self._take_apart(str(parked))
 
     def _take_apart(self, top: str) -> None:
-        """Files only `top` holds and its directories into the pool; shared links unlinked."""
+        """Files only `top` holds and its directories into the pool; shared links unlinked.
+        A file keeps its mode in the pool: a private one (0600) is only reused for private files."""
         limit = self._pool_limit or None
         try:
             for dirpath, _dirnames, filenames in os.walk(top, topdown=False):
@@ -385,10 +428,12 @@ class ArtifactStore:
                     path = os.path.join(dirpath, name)
                     st = os.lstat(path)
                     if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and (
-                            limit is None or len(self._spare_files) < limit):
-                        spare = f"f{next(self._names)}"
+                            limit is None or len(self._spare_files) + len(self._spare_private) < limit):
+                        kind, spares = (_PRIVATE_SPARE, self._spare_private) if _private_mode(st.st_mode) \
+                            else ("f", self._spare_files)
+                        spare = f"{kind}{next(self._names)}"
                         os.rename(path, os.path.join(self.recycle, spare))
-                        self._spare_files.append(spare)
+                        spares.append(spare)
                     else:
                         os.unlink(path)
                 if limit is None or len(self._spare_dirs) < limit:
@@ -400,6 +445,40 @@ class ArtifactStore:
         except OSError as exc:
             log.warning("taking %s apart (%s): removing it", top, exc)
             _remove(top)
+
+
+def _plan(tree: Mapping[str, bytes], before: Mapping[str, bytes] | None) -> Iterator[tuple[str, bytes | None]]:
+    """Each path of `tree` with its bytes, or with None where `before` (the previous generation's,
+    as written) holds the same bytes. Two `RenderedFiles` stamped alike are compared as stored
+    entries, neither stamped: an entry equal to the previous one's serves the same bytes when it
+    is plain, or stamped but without the revision or a token in it, or at the same revision."""
+    if before is None:
+        yield from tree.items()
+        return
+    if isinstance(tree, RenderedFiles) and isinstance(before, RenderedFiles) and tree.stamps_like(before):
+        old_entry = before.entries.get
+        same_revision = tree.revision == before.revision
+        sentinel = tree.sentinel.encode()
+        for rel, entry in tree.entries.items():
+            old = old_entry(rel)
+            if old is entry or old == entry:
+                if isinstance(entry, bytes) or same_revision or (not entry[2] and sentinel not in entry[0]):
+                    yield rel, None
+                    continue
+            elif old is not None and type(old) is not type(entry):  # one stamped, one not: by the bytes
+                data = tree[rel]
+                yield rel, (None if before[rel] == data else data)
+                continue
+            yield rel, tree[rel]
+        return
+    get = before.get
+    for rel, data in tree.items():
+        yield rel, (None if get(rel) == data else data)
+
+
+def _private_mode(mode: int) -> bool:
+    """A file nobody but its owner may read: how private files are written (0600)."""
+    return mode & 0o077 == 0
 
 
 def _safe_name(revision: str) -> str:
