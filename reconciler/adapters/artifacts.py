@@ -58,7 +58,8 @@ TMP_SUFFIX = ".tmp"
 _PRIVATE_KEPT = 8  # generations whose private files the store remembers (the previous one is what it needs)
 RECYCLE = "recycle"
 _TAKING_APART = "gen-"  # recycle/gen-<name>: a collected generation not yet taken apart
-_PRIVATE_SPARE = "p"  # recycle/p<n>: a spare file of mode 0600 (recycle/f<n>: any other)
+_PUBLIC_SPARE = "s"  # recycle/s<n>: a spare file readable by others
+_PRIVATE_SPARE = "p"  # recycle/p<n>: a spare file of mode 0600 (f<n>: either, from before the two were told apart)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 _REUSED_FILE = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -103,12 +104,12 @@ class ArtifactStore:
         with os.scandir(self.recycle) as entries:
             for entry in entries:
                 kind, number = entry.name[:1], entry.name[1:]
-                if kind in "fpd" and number.isdigit():
+                if kind in "fspd" and number.isdigit():
                     last = max(last, int(number))
-                    if kind == "f" and entry.is_file(follow_symlinks=False):
-                        self._spare_files.append(entry.name)
-                    elif kind == _PRIVATE_SPARE and entry.is_file(follow_symlinks=False):
-                        self._spare_private.append(entry.name)
+                    if kind in "fsp" and entry.is_file(follow_symlinks=False):
+                        private = kind == _PRIVATE_SPARE or (
+                            kind == "f" and _private_mode(entry.stat(follow_symlinks=False).st_mode))
+                        (self._spare_private if private else self._spare_files).append(entry.name)
                     elif kind == "d" and entry.is_dir(follow_symlinks=False) and not os.listdir(entry.path):
                         self._spare_dirs.append(entry.name)
                     else:
@@ -430,7 +431,7 @@ class ArtifactStore:
                     if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and (
                             limit is None or len(self._spare_files) + len(self._spare_private) < limit):
                         kind, spares = (_PRIVATE_SPARE, self._spare_private) if _private_mode(st.st_mode) \
-                            else ("f", self._spare_files)
+                            else (_PUBLIC_SPARE, self._spare_files)
                         spare = f"{kind}{next(self._names)}"
                         os.rename(path, os.path.join(self.recycle, spare))
                         spares.append(spare)

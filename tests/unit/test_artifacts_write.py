@@ -206,3 +206,19 @@ def test_after_a_kill_9_in_the_middle_of_a_write_the_next_writes_are_whole(tmp_p
         assert tree(root) == full_write(tmp_path, revision, files, source, private), f"round {n}"
         previous = StoredGeneration(revision, root, files, source, META)
         store.collect(1, referenced={revision})
+
+
+def test_spares_left_by_an_earlier_version_are_told_apart_by_their_mode(tmp_path: Path) -> None:
+    """recycle/f<n> (before private and public spares were kept apart) may hold a secret's 0600 inode:
+    a public file written into it after an upgrade would stay 0600."""
+    state = tmp_path / "state"
+    (state / "recycle").mkdir(parents=True)
+    for n, mode in enumerate((0o600, 0o644, 0o600)):
+        spare = state / "recycle" / f"f{n}"
+        spare.write_bytes(b"an old file")
+        spare.chmod(mode)
+    store = ArtifactStore(state)
+    store.prepare()
+    files = {"a": b"public a", "b": b"public b", "c": b"public c", "cloud-init/x/user-data": b"secret"}
+    root = store.write(revision_of(0), files, {}, meta=META, private=frozenset({"cloud-init/x/user-data"}))
+    assert tree(root) == full_write(tmp_path, revision_of(0), files, {}, frozenset({"cloud-init/x/user-data"}))
