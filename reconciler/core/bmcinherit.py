@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from reconciler.core.collect import Findings
+from reconciler.core.docmemo import BmcMemo
 from reconciler.core.model import Bmc, BmcDriver, Group, Location, Node
 from reconciler.core.select import SelectorIndex, normalise_labels, sort_groups
 from reconciler.core.yamldoc import Document
@@ -31,9 +32,35 @@ def _given(doc: Document | None) -> dict[str, Any]:
     return {k: v for k, v in bmc.items() if k in FIELDS + OPTIONAL} if isinstance(bmc, dict) else {}
 
 
-def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document], out: Findings) -> list[Node]:
-    """The nodes with `bmc` set from their own and their groups' fields (None where neither gives any)."""
+def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document], out: Findings,
+            memo: BmcMemo | None = None) -> list[Node]:
+    """The nodes with `bmc` set from their own and their groups' fields (None where neither gives any).
+    `memo`: a node resolved at an earlier validation, the same Node object from the same document,
+    is taken as it was while the groups giving `bmc:` and their documents are the same (issue 25)."""
     giving = [g for g in sort_groups(groups) if _given(docs.get(g.source.file))]
+    if memo is None:
+        return _resolve(nodes, giving, docs, out)
+    key = [(g, docs.get(g.source.file)) for g in giving]
+    last = memo.key
+    if last is None or len(key) != len(last) or \
+            any(a[0] != b[0] or a[1] is not b[1] for a, b in zip(key, last, strict=True)):
+        memo.key, memo.kept = key, {}
+    kept, now = memo.kept, {}
+    resolved = []
+    for node in nodes:
+        doc = docs.get(node.source.file)
+        was = kept.get(id(node))
+        if was is None or was[0] is not node or was[1] is not doc:
+            found = Findings()
+            was = (node, doc, _resolve([node], giving, docs, found)[0], tuple(found.issues))
+        now[id(node)] = was
+        out.extend(was[3])
+        resolved.append(was[2])
+    memo.kept = now
+    return resolved
+
+
+def _resolve(nodes: list[Node], giving: list[Group], docs: Mapping[str, Document], out: Findings) -> list[Node]:
     index = SelectorIndex(giving)  # in matchbox's order: the first match is the most specific
     resolved = []
     for node in nodes:

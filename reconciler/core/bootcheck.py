@@ -73,6 +73,7 @@ class BootPlanChecker:
         if memo is not None and (memo.site != site or memo.secrets != self.secrets):
             memo.site, memo.secrets, memo.profiles, memo.kept, memo.traces = site, dict(self.secrets), {}, {}, {}
         self.generation: dict[str, int | None] = {}  # by profile id: its memo generation (None: not kept)
+        self.kept_generation: dict[str, int | None] = {}  # by profile id, for `check_node`'s first steps
         self.checked: set[str] = set()
         self.listed = {a.path for a in assets} if assets is not None else None
         if memo is not None and memo.listed != self.listed:  # an asset-not-listed finding is in a trace
@@ -86,6 +87,19 @@ class BootPlanChecker:
         self.too_large = False
 
     def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
+        memo = self.memo
+        if memo is not None:  # the common case first, in few steps: a kept node replayed (issue 25)
+            kept = memo.kept.get(node.name)
+            if kept is not None and kept[0] is node:
+                generation = self.kept_generation.get(node.profile, -1)
+                if generation == -1:
+                    generation = self.kept_generation[node.profile] = self._kept_generation(node.profile, cloud_init)
+                done = memo.traces.get(node.name) if generation is not None and kept[1] == generation else None
+                if done is not None and self._replay(done, self.profiles[node.profile], cloud_init, node.name):
+                    self.checked.add(node.name)
+                    memo.hits += 1
+                    memo.replayed += 1
+                    return
         profile = self.profiles.get(node.profile)
         if profile is None:
             return
@@ -178,6 +192,13 @@ class BootPlanChecker:
         if self.rendered_bytes > template.MAX_GENERATION_BYTES and not self.too_large:
             self.too_large = True
             self.out.report("generation-too-large", source, template.generation_too_large(node))
+
+    def _kept_generation(self, pid: str, cloud_init: Mapping[str, CloudInitTemplate]) -> int | None:
+        """The generation `check_node` keeps a node of profile `pid` under (None: not kept)."""
+        profile = self.profiles.get(pid)
+        if profile is None or self._uses_token(profile, cloud_init):
+            return None
+        return self._generation(profile, cloud_init)
 
     def _generation(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> int | None:
         """The memo's generation of `profile` as it is now, or None when its renders are not kept:

@@ -325,7 +325,7 @@ def secrets_file(doc: Document | None, out: Findings) -> SecretsFile | None:
 
 def cloud_init(snapshot: Snapshot, out: Findings) -> dict[str, CloudInitTemplate]:
     templates: dict[str, CloudInitTemplate] = {}
-    for path in sorted(snapshot.files):
+    for path in sorted(p for p in snapshot.files if p.startswith("cloud-init/")):
         if kind_of(path) != "cloud-init":
             continue
         name = stem(path)
@@ -351,7 +351,7 @@ def cloud_init(snapshot: Snapshot, out: Findings) -> dict[str, CloudInitTemplate
 def profiles(docs: Mapping[str, Document], out: Findings) -> dict[str, Profile]:
     profiles: dict[str, Profile] = {}
     for path, doc in docs.items():
-        if kind_of(path) != "profile":
+        if not path.startswith("profiles/") or kind_of(path) != "profile":
             continue
         is_json = path.endswith(".json")
         if not _schema_ok(doc, "profile-matchbox" if is_json else "profile", out):
@@ -392,7 +392,7 @@ def profiles(docs: Mapping[str, Document], out: Findings) -> dict[str, Profile]:
 def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
     groups: dict[str, Group] = {}
     for path, doc in docs.items():
-        if kind_of(path) != "group" or not _schema_ok(doc, "group", out):
+        if not path.startswith("groups/") or kind_of(path) != "group" or not _schema_ok(doc, "group", out):
             continue
         data = doc.data
         # matchbox reads a group's id from inside the file (storage/filestore.go GroupList ->

@@ -65,6 +65,16 @@ class CrossMemo:
         self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
 
 
+class BmcMemo:
+    """`core.bmcinherit`'s outcome per node between validations: by the Node object (kept here, so
+    ids stay theirs), its document, and what it resolved to with which findings; valid while the
+    groups giving `bmc:` and their documents are the same (`key`)."""
+
+    def __init__(self) -> None:
+        self.key: list[tuple[Group, Document | None]] | None = None
+        self.kept: dict[int, tuple[Node, Document | None, Node, tuple[Issue, ...]]] = {}
+
+
 class ValidateMemo:
     """Each path's last bytes and what parsing them gave."""
 
@@ -73,6 +83,7 @@ class ValidateMemo:
         self._nodes: dict[str, tuple[Document, BuiltNode]] = {}
         self.boot: dict[str, BootMemo] = {}  # by site name
         self.crossref = CrossMemo()
+        self.bmc = BmcMemo()
         # `core.build.parse_all`'s last outcome: the files, their documents, each file's findings
         # (non-empty only); and the paths whose documents it parsed anew (None: it parsed all)
         self.last_parse: tuple[dict[str, bytes], dict[str, Document], dict[str, tuple[Issue, ...]]] | None = None

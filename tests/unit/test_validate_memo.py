@@ -68,6 +68,12 @@ _FAULTS = st.sampled_from([
     ("assets.yaml", "assets:\n  - path: /assets/r1\n    url: https://example.com/r1\n    sha256: " + "ab" * 32 + "\n"),
     ("nodes/node-4.yaml", "mac: 52:54:00:aa:bb:04\nprofile: local\nlabels: {rack: r1}\n"),
     ("nodes/node-0.yaml", "mac: 52:54:00:aa:bb:00\nprofile: local\nlabels: {rack: r2}\n"),
+    # bmc: inherited from a group or incomplete (core.bmcinherit's memo), the group's lines moved
+    ("nodes/node-3.yaml", "mac: 52:54:00:aa:bb:03\nprofile: install\nlabels: {rack: r1}\nbmc: {address: '10.0.0.3'}\n"),
+    ("nodes/node-1.yaml", "mac: 52:54:00:aa:bb:01\nip: 10.10.10.201\nprofile: install\nlabels: {rack: r1}\n"
+     "bmc: {address: '10.0.0.1:6230'}\n"),
+    ("groups/rack.yaml", "profile: install\nselector: {rack: r1}\nbmc: {driver: ipmi, credentials: lab}\n"),
+    ("groups/rack.yaml", "# moved\nprofile: install\nselector: {rack: r1}\nbmc: {driver: ipmi}\n"),
 ])
 
 
