@@ -12,13 +12,17 @@ Called by the reconcile steps (daemon.steps, the `validate` step, when `Settings
   previous result (a dict copy plus the updates), so the pipe carries the change, not the site.
   A request names the result it is to be patched onto (`base`): a child that does not hold that
   one (a fresh child) sends everything.
+- the other way, the child keeps the snapshot it last built and the parent sends only the files
+  that changed (daemon.snapdelta); a fresh child (the first commit, after a crash, a limit, a
+  restart) is sent the whole snapshot.
 Limits per commit: RLIMIT_AS for the child's life; RLIMIT_CPU counts the whole life of a process,
 so before each commit its soft limit is set to the CPU used so far plus the budget (SIGXCPU past
 it); the wall-clock bound kills the child. A child that died, exceeded a limit, failed or ran out
 of memory is not reused: the next commit gets a fresh one (and the memo from `render-memo`).
 `verify` (--verify-incremental) renders from scratch as well (`Built.mismatched`), and sends the
 whole result too: a patched result that differs from it is reported (`Built.patch_mismatched`)
-and the whole one is used.
+and the whole one is used; the parent sends the whole snapshot beside its changes, and a snapshot
+rebuilt from the changes that differs from it is reported likewise ("snapshot: <path>").
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from reconciler.core.render.files import Delta, RenderedFiles
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import gc_paused, validate
-from reconciler.daemon import worker
+from reconciler.daemon import snapdelta, worker
 from reconciler.daemon.worker import CHUNK_FILES, CHUNK_NODES, Limits, Renderer
 
 log = logging.getLogger(__name__)
@@ -88,8 +92,10 @@ class Worker:
         self._proc: Any = None
         self._conn: Any = None
         self._last: _Whole | None = None
+        self._held: Snapshot | None = None  # the snapshot the running child holds (sent last)
         self._tokens = itertools.count(1)
         self._sent_at = 0.0
+        self._sent_files = 0  # files (and removals) of the snapshot the last request carried
         self._handled = 0  # commits the running child built: what it holds grew with each
         self._grown = False  # the last failure was memory or death: the child's size may be to blame
 
@@ -135,7 +141,8 @@ class Worker:
                 built = self._receive(token, snapshot.revision)
             keep = True
             self._handled += 1
-            return dataclasses.replace(built, timings={**built.timings, "request": self._sent_at - t0})
+            return dataclasses.replace(built, timings={**built.timings, "request": self._sent_at - t0,
+                                                       "snapshot.sent": float(self._sent_files)})
         except InvalidRevision as exc:
             keep = not any(i.code == "resource-limit" for i in exc.findings)
             raise
@@ -149,8 +156,14 @@ class Worker:
 
     def _send(self, snapshot: Snapshot, token: int) -> None:
         base = self._last.token if self._last is not None else 0  # 0: send everything
-        self._conn.send(("build", snapshot, base, token))
+        held = self._held
+        delta = snapdelta.between(held, snapshot) if held is not None else None
+        whole = snapshot if delta is None or self.verify else None
+        self._held = None  # until it is sent: a send that fails leaves the child's copy unknown
+        self._conn.send(("build", delta, whole, base, token))
+        self._held = snapshot
         self._sent_at = time.monotonic()
+        self._sent_files = len(delta.changed) + len(delta.removed) if delta is not None else len(snapshot.files)
 
     def close(self) -> None:
         """Stop the child (it writes its memo first, within STOP_TIMEOUT)."""
@@ -177,7 +190,7 @@ class Worker:
         self._proc = ctx.Process(target=_serve, args=args, name="netboot-worker", daemon=True)
         self._proc.start()
         child_conn.close()
-        self._last = None
+        self._last = self._held = None
         log.info("worker process %d started", self._proc.pid)
 
     def _discard(self) -> None:
@@ -187,7 +200,7 @@ class Worker:
             self._proc.join(5)
         if self._conn is not None:
             self._conn.close()
-        self._proc = self._conn = self._last = None
+        self._proc = self._conn = self._last = self._held = None
         self._handled = 0
 
     def _receive(self, token: int, revision: str) -> Built:
@@ -226,7 +239,9 @@ class Worker:
                 patched = self._patch_files(head[2], delta, files, removed)
                 built = self._assemble(token, head, nodes, patched, len(files) + len(removed), message[1], message[2],
                                        (whole_nodes, whole_files) if self.verify else None)
-                return dataclasses.replace(built, timings={**built.timings, "patch": time.monotonic() - t_patch})
+                wrong = tuple(f"snapshot: {p}" for p in message[3])
+                return dataclasses.replace(built, timings={**built.timings, "patch": time.monotonic() - t_patch},
+                                           patch_mismatched=(*wrong, *built.patch_mismatched))
             elif kind == "invalid":
                 raise InvalidRevision(message[1], message[2])
             elif kind == "memory":
@@ -307,6 +322,7 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
     if reuse:
         memo = worker._load_memo(memo_path) if memo_path is not None else NodeMemo(code=worker.CODE)
     sent: _Whole | None = None
+    held: Snapshot | None = None  # the snapshot of the last request: the next one comes as changes to it
     commits = 0
     try:
         while True:
@@ -319,11 +335,12 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
             unpickled = time.monotonic() - t_request
             if request[0] == "stop":
                 break
-            _, snapshot, base, token = request
+            _, delta, whole, base, token = request
             _budget(limits.cpu_seconds)
             try:
-                sent = _build(conn, snapshot, renderer, site, (memo, parsed), verify,
-                              sent if sent and sent.token == base else None, token, unpickled)
+                held, wrong = _snapshot(held, delta, whole)
+                sent = _build(conn, held, renderer, site, (memo, parsed), verify,
+                              sent if sent and sent.token == base else None, token, unpickled, wrong)
             except InvalidRevision as exc:
                 conn.send(("invalid", str(exc), exc.findings))
                 continue
@@ -342,9 +359,24 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
         worker._save_memo(memo_path, memo)
 
 
+def _snapshot(held: Snapshot | None, delta: snapdelta.SnapshotDelta | None,
+              whole: Snapshot | None) -> tuple[Snapshot, tuple[str, ...]]:
+    """The request's snapshot: `held` patched with `delta`, or `whole`; with both (`verify`),
+    `whole`, and what the patched one got wrong."""
+    if delta is None:
+        assert whole is not None
+        return whole, ()
+    if held is None:  # the parent sends changes only to a child it sent a snapshot to
+        raise RuntimeError(f"a snapshot delta against {delta.base} came to a worker that holds none")
+    patched = snapdelta.apply(held, delta)
+    if whole is None:
+        return patched, ()
+    return whole, snapdelta.differences(patched, whole)
+
+
 def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
            memos: tuple[NodeMemo | None, ValidateMemo | None], verify: bool, base: _Whole | None, token: int,
-           unpickled: float = 0.0) -> _Whole:
+           unpickled: float = 0.0, wrong: tuple[str, ...] = ()) -> _Whole:
     """One commit: validate and render with the memos, send what differs from `base` (all without)."""
     memo, parsed = memos
     t0 = time.monotonic()
@@ -394,7 +426,7 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         timings["validate.memo.reused"] = float(parsed.hits - hits)
     if memo is not None:
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
-    conn.send(("done", timings, (*reparsed, *mismatched)))
+    conn.send(("done", timings, (*reparsed, *mismatched), wrong))
     return _Whole(token, files, nodes, order)
 
 

@@ -11,8 +11,10 @@ import dataclasses
 import functools
 import hashlib
 import mmap
+import os
 import re
 import resource
+import signal
 import time
 from pathlib import Path
 
@@ -343,5 +345,67 @@ def test_a_worker_is_replaced_after_restart_every_commits(tmp_path: Path, monkey
             assert built.files == render(built.state)
             pids.append(built.pid)
         assert pids[0] == pids[1] != pids[2]
+    finally:
+        pool.close()
+
+
+def whole(snap: Snapshot) -> DesiredState:
+    """The state a snapshot validates to, in this process."""
+    state = validate(snap).state
+    assert state is not None
+    return state
+
+
+def test_the_worker_is_sent_the_changed_files_and_a_fresh_one_after_a_kill_the_whole_snapshot(
+        tmp_path: Path) -> None:
+    """After the first commit only the files a commit changed cross to the worker (`snapshot.sent`),
+    and what it builds is what the whole snapshot gives; a worker killed between commits (the
+    OOM killer, by hand) is replaced, and the fresh one is sent the whole snapshot."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.write({f"nodes/bulk-{i}.yaml": _bulk(i) for i in range(40)})
+    pool = resident.Worker(render, verify=True)
+    try:
+        first = pool.build(snapshot(tree))
+        total = len(snapshot(tree).files)
+        assert first.timings["snapshot.sent"] == total
+        edits: list[dict[str, str | None]] = [
+            {"nodes/bulk-3.yaml": _bulk(3, "x")},
+            {"nodes/bulk-4.yaml": None},
+            {"nodes/bulk-99.yaml": _bulk(99)},
+            {"nodes/bulk-3.yaml": None, "nodes/bulk-r3.yaml": _bulk(3, "x")},  # a rename
+        ]
+        built = first
+        for edit in edits:
+            tree.write(edit)
+            built = pool.build(snapshot(tree))
+            assert built.patch_mismatched == ()  # verify: the snapshot rebuilt in the worker is the whole one
+            assert built.timings["snapshot.sent"] <= 2, built.timings
+            assert built.files == render(whole(snapshot(tree)))
+        os.kill(built.pid, signal.SIGKILL)
+        tree.write({"nodes/bulk-5.yaml": _bulk(5, "after the kill")})
+        after = pool.build(snapshot(tree))
+        assert after.pid != built.pid
+        assert after.timings["snapshot.sent"] == len(snapshot(tree).files)
+        assert after.files == render(whole(snapshot(tree)))
+    finally:
+        pool.close()
+
+
+def test_verify_catches_a_snapshot_rebuilt_wrong_in_the_worker(tmp_path: Path) -> None:
+    """The parent's idea of the snapshot its worker holds gone wrong (a bug): the changes it sends
+    leave out a file; with `verify` the worker builds the whole snapshot and says which file."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.write({f"nodes/bulk-{i}.yaml": _bulk(i) for i in range(5)})
+    pool = resident.Worker(render, verify=True)
+    try:
+        pool.build(snapshot(tree))
+        tree.write({"nodes/bulk-2.yaml": _bulk(2, "new")})
+        now = snapshot(tree)
+        assert pool._held is not None
+        pool._held = dataclasses.replace(pool._held, files={**pool._held.files,
+                                                            "nodes/bulk-2.yaml": now.files["nodes/bulk-2.yaml"]})
+        built = pool.build(now)
+        assert built.patch_mismatched == ("snapshot: nodes/bulk-2.yaml",)
+        assert built.files == render(whole(now))  # the whole snapshot's
     finally:
         pool.close()
