@@ -39,7 +39,7 @@ from reconciler.adapters.gitsource import Source, SourceProblem
 from reconciler.adapters.pglock import SiteDriver
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
-from reconciler.core import bootplan, findings, sites, wiring
+from reconciler.core import findings, sites, wiring
 from reconciler.core.errors import Reason
 from reconciler.core.model import Node
 from reconciler.core.outcomes import Target
@@ -52,6 +52,7 @@ from reconciler.daemon.statelock import StateLock
 from reconciler.daemon.status import StatusBook
 from reconciler.daemon.steps import Reconciler
 from reconciler.daemon.supervisor import ServerSlot, ServerUpCollector, Supervisor
+from reconciler.daemon.targets import TargetMemo
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
 
@@ -113,6 +114,7 @@ class Daemon:
         self.rollouts: RolloutRunner | None = None  # made with the store
         self.rollout_driver: SiteDriver | None = None  # with a PostgreSQL store: who drives the site's rollouts
         self._targets: tuple[Target, ...] | None = None  # what the served generation declares
+        self._target_memo = TargetMemo()  # its plan digests, reused for unchanged nodes (daemon.targets)
         self._watcher: Watcher | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -452,7 +454,12 @@ class Daemon:
     def _record_targets(self, generation: Generation, timings: dict[str, float]) -> tuple[Target, ...]:
         """Remember which nodes this revision targets (boot results per commit read it)."""
         t0 = time.monotonic()
-        targets = bootplan.targets(generation.state, generation.files)
+        targets, wrong = self._target_memo.targets(generation.state, generation.files,
+                                                   self.settings.verify_incremental)
+        if wrong:
+            log.error("revision=%s INCREMENTAL TARGETS MISMATCH: %d node(s) kept a boot plan digest that differs from "
+                      "the one computed (using the computed ones; please report this): %s", generation.revision,
+                      len(wrong), ", ".join(wrong[:10]))
         timings["after.targets"] = time.monotonic() - t0
         if self.store is None:
             return targets

@@ -1,0 +1,69 @@
+"""The targets the daemon records after each activation (daemon.targets) reuse the last commit's
+plan digests for unchanged nodes, and equal `bootplan.targets` computed from scratch for any
+sequence of commits: the render-memo edits of test_render_reuse (nodes, profiles, templates with
+and without the report token, netboot.yaml, renames, deletions) plus reinstall counters,
+install-once and Secure Boot per profile; rendered with the memo, as the worker does."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.core import bootplan
+from reconciler.core.render import NodeMemo, render_served
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from reconciler.daemon.targets import TargetMemo
+from tests.repo_builder import files as base_files
+from tests.unit.test_render_reuse import _REVISION, _apply, _Edit, edits
+
+_MORE = st.sampled_from(["none", "none", "reinstall", "install_once", "secure_boot"])
+
+
+def _more(files: dict[str, bytes], kind: str, n: int) -> None:
+    nodes = sorted(p for p in files if p.startswith("nodes/"))
+    if kind == "reinstall" and nodes:
+        path = nodes[n % len(nodes)]
+        text = b"".join(line for line in files[path].splitlines(keepends=True) if not line.startswith(b"reinstall:"))
+        files[path] = text + f"reinstall: {n}\n".encode()
+    elif kind in ("install_once", "secure_boot") and "profiles/install.yaml" in files:
+        text = b"".join(line for line in files["profiles/install.yaml"].splitlines(keepends=True)
+                        if not line.startswith(kind.encode()))
+        if b"{" not in text[:1]:  # YAML (a profile edit writes JSON: left alone)
+            files["profiles/install.yaml"] = text + f"{kind}: {'true' if n % 2 else 'false'}\n".encode()
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.tuples(edits(), _MORE, _REVISION), min_size=1, max_size=12),
+       secret=st.sampled_from([None, b"report-secret"]))
+def test_reused_digests_equal_the_digests_computed_from_scratch(steps: list[tuple[_Edit, str, str]],
+                                                                 secret: bytes | None) -> None:
+    files = base_files()
+    render_memo, targets = NodeMemo(), TargetMemo()
+    for n, (edit, more, revision) in enumerate(steps):
+        _apply(files, edit)
+        _more(files, more, n)
+        state = validate(Snapshot(revision, dict(files))).state
+        if state is None:
+            continue
+        served = render_served(state, secret, memo=render_memo)
+        got, wrong = targets.targets(state, served, verify=True)
+        assert wrong == ()
+        assert got == bootplan.targets(state, served)
+
+
+def test_a_one_node_commit_computes_one_digest() -> None:
+    files = base_files({f"nodes/bulk-{i}.yaml": f"mac: 52:54:00:ee:00:{i:02x}\nprofile: install\n"
+                        for i in range(30)})
+    render_memo, targets = NodeMemo(), TargetMemo()
+    state = validate(Snapshot("1" * 40, dict(files))).state
+    assert state is not None
+    targets.targets(state, render_served(state, b"k", memo=render_memo))
+    assert targets.reused == 0
+    files["nodes/bulk-3.yaml"] = b"mac: 52:54:00:ee:00:63\nprofile: install\n"
+    state = validate(Snapshot("2" * 40, dict(files))).state
+    assert state is not None
+    served = render_served(state, b"k", memo=render_memo)
+    second, _ = targets.targets(state, served)
+    assert second == bootplan.targets(state, served)
+    assert targets.reused == len(second) - 1
