@@ -9,7 +9,9 @@ makes about a hundred events under `.git` (objects, index, logs, refs); the watc
 A ref moving (`refs/...`, `packed-refs`, `HEAD`, reftable's `tables.list` renamed into place)
 calls `on_change` at once: git writes a commit's objects before it moves the ref, so the new
 revision is complete to read, and waiting for the rest of the burst (its reflog) buys nothing.
-Events after it start another debounce; the reconcile they trigger finds the revision applied.
+It is called on the thread that saw the event (watchdog's), not handed to the debounce thread: one
+thread switch fewer between the ref moving and the reconcile. Events after it start another
+debounce; the reconcile they trigger finds the revision applied.
 """
 
 from __future__ import annotations
@@ -87,7 +89,6 @@ class Watcher:
         self._first = 0.0
         self._last = 0.0
         self._pending = False
-        self._urgent = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
@@ -128,12 +129,23 @@ class Watcher:
     def poke(self, urgent: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
-            if not self._pending:
-                self._pending = True
-                self._first = now
-            self._last = now
-            self._urgent = self._urgent or urgent
+            if urgent:  # this burst is called now, here: the debounce thread has nothing pending
+                self._pending = False
+            else:
+                if not self._pending:
+                    self._pending = True
+                    self._first = now
+                self._last = now
+        if urgent:
+            self._fire()
+            return
         self._wake.set()
+
+    def _fire(self) -> None:
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("change callback failed")
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -145,18 +157,15 @@ class Watcher:
                         break
                     now = time.monotonic()
                     due = min(self._last + self._debounce, self._first + self._max_delay)
-                    if now >= due or self._urgent:
-                        self._pending = self._urgent = False
+                    if now >= due:
+                        self._pending = False
                         fire = True
                     else:
                         fire = False
                 if fire:
-                    try:
-                        self._on_change()
-                    except Exception:
-                        log.exception("change callback failed")
+                    self._fire()
                     break
-                self._wake.wait(max(0.0, due - now))  # a ref moving (poke(urgent=True)) cuts it short
+                self._wake.wait(max(0.0, due - now))
                 self._wake.clear()
 
     def stop(self) -> None:
