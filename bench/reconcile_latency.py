@@ -69,7 +69,7 @@ whole snapshot to the worker. The inotify trigger does not wait on a commit: a r
 triggers at once (adapters.watcher; the 50 ms debounce is for other bursts, e.g. a plain
 directory being saved).
 
-The write after serving (2026-12-07 04:05-04:20, `--kinds commit --changes 10`, nice 19, load
+The write after serving (2026-12-07 04:15-04:20, `--kinds commit --changes 10`, nice 19, load
 average 7-7.6 from other helpers' tests, the QEMU storm over), main eed22df (links to the previous
 generation decided on stored entries; bench/write_generation measures the write alone):
 - 1,000 nodes: p50 0.162 s (p95 0.241); the write 0.261 s (files 0.169, sync 0.090), `current`

@@ -1,7 +1,8 @@
 """The write of one generation alone (`ArtifactStore.write`, what daemon.persist runs after serving):
 one-node commits to a repository of N nodes, each written with the previous generation and old ones
-collected in between (`--keep`, as `--keep-generations`), against its peer in the same run, a full
-write of the same generation into an empty state directory (no links, no recycled inodes).
+collected in between (`--keep`, as `--keep-generations`; the collection is timed too), against its
+peer in the same run, a full write of the same generation into an empty state directory (no
+links, no recycled inodes).
 
 Run on purpose: `.venv/bin/python -m bench.write_generation [--nodes 10000] [--commits 5] [--keep 2]`
 (`--smoke`: a few nodes, for the tests). The repository is bench/render_scale's (3 profiles, two
@@ -18,6 +19,12 @@ fc0a3d5 against de736ee (links decided on stored entries, private spares kept ap
   16-32 s of system CPU.
 - with inodes from the pool (commits 3-4): user 0.40-0.46 -> 0.38-0.50 s, system 1.79-2.02 ->
   2.02 s, wall 7.8-10.0 -> 6.4-9.7 s; without (commits 1-2): system 5.0-7.2 -> 5.8-8.1 s.
+Again at eed22df (04:24, no nice, load average 6-7 from other helpers), 10,000 nodes, --commits 6
+--keep 2: with recycled inodes (commits 3-5) the write 3.2-3.7 s wall (user 0.37-0.48, system
+1.91-1.98), and each collection after it (daemon.persist runs it on the same thread, before the
+next write) 1.6-2.0 s (system 1.26-1.58: an lstat of each of the old generation's 86,688 files,
+then a rename into the pool or an unlink); without (commits 1-2) 10.5-13.6 s. The peer, a full
+write of commit 5 into an empty state directory: 12.9 s (system 10.6), 3.8x the write.
 Deciding on stored entries saved no measurable CPU (stamping is ~1 us a file, inside this
 noise): the write is the kernel's, ~2.0 s of system time for 33,300 files written into recycled
 inodes and 53,350 links (2.5-4x that with new inodes), and its Python loop ~5 us a file: about
@@ -94,7 +101,10 @@ def main() -> int:
                 _, took = timed_write(full, revision, rendered, files, meta=META, private=private)
                 print(f"  peer, a full write of it: {took}", flush=True)
             previous = StoredGeneration(revision, root, rendered, files, META)
-            store.collect(args.keep, referenced={revision})
+            t0, (u0, s0) = time.perf_counter(), cpu()
+            if store.collect(args.keep, referenced={revision}):  # as daemon.persist does after each write
+                (u1, s1), wall = cpu(), time.perf_counter() - t0
+                print(f"  collection: wall {wall:7.3f} s  user {u1 - u0:6.3f}  sys {s1 - s0:6.3f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
