@@ -144,6 +144,8 @@ def webhook(daemon: DaemonProcess) -> None:
 
 
 _APPLIED = re.compile(r"revision=(\w+) applied in ([0-9.]+)s \(trigger (\w+); ([^)]*)\)")
+# What follows serving, on its own thread (daemon.afterserve): the after.* parts.
+_FOLLOWED = re.compile(r"revision=(\w+) followed up in ([0-9.]+)s after serving \(([^)]*)\)")
 # The write after serving (daemon.persist): lag from activation to `current`, the write's own steps.
 _PERSISTED = re.compile(r"persisted ([0-9.]+)s after it was served \(persist ([0-9.]+)s: ([^)]*)\)")
 
@@ -151,13 +153,18 @@ _PERSISTED = re.compile(r"persisted ([0-9.]+)s after it was served \(persist ([0
 def step_medians(log: str, skip: int = 1, latency: dict[str, float] | None = None) -> str:
     """Median seconds per reconcile step over the applied reconciles in the daemon's log (the first
     `skip`, the initial full write, left out): where the time goes, from the daemon's own clock
-    (`wait`: trigger -> start, `begin`: before the steps, `after.*`: what follows serving, which
-    delays the next commit); then those of the writes that follow serving (`persisted.lag`:
-    served -> `current`). With `latency` (revision -> seconds measured by the bench): `outside`,
-    what the daemon's clock does not see (git until the ref moves, inotify, the bench noticing)."""
+    (`wait`: trigger -> start, `begin`: before the steps, `after.*`: what follows serving, on its
+    own thread beside the next commit, `followed` their sum); then those of the writes that
+    follow serving (`persisted.lag`: served -> `current`). With `latency` (revision -> seconds
+    measured by the bench): `outside`, what the daemon's clock does not see (git until the ref
+    moves, inotify, the bench noticing)."""
+    followed = {m.group(1): {"followed": float(m.group(2)),
+                             **{k: float(v) for k, v in (kv.split("=") for kv in m.group(3).split())}}
+                for m in _FOLLOWED.finditer(log)}
     runs = []
     for m in list(_APPLIED.finditer(log))[skip:]:
         run = {k: float(v) for k, v in (kv.split("=") for kv in m.group(4).split())}
+        run.update(followed.get(m.group(1), {}))
         run["applied"] = float(m.group(2))
         if latency is not None and m.group(1) in latency:
             run["outside"] = latency[m.group(1)] - run["applied"] - run.get("wait", 0.0) - run.get("begin", 0.0)

@@ -10,7 +10,9 @@ Called by `commands.run` (`Daemon(settings, ...).open()`, servers added, `.run()
 - `loader.GenerationLoader`: `current` from disk at start, stored generations for the holder.
 Here: the loop, the triggers (the poll timer `--interval`, `trigger()` from the push webhook,
 the watcher on a local repository, SIGHUP), backoff after a failure, and what follows an
-outcome (the record in the results store, metrics, the log, collection of old generations).
+outcome (the record in the results store, metrics, the log, collection of old generations);
+under `run` the rollout, collection and heap settling that follow an activation run on their
+own thread (`afterserve.AfterServing`), so a commit pushed meanwhile does not wait for them.
 SIGTERM/SIGINT stop the loop, then the servers (in-flight transfers get `shutdown_timeout`),
 and `run()` returns 0.
 """
@@ -43,6 +45,7 @@ from reconciler.core import findings, sites, wiring
 from reconciler.core.errors import Reason
 from reconciler.core.model import Node
 from reconciler.core.outcomes import Target
+from reconciler.daemon.afterserve import AfterServing
 from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, GenerationLoader, Renderer, report_key
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.outcome import Outcome, Result
@@ -115,6 +118,7 @@ class Daemon:
         self.rollout_driver: SiteDriver | None = None  # with a PostgreSQL store: who drives the site's rollouts
         self._targets: tuple[Target, ...] | None = None  # what the served generation declares
         self._target_memo = TargetMemo()  # its plan digests, reused for unchanged nodes (daemon.targets)
+        self._after: AfterServing | None = None  # `run` makes it: what follows serving, on its own thread
         self._watcher: Watcher | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -296,6 +300,8 @@ class Daemon:
         disk is already served), `first` after the first reconcile attempt.
         """
         self.start_watcher()
+        if self._after is None:
+            self._after = AfterServing()
         if ready is not None:
             ready()
         trigger, waited = "start", 0.0
@@ -331,6 +337,9 @@ class Daemon:
         if self._watcher is not None:
             with _part("the repository watcher"):
                 self._watcher.stop()
+        if self._after is not None:
+            with _part("what follows serving the last commit"):
+                self._after.stop(PERSIST_AT_STOP)
         with _part("the servers"):
             self.supervisor.stop_all(self.settings.shutdown_timeout)
         with _part("the write of the served generation and the worker process"):
@@ -421,11 +430,30 @@ class Daemon:
         timings = {} if timings is None else timings
         previous = self._targets
         t = time.monotonic()
+        # Here, not on the after-serving thread: what the revision targets is in the results store
+        # before a machine's report on it can be acknowledged (a `kill -9` then keeps both).
         self._served(generation, timings)
-        timings["after.served"], t = time.monotonic() - t, time.monotonic()
-        if self.rollouts is not None and self._targets is not None:
+        timings["after.served"] = time.monotonic() - t
+        rest = functools.partial(self._after_served, generation, previous, self._targets)
+        if self._after is None:
+            rest(timings)
+        else:  # on its thread (daemon.afterserve): the next commit need not wait for it
+            self._after.submit(functools.partial(self._follow_up, generation.revision, rest))
+
+    def _follow_up(self, revision: str, rest: Callable[[dict[str, float]], None]) -> None:
+        t0 = time.monotonic()
+        timings: dict[str, float] = {}
+        rest(timings)
+        parts = " ".join(f"{name}={seconds:.3f}" for name, seconds in timings.items())
+        log.info("revision=%s followed up in %.3fs after serving (%s)", revision, time.monotonic() - t0, parts)
+
+    def _after_served(self, generation: Generation, previous: tuple[Target, ...] | None,
+                      current: tuple[Target, ...] | None, timings: dict[str, float]) -> None:
+        """The rollout `generation` asks for (`previous` -> `current` targets), collection, the heap."""
+        t = time.monotonic()
+        if self.rollouts is not None and current is not None:
             try:  # decisions and a store write; the power actions run in the runner's own threads
-                self.rollouts.applied(generation.revision, generation.state.site.rollout, previous, self._targets,
+                self.rollouts.applied(generation.revision, generation.state.site.rollout, previous, current,
                                       generation.state.nodes)
             except Exception:
                 log.exception("revision=%s could not start its rollout", generation.revision)
