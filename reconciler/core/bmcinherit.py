@@ -54,7 +54,8 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
             found = Findings()
             was = (node, doc, _resolve([node], giving, docs, found)[0], tuple(found.issues))
         now[id(node)] = was
-        out.extend(was[3])
+        if was[3]:
+            out.extend(was[3])
         resolved.append(was[2])
     memo.kept = now
     return resolved

@@ -32,6 +32,8 @@ def node_name(group_id: str) -> str:
 
 def nodes_of_groups(groups: list[Group], nodes: list[Node], out: Findings) -> tuple[list[Group], list[Node]]:
     """(the groups that stay groups, the nodes the one-machine groups describe)."""
+    if not any(len(g.selector) == 1 and "mac" in g.selector for g in groups):
+        return sorted(groups, key=lambda g: g.id), []  # no one-machine group: no pass over the nodes
     macs = {node.mac for node in nodes}
     names = {node.name: node for node in nodes}
     kept: list[Group] = []

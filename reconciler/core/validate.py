@@ -136,7 +136,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
                                           memo.boot.setdefault(name, BootMemo()) if memo is not None else None)
                     for name, site in by_name.items()}
         for node in by_name_nodes:
-            node_checker = checkers.get(sites.site_of(node))
+            node_checker = checkers.get(node.site or sites.IMPLICIT)  # sites.site_of, inlined: once per node
             if node_checker is not None:
                 node_checker.check_node(node, cloud_init)
         for checker in checkers.values():
@@ -145,11 +145,12 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
             for name, checker in checkers.items():
                 if sites.serves(group, name):
                     checker.check_group(group)
+        at_site = {(n.site or sites.IMPLICIT, n.profile) for n in nodes}  # (sites.site_of), one pass over the nodes
         for name, site in by_name.items():
-            used = {n.profile for n in nodes if sites.site_of(n) == name}
+            used = {pid for at, pid in at_site if at == name}
             securecheck.check_profiles(site, profiles, used | {g.profile for g in groups if sites.serves(g, name)},
                                        where, out)
-        used = {n.profile for n in nodes} | {g.profile for g in groups}
+        used = {pid for _, pid in at_site} | {g.profile for g in groups}
         for pid in sorted(set(profiles) - used):
             checkers[min(checkers)].check_unused(profiles[pid], cloud_init)
 
