@@ -87,6 +87,34 @@ Not done: writing from a separate, lower-priority process fed with the changed e
 hold a second copy of the generation's entries, ~0.5 GB at 100,000 nodes, and needs the state
 lock passed to it so a writer outliving a kill -9 of the daemon cannot race the next daemon's
 write of the same `<sha>.tmp`).
+
+The daemon's side of a one-node commit (2026-12-07 04:10-04:30, `--kinds commit --changes 10`,
+nice 19, load average 5-8 from other helpers' tests, the QEMU storm over). The applied line now
+also gives `wait` (trigger -> start), `begin`, `after.*` (what follows activation) and the bench
+`outside` (its latency minus the daemon's clock: git until the ref moves, inotify, the poll).
+- main fc0a3d5 (load 7-8.5): 1,000 nodes p50 0.336 s; 10,000 nodes p50 2.543 s (validate 1.336:
+  worker.validate 0.825, render 0.565, send 0.081; peer-check 0.207, snapshot 0.055, activate
+  0.074). A py-spy profile of that daemon (10,000, load ~16): of the loop thread's busy samples,
+  73% were after activation, bootplan.targets 46% (a JSON parse, dump and hash per node),
+  record_revision 17%; each delayed the next commit (`wait` 0.38 s in the run above this one).
+- the same with the daemon-side changes only (load 6-8): 0.148 s and 1.428 s. The worker is sent
+  the changed files of the snapshot (1 file, not 10,000: daemon.snapdelta), `dhcpd -t` is not run
+  on a dhcpd.conf equal to the last accepted one but for its header comment (peer-check 0.207 ->
+  0.020), the plan digests of unchanged nodes are reused (daemon.targets: 0.18-0.24 -> 0.025 s
+  of CPU in one process), a ref moving triggers on watchdog's thread.
+- main 54aeef4 (everyone's changes: validation and render memo patching, the writer; load 5.3):
+  1,000 nodes p50 0.090 s (p95 0.200); 10,000 nodes p50 0.363 s (p95 1.160), 10k/1k 4.0. Of
+  the 10,000's: outside 0.098 (git commit alone 0.114), wait 0.009, snapshot 0.042, validate
+  0.193 (worker.validate 0.121, render 0.018, send 0.031, patch 0.014, request 0.007), peer-check
+  0.010, activate 0.041 (the boot index built whole), persist 0.009; after activation, on the
+  loop's thread: targets 0.086 and record_revision 0.123 (the store reads every open run per
+  commit); on the after-serving thread (daemon.afterserve) beside the next commit: collect 0.018,
+  settle 0.022. The p95 follows the write of each generation (7.6 s per commit here) competing
+  for the CPU and the GIL.
+Left on the daemon side, O(nodes) per commit: the store's record_revision (every open run read
+and compared), the boot index built whole at activation, the targets loop (2.5 us a node),
+read_tree's diff and flatten (11 ms of CPU at 10,000, 140 ms at 100,000 in a flat nodes/), and
+the worker's node dict and order compare (`worker.send`, `worker.patch`).
 """
 
 from __future__ import annotations
