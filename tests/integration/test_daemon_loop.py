@@ -239,7 +239,7 @@ def test_collected_generations_lend_their_inodes_and_kept_ones_stay_intact(tree:
         assert first_inodes & newest, "no inode of a collected generation was reused"
         assert sorted(p.name for p in (state / "generations").iterdir()) == sorted(revisions[-2:])
         pool = list((state / "recycle").iterdir())
-        assert pool and all(p.name[0] in "fd" and p.name[1:].isdigit() for p in pool)
+        assert pool and all(p.name[0] in "spd" and p.name[1:].isdigit() for p in pool)
         assert all(not any(p.iterdir()) for p in pool if p.is_dir())  # recycled directories are empty
     finally:
         daemon.shutdown()
@@ -266,7 +266,7 @@ def test_debris_of_a_crash_is_recycled_at_start(tree: WorkTree, tmp_path: Path) 
         assert f"revision {head}" in served_script(again)
         assert [p.name for p in (state / "generations").iterdir()] == [head]
         pool = list((state / "recycle").iterdir())
-        assert all(p.name[0] in "fd" and p.name[1:].isdigit() for p in pool)
+        assert all(p.name[0] in "spd" and p.name[1:].isdigit() for p in pool)
         assert all(not any(p.iterdir()) for p in pool if p.is_dir())
         assert (state / "generations" / head / "dhcpd.conf").stat().st_nlink == 1  # the torn link is gone
         second = tree.commit("after the crash", {"nodes/n9.yaml": "mac: 52:54:00:aa:cc:09\nprofile: local-disk\n"})
