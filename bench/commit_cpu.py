@@ -21,9 +21,14 @@ median of 5-7:
   13.1 s of CPU) -> 36a96d7 (render patched from the last generation; parse, nodes, cross
   references and boot checks looking at what changed) validate 0.84, render 0.11 (total 0.99) ->
   27db8e7 (the boot check's replay in a few steps, bmcinherit kept per node, one sort) validate
-  0.70, render 0.11 (total 0.80; first 15.9 s).
+  0.70, render 0.11 (total 0.80; first 15.9 s) -> 3605503 (fewer passes: profiles and groups by
+  bisection, nodes_of_groups, the profiles each site uses) validate 0.62, render 0.11 (total
+  0.74, load 3-5; first 16.5 s).
+- The first commit, the memos filled (20,000 nodes, interleaved runs, load 3-5): main 2.3-3.05 s,
+  this 2.6-3.8 s; no difference this loaded machine can tell apart.
 - `--check` (each commit against validation and rendering from scratch): the same findings, state
-  and bytes at 2,000 nodes (latency repository) and 5,000 (render repository, 0.31 s a commit).
+  and bytes at 2,000 and 20,000 nodes (latency repository) and 5,000 (render repository, 0.31 s a
+  commit), at 27db8e7 and again at 3605503.
 What is left per commit at 100,000 is a few passes over every node with small constants (profile
 of one commit, cProfile): the boot check's loop replaying each kept node's trace, bmcinherit's
 and crossref's walks to find the nodes that changed, the dicts of every node the render patch

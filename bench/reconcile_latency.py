@@ -81,8 +81,8 @@ generation decided on stored entries; bench/write_generation measures the write 
   commits and at nice 19 it takes 12 s of wall clock and still shares the 2 CPUs with them.
 In one process, without the daemon around it (bench/commit_cpu, nice 19, load 6-25 under a QEMU
 storm): the worker's validate + render of a one-node commit, 10,000 nodes 0.176 -> 0.06 s of CPU,
-100,000 nodes 2.84 -> 0.80 (validate 1.56 -> 0.70, render 1.19 -> 0.11), main fc0a3d5 against
-27db8e7: the render patches the last generation, validation looks at the changed files and nodes.
+100,000 nodes 2.84 -> 0.74 (validate 1.56 -> 0.62, render 1.19 -> 0.11), main fc0a3d5 against
+3605503: the render patches the last generation, validation looks at the changed files and nodes.
 Not done: writing from a separate, lower-priority process fed with the changed entries (it would
 hold a second copy of the generation's entries, ~0.5 GB at 100,000 nodes, and needs the state
 lock passed to it so a writer outliving a kill -9 of the daemon cannot race the next daemon's
