@@ -27,6 +27,19 @@ lead's boot storm starting), 10,000 nodes, main at 99c6ed6: served after 9.5 s; 
 snapshot 0.24 s, worker.validate 1.73, worker.render 3.79, worker.send 0.45 (76,680 files and
 10,000 nodes), activate 0.08, after.* 0.84; written (`current`) 11.5 s after it was served
 (write.files 10.1 s). Peak RSS: daemon 160 MB + worker 249 MB = 409 MB. The peer, `validate`: 2.9 s.
+At 100,000 nodes, with 99c6ed6 (the repository's git write, 742 s, not counted), three runs
+2026-12-07: 04:07 (nice 19, load 8-35: the lead's 16-VM boot storm at nice 0) served after 257.5 s;
+04:20 (nice 19, load 5-7) after 167.3 s (worker.render 120.9 s; the ~528 s and 468.6 above were nice
+19 at load 6-11); 04:31 (not niced, no `busy`, load 2-5) after 78.0 s: snapshot 1.9 s,
+worker.validate 17.4, worker.render 46.9, worker.send 2.9 (766,680 files, 100,000 nodes), activate
+2.0, after.* 6.4. The worker's CPU once it served (utime + stime, validate, render and send
+together): 66.3, 61.8 and 60.7 s in the three runs, so the niced wall times were mostly waiting.
+Written (`current`) 180 s after serving (write.files 176.7 s). Peak RSS unchanged (still_yaml keeps
+nothing): daemon 999 MB + worker 1,347 MB = 2,345 MB. The peer, `validate`: 18.5 s. Of
+worker.render's CPU, still_yaml is ~15 s (66,667 texts x ~0.22 ms, the in-process figure below); the
+rest is the templates' rendering (render.nodes, matchbox env files, report tokens), and with
+worker.validate (17 s) and the daemon's 1 GB it is what stands between this and the targets, all
+outside this bench's rooms (the render loop, core.build/crossref, daemon.*).
 In one process at 1,500 nodes (1,000 naming the secret), render_served takes 0.64-0.69 s of CPU and
 still_yaml 0.21-0.24 ms a text, still about a third of it: libyaml's compose 0.095 ms, PyYAML's
 Python constructor 0.105 ms (kept: it is what refuses 2001-02-30), the flow-`?` walk 0.02-0.03 ms.
