@@ -120,8 +120,12 @@ class ValidateMemo:
         return kept[1] if kept is not None else None
 
     def keep_only(self, paths: Collection[str]) -> None:
-        """Forget the files a snapshot no longer has (deleted, renamed)."""
+        """Forget the files a snapshot no longer has (deleted, renamed); given none (the daemon's
+        check found the memo's outcome wrong), forget everything, what was made of them too."""
         for path in [p for p in self._kept if p not in paths]:
             del self._kept[path]
         for path in [p for p in self._nodes if p not in paths]:
             del self._nodes[path]
+        if not paths:
+            self.boot, self.crossref, self.bmc = {}, CrossMemo(), BmcMemo()
+            self.last_parse, self.changed, self.last_nodes = None, None, None

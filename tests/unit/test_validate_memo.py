@@ -221,3 +221,17 @@ def test_a_one_node_commit_checks_that_nodes_cross_references_only(monkeypatch: 
     assert [i.code for i in result.issues if i.file == "nodes/l3.yaml"] == ["duplicate-mac"]
     monkeypatch.undo()
     assert outcome(result) == outcome(validate(snapshot))
+
+
+def test_a_memo_told_to_keep_nothing_forgets_what_it_made_too() -> None:
+    """The daemon's check (`--verify`) empties a memo whose outcome differed from scratch with
+    keep_only(()): the next validation parses every file again, and keeps no node's checks."""
+    files = base_files()
+    memo = ValidateMemo()
+    validate(Snapshot("rev1", dict(files)), memo=memo)
+    memo.keep_only(())
+    misses = memo.misses
+    files["nodes/node-1.yaml"] = files["nodes/node-1.yaml"].replace(b"r1", b"r9")
+    snapshot = Snapshot("rev2", dict(files))
+    assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
+    assert memo.misses - misses == len([p for p in files if not p.startswith("cloud-init/")])
