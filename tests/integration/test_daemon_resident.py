@@ -41,6 +41,16 @@ def _bulk(i: int, note: str = "") -> str:
     return f"mac: 52:54:05:00:{i >> 8 & 255:02x}:{i & 255:02x}\nprofile: local-disk\n{extra}"
 
 
+def _bulk_edits() -> list[dict[str, str | None]]:
+    """A change, a removal, an addition and a rename of the 40 `_bulk` nodes, one commit each."""
+    return [
+        {"nodes/bulk-3.yaml": _bulk(3, "x")},
+        {"nodes/bulk-4.yaml": None},
+        {"nodes/bulk-99.yaml": _bulk(99)},
+        {"nodes/bulk-3.yaml": None, "nodes/bulk-r3.yaml": _bulk(3, "x")},  # a rename
+    ]
+
+
 def snapshot(tree: WorkTree) -> Snapshot:
     """The work tree as a commit would be: a revision spelt like a git one (the memo needs that)."""
     snap = read_directory(tree.path)
@@ -125,14 +135,8 @@ def test_the_patched_result_is_the_whole_result_and_verify_catches_a_wrong_patch
     try:
         first = pool.build(snapshot(tree))
         total = len(first.files)
-        edits: list[dict[str, str | None]] = [
-            {"nodes/bulk-3.yaml": _bulk(3, "x")},
-            {"nodes/bulk-4.yaml": None},
-            {"nodes/bulk-99.yaml": _bulk(99)},
-            {"nodes/bulk-3.yaml": None, "nodes/bulk-r3.yaml": _bulk(3, "x")},  # a rename
-        ]
         built = first
-        for edit in edits:
+        for edit in _bulk_edits():
             tree.write(edit)
             before, built = built, pool.build(snapshot(tree))
             assert built.patch_mismatched == ()
@@ -368,14 +372,8 @@ def test_the_worker_is_sent_the_changed_files_and_a_fresh_one_after_a_kill_the_w
         first = pool.build(snapshot(tree))
         total = len(snapshot(tree).files)
         assert first.timings["snapshot.sent"] == total
-        edits: list[dict[str, str | None]] = [
-            {"nodes/bulk-3.yaml": _bulk(3, "x")},
-            {"nodes/bulk-4.yaml": None},
-            {"nodes/bulk-99.yaml": _bulk(99)},
-            {"nodes/bulk-3.yaml": None, "nodes/bulk-r3.yaml": _bulk(3, "x")},  # a rename
-        ]
         built = first
-        for edit in edits:
+        for edit in _bulk_edits():
             tree.write(edit)
             built = pool.build(snapshot(tree))
             assert built.patch_mismatched == ()  # verify: the snapshot rebuilt in the worker is the whole one

@@ -20,18 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.dirsource import read_directory
 from reconciler.core.events import CollectEvents, Stage
 from reconciler.core.outcomes import Outcome, node_result
-from reconciler.core.validate import validate
-from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.http import HttpServer, make_boot_app
 from reconciler.servers.http_dashboard import describe
+from tests.integration.served_kernel import KERNEL, example_holder, kernel_assets, wait_events
 from tests.support import patterned_bytes, require_tool
 
-REPO = Path(__file__).resolve().parents[2] / "example-repo"
 SHA = "e" * 40
-KERNEL = "ubuntu/2204/vmlinuz"
 # larger than loopback's socket buffers can hold (tcp_wmem max 4 MiB + the client's receive buffer)
 KERNEL_SIZE = 16 << 20
 PATH = f"/r/{SHA}/assets/{KERNEL}?mac=52-54-00-aa-bb-01"
@@ -46,22 +42,11 @@ class Running:
         host, port = self.server.address
         return f"http://{host}:{port}{path}"
 
-    def wait_events(self, count: int) -> None:
-        deadline = time.monotonic() + 30
-        while len(self.events.events) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.events.events) >= count, self.events.events
-
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    state = validate(read_directory(REPO)).state
-    assert state is not None
-    holder = GenerationHolder()
-    holder.swap(Generation(SHA, dataclasses.replace(state, revision=SHA), {}))
-    assets = tmp_path / "assets"
-    (assets / KERNEL).parent.mkdir(parents=True)
-    (assets / KERNEL).write_bytes(patterned_bytes(KERNEL_SIZE, 3))
+    holder = example_holder(SHA)
+    assets = kernel_assets(tmp_path, KERNEL_SIZE, 3)
     events = CollectEvents()
     server = HttpServer(("127.0.0.1", 0), make_boot_app(holder, events, assets), threads=2)
     server.start()
@@ -89,7 +74,7 @@ def test_curl_giving_up_on_the_kernel_is_an_aborted_download_not_a_kernel(runnin
     proc = subprocess.run([curl, "-sS", "--limit-rate", "64k", "--max-time", "1", "-o", str(tmp_path / "k"),
                            running.url()], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 28, f"curl did not give up on its --max-time ({proc.returncode}): {proc.stderr}"
-    running.wait_events(1)
+    wait_events(running.events, 1)
     assert_not_progress(running)
 
 
@@ -104,7 +89,7 @@ def test_a_client_resetting_the_connection_mid_body_is_an_aborted_download(runni
             got += chunk
         assert got.startswith(b"HTTP/1.1 200 ")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
-    running.wait_events(1)
+    wait_events(running.events, 1)
     assert_not_progress(running)
 
 
@@ -114,7 +99,7 @@ def test_the_same_kernel_sent_whole_is_the_kernel_stage(running: Running, tmp_pa
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k").read_bytes() == patterned_bytes(KERNEL_SIZE, 3)
-    running.wait_events(1)
+    wait_events(running.events, 1)
     (kernel,) = running.events.events
     assert (kernel.detail["status"], kernel.detail["result"], kernel.detail["bytes"]) == (200, "ok", KERNEL_SIZE)
     result = node_result(running.events.events, revision=SHA, now=time.time())
@@ -128,7 +113,7 @@ def test_a_range_sent_whole_is_complete(running: Running, tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k").read_bytes() == patterned_bytes(KERNEL_SIZE, 3)[1000:2000]
-    running.wait_events(1)
+    wait_events(running.events, 1)
     (kernel,) = running.events.events
     assert (kernel.detail["status"], kernel.detail["result"], kernel.detail["bytes"]) == (206, "ok", 1000)
     assert kernel.detail["length"] == 1000

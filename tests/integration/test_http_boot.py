@@ -15,7 +15,6 @@ import http.client
 import logging
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -29,6 +28,7 @@ from reconciler.core.model import DesiredState, Group, Node
 from reconciler.core.validate import validate
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.servers.http import HttpServer, make_boot_app
+from tests.integration.served_kernel import wait_events
 from tests.support import require_tool
 
 REPO = Path(__file__).resolve().parents[2] / "example-repo"
@@ -361,10 +361,7 @@ def test_asset_events_name_node_by_client_address_or_mac(served: Served) -> None
     served.get(f"/r/{SHA_A}/assets/ubuntu/2204/vmlinuz?mac=52-54-00-aa-bb-02")
     served.get("/assets/ubuntu/2204/initrd")
     served.get("/assets/ubuntu/2204/missing")
-    # a body's event is recorded when waitress has sent its last byte, which may follow the reply
-    deadline = time.monotonic() + 30
-    while len(served.events.events) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_events(served.events, 3)  # a body's event is recorded once waitress sent its last byte
     kernel, initrd, missing = (next(e for e in served.events.events if e.stage == stage)
                                for stage in ("kernel", "initrd", "asset"))
     assert (kernel.stage, kernel.node, kernel.detail["bytes"]) == ("kernel", "node-2", 1000)

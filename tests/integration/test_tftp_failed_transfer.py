@@ -18,20 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.dirsource import read_directory
 from reconciler.core.events import CollectEvents, Stage
 from reconciler.core.outcomes import Outcome, node_result
-from reconciler.core.validate import validate
-from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol import tftp as proto
 from reconciler.servers.http_dashboard import describe
 from reconciler.servers.tftp import TftpServer
-from tests.support import patterned_bytes, require_tool
+from tests.integration.served_kernel import KERNEL, example_holder, kernel_assets, wait_events
+from tests.support import require_tool
 
-REPO = Path(__file__).resolve().parents[2] / "example-repo"
 SHA = "d" * 40
 NODE1 = "52:54:00:aa:bb:01"
-KERNEL = "ubuntu/2204/vmlinuz"
 KERNEL_SIZE = 4_000_000
 
 
@@ -48,13 +44,8 @@ class Running:
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    state = validate(read_directory(REPO)).state
-    assert state is not None
-    holder = GenerationHolder()
-    holder.swap(Generation(SHA, dataclasses.replace(state, revision=SHA), {}))
-    assets = tmp_path / "assets"
-    (assets / KERNEL).parent.mkdir(parents=True)
-    (assets / KERNEL).write_bytes(patterned_bytes(KERNEL_SIZE, 7))
+    holder = example_holder(SHA)
+    assets = kernel_assets(tmp_path, KERNEL_SIZE, 7)
     root = tmp_path / "root"
     root.mkdir()
     events = CollectEvents()
@@ -67,14 +58,6 @@ def running(tmp_path: Path) -> Iterator[Running]:
         yield Running(server, events)
     finally:
         server.stop(2.0)
-
-
-def wait_events(running: Running, count: int) -> list[Stage | str]:
-    deadline = time.monotonic() + 30
-    while len(running.events.events) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(running.events.events) >= count, running.events.events
-    return [e.stage for e in running.events.events]
 
 
 def assert_not_progress(running: Running) -> None:
@@ -94,7 +77,7 @@ def test_curl_giving_up_on_the_kernel_is_a_failed_transfer_not_a_kernel(running:
     proc = subprocess.run([curl, "-sS", "--tftp-blksize", "8", "--max-time", "1", "-o", str(tmp_path / "k"),
                            running.url], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 28, f"curl did not give up on its --max-time ({proc.returncode}): {proc.stderr}"
-    wait_events(running, 1)
+    wait_events(running.events, 1)
     assert_not_progress(running)
 
 
@@ -114,7 +97,7 @@ def test_atftp_killed_mid_transfer_is_a_failed_transfer_not_a_kernel(running: Ru
     finally:
         client.kill()
         client.wait(10)
-    wait_events(running, 1)
+    wait_events(running.events, 1)
     (event,) = running.events.events
     assert 0 < event.detail["bytes"] < KERNEL_SIZE and event.detail["result"] == "failed", event.detail
     assert_not_progress(running)
@@ -126,6 +109,6 @@ def test_the_same_kernel_sent_whole_is_the_kernel_stage(running: Running, tmp_pa
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k").stat().st_size == KERNEL_SIZE
-    wait_events(running, 1)
+    wait_events(running.events, 1)
     result = node_result(running.events.events, revision=SHA, now=time.time())
     assert (result.outcome, result.reason) == (Outcome.BOOTING, "fetched kernel")
