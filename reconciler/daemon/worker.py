@@ -180,6 +180,7 @@ def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | Non
     memo.entries.clear()  # all of it: a wrong DHCP chunk would be reused as surely as a wrong node
     memo.chunks.clear()
     memo.last.clear()
+    memo.previous = None  # the generation render.patch would start from is the wrong one
     return full, mismatched
 
 
