@@ -1,12 +1,14 @@
 """What follows serving a commit, on a thread of its own: the loop takes the next commit at once.
 
 Called by the daemon's loop (daemon.loop, `Daemon.run`): after a generation is activated (it is
-served from then on), starting its rollout, collecting old generations and settling the heap
-(`Daemon._after_served`) took ~0.1 s at 10,000 nodes that a commit pushed meanwhile waited for
-(the `wait` of the applied log line). Here they run in activation order on one thread, beside
-the next commit's validation, which runs in the worker process and leaves the daemon's GIL
-free. Recording what the revision targets stays on the loop's thread: it must be in the store
-before a machine's report on the revision is acknowledged. Tests driving `reconcile_once`
+served from then on), kicking the servers' supervisor and settling the heap
+(`Daemon._after_served`) need not delay a commit pushed meanwhile (the `wait` of the applied
+log line). Here they run in activation order on one thread, beside the next commit's
+validation, which runs in the worker process and leaves the daemon's GIL free. What stays on
+the loop's thread: recording what the revision targets (in the store before a machine's report
+on it is acknowledged), starting its rollout (a kill -9 must not lose it), and collecting old
+generations and unused assets (beside the next commit's assets step it deleted the content that
+step had just linked: no kept or served generation names it before activation). Tests driving `reconcile_once`
 directly do it all inline, as before. `stop` runs what is queued (within a bound) before the
 store closes.
 """

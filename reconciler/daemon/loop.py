@@ -434,6 +434,14 @@ class Daemon:
         # before a machine's report on it can be acknowledged (a `kill -9` then keeps both).
         self._served(generation, timings)
         timings["after.served"] = time.monotonic() - t
+        # Here too, before the next commit is taken: the rollout's decision is in the store before
+        # anything else can happen (a kill -9 after serving keeps it), and unused assets are
+        # collected where no assets step runs beside it: the next commit's step links new content
+        # that no kept or served generation names until it is activated, and would lose it.
+        self._start_rollout(generation, previous, self._targets, timings)
+        t = time.monotonic()
+        self._collect(generation.revision)
+        timings["after.collect"] = time.monotonic() - t
         rest = functools.partial(self._after_served, generation, previous, self._targets)
         if self._after is None:
             rest(timings)
@@ -447,9 +455,9 @@ class Daemon:
         parts = " ".join(f"{name}={seconds:.3f}" for name, seconds in timings.items())
         log.info("revision=%s followed up in %.3fs after serving (%s)", revision, time.monotonic() - t0, parts)
 
-    def _after_served(self, generation: Generation, previous: tuple[Target, ...] | None,
-                      current: tuple[Target, ...] | None, timings: dict[str, float]) -> None:
-        """The rollout `generation` asks for (`previous` -> `current` targets), collection, the heap."""
+    def _start_rollout(self, generation: Generation, previous: tuple[Target, ...] | None,
+                       current: tuple[Target, ...] | None, timings: dict[str, float]) -> None:
+        """The rollout `generation` asks for (`previous` -> `current` targets)."""
         t = time.monotonic()
         if self.rollouts is not None and current is not None:
             try:  # decisions and a store write; the power actions run in the runner's own threads
@@ -457,10 +465,14 @@ class Daemon:
                                       generation.state.nodes)
             except Exception:
                 log.exception("revision=%s could not start its rollout", generation.revision)
-        timings["after.rollouts"], t = time.monotonic() - t, time.monotonic()
-        self._collect(generation.revision)
+        timings["after.rollouts"] = time.monotonic() - t
+
+    def _after_served(self, generation: Generation, previous: tuple[Target, ...] | None,
+                      current: tuple[Target, ...] | None, timings: dict[str, float]) -> None:
+        """What may wait for the next commit: the servers' supervisor, the heap."""
+        t = time.monotonic()
         self.supervisor.kick()  # a commit may have fixed what kept a server down (dhcp.interface)
-        timings["after.collect"], t = time.monotonic() - t, time.monotonic()
+        timings["after.kick"], t = time.monotonic() - t, time.monotonic()
         heap.settle()
         timings["after.settle"] = time.monotonic() - t
 

@@ -1,7 +1,8 @@
-"""What follows serving a commit (rollouts, collection, the heap: `Daemon._after_served`) runs on
-its own thread under `run` (daemon.afterserve): a commit made meanwhile is served without
-waiting for it, the follow-ups run in activation order, and a stop runs what is queued before
-the results store closes. Real git, real SQLite store, the loop in a thread."""
+"""What follows serving a commit and may wait (the supervisor's kick, the heap:
+`Daemon._after_served`) runs on its own thread under `run` (daemon.afterserve): a commit made
+meanwhile is served without waiting for it, the follow-ups run in activation order, and a stop
+runs what is queued before the results store closes. Collection of unused assets stays on the
+loop's thread. Real git, real SQLite store, the loop in a thread."""
 
 from __future__ import annotations
 
@@ -56,3 +57,40 @@ def test_a_commit_is_served_while_the_last_ones_follow_up_still_runs(tmp_path: P
         daemon.shutdown()
     assert followed[-1] == third  # run by the stop at the latest, before the store closed
     assert daemon._targets is not None and {t.node for t in daemon._targets} >= {"n"}
+
+
+def test_unused_assets_are_collected_on_the_loops_thread_never_beside_an_assets_step(tmp_path: Path) -> None:
+    # On the after-serving thread, collection ran beside the next commit's assets step, whose newly
+    # linked content no kept or served generation names until activation: it was deleted (a new
+    # kernel lost, /r/<sha>/assets/ answering the old one). The rollout's decision stays there too.
+    tree = WorkTree(tmp_path / "repo")
+    # example-repo's assets.yaml names ISOs on the internet: none here (nothing to fetch)
+    tree.commit("a node", {"nodes/n.yaml": NODE.format(note="a"), "assets.yaml": None})
+    settings = Settings(repo=str(tree.path), state_dir=tmp_path / "state", watch=False, interval=3600.0,
+                        assets_dir=tmp_path / "assets")
+    daemon = Daemon(settings, renderer=render_generation)
+    daemon.open()
+    store = daemon.reconciler.asset_store
+    assert store is not None
+    threads: list[str] = []
+    collect = store.collect
+
+    def recorded(*args: object, **kwargs: object) -> int:
+        threads.append(threading.current_thread().name)
+        return collect(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.collect = recorded  # type: ignore[method-assign]
+    loop = threading.Thread(target=daemon.run, name="the-loop", daemon=True)
+    loop.start()
+    try:
+        for note in "bc":
+            wait_for(lambda: bool(threads), "assets collected after an activation")
+            threads.clear()
+            tree.commit("a label", {"nodes/n.yaml": NODE.format(note=note)})
+            daemon.trigger("test")
+        wait_for(lambda: bool(threads), "assets collected after the last activation")
+    finally:
+        daemon.stop()
+        loop.join(60)
+        daemon.shutdown()
+    assert set(threads) == {"the-loop"}, threads
