@@ -207,18 +207,20 @@ class BootApp:
             resp = asset_response(environ, opened)
             self._record(environ, stage, revision, node, mac, path, resp.status_code, 0)
             return resp
-        started = time.monotonic()
+        started, begun = time.monotonic(), self._recorder.now()
         facts = {"REQUEST_METHOD": "GET", "REMOTE_ADDR": environ.get("REMOTE_ADDR")}
 
         def ended(sent: int, length: int) -> None:
-            # recorded when the body's transfer ends, as TFTP does: a kernel the client stopped
-            # reading half-way is `aborted` and moves no outcome (`outcomes.delivered`)
+            # recorded when the body's transfer ends, stamped when it began: a kernel the client
+            # stopped reading half-way is `aborted` and moves no outcome (`outcomes.delivered`).
+            # `sent` is what the socket took: the last socket buffer's worth may still be in flight
             result = "ok" if sent == length else "aborted"
             if result != "ok":
                 log.info("http asset aborted revision=%s mac=%s path=%r after %d of %d bytes",
                          revision or "-", mac or "-", path, sent, length)
             self._record(facts, stage, revision, node, mac, path, status, sent,
-                         {"result": result, "length": length, "duration": round(time.monotonic() - started, 6)})
+                         {"result": result, "length": length, "duration": round(time.monotonic() - started, 6)},
+                         at=begun)
 
         resp = asset_response(environ, opened, ended)
         status = resp.status_code
@@ -262,13 +264,14 @@ class BootApp:
         status: int,
         nbytes: int,
         extra: Mapping[str, Any] | None = None,
+        at: float | None = None,
     ) -> None:
         detail: dict[str, Any] = {"path": path, "status": status, "bytes": nbytes, "method": environ["REQUEST_METHOD"]}
         if extra:
             detail.update(extra)
         self._recorder.record(stage, revision, mac=mac or (node.mac if node is not None else None),
                               node=node.name if node is not None else None, client=environ.get("REMOTE_ADDR"),
-                              detail=detail)
+                              detail=detail, at=at)
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -509,8 +512,8 @@ class StreamingChannel(HTTPChannel):
                 break
             sent += n
             self.total_outbufs_len -= n
-            if 0 <= budget <= sent:
-                break
+            if 0 <= budget <= sent and outbuf.__len__() > 0:
+                break  # a buffer just emptied is popped and closed first (its transfer is recorded then)
         if sent:
             self.last_activity = time.time()
             return True

@@ -8,7 +8,8 @@ resolves and opens it and hands the open file to waitress as `wsgi.file_wrapper`
 bytes from there) is streamed by waitress's I/O thread and never holds a worker thread. The
 caller learns how much of a body was sent when the transfer ends (`on_end`): waitress closes the
 wrapper once the last byte went out or when the client went away, and its `remain` then is what
-was not sent.
+was not handed to the socket. Bytes the kernel holds in the socket's buffers (a few MiB on a
+fast link) count as sent: a client breaking off in its last few MiB is not told apart.
 
 Storage: a path `assets sync` or the daemon manages is a hard link into the content store under
 the root (`adapters.assetstore`); a request for revision R is answered from R's tree of links

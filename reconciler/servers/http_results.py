@@ -103,6 +103,7 @@ class ResultsRecorder:
             and event.revision
             and not outcomes.is_local_disk(event)
             and int(event.detail.get("status", 200) or 200) < 400
+            and outcomes.delivered(event)  # not a download the machine broke off
         ):
             with self._lock:
                 self._serving[event.mac] = event.revision

@@ -36,15 +36,21 @@ class BootRecorder:
         node: str | None = None,
         client: str | None = None,
         detail: Mapping[str, Any],
+        at: float | None = None,
     ) -> None:
-        """One event, stamped now."""
-        event = BootEvent(time=self._clock(), stage=stage, revision=revision, mac=mac, node=node, client=client,
-                          detail=detail)
+        """One event, stamped now, or `at` (`now()` when the request came: a download recorded
+        when it ends is placed where it began, as the waterfall times phases)."""
+        event = BootEvent(time=self._clock() if at is None else at, stage=stage, revision=revision, mac=mac,
+                          node=node, client=client, detail=detail)
         try:
             self.sink.record(event)
         except Exception:  # a broken sink must not fail a boot
             log.exception("%s: recording a boot event failed revision=%s mac=%s", self.server, revision or "-",
                           mac or "-")
+
+    def now(self) -> float:
+        """The time events are stamped with."""
+        return self._clock()
 
     def record_rows(self, rows: Sequence[EventRow]) -> None:
         """Several events at once, already stamped (the sink does not keep `rows`)."""

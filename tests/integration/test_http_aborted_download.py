@@ -117,3 +117,28 @@ def test_a_range_sent_whole_is_complete(running: Running, tmp_path: Path) -> Non
     (kernel,) = running.events.events
     assert (kernel.detail["status"], kernel.detail["result"], kernel.detail["bytes"]) == (206, "ok", 1000)
     assert kernel.detail["length"] == 1000
+
+
+@pytest.mark.parametrize("size", [128 << 10, 1 << 20, (1 << 20) + 1])
+def test_a_whole_body_on_a_connection_kept_open_is_recorded_at_once(tmp_path: Path, size: int) -> None:
+    # iPXE keeps its connection open after the kernel. A body of a whole number of the I/O thread's
+    # turns (128 KiB) ended a turn exactly: its buffer was closed, and the download recorded, only
+    # at the next request or the channel's 120 s time-out
+    assets = kernel_assets(tmp_path, size, 5)
+    events = CollectEvents()
+    server = HttpServer(("127.0.0.1", 0), make_boot_app(example_holder(SHA), events, assets), threads=2)
+    server.start()
+    try:
+        host, port = server.address
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            got = b""
+            while len(got.partition(b"\r\n\r\n")[2]) < size:
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the server closed the connection"
+                got += chunk
+            wait_events(events, 1)  # the connection stays open meanwhile
+            (kernel,) = events.events
+            assert (kernel.detail["result"], kernel.detail["bytes"]) == ("ok", size)
+    finally:
+        server.stop(5)
