@@ -10,9 +10,10 @@ Called by `commands.run` (`Daemon(settings, ...).open()`, servers added, `.run()
 - `loader.GenerationLoader`: `current` from disk at start, stored generations for the holder.
 Here: the loop, the triggers (the poll timer `--interval`, `trigger()` from the push webhook,
 the watcher on a local repository, SIGHUP), backoff after a failure, and what follows an
-outcome (the record in the results store, metrics, the log, collection of old generations);
-under `run` the rollout, collection and heap settling that follow an activation run on their
-own thread (`afterserve.AfterServing`), so a commit pushed meanwhile does not wait for them.
+outcome (the record in the results store, metrics, the log, the rollout, collection of old
+generations and unused assets); under `run` the supervisor's kick and heap settling that follow
+an activation run on their own thread (`afterserve.AfterServing`), so a commit pushed meanwhile
+does not wait for them.
 SIGTERM/SIGINT stop the loop, then the servers (in-flight transfers get `shutdown_timeout`),
 and `run()` returns 0.
 """
