@@ -7,6 +7,7 @@ Called by `core.validate` after the cross references.
 from __future__ import annotations
 
 import re
+import secrets as _random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -16,6 +17,7 @@ from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.locate import Locator
 from reconciler.core.model import Asset, CloudInitTemplate, Group, Issue, Location, Node, Profile, Site
+from reconciler.core.render.reuse import reusable
 
 _SAMPLE_MAC = "52:54:00:00:00:00"  # the sample node an unused profile is rendered for
 VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
@@ -78,6 +80,17 @@ class BootPlanChecker:
         self.listed = {a.path for a in assets} if assets is not None else None
         if memo is not None and memo.listed != self.listed:  # an asset-not-listed finding is in a trace
             memo.listed, memo.traces = self.listed, {}
+        # The memo's stand-in for the revision (None: none, every render at the revision), as
+        # core.render.reuse has for rendering: random, spelt like the revision, so no committed
+        # text holds it; a profile naming the revision only as whole `{{ revision }}` or
+        # `{{ cloud_init_url }}` outputs renders at it and is kept (`at_stand_in`, by profile id).
+        self.stand_in: str | None = None
+        if memo is not None and _HEX.fullmatch(revision):
+            if len(memo.stand_in) != len(revision):
+                memo.stand_in = _random.token_hex((len(revision) + 1) // 2)[:len(revision)]
+                memo.profiles, memo.kept, memo.traces = {}, {}, {}
+            self.stand_in = memo.stand_in
+        self.at_stand_in: set[str] = set()
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
         # per (template, autoinstall): the first render that linted clean, to compare the next with
@@ -108,7 +121,12 @@ class BootPlanChecker:
         # templates never name it renders the same without it: the HMAC is not computed.
         uses_token = self._uses_token(profile, cloud_init)
         generation = None if uses_token else self._generation(profile, cloud_init)
-        renders = _Renders(None)
+        stand_in: _StandIn | None = None
+        if self.stand_in is not None and profile.id in self.at_stand_in:
+            def at_stand_in() -> Mapping[str, Any]:
+                return template.node_context(self.site, node, cast(str, self.stand_in), "", self.secrets)
+            stand_in = (self.stand_in, self.revision, _once(at_stand_in))
+        renders = _Renders(None, stand_in)
         trace: list[tuple[object, ...]] | None = None
         if generation is not None and self.memo is not None:
             self.checked.add(node.name)
@@ -119,7 +137,7 @@ class BootPlanChecker:
                 if done is not None and self._replay(done, profile, cloud_init, node.name):
                     self.memo.replayed += 1
                     return
-                renders = _Renders(kept[2])
+                renders = _Renders(kept[2], stand_in)
             trace = []
 
         def context() -> Mapping[str, Any]:
@@ -137,8 +155,12 @@ class BootPlanChecker:
                 return
             if not renders.replaying:
                 self.memo.kept[node.name] = (node, generation, renders.record)
+            if trace is not None and stand_in is not None:
+                trace = _trace_at_stand_in(trace, renders.record, stand_in[0], self.revision)
             if trace is not None:
                 self.memo.traces[node.name] = trace
+            else:
+                self.memo.traces.pop(node.name, None)
 
     def _replay(self, trace: list[tuple[object, ...]], profile: Profile, cloud_init: Mapping[str, CloudInitTemplate],
                 node: str) -> bool:
@@ -146,7 +168,10 @@ class BootPlanChecker:
         state: the findings it added, and where a lint runs once per validation (the args of a
         profile, a user-data text), that lint's findings only when it is the first to ask, as a
         check would. False, having done nothing, when it would be the first but did not lint
-        (another node was first when it was recorded): the caller checks it."""
+        (another node was first when it was recorded): the caller checks it. A trace of a profile
+        at the stand-in (`_trace_at_stand_in`) is taken to this revision first."""
+        if self.stand_in is not None and profile.id in self.at_stand_in:
+            trace = _trace_at_revision(trace, self.stand_in, self.revision)
         for op in trace:
             if op[0] == "args" and op[2] is None and op[1] not in self.linted_args:
                 return False
@@ -202,7 +227,8 @@ class BootPlanChecker:
 
     def _generation(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> int | None:
         """The memo's generation of `profile` as it is now, or None when its renders are not kept:
-        no memo, or a template that names the revision (which every commit changes)."""
+        no memo, or a template that names the revision (which every commit changes) other than
+        as a whole output (those render at the stand-in, `at_stand_in`) or names the report token."""
         if self.memo is None:
             return None
         if profile.id in self.generation:
@@ -210,7 +236,11 @@ class BootPlanChecker:
         tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
         texts = (profile.boot.kernel, *profile.boot.initrd, *profile.boot.args, *((tpl.text,) if tpl else ()))
         generation: int | None = None
-        if not any(template.referenced_variables(t) & _REVISION_VARIABLES for t in texts):
+        names = set().union(*(template.referenced_variables(t) & _REVISION_VARIABLES for t in texts))
+        if names and self.stand_in is not None and "report_token" not in names and reusable(profile, tpl):
+            self.at_stand_in.add(profile.id)
+            names = set()
+        if not names:
             last = self.memo.profiles.get(profile.id)
             # its document too: a finding at a boot arg points at the line it is on (a kept trace)
             doc = self.where.document(profile.source.file)
@@ -411,6 +441,7 @@ def _render_each(
     return None
 
 
+_HEX = re.compile(r"[0-9a-f]+")  # a revision a stand-in can be spelt like (core.render.reuse's rule)
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})  # what differs per commit
@@ -449,23 +480,84 @@ class _Renders:
     """One machine's template renders in call order: made and recorded (`replay` None), or given
     back from a record of the same inputs (`BootMemo`, which keeps only records without a failure):
     the checks that follow run on them as they would on fresh renders, so what they find, and what
-    they lint once per commit, is the same."""
+    they lint once per commit, is the same. With `stand_in` (the stand-in, the revision, the
+    context at the stand-in) the record holds renders at the stand-in, and the checks get them
+    with the stand-in replaced by the revision: what rendering at the revision gives, for
+    templates naming it only as whole outputs (`reuse.verbatim_only`). A render failing at the
+    stand-in is made again at the revision, its failure (or outcome) the one the checks get."""
 
-    def __init__(self, replay: list[object] | None) -> None:
+    def __init__(self, replay: list[object] | None, stand_in: _StandIn | None = None) -> None:
         self.replaying = replay is not None
         self.record: list[object] = replay if replay is not None else []
         self.at = 0
+        self.stand_in = stand_in
 
     def call(self, render: Callable[[_T, Mapping[str, Any]], _R], text: _T,
              context: Callable[[], Mapping[str, Any]]) -> _R:
+        stand_in = self.stand_in
         if self.replaying:
             result = self.record[self.at]
             self.at += 1
-            return cast(_R, result)
+            return cast(_R, result if stand_in is None else _at(result, stand_in[0], stand_in[1]))
         try:
-            made = render(text, context())
+            made = render(text, context() if stand_in is None else stand_in[2]())
         except template.TemplateFailure as exc:
             self.record.append(exc)
+            if stand_in is not None:
+                return render(text, context())
             raise
         self.record.append(made)
-        return made
+        return made if stand_in is None else cast(_R, _at(made, stand_in[0], stand_in[1]))
+
+
+_StandIn = tuple[str, str, Callable[[], Mapping[str, Any]]]  # the stand-in, the revision, the context at the stand-in
+
+
+def _at(rendered: object, old: str, new: str) -> object:
+    """A render (a text, or a tuple of them: `render_many`) with `old` replaced by `new`."""
+    if isinstance(rendered, str):
+        return rendered.replace(old, new)
+    return tuple(t.replace(old, new) for t in cast(tuple[str, ...], rendered))
+
+
+def _trace_at_stand_in(trace: list[tuple[object, ...]], record: list[object], stand_in: str, revision: str
+                       ) -> list[tuple[object, ...]] | None:
+    """A node's trace made at `revision` from renders at the stand-in (`record`), with the
+    revision in its keys replaced by the stand-in, for `_trace_at_revision` to take to the next
+    revision; None (not kept) when that is not exact: the renders hold the revision itself (its
+    text was not all put there by the stand-in), or the trace holds a finding (whose message may
+    quote part of a rendered value)."""
+    for rendered in record:
+        texts = (rendered,) if isinstance(rendered, str) else cast(tuple[str, ...], rendered)
+        if any(revision in t for t in texts):
+            return None
+    kept: list[tuple[object, ...]] = []
+    for op in trace:
+        kind = op[0]
+        if kind == "add" or (kind == "args" and op[2]) or (kind == "user-data" and op[3]):
+            return None
+        if kind == "args":
+            pid, args = cast(tuple[str, tuple[str, ...]], op[1])
+            kept.append(("args", (pid, tuple(a.replace(revision, stand_in) for a in args)), op[2]))
+        elif kind == "user-data":
+            name, text = cast(tuple[str, str], op[1])
+            kept.append(("user-data", (name, text.replace(revision, stand_in)), op[2], op[3]))
+        else:
+            kept.append(op)
+    return kept
+
+
+def _trace_at_revision(trace: list[tuple[object, ...]], stand_in: str, revision: str) -> list[tuple[object, ...]]:
+    """A trace kept at the stand-in (`_trace_at_stand_in`) as checking at `revision` makes it."""
+    out: list[tuple[object, ...]] = []
+    for op in trace:
+        kind = op[0]
+        if kind == "args":
+            pid, args = cast(tuple[str, tuple[str, ...]], op[1])
+            out.append(("args", (pid, tuple(a.replace(stand_in, revision) for a in args)), op[2]))
+        elif kind == "user-data":
+            name, text = cast(tuple[str, str], op[1])
+            out.append(("user-data", (name, text.replace(stand_in, revision)), op[2], op[3]))
+        else:
+            out.append(op)
+    return out

@@ -38,6 +38,7 @@ class BootMemo:
         self.kept: dict[str, tuple[Node, int, list[object]]] = {}
         self.traces: dict[str, list[tuple[object, ...]]] = {}
         self.listed: object = None
+        self.stand_in = ""  # what renders of templates naming the revision are made at (`core.bootcheck`)
         self.generations = 0
         self.hits = 0
         self.replayed = 0

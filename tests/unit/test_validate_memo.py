@@ -4,6 +4,8 @@ and the same states; files whose bytes did not change are not parsed again."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -84,10 +86,25 @@ def outcome(result: Validation) -> tuple[object, ...]:
 Step = tuple[_Edit | None, tuple[str, str] | None]
 
 
+_STEPS = st.lists(st.one_of(edits().map(lambda e: (e, None)), _FAULTS.map(lambda f: (None, f))),
+                  min_size=1, max_size=12)
+
+
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.one_of(edits().map(lambda e: (e, None)), _FAULTS.map(lambda f: (None, f))),
-                min_size=1, max_size=12))
+@given(_STEPS)
 def test_validating_with_a_memo_equals_validating_from_scratch(steps: list[Step]) -> None:
+    _check_steps(steps, lambda number: f"rev{number}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(_STEPS)
+def test_validating_at_git_revisions_with_a_memo_equals_validating_from_scratch(steps: list[Step]) -> None:
+    """Revisions spelt like git's: templates naming the revision as a whole output are checked at
+    the memo's stand-in and replayed at the next revision (core.bootcheck)."""
+    _check_steps(steps, lambda number: hashlib.sha1(str(number).encode()).hexdigest())
+
+
+def _check_steps(steps: list[Step], revision: Callable[[int], str]) -> None:
     files = base_files()
     memo = ValidateMemo()
     for number, (edit, fault) in enumerate(steps):
@@ -95,7 +112,7 @@ def test_validating_with_a_memo_equals_validating_from_scratch(steps: list[Step]
             _apply(files, edit)
         if fault is not None:
             files[fault[0]] = fault[1].encode()
-        snapshot = Snapshot(f"rev{number}", dict(files))
+        snapshot = Snapshot(revision(number), dict(files))
         assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
 
 
@@ -139,6 +156,39 @@ def test_unchanged_nodes_boot_templates_are_not_rendered_again() -> None:
     files["nodes/l0.yaml"] = b"mac: 52:54:00:aa:cc:00\nprofile: local\nhostname: other\n"
     validate(Snapshot("rev2", dict(files)), memo=memo)
     assert sum(m.hits for m in memo.boot.values()) == 2  # l1 and l2; l0 changed, node-1/2 name the revision
+
+
+def test_nodes_whose_templates_name_the_revision_are_replayed_at_the_next_git_revision() -> None:
+    """The install profile's args name `cloud_init_url` (it holds the revision): at revisions
+    spelt like git's, its unchanged nodes are replayed from renders at the memo's stand-in, and
+    the outcome is what checking them at the new revision gives, a finding quoting the revision
+    too; a template using the revision otherwise (`revision[:7]`) is checked afresh."""
+    files = base_files()
+    for i in range(3):
+        files[f"nodes/i{i}.yaml"] = f"mac: 52:54:00:aa:cc:0{i}\nprofile: install\n".encode()
+    memo = ValidateMemo()
+
+    def revision(number: int) -> str:
+        return hashlib.sha1(str(number).encode()).hexdigest()
+    validate(Snapshot(revision(0), dict(files)), memo=memo)
+    files["nodes/i0.yaml"] = b"mac: 52:54:00:aa:cc:00\nprofile: install\nhostname: other\n"
+    snapshot = Snapshot(revision(1), dict(files))
+    assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
+    assert sum(m.replayed for m in memo.boot.values()) == 4  # node-1, node-2, i1, i2; i0 changed
+    # an unsafe value holding the revision: its finding names the revision of the commit
+    files["profiles/install.yaml"] = files["profiles/install.yaml"].replace(b"dsmode=net", b"dsmode=net '")
+    for number in (2, 3):
+        snapshot = Snapshot(revision(number), dict(files))
+        result = validate(snapshot, memo=memo)
+        assert outcome(result) == outcome(validate(snapshot))
+        assert any(revision(number) in i.message for i in result.issues)
+    files["profiles/install.yaml"] = files["profiles/install.yaml"].replace(
+        b"dsmode=net '", b"dsmode=net\n    - v={{ revision[:7] }}")
+    for number in (4, 5):
+        before = sum(m.replayed for m in memo.boot.values())
+        snapshot = Snapshot(revision(number), dict(files))
+        assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
+        assert sum(m.replayed for m in memo.boot.values()) == before
 
 
 def test_a_changed_node_is_checked_with_fresh_renders() -> None:
