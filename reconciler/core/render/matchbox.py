@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import math
 import re
@@ -47,6 +48,12 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")  # kept as matchbox prints them (`N
 
 def plain(value: Any) -> Any:
     """`value` as JSON data: YAML's dates, sets, binary and non-string keys become JSON values."""
+    # Exact types first: nearly every value is one, and the Mapping check below is an ABC's.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -64,13 +71,18 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+# Made once: json.dumps given any option builds a new encoder per call (a third of a dump here).
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, allow_nan=False, separators=_SEPARATORS)
+_PLAIN_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=_SEPARATORS)
+
+
 def _encode(value: Any) -> str:
     # One line with the C encoder (indent= would use the slow pure-Python one); plain() only
     # when the fast path meets a value JSON has no spelling for (dates, sets, NaN, mixed keys).
     try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=_SEPARATORS)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError):
-        return json.dumps(plain(value), sort_keys=True, ensure_ascii=False, separators=_SEPARATORS)
+        return _PLAIN_ENCODER.encode(plain(value))
 
 
 def dump(value: Mapping[str, Any]) -> bytes:
@@ -156,13 +168,22 @@ def node_files(plan: NodeBoot) -> dict[str, bytes]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _env_name(prefix: str, key: str) -> str:
+    return _KEY_UNSAFE.sub("_", (prefix + key).upper())
+
+
 def _env_lines(prefix: str, data: Mapping[str, Any], out: list[str]) -> None:
     # matchbox `renderAsEnvFile`: strings, booleans and numbers are printed with `%v`, mappings
-    # are descended into, anything else (lists, null) is left out.
+    # are descended into, anything else (lists, null) is left out. `data` is plain()'s: str keys.
     for key in sorted(data, key=str):
-        name = _KEY_UNSAFE.sub("_", (prefix + str(key)).upper())
+        name = _env_name(prefix, str(key))
         value = data[key]
-        if isinstance(value, Mapping):
+        if type(value) is str:  # most values: go_value would return it as it is
+            out.append(f"{name}={json.dumps(value, ensure_ascii=False)}" if _CONTROL.search(value) else
+                       f"{name}={value}")
+            continue
+        if type(value) is dict or isinstance(value, Mapping):
             _env_lines(name + "_", value, out)
             continue
         if value is None or not isinstance(value, str | bool | int | float):
@@ -176,7 +197,7 @@ def _env_lines(prefix: str, data: Mapping[str, Any], out: list[str]) -> None:
 def env_file(data: Mapping[str, Any]) -> bytes:
     lines: list[str] = []
     _env_lines("", plain(data), lines)
-    return "".join(line + "\n" for line in lines).encode()
+    return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 def variables(metadata: Mapping[str, Any], selector: Mapping[str, str]) -> dict[str, Any]:
