@@ -328,6 +328,7 @@ def report_url(site: Site, mac: str) -> str:
     return f"{site.server_url}/report/{mac}"
 
 
+@functools.lru_cache(maxsize=1024)  # a render asks for a node's token at one revision up to three times
 def report_token(secret: bytes | None, node: str, revision: str) -> str:
     """The node's token for boot reports at `revision`: HMAC-SHA256(secret, node NUL revision), 32 hex.
 
@@ -359,6 +360,16 @@ def node_context(
         "report_token": report_token,
         "secrets": dict(secrets or {}),
     }
+
+
+def at_revision(
+    context: Mapping[str, Any], site: Site, node: Node, revision: str, report_token: str, secrets: Mapping[str, str]
+) -> dict[str, Any]:
+    """`node_context(site, node, revision, report_token, secrets)` made from `context`, the
+    node's at another revision: its other values are taken as they are (templates cannot
+    change them: the sandbox is immutable)."""
+    return {**context, "revision": revision, "cloud_init_url": cloud_init_url(site, revision, node.mac),
+            "report_token": report_token, "secrets": dict(secrets)}
 
 
 def group_context(site: Site, group: Group, revision: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ with the author's own (block or flow mapping), ours joins theirs under its own n
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -27,6 +28,12 @@ from reconciler.core.render.nodes import NodeBoot
 
 _AUTOINSTALL = re.compile(r"^autoinstall:[ \t]*(#.*)?$", re.M)
 _CONTENT = re.compile(r"^([ \t]+)\S", re.M)
+_TOP_LEVEL = re.compile(r"^[^\s#]", re.M)
+
+
+@functools.lru_cache(maxsize=64)
+def _reporting_key(pad: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(pad)}reporting[ \t]*:[ \t]*(.*)$", re.M)
 
 
 def with_reporting(user_data: str, endpoint: str) -> str:
@@ -39,16 +46,16 @@ def with_reporting(user_data: str, endpoint: str) -> str:
     cut = head.end() + 1
     rest = user_data[cut:]
     # the autoinstall block: indented lines (and blank or comment lines) up to the next top-level key
-    block_end = re.search(r"^[^\s#]", rest, re.M)
+    block_end = _TOP_LEVEL.search(rest)
     block = rest[: block_end.start()] if block_end else rest
-    lines = [ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
+    first = next((ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), None)
+    if first is None:
         return user_data
-    indent = _CONTENT.match(lines[0])
+    indent = _CONTENT.match(first)
     if indent is None:
         return user_data
     pad = indent.group(1)
-    own = re.search(rf"^{re.escape(pad)}reporting[ \t]*:[ \t]*(.*)$", block, re.M)
+    own = _reporting_key(pad).search(block)
     if own is None:
         return user_data[:cut] + f"{pad}reporting:\n" + _handler("netboot", endpoint, pad * 2, pad) + rest
     return user_data[:cut] + _merged(block, own, endpoint, pad) + rest[len(block) :]

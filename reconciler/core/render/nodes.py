@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -91,21 +92,12 @@ _Raw = tuple[str, tuple[str, ...], tuple[str, ...], str | None]
 
 
 def _plan(
-    site: Site,
-    node: Node,
-    profile: Profile,
-    tpl: CloudInitTemplate | None,
-    revision: str,
-    reuse: _Raw | None = None,
-    report_secret: bytes | None = None,
-    secrets: Mapping[str, str] | None = None,
+    profile: Profile, tpl: CloudInitTemplate | None, context: Mapping[str, Any], reuse: _Raw | None = None
 ) -> _Raw:
-    """The node's raw (unpinned) kernel, initrd entries, args and user-data at `revision`.
-    With `reuse` (the same plan at another revision), templates that cannot depend on the
-    revision are not rendered again: their output is the same. A template using `secrets` is
-    (the instance-id pass gets fingerprints, not the values)."""
-    token = template.report_token(report_secret, node.name, revision)
-    context = template.node_context(site, node, revision, token, secrets)
+    """The node's raw (unpinned) kernel, initrd entries, args and user-data rendered with
+    `context` (`template.node_context` at some revision). With `reuse` (the same plan at another
+    revision), templates that cannot depend on the revision are not rendered again: their output
+    is the same. A template using `secrets` is (the instance-id pass gets fingerprints, not the values)."""
 
     def one(text: str, previous: str | None) -> str:
         if reuse is not None and previous is not None and not uses_revision(text) \
@@ -122,6 +114,10 @@ def _plan(
         args = tuple(one(a, reuse[2][i] if reuse else None) for i, a in enumerate(boot.args))
     user_data = one(tpl.text, reuse[3] if reuse else None) if tpl is not None else None
     return kernel, initrd, args, user_data
+
+
+# The instance-id digest's JSON, made once (json.dumps given an option builds an encoder per call).
+_DIGEST_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def plan_node(
@@ -143,10 +139,14 @@ def plan_node(
     """
     profile = profiles[node.profile]
     tpl = cloud_init.get(profile.cloud_init) if profile.cloud_init else None
+    values = secrets or SecretValues()
+    token = template.report_token(report_secret, node.name, revision)
+    context = template.node_context(site, node, revision, token, values.values)
     try:
-        values = secrets or SecretValues()
-        raw = _plan(site, node, profile, tpl, revision, report_secret=report_secret, secrets=values.values)
-        fixed = _plan(site, node, profile, tpl, "", reuse=raw, report_secret=report_secret, secrets=values.stable)
+        raw = _plan(profile, tpl, context)
+        fixed = _plan(profile, tpl, template.at_revision(context, site, node, "",
+                                                         template.report_token(report_secret, node.name, ""),
+                                                         values.stable), reuse=raw)
     except template.TemplateFailure as exc:
         where = f"profile {profile.id!r}" + (f", cloud-init {tpl.name!r}" if tpl is not None else "")
         raise template.TemplateFailure(f"{exc.message} (rendering node {node.name!r}: {where})", exc.line,
@@ -155,10 +155,9 @@ def plan_node(
     named = [split_initrd(e) for e in entries]
     initrd = tuple(pin(site, revision, path) for _, path in named)
     digest = hashlib.sha256(
-        json.dumps([fixed, node.hostname, node.profile, node.reinstall], separators=(",", ":")).encode()
+        _DIGEST_JSON.encode([fixed, node.hostname, node.profile, node.reinstall]).encode()
     ).hexdigest()
     pinned_kernel = pin(site, revision, kernel) if kernel else ""
     names = tuple(n for n, _ in named)
-    token = template.report_token(report_secret, node.name, revision)
     endpoint = f"{site.server_url}/report/autoinstall/{node.mac}" + (f"?token={token}" if token else "")
     return NodeBoot(node, profile, pinned_kernel, initrd, names, args, user_data, f"iid-{digest[:20]}", endpoint)

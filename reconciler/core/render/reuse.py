@@ -195,13 +195,11 @@ def render_node_reusing(
     memo.misses += 1
     files = render_at(sentinel)
     token = _token(report_secret, node.name, sentinel)
-    marks = [sentinel.encode(), token] if token else [sentinel.encode()]
+    mark = sentinel.encode()
     entries: dict[str, Entry] = {}
     for path, data in files.items():
-        if any(m in data for m in marks):
-            entries[path] = stamped(data, node.name, token if token in data else b"")
-        else:
-            entries[path] = data
+        with_token = bool(token) and token in data
+        entries[path] = stamped(data, node.name, token if with_token else b"") if with_token or mark in data else data
     kept = memo.entries[node.name] = Kept(key, entries, sum(map(len, files.values())))
     memo.last[node.name] = (node, shared)  # only once `kept` is what they render to
     return kept
