@@ -192,3 +192,21 @@ def test_a_one_node_commit_renders_that_node_only_and_keeps_the_dhcp_configs() -
     third = render_generation(state, b"s", memo=memo)
     assert list(third.items()) == list(render_generation(state, b"s").items())
     assert b"other" in third["dhcpd.conf"] and third.raw("dhcpd.conf") is not second.raw("dhcpd.conf")
+
+
+def test_a_revision_a_template_takes_back_from_a_block_or_a_recursive_loop_is_not_kept() -> None:
+    """`self.block()` and a recursive loop's `loop(...)` hand a template its own rendered output,
+    which it may transform (`| upper`): a revision written inside is then not verbatim, and a node
+    kept at the memo's stand-in would serve the stand-in, transformed, instead of the revision."""
+    texts = ("#cloud-config\n# {% block b %}{{ revision }}{% endblock %} {{ self.b() | upper }}\n",
+             "#cloud-config\n# {% for x in [[1]] recursive %}{{ revision }}{% if x is iterable %}"
+             "{{ loop(x) | upper }}{% endif %}{% endfor %}\n")
+    for text in texts:
+        assert not verbatim_only(text), text
+        files = base_files()
+        files["cloud-init/autoinstall.yaml"] = text.encode()
+        memo = NodeMemo()
+        for revision in ("a" * 40, "b" * 40):
+            state = valid_state(Snapshot(revision, dict(files)))
+            assert list(render_generation(state, b"s", memo=memo).items()) == \
+                list(render_generation(state, b"s").items())

@@ -43,9 +43,11 @@ from reconciler.core.secrets import SecretValues
 REVISION_VARIABLES = frozenset({"revision", "cloud_init_url", "report_token"})
 _HEX = re.compile(r"[0-9a-f]+")
 _PARSER = jinja2.Environment(autoescape=False)  # noqa: S701 (parses only, never renders)
-# Blocks whose output a template can take and transform: a revision written inside one is not verbatim.
+# Blocks whose output a template can take and transform: a revision written inside one is not
+# verbatim. A `{% block %}` is (`self.name()` renders it again as a value), and so is a recursive
+# loop's body (`loop(items)`).
 _CAPTURING = (jinja2.nodes.FilterBlock, jinja2.nodes.AssignBlock, jinja2.nodes.CallBlock, jinja2.nodes.Macro,
-              jinja2.nodes.EvalContextModifier)
+              jinja2.nodes.EvalContextModifier, jinja2.nodes.Block)
 
 NodeFiles = dict[str, bytes]
 
@@ -124,7 +126,7 @@ def verbatim_only(text: str) -> bool:
 def _verbatim(node: jinja2.nodes.Node, capturing: bool, in_output: bool) -> bool:
     if isinstance(node, jinja2.nodes.Name) and node.name in REVISION_VARIABLES:
         return node.ctx == "load" and in_output and not capturing
-    capturing = capturing or isinstance(node, _CAPTURING)
+    capturing = capturing or isinstance(node, _CAPTURING) or (isinstance(node, jinja2.nodes.For) and node.recursive)
     if isinstance(node, jinja2.nodes.Output):
         for child in node.nodes:
             direct = isinstance(child, jinja2.nodes.Name)
