@@ -22,7 +22,9 @@ tests/unit/test_lint_clean_shape.py checks the claim against the lint itself.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 
 import yaml
 
@@ -48,10 +50,12 @@ class CleanShape:
     clean too (`same`)."""
 
     def __init__(self, text: str, root: yaml.Node | None) -> None:
+        self.text = text
         self.lines = text.split("\n")
         self._values: list[Span] = []  # scalar values the lints never read
         self._watched: list[Span] = []  # keys, and the values the lints read
-        self._allowed: dict[tuple[int, int, int], bool] = {}
+        # by line number, made when a text first differs there (`_fixed_of`)
+        self._fixed: dict[int, tuple[list[str], Callable[[list[str]], object] | None, object]] = {}
         if root is not None:
             self._walk(root, False)
 
@@ -89,31 +93,38 @@ class CleanShape:
 
     def same(self, text: str) -> bool:
         """Whether `text` lints as the reference did (clean), by the argument above."""
+        if text == self.text:
+            return True
         lines = text.split("\n")
         if len(lines) != len(self.lines):
             return False
         for number, (line, mine) in enumerate(zip(lines, self.lines, strict=True)):
             if line == mine:
                 continue
-            parts, own = _RUNS.split(line), _RUNS.split(mine)
-            if len(parts) != len(own):
+            parts = _RUNS.split(line)
+            fixed = self._fixed.get(number)
+            if fixed is None:
+                fixed = self._fixed[number] = self._fixed_of(number)
+            own, pick, kept = fixed
+            # the separators, and the runs that may not differ, as the reference's
+            if len(parts) != len(own) or parts[0::2] != own[0::2] or (pick is not None and pick(parts) != kept):
                 return False
-            column = 0
-            for index, (part, kept) in enumerate(zip(parts, own, strict=True)):
-                if index % 2 == 0:
-                    if part != kept:
-                        return False
-                elif part != kept and not self._may_differ(number, column, index, len(kept)):
-                    return False
-                column += len(kept)
         return True
 
-    def _may_differ(self, line: int, column: int, index: int, length: int) -> bool:
-        key = (line, column, length)
-        allowed = self._allowed.get(key)
-        if allowed is None:
-            allowed = self._allowed[key] = self._content(line, column, column + length)
-        return allowed
+    def _fixed_of(self, number: int) -> tuple[list[str], Callable[[list[str]], object] | None, object]:
+        """Line `number` of the reference split into separators and runs, what picks the runs
+        that may not differ in a text (`_content`: outside a value the lints do not read) out of
+        such a split, and what it picks out of the reference's."""
+        own = _RUNS.split(self.lines[number])
+        column, runs = 0, []
+        for index, part in enumerate(own):
+            if index % 2 and not self._content(number, column, column + len(part)):
+                runs.append(index)
+            column += len(part)
+        if not runs:
+            return own, None, None
+        pick = operator.itemgetter(*runs)
+        return own, pick, pick(own)
 
     def _content(self, line: int, start: int, end: int) -> bool:
         """Whether the reference's characters [start, end) of `line` are inside a scalar value
