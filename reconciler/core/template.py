@@ -153,6 +153,13 @@ def commit_budget(seconds: float = COMMIT_CPU_SECONDS) -> Iterator[None]:
         _COMMIT_DEADLINE.reset(token)
 
 
+def commit_remaining() -> float | None:
+    """The CPU seconds left of the enclosing `commit_budget` (None outside one): what a process
+    forked to render part of the commit gets (`render.fanout`)."""
+    deadline = _COMMIT_DEADLINE.get()
+    return None if deadline is None else max(0.0, deadline - time.thread_time())
+
+
 _COMMIT_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("commit_deadline", default=None)
 
 

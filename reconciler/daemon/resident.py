@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.adapters import renderfork
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
@@ -390,7 +391,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
             parsed.keep_only(())
     t1 = time.monotonic()
     state = result.for_site(site)  # InvalidRevision: sent by the caller
-    files, mismatched = worker.render_reusing(renderer, state, memo, verify)
+    forked = renderfork.counts["forked"]
+    files, mismatched = worker.render_reusing(renderer, state, memo, verify, renderfork.walk)
     t2 = time.monotonic()
     nodes = {n.name: n for n in state.nodes}
     order = tuple(nodes)
@@ -421,7 +423,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
             conn.send(("whole-nodes", chunk))
         for chunk in _chunks(list(files.items()), CHUNK_FILES):  # served bytes (stamped)
             conn.send(("whole-files", dict(chunk)))
-    timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2}
+    timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2,
+               "render.forked": float(renderfork.counts["forked"] - forked)}
     if parsed is not None:
         timings["validate.memo.reused"] = float(parsed.hits - hits)
     if memo is not None:

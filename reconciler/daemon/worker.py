@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.adapters import renderfork
 from reconciler.core import codes
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Location, Node
-from reconciler.core.render import reuse
+from reconciler.core.render import fanout, reuse
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -164,12 +165,14 @@ def _lower(which: int, soft: int, hard: int) -> None:
 
 
 def render_reusing(renderer: Renderer, state: DesiredState, memo: NodeMemo | None,
-                   verify: bool) -> tuple[Mapping[str, bytes], tuple[str, ...]]:
+                   verify: bool, walker: fanout.Walker = fanout.one_by_one,
+                   ) -> tuple[Mapping[str, bytes], tuple[str, ...]]:
     """`renderer(state)` with `memo` (None: from scratch); with `verify`, also from scratch, and
     then the paths that differ and the from-scratch files (the memo, DHCP chunks included, is
-    dropped: it is wrong).
+    dropped: it is wrong). `walker`: how the render loop walks the nodes (the worker's processes
+    pass `adapters.renderfork.walk`, which forks; the daemon itself, with its threads, must not).
     The renderer's mapping as it is (a `RenderedFiles` stamps on access: not copied here)."""
-    with reuse.using(memo):
+    with reuse.using(memo), fanout.using(walker):
         files = renderer(state)
     if memo is None or not verify:
         return files, ()
@@ -236,7 +239,7 @@ def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Lim
         memo = _load_memo(memo_path) if memo_path is not None and renderer is not None else None
         t_loaded = time.monotonic()
         if renderer is not None:
-            files, mismatched = render_reusing(renderer, state, memo, verify)
+            files, mismatched = render_reusing(renderer, state, memo, verify, renderfork.walk)
         t2 = time.monotonic()
         conn.send(("state", dataclasses.replace(state, nodes=()), result.issues))
         for i in range(0, len(state.nodes), CHUNK_NODES):

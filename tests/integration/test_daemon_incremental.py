@@ -13,6 +13,9 @@ import random
 import re
 from pathlib import Path
 
+import pytest
+
+from reconciler.adapters import renderfork
 from reconciler.adapters.agecrypt import load_identity
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.dirsource import read_directory
@@ -97,7 +100,13 @@ def _wait_applied(daemon: DaemonProcess, revision: str) -> None:
     wait_for(done, f"{revision[:12]} applied\n{daemon.log()[-3000:]}", timeout=300)
 
 
-def test_each_generation_served_after_random_commits_is_the_render_from_scratch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forking", [False, True], ids=["one-cpu", "forked"])
+def test_each_generation_served_after_random_commits_is_the_render_from_scratch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forking: bool) -> None:
+    """`forked`: the worker hands half of any render of 200 nodes or more to a forked child
+    (adapters.renderfork, at 4,000 by default), as a first render or a profile edit does."""
+    if forking:
+        monkeypatch.setenv(renderfork.FANOUT_MIN_ENV, "200")
     tree = WorkTree(tmp_path / "repo")
     _seed(tree)
     state_dir = tmp_path / "state"
@@ -121,6 +130,8 @@ def test_each_generation_served_after_random_commits_is_the_render_from_scratch(
         log = daemon.log()
         reused = [float(m) for m in re.findall(r"worker\.memo\.reused=([0-9.]+)", log)]
         assert reused and max(reused) >= NODES // 2, "the memo was never used"
+        forked = [float(m) for m in re.findall(r"worker\.render\.forked=([0-9.]+)", log)]
+        assert (max(forked) >= NODES // 2) == forking, forked
     finally:
         daemon.stop()
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
 
 from reconciler.core import secrets, template
 from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
-from reconciler.core.render import chunks, dhcpd, dnsmasq, grub, ipxe, kea, matchbox, nocloud, patch, reuse
+from reconciler.core.render import chunks, dhcpd, dnsmasq, fanout, grub, ipxe, kea, matchbox, nocloud, patch, reuse
 from reconciler.core.render.files import Entry, RenderedFiles, entry_size, stamped
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
@@ -126,7 +127,7 @@ def _render_generation(
     # Under Secure Boot every known machine has its own GRUB config, also one whose profile keeps
     # iPXE: an external DHCP server hands the shim to all, and a known machine must never fall
     # through to the default group's config.
-    secure: list[NodeBoot] = []
+    secure: dict[str, NodeBoot] = {}  # node name -> its boot plan, kept in node order by the loop
     secure_boot = uses_secure_boot(state)
     sentinel = memo.sentinel_for(revision) if memo is not None and not secure_boot else None
     if memo is not None:
@@ -147,7 +148,7 @@ def _render_generation(
         def render_at(rev: str) -> dict[str, bytes]:
             plan = plan_node(site, node, profiles, state.cloud_init, rev, report_secret, values)
             if secure_boot:
-                secure.append(plan)
+                secure[node.name] = plan
             return _node_files(plan, rev, generic)
         shared = shared_of[node.profile]
         if memo is not None and sentinel is not None and shared is not None:
@@ -189,8 +190,7 @@ def _render_generation(
     total = sum(map(len, files.values()))
     sizes: dict[str, int] = {}
     paths: dict[str, tuple[str, ...]] = {}
-    for node in nodes:
-        own = render_node(node)
+    for node, own in _rendered(nodes, render_node, memo, shared_of if sentinel is not None else None, secure):
         size = sizes[node.name] = sum(map(entry_size, own.values()))
         paths[node.name] = tuple(own)
         total += size
@@ -205,7 +205,7 @@ def _render_generation(
         for gone in memo.last.keys() - names:
             del memo.last[gone]
     if secure_boot:
-        files.update(grub.secure_boot_files(site, secure, revision))
+        files.update(grub.secure_boot_files(site, [secure[n.name] for n in nodes if n.name in secure], revision))
     dhcp = render_dhcp()
     files.update(dhcp)
     entries = {path: files[path] for path in sorted(files)}
@@ -214,6 +214,52 @@ def _render_generation(
                                    frozenset(others), ((site, at), dhcp), entries, sum(sizes.values()),
                                    (len(memo.entries), len(memo.chunks)))
     return RenderedFiles(entries, revision, sentinel or "", report_secret)
+
+
+def _rendered(
+    nodes: list[Node], render_node: Callable[[Node], Mapping[str, Entry]], memo: NodeMemo | None,
+    shared_of: Mapping[str, bytes | None] | None, secure: dict[str, NodeBoot],
+) -> Iterator[tuple[Node, Mapping[str, Entry]]]:
+    """The full loop's nodes with their entries, in order, walked by the walker the caller
+    installed (`render.fanout`; the daemon's worker forks for half of them). `shared_of` (None:
+    the memo keeps no node): what a node kept in the memo was last rendered with; such a node
+    needs no rendering. What a rendering leaves besides its entries (the memo's entry and counts,
+    the Secure Boot plan) travels with them from a child."""
+    counts = [memo.hits, memo.misses] if memo is not None else [0, 0]
+
+    def fresh(node: Node) -> bool:
+        if memo is None or shared_of is None or shared_of[node.profile] is None:
+            return True
+        last = memo.last.get(node.name)
+        return last is None or last[0] is not node or last[1] != shared_of[node.profile]
+
+    def capture(node: Node, own: Mapping[str, Entry]) -> object:
+        if memo is None:
+            return own, None, None, (0, 0), secure.pop(node.name, None)
+        last = memo.last.get(node.name)
+        done = (memo.hits - counts[0], memo.misses - counts[1])
+        counts[:] = [memo.hits, memo.misses]
+        return (own, memo.entries.get(node.name), last[1] if last is not None and last[0] is node else None, done,
+                secure.pop(node.name, None))
+
+    def adopt(node: Node, captured: Any) -> Mapping[str, Entry]:
+        own, kept, shared, (hits, misses), plan = captured
+        if memo is not None:
+            memo.hits, memo.misses = memo.hits + hits, memo.misses + misses
+            if kept is None:
+                memo.entries.pop(node.name, None)
+            else:
+                memo.entries[node.name] = kept
+            if shared is None:
+                memo.last.pop(node.name, None)
+            else:
+                memo.last[node.name] = (node, shared)
+        if plan is not None:
+            secure[node.name] = plan
+        return cast(Mapping[str, Entry], own)
+
+    return fanout.walker()(nodes, render_node, fresh, capture, adopt, lambda own: sum(map(entry_size, own.values())),
+                           template.MAX_GENERATION_BYTES)
 
 
 def _node_files(plan: NodeBoot, revision: str, generic: MatchboxTemplate | None) -> dict[str, bytes]:

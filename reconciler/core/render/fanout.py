@@ -1,0 +1,71 @@
+"""How the full render loop walks its nodes: one after another here, on two CPUs where the caller
+installs a forking walker (issue 25: the first render of 100,000 nodes took ~47 s on one CPU
+while the daemon's other CPU waited).
+
+`render_generation`'s full loop consumes `walk(...)` in node order, as it consumed
+`render(node)` before. Pure: the walker that forks (`adapters.renderfork`) is installed by the
+daemon's worker around its render (`using`); without one, and for the `render`, `diff` and
+`validate` commands, the nodes render here one by one. A walker must give what this one gives:
+the same results in order, the same first exception, and `adopt`ed side effects (the memo's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+from reconciler.core.model import Node
+
+T = TypeVar("T")
+
+
+class Walker(Protocol):
+    def __call__(
+        self,
+        nodes: Sequence[Node],
+        render: Callable[[Node], T],
+        fresh: Callable[[Node], bool],
+        capture: Callable[[Node, T], object],
+        adopt: Callable[[Node, Any], T],
+        size: Callable[[T], int],
+        max_bytes: int,
+    ) -> Iterator[tuple[Node, T]]:
+        """Each node of `nodes`, in order, with `render(node)`. `fresh(node)`: whether it needs
+        real rendering (the others are cheap: taken from a memo). A walker that renders a node
+        elsewhere sends back `capture(node, result)` (picklable, taken right after the render,
+        where its side effects are visible) and yields `adopt(node, captured)` here, which
+        replays them. `size(result)`: its bytes; past `max_bytes` of them the loop raises
+        `generation-too-large`, so a walker need not render further ahead."""
+        ...
+
+
+def one_by_one(
+    nodes: Sequence[Node],
+    render: Callable[[Node], T],
+    fresh: Callable[[Node], bool],
+    capture: Callable[[Node, T], object],
+    adopt: Callable[[Node, Any], T],
+    size: Callable[[T], int],
+    max_bytes: int,
+) -> Iterator[tuple[Node, T]]:
+    for node in nodes:
+        yield node, render(node)
+
+
+_WALKER: contextvars.ContextVar[Walker] = contextvars.ContextVar("render_walker", default=one_by_one)
+
+
+@contextlib.contextmanager
+def using(walker: Walker) -> Iterator[None]:
+    """Full render loops in this block walk their nodes with `walker`."""
+    token = _WALKER.set(walker)
+    try:
+        yield
+    finally:
+        _WALKER.reset(token)
+
+
+def walker() -> Walker:
+    return _WALKER.get()

@@ -1,0 +1,127 @@
+"""The render loop on two CPUs (adapters.renderfork): what a forked child renders comes back as if
+this process had rendered it, in order, with the same first failure and the same memo (issue 25:
+a first render of 100,000 nodes on one CPU while the other waited). Real forks and pipes; the
+walker is forced to fork at a few nodes (`minimum=1`), as it does at thousands in the daemon."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.adapters import renderfork
+from reconciler.core import template
+from reconciler.core.errors import InvalidRevision
+from reconciler.core.model import Node
+from reconciler.core.render import NodeMemo, fanout, render_generation
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from tests.render_support import example_state, random_repo, secure_override_state
+
+FORKING = functools.partial(renderfork.walk, minimum=1)
+
+
+def _forked(state: object, secret: bytes | None = b"k", memo: NodeMemo | None = None) -> object:
+    with fanout.using(FORKING):
+        return render_generation(state, secret, memo=memo)  # type: ignore[arg-type]
+
+
+def _nodes(count: int) -> list[Node]:
+    state = example_state()
+    return [dataclasses.replace(state.nodes[0], name=f"n{i:03d}") for i in range(count)]
+
+
+def _walk(nodes: list[Node], render: object, fresh: object = lambda n: True, minimum: int = 1,
+          max_bytes: int = 1 << 40) -> Iterator[tuple[Node, object]]:
+    return renderfork.walk(nodes, render, fresh, lambda node, result: result,  # type: ignore[arg-type]
+                           lambda node, captured: captured, lambda result: 1, max_bytes, minimum=minimum)
+
+
+def test_half_of_the_fresh_nodes_render_in_another_process_and_come_back_in_order() -> None:
+    nodes = _nodes(40)
+    fresh = {n.name for n in nodes[::2]}  # the others are memo hits: rendered here, never sent
+    got = list(_walk(nodes, lambda n: (n.name, os.getpid()), lambda n: n.name in fresh))
+    assert [n.name for n, _ in got] == [n.name for n in nodes]
+    assert all(result[0] == node.name for node, result in got)  # type: ignore[index]
+    pids = {result[1] for _, result in got}  # type: ignore[index]
+    assert len(pids) == 2 and os.getpid() in pids
+    elsewhere = [node.name for node, result in got if result[1] != os.getpid()]  # type: ignore[index]
+    assert elsewhere == sorted(fresh)[10:]  # the second half of the fresh ones, nothing else
+
+
+def test_below_the_minimum_everything_renders_here() -> None:
+    got = list(_walk(_nodes(10), lambda n: os.getpid(), minimum=11))
+    assert {pid for _, pid in got} == {os.getpid()}
+
+
+@pytest.mark.parametrize("failing", [3, 35])  # in this process's half, in the child's
+def test_the_first_failure_in_node_order_is_raised_where_the_loop_reaches_it(failing: int) -> None:
+    nodes = _nodes(40)
+
+    def render(node: Node) -> str:
+        if node.name in (f"n{failing:03d}", "n038"):
+            template.render("{{ 1 // 0 }}", {})  # a real TemplateFailure, pickled back from the child
+        return node.name
+
+    seen: list[str] = []
+    with pytest.raises(template.TemplateFailure):
+        for node, _ in _walk(nodes, render):
+            seen.append(node.name)
+    assert seen == [n.name for n in nodes[:failing]]
+
+
+def test_a_child_that_dies_leaves_its_nodes_to_this_process() -> None:
+    parent = os.getpid()
+
+    def render(node: Node) -> str:
+        if os.getpid() != parent and node.name == "n030":
+            os._exit(3)  # killed mid-render: no message for this node or after
+        return node.name
+
+    assert [r for _, r in _walk(_nodes(40), render)] == [f"n{i:03d}" for i in range(40)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(files=random_repo(), secret=st.sampled_from([None, b"report-secret"]))
+def test_a_forked_render_is_the_render_and_fills_the_memo_alike(files: dict[str, bytes], secret: bytes | None) -> None:
+    state = validate(Snapshot("a" * 40, files)).state
+    if state is None:
+        return
+    alone, forked = NodeMemo(), NodeMemo()
+    forked.sentinel = alone.sentinel = "f" * 40
+    expected = render_generation(state, secret, memo=alone)
+    got = _forked(state, secret, forked)
+    assert list(got.items()) == list(expected.items())  # type: ignore[attr-defined]
+    assert forked.entries == alone.entries and (forked.hits, forked.misses) == (alone.hits, alone.misses)
+    by_name = {n.name: n for n in state.nodes}
+    assert {k: v[1] for k, v in forked.last.items()} == {k: v[1] for k, v in alone.last.items()}
+    assert all(node is by_name[name] for name, (node, _) in forked.last.items())  # this process's Node objects
+    again = validate(Snapshot("b" * 40, files)).state
+    assert again is not None  # the next commit: from the memo the fork filled, the same bytes again
+    assert list(_forked(again, secret, forked).items()) == list(render_generation(again, secret).items())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("site_secure", [True, False])
+def test_secure_boot_configs_list_the_nodes_in_order_when_forked(site_secure: bool) -> None:
+    state = secure_override_state(site_secure)
+    assert list(_forked(state).items()) == list(render_generation(state, b"k").items())  # type: ignore[attr-defined]
+
+
+def test_the_size_bound_names_the_same_node_when_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = example_state()
+    monkeypatch.setattr(template, "MAX_GENERATION_BYTES", len(render_generation(state, b"k").raw("boot.ipxe")) * 30)
+    with pytest.raises(InvalidRevision) as alone:
+        render_generation(state, b"k")
+    with pytest.raises(InvalidRevision) as forked:
+        _forked(state)
+    assert forked.value.findings == alone.value.findings
+
+
+def test_the_example_repository_renders_the_same_forked() -> None:
+    state = example_state("2" * 40)
+    assert list(_forked(state).items()) == list(render_generation(state, b"k").items())  # type: ignore[attr-defined]
