@@ -5,10 +5,11 @@ daemon and of its worker (VmHWM of each, summed) when it serves and once the gen
 Run on purpose: `.venv/bin/python -m bench.first_reconcile [--nodes 100000] [--commits 5]`
 (`--smoke`: a few nodes, for the tests). `--commits N`: then N one-node commits (one node's labels
 edited), each timed until served, from the moment the commit exists and from `git commit`'s start
-(issue 25: < 1 s at 100,000), with the median of each daemon step over them. The repository is bench/render_scale's (3 profiles, two with autoinstall
-user-data), committed with git. Targets (issue 25): at 100,000 nodes served in under 30 s, peak
-RSS under 2 GB. The peer in the same run is `netboot-reconcile validate` of the same files.
-The step times are the daemon's own (its `applied in` and `persisted` log lines).
+(issue 25: < 1 s at 100,000), with the median of each daemon step over them. The repository is
+bench/render_scale's (3 profiles, two with autoinstall user-data), committed with git. Targets
+(issue 25): at 100,000 nodes served in under 30 s, peak RSS under 2 GB. The peer in the same run is
+`netboot-reconcile validate` of the same files. The step times are the daemon's own (its `applied
+in` and `persisted` log lines).
 
 Measured 2026-12-07 01:42-01:51 on the shared 2-CPU machine (nice 19, load average 6-11: other
 helpers' tests and daemons), 100,000 nodes, main at 1345522 (before the collector was paused in
