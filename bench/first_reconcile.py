@@ -165,6 +165,10 @@ def main() -> int:
         print(f"peak RSS when serving: daemon {at_serve[0]:.0f} MB + worker and forkserver {at_serve[1]:.0f} MB = "
               f"{sum(at_serve):.0f} MB; once written: {at_end[0]:.0f} + {at_end[1]:.0f} = {sum(at_end):.0f} MB "
               f"(target < 2,000 MB)")
+        child = re.search(r"worker\.render\.child_rss_mb=([0-9.]+)", daemon.log())
+        if child:
+            print(f"  the worker's forked render child (gone by then) peaked at {float(child.group(1)):.0f} MB of RSS, "
+                  "the pages it shared with the worker included")
         if timed:
             report_commits(timed, daemon.log())
         print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")

@@ -35,7 +35,9 @@ T = TypeVar("T")
 FANOUT_MIN = 4_000  # nodes to render: below this a fork and the pipe cost more than half the render
 # The same, set for a process (the daemon's tests set it low so that small repositories fork too).
 FANOUT_MIN_ENV = "NETBOOT_RECONCILE_FANOUT_MIN"
-counts: collections.Counter[str] = collections.Counter()  # "forked": nodes handed to children (worker timings)
+# "forked": nodes handed to children; "child_maxrss_kb": the largest child's peak resident set, its
+# pages shared with this process included (the worker's timings).
+counts: collections.Counter[str] = collections.Counter()
 _CHUNK = 256  # nodes per message from the child
 _FRAME = struct.Struct("<Q")
 _END, _RAISED = "end", "raised"
@@ -174,7 +176,8 @@ class _Child:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, 9)  # done already, or no longer needed (the loop raised)
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+            usage = os.wait4(self.pid, 0)[2]
+            counts["child_maxrss_kb"] = max(counts["child_maxrss_kb"], usage.ru_maxrss)
         self._thread.join()
 
 

@@ -425,6 +425,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
             conn.send(("whole-files", dict(chunk)))
     timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2,
                "render.forked": float(renderfork.counts["forked"] - forked)}
+    if timings["render.forked"]:
+        timings["render.child_rss_mb"] = renderfork.counts["child_maxrss_kb"] / 1024
     if parsed is not None:
         timings["validate.memo.reused"] = float(parsed.hits - hits)
     if memo is not None:
