@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,6 +285,14 @@ def parse_yaml(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, (issue("encoding", Location(file, 0, 0), f"not UTF-8: {exc.reason}"),)
+    simple = _simple(file, text, content)
+    if simple is not None:
+        return simple, ()
+    return _parse_composed(file, text, content)
+
+
+def _parse_composed(file: str, text: str, content: bytes) -> tuple[Document | None, tuple[Issue, ...]]:
+    """`parse_yaml` by composing the text's YAML (libyaml) and building values from its nodes."""
     try:
         node = compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -324,3 +333,95 @@ def parse_json(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
     if doc is None:  # valid JSON that YAML rejects (tabs): keep the value, lose the positions
         return Document(file, data), ()
     return doc, issues
+
+
+# -- the common file, read without composing its YAML -------------------------------------------
+# A node file is a handful of `key: value` lines (100,000 of them in a large repository, where
+# libyaml's composing each into nodes was a tenth of validating it). `_simple` reads the
+# files made only of the forms below and gives the Document parsing them would; anything else
+# (quotes, comments after a value, block sequences, a key written twice, a tab, a character
+# outside these, deeper nesting...) is left to the parser. Values are resolved as the parser
+# resolves plain scalars (`_resolve`, `_Builder._scalar`), so `yes`, `1:30` or `0x1F` read alike.
+_KEY_RE = r"[A-Za-z_][A-Za-z0-9_-]{0,99}"  # (YAML bounds an implicit key to 1,024 characters)
+_CHARS = "A-Za-z0-9_./@+=~-"  # no ':', ',', brackets, '#', quotes, white space
+_FIRST = "A-Za-z0-9_/"  # no indicator starts it
+_FLOW_SCALAR = rf"[{_FIRST}][{_CHARS}]*(?: [{_FIRST}][{_CHARS}]*)*"
+# in block context a ':' may be inside a word (`52:54:00:aa:bb:01`), never at its end
+_BLOCK_SCALAR = rf"[{_FIRST}][{_CHARS}]*(?::[{_CHARS}]+)*(?: [{_CHARS}]+(?::[{_CHARS}]+)*)*"
+_ENTRY = re.compile(rf"( *)({_KEY_RE}):(?: (?:({_BLOCK_SCALAR})|\{{(.*)\}}|\[(.*)\]))?")
+_FLOW_ITEM = re.compile(_FLOW_SCALAR)
+_FLOW_PAIR = re.compile(rf"({_KEY_RE}): ({_FLOW_SCALAR})")
+_MAX_SIMPLE_LINES = 200
+
+
+def _simple(file: str, text: str, content: bytes) -> Document | None:
+    """The Document of a file in the simple forms (see above), or None: parse it."""
+    if "\t" in text or "\r" in text or text.count("\n") > _MAX_SIMPLE_LINES:
+        return None
+    root: dict[str, Any] = {}
+    start: int | None = None
+    inner: dict[str, Any] | None = None  # the mapping under the last `key:` with no value
+    indent = ""
+    try:
+        for number, line in enumerate(text.split("\n")):
+            match = _ENTRY.fullmatch(line)
+            if match is None:
+                if not line or line.lstrip(" ").startswith("#"):
+                    continue  # an empty line, a comment
+                return None
+            spaces, key, plain, flow_map, flow_seq = match.groups()
+            if spaces:
+                if inner is None or (indent and spaces != indent):
+                    return None
+                indent, target = spaces, inner
+            else:
+                if inner is not None and not indent:
+                    return None  # `key:` with nothing under it: a null, left to the parser
+                inner, indent, target = None, "", root
+                if start is None:
+                    start = number
+            if key in target:
+                return None
+            if plain is not None:
+                target[key] = plain if plain[0] not in _RESOLVED_FIRST else _plain(plain)
+            elif flow_map is not None:
+                value: dict[str, Any] = {}
+                for part in flow_map.split(", ") if flow_map else ():
+                    pair = _FLOW_PAIR.fullmatch(part)
+                    if pair is None:
+                        return None
+                    name, item = pair.groups()
+                    if name in value:
+                        return None
+                    value[name] = item if item[0] not in _RESOLVED_FIRST else _plain(item)
+                target[key] = value
+            elif flow_seq is not None:
+                items = []
+                for part in flow_seq.split(", ") if flow_seq else ():
+                    if _FLOW_ITEM.fullmatch(part) is None:
+                        return None
+                    items.append(part if part[0] not in _RESOLVED_FIRST else _plain(part))
+                target[key] = items
+            elif spaces:
+                return None  # nesting deeper than one level
+            else:
+                inner = target[key] = {}
+    except Exception:  # whatever the shortcut cannot do, the parser does
+        return None
+    if start is None or (inner is not None and not indent):
+        return None
+    return Document(file, root, content, (start, 0))
+
+
+# The first characters of a plain scalar some implicit tag may resolve (PyYAML's resolvers are
+# looked up by it): any other is text. With a resolver for every character, every value is resolved.
+_IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers
+_RESOLVED_FIRST = frozenset(k for k in _IMPLICIT if k) if None not in _IMPLICIT else frozenset(map(chr, range(128)))
+
+
+def _plain(value: str) -> Any:
+    """A plain scalar's value as `_Builder` makes it from the node the composer gives."""
+    return _SCALARS._scalar(yaml.ScalarNode(_resolve(yaml.ScalarNode, value, (True, False)), value))
+
+
+_SCALARS = _Builder("")  # its `_scalar` keeps no state
