@@ -495,8 +495,10 @@ class Daemon:
     def _record_targets(self, generation: Generation, timings: dict[str, float]) -> tuple[Target, ...]:
         """Remember which nodes this revision targets (boot results per commit read it)."""
         t0 = time.monotonic()
-        targets, wrong = self._target_memo.targets(generation.state, generation.files,
-                                                   self.settings.verify_incremental)
+        change = self.reconciler.change
+        targets, wrong = self._target_memo.targets(
+            generation.state, generation.files, self.settings.verify_incremental,
+            change[1] if change is not None and change[0] is generation.files else None)
         if wrong:
             log.error("revision=%s INCREMENTAL TARGETS MISMATCH: %d node(s) kept a boot plan digest that differs from "
                       "the one computed (using the computed ones; please report this): %s", generation.revision,

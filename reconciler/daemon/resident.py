@@ -51,6 +51,7 @@ from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import gc_paused, validate
 from reconciler.daemon import snapdelta, worker
+from reconciler.daemon.targets import Change
 from reconciler.daemon.worker import CHUNK_FILES, CHUNK_NODES, Limits, Renderer
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Built:
     mismatched: tuple[str, ...] = ()  # paths the memo rendered differently from scratch (`verify`)
     patch_mismatched: tuple[str, ...] = ()  # paths (or "state") the patched result got wrong (`verify`)
     pid: int = 0  # of the child that built it
+    change: Change | None = None  # what it changed against the result before it, when patched onto that
 
 
 @dataclass
@@ -238,7 +240,7 @@ class Worker:
                 assert head is not None
                 t_patch = time.monotonic()
                 patched = self._patch_files(head[2], delta, files, removed)
-                built = self._assemble(token, head, nodes, patched, len(files) + len(removed), message[1], message[2],
+                built = self._assemble(token, head, nodes, patched, (*files, *removed), message[1], message[2],
                                        (whole_nodes, whole_files) if self.verify else None)
                 wrong = tuple(f"snapshot: {p}" for p in message[3])
                 return dataclasses.replace(built, timings={**built.timings, "patch": time.monotonic() - t_patch},
@@ -268,11 +270,13 @@ class Worker:
             del out[path]
         return out
 
-    def _assemble(self, token: int, head: Any, nodes: dict[str, Node], all_files: Mapping[str, bytes], sent: int,
-                  timings: dict[str, float], mismatched: tuple[str, ...],
+    def _assemble(self, token: int, head: Any, nodes: dict[str, Node], all_files: Mapping[str, bytes],
+                  paths: tuple[str, ...], timings: dict[str, float], mismatched: tuple[str, ...],
                   whole: tuple[list[Node], dict[str, bytes]] | None) -> Built:
         state, issues, patched, order = head
         last = self._last
+        change = Change(last.files, nodes, frozenset(paths), order is None) if patched and last is not None else None
+        sent = len(paths)
         if patched:
             assert last is not None
             by_name = {**last.nodes, **nodes}
@@ -290,11 +294,11 @@ class Worker:
                     or dataclasses.replace(state, nodes=()) != dataclasses.replace(full_state, nodes=()):
                 wrong = ("state", *wrong)
             if wrong:
-                state, all_files = full_state, whole[1]
+                state, all_files, change = full_state, whole[1], None
                 by_name, order = {n.name: n for n in whole[0]}, tuple(n.name for n in whole[0])
         # After a wrong patch the next result comes whole (base 0): nothing is patched onto this one.
         self._last = None if wrong else _Whole(token, all_files, {name: by_name[name] for name in order}, order)
-        return Built(issues, state, all_files, timings, mismatched, wrong, self._proc.pid)
+        return Built(issues, state, all_files, timings, mismatched, wrong, self._proc.pid, change)
 
 
 # -- the child ------------------------------------------------------------------------------

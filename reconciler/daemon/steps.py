@@ -65,6 +65,7 @@ from reconciler.core.validate import validate
 from reconciler.daemon import persist, resident, worker
 from reconciler.daemon.loader import REPORT_KEY_META, SITE_META, Renderer
 from reconciler.daemon.outcome import Outcome, Result
+from reconciler.daemon.targets import Change
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
 
@@ -121,6 +122,8 @@ class Reconciler:
         self.source = source
         self.on_source_opened = on_source_opened
         self.previous: StoredGeneration | None = None  # what `write` may hard-link from
+        # The last worker result's files and what they changed against the one before (daemon.targets).
+        self.change: tuple[Mapping[str, bytes], Change] | None = None
         self.on_desired = on_desired  # the fetch step learnt which revision is desired
         self.on_assets = on_assets  # progress of the assets step (None: over)
         self.asset_store = AssetStore(settings.assets_dir) if settings.assets_dir is not None else None
@@ -252,6 +255,7 @@ class Reconciler:
         if self.worker is not None:  # validation and rendering both, in the worker process
             built = self.worker.build(attempt.snapshot)
             attempt.issues, attempt.state, attempt.files = built.issues, built.state, built.files
+            self.change = None if built.change is None else (built.files, built.change)
             attempt.timings.update((f"worker.{name}", seconds) for name, seconds in built.timings.items())
             self._mismatched(attempt, built.mismatched)
             if built.patch_mismatched:

@@ -2,7 +2,8 @@
 plan digests for unchanged nodes, and equal `bootplan.targets` computed from scratch for any
 sequence of commits: the render-memo edits of test_render_reuse (nodes, profiles, templates with
 and without the report token, netboot.yaml, renames, deletions) plus reinstall counters,
-install-once and Secure Boot per profile; rendered with the memo, as the worker does."""
+install-once and Secure Boot per profile; rendered with the memo, as the worker does; with and
+without the worker's `Change` (the nodes and entries each commit changed)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core import bootplan
+from reconciler.core.model import DesiredState, Node
 from reconciler.core.render import NodeMemo, render_served
+from reconciler.core.render.files import RenderedFiles
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
-from reconciler.daemon.targets import TargetMemo
+from reconciler.daemon.resident import _same
+from reconciler.daemon.targets import Change, TargetMemo
 from tests.repo_builder import files as base_files
 from tests.unit.test_render_reuse import _REVISION, _apply, _Edit, edits
 
@@ -39,7 +43,8 @@ def _more(files: dict[str, bytes], kind: str, n: int) -> None:
 def test_reused_digests_equal_the_digests_computed_from_scratch(steps: list[tuple[_Edit, str, str]],
                                                                  secret: bytes | None) -> None:
     files = base_files()
-    render_memo, targets = NodeMemo(), TargetMemo()
+    render_memo, targets, told = NodeMemo(), TargetMemo(), TargetMemo()
+    before: tuple[DesiredState, RenderedFiles] | None = None
     for n, (edit, more, revision) in enumerate(steps):
         _apply(files, edit)
         _more(files, more, n)
@@ -47,9 +52,23 @@ def test_reused_digests_equal_the_digests_computed_from_scratch(steps: list[tupl
         if state is None:
             continue
         served = render_served(state, secret, memo=render_memo)
+        expected = bootplan.targets(state, served)
         got, wrong = targets.targets(state, served, verify=True)
         assert wrong == ()
-        assert got == bootplan.targets(state, served)
+        assert got == expected
+        assert told.targets(state, served, change=_change(before, state, served))[0] == expected
+        before = (state, served)
+
+
+def _change(before: tuple[DesiredState, RenderedFiles] | None, state: DesiredState,
+            served: RenderedFiles) -> Change | None:
+    """What the worker sends for this commit against the one before (daemon.resident)."""
+    if before is None:
+        return None
+    nodes: dict[str, Node] = {n.name: n for n in before[0].nodes}
+    changes = served.changed_since(before[1])
+    return Change(before[1], {n.name: n for n in state.nodes if n.name not in nodes or not _same(nodes[n.name], n)},
+                  (*changes.changed, *changes.removed), list(nodes) == [n.name for n in state.nodes])
 
 
 def test_a_one_node_commit_computes_one_digest() -> None:
@@ -65,5 +84,24 @@ def test_a_one_node_commit_computes_one_digest() -> None:
     assert state is not None
     served = render_served(state, b"k", memo=render_memo)
     second, _ = targets.targets(state, served)
+    assert second == bootplan.targets(state, served)
+    assert targets.reused == len(second) - 1
+
+
+def test_a_one_node_commit_told_by_the_worker_looks_at_that_node() -> None:
+    files = base_files({f"nodes/bulk-{i}.yaml": f"mac: 52:54:00:ee:00:{i:02x}\nprofile: local\n"
+                        for i in range(30)})
+    render_memo, targets = NodeMemo(), TargetMemo()
+    first = validate(Snapshot("1" * 40, dict(files))).state
+    assert first is not None
+    before = render_served(first, None, memo=render_memo)
+    targets.targets(first, before)
+    files["nodes/bulk-3.yaml"] = b"mac: 52:54:00:ee:00:63\nprofile: local\n"
+    state = validate(Snapshot("2" * 40, dict(files))).state
+    assert state is not None
+    served = render_served(state, None, memo=render_memo)
+    change = _change((first, before), state, served)
+    assert change is not None and list(change.nodes) == ["bulk-3"]
+    second, _ = targets.targets(state, served, change=change)
     assert second == bootplan.targets(state, served)
     assert targets.reused == len(second) - 1
