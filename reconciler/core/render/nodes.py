@@ -30,6 +30,7 @@ import jinja2.meta
 
 from reconciler.core import template
 from reconciler.core.model import CloudInitTemplate, Node, Profile, Site
+from reconciler.core.render import onepass
 from reconciler.core.secrets import SecretValues
 
 
@@ -92,12 +93,14 @@ _Raw = tuple[str, tuple[str, ...], tuple[str, ...], str | None]
 
 
 def _plan(
-    profile: Profile, tpl: CloudInitTemplate | None, context: Mapping[str, Any], reuse: _Raw | None = None
+    profile: Profile, tpl: CloudInitTemplate | None, context: Mapping[str, Any], reuse: _Raw | None = None,
+    user_data: str | None = None,
 ) -> _Raw:
     """The node's raw (unpinned) kernel, initrd entries, args and user-data rendered with
     `context` (`template.node_context` at some revision). With `reuse` (the same plan at another
     revision), templates that cannot depend on the revision are not rendered again: their output
-    is the same. A template using `secrets` is (the instance-id pass gets fingerprints, not the values)."""
+    is the same. A template using `secrets` is (the instance-id pass gets fingerprints, not the values).
+    `user_data`: the cloud-init template's output, already made (`render.onepass`)."""
 
     def one(text: str, previous: str | None) -> str:
         if reuse is not None and previous is not None and not uses_revision(text) \
@@ -112,7 +115,8 @@ def _plan(
     if kernel:
         initrd = tuple(one(p, reuse[1][i] if reuse else None) for i, p in enumerate(boot.initrd))
         args = tuple(one(a, reuse[2][i] if reuse else None) for i, a in enumerate(boot.args))
-    user_data = one(tpl.text, reuse[3] if reuse else None) if tpl is not None else None
+    if user_data is None and tpl is not None:
+        user_data = one(tpl.text, reuse[3] if reuse else None)
     return kernel, initrd, args, user_data
 
 
@@ -142,11 +146,13 @@ def plan_node(
     values = secrets or SecretValues()
     token = template.report_token(report_secret, node.name, revision)
     context = template.node_context(site, node, revision, token, values.values)
+    fixed_token = template.report_token(report_secret, node.name, "")
+    both = onepass.render_both(tpl.text, context, site, node, (revision, token, values.values),
+                               ("", fixed_token, values.stable)) if tpl is not None else None
     try:
-        raw = _plan(profile, tpl, context)
-        fixed = _plan(profile, tpl, template.at_revision(context, site, node, "",
-                                                         template.report_token(report_secret, node.name, ""),
-                                                         values.stable), reuse=raw)
+        raw = _plan(profile, tpl, context, user_data=both[0] if both else None)
+        fixed = _plan(profile, tpl, template.at_revision(context, site, node, "", fixed_token, values.stable),
+                      reuse=raw, user_data=both[1] if both else None)
     except template.TemplateFailure as exc:
         where = f"profile {profile.id!r}" + (f", cloud-init {tpl.name!r}" if tpl is not None else "")
         raise template.TemplateFailure(f"{exc.message} (rendering node {node.name!r}: {where})", exc.line,
