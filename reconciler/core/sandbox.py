@@ -352,6 +352,11 @@ def render_bounded(
     size = 0
     at_line_start = True
     chunks = cast(Generator[str, None, None], template.generate(context))
+    # check_deadline's cheap answer, inlined for each chunk (a render yields one per output
+    # expression and literal): a reading, older or not, plus the time since is at least the
+    # thread's CPU time now; only when that could be past the deadline is the clock read.
+    cutoff, reading = deadline.get(), _reading.get()
+    clock = time.perf_counter
     for chunk in chunks:
         if lines is not None and chunk:
             at_line_start = _track(template, chunks, chunk, lines, at_line_start)
@@ -359,7 +364,9 @@ def render_bounded(
         try:
             if size > limit:
                 raise Bounded(f"the rendered output is over the {limit} character limit")
-            check_deadline()
+            if cutoff is not None and (reading is None or reading[1] + (clock() - reading[0]) > cutoff):
+                check_deadline()
+                reading = _reading.get()
         except Bounded as exc:
             chunks.throw(exc)
             raise

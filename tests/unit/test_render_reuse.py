@@ -210,3 +210,22 @@ def test_a_revision_a_template_takes_back_from_a_block_or_a_recursive_loop_is_no
             state = valid_state(Snapshot(revision, dict(files)))
             assert list(render_generation(state, b"s", memo=memo).items()) == \
                 list(render_generation(state, b"s").items())
+
+
+def test_a_memo_written_after_a_first_render_and_read_back_keeps_its_nodes() -> None:
+    """A first render leaves the nodes' keys to be made when the memo is written (the daemon's
+    worker writes it after serving): read back, it reuses every unchanged node, and a changed
+    one is rendered again."""
+    files = base_files()
+    memo = NodeMemo()
+    render_generation(valid_state(Snapshot("a" * 40, files)), b"s", memo=memo)
+    memo = pickle.loads(pickle.dumps(memo))
+    assert all(kept.key for kept in memo.entries.values())
+    state = valid_state(Snapshot("b" * 40, files))
+    assert list(render_generation(state, b"s", memo=memo).items()) == list(render_generation(state, b"s").items())
+    assert (memo.hits, memo.misses) == (2, 0)
+    files["nodes/node-2.yaml"] += b"metadata: {x: 1}\n"
+    state = valid_state(Snapshot("c" * 40, files))
+    memo = pickle.loads(pickle.dumps(memo))
+    assert list(render_generation(state, b"s", memo=memo).items()) == list(render_generation(state, b"s").items())
+    assert (memo.hits, memo.misses) == (1, 1)

@@ -69,7 +69,11 @@ class NodeMemo:
     previous: object = None
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "last": {}, "previous": None}
+        # The keys a render left to be made (`Kept.key` None) are made now, from what `last` holds:
+        # a first render of every node does not spend its time on them.
+        entries = {name: kept if kept.key is not None else kept._replace(key=node_key(*self.last[name]))
+                   for name, kept in self.entries.items() if kept.key is not None or name in self.last}
+        return {**self.__dict__, "entries": entries, "last": {}, "previous": None}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
@@ -167,7 +171,7 @@ def node_key(node: Node, shared: bytes) -> bytes:
 
 
 class Kept(NamedTuple):
-    key: bytes
+    key: bytes | None  # None: not made yet; `NodeMemo.last` holds the node and digests it is made from
     entries: dict[str, Entry]  # rendered at the stand-in revision; `Stamped` where it or its token is in them
     size: int  # of the bytes they serve
 
@@ -186,14 +190,21 @@ def render_node_reusing(
     commit (a validator that keeps unchanged nodes) with the same `shared` is not pickled again."""
     kept = memo.entries.get(node.name)
     last = memo.last.get(node.name)
-    if kept is not None and last is not None and last[0] is node and last[1] == shared:
-        memo.hits += 1
-        return kept
-    key = node_key(node, shared)
-    if kept is not None and kept.key == key:
-        memo.hits += 1
-        memo.last[node.name] = (node, shared)
-        return kept
+    key = None  # a node rendered for the first time: its key is made when asked for (`NodeMemo.__getstate__`)
+    if kept is not None:
+        if last is not None and last[0] is node and last[1] == shared:
+            memo.hits += 1
+            return kept
+        if kept.key is None:
+            if last is None:  # cannot be: `last` is dropped only with the entry, or made into its key
+                kept = kept._replace(key=b"")
+            else:
+                kept = memo.entries[node.name] = kept._replace(key=node_key(*last))
+        key = node_key(node, shared)
+        if kept.key == key:
+            memo.hits += 1
+            memo.last[node.name] = (node, shared)
+            return kept
     memo.misses += 1
     files = render_at(sentinel)
     token = _token(report_secret, node.name, sentinel)
