@@ -355,10 +355,15 @@ def _loads(data: bytes | str, loader: type[yaml.SafeLoader]) -> bool:
     return True
 
 
+def secret_templates(state: DesiredState) -> frozenset[str]:
+    """The cloud-init templates that name `secrets` (their nodes' user-data is private)."""
+    return frozenset(name for name, tpl in state.cloud_init.items() if template.secret_references(tpl.text))
+
+
 def private_paths(state: DesiredState) -> frozenset[str]:
     """The rendered files that hold a secret's value: the user-data of every node whose cloud-init
     template names `secrets`. Written with mode 0600 (`adapters.artifacts`)."""
-    uses = {name for name, tpl in state.cloud_init.items() if template.secret_references(tpl.text)}
+    uses = secret_templates(state)
     if not uses:
         return frozenset()
     return frozenset(

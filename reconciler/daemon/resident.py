@@ -275,7 +275,10 @@ class Worker:
                   whole: tuple[list[Node], dict[str, bytes]] | None) -> Built:
         state, issues, patched, order = head
         last = self._last
-        change = Change(last.files, nodes, frozenset(paths), order is None) if patched and last is not None else None
+        change = None
+        if patched and last is not None:
+            was = {name: last.nodes[name] for name in nodes if name in last.nodes}
+            change = Change(last.files, nodes, was, frozenset(paths), order is None)
         sent = len(paths)
         if patched:
             assert last is not None

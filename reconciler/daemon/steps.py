@@ -57,7 +57,7 @@ from reconciler.adapters.gitsource import Source, open_source, print_progress
 from reconciler.core import codes, securecheck
 from reconciler.core.assets import rel
 from reconciler.core.errors import AssetsUnavailable, InvalidRevision, Reason, StoreUnwritable, Temporary
-from reconciler.core.model import DesiredState, Issue, Severity
+from reconciler.core.model import DesiredState, Issue, Node, Severity
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.secrets import private_paths
 from reconciler.core.snapshot import Snapshot
@@ -389,7 +389,7 @@ class Reconciler:
         if problem is not None:  # it could not be written: not served either (a restart could not serve it)
             raise StoreUnwritable(f"the state directory refuses writes ({problem}): not served until it takes them")
         generation = Generation(attempt.revision, attempt.state, attempt.files, attempt.root)
-        self.holder.swap(generation)
+        self.holder.swap(generation, self._changed_nodes(attempt.files))
         attempt.generation = generation
         if self.asset_store is not None and attempt.asset_paths:
             try:  # the served paths, for tools reading --assets-dir (the HTTP server reads the tree)
@@ -400,6 +400,16 @@ class Reconciler:
             self.previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files,
                                              self.meta)
         return True
+
+    def _changed_nodes(self, files: Mapping[str, bytes]) -> list[tuple[Node, Node]] | None:
+        """The worker's changed nodes, (before, after), when `files` are its last result, that result
+        was patched onto the one served now, kept the node order and changed no node's name."""
+        change = self.change
+        current = self.holder.current()
+        if change is None or change[0] is not files or current is None or change[1].base is not current.files \
+                or not change[1].order_kept or change[1].nodes.keys() != change[1].was.keys():
+            return None
+        return [(change[1].was[name], node) for name, node in change[1].nodes.items()]
 
     def _hand_over(self, attempt: Attempt) -> bool:
         """The served generation to the writer thread (`_persist`); `current` follows it."""

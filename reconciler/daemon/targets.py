@@ -48,6 +48,7 @@ class Change(NamedTuple):
 
     base: Mapping[str, bytes]
     nodes: Mapping[str, Node]  # by name: the nodes that are new or differ
+    was: Mapping[str, Node]  # by name: what those of them the result before had were there
     paths: Collection[str]  # stored entries that are new, differ or are gone
     order_kept: bool  # the same node names in the same order
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal, NamedTuple, Protocol
 
 from reconciler.core.bootfiles import BootTable, boot_table, profile_secure_boot
 from reconciler.core.events import Stage
-from reconciler.core.model import DesiredState, DhcpMode, Profile, Site, Subnet, UnknownClients
+from reconciler.core.model import DesiredState, DhcpMode, Node, Profile, Site, Subnet, UnknownClients
 from reconciler.protocol import dhcp as d
 
 PROXY_PORT = 4011
@@ -106,12 +106,18 @@ def _own_chain(site: Site, profile: Profile | None) -> bool | None:
     return secure if secure != site.secure_boot else None
 
 
-def plan_dhcp(state: DesiredState, previous: tuple[DhcpPlan, DesiredState] | None = None) -> DhcpPlan:
+def plan_dhcp(state: DesiredState, previous: tuple[DhcpPlan, DesiredState] | None = None,
+              changed: Sequence[tuple[Node, Node]] | None = None) -> DhcpPlan:
     """Derive the per-generation lookup tables. Pure; called once per revision by the server.
     `previous`: the last generation's plan and state; when the site is unchanged, a node whose
     reservation would be the same keeps its (`_patched`; at 10,000 nodes on a loaded machine,
-    90-130 ms built whole against 6-8 ms patched)."""
+    90-130 ms built whole against 6-8 ms patched). `changed`: the nodes that differ from the
+    previous state's, (before, after) by name, the others the same in the same order: only theirs
+    are looked at, when no MAC changed and the profiles are the same (~0.1 ms for one node)."""
     if previous is not None and previous[1].site == state.site:
+        if changed is not None and state.profiles == previous[1].profiles \
+                and all(before.mac == after.mac for before, after in changed):
+            return _patched(state, *previous, [after for _, after in changed])
         return _patched(state, *previous)
     site = state.site
     subnets: list[SubnetPlan] = []
@@ -154,17 +160,19 @@ def plan_dhcp(state: DesiredState, previous: tuple[DhcpPlan, DesiredState] | Non
     )
 
 
-def _patched(state: DesiredState, previous: DhcpPlan, old: DesiredState) -> DhcpPlan:
+def _patched(state: DesiredState, previous: DhcpPlan, old: DesiredState,
+             only: Sequence[Node] | None = None) -> DhcpPlan:
     """`plan_dhcp(state)` from the plan of `old`, whose site is the same (its SubnetPlans are
-    kept, so kept reservations still point at the plan's own subnets)."""
+    kept, so kept reservations still point at the plan's own subnets). `only`: the nodes that may
+    differ, each at a MAC `old`'s plan has in the same place (the others' reservations are kept)."""
     site = state.site
     own = {pid: _own_chain(site, profile) for pid, profile in state.profiles.items()}
     subnets = previous.subnets
     kept = previous.reservations
-    reservations: dict[str, Reservation] = {}
+    reservations: dict[str, Reservation] = {} if only is None else dict(kept)
     replaced: list[Reservation] = []  # the previous plan's reservations this one does not keep
     added: list[Reservation] = []
-    for node in state.nodes:
+    for node in state.nodes if only is None else only:
         chain = own.get(node.profile) if node.profile in own else _own_chain(site, None)
         before = kept.get(node.mac)
         if before is not None and before.node == node.name and before.hostname == node.hostname \

@@ -67,7 +67,8 @@ def _change(before: tuple[DesiredState, RenderedFiles] | None, state: DesiredSta
         return None
     nodes: dict[str, Node] = {n.name: n for n in before[0].nodes}
     changes = served.changed_since(before[1])
-    return Change(before[1], {n.name: n for n in state.nodes if n.name not in nodes or not _same(nodes[n.name], n)},
+    changed = {n.name: n for n in state.nodes if n.name not in nodes or not _same(nodes[n.name], n)}
+    return Change(before[1], changed, {name: nodes[name] for name in changed if name in nodes},
                   (*changes.changed, *changes.removed), list(nodes) == [n.name for n in state.nodes])
 
 

@@ -1,7 +1,8 @@
 """The DHCP plan a generation derives on activation (protocol.dhcp_decide.DhcpPlan) made from the
 previous generation's plan plus the changed nodes (issue 25) equals the plan built from scratch,
 over random sequences of commits: node fields changed (MAC, address, hostname, profile), nodes
-added and deleted, profiles' own `secure_boot`, the site's subnets and cloud-init template."""
+added and deleted, profiles' own `secure_boot`, the site's subnets and cloud-init template; and
+the boot index and DHCP plan patched with the changed nodes the daemon passes on activation."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.boot import BootIndex
-from reconciler.core.model import DesiredState
+from reconciler.core.model import DesiredState, Node
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
+from reconciler.daemon.resident import _same
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.protocol.dhcp_decide import DhcpPlan, plan_dhcp
 from tests.render_support import example_snapshot
@@ -93,3 +95,35 @@ def test_a_swapped_in_generation_keeps_the_unchanged_nodes_reservations() -> Non
     assert after["52:54:00:aa:bb:01"] is before["52:54:00:aa:bb:01"]
     assert after["52:54:00:aa:bb:02"].hostname == "renamed"
     assert current.dhcp_plan == plan_dhcp(second) and current.boot_index == BootIndex.build(second)
+
+
+def _changed(before: DesiredState, after: DesiredState) -> list[tuple[Node, Node]] | None:
+    """What the daemon passes on activation (daemon.steps): the nodes that differ, when the node
+    names and their order are the same (else None: nothing is passed)."""
+    if [n.name for n in before.nodes] != [n.name for n in after.nodes]:
+        return None
+    return [(b, a) for b, a in zip(before.nodes, after.nodes, strict=True) if not _same(b, a)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.lists(_EDIT, min_size=1, max_size=3), min_size=1, max_size=8))
+def test_views_patched_with_the_changed_nodes_equal_the_views_built_whole(
+        steps: list[list[tuple[str, int]]]) -> None:
+    files = dict(example_snapshot("0" * 40).files)
+    holder = GenerationHolder()
+    for n, edits in enumerate(steps, start=1):
+        for kind, i in edits:
+            _apply(files, kind, i)
+        state = validate(Snapshot(f"{n:040x}", dict(files))).state
+        if state is None:
+            continue
+        current = holder.current()
+        holder.swap(Generation(state.revision, state, {}), _changed(current.state, state) if current else None)
+        served = holder.current()
+        assert served is not None
+        index, whole = served.boot_index, BootIndex.build(state)
+        assert index == whole
+        assert list(index.by_mac.items()) == list(whole.by_mac.items())
+        assert list(index.by_ip.items()) == list(whole.by_ip.items())
+        plan, built = served.dhcp_plan, plan_dhcp(state)
+        assert plan == built and list(plan.reservations.items()) == list(built.reservations.items())
