@@ -12,6 +12,8 @@ way and is optional (true when neither gives it).
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -35,8 +37,9 @@ def _given(doc: Document | None) -> dict[str, Any]:
 def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document], out: Findings,
             memo: BmcMemo | None = None) -> list[Node]:
     """The nodes with `bmc` set from their own and their groups' fields (None where neither gives any).
-    `memo`: a node resolved at an earlier validation, the same Node object from the same document,
-    is taken as it was while the groups giving `bmc:` and their documents are the same (issue 25)."""
+    `memo`: a node resolved at an earlier validation, the same Node object (which the validation
+    memo hands back only for the same document), is taken as it was while the groups giving
+    `bmc:` and their documents are the same (issue 25)."""
     giving = [g for g in sort_groups(groups) if _given(docs.get(g.source.file))]
     if memo is None:
         return _resolve(nodes, giving, docs, out)
@@ -44,21 +47,36 @@ def resolve(nodes: list[Node], groups: list[Group], docs: Mapping[str, Document]
     last = memo.key
     if last is None or len(key) != len(last) or \
             any(a[0] != b[0] or a[1] is not b[1] for a, b in zip(key, last, strict=True)):
-        memo.key, memo.kept = key, {}
-    kept, now = memo.kept, {}
-    resolved = []
-    for node in nodes:
-        doc = docs.get(node.source.file)
-        was = kept.get(id(node))
-        if was is None or was[0] is not node or was[1] is not doc:
-            found = Findings()
-            was = (node, doc, _resolve([node], giving, docs, found)[0], tuple(found.issues))
-        now[id(node)] = was
-        if was[3]:
-            out.extend(was[3])
-        resolved.append(was[2])
-    memo.kept = now
-    return resolved
+        memo.key, memo.nodes, memo.resolved, memo.found = key, [], [], {}
+    before, outcome, found_before = memo.nodes, memo.resolved, memo.found
+    if len(nodes) == len(before):
+        # The same list but where build.nodes put a changed node's (a node object handed back
+        # unchanged comes from the very document it was resolved from): found in C, no Python pass.
+        changed = list(itertools.compress(range(len(nodes)), map(operator.is_not, nodes, before)))
+        resolved, found = list(outcome), dict(found_before)
+    else:
+        at = {id(node): i for i, node in enumerate(before)}
+        resolved, found, changed = [], {}, []
+        for i, node in enumerate(nodes):
+            j = at.get(id(node))
+            if j is None or before[j] is not node:
+                changed.append(i)
+                resolved.append(node)
+            else:
+                resolved.append(outcome[j])
+                if j in found_before:
+                    found[i] = found_before[j]
+    for i in changed:
+        made = Findings()
+        resolved[i] = _resolve([nodes[i]], giving, docs, made)[0]
+        if made.issues:
+            found[i] = tuple(made.issues)
+        else:
+            found.pop(i, None)
+    for i in sorted(found):
+        out.extend(found[i])
+    memo.nodes, memo.resolved, memo.found = list(nodes), resolved, found
+    return list(resolved)
 
 
 def _resolve(nodes: list[Node], giving: list[Group], docs: Mapping[str, Document], out: Findings) -> list[Node]:

@@ -77,6 +77,7 @@ def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = Non
         if memo is not None:
             memo.keep_only(snapshot.files)
             memo.last_parse, memo.changed = (dict(snapshot.files), docs, found), None
+            memo.paths += 1
     if SITE_FILE not in snapshot.files:
         out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
     return docs

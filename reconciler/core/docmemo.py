@@ -67,13 +67,15 @@ class CrossMemo:
 
 
 class BmcMemo:
-    """`core.bmcinherit`'s outcome per node between validations: by the Node object (kept here, so
-    ids stay theirs), its document, and what it resolved to with which findings; valid while the
-    groups giving `bmc:` and their documents are the same (`key`)."""
+    """`core.bmcinherit`'s last outcome: the nodes it was given (kept here, so ids stay theirs),
+    what each resolved to, and the findings by position (non-empty only); valid while the groups
+    giving `bmc:` and their documents are the same (`key`)."""
 
     def __init__(self) -> None:
         self.key: list[tuple[Group, Document | None]] | None = None
-        self.kept: dict[int, tuple[Node, Document | None, Node, tuple[Issue, ...]]] = {}
+        self.nodes: list[Node] = []
+        self.resolved: list[Node] = []
+        self.found: dict[int, tuple[Issue, ...]] = {}
 
 
 class ValidateMemo:
@@ -89,6 +91,9 @@ class ValidateMemo:
         # (non-empty only); and the paths whose documents it parsed anew (None: it parsed all)
         self.last_parse: tuple[dict[str, bytes], dict[str, Document], dict[str, tuple[Issue, ...]]] | None = None
         self.changed: list[str] | None = None
+        self.paths = 0  # counts the snapshots whose paths `parse_all` found new (not those of the last)
+        # what `core.validate` made of the paths alone while `paths` was this count: (count, value)
+        self.of_paths: tuple[int, object] | None = None
         # `core.build.nodes`' last outcome: its nodes, each one's place among them by name, each
         # node file's findings (non-empty only), and how many node files each name has
         self.last_nodes: tuple[list[Node], dict[str, int], dict[str, tuple[Issue, ...]], dict[str, int]] | None = None

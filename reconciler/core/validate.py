@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, sites, template
 from reconciler.core.bootcheck import BootPlanChecker
@@ -80,6 +82,9 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+_NAME = operator.attrgetter("name")
+
+
 def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: ValidateMemo | None) -> Validation:
     out = Findings()
     out.extend(snapshot.refused)
@@ -109,10 +114,17 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     # A reference to a file that exists but failed (its own errors say why) is not a second
     # error: "profile X does not exist, did you mean Y" would send the user the wrong way.
     # (the prefix first: kind_of on each of 100,000 node files was a tenth of a one-node commit's validation)
-    declared = {
-        kind: {build.stem(p) for p in snapshot.files if p.startswith(prefix) and kind_of(p) == kind}
-        for kind, prefix in (("profile", "profiles/"), ("cloud-init", "cloud-init/"))
-    }
+    # (with a memo, made again only when the paths differ from the last snapshot's)
+    of_paths = memo.of_paths if memo is not None else None
+    if of_paths is not None and memo is not None and of_paths[0] == memo.paths:
+        declared = cast(dict[str, set[str]], of_paths[1])
+    else:
+        declared = {
+            kind: {build.stem(p) for p in snapshot.files if p.startswith(prefix) and kind_of(p) == kind}
+            for kind, prefix in (("profile", "profiles/"), ("cloud-init", "cloud-init/"))
+        }
+        if memo is not None:
+            memo.of_paths = (memo.paths, declared)
     known_profiles = {**dict.fromkeys(declared["profile"]), **profiles}
     crossref.check_profile_refs(profiles, {**dict.fromkeys(declared["cloud-init"]), **cloud_init}, where, out)
     sites.check_members(nodes, groups, site_names, where, out)
@@ -123,7 +135,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     crossref.check_nodes(nodes, known_profiles, by_name, where, out, memo.crossref if memo is not None else None)
     used_secrets = secrets.check_references(secrets_file, profiles, cloud_init, where, out,
                                             failed=secrets_file is None and SECRETS_FILE in snapshot.files)
-    by_name_nodes = sorted(nodes, key=lambda n: n.name)
+    by_name_nodes = sorted(nodes, key=_NAME)
     if by_name:
         for site in by_name.values():
             crossref.check_subnets(site, out)
@@ -135,10 +147,14 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
                                           secrets.placeholders(names).values,
                                           memo.boot.setdefault(name, BootMemo()) if memo is not None else None)
                     for name, site in by_name.items()}
-        for node in by_name_nodes:
-            node_checker = checkers.get(node.site or sites.IMPLICIT)  # sites.site_of, inlined: once per node
-            if node_checker is not None:
-                node_checker.check_node(node, cloud_init)
+        if len(checkers) == 1:  # each node its site's: (sites.site_of, inlined) one site's nodes in turn
+            (only, checker), = checkers.items()
+            checker.check_nodes((n for n in by_name_nodes if (n.site or sites.IMPLICIT) == only), cloud_init)
+        else:
+            for node in by_name_nodes:
+                node_checker = checkers.get(node.site or sites.IMPLICIT)
+                if node_checker is not None:
+                    node_checker.check_node(node, cloud_init)
         for checker in checkers.values():
             checker.finish()
         for group in sorted(groups, key=lambda g: g.id):
