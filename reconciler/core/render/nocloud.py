@@ -26,9 +26,11 @@ import re
 
 from reconciler.core.render.nodes import NodeBoot
 
-_AUTOINSTALL = re.compile(r"^autoinstall:[ \t]*(#.*)?$", re.M)
+# Found where a line starts (`_line_head`, `_top_level`): a pattern opening with `^` is tried at
+# every character, one opening with a literal is searched for it (a third of a node's NoCloud files).
+_AUTOINSTALL = re.compile(r"autoinstall:[ \t]*(#.*)?$", re.M)
 _CONTENT = re.compile(r"^([ \t]+)\S", re.M)
-_TOP_LEVEL = re.compile(r"^[^\s#]", re.M)
+_TOP_LEVEL = re.compile(r"\n[^\s#]")
 
 
 @functools.lru_cache(maxsize=64)
@@ -40,14 +42,13 @@ def with_reporting(user_data: str, endpoint: str) -> str:
     """`user_data` with our autoinstall reporting webhook added (see above)."""
     if not endpoint or "autoinstall" not in user_data:
         return user_data
-    head = _AUTOINSTALL.search(user_data)
+    head = _line_head(user_data)
     if head is None:
         return user_data
     cut = head.end() + 1
     rest = user_data[cut:]
     # the autoinstall block: indented lines (and blank or comment lines) up to the next top-level key
-    block_end = _TOP_LEVEL.search(rest)
-    block = rest[: block_end.start()] if block_end else rest
+    block = rest[: _top_level(rest)]
     first = next((ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), None)
     if first is None:
         return user_data
@@ -55,10 +56,28 @@ def with_reporting(user_data: str, endpoint: str) -> str:
     if indent is None:
         return user_data
     pad = indent.group(1)
-    own = _reporting_key(pad).search(block)
+    own = _reporting_key(pad).search(block) if "reporting" in block else None
     if own is None:
         return user_data[:cut] + f"{pad}reporting:\n" + _handler("netboot", endpoint, pad * 2, pad) + rest
     return user_data[:cut] + _merged(block, own, endpoint, pad) + rest[len(block) :]
+
+
+def _line_head(text: str) -> re.Match[str] | None:
+    """The first `autoinstall:` line (`^autoinstall:[ \\t]*(#.*)?$` with re.M): a match of the
+    pattern without `^` at a line's start (a match never spans lines, so none hides one)."""
+    for match in _AUTOINSTALL.finditer(text):
+        if match.start() == 0 or text[match.start() - 1] == "\n":
+            return match
+    return None
+
+
+def _top_level(text: str) -> int:
+    """Where the first line starting with neither white space nor `#` starts (`^[^\\s#]` with
+    re.M); len(text) when none does."""
+    if text and not (text[0].isspace() or text[0] == "#"):
+        return 0
+    found = _TOP_LEVEL.search(text)
+    return found.start() + 1 if found else len(text)
 
 
 def _handler(name: str, endpoint: str, indent: str, pad: str) -> str:
