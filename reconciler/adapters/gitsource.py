@@ -186,6 +186,7 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         if entry.filemode != pygit2.GIT_FILEMODE_TREE:
             raise _invalid(subdir, f"--path {subdir}: not a directory in commit {revision[:12]}")
         tree = repo[entry.id].peel(pygit2.Tree)
+    flat: tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]] | None = None
     if cache is None:
         root = _read_dir(repo, tree, "", None, None)
     else:
@@ -193,16 +194,17 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
             old = cache.last if cache.subdir == subdir else None
             touched = _touched(repo, old.oid, tree) if old is not None and old.oid != tree.id else None
             root = _read_dir(repo, tree, "", old, touched)
-            cache.subdir, cache.last = subdir, root
-    files: dict[str, bytes] = {}
-    refused: list[Issue] = []
-    unread: list[Issue] = []
-    _flatten(root, files, refused, unread)
+            if old is not None and cache.flat is not None and (touched is not None or old is root):
+                flat = _reflattened(old, root, touched or {}, cache.flat)
+            if flat is None:
+                flat = _flattened(root)
+            cache.subdir, cache.last, cache.flat = subdir, root, flat
+    files, refused, unread = flat if flat is not None else _flattened(root)
     return Snapshot(
         revision=str(commit.id),
-        files=files,
-        refused=tuple(refused),
-        unread=tuple(unread),
+        files=dict(files),
+        refused=refused,
+        unread=unread,
         origin=origin,
         extra={
             "message": commit.message.strip().splitlines()[0] if commit.message.strip() else "",
@@ -231,17 +233,28 @@ def read_incrementally(repo: pygit2.Repository, revision: str, settings: Setting
                   "please report this): files %s, refused/unread %s", revision, ", ".join(differ[:10]) or "-",
                   (snapshot.refused, snapshot.unread) != (scratch.refused, scratch.unread))
         with cache.lock:
-            cache.last = None
+            cache.last = cache.flat = None
     return scratch
+
+
+# The largest tree object libgit2 keeps parsed in its object cache (its default: 4 KiB). A
+# directory of 10,000 node files is one tree object of ~400 KiB: each incremental read parsed it
+# three times (the diff's two sides and the read of the new one); kept parsed, the old side and
+# the read come from the cache (10,000 nodes: read_tree 10 -> 5-7 ms of CPU). Within libgit2's
+# cache bound (256 MiB for every object), trees least recently used go first.
+TREE_CACHE_LIMIT = 64 << 20
 
 
 class TreeCache:
     """The last tree a source read (`read_tree(cache=...)`): each directory's entries' outcomes."""
 
     def __init__(self) -> None:
+        pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, TREE_CACHE_LIMIT)
         self.lock = threading.Lock()
         self.subdir = ""
         self.last: _Dir | None = None
+        # `last` flattened: its files in order, refused and unread (read_tree copies the dict).
+        self.flat: tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]] | None = None
 
 
 class _Outcome(NamedTuple):
@@ -325,6 +338,49 @@ def _outcome(repo: pygit2.Repository, entry: pygit2.Object, prefix: str, old: _D
     if size > MAX_FILE_BYTES:
         return _Outcome(order, "refused", rel, refuse_size(rel, size))
     return _Outcome(order, "file", rel, repo[entry.id].peel(pygit2.Blob).data)
+
+
+def _flattened(root: _Dir) -> tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]]:
+    files: dict[str, bytes] = {}
+    refused: list[Issue] = []
+    unread: list[Issue] = []
+    _flatten(root, files, refused, unread)
+    return files, tuple(refused), tuple(unread)
+
+
+def _reflattened(old: _Dir, new: _Dir, touched: dict[str, set[str]],
+                 flat: tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]]
+                 ) -> tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]] | None:
+    """`_flattened(new)` from `old`'s (`flat`), when every name the diff touched is a file in both
+    trees, or ignored in both (the paths and their order, refusals and unread ones the same: a
+    commit that edits files); None otherwise."""
+    files = flat[0]
+    changed: dict[str, bytes] = {}
+    for prefix, names in touched.items():
+        before, after = _dir_at(old, prefix), _dir_at(new, prefix)
+        for name in names:
+            was = before.entries.get(name) if before is not None else None
+            now = after.entries.get(name) if after is not None else None
+            if was is None and now is None:
+                continue  # a name the format ignores, or one under such a directory
+            if was is not None and now is not None:
+                if was.kind == now.kind == "dir":
+                    continue  # what changed in it is touched under its own path
+                if was.kind == now.kind == "file" and was.path in files:
+                    changed[now.path] = now.value
+                    continue
+            return None
+    if not changed:
+        return flat
+    return {**files, **changed}, flat[1], flat[2]
+
+
+def _dir_at(root: _Dir, path: str) -> _Dir | None:
+    directory: _Dir | None = root
+    for part in path.split("/") if path else ():
+        outcome = directory.entries.get(part) if directory is not None else None
+        directory = outcome.value if outcome is not None and outcome.kind == "dir" else None
+    return directory
 
 
 def _flatten(directory: _Dir, files: dict[str, bytes], refused: list[Issue], unread: list[Issue]) -> None:

@@ -94,8 +94,10 @@ def test_verify_incremental_serves_a_full_read_when_the_cache_is_wrong(tmp_path:
     assert cache.last is not None  # a cache gone wrong (the bug --verify-incremental is for): other bytes
     nodes = cache.last.entries["nodes"].value
     nodes.entries["n0.yaml"] = nodes.entries["n0.yaml"]._replace(value=b"mac: 52:54:00:00:00:09\n")
+    assert cache.flat is not None  # and the files flattened from it, which an unchanged tree reuses
+    cache.flat[0]["nodes/n0.yaml"] = b"mac: 52:54:00:00:00:09\n"
     served = read_incrementally(repo.repo, revision, checked, "", cache)
     assert served.files["nodes/n0.yaml"] == b"mac: 52:54:00:00:00:00\n"
-    assert cache.last is None
+    assert cache.last is None and cache.flat is None
     unchecked = dataclasses.replace(checked, verify_incremental=False)
     assert read_incrementally(repo.repo, revision, unchecked, "", cache) == served
