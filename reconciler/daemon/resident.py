@@ -82,6 +82,8 @@ class _Whole:
     files: Mapping[str, bytes]
     nodes: dict[str, Node]
     order: tuple[str, ...]
+    listed: tuple[Node, ...] = ()  # the parent's: the nodes in order (its state's)
+    index: Mapping[str, int] | None = None  # the parent's: each node's place in them
 
 
 class Worker:
@@ -280,14 +282,28 @@ class Worker:
             was = {name: last.nodes[name] for name in nodes if name in last.nodes}
             change = Change(last.files, nodes, was, frozenset(paths), order is None)
         sent = len(paths)
-        if patched:
-            assert last is not None
-            by_name = {**last.nodes, **nodes}
-            order = last.order if order is None else tuple(order)
+        index: Mapping[str, int] | None = None
+        if patched and order is None and last is not None and last.index is not None \
+                and nodes.keys() <= last.index.keys():
+            # The same nodes in the same order: the last ones with the changed put in their places
+            # (the last whole is replaced by this one, so its dict is updated in place).
+            listed, index, order = list(last.listed), last.index, last.order
+            for name, node in nodes.items():
+                listed[index[name]] = node
+            by_name = last.nodes
+            by_name.update(nodes)
+            nodes_in_order = tuple(listed)
         else:
-            by_name, order = nodes, tuple(order)
+            if patched:
+                assert last is not None
+                by_name = {**last.nodes, **nodes}
+                order = last.order if order is None else tuple(order)
+            else:
+                by_name, order = nodes, tuple(order)
+            nodes_in_order = tuple(by_name[name] for name in order)
+            by_name = {name: by_name[name] for name in order}
         timings = {**timings, "files.sent": float(sent), "nodes.sent": float(len(nodes))}
-        state = dataclasses.replace(state, nodes=tuple(by_name[name] for name in order))
+        state = dataclasses.replace(state, nodes=nodes_in_order)
         wrong: tuple[str, ...] = ()
         if whole is not None:
             full_state = dataclasses.replace(state, nodes=tuple(whole[0]))
@@ -298,9 +314,10 @@ class Worker:
                 wrong = ("state", *wrong)
             if wrong:
                 state, all_files, change = full_state, whole[1], None
-                by_name, order = {n.name: n for n in whole[0]}, tuple(n.name for n in whole[0])
         # After a wrong patch the next result comes whole (base 0): nothing is patched onto this one.
-        self._last = None if wrong else _Whole(token, all_files, {name: by_name[name] for name in order}, order)
+        if index is None:
+            index = {name: i for i, name in enumerate(order)}
+        self._last = None if wrong else _Whole(token, all_files, by_name, order, state.nodes, index)
         return Built(issues, state, all_files, timings, mismatched, wrong, self._proc.pid, change)
 
 
