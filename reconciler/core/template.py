@@ -141,11 +141,17 @@ def generation_too_large(node: str) -> str:
 
 RENDER_CPU_SECONDS = 2.0  # one template for one node: real ones take well under a millisecond
 COMMIT_CPU_SECONDS = 60.0  # a whole commit, validation or rendering (10,000 nodes take ~3 s of CPU)
+NODE_CPU_SECONDS = 0.005  # and this much more per node (or file): ~10x what a real node costs
 
 
 @contextlib.contextmanager
-def commit_budget(seconds: float = COMMIT_CPU_SECONDS) -> Iterator[None]:
-    """Bound the CPU time of all renders in this block (one commit's validation or rendering)."""
+def commit_budget(seconds: float | None = None, nodes: int = 0) -> Iterator[None]:
+    """Bound the CPU time of all renders in this block (one commit's validation or rendering):
+    `seconds`, or COMMIT_CPU_SECONDS and NODE_CPU_SECONDS for each of `nodes`. A bound that did
+    not grow with the site would make every commit of a large enough one invalid (100,000 nodes
+    took ~50 s of CPU to validate and render here: a slower machine would pass 60 s)."""
+    if seconds is None:
+        seconds = COMMIT_CPU_SECONDS + NODE_CPU_SECONDS * nodes
     token = _COMMIT_DEADLINE.set(time.thread_time() + seconds)
     try:
         yield

@@ -62,7 +62,7 @@ def validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None = None, memo:
     Templates are rendered with placeholders for the values either way. `memo` (a long-lived
     process's, `core.docmemo`): files whose bytes it has seen are not parsed or schema-checked
     again; the outcome is the same as without it."""
-    with template.commit_budget(), gc_paused():
+    with template.commit_budget(nodes=len(snapshot.files)), gc_paused():
         return _validate(snapshot, decrypt, memo)
 
 

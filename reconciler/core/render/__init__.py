@@ -98,7 +98,7 @@ def render_generation(
     # imports core.crossref, which imports core.render.)
     from reconciler.core.validate import gc_paused
 
-    with gc_paused(), template.commit_budget():
+    with gc_paused(), template.commit_budget(nodes=len(state.nodes)):
         if values is None:
             values = secrets.placeholders(state.secrets.secrets if state.secrets is not None else ())
         return _render_generation(state, report_secret, values, memo if memo is not None else reuse.in_use())
