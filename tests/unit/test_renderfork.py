@@ -15,12 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.adapters import renderfork
-from reconciler.core import template
+from reconciler.adapters.agecrypt import load_identity
+from reconciler.core import render as render_module
+from reconciler.core import secrets, template
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import Node
-from reconciler.core.render import NodeMemo, fanout, render_generation
+from reconciler.core.render import NodeMemo, fanout, render_generation, render_served
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
+from tests.integration.daemon_support import DEMO_IDENTITY
 from tests.render_support import example_state, random_repo, secure_override_state
 
 FORKING = functools.partial(renderfork.walk, minimum=1)
@@ -125,3 +128,43 @@ def test_the_size_bound_names_the_same_node_when_forked(monkeypatch: pytest.Monk
 def test_the_example_repository_renders_the_same_forked() -> None:
     state = example_state("2" * 40)
     assert list(_forked(state).items()) == list(render_generation(state, b"k").items())  # type: ignore[attr-defined]
+
+
+class _Breaking:
+    """A Decrypter whose every value breaks YAML where a template writes it bare."""
+
+    key = b"k" * 32
+
+    def __call__(self, ciphertext: str) -> str:
+        return 'x: "\n  - ['
+
+
+def test_user_data_a_child_rendered_is_parsed_there_once_and_still_refused_when_broken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """render_served parses each user-data holding a secret to see the values left it YAML; the
+    user-data a forked child rendered is parsed in the child, not again here, and a value that
+    breaks it is refused with the same findings as on one CPU."""
+    state = example_state("3" * 40)
+    private = secrets.private_paths(state)
+    assert len(private) >= 2
+    identity = load_identity(DEMO_IDENTITY)
+    expected = render_served(state, b"k", identity)
+    parsed_here: list[bytes] = []
+    real = secrets.still_yaml
+
+    def counting(data: bytes) -> bool:
+        parsed_here.append(data)
+        return real(data)
+
+    monkeypatch.setattr(secrets, "still_yaml", counting)
+    monkeypatch.setattr(render_module, "_PARSED", {})
+    with fanout.using(FORKING):
+        got = render_served(state, b"k", identity)
+    assert list(got.items()) == list(expected.items())
+    assert 0 < len(parsed_here) < len(private)  # the child's were parsed in the child
+    with pytest.raises(InvalidRevision) as alone:
+        render_served(state, b"k", _Breaking())
+    monkeypatch.setattr(render_module, "_PARSED", {})
+    with pytest.raises(InvalidRevision) as forked, fanout.using(FORKING):
+        render_served(state, b"k", _Breaking())
+    assert forked.value.findings == alone.value.findings and len(alone.value.findings) == len(private)

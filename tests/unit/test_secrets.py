@@ -235,7 +235,7 @@ def test_a_kept_nodes_user_data_is_checked_once_not_at_every_commit(monkeypatch:
         return real(data)
 
     monkeypatch.setattr(secrets, "still_yaml", counting)
-    render_module._parses.cache_clear()
+    monkeypatch.setattr(render_module, "_PARSED", {})
     memo = NodeMemo()
 
     def commit(revision: str, value: str = PLAIN) -> Mapping[str, bytes]:

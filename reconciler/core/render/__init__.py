@@ -9,8 +9,8 @@ each format lives in its own module, and all of them read one `NodeBoot` per nod
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
-import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
@@ -47,8 +47,12 @@ def render_served(
     the user-data that names them; InvalidRevision naming each value that does not decrypt, or
     each node whose cloud-config stops being YAML once the values are in (validation parsed it
     with placeholders; a value holding a quote or a newline can break it)."""
-    files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt), memo)
     private = secrets.private_paths(state)
+    token = _CHECKED.set(private)  # where a forked child renders them, it also parses them (`_rendered`)
+    try:
+        files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt), memo)
+    finally:
+        _CHECKED.reset(token)
     broken = [issue("secret-breaks-user-data", node.source,
                     f"node {node.name!r}: its user-data is not valid YAML once secrets.yaml's values are filled in "
                     "(a value holding a quote, a colon or a newline?): write {{ secrets.NAME | tojson }}")
@@ -67,13 +71,31 @@ def _still_yaml(files: RenderedFiles, path: str) -> bool:
     entry differs from the served bytes only where the memo's stand-in revision and its token
     stand for the revision and the node's token, hex strings of the same lengths, and swapping
     hex digits for hex digits cannot make a text parse as YAML or stop it."""
-    entry = files.raw(path)
-    return _parses(entry if isinstance(entry, bytes) else entry[0])
+    return _parses(_stored(files.raw(path)))
 
 
-@functools.lru_cache(maxsize=1 << 17)
+def _stored(entry: Entry) -> bytes:
+    return entry if isinstance(entry, bytes) else entry[0]
+
+
+_PARSED: dict[bytes, bool] = {}  # stored user-data -> `secrets.still_yaml` of it
+_PARSED_MAX = 1 << 18
+# The user-data paths `render_served` will parse: a forked render child parses its nodes' (render.fanout).
+_CHECKED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("render_checked", default=frozenset())
+
+
 def _parses(user_data: bytes) -> bool:
-    return secrets.still_yaml(user_data)
+    known = _PARSED.get(user_data)
+    if known is None:
+        known = _learn(user_data, secrets.still_yaml(user_data))
+    return known
+
+
+def _learn(user_data: bytes, parses: bool) -> bool:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()  # a site's worth many times over: what is still served is parsed again once
+    _PARSED[user_data] = parses
+    return parses
 
 
 def render_generation(
@@ -233,17 +255,23 @@ def _rendered(
         last = memo.last.get(node.name)
         return last is None or last[0] is not node or last[1] != shared_of[node.profile]
 
+    checked = _CHECKED.get()
+
     def capture(node: Node, own: Mapping[str, Entry]) -> object:
+        path = f"cloud-init/{node.mac}/user-data"
+        parsed = _parses(_stored(own[path])) if path in checked and path in own else None
         if memo is None:
-            return own, None, None, (0, 0), secure.pop(node.name, None)
+            return own, None, None, (0, 0), secure.pop(node.name, None), parsed
         last = memo.last.get(node.name)
         done = (memo.hits - counts[0], memo.misses - counts[1])
         counts[:] = [memo.hits, memo.misses]
         return (own, memo.entries.get(node.name), last[1] if last is not None and last[0] is node else None, done,
-                secure.pop(node.name, None))
+                secure.pop(node.name, None), parsed)
 
     def adopt(node: Node, captured: Any) -> Mapping[str, Entry]:
-        own, kept, shared, (hits, misses), plan = captured
+        own, kept, shared, (hits, misses), plan, parsed = captured
+        if parsed is not None:
+            _learn(_stored(own[f"cloud-init/{node.mac}/user-data"]), parsed)
         if memo is not None:
             memo.hits, memo.misses = memo.hits + hits, memo.misses + misses
             if kept is None:
