@@ -415,7 +415,9 @@ class Reconciler:
         """The served generation to the writer thread (`_persist`); `current` follows it."""
         assert self.persister is not None and attempt.revision is not None and attempt.files is not None
         assert attempt.snapshot is not None
-        private = frozenset(private_paths(attempt.state)) if attempt.state is not None else frozenset()
+        # The activated generation's boot index holds them (patched from the last one's: Generation.warm).
+        private = attempt.generation.boot_index.private if attempt.generation is not None else \
+            frozenset(private_paths(attempt.state)) if attempt.state is not None else frozenset()
         self.persister.submit(persist.Job(attempt.revision, attempt.files, attempt.snapshot.files, private,
                                           time.monotonic()))
         return True
