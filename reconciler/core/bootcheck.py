@@ -93,6 +93,10 @@ class BootPlanChecker:
         self.at_stand_in: set[str] = set()
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
         self.linted_user_data: set[tuple[str, str]] = set()
+        # the same, as replays at the stand-in add them: their texts with the stand-in, not the
+        # revision (taken to the revision only when asked about: `_args_linted`, `_user_data_linted`)
+        self.linted_args_at_stand_in: set[tuple[str, tuple[str, ...]]] = set()
+        self.linted_user_data_at_stand_in: set[tuple[str, str]] = set()
         # per (template, autoinstall): the first render that linted clean, to compare the next with
         self.clean_user_data: dict[tuple[str, bool], CleanShape | None] = {}
         self.uses_token: dict[str, bool] = {}  # by profile id
@@ -200,11 +204,14 @@ class BootPlanChecker:
         (another node was first when it was recorded): the caller checks it. A trace of a profile
         at the stand-in (`_trace_at_stand_in`) is taken to this revision first."""
         if self.stand_in is not None and profile.id in self.at_stand_in:
-            trace = _trace_at_revision(trace, self.stand_in, self.revision)
+            if _holds(trace, self.revision):
+                trace = _trace_at_revision(trace, self.stand_in, self.revision)
+            else:
+                return self._replay_at_stand_in(trace, node)
         for op in trace:
-            if op[0] == "args" and op[2] is None and op[1] not in self.linted_args:
+            if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
                 return False
-            if op[0] == "user-data" and op[3] is None and op[1] not in self.linted_user_data:
+            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(tuple[str, str], op[1])):
                 return False
         for op in trace:
             kind = op[0]
@@ -212,7 +219,7 @@ class BootPlanChecker:
                 self.out.add(cast(Issue, op[1]))
             elif kind == "args":
                 key = cast(tuple[str, tuple[str, ...]], op[1])
-                if key not in self.linted_args:
+                if not self._args_linted(key):
                     self.linted_args.add(key)
                     self.out.extend(cast(tuple[Issue, ...], op[2]))
             elif kind == "bytes":
@@ -221,6 +228,54 @@ class BootPlanChecker:
                 self._replay_user_data(cast(tuple[str, str], op[1]), cast(bool, op[2]),
                                        cast("tuple[Issue, ...] | None", op[3]))
         return True
+
+    def _replay_at_stand_in(self, trace: list[tuple[object, ...]], node: str) -> bool:
+        """`_replay` of a trace kept at the stand-in (`_trace_at_stand_in`: no finding in it) whose
+        keys do not hold the revision, without taking it to the revision: the keys it lints go
+        into the `_at_stand_in` sets as they are (what a check would add, spelt with the stand-in)."""
+        stand_in, revision = cast(str, self.stand_in), self.revision
+        for op in trace:
+            if op[0] == "args" and op[2] is None:
+                pid, args = cast(tuple[str, tuple[str, ...]], op[1])
+                if op[1] not in self.linted_args_at_stand_in and \
+                        (pid, tuple(a.replace(stand_in, revision) for a in args)) not in self.linted_args:
+                    return False
+            if op[0] == "user-data" and op[3] is None:
+                name, text = cast(tuple[str, str], op[1])
+                if op[1] not in self.linted_user_data_at_stand_in and \
+                        (name, text.replace(stand_in, revision)) not in self.linted_user_data:
+                    return False
+        for op in trace:
+            kind = op[0]
+            if kind == "args":
+                if op[2] is not None:  # linted, clean: the key is linted now, whoever was first
+                    self.linted_args_at_stand_in.add(cast(tuple[str, tuple[str, ...]], op[1]))
+            elif kind == "bytes":
+                self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
+            elif op[3] is not None:  # a user-data linted clean (see `_replay_user_data`)
+                name, text = cast(tuple[str, str], op[1])
+                self.linted_user_data_at_stand_in.add((name, text))
+                if (name, cast(bool, op[2])) not in self.clean_user_data:
+                    self.clean_user_data[name, cast(bool, op[2])] = CleanShape.of(text.replace(stand_in, revision))
+        return True
+
+    def _args_linted(self, key: tuple[str, tuple[str, ...]]) -> bool:
+        """Whether a node or group checked before has linted these args (a replay at the stand-in
+        included: its keys hold the stand-in where this one holds the revision)."""
+        if key in self.linted_args:
+            return True
+        if not self.linted_args_at_stand_in or self.stand_in is None:
+            return False
+        pid, args = key
+        return (pid, tuple(a.replace(self.revision, self.stand_in) for a in args)) in self.linted_args_at_stand_in
+
+    def _user_data_linted(self, key: tuple[str, str]) -> bool:
+        """`_args_linted` for a user-data text."""
+        if key in self.linted_user_data:
+            return True
+        if not self.linted_user_data_at_stand_in or self.stand_in is None:
+            return False
+        return (key[0], key[1].replace(self.revision, self.stand_in)) in self.linted_user_data_at_stand_in
 
     def _replay_user_data(self, key: tuple[str, str], autoinstall: bool, found: tuple[Issue, ...] | None) -> None:
         """The user-data part of `_check_machine` with the lint's findings known (`found`; None:
@@ -237,7 +292,7 @@ class BootPlanChecker:
                 self.clean_user_data[name, autoinstall] = CleanShape.of(text)
             return
         clean = self.clean_user_data.get((name, autoinstall))
-        if (clean is None or not clean.same(text)) and key not in self.linted_user_data:
+        if (clean is None or not clean.same(text)) and not self._user_data_linted(key):
             self.linted_user_data.add(key)
             self.out.extend(found)
 
@@ -342,9 +397,10 @@ class BootPlanChecker:
             if trace is not None:
                 trace.append(("user-data", key, autoinstall, ()))
             return  # lints as that one did: clean (core.lint.clean_shape)
-        if key in self.linted_user_data and trace is not None:
+        linted = self._user_data_linted(key)
+        if linted and trace is not None:
             trace.append(("user-data", key, autoinstall, None))
-        if key not in self.linted_user_data:
+        if not linted:
             self.linted_user_data.add(key)
             mapping: list[Callable[[int], int]] = []
 
@@ -398,7 +454,7 @@ class BootPlanChecker:
         if rendered_args is None:
             return rendered_args
         key = (profile.id, rendered_args)
-        if key in self.linted_args:
+        if self._args_linted(key):
             if trace is not None:
                 trace.append(("args", key, None))
             return rendered_args
@@ -574,6 +630,16 @@ def _trace_at_stand_in(trace: list[tuple[object, ...]], record: list[object], st
         else:
             kept.append(op)
     return kept
+
+
+def _holds(trace: list[tuple[object, ...]], revision: str) -> bool:
+    """Whether a key of a trace kept at the stand-in holds `revision` itself (from a committed text)."""
+    for op in trace:
+        if op[0] == "args" and any(revision in a for a in cast(tuple[str, tuple[str, ...]], op[1])[1]):
+            return True
+        if op[0] == "user-data" and revision in cast(tuple[str, str], op[1])[1]:
+            return True
+    return False
 
 
 def _trace_at_revision(trace: list[tuple[object, ...]], stand_in: str, revision: str) -> list[tuple[object, ...]]:
