@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Literal
@@ -22,13 +23,16 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Location:
     """Where a value was written: repo-relative file, 1-based line and column (0 = unknown)."""
 
     file: str
     line: int = 0
     column: int = 0
+
+    def __reduce__(self) -> tuple[Callable[..., Location], tuple[str, int, int]]:
+        return Location, (self.file, self.line, self.column)  # no state: why at `Node.__reduce__`
 
 
 @dataclass(frozen=True, order=True)
@@ -151,9 +155,10 @@ class Bmc:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
-    """One machine: nodes/<name>.yaml."""
+    """One machine: nodes/<name>.yaml. Slotted, and pickled as its fields (`__reduce__`): the
+    daemon holds every node of the site, unpickled from its worker (issue 25, memory, below)."""
 
     name: str
     mac: str  # lowercase colon form
@@ -166,6 +171,69 @@ class Node:
     source: Location = Location("")
     bmc: Bmc | None = None
     site: str | None = None  # `site:`, a name under netboot.yaml `sites:`; None in a repository without sites
+
+    def __reduce__(self) -> tuple[Callable[..., Node], tuple[Any, ...]]:
+        """Pickled as its fields, unpickled by `_unpickled_node`. Issue 25: at 100,000 nodes the
+        daemon's copy was ~1.6 KB a node (a __dict__ for each Node and Location that unpickling
+        made, and every node's own copy of the strings nodes share: label keys and values, the
+        profile's name, metadata's keys and SSH keys); ~0.9 KB so, and pickling is no slower."""
+        return _unpickled_node, (self.name, self.mac, self.profile, self.hostname, self.ip, self.labels, self.metadata,
+                                 self.reinstall, self.source, self.bmc, self.site)
+
+
+def _unpickled_node(name: str, mac: str, profile: str, hostname: str, ip: IPv4Address | None,
+                    labels: Mapping[str, str], metadata: Mapping[str, Any], reinstall: int, source: Location,
+                    bmc: Bmc | None, site: str | None) -> Node:
+    """A Node as pickled (`Node.__reduce__`), with its strings interned, so the nodes of one site
+    share those they repeat (pickle shares them within one message only; a pickle of the node may
+    so differ from the pickle it was made from, where two of its strings are now one object, as
+    the pickles of two equal nodes can: `reuse.node_key` only misses). `labels` and `metadata`
+    are changed in place (their keys and strings, not their values): unpickling just made them,
+    and shared them only between nodes that shared them. Not the frozen dataclass `__init__`:
+    one `object.__setattr__` per field, as it does, without its checks of defaults."""
+    node = object.__new__(Node)
+    put = object.__setattr__
+    put(node, "name", name)
+    put(node, "mac", mac)
+    put(node, "profile", sys.intern(profile))
+    put(node, "hostname", hostname if hostname is name else sys.intern(hostname))
+    put(node, "ip", ip)
+    put(node, "labels", _interned(labels))
+    put(node, "metadata", _interned(metadata))
+    put(node, "reinstall", reinstall)
+    put(node, "source", source)
+    put(node, "bmc", bmc)
+    put(node, "site", None if site is None else sys.intern(site))
+    return node
+
+
+def _interned(value: Any) -> Any:
+    """`value` (YAML data: dicts, lists, scalars) with the strings in it, keys included, interned;
+    its dicts and lists changed in place, each once (an anchor may share one, or make a cycle)."""
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if type(item) is dict:
+            if any(type(k) is str and k is not sys.intern(k) for k in item):  # keys are replaced by rebuilding it
+                pairs = list(item.items())
+                item.clear()
+                item.update((sys.intern(k) if type(k) is str else k, v) for k, v in pairs)
+            for k, v in item.items():
+                if type(v) is str:
+                    item[k] = sys.intern(v)
+                elif type(v) in (dict, list):
+                    todo.append(v)
+        elif type(item) is list:
+            for i, v in enumerate(item):
+                if type(v) is str:
+                    item[i] = sys.intern(v)
+                elif type(v) in (dict, list):
+                    todo.append(v)
+    return value
 
 
 @dataclass(frozen=True)
