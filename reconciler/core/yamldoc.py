@@ -15,6 +15,7 @@ import functools
 import json
 import operator
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,7 +213,7 @@ class _Builder:
             if key_node.__class__ is not yaml.ScalarNode:
                 km = key_node.start_mark
                 raise _Refused("yaml-key", "mapping keys must be plain strings", km.line + 1, km.column + 1)
-            key = key_node.value
+            key = sys.intern(key_node.value)  # shared by every document that has it (100,000 node files: ~45 MB)
             if key in out:
                 km = key_node.start_mark
                 where = Location(self.file, km.line + 1, km.column + 1)
@@ -370,6 +371,7 @@ def _simple(file: str, text: str, content: bytes) -> Document | None:
                     continue  # an empty line, a comment
                 return None
             spaces, key, plain, flow_map, flow_seq = match.groups()
+            key = sys.intern(key)  # as `_Builder` does
             if spaces:
                 if inner is None or (indent and spaces != indent):
                     return None
@@ -391,6 +393,7 @@ def _simple(file: str, text: str, content: bytes) -> Document | None:
                     if pair is None:
                         return None
                     name, item = pair.groups()
+                    name = sys.intern(name)
                     if name in value:
                         return None
                     value[name] = item if item[0] not in _RESOLVED_FIRST else _plain(item)

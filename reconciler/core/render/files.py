@@ -157,7 +157,8 @@ class RenderedFiles(Mapping[str, bytes]):
         """What another process holding `previous` needs to build this one (`Delta.apply`):
         the changed entries only, or all of them when `previous` is None or stamped otherwise."""
         if previous is None or not self.stamps_like(previous):
-            return Delta(self.revision, self.sentinel, self.secret, dict(self.entries), (), full=True)
+            # the entries themselves, not a copy (immutable once built; `apply` copies)
+            return Delta(self.revision, self.sentinel, self.secret, self.entries, (), full=True)
         changes = self.changed_since(previous)
         return Delta(self.revision, self.sentinel, self.secret, {p: self.entries[p] for p in changes.changed},
                      changes.removed, full=False)
