@@ -365,6 +365,8 @@ def _simple(file: str, text: str, content: bytes) -> Document | None:
     indent = ""
     try:
         for number, line in enumerate(text.split("\n")):
+            if not line.isprintable():  # a character YAML refuses, or one that ends a line there (U+0085,
+                return None             # U+2028, U+2029): in a comment too, the parser decides
             match = _ENTRY.fullmatch(line)
             if match is None:
                 if not line or line.lstrip(" ").startswith("#"):
