@@ -122,10 +122,15 @@ class BootPlanChecker:
                 if generation == -1:
                     generation = generations[node.profile] = self._kept_generation(node.profile, cloud_init)
                 done = trace_of(node.name) if generation is not None and kept[1] == generation else None
-                if done is not None and len(done) == 1:
-                    op = done[0]
-                    if op[0] == "args" and op[2] is None and op[1] in linted and node.profile not in at_stand_in:
+                if done is not None:
+                    op = done[0] if len(done) == 1 else None
+                    if op is not None and op[0] == "args" and op[2] is None and op[1] in linted \
+                            and node.profile not in at_stand_in:
                         checked.add(node.name)  # `_replay` of it: nothing to do
+                        replayed += 1
+                        continue
+                    if self._replay(done, self.profiles[node.profile], cloud_init, node.name):
+                        checked.add(node.name)
                         replayed += 1
                         continue
             self.check_node(node, cloud_init)
@@ -204,10 +209,10 @@ class BootPlanChecker:
         (another node was first when it was recorded): the caller checks it. A trace of a profile
         at the stand-in (`_trace_at_stand_in`) is taken to this revision first."""
         if self.stand_in is not None and profile.id in self.at_stand_in:
-            if _holds(trace, self.revision):
-                trace = _trace_at_revision(trace, self.stand_in, self.revision)
-            else:
-                return self._replay_at_stand_in(trace, node)
+            done = self._replay_at_stand_in(trace, node)
+            if done is not None:
+                return done
+            trace = _trace_at_revision(trace, self.stand_in, self.revision)  # a key holds the revision
         for op in trace:
             if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
                 return False
@@ -229,34 +234,42 @@ class BootPlanChecker:
                                        cast("tuple[Issue, ...] | None", op[3]))
         return True
 
-    def _replay_at_stand_in(self, trace: list[tuple[object, ...]], node: str) -> bool:
-        """`_replay` of a trace kept at the stand-in (`_trace_at_stand_in`: no finding in it) whose
-        keys do not hold the revision, without taking it to the revision: the keys it lints go
-        into the `_at_stand_in` sets as they are (what a check would add, spelt with the stand-in)."""
+    def _replay_at_stand_in(self, trace: list[tuple[Any, ...]], node: str) -> bool | None:
+        """`_replay` of a trace kept at the stand-in (`_trace_at_stand_in`: no finding in it)
+        without taking it to the revision: the keys it lints go into the `_at_stand_in` sets as
+        they are (what a check would add, spelt with the stand-in). None, having done nothing,
+        when a key holds the revision itself (from a committed text): `_replay` then takes the
+        trace to the revision."""
         stand_in, revision = cast(str, self.stand_in), self.revision
+        args_linted, user_data_linted = self.linted_args_at_stand_in, self.linted_user_data_at_stand_in
         for op in trace:
-            if op[0] == "args" and op[2] is None:
-                pid, args = cast(tuple[str, tuple[str, ...]], op[1])
-                if op[1] not in self.linted_args_at_stand_in and \
+            kind = op[0]
+            if kind == "args":
+                pid, args = op[1]
+                for arg in args:
+                    if revision in arg:
+                        return None
+                if op[2] is None and op[1] not in args_linted and \
                         (pid, tuple(a.replace(stand_in, revision) for a in args)) not in self.linted_args:
                     return False
-            if op[0] == "user-data" and op[3] is None:
-                name, text = cast(tuple[str, str], op[1])
-                if op[1] not in self.linted_user_data_at_stand_in and \
+            elif kind == "user-data":
+                name, text = op[1]
+                if revision in text:
+                    return None
+                if op[3] is None and op[1] not in user_data_linted and \
                         (name, text.replace(stand_in, revision)) not in self.linted_user_data:
                     return False
         for op in trace:
             kind = op[0]
             if kind == "args":
                 if op[2] is not None:  # linted, clean: the key is linted now, whoever was first
-                    self.linted_args_at_stand_in.add(cast(tuple[str, tuple[str, ...]], op[1]))
+                    args_linted.add(op[1])
             elif kind == "bytes":
-                self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
+                self._count_bytes(op[1], op[2], node)
             elif op[3] is not None:  # a user-data linted clean (see `_replay_user_data`)
-                name, text = cast(tuple[str, str], op[1])
-                self.linted_user_data_at_stand_in.add((name, text))
-                if (name, cast(bool, op[2])) not in self.clean_user_data:
-                    self.clean_user_data[name, cast(bool, op[2])] = CleanShape.of(text.replace(stand_in, revision))
+                user_data_linted.add(op[1])
+                if (op[1][0], op[2]) not in self.clean_user_data:
+                    self.clean_user_data[op[1][0], op[2]] = CleanShape.of(op[1][1].replace(stand_in, revision))
         return True
 
     def _args_linted(self, key: tuple[str, tuple[str, ...]]) -> bool:
@@ -639,16 +652,6 @@ def _recorded(record: list[object], value: _T) -> _T:
         if rendered == value:
             return rendered
     return value
-
-
-def _holds(trace: list[tuple[object, ...]], revision: str) -> bool:
-    """Whether a key of a trace kept at the stand-in holds `revision` itself (from a committed text)."""
-    for op in trace:
-        if op[0] == "args" and any(revision in a for a in cast(tuple[str, tuple[str, ...]], op[1])[1]):
-            return True
-        if op[0] == "user-data" and revision in cast(tuple[str, str], op[1])[1]:
-            return True
-    return False
 
 
 def _trace_at_revision(trace: list[tuple[object, ...]], stand_in: str, revision: str) -> list[tuple[object, ...]]:
