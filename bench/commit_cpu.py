@@ -7,10 +7,11 @@ Run on purpose: `.venv/bin/python -m bench.commit_cpu [--sizes 10000,100000] [--
 validation and render (the memos filled), then `--commits` commits each editing one node's labels;
 prints the median CPU seconds of validate and render per commit. `latency`: reconcile_latency's
 repository (example-repo and N nodes of the local-disk profile); `render`: render_scale's (3
-profiles, two with autoinstall user-data that names the revision, so their nodes' boot templates
-are rendered again at every commit). `--check`: each commit also validated and rendered from
-scratch, which must give the same findings, state and bytes (slow). The git snapshot and the
-worker's pipe are not in these numbers (bench/reconcile_latency measures the whole daemon).
+profiles, two with autoinstall user-data and args that name the revision as whole outputs: the
+validation checks their nodes at its memo's stand-in revision, core.bootcheck). `--check`: each
+commit also validated and rendered from scratch, which must give the same findings, state and
+bytes (slow). The git snapshot and the worker's pipe are not in these numbers
+(bench/reconcile_latency measures the whole daemon).
 
 Measured 2026-12-07 (nice 19; load 6-25: a 16-guest QEMU storm and other helpers' tests on the 2
 shared CPUs, so each number is rough), latency repository, CPU seconds per one-node commit,
@@ -29,12 +30,25 @@ median of 5-7:
 - `--check` (each commit against validation and rendering from scratch): the same findings, state
   and bytes at 2,000 and 20,000 nodes (latency repository) and 5,000 (render repository, 0.31 s a
   commit), at 27db8e7 and again at 3605503.
-What is left per commit at 100,000 is a few passes over every node with small constants (profile
-of one commit, cProfile): the boot check's loop replaying each kept node's trace, bmcinherit's
-and crossref's walks to find the nodes that changed, the dicts of every node the render patch
-copies, the paths compared with the last snapshot's. The render repository's install profiles
-name `cloud_init_url` in their args: their nodes are checked afresh at every commit (10,000
-nodes: validate 0.68 s before and after), which a trace at a stand-in revision could replay.
+Measured 2026-12-07 again after issue 25's validation work (nice 19, load 6-9: other helpers'
+benches, so rough), CPU seconds per one-node commit, median of 5-7, main 07e42fa -> this:
+- latency repository: 1,000 nodes validate 0.004 -> 0.002; 10,000 0.038-0.041 -> 0.021 (commit
+  0.043-0.046 -> 0.025-0.027); 100,000 validate 0.33, render 0.087 (commit 0.42; 0.62 + 0.11 before).
+- render repository: 1,000 nodes validate 0.057 -> 0.009; 10,000 0.52-0.60 -> 0.046-0.049 (its
+  install profiles name `cloud_init_url`: their nodes are now checked at the memo's stand-in
+  revision and replayed, core.bootcheck); 100,000 validate 0.76, render 0.12 (commit 0.87) at
+  9801077 (before the last replay step, which took 10,000 from 0.065 to 0.048). First validation
+  and render at 10,000: 3.7-4.3 -> 2.7-3.1 s (yamldoc's plain-lines shortcut, clean_shape).
+- `--check` equal to from scratch at 2,000 and 20,000 nodes, both repositories.
+What is left per commit is still a few passes over every node with small constants (the 10k/1k
+ratio of the validation is ~10, not 1.5): the boot check's loop over every kept node (a dict
+lookup or two each; a render-repository node at the stand-in also scans its keys for the
+revision), its `finish` (a set difference), crossref's id dicts of every node (check_groups,
+check_nodes), parse_all's compare of every path's bytes with the last snapshot's, at_site and
+the nodes' sort in validate, ignition.read_templates and build.cloud_init's scans of every path.
+Removing them needs "what changed" handed from build.nodes down (positions, as bmcinherit now
+uses) and, for the boot check, per-key producer lists (the first node by name linting each key)
+instead of a replay in name order.
 """
 
 from __future__ import annotations

@@ -24,6 +24,14 @@ file's size instead of a 1 MiB buffer); the command's start (cli importing every
 daemon, the store, psycopg) 0.9-1.0 s of CPU, now 0.4 (only the named command's module). On
 render_scale's repository at 100,000 nodes the command then took 13.0-16.7 s of CPU (18-23 s wall at
 load 3), of which validate() itself 11.5-12: what is left is validation (bootcheck's renders, YAML).
+Later the same day (nice 19, load 6.5-8, interleaved): the command on render_scale's repository at
+100,000 nodes 13.2-14.3 s of CPU (20.7-30.4 s wall) at main 07e42fa -> 10.7-11.0 s (13.6-18.9 s
+wall) with core.yamldoc reading plain `key: value` files without composing their YAML (a node
+file 24 -> 9 us) and lint.clean_shape's comparison (13 -> 6.6 us a user-data). This bench then
+(nice 19, load 4-8): 10,000 nodes 0.74 s, 74 MB; 100,000 nodes validate() 7.5 s of CPU (16.8 s
+wall: the load's), 396 MB. Of validate() on render_scale's repository at 100,000 nodes (10.2 s
+of CPU) the boot check is half (its per-node user-data render, core.template, the most), the
+node files' parse and schema check a third.
 """
 
 from __future__ import annotations
