@@ -152,7 +152,7 @@ The new run also has other helpers' worker-side changes (worker.validate 0.172 -
 left at 10,000 of the 0.18 s from the commit's existence: worker.validate 0.087, render 0.024,
 send 0.029 (the child's pass over every node and `RenderedFiles.delta_from` over every entry),
 patch (`RenderedFiles.patched`, a copy of every entry), snapshot 0.015 (libgit2 parses and diffs
-the new nodes/ tree, one 400 KiB object), the ratio's target (1.5) is not met: at 1,000 nodes the
+the new nodes/ tree, one 400 KiB object). The ratio's target (1.5) is not met: at 1,000 nodes the
 whole commit is now ~0.02 s, so any pass over every node at 10,000 multiplies it.
 """
 

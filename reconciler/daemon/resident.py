@@ -425,11 +425,7 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     forked = renderfork.counts["forked"]
     files, mismatched = worker.render_reusing(renderer, state, memo, verify, renderfork.walk)
     t2 = time.monotonic()
-    nodes = {n.name: n for n in state.nodes}
-    order = tuple(nodes)
-    # the validation memo hands back unchanged nodes as the same objects: `is` before comparing fields
-    changed_nodes = list(state.nodes) if base is None else [
-        n for n in state.nodes if (was := base.nodes.get(n.name)) is None or not _same(was, n)]
+    nodes, order, changed_nodes = _changed_nodes(base, state.nodes)
     order_sent = None if base is not None and base.order == order else order
     conn.send(("state", dataclasses.replace(state, nodes=()), result.issues, base is not None, order_sent))
     for chunk in _chunks(changed_nodes, CHUNK_NODES):
@@ -463,7 +459,25 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     if memo is not None:
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
     conn.send(("done", timings, (*reparsed, *mismatched), wrong))
-    return _Whole(token, files, nodes, order)
+    return _Whole(token, files, nodes, order, state.nodes)
+
+
+def _changed_nodes(base: _Whole | None,
+                   listed: tuple[Node, ...]) -> tuple[dict[str, Node], tuple[str, ...], list[Node]]:
+    """The nodes by name, their order, and those to send against `base`. The validation memo hands
+    back unchanged nodes as the same objects: `is` before comparing fields, and when the names are
+    the same in the same places, only the places holding another object are looked at."""
+    if base is not None and len(base.listed) == len(listed):
+        before = base.listed
+        moved = [i for i, (was, node) in enumerate(zip(before, listed, strict=True)) if was is not node]
+        if all(before[i].name == listed[i].name for i in moved):
+            nodes = dict(base.nodes)
+            nodes.update((listed[i].name, listed[i]) for i in moved)
+            return nodes, base.order, [listed[i] for i in moved if not _same(before[i], listed[i])]
+    nodes = {n.name: n for n in listed}
+    changed = list(listed) if base is None else [
+        n for n in listed if (was := base.nodes.get(n.name)) is None or not _same(was, n)]
+    return nodes, tuple(nodes), changed
 
 
 def _same(a: Node, b: Node) -> bool:
