@@ -33,12 +33,13 @@ median of 5-7:
 Measured 2026-12-07 again after issue 25's validation work (nice 19, load 6-9: other helpers'
 benches, so rough), CPU seconds per one-node commit, median of 5-7, main 07e42fa -> this:
 - latency repository: 1,000 nodes validate 0.004 -> 0.002; 10,000 0.038-0.041 -> 0.021 (commit
-  0.043-0.046 -> 0.025-0.027); 100,000 validate 0.33, render 0.087 (commit 0.42; 0.62 + 0.11 before).
+  0.043-0.046 -> 0.025-0.027); 100,000 validate 0.33-0.34, render 0.09-0.10 (commit 0.42-0.44;
+  0.62 + 0.11 before).
 - render repository: 1,000 nodes validate 0.057 -> 0.009; 10,000 0.52-0.60 -> 0.046-0.049 (its
   install profiles name `cloud_init_url`: their nodes are now checked at the memo's stand-in
-  revision and replayed, core.bootcheck); 100,000 validate 0.76, render 0.12 (commit 0.87) at
-  9801077 (before the last replay step, which took 10,000 from 0.065 to 0.048). First validation
-  and render at 10,000: 3.7-4.3 -> 2.7-3.1 s (yamldoc's plain-lines shortcut, clean_shape).
+  revision and replayed, core.bootcheck); 100,000 validate 0.76 at 9801077, 0.52 at 803cd52
+  (render 0.12, commit 0.63; load 5-6; first validation and render 29.2 s). First validation and
+  render at 10,000: 3.7-4.3 -> 2.7-3.1 s (yamldoc's plain-lines shortcut, clean_shape).
 - `--check` equal to from scratch at 2,000 and 20,000 nodes, both repositories.
 What is left per commit is still a few passes over every node with small constants (the 10k/1k
 ratio of the validation is ~10, not 1.5): the boot check's loop over every kept node (a dict
