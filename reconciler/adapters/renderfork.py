@@ -4,26 +4,33 @@ rendering while this process renders the rest (issue 25: the first render of 100
 
 Installed by the daemon's worker process around its render (`daemon.worker.render_reusing`'s
 callers in `daemon.resident` and `daemon.worker`): never in the daemon itself, whose serving
-threads a fork would copy mid-flight. Below `FANOUT_MIN` nodes to render, or on one CPU, the
-nodes render one by one. The child shares the parent's memory copy-on-write (nothing is pickled
-to it) and streams back, per node, what `capture` takes of its rendering; the parent `adopt`s
-each in order as the loop reaches it, so the loop sees what it would have seen: the same entries,
-the same first exception (raised when the loop reaches that node), the same memo. A child that
-dies leaves its nodes to this process. Each process keeps the commit's CPU budget that remained
-at the fork (`template.commit_budget`): the render stays within it in wall time. The child stops
-after `max_bytes` of its own output: past that the loop raises `generation-too-large` first.
+threads a fork would copy mid-flight. Below `FANOUT_MIN` nodes to render, on one CPU, or when the
+system gives no process, the nodes render one by one. The child shares the parent's memory
+copy-on-write (nothing is pickled to it) and streams back, per node, what `capture` takes of its
+rendering; the parent `adopt`s each in order as the loop reaches it, so the loop sees what it
+would have seen: the same entries, the same memo. At a node whose render fails the child stops,
+and the parent renders that node and the child's later ones itself: a failure is met where one
+process meets it (a RecursionError depends on the stack's depth, and the child's is deeper). A
+child that dies leaves its nodes to the parent the same way; it dies with the worker
+(PR_SET_PDEATHSIG) and holds none of its descriptors but its pipe. Each process keeps the
+commit's template CPU budget that remained at the fork (`template.commit_budget`) and the
+worker's RLIMIT_CPU that remained: a forked render stays within both in wall time, and may use
+up to twice each in CPU. The child stops after `max_bytes` of its own output: past that the loop
+raises `generation-too-large` first.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import pickle
 import queue
+import resource
+import signal
 import struct
 import threading
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -40,7 +47,8 @@ FANOUT_MIN_ENV = "NETBOOT_RECONCILE_FANOUT_MIN"
 counts: collections.Counter[str] = collections.Counter()
 _CHUNK = 256  # nodes per message from the child
 _FRAME = struct.Struct("<Q")
-_END, _RAISED = "end", "raised"
+_END = "end"
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def cpus() -> int:
@@ -73,8 +81,12 @@ def walk(
             yield node, render(node)
         return
     theirs = todo[len(todo) // 2:]
-    counts["forked"] += len(theirs)
     child = _Child.start(nodes, theirs, render, capture, size, max_bytes)
+    if child is None:  # no fork to be had (a process limit, memory): one by one, as on one CPU
+        for node in nodes:
+            yield node, render(node)
+        return
+    counts["forked"] += len(theirs)
     mine: dict[int, T] = {}
     failed: BaseException | None = None
     total = 0
@@ -120,14 +132,25 @@ class _Child:
 
     @classmethod
     def start(cls, nodes: Sequence[Node], theirs: list[int], render: Callable[[Node], T],
-              capture: Callable[[Node, T], object], size: Callable[[T], int], max_bytes: int) -> _Child:
+              capture: Callable[[Node, T], object], size: Callable[[T], int], max_bytes: int) -> _Child | None:
+        """The child started, or None when the system gives no process (EAGAIN, ENOMEM)."""
         remaining = template.commit_remaining()
-        reader, writer = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
+        cpu = _cpu_left()
+        parent = os.getpid()
+        try:
+            reader, writer = os.pipe()
+        except OSError:
+            return None
+        try:
+            pid = os.fork()
+        except OSError:
             os.close(reader)
+            os.close(writer)
+            return None
+        if pid == 0:  # the child: never returns
             code = 1
             try:
+                _bound_to(parent, keep=writer, cpu=cpu)
                 budget = template.commit_budget(remaining) if remaining is not None else contextlib.nullcontext()
                 with budget:
                     _serve(writer, nodes, theirs, render, capture, size, max_bytes)
@@ -151,19 +174,16 @@ class _Child:
         self._queue.put((_END, None))
 
     def take(self, index: int) -> tuple[Any] | None:
-        """(what `capture` took of node `index`,), raising what the child raised there; None when
-        the child ended without it (then this process renders it)."""
+        """(what `capture` took of node `index`,), or None when the child ended without it (it
+        stopped at a failure, or died): then this process renders it."""
         while True:
             while self._pending:
-                at, message = self._pending[0]
+                at, captured = self._pending[0]
                 if at > index:
                     break
                 self._pending.popleft()
                 if at == index:
-                    kind, value = message
-                    if kind == _RAISED:
-                        raise value
-                    return (value,)
+                    return (captured,)
             if self._ended:
                 return None
             kind, chunk = self._queue.get()
@@ -181,19 +201,51 @@ class _Child:
         self._thread.join()
 
 
+def _cpu_left() -> int | None:
+    """This process's CPU seconds left under its soft RLIMIT_CPU (None: unlimited)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_CPU)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return max(1, soft - int(usage.ru_utime + usage.ru_stime))
+
+
+def _bound_to(parent: int, keep: int, cpu: int | None) -> None:
+    """The child dies with the process that forked it (a worker killed for its limits must not
+    leave a renderer holding its heap and its end of the daemon's pipe), holds no other of its
+    descriptors, and has the CPU the worker had left (its own count starts at 0)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _max_fd())
+    if cpu is not None:
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu if hard == resource.RLIM_INFINITY else min(cpu, hard), hard))
+
+
+def _max_fd() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 65536 if soft == resource.RLIM_INFINITY else int(soft)
+
+
 def _serve(writer: int, nodes: Sequence[Node], theirs: list[int], render: Callable[[Node], T],
            capture: Callable[[Node, T], object], size: Callable[[T], int], max_bytes: int) -> None:
+    """Render `theirs` in order and send each capture. At a node whose render fails, stop: the
+    parent renders it and the rest itself, so the failure is its own, met where one process
+    would meet it (a RecursionError depends on how deep the stack already is; this one is
+    deeper)."""
     total = 0
-    batch: list[tuple[int, tuple[str, object]]] = []
+    batch: list[tuple[int, object]] = []
     with os.fdopen(writer, "wb") as pipe:
         for i in theirs:
             try:
                 result = render(nodes[i])
-                batch.append((i, ("ok", capture(nodes[i], result))))
-                total += size(result)
-            except BaseException as exc:
-                batch.append((i, (_RAISED, _picklable(exc))))
+                batch.append((i, capture(nodes[i], result)))
+            except Exception:
                 break
+            total += size(result)
             if total > max_bytes:
                 break
             if len(batch) >= _CHUNK:
@@ -202,14 +254,6 @@ def _serve(writer: int, nodes: Sequence[Node], theirs: list[int], render: Callab
         _send(pipe, batch)
 
 
-def _send(pipe: Any, batch: list[tuple[int, tuple[str, object]]]) -> None:
+def _send(pipe: Any, batch: list[tuple[int, object]]) -> None:
     body = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.write(_FRAME.pack(len(body)) + body)
-
-
-def _picklable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))  # noqa: S301 (round trip of our own object)
-    except Exception:
-        return RuntimeError("".join(traceback.format_exception(exc)))
-    return exc

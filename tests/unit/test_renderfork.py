@@ -8,7 +8,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,7 +28,7 @@ from reconciler.core.render import NodeMemo, fanout, render_generation, render_s
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from tests.integration.daemon_support import DEMO_IDENTITY
-from tests.render_support import example_state, random_repo, secure_override_state
+from tests.render_support import ROOT, example_state, random_repo, secure_override_state
 
 FORKING = functools.partial(renderfork.walk, minimum=1)
 
@@ -76,6 +80,85 @@ def test_the_first_failure_in_node_order_is_raised_where_the_loop_reaches_it(fai
         for node, _ in _walk(nodes, render):
             seen.append(node.name)
     assert seen == [n.name for n in nodes[:failing]]
+
+
+def test_a_render_that_fails_only_in_the_child_is_done_here() -> None:
+    """The child's stack is deeper: a RecursionError there may not be one here. The child stops at
+    the failure and this process renders that node and the child's later ones (found by review)."""
+    parent = os.getpid()
+
+    def render(node: Node) -> str:
+        if os.getpid() != parent and node.name == "n025":
+            raise RecursionError("maximum recursion depth exceeded")
+        return f"{node.name}@{os.getpid()}"
+
+    got = [r for _, r in _walk(_nodes(40), render)]
+    assert [str(r).split("@")[0] for r in got] == [f"n{i:03d}" for i in range(40)]
+    here = [str(r).endswith(f"@{parent}") for r in got]
+    assert all(here[:20] + here[25:]) and not any(here[20:25])  # the child's from n025 on: here
+
+
+def test_no_fork_to_be_had_renders_one_by_one_and_leaks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # EAGAIN: a process limit
+
+    monkeypatch.setattr(os, "fork", refused)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        assert [r for _, r in _walk(_nodes(10), lambda n: n.name)] == [f"n{i:03d}" for i in range(10)]
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+_ORPHAN = """
+import os, resource, sys, time
+sys.path.insert(0, {root!r})
+from tests.unit.test_renderfork import _nodes, _walk
+resource.setrlimit(resource.RLIMIT_CPU, (500, resource.RLIM_INFINITY))
+held = os.open("/dev/null", os.O_RDONLY)  # a descriptor of the worker's the child must not keep
+while time.process_time() < 1.5:  # CPU the worker has used: the child gets what is left
+    pass
+parent = os.getpid()
+def render(node):
+    if os.getpid() != parent:
+        if not os.path.exists({out!r}):
+            holds = os.path.exists(f"/proc/self/fd/{{held}}") and os.readlink(f"/proc/self/fd/{{held}}") == "/dev/null"
+            cpu = resource.getrlimit(resource.RLIMIT_CPU)[0]
+            with open({out!r} + ".tmp", "w") as fh:
+                fh.write(f"{{os.getpid()}} {{cpu}} {{holds}}")
+            os.rename({out!r} + ".tmp", {out!r})
+        time.sleep(0.05)
+    return node.name
+print(len(list(_walk(_nodes(400), render))))
+"""
+
+
+def test_the_child_dies_with_the_worker_and_holds_nothing_of_it(tmp_path: Path) -> None:
+    """A worker killed for its limits must not leave a renderer holding its heap and its end of
+    the daemon's pipe (found by review: it rendered on for as long as its nodes took). And the
+    child starts with the worker's CPU limit less what the worker had used, not more."""
+    out = tmp_path / "child"
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN.format(root=str(ROOT), out=str(out))])
+    try:
+        deadline = time.monotonic() + 60
+        while not out.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no child rendered"
+            time.sleep(0.05)
+        pid, cpu, holds = out.read_text().split()
+        assert 0 < int(cpu) < 500 and holds == "False"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and "Z" not in _state(int(pid)):
+        assert time.monotonic() < deadline, "the render child outlived the worker"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
 
 
 def test_a_child_that_dies_leaves_its_nodes_to_this_process() -> None:

@@ -259,7 +259,8 @@ def _rendered(
 
     def capture(node: Node, own: Mapping[str, Entry]) -> object:
         path = f"cloud-init/{node.mac}/user-data"
-        parsed = _parses(_stored(own[path])) if path in checked and path in own else None
+        # Only a yes travels: a no may be the deeper stack's RecursionError; the parent decides.
+        parsed = True if path in checked and path in own and _parses(_stored(own[path])) else None
         if memo is None:
             return own, None, None, (0, 0), secure.pop(node.name, None), parsed
         last = memo.last.get(node.name)
