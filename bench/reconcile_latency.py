@@ -154,6 +154,14 @@ send 0.029 (the child's pass over every node and `RenderedFiles.delta_from` over
 patch (`RenderedFiles.patched`, a copy of every entry), snapshot 0.015 (libgit2 parses and diffs
 the new nodes/ tree, one 400 KiB object). The ratio's target (1.5) is not met: at 1,000 nodes the
 whole commit is now ~0.02 s, so any pass over every node at 10,000 multiplies it.
+Again at 07:09-07:14 (load average 2.1-2.3, nice 19, back to back; new: main ce0c6fc, the worker
+child's node compare included):
+    07e42fa   1,000 p50 0.042 (ready 0.017)   10,000 p50 0.219 (ready 0.150)   10k/1k ready 8.6, before git 5.2
+    new       1,000 p50 0.042 (ready 0.017)   10,000 p50 0.108 (ready 0.059)   10k/1k ready 3.4, before git 2.6
+At 10,000, old -> new (s): wait 0.015 -> 0.002, snapshot 0.013 -> 0.005, activate 0.017 -> 0.001,
+persist 0.004 -> 0.000, targets 0.037 -> 0.000, record 0.060 -> 0.002 (after.served 0.097 -> 0.004);
+worker.validate 0.063 -> 0.020, render 0.011 -> 0.006, send 0.014 -> 0.007, patch 0.007 -> 0.003
+(the worker's side mostly other helpers' work).
 """
 
 from __future__ import annotations
