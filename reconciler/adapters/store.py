@@ -41,7 +41,6 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +333,12 @@ _MIGRATIONS: tuple[Migration, ...] = (
         site TEXT PRIMARY KEY,
         stamp TEXT NOT NULL
     );
+    """,
+    # 12 -> 13: a store knows its site's open runs still hold while the site's count of applied
+    # revisions is the one it left (every write of runs records a revision first, whatever version
+    # of this program wrote it); 12's plan_stamps, which only that version set, is no longer read.
+    """
+    CREATE INDEX IF NOT EXISTS revision_sites_site ON revision_sites (site);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -900,7 +905,7 @@ class ResultsStore(ResultsQueries):
         self.dropped = 0
         # This site's open runs of node_plans as this store last wrote or read them (node -> rowid,
         # target), under the stamp they had then (`_write_revision`).
-        self._runs: tuple[str | None, dict[str, tuple[int, outcomes.Target]]] | None = None
+        self._runs: tuple[int, dict[str, tuple[int, outcomes.Target]]] | None = None
         installs = self.installs()
         self._installed = {(n, m, r) for n, m, r, _, _ in installs}
         # Shared (PostgreSQL): installs other instances recorded are read every INSTALLS_REFRESH s.
@@ -1140,8 +1145,8 @@ class ResultsStore(ResultsQueries):
         """Remember what an applied revision targets (first application wins; idempotent): the runs
         of the nodes it declares as the previous one did stay open, the others are closed or begun.
         Kept and written later while the store is unreachable. The open runs are compared as this
-        store last wrote them while the site's stamp (plan_stamps) says no one wrote since, so a
-        one-node commit touches its node's rows (10,000 nodes: 30 -> 2 ms of CPU); else read."""
+        store last wrote them while the site's count of applied revisions says no one wrote since,
+        so a one-node commit touches its node's rows (10,000 nodes: 30 -> 2 ms of CPU); else read."""
         self._now_or_later(lambda: self._write_revision(revision, applied, targets))
 
     def _write_revision(self, revision: str, applied: float, targets: Sequence[outcomes.Target]) -> None:
@@ -1150,7 +1155,7 @@ class ResultsStore(ResultsQueries):
         with self._lock, db.transaction(writer=True):
             known, self._runs = self._runs, None  # forgotten unless this transaction commits
             if db.rows("SELECT 1 FROM revision_sites WHERE revision = ? AND site = ?", (revision, site)):
-                self._runs = known  # nothing written: the stamp says whether they still hold
+                self._runs = known  # nothing written: the count says whether they still hold
                 return
             # A revision another site applied first keeps its place (seq); runs close at this
             # site's previous revision, and only this site's runs are this site's to close.
@@ -1159,13 +1164,17 @@ class ResultsStore(ResultsQueries):
                 "INSERT INTO revisions (revision, applied) VALUES (?, ?) RETURNING rowid", (revision, applied))[0][0])
             previous = db.rows("SELECT max(v.rowid) FROM revisions v JOIN revision_sites s ON s.revision = v.revision "
                                "WHERE s.site = ? AND v.rowid < ?", (site, seq))[0][0]
+            # Every write of a site's runs, by any instance and any version of this program,
+            # records one revision of the site first: while their count is what this store left,
+            # no one else wrote them. (A stamp only this version set missed a write by an instance
+            # still running the version before, in a rolling upgrade: found by review.)
+            recorded = int(db.rows("SELECT count(*) FROM revision_sites WHERE site = ?", (site,))[0][0])
             db.execute("INSERT INTO revision_sites (revision, site) VALUES (?, ?)", (revision, site))
-            stamped = db.rows("SELECT stamp FROM plan_stamps WHERE site = ?", (site,))
-            stamp = stamped[0][0] if stamped else None
-            # The open runs as this store left them, unless a write since (another instance of the
-            # site sharing the store) changed the stamp: then read (every open run of the site).
+            stamp = recorded + 1
+            # The open runs as this store left them, unless another instance of the site sharing
+            # the store wrote since: then read (every open run of the site).
             exact = True  # the table's open runs are `runs`, one per node
-            if known is not None and known[0] == stamp:
+            if known is not None and known[0] == recorded:
                 runs = known[1]
             else:
                 rows = db.rows(f"SELECT {_PLAN_COLUMNS}, rowid FROM node_plans "  # noqa: S608
@@ -1203,9 +1212,6 @@ class ResultsStore(ResultsQueries):
                                                   "VALUES {values} RETURNING rowid, node", rows):
                     for rowid, node in db.rows(sql, params):
                         runs[node] = (int(rowid), by_node[node])
-                stamp = uuid.uuid4().hex
-                db.execute("INSERT INTO plan_stamps (site, stamp) VALUES (?, ?) "
-                           "ON CONFLICT (site) DO UPDATE SET stamp = excluded.stamp", (site, stamp))
         # Kept unless the table holds open runs `runs` does not: a node with two (the newest is
         # the one compared, as every write has done) or a run closed at no previous revision of
         # this site (its first one is a commit another site applied earlier: last_seq stays NULL).

@@ -65,7 +65,7 @@ def test_a_v1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
     # Events by revision are found through the index on the revision alone (version 3), the
     # history of a machine through (mac, time): neither query reads the whole table.
     by_revision = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM boot_events WHERE revision = 'r1'").fetchall()

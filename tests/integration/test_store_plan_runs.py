@@ -101,3 +101,27 @@ def test_an_instance_reads_the_runs_again_after_another_instance_of_its_site_wro
     finally:
         first.close()
         second.close()
+
+
+def test_an_instance_of_the_version_before_is_seen_writing_the_runs(store_location: str) -> None:
+    """A rolling upgrade: an instance still running the version before (12's plan_stamps unknown to
+    it: it writes node_plans and revision_sites only) shares the database with one running this
+    version. Its write must make the other read the runs again (found by review: a stamp only the
+    new version set left n1 open at the old instance's plan and r3 unrecorded)."""
+    new, old = ResultsStore(store_location, site="s"), ResultsStore(store_location, site="s")
+    try:
+        execute = old._db.execute
+
+        def as_the_version_before(sql: str, params: Any = ()) -> Any:
+            return None if "plan_stamps" in sql else execute(sql, params)
+
+        old._db.execute = as_the_version_before  # type: ignore[method-assign]
+        old._runs = None
+        new.record_revision("r1", 1.0, _targets({"n1": ("p", "a")}))
+        old.record_revision("r2", 2.0, _targets({"n1": ("p", "b")}))
+        new.record_revision("r3", 3.0, _targets({"n1": ("p", "a")}))
+        assert _stored(new, ("s",)) == {("s", "n1", "p", "a", "r1", "r1"), ("s", "n1", "p", "b", "r2", "r2"),
+                                        ("s", "n1", "p", "a", "r3", None)}
+    finally:
+        new.close()
+        old.close()
