@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import fcntl
 import os
 import pickle
 import queue
@@ -32,6 +33,7 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from reconciler.core import template
@@ -141,6 +143,7 @@ class _Child:
             reader, writer = os.pipe()
         except OSError:
             return None
+        _widen(writer)
         try:
             pid = os.fork()
         except OSError:
@@ -199,6 +202,19 @@ class _Child:
             usage = os.wait4(self.pid, 0)[2]
             counts["child_maxrss_kb"] = max(counts["child_maxrss_kb"], usage.ru_maxrss)
         self._thread.join()
+
+
+def _widen(fd: int) -> None:
+    """The pipe as large as the system allows (up to 4 MiB): the reader is a thread of a process
+    whose main thread renders, so it runs when that thread lets go of the GIL (every 5 ms); with a
+    64 KiB pipe the child stalled on a full pipe most of the time and the fork gained nothing
+    (20,000 nodes: 2.67 s rendering alone, 2.65 s forked)."""
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(limit, 4 << 20))
 
 
 def _cpu_left() -> int | None:
