@@ -9,7 +9,9 @@ and the thread `netboot-signals` reads it and calls `on_signal` (which may lock 
 
 Once a stop is asked for, the same thread writes every thread's stack to stderr (the log) if
 the process still runs `dump_after` seconds later, and again at each further interval: an
-operator sees where a slow or stuck shutdown waits.
+operator sees where a slow or stuck shutdown waits. SIGQUIT (`kill -QUIT`) writes them at once
+and the daemon goes on: from C (faulthandler), so also when no Python code runs to relay a
+signal (a stop that never logged "received", seen under load in tests).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class SignalRelay:
         """Handle `signals` (from the main thread) and start the relay thread."""
         for number in signals:
             signal.signal(number, self._handle)
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # no stderr to write to: no dump
+            faulthandler.register(signal.SIGQUIT, file=sys.stderr, all_threads=True, chain=False)
         threading.Thread(target=self._relay, name="netboot-signals", daemon=True).start()
 
     def _handle(self, number: int, frame: FrameType | None) -> None:

@@ -218,6 +218,8 @@ class DaemonProcess:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGQUIT)  # every thread's stack to the log: where it hung
+            time.sleep(1)
             self.proc.kill()
             code = self.proc.wait()
         self.proc = None

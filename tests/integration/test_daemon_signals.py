@@ -104,3 +104,24 @@ def test_a_flood_of_sighups_then_sigterm_stops_the_daemon_cleanly(tmp_path: Path
         code = daemon.stop()
     assert code == 0, daemon.log()[-3000:]
     assert "SIGTERM received: stopping" in daemon.log()
+
+
+def test_sigquit_writes_every_threads_stack_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    """`kill -QUIT` shows where every thread is, from C: also when the main thread runs no Python
+    code that could relay a signal (a SIGTERM that never logged "received", seen under load). The
+    tests' stop sends it before killing a daemon that did not stop."""
+    tree = WorkTree(tmp_path / "repo")
+    daemon = DaemonProcess(str(tree.path), tmp_path / "state", ["--interval", "3600"]).start()
+    try:
+        daemon.wait_served(tree.head())
+        daemon.signal(signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while " in _relay" not in daemon.log():  # the signal relay thread's stack, among all threads'
+            assert time.monotonic() < deadline, daemon.log()[-3000:]
+            time.sleep(0.05)
+        assert "(most recent call first)" in daemon.log()
+        daemon.alive()
+        assert daemon.served_revision() == tree.head()
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
