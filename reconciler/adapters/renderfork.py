@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from reconciler.core import template
 from reconciler.core.model import Node
+from reconciler.core.render import fanout
 
 T = TypeVar("T")
 
@@ -78,15 +79,12 @@ def walk(
     if minimum is None:
         minimum = int(os.environ.get(FANOUT_MIN_ENV) or FANOUT_MIN)
     todo = [i for i, node in enumerate(nodes) if fresh(node)]
-    if len(todo) < max(minimum, 2) or cpus() < 2 or not hasattr(os, "fork"):
-        for node in nodes:
-            yield node, render(node)
-        return
     theirs = todo[len(todo) // 2:]
-    child = _Child.start(nodes, theirs, render, capture, size, max_bytes)
-    if child is None:  # no fork to be had (a process limit, memory): one by one, as on one CPU
-        for node in nodes:
-            yield node, render(node)
+    child = None
+    if len(todo) >= max(minimum, 2) and cpus() >= 2 and hasattr(os, "fork"):
+        child = _Child.start(nodes, theirs, render, capture, size, max_bytes)
+    if child is None:  # too few, one CPU, or no fork to be had (a process limit, memory)
+        yield from fanout.one_by_one(nodes, render, fresh, capture, adopt, size, max_bytes)
         return
     counts["forked"] += len(theirs)
     mine: dict[int, T] = {}
@@ -101,7 +99,6 @@ def walk(
                 result = mine[i] = render(node)
             except BaseException as exc:  # raised when the loop reaches this node, as it would have been
                 failed = exc
-                mine.pop(i, None)
                 break
             total += size(result)
             if total > max_bytes:
