@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options as ChromeOptions
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
@@ -233,7 +234,9 @@ def test_an_open_page_shows_a_boot_posted_to_the_daemon_without_a_reload(tmp_pat
             chrome.execute_script("window.openedOnce = 'yes';")
 
             def outcome_is(expected: str) -> None:
-                WebDriverWait(chrome, 60, poll_frequency=0.2).until(
+                # The live refresh replaces the table: a row found just before it is stale (retried).
+                WebDriverWait(chrome, 60, poll_frequency=0.2,
+                              ignored_exceptions=[NoSuchElementException, StaleElementReferenceException]).until(
                     lambda c: c.find_element(By.CSS_SELECTOR, row).get_attribute("data-outcome") == expected,
                     f"node-1 {expected} on the open page")
 
