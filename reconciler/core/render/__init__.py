@@ -257,10 +257,24 @@ def _rendered(
 
     checked = _CHECKED.get()
 
+    def render(node: Node) -> Mapping[str, Entry]:
+        # The user-data `render_served` will parse, parsed here: in whichever process renders the
+        # node, while the other renders its share (after the loop, on one CPU, the worker's half
+        # took a sixth of a forked render's time). Only a yes is kept: a no may be this deeper
+        # stack's RecursionError; `render_served` decides it again at its own depth.
+        own = render_node(node)
+        if checked:
+            path = f"cloud-init/{node.mac}/user-data"
+            if path in checked and path in own:
+                data = _stored(own[path])
+                if data not in _PARSED and secrets.still_yaml(data):
+                    _learn(data, True)
+        return own
+
     def capture(node: Node, own: Mapping[str, Entry]) -> object:
         path = f"cloud-init/{node.mac}/user-data"
-        # Only a yes travels: a no may be the deeper stack's RecursionError; the parent decides.
-        parsed = True if path in checked and path in own and _parses(_stored(own[path])) else None
+        # Only a yes travels (`render`): the parent decides a no.
+        parsed = True if path in checked and path in own and _PARSED.get(_stored(own[path])) else None
         if memo is None:
             return own, None, None, (0, 0), secure.pop(node.name, None), parsed
         last = memo.last.get(node.name)
@@ -287,7 +301,7 @@ def _rendered(
             secure[node.name] = plan
         return cast(Mapping[str, Entry], own)
 
-    return fanout.walker()(nodes, render_node, fresh, capture, adopt, lambda own: sum(map(entry_size, own.values())),
+    return fanout.walker()(nodes, render, fresh, capture, adopt, lambda own: sum(map(entry_size, own.values())),
                            template.MAX_GENERATION_BYTES)
 
 
