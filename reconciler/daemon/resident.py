@@ -434,7 +434,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     if isinstance(files, RenderedFiles) and (before is None or isinstance(before, RenderedFiles)):
         # Entries as stored (core.render.files): a node the memo kept is the same object as last
         # time, whatever the revision; only changed nodes' entries cross.
-        delta = files.delta_from(before)
+        delta = files.delta_from(before)  # the render's patch named what may differ (`RenderedFiles.since`)
+        files.forget_since()  # or this result would keep the last one's entries alive until the next
         conn.send(("delta", delta.revision, delta.sentinel, delta.secret, delta.full))
         changed: Iterable[tuple[str, Any]] = delta.entries.items()
         removed: list[str] = list(delta.removed)

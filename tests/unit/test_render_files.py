@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pickle
 
+from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.render import NodeMemo, render_generation
 from reconciler.core.render.files import RenderedFiles
 from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
 from tests.render_support import valid_state
 from tests.repo_builder import files as base_files
 
@@ -66,3 +68,28 @@ def test_a_dhcp_change_changes_the_site_configs_and_a_deleted_node_is_removed() 
     assert "ipxe/node-1.ipxe" in changes.removed
     assert after.delta_from(before).apply(before) == render_generation(valid_state(Snapshot("b" * 40, dict(tree))),
                                                                        SECRET)
+
+
+def test_a_patched_generation_names_what_it_changed_and_forgets_its_base_when_asked() -> None:
+    """The render's patch knows the paths it touched (`since`): a one-node commit's changes are
+    found among them, the same as a look at every entry finds; pickled or let go of, the
+    earlier generation is not held."""
+    memo, parsed = NodeMemo(), ValidateMemo()  # the validation memo: unchanged nodes as the same objects
+    tree = base_files()
+
+    def commit(revision: str) -> RenderedFiles:
+        state = validate(Snapshot(revision, dict(tree)), memo=parsed).state
+        assert state is not None
+        return render_generation(state, SECRET, memo=memo)
+    before = commit("a" * 40)
+    tree["nodes/node-2.yaml"] = tree["nodes/node-2.yaml"].replace(b"10.10.10.202", b"10.10.10.203")
+    after = commit("b" * 40)
+    assert after.since is not None and after.since.entries is before.entries
+    assert "ipxe/node-1.ipxe" not in after.since.paths  # the unchanged node is not looked at
+    scan = RenderedFiles(after.entries, after.revision, after.sentinel, after.secret)
+    assert after.changed_since(before) == scan.changed_since(before)
+    changed = after.changed_since(before).changed
+    assert "dhcpd.conf" in changed and not [p for p in changed if "node-1" in p or "aa:bb:01" in p]
+    assert pickle.loads(pickle.dumps(after)).since is None
+    after.forget_since()
+    assert after.since is None and after.changed_since(before) == scan.changed_since(before)

@@ -116,12 +116,17 @@ def test_rendering_with_a_memo_equals_rendering_from_scratch(steps: list[tuple[_
             continue  # an invalid commit renders nothing; the memo waits for the next
         lazy, full = render_served(state, secret, memo=memo), render_served(state, secret)
         assert lazy == full
-        assert render_served(state, secret, memo=memo) == full  # the same Node objects again: not re-keyed
+        again = render_served(state, secret, memo=memo)  # the same Node objects again: not re-keyed
+        assert again == full
         assert list(lazy.items()) == list(full.items())  # the same order, the same bytes
+        # A patched render names the paths that may differ (`since`): what it finds changed is
+        # what a look at every entry finds.
+        assert lazy.changed_since(previous) == RenderedFiles(lazy.entries, lazy.revision, lazy.sentinel,
+                                                             lazy.secret).changed_since(previous)
         delta = pickle.loads(pickle.dumps(lazy.delta_from(previous)))
         served = delta.apply(served)
         assert list(served.items()) == list(full.items())
-        previous = lazy
+        previous = again  # the memo's last generation: the next commit is patched from it
 
 
 def test_an_unchanged_node_is_taken_from_the_memo_and_a_changed_one_rendered() -> None:

@@ -21,7 +21,7 @@ from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
 from reconciler.core.render import chunks, dhcpd, dnsmasq, fanout, grub, ipxe, kea, matchbox, nocloud, patch, reuse
-from reconciler.core.render.files import Entry, RenderedFiles, entry_size, stamped
+from reconciler.core.render.files import Entry, RenderedFiles, Since, entry_size, stamped
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.template import TemplateFailure
@@ -203,7 +203,8 @@ def _render_generation(
         if patched is not None:
             memo.hits += patched.reused
             memo.previous = dataclasses.replace(patched.last, kept=(len(memo.entries), len(memo.chunks)))
-            return RenderedFiles(patched.entries, revision, sentinel, report_secret)
+            return RenderedFiles(patched.entries, revision, sentinel, report_secret,
+                                 Since(last.entries, patched.touched))
     if memo is not None:
         memo.hits = memo.misses = 0
         memo.previous = None  # until this render is made

@@ -18,7 +18,7 @@ entries (the daemon's worker sends only them: `daemon.resident`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from reconciler.core import template
@@ -34,6 +34,15 @@ Entry = bytes | Stamped
 
 def stamped(raw: bytes, node: str, token: bytes) -> Stamped:
     return (raw, node, token)
+
+
+class Since(NamedTuple):
+    """What a generation was patched from (`RenderedFiles.since`): that generation's entries (the
+    very dict) and the paths where the two may differ (new, changed or gone); elsewhere they hold
+    the same entries."""
+
+    entries: Mapping[str, Entry]
+    paths: Collection[str]
 
 
 class Changes(NamedTuple):
@@ -53,11 +62,15 @@ class RenderedFiles(Mapping[str, bytes]):
     Immutable once built: generations share entries, never the dict."""
 
     def __init__(self, entries: dict[str, Entry], revision: str = "", sentinel: str = "",
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, since: Since | None = None) -> None:
         self.entries = entries
         self.revision = revision
         self.sentinel = sentinel  # "" when nothing is stamped
         self.secret = secret or None
+        # The generation it was patched from (its entries) and the only paths where the two may
+        # differ: `changed_since` that one looks at those alone. Not pickled; the holder drops it
+        # (`forget_since`) once done, or it would keep the earlier generation's dict alive.
+        self.since = since
         self._tokens: dict[str, bytes] = {}
 
     @classmethod
@@ -97,7 +110,12 @@ class RenderedFiles(Mapping[str, bytes]):
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self.since = None
         self._tokens = {}
+
+    def forget_since(self) -> None:
+        """Let go of the generation this one was patched from (`since`)."""
+        self.since = None
 
     def _stamp(self, entry: Stamped) -> bytes:
         raw, node, token = entry
@@ -127,6 +145,9 @@ class RenderedFiles(Mapping[str, bytes]):
         if previous is None:
             return Changes(tuple(self.entries), ())
         entries = self.entries
+        if isinstance(previous, RenderedFiles) and self.since is not None and self.since.entries is previous.entries \
+                and self.stamps_like(previous):
+            return self._changed_at(previous.entries, self.since.paths)
         if isinstance(previous, RenderedFiles) and self.stamps_like(previous):
             get = previous.entries.get
             # Identity first (a kept node's entries are the same objects): one cheap pass.
@@ -137,6 +158,20 @@ class RenderedFiles(Mapping[str, bytes]):
         if len(previous) == len(entries) - added:
             return Changes(changed, ())  # every path of `previous` is still here
         return Changes(changed, tuple(sorted(previous.keys() - entries.keys())))
+
+    def _changed_at(self, before: Mapping[str, Entry], paths: Iterable[str]) -> Changes:
+        """`changed_since` of the generation whose entries are `before` when only `paths` may differ."""
+        entries, missing = self.entries, object()
+        changed: list[str] = []
+        removed: list[str] = []
+        for path in sorted(set(paths)):
+            entry, was = entries.get(path, missing), before.get(path, missing)
+            if entry is missing:
+                if was is not missing:
+                    removed.append(path)
+            elif was is not entry and was != entry:
+                changed.append(path)
+        return Changes(tuple(changed), tuple(removed))  # in path order, as `entries` (sorted) has them
 
     def patched(self, revision: str, changed: Mapping[str, Entry], removed: Iterable[str] = ()) -> RenderedFiles:
         """The generation at `revision` made of this one's entries, `changed` put in and

@@ -45,6 +45,7 @@ class Patched:
     entries: dict[str, Entry]
     last: Last
     reused: int  # nodes taken from `last` without a look at the memo
+    touched: tuple[str, ...] = ()  # the only paths whose entries may differ from `last`'s
 
 def dhcp_fields(node: Node) -> tuple[object, ...]:
     """What a node's part of the DHCP configs is made of (`render.chunks`)."""
@@ -91,6 +92,7 @@ def patch(
     if dhcp[0] != dhcp_key or any(dhcp_fields(node) != dhcp_fields(last.nodes[node.name]) for node in changed):
         dhcp = (dhcp_key, render_dhcp())
     entries.update(dhcp[1])
+    touched = (*others, *dhcp[1], *(path for node in changed for path in own[node.name]))
     return Patched(entries, Last(last.sentinel, last.site_key, dict(shared), nodes_now, sizes, last.paths,
                                  last.others, dhcp, entries, node_bytes, last.kept),
-                   len(nodes) - len(changed))
+                   len(nodes) - len(changed), touched)
