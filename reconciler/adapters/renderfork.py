@@ -3,8 +3,9 @@ rendering while this process renders the rest (issue 25: the first render of 100
 ~47 s on one CPU while the daemon's other CPU waited for it).
 
 Installed by the daemon's worker process around its render (`daemon.worker.render_reusing`'s
-callers in `daemon.resident` and `daemon.worker`): never in the daemon itself, whose serving
-threads a fork would copy mid-flight. Below `FANOUT_MIN` nodes to render, on one CPU, or when the
+callers in `daemon.resident` and `daemon.worker`) and its validation (a first one's boot check,
+`core.bootcheck`), and by the commands around theirs (`commands.validate`): never in the daemon
+itself, whose serving threads a fork would copy mid-flight. Below `FANOUT_MIN` nodes to render, on one CPU, or when the
 system gives no process, the nodes render one by one. The child shares the parent's memory
 copy-on-write (nothing is pickled to it) and streams back, per node, what `capture` takes of its
 rendering; the parent `adopt`s each in order as the loop reaches it, so the loop sees what it
@@ -92,9 +93,10 @@ def walk(
     total = 0
     theirs_set = set(theirs)
     try:
-        for i, node in enumerate(nodes):  # this process's share first, while the child renders its own
-            if i in theirs_set:
-                continue
+        # This process's share first, while the child renders its own: the nodes before the
+        # child's first, so that renders here and adoptions happen in node order (a validation's
+        # boot check carries state from node to node: `core.bootcheck`).
+        for i, node in enumerate(nodes[:theirs[0]]):
             try:
                 result = mine[i] = render(node)
             except BaseException as exc:  # raised when the loop reaches this node, as it would have been

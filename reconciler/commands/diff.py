@@ -36,12 +36,13 @@ from reconciler.adapters.agecrypt import AgeIdentity, load_identity
 from reconciler.adapters.commitsig import Signers, load_signers, verify_commit
 from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
 from reconciler.adapters.store import RESULTS_FILE, ResultsReader
+from reconciler.commands.validate import validate_on_two_cpus
 from reconciler.core import plan_format
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, SecretsFile
 from reconciler.core.plan import Side, compare, side, with_installs
 from reconciler.core.secrets import changed_names
-from reconciler.core.validate import Validation, validate
+from reconciler.core.validate import Validation
 
 EXIT_SAME, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
 
@@ -76,7 +77,7 @@ def _open(path: Path) -> pygit2.Repository:
 def _validated(repo: pygit2.Repository, revision: str, subdir: str, origin: str, signers: Signers | None = None,
                decrypt: AgeIdentity | None = None) -> tuple[str, Validation]:
     snapshot = read_tree(repo, revision, subdir, origin=origin)
-    result = validate(snapshot, decrypt)
+    result = validate_on_two_cpus(snapshot, decrypt)
     if signers is not None:
         try:
             verify_commit(repo, revision, signers)

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.adapters import renderfork
 from reconciler.adapters.agecrypt import AgeIdentity, load_identity
 from reconciler.adapters.commitsig import Signers, load_signers, verify_commit
 from reconciler.adapters.dirsource import read_directory
 from reconciler.adapters.gitsource import SourceProblem, open_repository, read_tree
 from reconciler.core import findings
 from reconciler.core.errors import InvalidRevision
+from reconciler.core.render import fanout
 from reconciler.core.secrets import NOT_CHECKED
+from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import Validation, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
@@ -63,7 +66,15 @@ def note_unchecked(result: Validation, decrypt: AgeIdentity | None) -> None:
 
 
 def validate_path(path: Path, decrypt: AgeIdentity | None = None) -> Validation:
-    return validate(read_directory(path), decrypt)
+    return validate_on_two_cpus(read_directory(path), decrypt)
+
+
+def validate_on_two_cpus(snapshot: Snapshot, decrypt: AgeIdentity | None = None) -> Validation:
+    """`validate`, a large repository's boot check shared with a forked child (`adapters.renderfork`;
+    the same findings). For the commands (`validate`, `render`, `diff`): one thread, nothing a fork
+    could copy mid-flight."""
+    with fanout.using(renderfork.walk):
+        return validate(snapshot, decrypt)
 
 
 def print_findings(result: Validation, fmt: str, strict: bool, path: Path = Path(".")) -> int:
@@ -103,7 +114,7 @@ def validate_commit(
     top = Path(repo.workdir or repo.path).resolve()
     subdir = path.resolve().relative_to(top).as_posix() if path.resolve().is_relative_to(top) else ""
     # a REV git does not know, or PATH not in that commit, is the caller's mistake (exit 2, as diff)
-    result = validate(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)), decrypt)
+    result = validate_on_two_cpus(read_tree(repo, revision, "" if subdir == "." else subdir, origin=str(path)), decrypt)
     if signers is None:
         return result
     try:

@@ -17,6 +17,7 @@ from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.locate import Locator
 from reconciler.core.model import Asset, CloudInitTemplate, Group, Issue, Location, Node, Profile, Site
+from reconciler.core.render import fanout
 from reconciler.core.render.reuse import reusable
 
 _SAMPLE_MAC = "52:54:00:00:00:00"  # the sample node an unused profile is rendered for
@@ -102,12 +103,20 @@ class BootPlanChecker:
         self.uses_token: dict[str, bool] = {}  # by profile id
         self.rendered_bytes = 0  # of every node's user-data: most of what the generation will hold
         self.too_large = False
+        self._tracing = False  # `_check_traced`: every check_node records its trace into `_traced`
+        self._traced: list[tuple[object, ...]] | None = None
 
     def check_nodes(self, nodes: Iterable[Node], cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         """`check_node` of each node in turn; with a memo, the most common case, a kept node whose
         trace is one args lint that another node ran first, done here in a few steps (issue 25:
-        the loop over every node is most of what a one-node commit's boot check costs)."""
+        the loop over every node is most of what a one-node commit's boot check costs). With no
+        node kept (a first validation) and a walker installed (`render.fanout`: the daemon's worker
+        and the commands fork), the nodes are checked by it: `_walk`."""
         memo = self.memo
+        walk = fanout.walker()
+        if walk is not fanout.one_by_one and (memo is None or not memo.kept):
+            self._walk(walk, list(nodes), cloud_init)
+            return
         if memo is None:
             for node in nodes:
                 self.check_node(node, cloud_init)
@@ -136,6 +145,87 @@ class BootPlanChecker:
             self.check_node(node, cloud_init)
         memo.hits += replayed
         memo.replayed += replayed
+
+    def _walk(self, walk: fanout.Walker, nodes: list[Node], cloud_init: Mapping[str, CloudInitTemplate]) -> None:
+        """`check_node` of each node in turn, by `walk`, which may check some in a forked child
+        (issue 25: 100,000 nodes took ~5 s here on one CPU). The child sends each node's trace
+        (`_Traced`: the findings it added, the once-per-validation lints with theirs, its bytes)
+        and this process adopts them in node order (`_adopt`), so that the findings, their order,
+        which node a lint or the size bound is charged to, and the memo are one process's. A
+        node the child could not trace (a template failure, whose finding names the first node
+        to meet it) is checked here when its turn comes."""
+        for pid in dict.fromkeys(n.profile for n in nodes):  # the memo's generations numbered as here, before the fork
+            self._kept_generation(pid, cloud_init)
+
+        def check(node: Node) -> list[tuple[object, ...]] | None:
+            return self._check_traced(node, cloud_init)
+
+        def capture(node: Node, trace: list[tuple[object, ...]] | None) -> object:
+            memo = self.memo
+            if trace is None or memo is None or node.name not in self.checked:
+                return trace, None
+            kept = memo.kept.get(node.name)
+            return trace, (kept[1:] if kept is not None and kept[0] is node else None, memo.traces.get(node.name))
+
+        def adopt(node: Node, captured: Any) -> None:
+            trace, kept = captured
+            if trace is None or not self._adopt(trace, node.name):
+                self.check_node(node, cloud_init)
+                return
+            if kept is not None and self.memo is not None:
+                self.checked.add(node.name)
+                record, memo_trace = kept
+                if record is not None:
+                    self.memo.kept[node.name] = (node, *record)
+                if memo_trace is not None:
+                    self.memo.traces[node.name] = memo_trace
+                else:
+                    self.memo.traces.pop(node.name, None)
+
+        for _ in walk(nodes, check, lambda node: True, capture, adopt, lambda result: 0, 1 << 62):
+            pass
+
+    def _check_traced(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]
+                      ) -> list[tuple[object, ...]] | None:
+        """`check_node`, and what it did (`_Traced`), or None when that is no trace to adopt
+        elsewhere: a template failed, or the node was not checked afresh."""
+        self._tracing, self._traced = True, None
+        try:
+            self.check_node(node, cloud_init)
+        finally:
+            self._tracing = False
+        return self._traced
+
+    def _adopt(self, trace: list[tuple[object, ...]], node: str) -> bool:
+        """What checking a node did elsewhere (`_walk`), done here as that check would have done it
+        here: elsewhere, where fewer nodes had been checked, a lint another node had run here may
+        have run again, and a user-data compared with another clean one. False, having done
+        nothing, when it names args as linted that are not linted here."""
+        for op in trace:
+            if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
+                return False
+        for op in trace:
+            kind = op[0]
+            if kind == "add":
+                self.out.add(cast(Issue, op[1]))
+            elif kind == "args":
+                key = cast(tuple[str, tuple[str, ...]], op[1])
+                if op[2] is not None and not self._args_linted(key):
+                    self.linted_args.add(key)
+                    self.out.extend(cast(tuple[Issue, ...], op[2]))
+            elif kind == "bytes":
+                self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
+            elif op[3] is not None:  # None: linted elsewhere for an earlier node, adopted here before
+                name, text = cast(tuple[str, str], op[1])
+                found = cast(tuple[Issue, ...], op[3])
+                if not found:  # clean: the first clean text is what later ones are compared with
+                    if (name, op[2]) not in self.clean_user_data:
+                        self.linted_user_data.add((name, text))
+                        self.clean_user_data[name, cast(bool, op[2])] = CleanShape.of(text)
+                elif not self._user_data_linted((name, text)):  # (a text with findings is never like a clean one)
+                    self.linted_user_data.add((name, text))
+                    self.out.extend(found)
+        return True
 
     def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         memo = self.memo
@@ -177,6 +267,8 @@ class BootPlanChecker:
                     return
                 renders = _Renders(kept[2], stand_in)
             trace = []
+        if trace is None and self._tracing:
+            trace = []
 
         def context() -> Mapping[str, Any]:
             token = template.report_token(VALIDATION_SECRET, node.name, self.revision) if uses_token else ""
@@ -185,6 +277,8 @@ class BootPlanChecker:
         out = self.out if trace is None else _Traced(self.out, trace)
         self._check_machine(profile, context if renders.replaying else _once(context), subject, cloud_init,
                             node.name, renders, out, trace)
+        if self._tracing:
+            self._traced = None if any(isinstance(r, template.TemplateFailure) for r in renders.record) else trace
         if generation is not None and self.memo is not None:
             # a failure is not kept: one from the commit's CPU budget says nothing of the next commit
             if any(isinstance(r, template.TemplateFailure) for r in renders.record):

@@ -47,6 +47,7 @@ from reconciler.adapters import renderfork
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
+from reconciler.core.render import fanout
 from reconciler.core.render.files import Delta, RenderedFiles
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
@@ -413,7 +414,10 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     memo, parsed = memos
     t0 = time.monotonic()
     hits = parsed.hits if parsed is not None else 0
-    result = validate(snapshot, memo=parsed)
+    validate_forked = renderfork.counts["forked"]
+    with fanout.using(renderfork.walk):  # a first validation's boot check on two CPUs (core.bootcheck)
+        result = validate(snapshot, memo=parsed)
+    validate_forked = renderfork.counts["forked"] - validate_forked
     reparsed: tuple[str, ...] = ()
     if verify and parsed is not None:  # the memo's validation against one from scratch
         scratch = validate(snapshot)
@@ -452,7 +456,7 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         for chunk in _chunks(list(files.items()), CHUNK_FILES):  # served bytes (stamped)
             conn.send(("whole-files", dict(chunk)))
     timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2,
-               "render.forked": float(renderfork.counts["forked"] - forked)}
+               "render.forked": float(renderfork.counts["forked"] - forked), "validate.forked": float(validate_forked)}
     if timings["render.forked"]:
         timings["render.child_rss_mb"] = renderfork.counts["child_maxrss_kb"] / 1024
     if parsed is not None:

@@ -230,7 +230,8 @@ def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Lim
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 5)
     try:
         t0 = time.monotonic()
-        result = validate(snapshot)
+        with fanout.using(renderfork.walk):  # its boot check on two CPUs (core.bootcheck)
+            result = validate(snapshot)
         t1 = time.monotonic()
         state = result.for_site(site)  # InvalidRevision: sent below
         mismatched: tuple[str, ...] = ()

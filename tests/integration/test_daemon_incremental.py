@@ -132,6 +132,8 @@ def test_each_generation_served_after_random_commits_is_the_render_from_scratch(
         assert reused and max(reused) >= NODES // 2, "the memo was never used"
         forked = [float(m) for m in re.findall(r"worker\.render\.forked=([0-9.]+)", log)]
         assert (max(forked) >= NODES // 2) == forking, forked
+        validated = [float(m) for m in re.findall(r"worker\.validate\.forked=([0-9.]+)", log)]
+        assert (max(validated) >= NODES // 2) == forking, validated  # the first validation's boot check
     finally:
         daemon.stop()
 

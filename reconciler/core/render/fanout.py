@@ -3,10 +3,13 @@ installs a forking walker (issue 25: the first render of 100,000 nodes took ~47 
 while the daemon's other CPU waited).
 
 `render_generation`'s full loop consumes `walk(...)` in node order, as it consumed
-`render(node)` before. Pure: the walker that forks (`adapters.renderfork`) is installed by the
-daemon's worker around its render (`using`); without one, and for the `render`, `diff` and
-`validate` commands, the nodes render here one by one. A walker must give what this one gives:
-the same results in order, the same first exception, and `adopt`ed side effects (the memo's).
+`render(node)` before; so does a first validation's boot check (`core.bootcheck`, whose "render"
+is a node's check and whose side effects carry from node to node). Pure: the walker that forks
+(`adapters.renderfork`) is installed by the daemon's worker around its validation and render, and
+by the `validate`, `render` and `diff` commands around their validation (`using`); without one
+the nodes go here one by one. A walker must give what this one gives: the same results in order,
+the same first exception, and `adopt`ed side effects, with this process's renders and adoptions
+in node order.
 """
 
 from __future__ import annotations

@@ -1,0 +1,145 @@
+"""A first validation's boot check on two CPUs (core.bootcheck's walk, adapters.renderfork): a forked
+child checks half of the nodes and this process adopts what each check did, in node order, so the
+findings are one process's, in the same order, with the same DesiredState (issue 25: the cold
+validation of 100,000 nodes on one CPU while the other waited). Real forks and pipes; the walker
+is forced to fork at a few nodes (`minimum=1`), as it does at thousands."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import pytest
+
+from reconciler.adapters import renderfork
+from reconciler.core import bootcheck
+from reconciler.core.docmemo import ValidateMemo
+from reconciler.core.model import Node
+from reconciler.core.render import fanout
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import Validation, validate
+from tests.render_support import ROOT
+
+FORKING = functools.partial(renderfork.walk, minimum=1)
+NODES = 120
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx8 ops@lab.example"
+
+SITE = {"server": {"address": "10.0.0.2", "http_port": 80},
+        "dhcp": {"mode": "full", "unknown_clients": "boot",
+                 "subnets": [{"subnet": "10.0.0.0/16", "pool": ["10.0.0.10", "10.0.0.200"], "routers": ["10.0.0.1"]}]}}
+# Per-node args (each node lints its own), a label that makes some unsafe, a shared console arg.
+ODD = {"boot": {"kernel": "/assets/ubuntu/2404/vmlinuz{{ ' x' if labels.k else '' }}",
+                "initrd": ["/assets/ubuntu/2404/initrd"],
+                "args": ["ip=dhcp", "console={{ metadata.con }}", "c={{ metadata.con }}-{{ hostname }}",
+                         "ds=nocloud;s={{ cloud_init_url }};dsmode=net"]},
+       "cloud_init": "odd"}
+# A duplicate key for some nodes, an undefined variable for others, clean for the rest.
+ODD_CI = ("#cloud-config\nhostname: \"{{ hostname }}\"\n"
+          "{% if labels.dup %}hostname: again\n{% endif %}"
+          "{% if labels.undef %}extra: {{ metadata.missing }}\n{% endif %}"
+          "{% if labels.bad %}runcmd: [unclosed\n{% endif %}")
+
+
+def repository(nodes: int = NODES) -> Snapshot:
+    files = {p: b for p, b in _example().items() if not p.startswith("nodes/")}
+    files["netboot.yaml"] = json.dumps(SITE).encode()
+    files["profiles/odd.yaml"] = json.dumps(ODD).encode()
+    files["cloud-init/odd.yaml"] = ODD_CI.encode()
+    profiles = ["odd", "odd", "ubuntu-2404-install", "local-disk", "odd", "missing"]
+    for i in range(nodes):
+        metadata = {"con": "ttyS0" if i % 7 else "tty'0", "ssh_authorized_keys": [KEY]}
+        labels = {"k": "" if i % 11 else "x",
+                  "dup": "y" if i % 13 == 5 else "", "undef": "y" if i % 17 == 9 else "",
+                  "bad": "y" if i % 19 == 3 else ""}
+        node = {"mac": f"52:54:00:00:{i >> 8:02x}:{i & 0xFF:02x}", "ip": f"10.0.{1 + i // 200}.{1 + i % 200}",
+                "profile": profiles[i % len(profiles)], "labels": labels, "metadata": metadata}
+        files[f"nodes/n{i:04d}.yaml"] = json.dumps(node).encode()
+    return Snapshot(revision="ab" * 20, files=files)
+
+
+@functools.cache
+def _example() -> dict[str, bytes]:
+    from reconciler.adapters.dirsource import read_directory
+
+    return dict(read_directory(ROOT / "example-repo").files)
+
+
+def _validated(snapshot: Snapshot, walker: fanout.Walker, memo: ValidateMemo | None = None) -> Validation:
+    with fanout.using(walker):
+        return validate(snapshot, memo=memo)
+
+
+def test_a_forked_validation_finds_what_one_process_finds_in_the_same_order() -> None:
+    snapshot = repository()
+    alone = _validated(snapshot, fanout.one_by_one)
+    forked_before = renderfork.counts["forked"]
+    forked = _validated(snapshot, FORKING)
+    assert renderfork.counts["forked"] - forked_before > NODES // 3  # the child checked half of them
+    codes = {i.code for i in alone.issues}
+    # errors and warnings of every kind the walk carries across: findings a node adds, lints run
+    # once per validation, template failures (checked here again), a missing profile
+    assert {"boot-value-unsafe", "user-data-duplicate-key", "user-data-yaml", "template-undefined",
+            "ref-profile", "asset-not-listed"} <= codes, codes
+    assert [i for i in alone.issues if i.file.startswith("nodes/n00")]  # nodes of both halves named
+    assert forked.issues == alone.issues
+    assert forked.state == alone.state and forked.sites == alone.sites
+
+
+def test_a_valid_repository_gives_the_same_state_forked_and_with_a_memo_the_same_next_commit() -> None:
+    snapshot = repository()
+    files = {p: b for p, b in snapshot.files.items()
+             if not (p.startswith("nodes/") and json.loads(b)["profile"] in ("missing",))}
+    for p, b in list(files.items()):
+        if p.startswith("nodes/"):
+            node = json.loads(b)
+            node["labels"] = {"k": "", "dup": "", "undef": "", "bad": ""}
+            node["metadata"] = {**node["metadata"], "con": "ttyS0"}
+            files[p] = json.dumps(node).encode()
+    valid = dataclasses.replace(snapshot, files=files)
+    memos = ValidateMemo(), ValidateMemo()
+    alone, forked = _validated(valid, fanout.one_by_one, memos[0]), _validated(valid, FORKING, memos[1])
+    assert alone.state is not None and not alone.errors
+    assert (forked.state, forked.issues) == (alone.state, alone.issues)
+    # the memo the forked walk filled serves the next commit as one process's does
+    changed = dict(files)
+    changed["nodes/n0001.yaml"] = changed["nodes/n0001.yaml"].replace(b'"ttyS0"', b'"tty\'1"')
+    nxt = dataclasses.replace(valid, revision="cd" * 20, files=changed)
+    again = [_validated(nxt, fanout.one_by_one, memo) for memo in memos]
+    assert again[0].issues == again[1].issues and again[0].sites == again[1].sites
+    assert any(i.code == "boot-value-unsafe" for i in again[0].issues)
+    assert memos[1].boot[""].kept.keys() == memos[0].boot[""].kept.keys()
+
+
+@pytest.mark.parametrize("dies_at", [70, 61, 119])  # mid-way, the child's first node, its last
+def test_a_child_failing_mid_way_leaves_its_nodes_here_and_the_findings_are_the_same(
+        monkeypatch: pytest.MonkeyPatch, dies_at: int) -> None:
+    snapshot = repository()
+    alone = _validated(snapshot, fanout.one_by_one)
+    parent = os.getpid()
+    check = bootcheck.BootPlanChecker.check_node
+
+    def dying(self: bootcheck.BootPlanChecker, node: Node, cloud_init: object) -> None:
+        if os.getpid() != parent and node.name == f"n{dies_at:04d}":
+            os._exit(3)  # the child dies as a killed one would: no message, a torn stream at worst
+        check(self, node, cloud_init)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bootcheck.BootPlanChecker, "check_node", dying)
+    assert _validated(snapshot, FORKING).issues == alone.issues
+
+
+def test_a_check_raising_in_the_child_is_checked_here_and_raised_where_one_process_raises(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = repository()
+    alone = _validated(snapshot, fanout.one_by_one)
+    parent = os.getpid()
+    check = bootcheck.BootPlanChecker.check_node
+
+    def deeper(self: bootcheck.BootPlanChecker, node: Node, cloud_init: object) -> None:
+        if os.getpid() != parent and node.name == "n0080":
+            raise RecursionError("the child's stack is deeper")  # met only there: checked here again
+        check(self, node, cloud_init)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bootcheck.BootPlanChecker, "check_node", deeper)
+    assert _validated(snapshot, FORKING).issues == alone.issues
