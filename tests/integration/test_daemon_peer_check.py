@@ -61,10 +61,14 @@ def _conf(daemon: Daemon) -> bytes:
     return conf
 
 
-def test_dhcpd_checks_a_config_once_until_a_dhcp_field_or_dhcpd_itself_changes(tmp_path: Path, runs: Path) -> None:
+@pytest.mark.parametrize("run_like", [False, True], ids=["plain", "worker-and-memo"])
+def test_dhcpd_checks_a_config_once_until_a_dhcp_field_or_dhcpd_itself_changes(tmp_path: Path, runs: Path,
+                                                                               run_like: bool) -> None:
+    """`run_like`: as the `run` command has it, the worker's render memo storing the config at its
+    stand-in revision, the same stored object from commit to commit (steps._stored_conf)."""
     tree = WorkTree(tmp_path / "repo")
     tree.commit("a node", {"nodes/n.yaml": NODE.format(mac="01", note="a")})
-    daemon = _daemon(tree, tmp_path / "state")
+    daemon = _daemon(tree, tmp_path / "state", **({"worker": True, "reuse_renders": True} if run_like else {}))
     try:
         assert daemon.reconcile_once() is Result.APPLIED
         assert _count(runs) == 1

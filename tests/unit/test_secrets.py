@@ -17,9 +17,10 @@ from reconciler.adapters.agecrypt import AgeIdentity, encrypt
 from reconciler.commands.secrets import set_secret
 from reconciler.core import render as render_module
 from reconciler.core import secrets
+from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.plan import compare, side
-from reconciler.core.render import NodeMemo, render_generation, render_served
+from reconciler.core.render import NodeMemo, RenderedFiles, render_generation, render_served
 from reconciler.core.secrets import SecretUnreadable, changed_names, private_paths
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -253,3 +254,34 @@ def test_a_kept_nodes_user_data_is_checked_once_not_at_every_commit(monkeypatch:
     with pytest.raises(InvalidRevision) as raised:
         commit("3" * 40, 'pa"ss: word\n  evil: [1')
     assert {f.code for f in raised.value.findings} == {"secret-breaks-user-data"}
+
+
+def test_a_commit_patched_onto_a_refused_one_still_refuses_the_nodes_it_did_not_touch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the daemon's memos, a one-node commit's render looks only at the user-data its patch
+    touched to see whether a secret's value left it YAML (issue 25); a node it did not touch
+    whose user-data the value broke at the commit before is refused all the same."""
+    looked: list[str] = []
+    real = render_module._still_yaml
+
+    def counting(files: RenderedFiles, path: str) -> bool:
+        looked.append(path)
+        return real(files, path)
+
+    monkeypatch.setattr(render_module, "_still_yaml", counting)
+    memo, parsed = NodeMemo(), ValidateMemo()
+    tree = dict(snapshot({"root_hash": 'pa"ss: word\n  evil: [1'}).files)
+
+    def commit(revision: str) -> list[tuple[str, str]]:
+        state = validate(Snapshot(revision, dict(tree)), memo=parsed).state
+        assert state is not None
+        looked.clear()
+        with pytest.raises(InvalidRevision) as raised:
+            render_served(state, b"report-secret", identity(), memo)
+        return [(f.code, f.file) for f in raised.value.findings]
+
+    both = [("secret-breaks-user-data", "nodes/node-1.yaml"), ("secret-breaks-user-data", "nodes/node-2.yaml")]
+    assert commit("1" * 40) == both
+    tree["nodes/node-2.yaml"] += b"metadata: {note: changed}\n"
+    assert commit("2" * 40) == both
+    assert looked == ["cloud-init/52:54:00:aa:bb:02/user-data"]  # node-1's kept entry not looked at again

@@ -53,15 +53,30 @@ def render_served(
         files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt), memo)
     finally:
         _CHECKED.reset(token)
+    held = memo if memo is not None else reuse.in_use()
+    failing = _not_yaml(files, private, held.yaml_checked if held is not None else None)
+    if held is not None:
+        held.yaml_checked = (files.entries, private, failing)
     broken = [issue("secret-breaks-user-data", node.source,
                     f"node {node.name!r}: its user-data is not valid YAML once secrets.yaml's values are filled in "
                     "(a value holding a quote, a colon or a newline?): write {{ secrets.NAME | tojson }}")
-              for node in state.nodes
-              if f"cloud-init/{node.mac}/user-data" in private
-              and not _still_yaml(files, f"cloud-init/{node.mac}/user-data")]
+              for node in (state.nodes if failing else ())
+              if f"cloud-init/{node.mac}/user-data" in failing]
     if broken:
         raise InvalidRevision(f"{len(broken)} node(s) with user-data broken by a secret's value", tuple(broken))
     return files
+
+
+def _not_yaml(files: RenderedFiles, private: frozenset[str],
+              last: tuple[object, frozenset[str], frozenset[str]] | None) -> frozenset[str]:
+    """The private paths whose user-data `_still_yaml` refuses. Given what the generation `files`
+    was patched from gave (`last`: its entries, private paths and these), only the paths the
+    patch touched are looked at (issue 25): elsewhere the entries are the same objects."""
+    since = files.since
+    if last is None or since is None or last[0] is not since.entries or last[1] != private:
+        return frozenset(p for p in private if not _still_yaml(files, p))
+    touched = frozenset(since.paths)
+    return (last[2] - touched) | {p for p in touched & private if not _still_yaml(files, p)}
 
 
 def _still_yaml(files: RenderedFiles, path: str) -> bool:

@@ -67,13 +67,16 @@ class NodeMemo:
     last: dict[str, tuple[Node, bytes]] = field(default_factory=dict)
     # The last generation rendered with this memo, for the next commit to patch (`render.patch`; not kept on disk).
     previous: object = None
+    # What `render_served` found of the last generation's user-data (`render._still_yaml`): its
+    # entries (the dict), the private paths, the ones broken by a secret (not kept on disk).
+    yaml_checked: tuple[object, frozenset[str], frozenset[str]] | None = None
 
     def __getstate__(self) -> dict[str, object]:
         # The keys a render left to be made (`Kept.key` None) are made now, from what `last` holds:
         # a first render of every node does not spend its time on them.
         entries = {name: kept if kept.key is not None else kept._replace(key=node_key(*self.last[name]))
                    for name, kept in self.entries.items() if kept.key is not None or name in self.last}
-        return {**self.__dict__, "entries": entries, "last": {}, "previous": None}
+        return {**self.__dict__, "entries": entries, "last": {}, "previous": None, "yaml_checked": None}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
