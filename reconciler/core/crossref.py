@@ -68,17 +68,26 @@ def check_groups(
     last = memo.groups_key
     if last is None or len(key) != len(last) or \
             any(a[0] != b[0] or a[1] is not b[1] for a, b in zip(key, last, strict=True)):
-        memo.groups_key, memo.grouped_nodes, memo.grouped = key, {}, {}
-    current = {id(node): node for node in nodes}
-    for gone in [i for i in memo.grouped_nodes if i not in current]:
-        del memo.grouped_nodes[gone]
-        memo.grouped.pop(gone, None)
-    for i, node in current.items():
+        memo.groups_key, memo.grouped_nodes, memo.grouped, memo.grouped_listed = key, {}, {}, None
+    moved = _moved(memo.grouped_listed, nodes, memo.grouped_nodes)
+    if moved is None:
+        current = {id(node): node for node in nodes}
+        went = [memo.grouped_nodes[i] for i in memo.grouped_nodes if i not in current]
+        came = [node for i, node in current.items() if i not in memo.grouped_nodes]
+    else:
+        went, came = moved
+    memo.grouped_listed = None  # until `grouped_nodes` holds `nodes`
+    for node in went:
+        del memo.grouped_nodes[id(node)]
+        memo.grouped.pop(id(node), None)
+    for node in came:
+        i = id(node)
         if i not in memo.grouped_nodes:
             memo.grouped_nodes[i] = node
             found = _selected(node, selecting, where)
             if found:
                 memo.grouped[i] = found
+    memo.grouped_listed = list(nodes)
     for found in memo.grouped.values():
         out.extend(found)
 
@@ -152,10 +161,17 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
                          where: Locator, out: Findings, memo: CrossMemo) -> bool:
     """`check_nodes` with `memo`; False (the memo emptied) when two nodes come from one file:
     which of them is first then depends on their order in `nodes`, which the index does not keep."""
-    current = {id(node): node for node in nodes}
-    if len(current) != len(nodes):
-        memo.reset()
-        return False
+    moved = _moved(memo.listed, nodes, memo.nodes)
+    if moved is None:
+        current = {id(node): node for node in nodes}
+        if len(current) != len(nodes):
+            memo.reset()
+            return False
+        went = [memo.nodes[i] for i in memo.nodes if i not in current]
+        came = [node for i, node in current.items() if i not in memo.nodes]
+    else:
+        went, came = moved
+    memo.listed = None  # until the index is updated to `nodes`
     key = (frozenset(profiles), dict(sites))
     if key != memo.key:
         memo.key, memo.own = key, {}
@@ -164,8 +180,9 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
             if found:
                 memo.own[i] = found
     touched: set[tuple[str, str]] = set()
-    for i in [i for i in memo.nodes if i not in current]:
-        node = memo.nodes.pop(i)
+    for node in went:
+        i = id(node)
+        del memo.nodes[i]
         memo.own.pop(i, None)
         memo.dups.pop(i, None)
         memo.files[node.source.file] -= 1
@@ -173,7 +190,7 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
             holders = memo.holders[pair]
             del holders[next(at for at, held in enumerate(holders) if held is node)]
             touched.add(pair)
-    added = [node for i, node in current.items() if i not in memo.nodes]
+    added = came
     for node in added:
         memo.nodes[id(node)] = node
         found = _own(node, profiles, sites, where)
@@ -206,7 +223,29 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
         out.extend(found)
     for dups in memo.dups.values():
         out.extend(dups.values())
+    memo.listed = list(nodes)
     return True
+
+
+def _moved(before: list[Node] | None, nodes: list[Node],
+           held: Mapping[int, Node]) -> tuple[list[Node], list[Node]] | None:
+    """The nodes that left `held` (by id: the nodes of `before`, the last validation's list) and
+    those that came, found by comparing the two lists place by place (issue 25: no dict of every
+    node per commit); None when that cannot say (another length, or a node twice in `nodes`)."""
+    if before is None or len(before) != len(nodes):
+        return None
+    places = [i for i, (was, node) in enumerate(zip(before, nodes, strict=True)) if was is not node]
+    if not places:
+        return [], []
+    left = {id(before[i]): before[i] for i in places}
+    arrived = {id(nodes[i]): nodes[i] for i in places}
+    if len(arrived) != len(places):
+        return None  # one object in two places
+    went = [node for i, node in left.items() if i not in arrived]
+    came = [node for i, node in arrived.items() if i not in left]
+    if any(id(node) in held for node in came):
+        return None  # also at a place where it was before: twice in `nodes`
+    return went, came
 
 
 def _own(node: Node, profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator) -> tuple[Issue, ...]:

@@ -54,6 +54,7 @@ class CrossMemo:
         self.groups_key: list[tuple[Group, Document | None]] | None = None  # what `grouped` was made with
         self.grouped_nodes: dict[int, Node] = {}
         self.grouped: dict[int, tuple[Issue, ...]] = {}  # non-empty only
+        self.grouped_listed: list[Node] | None = None  # the nodes `grouped_nodes` holds, in their order
         self.reset()
 
     def reset(self) -> None:
@@ -64,6 +65,7 @@ class CrossMemo:
         self.holders: dict[tuple[str, str], list[Node]] = {}  # (field, value) -> its nodes, by source file
         self.dups: dict[int, dict[str, Issue]] = {}  # node -> field -> its duplicate finding; non-empty only
         self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
+        self.listed: list[Node] | None = None  # the nodes `nodes` holds, in their order (None: unknown)
 
 
 class BmcMemo:
@@ -94,6 +96,7 @@ class ValidateMemo:
         self.paths = 0  # counts the snapshots whose paths `parse_all` found new (not those of the last)
         # what `core.validate` made of the paths alone while `paths` was this count: (count, value)
         self.of_paths: tuple[int, object] | None = None
+        self.templates: tuple[int, tuple[str, ...]] | None = None  # the same: the templates' paths
         # `core.build.nodes`' last outcome: its nodes, each one's place among them by name, each
         # node file's findings (non-empty only), and how many node files each name has
         self.last_nodes: tuple[list[Node], dict[str, int], dict[str, tuple[Issue, ...]], dict[str, int]] | None = None
