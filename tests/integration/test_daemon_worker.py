@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,15 @@ def test_the_worker_runs_at_a_lower_cpu_priority_than_the_daemon() -> None:
     built = worker.build(read_directory(EXAMPLE), niceness)
     assert built.files == {"nice": str(min(os.nice(0) + worker.Limits().nice, 19)).encode()}
     assert worker.Limits().nice > 0
+
+
+def test_the_worker_does_not_import_the_daemon_loop_servers_or_database_drivers() -> None:
+    # What the forkserver preloads and every worker runs: the package import must not bring in
+    # the rest of the daemon (~30 MB in the forkserver and again in each worker, issue 25's 2 GB).
+    code = ("import sys, reconciler.daemon.worker, reconciler.daemon.resident; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'waitress') "
+            "or m in ('reconciler.daemon.loop', 'reconciler.daemon.steps', 'reconciler.servers'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []
+    from reconciler.daemon import Daemon  # the package's names are still there, imported when asked for
+    assert Daemon.__module__ == "reconciler.daemon.loop"
