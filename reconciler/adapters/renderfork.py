@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reconciler.core import template
-from reconciler.core.model import Node
 from reconciler.core.render import fanout
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 FANOUT_MIN = 4_000  # nodes to render: below this a fork and the pipe cost more than half the render
 # The same, set for a process (the daemon's tests set it low so that small repositories fork too).
@@ -63,15 +63,15 @@ def cpus() -> int:
 
 
 def walk(
-    nodes: Sequence[Node],
-    render: Callable[[Node], T],
-    fresh: Callable[[Node], bool],
-    capture: Callable[[Node, T], object],
-    adopt: Callable[[Node, Any], T],
+    nodes: Sequence[K],
+    render: Callable[[K], T],
+    fresh: Callable[[K], bool],
+    capture: Callable[[K, T], object],
+    adopt: Callable[[K, Any], T],
     size: Callable[[T], int],
     max_bytes: int,
     minimum: int | None = None,
-) -> Iterator[tuple[Node, T]]:
+) -> Iterator[tuple[K, T]]:
     """Each node of `nodes`, in order, with `render(node)`. `fresh(node)`: whether it needs real
     rendering (the others are cheap: taken from a memo); `capture(node, result)`: what the child
     sends of a rendering (picklable; taken right after it, where side effects like the memo's are
@@ -132,8 +132,8 @@ class _Child:
         self._thread.start()
 
     @classmethod
-    def start(cls, nodes: Sequence[Node], theirs: list[int], render: Callable[[Node], T],
-              capture: Callable[[Node, T], object], size: Callable[[T], int], max_bytes: int) -> _Child | None:
+    def start(cls, nodes: Sequence[K], theirs: list[int], render: Callable[[K], T],
+              capture: Callable[[K, T], object], size: Callable[[T], int], max_bytes: int) -> _Child | None:
         """The child started, or None when the system gives no process (EAGAIN, ENOMEM)."""
         remaining = template.commit_remaining()
         cpu = _cpu_left()
@@ -245,8 +245,8 @@ def _max_fd() -> int:
     return 65536 if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def _serve(writer: int, nodes: Sequence[Node], theirs: list[int], render: Callable[[Node], T],
-           capture: Callable[[Node, T], object], size: Callable[[T], int], max_bytes: int) -> None:
+def _serve(writer: int, nodes: Sequence[K], theirs: list[int], render: Callable[[K], T],
+           capture: Callable[[K, T], object], size: Callable[[T], int], max_bytes: int) -> None:
     """Render `theirs` in order and send each capture. At a node whose render fails, stop: the
     parent renders it and the rest itself, so the failure is its own, met where one process
     would meet it (a RecursionError depends on how deep the stack already is; this one is

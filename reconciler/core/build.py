@@ -11,7 +11,7 @@ import bisect
 import functools
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -35,6 +35,7 @@ from reconciler.core.model import (
     Site,
     Subnet,
 )
+from reconciler.core.render import fanout
 from reconciler.core.select import normalise_mac
 from reconciler.core.snapshot import SITE_FILE, Snapshot, kind_of
 from reconciler.core.yamldoc import Document, Path, parse_json, parse_yaml
@@ -62,13 +63,7 @@ def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = Non
     if docs is None:
         docs = {}
         found: dict[str, tuple[Issue, ...]] = {}
-        for path in sorted(snapshot.files):
-            kind = kind_of(path)
-            if kind is None or kind in _TEMPLATES:
-                continue  # templates (cloud-init: parsed per node once rendered; ignition, generic: ignition.py), keys
-            parse = parse_json if path.endswith(".json") else parse_yaml
-            doc, issues = parse(path, snapshot.files[path]) if memo is None \
-                else memo.parse(path, snapshot.files[path], parse)
+        for path, (doc, issues) in _parsed(snapshot.files, memo):
             out.extend(issues)
             if issues:
                 found[path] = tuple(issues)
@@ -81,6 +76,50 @@ def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = Non
     if SITE_FILE not in snapshot.files:
         out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
     return docs
+
+
+def _parsed(files: Mapping[str, bytes], memo: ValidateMemo | None
+            ) -> Iterator[tuple[str, tuple[Document | None, tuple[Issue, ...]]]]:
+    """Each document's path and parse, in path order. A first parse (no memo, or one that has
+    parsed nothing) goes through the installed walker (`render.fanout`: in the daemon's worker and
+    the commands a forked child parses half of a large repository's files, and checks its node
+    files' schema ahead, `_check_ahead`); what it parsed comes back as the document's parts."""
+    # templates (cloud-init: parsed per node once rendered; ignition, generic: ignition.py), keys: not parsed
+    paths = [(p, k) for p in sorted(files) if (k := kind_of(p)) is not None and k not in _TEMPLATES]
+    walk = fanout.walker()
+    if walk is fanout.one_by_one or (memo is not None and memo.last_parse is not None):
+        for path, _ in paths:
+            parse = parse_json if path.endswith(".json") else parse_yaml
+            yield path, parse(path, files[path]) if memo is None else memo.parse(path, files[path], parse)
+        return
+
+    def parse_one(item: tuple[str, str]) -> tuple[Document | None, tuple[Issue, ...]]:
+        path, kind = item
+        parse = parse_json if path.endswith(".json") else parse_yaml
+        doc, issues = parse(path, files[path]) if memo is None else memo.parse(path, files[path], parse)
+        if doc is not None and kind == "node":
+            _check_ahead(doc, kind)
+        return doc, issues
+
+    def capture(item: tuple[str, str], parsed: tuple[Document | None, tuple[Issue, ...]]) -> object:
+        doc, issues = parsed
+        if doc is None:
+            return None, issues
+        source = True if doc.source is files[item[0]] else doc.source  # the bytes this process has: not sent
+        return (doc.data, source, doc.start, doc.checked), issues
+
+    def adopt(item: tuple[str, str], captured: Any) -> tuple[Document | None, tuple[Issue, ...]]:
+        path = item[0]
+        parts, issues = captured
+        doc = None
+        if parts is not None:
+            data, source, start, checked = parts
+            doc = Document(path, data, files[path] if source is True else source, start)
+            doc.checked.update(checked)
+        return (doc, issues) if memo is None else memo.parse(path, files[path], lambda p, c: (doc, issues))
+
+    for (path, _), parsed in walk(paths, parse_one, lambda item: True, capture, adopt, lambda parsed: 0, 1 << 62):
+        yield path, parsed
 
 
 def _parse_changed(files: Mapping[str, bytes], out: Findings, memo: ValidateMemo) -> dict[str, Document] | None:
@@ -131,13 +170,22 @@ def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
     if not isinstance(doc.data, dict):
         out.report("schema", doc.loc(), f"(document): expected a mapping, found {schema.describe_value(doc.data)}")
         return False
-    # matchbox's own JSON files: a field its format does not have is ignored there, so a warning here.
-    unknown = "matchbox-unknown-field" if doc.loc().file.endswith(".json") else "schema"
     issues = doc.checked.get(kind)
     if issues is None:  # kept on the document: one a ValidateMemo keeps is not checked again
-        issues = doc.checked[kind] = schema.check(doc, kind, unknown)
+        issues = _check_ahead(doc, kind)
     out.extend(issues)
     return not any(i.is_error for i in issues)
+
+
+def _check_ahead(doc: Document, kind: str) -> tuple[Issue, ...]:
+    """The schema findings of `doc` (a mapping) as a document of `kind`, kept on it (`_schema_ok`
+    reports them; `_parsed` checks node files as it parses them, in whichever process does)."""
+    issues = doc.checked.get(kind)
+    if issues is None and isinstance(doc.data, dict):
+        # matchbox's own JSON files: a field its format does not have is ignored there, so a warning here.
+        unknown = "matchbox-unknown-field" if doc.loc().file.endswith(".json") else "schema"
+        issues = doc.checked[kind] = schema.check(doc, kind, unknown)
+    return issues or ()
 
 
 # -- building values ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""A first validation's boot check on two CPUs (core.bootcheck's walk, adapters.renderfork): a forked
-child checks half of the nodes and this process adopts what each check did, in node order, so the
-findings are one process's, in the same order, with the same DesiredState (issue 25: the cold
+"""A first validation's parse and boot check on two CPUs (core.build's and core.bootcheck's walks,
+adapters.renderfork): a forked child parses half of the files, then another checks half of the
+nodes, and this process adopts what each did, in order, so the findings are one process's, in the
+same order, with the same DesiredState (issue 25: the cold
 validation of 100,000 nodes on one CPU while the other waited). Real forks and pipes; the walker
 is forced to fork at a few nodes (`minimum=1`), as it does at thousands."""
 
@@ -14,12 +15,13 @@ import os
 import pytest
 
 from reconciler.adapters import renderfork
-from reconciler.core import bootcheck
+from reconciler.core import bootcheck, build, yamldoc
 from reconciler.core.docmemo import ValidateMemo
-from reconciler.core.model import Node
+from reconciler.core.model import Issue, Node
 from reconciler.core.render import fanout
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import Validation, validate
+from reconciler.core.yamldoc import Document
 from tests.render_support import ROOT
 
 FORKING = functools.partial(renderfork.walk, minimum=1)
@@ -55,7 +57,9 @@ def repository(nodes: int = NODES) -> Snapshot:
                   "bad": "y" if i % 19 == 3 else ""}
         node = {"mac": f"52:54:00:00:{i >> 8:02x}:{i & 0xFF:02x}", "ip": f"10.0.{1 + i // 200}.{1 + i % 200}",
                 "profile": profiles[i % len(profiles)], "labels": labels, "metadata": metadata}
-        files[f"nodes/n{i:04d}.yaml"] = json.dumps(node).encode()
+        if i % 29 == 6:
+            node["colour"] = "red"  # a schema error, found by whichever process parses the file
+        files[f"nodes/n{i:04d}.yaml"] = json.dumps(node).encode() if i % 23 != 4 else b"mac: [unclosed\n"
     return Snapshot(revision="ab" * 20, files=files)
 
 
@@ -80,8 +84,8 @@ def test_a_forked_validation_finds_what_one_process_finds_in_the_same_order() ->
     codes = {i.code for i in alone.issues}
     # errors and warnings of every kind the walk carries across: findings a node adds, lints run
     # once per validation, template failures (checked here again), a missing profile
-    assert {"boot-value-unsafe", "user-data-duplicate-key", "user-data-yaml", "template-undefined",
-            "ref-profile", "asset-not-listed"} <= codes, codes
+    assert {"yaml-syntax", "schema", "boot-value-unsafe", "user-data-duplicate-key", "user-data-yaml",
+            "template-undefined", "ref-profile", "asset-not-listed"} <= codes, codes
     assert [i for i in alone.issues if i.file.startswith("nodes/n00")]  # nodes of both halves named
     assert forked.issues == alone.issues
     assert forked.state == alone.state and forked.sites == alone.sites
@@ -90,10 +94,11 @@ def test_a_forked_validation_finds_what_one_process_finds_in_the_same_order() ->
 def test_a_valid_repository_gives_the_same_state_forked_and_with_a_memo_the_same_next_commit() -> None:
     snapshot = repository()
     files = {p: b for p, b in snapshot.files.items()
-             if not (p.startswith("nodes/") and json.loads(b)["profile"] in ("missing",))}
+             if not (p.startswith("nodes/") and (b.startswith(b"mac: [") or json.loads(b)["profile"] == "missing"))}
     for p, b in list(files.items()):
         if p.startswith("nodes/"):
             node = json.loads(b)
+            node.pop("colour", None)
             node["labels"] = {"k": "", "dup": "", "undef": "", "bad": ""}
             node["metadata"] = {**node["metadata"], "con": "ttyS0"}
             files[p] = json.dumps(node).encode()
@@ -106,7 +111,9 @@ def test_a_valid_repository_gives_the_same_state_forked_and_with_a_memo_the_same
     changed = dict(files)
     changed["nodes/n0001.yaml"] = changed["nodes/n0001.yaml"].replace(b'"ttyS0"', b'"tty\'1"')
     nxt = dataclasses.replace(valid, revision="cd" * 20, files=changed)
+    hits = [memo.hits for memo in memos]
     again = [_validated(nxt, fanout.one_by_one, memo) for memo in memos]
+    assert memos[1].hits - hits[1] == memos[0].hits - hits[0]  # as many parses reused
     assert again[0].issues == again[1].issues and again[0].sites == again[1].sites
     assert any(i.code == "boot-value-unsafe" for i in again[0].issues)
     assert memos[1].boot[""].kept.keys() == memos[0].boot[""].kept.keys()
@@ -143,3 +150,21 @@ def test_a_check_raising_in_the_child_is_checked_here_and_raised_where_one_proce
 
     monkeypatch.setattr(bootcheck.BootPlanChecker, "check_node", deeper)
     assert _validated(snapshot, FORKING).issues == alone.issues
+
+
+def test_a_parse_child_dying_mid_way_leaves_its_files_here_and_the_findings_are_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = repository()
+    alone = _validated(snapshot, fanout.one_by_one)
+    parent = os.getpid()
+    parse = yamldoc.parse_yaml
+
+    def dying(path: str, content: bytes) -> tuple[Document | None, tuple[Issue, ...]]:
+        if os.getpid() != parent and path == "nodes/n0100.yaml":
+            os._exit(3)
+        return parse(path, content)
+
+    monkeypatch.setattr(build, "parse_yaml", dying)
+    forked_before = renderfork.counts["forked"]
+    assert _validated(snapshot, FORKING).issues == alone.issues
+    assert renderfork.counts["forked"] - forked_before > NODES * 3 // 4  # the parse's files, the boot check's nodes

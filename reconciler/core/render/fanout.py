@@ -19,22 +19,21 @@ import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from reconciler.core.model import Node
-
 T = TypeVar("T")
+K = TypeVar("K")  # what is walked: a Node (the render, the boot check), a path (the parse)
 
 
 class Walker(Protocol):
     def __call__(
         self,
-        nodes: Sequence[Node],
-        render: Callable[[Node], T],
-        fresh: Callable[[Node], bool],
-        capture: Callable[[Node, T], object],
-        adopt: Callable[[Node, Any], T],
+        nodes: Sequence[K],
+        render: Callable[[K], T],
+        fresh: Callable[[K], bool],
+        capture: Callable[[K, T], object],
+        adopt: Callable[[K, Any], T],
         size: Callable[[T], int],
         max_bytes: int,
-    ) -> Iterator[tuple[Node, T]]:
+    ) -> Iterator[tuple[K, T]]:
         """Each node of `nodes`, in order, with `render(node)`. `fresh(node)`: whether it needs
         real rendering (the others are cheap: taken from a memo). A walker that renders a node
         elsewhere sends back `capture(node, result)` (picklable, taken right after the render,
@@ -45,14 +44,14 @@ class Walker(Protocol):
 
 
 def one_by_one(
-    nodes: Sequence[Node],
-    render: Callable[[Node], T],
-    fresh: Callable[[Node], bool],
-    capture: Callable[[Node, T], object],
-    adopt: Callable[[Node, Any], T],
+    nodes: Sequence[K],
+    render: Callable[[K], T],
+    fresh: Callable[[K], bool],
+    capture: Callable[[K, T], object],
+    adopt: Callable[[K, Any], T],
     size: Callable[[T], int],
     max_bytes: int,
-) -> Iterator[tuple[Node, T]]:
+) -> Iterator[tuple[K, T]]:
     for node in nodes:
         yield node, render(node)
 
