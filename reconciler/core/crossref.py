@@ -124,9 +124,36 @@ _UNIQUE = (("mac", "duplicate-mac"), ("ip", "duplicate-ip"), ("hostname", "dupli
 
 
 def _unique_values(node: Node) -> list[tuple[str, str]]:
-    """(field, value) of what no two nodes may share."""
-    values = [("mac", node.mac), ("ip", str(node.ip) if node.ip else None), ("hostname", node.hostname.lower())]
+    """(field, value) of what no two nodes may share. A hostname already in lower case is the
+    node's own string (the memo's index keeps one value per node and field)."""
+    hostname = node.hostname.lower()
+    values = [("mac", node.mac), ("ip", str(node.ip) if node.ip else None),
+              ("hostname", node.hostname if hostname == node.hostname else hostname)]
     return [(key, value) for key, value in values if value is not None]
+
+
+def _hold(index: dict[str, Node | list[Node]], value: str, node: Node) -> None:
+    """File `node` under `value` in one field's index of the memo (`CrossMemo.holders`): the node
+    itself while it is the only holder, a list from the second on (issue 25: a list and a key
+    tuple per node and field were ~45 MB of the worker at 100,000 nodes)."""
+    held = index.get(value)
+    if held is None:
+        index[value] = node
+    elif isinstance(held, list):
+        held.append(node)
+    else:
+        index[value] = [held, node]
+
+
+def _drop(index: dict[str, Node | list[Node]], value: str, node: Node) -> None:
+    """Take `node` out from under `value` (`_hold`); a value nobody holds leaves the index."""
+    held = index[value]
+    if not isinstance(held, list):
+        del index[value]
+        return
+    del held[next(at for at, other in enumerate(held) if other is node)]
+    if not held:
+        del index[value]
 
 
 def _duplicate(node: Node, key: str, value: str, other: Node, where: Locator) -> Issue:
@@ -187,8 +214,7 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
         memo.dups.pop(i, None)
         memo.files[node.source.file] -= 1
         for pair in _unique_values(node):
-            holders = memo.holders[pair]
-            del holders[next(at for at, held in enumerate(holders) if held is node)]
+            _drop(memo.holders[pair[0]], pair[1], node)
             touched.add(pair)
     added = came
     for node in added:
@@ -198,16 +224,16 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
             memo.own[id(node)] = found
         memo.files[node.source.file] = memo.files.get(node.source.file, 0) + 1
         for pair in _unique_values(node):
-            memo.holders.setdefault(pair, []).append(node)
+            _hold(memo.holders.setdefault(pair[0], {}), pair[1], node)
             touched.add(pair)
     if any(memo.files[node.source.file] > 1 for node in added):  # the memo has none before: it is emptied
         memo.reset()
         return False
     for pair in touched:
-        holders = memo.holders[pair]
-        if not holders:
-            del memo.holders[pair]
+        held = memo.holders[pair[0]].get(pair[1])
+        if held is None:
             continue
+        holders = held if isinstance(held, list) else [held]
         holders.sort(key=lambda n: n.source.file)
         first = holders[0]
         for node in holders:

@@ -62,7 +62,8 @@ class CrossMemo:
         self.key: object = None  # what `own` was made with: the profile names and the sites
         self.nodes: dict[int, Node] = {}
         self.own: dict[int, tuple[Issue, ...]] = {}  # non-empty only
-        self.holders: dict[tuple[str, str], list[Node]] = {}  # (field, value) -> its nodes, by source file
+        # field -> value -> its node, or its nodes (two or more) in the order they came (`crossref._hold`)
+        self.holders: dict[str, dict[str, Node | list[Node]]] = {}
         self.dups: dict[int, dict[str, Issue]] = {}  # node -> field -> its duplicate finding; non-empty only
         self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
         self.listed: list[Node] | None = None  # the nodes `nodes` holds, in their order (None: unknown)
