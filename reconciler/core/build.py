@@ -103,20 +103,19 @@ def _parsed(files: Mapping[str, bytes], memo: ValidateMemo | None
 
     def capture(item: tuple[str, str], parsed: tuple[Document | None, tuple[Issue, ...]]) -> object:
         doc, issues = parsed
-        if doc is None:
-            return None, issues
+        if doc is None or issues:  # parsed here again: "too deep" depends on the stack, the child's is deeper
+            return None
         source = True if doc.source is files[item[0]] else doc.source  # the bytes this process has: not sent
-        return (doc.data, source, doc.start, doc.checked), issues
+        return doc.data, source, doc.start, doc.checked
 
-    def adopt(item: tuple[str, str], captured: Any) -> tuple[Document | None, tuple[Issue, ...]]:
+    def adopt(item: tuple[str, str], parts: Any) -> tuple[Document | None, tuple[Issue, ...]]:
+        if parts is None:
+            return parse_one(item)
         path = item[0]
-        parts, issues = captured
-        doc = None
-        if parts is not None:
-            data, source, start, checked = parts
-            doc = Document(path, data, files[path] if source is True else source, start)
-            doc.checked.update(checked)
-        return (doc, issues) if memo is None else memo.parse(path, files[path], lambda p, c: (doc, issues))
+        data, source, start, checked = parts
+        doc = Document(path, data, files[path] if source is True else source, start)
+        doc.checked.update(checked)
+        return (doc, ()) if memo is None else memo.parse(path, files[path], lambda p, c: (doc, ()))
 
     for (path, _), parsed in walk(paths, parse_one, lambda item: True, capture, adopt, lambda parsed: 0, 1 << 62):
         yield path, parsed
