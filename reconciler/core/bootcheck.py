@@ -199,10 +199,15 @@ class BootPlanChecker:
     def _adopt(self, trace: list[tuple[object, ...]], node: str) -> bool:
         """What checking a node did elsewhere (`_walk`), done here as that check would have done it
         here: elsewhere, where fewer nodes had been checked, a lint another node had run here may
-        have run again, and a user-data compared with another clean one. False, having done
-        nothing, when it names args as linted that are not linted here."""
+        have run again, and a user-data been compared with another clean one (compared here with
+        this one's). False, having done nothing, when it names args or a user-data as linted that are
+        not linted here: the caller checks the node."""
         for op in trace:
             if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
+                return False
+            # linted there by an earlier node whose text was like this process's first clean one, so
+            # not linted here: it is here that this node lints it (with the other `autoinstall`)
+            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(tuple[str, str], op[1])):
                 return False
         for op in trace:
             kind = op[0]
@@ -215,16 +220,20 @@ class BootPlanChecker:
                     self.out.extend(cast(tuple[Issue, ...], op[2]))
             elif kind == "bytes":
                 self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
-            elif op[3] is not None:  # None: linted elsewhere for an earlier node, adopted here before
-                name, text = cast(tuple[str, str], op[1])
+            elif op[3] is not None:  # None: linted here too (above)
+                # `_check_machine`'s steps with the lint's findings known: which texts count as
+                # linted (keyed without `autoinstall`) is what one process's would be
+                text_key, autoinstall = cast(tuple[str, str], op[1]), cast(bool, op[2])
                 found = cast(tuple[Issue, ...], op[3])
-                if not found:  # clean: the first clean text is what later ones are compared with
-                    if (name, op[2]) not in self.clean_user_data:
-                        self.linted_user_data.add((name, text))
-                        self.clean_user_data[name, cast(bool, op[2])] = CleanShape.of(text)
-                elif not self._user_data_linted((name, text)):  # (a text with findings is never like a clean one)
-                    self.linted_user_data.add((name, text))
-                    self.out.extend(found)
+                clean = self.clean_user_data.get((text_key[0], autoinstall))
+                if not found and clean is not None and clean.same(text_key[1]):
+                    continue  # (a text with findings is never like a clean one)
+                if self._user_data_linted(text_key):
+                    continue
+                self.linted_user_data.add(text_key)
+                self.out.extend(found)
+                if not found and clean is None:
+                    self.clean_user_data[text_key[0], autoinstall] = CleanShape.of(text_key[1])
         return True
 
     def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:

@@ -13,6 +13,8 @@ import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.adapters import renderfork
 from reconciler.core import bootcheck, build, yamldoc
@@ -168,3 +170,33 @@ def test_a_parse_child_dying_mid_way_leaves_its_files_here_and_the_findings_are_
     forked_before = renderfork.counts["forked"]
     assert _validated(snapshot, FORKING).issues == alone.issues
     assert renderfork.counts["forked"] - forked_before > NODES * 3 // 4  # the parse's files, the boot check's nodes
+
+
+SHARED_CI = ("#cloud-config\nhostname: {% if labels.h %}{{ hostname }}{% else %}fixed{% endif %}\n"
+             "{% if labels.v == 's' %}storage: {layout: direct}\n{% elif labels.v == 'm' %}autoinstal: {version: 1}\n"
+             "{% endif %}")
+BOOT = {"kernel": "/assets/ubuntu/2404/vmlinuz", "initrd": ["/assets/ubuntu/2404/initrd"]}
+SHARING = {"ai": ["autoinstall", "ip=dhcp"], "plain": ["ip=dhcp"], "maybe": ["{{ metadata.mode }}", "ip=dhcp"]}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(SHARING)), st.sampled_from(["s", "m", "n"]), st.booleans(),
+                          st.sampled_from(["autoinstall", "quiet"])), min_size=2, max_size=40))
+def test_one_user_data_template_under_both_autoinstall_flags_gives_the_same_findings_forked(
+        drawn: list[tuple[str, str, bool, str]]) -> None:
+    """Texts repeated across nodes and linted once, with and without `autoinstall` (its lint
+    differs, its key does not), each process comparing with its own first clean text."""
+    files = {p: b for p, b in _example().items() if not p.startswith(("nodes/", "profiles/"))}
+    files["netboot.yaml"] = json.dumps(SITE).encode()
+    files["cloud-init/shared.yaml"] = SHARED_CI.encode()
+    for pid, args in SHARING.items():
+        files[f"profiles/{pid}.yaml"] = json.dumps({"boot": {**BOOT, "args": args}, "cloud_init": "shared"}).encode()
+    for i, (pid, v, h, mode) in enumerate(drawn):
+        node = {"mac": f"52:54:00:00:01:{i:02x}", "profile": pid, "labels": {"v": v, "h": "y" if h else ""},
+                "metadata": {"mode": mode}}
+        files[f"nodes/n{i:04d}.yaml"] = json.dumps(node).encode()
+    snapshot = Snapshot(revision="ab" * 20, files=files)
+    alone = _validated(snapshot, fanout.one_by_one)
+    for memo in (None, ValidateMemo()):  # the worker's validation has a memo
+        forked = _validated(snapshot, FORKING, memo)
+        assert (forked.issues, forked.state) == (alone.issues, alone.state)
