@@ -50,6 +50,14 @@ the nodes' sort in validate, ignition.read_templates and build.cloud_init's scan
 Removing them needs "what changed" handed from build.nodes down (positions, as bmcinherit now
 uses) and, for the boot check, per-key producer lists (the first node by name linting each key)
 instead of a replay in name order.
+Measured 2026-12-07 09:50 (nice 19, load 4-6, interleaved with main 332d8fe), render repository,
+20,000 nodes, CPU seconds per one-node commit, median of 7: validate 0.072-0.078 -> 0.026-0.027
+(commit 0.086-0.093 -> 0.040-0.041): the boot check replays the unchanged nodes in runs between
+the nodes it visits (core.bootpass: their lint keys added with a set update, their sizes by a
+running sum) instead of one by one (58.6 -> 9.6 ms of section timers); crossref finds the nodes
+that came and went place by place (7.2 -> 2.2 ms). The first commit after a restart also builds
+that index (0.12 s of CPU at 20,000). `--check` equal to from scratch at 2,000 (both
+repositories) and 20,000 (render).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import secrets as _random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
-from reconciler.core import lint, template
+from reconciler.core import bootpass, lint, template
 from reconciler.core.collect import Findings
 from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
@@ -113,6 +113,9 @@ class BootPlanChecker:
         node kept (a first validation) and a walker installed (`render.fanout`: the daemon's worker
         and the commands fork), the nodes are checked by it: `_walk`."""
         memo = self.memo
+        index = None  # the last pass (core.bootpass), valid while nothing else changed the memo
+        if memo is not None:
+            index, memo.index = memo.index, None
         walk = fanout.walker()
         if walk is not fanout.one_by_one and (memo is None or not memo.kept):
             self._walk(walk, list(nodes), cloud_init)
@@ -123,8 +126,8 @@ class BootPlanChecker:
             return
         kept_of, trace_of, generations = memo.kept.get, memo.traces.get, self.kept_generation
         linted, checked, at_stand_in = self.linted_args, self.checked, self.at_stand_in
-        replayed = 0
-        for node in nodes:
+
+        def step(node: Node) -> bool:  # True: replayed
             kept = kept_of(node.name)
             if kept is not None and kept[0] is node:
                 generation = generations.get(node.profile, -1)
@@ -136,15 +139,26 @@ class BootPlanChecker:
                     if op is not None and op[0] == "args" and op[2] is None and op[1] in linted \
                             and node.profile not in at_stand_in:
                         checked.add(node.name)  # `_replay` of it: nothing to do
-                        replayed += 1
-                        continue
+                        return True
                     if self._replay(done, self.profiles[node.profile], cloud_init, node.name):
                         checked.add(node.name)
-                        replayed += 1
-                        continue
+                        return True
             self.check_node(node, cloud_init)
+            return False
+
+        if isinstance(nodes, list):  # the nodes that did not change in runs, not one by one (core.bootpass)
+            done, memo.index = bootpass.replay(self, nodes, cast("bootpass.PassIndex | None", index), cloud_init, step)
+            if done:
+                return
+        # (not after a first pass, which keeps nothing to replay yet: one look at each node spared)
+        listed = nodes if isinstance(nodes, list) and memo.kept else None
+        replayed = 0
+        for node in nodes:
+            replayed += step(node)
         memo.hits += replayed
         memo.replayed += replayed
+        if listed is not None:
+            memo.index = bootpass.build(self, listed, cloud_init)
 
     def _walk(self, walk: fanout.Walker, nodes: list[Node], cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         """`check_node` of each node in turn, by `walk`, which may check some in a forked child
@@ -239,6 +253,7 @@ class BootPlanChecker:
     def check_node(self, node: Node, cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         memo = self.memo
         if memo is not None:  # the common case first, in few steps: a kept node replayed (issue 25)
+            memo.index = None  # it may change what the last pass kept (`check_nodes` sets it again)
             kept = memo.kept.get(node.name)
             if kept is not None and kept[0] is node:
                 generation = self.kept_generation.get(node.profile, -1)

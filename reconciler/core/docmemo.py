@@ -42,6 +42,7 @@ class BootMemo:
         self.generations = 0
         self.hits = 0
         self.replayed = 0
+        self.index: object = None  # the last pass over the nodes (`core.bootpass`), while nothing else changed these
 
 
 class CrossMemo:

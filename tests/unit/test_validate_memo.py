@@ -273,6 +273,50 @@ def test_a_one_node_commit_checks_that_nodes_cross_references_only(monkeypatch: 
     assert outcome(result) == outcome(validate(snapshot))
 
 
+@pytest.mark.parametrize("changed", ["i3", "l0"], ids=["a node at the stand-in", "the first to lint shared args"])
+def test_a_one_node_commit_replays_the_unchanged_nodes_boot_checks_in_runs(changed: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """core.bootpass: once a pass has looked at every node, the next commit's boot check visits
+    the changed node only (and any whose replay depends on the nodes before it), the others'
+    lints and sizes added in runs; the outcome is the one from scratch. `l0` is the node whose
+    args lint the nodes after it lean on (their traces say another node ran it): changed, it
+    still lints them, so they are not visited either."""
+    from reconciler.core.bootcheck import BootPlanChecker
+
+    files = base_files()
+    files["profiles/local.yaml"] = b"name: L\nboot:\n  kernel: /assets/k\n  args: [quiet]\n"
+    for i in range(6):
+        files[f"nodes/i{i}.yaml"] = f"mac: 52:54:00:aa:cc:0{i}\nprofile: install\n".encode()
+        files[f"nodes/l{i}.yaml"] = f"mac: 52:54:00:aa:dd:0{i}\nprofile: local\n".encode()
+    memo = ValidateMemo()
+    for number in range(3):  # the memo filled, then a pass over every node that leaves the index
+        validate(Snapshot(_git(number), dict(files)), memo=memo)
+    visited: list[str] = []
+    real_replay, real_check = BootPlanChecker._replay, BootPlanChecker.check_node
+
+    def replay(checker: BootPlanChecker, trace: Any, profile: Any, cloud_init: Any, node: str) -> bool:
+        visited.append(node)
+        return real_replay(checker, trace, profile, cloud_init, node)
+
+    def check(checker: BootPlanChecker, node: Node, cloud_init: Any) -> None:
+        visited.append(node.name)
+        real_check(checker, node, cloud_init)
+    monkeypatch.setattr(BootPlanChecker, "_replay", replay)
+    monkeypatch.setattr(BootPlanChecker, "check_node", check)
+    path = f"nodes/{changed}.yaml"
+    files[path] = files[path] + b"labels: {rack: r9}\n"
+    snapshot = Snapshot(_git(3), dict(files))
+    result = validate(snapshot, memo=memo)
+    assert set(visited) == {changed}
+    monkeypatch.undo()
+    assert outcome(result) == outcome(validate(snapshot))
+
+
+def _git(number: int) -> str:
+    """A revision spelt like git's (the boot check's stand-in needs one)."""
+    return hashlib.sha1(str(number).encode()).hexdigest()
+
+
 def test_a_memo_told_to_keep_nothing_forgets_what_it_made_too() -> None:
     """The daemon's check (`--verify`) empties a memo whose outcome differed from scratch with
     keep_only(()): the next validation parses every file again, and keeps no node's checks."""
