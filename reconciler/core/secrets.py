@@ -19,7 +19,7 @@ import hmac
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -233,7 +233,7 @@ def _libyaml_composer() -> type[yaml.CSafeLoader] | None:
     return Composer
 
 
-_STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_STR, _NULL, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _FAST = _libyaml_composer()
 
@@ -242,21 +242,35 @@ _FAST = _libyaml_composer()
 # right after a block scalar's header (`|#`); and a `?` in a plain scalar inside a flow
 # collection (`{a: b?}`), where SafeLoader's scanner takes it for a key indicator. The first two
 # are looked for with `in` (memchr: half the cost of one regular expression for all three).
-_BLOCK_HEADER_COMMENT = re.compile(rb"[|>][-+0-9]*#")
+_HEADER_REST = re.compile(rb"[-+0-9]*#")
+
+
+def _block_header_comment(data: bytes) -> bool:
+    """Whether `[|>][-+0-9]*#` is found in `data`: the indicators found with `find` (memchr), not by
+    the pattern tried at every byte (12.5 against ~1 us for render_scale's user-data)."""
+    for indicator in (b"|", b">"):
+        at = data.find(indicator)
+        while at >= 0:
+            if _HEADER_REST.match(data, at + 1) is not None:
+                return True
+            at = data.find(indicator, at + 1)
+    return False
 
 
 def _libyaml_loads(user_data: bytes) -> bool:
     """True when libyaml loads `user_data`, nothing in it is where libyaml is more lenient than
     SafeLoader, and SafeLoader's constructor would make it (`_constructs`); False otherwise
     (SafeLoader decides)."""
-    if b"\t" in user_data or b"\xef\xbb\xbf" in user_data or _BLOCK_HEADER_COMMENT.search(user_data) is not None:
+    if b"\t" in user_data or b"\xef\xbb\xbf" in user_data or _block_header_comment(user_data):
         return False
     assert _FAST is not None
+    flow_question = b"?" in user_data and (b"[" in user_data or b"{" in user_data)
+    if not (b"&" in user_data or b"*" in user_data or b"!" in user_data) and _events_load(user_data, flow_question):
+        return True
     loader = _FAST(user_data)
     try:
         node = loader.get_single_node()
         if node is not None:
-            flow_question = b"?" in user_data and (b"[" in user_data or b"{" in user_data)
             verdict = _constructs(node, loader, flow_question)
             if verdict is None:
                 loader.construct_document(node)
@@ -269,11 +283,89 @@ def _libyaml_loads(user_data: bytes) -> bool:
     return True
 
 
+_EVENTS: Any = getattr(yaml, "cyaml").CParser if _FAST is not None else None  # noqa: B009 (not in its stub's exports)
+_SCALAR_EVENT, _SEQUENCE_START, _MAPPING_START = yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent
+_SEQUENCE_END, _MAPPING_END = yaml.SequenceEndEvent, yaml.MappingEndEvent
+
+
+def _events_load(user_data: bytes, flow_question: bool) -> bool:
+    """True when what `_libyaml_loads` composes and walks would be True, told from libyaml's events
+    alone (no nodes composed: ~85 against ~115 us a check of render_scale's user-data); False when
+    that takes the walk (it decides). For text with no anchor, alias or tag (the caller saw no `&`,
+    `*` or `!` in it), the composed nodes are the events' (each collection a map or seq, each
+    scalar resolved as `_libyaml_composer` resolves it), so the walk's answers are these: the
+    scalars of a tag SafeLoader constructs are constructed, a collection as a key, a merge key,
+    `=`, nesting near `_MAX_DEPTH`, a plain `?` in a flow collection, a second document and a
+    directive are left to it."""
+    parser = _EVENTS(user_data)  # the parser alone: a loader's Python constructor and resolver cost ~8 us
+    try:
+        get = parser.get_event
+        get()  # the stream's start
+        event: Any = get()  # typeshed's Event has none of its kinds' fields
+        if event.__class__ is yaml.StreamEndEvent:
+            return True  # no document: nothing to compose
+        if event.__class__ is not yaml.DocumentStartEvent or event.version or event.tags:
+            return False
+        stack: list[tuple[bool, bool]] = []  # the open collections' (mapping, flow) above this one
+        mapping = flow = key = False  # the innermost collection's; key: a key comes next
+        while True:
+            event = get()
+            kind = event.__class__
+            if kind is _SCALAR_EVENT:
+                if event.implicit[0]:
+                    resolvers = _IMPLICIT_TAGS.get(event.value[:1])
+                    if resolvers is not None and not _scalar_loads(event.value, resolvers):
+                        return False
+                if flow and flow_question and not event.style and "?" in event.value:
+                    return False
+                if mapping:
+                    key = not key
+            elif kind is _MAPPING_START or kind is _SEQUENCE_START:
+                if key or len(stack) >= _MAX_DEPTH - 1:
+                    return False
+                stack.append((mapping, flow))
+                mapping = key = kind is _MAPPING_START
+                flow = bool(event.flow_style)
+            elif kind is _MAPPING_END or kind is _SEQUENCE_END:
+                mapping, flow = stack.pop()
+                key = mapping  # it was a value (a key returned above): a key comes next
+            elif kind is yaml.DocumentEndEvent:
+                return get().__class__ is yaml.StreamEndEvent
+            else:  # an alias after all
+                return False
+    except Exception:  # libyaml refuses it: the walk's path fails the same way, and SafeLoader decides
+        return False
+    finally:
+        parser.dispose()
+
+
+def _scalar_loads(value: str, resolvers: list[tuple[str, re.Pattern[str]]]) -> bool:
+    """Whether a plain scalar resolves (`resolvers`: those for its first character) to str, or to
+    a tag whose constructor makes it (`_CHECKED`). A bool is made whatever it is: the resolver
+    matches only the spellings whose lower case the constructor's table holds."""
+    for tag, regexp in resolvers:
+        if regexp.match(value):
+            if tag in (_NULL, _BOOL):
+                return True
+            construct = _CHECKED.get(tag)
+            if construct is None:
+                return False  # `<<`, `=`: the walk leaves them to construct_document
+            try:
+                construct(_CONSTRUCTOR, yaml.ScalarNode(tag, value))
+            except Exception:
+                return False
+            return True
+    return True
+
+
 # Scalars whose construction can refuse the value (2001-02-30, 0b_, `!!bool x`, `!!binary é`):
 # each is constructed alone, by SafeLoader's own constructor; all of them make hashable keys.
 _CHECKED = {tag: yaml.SafeLoader.yaml_constructors[tag] for tag in (
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary")}
+_IMPLICIT_TAGS = yaml.SafeLoader.yaml_implicit_resolvers
+# Scalar constructors read nothing of their constructor but its class's tables: one serves all.
+_CONSTRUCTOR = SafeConstructor()
 # Deeper than this, SafeLoader decides: its composer recurses (a RecursionError from ~450 flow
 # levels, and cloud-init drops the user-data); libyaml's does not.
 _MAX_DEPTH = 100
