@@ -11,6 +11,7 @@ import bisect
 import functools
 import posixpath
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -488,7 +489,7 @@ def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
         groups[gid] = Group(
             id=gid,
             name=data.get("name", gid),
-            profile=data["profile"],
+            profile=sys.intern(data["profile"]) if type(data["profile"]) is str else data["profile"],
             selector=selector,
             metadata=data.get("metadata", {}),
             source=doc.loc(),
@@ -590,7 +591,7 @@ def node_of(path: str, doc: Document) -> BuiltNode:
     return before, True, Node(
         name=name,
         mac=mac,
-        profile=data["profile"],
+        profile=sys.intern(data["profile"]) if type(data["profile"]) is str else data["profile"],
         hostname=data.get("hostname", name),
         ip=IPv4Address(data["ip"]) if "ip" in data else None,
         labels=_labels(data.get("labels", {})),

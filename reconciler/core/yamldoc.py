@@ -398,14 +398,16 @@ def _simple(file: str, text: str, content: bytes) -> Document | None:
                     name = sys.intern(name)
                     if name in value:
                         return None
-                    value[name] = item if item[0] not in _RESOLVED_FIRST else _plain(item)
+                    # interned: a flow mapping's or sequence's texts are what node files repeat (labels,
+                    # SSH keys): one string for all (the validation memo keeps every document)
+                    value[name] = sys.intern(item) if item[0] not in _RESOLVED_FIRST else _plain(item)
                 target[key] = value
             elif flow_seq is not None:
                 items = []
                 for part in flow_seq.split(", ") if flow_seq else ():
                     if _FLOW_ITEM.fullmatch(part) is None:
                         return None
-                    items.append(part if part[0] not in _RESOLVED_FIRST else _plain(part))
+                    items.append(sys.intern(part) if part[0] not in _RESOLVED_FIRST else _plain(part))
                 target[key] = items
             elif spaces:
                 return None  # nesting deeper than one level
