@@ -58,16 +58,13 @@ def _boot_block(site: Site, indent: str, other_chain: Sequence[str]) -> list[str
     return [indent + line for line in lines]
 
 
-def _host(node: Node, indent: str) -> list[str]:
-    lines = [f"host {node.name} {{", f"  hardware ethernet {node.mac};"]
-    if node.ip is not None:
-        lines.append(f"  fixed-address {node.ip};")
-    lines += [f'  option host-name "{node.hostname}";', "}"]
-    return [indent + line for line in lines]
-
-
 def _host_text(node: Node) -> str:
-    return "\n".join(_host(node, "  "))
+    """A node's host block, indented inside the `group`. Run for every node at a first render, in
+    the worker alone after the nodes' rendering: one string made, no list (str, not format(): an
+    address's __format__ is Python calling __str__)."""
+    address = "" if node.ip is None else "    fixed-address " + str(node.ip) + ";\n"
+    return (f"  host {node.name} {{\n    hardware ethernet {node.mac};\n{address}"
+            f'    option host-name "{node.hostname}";\n  }}')
 
 
 def render(site: Site, nodes: Sequence[Node], revision: str, other_chain: Sequence[str] = (),
