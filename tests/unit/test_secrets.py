@@ -285,3 +285,32 @@ def test_a_commit_patched_onto_a_refused_one_still_refuses_the_nodes_it_did_not_
     tree["nodes/node-2.yaml"] += b"metadata: {note: changed}\n"
     assert commit("2" * 40) == both
     assert looked == ["cloud-init/52:54:00:aa:bb:02/user-data"]  # node-1's kept entry not looked at again
+
+
+def test_the_private_paths_a_memo_keeps_follow_the_nodes_that_changed() -> None:
+    """render_served's private paths, made from the last state's by the nodes that changed (the
+    validation memo hands back the others as the same objects), are those of the state itself:
+    a node leaving a secret-naming profile, its MAC changed, nodes added and deleted."""
+    memo, parsed = NodeMemo(), ValidateMemo()
+    tree = dict(snapshot().files)
+    edits: list[dict[str, str | None]] = [
+        {},
+        {"nodes/node-2.yaml": "mac: 52:54:00:aa:bb:02\nprofile: local\n"},
+        {"nodes/node-1.yaml": "mac: 52:54:00:aa:bb:09\nip: 10.10.10.201\nprofile: install\n"},
+        {"nodes/node-3.yaml": "mac: 52:54:00:aa:bb:03\nprofile: install\n"},
+        {"nodes/node-2.yaml": "mac: 52:54:00:aa:bb:02\nprofile: install\n", "nodes/node-3.yaml": None},
+        {"nodes/node-1.yaml": None},
+    ]
+    seen = []
+    for number, edit in enumerate(edits):
+        for path, text in edit.items():
+            if text is None:
+                del tree[path]
+            else:
+                tree[path] = text.encode()
+        state = validate(Snapshot(f"{number:040x}", dict(tree)), memo=parsed).state
+        assert state is not None
+        kept = render_module._private_paths(state, memo)
+        assert kept == private_paths(state)
+        seen.append(len(kept))
+    assert seen == [2, 1, 1, 2, 2, 1]

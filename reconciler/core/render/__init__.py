@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import operator
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
@@ -47,13 +49,13 @@ def render_served(
     the user-data that names them; InvalidRevision naming each value that does not decrypt, or
     each node whose cloud-config stops being YAML once the values are in (validation parsed it
     with placeholders; a value holding a quote or a newline can break it)."""
-    private = secrets.private_paths(state)
+    held = memo if memo is not None else reuse.in_use()
+    private = _private_paths(state, held)
     token = _CHECKED.set(private)  # where a forked child renders them, it also parses them (`_rendered`)
     try:
         files = render_generation(state, report_secret, secrets.reveal(state.secrets, decrypt), memo)
     finally:
         _CHECKED.reset(token)
-    held = memo if memo is not None else reuse.in_use()
     failing = _not_yaml(files, private, held.yaml_checked if held is not None else None)
     if held is not None:
         held.yaml_checked = (files.entries, private, failing)
@@ -65,6 +67,42 @@ def render_served(
     if broken:
         raise InvalidRevision(f"{len(broken)} node(s) with user-data broken by a secret's value", tuple(broken))
     return files
+
+
+def _private_paths(state: DesiredState, held: NodeMemo | None) -> frozenset[str]:
+    """`secrets.private_paths(state)`; with a memo, made from the last state's by the nodes in
+    places that hold other Node objects (issue 25: not a path made for each of 100,000 nodes per
+    commit; the validation memo hands back unchanged nodes as the same objects)."""
+    uses = secrets.secret_templates(state)
+    if held is None or not uses:
+        return secrets.private_paths(state)
+    profiles = {pid: profile.cloud_init for pid, profile in state.profiles.items()}
+
+    def path(node: Node) -> str | None:
+        cloud_init = profiles.get(node.profile)
+        return f"cloud-init/{node.mac}/user-data" if cloud_init is not None and cloud_init in uses else None
+    nodes, last = state.nodes, held.private_of
+    if last is None or last[1] != (uses, profiles) or len(last[0]) != len(nodes):
+        counts = Counter(p for node in nodes if (p := path(node)) is not None)
+        private = frozenset(counts)
+    else:
+        before, _, counts, private = last
+        touched: set[str] = set()
+        for was, node in [(was, node) for was, node in zip(before, nodes, strict=True) if was is not node]:
+            if (old := path(was)) is not None:
+                counts[old] -= 1
+                touched.add(old)
+            if (new := path(node)) is not None:
+                counts[new] += 1
+                touched.add(new)
+        gone = {p for p in touched if p in private and counts[p] <= 0}
+        came = {p for p in touched if p not in private and counts[p] > 0}
+        for p in gone:
+            del counts[p]
+        if gone or came:
+            private = (private - gone) | came
+    held.private_of = (nodes, (uses, profiles), counts, private)
+    return private
 
 
 def _not_yaml(files: RenderedFiles, private: frozenset[str],
@@ -93,6 +131,7 @@ def _stored(entry: Entry) -> bytes:
     return entry if isinstance(entry, bytes) else entry[0]
 
 
+_NAME = operator.attrgetter("name")
 _PARSED: dict[bytes, bool] = {}  # stored user-data -> `secrets.still_yaml` of it
 _PARSED_MAX = 1 << 18
 # The user-data paths `render_served` will parse: a forked render child parses its nodes' (render.fanout).
@@ -145,7 +184,7 @@ def _render_generation(
     state: DesiredState, report_secret: bytes | None, values: secrets.SecretValues, memo: NodeMemo | None
 ) -> RenderedFiles:
     site, revision = state.site, state.revision
-    nodes = sorted(state.nodes, key=lambda n: n.name)
+    nodes = sorted(state.nodes, key=_NAME)
     groups = sorted(state.groups, key=lambda g: g.id)
     profiles = dict(sorted(state.profiles.items()))
     files: dict[str, Entry] = {}
@@ -250,7 +289,7 @@ def _render_generation(
     if memo is not None and sentinel is not None:
         memo.previous = patch.Last(sentinel, site_key, shared_of, {node.name: node for node in nodes}, sizes, paths,
                                    frozenset(others), ((site, at), dhcp), entries, sum(sizes.values()),
-                                   (len(memo.entries), len(memo.chunks)))
+                                   (len(memo.entries), len(memo.chunks)), tuple(nodes))
     return RenderedFiles(entries, revision, sentinel or "", report_secret)
 
 

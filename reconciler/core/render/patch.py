@@ -36,6 +36,7 @@ class Last:
     entries: Mapping[str, Entry]  # the whole generation as stored, in path order
     node_bytes: int  # sum of `sizes`
     kept: tuple[int, int]  # the memo's entries and chunks once made: a memo cleared since is not patched
+    listed: tuple[Node, ...] = ()  # the nodes rendered, in order
 
 
 @dataclass
@@ -69,7 +70,12 @@ def patch(
         return None
     same = {pid for pid, digest in shared.items() if digest is not None and last.shared.get(pid) == digest}
     before = last.nodes.get
-    changed = [node for node in nodes if before(node.name) is not node or node.profile not in same]
+    if len(last.listed) == len(nodes) and len(same) == len(shared):
+        # every profile as it was: the nodes in places holding other objects (issue 25: no lookup
+        # of each of 100,000 names; a node moved to another place is rendered again, the same)
+        changed = [node for node, was in zip(nodes, last.listed, strict=True) if node is not was]
+    else:
+        changed = [node for node in nodes if before(node.name) is not node or node.profile not in same]
     if any(node.name not in last.nodes for node in changed):
         return None  # a new name with as many nodes: one is gone
     node_bytes = last.node_bytes
@@ -94,5 +100,5 @@ def patch(
     entries.update(dhcp[1])
     touched = (*others, *dhcp[1], *(path for node in changed for path in own[node.name]))
     return Patched(entries, Last(last.sentinel, last.site_key, dict(shared), nodes_now, sizes, last.paths,
-                                 last.others, dhcp, entries, node_bytes, last.kept),
+                                 last.others, dhcp, entries, node_bytes, last.kept, tuple(nodes)),
                    len(nodes) - len(changed), touched)

@@ -27,6 +27,7 @@ import hashlib
 import pickle
 import re
 import secrets as _random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -70,13 +71,17 @@ class NodeMemo:
     # What `render_served` found of the last generation's user-data (`render._still_yaml`): its
     # entries (the dict), the private paths, the ones broken by a secret (not kept on disk).
     yaml_checked: tuple[object, frozenset[str], frozenset[str]] | None = None
+    # `render_served`'s private paths of the last state: its nodes, what the paths depend on
+    # besides them, each path's count of nodes, the paths (not kept on disk)
+    private_of: tuple[tuple[Node, ...], object, Counter[str], frozenset[str]] | None = None
 
     def __getstate__(self) -> dict[str, object]:
         # The keys a render left to be made (`Kept.key` None) are made now, from what `last` holds:
         # a first render of every node does not spend its time on them.
         entries = {name: kept if kept.key is not None else kept._replace(key=node_key(*self.last[name]))
                    for name, kept in self.entries.items() if kept.key is not None or name in self.last}
-        return {**self.__dict__, "entries": entries, "last": {}, "previous": None, "yaml_checked": None}
+        return {**self.__dict__, "entries": entries, "last": {}, "previous": None, "yaml_checked": None,
+                "private_of": None}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
