@@ -20,6 +20,7 @@ from reconciler.core.model import Asset, CloudInitTemplate, Group, Issue, Locati
 from reconciler.core.render import fanout
 from reconciler.core.render.reuse import reusable
 
+UserDataKey = tuple[str, str, bool]  # a user-data lint's key: template name, rendered text, autoinstall
 _SAMPLE_MAC = "52:54:00:00:00:00"  # the sample node an unused profile is rendered for
 VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
 
@@ -93,11 +94,13 @@ class BootPlanChecker:
             self.stand_in = memo.stand_in
         self.at_stand_in: set[str] = set()
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
-        self.linted_user_data: set[tuple[str, str]] = set()
+        # a user-data text by (template, text, autoinstall): the lint depends on `autoinstall` (a
+        # text linted for a plain profile is linted again for an autoinstall one)
+        self.linted_user_data: set[UserDataKey] = set()
         # the same, as replays at the stand-in add them: their texts with the stand-in, not the
         # revision (taken to the revision only when asked about: `_args_linted`, `_user_data_linted`)
         self.linted_args_at_stand_in: set[tuple[str, tuple[str, ...]]] = set()
-        self.linted_user_data_at_stand_in: set[tuple[str, str]] = set()
+        self.linted_user_data_at_stand_in: set[UserDataKey] = set()
         # per (template, autoinstall): the first render that linted clean, to compare the next with
         self.clean_user_data: dict[tuple[str, bool], CleanShape | None] = {}
         self.uses_token: dict[str, bool] = {}  # by profile id
@@ -221,7 +224,7 @@ class BootPlanChecker:
                 return False
             # linted there by an earlier node whose text was like this process's first clean one, so
             # not linted here: it is here that this node lints it (with the other `autoinstall`)
-            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(tuple[str, str], op[1])):
+            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(UserDataKey, op[1])):
                 return False
         for op in trace:
             kind = op[0]
@@ -237,7 +240,7 @@ class BootPlanChecker:
             elif op[3] is not None:  # None: linted here too (above)
                 # `_check_machine`'s steps with the lint's findings known: which texts count as
                 # linted (keyed without `autoinstall`) is what one process's would be
-                text_key, autoinstall = cast(tuple[str, str], op[1]), cast(bool, op[2])
+                text_key, autoinstall = cast(UserDataKey, op[1]), cast(bool, op[2])
                 found = cast(tuple[Issue, ...], op[3])
                 clean = self.clean_user_data.get((text_key[0], autoinstall))
                 if not found and clean is not None and clean.same(text_key[1]):
@@ -246,7 +249,7 @@ class BootPlanChecker:
                     continue
                 self.linted_user_data.add(text_key)
                 self.out.extend(found)
-                if not found and clean is None:
+                if not found and (text_key[0], autoinstall) not in self.clean_user_data:
                     self.clean_user_data[text_key[0], autoinstall] = CleanShape.of(text_key[1])
         return True
 
@@ -334,7 +337,7 @@ class BootPlanChecker:
         for op in trace:
             if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
                 return False
-            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(tuple[str, str], op[1])):
+            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(UserDataKey, op[1])):
                 return False
         for op in trace:
             kind = op[0]
@@ -348,7 +351,7 @@ class BootPlanChecker:
             elif kind == "bytes":
                 self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
             else:
-                self._replay_user_data(cast(tuple[str, str], op[1]), cast(bool, op[2]),
+                self._replay_user_data(cast(UserDataKey, op[1]), cast(bool, op[2]),
                                        cast("tuple[Issue, ...] | None", op[3]))
         return True
 
@@ -371,11 +374,11 @@ class BootPlanChecker:
                         (pid, tuple(a.replace(stand_in, revision) for a in args)) not in self.linted_args:
                     return False
             elif kind == "user-data":
-                name, text = op[1]
+                name, text, autoinstall = op[1]
                 if revision in text:
                     return None
                 if op[3] is None and op[1] not in user_data_linted and \
-                        (name, text.replace(stand_in, revision)) not in self.linted_user_data:
+                        (name, text.replace(stand_in, revision), autoinstall) not in self.linted_user_data:
                     return False
         for op in trace:
             kind = op[0]
@@ -400,18 +403,19 @@ class BootPlanChecker:
         pid, args = key
         return (pid, tuple(a.replace(self.revision, self.stand_in) for a in args)) in self.linted_args_at_stand_in
 
-    def _user_data_linted(self, key: tuple[str, str]) -> bool:
+    def _user_data_linted(self, key: UserDataKey) -> bool:
         """`_args_linted` for a user-data text."""
         if key in self.linted_user_data:
             return True
         if not self.linted_user_data_at_stand_in or self.stand_in is None:
             return False
-        return (key[0], key[1].replace(self.revision, self.stand_in)) in self.linted_user_data_at_stand_in
+        return (key[0], key[1].replace(self.revision, self.stand_in), key[2]) in self.linted_user_data_at_stand_in
 
-    def _replay_user_data(self, key: tuple[str, str], autoinstall: bool, found: tuple[Issue, ...] | None) -> None:
+    def _replay_user_data(self, key: UserDataKey, autoinstall: bool, found: tuple[Issue, ...] | None
+                          ) -> None:
         """The user-data part of `_check_machine` with the lint's findings known (`found`; None:
         not linted, which `_replay` allows only when another node has linted this text)."""
-        name, text = key
+        name, text, _ = key
         if found is None:
             return  # another node linted this very text
         if not found:
@@ -523,7 +527,7 @@ class BootPlanChecker:
             self._count_bytes(len(text), tpl.source, node)
         autoinstall = "autoinstall" in (rendered_args or ())
         clean = self.clean_user_data.get((tpl.name, autoinstall))
-        key = (tpl.name, text)
+        key = (tpl.name, text, autoinstall)
         if clean is not None and clean.same(text):
             if trace is not None:
                 trace.append(("user-data", key, autoinstall, ()))
@@ -756,8 +760,9 @@ def _trace_at_stand_in(trace: list[tuple[object, ...]], record: list[object], st
             pid, args = cast(tuple[str, tuple[str, ...]], op[1])
             kept.append(("args", (pid, _recorded(record, tuple(a.replace(revision, stand_in) for a in args))), op[2]))
         elif kind == "user-data":
-            name, text = cast(tuple[str, str], op[1])
-            kept.append(("user-data", (name, _recorded(record, text.replace(revision, stand_in))), op[2], op[3]))
+            name, text, autoinstall = cast(UserDataKey, op[1])
+            kept.append(("user-data", (name, _recorded(record, text.replace(revision, stand_in)), autoinstall),
+                         op[2], op[3]))
         else:
             kept.append(op)
     return kept
@@ -781,8 +786,8 @@ def _trace_at_revision(trace: list[tuple[object, ...]], stand_in: str, revision:
             pid, args = cast(tuple[str, tuple[str, ...]], op[1])
             out.append(("args", (pid, tuple(a.replace(stand_in, revision) for a in args)), op[2]))
         elif kind == "user-data":
-            name, text = cast(tuple[str, str], op[1])
-            out.append(("user-data", (name, text.replace(stand_in, revision)), op[2], op[3]))
+            name, text, autoinstall = cast(UserDataKey, op[1])
+            out.append(("user-data", (name, text.replace(stand_in, revision), autoinstall), op[2], op[3]))
         else:
             out.append(op)
     return out
