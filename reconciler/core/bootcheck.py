@@ -150,7 +150,7 @@ class BootPlanChecker:
             return False
 
         if isinstance(nodes, list):  # the nodes that did not change in runs, not one by one (core.bootpass)
-            done, memo.index = bootpass.replay(self, nodes, cast("bootpass.PassIndex | None", index), cloud_init, step)
+            done, memo.index = bootpass.replay(self, nodes, bootpass.ready(index), cloud_init, step)
             if done:
                 return
         # (not after a first pass, which keeps nothing to replay yet: one look at each node spared)
@@ -160,8 +160,8 @@ class BootPlanChecker:
             replayed += step(node)
         memo.hits += replayed
         memo.replayed += replayed
-        if listed is not None:
-            memo.index = bootpass.build(self, listed, cloud_init)
+        if listed is not None:  # the index made when the process is idle, or at the next pass
+            memo.index = bootpass.Pending(self, listed, cloud_init)
 
     def _walk(self, walk: fanout.Walker, nodes: list[Node], cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         """`check_node` of each node in turn, by `walk`, which may check some in a forked child

@@ -26,11 +26,12 @@ from __future__ import annotations
 import bisect
 import itertools
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from reconciler.core import template
+from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.model import CloudInitTemplate, Node
 
@@ -65,6 +66,30 @@ class PassIndex:
     sizes_at: array[int] = field(default_factory=lambda: array("q", [0]))  # running sum of free nodes' user-data sizes
     # (template name, autoinstall) -> the places of free nodes linting such a user-data clean
     clean: dict[tuple[str, bool], array[int]] = field(default_factory=dict)
+
+
+class Pending(NamedTuple):
+    """A pass whose index is not made yet (`build` of these, `ready`): made when the process has
+    nothing else to do (the daemon's worker, once it has sent a commit's result: `build_pending`),
+    or at the next pass. Valid as long as the memo holds it (a check outside a pass drops it)."""
+
+    checker: BootPlanChecker
+    nodes: list[Node]
+    cloud_init: Mapping[str, CloudInitTemplate]
+
+
+def ready(index: object) -> PassIndex | None:
+    """The index `index` is or stands for (a `Pending` is built now)."""
+    if isinstance(index, Pending):
+        return build(index.checker, index.nodes, index.cloud_init)
+    return index if isinstance(index, PassIndex) else None
+
+
+def build_pending(memos: Iterable[BootMemo]) -> None:
+    """Make the indexes the memos' last passes left pending (off the commit's path)."""
+    for memo in memos:
+        if isinstance(memo.index, Pending):
+            memo.index = ready(memo.index)
 
 
 def _free_ops(trace: list[tuple[Any, ...]]) -> bool:

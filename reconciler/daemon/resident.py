@@ -44,6 +44,7 @@ from typing import Any
 
 from reconciler import heap
 from reconciler.adapters import renderfork
+from reconciler.core import bootpass
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
@@ -373,6 +374,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
                 with gc_paused():
                     sent = _build(conn, held, renderer, site, (memo, parsed), verify,
                                   sent if sent and sent.token == base else None, token, unpickled, wrong)
+                    if parsed is not None:  # the result is sent: what the next commit's check needs
+                        _build_pending(parsed)
                 heap.settle()
             except InvalidRevision as exc:
                 conn.send(("invalid", str(exc), exc.findings))
@@ -390,6 +393,17 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
         conn.close()
     if memo is not None and memo_path is not None and commits:
         worker._save_memo(memo_path, memo)
+
+
+def _build_pending(parsed: ValidateMemo) -> None:
+    """The boot check's index of the pass just made (core.bootpass), once the result is sent: off
+    the commit's path. A failure to make it costs the next commit a pass over every node."""
+    try:
+        bootpass.build_pending(parsed.boot.values())
+    except Exception:
+        log.exception("the boot check's index could not be made (the next commit checks every node)")
+        for memo in parsed.boot.values():
+            memo.index = None
 
 
 def _snapshot(held: Snapshot | None, delta: snapdelta.SnapshotDelta | None,
