@@ -223,7 +223,7 @@ class BootPlanChecker:
             if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
                 return False
             # linted there by an earlier node whose text was like this process's first clean one, so
-            # not linted here: it is here that this node lints it (with the other `autoinstall`)
+            # only compared here: this node is checked here, as one process checks it
             if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(UserDataKey, op[1])):
                 return False
         for op in trace:
@@ -239,7 +239,7 @@ class BootPlanChecker:
                 self._count_bytes(cast(int, op[1]), cast(Location, op[2]), node)
             elif op[3] is not None:  # None: linted here too (above)
                 # `_check_machine`'s steps with the lint's findings known: which texts count as
-                # linted (keyed without `autoinstall`) is what one process's would be
+                # linted, and the first clean one, are what one process's would be
                 text_key, autoinstall = cast(UserDataKey, op[1]), cast(bool, op[2])
                 found = cast(tuple[Issue, ...], op[3])
                 clean = self.clean_user_data.get((text_key[0], autoinstall))

@@ -58,8 +58,9 @@ def test_a_text_linted_for_a_plain_profile_is_linted_again_for_an_autoinstall_on
 def test_the_next_commit_with_the_memo_finds_the_error_a_fresh_validation_finds() -> None:
     """A plain node whose text was only compared with a clean one, then an autoinstall node with
     that text: the memo's replay took the text as linted, and the next commit lost the error."""
-    nodes = [("plain", {"labels": {"rack": "r1"}}), ("plain", {"labels": {"rack": "r2"}}),
-             ("install", {"labels": {"rack": "r2"}})]
+    nodes: list[tuple[str, dict[str, object]]] = [
+        ("plain", {"labels": {"rack": "r1"}}), ("plain", {"labels": {"rack": "r2"}}),
+        ("install", {"labels": {"rack": "r2"}})]
     first = _snapshot(MISSPELT, nodes)
     memo = ValidateMemo()
     with fanout.using(fanout.one_by_one):
@@ -77,8 +78,9 @@ def test_the_next_commit_with_the_memo_finds_the_error_a_fresh_validation_finds(
        st.sampled_from([MISSPELT, HOSTNAME]))
 def test_forked_and_with_the_memo_over_two_commits_as_one_fresh_process(
         drawn: list[tuple[str, str]], template: str) -> None:
-    nodes = [(pid, {"labels": {"rack": value.encode("unicode_escape").decode()}, "metadata": {"h": value}})
-             for pid, value in drawn]
+    nodes: list[tuple[str, dict[str, object]]] = [
+        (pid, {"labels": {"rack": value.encode("unicode_escape").decode()}, "metadata": {"h": value}})
+        for pid, value in drawn]
     first = _snapshot(template, nodes)
     memo = ValidateMemo()
     for snapshot in (first, dataclasses.replace(first, revision="cd" * 20)):
