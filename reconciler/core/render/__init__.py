@@ -111,7 +111,7 @@ def _not_yaml(files: RenderedFiles, private: frozenset[str],
     was patched from gave (`last`: its entries, private paths and these), only the paths the
     patch touched are looked at (issue 25): elsewhere the entries are the same objects."""
     since = files.since
-    if last is None or since is None or last[0] is not since.entries or last[1] != private:
+    if last is None or since is None or last[0] is not since.entries or (last[1] is not private and last[1] != private):
         return frozenset(p for p in private if not _still_yaml(files, p))
     touched = frozenset(since.paths)
     return (last[2] - touched) | {p for p in touched & private if not _still_yaml(files, p)}
