@@ -1,6 +1,8 @@
 """First full reconcile: `netboot-reconcile run` on a git repository of N nodes, from the start of
-the process until it serves the commit (/status `last_applied_revision`), with the peak RSS of the
-daemon and of its worker (VmHWM of each, summed) when it serves and once the generation is written.
+the process until it serves the commit (/status `last_applied_revision`), and until a node's iPXE
+script first names it (served from the activation; /status follows once the commit's targets are
+recorded), with the peak RSS of the daemon and of its worker (VmHWM of each, summed) when it serves
+and once the generation is written.
 
 Run on purpose: `.venv/bin/python -m bench.first_reconcile [--nodes 100000] [--commits 5]`
 (`--smoke`: a few nodes, for the tests). `--commits N`: then N one-node commits (one node's labels
@@ -133,12 +135,15 @@ def main() -> int:
         daemon.start(wait=False)
         assert daemon.proc is not None
         pid = daemon.proc.pid
+        script = f"{daemon.url}/ipxe?mac=52:54:00:00:00:01"
         try:
-            served = None
+            served = answered = None
             while served is None:
                 if daemon.proc.poll() is not None:
                     print("the daemon exited:", daemon.log()[-3000:])
                     return 1
+                if answered is None and head.encode() in http_get(script)[1]:
+                    answered = time.monotonic() - t0
                 if daemon.served_revision() == head:
                     served = time.monotonic() - t0
                     break
@@ -160,6 +165,8 @@ def main() -> int:
         persisted = re.search(r"persisted ([0-9.]+)s after it was served \(persist ([^)]*)\)", daemon.log())
         print(f"served after {served:.1f} s (target at 100,000 nodes: < 30 s); "
               f"peer: `netboot-reconcile validate` of the same files {t_validate:.1f} s")
+        print(f"  a node's iPXE script first named the commit after {answered or served:.1f} s (the generation is "
+              "served from its activation; /status names it once the commit's targets are in the results store)")
         print(f"  daemon's steps: applied in {steps.group(1) if steps else '?'} s: {steps.group(2) if steps else '?'}")
         print(f"  written (`current`) after {written:.1f} s: {persisted.group(0) if persisted else 'not seen'}")
         print(f"peak RSS when serving: daemon {at_serve[0]:.0f} MB + worker and forkserver {at_serve[1]:.0f} MB = "

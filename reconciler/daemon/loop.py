@@ -300,6 +300,8 @@ class Daemon:
         `ready` is called once everything listens (before the first reconcile: `current` from
         disk is already served), `first` after the first reconcile attempt.
         """
+        if self.reconciler.worker is not None:
+            self.reconciler.worker.prestart()  # booting beside the first commit's snapshot
         self.start_watcher()
         if self._after is None:
             self._after = AfterServing()

@@ -107,6 +107,21 @@ def test_a_cpu_budget_per_commit_not_per_worker_life(tmp_path: Path) -> None:
         pool.close()
 
 
+def test_a_worker_started_ahead_builds_the_first_commit(tmp_path: Path) -> None:
+    """The daemon starts its worker before the first commit's snapshot is read (the forkserver's
+    interpreter and imports then overlap it): the child is up before any build and builds it."""
+    tree = WorkTree(tmp_path / "repo")
+    pool = resident.Worker(render)
+    try:
+        pool.prestart()
+        pid = wait_for(lambda: pool.pid, "the worker process started ahead of any commit")
+        built = pool.build(snapshot(tree))
+        assert built.pid == pid and built.files == render(built.state)
+    finally:
+        pool.close()
+    assert pool.pid is None
+
+
 def test_a_commit_over_the_cpu_budget_is_invalid_and_the_next_gets_a_fresh_worker(tmp_path: Path) -> None:
     tree = WorkTree(tmp_path / "repo")
     pool = resident.Worker(spin_on_marker, worker.Limits(cpu_seconds=1))
