@@ -219,13 +219,10 @@ class BootPlanChecker:
         have run again, and a user-data been compared with another clean one (compared here with
         this one's). False, having done nothing, when it names args or a user-data as linted that are
         not linted here: the caller checks the node."""
-        for op in trace:
-            if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
-                return False
-            # linted there by an earlier node whose text was like this process's first clean one, so
-            # only compared here: this node is checked here, as one process checks it
-            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(UserDataKey, op[1])):
-                return False
+        # (a user-data linted there by an earlier node whose text was like this process's first clean
+        # one is only compared here: this node is then checked here, as one process checks it)
+        if self._leans_on_unlinted(trace):
+            return False
         for op in trace:
             kind = op[0]
             if kind == "add":
@@ -334,11 +331,8 @@ class BootPlanChecker:
             if done is not None:
                 return done
             trace = _trace_at_revision(trace, self.stand_in, self.revision)  # a key holds the revision
-        for op in trace:
-            if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
-                return False
-            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(UserDataKey, op[1])):
-                return False
+        if self._leans_on_unlinted(trace):
+            return False
         for op in trace:
             kind = op[0]
             if kind == "add":
@@ -392,6 +386,15 @@ class BootPlanChecker:
                 if (op[1][0], op[2]) not in self.clean_user_data:
                     self.clean_user_data[op[1][0], op[2]] = CleanShape.of(op[1][1].replace(stand_in, revision))
         return True
+
+    def _leans_on_unlinted(self, trace: list[tuple[object, ...]]) -> bool:
+        """Whether `trace` took as linted by another node args or a user-data not linted here."""
+        for op in trace:
+            if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
+                return True
+            if op[0] == "user-data" and op[3] is None and not self._user_data_linted(cast(UserDataKey, op[1])):
+                return True
+        return False
 
     def _args_linted(self, key: tuple[str, tuple[str, ...]]) -> bool:
         """Whether a node or group checked before has linted these args (a replay at the stand-in
