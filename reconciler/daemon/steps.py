@@ -481,14 +481,13 @@ def _peer_key(dhcpd: str, conf: bytes) -> tuple[object, ...] | None:
     renderer's header, naming the revision: dhcpd skips it, `#` to the end of the line). None:
     not to be skipped (the binary cannot be stat'ed, or the config includes another file, whose
     contents may change under the same bytes)."""
-    try:
-        st = os.stat(dhcpd)
-    except OSError:
+    binary = _binary(dhcpd)
+    if binary is None:
         return None
     body = conf.split(b"\n", 1)[1] if conf.startswith(b"#") and b"\n" in conf else conf
     if b"include" in body:
         return None
-    return (dhcpd, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, body)
+    return (*binary, body)
 
 
 class _Progress:
