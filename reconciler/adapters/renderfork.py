@@ -134,7 +134,8 @@ class _Child:
     @classmethod
     def start(cls, nodes: Sequence[K], theirs: list[int], render: Callable[[K], T],
               capture: Callable[[K, T], object], size: Callable[[T], int], max_bytes: int) -> _Child | None:
-        """The child started, or None when the system gives no process (EAGAIN, ENOMEM)."""
+        """The child started, or None when the system gives no process (EAGAIN, ENOMEM) or no thread
+        to read it (the child is then killed and reaped)."""
         remaining = template.commit_remaining()
         cpu = _cpu_left()
         parent = os.getpid()
@@ -160,7 +161,14 @@ class _Child:
             finally:
                 os._exit(code)
         os.close(writer)
-        return cls(pid, reader)
+        try:
+            return cls(pid, reader)
+        except BaseException as exc:  # its reader thread did not start: no child left running or unreaped
+            _end(pid)
+            os.close(reader)
+            if isinstance(exc, RuntimeError):  # "can't start new thread": as when no fork is to be had
+                return None
+            raise
 
     def _read(self) -> None:
         with os.fdopen(self._fd, "rb") as pipe:
@@ -195,12 +203,17 @@ class _Child:
                 self._pending.extend(chunk)
 
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, 9)  # done already, or no longer needed (the loop raised)
-        with contextlib.suppress(ChildProcessError):
-            usage = os.wait4(self.pid, 0)[2]
-            counts["child_maxrss_kb"] = max(counts["child_maxrss_kb"], usage.ru_maxrss)
+        _end(self.pid)  # done already, or no longer needed (the loop raised)
         self._thread.join()
+
+
+def _end(pid: int) -> None:
+    """The child killed and reaped (its peak resident set counted)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        usage = os.wait4(pid, 0)[2]
+        counts["child_maxrss_kb"] = max(counts["child_maxrss_kb"], usage.ru_maxrss)
 
 
 def _widen(fd: int) -> None:

@@ -5,11 +5,13 @@ walker is forced to fork at a few nodes (`minimum=1`), as it does at thousands i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +109,44 @@ def test_no_fork_to_be_had_renders_one_by_one_and_leaks_nothing(monkeypatch: pyt
     for _ in range(3):
         assert [r for _, r in _walk(_nodes(10), lambda n: n.name)] == [f"n{i:03d}" for i in range(10)]
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _children() -> set[int]:
+    """This process's child processes, zombies included (what no wait has reaped)."""
+    found: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
+def test_a_reader_thread_that_cannot_start_leaves_no_child_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child is forked before the thread that reads it starts: when that start fails the child
+    is killed and reaped and the nodes render here (found by review: it was left running, then a
+    zombie). Thread.start is made to raise as it does when the system gives no thread (RuntimeError
+    "can't start new thread"): no limit makes a real thread start fail but not a real fork, as a
+    process limit (RLIMIT_NPROC) refuses both, and a thread limit cannot be set for one process."""
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    forks: list[int] = []
+    fork = os.fork
+
+    def counted() -> int:
+        pid = fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    before, fds = _children(), len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    monkeypatch.setattr(os, "fork", counted)
+    got = list(_walk(_nodes(40), lambda n: (n.name, os.getpid())))
+    monkeypatch.undo()
+    assert forks, "no child was forked"
+    assert [r for _, r in got] == [(f"n{i:03d}", os.getpid()) for i in range(40)]  # all rendered here
+    assert _children() - before == set()  # neither running nor a zombie
+    assert len(os.listdir("/proc/self/fd")) == fds  # its pipe closed
 
 
 _ORPHAN = """
