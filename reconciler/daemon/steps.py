@@ -279,6 +279,8 @@ class Reconciler:
         # renderer makes) raises TemplateFailure, an InvalidRevision: not an error to retry.
         attempt.files, mismatched = worker.render_reusing(self.renderer, attempt.state, self.memo,
                                                           self.settings.verify_incremental)
+        if isinstance(attempt.files, RenderedFiles):  # or it keeps the last generation's entries until the next
+            attempt.files.forget_since()
         self._mismatched(attempt, mismatched)
         return True
 

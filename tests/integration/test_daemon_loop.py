@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from reconciler.adapters import gitsource
 from reconciler.adapters.gitsource import SourceProblem, read_tree
 from reconciler.core.render import render_generation
+from reconciler.core.render.files import RenderedFiles
 from reconciler.core.validate import validate
 from reconciler.daemon import Condition, Daemon, Result
 from reconciler.settings import Settings
@@ -187,6 +189,28 @@ def test_old_generations_are_collected_keeping_the_last_n(tree: WorkTree, tmp_pa
     finally:
         daemon.shutdown()
 
+
+
+def test_without_the_worker_a_commit_lets_go_of_the_generation_before(tree: WorkTree, tmp_path: Path) -> None:
+    """--no-worker with the render memo: a patched render names the generation it was patched from
+    (`RenderedFiles.since`, its entries dict: 766,680 entries at 100,000 nodes); once the render is
+    done nothing may keep that alive for the whole next commit (found by review: the served
+    generation did). Generations kept: 1, so the holder retains none but the current one. A dict
+    takes no weak reference: its reference count says whether anything but this test holds it."""
+    tree.commit("nodes", {f"nodes/n{i}.yaml": f"mac: 52:54:00:aa:dd:0{i}\nprofile: local-disk\n" for i in range(3)})
+    daemon = make_daemon(str(tree.path), tmp_path / "state", reuse_renders=True, keep_generations=1)
+    try:
+        assert daemon.reconcile_once() is Result.APPLIED
+        first = daemon.holder.current()
+        assert first is not None and isinstance(first.files, RenderedFiles)
+        entries = first.files.entries
+        del first
+        tree.commit("a label", {"nodes/n1.yaml": "mac: 52:54:00:aa:dd:01\nprofile: local-disk\nlabels: {a: b}\n"})
+        assert daemon.reconcile_once() is Result.APPLIED
+        assert daemon.holder.retained() == (tree.head(),)
+        assert sys.getrefcount(entries) == 2  # `entries` and the call's argument: nothing else
+    finally:
+        daemon.shutdown()
 
 
 def test_generations_are_kept_while_the_results_store_cannot_say_which_are_in_use(
