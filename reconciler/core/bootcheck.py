@@ -150,7 +150,7 @@ class BootPlanChecker:
             return False
 
         if isinstance(nodes, list):  # the nodes that did not change in runs, not one by one (core.bootpass)
-            done, memo.index = bootpass.replay(self, nodes, bootpass.ready(index), cloud_init, step)
+            done, memo.index = bootpass.replay(self, nodes, bootpass.ready(index, self, nodes), cloud_init, step)
             if done:
                 return
         # (not after a first pass, which keeps nothing to replay yet: one look at each node spared)
@@ -161,7 +161,7 @@ class BootPlanChecker:
         memo.hits += replayed
         memo.replayed += replayed
         if listed is not None:  # the index made when the process is idle, or at the next pass
-            memo.index = bootpass.Pending(self, listed, cloud_init)
+            memo.index = bootpass.Pending(self, listed, cloud_init, memo.kept, memo.traces)
 
     def _walk(self, walk: fanout.Walker, nodes: list[Node], cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         """`check_node` of each node in turn, by `walk`, which may check some in a forked child

@@ -453,10 +453,10 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     memo, parsed = memos
     t0 = time.monotonic()
     hits = parsed.hits if parsed is not None else 0
-    validate_forked = renderfork.counts["forked"]
+    validate_forked, indexed = renderfork.counts["forked"], bootpass.counts["built"]
     with fanout.using(renderfork.walk):  # a first validation's boot check on two CPUs (core.bootcheck)
         result = validate(snapshot, memo=parsed)
-    validate_forked = renderfork.counts["forked"] - validate_forked
+    validate_forked, indexed = renderfork.counts["forked"] - validate_forked, bootpass.counts["built"] - indexed
     reparsed: tuple[str, ...] = ()
     if verify and parsed is not None:  # the memo's validation against one from scratch
         scratch = validate(snapshot)
@@ -495,7 +495,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         for chunk in _chunks(list(files.items()), CHUNK_FILES):  # served bytes (stamped)
             conn.send(("whole-files", dict(chunk)))
     timings = {"unpickle": unpickled, "validate": t1 - t0, "render": t2 - t1, "send": time.monotonic() - t2,
-               "render.forked": float(renderfork.counts["forked"] - forked), "validate.forked": float(validate_forked)}
+               "render.forked": float(renderfork.counts["forked"] - forked), "validate.forked": float(validate_forked),
+               "validate.index.built": float(indexed)}  # boot check indexes made on the commit's path (core.bootpass)
     if timings["render.forked"]:
         timings["render.child_rss_mb"] = renderfork.counts["child_maxrss_kb"] / 1024
     if parsed is not None:
