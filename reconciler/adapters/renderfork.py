@@ -13,11 +13,14 @@ would have seen: the same entries, the same memo. At a node whose render fails t
 and the parent renders that node and the child's later ones itself: a failure is met where one
 process meets it (a RecursionError depends on the stack's depth, and the child's is deeper). A
 child that dies leaves its nodes to the parent the same way; it dies with the worker
-(PR_SET_PDEATHSIG) and holds none of its descriptors but its pipe. Each process keeps the
-commit's template CPU budget that remained at the fork (`template.commit_budget`) and the
-worker's RLIMIT_CPU that remained: a forked render stays within both in wall time, and may use
-up to twice each in CPU. The child stops after `max_bytes` of its own output: past that the loop
-raises `generation-too-large` first.
+(PR_SET_PDEATHSIG) and holds none of its descriptors but its pipe. The commit's template CPU
+budget (`template.commit_budget`) is spent once, as in one process: the child sends each node's
+CPU time, charged to this process's budget as the node is adopted (`template.charge`); a node
+whose CPU the budget no longer covers is rendered here, where it fails as one process's would.
+(The child's own budget, what remained at the fork, only stops it sooner.) The worker's
+RLIMIT_CPU that remained is the child's too: a forked render may use up to twice that in CPU. The
+child stops after `max_bytes` of its own output: past that the loop raises `generation-too-large`
+first.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import resource
 import signal
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,7 +112,8 @@ def walk(
         for i, node in enumerate(nodes):
             if i in theirs_set:
                 got = child.take(i)
-                yield node, adopt(node, got[0]) if got is not None else render(node)
+                # here: what the child could not render, and what the commit's budget no longer covers
+                yield node, adopt(node, got[0]) if got is not None and _charged(got[1]) else render(node)
             elif i in mine:
                 yield node, mine.pop(i)
             elif failed is not None:
@@ -126,7 +131,7 @@ class _Child:
         self.pid = pid
         self._fd = reader
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._pending: collections.deque[tuple[int, Any]] = collections.deque()
+        self._pending: collections.deque[tuple[int, Any, float]] = collections.deque()
         self._ended = False
         self._thread = threading.Thread(target=self._read, name="render-fanout", daemon=True)
         self._thread.start()
@@ -183,17 +188,17 @@ class _Child:
                     break
         self._queue.put((_END, None))
 
-    def take(self, index: int) -> tuple[Any] | None:
-        """(what `capture` took of node `index`,), or None when the child ended without it (it
-        stopped at a failure, or died): then this process renders it."""
+    def take(self, index: int) -> tuple[Any, float] | None:
+        """(what `capture` took of node `index`, the CPU seconds its render took there), or None when
+        the child ended without it (it stopped at a failure, or died): then this process renders it."""
         while True:
             while self._pending:
-                at, captured = self._pending[0]
+                at, captured, cpu = self._pending[0]
                 if at > index:
                     break
                 self._pending.popleft()
                 if at == index:
-                    return (captured,)
+                    return captured, cpu
             if self._ended:
                 return None
             kind, chunk = self._queue.get()
@@ -214,6 +219,17 @@ def _end(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         usage = os.wait4(pid, 0)[2]
         counts["child_maxrss_kb"] = max(counts["child_maxrss_kb"], usage.ru_maxrss)
+
+
+def _charged(cpu: float) -> bool:
+    """Whether the commit's template budget left here covers `cpu` seconds the child spent on a
+    node: then they are charged to it (`template.charge`), as if spent here. Not covered, the node
+    is rendered here: one process would have run out of budget within it."""
+    remaining = template.commit_remaining()
+    if remaining is not None and remaining <= cpu:
+        return False
+    template.charge(cpu)
+    return True
 
 
 def _widen(fd: int) -> None:
@@ -260,17 +276,19 @@ def _max_fd() -> int:
 
 def _serve(writer: int, nodes: Sequence[K], theirs: list[int], render: Callable[[K], T],
            capture: Callable[[K, T], object], size: Callable[[T], int], max_bytes: int) -> None:
-    """Render `theirs` in order and send each capture. At a node whose render fails, stop: the
-    parent renders it and the rest itself, so the failure is its own, met where one process
-    would meet it (a RecursionError depends on how deep the stack already is; this one is
-    deeper)."""
+    """Render `theirs` in order and send each capture, with the CPU time its render took (what the
+    parent charges to the commit's budget). At a node whose render fails, stop: the parent renders
+    it and the rest itself, so the failure is its own, met where one process would meet it (a
+    RecursionError depends on how deep the stack already is; this one is deeper)."""
     total = 0
-    batch: list[tuple[int, object]] = []
+    batch: list[tuple[int, object, float]] = []
     with os.fdopen(writer, "wb") as pipe:
         for i in theirs:
             try:
+                started = time.thread_time()
                 result = render(nodes[i])
-                batch.append((i, capture(nodes[i], result)))
+                cpu = time.thread_time() - started
+                batch.append((i, capture(nodes[i], result), cpu))
             except Exception:
                 break
             total += size(result)
@@ -282,6 +300,6 @@ def _serve(writer: int, nodes: Sequence[K], theirs: list[int], render: Callable[
         _send(pipe, batch)
 
 
-def _send(pipe: Any, batch: list[tuple[int, object]]) -> None:
+def _send(pipe: Any, batch: list[tuple[int, object, float]]) -> None:
     body = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.write(_FRAME.pack(len(body)) + body)

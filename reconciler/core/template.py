@@ -166,6 +166,15 @@ def commit_remaining() -> float | None:
     return None if deadline is None else max(0.0, deadline - time.thread_time())
 
 
+def charge(seconds: float) -> None:
+    """Count `seconds` of CPU spent for this commit in another process (a forked child's part of
+    the render or the boot check, `adapters.renderfork`) against the enclosing `commit_budget`:
+    the commit may use its budget once, not once per CPU."""
+    deadline = _COMMIT_DEADLINE.get()
+    if deadline is not None and seconds > 0:
+        _COMMIT_DEADLINE.set(deadline - seconds)  # `commit_budget`'s reset undoes it with its own
+
+
 _COMMIT_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("commit_deadline", default=None)
 
 

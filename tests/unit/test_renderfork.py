@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -291,3 +292,27 @@ def test_user_data_a_child_rendered_is_parsed_there_once_and_still_refused_when_
     with pytest.raises(InvalidRevision) as forked, fanout.using(FORKING):
         render_served(state, b"k", _Breaking())
     assert forked.value.findings == alone.value.findings and len(alone.value.findings) == len(private)
+
+
+def test_a_forked_render_spends_the_commits_template_budget_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The render's side of the budget (see test_validatefork's): the child's CPU per node is
+    charged here, so a render needing 1/0.7 of the budget fails forked as it fails in one
+    process instead of passing on two CPUs' worth of it. The finding names the node the budget
+    ran out at, which depends on the CPU's pace (in one process too): compared without it."""
+    from tests.unit.test_validatefork import _slow_repository
+
+    state = validate(_slow_repository()).state
+    assert state is not None
+    render_generation(state, b"k")  # templates compiled, caches warm
+    started = time.thread_time()
+    render_generation(state, b"k")
+    spent = time.thread_time() - started
+    monkeypatch.setattr(template, "COMMIT_CPU_SECONDS", 0.7 * spent)
+    monkeypatch.setattr(template, "NODE_CPU_SECONDS", 0.0)
+    failed = []
+    for walker in (fanout.one_by_one, FORKING):
+        with pytest.raises(template.TemplateFailure) as raised, fanout.using(walker):
+            render_generation(state, b"k")
+        failed.append([(i.code, re.sub(r"n00\d\d", "n00..", f"{i.file}:{i.line}: {i.message}"))
+                       for i in raised.value.findings])
+    assert failed[0] == failed[1] and "used up its CPU time" in str(failed[0]), failed

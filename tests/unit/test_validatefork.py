@@ -11,13 +11,14 @@ import dataclasses
 import functools
 import json
 import os
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.adapters import renderfork
-from reconciler.core import bootcheck, build, yamldoc
+from reconciler.core import bootcheck, build, template, yamldoc
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.model import Issue, Node
 from reconciler.core.render import fanout
@@ -200,3 +201,47 @@ def test_one_user_data_template_under_both_autoinstall_flags_gives_the_same_find
     for memo in (None, ValidateMemo()):  # the worker's validation has a memo
         forked = _validated(snapshot, FORKING, memo)
         assert (forked.issues, forked.state) == (alone.issues, alone.state)
+
+
+SLOW_CI = "#cloud-config\nhostname: \"{{ hostname }}\"\n{% for i in range(30000) %}{% endfor %}\n"
+
+
+def _slow_repository(nodes: int = 80) -> Snapshot:
+    """Nodes whose user-data takes ~2 ms of CPU each to render: the boot check is most of the validation."""
+    files = {p: b for p, b in _example().items() if not p.startswith("nodes/")}
+    files["netboot.yaml"] = json.dumps(SITE).encode()
+    files["cloud-init/slow.yaml"] = SLOW_CI.encode()
+    boot = {"kernel": "/assets/ubuntu/2404/vmlinuz", "initrd": ["/assets/ubuntu/2404/initrd"],
+            "args": ["ip=dhcp", "console={{ metadata.con }}", "ds=nocloud;s={{ cloud_init_url }};dsmode=net"]}
+    files["profiles/slow.yaml"] = json.dumps({"boot": boot, "cloud_init": "slow"}).encode()
+    for i in range(nodes):
+        node = {"mac": f"52:54:00:00:02:{i:02x}", "profile": "slow", "metadata": {"con": "ttyS0"}}
+        files[f"nodes/n{i:04d}.yaml"] = json.dumps(node).encode()
+    return Snapshot(revision="ab" * 20, files=files)
+
+
+def _failures(result: Validation) -> set[tuple[str, str, int, str]]:
+    """The template failures, without the node each names (the first to meet it: which one the
+    budget runs out at depends on the CPU's pace, in one process as in two)."""
+    return {(i.code, i.file, i.line, i.message.split(" (rendering for")[0])
+            for i in result.issues if i.code.startswith("template-")}
+
+
+def test_the_commits_template_budget_is_spent_once_across_both_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forked child had its own copy of what remained of the commit's CPU budget, so a
+    validation on two CPUs could spend it twice and pass where one process runs out (found by
+    review). The child's CPU per node is charged here: the budget (0.7 of what the validation
+    takes, measured here first; each process's half takes ~0.5) runs out on both paths, with the
+    same findings."""
+    snapshot = _slow_repository()
+    _validated(snapshot, fanout.one_by_one)  # templates compiled, caches warm
+    started = time.thread_time()
+    assert not _failures(_validated(snapshot, fanout.one_by_one))
+    spent = time.thread_time() - started
+    monkeypatch.setattr(template, "COMMIT_CPU_SECONDS", 0.7 * spent)
+    monkeypatch.setattr(template, "NODE_CPU_SECONDS", 0.0)
+    alone = _failures(_validated(snapshot, fanout.one_by_one))
+    assert any("used up its CPU time" in f[3] for f in alone), alone
+    forked_before = renderfork.counts["forked"]
+    assert _failures(_validated(snapshot, FORKING)) == alone
+    assert renderfork.counts["forked"] - forked_before >= 40  # the child checked its half
