@@ -37,6 +37,7 @@ _TABLE = (
     Code("json-syntax", E, "the file is not valid JSON"),
     Code("yaml-too-large", E, "more values than a real file has, after expanding aliases (an alias bomb?)"),
     Code("yaml-too-deep", E, "nested deeper than a real file is"),
+    Code("json-too-deep", E, "nested deeper than a real file is (64 levels, as for YAML)"),
     Code("yaml-key", E, "mapping keys must be plain strings"),
     Code("yaml-unsafe-tag", E, "only plain YAML tags are read (no !!python/...)"),
     Code("yaml-duplicate-key", E, "a key written twice: YAML loaders silently keep only one"),

@@ -11,6 +11,7 @@ when available); we construct plain Python values ourselves so that:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import operator
@@ -322,7 +323,12 @@ def _parse_composed(file: str, text: str, content: bytes) -> tuple[Document | No
 
 def parse_json(file: str, content: bytes) -> tuple[Document | None, tuple[Issue, ...]]:
     """Parse one JSON file (matchbox's own format). JSON is YAML 1.2, so positions come from the YAML
-    composer when it accepts the text; plain json decides validity."""
+    composer when it accepts the text; plain json decides validity. Nested deeper than MAX_DEPTH,
+    as a YAML file may not be, it is refused before json reads it (`_too_deep`)."""
+    deep = _too_deep(content)
+    if deep is not None:
+        line, column, field = deep
+        return None, (issue("json-too-deep", Location(file, line, column), f"{field}: nested deeper than {MAX_DEPTH}"),)
     try:
         data = json.loads(content)
     except (ValueError, RecursionError) as exc:
@@ -334,6 +340,52 @@ def parse_json(file: str, content: bytes) -> tuple[Document | None, tuple[Issue,
     if doc is None:  # valid JSON that YAML rejects (tabs): keep the value, lose the positions
         return Document(file, data), ()
     return doc, issues
+
+
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def _too_deep(content: bytes) -> tuple[int, int, str] | None:
+    """Where a JSON text first opens a list or mapping deeper than MAX_DEPTH: (line, column, the
+    field it is under, as `a.b[0].c`), or None. json's own bound is the interpreter's recursion
+    limit less the stack already in use, so near it a file read in a deeper stack (a forked
+    validation child's) gave `json-syntax` where one process gave a document (found by review);
+    a bound of our own gives every process the same finding. Brackets in strings do not count."""
+    if content.count(b"[") + content.count(b"{") <= MAX_DEPTH:
+        return None
+    path: list[str | int | None] = []  # per open container: the key or index of the value being read
+    key: str | None = None  # the last string read: a key when a ':' follows
+    for token in _JSON_TOKEN.finditer(content):
+        char = token.group()[:1]
+        if char in b"[{":
+            if len(path) > MAX_DEPTH:  # (the document itself at depth 0, as `_Builder` counts)
+                at = token.start()
+                start = content.rfind(b"\n", 0, at) + 1
+                column = len(content[start:at].decode(errors="replace")) + 1  # in characters, as YAML's marks
+                return content.count(b"\n", 0, at) + 1, column, _json_field(path)
+            path.append(0 if char == b"[" else None)
+        elif char in b"]}":
+            if path:
+                path.pop()
+        elif char == b",":
+            if path and isinstance(path[-1], int):
+                path[-1] += 1
+        elif char == b":":
+            if path:
+                path[-1] = key
+        else:
+            with contextlib.suppress(ValueError):
+                key = json.loads(token.group())
+    return None
+
+
+def _json_field(path: list[str | int | None]) -> str:
+    """The field a value at `path` is under, up to its last key: `a.b[0].c` (`(document)` for none)."""
+    keyed = max((i for i, part in enumerate(path) if isinstance(part, str)), default=-1)
+    out = ""
+    for part in path[:keyed + 1]:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "(document)"
 
 
 # -- the common file, read without composing its YAML -------------------------------------------

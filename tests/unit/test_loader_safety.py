@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reconciler.adapters.dirsource import read_directory
 from reconciler.core.snapshot import MAX_FILE_BYTES, Snapshot
 from reconciler.core.validate import validate
-from reconciler.core.yamldoc import parse_yaml
+from reconciler.core.yamldoc import parse_json, parse_yaml
 from tests import repo_builder
 
 BILLION_LAUGHS = b"""\
@@ -151,3 +151,14 @@ def test_dhcp_mode_off_unquoted_is_valid() -> None:
     result = validate(repo_builder.snapshot({"netboot.yaml": site}))
     assert result.issues == ()
     assert result.state is not None and result.state.site.dhcp_mode == "off"
+
+
+def test_json_nested_past_64_levels_is_refused_at_its_field_and_brackets_in_text_do_not_count() -> None:
+    deep = b"[" * 65 + b"]" * 65
+    doc, issues = parse_json("groups/g.json", b'{"id": "g",\n "selector": {"x": ["[[[[", {"y": ' + deep + b"}]}}")
+    assert doc is None
+    assert [(i.code, i.line, i.column, i.message) for i in issues] == [
+        ("json-too-deep", 2, 96, "selector.x[1].y: nested deeper than 64")]  # the 66th list or mapping opened
+    text = b'{"id": "g", "name": "' + b"[" * 100 + b'", "metadata": ' + b"[" * 63 + b"]" * 63 + b"}"
+    doc, issues = parse_json("groups/g.json", text)  # 64 levels: as deep as YAML allows
+    assert issues == () and doc is not None and doc.data["name"] == "[" * 100

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -245,3 +247,28 @@ def test_the_commits_template_budget_is_spent_once_across_both_processes(monkeyp
     forked_before = renderfork.counts["forked"]
     assert _failures(_validated(snapshot, FORKING)) == alone
     assert renderfork.counts["forked"] - forked_before >= 40  # the child checked its half
+
+
+def _deep_json(depth: int) -> Snapshot:
+    """A repository whose matchbox profile nests `depth` lists in a field the schema types: a
+    document that reaches the schema check gets a `schema` finding there."""
+    files = {p: b for p, b in repository(8).files.items() if not p.startswith("nodes/n000")}
+    files["profiles/deep.json"] = (b'{"id": "deep",\n "boot": {"kernel": "/assets/k"},\n "name": '
+                                   + b"[" * depth + b"]" * depth + b"}")
+    return Snapshot(revision="ab" * 20, files=files)
+
+
+def test_json_nested_near_the_recursion_limit_gives_one_finding_in_one_process_and_forked() -> None:
+    """json's bound on nesting is the recursion limit less the stack in use: a file nested just
+    below it gave `schema` in one process and `json-syntax` when forked, whose parse runs deeper
+    (found by review). Past 64 levels it is `json-too-deep` wherever it is read, naming the file,
+    the line and the field; every depth around where json itself gives up is tried here."""
+    here = len(inspect.stack())  # json's limit, seen from this test: about the recursion limit less this
+    found: set[tuple[str, int, str]] = set()
+    for depth in [65, *range(sys.getrecursionlimit() - here - 60, sys.getrecursionlimit() - here + 5)]:
+        snapshot = _deep_json(depth)
+        alone = [i for i in _validated(snapshot, fanout.one_by_one).issues if i.file == "profiles/deep.json"]
+        forked = [i for i in _validated(snapshot, FORKING).issues if i.file == "profiles/deep.json"]
+        assert forked == alone, (depth, alone, forked)
+        found.update((i.code, i.line, i.message) for i in alone)
+    assert found == {("json-too-deep", 3, "name: nested deeper than 64")}
