@@ -8,7 +8,6 @@ render from scratch."""
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import random
 import re
 from pathlib import Path
@@ -21,8 +20,8 @@ from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.dirsource import read_directory
 from reconciler.commands.run import report_secret
 from reconciler.core.render import render_served
-from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.validate import validate
+from reconciler.daemon import worker
 from reconciler.daemon.steps import RENDER_MEMO
 from tests.integration.daemon_support import DEMO_IDENTITY, DaemonProcess, WorkTree, http_get, wait_for
 
@@ -156,14 +155,13 @@ def _served_after_a_wrong_memo(tmp_path: Path, extra: list[str], code: str | Non
         assert daemon.stop() == 0, daemon.log()[-3000:]
     try:
         memo_file = state_dir / RENDER_MEMO
-        memo = pickle.loads(memo_file.read_bytes())
-        assert isinstance(memo, NodeMemo)
+        memo = worker._load_memo(memo_file)
         kept = memo.entries["bulk-00001"]
         wrong = {**kept.entries, "ipxe/bulk-00001.ipxe": b"#!ipxe\necho wrong\n"}
         memo.entries["bulk-00001"] = kept._replace(entries=wrong)
         if code is not None:
             memo.code = code
-        memo_file.write_bytes(pickle.dumps(memo))
+        worker._save_memo(memo_file, memo)
         daemon.start()
         revision = tree.commit("another node changes", {"nodes/bulk-00002.yaml": _node(2, "bulk", "x")})
         _wait_applied(daemon, revision)

@@ -76,12 +76,22 @@ class NodeMemo:
     private_of: tuple[tuple[Node, ...], object, Counter[str], frozenset[str]] | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        # The keys a render left to be made (`Kept.key` None) are made now, from what `last` holds:
-        # a first render of every node does not spend its time on them.
-        entries = {name: kept if kept.key is not None else kept._replace(key=node_key(*self.last[name]))
-                   for name, kept in self.entries.items() if kept.key is not None or name in self.last}
+        entries = {name: self.keyed(name) for name in self.storable()}
         return {**self.__dict__, "entries": entries, "last": {}, "previous": None, "yaml_checked": None,
                 "private_of": None}
+
+    def storable(self) -> list[str]:
+        """The nodes whose entries can be kept on disk: those with a key or what makes one (`keyed`)."""
+        return [name for name, kept in self.entries.items() if kept.key is not None or name in self.last]
+
+    def keyed(self, name: str) -> Kept:
+        """The node's entry with its key (a `storable` one). The keys a render left to be made
+        (`Kept.key` None) are made when the memo is written, from what `last` holds: a first render
+        of every node does not spend its time on them; made once, kept for the next write."""
+        kept = self.entries[name]
+        if kept.key is None:
+            kept = self.entries[name] = kept._replace(key=node_key(*self.last[name]))
+        return kept
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
