@@ -374,6 +374,7 @@ class Daemon:
         if outcome.generation is not None:
             self._activated(outcome.generation, around)
         self._conclude(outcome, around)
+        self._target_memo.settle()  # what the next commit's targets reuse, once /status says this one
         return outcome.result
 
     def _conclude(self, outcome: Outcome, around: Mapping[str, float] | None = None) -> None:
@@ -498,13 +499,16 @@ class Daemon:
         """Remember which nodes this revision targets (boot results per commit read it)."""
         t0 = time.monotonic()
         change = self.reconciler.change
+        # The worker's digests after a whole result (made beside the peer check and activation).
+        planned = self.reconciler.plans(generation.state, generation.files)
+        timings["after.plans"] = time.monotonic() - t0
         targets, wrong = self._target_memo.targets(
             generation.state, generation.files, self.settings.verify_incremental,
-            change[1] if change is not None and change[0] is generation.files else None)
+            change[1] if change is not None and change[0] is generation.files else None, planned)
         if wrong:
-            log.error("revision=%s INCREMENTAL TARGETS MISMATCH: %d node(s) kept a boot plan digest that differs from "
-                      "the one computed (using the computed ones; please report this): %s", generation.revision,
-                      len(wrong), ", ".join(wrong[:10]))
+            log.error("revision=%s INCREMENTAL TARGETS MISMATCH: %d node(s) kept a boot plan digest (or were sent one "
+                      "by the worker) that differs from the one computed (using the computed ones; please report "
+                      "this): %s", generation.revision, len(wrong), ", ".join(wrong[:10]))
         timings["after.targets"] = time.monotonic() - t0
         if self.store is None:
             return targets

@@ -15,6 +15,8 @@ Called by the reconcile steps (daemon.steps, the `validate` step, when `Settings
 - the other way, the child keeps the snapshot it last built and the parent sends only the files
   that changed (daemon.snapdelta); a fresh child (the first commit, after a crash, a limit, a
   restart) is sent the whole snapshot.
+- after a whole result the child sends its nodes' plan digests (daemon.targets, `plan_digests`),
+  made while the daemon checks and activates the result; `Built.plans` waits for them.
 Limits per commit: RLIMIT_AS for the child's life; RLIMIT_CPU counts the whole life of a process,
 so before each commit its soft limit is set to the CPU used so far plus the budget (SIGXCPU past
 it); the wall-clock bound kills the child. A child that died, exceeded a limit, failed or ran out
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -38,7 +41,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ from reconciler.core.render.files import Delta, RenderedFiles
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import gc_paused, validate
-from reconciler.daemon import snapdelta, worker
+from reconciler.daemon import snapdelta, targets, worker
 from reconciler.daemon.targets import Change
 from reconciler.daemon.worker import CHUNK_FILES, CHUNK_NODES, Limits, Renderer
 
@@ -63,6 +66,7 @@ log = logging.getLogger(__name__)
 MEMO_SAVE_EVERY = 20  # commits between writes of `render-memo` (and at stop)
 STOP_TIMEOUT = 30.0  # seconds a stopping child has to write its memo
 RESTART_EVERY = 500  # commits a child builds before a fresh one replaces it (its caches only grow)
+PLANS_CHUNK = 20_000  # plan digests per message (`Worker.plans`)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class Built:
     patch_mismatched: tuple[str, ...] = ()  # paths (or "state") the patched result got wrong (`verify`)
     pid: int = 0  # of the child that built it
     change: Change | None = None  # what it changed against the result before it, when patched onto that
+    # The child's `targets.plan_digests(state, files)` with their stamps, when it makes them (a whole
+    # result): waits for them (None: none came).
+    plans: Callable[[], tuple[targets.Stamps, list[str | None]] | None] | None = None
 
 
 @dataclass
@@ -108,6 +115,10 @@ class Worker:
         self._handled = 0  # commits the running child built: what it holds grew with each
         self._grown = False  # the last failure was memory or death: the child's size may be to blame
         self._starting: threading.Thread | None = None  # a `prestart` under way
+        self._plans: int | None = None  # the token whose plan digests the child sends after its result
+        # Given the dhcpd.conf of a whole result as soon as it comes, ahead of the rest (the daemon's
+        # peer check starts on it: daemon.steps).
+        self.on_peer: Callable[[bytes], None] | None = None
 
     def prestart(self) -> None:
         """Start the child now, on a thread (the daemon, before its first commit): the forkserver's
@@ -187,6 +198,10 @@ class Worker:
                 self._discard()
 
     def _send(self, snapshot: Snapshot, token: int) -> None:
+        if self._plans is not None:  # never taken: read first, or both sides could block writing
+            self.plans(self._plans)
+            if self._conn is None:
+                raise OSError("the worker process failed to send its plan digests")
         base = self._last.token if self._last is not None else 0  # 0: send everything
         held = self._held
         delta = snapdelta.between(held, snapshot) if held is not None else None
@@ -202,6 +217,10 @@ class Worker:
         self._started()
         if self._proc is None:
             return
+        if self._plans is not None:
+            self.plans(self._plans, STOP_TIMEOUT)
+            if self._proc is None:
+                return
         pid = self._proc.pid
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(("stop",))
@@ -233,8 +252,33 @@ class Worker:
             self._proc.join(5)
         if self._conn is not None:
             self._conn.close()
-        self._proc = self._conn = self._last = self._held = None
+        self._proc = self._conn = self._last = self._held = self._plans = None
         self._handled = 0
+
+    def plans(self, token: int, timeout: float | None = None) -> tuple[targets.Stamps, list[str | None]] | None:
+        """The plan digests the child sends after result `token` (`_send_plans`) and their stamps;
+        None when they are not to come (another result's, or none), or the child failed to send
+        them (it is then replaced at the next build)."""
+        if self._plans != token or self._conn is None:
+            return None
+        self._plans = None
+        conn = self._conn
+        deadline = time.monotonic() + (self.limits.wall_seconds if timeout is None else timeout)
+        digests: list[str | None] = []
+        try:
+            while conn.poll(max(0.0, deadline - time.monotonic())):
+                message = conn.recv()
+                if message[0] == "plans":
+                    digests.extend(message[1])
+                elif message[0] == "plans-done":
+                    return None if message[1] is None else (message[1], digests)
+                else:
+                    break
+        except (OSError, EOFError):
+            pass
+        log.warning("worker process %s did not send its plan digests: starting another", self.pid)
+        self._discard()
+        return None
 
     def _receive(self, token: int, revision: str) -> Built:
         deadline = time.monotonic() + self.limits.wall_seconds
@@ -252,7 +296,10 @@ class Worker:
                                           f"(wall clock)")
             message = conn.recv()
             kind = message[0]
-            if kind == "state":
+            if kind == "peer":
+                if self.on_peer is not None:
+                    self.on_peer(message[1])
+            elif kind == "state":
                 head = message[1:]  # state without nodes, issues, patched onto `base`?, the node order or None
             elif kind == "nodes":
                 nodes.update((n.name, n) for n in message[1])
@@ -273,8 +320,11 @@ class Worker:
                 built = self._assemble(token, head, nodes, patched, (*files, *removed), message[1], message[2],
                                        (whole_nodes, whole_files) if self.verify else None)
                 wrong = tuple(f"snapshot: {p}" for p in message[3])
+                follow = len(message) > 4 and message[4]  # its plan digests follow (`_send_plans`)
+                self._plans = token if follow else None
                 return dataclasses.replace(built, timings={**built.timings, "patch": time.monotonic() - t_patch},
-                                           patch_mismatched=(*wrong, *built.patch_mismatched))
+                                           patch_mismatched=(*wrong, *built.patch_mismatched),
+                                           plans=functools.partial(self.plans, token) if follow else None)
             elif kind == "invalid":
                 raise InvalidRevision(message[1], message[2])
             elif kind == "memory":
@@ -470,6 +520,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     t2 = time.monotonic()
     nodes, order, changed_nodes = _changed_nodes(base, state.nodes)
     order_sent = None if base is not None and base.order == order else order
+    if base is None and "dhcpd.conf" in files:  # first: the daemon's `dhcpd -t` starts on it (daemon.steps)
+        conn.send(("peer", files["dhcpd.conf"]))
     conn.send(("state", dataclasses.replace(state, nodes=()), result.issues, base is not None, order_sent))
     for chunk in _chunks(changed_nodes, CHUNK_NODES):
         conn.send(("nodes", chunk))
@@ -503,8 +555,26 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         timings["validate.memo.reused"] = float(parsed.hits - hits)
     if memo is not None:
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
-    conn.send(("done", timings, (*reparsed, *mismatched), wrong))
+    # A whole result (a fresh child): its nodes' plan digests follow, made here beside the daemon's
+    # peer check and activation instead of on its loop thread after them (daemon.targets).
+    conn.send(("done", timings, (*reparsed, *mismatched), wrong, base is None))
+    if base is None:
+        _send_plans(conn, state, files)
     return _Whole(token, files, nodes, order, state.nodes)
+
+
+def _send_plans(conn: Any, state: DesiredState, files: Mapping[str, bytes]) -> None:
+    """The plan digests of `state`'s nodes in `files` (`targets.plan_digests`), then their stamps
+    (None: there are none, and the daemon computes them)."""
+    try:
+        digests = targets.plan_digests(state, files)
+    except Exception:
+        log.exception("the plan digests could not be made here (the daemon makes them)")
+        conn.send(("plans-done", None))
+        return
+    for chunk in _chunks(digests, PLANS_CHUNK):
+        conn.send(("plans", chunk))
+    conn.send(("plans-done", targets.stamps_of(state, files)))
 
 
 def _changed_nodes(base: _Whole | None,

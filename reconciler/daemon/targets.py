@@ -24,11 +24,18 @@ one node instead of a pass over all of them, ~20 ms of the loop's thread). Whene
 does not name every node it touched (a node added, removed or renamed, a profile's install-once
 or Secure Boot changed, a node's entries changed without the node, a node holding a token), every
 node is looked at as above.
+
+A whole result (a fresh worker: the first commit) reuses nothing here; the worker computes its
+nodes' digests itself once it has sent the result (`plan_digests`, daemon.resident), beside this
+process's peer check and activation, and `targets(planned=...)` takes them (at 100,000 nodes ~1.8 s
+of the loop's thread before /status names the commit, now ~0.1 s). What the next commit reuses is
+made by `settle`, once the commit is concluded (or first thing at the next `targets`).
+`verify` computes them here as well, and names the nodes whose digest the worker got wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from reconciler.core.bootfiles import profile_secure_boot
@@ -53,6 +60,35 @@ class Change(NamedTuple):
     order_kept: bool  # the same node names in the same order
 
 
+# What the worker's digests were computed at: the revision and the files' stand-in and secret.
+Stamps = tuple[str, str, bytes | None]
+
+
+def stamps_of(state: DesiredState, files: Mapping[str, bytes]) -> Stamps:
+    return (state.revision, *((files.sentinel, files.secret) if isinstance(files, RenderedFiles) else ("", None)))
+
+
+def plan_digests(state: DesiredState, files: Mapping[str, bytes]) -> list[str | None]:
+    """Each node's plan digest in `state.nodes` order, None for a node no target names (its profile
+    is unknown): what `targets` would compute for `files` (the worker's, daemon.resident)."""
+    modes = _modes(state)
+    out: list[str | None] = []
+    view = files
+    for i, n in enumerate(state.nodes):
+        if i % 4096 == 0 and isinstance(files, RenderedFiles):
+            # A view of its own every few thousand nodes: the report tokens it stamps with are
+            # cached in it, and the worker keeps `files` (100,000 tokens would stay with them).
+            view = RenderedFiles(files.entries, files.revision, files.sentinel, files.secret)
+        mode = modes.get(n.profile)
+        out.append(None if mode is None else plan_digest(view, n, state.revision, *mode))
+    return out
+
+
+def _modes(state: DesiredState) -> dict[str, tuple[bool, bool]]:
+    """Each profile's install-once and Secure Boot."""
+    return {name: (p.install_once, profile_secure_boot(state.site, p)) for name, p in state.profiles.items()}
+
+
 class TargetMemo:
     """The last commit's targets and what each was computed from."""
 
@@ -64,17 +100,28 @@ class TargetMemo:
         self._out: tuple[Target, ...] = ()  # the last targets
         self._index: dict[str, int] = {}  # node -> its place in them
         self.reused = 0  # targets taken from the last commit by the last `targets`
+        self._unsettled: tuple[DesiredState, RenderedFiles] | None = None  # `_last` to be made of (`settle`)
 
     def targets(self, state: DesiredState, files: Mapping[str, bytes], verify: bool = False,
-                change: Change | None = None) -> tuple[tuple[Target, ...], tuple[str, ...]]:
-        """`bootplan.targets(state, files)`, and with `verify` the nodes whose reused digest differs
-        from the one computed (those computed are used). `change`: what `files` changed against
-        the files of the last call, when the worker said so (module docstring)."""
+                change: Change | None = None, planned: Sequence[str | None] | None = None,
+                ) -> tuple[tuple[Target, ...], tuple[str, ...]]:
+        """`bootplan.targets(state, files)`, and with `verify` the nodes whose reused digest (or the
+        worker's) differs from the one computed (those computed are used). `change`: what `files`
+        changed against the files of the last call, when the worker said so; `planned`: the
+        worker's `plan_digests(state, files)` (module docstring)."""
+        self.settle()
         stored = files if isinstance(files, RenderedFiles) else None
         stamps = (stored.sentinel, stored.secret) if stored is not None else None
         last = self._last if stamps is not None and stamps == self._stamps else {}
         entries = stored.entries if stored is not None else {}
-        modes = {name: (p.install_once, profile_secure_boot(state.site, p)) for name, p in state.profiles.items()}
+        modes = _modes(state)
+        if planned is not None and len(planned) != len(state.nodes):
+            planned = None
+        if planned is not None and not verify:
+            taken = self._planned(state, files, stamps, modes, planned)
+            if taken is not None:
+                return taken, ()
+            planned = None
         if change is not None and not verify and last and stored is not None:
             patched = self._patched(state, stored, change, modes)
             if patched is not None:
@@ -83,7 +130,7 @@ class TargetMemo:
         memo: dict[str, _Kept] = {}
         wrong: list[str] = []
         reused = 0
-        for n in state.nodes:
+        for i, n in enumerate(state.nodes):
             mode = modes.get(n.profile)
             if mode is None:
                 continue
@@ -97,14 +144,17 @@ class TargetMemo:
                 target = was[7]
                 if verify:
                     computed = plan_digest(files, n, state.revision, install_once, secure)
-                    if computed != target.plan:
+                    if computed != target.plan or (planned is not None and planned[i] != computed):
                         wrong.append(n.name)
+                    if computed != target.plan:
                         target = Target(n.name, n.mac, n.profile, install_once, n.reinstall, computed)
                 memo[n.name] = was if target is was[7] else (*was[:7], target)
                 out.append(target)
                 continue
             target = Target(n.name, n.mac, n.profile, install_once, n.reinstall,
                             plan_digest(files, n, state.revision, install_once, secure))
+            if planned is not None and planned[i] != target.plan:
+                wrong.append(n.name)
             if stored is not None and _reusable(plan_json) and _reusable(meta):
                 memo[n.name] = (n.mac, n.profile, n.reinstall, install_once, secure, plan_json, meta, target)
             out.append(target)
@@ -112,6 +162,43 @@ class TargetMemo:
         self._files, self._modes, self._out = files, modes, tuple(out)
         self._index = {t.node: i for i, t in enumerate(out)}
         return self._out, tuple(wrong)
+
+    def _planned(self, state: DesiredState, files: Mapping[str, bytes], stamps: tuple[str, bytes | None] | None,
+                 modes: dict[str, tuple[bool, bool]], planned: Sequence[str | None]) -> tuple[Target, ...] | None:
+        """The targets with the worker's digests (None: they do not name the nodes targets do);
+        what the next call reuses is made by `settle`."""
+        out = tuple(Target(n.name, n.mac, n.profile, mode[0], n.reinstall, digest)
+                    for n, digest in zip(state.nodes, planned, strict=True)
+                    if (mode := modes.get(n.profile)) is not None and digest is not None)
+        if len(out) != sum(1 for n in state.nodes if n.profile in modes):
+            return None
+        self._last, self._stamps, self.reused = {}, stamps, 0
+        self._files, self._modes, self._out = files, modes, out
+        self._index = {}
+        if isinstance(files, RenderedFiles):
+            self._unsettled = (state, files)
+        return out
+
+    def settle(self) -> None:
+        """Make what the next commit reuses of targets taken from the worker (`planned`): off the
+        commit's path (the daemon calls it once the commit is concluded)."""
+        if self._unsettled is None:
+            return
+        (state, stored), self._unsettled = self._unsettled, None
+        entries, modes = stored.entries, self._modes
+        memo: dict[str, _Kept] = {}
+        by_name = {t.node: t for t in self._out}
+        for n in state.nodes:
+            target = by_name.get(n.name)
+            if target is None:
+                continue
+            plan_json = entries.get(f"profiles/node.{n.name}.json")
+            meta = entries.get(f"cloud-init/{n.mac}/meta-data")
+            if _reusable(plan_json) and _reusable(meta):
+                install_once, secure = modes[n.profile]
+                memo[n.name] = (n.mac, n.profile, n.reinstall, install_once, secure, plan_json, meta, target)
+        self._last = memo
+        self._index = {t.node: i for i, t in enumerate(self._out)}
 
     def _patched(self, state: DesiredState, stored: RenderedFiles, change: Change,
                  modes: dict[str, tuple[bool, bool]]) -> tuple[Target, ...] | None:

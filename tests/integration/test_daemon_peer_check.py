@@ -101,3 +101,19 @@ def test_verify_incremental_checks_every_commit(tmp_path: Path, runs: Path) -> N
         assert _count(runs) == 2
     finally:
         daemon.shutdown()
+
+
+def test_a_first_commit_refused_by_dhcpd_through_the_worker_is_rejected_with_its_words(tmp_path: Path,
+                                                                                        runs: Path) -> None:
+    """The worker sends a whole result's dhcpd.conf ahead and `dhcpd -t` starts on it while the
+    rest comes (daemon.steps, `_peer_early`): its refusal is the commit's, said as before, once."""
+    _wrapper(tmp_path / "bin", f'echo run >> {runs}\necho "dhcpd.conf line 3: bad" >&2\nexit 1\n')
+    tree = WorkTree(tmp_path / "repo")
+    tree.commit("a node", {"nodes/n.yaml": NODE.format(mac="01", note="a")})
+    daemon = _daemon(tree, tmp_path / "state", worker=True, reuse_renders=True)
+    try:
+        assert daemon.reconcile_once() is Result.REJECTED
+        assert _count(runs) == 1
+        assert daemon.status()["message"].endswith("rejected by dhcpd -t: dhcpd.conf line 3: bad")
+    finally:
+        daemon.shutdown()

@@ -22,6 +22,7 @@ import pytest
 
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.dirsource import read_directory
+from reconciler.core import bootplan
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState
 from reconciler.core.render import RenderedFiles, render_generation
@@ -30,6 +31,7 @@ from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from reconciler.daemon import resident, worker
 from reconciler.daemon.steps import RENDER_MEMO
+from reconciler.daemon.targets import stamps_of
 from tests.integration.daemon_support import NODE1_MAC, DaemonProcess, WorkTree, http_get, wait_for
 
 SECRET = b"resident-test-secret"
@@ -193,6 +195,32 @@ def test_the_boot_checks_index_of_an_invalid_commit_is_not_made_on_the_next_comm
         tree.commit("another label", {"nodes/bulk-4.yaml": _bulk(4, "y")})
         assert pool.build(snapshot(tree)).timings["validate.index.built"] == 0  # made while idle, used
         assert fixed.files == render(fixed.state)
+    finally:
+        pool.close()
+
+
+def test_a_whole_result_is_followed_by_its_plan_digests_taken_or_not(tmp_path: Path) -> None:
+    """A fresh worker's result comes with its nodes' plan digests, as the daemon would compute
+    them; a patched one without; digests never taken do not stop the next commit."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.write({f"nodes/bulk-{i}.yaml": _bulk(i) for i in range(40)})
+    pool = resident.Worker(render)
+    try:
+        first = pool.build(snapshot(tree))
+        assert first.plans is not None
+        got = first.plans()
+        assert got is not None and got[0] == stamps_of(first.state, first.files)
+        assert got[1] == [t.plan for t in bootplan.targets(first.state, first.files)]
+        assert first.plans() is None  # taken once
+        tree.write({"nodes/bulk-3.yaml": _bulk(3, "x")})
+        second = pool.build(snapshot(tree))
+        assert second.plans is None and second.change is not None
+        pool.close()  # a fresh worker: whole again, its digests left untaken
+        third = pool.build(snapshot(tree))
+        assert third.plans is not None
+        tree.write({"nodes/bulk-4.yaml": _bulk(4, "x")})
+        fourth = pool.build(snapshot(tree))
+        assert fourth.change is not None and fourth.files == render(fourth.state)
     finally:
         pool.close()
 

@@ -17,7 +17,7 @@ from reconciler.core.render.files import RenderedFiles
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from reconciler.daemon.resident import _same
-from reconciler.daemon.targets import Change, TargetMemo
+from reconciler.daemon.targets import Change, TargetMemo, plan_digests
 from tests.repo_builder import files as base_files
 from tests.unit.test_render_reuse import _REVISION, _apply, _Edit, edits
 
@@ -43,7 +43,7 @@ def _more(files: dict[str, bytes], kind: str, n: int) -> None:
 def test_reused_digests_equal_the_digests_computed_from_scratch(steps: list[tuple[_Edit, str, str]],
                                                                  secret: bytes | None) -> None:
     files = base_files()
-    render_memo, targets, told = NodeMemo(), TargetMemo(), TargetMemo()
+    render_memo, targets, told, planned = NodeMemo(), TargetMemo(), TargetMemo(), TargetMemo()
     before: tuple[DesiredState, RenderedFiles] | None = None
     for n, (edit, more, revision) in enumerate(steps):
         _apply(files, edit)
@@ -57,6 +57,15 @@ def test_reused_digests_equal_the_digests_computed_from_scratch(steps: list[tupl
         assert wrong == ()
         assert got == expected
         assert told.targets(state, served, change=_change(before, state, served))[0] == expected
+        # The worker's digests after a whole result (a fresh worker every third commit), else its
+        # change; what they leave to reuse made at once or by the next call.
+        digests = plan_digests(state, served)
+        assert [d for d in digests if d is not None] == [t.plan for t in expected]
+        whole = before is None or n % 3 == 0
+        assert planned.targets(state, served, change=None if whole else _change(before, state, served),
+                               planned=digests if whole else None) == (expected, ())
+        if n % 2:
+            planned.settle()
         before = (state, served)
 
 
@@ -106,3 +115,19 @@ def test_a_one_node_commit_told_by_the_worker_looks_at_that_node() -> None:
     second, _ = targets.targets(state, served, change=change)
     assert second == bootplan.targets(state, served)
     assert targets.reused == len(second) - 1
+
+
+def test_digests_the_worker_got_wrong_are_named_under_verify_and_the_computed_ones_used() -> None:
+    files = base_files({f"nodes/bulk-{i}.yaml": f"mac: 52:54:00:ee:00:{i:02x}\nprofile: install\n"
+                        for i in range(10)})
+    state = validate(Snapshot("1" * 40, dict(files))).state
+    assert state is not None
+    served = render_served(state, b"k", memo=NodeMemo())
+    expected = bootplan.targets(state, served)
+    digests = plan_digests(state, served)
+    at = next(i for i, n in enumerate(state.nodes) if n.name == "bulk-3")
+    digests[at] = "0" * 16
+    assert TargetMemo().targets(state, served, planned=digests)[0] != expected  # taken as they come
+    assert TargetMemo().targets(state, served, verify=True, planned=digests) == (expected, ("bulk-3",))
+    digests[at] = None  # a targeted node without one: not taken
+    assert TargetMemo().targets(state, served, planned=digests) == (expected, ())
