@@ -435,6 +435,7 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
                 break  # the daemon is gone
             t_request = time.monotonic()
             request = pickle.loads(raw)  # noqa: S301 (from the daemon that started this process)
+            del raw  # a first commit's whole snapshot pickled: not held through its build (the worker's peak)
             unpickled = time.monotonic() - t_request
             if request[0] == "stop":
                 break
