@@ -149,12 +149,12 @@ class BootPlanChecker:
             self.check_node(node, cloud_init)
             return False
 
-        if isinstance(nodes, list):  # the nodes that did not change in runs, not one by one (core.bootpass)
+        if isinstance(nodes, (list, tuple)):  # the nodes that did not change in runs, not one by one (core.bootpass)
             done, memo.index = bootpass.replay(self, nodes, bootpass.ready(index, self, nodes), cloud_init, step)
             if done:
                 return
         # (not after a first pass, which keeps nothing to replay yet: one look at each node spared)
-        listed = nodes if isinstance(nodes, list) and memo.kept else None
+        listed = nodes if isinstance(nodes, (list, tuple)) and memo.kept else None
         replayed = 0
         for node in nodes:
             replayed += step(node)

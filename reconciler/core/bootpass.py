@@ -27,7 +27,7 @@ import bisect
 import collections
 import itertools
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -35,6 +35,7 @@ from reconciler.core import template
 from reconciler.core.docmemo import BootMemo
 from reconciler.core.lint.clean_shape import CleanShape
 from reconciler.core.model import CloudInitTemplate, Node
+from reconciler.core.places import moved
 
 if TYPE_CHECKING:
     from reconciler.core.bootcheck import BootPlanChecker
@@ -53,7 +54,7 @@ class PassIndex:
     kept: object  # the memo's `kept` and `traces` dicts it was made over (a reset makes new ones)
     traces: object
     stand_in: str | None
-    nodes: list[Node]
+    nodes: Sequence[Node]  # the pass's tuple itself when it was handed one (core.places)
     names: list[str]
     visited: list[int]  # places of the nodes `replay` hands to the caller's step
     generations: dict[str, int]  # profile id -> the memo generation its free nodes were kept at
@@ -79,13 +80,13 @@ class Pending(NamedTuple):
     `kept`, `traces`: the memo's dicts at that pass (a checker that resets the memo makes new ones)."""
 
     checker: BootPlanChecker
-    nodes: list[Node]
+    nodes: Sequence[Node]
     cloud_init: Mapping[str, CloudInitTemplate]
     kept: object
     traces: object
 
 
-def ready(index: object, checker: BootPlanChecker | None = None, nodes: list[Node] | None = None
+def ready(index: object, checker: BootPlanChecker | None = None, nodes: Sequence[Node] | None = None
           ) -> PassIndex | None:
     """The index `index` is or stands for (a `Pending` is built now). With the `checker` and
     `nodes` of the pass about to `replay`, a `Pending` that `replay` would decline whatever it
@@ -125,7 +126,7 @@ def _free_ops(trace: list[tuple[Any, ...]]) -> bool:
     return True
 
 
-def build(checker: BootPlanChecker, nodes: list[Node], cloud_init: Mapping[str, CloudInitTemplate]
+def build(checker: BootPlanChecker, nodes: Sequence[Node], cloud_init: Mapping[str, CloudInitTemplate]
           ) -> PassIndex | None:
     """The index of the pass over `nodes` the checker has just made (its memo as that pass left
     it); None when there is none to make (no memo, a name twice)."""
@@ -138,7 +139,7 @@ def build(checker: BootPlanChecker, nodes: list[Node], cloud_init: Mapping[str, 
         return None
     stand_in = checker.stand_in
     width = len(stand_in) if stand_in else 0
-    index = PassIndex(memo.kept, memo.traces, stand_in, list(nodes), names, [], {}, {}, set())
+    index = PassIndex(memo.kept, memo.traces, stand_in, tuple(nodes), names, [], {}, {}, set())
     first_r: dict[object, int] = {}
     generations: dict[str, int | None] = {}
     for place, node in enumerate(nodes):
@@ -221,7 +222,7 @@ def _windows(text: str, width: int, into: set[str]) -> None:
         at = mapped.find(needle, end)
 
 
-def replay(checker: BootPlanChecker, nodes: list[Node], index: PassIndex | None,
+def replay(checker: BootPlanChecker, nodes: Sequence[Node], index: PassIndex | None,
            cloud_init: Mapping[str, CloudInitTemplate], step: Callable[[Node], bool]) -> tuple[bool, PassIndex | None]:
     """The loop over `nodes` with `step` (the loop's body: True when it replayed the node), each
     free node's part done in runs (module docstring): (True, the index for the next pass), or
@@ -237,7 +238,7 @@ def replay(checker: BootPlanChecker, nodes: list[Node], index: PassIndex | None,
     revision = checker.revision
     if revision in index.windows or revision == checker.stand_in:
         return False, None
-    changed = [i for i, (was, node) in enumerate(zip(index.nodes, nodes, strict=True)) if was is not node]
+    changed = moved(index.nodes, nodes)  # once for this pair: the render and the worker compare them too
     names = index.names
     if any(names[i] != nodes[i].name for i in changed):
         return False, None

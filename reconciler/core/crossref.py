@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from reconciler.core.codes import issue
 from reconciler.core.collect import Findings
 from reconciler.core.docmemo import CrossMemo
 from reconciler.core.locate import Locator
 from reconciler.core.model import Group, Issue, Node, Profile, Site
+from reconciler.core.places import moved
 from reconciler.core.render import dnsmasq
 from reconciler.core.select import SelectorIndex
 
@@ -34,7 +35,7 @@ def check_profile_refs(
 
 
 def check_groups(
-    groups: list[Group], profiles: Mapping[str, object], nodes: list[Node], where: Locator, out: Findings,
+    groups: list[Group], profiles: Mapping[str, object], nodes: Sequence[Node], where: Locator, out: Findings,
     memo: CrossMemo | None = None,
 ) -> None:
     """One default group per site, profiles named; each node against the groups selecting it
@@ -87,7 +88,7 @@ def check_groups(
             found = _selected(node, selecting, where)
             if found:
                 memo.grouped[i] = found
-    memo.grouped_listed = list(nodes)
+    memo.grouped_listed = tuple(nodes)  # validation's tuple itself: check_nodes keeps the same (core.places)
     for found in memo.grouped.values():
         out.extend(found)
 
@@ -163,7 +164,7 @@ def _duplicate(node: Node, key: str, value: str, other: Node, where: Locator) ->
 
 
 def check_nodes(
-    nodes: list[Node], profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator, out: Findings,
+    nodes: Sequence[Node], profiles: Mapping[str, object], sites: Mapping[str, Site], where: Locator, out: Findings,
     memo: CrossMemo | None = None,
 ) -> None:
     """Profiles named, addresses and names unique across the repository (every site), a fixed
@@ -184,7 +185,7 @@ def check_nodes(
                 seen[key][value] = node
 
 
-def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], sites: Mapping[str, Site],
+def _check_nodes_reusing(nodes: Sequence[Node], profiles: Mapping[str, object], sites: Mapping[str, Site],
                          where: Locator, out: Findings, memo: CrossMemo) -> bool:
     """`check_nodes` with `memo`; False (the memo emptied) when two nodes come from one file:
     which of them is first then depends on their order in `nodes`, which the index does not keep."""
@@ -249,18 +250,19 @@ def _check_nodes_reusing(nodes: list[Node], profiles: Mapping[str, object], site
         out.extend(found)
     for dups in memo.dups.values():
         out.extend(dups.values())
-    memo.listed = list(nodes)
+    memo.listed = tuple(nodes)
     return True
 
 
-def _moved(before: list[Node] | None, nodes: list[Node],
+def _moved(before: Sequence[Node] | None, nodes: Sequence[Node],
            held: Mapping[int, Node]) -> tuple[list[Node], list[Node]] | None:
     """The nodes that left `held` (by id: the nodes of `before`, the last validation's list) and
     those that came, found by comparing the two lists place by place (issue 25: no dict of every
-    node per commit); None when that cannot say (another length, or a node twice in `nodes`)."""
+    node per commit; `check_groups` and `check_nodes` compare the same two tuples, once: core.places);
+    None when that cannot say (another length, or a node twice in `nodes`)."""
     if before is None or len(before) != len(nodes):
         return None
-    places = [i for i, (was, node) in enumerate(zip(before, nodes, strict=True)) if was is not node]
+    places = moved(before, nodes)
     if not places:
         return [], []
     left = {id(before[i]): before[i] for i in places}

@@ -55,7 +55,7 @@ class CrossMemo:
         self.groups_key: list[tuple[Group, Document | None]] | None = None  # what `grouped` was made with
         self.grouped_nodes: dict[int, Node] = {}
         self.grouped: dict[int, tuple[Issue, ...]] = {}  # non-empty only
-        self.grouped_listed: list[Node] | None = None  # the nodes `grouped_nodes` holds, in their order
+        self.grouped_listed: tuple[Node, ...] | None = None  # the nodes `grouped_nodes` holds, in their order
         self.reset()
 
     def reset(self) -> None:
@@ -67,7 +67,7 @@ class CrossMemo:
         self.holders: dict[str, dict[str, Node | list[Node]]] = {}
         self.dups: dict[int, dict[str, Issue]] = {}  # node -> field -> its duplicate finding; non-empty only
         self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
-        self.listed: list[Node] | None = None  # the nodes `nodes` holds, in their order (None: unknown)
+        self.listed: tuple[Node, ...] | None = None  # the nodes `nodes` holds, in their order (None: unknown)
 
 
 class BmcMemo:

@@ -137,14 +137,16 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     known_profiles = {**dict.fromkeys(declared["profile"]), **profiles}
     crossref.check_profile_refs(profiles, {**dict.fromkeys(declared["cloud-init"]), **cloud_init}, where, out)
     sites.check_members(nodes, groups, site_names, where, out)
-    crossref.check_groups(groups, known_profiles, nodes, where, out, memo.crossref if memo is not None else None)
+    # (tuples: crossref's two checks and the next commit's compare them by identity, core.places)
+    listed = tuple(nodes)
+    crossref.check_groups(groups, known_profiles, listed, where, out, memo.crossref if memo is not None else None)
     for profile in profiles.values():
         out.extend(lint_static_seed(profile, where))
     check_references(profiles, nodes, groups, ignition_files, generic_files, where, out)
-    crossref.check_nodes(nodes, known_profiles, by_name, where, out, memo.crossref if memo is not None else None)
+    crossref.check_nodes(listed, known_profiles, by_name, where, out, memo.crossref if memo is not None else None)
     used_secrets = secrets.check_references(secrets_file, profiles, cloud_init, where, out,
                                             failed=secrets_file is None and SECRETS_FILE in snapshot.files)
-    by_name_nodes = sorted(nodes, key=_NAME)
+    by_name_nodes = tuple(sorted(nodes, key=_NAME))  # the state's nodes, this very tuple (core.places)
     if by_name:
         for site in by_name.values():
             crossref.check_subnets(site, out)
@@ -186,7 +188,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     state = DesiredState(
         revision=snapshot.revision,
         site=by_name[min(by_name)],
-        nodes=tuple(by_name_nodes),
+        nodes=by_name_nodes,
         profiles=dict(sorted(profiles.items())),
         groups=tuple(sorted(groups, key=lambda g: g.id)),
         cloud_init=dict(sorted(cloud_init.items())),

@@ -48,12 +48,12 @@ from typing import Any
 
 from reconciler import heap
 from reconciler.adapters import renderfork
-from reconciler.core import bootpass
+from reconciler.core import bootpass, places
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
 from reconciler.core.render import fanout
-from reconciler.core.render.files import Delta, RenderedFiles
+from reconciler.core.render.files import Copy, Delta, RenderedFiles
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import gc_paused, validate
@@ -290,6 +290,10 @@ class Worker:
         removed: list[str] = []
         whole_nodes: list[Node] = []
         whole_files: dict[str, bytes] = {}
+        # The last result's entries copied now, while the child works: the patch fills the copy
+        # instead of copying them once the result is in (~1.7 ms at 10,000 nodes off the commit's path).
+        last = self._last.files if self._last is not None else None
+        copy = last.copy_entries() if isinstance(last, RenderedFiles) else None
         while True:
             if not conn.poll(max(0.0, deadline - time.monotonic())):
                 raise worker._limit_issue(f"validating and rendering took over {self.limits.wall_seconds:.0f} s "
@@ -316,7 +320,7 @@ class Worker:
             elif kind == "done":
                 assert head is not None
                 t_patch = time.monotonic()
-                patched = self._patch_files(head[2], delta, files, removed)
+                patched = self._patch_files(head[2], delta, files, removed, copy)
                 built = self._assemble(token, head, nodes, patched, (*files, *removed), message[1], message[2],
                                        (whole_nodes, whole_files) if self.verify else None)
                 wrong = tuple(f"snapshot: {p}" for p in message[3])
@@ -335,13 +339,13 @@ class Worker:
                 raise RuntimeError(f"revision={revision} worker failed:\n{message[1]}")
 
     def _patch_files(self, patched: bool, delta: tuple[Any, ...] | None, files: dict[str, Any],
-                     removed: list[str]) -> Mapping[str, bytes]:
+                     removed: list[str], copy: Copy | None = None) -> Mapping[str, bytes]:
         """The new files: the last ones (a dict copy) with the changes; all of them when not `patched`."""
         before = self._last.files if patched and self._last is not None else None
         if delta is not None:
             revision, sentinel, secret, full = delta
             prior = before if isinstance(before, RenderedFiles) else None
-            return Delta(revision, sentinel, secret, files, tuple(removed), full).apply(prior)
+            return Delta(revision, sentinel, secret, files, tuple(removed), full).apply(prior, copy)
         if before is None:
             return files
         out = dict(before)
@@ -585,9 +589,9 @@ def _changed_nodes(base: _Whole | None,
     the same in the same places, only the places holding another object are looked at."""
     if base is not None and len(base.listed) == len(listed):
         before = base.listed
-        moved = [i for i, (was, node) in enumerate(zip(before, listed, strict=True)) if was is not node]
+        moved = places.moved(before, listed)  # the validation's boot check compared these two already
         if all(before[i].name == listed[i].name for i in moved):
-            nodes = dict(base.nodes)
+            nodes = base.nodes  # in place: `base` is replaced by this result (a failure after this ends the child)
             nodes.update((listed[i].name, listed[i]) for i in moved)
             return nodes, base.order, [listed[i] for i in moved if not _same(before[i], listed[i])]
     nodes = {n.name: n for n in listed}

@@ -190,7 +190,8 @@ def _patched(state: DesiredState, previous: DhcpPlan, old: DesiredState,
             secure_boot=chain,
         )
         added.append(new)
-    replaced += (kept[mac] for mac in kept.keys() - reservations.keys())
+    if only is None:  # (with `only`, `reservations` started as a copy of `kept`: every MAC is still there)
+        replaced += (kept[mac] for mac in kept.keys() - reservations.keys())
     reserved_ips = previous.reserved_ips
     if replaced or added:
         patched = dict(reserved_ips)

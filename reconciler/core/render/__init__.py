@@ -14,10 +14,10 @@ import dataclasses
 import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
-from reconciler.core import secrets, template
+from reconciler.core import places, secrets, template
 from reconciler.core.bootfiles import other_chain_macs, profile_secure_boot, uses_secure_boot
 from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
@@ -88,7 +88,7 @@ def _private_paths(state: DesiredState, held: NodeMemo | None) -> frozenset[str]
     else:
         before, _, counts, private = last
         touched: set[str] = set()
-        for was, node in [(was, node) for was, node in zip(before, nodes, strict=True) if was is not node]:
+        for was, node in [(before[i], nodes[i]) for i in places.moved(before, nodes)]:  # compared once (core.places)
             if (old := path(was)) is not None:
                 counts[old] -= 1
                 touched.add(old)
@@ -180,11 +180,29 @@ def render_generation(
         return _render_generation(state, report_secret, values, memo if memo is not None else reuse.in_use())
 
 
+def _by_name(listed: tuple[Node, ...], last: object) -> Sequence[Node]:
+    """`listed` sorted by name: `listed` itself when it is the last render's nodes (sorted) with
+    other objects in a few places that keep the order (issue 25: no sort of every node per commit;
+    the places were found by the boot check already, core.places). A tuple handed on is compared
+    by identity in the next commit's patch."""
+    before = last.listed if isinstance(last, patch.Last) else ()
+    if type(listed) is tuple and type(before) is tuple and before and len(before) == len(listed):
+        changed = places.moved(before, listed)
+        if len(changed) <= _SORTED_CHECKS and all(
+                (i == 0 or listed[i - 1].name <= listed[i].name)
+                and (i + 1 == len(listed) or listed[i].name <= listed[i + 1].name) for i in changed):
+            return listed  # every other neighbour pair is the last one's, which was in order
+    return tuple(sorted(listed, key=_NAME))
+
+
+_SORTED_CHECKS = 64  # changed places past this: sorted anyway (as cheap, and each check is Python)
+
+
 def _render_generation(
     state: DesiredState, report_secret: bytes | None, values: secrets.SecretValues, memo: NodeMemo | None
 ) -> RenderedFiles:
     site, revision = state.site, state.revision
-    nodes = sorted(state.nodes, key=_NAME)
+    nodes = _by_name(state.nodes, memo.previous if memo is not None else None)
     groups = sorted(state.groups, key=lambda g: g.id)
     profiles = dict(sorted(state.profiles.items()))
     files: dict[str, Entry] = {}
@@ -294,7 +312,7 @@ def _render_generation(
 
 
 def _rendered(
-    nodes: list[Node], render_node: Callable[[Node], Mapping[str, Entry]], memo: NodeMemo | None,
+    nodes: Sequence[Node], render_node: Callable[[Node], Mapping[str, Entry]], memo: NodeMemo | None,
     shared_of: Mapping[str, bytes | None] | None, secure: dict[str, NodeBoot],
 ) -> Iterator[tuple[Node, Mapping[str, Entry]]]:
     """The full loop's nodes with their entries, in order, walked by the walker the caller

@@ -45,6 +45,14 @@ class Since(NamedTuple):
     paths: Collection[str]
 
 
+class Copy(NamedTuple):
+    """A copy of one generation's entries made ahead for `RenderedFiles.patched` to fill (the
+    daemon's worker makes it while its child validates: daemon.resident). Used at most once."""
+
+    of: Mapping[str, Entry]  # the entries copied (the very dict)
+    entries: dict[str, Entry]
+
+
 class Changes(NamedTuple):
     """What a generation changed against an earlier one, as stored entries (`RenderedFiles.changed_since`)."""
 
@@ -173,11 +181,17 @@ class RenderedFiles(Mapping[str, bytes]):
                 changed.append(path)
         return Changes(tuple(changed), tuple(removed))  # in path order, as `entries` (sorted) has them
 
-    def patched(self, revision: str, changed: Mapping[str, Entry], removed: Iterable[str] = ()) -> RenderedFiles:
+    def copy_entries(self) -> Copy:
+        """A copy of the entries, for a `patched` of this generation to come (`Copy`)."""
+        return Copy(self.entries, dict(self.entries))
+
+    def patched(self, revision: str, changed: Mapping[str, Entry], removed: Iterable[str] = (),
+                copy: Copy | None = None) -> RenderedFiles:
         """The generation at `revision` made of this one's entries, `changed` put in and
         `removed` taken out (kept in sorted path order). `changed` holds stored entries of a
-        RenderedFiles stamped like this one (`changed_since`, then `raw`)."""
-        entries = dict(self.entries)
+        RenderedFiles stamped like this one (`changed_since`, then `raw`). `copy`: this one's
+        entries copied ahead (`copy_entries`), filled here instead of a copy made now."""
+        entries = copy.entries if copy is not None and copy.of is self.entries else dict(self.entries)
         added = False
         for path, entry in changed.items():
             added = added or path not in entries
@@ -209,10 +223,11 @@ class Delta(NamedTuple):
     removed: tuple[str, ...]
     full: bool  # entries are all of them: no earlier generation needed
 
-    def apply(self, previous: RenderedFiles | None) -> RenderedFiles:
-        """The generation: `previous` (the one `delta_from` was given) patched, or `entries` when full."""
+    def apply(self, previous: RenderedFiles | None, copy: Copy | None = None) -> RenderedFiles:
+        """The generation: `previous` (the one `delta_from` was given) patched, or `entries` when
+        full. `copy`: `previous`'s entries copied ahead (`RenderedFiles.copy_entries`)."""
         if self.full:
             return RenderedFiles(dict(self.entries), self.revision, self.sentinel, self.secret)
         if previous is None or previous.sentinel != self.sentinel or previous.secret != self.secret:
             raise ValueError("a partial delta applied to another generation than the one it was made from")
-        return previous.patched(self.revision, self.entries, self.removed)
+        return previous.patched(self.revision, self.entries, self.removed, copy)

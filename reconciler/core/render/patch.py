@@ -13,30 +13,32 @@ caller runs the full loop (it also names the node at which the bound is passed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.core.model import Node
+from reconciler.core.places import moved
 from reconciler.core.render.files import Entry, entry_size
 
 
 @dataclass(frozen=True)
 class Last:
-    """What a patch needs of the last generation; never mutated (`entries` is the generation's
-    own dict, copied before a patch)."""
+    """What a patch needs of the last generation. `entries` is the generation's own dict, never
+    mutated (copied before a patch); `nodes` and `sizes` are this Last's alone, and a patch
+    updates them in place for the Last it makes (the one before it is then dropped)."""
 
     sentinel: str
     site_key: bytes
     shared: Mapping[str, bytes | None]  # profile id -> its nodes' shared digest (None: not kept)
-    nodes: Mapping[str, Node]  # name -> the Node rendered
-    sizes: Mapping[str, int]  # name -> the size of its files
+    nodes: dict[str, Node]  # name -> the Node rendered
+    sizes: dict[str, int]  # name -> the size of its files
     paths: Mapping[str, tuple[str, ...]]  # name -> its files' paths
     others: frozenset[str]  # the paths of the files that are no node's own
     dhcp: tuple[object, Mapping[str, Entry]]  # what the DHCP configs were rendered from, and them
     entries: Mapping[str, Entry]  # the whole generation as stored, in path order
     node_bytes: int  # sum of `sizes`
     kept: tuple[int, int]  # the memo's entries and chunks once made: a memo cleared since is not patched
-    listed: tuple[Node, ...] = ()  # the nodes rendered, in order
+    listed: Sequence[Node] = ()  # the nodes rendered, in name order (the state's tuple itself when it was so)
 
 
 @dataclass
@@ -55,7 +57,7 @@ def dhcp_fields(node: Node) -> tuple[object, ...]:
 
 def patch(
     last: Last,
-    nodes: list[Node],
+    nodes: Sequence[Node],
     shared: Mapping[str, bytes | None],
     others: Mapping[str, Entry],
     render: Callable[[Node], Mapping[str, Entry]],
@@ -72,8 +74,9 @@ def patch(
     before = last.nodes.get
     if len(last.listed) == len(nodes) and len(same) == len(shared):
         # every profile as it was: the nodes in places holding other objects (issue 25: no lookup
-        # of each of 100,000 names; a node moved to another place is rendered again, the same)
-        changed = [node for node, was in zip(nodes, last.listed, strict=True) if node is not was]
+        # of each of 100,000 names; a node moved to another place is rendered again, the same;
+        # the state's tuple was compared with the last one already by the boot check: core.places)
+        changed = [nodes[i] for i in moved(last.listed, nodes)]
     else:
         changed = [node for node in nodes if before(node.name) is not node or node.profile not in same]
     if any(node.name not in last.nodes for node in changed):
@@ -87,16 +90,19 @@ def patch(
         node_bytes += sum(map(entry_size, files.values())) - last.sizes[node.name]
     if node_bytes + sum(map(entry_size, others.values())) > max_bytes:
         return None
+    dhcp = last.dhcp
+    if dhcp[0] != dhcp_key or any(dhcp_fields(node) != dhcp_fields(last.nodes[node.name]) for node in changed):
+        dhcp = (dhcp_key, render_dhcp())
+    # Nothing fails past here: `last`'s node and size dicts become the new Last's, updated in place
+    # (the memo holds only the Last this returns; a copy of each was ~0.4 ms at 10,000 nodes).
+    # The entries are copied: they are the last generation's, which is still served.
     entries = dict(last.entries)
     entries.update(others)
-    nodes_now, sizes = dict(last.nodes), dict(last.sizes)
+    nodes_now, sizes = last.nodes, last.sizes
     for node in changed:
         entries.update(own[node.name])
         nodes_now[node.name] = node
         sizes[node.name] = sum(map(entry_size, own[node.name].values()))
-    dhcp = last.dhcp
-    if dhcp[0] != dhcp_key or any(dhcp_fields(node) != dhcp_fields(last.nodes[node.name]) for node in changed):
-        dhcp = (dhcp_key, render_dhcp())
     entries.update(dhcp[1])
     touched = (*others, *dhcp[1], *(path for node in changed for path in own[node.name]))
     return Patched(entries, Last(last.sentinel, last.site_key, dict(shared), nodes_now, sizes, last.paths,
