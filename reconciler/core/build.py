@@ -60,7 +60,12 @@ _TEMPLATES = ("cloud-init", "keyring", "ignition", "generic")  # not parsed here
 def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = None) -> dict[str, Document]:
     """Every document of the snapshot parsed (`memo`: what an earlier validation parsed is reused
     for unchanged bytes; when the paths are the same as last time, only changed files are looked at)."""
-    docs = _parse_changed(snapshot.files, out, memo) if memo is not None else None
+    since = None
+    if memo is not None:
+        since, memo.since = memo.since, None
+        if since is not None and since[1] is not snapshot.files:
+            since = None  # said of another snapshot
+    docs = _parse_changed(snapshot.files, out, memo, since) if memo is not None else None
     if docs is None:
         docs = {}
         found: dict[str, tuple[Issue, ...]] = {}
@@ -72,7 +77,8 @@ def parse_all(snapshot: Snapshot, out: Findings, memo: ValidateMemo | None = Non
                 docs[path] = doc
         if memo is not None:
             memo.keep_only(snapshot.files)
-            memo.last_parse, memo.changed = (dict(snapshot.files), docs, found), None
+            kept = snapshot.files if since is not None else dict(snapshot.files)  # (`since`: unchanging)
+            memo.last_parse, memo.changed = (kept, docs, found), None
             memo.paths += 1
     if SITE_FILE not in snapshot.files:
         out.report("missing-site", Location(SITE_FILE), "netboot.yaml is required at the repository root")
@@ -122,17 +128,27 @@ def _parsed(files: Mapping[str, bytes], memo: ValidateMemo | None
         yield path, parsed
 
 
-def _parse_changed(files: Mapping[str, bytes], out: Findings, memo: ValidateMemo) -> dict[str, Document] | None:
+def _parse_changed(files: Mapping[str, bytes], out: Findings, memo: ValidateMemo,
+                   since: tuple[Mapping[str, bytes], Mapping[str, bytes], tuple[str, ...]] | None = None,
+                   ) -> dict[str, Document] | None:
     """`parse_all` of files whose paths are those of the memo's last snapshot: the last documents
     with the changed files' put in (issue 25: the loop over every path cost 0.39 s of a one-node
     commit to 100,000 nodes). None when the paths differ, or a file starts or stops giving a
-    document (its place in the documents' path order would change): every path is then parsed."""
+    document (its place in the documents' path order would change): every path is then parsed.
+    `since` (`ValidateMemo.since`), when made against the files parsed last: only its paths are
+    looked at, not every path (~1 ms at 10,000 nodes)."""
     if memo.last_parse is None:
         return None
     before, docs_before, found_before = memo.last_parse
-    if len(files) != len(before) or files.keys() != before.keys():
+    if since is not None and since[0] is before:
+        if any((path in files) != (path in before) for path in since[2]):
+            return None  # a path added or removed
+        changed = [path for path in since[2] if path in files
+                   and (content := files[path]) is not before[path] and content != before[path]]
+    elif len(files) != len(before) or files.keys() != before.keys():
         return None
-    changed = [path for path, content in files.items() if content is not before[path] and content != before[path]]
+    else:
+        changed = [path for path, content in files.items() if content is not before[path] and content != before[path]]
     docs, found = dict(docs_before), dict(found_before)
     parsed: list[str] = []
     for path in changed:
@@ -152,7 +168,7 @@ def _parse_changed(files: Mapping[str, bytes], out: Findings, memo: ValidateMemo
     for issues in found.values():
         out.extend(issues)
     memo.hits += len(docs) - len(parsed)
-    memo.last_parse, memo.changed = (dict(files), docs, found), parsed
+    memo.last_parse, memo.changed = (files if since is not None else dict(files), docs, found), parsed
     return docs
 
 

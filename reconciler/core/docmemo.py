@@ -12,7 +12,7 @@ unchanged file gives the same Node object every commit, so the render memo's ide
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from reconciler.core.model import CloudInitTemplate, Group, Issue, Node, Profile
 from reconciler.core.yamldoc import Document
@@ -93,7 +93,13 @@ class ValidateMemo:
         self.bmc = BmcMemo()
         # `core.build.parse_all`'s last outcome: the files, their documents, each file's findings
         # (non-empty only); and the paths whose documents it parsed anew (None: it parsed all)
-        self.last_parse: tuple[dict[str, bytes], dict[str, Document], dict[str, tuple[Issue, ...]]] | None = None
+        self.last_parse: tuple[Mapping[str, bytes], dict[str, Document], dict[str, tuple[Issue, ...]]] | None = None
+        # Set by a caller that knows what the next snapshot changed (the daemon's worker, from the
+        # daemon's delta: daemon.snapdelta), for the next `parse_all` only: the files of the
+        # snapshot before, those of the next one, and the only paths where the two may differ, in
+        # the next one's order (removed paths after). The caller also promises that neither
+        # mapping changes afterwards: `parse_all` then keeps the files without a copy.
+        self.since: tuple[Mapping[str, bytes], Mapping[str, bytes], tuple[str, ...]] | None = None
         self.changed: list[str] | None = None
         self.paths = 0  # counts the snapshots whose paths `parse_all` found new (not those of the last)
         # what `core.validate` made of the paths alone while `paths` was this count: (count, value)

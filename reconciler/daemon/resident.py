@@ -446,7 +446,10 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
             _, delta, whole, base, token = request
             _budget(limits.cpu_seconds)
             try:
+                before = held
                 held, wrong = _snapshot(held, delta, whole)
+                if parsed is not None:  # what changed, for the parse (core.docmemo: `since`)
+                    parsed.since = snapdelta.since(before, held, delta)
                 # The collector paused for the whole commit, sending included (validate and render
                 # pause it themselves, but the objects they made would be walked at the first
                 # pass after: ~0.7 s at 100,000 nodes), and the heap frozen once the result is

@@ -78,3 +78,14 @@ def differences(a: Snapshot, b: Snapshot) -> tuple[str, ...]:
     wrong += [f.name for f in dataclasses.fields(Snapshot)
               if f.name != "files" and getattr(a, f.name) != getattr(b, f.name)]
     return tuple(sorted(wrong))
+
+
+def since(before: Snapshot | None, after: Snapshot, delta: SnapshotDelta | None
+          ) -> tuple[Mapping[str, bytes], Mapping[str, bytes], tuple[str, ...]] | None:
+    """What the validation memo is told of `after`, the snapshot `delta` made of `before`
+    (`core.docmemo.ValidateMemo.since`): the only paths where their files may differ, so the
+    parse looks at those alone (None without a delta). Snapshots made here are never changed."""
+    if before is None or delta is None:
+        return None
+    return before.files, after.files, (*delta.changed, *delta.removed)
+

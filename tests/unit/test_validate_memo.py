@@ -16,6 +16,7 @@ from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.model import Node
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import Validation, validate
+from reconciler.daemon import snapdelta
 from tests.repo_builder import files as base_files
 from tests.unit.test_render_reuse import _apply, _Edit, edits
 
@@ -102,6 +103,28 @@ def test_validating_at_git_revisions_with_a_memo_equals_validating_from_scratch(
     """Revisions spelt like git's: templates naming the revision as a whole output are checked at
     the memo's stand-in and replayed at the next revision (core.bootcheck)."""
     _check_steps(steps, lambda number: hashlib.sha1(str(number).encode()).hexdigest())
+
+
+@settings(max_examples=40, deadline=None)
+@given(_STEPS)
+def test_validating_snapshots_rebuilt_from_deltas_told_what_changed_equals_from_scratch(steps: list[Step]) -> None:
+    """As the daemon's worker validates: each snapshot rebuilt from the last one and the daemon's
+    delta (daemon.snapdelta), the memo told which paths the delta names (`ValidateMemo.since`),
+    so the parse looks at those alone: edits, additions, deletions and renames as from scratch."""
+    files = base_files()
+    memo = ValidateMemo()
+    held: Snapshot | None = None
+    for number, (edit, fault) in enumerate(steps):
+        if edit is not None:
+            _apply(files, edit)
+        if fault is not None:
+            files[fault[0]] = fault[1].encode()
+        snapshot = Snapshot(f"rev{number}", dict(files))
+        delta = snapdelta.between(held, snapshot) if held is not None else None
+        rebuilt = snapdelta.apply(held, delta) if held is not None and delta is not None else snapshot
+        memo.since = snapdelta.since(held, rebuilt, delta)
+        assert outcome(validate(rebuilt, memo=memo)) == outcome(validate(snapshot))
+        held = rebuilt
 
 
 def _check_steps(steps: list[Step], revision: Callable[[int], str]) -> None:
