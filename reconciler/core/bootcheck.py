@@ -6,9 +6,10 @@ Called by `core.validate` after the cross references.
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets as _random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from reconciler.core import bootpass, lint, template
@@ -79,6 +80,12 @@ class BootPlanChecker:
         self.generation: dict[str, int | None] = {}  # by profile id: its memo generation (None: not kept)
         self.kept_generation: dict[str, int | None] = {}  # by profile id, for `check_node`'s first steps
         self.checked: set[str] = set()
+        # Names a replayed pass counts as checked in runs (core.bootpass), not put in `checked`
+        # yet: (names, start, end) each (`settled`); and with runs, the names that pass stepped
+        # through one by one (every other place was in a run), for `finish` (None: not so).
+        self.runs: list[tuple[Sequence[str], int, int]] = []
+        self.stepped: list[str] | None = None
+        self.after_finish = False  # this checker's pass follows one that reached `finish`
         self.listed = {a.path for a in assets} if assets is not None else None
         if memo is not None and memo.listed != self.listed:  # an asset-not-listed finding is in a trace
             memo.listed, memo.traces = self.listed, {}
@@ -119,6 +126,8 @@ class BootPlanChecker:
         index = None  # the last pass (core.bootpass), valid while nothing else changed the memo
         if memo is not None:
             index, memo.index = memo.index, None
+            self.after_finish = not memo.unfinished  # (False: the last pass ended before its `finish`)
+            memo.unfinished = True
         walk = fanout.walker()
         if walk is not fanout.one_by_one and (memo is None or not memo.kept):
             self._walk(walk, list(nodes), cloud_init)
@@ -475,11 +484,31 @@ class BootPlanChecker:
         self.generation[profile.id] = generation
         return generation
 
+    def settled(self) -> set[str]:
+        """`checked`, the names of the replayed runs put in."""
+        for names, start, end in self.runs:
+            self.checked.update(itertools.islice(names, start, end))
+        self.runs.clear()
+        return self.checked
+
     def finish(self) -> None:
         """Forget the kept renders of nodes this validation did not keep (gone, or changed kind)."""
-        if self.memo is not None:
-            for name in self.memo.kept.keys() - self.checked:
-                del self.memo.kept[name]
+        memo = self.memo
+        if memo is None:
+            return
+        if self.runs and self.stepped is not None and self.after_finish:
+            # A pass replayed in runs over the last finished pass's names, in their places: the
+            # memo keeps none but those (that finish forgot the others), and every one of them
+            # outside a run was stepped through: only those can be unchecked (issue 25: no set
+            # of every name, nor a difference with it, per commit).
+            kept, checked = memo.kept, self.checked
+            for name in self.stepped:
+                if name in kept and name not in checked:
+                    del kept[name]
+        else:
+            for name in memo.kept.keys() - self.settled():
+                del memo.kept[name]
+        memo.unfinished = False
 
     def _uses_token(self, profile: Profile, cloud_init: Mapping[str, CloudInitTemplate]) -> bool:
         """Whether a template of `profile` (boot values, its cloud-init) names `report_token`."""

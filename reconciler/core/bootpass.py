@@ -134,6 +134,7 @@ def build(checker: BootPlanChecker, nodes: Sequence[Node], cloud_init: Mapping[s
     if memo is None:
         return None
     counts["built"] += 1
+    checker.settled()  # `_kind` asks `checked` of every node: the replayed runs' names put in
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         return None
@@ -232,7 +233,7 @@ def replay(checker: BootPlanChecker, nodes: Sequence[Node], index: PassIndex | N
             or index.stand_in != checker.stand_in or len(nodes) != len(index.nodes):
         return False, None
     if checker.linted_args or checker.linted_user_data or checker.linted_args_at_stand_in \
-            or checker.linted_user_data_at_stand_in or checker.clean_user_data or checker.checked \
+            or checker.linted_user_data_at_stand_in or checker.clean_user_data or checker.checked or checker.runs \
             or checker.rendered_bytes or checker.too_large:
         return False, None  # not a fresh checker
     revision = checker.revision
@@ -269,7 +270,8 @@ def replay(checker: BootPlanChecker, nodes: Sequence[Node], index: PassIndex | N
     replayed += _add_run(checker, index, start, len(nodes))
     memo.hits += replayed
     memo.replayed += replayed
-    index.nodes, index.visited = list(nodes), visited
+    index.nodes, index.visited = tuple(nodes), visited  # (the tuple itself: compared by identity, core.places)
+    checker.stepped = [names[i] for i in visited]
     return True, index
 
 
@@ -278,7 +280,7 @@ def _add_run(checker: BootPlanChecker, index: PassIndex, start: int, end: int) -
     their order; how many they are."""
     if start >= end:
         return 0
-    checker.checked.update(itertools.islice(index.names, start, end))
+    checker.runs.append((index.names, start, end))  # put in `checked` only when asked (`settled`)
     checker.linted_args_at_stand_in.update(itertools.islice(index.s_args, index.s_args_at[start], index.s_args_at[end]))
     checker.linted_user_data_at_stand_in.update(
         itertools.islice(index.s_user_data, index.s_user_data_at[start], index.s_user_data_at[end]))

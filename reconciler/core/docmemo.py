@@ -43,6 +43,7 @@ class BootMemo:
         self.hits = 0
         self.replayed = 0
         self.index: object = None  # the last pass over the nodes (`core.bootpass`), while nothing else changed these
+        self.unfinished = False  # a pass began and has not reached `finish` (core.bootcheck)
 
 
 class CrossMemo:
@@ -108,6 +109,10 @@ class ValidateMemo:
         # `core.build.nodes`' last outcome: its nodes, each one's place among them by name, each
         # node file's findings (non-empty only), and how many node files each name has
         self.last_nodes: tuple[list[Node], dict[str, int], dict[str, tuple[Issue, ...]], dict[str, int]] | None = None
+        # `core.validate`'s last node tuples: in build order and sorted by name; and the count of
+        # the sorted nodes by (site, profile) (None while it is being updated)
+        self.by_name: tuple[tuple[Node, ...], tuple[Node, ...]] | None = None
+        self.at_site: tuple[tuple[Node, ...], dict[tuple[str, str], int]] | None = None
         self.hits = 0
         self.misses = 0
 
@@ -146,3 +151,4 @@ class ValidateMemo:
         if not paths:
             self.boot, self.crossref, self.bmc = {}, CrossMemo(), BmcMemo()
             self.last_parse, self.changed, self.last_nodes = None, None, None
+            self.by_name = self.at_site = None

@@ -10,15 +10,17 @@ whatever earlier ones could build, so one pass reports as much as it can. Codes 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import gc
 import operator
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
-from reconciler.core import bmcinherit, build, crossref, secrets, securecheck, sites, template
+from reconciler.core import bmcinherit, build, crossref, places, secrets, securecheck, sites, template
 from reconciler.core.bootcheck import BootPlanChecker
 from reconciler.core.collect import Findings
 from reconciler.core.docmemo import BootMemo, ValidateMemo
@@ -26,7 +28,7 @@ from reconciler.core.ignition import check_references, read_templates
 from reconciler.core.lint.static_seed import lint_static_seed
 from reconciler.core.locate import Locator
 from reconciler.core.machines import nodes_of_groups
-from reconciler.core.model import DesiredState, Issue
+from reconciler.core.model import DesiredState, Issue, Node
 from reconciler.core.snapshot import ASSETS_FILE, SECRETS_FILE, SITE_FILE, Snapshot, kind_of
 
 
@@ -146,7 +148,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     crossref.check_nodes(listed, known_profiles, by_name, where, out, memo.crossref if memo is not None else None)
     used_secrets = secrets.check_references(secrets_file, profiles, cloud_init, where, out,
                                             failed=secrets_file is None and SECRETS_FILE in snapshot.files)
-    by_name_nodes = tuple(sorted(nodes, key=_NAME))  # the state's nodes, this very tuple (core.places)
+    by_name_nodes = _sorted_by_name(listed, memo)  # the state's nodes, this very tuple (core.places)
     if by_name:
         for site in by_name.values():
             crossref.check_subnets(site, out)
@@ -158,7 +160,7 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
                                           secrets.placeholders(names).values,
                                           memo.boot.setdefault(name, BootMemo()) if memo is not None else None)
                     for name, site in by_name.items()}
-        at_site = {(n.site or sites.IMPLICIT, n.profile) for n in nodes}  # (sites.site_of), one pass over the nodes
+        at_site = _at_site(by_name_nodes, memo)  # (sites.site_of)
         if len(checkers) == 1:  # each node its site's: (sites.site_of, inlined) one site's nodes in turn
             (only, checker), = checkers.items()
             checker.check_nodes(by_name_nodes if all(at == only for at, _ in at_site) else
@@ -200,3 +202,58 @@ def _validate(snapshot: Snapshot, decrypt: secrets.Decrypter | None, memo: Valid
     if not site_names:
         return Validation(state, issues, {sites.IMPLICIT: state})
     return Validation(None, issues, sites.split(state, by_name))
+
+
+_SHORTCUT_PLACES = 64  # places changed past this: the nodes sorted and counted whole (as cheap)
+
+
+def _sorted_by_name(listed: tuple[Node, ...], memo: ValidateMemo | None) -> tuple[Node, ...]:
+    """`listed` sorted by name (stable). With `memo`: when `listed` is the last validation's
+    build-order tuple with nodes of the same names in a few places, the last sorted tuple with
+    those put in theirs (found by bisection), not a sort of every node (issue 25)."""
+    last = memo.by_name if memo is not None else None
+    out: tuple[Node, ...] | None = None
+    if last is not None and len(last[0]) == len(listed):
+        before, ordered = last
+        changed = places.moved(before, listed)  # crossref's two checks compared these already
+        if len(changed) <= _SHORTCUT_PLACES:
+            patched = list(ordered)
+            for i in changed:
+                name = listed[i].name
+                j = bisect.bisect_left(ordered, name, key=_NAME)
+                # the same name in the same place, and only once: its sorted place is the old one's
+                if before[i].name != name or j == len(ordered) or ordered[j] is not before[i] \
+                        or (j + 1 < len(ordered) and ordered[j + 1].name == name):
+                    break
+                patched[j] = listed[i]
+            else:
+                out = tuple(patched)
+    if out is None:
+        out = tuple(sorted(listed, key=_NAME))
+    if memo is not None:
+        memo.by_name = (listed, out)
+    return out
+
+
+def _at_site(nodes: tuple[Node, ...], memo: ValidateMemo | None) -> set[tuple[str, str]]:
+    """The (site, profile) pairs of `nodes`; with `memo`, counted from the last validation's
+    sorted nodes by the places that hold other objects (issue 25: no pass over every node)."""
+    last = memo.at_site if memo is not None else None
+    if memo is not None:
+        memo.at_site = None  # until the count is that of `nodes`
+    if last is not None and len(last[0]) == len(nodes) and len(changed := places.moved(last[0], nodes)) \
+            <= _SHORTCUT_PLACES:
+        before, counts = last
+        for i in changed:
+            was, now = (before[i].site or sites.IMPLICIT, before[i].profile), (nodes[i].site or sites.IMPLICIT,
+                                                                             nodes[i].profile)
+            if was != now:
+                counts[was] -= 1
+                counts[now] = counts.get(now, 0) + 1
+                if not counts[was]:
+                    del counts[was]
+    else:
+        counts = dict(Counter((n.site or sites.IMPLICIT, n.profile) for n in nodes))
+    if memo is not None:
+        memo.at_site = (nodes, counts)
+    return set(counts)

@@ -15,6 +15,8 @@ old one (paths added or removed, or a source that reorders).
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,6 +42,11 @@ class SnapshotDelta:
 def between(before: Snapshot, after: Snapshot) -> SnapshotDelta:
     """What a process holding `before` needs to rebuild `after` (`apply`)."""
     old, new = before.files, after.files
+    paths = list(new)
+    if paths == list(old):  # the same paths in the same order (most commits): file by file, in C
+        olds, news = list(old.values()), list(new.values())
+        differ = itertools.compress(itertools.count(), map(operator.is_not, olds, news))
+        return _delta(before, after, {paths[i]: news[i] for i in differ if olds[i] != news[i]}, (), None)
     missing = object()
     changed = {p: data for p, data in new.items()
                if (was := old.get(p, missing)) is not data and was != data}
@@ -48,10 +55,14 @@ def between(before: Snapshot, after: Snapshot) -> SnapshotDelta:
     if len(old) != len(new) - len(added):
         removed = tuple(p for p in old if p not in new)
     order: tuple[str, ...] | None = None
-    if added or removed or list(old) != list(new):
-        expected = [p for p in old if p not in removed] if removed else list(old)
-        if list(new) != expected + added:
-            order = tuple(new)
+    expected = [p for p in old if p not in removed] if removed else list(old)
+    if paths != expected + added:
+        order = tuple(new)
+    return _delta(before, after, changed, removed, order)
+
+
+def _delta(before: Snapshot, after: Snapshot, changed: dict[str, bytes], removed: tuple[str, ...],
+           order: tuple[str, ...] | None) -> SnapshotDelta:
     return SnapshotDelta(before.revision, after.revision, changed, removed, order, tuple(after.refused),
                          tuple(after.unread), after.origin, dict(after.extra))
 
