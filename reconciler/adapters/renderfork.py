@@ -109,6 +109,10 @@ def walk(
             total += size(result)
             if total > max_bytes:
                 break
+        else:
+            # This process would wait for the child's share now: what the caller needs after the
+            # loop and not of it (the DHCP configs) is done here meanwhile (`fanout.meanwhile`).
+            fanout.run_meanwhile()
         for i, node in enumerate(nodes):
             if i in theirs_set:
                 got = child.take(i)

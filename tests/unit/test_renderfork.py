@@ -316,3 +316,29 @@ def test_a_forked_render_spends_the_commits_template_budget_once(monkeypatch: py
         failed.append([(i.code, re.sub(r"n00\d\d", "n00..", f"{i.file}:{i.line}: {i.message}"))
                        for i in raised.value.findings])
     assert failed[0] == failed[1] and "used up its CPU time" in str(failed[0]), failed
+
+
+def test_work_needed_after_the_loop_is_done_here_while_the_child_renders_its_failure_raised_after() -> None:
+    """`fanout.meanwhile` (the render's DHCP configs): a forked walk does it in this process once
+    its own share is rendered; one by one it waits for the caller; its exception is the caller's
+    when it asks, after the loop's (the order one process gives)."""
+    done: list[tuple[int, int]] = []
+    seen: list[str] = []
+
+    def work() -> str:
+        done.append((os.getpid(), len(seen)))
+        raise ValueError("the configs")
+
+    with fanout.meanwhile(work) as forked:
+        for node, _ in _walk(_nodes(40), lambda n: n.name):
+            seen.append(node.name)
+    assert done == [(os.getpid(), 0)]  # before the loop had its first node: while the child rendered
+    with pytest.raises(ValueError, match="the configs"):
+        forked.result()
+    done.clear()
+    with fanout.meanwhile(work) as alone:
+        list(_walk(_nodes(40), lambda n: n.name, minimum=41))
+    assert done == []
+    with pytest.raises(ValueError, match="the configs"):
+        alone.result()
+    assert len(done) == 1

@@ -285,14 +285,15 @@ def _render_generation(
     total = sum(map(len, files.values()))
     sizes: dict[str, int] = {}
     paths: dict[str, tuple[str, ...]] = {}
-    for node, own in _rendered(nodes, render_node, memo, shared_of if sentinel is not None else None, secure):
-        size = sizes[node.name] = sum(map(entry_size, own.values()))
-        paths[node.name] = tuple(own)
-        total += size
-        if total > template.MAX_GENERATION_BYTES:
-            finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
-            raise InvalidRevision(finding.message, (finding,))
-        files.update(own)
+    with fanout.meanwhile(render_dhcp) as dhcp_configs:  # while a forked child renders its share
+        for node, own in _rendered(nodes, render_node, memo, shared_of if sentinel is not None else None, secure):
+            size = sizes[node.name] = sum(map(entry_size, own.values()))
+            paths[node.name] = tuple(own)
+            total += size
+            if total > template.MAX_GENERATION_BYTES:
+                finding = issue("generation-too-large", node.source, template.generation_too_large(node.name))
+                raise InvalidRevision(finding.message, (finding,))
+            files.update(own)
     if memo is not None:
         names = {node.name for node in nodes}
         for gone in memo.entries.keys() - names:
@@ -301,7 +302,7 @@ def _render_generation(
             del memo.last[gone]
     if secure_boot:
         files.update(grub.secure_boot_files(site, [secure[n.name] for n in nodes if n.name in secure], revision))
-    dhcp = render_dhcp()
+    dhcp = dhcp_configs.result()
     files.update(dhcp)
     entries = {path: files[path] for path in sorted(files)}
     if memo is not None and sentinel is not None:

@@ -10,6 +10,12 @@ by the `validate`, `render` and `diff` commands around their validation (`using`
 the nodes go here one by one. A walker must give what this one gives: the same results in order,
 the same first exception, and `adopt`ed side effects, with this process's renders and adoptions
 in node order.
+
+`meanwhile(work)`: work the caller needs after the loop and that does not depend on it (the
+render's DHCP configs, ~1.2 s at 100,000 nodes); a walker that forks does it in this process once
+its own share is rendered, while it waits for the child's (`run_meanwhile`), else it is done when
+the caller asks for it (`Meanwhile.result`), after the loop as before. Its exception is raised
+there too, after any of the loop's.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 K = TypeVar("K")  # what is walked: a Node (the render, the boot check), a path (the parse)
@@ -71,3 +77,47 @@ def using(walker: Walker) -> Iterator[None]:
 
 def walker() -> Walker:
     return _WALKER.get()
+
+
+class Meanwhile(Generic[T]):
+    """`work` done at most once: by a walker (`run_meanwhile`) or when its result is asked for."""
+
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._work = work
+        self._done: tuple[T] | BaseException | None = None
+
+    def run(self) -> None:
+        if self._done is None:
+            try:
+                self._done = (self._work(),)
+            except Exception as exc:  # raised when the caller asks for the result, as it would have been
+                self._done = exc
+
+    def result(self) -> T:
+        self.run()
+        done = self._done
+        if isinstance(done, BaseException):
+            raise done
+        assert done is not None
+        return done[0]
+
+
+_MEANWHILE: contextvars.ContextVar[Meanwhile[Any] | None] = contextvars.ContextVar("render_meanwhile", default=None)
+
+
+@contextlib.contextmanager
+def meanwhile(work: Callable[[], T]) -> Iterator[Meanwhile[T]]:
+    """Full render loops in this block may do `work` while a child renders (module docstring)."""
+    pending = Meanwhile(work)
+    token = _MEANWHILE.set(pending)
+    try:
+        yield pending
+    finally:
+        _MEANWHILE.reset(token)
+
+
+def run_meanwhile() -> None:
+    """For a walker that forks: do the enclosing `meanwhile` work now (this process would wait)."""
+    pending = _MEANWHILE.get()
+    if pending is not None:
+        pending.run()
