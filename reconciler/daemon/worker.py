@@ -207,13 +207,39 @@ CODE = _code_digest()  # once per process: in the forkserver (preloaded), before
 # In pieces: one pickle of the whole memo kept a table of every object written until its end (at
 # stop, +20-27 MB over the worker's peak at 20,000 nodes; +1-3 in pieces). A file that does not
 # start with the line (the single pickle written before it) is not read: every node is rendered.
-MEMO_MAGIC = b"netboot-reconcile render-memo 2\n"
+# Last, the SHA-256 of everything before it: the memo's bytes are served as they are read, so a
+# file changed on disk (a flipped bit) is not used, and whatever its pickles raise is caught.
+MEMO_MAGIC = b"netboot-reconcile render-memo 3\n"
 MEMO_CHUNK = 1000
+
+
+class _Hashed:
+    """A memo file read or written through SHA-256 (the file's trailer); no `peek` or `readinto`,
+    so the unpickler reads exactly what it consumes and all of it is hashed."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return int(self.fh.write(data))
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.fh.read(size)
+        self.sha.update(data)
+        return data
+
+    def readline(self) -> bytes:
+        data: bytes = self.fh.readline()
+        self.sha.update(data)
+        return data
 
 
 def _load_memo(path: Path) -> NodeMemo:
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as raw:
+            fh = _Hashed(raw)
             if fh.read(len(MEMO_MAGIC)) != MEMO_MAGIC:
                 return NodeMemo(code=CODE)  # another format (an older release's): render every node
             code, sentinel, nodes, chunks = pickle.load(fh)  # noqa: S301 (our own file, in the daemon's state directory)
@@ -228,8 +254,10 @@ def _load_memo(path: Path) -> NodeMemo:
                         raise ValueError("a memo piece that is not a non-empty dict")
                     table.update(piece)
                     read += len(piece)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError):
-        return NodeMemo(code=CODE)  # none yet, torn, or from another version: render every node
+            if raw.read() != fh.sha.digest():
+                return NodeMemo(code=CODE)  # changed on disk since it was written
+    except Exception:  # none yet, torn, changed on disk (any error its pickles raise): render every node
+        return NodeMemo(code=CODE)
     return memo
 
 
@@ -241,7 +269,8 @@ def _save_memo(path: Path, memo: NodeMemo) -> None:
     names = memo.storable()
     with contextlib.suppress(OSError):  # entries are keyed by their inputs: an older memo is still right
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as raw:
+            fh = _Hashed(raw)
             fh.write(MEMO_MAGIC)
             pickle.dump((memo.code, memo.sentinel, len(names), len(memo.chunks)), fh, pickle.HIGHEST_PROTOCOL)
             for i in range(0, len(names), MEMO_CHUNK):
@@ -250,6 +279,7 @@ def _save_memo(path: Path, memo: NodeMemo) -> None:
             chunks = iter(memo.chunks.items())
             while part := dict(itertools.islice(chunks, MEMO_CHUNK * 3)):
                 pickle.dump(part, fh, pickle.HIGHEST_PROTOCOL)
+            raw.write(fh.sha.digest())
         os.replace(tmp, path)
 
 

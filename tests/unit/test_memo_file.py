@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,9 @@ def test_the_memo_is_written_in_pieces_of_at_most_memo_chunk_nodes(tmp_path: Pat
         code, sentinel, nodes, chunks = pickle.load(fh)
         assert (code, sentinel, nodes, chunks) == (worker.CODE, memo.sentinel, len(state.nodes), len(memo.chunks))
         pieces = []
-        while fh.peek(1):
+        while len(fh.peek(len(worker.MEMO_MAGIC) + 32)) > 32:  # the trailer: 32 bytes of SHA-256
             pieces.append(pickle.load(fh))
+        assert len(fh.read()) == 32
     node_pieces, chunk_pieces = pieces[:-(-nodes // 2)], pieces[-(-nodes // 2):]
     assert all(len(piece) <= 2 for piece in node_pieces)
     assert all(len(piece) <= 6 for piece in chunk_pieces)
@@ -103,3 +105,27 @@ def test_a_torn_or_foreign_memo_file_is_ignored(tmp_path: Path) -> None:
     other = NodeMemo(sentinel=memo.sentinel, entries=dict(memo.entries), code="an older release", chunks=memo.chunks)
     worker._save_memo(path, other)
     assert not worker._load_memo(path).entries  # made by other code
+
+
+def test_a_memo_file_changed_on_disk_is_ignored_whatever_byte_changed(tmp_path: Path) -> None:
+    """The memo's bytes are served as read: a file changed after it was written (a flipped bit) must
+    not be used, and whatever its pickles then raise (a reviewer's flips raised OverflowError and
+    MemoryError, which killed every fresh worker at its start: every commit refused until the file
+    was deleted) leaves an empty memo. Before the trailer, most flips loaded a memo (altered bytes)."""
+    state = example_state()
+    memo = rendered_memo(state)
+    path = tmp_path / "render-memo"
+    worker._save_memo(path, memo)
+    whole = path.read_bytes()
+    assert worker._load_memo(path).entries == memo.entries
+    flipped = tmp_path / "flipped"
+    rng = random.Random(25)
+    offsets = sorted({*rng.sample(range(len(whole)), min(1500, len(whole))), 0, len(whole) - 1})
+    for offset in offsets:
+        changed = bytearray(whole)
+        changed[offset] ^= 1 << rng.randrange(8)
+        flipped.write_bytes(changed)
+        loaded = worker._load_memo(flipped)
+        assert not loaded.entries and not loaded.chunks, offset
+    flipped.write_bytes(whole + b"x")
+    assert not worker._load_memo(flipped).entries
