@@ -19,14 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 
 from reconciler.core.bootfiles import profile_secure_boot
 from reconciler.core.model import DesiredState, Node
 from reconciler.core.outcomes import Target
 
+_ID = b"instance-id:"
+# What str.splitlines splits at or str.strip strips besides b"\n" and the space, in ASCII.
+_ODD = re.compile(rb"[\r\x0b\x0c\x1c-\x1f\t]")
+_ENCODE = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True), made once
+
 
 def _instance_id(meta: bytes | None) -> str:
+    if meta is not None and meta.startswith(_ID):  # the renderer's seed: its first line, plain ASCII
+        end = meta.find(b"\n")
+        first = meta[len(_ID):end] if end >= 0 else meta[len(_ID):]
+        if first.isascii() and not _ODD.search(first):
+            return first.decode().strip(" ")
     for line in (meta or b"").decode(errors="replace").splitlines():
         if line.startswith("instance-id:"):
             return line.split(":", 1)[1].strip()
@@ -43,7 +54,7 @@ def plan_digest(files: Mapping[str, bytes], node: Node, revision: str, install_o
     parts: list[object] = [boot, seed, node.profile, install_once, node.reinstall]
     if secure_boot:
         parts.append("chain:shim+grub")
-    text = json.dumps(parts, sort_keys=True)
+    text = _ENCODE(parts)
     if revision:
         text = text.replace(revision, "")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
