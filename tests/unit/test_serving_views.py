@@ -127,3 +127,28 @@ def test_views_patched_with_the_changed_nodes_equal_the_views_built_whole(
         assert list(index.by_ip.items()) == list(whole.by_ip.items())
         plan, built = served.dhcp_plan, plan_dhcp(state)
         assert plan == built and list(plan.reservations.items()) == list(built.reservations.items())
+
+
+def test_a_node_leaving_and_taking_back_a_profile_with_secrets_moves_its_user_data_in_the_private_paths() -> None:
+    """The boot index patched with one changed node (`Generation.warm`): the node's user-data path
+    leaves the private paths when its new profile's template names no secret, and comes back."""
+    files = dict(example_snapshot("0" * 40).files)
+    holder = GenerationHolder()
+    before = validate(Snapshot("1" * 40, dict(files))).state
+    assert before is not None
+    holder.swap(Generation(before.revision, before, {}))
+    path = "cloud-init/52:54:00:aa:bb:01/user-data"
+    assert path in holder.current().boot_index.private  # type: ignore[union-attr]
+    for n, profile in enumerate(("local-disk", "ubuntu-2204-install"), start=2):
+        files["nodes/node-1.yaml"] = files["nodes/node-1.yaml"].replace(
+            b"profile: ubuntu-2204-install" if profile == "local-disk" else b"profile: local-disk",
+            f"profile: {profile}".encode())
+        state = validate(Snapshot(f"{n:040x}", dict(files))).state
+        assert state is not None
+        changed = _changed(before, state)
+        assert changed is not None and [b.name for b, _ in changed] == ["node-1"]
+        holder.swap(Generation(state.revision, state, {}), changed)
+        served = holder.current()
+        assert served is not None and served.boot_index == BootIndex.build(state)
+        assert (path in served.boot_index.private) == (profile != "local-disk")
+        before = state
