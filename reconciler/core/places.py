@@ -36,6 +36,13 @@ def moved(before: Sequence[Any], after: Sequence[Any]) -> tuple[int, ...]:
         if was is before and now is after:
             return places
     found = tuple(itertools.compress(itertools.count(), map(operator.is_not, before, after)))
-    if type(before) is tuple and type(after) is tuple:
-        _memory.last = ((before, after, found), *last[:_KEPT - 1])
+    note(before, after, found)
     return found
+
+
+def note(before: Sequence[Any], after: Sequence[Any], places: tuple[int, ...]) -> None:
+    """Remember that `after` holds other objects than `before` at `places` (in order) and the same
+    ones elsewhere, as made by the caller (validation's sort, patched: core.validate): the next
+    `moved` of the pair needs no pass. Tuples only."""
+    if type(before) is tuple and type(after) is tuple:
+        _memory.last = ((before, after, places), *_memory.last[:_KEPT - 1])

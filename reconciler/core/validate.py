@@ -218,6 +218,7 @@ def _sorted_by_name(listed: tuple[Node, ...], memo: ValidateMemo | None) -> tupl
         changed = places.moved(before, listed)  # crossref's two checks compared these already
         if len(changed) <= _SHORTCUT_PLACES:
             patched = list(ordered)
+            at: list[int] = []
             for i in changed:
                 name = listed[i].name
                 j = bisect.bisect_left(ordered, name, key=_NAME)
@@ -226,8 +227,10 @@ def _sorted_by_name(listed: tuple[Node, ...], memo: ValidateMemo | None) -> tupl
                         or (j + 1 < len(ordered) and ordered[j + 1].name == name):
                     break
                 patched[j] = listed[i]
+                at.append(j)
             else:
                 out = tuple(patched)
+                places.note(ordered, out, tuple(sorted(at)))  # the boot check, render and worker compare these
     if out is None:
         out = tuple(sorted(listed, key=_NAME))
     if memo is not None:
