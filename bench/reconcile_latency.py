@@ -183,6 +183,12 @@ name; validation's sort and (site, profile) count patched; the parent's entries 
 child works, RenderedFiles.copy_entries):
     de626be   1,000 ready 0.016, 0.022   10,000 ready 0.068, 0.057   10k/1k 4.3, 2.5
     9242b0b   1,000 ready 0.021, 0.014   10,000 ready 0.046, 0.049   10k/1k 2.2, 3.4
+Three more rounds (13:15-13:21, load average 3-5), de626be against 226e6d5 (also: the sort's
+places noted, the boot index's private paths copied only when one comes or goes):
+    de626be   1,000 ready 0.014, 0.021, 0.017   10,000 ready 0.036, 0.055, 0.039   10k/1k 2.6, 2.7, 2.3
+    226e6d5   1,000 ready 0.019, 0.026, 0.013   10,000 ready 0.029, 0.022, 0.024   10k/1k 1.5, 0.8, 1.8
+Over the five rounds the medians are 1,000 0.017 and 10,000 0.055 s before (10k/1k 3.2), 0.019 and
+0.029 s after (1.5; the last three alone 0.019 and 0.024, 1.3).
 At that load the 1,000-node p50 (~15-20 ms, most of it git, inotify and this bench's polling)
 moves by a third from run to run, so the ratio is judged in CPU: one-node commits through the
 worker's code in one process (the parent's Worker and the child's `_serve` over a real pipe, then
