@@ -111,8 +111,10 @@ def walk(
                 break
         else:
             # This process would wait for the child's share now: what the caller needs after the
-            # loop and not of it (the DHCP configs) is done here meanwhile (`fanout.meanwhile`).
-            fanout.run_meanwhile()
+            # loop and not of it (the DHCP configs) is done here meanwhile (`fanout.meanwhile`),
+            # not charged to the templates' budget (one process does it after the last template).
+            with template.outside_budget():
+                fanout.run_meanwhile()
         for i, node in enumerate(nodes):
             if i in theirs_set:
                 got = child.take(i)

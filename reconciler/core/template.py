@@ -175,6 +175,21 @@ def charge(seconds: float) -> None:
         _COMMIT_DEADLINE.set(deadline - seconds)  # `commit_budget`'s reset undoes it with its own
 
 
+@contextlib.contextmanager
+def outside_budget() -> Iterator[None]:
+    """CPU spent in this block is not the commit's templates' and moves the enclosing
+    `commit_budget`'s deadline by as much: the DHCP configs a forked render makes while it waits
+    for its child (`adapters.renderfork`), which one process makes after the last template was
+    checked against the budget (or a commit would pass in one process and fail forked)."""
+    started = time.thread_time()
+    try:
+        yield
+    finally:
+        deadline = _COMMIT_DEADLINE.get()
+        if deadline is not None:
+            _COMMIT_DEADLINE.set(deadline + time.thread_time() - started)
+
+
 _COMMIT_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("commit_deadline", default=None)
 
 

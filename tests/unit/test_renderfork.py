@@ -318,6 +318,43 @@ def test_a_forked_render_spends_the_commits_template_budget_once(monkeypatch: py
     assert failed[0] == failed[1] and "used up its CPU time" in str(failed[0]), failed
 
 
+def test_the_dhcp_configs_made_while_the_child_renders_are_not_charged_to_the_template_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked render makes the DHCP configs while it waits for its child (`fanout.meanwhile`);
+    one process makes them after the loop, where no template is checked against the budget any
+    more. Charged, they made a commit whose templates fit the budget pass in one process and
+    fail forked (found by review). The configs are slowed here to stand for a large site's
+    (~1.2 s of CPU at 100,000 nodes): they take as long as the templates, which take 1/1.4 of
+    the budget."""
+    from tests.unit.test_validatefork import _slow_repository
+
+    state = validate(_slow_repository()).state
+    assert state is not None
+    render_generation(state, b"k")  # templates compiled, caches warm
+    started = time.thread_time()
+    render_generation(state, b"k")
+    spent = time.thread_time() - started
+    real = render_module.dhcpd.render
+
+    def slow_dhcpd(*args: object, **kwargs: object) -> bytes:
+        until = time.thread_time() + spent
+        while time.thread_time() < until:
+            pass
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render_module.dhcpd, "render", slow_dhcpd)
+    monkeypatch.setattr(template, "COMMIT_CPU_SECONDS", 1.4 * spent)
+    monkeypatch.setattr(template, "NODE_CPU_SECONDS", 0.0)
+    forked_before = renderfork.counts["forked"]
+    expected = None
+    for walker in (fanout.one_by_one, FORKING):
+        with fanout.using(walker):
+            files = dict(render_generation(state, b"k"))
+        assert expected is None or files == expected
+        expected = files
+    assert renderfork.counts["forked"] - forked_before >= 40  # the child rendered its half
+
+
 def test_work_needed_after_the_loop_is_done_here_while_the_child_renders_its_failure_raised_after() -> None:
     """`fanout.meanwhile` (the render's DHCP configs): a forked walk does it in this process once
     its own share is rendered; one by one it waits for the caller; its exception is the caller's
