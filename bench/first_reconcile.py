@@ -55,15 +55,16 @@ change): served after 31.3 and 32.0 s by /status, a node's iPXE script naming th
 peer-check 0.8, activate 1.0, then after.targets 1.8 and after.record 0.6 before /status names it.
 Peak RSS 989 + 1,405 = 2,394 MB. Five and three one-node commits: p50 0.474 and 0.478 s after the
 commit existed, 0.69 s after `git commit` started. The peer `validate`: 9.7 and 10.5 s (15.0 at 18de736).
-Measured 2026-12-07 13:44 (load ~2: the lead's unit tests beside it; --commits 5) and 13:50 (idle,
---commits 0), main at b193a49 (the worker makes the plan digests, dhcpd -t runs on the config sent
-ahead, the DHCP configs render while the forked child renders): served after 30.6 and 30.0 s by
+Measured 2026-12-07 13:44 (load ~2: the lead's unit tests beside it; --commits 5) and 13:50 (idle
+but for its peer `validate`; --commits 0), main at b193a49 (the worker makes the plan digests,
+dhcpd -t runs on the config sent ahead, the DHCP configs render while the forked child renders):
+served after 30.6 and 30.0 s by
 /status, the iPXE script naming the commit after 29.1 and 28.5 s; the daemon's steps end ("applied")
 at 28.3 and 27.7 s, so ~1.2 s from the process's start to its first step is left before it; snapshot
 1.27, worker.validate 8.5, worker.render 14.1-14.4, worker.send 2.4-2.5, peer-check 0.02, activate
 1.0-1.1, then after.targets 0.18-0.26 and after.record 0.85-0.89. Peak RSS 971-973 + 1,390-1,393 =
 2,361-2,366 MB. One-node commits: p50 0.347 s after the commit existed (max 0.673), 0.559 s after
-`git commit` started. The peer `validate`: 10.3 and 14.2 s (the second beside nothing else: noise).
+`git commit` started. The peer `validate`: 10.3 and 14.2 s (the lead's unit tests ran beside the second's).
 """
 
 from __future__ import annotations
