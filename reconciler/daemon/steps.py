@@ -164,9 +164,7 @@ class Reconciler:
             self.persister.stop(timeout)
         if self.worker is not None:
             self.worker.close()
-        if self._early is not None:
-            self._early.cancel()
-            self._early = None
+        self._drop_early()
 
     def open_source(self) -> None:
         self.source = open_source(self.settings, print_progress if self.settings.progress else None)
@@ -325,7 +323,7 @@ class Reconciler:
             for w in missing:
                 log.warning("revision=%s %s: %s %s", attempt.revision, w.file, w.code, w.message)
         files = attempt.files
-        dhcpd = shutil.which("dhcpd") or shutil.which("dhcpd", path="/usr/sbin:/sbin")
+        dhcpd = _find_dhcpd()
         if "dhcpd.conf" not in files or dhcpd is None:
             return True
         entry = _stored_conf(files)
@@ -360,14 +358,18 @@ class Reconciler:
         self._peer_entry = entry if key is not None else None
         return True
 
+    def _drop_early(self) -> None:
+        """Stop the `dhcpd -t` started ahead, if any (its temporary files go with it)."""
+        if self._early is not None:
+            self._early.cancel()
+            self._early = None
+
     def _peer_early(self, conf: bytes) -> None:
         """The worker's dhcpd.conf of the result it is sending (a whole one): `dhcpd -t` starts on
         it now, beside the rest of the result crossing the pipe; `_peer_check` takes its verdict
         when the served dhcpd.conf is these bytes (at 100,000 nodes ~0.8 s off the commit's path)."""
-        if self._early is not None:
-            self._early.cancel()
-            self._early = None
-        dhcpd = shutil.which("dhcpd") or shutil.which("dhcpd", path="/usr/sbin:/sbin")
+        self._drop_early()
+        dhcpd = _find_dhcpd()
         if dhcpd is None:
             return
         key = _peer_key(dhcpd, conf)
@@ -565,6 +567,11 @@ def _binary(dhcpd: str) -> tuple[object, ...] | None:
     except OSError:
         return None
     return (dhcpd, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _find_dhcpd() -> str | None:
+    """ISC dhcpd on PATH, or in the sbin directories a non-root PATH leaves out."""
+    return shutil.which("dhcpd") or shutil.which("dhcpd", path="/usr/sbin:/sbin")
 
 
 def _peer_key(dhcpd: str, conf: bytes) -> tuple[object, ...] | None:

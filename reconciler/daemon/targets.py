@@ -136,8 +136,7 @@ class TargetMemo:
             if mode is None:
                 continue
             install_once, secure = mode
-            plan_json = entries.get(f"profiles/node.{n.name}.json")
-            meta = entries.get(f"cloud-init/{n.mac}/meta-data")
+            plan_json, meta = _stored(entries, n)
             was = last.get(n.name)
             if was is not None and was[5] is plan_json and was[6] is meta and was[0] == n.mac \
                     and was[1] == n.profile and was[2] == n.reinstall and was[3] == install_once and was[4] == secure:
@@ -193,8 +192,7 @@ class TargetMemo:
             target = by_name.get(n.name)
             if target is None:
                 continue
-            plan_json = entries.get(f"profiles/node.{n.name}.json")
-            meta = entries.get(f"cloud-init/{n.mac}/meta-data")
+            plan_json, meta = _stored(entries, n)
             if _reusable(plan_json) and _reusable(meta):
                 install_once, secure = modes[n.profile]
                 memo[n.name] = (n.mac, n.profile, n.reinstall, install_once, secure, plan_json, meta, target)
@@ -226,8 +224,7 @@ class TargetMemo:
             if mode is None:
                 return None  # a node no longer targeted: the places move
             install_once, secure = mode
-            plan_json = entries.get(f"profiles/node.{name}.json")
-            meta = entries.get(f"cloud-init/{n.mac}/meta-data")
+            plan_json, meta = _stored(entries, n)
             if not (_reusable(plan_json) and _reusable(meta)):
                 return None
             was = last[name]
@@ -242,6 +239,11 @@ class TargetMemo:
         self.reused = len(out) - len(computed)
         self._files, self._out = stored, tuple(out)
         return self._out
+
+
+def _stored(entries: Mapping[str, Entry], node: Node) -> tuple[Entry | None, Entry | None]:
+    """The two stored entries a node's digest reads: its `profiles/node.<name>.json` and meta-data."""
+    return entries.get(f"profiles/node.{node.name}.json"), entries.get(f"cloud-init/{node.mac}/meta-data")
 
 
 def _reusable(entry: Entry | None) -> bool:
