@@ -318,10 +318,13 @@ class BootPlanChecker:
                 self.memo.kept.pop(node.name, None)
                 self.memo.traces.pop(node.name, None)
                 return
-            if not renders.replaying:
-                self.memo.kept[node.name] = (node, generation, renders.record)
+            if trace is not None:
+                trace = _kept_trace(trace)
             if trace is not None and stand_in is not None:
                 trace = _trace_at_stand_in(trace, renders.record, stand_in[0], self.revision)
+            # (the renders only where no trace is kept: a kept trace is replayed, and a node whose
+            # replay cannot be is rendered again, as rarely as a node that leaned on a changed one)
+            self.memo.kept[node.name] = (node, generation, renders.record if trace is None else None)
             if trace is not None:
                 self.memo.traces[node.name] = trace
             else:
@@ -562,7 +565,7 @@ class BootPlanChecker:
         key = (tpl.name, text, autoinstall)
         if clean is not None and clean.same(text):
             if trace is not None:
-                trace.append(("user-data", key, autoinstall, ()))
+                trace.append(("user-data", key, autoinstall, (), _SAME_SHAPE))
             return  # lints as that one did: clean (core.lint.clean_shape)
         linted = self._user_data_linted(key)
         if linted and trace is not None:
@@ -714,7 +717,8 @@ class _Traced(Findings):
     validation's and recorded in its trace, to be replayed at the next validation
     (`BootPlanChecker._replay`): ("add", finding), and, where a lint runs once per validation,
     ("args", key, findings) and ("user-data", key, autoinstall, findings) (None: another node
-    ran it), and ("bytes", size, where) for the generation's size bound."""
+    ran it; with a fifth part, `_SAME_SHAPE`, when no lint ran: the memo keeps no such op,
+    `_kept_trace`), and ("bytes", size, where) for the generation's size bound."""
 
     def __init__(self, out: Findings, trace: list[tuple[object, ...]]) -> None:
         super().__init__()
@@ -770,6 +774,19 @@ def _at(rendered: object, old: str, new: str) -> object:
     if isinstance(rendered, str):
         return rendered.replace(old, new)
     return tuple(t.replace(old, new) for t in cast(tuple[str, ...], rendered))
+
+
+_SAME_SHAPE = "same-shape"  # a user-data op's fifth part: compared with a clean text (`CleanShape.same`), not linted
+
+
+def _kept_trace(trace: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """What the memo keeps of a node's trace: without the user-data a clean text's shape vouched
+    for (`_SAME_SHAPE`). Its replay would lint nothing and find nothing; all it did was name the
+    text as linted and, first of its template, make it the clean reference, which only spares
+    later texts a lint (one that finds nothing: such a text lints clean). Not keeping the text
+    (~1.1 KB a node, 15 MB of the worker at 20,000) nor the renders (`check_node`) is what keeps
+    the memo small; a text that was linted stays, for the nodes whose traces lean on it."""
+    return [op for op in trace if op[0] != "user-data" or len(op) == 4]
 
 
 def _trace_at_stand_in(trace: list[tuple[object, ...]], record: list[object], stand_in: str, revision: str

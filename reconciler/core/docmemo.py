@@ -25,7 +25,8 @@ BuiltNode = tuple[tuple[Issue, ...], bool, Node | None, tuple[Issue, ...]]
 
 class BootMemo:
     """One site's boot-template renders per node (`core.bootcheck`): node name -> (the Node, its
-    profile's generation, what each template render gave, in call order). A profile's generation
+    profile's generation, what each template render gave, in call order: None when the node's
+    trace is kept, which is replayed instead). A profile's generation
     changes whenever its value, its document (the lines findings point at) or its cloud-init
     template's changes; `site` and `secrets` are what every kept render was made with (a change
     empties it). `traces`: by node name, what checking those renders did (`bootcheck._Trace`),
@@ -35,7 +36,7 @@ class BootMemo:
         self.site: object = None
         self.secrets: object = None
         self.profiles: dict[str, tuple[Profile, CloudInitTemplate | None, object, int]] = {}
-        self.kept: dict[str, tuple[Node, int, list[object]]] = {}
+        self.kept: dict[str, tuple[Node, int, list[object] | None]] = {}
         self.traces: dict[str, list[tuple[object, ...]]] = {}
         self.listed: object = None
         self.stand_in = ""  # what renders of templates naming the revision are made at (`core.bootcheck`)
