@@ -113,6 +113,7 @@ class BootPlanChecker:
         self.uses_token: dict[str, bool] = {}  # by profile id
         self.rendered_bytes = 0  # of every node's user-data: most of what the generation will hold
         self.too_large = False
+        self.first_rendered: dict[tuple[str, ...], tuple[str, ...]] = {}  # `_render_many`'s, by texts
         self._tracing = False  # `_check_traced`: every check_node records its trace into `_traced`
         self._traced: list[tuple[object, ...]] | None = None
 
@@ -586,6 +587,19 @@ class BootPlanChecker:
             if not found and (tpl.name, autoinstall) not in self.clean_user_data:
                 self.clean_user_data[tpl.name, autoinstall] = CleanShape.of(text)
 
+    def _render_many(self, texts: tuple[str, ...], context: Mapping[str, Any]) -> tuple[str, ...]:
+        """`template.render_many`, its outcome made of the strings the first render of the same
+        texts gave where equal (all of it, when all are): the validation memo keeps each node's
+        rendered args, most of them the same for every node of a profile (issue 25: ~400 bytes a
+        node of the render repository's install profiles)."""
+        parts = template.render_many(texts, context)
+        first = self.first_rendered.setdefault(texts, parts)
+        if first is parts or len(first) != len(parts):
+            return parts
+        if first == parts:
+            return first
+        return tuple([a if a == b else b for a, b in zip(first, parts, strict=True)])
+
     def check_group(self, group: Group) -> None:
         """A repo group's profile is rendered without a node: a node-only variable makes its script
         say so and exit (a warning: machines only that group selects cannot boot it); anything else
@@ -617,9 +631,9 @@ class BootPlanChecker:
         def path_loc(index: int) -> Location:
             return self.where.boot_path(profile, index)
 
-        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, out, renders)
+        rendered_args = _render_each(profile.boot.args, context, arg_loc, subject, out, renders, self._render_many)
         boot_paths = _render_each((profile.boot.kernel, *profile.boot.initrd), context, path_loc, subject, out,
-                                  renders)
+                                  renders, self._render_many)
         _check_boot_values(profile, rendered_args or (), boot_paths, arg_loc, path_loc, out)
         if rendered_args is None:
             return rendered_args
@@ -682,9 +696,10 @@ def _render_each(
     subject: str | None,
     out: Findings,
     renders: _Renders,
+    render_many: Callable[[tuple[str, ...], Mapping[str, Any]], tuple[str, ...]] = template.render_many,
 ) -> tuple[str, ...] | None:
     try:
-        return renders.call(template.render_many, texts, context)
+        return renders.call(render_many, texts, context)
     except template.TemplateFailure:
         if subject is None:
             return None

@@ -113,7 +113,8 @@ def _parsed(files: Mapping[str, bytes], memo: ValidateMemo | None
         if doc is None or issues:  # parsed here again: "too deep" depends on the stack, the child's is deeper
             return None
         source = True if doc.source is files[item[0]] else doc.source  # the bytes this process has: not sent
-        return doc.data, source, doc.start, doc.checked
+        kind = doc.checked_as
+        return doc.data, source, doc.start, None if kind is None else (kind, doc.checked(kind))
 
     def adopt(item: tuple[str, str], parts: Any) -> tuple[Document | None, tuple[Issue, ...]]:
         if parts is None:
@@ -121,7 +122,8 @@ def _parsed(files: Mapping[str, bytes], memo: ValidateMemo | None
         path = item[0]
         data, source, start, checked = parts
         doc = Document(path, data, files[path] if source is True else source, start)
-        doc.checked.update(checked)
+        if checked is not None:
+            doc.keep_checked(*checked)
         return (doc, ()) if memo is None else memo.parse(path, files[path], lambda p, c: (doc, ()))
 
     for (path, _), parsed in walk(paths, parse_one, lambda item: True, capture, adopt, lambda parsed: 0, 1 << 62):
@@ -186,7 +188,7 @@ def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
     if not isinstance(doc.data, dict):
         out.report("schema", doc.loc(), f"(document): expected a mapping, found {schema.describe_value(doc.data)}")
         return False
-    issues = doc.checked.get(kind)
+    issues = doc.checked(kind)
     if issues is None:  # kept on the document: one a ValidateMemo keeps is not checked again
         issues = _check_ahead(doc, kind)
     out.extend(issues)
@@ -196,11 +198,12 @@ def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
 def _check_ahead(doc: Document, kind: str) -> tuple[Issue, ...]:
     """The schema findings of `doc` (a mapping) as a document of `kind`, kept on it (`_schema_ok`
     reports them; `_parsed` checks node files as it parses them, in whichever process does)."""
-    issues = doc.checked.get(kind)
+    issues = doc.checked(kind)
     if issues is None and isinstance(doc.data, dict):
         # matchbox's own JSON files: a field its format does not have is ignored there, so a warning here.
         unknown = "matchbox-unknown-field" if doc.loc().file.endswith(".json") else "schema"
-        issues = doc.checked[kind] = schema.check(doc, kind, unknown)
+        issues = schema.check(doc, kind, unknown)
+        doc.keep_checked(kind, issues)
     return issues or ()
 
 

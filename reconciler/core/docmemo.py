@@ -4,7 +4,7 @@ did not change is neither parsed nor checked against its schema again.
 Passed by the daemon's long-lived worker to `core.validate.validate(snapshot, memo=...)`; read by
 `core.build.parse_all`. Kept in memory as the Python objects themselves: pickled to disk, a parsed
 document cost as much to load as to parse (33c7946). A document's schema findings are kept on the
-Document (`Document.checked`, filled by `core.build`), so a kept document carries them along.
+Document (`Document.checked`, kept by `core.build`), so a kept document carries them along.
 Also each node file's built Node (`core.build.nodes`), by the very Document it was built from: an
 unchanged file gives the same Node object every commit, so the render memo's identity shortcut
 (`NodeMemo.last`) applies instead of a digest of the node. One validation at a time per memo.
@@ -13,6 +13,7 @@ unchanged file gives the same Node object every commit, so the render memo's ide
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from typing import cast
 
 from reconciler.core.model import CloudInitTemplate, Group, Issue, Node, Profile
 from reconciler.core.yamldoc import Document
@@ -88,8 +89,11 @@ class ValidateMemo:
     """Each path's last bytes and what parsing them gave."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[bytes, Parsed]] = {}
-        self._nodes: dict[str, tuple[Document, BuiltNode]] = {}
+        # by path: its last bytes, their Document and findings, what the file built last as a node
+        # file (a Node alone for a node with no findings, `_built`; None: not built) and the
+        # Document it was built from: one tuple a file, not four (issue 25: ~200 bytes a node file)
+        self._kept: dict[str, tuple[bytes, Document | None, tuple[Issue, ...], BuiltNode | Node | None,
+                                    Document | None]] = {}
         self.boot: dict[str, BootMemo] = {}  # by site name
         self.crossref = CrossMemo()
         self.bmc = BmcMemo()
@@ -122,34 +126,40 @@ class ValidateMemo:
         kept = self._kept.get(path)
         if kept is not None and (kept[0] is content or kept[0] == content):
             self.hits += 1
-            return kept[1]
+            return kept[1], kept[2]
         self.misses += 1
         parsed = parse(path, content)
-        self._kept[path] = (content, parsed)
+        self._kept[path] = (content, *parsed, None, None) if kept is None else (content, *parsed, *kept[3:])
         return parsed
 
     def node(self, path: str, doc: Document, build: Callable[[str, Document], BuiltNode]) -> BuiltNode:
         """`build(path, doc)`, or what it gave for this very Document (a kept parse) at this path."""
-        kept = self._nodes.get(path)
-        if kept is not None and kept[0] is doc:
-            return kept[1]
+        kept = self._kept.get(path)
+        if kept is not None and kept[4] is doc and kept[3] is not None:
+            return _built(kept[3])
         built = build(path, doc)
-        self._nodes[path] = (doc, built)
+        if kept is not None:  # (a file never parsed here is built each time)
+            node = built[2]
+            self._kept[path] = (*kept[:3], node if node is not None and built == ((), True, node, ()) else built, doc)
         return built
 
     def built(self, path: str) -> BuiltNode | None:
         """What the node file at `path` gave last (None: not built)."""
-        kept = self._nodes.get(path)
-        return kept[1] if kept is not None else None
+        kept = self._kept.get(path)
+        return _built(kept[3]) if kept is not None and kept[3] is not None else None
 
     def keep_only(self, paths: Collection[str]) -> None:
         """Forget the files a snapshot no longer has (deleted, renamed); given none (the daemon's
         check found the memo's outcome wrong), forget everything, what was made of them too."""
         for path in [p for p in self._kept if p not in paths]:
             del self._kept[path]
-        for path in [p for p in self._nodes if p not in paths]:
-            del self._nodes[path]
         if not paths:
             self.boot, self.crossref, self.bmc = {}, CrossMemo(), BmcMemo()
             self.last_parse, self.changed, self.last_nodes = None, None, None
             self.by_name = self.at_site = None
+
+
+def _built(kept: BuiltNode | Node) -> BuiltNode:
+    """A node file's BuiltNode from what `ValidateMemo` keeps of it: a Node alone stands for a
+    node built with no findings."""
+    return kept if type(kept) is tuple else ((), True, cast(Node, kept), ())

@@ -112,22 +112,34 @@ class Document:
     data: Any
     source: bytes | None = field(default=None, repr=False, compare=False)  # None: no positions
     start: tuple[int, int] = (0, 0)
-    _tree: list[yaml.Node] = field(default_factory=list, init=False, repr=False, compare=False)
-    # its schema findings by document kind (core.build), kept with it (core.docmemo.ValidateMemo)
-    checked: dict[str, tuple[Issue, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # (slots set once, not a list and a dict per document: the validation memo keeps 100,000 node
+    # files' documents, and those were ~240 bytes of each, issue 25)
+    _tree: yaml.Node | None = field(default=None, init=False, repr=False, compare=False)
+    # its schema findings as a document of one kind (core.build), kept with it (core.docmemo.ValidateMemo)
+    checked_as: str | None = field(default=None, init=False, repr=False, compare=False)
+    _found: tuple[Issue, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def checked(self, kind: str) -> tuple[Issue, ...] | None:
+        """Its schema findings as a document of `kind` (None: not checked as one)."""
+        return self._found if self.checked_as == kind else None
+
+    def keep_checked(self, kind: str, issues: tuple[Issue, ...]) -> None:
+        """Keep its schema findings as a document of `kind` (`core.build`: each file is of one kind)."""
+        object.__setattr__(self, "checked_as", kind)
+        object.__setattr__(self, "_found", issues)
 
     @property
     def root(self) -> yaml.Node | None:
         """The node tree, merge keys flattened as when the document was parsed."""
         if self.source is None:
             return None
-        if not self._tree:
+        if self._tree is None:
             text = self.source.decode("utf-8")
             node = compose(text)
             assert node is not None  # it composed to a node when parsed
             _Builder(self.file, may_merge=_may_merge(text)).build(node, 0)  # flattens, as parsing did
-            self._tree.append(node)
-        return self._tree[0]
+            object.__setattr__(self, "_tree", node)
+        return self._tree
 
     def loc(self, path: Path = (), *, key: bool = True) -> Location:
         """Location of the value at `path`, or of its nearest ancestor that has one.
@@ -469,7 +481,7 @@ def _simple(file: str, text: str, content: bytes) -> Document | None:
         return None
     if start is None or (inner is not None and not indent):
         return None
-    return Document(file, root, content, (start, 0))
+    return Document(file, root, content, (start, 0) if start else (0, 0))  # (one tuple for all at the top)
 
 
 # The first characters of a plain scalar some implicit tag may resolve (PyYAML's resolvers are
