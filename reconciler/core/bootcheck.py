@@ -114,6 +114,7 @@ class BootPlanChecker:
         self.rendered_bytes = 0  # of every node's user-data: most of what the generation will hold
         self.too_large = False
         self.first_rendered: dict[tuple[str, ...], tuple[str, ...]] = {}  # `_render_many`'s, by texts
+        self.bytes_ops: dict[tuple[int, int], tuple[str, int, Location]] = {}  # by size and id of the op's Location
         self._tracing = False  # `_check_traced`: every check_node records its trace into `_traced`
         self._traced: list[tuple[object, ...]] | None = None
 
@@ -558,8 +559,12 @@ class BootPlanChecker:
                 out.template_failure(Location(tpl.source.file, exc.line, 0), exc, subject)
             return
         if node is not None:
-            if trace is not None:
-                trace.append(("bytes", len(text), tpl.source))
+            if trace is not None:  # (one op for every text of this size from this template: the memo keeps each)
+                size = len(text)
+                op = self.bytes_ops.get((size, id(tpl.source)))
+                if op is None:
+                    op = self.bytes_ops[size, id(tpl.source)] = ("bytes", size, tpl.source)
+                trace.append(op)
             self._count_bytes(len(text), tpl.source, node)
         autoinstall = "autoinstall" in (rendered_args or ())
         clean = self.clean_user_data.get((tpl.name, autoinstall))

@@ -419,6 +419,11 @@ _FLOW_PAIR = re.compile(rf"({_KEY_RE}): ({_FLOW_SCALAR})")
 _MAX_SIMPLE_LINES = 200
 
 
+# Keys whose text values name another document, the same for many files (each node file names its
+# profile): interned, one string for all (the validation memo keeps every document, issue 25).
+_NAMES_SHARED = frozenset({"profile", "site", "cloud_init"})
+
+
 def _simple(file: str, text: str, content: bytes) -> Document | None:
     """The Document of a file in the simple forms (see above), or None: parse it."""
     if "\t" in text or "\r" in text or text.count("\n") > _MAX_SIMPLE_LINES:
@@ -451,7 +456,10 @@ def _simple(file: str, text: str, content: bytes) -> Document | None:
             if key in target:
                 return None
             if plain is not None:
-                target[key] = plain if plain[0] not in _RESOLVED_FIRST else _plain(plain)
+                if key in _NAMES_SHARED:
+                    target[key] = sys.intern(plain) if plain[0] not in _RESOLVED_FIRST else _plain(plain)
+                else:
+                    target[key] = plain if plain[0] not in _RESOLVED_FIRST else _plain(plain)
             elif flow_map is not None:
                 value: dict[str, Any] = {}
                 for part in flow_map.split(", ") if flow_map else ():
