@@ -13,6 +13,7 @@ unchanged file gives the same Node object every commit, so the render memo's ide
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from ipaddress import IPv4Address
 from typing import cast
 
 from reconciler.core.model import CloudInitTemplate, Group, Issue, Node, Profile
@@ -67,7 +68,7 @@ class CrossMemo:
         self.nodes: dict[int, Node] = {}
         self.own: dict[int, tuple[Issue, ...]] = {}  # non-empty only
         # field -> value -> its node, or its nodes (two or more) in the order they came (`crossref._hold`)
-        self.holders: dict[str, dict[str, Node | list[Node]]] = {}
+        self.holders: dict[str, dict[str | IPv4Address, Node | list[Node]]] = {}
         self.dups: dict[int, dict[str, Issue]] = {}  # node -> field -> its duplicate finding; non-empty only
         self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
         self.listed: tuple[Node, ...] | None = None  # the nodes `nodes` holds, in their order (None: unknown)
