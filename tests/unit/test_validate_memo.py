@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.core import build
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.model import Node
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import Validation, validate
+from reconciler.core.yamldoc import parse_yaml
 from reconciler.daemon import snapdelta
 from tests.repo_builder import files as base_files
 from tests.unit.test_render_reuse import _apply, _Edit, edits
@@ -352,3 +354,19 @@ def test_a_memo_told_to_keep_nothing_forgets_what_it_made_too() -> None:
     snapshot = Snapshot("rev2", dict(files))
     assert outcome(validate(snapshot, memo=memo)) == outcome(validate(snapshot))
     assert memo.misses - misses == len([p for p in files if not p.startswith("cloud-init/")])
+
+
+def test_a_node_file_parsed_anew_still_tells_what_it_built_last() -> None:
+    """`ValidateMemo.built` answers with a node file's last build after the file's new bytes are
+    parsed (what `build.nodes` puts only the changed files in by, instead of looking at every node
+    file per commit), `node` builds the new Document anew, and the same Document again gives the
+    same Node (the render memo's identity shortcut)."""
+    memo, path = ValidateMemo(), "nodes/a.yaml"
+    first, _ = memo.parse(path, b"mac: 52:54:00:aa:bb:01\nprofile: local\n", parse_yaml)
+    assert first is not None and memo.built(path) is None
+    built = memo.node(path, first, build.node_of)
+    again, _ = memo.parse(path, b"mac: 52:54:00:aa:bb:02\nprofile: local\n", parse_yaml)
+    assert again is not None and memo.built(path) == built
+    now = memo.node(path, again, build.node_of)
+    assert now[2] is not None and now[2].mac == "52:54:00:aa:bb:02"
+    assert memo.node(path, again, build.node_of)[2] is now[2] and memo.built(path) == now
