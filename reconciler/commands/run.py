@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.adapters import reportsecret, sqldb
 from reconciler.adapters.agecrypt import load_identity
@@ -31,20 +31,19 @@ from reconciler.adapters.bmccreds import CredentialsError
 from reconciler.adapters.bmccreds import load as load_credentials
 from reconciler.adapters.commitsig import load_signers
 from reconciler.adapters.gitsource import SourceProblem, SourceUnavailable
-from reconciler.adapters.leases import LeaseStore
-from reconciler.adapters.pgleases import PgLeaseStore
 from reconciler.core import boot
 from reconciler.core.render import render_served
 from reconciler.core.rollout import Rollout
 from reconciler.daemon import Daemon, sd_notify
 from reconciler.daemon.statelock import StateDirLocked
-from reconciler.servers.dhcp import DhcpServer
 from reconciler.servers.http import HttpServer, make_boot_app
 from reconciler.servers.http_control import make_control_apps
 from reconciler.servers.http_results import ResultsRecorder, make_results_apps
 from reconciler.servers.http_rollouts import make_rollouts_app
-from reconciler.servers.tftp import TftpServer
 from reconciler.settings import DEFAULT_DHCP_LISTEN, TOKEN_ENV, Settings
+
+if TYPE_CHECKING:
+    from reconciler.adapters.leases import LeaseStore
 
 log = logging.getLogger("reconciler.run")
 
@@ -345,6 +344,8 @@ def _raise_open_file_limit() -> None:
 
 def _lease_store(path: Path, read_only: bool) -> LeaseStore:
     """The DHCP lease database; on a read-only state directory one in memory (leases of this run)."""
+    from reconciler.adapters.leases import LeaseStore
+
     try:
         return LeaseStore(path)
     except (sqlite3.Error, OSError) as exc:
@@ -360,8 +361,14 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     recorder = ResultsRecorder(daemon.store, daemon.metrics.registry)
     events = recorder
     mac_for_address = None
+    # The DHCP and TFTP servers' modules are imported when they are on: a daemon without them
+    # starts its first reconcile sooner.
     if settings.dhcp:
+        from reconciler.servers.dhcp import DhcpServer
+
         if settings.store is not None:  # shared with the other instances of the segment
+            from reconciler.adapters.pgleases import PgLeaseStore
+
             leases: LeaseStore = PgLeaseStore(settings.store, instance=settings.instance)
             daemon.watch_store("leases", lambda: leases.problem)
         else:
@@ -376,6 +383,8 @@ def _start_servers(daemon: Daemon, settings: Settings) -> None:
     else:
         daemon.add_server("dhcp", None)
     if settings.tftp:
+        from reconciler.servers.tftp import TftpServer
+
         tftp = TftpServer(settings.tftp_listen, settings.tftp_root, daemon.holder, events,
                           mac_for_address=mac_for_address, assets_dir=settings.assets_dir)
         daemon.add_server("tftp", tftp)
