@@ -115,6 +115,7 @@ class BootPlanChecker:
         self.too_large = False
         self.first_rendered: dict[tuple[str, ...], tuple[str, ...]] = {}  # `_render_many`'s, by texts
         self.bytes_ops: dict[tuple[int, int], tuple[str, int, Location]] = {}  # by size and id of the op's Location
+        self.shared_traces: dict[object, list[tuple[object, ...]]] = {}  # `_shared`'s, by args key
         self._tracing = False  # `_check_traced`: every check_node records its trace into `_traced`
         self._traced: list[tuple[object, ...]] | None = None
 
@@ -206,7 +207,7 @@ class BootPlanChecker:
                 if record is not None:
                     self.memo.kept[node.name] = (node, *record)
                 if memo_trace is not None:
-                    self.memo.traces[node.name] = memo_trace
+                    self.memo.traces[node.name] = self._shared(memo_trace)
                 else:
                     self.memo.traces.pop(node.name, None)
 
@@ -324,6 +325,8 @@ class BootPlanChecker:
                 trace = _kept_trace(trace)
             if trace is not None and stand_in is not None:
                 trace = _trace_at_stand_in(trace, renders.record, stand_in[0], self.revision)
+            if trace is not None:
+                trace = self._shared(trace)
             # (the renders only where no trace is kept: a kept trace is replayed, and a node whose
             # replay cannot be is rendered again, as rarely as a node that leaned on a changed one)
             self.memo.kept[node.name] = (node, generation, renders.record if trace is None else None)
@@ -591,6 +594,14 @@ class BootPlanChecker:
                 trace.append(("user-data", key, autoinstall, tuple(found)))
             if not found and (tpl.name, autoinstall) not in self.clean_user_data:
                 self.clean_user_data[tpl.name, autoinstall] = CleanShape.of(text)
+
+    def _shared(self, trace: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        """A trace the memo keeps, or the equal one kept for another node when it is only args
+        another node linted (every node of a profile whose args name nothing of the node: one
+        list for all, issue 25). Kept traces are never changed."""
+        if len(trace) == 1 and trace[0][0] == "args" and trace[0][2] is None:
+            return self.shared_traces.setdefault(trace[0][1], trace)
+        return trace
 
     def _render_many(self, texts: tuple[str, ...], context: Mapping[str, Any]) -> tuple[str, ...]:
         """`template.render_many`, its outcome made of the strings the first render of the same
