@@ -57,7 +57,6 @@ CREATE INDEX IF NOT EXISTS dhcp_leases_mac ON dhcp_leases (mac)
 _DELETE_STALE_OFFERS = "DELETE FROM dhcp_leases WHERE state = 'offered' AND expires < ?"
 
 _Row = tuple[str, float, str]  # mac, expires, state
-_LISTEN_ERRORS: tuple[type[Exception], ...] = (StoreUnreachable, *sqldb.DB_ERRORS)
 
 
 class PgLeaseStore(LeaseStore):
@@ -214,7 +213,7 @@ class PgLeaseStore(LeaseStore):
                         instance, _, rows = note.payload.partition("|")
                         if instance != self.instance and rows:
                             self._remote.extend(_noted(row) for row in rows.split(","))
-            except _LISTEN_ERRORS as exc:
+            except sqldb.db_errors(StoreUnreachable) as exc:
                 log.warning("lease notifications lost (%s): listening again", exc)
                 self._stop_listening.wait(RETRY_SECONDS)
             finally:

@@ -44,15 +44,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.adapters import sqldb, sqlrows
-from reconciler.adapters.pginstance import InstanceClaim
 from reconciler.adapters.sqldb import Database, StoreUnreachable
 from reconciler.adapters.threads import yield_to_packet_threads
 from reconciler.core import outcomes, rollout
 from reconciler.core.events import EventRow, row_of
 from reconciler.core.model import BootEvent
+
+if TYPE_CHECKING:
+    from reconciler.adapters.pginstance import InstanceClaim
 
 log = logging.getLogger(__name__)
 
@@ -886,6 +888,8 @@ class ResultsStore(ResultsQueries):
         self._db = open_database(store)
         self._claim: InstanceClaim | None = None
         if self._db.dialect == "postgresql" and instance:  # one live instance per name (adapters.pginstance)
+            from reconciler.adapters.pginstance import InstanceClaim  # psycopg: not for a store on SQLite
+
             try:
                 self._claim = InstanceClaim(str(store), instance)
             except BaseException:
@@ -997,7 +1001,7 @@ class ResultsStore(ResultsQueries):
                     if self._closing.is_set():
                         return
                     continue
-                except sqldb.DB_ERRORS:
+                except sqldb.db_errors():
                     log.exception("boot events lost: %d", len(batch))
                 else:
                     self._reachable()
@@ -1018,7 +1022,7 @@ class ResultsStore(ResultsQueries):
         except StoreUnreachable as exc:
             self._unreachable(exc)
             return
-        except sqldb.DB_ERRORS:
+        except sqldb.db_errors():
             log.exception("installs recorded by other instances not read")
             return
         if not self._deferred:
@@ -1059,7 +1063,7 @@ class ResultsStore(ResultsQueries):
             except StoreUnreachable as exc:
                 self._unreachable(exc)
                 return False
-            except sqldb.DB_ERRORS:
+            except sqldb.db_errors():
                 log.exception("a deferred record could not be written")
             self._deferred.popleft()
         self._reachable()

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -39,7 +39,6 @@ from prometheus_client.registry import Collector
 from reconciler import heap
 from reconciler.adapters.artifacts import ArtifactStore
 from reconciler.adapters.gitsource import Source, SourceProblem
-from reconciler.adapters.pglock import SiteDriver
 from reconciler.adapters.store import RESULTS_FILE, ReconcileRecord, ResultsStore, StoreBehind
 from reconciler.adapters.watcher import Watcher
 from reconciler.core import findings, sites, wiring
@@ -59,6 +58,9 @@ from reconciler.daemon.supervisor import ServerSlot, ServerUpCollector, Supervis
 from reconciler.daemon.targets import TargetMemo
 from reconciler.generation import Generation, GenerationHolder
 from reconciler.settings import Settings
+
+if TYPE_CHECKING:
+    from reconciler.adapters.pglock import SiteDriver
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +220,8 @@ class Daemon:
         # Instances of one site sharing the store: one runs its rollouts, one that can power when
         # any of them can (adapters.pglock).
         if settings.store is not None:
+            from reconciler.adapters.pglock import SiteDriver  # psycopg: not for a store on SQLite
+
             self.rollout_driver = SiteDriver(settings.store, settings.site or "", settings.instance,
                                              may_power=settings.bmc_credentials is not None)
         self.rollouts = RolloutRunner(self.store, nodes=self._serving_nodes, credentials=self.settings.bmc_credentials,

@@ -43,7 +43,6 @@ from reconciler.core.model import Bmc, BootEvent, Node, RolloutPolicy
 log = logging.getLogger(__name__)
 
 HISTORY = 20
-_STORE_ERRORS: tuple[type[Exception], ...] = (sqldb.StoreUnreachable, *sqldb.DB_ERRORS)
 
 
 class RolloutStore(Protocol):
@@ -306,7 +305,7 @@ class RolloutRunner:
         if not was:
             try:
                 history = self._store.rollouts(1, site=self._store.site)
-            except _STORE_ERRORS:
+            except sqldb.db_errors(sqldb.StoreUnreachable):
                 return False  # the lock without the store: try again at the next poll
             with self._lock:
                 self._rollout = history[0] if history else None
