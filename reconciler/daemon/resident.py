@@ -44,7 +44,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from reconciler import heap
 from reconciler.adapters import renderfork
@@ -294,6 +294,7 @@ class Worker:
         # instead of copying them once the result is in (~1.7 ms at 10,000 nodes off the commit's path).
         last = self._last.files if self._last is not None else None
         copy = last.copy_entries() if isinstance(last, RenderedFiles) else None
+        shared = _Shapes().shared  # for this result only: a site whose nodes share nothing keeps no table
         while True:
             if not conn.poll(max(0.0, deadline - time.monotonic())):
                 raise worker._limit_issue(f"validating and rendering took over {self.limits.wall_seconds:.0f} s "
@@ -306,7 +307,7 @@ class Worker:
             elif kind == "state":
                 head = message[1:]  # state without nodes, issues, patched onto `base`?, the node order or None
             elif kind == "nodes":
-                nodes.update((n.name, n) for n in message[1])
+                nodes.update((n.name, shared(n)) for n in message[1])
             elif kind == "delta":
                 delta = message[1:]
             elif kind == "files":
@@ -344,6 +345,8 @@ class Worker:
         before = self._last.files if patched and self._last is not None else None
         if delta is not None:
             revision, sentinel, secret, full = delta
+            if full:  # the entries just received, not a copy of them (100,000 nodes: a 30 MB dict)
+                return RenderedFiles(files, revision, sentinel, secret)
             prior = before if isinstance(before, RenderedFiles) else None
             return Delta(revision, sentinel, secret, files, tuple(removed), full).apply(prior, copy)
         if before is None:
@@ -401,6 +404,63 @@ class Worker:
             index = {name: i for i, name in enumerate(order)}
         self._last = None if wrong else _Whole(token, all_files, by_name, order, state.nodes, index)
         return Built(issues, state, all_files, timings, mismatched, wrong, self._proc.pid, change)
+
+
+class _Shapes:
+    """One node of a result per value of its `labels` and `metadata` (`shared`): unpickled, each
+    node has dicts of its own, where most sites repeat a few (racks, roles, the same SSH keys).
+    Issue 25: the daemon holds every node; at 20,000 nodes of bench/render_scale's repository
+    ~450 bytes a node. Values are matched by `_frozen`, exact types, so 1, 1.0 and True (equal
+    in Python, rendered differently) are never taken for one another; nobody changes them (a
+    frozen Node's Mappings), so sharing them is not seen."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, object] = {}
+
+    def shared(self, node: Node) -> Node:
+        for name in ("labels", "metadata"):
+            value = getattr(node, name)
+            key = _frozen(value)
+            if key is not None:
+                found = self._seen.setdefault((name, key), value)
+                if found is not value:
+                    object.__setattr__(node, name, found)  # the frozen dataclass's own way in
+        return node
+
+
+_MOST = 256  # dicts and lists in one value `_frozen` looks into (the rest: not shared)
+
+
+def _frozen(value: Any, held: set[int] | None = None) -> object | None:
+    """A hashable key equal for values of the same types and contents only (dicts in their
+    order; a float by its repr: -0.0 is not 0.0), or None for one holding anything else than
+    YAML's dicts, lists, str, int, bool, float and None, one dict or list twice (a YAML anchor:
+    the sharing is part of the value, for a dump or a pickle), or more than `_MOST` of them."""
+    kind = type(value)
+    if kind is str:
+        return cast(str, value)
+    if kind is int or kind is bool:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))
+    if value is None:
+        return (kind,)
+    if kind is not dict and kind is not list:
+        return None
+    held = set() if held is None else held
+    if id(value) in held or len(held) >= _MOST:
+        return None
+    held.add(id(value))
+    out: list[object] = []
+    for part in (itertools.chain.from_iterable(value.items()) if kind is dict else value):
+        if type(part) is str:
+            out.append(part)
+            continue
+        frozen = _frozen(part, held)
+        if frozen is None:
+            return None
+        out.append(frozen)
+    return (kind, len(value), tuple(out))
 
 
 # -- the child ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import mmap
 import os
+import pickle
 import re
 import resource
 import signal
@@ -347,6 +348,38 @@ def test_a_metadata_value_changed_from_1_to_true_reaches_the_daemons_state(tmp_p
         assert node is not None and type(node.metadata["x"]) is float
     finally:
         pool.close()
+
+
+def test_nodes_with_the_same_labels_and_metadata_share_them_in_the_daemon_and_equal_values_of_other_types_do_not(
+        tmp_path: Path) -> None:
+    """Issue 25 (the daemon's memory): the nodes of a whole result that repeat labels and metadata
+    hold one dict each (~450 bytes a node of bench/render_scale's repository), never one whose
+    values are equal but of other types or shapes (1, true, 1.0; 0.0 and -0.0; a YAML anchor's
+    shared list): each node is still exactly what validation made of its file, pickle for pickle."""
+    tree = WorkTree(tmp_path / "repo")
+    same = "labels: {rack: r1, role: worker}\nmetadata: {keys: [a, b], n: 2}\n"
+    others = ["metadata: {keys: [a, b], n: 2.0}\n", "metadata: {keys: [a, b], n: true}\n",
+              "metadata: {x: 0.0}\n", "metadata: {x: -0.0}\n",
+              "metadata: {keys: &k [a, b], more: *k}\n", "metadata: {keys: [a, b], more: [a, b]}\n"]
+    tree.write({**{f"nodes/bulk-{i}.yaml": _bulk(i) + same for i in range(1, 4)},
+                **{f"nodes/bulk-{10 + i}.yaml": _bulk(10 + i) + text for i, text in enumerate(others)}})
+    pool = resident.Worker(render)
+    try:
+        snap = snapshot(tree)
+        built = pool.build(snap)
+    finally:
+        pool.close()
+    by_name = {n.name: n for n in built.state.nodes}
+    first, *rest = (by_name[f"bulk-{i}"] for i in range(1, 4))
+    assert all(n.labels is first.labels and n.metadata is first.metadata for n in rest)
+    scratch_state = validate(snap).state
+    assert scratch_state is not None
+    scratch = {n.name: n for n in scratch_state.nodes}
+    for i in range(len(others)):
+        name = f"bulk-{10 + i}"
+        assert pickle.dumps(by_name[name]) == pickle.dumps(scratch[name]), name
+    assert [repr(by_name[f"bulk-{10 + i}"].metadata) for i in range(4)] == [
+        "{'keys': ['a', 'b'], 'n': 2.0}", "{'keys': ['a', 'b'], 'n': True}", "{'x': 0.0}", "{'x': -0.0}"]
 
 
 def test_a_wrong_dhcp_chunk_is_found_once_by_verify_and_the_next_commit_matches(tmp_path: Path) -> None:
