@@ -43,6 +43,9 @@ class Job:
     source: Mapping[str, bytes]
     private: Collection[str]
     served_at: float  # time.monotonic() of activation
+    # The files `files` were patched from and the paths where the two differ (the worker's
+    # `Change`), for the holder to share their entries once written (`GenerationHolder.share`).
+    patched_from: tuple[Mapping[str, bytes], Collection[str]] | None = None
 
 
 class Persister:

@@ -456,6 +456,7 @@ class Reconciler:
         if attempt.root is not None and attempt.snapshot is not None:
             self.previous = StoredGeneration(attempt.revision, attempt.root, attempt.files, attempt.snapshot.files,
                                              self.meta)
+            self._share(attempt.files, self._patched_from(attempt.files))  # written (`_write`) before this step
         return True
 
     def _changed_nodes(self, files: Mapping[str, bytes]) -> list[tuple[Node, Node]] | None:
@@ -476,8 +477,21 @@ class Reconciler:
         private = attempt.generation.boot_index.private if attempt.generation is not None else \
             frozenset(private_paths(attempt.state)) if attempt.state is not None else frozenset()
         self.persister.submit(persist.Job(attempt.revision, attempt.files, attempt.snapshot.files, private,
-                                          time.monotonic()))
+                                          time.monotonic(), self._patched_from(attempt.files)))
         return True
+
+    def _patched_from(self, files: Mapping[str, bytes]) -> tuple[Mapping[str, bytes], Collection[str]] | None:
+        """The files the worker patched `files` from and the paths where they differ, when it did."""
+        change = self.change
+        return (change[1].base, change[1].paths) if change is not None and change[0] is files else None
+
+    def _share(self, files: Mapping[str, bytes], patched_from: tuple[Mapping[str, bytes], Collection[str]] | None,
+               ) -> None:
+        """Once `files` are written (no longer the `previous` a write hard-links from), the
+        generations retained in memory that hold the entries they were patched from hold
+        those as theirs and the differences (`GenerationHolder.share`)."""
+        if patched_from is not None:
+            self.holder.share(patched_from[0], files, patched_from[1])
 
     def _persist(self, job: persist.Job) -> None:
         """On the writer thread: the generation durably on disk, then `current` names it."""
@@ -490,6 +504,7 @@ class Reconciler:
         t1 = time.monotonic()
         self.artifacts.swap_current(job.revision)
         self.previous = StoredGeneration(job.revision, root, job.files, job.source, self.meta)
+        self._share(job.files, job.patched_from)
         done = time.monotonic()
         steps = " ".join(f"write.{name}={seconds:.3f}" for name, seconds in parts.items())
         log.info("revision=%s persisted %.3fs after it was served (persist %.3fs: %s swap-current=%.3f)",

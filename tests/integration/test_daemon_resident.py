@@ -164,6 +164,7 @@ def test_the_patched_result_is_the_whole_result_and_verify_catches_a_wrong_patch
         # a patch gone wrong (the parent's copy of the last result no longer what the worker sent)
         stable = next(p for p, data in sorted(built.files.items()) if before.files.get(p) == data and "bulk-5" not in p)
         assert pool._last is not None and isinstance(pool._last.files, RenderedFiles)
+        assert isinstance(pool._last.files.entries, dict)
         pool._last.files.entries[stable] = b"wrong\n"
         tree.write({"nodes/bulk-5.yaml": _bulk(5, "y")})
         built = pool.build(snapshot(tree))

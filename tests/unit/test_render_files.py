@@ -9,9 +9,10 @@ import pickle
 
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.render import NodeMemo, render_generation
-from reconciler.core.render.files import RenderedFiles
+from reconciler.core.render.files import Older, RenderedFiles
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
+from reconciler.generation import Generation, GenerationHolder
 from tests.render_support import valid_state
 from tests.repo_builder import files as base_files
 
@@ -93,3 +94,42 @@ def test_a_patched_generation_names_what_it_changed_and_forgets_its_base_when_as
     assert pickle.loads(pickle.dumps(after)).since is None
     after.forget_since()
     assert after.since is None and after.changed_since(before) == scan.changed_since(before)
+
+
+def test_retained_generations_share_the_newest_ones_entries_and_serve_what_they_served() -> None:
+    """Issue 25 (the daemon's memory): a generation the worker's patch superseded holds the newer
+    one's dict and its few differences (`GenerationHolder.share`, `Older`) instead of a dict of
+    every path of its own; each older generation still serves, lists and counts exactly what it
+    did, through a node changed, a node removed and one added."""
+    memo = NodeMemo()
+    tree = base_files()
+    gens = [_commit(tree, "a" * 40, memo)]
+    edits: list[dict[str, bytes | None]] = [{"nodes/node-2.yaml": tree["nodes/node-2.yaml"] + b"metadata: {x: 1}\n"},
+             {"nodes/node-1.yaml": None},
+             {"nodes/node-9.yaml": tree["nodes/node-2.yaml"].replace(b"aa:bb:02", b"aa:bb:09")
+              .replace(b"10.10.10.202", b"10.10.10.209")}]
+    holder = GenerationHolder()
+    served = [dict(gens[0])]
+    holder.swap(Generation("a" * 40, valid_state(Snapshot("a" * 40, dict(tree))), gens[0]))
+    for n, edit in enumerate(edits):
+        for path, data in edit.items():
+            if data is None:
+                del tree[path]
+            else:
+                tree[path] = data
+        revision = "bcd"[n] * 40
+        rendered = _commit(tree, revision, memo)
+        changes = rendered.changed_since(gens[-1])
+        patched = gens[-1].patched(revision, {p: rendered.raw(p) for p in changes.changed}, changes.removed)
+        assert dict(patched) == dict(rendered)
+        holder.swap(Generation(revision, valid_state(Snapshot(revision, dict(tree))), patched))
+        assert holder.share(gens[-1], patched, (*changes.changed, *changes.removed)) == len(gens)
+        gens.append(patched)
+        served.append(dict(patched))
+        for old, seen in zip(gens[:-1], served, strict=False):
+            assert isinstance(old.entries, Older) and old.entries.base is patched.entries
+            assert list(old) == list(seen) and len(old) == len(seen) and dict(old) == seen
+            assert all(old.get(p) == seen[p] and p in old for p in seen)
+            assert "ipxe/node-9.ipxe" in seen or ("ipxe/node-9.ipxe" not in old and old.get("ipxe/node-9.ipxe") is None)
+    assert "ipxe/node-1.ipxe" in gens[0] and "ipxe/node-1.ipxe" not in gens[2]
+    assert isinstance(gens[-1].entries, dict)

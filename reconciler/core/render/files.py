@@ -18,8 +18,9 @@ entries (the daemon's worker sends only them: `daemon.resident`).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from reconciler.core import template
 
@@ -65,13 +66,65 @@ def entry_size(entry: Entry) -> int:
     return len(entry) if isinstance(entry, bytes) else len(entry[0])
 
 
+_MISSING = object()
+
+
+class Older(Mapping[str, Entry]):
+    """A superseded generation's stored entries held as a newer generation's dict (`base`) and,
+    where the two differ, this one's (`own`; None: a path this one has not). Made by
+    `RenderedFiles.rebase` (the daemon's retained generations, `GenerationHolder.share`): each
+    generation kept its own dict of every path (30 MB at 100,000 nodes), now the one served
+    holds it and the earlier ones their few differences. Read as the dict it replaces: the
+    same entries, paths in the same (sorted) order."""
+
+    __slots__ = ("_len", "base", "own")
+
+    def __init__(self, base: dict[str, Entry], own: dict[str, Entry | None]) -> None:
+        self.base, self.own = base, own
+        count = len(base)
+        for path, entry in own.items():
+            if entry is None and path in base:
+                count -= 1
+            elif entry is not None and path not in base:
+                count += 1
+        self._len = count
+
+    def __getitem__(self, path: str) -> Entry:
+        entry = self.own.get(path, _MISSING)
+        if entry is _MISSING:
+            return self.base[path]
+        if entry is None:
+            raise KeyError(path)
+        return entry  # type: ignore[return-value]
+
+    def get(self, path: str, default: Any = None) -> Any:
+        entry = self.own.get(path, _MISSING)
+        if entry is _MISSING:
+            return self.base.get(path, default)
+        return default if entry is None else entry
+
+    def __contains__(self, path: object) -> bool:
+        entry = self.own.get(path, _MISSING) if isinstance(path, str) else _MISSING
+        return path in self.base if entry is _MISSING else entry is not None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[str]:
+        own, base = self.own, self.base
+        extra = sorted(p for p, e in own.items() if e is not None and p not in base)
+        kept = (p for p in base if own.get(p, _MISSING) is not None)
+        return heapq.merge(kept, extra)
+
+
 class RenderedFiles(Mapping[str, bytes]):
     """Path -> served bytes of one generation; `entries` holds them as stored (module docstring).
     Immutable once built: generations share entries, never the dict."""
 
-    def __init__(self, entries: dict[str, Entry], revision: str = "", sentinel: str = "",
+    def __init__(self, entries: dict[str, Entry] | Older, revision: str = "", sentinel: str = "",
                  secret: bytes | None = None, since: Since | None = None) -> None:
-        self.entries = entries
+        # A dict, or once superseded in the daemon the newer one's and the differences (`rebase`).
+        self.entries: dict[str, Entry] | Older = entries
         self.revision = revision
         self.sentinel = sentinel  # "" when nothing is stamped
         self.secret = secret or None
@@ -181,6 +234,28 @@ class RenderedFiles(Mapping[str, bytes]):
                 changed.append(path)
         return Changes(tuple(changed), tuple(removed))  # in path order, as `entries` (sorted) has them
 
+    def rebase(self, before: dict[str, Entry], after: RenderedFiles, paths: Collection[str]) -> bool:
+        """Hold this generation's entries as `after`'s dict and the differences (`Older`), when they
+        are `before` (the very dict), or held so over it, and `after`'s are `before` with only
+        `paths` changed, put in or taken out (the daemon's worker patched them: `patched`).
+        False, nothing changed: they are neither, or too many paths differ to save much."""
+        base, mine = after.entries, self.entries
+        if not isinstance(base, dict) or base is before:
+            return False
+        if mine is before:
+            own: dict[str, Entry | None] = {p: before.get(p) for p in paths}
+        elif isinstance(mine, Older) and mine.base is before:
+            own = dict(mine.own)
+            for path in paths:
+                if path not in own:
+                    own[path] = before.get(path)
+        else:
+            return False
+        if len(own) > max(256, len(base) // 8):
+            return False
+        self.entries = Older(base, own)
+        return True
+
     def copy_entries(self) -> Copy:
         """A copy of the entries, for a `patched` of this generation to come (`Copy`)."""
         return Copy(self.entries, dict(self.entries))
@@ -207,7 +282,8 @@ class RenderedFiles(Mapping[str, bytes]):
         the changed entries only, or all of them when `previous` is None or stamped otherwise."""
         if previous is None or not self.stamps_like(previous):
             # the entries themselves, not a copy (immutable once built; `apply` copies)
-            return Delta(self.revision, self.sentinel, self.secret, self.entries, (), full=True)
+            entries = self.entries if isinstance(self.entries, dict) else dict(self.entries)
+            return Delta(self.revision, self.sentinel, self.secret, entries, (), full=True)
         changes = self.changed_since(previous)
         return Delta(self.revision, self.sentinel, self.secret, {p: self.entries[p] for p in changes.changed},
                      changes.removed, full=False)
