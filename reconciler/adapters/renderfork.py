@@ -133,9 +133,10 @@ def walk(
 class _Child:
     """The forked renderer and the thread that reads its messages into a queue."""
 
-    def __init__(self, pid: int, reader: int) -> None:
+    def __init__(self, pid: int, reader: int, arrived: Callable[[Any], None] | None = None) -> None:
         self.pid = pid
         self._fd = reader
+        self._arrived = arrived  # `fanout.arriving`'s hook, called here on each capture as it comes
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._pending: collections.deque[tuple[int, Any, float]] = collections.deque()
         self._ended = False
@@ -173,7 +174,7 @@ class _Child:
                 os._exit(code)
         os.close(writer)
         try:
-            return cls(pid, reader)
+            return cls(pid, reader, fanout.arrival_hook())
         except BaseException as exc:  # its reader thread did not start: no child left running or unreaped
             _end(pid)
             os.close(reader)
@@ -189,10 +190,22 @@ class _Child:
                     break
                 body = pipe.read(_FRAME.unpack(head)[0])
                 try:
-                    self._queue.put(("chunk", pickle.loads(body)))  # noqa: S301 (our own child's bytes)
+                    batch = pickle.loads(body)  # noqa: S301 (our own child's bytes)
                 except Exception:  # a torn message: the child died mid-write
                     break
+                del body
+                if self._arrived is not None:
+                    self._arrive(batch)
+                self._queue.put(("chunk", batch))
         self._queue.put((_END, None))
+
+    def _arrive(self, batch: list[tuple[int, Any, float]]) -> None:
+        assert self._arrived is not None
+        try:
+            for _, captured, _ in batch:
+                self._arrived(captured)
+        except Exception:  # the hook's work is redone or done without at `adopt`
+            self._arrived = None
 
     def take(self, index: int) -> tuple[Any, float] | None:
         """(what `capture` took of node `index`, the CPU seconds its render took there), or None when

@@ -54,10 +54,10 @@ from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
 from reconciler.core.render import fanout
 from reconciler.core.render.files import Copy, Delta, RenderedFiles
-from reconciler.core.render.reuse import NodeMemo
+from reconciler.core.render.reuse import NodeMemo, spilling
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import gc_paused, validate
-from reconciler.daemon import snapdelta, targets, worker
+from reconciler.daemon import snapdelta, spill, targets, worker
 from reconciler.daemon.targets import Change
 from reconciler.daemon.worker import CHUNK_FILES, CHUNK_NODES, Limits, Renderer
 
@@ -488,6 +488,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
     parsed = ValidateMemo() if reuse else None  # each file's parse, in memory only (core.docmemo)
     if reuse:
         memo = worker._load_memo(memo_path) if memo_path is not None else NodeMemo(code=worker.CODE)
+    # The memo's bytes on disk (daemon.spill); not with `verify`, which compares every file.
+    spilled = spill.Spill(memo_path.parent if memo_path is not None else None) if reuse and not verify else None
     sent: _Whole | None = None
     held: Snapshot | None = None  # the snapshot of the last request: the next one comes as changes to it
     commits = 0
@@ -516,7 +518,7 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
                 # sent, beside the daemon's activation (reconciler.heap).
                 with gc_paused():
                     sent = _build(conn, held, renderer, site, (memo, parsed), verify,
-                                  sent if sent and sent.token == base else None, token, unpickled, wrong)
+                                  sent if sent and sent.token == base else None, token, unpickled, wrong, spilled)
                     if parsed is not None:  # the result is sent: what the next commit's check needs
                         _build_pending(parsed)
                 heap.settle()
@@ -536,6 +538,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
         conn.close()
     if memo is not None and memo_path is not None and commits:
         worker._save_memo(memo_path, memo)
+    if spilled is not None:
+        spilled.close()
 
 
 def _build_pending(parsed: ValidateMemo) -> None:
@@ -566,8 +570,9 @@ def _snapshot(held: Snapshot | None, delta: snapdelta.SnapshotDelta | None,
 
 def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
            memos: tuple[NodeMemo | None, ValidateMemo | None], verify: bool, base: _Whole | None, token: int,
-           unpickled: float = 0.0, wrong: tuple[str, ...] = ()) -> _Whole:
-    """One commit: validate and render with the memos, send what differs from `base` (all without)."""
+           unpickled: float = 0.0, wrong: tuple[str, ...] = (), spilled: spill.Spill | None = None) -> _Whole:
+    """One commit: validate and render with the memos, send what differs from `base` (all without).
+    `spilled`: where the render memo's bytes go as nodes are rendered (daemon.spill)."""
     memo, parsed = memos
     t0 = time.monotonic()
     hits = parsed.hits if parsed is not None else 0
@@ -584,7 +589,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
     t1 = time.monotonic()
     state = result.for_site(site)  # InvalidRevision: sent by the caller
     forked = renderfork.counts["forked"]
-    files, mismatched = worker.render_reusing(renderer, state, memo, verify, renderfork.walk)
+    with spilling(spilled.entries if spilled is not None else None):
+        files, mismatched = worker.render_reusing(renderer, state, memo, verify, renderfork.walk)
     t2 = time.monotonic()
     nodes, order, changed_nodes = _changed_nodes(base, state.nodes)
     order_sent = None if base is not None and base.order == order else order
@@ -606,7 +612,7 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         changed = [(p, d) for p, d in files.items() if before is None or before.get(p) != d]
         removed = [p for p in before if p not in files] if before is not None else []
     for chunk in _chunks(changed, CHUNK_FILES):
-        conn.send(("files", dict(chunk)))
+        conn.send(("files", spilled.resolved(chunk) if spilled is not None else dict(chunk)))
     for chunk in _chunks(removed, CHUNK_FILES):
         conn.send(("removed", chunk))
     if verify:

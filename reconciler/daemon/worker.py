@@ -48,6 +48,7 @@ from reconciler.core import codes
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Location, Node
 from reconciler.core.render import fanout, reuse
+from reconciler.core.render.files import unspilled
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -274,13 +275,20 @@ def _save_memo(path: Path, memo: NodeMemo) -> None:
             fh.write(MEMO_MAGIC)
             pickle.dump((memo.code, memo.sentinel, len(names), len(memo.chunks)), fh, pickle.HIGHEST_PROTOCOL)
             for i in range(0, len(names), MEMO_CHUNK):
-                piece = {name: memo.keyed(name) for name in names[i:i + MEMO_CHUNK]}
+                piece = {name: _unspilled(memo.keyed(name)) for name in names[i:i + MEMO_CHUNK]}
                 pickle.dump(piece, fh, pickle.HIGHEST_PROTOCOL)
             chunks = iter(memo.chunks.items())
             while part := dict(itertools.islice(chunks, MEMO_CHUNK * 3)):
                 pickle.dump(part, fh, pickle.HIGHEST_PROTOCOL)
             raw.write(fh.sha.digest())
         os.replace(tmp, path)
+
+
+def _unspilled(kept: reuse.Kept) -> reuse.Kept:
+    """The node's entries as rendered, their bytes read back where the worker spilled them (daemon.spill)."""
+    if all(isinstance(entry, bytes) or type(entry[0]) is bytes for entry in kept.entries.values()):
+        return kept
+    return kept._replace(entries=unspilled(kept.entries))
 
 
 def _child(conn: Any, snapshot: Snapshot, renderer: Renderer | None, limits: Limits, site: str | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import hashlib
 import operator
 import re
 from collections import Counter
@@ -23,7 +24,7 @@ from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
 from reconciler.core.render import chunks, dhcpd, dnsmasq, fanout, grub, ipxe, kea, matchbox, nocloud, patch, reuse
-from reconciler.core.render.files import Entry, RenderedFiles, Since, entry_size, stamped
+from reconciler.core.render.files import Entry, RenderedFiles, Since, Spilled, entry_size, stamped, stored
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.template import TemplateFailure
@@ -124,31 +125,44 @@ def _still_yaml(files: RenderedFiles, path: str) -> bool:
     entry differs from the served bytes only where the memo's stand-in revision and its token
     stand for the revision and the node's token, hex strings of the same lengths, and swapping
     hex digits for hex digits cannot make a text parse as YAML or stop it."""
-    return _parses(_stored(files.raw(path)))
+    return _parses(files.raw(path))
 
 
-def _stored(entry: Entry) -> bytes:
-    return entry if isinstance(entry, bytes) else entry[0]
+_stored = stored  # (render.files; spilled bytes read back: daemon.spill)
 
 
 _NAME = operator.attrgetter("name")
-_PARSED: dict[bytes, bool] = {}  # stored user-data -> `secrets.still_yaml` of it
+# A digest of stored user-data -> `secrets.still_yaml` of it (a digest: a key holding the bytes
+# would keep those the daemon's worker spills, daemon.spill); on such an entry (`files.Spilled`)
+# it is also noted, so that a whole generation's check reads none of them back.
+_PARSED: dict[bytes, bool] = {}
 _PARSED_MAX = 1 << 18
 # The user-data paths `render_served` will parse: a forked render child parses its nodes' (render.fanout).
 _CHECKED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("render_checked", default=frozenset())
 
 
-def _parses(user_data: bytes) -> bool:
-    known = _PARSED.get(user_data)
-    if known is None:
-        known = _learn(user_data, secrets.still_yaml(user_data))
-    return known
+def _parses(entry: Entry) -> bool:
+    raw = entry if isinstance(entry, bytes) else entry[0]
+    if type(raw) is not bytes and (noted := cast(Spilled, raw).parses) is not None:
+        return noted
+    data = _stored(entry)
+    key = _digest(data)
+    known = _PARSED.get(key)
+    return _learn(entry, key, secrets.still_yaml(data) if known is None else known)
 
 
-def _learn(user_data: bytes, parses: bool) -> bool:
+def _digest(user_data: bytes) -> bytes:
+    return hashlib.blake2b(user_data, digest_size=16).digest()
+
+
+def _learn(entry: Entry, key: bytes, parses: bool) -> bool:
+    """Remember `parses` for `entry`, whose stored bytes' `_digest` is `key`."""
+    raw = entry if isinstance(entry, bytes) else entry[0]
+    if type(raw) is not bytes:
+        cast(Spilled, raw).parses = parses
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()  # a site's worth many times over: what is still served is parsed again once
-    _PARSED[user_data] = parses
+    _PARSED[key] = parses
     return parses
 
 
@@ -337,18 +351,24 @@ def _rendered(
         # took a sixth of a forked render's time). Only a yes is kept: a no may be this deeper
         # stack's RecursionError; `render_served` decides it again at its own depth.
         own = render_node(node)
+        path, key, known = "", b"", None
         if checked:
             path = f"cloud-init/{node.mac}/user-data"
             if path in checked and path in own:
                 data = _stored(own[path])
-                if data not in _PARSED and secrets.still_yaml(data):
-                    _learn(data, True)
+                known = _PARSED.get(key := _digest(data))
+                if known is None and secrets.still_yaml(data):
+                    known = True
+        reuse.spill(own)  # the worker's memo keeps its bytes on disk (daemon.spill)
+        if known is not None:
+            _learn(own[path], key, known)  # after it: noted on a spilled entry too
         return own
 
     def capture(node: Node, own: Mapping[str, Entry]) -> object:
         path = f"cloud-init/{node.mac}/user-data"
         # Only a yes travels (`render`): the parent decides a no.
-        parsed = True if path in checked and path in own and _PARSED.get(_stored(own[path])) else None
+        key = _digest(_stored(own[path])) if path in checked and path in own else b""
+        parsed = key if key and _PARSED.get(key) else None  # its digest, for the parent
         if memo is None:
             return own, None, None, (0, 0), secure.pop(node.name, None), parsed
         last = memo.last.get(node.name)
@@ -360,7 +380,7 @@ def _rendered(
     def adopt(node: Node, captured: Any) -> Mapping[str, Entry]:
         own, kept, shared, (hits, misses), plan, parsed = captured
         if parsed is not None:
-            _learn(_stored(own[f"cloud-init/{node.mac}/user-data"]), parsed)
+            _learn(own[f"cloud-init/{node.mac}/user-data"], parsed, True)  # spilled already, maybe (`arrived`)
         if memo is not None:
             memo.hits, memo.misses = memo.hits + hits, memo.misses + misses
             if kept is None:
@@ -369,14 +389,23 @@ def _rendered(
                 memo.entries[node.name] = kept
             if shared is None:
                 memo.last.pop(node.name, None)
-            else:
-                memo.last[node.name] = (node, shared)
+            else:  # the parent's own object where equal: not one copy a node
+                same = shared_of.get(node.profile) if shared_of is not None else None
+                memo.last[node.name] = (node, same if same is not None and same == shared else shared)
         if plan is not None:
             secure[node.name] = plan
+        reuse.spill(own)
         return cast(Mapping[str, Entry], own)
 
-    return fanout.walker()(nodes, render, fresh, capture, adopt, lambda own: sum(map(entry_size, own.values())),
-                           template.MAX_GENERATION_BYTES)
+    spiller = reuse.spiller()
+
+    def arrived(captured: Any) -> None:  # on the thread that receives a forked child's nodes
+        if spiller is not None and type(captured[0]) is dict:
+            spiller(captured[0])
+
+    with fanout.arriving(arrived if spiller is not None else None):
+        yield from fanout.walker()(nodes, render, fresh, capture, adopt,
+                                   lambda own: sum(map(entry_size, own.values())), template.MAX_GENERATION_BYTES)
 
 
 def _node_files(plan: NodeBoot, revision: str, generic: MatchboxTemplate | None) -> dict[str, bytes]:

@@ -116,6 +116,25 @@ def meanwhile(work: Callable[[], T]) -> Iterator[Meanwhile[T]]:
         _MEANWHILE.reset(token)
 
 
+_ARRIVED: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar("render_arrived", default=None)
+
+
+@contextlib.contextmanager
+def arriving(hook: Callable[[Any], None] | None) -> Iterator[None]:
+    """A walker that renders elsewhere calls `hook(captured)` on each capture as it arrives, on
+    the thread that receives it, ahead of its `adopt` (the worker spills the bytes of the nodes a
+    forked child rendered as they come, not once the loop reaches them: daemon.spill)."""
+    token = _ARRIVED.set(hook)
+    try:
+        yield
+    finally:
+        _ARRIVED.reset(token)
+
+
+def arrival_hook() -> Callable[[Any], None] | None:
+    return _ARRIVED.get()
+
+
 def run_meanwhile() -> None:
     """For a walker that forks: do the enclosing `meanwhile` work now (this process would wait)."""
     pending = _MEANWHILE.get()

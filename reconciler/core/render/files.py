@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 from reconciler.core import template
 
@@ -35,6 +35,90 @@ Entry = bytes | Stamped
 
 def stamped(raw: bytes, node: str, token: bytes) -> Stamped:
     return (raw, node, token)
+
+
+class Source(Protocol):
+    def read(self, offset: int, size: int) -> bytes: ...
+
+
+class Spilled:
+    """The bytes of an entry kept in a file instead of in memory (the daemon's worker once they
+    are rendered: `daemon.spill`), read back when they are needed: stamped for serving, compared
+    with other bytes, pickled (as the bytes themselves: the daemon never sees one). Only ever the
+    first item of a `Stamped`, which `stored` and `_stamp` read; a `SpilledPlain` one stands for
+    a plain entry (`unspilled` gives it back as such). Small: where it is, packed in one int."""
+
+    __slots__ = ("parses", "source", "where")
+
+    def __init__(self, source: Source, offset: int, size: int) -> None:
+        self.source, self.where = source, offset << SIZE_BITS | size
+        self.parses: bool | None = None  # a user-data's `secrets.still_yaml`, once known (core.render)
+
+    @property
+    def offset(self) -> int:
+        return self.where >> SIZE_BITS
+
+    @property
+    def size(self) -> int:
+        return self.where & SIZE_MASK
+
+    def load(self) -> bytes:
+        return self.source.read(self.where >> SIZE_BITS, self.where & SIZE_MASK)
+
+    def __len__(self) -> int:
+        return self.where & SIZE_MASK
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if isinstance(other, Spilled):
+            if other.source is self.source and other.where == self.where:
+                return True
+            other = other.load()
+        if not isinstance(other, bytes):
+            return NotImplemented
+        return len(other) == len(self) and self.load() == other
+
+    def __hash__(self) -> int:
+        return hash(self.load())
+
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
+        return bytes, (self.load(),)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} bytes at {self.offset})"
+
+
+class SpilledPlain(Spilled):
+    """A `Spilled` standing for a plain entry: `(it, "", b"")`, stamped to the same bytes."""
+
+    __slots__ = ()
+
+
+SIZE_BITS = 32
+SIZE_MASK = (1 << SIZE_BITS) - 1
+SPILLED_MAX = SIZE_MASK  # the largest entry a `Spilled` holds
+
+
+def unspilled(entries: Mapping[str, Entry]) -> dict[str, Entry]:
+    """`entries` with spilled bytes read back: each entry as it was before it was spilled."""
+    out = dict(entries)
+    for path, entry in out.items():
+        if type(entry) is tuple:
+            raw: object = entry[0]
+            if isinstance(raw, SpilledPlain):
+                out[path] = raw.load()
+            elif isinstance(raw, Spilled):
+                out[path] = (raw.load(), entry[1], entry[2])
+    return out
+
+
+def stored(entry: Entry) -> bytes:
+    """The bytes an entry is stored as (at the stand-in revision for a `Stamped` one)."""
+    if isinstance(entry, bytes):
+        return entry
+    raw = entry[0]
+    return raw if type(raw) is bytes else cast(Spilled, raw).load()
 
 
 class Since(NamedTuple):
@@ -180,6 +264,10 @@ class RenderedFiles(Mapping[str, bytes]):
 
     def _stamp(self, entry: Stamped) -> bytes:
         raw, node, token = entry
+        if type(raw) is not bytes:
+            if isinstance(raw, SpilledPlain):
+                return raw.load()  # a plain entry: as it is (a generation without a stand-in too)
+            raw = cast(Spilled, raw).load()
         data = raw.replace(self.sentinel.encode(), self.revision.encode())
         if token:
             data = data.replace(token, self._token(node))

@@ -125,6 +125,34 @@ def in_use() -> NodeMemo | None:
     return _IN_USE.get()
 
 
+Spiller = Callable[[dict[str, Entry]], None]
+_SPILL: contextvars.ContextVar[Spiller | None] = contextvars.ContextVar("node_spill", default=None)
+
+
+@contextlib.contextmanager
+def spilling(spiller: Spiller | None) -> Iterator[None]:
+    """Full render loops in this block hand each node's entries, once rendered or adopted, to
+    `spiller`, which may replace bytes in them by `files.Spilled` ones (the daemon's worker: its
+    memo's bytes in a file, daemon.spill). The dict is the memo's own (`Kept.entries`)."""
+    token = _SPILL.set(spiller)
+    try:
+        yield
+    finally:
+        _SPILL.reset(token)
+
+
+def spiller() -> Spiller | None:
+    """The enclosing `spilling` block's spiller (for a thread of this render: contexts are per thread)."""
+    return _SPILL.get()
+
+
+def spill(own: object) -> None:
+    """`own` (a node's entries) to the enclosing `spilling` block's spiller, if any."""
+    spiller = _SPILL.get()
+    if spiller is not None and type(own) is dict:
+        spiller(own)
+
+
 def _stand_in(length: int) -> str:
     return _random.token_hex((length + 1) // 2)[:length]
 

@@ -1,0 +1,194 @@
+"""The worker's spill file: the render memo's bytes on disk instead of in the worker's memory.
+
+Used by the long-lived worker (daemon.resident, around its renders: `core.render.reuse.spilling`).
+Why (issue 25): after a first render of 100,000 nodes the worker held every node's files (~4.3 KB
+a node) in its render memo and the result it sends, while the daemon holds the same bytes; most of
+them are read again only when sent (a whole result), written to `render-memo`, or compared with a
+node rendered again. As each node comes out of the render loop, its entries of SMALLEST bytes or
+more (iPXE script, GRUB config, user-data, matchbox JSON) go to unlinked files in the state
+directory, one for each top directory of the paths, and are replaced by `files.Spilled` ones, which
+read them back when needed (and pickle as the bytes); the nodes a forked render child made are
+spilled as they arrive (`fanout.arriving`). Measured (bench.first_reconcile, 20,000 nodes, load
+~6): the worker's peak 331 -> 279 MB. The files only grow with what is rendered anew, and go when
+the worker process does. Not used with --verify-incremental (it compares every file), nor in a
+process that did not make it (a forked render child). A write that fails leaves the bytes in
+memory and stops spilling; a read that fails raises (the commit fails, the worker is replaced and
+starts from `render-memo`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, cast
+
+from reconciler.core.render.files import SIZE_BITS, SIZE_MASK, SPILLED_MAX, Entry, Spilled, SpilledPlain
+
+FLUSH_BYTES = 256 << 10  # written to the file in pieces of this much (a buffer for each file)
+SPAN_GAP = 16 << 10  # `resolved` reads a chunk's entries of one file in one piece where no further apart
+_write = os.write  # (the tests refuse it)
+SMALLEST = 256  # entries shorter than this stay in memory (a Spilled and its tuple are ~150 bytes)
+
+
+_WHERE = operator.itemgetter(0)
+
+
+class Spill:
+    """Append-only files of stored bytes, one for each top directory of the paths (a chunk of
+    paths in order, as sent, is then one run of a file), read back at offsets (`Spilled`)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._directory = directory
+        self._pid = os.getpid()
+        self._streams: dict[str, _Stream] = {}
+        self.broken = False
+        self.spilled = 0  # bytes put
+        # The worker's main thread and the thread receiving a forked render child's nodes both put.
+        self._lock = threading.Lock()
+
+    def _stream(self, path: str) -> _Stream | None:
+        kind = path[:path.find("/")]
+        stream = self._streams.get(kind)
+        if stream is None and not self.broken:
+            try:
+                stream = self._streams[kind] = _Stream(_unlinked(self._directory), self._lock)
+            except OSError:
+                self.broken = True
+        return stream
+
+    def entries(self, own: dict[str, Entry]) -> None:
+        """Spill a node's large entries (`reuse.spilling`): in place, in the memo's dict. Called
+        for every node of a whole render: one loop, nothing called per entry but what must be."""
+        if self.broken or os.getpid() != self._pid:
+            return  # a forked render child: the worker spills what it adopts
+        streams = self._streams
+        with self._lock:
+            for path, entry in own.items():  # values replaced in place: the dict keeps its size
+                if type(entry) is tuple:
+                    raw: object = entry[0]
+                    if type(raw) is not bytes:
+                        continue
+                else:
+                    raw = entry
+                size = len(raw)
+                if size < SMALLEST or size > SPILLED_MAX:
+                    continue
+                stream = streams.get(path[:path.find("/")]) or self._stream(path)
+                if stream is None or stream.broken:
+                    self.broken = True
+                    return
+                buffer = stream.buffer  # `_Stream.put`, inlined: this runs for every entry of a whole render
+                offset = stream.flushed + len(buffer)
+                buffer += raw  # type: ignore[arg-type]
+                if len(buffer) >= FLUSH_BYTES and not stream.flush():
+                    self.broken = True
+                    return
+                self.spilled += size
+                if raw is entry:
+                    own[path] = (SpilledPlain(stream, offset, size), "", b"")  # type: ignore[assignment]
+                else:
+                    own[path] = (Spilled(stream, offset, size), entry[1], entry[2])  # type: ignore[assignment]
+
+    def resolved(self, items: Iterable[tuple[str, Entry]]) -> dict[str, Entry]:
+        """`items` as a dict whose spilled entries are as they were before (to be sent). A chunk
+        of paths in order is mostly a run of one file (nodes' files in the order they were put):
+        entries no further apart than SPAN_GAP are read in one piece."""
+        out = dict(items)
+        by_source: dict[object, list[tuple[int, str, Any]]] = {}
+        for path, entry in out.items():
+            if type(entry) is tuple and isinstance(raw := entry[0], Spilled):
+                found = by_source.get(raw.source)
+                if found is None:
+                    found = by_source[raw.source] = []
+                found.append((raw.where, path, entry))
+        for source, found in by_source.items():
+            found.sort(key=_WHERE)
+            read = cast(_Stream, source).read
+            i = 0
+            while i < len(found):
+                where = found[i][0]
+                start = where >> SIZE_BITS
+                end = start + (where & SIZE_MASK)
+                j = i + 1
+                while j < len(found) and (where := found[j][0]) >> SIZE_BITS <= end + SPAN_GAP:
+                    end = (where >> SIZE_BITS) + (where & SIZE_MASK)
+                    j += 1
+                data = read(start, end - start)
+                for where, path, entry in found[i:j]:
+                    at = (where >> SIZE_BITS) - start
+                    got = data[at:at + (where & SIZE_MASK)]
+                    out[path] = got if isinstance(entry[0], SpilledPlain) else (got, entry[1], entry[2])
+                i = j
+        return out
+
+    def close(self) -> None:
+        for stream in self._streams.values():
+            stream.close()
+
+
+class _Stream:
+    """One append-only file (`Spill`): written in pieces of FLUSH_BYTES, read at offsets. Its
+    buffer is appended to by `Spill.entries`, holding the Spill's lock."""
+
+    def __init__(self, fd: int, lock: threading.Lock) -> None:
+        self._fd = fd
+        self._lock = lock
+        self.buffer = bytearray()
+        self.flushed = 0  # bytes in the file; the buffer's follow
+        self.broken = False
+
+    def flush(self) -> bool:
+        view = memoryview(self.buffer)
+        try:
+            while view:
+                written = _write(self._fd, view)
+                view = view[written:]
+                self.flushed += written
+        except OSError:
+            self.broken = True  # what was put before stays readable: from the file or the buffer
+            return False
+        finally:
+            left = bytes(view)
+            view.release()
+            self.buffer = bytearray(left)  # not the old one: it would keep its size
+        return True
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            flushed = self.flushed
+            if offset + size > flushed:  # all or part of it not written yet
+                start = max(0, offset - flushed)
+                tail = bytes(self.buffer[start:offset + size - flushed])
+                if offset >= flushed:
+                    return tail
+                size = flushed - offset
+            else:
+                tail = b""
+        data = os.pread(self._fd, size, offset)  # written: never changes
+        while len(data) < size:  # a short read (a signal): the rest
+            more = os.pread(self._fd, size - len(data), offset + len(data))
+            if not more:
+                raise OSError(f"the worker's spill file ends at {offset + len(data)}, {size} bytes read at {offset}")
+            data += more
+        return data + tail if tail else data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _unlinked(directory: Path | None) -> int:
+    """A file nobody else can open, gone when closed: O_TMPFILE where the system has it."""
+    where = str(directory) if directory is not None else tempfile.gettempdir()
+    flags = getattr(os, "O_TMPFILE", 0)
+    if flags:
+        with contextlib.suppress(OSError):
+            return os.open(where, flags | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fd, name = tempfile.mkstemp(prefix=".worker-spill-", dir=where)
+    os.unlink(name)
+    return fd

@@ -1,0 +1,146 @@
+"""The worker's spill file (`daemon.spill`): a whole render with a spill keeps its memo's large
+entries on disk, not in memory, and everything read from it is what the render made: the files
+served (stamped), the entries sent to the daemon (`Spill.resolved`: as stored, a plain entry as
+plain bytes), the memo file written from it (read back and reused by a restarted render), and a
+next commit patched onto it; also when a forked child rendered half of the nodes (their entries
+are spilled as they arrive, on the thread that receives them) and the file is written in small
+pieces (reads across what is written and what is still buffered)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bench.render_scale import make_snapshot
+from reconciler.adapters import renderfork
+from reconciler.core.model import DesiredState
+from reconciler.core.render import fanout, render_generation
+from reconciler.core.render.files import RenderedFiles, Spilled, SpilledPlain, unspilled
+from reconciler.core.render.reuse import NodeMemo, spilling
+from reconciler.core.snapshot import Snapshot
+from reconciler.core.validate import validate
+from reconciler.daemon import spill, worker
+from tests import repo_builder
+
+SECRET = b"spill-test-secret"
+NODES = 60
+render = functools.partial(render_generation, report_secret=SECRET)
+
+
+def snapshot(revision: bytes, changed: str = "") -> Snapshot:
+    """bench.render_scale's repository of NODES nodes (enough for a forked render to have halves);
+    `changed`: a label of one node's."""
+    files = make_snapshot(NODES)
+    if changed:
+        files["nodes/n00007.yaml"] = files["nodes/n00007.yaml"].replace(b"role: worker", changed.encode())
+    return Snapshot(hashlib.sha1(revision).hexdigest(), files)
+
+
+def state_of(snap: Snapshot) -> DesiredState:
+    result = validate(snap)
+    assert result.state is not None, result.issues
+    return result.for_site(None)
+
+
+def spilled_render(state: DesiredState, memo: NodeMemo, into: spill.Spill) -> RenderedFiles:
+    with spilling(into.entries):
+        return render(state, memo=memo)
+
+
+@pytest.fixture(params=["one process", "forked"])
+def walker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 4096)  # many small writes, and reads across them
+    if request.param == "forked":
+        monkeypatch.setenv(renderfork.FANOUT_MIN_ENV, "2")
+    return str(request.param)
+
+
+def test_a_spilled_render_serves_sends_and_stores_what_one_without_makes(tmp_path: Path, walker: str) -> None:
+    state = state_of(snapshot(b"one"))
+    kept = NodeMemo(code=worker.CODE)
+    plain = render(state, memo=kept)  # the same render, nothing spilled
+    into = spill.Spill(tmp_path)
+    memo = NodeMemo(code=worker.CODE, sentinel=kept.sentinel)
+    forked = renderfork.counts["forked"]
+    with fanout.using(renderfork.walk if walker == "forked" else fanout.one_by_one):
+        files = spilled_render(state, memo, into)
+    assert (renderfork.counts["forked"] > forked) == (walker == "forked")
+    spilled = [e for e in files.entries.values() if type(e) is tuple and isinstance(e[0], Spilled)]
+    assert into.spilled > 0 and len(spilled) >= len(state.nodes)
+    assert any(isinstance(e[0], SpilledPlain) for e in spilled)  # plain entries too (matchbox groups)
+    assert dict(files) == dict(render(state))  # served: the bytes a render from scratch makes
+    assert into.resolved(files.entries.items()) == plain.entries  # sent: the entries as stored, in path order
+    assert unspilled(files.entries) == plain.entries
+    assert any(type(e) is tuple and isinstance(e[0], Spilled)  # the memo's own dicts hold them
+               for k in memo.entries.values() for e in k.entries.values())
+    for entry in spilled:  # pickled (sent any other way), a spilled entry is its bytes
+        assert type(pickle.loads(pickle.dumps(entry[0]))) is bytes
+
+
+def test_a_memo_written_from_a_spilled_one_is_read_back_whole_and_reused(tmp_path: Path, walker: str) -> None:
+    state = state_of(snapshot(b"one"))
+    into = spill.Spill(tmp_path)
+    memo = NodeMemo(code=worker.CODE)
+    with fanout.using(renderfork.walk if walker == "forked" else fanout.one_by_one):
+        spilled_render(state, memo, into)
+    path = tmp_path / "render-memo"
+    worker._save_memo(path, memo)
+    into.close()  # what the memo file holds no longer depends on the spill
+    loaded = worker._load_memo(path)
+    assert loaded.entries and all(isinstance(e, bytes) or type(e[0]) is bytes
+                                  for kept in loaded.entries.values() for e in kept.entries.values())
+    files = render(state, memo=loaded)
+    assert (loaded.hits, loaded.misses) == (len(state.nodes), 0)
+    assert dict(files) == dict(render(state))
+    assert files.entries == render(state, memo=NodeMemo(sentinel=loaded.sentinel)).entries  # plain stays plain
+
+
+def test_the_next_commit_patched_onto_a_spilled_render_is_the_full_render(tmp_path: Path, walker: str) -> None:
+    into = spill.Spill(tmp_path)
+    memo = NodeMemo(code=worker.CODE)
+    with fanout.using(renderfork.walk if walker == "forked" else fanout.one_by_one):
+        first = spilled_render(state_of(snapshot(b"one")), memo, into)
+        state = state_of(snapshot(b"two", changed="role: db"))  # one node's labels
+        second = spilled_render(state, memo, into)
+    assert dict(second) == dict(render(state))
+    delta = second.delta_from(first)
+    assert not delta.full and 0 < len(delta.entries) < len(second.entries) // 4
+    sent = into.resolved(delta.entries.items())
+    assert delta.apply(RenderedFiles(into.resolved(first.entries.items()), first.revision, first.sentinel,
+                                     first.secret)).entries == into.resolved(second.entries.items())
+    assert all(type(e) is bytes or type(e[0]) is bytes for e in sent.values())
+
+
+def test_a_spill_that_cannot_be_written_keeps_the_bytes_in_memory(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    state = state_of(snapshot(b"one"))
+    into = spill.Spill(tmp_path)
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 20_000)  # what was put before the write failed stays readable
+
+    def refused(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spill, "_write", refused)
+    memo = NodeMemo(code=worker.CODE)
+    files = spilled_render(state, memo, into)
+    assert into.broken and into.spilled
+    assert dict(files) == dict(render(state))
+    assert into.resolved(files.entries.items()) == unspilled(files.entries)
+
+
+def test_a_spilled_render_without_a_stand_in_serves_its_files_as_they_are(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Secure Boot the memo keeps no node: the nodes' files are plain, at the revision, and a
+    generation has no stand-in to replace (replacing "" would put the revision between every byte)."""
+    monkeypatch.setattr(spill, "SMALLEST", 1)
+    site = repo_builder.BASE["netboot.yaml"] + "secure_boot: true\n"
+    state = state_of(repo_builder.snapshot({"netboot.yaml": site}, revision=hashlib.sha1(b"sb").hexdigest()))
+    into = spill.Spill(tmp_path)
+    files = spilled_render(state, NodeMemo(code=worker.CODE), into)
+    assert files.sentinel == "" and into.spilled
+    assert dict(files) == dict(render(state))
+    assert into.resolved(files.entries.items()) == render(state).entries
