@@ -8,8 +8,6 @@ value; the findings say why, and later stages run on what could be built.
 from __future__ import annotations
 
 import bisect
-import functools
-import posixpath
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -46,9 +44,14 @@ RESERVED_ID_PREFIX = "node."
 RESERVED_NODE_PREFIX = "group-"
 
 
-@functools.lru_cache(maxsize=1 << 18)  # asked for every node file by several stages of each validation
 def stem(path: str) -> str:
-    return posixpath.splitext(posixpath.basename(path))[0]
+    """The file name without its extension: posixpath.splitext(posixpath.basename(path))[0],
+    in fewer steps. Not remembered: a cache of every node file's was ~120 bytes a node (issue 25),
+    and a one-node commit asks for the changed files' only."""
+    name = path[path.rfind("/") + 1:]
+    dot = name.rfind(".")
+    # (a name that is only dots before its last one has no extension: splitext's rule)
+    return name[:dot] if dot > 0 and name[:dot].strip(".") else name
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -185,11 +188,13 @@ def _under(docs: Mapping[str, Document], prefix: str) -> list[tuple[str, Documen
 
 
 def _schema_ok(doc: Document, kind: str, out: Findings) -> bool:
-    if not isinstance(doc.data, dict):
-        out.report("schema", doc.loc(), f"(document): expected a mapping, found {schema.describe_value(doc.data)}")
-        return False
+    # kept on the document (only a mapping's are): one a ValidateMemo keeps is not checked again,
+    # nor is its value looked at (a thinned one's is no longer all of it: `Document.thin`)
     issues = doc.checked(kind)
-    if issues is None:  # kept on the document: one a ValidateMemo keeps is not checked again
+    if issues is None:
+        if not isinstance(doc.data, dict):
+            out.report("schema", doc.loc(), f"(document): expected a mapping, found {schema.describe_value(doc.data)}")
+            return False
         issues = _check_ahead(doc, kind)
     out.extend(issues)
     return not any(i.is_error for i in issues)
@@ -518,9 +523,10 @@ def groups(docs: Mapping[str, Document], out: Findings) -> list[Group]:
 
 
 def nodes(docs: Mapping[str, Document], out: Findings, memo: ValidateMemo | None = None) -> list[Node]:
-    """The node files' Nodes (`memo`: a file whose Document it kept gives the Node built last time,
-    the same object, and the same findings; when `parse_all` knows which files changed and each
-    changed node file stays a node of its own name, only those are looked at)."""
+    """The node files' Nodes, of `parse_all`'s documents (in path order). `memo`: a file whose
+    Document it kept gives the Node built last time, the same object, and the same findings; when
+    `parse_all` knows which files changed and each changed node file stays a node of its own name,
+    only those are looked at."""
     if memo is not None:
         patched = _nodes_changed(docs, out, memo)
         if patched is not None:
@@ -528,9 +534,7 @@ def nodes(docs: Mapping[str, Document], out: Findings, memo: ValidateMemo | None
     nodes: dict[str, Node] = {}
     found: dict[str, tuple[Issue, ...]] = {}
     names: dict[str, int] = {}
-    for path, doc in docs.items():
-        if kind_of(path) != "node":
-            continue
+    for path, doc in _under(docs, "nodes/"):  # (the node files: the only documents under nodes/, kind_of)
         before, reaches, node, after = node_of(path, doc) if memo is None else memo.node(path, doc, node_of)
         emitted = list(before)
         name = stem(path)
@@ -547,7 +551,7 @@ def nodes(docs: Mapping[str, Document], out: Findings, memo: ValidateMemo | None
             found[path] = tuple(emitted)
     built = list(nodes.values())
     if memo is not None:  # a copy: the caller adds to its list
-        memo.last_nodes = (list(built), {node.name: i for i, node in enumerate(built)}, found, names)
+        memo.last_nodes = (list(built), {node.name: i for i, node in enumerate(built) if names[node.name] == 1}, found)
     return built
 
 
@@ -557,7 +561,7 @@ def _nodes_changed(docs: Mapping[str, Document], out: Findings, memo: ValidateMe
     place. None otherwise (every node file is then looked at)."""
     if memo.changed is None or memo.last_nodes is None:
         return None
-    built, places, found_before, names = memo.last_nodes
+    built, places, found_before = memo.last_nodes
     changed = [path for path in memo.changed if kind_of(path) == "node"]
     if not changed:
         for issues in found_before.values():
@@ -567,7 +571,7 @@ def _nodes_changed(docs: Mapping[str, Document], out: Findings, memo: ValidateMe
     for path in changed:
         name = stem(path)
         last = memo.built(path)
-        if names.get(name) != 1 or last is None or not last[1] or last[2] is None or name not in places:
+        if name not in places or last is None or not last[1] or last[2] is None:
             return None
         before, reaches, node, after = memo.node(path, docs[path], node_of)
         if not reaches or node is None:
@@ -579,7 +583,7 @@ def _nodes_changed(docs: Mapping[str, Document], out: Findings, memo: ValidateMe
             found.pop(path, None)
     for issues in found.values():
         out.extend(issues)
-    memo.last_nodes = (built, places, found, names)
+    memo.last_nodes = (built, places, found)
     return list(built)
 
 

@@ -23,6 +23,10 @@ Parsed = tuple[Document | None, tuple[Issue, ...]]
 # What one node file gives on its own (`core.build.node_of`): findings before the duplicate check,
 # whether it reaches that check, the Node (None: not built) and findings after it.
 BuiltNode = tuple[tuple[Issue, ...], bool, Node | None, tuple[Issue, ...]]
+# What `ValidateMemo` keeps of a path: its last bytes, their Document and findings, what the file
+# built last as a node file (a Node alone for a node with no findings; None: not built) and the
+# Document it was built from.
+Kept = tuple[bytes, Document | None, tuple[Issue, ...], BuiltNode | Node | None, Document | None]
 
 
 class BootMemo:
@@ -90,11 +94,9 @@ class ValidateMemo:
     """Each path's last bytes and what parsing them gave."""
 
     def __init__(self) -> None:
-        # by path: its last bytes, their Document and findings, what the file built last as a node
-        # file (a Node alone for a node with no findings, `_built`; None: not built) and the
-        # Document it was built from: one tuple a file, not four (issue 25: ~200 bytes a node file)
-        self._kept: dict[str, tuple[bytes, Document | None, tuple[Issue, ...], BuiltNode | Node | None,
-                                    Document | None]] = {}
+        # by path (`Kept`): one tuple a file, not four (issue 25: ~200 bytes a node file), and in
+        # the common case the Document alone (`_packed`)
+        self._kept: dict[str, Kept | Document] = {}
         self.boot: dict[str, BootMemo] = {}  # by site name
         self.crossref = CrossMemo()
         self.bmc = BmcMemo()
@@ -112,9 +114,10 @@ class ValidateMemo:
         # what `core.validate` made of the paths alone while `paths` was this count: (count, value)
         self.of_paths: tuple[int, object] | None = None
         self.templates: tuple[int, tuple[str, ...]] | None = None  # the same: the templates' paths
-        # `core.build.nodes`' last outcome: its nodes, each one's place among them by name, each
-        # node file's findings (non-empty only), and how many node files each name has
-        self.last_nodes: tuple[list[Node], dict[str, int], dict[str, tuple[Issue, ...]], dict[str, int]] | None = None
+        # `core.build.nodes`' last outcome: its nodes, each one's place among them by name (only
+        # the names of one node file: a count of each name's files besides was ~33 bytes a node),
+        # and each node file's findings (non-empty only)
+        self.last_nodes: tuple[list[Node], dict[str, int], dict[str, tuple[Issue, ...]]] | None = None
         # `core.validate`'s last node tuples: in build order and sorted by name; and the count of
         # the sorted nodes by (site, profile) (None while it is being updated)
         self.by_name: tuple[tuple[Node, ...], tuple[Node, ...]] | None = None
@@ -125,29 +128,36 @@ class ValidateMemo:
     def parse(self, path: str, content: bytes, parse: Callable[[str, bytes], Parsed]) -> Parsed:
         """`parse(path, content)`, or what it gave for the same bytes at this path last time."""
         kept = self._kept.get(path)
-        if kept is not None and (kept[0] is content or kept[0] == content):
-            self.hits += 1
-            return kept[1], kept[2]
+        if kept is not None:
+            entry = _unpacked(kept)
+            if entry[0] is content or entry[0] == content:
+                self.hits += 1
+                return entry[1], entry[2]
         self.misses += 1
         parsed = parse(path, content)
-        self._kept[path] = (content, *parsed, None, None) if kept is None else (content, *parsed, *kept[3:])
+        self._kept[path] = (content, *parsed, None, None) if kept is None else (content, *parsed, *_unpacked(kept)[3:])
         return parsed
 
     def node(self, path: str, doc: Document, build: Callable[[str, Document], BuiltNode]) -> BuiltNode:
         """`build(path, doc)`, or what it gave for this very Document (a kept parse) at this path."""
         kept = self._kept.get(path)
-        if kept is not None and kept[4] is doc and kept[3] is not None:
-            return _built(kept[3])
+        entry = _unpacked(kept) if kept is not None else None
+        if entry is not None and entry[4] is doc and entry[3] is not None:
+            return _built(entry[3])
         built = build(path, doc)
-        if kept is not None:  # (a file never parsed here is built each time)
+        if entry is not None:  # (a file never parsed here is built each time)
             node = built[2]
-            self._kept[path] = (*kept[:3], node if node is not None and built == ((), True, node, ()) else built, doc)
+            made = node if node is not None and built == ((), True, node, ()) else built
+            self._kept[path] = _packed((*entry[:3], made, doc))
+            if node is not None and entry[1] is doc:
+                doc.thin("bmc")  # all the validation reads of it again (core.bmcinherit); the Node holds the rest
         return built
 
     def built(self, path: str) -> BuiltNode | None:
         """What the node file at `path` gave last (None: not built)."""
         kept = self._kept.get(path)
-        return _built(kept[3]) if kept is not None and kept[3] is not None else None
+        made = _unpacked(kept)[3] if kept is not None else None
+        return _built(made) if made is not None else None
 
     def keep_only(self, paths: Collection[str]) -> None:
         """Forget the files a snapshot no longer has (deleted, renamed); given none (the daemon's
@@ -158,6 +168,24 @@ class ValidateMemo:
             self.boot, self.crossref, self.bmc = {}, CrossMemo(), BmcMemo()
             self.last_parse, self.changed, self.last_nodes = None, None, None
             self.by_name = self.at_site = None
+
+
+def _unpacked(kept: Kept | Document) -> Kept:
+    """A path's entry in `ValidateMemo._kept` as the tuple it stands for (`_packed`)."""
+    if type(kept) is Document:
+        return cast(bytes, kept.source), kept, (), cast(Node, kept.made), kept
+    return cast(Kept, kept)
+
+
+def _packed(entry: Kept) -> Kept | Document:
+    """What `ValidateMemo._kept` holds for `entry`: in the common case (a file whose bytes are its
+    Document's source, parsed and built as a node with no findings) the Document alone, its Node
+    kept on it (`Document.keep_made`); else the tuple."""
+    content, doc, issues, made, built_from = entry
+    if doc is not None and built_from is doc and not issues and type(made) is Node and doc.source is content:
+        doc.keep_made(made)
+        return doc
+    return entry
 
 
 def _built(kept: BuiltNode | Node) -> BuiltNode:

@@ -9,7 +9,6 @@ enforces, so both readers refuse the same things.
 from __future__ import annotations
 
 import difflib
-import functools
 import posixpath
 import re
 import stat
@@ -37,9 +36,10 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-@functools.lru_cache(maxsize=1 << 18)  # asked for every path by several stages of each validation
 def kind_of(path: str) -> str | None:
-    """The document kind of a repo-relative path, or None when the format does not read it."""
+    """The document kind of a repo-relative path, or None when the format does not read it.
+    Not remembered: a cache of every path's was ~120 bytes a node file in each process (issue 25);
+    a validation asks once per path, and a one-node commit's only for the changed files."""
     if path == SITE_FILE:
         return "site"
     if path == ASSETS_FILE:

@@ -17,7 +17,9 @@ import json
 import operator
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -96,6 +98,9 @@ _MERGE = "tag:yaml.org,2002:merge"
 _SEQ = "tag:yaml.org,2002:seq"
 
 
+_THINNED: Mapping[str, Any] = MappingProxyType({})  # a thinned document's value without the kept entry (`thin`)
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     """One parsed file: its plain value, and what finds where a value was written.
@@ -118,6 +123,8 @@ class Document:
     # its schema findings as a document of one kind (core.build), kept with it (core.docmemo.ValidateMemo)
     checked_as: str | None = field(default=None, init=False, repr=False, compare=False)
     _found: tuple[Issue, ...] = field(default=(), init=False, repr=False, compare=False)
+    # what was built of it (a node file's Node), kept with it by core.docmemo.ValidateMemo (`keep_made`)
+    made: object = field(default=None, init=False, repr=False, compare=False)
 
     def checked(self, kind: str) -> tuple[Issue, ...] | None:
         """Its schema findings as a document of `kind` (None: not checked as one)."""
@@ -127,6 +134,21 @@ class Document:
         """Keep its schema findings as a document of `kind` (`core.build`: each file is of one kind)."""
         object.__setattr__(self, "checked_as", kind)
         object.__setattr__(self, "_found", issues)
+
+    def keep_made(self, made: object) -> None:
+        """Keep what was built of it with it (`made`): the validation memo's one object a node
+        file, not a tuple besides (issue 25: ~80 bytes a node file)."""
+        object.__setattr__(self, "made", made)
+
+    def thin(self, keep: str) -> None:
+        """Forget its value but the top mapping's entry `keep`: `data` becomes {keep: its value},
+        or an empty mapping without one. For a document what was built of it stands for (a node
+        file's Node, kept with it by `core.docmemo`: 100,000 of them kept their whole values, ~30 MB
+        of the worker, issue 25); positions (`loc`) still come from `source`. Never checked or
+        built again: its schema findings are kept (`checked`) and its Node with it."""
+        data = self.data
+        kept = {keep: data[keep]} if isinstance(data, dict) and keep in data else _THINNED
+        object.__setattr__(self, "data", kept)
 
     @property
     def root(self) -> yaml.Node | None:
