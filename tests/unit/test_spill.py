@@ -17,14 +17,17 @@ import pytest
 
 from bench.render_scale import make_snapshot
 from reconciler.adapters import renderfork
+from reconciler.adapters.agecrypt import load_identity
+from reconciler.core import secrets
 from reconciler.core.model import DesiredState
-from reconciler.core.render import fanout, render_generation
+from reconciler.core.render import fanout, render_generation, render_served
 from reconciler.core.render.files import RenderedFiles, Spilled, SpilledPlain, unspilled
 from reconciler.core.render.reuse import NodeMemo, spilling
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
 from reconciler.daemon import spill, worker
 from tests import repo_builder
+from tests.integration.daemon_support import ROOT
 
 SECRET = b"spill-test-secret"
 NODES = 60
@@ -144,3 +147,31 @@ def test_a_spilled_render_without_a_stand_in_serves_its_files_as_they_are(tmp_pa
     assert files.sentinel == "" and into.spilled
     assert dict(files) == dict(render(state))
     assert into.resolved(files.entries.items()) == render(state).entries
+
+
+def test_a_full_render_over_spilled_kept_nodes_parses_only_the_new_user_data(tmp_path: Path, walker: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node added: the full loop runs over nodes the memo keeps spilled; what `render_served`
+    found of their user-data (noted on the spilled entries) is not looked for again."""
+    decrypt = load_identity(ROOT / "contrib" / "example-age-identity.txt")
+    served = functools.partial(render_served, report_secret=SECRET, decrypt=decrypt)
+    into = spill.Spill(tmp_path)
+    memo = NodeMemo(code=worker.CODE)
+    parsed: list[bytes] = []
+    real = secrets.still_yaml
+
+    def counting(data: bytes) -> bool:
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(secrets, "still_yaml", counting)
+    with fanout.using(renderfork.walk if walker == "forked" else fanout.one_by_one), spilling(into.entries):
+        served(state_of(snapshot(b"one")), memo=memo)
+        assert parsed
+        files = dict(snapshot(b"two").files) | {"nodes/n99999.yaml": make_snapshot(1)["nodes/n00000.yaml"].replace(
+            b"52:54:00:00:00:01", b"52:54:00:99:99:01").replace(b"10.0.1.1\n", b"10.0.9.9\n")}
+        state = state_of(Snapshot(hashlib.sha1(b"two").hexdigest(), files))
+        parsed.clear()
+        second = served(state, memo=memo)
+    assert len(parsed) <= 2  # the new node's (here and maybe in the forked child), not every kept one's
+    assert dict(second) == dict(served(state))

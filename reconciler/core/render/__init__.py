@@ -354,8 +354,10 @@ def _rendered(
         path, key, known = "", b"", None
         if checked:
             path = f"cloud-init/{node.mac}/user-data"
-            if path in checked and path in own:
-                data = _stored(own[path])
+            entry = own.get(path)
+            raw = entry[0] if type(entry) is tuple else None
+            if path in checked and entry is not None and not (isinstance(raw, Spilled) and raw.parses is not None):
+                data = _stored(entry)  # not a kept node's spilled user-data whose answer is noted on it
                 known = _PARSED.get(key := _digest(data))
                 if known is None and secrets.still_yaml(data):
                     known = True
