@@ -2,15 +2,16 @@
 
 Called by the daemon's loop (daemon.loop, `Daemon.run`): after a generation is activated (it is
 served from then on), kicking the servers' supervisor and settling the heap
-(`Daemon._after_served`) need not delay a commit pushed meanwhile (the `wait` of the applied
-log line). Here they run in activation order on one thread, beside the next commit's
-validation, which runs in the worker process and leaves the daemon's GIL free. What stays on
-the loop's thread: recording what the revision targets (in the store before a machine's report
-on it is acknowledged), starting its rollout (a kill -9 must not lose it), and collecting old
-generations and unused assets (beside the next commit's assets step it deleted the content that
-step had just linked: no kept or served generation names it before activation). Tests driving `reconcile_once`
-directly do it all inline, as before. `stop` runs what is queued (within a bound) before the
-store closes.
+(`Daemon._after_served`) need not delay a commit pushed meanwhile (the `wait` of the applied log
+line); they are submitted once the commit is concluded (/status names it), as the heap's pass
+holds the GIL the conclusion would wait for. Here they run in activation order on one thread,
+beside the next commit's validation, which runs in the worker process and leaves the daemon's
+GIL free. What stays on the loop's thread: recording what the revision targets (in the store
+before a machine's report on it is acknowledged), starting its rollout (a kill -9 must not lose
+it), and collecting old generations and unused assets (beside the next commit's assets step it
+deleted the content that step had just linked: no kept or served generation names it before
+activation). Tests driving `reconcile_once` directly do it all inline, as before. `stop` runs
+what is queued (within a bound) before the store closes.
 """
 
 from __future__ import annotations
