@@ -70,25 +70,28 @@ def check_groups(
     last = memo.groups_key
     if last is None or len(key) != len(last) or \
             any(a[0] != b[0] or a[1] is not b[1] for a, b in zip(key, last, strict=True)):
-        memo.groups_key, memo.grouped_nodes, memo.grouped, memo.grouped_listed = key, {}, {}, None
-    moved = _moved(memo.grouped_listed, nodes, memo.grouped_nodes)
-    if moved is None:
-        current = {id(node): node for node in nodes}
-        went = [memo.grouped_nodes[i] for i in memo.grouped_nodes if i not in current]
-        came = [node for i, node in current.items() if i not in memo.grouped_nodes]
+        memo.groups_key, memo.grouped, memo.grouped_listed = key, {}, None
+    # (the nodes `grouped` was made for are `check_nodes`' of the last validation while both were
+    # made for the same tuple: its id dict serves both, not one each, issue 25: ~60 bytes a node)
+    went: list[Node]
+    came: list[Node]
+    if memo.grouped_listed is not None and memo.grouped_listed is memo.listed:
+        moved = _moved(memo.listed, nodes, memo.nodes)
+        if moved is None:
+            current = {id(node): node for node in nodes}
+            went = [memo.nodes[i] for i in memo.nodes if i not in current]
+            came = [node for i, node in current.items() if i not in memo.nodes]
+        else:
+            went, came = moved
     else:
-        went, came = moved
-    memo.grouped_listed = None  # until `grouped_nodes` holds `nodes`
+        memo.grouped, went, came = {}, [], list({id(node): node for node in nodes}.values())
+    memo.grouped_listed = None  # until `grouped` is that of `nodes`
     for node in went:
-        del memo.grouped_nodes[id(node)]
         memo.grouped.pop(id(node), None)
     for node in came:
-        i = id(node)
-        if i not in memo.grouped_nodes:
-            memo.grouped_nodes[i] = node
-            found = _selected(node, selecting, where)
-            if found:
-                memo.grouped[i] = found
+        found = _selected(node, selecting, where)
+        if found:
+            memo.grouped[id(node)] = found
     memo.grouped_listed = tuple(nodes)  # validation's tuple itself: check_nodes keeps the same (core.places)
     for found in memo.grouped.values():
         out.extend(found)

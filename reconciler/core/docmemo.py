@@ -61,9 +61,9 @@ class CrossMemo:
 
     def __init__(self) -> None:
         self.groups_key: list[tuple[Group, Document | None]] | None = None  # what `grouped` was made with
-        self.grouped_nodes: dict[int, Node] = {}
-        self.grouped: dict[int, tuple[Issue, ...]] = {}  # non-empty only
-        self.grouped_listed: tuple[Node, ...] | None = None  # the nodes `grouped_nodes` holds, in their order
+        # by node (ids of the nodes `grouped_listed` holds, which keeps them): non-empty only
+        self.grouped: dict[int, tuple[Issue, ...]] = {}
+        self.grouped_listed: tuple[Node, ...] | None = None  # the nodes `grouped` was made for, in their order
         self.reset()
 
     def reset(self) -> None:
