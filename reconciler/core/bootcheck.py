@@ -22,6 +22,7 @@ from reconciler.core.render import fanout
 from reconciler.core.render.reuse import reusable
 
 UserDataKey = tuple[str, str, bool]  # a user-data lint's key: template name, rendered text, autoinstall
+Trace = tuple[tuple[object, ...], ...]  # what the memo keeps of a node's check (`_Traced`), replayed
 _SAMPLE_MAC = "52:54:00:00:00:00"  # the sample node an unused profile is rendered for
 VALIDATION_SECRET = b"validation"  # stands in for the daemon's report secret when templates render
 
@@ -115,7 +116,7 @@ class BootPlanChecker:
         self.too_large = False
         self.first_rendered: dict[tuple[str, ...], tuple[str, ...]] = {}  # `_render_many`'s, by texts
         self.bytes_ops: dict[tuple[int, int], tuple[str, int, Location]] = {}  # by size and id of the op's Location
-        self.shared_traces: dict[object, list[tuple[object, ...]]] = {}  # `_shared`'s, by args key
+        self.shared_traces: dict[object, Trace] = {}  # `_shared`'s, by args key
         self._tracing = False  # `_check_traced`: every check_node records its trace into `_traced`
         self._traced: list[tuple[object, ...]] | None = None
 
@@ -225,7 +226,7 @@ class BootPlanChecker:
             self._tracing = False
         return self._traced
 
-    def _adopt(self, trace: list[tuple[object, ...]], node: str) -> bool:
+    def _adopt(self, trace: Sequence[tuple[object, ...]], node: str) -> bool:
         """What checking a node did elsewhere (`_walk`), done here as that check would have done it
         here: elsewhere, where fewer nodes had been checked, a lint another node had run here may
         have run again, and a user-data been compared with another clean one (compared here with
@@ -325,18 +326,16 @@ class BootPlanChecker:
                 trace = _kept_trace(trace)
             if trace is not None and stand_in is not None:
                 trace = _trace_at_stand_in(trace, renders.record, stand_in[0], self.revision)
-            if trace is not None:
-                trace = self._shared(trace)
             # (the renders only where no trace is kept: a kept trace is replayed, and a node whose
             # replay cannot be is rendered again, as rarely as a node that leaned on a changed one)
             self.memo.kept[node.name] = (node, generation, renders.record if trace is None else None)
             if trace is not None:
-                self.memo.traces[node.name] = trace
+                self.memo.traces[node.name] = self._shared(tuple(trace))
             else:
                 self.memo.traces.pop(node.name, None)
 
-    def _replay(self, trace: list[tuple[object, ...]], profile: Profile, cloud_init: Mapping[str, CloudInitTemplate],
-                node: str) -> bool:
+    def _replay(self, trace: Sequence[tuple[object, ...]], profile: Profile,
+                cloud_init: Mapping[str, CloudInitTemplate], node: str) -> bool:
         """What checking a kept node's renders did (`_Trace`), done again on this validation's
         state: the findings it added, and where a lint runs once per validation (the args of a
         profile, a user-data text), that lint's findings only when it is the first to ask, as a
@@ -366,7 +365,7 @@ class BootPlanChecker:
                                        cast("tuple[Issue, ...] | None", op[3]))
         return True
 
-    def _replay_at_stand_in(self, trace: list[tuple[Any, ...]], node: str) -> bool | None:
+    def _replay_at_stand_in(self, trace: Sequence[tuple[Any, ...]], node: str) -> bool | None:
         """`_replay` of a trace kept at the stand-in (`_trace_at_stand_in`: no finding in it)
         without taking it to the revision: the keys it lints go into the `_at_stand_in` sets as
         they are (what a check would add, spelt with the stand-in). None, having done nothing,
@@ -404,7 +403,7 @@ class BootPlanChecker:
                     self.clean_user_data[op[1][0], op[2]] = CleanShape.of(op[1][1].replace(stand_in, revision))
         return True
 
-    def _leans_on_unlinted(self, trace: list[tuple[object, ...]]) -> bool:
+    def _leans_on_unlinted(self, trace: Sequence[tuple[object, ...]]) -> bool:
         """Whether `trace` took as linted by another node args or a user-data not linted here."""
         for op in trace:
             if op[0] == "args" and op[2] is None and not self._args_linted(cast(tuple[str, tuple[str, ...]], op[1])):
@@ -595,10 +594,10 @@ class BootPlanChecker:
             if not found and (tpl.name, autoinstall) not in self.clean_user_data:
                 self.clean_user_data[tpl.name, autoinstall] = CleanShape.of(text)
 
-    def _shared(self, trace: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    def _shared(self, trace: Trace) -> Trace:
         """A trace the memo keeps, or the equal one kept for another node when it is only args
         another node linted (every node of a profile whose args name nothing of the node: one
-        list for all, issue 25). Kept traces are never changed."""
+        for all, issue 25). Kept traces are tuples: never changed, and smaller than lists."""
         if len(trace) == 1 and trace[0][0] == "args" and trace[0][2] is None:
             return self.shared_traces.setdefault(trace[0][1], trace)
         return trace
@@ -861,7 +860,7 @@ def _recorded(record: list[object], value: _T) -> _T:
     return value
 
 
-def _trace_at_revision(trace: list[tuple[object, ...]], stand_in: str, revision: str) -> list[tuple[object, ...]]:
+def _trace_at_revision(trace: Sequence[tuple[object, ...]], stand_in: str, revision: str) -> list[tuple[object, ...]]:
     """A trace kept at the stand-in (`_trace_at_stand_in`) as checking at `revision` makes it."""
     out: list[tuple[object, ...]] = []
     for op in trace:

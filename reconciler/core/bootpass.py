@@ -111,7 +111,7 @@ def build_pending(memos: Iterable[BootMemo]) -> None:
             memo.index = ready(memo.index)
 
 
-def _free_ops(trace: list[tuple[Any, ...]]) -> bool:
+def _free_ops(trace: Sequence[tuple[Any, ...]]) -> bool:
     """Whether replaying `trace` needs nothing of the nodes before and adds no finding."""
     for op in trace:
         kind = op[0]
@@ -164,7 +164,7 @@ def _kind(checker: BootPlanChecker, node: Node, cloud_init: Mapping[str, CloudIn
     sizes = index.sizes_at
     sizes.append(sizes[-1])
     kept = memo.kept.get(node.name)
-    trace = cast("list[tuple[Any, ...]] | None", memo.traces.get(node.name))
+    trace = cast("Sequence[tuple[Any, ...]] | None", memo.traces.get(node.name))
     if kept is None or kept[0] is not node or trace is None or node.name not in checker.checked:
         return ""
     if node.profile not in generations:
@@ -306,7 +306,7 @@ def _clean_text(checker: BootPlanChecker, name: str, key: tuple[str, bool]) -> s
     """The user-data text of node `name` linted clean for `key`, at the revision (a replay's)."""
     memo = checker.memo
     assert memo is not None
-    for op in cast("list[tuple[Any, ...]]", memo.traces[name]):
+    for op in cast("Sequence[tuple[Any, ...]]", memo.traces[name]):
         if op[0] == "user-data" and op[1][0] == key[0] and op[2] == key[1]:
             text = cast(str, op[1][1])
             stand_in = checker.stand_in
@@ -322,6 +322,6 @@ def _count_each(checker: BootPlanChecker, index: PassIndex, start: int, end: int
     assert memo is not None
     for place in range(start, end):
         name = index.names[place]
-        for op in cast("list[tuple[Any, ...]]", memo.traces.get(name, [])):
+        for op in cast("Sequence[tuple[Any, ...]]", memo.traces.get(name, ())):
             if op[0] == "bytes":
                 checker._count_bytes(op[1], op[2], name)

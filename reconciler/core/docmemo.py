@@ -43,7 +43,7 @@ class BootMemo:
         self.secrets: object = None
         self.profiles: dict[str, tuple[Profile, CloudInitTemplate | None, object, int]] = {}
         self.kept: dict[str, tuple[Node, int, list[object] | None]] = {}
-        self.traces: dict[str, list[tuple[object, ...]]] = {}
+        self.traces: dict[str, tuple[tuple[object, ...], ...]] = {}  # (tuples: never changed)
         self.listed: object = None
         self.stand_in = ""  # what renders of templates naming the revision are made at (`core.bootcheck`)
         self.generations = 0
