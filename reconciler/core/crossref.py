@@ -8,6 +8,7 @@ against their site's subnets, a site's subnets against each other (across sites:
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
@@ -194,8 +195,10 @@ def check_nodes(
 
 def _check_nodes_reusing(nodes: Sequence[Node], profiles: Mapping[str, object], sites: Mapping[str, Site],
                          where: Locator, out: Findings, memo: CrossMemo) -> bool:
-    """`check_nodes` with `memo`; False (the memo emptied) when two nodes come from one file:
-    which of them is first then depends on their order in `nodes`, which the index does not keep."""
+    """`check_nodes` with `memo`; False (the memo emptied) when two nodes from one file hold the
+    same value: which of them is first then depends on their order in `nodes`, which the index
+    does not keep (looked for among the holders of the values that changed: no count of each
+    file's nodes, issue 25)."""
     moved = _moved(memo.listed, nodes, memo.nodes)
     if moved is None:
         current = {id(node): node for node in nodes}
@@ -220,7 +223,6 @@ def _check_nodes_reusing(nodes: Sequence[Node], profiles: Mapping[str, object], 
         del memo.nodes[i]
         memo.own.pop(i, None)
         memo.dups.pop(i, None)
-        memo.files[node.source.file] -= 1
         for pair in _unique_values(node):
             _drop(memo.holders[pair[0]], pair[1], node)
             touched.add(pair)
@@ -230,19 +232,18 @@ def _check_nodes_reusing(nodes: Sequence[Node], profiles: Mapping[str, object], 
         found = _own(node, profiles, sites, where)
         if found:
             memo.own[id(node)] = found
-        memo.files[node.source.file] = memo.files.get(node.source.file, 0) + 1
         for pair in _unique_values(node):
             _hold(memo.holders.setdefault(pair[0], {}), pair[1], node)
             touched.add(pair)
-    if any(memo.files[node.source.file] > 1 for node in added):  # the memo has none before: it is emptied
-        memo.reset()
-        return False
     for pair in touched:
         held = memo.holders[pair[0]].get(pair[1])
         if held is None:
             continue
         holders = held if isinstance(held, list) else [held]
         holders.sort(key=lambda n: n.source.file)
+        if len(holders) > 1 and any(a.source.file == b.source.file for a, b in itertools.pairwise(holders)):
+            memo.reset()  # (a value no two holders of one file held before: else the memo was emptied then)
+            return False
         first = holders[0]
         for node in holders:
             dups = memo.dups.get(id(node))

@@ -74,7 +74,6 @@ class CrossMemo:
         # field -> value -> its node, or its nodes (two or more) in the order they came (`crossref._hold`)
         self.holders: dict[str, dict[str | IPv4Address, Node | list[Node]]] = {}
         self.dups: dict[int, dict[str, Issue]] = {}  # node -> field -> its duplicate finding; non-empty only
-        self.files: dict[str, int] = {}  # source file -> its nodes (two from one file: no index)
         self.listed: tuple[Node, ...] | None = None  # the nodes `nodes` holds, in their order (None: unknown)
 
 
