@@ -77,7 +77,7 @@ class BootPlanChecker:
         self.secrets = secrets or {}  # placeholders (core.secrets): no finding may quote a value
         self.memo = memo
         if memo is not None and (memo.site != site or memo.secrets != self.secrets):
-            memo.site, memo.secrets, memo.profiles, memo.kept, memo.traces = site, dict(self.secrets), {}, {}, {}
+            memo.site, memo.secrets, memo.profiles, memo.kept = site, dict(self.secrets), {}, {}
         self.generation: dict[str, int | None] = {}  # by profile id: its memo generation (None: not kept)
         self.kept_generation: dict[str, int | None] = {}  # by profile id, for `check_node`'s first steps
         self.checked: set[str] = set()
@@ -89,7 +89,8 @@ class BootPlanChecker:
         self.after_finish = False  # this checker's pass follows one that reached `finish`
         self.listed = {a.path for a in assets} if assets is not None else None
         if memo is not None and memo.listed != self.listed:  # an asset-not-listed finding is in a trace
-            memo.listed, memo.traces = self.listed, {}
+            memo.listed = self.listed  # (a new dict: the last pass's index is not for it, core.bootpass)
+            memo.kept = {name: (k[0], k[1], None) if type(k[2]) is tuple else k for name, k in memo.kept.items()}
         # The memo's stand-in for the revision (None: none, every render at the revision), as
         # core.render.reuse has for rendering: random, spelt like the revision, so no committed
         # text holds it; a profile naming the revision only as whole `{{ revision }}` or
@@ -98,7 +99,7 @@ class BootPlanChecker:
         if memo is not None and _HEX.fullmatch(revision):
             if len(memo.stand_in) != len(revision):
                 memo.stand_in = _random.token_hex((len(revision) + 1) // 2)[:len(revision)]
-                memo.profiles, memo.kept, memo.traces = {}, {}, {}
+                memo.profiles, memo.kept = {}, {}
             self.stand_in = memo.stand_in
         self.at_stand_in: set[str] = set()
         self.linted_args: set[tuple[str, tuple[str, ...]]] = set()
@@ -140,7 +141,7 @@ class BootPlanChecker:
             for node in nodes:
                 self.check_node(node, cloud_init)
             return
-        kept_of, trace_of, generations = memo.kept.get, memo.traces.get, self.kept_generation
+        kept_of, generations = memo.kept.get, self.kept_generation
         linted, checked, at_stand_in = self.linted_args, self.checked, self.at_stand_in
 
         def step(node: Node) -> bool:  # True: replayed
@@ -149,7 +150,7 @@ class BootPlanChecker:
                 generation = generations.get(node.profile, -1)
                 if generation == -1:
                     generation = generations[node.profile] = self._kept_generation(node.profile, cloud_init)
-                done = trace_of(node.name) if generation is not None and kept[1] == generation else None
+                done = kept[2] if generation is not None and kept[1] == generation and type(kept[2]) is tuple else None
                 if done is not None:
                     op = done[0] if len(done) == 1 else None
                     if op is not None and op[0] == "args" and op[2] is None and op[1] in linted \
@@ -174,7 +175,7 @@ class BootPlanChecker:
         memo.hits += replayed
         memo.replayed += replayed
         if listed is not None:  # the index made when the process is idle, or at the next pass
-            memo.index = bootpass.Pending(self, listed, cloud_init, memo.kept, memo.traces)
+            memo.index = bootpass.Pending(self, listed, cloud_init, memo.kept)
 
     def _walk(self, walk: fanout.Walker, nodes: list[Node], cloud_init: Mapping[str, CloudInitTemplate]) -> None:
         """`check_node` of each node in turn, by `walk`, which may check some in a forked child
@@ -195,7 +196,7 @@ class BootPlanChecker:
             if trace is None or memo is None or node.name not in self.checked:
                 return trace, None
             kept = memo.kept.get(node.name)
-            return trace, (kept[1:] if kept is not None and kept[0] is node else None, memo.traces.get(node.name))
+            return trace, (kept[1:] if kept is not None and kept[0] is node else None,)
 
         def adopt(node: Node, captured: Any) -> None:
             trace, kept = captured
@@ -204,13 +205,14 @@ class BootPlanChecker:
                 return
             if kept is not None and self.memo is not None:
                 self.checked.add(node.name)
-                record, memo_trace = kept
+                record, = kept
                 if record is not None:
-                    self.memo.kept[node.name] = (node, *record)
-                if memo_trace is not None:
-                    self.memo.traces[node.name] = self._shared(memo_trace)
-                else:
-                    self.memo.traces.pop(node.name, None)
+                    generation, made = record
+                    self.memo.kept[node.name] = (node, generation, self._shared(made) if type(made) is tuple else made)
+                else:  # (no trace of it kept)
+                    last = self.memo.kept.get(node.name)
+                    if last is not None and type(last[2]) is tuple:
+                        self.memo.kept[node.name] = (last[0], last[1], None)
 
         for _ in walk(nodes, check, lambda node: True, capture, adopt, lambda result: 0, 1 << 62):
             pass
@@ -272,7 +274,7 @@ class BootPlanChecker:
                 generation = self.kept_generation.get(node.profile, -1)
                 if generation == -1:
                     generation = self.kept_generation[node.profile] = self._kept_generation(node.profile, cloud_init)
-                done = memo.traces.get(node.name) if generation is not None and kept[1] == generation else None
+                done = kept[2] if generation is not None and kept[1] == generation and type(kept[2]) is tuple else None
                 if done is not None and self._replay(done, self.profiles[node.profile], cloud_init, node.name):
                     self.checked.add(node.name)
                     memo.hits += 1
@@ -298,11 +300,11 @@ class BootPlanChecker:
             kept = self.memo.kept.get(node.name)
             if kept is not None and kept[0] is node and kept[1] == generation:
                 self.memo.hits += 1
-                done = self.memo.traces.get(node.name)
+                done = kept[2] if type(kept[2]) is tuple else None
                 if done is not None and self._replay(done, profile, cloud_init, node.name):
                     self.memo.replayed += 1
                     return
-                renders = _Renders(kept[2], stand_in)
+                renders = _Renders(kept[2] if type(kept[2]) is list else None, stand_in)
             trace = []
         if trace is None and self._tracing:
             trace = []
@@ -320,7 +322,6 @@ class BootPlanChecker:
             # a failure is not kept: one from the commit's CPU budget says nothing of the next commit
             if any(isinstance(r, template.TemplateFailure) for r in renders.record):
                 self.memo.kept.pop(node.name, None)
-                self.memo.traces.pop(node.name, None)
                 return
             if trace is not None:
                 trace = _kept_trace(trace)
@@ -328,11 +329,8 @@ class BootPlanChecker:
                 trace = _trace_at_stand_in(trace, renders.record, stand_in[0], self.revision)
             # (the renders only where no trace is kept: a kept trace is replayed, and a node whose
             # replay cannot be is rendered again, as rarely as a node that leaned on a changed one)
-            self.memo.kept[node.name] = (node, generation, renders.record if trace is None else None)
-            if trace is not None:
-                self.memo.traces[node.name] = self._shared(tuple(trace))
-            else:
-                self.memo.traces.pop(node.name, None)
+            made = renders.record if trace is None else self._shared(tuple(trace))
+            self.memo.kept[node.name] = (node, generation, made)
 
     def _replay(self, trace: Sequence[tuple[object, ...]], profile: Profile,
                 cloud_init: Mapping[str, CloudInitTemplate], node: str) -> bool:

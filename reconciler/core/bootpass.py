@@ -51,8 +51,7 @@ class PassIndex:
     """One pass's nodes (module docstring), by place. The flat lists hold the free nodes' keys in
     node order; `*_at[i]` is where node i's start (len+1 entries)."""
 
-    kept: object  # the memo's `kept` and `traces` dicts it was made over (a reset makes new ones)
-    traces: object
+    kept: object  # the memo's `kept` dict it was made over (a reset makes a new one)
     stand_in: str | None
     nodes: Sequence[Node]  # the pass's tuple itself when it was handed one (core.places)
     names: list[str]
@@ -77,13 +76,12 @@ class Pending(NamedTuple):
     """A pass whose index is not made yet (`build` of these, `ready`): made when the process has
     nothing else to do (the daemon's worker, once it has sent a commit's result: `build_pending`),
     or at the next pass. Valid as long as the memo holds it (a check outside a pass drops it).
-    `kept`, `traces`: the memo's dicts at that pass (a checker that resets the memo makes new ones)."""
+    `kept`: the memo's dict at that pass (a checker that resets the memo makes a new one)."""
 
     checker: BootPlanChecker
     nodes: Sequence[Node]
     cloud_init: Mapping[str, CloudInitTemplate]
     kept: object
-    traces: object
 
 
 def ready(index: object, checker: BootPlanChecker | None = None, nodes: Sequence[Node] | None = None
@@ -96,8 +94,7 @@ def ready(index: object, checker: BootPlanChecker | None = None, nodes: Sequence
     if isinstance(index, Pending):
         if checker is not None and nodes is not None and (
                 len(nodes) != len(index.nodes) or checker.stand_in != index.checker.stand_in
-                or checker.memo is None or index.kept is not checker.memo.kept
-                or index.traces is not checker.memo.traces):
+                or checker.memo is None or index.kept is not checker.memo.kept):
             counts["dropped"] += 1
             return None
         return build(index.checker, index.nodes, index.cloud_init)
@@ -140,7 +137,7 @@ def build(checker: BootPlanChecker, nodes: Sequence[Node], cloud_init: Mapping[s
         return None
     stand_in = checker.stand_in
     width = len(stand_in) if stand_in else 0
-    index = PassIndex(memo.kept, memo.traces, stand_in, tuple(nodes), names, [], {}, {}, set())
+    index = PassIndex(memo.kept, stand_in, tuple(nodes), names, [], {}, {}, set())
     first_r: dict[object, int] = {}
     generations: dict[str, int | None] = {}
     for place, node in enumerate(nodes):
@@ -164,7 +161,7 @@ def _kind(checker: BootPlanChecker, node: Node, cloud_init: Mapping[str, CloudIn
     sizes = index.sizes_at
     sizes.append(sizes[-1])
     kept = memo.kept.get(node.name)
-    trace = cast("Sequence[tuple[Any, ...]] | None", memo.traces.get(node.name))
+    trace = cast("Sequence[tuple[Any, ...]] | None", kept[2] if kept is not None and type(kept[2]) is tuple else None)
     if kept is None or kept[0] is not node or trace is None or node.name not in checker.checked:
         return ""
     if node.profile not in generations:
@@ -229,7 +226,7 @@ def replay(checker: BootPlanChecker, nodes: Sequence[Node], index: PassIndex | N
     free node's part done in runs (module docstring): (True, the index for the next pass), or
     (False, None), having done nothing, when the loop must run instead."""
     memo = checker.memo
-    if memo is None or index is None or index.kept is not memo.kept or index.traces is not memo.traces \
+    if memo is None or index is None or index.kept is not memo.kept \
             or index.stand_in != checker.stand_in or len(nodes) != len(index.nodes):
         return False, None
     if checker.linted_args or checker.linted_user_data or checker.linted_args_at_stand_in \
@@ -306,7 +303,7 @@ def _clean_text(checker: BootPlanChecker, name: str, key: tuple[str, bool]) -> s
     """The user-data text of node `name` linted clean for `key`, at the revision (a replay's)."""
     memo = checker.memo
     assert memo is not None
-    for op in cast("Sequence[tuple[Any, ...]]", memo.traces[name]):
+    for op in cast("Sequence[tuple[Any, ...]]", memo.kept[name][2]):
         if op[0] == "user-data" and op[1][0] == key[0] and op[2] == key[1]:
             text = cast(str, op[1][1])
             stand_in = checker.stand_in
@@ -322,6 +319,7 @@ def _count_each(checker: BootPlanChecker, index: PassIndex, start: int, end: int
     assert memo is not None
     for place in range(start, end):
         name = index.names[place]
-        for op in cast("Sequence[tuple[Any, ...]]", memo.traces.get(name, ())):
+        kept = memo.kept.get(name)
+        for op in cast("Sequence[tuple[Any, ...]]", kept[2] if kept is not None and type(kept[2]) is tuple else ()):
             if op[0] == "bytes":
                 checker._count_bytes(op[1], op[2], name)
