@@ -114,6 +114,7 @@ class Worker:
         self._sent_files = 0  # files (and removals) of the snapshot the last request carried
         self._handled = 0  # commits the running child built: what it holds grew with each
         self._grown = False  # the last failure was memory or death: the child's size may be to blame
+        self._outgrown = False  # the running child's spill files are mostly dead bytes (`spill.Spill.outgrown`)
         self._starting: threading.Thread | None = None  # a `prestart` under way
         self._plans: int | None = None  # the token whose plan digests the child sends after its result
         # Given the dhcpd.conf of a whole result as soon as it comes, ahead of the rest (the daemon's
@@ -151,7 +152,7 @@ class Worker:
         commits holds what they left (memos, the templates' lru caches): when it runs out of
         memory or dies, the commit is tried once more in a fresh child before it is refused."""
         self._started()
-        if self._proc is not None and self._handled >= RESTART_EVERY:
+        if self._proc is not None and (self._handled >= RESTART_EVERY or self._outgrown):
             self.close()  # its caches only grow: a fresh child (the memo goes through its file)
         handled = self._handled if self._proc is not None else 0
         try:
@@ -184,6 +185,9 @@ class Worker:
                 built = self._receive(token, snapshot.revision)
             keep = True
             self._handled += 1
+            # Its spill files are mostly bytes no memo entry reads any more (daemon.spill): a fresh
+            # child, whose files hold only what its memo reads, before the next commit.
+            self._outgrown = bool(built.timings.get("spill.replace"))
             return dataclasses.replace(built, timings={**built.timings, "request": self._sent_at - t0,
                                                        "snapshot.sent": float(self._sent_files)})
         except InvalidRevision as exc:
@@ -254,6 +258,7 @@ class Worker:
             self._conn.close()
         self._proc = self._conn = self._last = self._held = self._plans = None
         self._handled = 0
+        self._outgrown = False
 
     def plans(self, token: int, timeout: float | None = None) -> tuple[targets.Stamps, list[str | None]] | None:
         """The plan digests the child sends after result `token` (`_send_plans`) and their stamps;
@@ -596,6 +601,8 @@ def _build(conn: Any, snapshot: Snapshot, renderer: Renderer, site: str | None,
         timings["validate.memo.reused"] = float(parsed.hits - hits)
     if memo is not None:
         timings.update({"memo.reused": float(memo.hits), "memo.rendered": float(memo.misses)})
+        if spilled is not None and spilled.outgrown(memo):
+            timings["spill.replace"] = 1.0  # the parent replaces this child before the next commit
     # A whole result (a fresh child): its nodes' plan digests follow, made here beside the daemon's
     # activation instead of on its loop thread after it (daemon.targets). Not while the result is
     # sent: that send kept this process busy (20,000 nodes: made between its chunks, it took 0.3 s

@@ -13,7 +13,10 @@ spilled as they arrive (`fanout.arriving`). Measured with bench.first_reconcile 
 worker and forkserver 1,390 -> 880 MB, with the daemon's 958: 1,838 MB. Its cost, in one process at
 20,000 (three interleaved pairs, load 5-6): the render's main thread 2.75 -> 2.82 s of CPU
 (median), Spill.entries ~10 us a node, Spill.resolved +0.07 s a whole send. The files only grow
-with what is rendered anew, and go when the worker process does. Not used with --verify-incremental
+with what is rendered anew, and go when the worker process does: once they hold over twice what
+the memo reads (`Spill.outgrown`), the daemon replaces the worker before the next commit (a template
+every node uses, changed again and again, grew them ~0.4 GB a time at 100,000 nodes, unseen by `du`).
+Not used with --verify-incremental
 (it compares every file), nor in a process that did not make it (a forked render child). A write
 that fails leaves the bytes in memory and stops spilling; a read that fails raises (the commit
 fails, the worker is replaced and starts from `render-memo`).
@@ -31,7 +34,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from reconciler.core.render.files import SIZE_BITS, SIZE_MASK, SPILLED_MAX, Entry, Spilled, SpilledPlain
+from reconciler.core.render.reuse import NodeMemo
 
+DEAD_SLACK = 64 << 20  # dead bytes in the files past twice the live ones and this: the worker is replaced
+DEAD_SLACK_ENV = "NETBOOT_RECONCILE_SPILL_SLACK"  # bytes, instead of DEAD_SLACK (the tests: 0)
 FLUSH_BYTES = 256 << 10  # written to the file in pieces of this much (a buffer for each file)
 SPAN_GAP = 16 << 10  # `resolved` reads a chunk's entries of one file in one piece where no further apart
 _write = os.write  # (the tests refuse it)
@@ -51,6 +57,7 @@ class Spill:
         self._streams: dict[str, _Stream] = {}
         self.broken = False
         self.spilled = 0  # bytes put
+        self._checked = 0  # `spilled` when `outgrown` last looked
         # The worker's main thread and the thread receiving a forked render child's nodes both put.
         self._lock = threading.Lock()
 
@@ -128,6 +135,18 @@ class Spill:
                     out[path] = got if isinstance(entry[0], SpilledPlain) else (got, entry[1], entry[2])
                 i = j
         return out
+
+    def outgrown(self, memo: NodeMemo) -> bool:
+        """Whether the files are mostly bytes no entry of `memo` reads any more: a
+        node rendered again appends its new bytes and leaves the old ones, and nothing is ever
+        reclaimed (the files are unlinked: `du` does not see them) until the worker process goes.
+        Looked at only when something was spilled since the last look (a full render loop; a
+        patched commit spills nothing); the live bytes are the kept nodes' sizes, an upper bound."""
+        if self.spilled == self._checked:
+            return False
+        self._checked = self.spilled
+        live = sum(kept.size for kept in memo.entries.values())
+        return self.spilled > 2 * live + int(os.environ.get(DEAD_SLACK_ENV) or DEAD_SLACK)
 
     def close(self) -> None:
         for stream in self._streams.values():
