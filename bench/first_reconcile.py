@@ -65,6 +65,19 @@ at 28.3 and 27.7 s, so ~1.2 s from the process's start to its first step is left
 1.0-1.1, then after.targets 0.18-0.26 and after.record 0.85-0.89. Peak RSS 971-973 + 1,390-1,393 =
 2,361-2,366 MB. One-node commits: p50 0.347 s after the commit existed (max 0.673), 0.559 s after
 `git commit` started. The peer `validate`: 10.3 and 14.2 s (the lead's unit tests ran beside the second's).
+Measured 2026-12-07 16:45-17:01, main at 630e397 (the worker's render-memo bytes in unlinked spill
+files, daemon.spill; the validation memo about a third of its size; nodes sharing equal labels and
+metadata in the daemon; the collector paused until /status concludes and the heap frozen after it;
+the store's insert in batches; lazy imports), three runs, no nice: 16:45 (load 1.1-1.4, --commits
+5) served after 29.3 s by /status, 27.8 by the iPXE script; 16:57 (load 0.9-1.3, --commits 0) 28.7
+and 27.0 s; between them one at 32.2 s beside an `rm -rf` of a killed run's 766,680 files (not
+idle: render 15.9, write.files 217 s). Steps of the 28.7 s run: snapshot 0.83, worker.validate
+8.0, worker.render 14.4, worker.send 2.4, activate 0.57, after.plans 0.52, after.targets 0.72,
+after.record 0.53. Peak RSS 885 + 803-807 = 1,688-1,692 MB when serving, 922-923 + 803-807 =
+1,725-1,730 MB once written (target 2,000: met; 971 + 1,390 = 2,361 at 2bd57b3); the forked render
+child peaked at 582-586 MB, pages shared with the worker included. Five one-node commits: p50 0.299
+s after the commit existed (max 0.579), 0.531 s after `git commit` started. The peer `validate`:
+8.8-9.6 s.
 """
 
 from __future__ import annotations
