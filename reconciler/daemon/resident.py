@@ -461,7 +461,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
     if reuse:
         memo = worker._load_memo(memo_path) if memo_path is not None else NodeMemo(code=worker.CODE)
     # The memo's bytes on disk (daemon.spill); not with `verify`, which compares every file.
-    spilled = spill.Spill(memo_path.parent if memo_path is not None else None) if reuse and not verify else None
+    spilled = spill.Spill(memo_path.parent if memo_path is not None else None, limits.spill_slack) \
+        if reuse and not verify else None
     sent: _Whole | None = None
     held: Snapshot | None = None  # the snapshot of the last request: the next one comes as changes to it
     commits = 0

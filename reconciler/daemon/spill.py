@@ -36,8 +36,6 @@ from typing import Any, cast
 from reconciler.core.render.files import SIZE_BITS, SIZE_MASK, SPILLED_MAX, Entry, Spilled, SpilledPlain
 from reconciler.core.render.reuse import NodeMemo
 
-DEAD_SLACK = 64 << 20  # dead bytes in the files past twice the live ones and this: the worker is replaced
-DEAD_SLACK_ENV = "NETBOOT_RECONCILE_SPILL_SLACK"  # bytes, instead of DEAD_SLACK (the tests: 0)
 FLUSH_BYTES = 256 << 10  # written to the file in pieces of this much (a buffer for each file)
 SPAN_GAP = 16 << 10  # `resolved` reads a chunk's entries of one file in one piece where no further apart
 _write = os.write  # (the tests refuse it)
@@ -51,13 +49,14 @@ class Spill:
     """Append-only files of stored bytes, one for each top directory of the paths (a chunk of
     paths in order, as sent, is then one run of a file), read back at offsets (`Spilled`)."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, slack: int = 64 << 20) -> None:
         self._directory = directory
         self._pid = os.getpid()
         self._streams: dict[str, _Stream] = {}
         self.broken = False
         self.spilled = 0  # bytes put
         self._checked = 0  # `spilled` when `outgrown` last looked
+        self._slack = slack  # dead bytes past twice the live ones and this: `outgrown` (worker.Limits.spill_slack)
         # The worker's main thread and the thread receiving a forked render child's nodes both put.
         self._lock = threading.Lock()
 
@@ -146,7 +145,7 @@ class Spill:
             return False
         self._checked = self.spilled
         live = sum(kept.size for kept in memo.entries.values())
-        return self.spilled > 2 * live + int(os.environ.get(DEAD_SLACK_ENV) or DEAD_SLACK)
+        return self.spilled > 2 * live + self._slack
 
     def close(self) -> None:
         for stream in self._streams.values():

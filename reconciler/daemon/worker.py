@@ -68,6 +68,9 @@ class Limits:
     # Added to the child's nice value (capped at 19 by the kernel): on a busy CPU the packet
     # threads win it. Not SCHED_IDLE: on a host kept busy by others that could starve a commit.
     nice: int = 10
+    # Dead bytes in the long-lived worker's spill files (daemon.spill) past twice the live ones and
+    # this many: the worker is replaced before the next commit (`Spill.outgrown`).
+    spill_slack: int = 64 << 20
 
 
 @dataclass(frozen=True)

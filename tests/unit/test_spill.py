@@ -177,17 +177,15 @@ def test_a_full_render_over_spilled_kept_nodes_parses_only_the_new_user_data(tmp
     assert dict(second) == dict(served(state))
 
 
-def test_a_worker_whose_spill_files_are_mostly_dead_bytes_is_replaced(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_whose_spill_files_are_mostly_dead_bytes_is_replaced(tmp_path: Path) -> None:
     """Every node rendered again appends its bytes to the spill files and leaves the old ones there
     (unlinked: `du` does not see them) until the worker process goes: a template every node uses,
     changed commit after commit, grew them without bound (0.4 GB a time at 100,000 nodes). Once
-    they hold over twice what the memo reads (past a slack, 0 here: NETBOOT_RECONCILE_SPILL_SLACK),
+    they hold over twice what the memo reads (past a slack, 0 here: worker.Limits.spill_slack),
     the worker is replaced before the next commit; a commit that spills nothing keeps it."""
-    monkeypatch.setenv(spill.DEAD_SLACK_ENV, "0")
     template = "cloud-init/ubuntu-autoinstall.yaml"
     files = make_snapshot(NODES)
-    pool = resident.Worker(render)
+    pool = resident.Worker(render, worker.Limits(spill_slack=0))
     pids, replaced = [], []
     try:
         for number in range(5):
