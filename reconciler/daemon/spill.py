@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from reconciler.core.render.files import SIZE_BITS, SIZE_MASK, SPILLED_MAX, Entry, Spilled, SpilledPlain
+from reconciler.core.render.files import SIZE_BITS, SIZE_MASK, SPILLED_MAX, Entry, Spilled
 from reconciler.core.render.reuse import NodeMemo
 
 FLUSH_BYTES = 256 << 10  # written to the file in pieces of this much (a buffer for each file)
@@ -78,12 +78,9 @@ class Spill:
         streams = self._streams
         with self._lock:
             for path, entry in own.items():  # values replaced in place: the dict keeps its size
-                if type(entry) is tuple:
-                    raw: object = entry[0]
-                    if type(raw) is not bytes:
-                        continue
-                else:
-                    raw = entry
+                raw: object = entry[0] if type(entry) is tuple else entry
+                if type(raw) is not bytes:
+                    continue  # spilled already (a kept node)
                 size = len(raw)
                 if size < SMALLEST or size > SPILLED_MAX:
                     continue
@@ -93,13 +90,13 @@ class Spill:
                     return
                 buffer = stream.buffer  # `_Stream.put`, inlined: this runs for every entry of a whole render
                 offset = stream.flushed + len(buffer)
-                buffer += raw  # type: ignore[arg-type]
+                buffer += raw
                 if len(buffer) >= FLUSH_BYTES and not stream.flush():
                     self.broken = True
                     return
                 self.spilled += size
-                if raw is entry:
-                    own[path] = (SpilledPlain(stream, offset, size), "", b"")  # type: ignore[assignment]
+                if raw is entry:  # a plain entry: the Spilled itself (`files.Spilled`)
+                    own[path] = Spilled(stream, offset, size)  # type: ignore[assignment]
                 else:
                     own[path] = (Spilled(stream, offset, size), entry[1], entry[2])  # type: ignore[assignment]
 
@@ -110,7 +107,8 @@ class Spill:
         out = dict(items)
         by_source: dict[object, list[tuple[int, str, Any]]] = {}
         for path, entry in out.items():
-            if type(entry) is tuple and isinstance(raw := entry[0], Spilled):
+            raw = entry[0] if type(entry) is tuple else entry
+            if isinstance(raw, Spilled):
                 found = by_source.get(raw.source)
                 if found is None:
                     found = by_source[raw.source] = []
@@ -131,7 +129,7 @@ class Spill:
                 for where, path, entry in found[i:j]:
                     at = (where >> SIZE_BITS) - start
                     got = data[at:at + (where & SIZE_MASK)]
-                    out[path] = got if isinstance(entry[0], SpilledPlain) else (got, entry[1], entry[2])
+                    out[path] = (got, entry[1], entry[2]) if type(entry) is tuple else got
                 i = j
         return out
 

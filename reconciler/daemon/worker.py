@@ -48,7 +48,7 @@ from reconciler.core import codes
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Location, Node
 from reconciler.core.render import fanout, reuse
-from reconciler.core.render.files import unspilled
+from reconciler.core.render.files import spilled_in, unspilled
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -289,7 +289,7 @@ def _save_memo(path: Path, memo: NodeMemo) -> None:
 
 def _unspilled(kept: reuse.Kept) -> reuse.Kept:
     """The node's entries as rendered, their bytes read back where the worker spilled them (daemon.spill)."""
-    if all(isinstance(entry, bytes) or type(entry[0]) is bytes for entry in kept.entries.values()):
+    if all(spilled_in(entry) is None for entry in kept.entries.values()):
         return kept
     return kept._replace(entries=unspilled(kept.entries))
 

@@ -21,7 +21,7 @@ from reconciler.adapters.agecrypt import load_identity
 from reconciler.core import secrets
 from reconciler.core.model import DesiredState
 from reconciler.core.render import fanout, render_generation, render_served
-from reconciler.core.render.files import RenderedFiles, Spilled, SpilledPlain, unspilled
+from reconciler.core.render.files import RenderedFiles, Spilled, spilled_in, unspilled
 from reconciler.core.render.reuse import NodeMemo, spilling
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -72,16 +72,18 @@ def test_a_spilled_render_serves_sends_and_stores_what_one_without_makes(tmp_pat
     with fanout.using(renderfork.walk if walker == "forked" else fanout.one_by_one):
         files = spilled_render(state, memo, into)
     assert (renderfork.counts["forked"] > forked) == (walker == "forked")
-    spilled = [e for e in files.entries.values() if type(e) is tuple and isinstance(e[0], Spilled)]
+    spilled = {p: e for p, e in files.entries.items() if spilled_in(e) is not None}
     assert into.spilled > 0 and len(spilled) >= len(state.nodes)
-    assert any(isinstance(e[0], SpilledPlain) for e in spilled)  # plain entries too (matchbox groups)
+    assert any(isinstance(e, Spilled) for e in spilled.values())  # plain ones too (matchbox groups): the Spilled itself
     assert dict(files) == dict(render(state))  # served: the bytes a render from scratch makes
     assert into.resolved(files.entries.items()) == plain.entries  # sent: the entries as stored, in path order
     assert unspilled(files.entries) == plain.entries
-    assert any(type(e) is tuple and isinstance(e[0], Spilled)  # the memo's own dicts hold them
+    assert any(spilled_in(e) is not None  # the memo's own dicts hold them
                for k in memo.entries.values() for e in k.entries.values())
-    for entry in spilled:  # pickled (sent any other way), a spilled entry is its bytes
-        assert type(pickle.loads(pickle.dumps(entry[0]))) is bytes
+    for path, entry in spilled.items():  # pickled (sent any other way), a spilled entry is the entry as rendered
+        again = pickle.loads(pickle.dumps(entry))
+        assert again == plain.entries[path] and type(again) is type(plain.entries[path])
+        assert spilled_in(again) is None
 
 
 def test_a_memo_written_from_a_spilled_one_is_read_back_whole_and_reused(tmp_path: Path, walker: str) -> None:
@@ -205,3 +207,50 @@ def test_a_worker_whose_spill_files_are_mostly_dead_bytes_is_replaced(tmp_path: 
     assert first >= 2, replaced  # one render again leaves as many dead bytes as live ones: not yet
     assert pids[first + 1] != pids[first] and len(set(pids[:first + 1])) == 1, pids
     assert kept.pid == pids[-1] or replaced[-1] == 1.0
+
+
+def test_kept_nodes_a_forked_child_sends_back_are_the_entries_the_worker_holds(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: a full loop whose fresh nodes (new objects, equal pickles) the memo keeps spilled,
+    half of them in a forked render child: their entries come back pickled, as they were before
+    they were spilled, plain ones plain. A plain one came back stamped-shaped, `(bytes, "", b"")`,
+    and was sent so to a daemon given the whole result. A spilled plain entry was shaped so in the
+    worker too, `(SpilledPlain, "", b"")`: a node rendered again on the patch path (not spilled)
+    had each of its large plain entries counted as changed and sent, though the bytes were the same."""
+    monkeypatch.setenv(renderfork.FANOUT_MIN_ENV, "2")
+    # The child reads the worker's spilled bytes from the buffer not yet written: it holds none
+    # of the worker's descriptors (`renderfork._bound_to`), so a read from the file fails there
+    # and the worker renders the rest of the child's nodes itself.
+    monkeypatch.setattr(spill, "FLUSH_BYTES", 1 << 30)
+    delivered: list[bool] = []
+    take = renderfork._Child.take
+
+    def counted(child: renderfork._Child, index: int) -> tuple[object, float] | None:
+        got = take(child, index)
+        delivered.append(got is not None)
+        return got
+
+    monkeypatch.setattr(renderfork._Child, "take", counted)
+    template = "cloud-init/ubuntu-autoinstall.yaml"
+    one = make_snapshot(NODES)
+    two = {**one, "nodes/n99999.yaml": one["nodes/n00000.yaml"].replace(
+        b"52:54:00:00:00:01", b"52:54:00:99:99:01").replace(b"10.0.1.1\n", b"10.0.9.9\n")}
+    three = {**two, template: two[template] + b"\n# changed\n"}  # every install node rendered again
+    states = [state_of(Snapshot(hashlib.sha1(b"%d" % i).hexdigest(), files)) for i, files in enumerate((one, two))]
+    into = spill.Spill(tmp_path)
+    memo = NodeMemo(code=worker.CODE)
+    with fanout.using(renderfork.walk), spilling(into.entries):
+        first = render(states[0], memo=memo)
+        delivered.clear()
+        # validated again (new Node objects, equal pickles: all fresh) with a node added: the full loop
+        second = render(states[1], memo=memo)
+        assert delivered and all(delivered)  # the child's share came from the child
+        states.append(state_of(Snapshot(hashlib.sha1(b"2").hexdigest(), three)))
+        third = render(states[2], memo=memo)  # patched: the install nodes rendered again here
+    assert third.since is not None
+    scratch = NodeMemo(code=worker.CODE, sentinel=memo.sentinel)
+    made = [render(state, memo=scratch) for state in states]  # one process, nothing spilled
+    assert into.resolved(first.entries.items()) == made[0].entries
+    assert into.resolved(second.entries.items()) == made[1].entries  # a fresh daemon is sent these
+    sent, expected = third.delta_from(second), made[2].delta_from(made[1])
+    assert into.resolved(sent.entries.items()) == expected.entries and sent.removed == expected.removed

@@ -24,7 +24,7 @@ from reconciler.core.codes import issue
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Group, Issue, MatchboxTemplate, Node
 from reconciler.core.render import chunks, dhcpd, dnsmasq, fanout, grub, ipxe, kea, matchbox, nocloud, patch, reuse
-from reconciler.core.render.files import Entry, RenderedFiles, Since, Spilled, entry_size, stamped, stored
+from reconciler.core.render.files import Entry, RenderedFiles, Since, entry_size, spilled_in, stamped, stored
 from reconciler.core.render.nodes import NodeBoot, pin, plan_node, split_initrd
 from reconciler.core.render.reuse import NodeMemo
 from reconciler.core.template import TemplateFailure
@@ -142,8 +142,8 @@ _CHECKED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("rende
 
 
 def _parses(entry: Entry) -> bool:
-    raw = entry if isinstance(entry, bytes) else entry[0]
-    if type(raw) is not bytes and (noted := cast(Spilled, raw).parses) is not None:
+    spilled = spilled_in(entry)
+    if spilled is not None and (noted := spilled.parses) is not None:
         return noted
     data = _stored(entry)
     key = _digest(data)
@@ -157,9 +157,9 @@ def _digest(user_data: bytes) -> bytes:
 
 def _learn(entry: Entry, key: bytes, parses: bool) -> bool:
     """Remember `parses` for `entry`, whose stored bytes' `_digest` is `key`."""
-    raw = entry if isinstance(entry, bytes) else entry[0]
-    if type(raw) is not bytes:
-        cast(Spilled, raw).parses = parses
+    spilled = spilled_in(entry)
+    if spilled is not None:
+        spilled.parses = parses
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()  # a site's worth many times over: what is still served is parsed again once
     _PARSED[key] = parses
@@ -355,8 +355,8 @@ def _rendered(
         if checked:
             path = f"cloud-init/{node.mac}/user-data"
             entry = own.get(path)
-            raw = entry[0] if type(entry) is tuple else None
-            if path in checked and entry is not None and not (isinstance(raw, Spilled) and raw.parses is not None):
+            spilled = spilled_in(entry) if entry is not None else None
+            if path in checked and entry is not None and not (spilled is not None and spilled.parses is not None):
                 data = _stored(entry)  # not a kept node's spilled user-data whose answer is noted on it
                 known = _PARSED.get(key := _digest(data))
                 if known is None and secrets.still_yaml(data):

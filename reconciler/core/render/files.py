@@ -30,6 +30,7 @@ from reconciler.core import template
 # file holds tens of thousands, and unpickling a NamedTuple calls Python code for each (10,000
 # nodes: 1.0 s against 0.23 s to load the memo).
 Stamped = tuple[bytes, str, bytes]
+# In the daemon's worker, the bytes of either kind may be a `Spilled` (typed as the bytes it stands for).
 Entry = bytes | Stamped
 
 
@@ -44,9 +45,11 @@ class Source(Protocol):
 class Spilled:
     """The bytes of an entry kept in a file instead of in memory (the daemon's worker once they
     are rendered: `daemon.spill`), read back when they are needed: stamped for serving, compared
-    with other bytes, pickled (as the bytes themselves: the daemon never sees one). Only ever the
-    first item of a `Stamped`, which `stored` and `_stamp` read; a `SpilledPlain` one stands for
-    a plain entry (`unspilled` gives it back as such). Small: where it is, packed in one int."""
+    with other bytes, pickled (as the bytes themselves: the daemon never sees one). It takes the
+    place of the bytes in the entry, whatever its kind: a plain entry is the Spilled itself, a
+    `Stamped` one holds it first (`spilled_in`). So an entry pickled is the entry as it was before
+    it was spilled (what `unspilled` gives): a forked render child's nodes come back as the worker
+    holds them, plain or stamped. Small: where it is, packed in one int."""
 
     __slots__ = ("parses", "source", "where")
 
@@ -89,15 +92,16 @@ class Spilled:
         return f"{type(self).__name__}({len(self)} bytes at {self.offset})"
 
 
-class SpilledPlain(Spilled):
-    """A `Spilled` standing for a plain entry: `(it, "", b"")`, stamped to the same bytes."""
-
-    __slots__ = ()
-
-
 SIZE_BITS = 32
 SIZE_MASK = (1 << SIZE_BITS) - 1
 SPILLED_MAX = SIZE_MASK  # the largest entry a `Spilled` holds
+
+
+def spilled_in(entry: Entry) -> Spilled | None:
+    """The `Spilled` holding `entry`'s bytes (a plain entry itself, a stamped one's first item), or
+    None (read by the render's user-data checks, `daemon.spill` and the worker's memo file)."""
+    raw: object = entry[0] if type(entry) is tuple else entry
+    return raw if isinstance(raw, Spilled) else None
 
 
 def unspilled(entries: Mapping[str, Entry]) -> dict[str, Entry]:
@@ -106,19 +110,17 @@ def unspilled(entries: Mapping[str, Entry]) -> dict[str, Entry]:
     for path, entry in out.items():
         if type(entry) is tuple:
             raw: object = entry[0]
-            if isinstance(raw, SpilledPlain):
-                out[path] = raw.load()
-            elif isinstance(raw, Spilled):
+            if isinstance(raw, Spilled):
                 out[path] = (raw.load(), entry[1], entry[2])
+        elif isinstance(entry, Spilled):
+            out[path] = entry.load()
     return out
 
 
 def stored(entry: Entry) -> bytes:
     """The bytes an entry is stored as (at the stand-in revision for a `Stamped` one)."""
-    if isinstance(entry, bytes):
-        return entry
-    raw = entry[0]
-    return raw if type(raw) is bytes else cast(Spilled, raw).load()
+    raw: object = entry[0] if type(entry) is tuple else entry
+    return raw if isinstance(raw, bytes) else cast(Spilled, raw).load()
 
 
 class Since(NamedTuple):
@@ -147,7 +149,7 @@ class Changes(NamedTuple):
 
 def entry_size(entry: Entry) -> int:
     """The length of the bytes served for `entry` (the stand-in and tokens have the served ones' lengths)."""
-    return len(entry) if isinstance(entry, bytes) else len(entry[0])
+    return len(entry[0]) if type(entry) is tuple else len(entry)
 
 
 _MISSING = object()
@@ -247,7 +249,7 @@ class RenderedFiles(Mapping[str, bytes]):
         return len(self.entries)
 
     def __repr__(self) -> str:
-        stamped = sum(1 for e in self.entries.values() if not isinstance(e, bytes))
+        stamped = sum(1 for e in self.entries.values() if type(e) is tuple)
         return f"RenderedFiles({len(self.entries)} files, {stamped} stamped, revision={self.revision!r})"
 
     def __getstate__(self) -> dict[str, object]:
@@ -263,10 +265,10 @@ class RenderedFiles(Mapping[str, bytes]):
         self.since = None
 
     def _stamp(self, entry: Stamped) -> bytes:
+        if type(entry) is not tuple:  # a plain entry spilled: as it is (a generation without a stand-in too)
+            return cast(Spilled, entry).load()
         raw, node, token = entry
         if type(raw) is not bytes:
-            if isinstance(raw, SpilledPlain):
-                return raw.load()  # a plain entry: as it is (a generation without a stand-in too)
             raw = cast(Spilled, raw).load()
         data = raw.replace(self.sentinel.encode(), self.revision.encode())
         if token:
