@@ -55,6 +55,7 @@ CURRENT = "current"
 SOURCE_DIR = ".source"
 META_DIR = ".meta"
 TMP_SUFFIX = ".tmp"
+PACE_EVERY = 64  # files between two calls of `write`'s `pace` (~3-6 ms of writing at 10,000 nodes)
 _PRIVATE_KEPT = 8  # generations whose private files the store remembers (the previous one is what it needs)
 RECYCLE = "recycle"
 _TAKING_APART = "gen-"  # recycle/gen-<name>: a collected generation not yet taken apart
@@ -140,6 +141,7 @@ class ArtifactStore:
         meta: Mapping[str, bytes] | None = None,
         replace: bool = False,
         private: Collection[str] = (),
+        pace: Callable[[], None] | None = None,
     ) -> Path:
         """Write one generation durably; return its final directory. Idempotent per revision
         unless `replace`: then a stored one of the same revision is swapped out atomically.
@@ -151,10 +153,13 @@ class ArtifactStore:
         without stamping either side when both are `RenderedFiles` (`_plan`); a file private in
         either generation is not. The others get recycled inodes where the pool has them (module
         docstring). `meta` goes to `.meta/`. `timings`, when given, receives the seconds spent
-        writing files, making them durable and renaming. StoreUnwritable when the file system refuses.
+        writing files, making them durable and renaming. `pace`, when given, is called every
+        `PACE_EVERY` files (the daemon's writer waits there for a commit on its way: daemon.persist).
+        StoreUnwritable when the file system refuses.
         """
         try:
-            return self._write(revision, files, source, previous, timings, meta, replace, frozenset(private))
+            return self._write(revision, files, source, previous, timings, meta, replace, frozenset(private),
+                               pace)
         except OSError as exc:
             raise StoreUnwritable(f"writing generation: {exc}") from exc
 
@@ -168,6 +173,7 @@ class ArtifactStore:
         meta: Mapping[str, bytes] | None,
         replace: bool,
         private: frozenset[str] = frozenset(),
+        pace: Callable[[], None] | None = None,
     ) -> Path:
         final = self.path_of(revision)
         exists = final.is_dir()
@@ -190,7 +196,9 @@ class ArtifactStore:
                 (SOURCE_DIR + "/", source, previous.source if prev_fd is not None and previous else None),
                 (META_DIR + "/", meta or {}, None),
             ):
-                for rel, data in _plan(tree, before):
+                for n, (rel, data) in enumerate(_plan(tree, before), 1):
+                    if pace is not None and not n % PACE_EVERY:
+                        pace()
                     path = prefix + _safe_relative(rel)
                     parent = path.rpartition("/")[0]
                     if parent not in made:

@@ -15,14 +15,22 @@ still waiting supersedes the older one's write (logged). The older generation is
 but was served: `Daemon` keeps it in memory, its /r/<sha>/ URLs and assets answering, as long as
 a written one would be kept (`keep_generations`, unfinished installs). A failed write is
 retried with backoff until it succeeds or a newer job replaces it; /status says what lags (`view`).
+
+The write gives way to the next commit (`giving_way`, held by the reconcile steps from the
+snapshot until the commit is served): between files it waits (`pace`), at most `GIVE_WAY_MAX`
+seconds per commit, so a commit's path does not share the CPUs and the GIL with rewriting the
+last one's files. Why: at 10,000 nodes a one-node commit's write is ~5 s of syscalls (every file
+naming the revision is new), so the next commit always arrived beside it
+(bench/reconcile_latency: ready p50 0.031 s beside the write, 0.022 s after it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,9 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST = 1.0
 RETRY_MAX = 60.0
+# The longest the write waits for one commit: a one-node commit is served in tens of ms; a
+# large one, or one waiting on a download, must not keep `current` from following for long.
+GIVE_WAY_MAX = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,10 @@ class Job:
 class Persister:
     """The writer thread and its one pending job (see the module docstring)."""
 
-    def __init__(self, write: Callable[[Job], None]) -> None:
+    def __init__(self, write: Callable[[Job], None], give_way_max: float = GIVE_WAY_MAX) -> None:
         self._write = write  # writes, swaps `current`, collects; raises Temporary/OSError when refused
+        self.give_way_max = give_way_max
+        self._way_until: float | None = None  # time.monotonic() until which the write waits (`pace`)
         self._cond = threading.Condition()
         self._pending: Job | None = None
         self._running: Job | None = None
@@ -100,6 +113,30 @@ class Persister:
                 log.warning("revision=%s stopping before it was written: the next start serves the previous "
                             "current and reconciles it again", job.revision)
         return done
+
+    @contextlib.contextmanager
+    def giving_way(self) -> Iterator[None]:
+        """While inside, the write waits between files (`pace`), at most `give_way_max` seconds."""
+        with self._cond:
+            self._way_until = time.monotonic() + self.give_way_max
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._way_until = None
+                self._cond.notify_all()
+
+    def pace(self) -> None:
+        """Called by the write between files (on the writer thread): returns at once, unless a
+        commit is on its way (`giving_way`); then when it is served, or its time is up."""
+        if self._way_until is None:
+            return
+        with self._cond:
+            while self._way_until is not None and not self._stopping:
+                left = self._way_until - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def view(self) -> dict[str, Any]:
         """For /status: the revision `current` names, and what is not on disk yet."""

@@ -36,6 +36,7 @@ Any failure before `activate` leaves the served generation untouched; `write` go
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -176,8 +177,12 @@ class Reconciler:
         attempt = Attempt(trigger, skip, started)
         t0 = time.monotonic()
         result, message, reason, delay = Result.APPLIED, "", "", None
+        way = contextlib.ExitStack()
         try:
             for name, step in self.steps:
+                if name == "snapshot" and self.persister is not None:
+                    # A new revision: the write of the last one waits until this one is served.
+                    way.enter_context(self.persister.giving_way())
                 attempt.step = name
                 t_step = time.monotonic()
                 done = step(attempt)
@@ -196,6 +201,8 @@ class Reconciler:
             log.exception("revision=%s reconcile step %s failed", attempt.revision, attempt.step)
             result, message = Result.FAILED, f"{attempt.step}: internal error: {exc!r}"
             reason = Reason.RETRYING_AFTER_ERROR
+        finally:
+            way.close()
         return Outcome(
             result=result,
             trigger=trigger,
@@ -500,7 +507,8 @@ class Reconciler:
         stale = any((self.artifacts.meta(job.revision, key) or b"") != self.meta.get(key, b"")
                     for key in (REPORT_KEY_META, SITE_META))
         root = self.artifacts.write(job.revision, job.files, job.source, previous=self.previous, timings=parts,
-                                    meta=self.meta, replace=stale, private=job.private)
+                                    meta=self.meta, replace=stale, private=job.private,
+                                    pace=self.persister.pace if self.persister is not None else None)
         t1 = time.monotonic()
         self.artifacts.swap_current(job.revision)
         self.previous = StoredGeneration(job.revision, root, job.files, job.source, self.meta)
