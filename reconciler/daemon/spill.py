@@ -25,24 +25,19 @@ fails, the worker is replaced and starts from `render-memo`).
 from __future__ import annotations
 
 import contextlib
-import operator
 import os
 import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
 
-from reconciler.core.render.files import SIZE_BITS, SIZE_MASK, SPILLED_MAX, Entry, Spilled
+from reconciler.core.render.files import SPILLED_MAX, Entry, Spilled, unspilled
 from reconciler.core.render.reuse import NodeMemo
 
 FLUSH_BYTES = 256 << 10  # written to the file in pieces of this much (a buffer for each file)
 SPAN_GAP = 16 << 10  # `resolved` reads a chunk's entries of one file in one piece where no further apart
 _write = os.write  # (the tests refuse it)
 SMALLEST = 256  # entries shorter than this stay in memory (a Spilled and its tuple are ~150 bytes)
-
-
-_WHERE = operator.itemgetter(0)
 
 
 class Spill:
@@ -101,37 +96,9 @@ class Spill:
                     own[path] = (Spilled(stream, offset, size), entry[1], entry[2])  # type: ignore[assignment]
 
     def resolved(self, items: Iterable[tuple[str, Entry]]) -> dict[str, Entry]:
-        """`items` as a dict whose spilled entries are as they were before (to be sent). A chunk
-        of paths in order is mostly a run of one file (nodes' files in the order they were put):
-        entries no further apart than SPAN_GAP are read in one piece."""
-        out = dict(items)
-        by_source: dict[object, list[tuple[int, str, Any]]] = {}
-        for path, entry in out.items():
-            raw = entry[0] if type(entry) is tuple else entry
-            if isinstance(raw, Spilled):
-                found = by_source.get(raw.source)
-                if found is None:
-                    found = by_source[raw.source] = []
-                found.append((raw.where, path, entry))
-        for source, found in by_source.items():
-            found.sort(key=_WHERE)
-            read = cast(_Stream, source).read
-            i = 0
-            while i < len(found):
-                where = found[i][0]
-                start = where >> SIZE_BITS
-                end = start + (where & SIZE_MASK)
-                j = i + 1
-                while j < len(found) and (where := found[j][0]) >> SIZE_BITS <= end + SPAN_GAP:
-                    end = (where >> SIZE_BITS) + (where & SIZE_MASK)
-                    j += 1
-                data = read(start, end - start)
-                for where, path, entry in found[i:j]:
-                    at = (where >> SIZE_BITS) - start
-                    got = data[at:at + (where & SIZE_MASK)]
-                    out[path] = (got, entry[1], entry[2]) if type(entry) is tuple else got
-                i = j
-        return out
+        """`items` as a dict whose spilled entries are as they were before (to be sent:
+        `files.unspilled`), entries of one file no further apart than SPAN_GAP read in one piece."""
+        return unspilled(items, SPAN_GAP)
 
     def outgrown(self, memo: NodeMemo) -> bool:
         """Whether the files are mostly bytes no entry of `memo` reads any more: a

@@ -19,6 +19,7 @@ entries (the daemon's worker sends only them: `daemon.resident`).
 from __future__ import annotations
 
 import heapq
+import operator
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -104,17 +105,42 @@ def spilled_in(entry: Entry) -> Spilled | None:
     return raw if isinstance(raw, Spilled) else None
 
 
-def unspilled(entries: Mapping[str, Entry]) -> dict[str, Entry]:
-    """`entries` with spilled bytes read back: each entry as it was before it was spilled."""
+def unspilled(entries: Mapping[str, Entry] | Iterable[tuple[str, Entry]], gap: int = 0) -> dict[str, Entry]:
+    """`entries` as a dict with their spilled bytes read back: each entry as it was before it was
+    spilled (`Spilled`). The entries of one source no more than `gap` bytes apart are read in one
+    piece: a chunk of paths in order is mostly a run of one file, its nodes' files in the order
+    they were put. Used by the worker to send its entries (`daemon.spill.Spill.resolved`) and to
+    write its memo file (`daemon.worker`, a node's entries at a time)."""
     out = dict(entries)
+    by_source: dict[Source, list[tuple[int, str, Entry]]] = {}
     for path, entry in out.items():
-        if type(entry) is tuple:
-            raw: object = entry[0]
-            if isinstance(raw, Spilled):
-                out[path] = (raw.load(), entry[1], entry[2])
-        elif isinstance(entry, Spilled):
-            out[path] = entry.load()
+        raw: object = entry[0] if type(entry) is tuple else entry  # `spilled_in`, inlined: every entry of a send
+        if isinstance(raw, Spilled):
+            by_source.setdefault(raw.source, []).append((raw.where, path, entry))
+    for source, found in by_source.items():
+        if len(found) > 1:  # (one: a node's own entries, one in each file)
+            found.sort(key=_WHERE)
+        read = source.read
+        count, i = len(found), 0
+        while i < count:
+            where = found[i][0]
+            start = where >> SIZE_BITS
+            end = start + (where & SIZE_MASK)
+            j = i + 1
+            while j < count and (where := found[j][0]) >> SIZE_BITS <= end + gap:
+                end = (where >> SIZE_BITS) + (where & SIZE_MASK)
+                j += 1
+            data = read(start, end - start)
+            while i < j:
+                where, path, entry = found[i]
+                at = (where >> SIZE_BITS) - start
+                got = data[at:at + (where & SIZE_MASK)]
+                out[path] = (got, entry[1], entry[2]) if type(entry) is tuple else got  # the Spilled's place
+                i += 1
     return out
+
+
+_WHERE = operator.itemgetter(0)
 
 
 def stored(entry: Entry) -> bytes:
