@@ -199,14 +199,21 @@ def test_a_worker_whose_spill_files_are_mostly_dead_bytes_is_replaced(tmp_path: 
             assert dict(built.files) == dict(render(built.state))
             pids.append(built.pid)
             replaced.append(built.timings.get("spill.replace", 0.0))
-        kept = pool.build(Snapshot(hashlib.sha1(b"label").hexdigest(), {
-            **files, "nodes/n00007.yaml": files["nodes/n00007.yaml"].replace(b"role: worker", b"role: other")}))
+        # one node's labels, twice: patched commits, nothing spilled
+        kept = [pool.build(Snapshot(hashlib.sha1(label).hexdigest(), {
+            **files, "nodes/n00007.yaml": files["nodes/n00007.yaml"].replace(b"role: worker", label)}))
+            for label in (b"role: other", b"role: db")]
     finally:
         pool.close()
     first = replaced.index(1.0)  # the first commit whose files outgrew the memo
     assert first >= 2, replaced  # one render again leaves as many dead bytes as live ones: not yet
     assert pids[first + 1] != pids[first] and len(set(pids[:first + 1])) == 1, pids
-    assert kept.pid == pids[-1] or replaced[-1] == 1.0
+    # The fresh worker's files hold what its memo reads, then one render again: it stays for every
+    # commit after, and the patched ones do not ask for another.
+    assert first + 1 < len(pids) and replaced[first + 1:] == [0.0] * (len(pids) - first - 1), replaced
+    assert [*pids[first + 1:], *(built.pid for built in kept)] == [pids[first + 1]] * (len(pids) - first + 1), \
+        (pids, [built.pid for built in kept])
+    assert not any("spill.replace" in built.timings for built in kept)
 
 
 def test_kept_nodes_a_forked_child_sends_back_are_the_entries_the_worker_holds(tmp_path: Path,
