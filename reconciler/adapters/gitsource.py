@@ -49,6 +49,7 @@ from reconciler.core.errors import InvalidRevision, SourceUnavailable
 from reconciler.core.model import Issue, Severity
 from reconciler.core.snapshot import (
     MAX_FILE_BYTES,
+    Changes,
     Snapshot,
     is_candidate_dir,
     kind_of,
@@ -186,7 +187,8 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         if entry.filemode != pygit2.GIT_FILEMODE_TREE:
             raise _invalid(subdir, f"--path {subdir}: not a directory in commit {revision[:12]}")
         tree = repo[entry.id].peel(pygit2.Tree)
-    flat: tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]] | None = None
+    flat: _Flat | None = None
+    changes: Changes | None = None
     if cache is None:
         root = _read_dir(repo, tree, "", None, None)
     else:
@@ -195,12 +197,14 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
             touched = _touched(repo, old.oid, tree) if old is not None and old.oid != tree.id else None
             root = _read_dir(repo, tree, "", old, touched)
             if old is not None and cache.flat is not None and (touched is not None or old is root):
-                flat = _reflattened(old, root, touched or {}, cache.flat)
+                changed = _reflattened(old, root, touched or {}, cache.flat)
+                if changed is not None:
+                    flat, changes = changed[0], Changes(cache.revision, changed[1])
             if flat is None:
                 flat = _flattened(root)
-            cache.subdir, cache.last, cache.flat = subdir, root, flat
+            cache.subdir, cache.last, cache.flat, cache.revision = subdir, root, flat, str(commit.id)
     files, refused, unread = flat if flat is not None else _flattened(root)
-    return Snapshot(
+    snapshot = Snapshot(
         revision=str(commit.id),
         files=dict(files),
         refused=refused,
@@ -212,6 +216,7 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
             "time": str(commit.commit_time),
         },
     )
+    return snapshot.with_changes(changes) if changes is not None else snapshot
 
 
 def _invalid(subdir: str, message: str) -> InvalidRevision:
@@ -254,7 +259,11 @@ class TreeCache:
         self.subdir = ""
         self.last: _Dir | None = None
         # `last` flattened: its files in order, refused and unread (read_tree copies the dict).
-        self.flat: tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]] | None = None
+        self.flat: _Flat | None = None
+        self.revision = ""  # the commit `last` is the tree of
+
+
+_Flat = tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]]  # files in order, refused, unread
 
 
 class _Outcome(NamedTuple):
@@ -343,7 +352,7 @@ def _outcome(repo: pygit2.Repository, entry: pygit2.Object, prefix: str, old: _D
     return _Outcome(order, "file", rel, blob.data)
 
 
-def _flattened(root: _Dir) -> tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]]:
+def _flattened(root: _Dir) -> _Flat:
     files: dict[str, bytes] = {}
     refused: list[Issue] = []
     unread: list[Issue] = []
@@ -351,12 +360,11 @@ def _flattened(root: _Dir) -> tuple[dict[str, bytes], tuple[Issue, ...], tuple[I
     return files, tuple(refused), tuple(unread)
 
 
-def _reflattened(old: _Dir, new: _Dir, touched: dict[str, set[str]],
-                 flat: tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]]
-                 ) -> tuple[dict[str, bytes], tuple[Issue, ...], tuple[Issue, ...]] | None:
-    """`_flattened(new)` from `old`'s (`flat`), when every name the diff touched is a file in both
-    trees, or ignored in both (the paths and their order, refusals and unread ones the same: a
-    commit that edits files); None otherwise."""
+def _reflattened(old: _Dir, new: _Dir, touched: dict[str, set[str]], flat: _Flat
+                 ) -> tuple[_Flat, tuple[str, ...]] | None:
+    """`_flattened(new)` from `old`'s (`flat`), and the paths whose bytes changed, when every name
+    the diff touched is a file in both trees, or ignored in both (the paths and their order,
+    refusals and unread ones the same: a commit that edits files); None otherwise."""
     files = flat[0]
     changed: dict[str, bytes] = {}
     for prefix, names in touched.items():
@@ -374,8 +382,8 @@ def _reflattened(old: _Dir, new: _Dir, touched: dict[str, set[str]],
                     continue
             return None
     if not changed:
-        return flat
-    return {**files, **changed}, flat[1], flat[2]
+        return flat, ()
+    return ({**files, **changed}, flat[1], flat[2]), tuple(changed)
 
 
 def _dir_at(root: _Dir, path: str) -> _Dir | None:

@@ -14,6 +14,7 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reconciler.core.codes import issue
 from reconciler.core.model import Issue, Location
@@ -113,6 +114,13 @@ def refuse_size(path: str, size: int) -> Issue:
     return refused(path, "file-too-large", f"{size} bytes is over the {MAX_FILE_BYTES} byte limit")
 
 
+class Changes(NamedTuple):
+    """What a reader knows of a snapshot against the one it read before (`Snapshot.changes`)."""
+
+    base: str  # the revision of that snapshot
+    paths: tuple[str, ...]  # the only paths whose bytes may differ; the paths and their order are base's
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One revision's repository files (only the paths `kind_of` accepts)."""
@@ -123,3 +131,12 @@ class Snapshot:
     unread: tuple[Issue, ...] = ()  # warnings for paths that look meant to be read (`not_read`)
     origin: str = ""  # a human-readable source: a path or URL and ref
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Set by a reader that knows it (`with_changes`: adapters.gitsource), for daemon.snapdelta's
+    # `between`, which then looks at those paths alone. Not a part of the value (a snapshot read
+    # from scratch is equal), and not carried by `dataclasses.replace` (another snapshot's files).
+    changes: Changes | None = field(default=None, init=False, compare=False, repr=False)
+
+    def with_changes(self, changes: Changes) -> Snapshot:
+        """This snapshot, saying what changed since `changes.base` (set once, by its reader)."""
+        object.__setattr__(self, "changes", changes)
+        return self

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.adapters.gitsource import TreeCache, read_incrementally, read_tree
-from reconciler.core.snapshot import MAX_FILE_BYTES
+from reconciler.core.snapshot import MAX_FILE_BYTES, Changes
 from reconciler.settings import Settings
 
 # Names that exercise each outcome: read files, a subdirectory of a read directory, a misplaced
@@ -63,13 +63,35 @@ def test_reading_with_the_cache_equals_a_full_read(tmp_path_factory: pytest.Temp
     repo = _Repo(tmp_path_factory.mktemp("repo"))
     repo.apply(("sub/netboot.yaml", pygit2.GIT_FILEMODE_BLOB, 0))
     cache = TreeCache()
+    last = None
     for ops in commits:
         for op in ops:
             repo.apply(op)
         if subdir and "sub/netboot.yaml" not in repo.entries:
             repo.apply(("sub/netboot.yaml", pygit2.GIT_FILEMODE_BLOB, 0))
         revision = repo.commit()
-        assert read_tree(repo.repo, revision, subdir, cache=cache) == read_tree(repo.repo, revision, subdir)
+        snapshot = read_tree(repo.repo, revision, subdir, cache=cache)
+        assert snapshot == read_tree(repo.repo, revision, subdir)
+        if snapshot.changes is not None:  # what it says changed since the last read, it did; nothing else
+            assert last is not None and snapshot.changes.base == last.revision
+            assert list(snapshot.files) == list(last.files)
+            assert {p for p in snapshot.files if snapshot.files[p] != last.files[p]} <= set(snapshot.changes.paths)
+        last = snapshot
+
+
+def test_a_commit_that_edits_a_file_says_which(tmp_path: Path) -> None:
+    repo = _Repo(tmp_path)
+    for i in range(3):
+        repo.apply((f"nodes/n{i}.yaml", pygit2.GIT_FILEMODE_BLOB, i))
+    cache = TreeCache()
+    first = read_tree(repo.repo, repo.commit(), cache=cache)
+    assert first.changes is None  # read whole: nothing to say
+    repo.apply(("nodes/n1.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
+    repo.apply(("README.md", pygit2.GIT_FILEMODE_BLOB, 1))
+    second = read_tree(repo.repo, repo.commit(), cache=cache)
+    assert second.changes == Changes(first.revision, ("nodes/n1.yaml",))
+    repo.apply(("nodes/n3.yaml", pygit2.GIT_FILEMODE_BLOB, 1))
+    assert read_tree(repo.repo, repo.commit(), cache=cache).changes is None  # a path added: not said
 
 
 def test_unchanged_files_are_the_bytes_read_last_time(tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ equal but not the same object, refusals and commit facts; and what crosses is th
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.model import Issue, Severity
-from reconciler.core.snapshot import Snapshot
+from reconciler.core.snapshot import Changes, Snapshot
 from reconciler.daemon import snapdelta
 
 _PATHS = [f"nodes/n{i}.yaml" for i in range(8)] + ["netboot.yaml", "profiles/p.yaml"]
@@ -63,3 +64,19 @@ def test_differences_names_what_a_wrong_rebuild_got_wrong() -> None:
     assert snapdelta.differences(_snap(1, {"a": b"1", "b": b"3"}), right) == ("b",)
     assert snapdelta.differences(_snap(1, {"b": b"2", "a": b"1"}), right) == ("(the order of the files)",)
     assert snapdelta.differences(_snap(2, {"a": b"1", "b": b"2"}), right) == ("extra", "refused", "revision")
+
+
+def test_changes_a_reader_says_give_the_same_delta_and_others_are_not_trusted() -> None:
+    before = _snap(1, {f"nodes/n{i}.yaml": f"{i}\n".encode() for i in range(100)})
+    files = {**before.files, "nodes/n5.yaml": b"five\n", "nodes/n7.yaml": bytes(bytearray(b"7\n"))}
+    plain = snapdelta.between(before, _snap(2, files))
+    said = snapdelta.between(before, _snap(2, files).with_changes(Changes(before.revision, ("nodes/n5.yaml",
+                                                                                        "nodes/n7.yaml"))))
+    assert said == plain and said.changed == {"nodes/n5.yaml": b"five\n"}
+    # Said against another snapshot, or naming a path not there: every path is compared.
+    other = _snap(2, files).with_changes(Changes(f"{9:040x}", ()))
+    assert snapdelta.between(before, other) == plain
+    wrong = _snap(2, files).with_changes(Changes(before.revision, ("nodes/n5.yaml", "nodes/gone.yaml")))
+    assert snapdelta.between(before, wrong) == plain
+    # Not a part of the value, and not carried to another snapshot by dataclasses.replace.
+    assert other == _snap(2, files) and dataclasses.replace(other, files={}).changes is None
