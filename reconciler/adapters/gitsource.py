@@ -41,6 +41,7 @@ from typing import Any, NamedTuple, Protocol
 
 import pygit2
 
+from reconciler.adapters import rawtree
 from reconciler.adapters.commitsig import Signers, verify_commit
 from reconciler.adapters.commitsig import invalid as invalid_commit
 from reconciler.adapters.dirsource import read_directory
@@ -172,41 +173,31 @@ def _not_owned(checked: str) -> str:
 def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: str = "",
               cache: TreeCache | None = None) -> Snapshot:
     """The repository format's files in commit `revision` (under `subdir`), without a checkout.
-    `cache` (a source's, kept between commits): only the entries a diff against the tree read
-    last time names are read again; the snapshot is the same as without it, order included."""
+    `cache` (a source's, kept between commits): only the entries that differ from the tree read
+    last time are read again (`_read_dir`); the snapshot is the same as without it, order
+    included, and says which files changed when only files did (`Snapshot.changes`)."""
     try:
         commit = repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.GitError) as exc:
         raise _invalid(subdir, f"revision {revision} not found: {exc}") from exc
-    tree: pygit2.Tree = commit.tree
+    tree_id = commit.tree_id
     if subdir:
         try:
-            entry = tree[subdir.strip("/")]
+            entry = commit.tree[subdir.strip("/")]
         except KeyError as exc:
             raise _invalid(subdir, f"--path {subdir}: not in commit {revision[:12]}") from exc
         if entry.filemode != pygit2.GIT_FILEMODE_TREE:
             raise _invalid(subdir, f"--path {subdir}: not a directory in commit {revision[:12]}")
-        tree = repo[entry.id].peel(pygit2.Tree)
-    flat: _Flat | None = None
+        tree_id = entry.id
     changes: Changes | None = None
     if cache is None:
-        root = _read_dir(repo, tree, "", None, None)
+        files, refused, unread = _flattened(_read_dir(_Reading(repo, keep=False), tree_id, "", None))
     else:
         with cache.lock:
-            old = cache.last if cache.subdir == subdir else None
-            touched = _touched(repo, old.oid, tree) if old is not None and old.oid != tree.id else None
-            root = _read_dir(repo, tree, "", old, touched)
-            if old is not None and cache.flat is not None and (touched is not None or old is root):
-                changed = _reflattened(old, root, touched or {}, cache.flat)
-                if changed is not None:
-                    flat, changes = changed[0], Changes(cache.revision, changed[1])
-            if flat is None:
-                flat = _flattened(root)
-            cache.subdir, cache.last, cache.flat, cache.revision = subdir, root, flat, str(commit.id)
-    files, refused, unread = flat if flat is not None else _flattened(root)
+            (files, refused, unread), changes = _read_cached(repo, tree_id, subdir, str(commit.id), cache)
     snapshot = Snapshot(
         revision=str(commit.id),
-        files=dict(files),
+        files=files,
         refused=refused,
         unread=unread,
         origin=origin,
@@ -217,6 +208,27 @@ def read_tree(repo: pygit2.Repository, revision: str, subdir: str = "", origin: 
         },
     )
     return snapshot.with_changes(changes) if changes is not None else snapshot
+
+
+def _read_cached(repo: pygit2.Repository, tree_id: pygit2.Oid, subdir: str, revision: str, cache: TreeCache
+                 ) -> tuple[_Flat, Changes | None]:
+    """`read_tree`'s files with `cache` (its lock held), and what changed since the cache's last."""
+    old = cache.last if cache.subdir == subdir and cache.flat is not None else None
+    changes: Changes | None
+    try:
+        if old is not None and cache.flat is not None and old.oid == tree_id:
+            root, flat, changes = old, cache.flat, Changes(cache.revision, ())
+        else:
+            reading = _Reading(repo, keep=True)
+            root = _read_dir(reading, tree_id, "", old)
+            again = _reflattened(reading, cache.flat) if old is not None and cache.flat is not None else None
+            flat = _flattened(root) if again is None else again[0]
+            changes = Changes(cache.revision, again[1]) if again is not None else None
+    except BaseException:
+        cache.last = cache.flat = None  # its directories' entries may be changed in place half-way
+        raise
+    cache.subdir, cache.last, cache.flat, cache.revision = subdir, root, flat, revision
+    return flat, changes
 
 
 def _invalid(subdir: str, message: str) -> InvalidRevision:
@@ -242,11 +254,11 @@ def read_incrementally(repo: pygit2.Repository, revision: str, settings: Setting
     return scratch
 
 
-# The largest tree object libgit2 keeps parsed in its object cache (its default: 4 KiB). A
-# directory of 10,000 node files is one tree object of ~400 KiB: each incremental read parsed it
-# three times (the diff's two sides and the read of the new one); kept parsed, the old side and
-# the read come from the cache (10,000 nodes: read_tree 10 -> 5-7 ms of CPU). Within libgit2's
-# cache bound (256 MiB for every object), trees least recently used go first.
+# The largest tree object libgit2 keeps in its object cache (its default: 4 KiB). A directory of
+# 10,000 node files is one tree object of ~430 KiB: a directory read whole reads its bytes
+# (`_read_dir`, for the next commit's comparison) and then has libgit2 parse them, from the cache
+# rather than inflating them twice. Within libgit2's cache bound (256 MiB for every object),
+# trees least recently used go first.
 TREE_CACHE_LIMIT = 64 << 20
 
 
@@ -258,7 +270,8 @@ class TreeCache:
         self.lock = threading.Lock()
         self.subdir = ""
         self.last: _Dir | None = None
-        # `last` flattened: its files in order, refused and unread (read_tree copies the dict).
+        # `last` flattened: its files in order, refused and unread. The snapshot read_tree makes
+        # holds the same dict: it is never changed, a commit's changes go into a copy.
         self.flat: _Flat | None = None
         self.revision = ""  # the commit `last` is the tree of
 
@@ -276,59 +289,86 @@ class _Outcome(NamedTuple):
 class _Dir(NamedTuple):
     oid: pygit2.Oid
     entries: dict[str, _Outcome]  # by name, in tree order; entries the format ignores left out
+    raw: rawtree.Raw | None = None  # its tree object's bytes (read with a cache: the next read compares them)
 
 
-def _touched(repo: pygit2.Repository, old: pygit2.Oid, new: pygit2.Tree) -> dict[str, set[str]]:
-    """Directory path -> names in it a diff of the two trees touches (added, deleted, changed)."""
-    touched: dict[str, set[str]] = {}
-    for delta in repo[old].peel(pygit2.Tree).diff_to_tree(new).deltas:
-        for path in {delta.old_file.path, delta.new_file.path}:
-            parts = path.split("/")
-            for i, name in enumerate(parts):
-                touched.setdefault("/".join(parts[:i]), set()).add(name)
-    return touched
+class _Reading:
+    """One read of a commit's tree: what it keeps and what it found changed."""
+
+    def __init__(self, repo: pygit2.Repository, keep: bool) -> None:
+        self.repo = repo
+        self.keep = keep  # a cache's read: keep each directory's tree object bytes (`_Dir.raw`)
+        # Each entry that differs from the last read's in a directory compared with it: before, after.
+        self.changes: list[tuple[_Outcome | None, _Outcome | None]] = []
+        self.whole = False  # a directory the last read had was read whole (what changed in it is not listed)
 
 
-def _read_dir(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, old: _Dir | None,
-              touched: dict[str, set[str]] | None) -> _Dir:
-    """A directory's outcomes: `old`'s when the tree is the same, `old`'s updated for the names
-    `touched` lists here, or (no `old`, or a diff that names nothing here) every entry's."""
-    if old is not None and old.oid == tree.id:
+def _read_dir(reading: _Reading, oid: pygit2.Oid, prefix: str, old: _Dir | None) -> _Dir:
+    """A directory's outcomes: `old`'s when the tree is the same; `old`'s updated for the entries
+    that differ (`rawtree.changed`: only the bytes around them are read), in place (the cache's
+    old tree is not read again); or (no `old`, or a tree `rawtree` cannot read) every entry's."""
+    if old is not None and old.oid == oid:
         return old
-    names = touched.get(prefix) if touched is not None else None
-    if old is None or names is None:
+    repo = reading.repo
+    found: tuple[dict[str, rawtree.Entry | None], rawtree.Raw] | None = None
+    raw = None
+    if reading.keep:
+        data = repo.odb.read(oid)[1]  # inflated and its hash checked by libgit2, as any object read
+        if old is not None and old.raw is not None:
+            found = rawtree.changed(old.raw, data, len(oid.raw))
+        if found is None:
+            raw = rawtree.indexed(data, len(oid.raw))
+    if old is None or found is None:
+        reading.whole = reading.whole or old is not None
         entries: dict[str, _Outcome] = {}
-        for entry in tree:
-            outcome = _outcome(repo, entry, prefix, None, None)
+        for entry in repo[oid].peel(pygit2.Tree):
+            name = entry.name or ""
+            outcome = _outcome(reading, name, entry.filemode, entry.id, prefix, None, entry)
             if outcome is not None:
-                entries[entry.name or ""] = outcome
-        return _Dir(tree.id, entries)
-    entries = dict(old.entries)
+                entries[name] = outcome
+        return _Dir(oid, entries, raw)
+    touched, raw = found
+    entries = old.entries
     added = False  # a name new here (or a file become a directory) goes at the end: order again
-    for name in names:
+    for name, new in touched.items():
         was = entries.get(name)
-        outcome = None if name not in tree else _outcome(
-            repo, tree[name], prefix, was.value if was is not None and was.kind == "dir" else None, touched)
+        outcome = None if new is None else _outcome(
+            reading, name, _filemode(new[0]), pygit2.Oid(raw=new[1]), prefix,
+            was.value if was is not None and was.kind == "dir" else None)
+        if was is None and outcome is None:
+            continue  # a name the format ignores
+        reading.changes.append((was, outcome))
         if outcome is None:
-            entries.pop(name, None)
+            del entries[name]
             continue
         entries[name] = outcome
         added = added or was is None or was.order != outcome.order
     if added:
         entries = dict(sorted(entries.items(), key=lambda item: item[1].order))
-    return _Dir(tree.id, entries)
+    return _Dir(oid, entries, raw)
 
 
-def _outcome(repo: pygit2.Repository, entry: pygit2.Object, prefix: str, old: _Dir | None,
-             touched: dict[str, set[str]] | None) -> _Outcome | None:
-    """What one tree entry gives the snapshot (None: nothing, the format ignores it)."""
-    name = entry.name or ""
+def _filemode(mode: int) -> int:
+    """An entry's mode as written, as libgit2 gives it (`git_tree_entry_filemode`)."""
+    kind = mode & 0o170000
+    if kind == pygit2.GIT_FILEMODE_TREE:
+        return pygit2.GIT_FILEMODE_TREE
+    if mode & 0o100:
+        return pygit2.GIT_FILEMODE_BLOB_EXECUTABLE
+    if kind in (pygit2.GIT_FILEMODE_COMMIT, pygit2.GIT_FILEMODE_LINK):
+        return kind
+    return pygit2.GIT_FILEMODE_BLOB
+
+
+def _outcome(reading: _Reading, name: str, mode: int, oid: pygit2.Oid, prefix: str, old: _Dir | None,
+             entry: pygit2.Object | None = None) -> _Outcome | None:
+    """What one tree entry gives the snapshot (None: nothing, the format ignores it). `entry`:
+    libgit2's, when the directory was read through it."""
     rel = f"{prefix}/{name}" if prefix else name
-    mode = entry.filemode
     if mode == pygit2.GIT_FILEMODE_TREE:
         order = (name + "/").encode()
         if is_candidate_dir(rel):
-            return _Outcome(order, "dir", rel, _read_dir(repo, repo[entry.id].peel(pygit2.Tree), rel, old, touched))
+            return _Outcome(order, "dir", rel, _read_dir(reading, oid, rel, old))
         miss = not_read(rel, is_dir=True)
         return _Outcome(order, "unread", rel, miss) if miss is not None else None
     order = name.encode()
@@ -343,12 +383,12 @@ def _outcome(repo: pygit2.Repository, entry: pygit2.Object, prefix: str, old: _D
     if kind_of(rel) is None:
         miss = not_read(rel, is_dir=False)
         return _Outcome(order, "unread", rel, miss) if miss is not None else None
-    _kind, size = repo.odb.read_header(entry.id)
+    _kind, size = reading.repo.odb.read_header(oid)
     if size > MAX_FILE_BYTES:
         return _Outcome(order, "refused", rel, refuse_size(rel, size))
-    # The entry itself is the blob (pygit2 loads it on first use): what `repo[entry.id]` would
+    # The entry itself is the blob (pygit2 loads it on first use): what `repo[oid]` would
     # look up again, through Repository.__getitem__ and a peel (100,000 files: 1.05 -> 0.87 s).
-    blob = entry if isinstance(entry, pygit2.Blob) else repo[entry.id].peel(pygit2.Blob)
+    blob = entry if isinstance(entry, pygit2.Blob) else reading.repo[oid].peel(pygit2.Blob)
     return _Outcome(order, "file", rel, blob.data)
 
 
@@ -360,38 +400,29 @@ def _flattened(root: _Dir) -> _Flat:
     return files, tuple(refused), tuple(unread)
 
 
-def _reflattened(old: _Dir, new: _Dir, touched: dict[str, set[str]], flat: _Flat
-                 ) -> tuple[_Flat, tuple[str, ...]] | None:
-    """`_flattened(new)` from `old`'s (`flat`), and the paths whose bytes changed, when every name
-    the diff touched is a file in both trees, or ignored in both (the paths and their order,
-    refusals and unread ones the same: a commit that edits files); None otherwise."""
+def _reflattened(reading: _Reading, flat: _Flat) -> tuple[_Flat, tuple[str, ...]] | None:
+    """`_flattened` of the tree just read, from the last one's (`flat`), and the paths whose bytes
+    changed, when every entry that differs is a file in both trees, or a directory in both (the
+    paths and their order, refusals and unread ones the same: a commit that edits files); None
+    otherwise. One copy of the files, which the snapshot then holds as it is."""
+    if reading.whole:
+        return None
     files = flat[0]
     changed: dict[str, bytes] = {}
-    for prefix, names in touched.items():
-        before, after = _dir_at(old, prefix), _dir_at(new, prefix)
-        for name in names:
-            was = before.entries.get(name) if before is not None else None
-            now = after.entries.get(name) if after is not None else None
-            if was is None and now is None:
-                continue  # a name the format ignores, or one under such a directory
-            if was is not None and now is not None:
-                if was.kind == now.kind == "dir":
-                    continue  # what changed in it is touched under its own path
-                if was.kind == now.kind == "file" and was.path in files:
-                    changed[now.path] = now.value
-                    continue
+    for was, now in reading.changes:
+        if was is None or now is None:
             return None
+        if was.kind == now.kind == "dir":
+            continue  # what changed in it is listed entry by entry
+        if was.kind == now.kind == "file" and was.path == now.path and was.path in files:
+            changed[now.path] = now.value
+            continue
+        return None
     if not changed:
         return flat, ()
-    return ({**files, **changed}, flat[1], flat[2]), tuple(changed)
-
-
-def _dir_at(root: _Dir, path: str) -> _Dir | None:
-    directory: _Dir | None = root
-    for part in path.split("/") if path else ():
-        outcome = directory.entries.get(part) if directory is not None else None
-        directory = outcome.value if outcome is not None and outcome.kind == "dir" else None
-    return directory
+    files = dict(files)
+    files.update(changed)
+    return (files, flat[1], flat[2]), tuple(changed)
 
 
 def _flatten(directory: _Dir, files: dict[str, bytes], refused: list[Issue], unread: list[Issue]) -> None:

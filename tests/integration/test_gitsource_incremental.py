@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from unittest import mock
 
 import pygit2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.adapters import rawtree
 from reconciler.adapters.gitsource import TreeCache, read_incrementally, read_tree
-from reconciler.core.snapshot import MAX_FILE_BYTES, Changes
+from reconciler.core.snapshot import MAX_FILE_BYTES, Changes, Snapshot
 from reconciler.settings import Settings
 
 # Names that exercise each outcome: read files, a subdirectory of a read directory, a misplaced
@@ -57,13 +59,19 @@ class _Repo:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(_ops, min_size=1, max_size=4), min_size=1, max_size=10), st.sampled_from(["", "sub"]))
+@given(st.lists(st.lists(_ops, min_size=1, max_size=4), min_size=1, max_size=10), st.sampled_from(["", "sub"]),
+       st.sampled_from([1, 2, rawtree.MARK_EVERY]))
 def test_reading_with_the_cache_equals_a_full_read(tmp_path_factory: pytest.TempPathFactory,
-                                                   commits: list[list[_Op]], subdir: str) -> None:
+                                                   commits: list[list[_Op]], subdir: str, every: int) -> None:
     repo = _Repo(tmp_path_factory.mktemp("repo"))
     repo.apply(("sub/netboot.yaml", pygit2.GIT_FILEMODE_BLOB, 0))
+    with mock.patch.object(rawtree, "MARK_EVERY", every):  # marks as far apart as a directory's entries, or closer
+        _read_each(repo, commits, subdir)
+
+
+def _read_each(repo: _Repo, commits: list[list[_Op]], subdir: str) -> None:
     cache = TreeCache()
-    last = None
+    last: Snapshot | None = None
     for ops in commits:
         for op in ops:
             repo.apply(op)
@@ -123,3 +131,43 @@ def test_verify_incremental_serves_a_full_read_when_the_cache_is_wrong(tmp_path:
     assert cache.last is None and cache.flat is None
     unchecked = dataclasses.replace(checked, verify_incremental=False)
     assert read_incrementally(repo.repo, revision, unchecked, "", cache) == served
+
+
+# Modes as some tools wrote them (zero-padded, group-writable, odd bits: libgit2 reads them as one
+# of its five), one that rawtree leaves to libgit2 (seven digits), and names of any byte.
+_RAW_MODES = [b"100644", b"100755", b"100664", b"40000", b"040000", b"120000", b"160000", b"100600", b"0100644"]
+_raw_ops = st.tuples(st.sampled_from([b"a.yaml", b"b.yaml", b"b", b"c.json", b"d.yaml", b"\xe9.txt"]),
+                     st.one_of(st.none(), st.tuples(st.sampled_from(_RAW_MODES), st.integers(0, 2))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_raw_ops, min_size=1, max_size=3), min_size=1, max_size=8))
+def test_trees_written_by_other_tools_read_with_the_cache_as_in_full(
+        tmp_path_factory: pytest.TempPathFactory, commits: list[list[tuple[bytes, tuple[bytes, int] | None]]]) -> None:
+    repo = pygit2.init_repository(str(tmp_path_factory.mktemp("repo")), bare=True)
+    blobs = [repo.create_blob(f"mac: 52:54:00:00:00:0{i}\n".encode()) for i in range(3)]
+    sub = repo.odb.write(pygit2.enums.ObjectType.TREE, b"100644 x.yaml\0" + blobs[0].raw)
+    sig = pygit2.Signature("t", "t@example.org", 0, 0)
+    entries: dict[bytes, tuple[bytes, int]] = {}
+    parents: list[pygit2.Oid] = []
+    cache = TreeCache()
+    for ops in commits:
+        for name, entry in ops:
+            if entry is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = entry
+
+        dirs = {n for n, (mode, _) in entries.items() if mode.lstrip(b"0") == b"40000"}
+        nodes = repo.odb.write(pygit2.enums.ObjectType.TREE, b"".join(  # in git's order: a directory's name + "/"
+            b"%s %s\0%s" % (entries[n][0], n, (sub if n in dirs else blobs[entries[n][1]]).raw)
+            for n in sorted(entries, key=lambda n: n + b"/" if n in dirs else n)))
+        root = repo.odb.write(pygit2.enums.ObjectType.TREE, b"40000 nodes\0" + nodes.raw)
+        parents = [repo.create_commit(None, sig, sig, "c", root, parents)]
+        try:
+            full = read_tree(repo, str(parents[0]))
+        except UnicodeError:  # a name not UTF-8 (read_tree's order key): refused either way
+            with pytest.raises(UnicodeError):
+                read_tree(repo, str(parents[0]), cache=cache)
+            continue
+        assert read_tree(repo, str(parents[0]), cache=cache) == full
