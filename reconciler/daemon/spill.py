@@ -4,22 +4,22 @@ Used by the long-lived worker (daemon.resident, around its renders: `core.render
 Why (issue 25): after a first render of 100,000 nodes the worker held every node's files (~4.3 KB a
 node) in its render memo and the result it sends, while the daemon holds the same bytes; most of
 them are read again only when sent (a whole result), written to `render-memo`, or compared with a
-node rendered again. As each node comes out of the render loop, its entries of SMALLEST bytes or
-more (iPXE script, GRUB config, user-data, matchbox JSON) go to unlinked files in the state
-directory, one for each top directory of the paths, and are replaced by `files.Spilled` ones, which
-read them back when needed (and pickle as the bytes); the nodes a forked render child made are
-spilled as they arrive (`fanout.arriving`). Measured with bench.first_reconcile (nice 19): at
-20,000 nodes (load ~6) the worker's peak 331 -> 279 MB; at 100,000 (load 3-4.4, 2026-12-07 15:59)
-worker and forkserver 1,390 -> 880 MB, with the daemon's 958: 1,838 MB. Its cost, in one process at
-20,000 (three interleaved pairs, load 5-6): the render's main thread 2.75 -> 2.82 s of CPU
-(median), Spill.entries ~10 us a node, Spill.resolved +0.07 s a whole send. The files only grow
-with what is rendered anew, and go when the worker process does: once they hold over twice what
-the memo reads (`Spill.outgrown`), the daemon replaces the worker before the next commit (a template
-every node uses, changed again and again, grew them ~0.4 GB a time at 100,000 nodes, unseen by `du`).
-Not used with --verify-incremental
-(it compares every file), nor in a process that did not make it (a forked render child). A write
-that fails leaves the bytes in memory and stops spilling; a read that fails raises (the commit
-fails, the worker is replaced and starts from `render-memo`).
+node rendered again. As each node comes out of the render loop (or a patch: a one-node commit's
+node), its entries of SMALLEST bytes or more (iPXE script, GRUB config, user-data, matchbox JSON) go
+to unlinked files in the state directory, one for each top directory of the paths, and are replaced
+by `files.Spilled` ones, which read them back when needed (and pickle as the bytes); the nodes a
+forked render child made are spilled as they arrive (`fanout.arriving`). Measured with
+bench.first_reconcile (nice 19): at 20,000 nodes (load ~6) the worker's peak 331 -> 279 MB; at
+100,000 (load 3-4.4, 2026-12-07 15:59) worker and forkserver 1,390 -> 880 MB, with the daemon's 958:
+1,838 MB. Its cost, in one process at 20,000 (three interleaved pairs, load 5-6): the render's main
+thread 2.75 -> 2.82 s of CPU (median), Spill.entries ~10 us a node, Spill.resolved +0.07 s a whole
+send. The files only grow with what is rendered anew, and go when the worker process does: once they
+hold over twice what the memo reads (`Spill.outgrown`), the daemon replaces the worker before the
+next commit (a template every node uses, changed again and again, grew them ~0.4 GB a time at
+100,000 nodes, unseen by `du`). Not used with --verify-incremental (it compares every file), nor in
+a process that did not make it (a forked render child). A write that fails leaves the bytes in
+memory and stops spilling; a read that fails raises (the commit fails, the worker is replaced and
+starts from `render-memo`).
 """
 
 from __future__ import annotations

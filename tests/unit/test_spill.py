@@ -22,7 +22,7 @@ from reconciler.adapters.agecrypt import load_identity
 from reconciler.core import secrets
 from reconciler.core.model import DesiredState
 from reconciler.core.render import fanout, render_generation, render_served
-from reconciler.core.render.files import RenderedFiles, Spilled, spilled_in, unspilled
+from reconciler.core.render.files import RenderedFiles, Spilled, entry_size, spilled_in, unspilled
 from reconciler.core.render.reuse import Kept, NodeMemo, spilling
 from reconciler.core.snapshot import Snapshot
 from reconciler.core.validate import validate
@@ -111,8 +111,12 @@ def test_the_next_commit_patched_onto_a_spilled_render_is_the_full_render(tmp_pa
     with fanout.using(renderfork.walk if walker == "forked" else fanout.one_by_one):
         first = spilled_render(state_of(snapshot(b"one")), memo, into)
         state = state_of(snapshot(b"two", changed="role: db"))  # one node's labels
+        spilled = into.spilled
         second = spilled_render(state, memo, into)
+    assert second.since is not None and into.spilled > spilled  # patched, the node rendered again spilled
     assert dict(second) == dict(render(state))
+    assert all(spilled_in(e) is not None for kept in memo.entries.values() for e in kept.entries.values()
+               if entry_size(e) >= spill.SMALLEST)  # the memo keeps no large bytes in memory
     delta = second.delta_from(first)
     assert not delta.full and 0 < len(delta.entries) < len(second.entries) // 4
     sent = into.resolved(delta.entries.items())
@@ -185,7 +189,7 @@ def test_a_worker_whose_spill_files_are_mostly_dead_bytes_is_replaced(tmp_path: 
     (unlinked: `du` does not see them) until the worker process goes: a template every node uses,
     changed commit after commit, grew them without bound (0.4 GB a time at 100,000 nodes). Once
     they hold over twice what the memo reads (past a slack, 0 here: worker.Limits.spill_slack),
-    the worker is replaced before the next commit; a commit that spills nothing keeps it."""
+    the worker is replaced before the next commit; the fresh one stays, one-node commits included."""
     template = "cloud-init/ubuntu-autoinstall.yaml"
     files = make_snapshot(NODES)
     pool = resident.Worker(render, worker.Limits(spill_slack=0))
@@ -200,7 +204,7 @@ def test_a_worker_whose_spill_files_are_mostly_dead_bytes_is_replaced(tmp_path: 
             assert dict(built.files) == dict(render(built.state))
             pids.append(built.pid)
             replaced.append(built.timings.get("spill.replace", 0.0))
-        # one node's labels, twice: patched commits, nothing spilled
+        # one node's labels, twice: patched commits (the node's bytes spilled again)
         kept = [pool.build(Snapshot(hashlib.sha1(label).hexdigest(), {
             **files, "nodes/n00007.yaml": files["nodes/n00007.yaml"].replace(b"role: worker", label)}))
             for label in (b"role: other", b"role: db")]

@@ -284,7 +284,7 @@ def _render_generation(
     last = memo.previous if memo is not None else None
     if memo is not None and sentinel is not None and isinstance(last, patch.Last) and last.sentinel == sentinel \
             and last.site_key == site_key and last.kept == (len(memo.entries), len(memo.chunks)):
-        patched = patch.patch(last, nodes, shared_of, files, render_node, (site, at), render_dhcp,
+        patched = patch.patch(last, nodes, shared_of, files, _spilling(render_node), (site, at), render_dhcp,
                               template.MAX_GENERATION_BYTES)
         if patched is not None:
             memo.hits += patched.reused
@@ -324,6 +324,16 @@ def _render_generation(
                                    frozenset(others), ((site, at), dhcp), entries, sum(sizes.values()),
                                    (len(memo.entries), len(memo.chunks)), tuple(nodes))
     return RenderedFiles(entries, revision, sentinel or "", report_secret)
+
+
+def _spilling(render_node: Callable[[Node], Mapping[str, Entry]]) -> Callable[[Node], Mapping[str, Entry]]:
+    """`render_node` whose entries go to the enclosing spiller as the full loop's do (`_rendered`):
+    the patch's nodes rendered again (a one-node commit's) keep their bytes on disk too."""
+    def rendered(node: Node) -> Mapping[str, Entry]:
+        own = render_node(node)
+        reuse.spill(own)
+        return own
+    return rendered
 
 
 def _rendered(

@@ -131,9 +131,10 @@ _SPILL: contextvars.ContextVar[Spiller | None] = contextvars.ContextVar("node_sp
 
 @contextlib.contextmanager
 def spilling(spiller: Spiller | None) -> Iterator[None]:
-    """Full render loops in this block hand each node's entries, once rendered or adopted, to
-    `spiller`, which may replace bytes in them by `files.Spilled` ones (the daemon's worker: its
-    memo's bytes in a file, daemon.spill). The dict is the memo's own (`Kept.entries`)."""
+    """Renders in this block hand each node's entries, once rendered or adopted (the full loop,
+    or rendered again by a patch: `render.patch`), to `spiller`, which may replace bytes in them
+    by `files.Spilled` ones (the daemon's worker: its memo's bytes in a file, daemon.spill). The
+    dict is the memo's own (`Kept.entries`)."""
     token = _SPILL.set(spiller)
     try:
         yield
