@@ -254,19 +254,17 @@ def read_incrementally(repo: pygit2.Repository, revision: str, settings: Setting
     return scratch
 
 
-# The largest tree object libgit2 keeps in its object cache (its default: 4 KiB). A directory of
-# 10,000 node files is one tree object of ~430 KiB: a directory read whole reads its bytes
-# (`_read_dir`, for the next commit's comparison) and then has libgit2 parse them, from the cache
-# rather than inflating them twice. Within libgit2's cache bound (256 MiB for every object),
-# trees least recently used go first.
-TREE_CACHE_LIMIT = 64 << 20
-
-
 class TreeCache:
-    """The last tree a source read (`read_tree(cache=...)`): each directory's entries' outcomes."""
+    """The last tree a source read (`read_tree(cache=...)`): each directory's entries' outcomes.
+
+    libgit2 keeps trees of up to 4 KiB in its object cache (its default): a directory of 10,000
+    node files (one ~430 KB tree object) is read once a commit, as bytes, and kept here
+    (`_Dir.raw`); kept by libgit2 as well (a limit of 64 MiB until 2026-12-07, for its diff), each
+    commit's version stayed in its cache up to its 256 MiB bound (100,000 files: +110 MB of RSS
+    over 25 commits, against +9 MB).
+    """
 
     def __init__(self) -> None:
-        pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, TREE_CACHE_LIMIT)
         self.lock = threading.Lock()
         self.subdir = ""
         self.last: _Dir | None = None
