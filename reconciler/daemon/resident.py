@@ -52,7 +52,7 @@ from reconciler.core import bootpass, places
 from reconciler.core.docmemo import ValidateMemo
 from reconciler.core.errors import InvalidRevision
 from reconciler.core.model import DesiredState, Issue, Node
-from reconciler.core.render import fanout
+from reconciler.core.render import fanout, patch
 from reconciler.core.render.files import Copy, Delta, RenderedFiles
 from reconciler.core.render.reuse import NodeMemo, spilling
 from reconciler.core.snapshot import Snapshot
@@ -494,6 +494,8 @@ def _serve(conn: Any, renderer: Renderer, limits: Limits, site: str | None, memo
                                   sent if sent and sent.token == base else None, token, unpickled, wrong, spilled)
                     if parsed is not None:  # the result is sent: what the next commit's check needs
                         _build_pending(parsed)
+                    if memo is not None and isinstance(memo.previous, patch.Last):
+                        memo.previous.copy_ahead()  # and the entries its render's patch fills
                 heap.settle()
             except InvalidRevision as exc:
                 conn.send(("invalid", str(exc), exc.findings))

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.docmemo import ValidateMemo
-from reconciler.core.render import NodeMemo, RenderedFiles, render_generation, render_served
+from reconciler.core.render import NodeMemo, RenderedFiles, patch, render_generation, render_served
 from reconciler.core.render.reuse import verbatim_only
 from reconciler.core.secrets import SecretValues
 from reconciler.core.snapshot import Snapshot
@@ -239,20 +239,48 @@ def test_a_memo_written_after_a_first_render_and_read_back_keeps_its_nodes() -> 
 
 
 @settings(max_examples=30, deadline=None)
-@given(steps=st.lists(st.tuples(edits(), _REVISION), min_size=1, max_size=12))
-def test_with_both_memos_each_commit_renders_as_from_scratch(steps: list[tuple[_Edit, str]]) -> None:
+@given(steps=st.lists(st.tuples(edits(), _REVISION, st.booleans()), min_size=1, max_size=12))
+def test_with_both_memos_each_commit_renders_as_from_scratch(steps: list[tuple[_Edit, str, bool]]) -> None:
     """As the daemon's worker runs: the validation memo hands back unchanged nodes as the same
     objects in the same tuple places, so the render's patch and its skipped sort work from the
     places that hold other objects (core.places); renames, deletions, additions, profile and
-    group edits through that path give the bytes of a render from scratch."""
+    group edits through that path give the bytes of a render from scratch. After some commits
+    the entries are copied ahead for the next patch (`Last.copy_ahead`, as the worker does once
+    a result is sent); the generation served before is left as it was."""
     files = base_files()
     validated, memo = ValidateMemo(), NodeMemo()
-    for edit, revision in steps:
+    served: list[tuple[RenderedFiles, list[tuple[str, bytes]]]] = []
+    for edit, revision, ahead in steps:
         _apply(files, edit)
         state = validate(Snapshot(revision, dict(files)), memo=validated).state
         if state is None:
             continue
-        assert list(render_served(state, b"k", memo=memo).items()) == list(render_served(state, b"k").items())
+        lazy = render_served(state, b"k", memo=memo)
+        assert list(lazy.items()) == list(render_served(state, b"k").items())
+        if ahead and isinstance(memo.previous, patch.Last):
+            memo.previous.copy_ahead()
+        served.append((lazy, list(lazy.items())))
+    for generation, items in served:
+        assert list(generation.items()) == items  # no later patch wrote into an earlier generation
+
+
+def test_a_patch_fills_the_entries_copied_ahead_and_leaves_the_served_ones_alone() -> None:
+    memo = NodeMemo()
+    files = base_files()
+    for i in range(5):
+        files[f"nodes/x{i}.yaml"] = _node(i, "install", f"ip: 10.10.10.{210 + i}\n").encode()
+    first = render_generation(valid_state(Snapshot("a" * 40, files)), b"s", memo=memo)
+    kept = list(first.items())
+    last = memo.previous
+    assert isinstance(last, patch.Last)
+    last.copy_ahead()
+    ahead = last.ahead[0].entries
+    files["nodes/x2.yaml"] += b"metadata: {note: changed}\n"
+    state = valid_state(Snapshot("b" * 40, files))
+    second = render_generation(state, b"s", memo=memo)
+    assert second.entries is ahead and not last.ahead  # taken, not copied again
+    assert list(second.items()) == list(render_generation(state, b"s").items())
+    assert list(first.items()) == kept
 
 
 def test_nodes_out_of_name_order_are_rendered_in_name_order() -> None:
