@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import os
 import signal
@@ -67,9 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HISTORY = 20
-# Young objects a reconcile leaves (net, while the collector was paused) past which they are
-# frozen rather than walked (a first commit at 100,000 nodes: millions; a one-node commit: few).
-FREEZE_YOUNG = 200_000
 # Seconds a stopping daemon waits for the served generation to be written (past it, the next
 # start serves the previous `current` and reconciles the head again).
 PERSIST_AT_STOP = 30.0
@@ -391,13 +387,7 @@ class Daemon:
             if outcome.generation is not None:
                 follow = self._activated(outcome.generation, around)
             self._conclude(outcome, around)
-            if gc.get_count()[0] > FREEZE_YOUNG:
-                # Frozen as they are, not walked: a first commit leaves millions of objects young,
-                # and the passes that followed (one of them, then `heap.settle`'s of them again)
-                # held the GIL for 1.2 s at 100,000 nodes right after /status named the commit,
-                # /status's own answer waiting. `heap.settle` collects the frozen heap in full
-                # as it does anyway: the first time, and once it has doubled.
-                gc.freeze()
+            heap.freeze_young()  # what a big reconcile left, frozen before the collector resumes
         if follow is not None and self._after is not None:
             # Only now, /status saying the commit: its heap pass (`heap.settle`, a collection
             # even while the collector is paused) held the GIL the conclusion waited for (100,000

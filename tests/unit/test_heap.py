@@ -102,3 +102,24 @@ def test_a_replaced_generation_is_freed_without_the_collector() -> None:
         assert [p() for p in probes] == [None] * 4
     finally:
         gc.enable()
+
+
+def test_a_reconcile_that_leaves_many_young_objects_has_them_frozen_not_walked() -> None:
+    """`freeze_young` (the daemon, once a reconcile is concluded, before its paused collector
+    resumes): past the threshold the young objects are frozen as they are, and the pass that
+    would have walked them finds none; under it nothing is frozen."""
+    gc.collect()
+    gc.disable()
+    try:
+        frozen = gc.get_freeze_count()
+        few = [[i] for i in range(100)]
+        assert not heap.freeze_young(threshold=10_000)
+        assert gc.get_freeze_count() == frozen
+        many = [[i] for i in range(20_000)]
+        assert heap.freeze_young(threshold=10_000)
+        assert gc.get_freeze_count() >= frozen + 20_000
+        assert gc.get_count()[0] == 0  # nothing young left for the next pass to walk
+        assert many[-1] not in gc.get_objects(generation=0)
+    finally:
+        gc.enable()
+    del few
