@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.adapters import rawtree
+from reconciler.adapters import gitsource, rawtree
 from reconciler.adapters.gitsource import TreeCache, read_incrementally, read_tree
 from reconciler.core.snapshot import MAX_FILE_BYTES, Changes, Snapshot
 from reconciler.settings import Settings
@@ -171,3 +171,26 @@ def test_trees_written_by_other_tools_read_with_the_cache_as_in_full(
                 read_tree(repo, str(parents[0]), cache=cache)
             continue
         assert read_tree(repo, str(parents[0]), cache=cache) == full
+
+
+def test_a_read_that_fails_half_way_empties_the_cache(tmp_path: Path) -> None:
+    repo = _Repo(tmp_path)
+    for i in range(3):
+        repo.apply((f"nodes/n{i}.yaml", pygit2.GIT_FILEMODE_BLOB, i))
+    cache = TreeCache()
+    read_tree(repo.repo, repo.commit(), cache=cache)
+    repo.apply(("nodes/n0.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
+    repo.apply(("nodes/n2.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
+    revision = repo.commit()
+    real, calls = gitsource._outcome, []
+
+    def failing(*args: object, **kwargs: object) -> object:  # the second changed entry cannot be read
+        calls.append(args)
+        if len(calls) == 3:  # nodes/, then its first changed entry, then this one
+            raise pygit2.GitError("object not found")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch.object(gitsource, "_outcome", failing), pytest.raises(pygit2.GitError):
+        read_tree(repo.repo, revision, cache=cache)
+    assert cache.last is None and cache.flat is None  # its old tree was half changed in place: not kept
+    assert read_tree(repo.repo, revision, cache=cache) == read_tree(repo.repo, revision)
