@@ -495,10 +495,14 @@ class Daemon:
 
     def _after_served(self, generation: Generation, previous: tuple[Target, ...] | None,
                       current: tuple[Target, ...] | None, timings: dict[str, float]) -> None:
-        """What may wait for the next commit: the servers' supervisor, the heap."""
+        """What may wait for the next commit: the servers' supervisor, the worker's copy of the
+        entries the next commit patches, the heap."""
         t = time.monotonic()
         self.supervisor.kick()  # a commit may have fixed what kept a server down (dhcp.interface)
         timings["after.kick"], t = time.monotonic() - t, time.monotonic()
+        if self.reconciler.worker is not None:
+            self.reconciler.worker.copy_ahead()
+            timings["after.ahead"], t = time.monotonic() - t, time.monotonic()
         heap.settle()
         timings["after.settle"] = time.monotonic() - t
 

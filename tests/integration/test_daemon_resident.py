@@ -125,6 +125,34 @@ def test_a_worker_started_ahead_builds_the_first_commit(tmp_path: Path) -> None:
     assert pool.pid is None
 
 
+def test_entries_copied_ahead_are_what_the_next_commit_patches_and_the_last_result_stays(tmp_path: Path) -> None:
+    """`Worker.copy_ahead` (the daemon's after-serving thread, once a commit is served): the next
+    one-node commit's patch fills that copy instead of copying the last result's entries then;
+    the result is the whole render, and the last result (still served) is unchanged."""
+    tree = WorkTree(tmp_path / "repo")
+    tree.write({f"nodes/bulk-{i}.yaml": _bulk(i) for i in range(40)})
+    pool = resident.Worker(render)
+    try:
+        first = pool.build(snapshot(tree))
+        kept = list(first.files.items())
+        pool.copy_ahead()
+        ahead = pool._ahead
+        assert ahead is not None and ahead.of is first.files.entries  # type: ignore[attr-defined]
+        tree.write({"nodes/bulk-3.yaml": _bulk(3, "x")})
+        second = pool.build(snapshot(tree))
+        assert isinstance(second.files, RenderedFiles) and second.files.entries is ahead.entries
+        assert list(second.files.items()) == list(render(second.state).items())
+        assert list(first.files.items()) == kept
+        pool.copy_ahead()
+        again = pool._ahead
+        tree.write({"nodes/bulk-4.yaml": _bulk(4, "y")})
+        third = pool.build(snapshot(tree))  # made from `second`, which the copy is of
+        assert again is not None and third.files.entries is again.entries  # type: ignore[attr-defined]
+        assert list(third.files.items()) == list(render(third.state).items())
+    finally:
+        pool.close()
+
+
 def test_a_commit_over_the_cpu_budget_is_invalid_and_the_next_gets_a_fresh_worker(tmp_path: Path) -> None:
     tree = WorkTree(tmp_path / "repo")
     pool = resident.Worker(spin_on_marker, worker.Limits(cpu_seconds=1))
