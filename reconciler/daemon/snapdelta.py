@@ -93,8 +93,8 @@ def differences(a: Snapshot, b: Snapshot) -> tuple[str, ...]:
     wrong = [p for p in a.files.keys() | b.files.keys() if a.files.get(p) != b.files.get(p)]
     if not wrong and list(a.files) != list(b.files):
         wrong.append("(the order of the files)")
-    wrong += [f.name for f in dataclasses.fields(Snapshot)
-              if f.name != "files" and getattr(a, f.name) != getattr(b, f.name)]
+    wrong += [f.name for f in dataclasses.fields(Snapshot)  # not what is no part of the value (`changes`)
+              if f.compare and f.name != "files" and getattr(a, f.name) != getattr(b, f.name)]
     return tuple(sorted(wrong))
 
 

@@ -80,3 +80,4 @@ def test_changes_a_reader_says_give_the_same_delta_and_others_are_not_trusted() 
     assert snapdelta.between(before, wrong) == plain
     # Not a part of the value, and not carried to another snapshot by dataclasses.replace.
     assert other == _snap(2, files) and dataclasses.replace(other, files={}).changes is None
+    assert snapdelta.differences(other, _snap(2, files)) == ()  # a rebuilt snapshot says nothing of it
