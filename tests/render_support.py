@@ -56,7 +56,9 @@ _LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True).fi
     lambda s: not s.startswith("group-")
 )
 _SAFE_TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20
+    # U+FFFE and U+FFFF: noncharacters YAML refuses (a repository with them is rightly invalid)
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp"),
+                           exclude_characters="\ufffe\uffff"), max_size=20
 ).filter(lambda s: not any(c in s for c in "\"'\\;{}"))
 _ARG = st.from_regex(r"[A-Za-z0-9_.][A-Za-z0-9_.=,:/;${}@+-]{0,30}", fullmatch=True).filter(
     # Literal args: no Jinja delimiters (a random "{{" is a template syntax error, rightly refused).
