@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, Protocol
 
 import pygit2
 
-from reconciler.adapters import rawtree
+from reconciler.adapters import looseobj, rawtree
 from reconciler.adapters.commitsig import Signers, verify_commit
 from reconciler.adapters.commitsig import invalid as invalid_commit
 from reconciler.adapters.dirsource import read_directory
@@ -295,6 +295,7 @@ class _Reading:
 
     def __init__(self, repo: pygit2.Repository, keep: bool) -> None:
         self.repo = repo
+        self.objects = os.path.join(repo.path, "objects")  # where its loose objects are (adapters.looseobj)
         self.keep = keep  # a cache's read: keep each directory's tree object bytes (`_Dir.raw`)
         # Each entry that differs from the last read's in a directory compared with it: before, after.
         self.changes: list[tuple[_Outcome | None, _Outcome | None]] = []
@@ -311,7 +312,8 @@ def _read_dir(reading: _Reading, oid: pygit2.Oid, prefix: str, old: _Dir | None)
     found: tuple[dict[str, rawtree.Entry | None], rawtree.Raw] | None = None
     raw = None
     if reading.keep:
-        data = repo.odb.read(oid)[1]  # inflated and its hash checked by libgit2, as any object read
+        # inflated and its hash checked, the GIL let go (adapters.looseobj); else by libgit2
+        data = looseobj.read(reading.objects, b"tree", oid.raw) or repo.odb.read(oid)[1]
         if old is not None and old.raw is not None:
             found = rawtree.changed(old.raw, data, len(oid.raw))
         if found is None:
