@@ -18,9 +18,11 @@ from reconciler.core.model import Issue
 from reconciler.core.snapshot import (
     MAX_FILE_BYTES,
     Snapshot,
+    escaped,
     is_candidate_dir,
     kind_of,
     not_read,
+    refuse_name_encoding,
     refuse_size,
     refuse_special,
     refuse_symlink,
@@ -110,10 +112,16 @@ def _read_tree(dir_fd: int, rel_dir: str, files: dict[str, bytes], refused: list
             rel = f"{rel_dir}/{d.name}" if rel_dir else d.name
             if _is_link(d) and is_candidate_dir(rel):
                 refused.append(refuse_symlink(rel))
-            elif not is_candidate_dir(rel) and (miss := not_read(rel, is_dir=True)) is not None:
+            elif not is_candidate_dir(rel) and (miss := not_read(escaped(rel) or rel, is_dir=True)) is not None:
                 unread.append(miss)
         for entry in sorted(file_entries, key=lambda e: e.name):
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if (bad := escaped(rel)) is not None:  # a name that is not UTF-8: in no snapshot
+                if kind_of(rel) is not None:
+                    refused.append(refuse_name_encoding(bad))
+                elif (miss := not_read(bad, is_dir=False)) is not None:
+                    unread.append(miss)
+                continue
             if kind_of(rel) is None:
                 if (miss := not_read(rel, is_dir=False)) is not None:
                     unread.append(miss)

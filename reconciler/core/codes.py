@@ -28,6 +28,8 @@ _TABLE = (
     Code("special-file", E, "FIFOs, sockets and device files are refused: only regular files are read"),
     Code("submodule", E, "submodules are refused: the repository must hold its files"),
     Code("file-too-large", E, "files over 1 MiB are refused"),
+    Code("file-name-encoding", E, "a file the format would read whose name is not UTF-8 is refused (named with its "
+         "bytes shown as \\xNN)"),
     Code("not-read", W, "a path the format does not read, but that looks meant to be read"),
     Code("source", E, "the repository or revision could not be read"),
     Code("commit-signature", E, "with --verify-commits, only a commit signed by a key the file lists is served"),

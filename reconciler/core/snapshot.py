@@ -9,6 +9,7 @@ enforces, so both readers refuse the same things.
 from __future__ import annotations
 
 import difflib
+import os
 import posixpath
 import re
 import stat
@@ -92,6 +93,18 @@ def _unread(path: str, why: str) -> Issue:
     return issue("not-read", Location(path.rstrip("/")), f"{path} is not read: {why}")
 
 
+def escaped(path: str) -> str | None:
+    """None for a UTF-8 path; else (a name whose bytes are not UTF-8: readers get names decoded as
+    `os.fsdecode` decodes them, those bytes as surrogate escapes) the path as findings show it,
+    those bytes written as `\\xff`. Readers never put such a path in a snapshot: a UTF-8 file
+    holds it nowhere, and a finding naming it must print."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode(errors="backslashreplace")
+    return None
+
+
 def refused(path: str, code: str, message: str) -> Issue:
     return issue(code, Location(path), message)
 
@@ -108,6 +121,12 @@ def refuse_special(path: str, mode: int) -> Issue:
 
 def refuse_submodule(path: str) -> Issue:
     return refused(path, "submodule", "submodules are refused: the repository must hold its files")
+
+
+def refuse_name_encoding(shown: str) -> Issue:
+    """A path the format would read whose name is not UTF-8 (`shown`: as `escaped` gives it)."""
+    return refused(shown, "file-name-encoding", f"{shown}: the name is not UTF-8 (such bytes shown as \\xNN): "
+                   "file names must be UTF-8")
 
 
 def refuse_size(path: str, size: int) -> Issue:

@@ -7,9 +7,11 @@ import shutil
 from pathlib import Path
 
 import pygit2
+import pytest
 
 from reconciler.adapters.dirsource import read_directory
 from reconciler.adapters.gitsource import read_tree
+from reconciler.cli import main as cli_main
 from reconciler.core.render import render_generation
 from reconciler.core.snapshot import MAX_FILE_BYTES
 from reconciler.core.validate import validate
@@ -89,3 +91,31 @@ def test_files_the_format_does_not_read_but_look_meant_are_warned_of_in_a_commit
         assert result.state is not None, result.issues  # warnings only
         assert sorted(i.message for i in result.issues if i.code == "not-read") == MISPLACED_WARNINGS
         assert all(not i.is_error for i in result.issues)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_by_name_in_a_commit_and_a_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate` stopped with "'utf-8' codec can't encode character '\\udcff'" (git and directory
+    readers alike), and the daemon's reconcile failed on every retry: now a finding naming the file."""
+    tree = WorkTree(tmp_path / "repo")
+    nodes = os.fsencode(tree.path / "nodes")
+    Path(os.fsdecode(nodes + b"/\xff.yaml")).write_text("mac: 52:54:00:00:00:99\n")
+    Path(os.fsdecode(nodes + b"/\xfe.txt")).write_text("ignored, as any .txt there\n")
+    Path(os.fsdecode(nodes + b"/\xfd.json")).write_text("{}\n")
+    os.symlink("node-1.yaml", os.fsdecode(nodes + b"/\xfa.yaml"))
+    Path(os.fsdecode(os.fsencode(tree.path) + b"/\xfc.md")).write_text("ignored\n")
+    revision = tree.commit("names that are not UTF-8")
+    for snapshot in (read_tree(pygit2.Repository(str(tree.path)), revision), read_directory(tree.path)):
+        assert [(i.file, i.code, i.is_error) for i in snapshot.refused] == [
+            ("nodes/\\xfa.yaml", "file-name-encoding", True), ("nodes/\\xff.yaml", "file-name-encoding", True)]
+        assert "nodes/\\xff.yaml: the name is not UTF-8" in snapshot.refused[1].message
+        assert [(i.file, i.code) for i in snapshot.unread] == [("nodes/\\xfd.json", "not-read")]
+        assert all(path.isascii() for path in snapshot.files) and "nodes/node-1.yaml" in snapshot.files
+        result = validate(snapshot)
+        assert result.state is None
+        assert {i.file for i in result.issues if i.is_error} == {"nodes/\\xfa.yaml", "nodes/\\xff.yaml"}
+    for rev in ([], [revision]):
+        assert cli_main(["validate", str(tree.path), *rev]) == 1
+        out = capsys.readouterr()
+        assert "nodes/\\xff.yaml:0:0: error file-name-encoding: nodes/\\xff.yaml: the name is not UTF-8" in out.out
+        assert "codec" not in out.out + out.err

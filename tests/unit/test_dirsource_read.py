@@ -122,3 +122,23 @@ def test_the_descriptor_reader_reads_and_refuses_exactly_what_os_walk_did(tmp_pa
             ("nodes/over.yaml", "file-too-large")} <= codes
     assert snap.files["nodes/exact.yaml"] == b"#" * MAX_FILE_BYTES
     assert snap.files["nodes/empty.yaml"] == b""
+
+
+def test_names_that_are_not_utf8_are_refused_where_read_and_ignored_elsewhere(tmp_path: Path) -> None:
+    """A name that is not UTF-8 crashed the read (its digest encodes each path): now refused by name
+    where the format reads, warned of where `not_read` warns, ignored where the format ignores."""
+    root = tmp_path / "repo"
+    (root / "nodes").mkdir(parents=True)
+    (root / "nodes" / "ok.yaml").write_text("mac: 52:54:00:00:00:01\n")
+    raw = os.fsencode(root)
+    for name in (b"nodes/\xff.yaml", b"nodes/\xfe.txt", b"nodes/\xfd.json", b"ignition/\xfc", b"\xfb.md"):
+        Path(os.fsdecode(raw + b"/" + name)).parent.mkdir(exist_ok=True)
+        Path(os.fsdecode(raw + b"/" + name)).write_text("x: 1\n")
+    os.mkdir(os.fsdecode(raw + b"/nodes/\xfa"))
+    snap = read_directory(root)
+    assert list(snap.files) == ["nodes/ok.yaml"]
+    assert [(i.file, i.code) for i in snap.refused] == [
+        ("ignition/\\xfc", "file-name-encoding"), ("nodes/\\xff.yaml", "file-name-encoding")]
+    assert sorted((i.file, i.code) for i in snap.unread) == [
+        ("nodes/\\xfa", "not-read"), ("nodes/\\xfd.json", "not-read")]
+    assert all(i.is_error for i in snap.refused)
