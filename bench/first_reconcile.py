@@ -78,6 +78,15 @@ after.record 0.53. Peak RSS 885 + 803-807 = 1,688-1,692 MB when serving, 922-923
 child peaked at 582-586 MB, pages shared with the worker included. Five one-node commits: p50 0.299
 s after the commit existed (max 0.579), 0.531 s after `git commit` started. The peer `validate`:
 8.8-9.6 s.
+Measured 2026-12-07 19:27-19:39 (session 17), main at dab015b (the writer giving way to commits, the
+entries copied ahead in worker and daemon, tree objects compared as bytes and read outside the
+GIL), against e9553b9 (the session's start) run just before it: 19:32 e9553b9 served after 30.5 s
+by /status (29.0 by the iPXE script), 19:33 dab015b 31.4 s (29.4), both at load 1.6-1.9 (the
+kernel still writing back a killed run's 766,680 files); then 19:37 dab015b at load 0.8-1.2: 28.6 s
+(26.9): snapshot 0.88, worker.validate 7.9, worker.render 14.2, worker.send 2.6. Peak RSS 899 +
+795-799 = 1,694-1,698 MB serving, 946 + 795-799 = 1,741-1,745 once written (e9553b9: 1,695 and
+1,731). One run at 19:27 beside a helper's tests: 60.9 s (render 29.8), RSS the same; its five
+one-node commits p50 0.287 s after the commit existed (max 0.521). The peer `validate`: 7.8-12.4 s.
 """
 
 from __future__ import annotations
