@@ -69,6 +69,15 @@ def test_reading_with_the_cache_equals_a_full_read(tmp_path_factory: pytest.Temp
         _read_each(repo, commits, subdir)
 
 
+def _three_nodes_read(tmp_path: Path) -> tuple[_Repo, TreeCache, Snapshot]:
+    """A repository of three node files, committed and read once with a new tree cache."""
+    repo = _Repo(tmp_path)
+    for i in range(3):
+        repo.apply((f"nodes/n{i}.yaml", pygit2.GIT_FILEMODE_BLOB, i))
+    cache = TreeCache()
+    return repo, cache, read_tree(repo.repo, repo.commit(), cache=cache)
+
+
 def _read_each(repo: _Repo, commits: list[list[_Op]], subdir: str) -> None:
     cache = TreeCache()
     last: Snapshot | None = None
@@ -88,11 +97,7 @@ def _read_each(repo: _Repo, commits: list[list[_Op]], subdir: str) -> None:
 
 
 def test_a_commit_that_edits_a_file_says_which(tmp_path: Path) -> None:
-    repo = _Repo(tmp_path)
-    for i in range(3):
-        repo.apply((f"nodes/n{i}.yaml", pygit2.GIT_FILEMODE_BLOB, i))
-    cache = TreeCache()
-    first = read_tree(repo.repo, repo.commit(), cache=cache)
+    repo, cache, first = _three_nodes_read(tmp_path)
     assert first.changes is None  # read whole: nothing to say
     repo.apply(("nodes/n1.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
     repo.apply(("README.md", pygit2.GIT_FILEMODE_BLOB, 1))
@@ -103,11 +108,7 @@ def test_a_commit_that_edits_a_file_says_which(tmp_path: Path) -> None:
 
 
 def test_unchanged_files_are_the_bytes_read_last_time(tmp_path: Path) -> None:
-    repo = _Repo(tmp_path)
-    for i in range(3):
-        repo.apply((f"nodes/n{i}.yaml", pygit2.GIT_FILEMODE_BLOB, i))
-    cache = TreeCache()
-    first = read_tree(repo.repo, repo.commit(), cache=cache)
+    repo, cache, first = _three_nodes_read(tmp_path)
     repo.apply(("nodes/n0.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
     second = read_tree(repo.repo, repo.commit(), cache=cache)
     assert second.files["nodes/n0.yaml"] != first.files["nodes/n0.yaml"]
@@ -178,11 +179,7 @@ def test_trees_written_by_other_tools_read_with_the_cache_as_in_full(
 
 
 def test_a_read_that_fails_half_way_empties_the_cache(tmp_path: Path) -> None:
-    repo = _Repo(tmp_path)
-    for i in range(3):
-        repo.apply((f"nodes/n{i}.yaml", pygit2.GIT_FILEMODE_BLOB, i))
-    cache = TreeCache()
-    read_tree(repo.repo, repo.commit(), cache=cache)
+    repo, cache, _first = _three_nodes_read(tmp_path)
     repo.apply(("nodes/n0.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
     repo.apply(("nodes/n2.yaml", pygit2.GIT_FILEMODE_BLOB, 3))
     revision = repo.commit()
