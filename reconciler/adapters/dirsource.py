@@ -18,11 +18,11 @@ from reconciler.core.model import Issue
 from reconciler.core.snapshot import (
     MAX_FILE_BYTES,
     Snapshot,
+    bad_name,
     escaped,
     is_candidate_dir,
     kind_of,
     not_read,
-    refuse_name_encoding,
     refuse_size,
     refuse_special,
     refuse_symlink,
@@ -116,11 +116,9 @@ def _read_tree(dir_fd: int, rel_dir: str, files: dict[str, bytes], refused: list
                 unread.append(miss)
         for entry in sorted(file_entries, key=lambda e: e.name):
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if (bad := escaped(rel)) is not None:  # a name that is not UTF-8: in no snapshot
-                if kind_of(rel) is not None:
-                    refused.append(refuse_name_encoding(bad))
-                elif (miss := not_read(bad, is_dir=False)) is not None:
-                    unread.append(miss)
+            if escaped(rel) is not None:  # a name that is not UTF-8: in no snapshot
+                if (said := bad_name(rel, is_dir=False)) is not None:
+                    (refused if said.is_error else unread).append(said)
                 continue
             if kind_of(rel) is None:
                 if (miss := not_read(rel, is_dir=False)) is not None:

@@ -52,11 +52,10 @@ from reconciler.core.snapshot import (
     MAX_FILE_BYTES,
     Changes,
     Snapshot,
-    escaped,
+    bad_name,
     is_candidate_dir,
     kind_of,
     not_read,
-    refuse_name_encoding,
     refuse_size,
     refuse_submodule,
     refuse_symlink,
@@ -398,14 +397,10 @@ def _outcome(reading: _Reading, name: str, mode: int, oid: pygit2.Oid, prefix: s
 
 
 def _bad_name(order: bytes, rel: str, is_dir: bool) -> _Outcome | None:
-    """An entry whose name is not UTF-8 (`order`: its bytes, git's order), in no snapshot: refused
-    where the format would read it (whatever its mode), a `not_read` warning where that would warn,
-    else ignored; named as `escaped` shows it (as dirsource does). Never a candidate directory."""
-    shown = escaped(rel) or rel
-    if not is_dir and kind_of(rel) is not None:
-        return _Outcome(order, "refused", rel, refuse_name_encoding(shown))
-    miss = not_read(shown, is_dir)
-    return _Outcome(order, "unread", rel, miss) if miss is not None else None
+    """An entry whose name is not UTF-8 (`order`: its bytes, git's order), whatever its mode, as
+    `snapshot.bad_name` says (as dirsource does). Never a candidate directory."""
+    said = bad_name(rel, is_dir)
+    return _Outcome(order, "refused" if said.is_error else "unread", rel, said) if said is not None else None
 
 
 def _flattened(root: _Dir) -> _Flat:

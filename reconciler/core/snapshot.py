@@ -129,6 +129,16 @@ def refuse_name_encoding(shown: str) -> Issue:
                    "file names must be UTF-8")
 
 
+def bad_name(path: str, is_dir: bool) -> Issue | None:
+    """What a reader says of `path` whose name is not UTF-8 (`escaped` is not None), which it
+    puts in no snapshot: a refusal (an error) where the format would read it as a file, the
+    `not_read` warning where that warns, else nothing; the path shown as `escaped` gives it."""
+    shown = escaped(path) or path
+    if not is_dir and kind_of(path) is not None:
+        return refuse_name_encoding(shown)
+    return not_read(shown, is_dir)
+
+
 def refuse_size(path: str, size: int) -> Issue:
     return refused(path, "file-too-large", f"{size} bytes is over the {MAX_FILE_BYTES} byte limit")
 

@@ -94,6 +94,8 @@ class Attempt:
     generation: Generation | None = None
     asset_paths: Mapping[str, str] | None = None  # served path -> sha256 of what the assets step linked
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds, in order
+    # What a step holds until the attempt ends (closed by `Reconciler.run`): the writer's giving way.
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
 Step = Callable[[Attempt], bool]
@@ -177,12 +179,8 @@ class Reconciler:
         attempt = Attempt(trigger, skip, started)
         t0 = time.monotonic()
         result, message, reason, delay = Result.APPLIED, "", "", None
-        way = contextlib.ExitStack()
         try:
             for name, step in self.steps:
-                if name == "snapshot" and self.persister is not None:
-                    # A new revision: the write of the last one waits until this one is served.
-                    way.enter_context(self.persister.giving_way())
                 attempt.step = name
                 t_step = time.monotonic()
                 done = step(attempt)
@@ -202,7 +200,7 @@ class Reconciler:
             result, message = Result.FAILED, f"{attempt.step}: internal error: {exc!r}"
             reason = Reason.RETRYING_AFTER_ERROR
         finally:
-            way.close()
+            attempt.held.close()
         return Outcome(
             result=result,
             trigger=trigger,
@@ -263,6 +261,8 @@ class Reconciler:
 
     def _snapshot(self, attempt: Attempt) -> bool:
         assert self.source is not None and attempt.revision is not None
+        if self.persister is not None:  # a new revision: the last one's write waits until it is served
+            attempt.held.enter_context(self.persister.giving_way())
         attempt.snapshot = self.source.snapshot(attempt.revision)
         return True
 
